@@ -1,0 +1,3 @@
+//! Bootstrap server: log and snapshot stores, consolidated delta and consistent snapshot queries.
+
+#![forbid(unsafe_code)]

@@ -1,0 +1,127 @@
+//! Opcodes and the owned event.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{EventBuilder, EventView};
+use crate::{Key, PartitionId, SchemaId, Scn, SourceId};
+
+/// What an event does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Opcode {
+    /// Insert or update: the payload is the row's after image.
+    Upsert,
+    /// Delete: the payload is the row's before image (or empty).
+    Delete,
+    /// A control event of the stream itself.
+    Control(ControlKind),
+}
+
+/// The kinds of control events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ControlKind {
+    /// Closes a window. A window made of this event alone is a heartbeat.
+    EndOfWindow,
+}
+
+impl Opcode {
+    /// The opcode's byte in the frame.
+    pub const fn to_byte(self) -> u8 {
+        match self {
+            Opcode::Upsert => 1,
+            Opcode::Delete => 2,
+            Opcode::Control(ControlKind::EndOfWindow) => 0x81,
+        }
+    }
+
+    /// Reads an opcode byte; `None` for a byte no version of the frame defines.
+    pub const fn from_byte(byte: u8) -> Option<Self> {
+        match byte {
+            1 => Some(Opcode::Upsert),
+            2 => Some(Opcode::Delete),
+            0x81 => Some(Opcode::Control(ControlKind::EndOfWindow)),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a control event.
+    pub const fn is_control(self) -> bool {
+        matches!(self, Opcode::Control(_))
+    }
+
+    /// Whether this event closes a window.
+    pub const fn is_end_of_window(self) -> bool {
+        matches!(self, Opcode::Control(ControlKind::EndOfWindow))
+    }
+}
+
+/// An owned event: every field of a frame. Use [`EventView`] on hot paths.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// The window's SCN.
+    pub scn: Scn,
+    /// What the event does.
+    pub opcode: Opcode,
+    /// The source (table) it belongs to.
+    pub source: SourceId,
+    /// The physical partition.
+    pub partition: PartitionId,
+    /// Commit time at the source, in nanoseconds since the Unix epoch.
+    pub timestamp_ns: u64,
+    /// The writer schema of the payload.
+    pub schema: SchemaId,
+    /// The key.
+    pub key: Key,
+    /// Avro binary payload.
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// An end-of-window control event for the window `scn`.
+    pub fn end_of_window(scn: Scn, timestamp_ns: u64) -> Self {
+        Event {
+            scn,
+            opcode: Opcode::Control(ControlKind::EndOfWindow),
+            source: SourceId::new(0),
+            partition: PartitionId::new(0),
+            timestamp_ns,
+            schema: SchemaId::NONE,
+            key: Key::None,
+            payload: Vec::new(),
+        }
+    }
+
+    /// A builder that writes this event as a frame.
+    pub fn builder(&self) -> EventBuilder<'_> {
+        EventBuilder::new(self.scn, self.opcode)
+            .source(self.source)
+            .partition(self.partition)
+            .timestamp_ns(self.timestamp_ns)
+            .schema(self.schema)
+            .key(self.key.as_ref())
+            .payload(&self.payload)
+    }
+
+    /// Encodes this event as a frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.builder().encoded_len());
+        self.builder().write_to_vec(&mut out);
+        out
+    }
+}
+
+impl From<EventView<'_>> for Event {
+    fn from(view: EventView<'_>) -> Self {
+        Event {
+            scn: view.scn(),
+            opcode: view.opcode(),
+            source: view.source(),
+            partition: view.partition(),
+            timestamp_ns: view.timestamp_ns(),
+            schema: view.schema(),
+            key: view.key().to_owned(),
+            payload: view.payload().to_vec(),
+        }
+    }
+}

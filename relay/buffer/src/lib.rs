@@ -1,0 +1,1 @@
+//! Lock-free, SCN-indexed circular event buffer (one writer, many readers).

@@ -1,0 +1,3 @@
+//! The relay: ingest from a connector into event buffers and serve consumers over HTTP.
+
+#![forbid(unsafe_code)]

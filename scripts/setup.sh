@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what building and testing databus-rs needs on a fresh Debian machine: the Rust toolchain is
+# expected; this adds Debian's MariaDB server (the tests start private instances of it) when missing.
+# Safe to run again: it only installs what is absent.
+set -euo pipefail
+
+have_mariadbd() {
+  command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ]
+}
+
+if ! have_mariadbd; then
+  echo "setup: installing Debian's mariadb-server (the tests start private MariaDB instances)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    mariadb-server mariadb-client >/dev/null
+  # The package starts a system-wide server; the project never uses it.
+  $SUDO service mariadb stop >/dev/null 2>&1 || true
+fi
+
+for tool in cargo rustfmt cargo-clippy; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "setup: $tool is missing; install the Rust toolchain with rustfmt and clippy (rustup)" >&2
+    exit 1
+  fi
+done

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints and every test of the workspace (unit, property, real MariaDB,
+# real HTTP over loopback), plus the loom model of the event buffer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo test --workspace --locked
