@@ -1,0 +1,621 @@
+//! The relay's configuration file (`relay.toml`) and its validation into runtime types.
+//!
+//! The file says what data flows (sources, tables, buffer sizes, where state lives) and the HTTP limits;
+//! how the process runs (log level, a listen-address override) belongs to flags and the environment.
+//!
+//! ```toml
+//! state_dir = "/var/lib/databus/relay"
+//!
+//! [http]
+//! listen = "127.0.0.1:11140"
+//! max_response_bytes = "16MiB"
+//! default_response_bytes = "1MiB"
+//! max_wait = "30s"
+//!
+//! [[sources]]
+//! name = "shop"
+//! url = "mysql://repl@db.example:3306"
+//! password_env = "SHOP_REPL_PASSWORD"
+//! server_id = 1001
+//! buffer_size = "512MiB"
+//! tables = [
+//!     { id = 1, name = "orders", table = "shop.orders" },
+//!     { id = 2, name = "customers", table = "shop.customers" },
+//! ]
+//! ```
+//!
+//! Parse with [`RelayConfig::from_toml`], then [`RelayConfig::validate`] into a [`ValidatedConfig`]; every
+//! error names the field and the fix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use databus_core::SourceId;
+use serde::Deserialize;
+
+use crate::RelayError;
+
+/// The whole relay configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelayConfig {
+    /// Directory for the relay's small persisted state (the last SCN of each source). Created if missing.
+    pub state_dir: PathBuf,
+    /// The HTTP server and its limits.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The physical sources (databases) this relay captures; each gets its own event buffer.
+    pub sources: Vec<SourceConfig>,
+}
+
+/// The HTTP server and its bounds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on. Default `127.0.0.1:11140`; the CLI's `--listen` overrides it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The largest byte budget a `stream` request may ask for (`max_bytes`). Default 16 MiB.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: ByteSize,
+    /// The byte budget of a `stream` request that does not set `max_bytes`. Default 1 MiB.
+    #[serde(default = "default_response_bytes")]
+    pub default_response_bytes: ByteSize,
+    /// The longest long-poll wait a `stream` request may ask for (`wait_ms`). Default 30 s.
+    #[serde(default = "default_max_wait", with = "humantime_serde")]
+    pub max_wait: Duration,
+    /// The longest accepted query string. Default 8 KiB.
+    #[serde(default = "default_max_query_bytes")]
+    pub max_query_bytes: ByteSize,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 11140))
+}
+fn default_max_response_bytes() -> ByteSize {
+    ByteSize::mib(16)
+}
+fn default_response_bytes() -> ByteSize {
+    ByteSize::mib(1)
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_query_bytes() -> ByteSize {
+    ByteSize::kib(8)
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+            max_response_bytes: default_max_response_bytes(),
+            default_response_bytes: default_response_bytes(),
+            max_wait: default_max_wait(),
+            max_query_bytes: default_max_query_bytes(),
+        }
+    }
+}
+
+/// One physical source: a database connection and the tables captured from it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// A short name for this source, unique in the relay (`[A-Za-z0-9_-]`); used in URLs, metrics and the
+    /// state file name.
+    pub name: String,
+    /// Connection URL of the database, without the password (e.g. `mysql://repl@db:3306`).
+    pub url: String,
+    /// Name of an environment variable holding the password. At most one of `password_env` and
+    /// `password_file`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// A file holding the password (trailing newline ignored). At most one of `password_env` and
+    /// `password_file`.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Server id of the relay's replication connection; distinct from every server in the topology.
+    pub server_id: u32,
+    /// Byte capacity of this source's event buffer. Default 256 MiB.
+    #[serde(default = "default_buffer_size")]
+    pub buffer_size: ByteSize,
+    /// The tables captured, each mapped to a logical source id and name.
+    pub tables: Vec<TableConfig>,
+}
+
+fn default_buffer_size() -> ByteSize {
+    ByteSize::mib(256)
+}
+
+/// One captured table, a logical source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The logical source id events of this table carry; unique in the relay.
+    pub id: u16,
+    /// The logical source name consumers see (e.g. `orders`); unique in the relay.
+    pub name: String,
+    /// The table, as `database.table`.
+    pub table: String,
+}
+
+/// A password, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret's text, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// A validated configuration: runtime types, credentials resolved.
+#[derive(Debug, Clone)]
+pub struct ValidatedConfig {
+    /// Directory for persisted state.
+    pub state_dir: PathBuf,
+    /// HTTP server settings.
+    pub http: HttpSettings,
+    /// The sources, in file order.
+    pub sources: Vec<ValidatedSource>,
+}
+
+/// Validated HTTP settings, in runtime units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Largest `max_bytes`.
+    pub max_response_bytes: usize,
+    /// Budget when `max_bytes` is absent.
+    pub default_response_bytes: usize,
+    /// Longest long-poll wait.
+    pub max_wait: Duration,
+    /// Longest query string.
+    pub max_query_bytes: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        // The defaults are valid by construction.
+        HttpConfig::default()
+            .validate()
+            .expect("default HTTP settings are valid")
+    }
+}
+
+/// A validated source.
+#[derive(Debug, Clone)]
+pub struct ValidatedSource {
+    /// Unique name.
+    pub name: String,
+    /// Connection URL without the password.
+    pub url: String,
+    /// The password, if one was configured.
+    pub password: Option<Secret>,
+    /// Replication server id.
+    pub server_id: u32,
+    /// Event buffer capacity in bytes.
+    pub buffer_bytes: usize,
+    /// The captured tables.
+    pub tables: Vec<ValidatedTable>,
+}
+
+/// A validated table mapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidatedTable {
+    /// Logical source id.
+    pub id: SourceId,
+    /// Logical source name.
+    pub name: String,
+    /// Database name.
+    pub database: String,
+    /// Table name.
+    pub table: String,
+}
+
+/// The smallest event buffer a source may configure.
+pub const MIN_BUFFER_BYTES: u64 = 1 << 20;
+/// The largest response budget the relay accepts in its configuration.
+pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 1 << 30;
+/// The longest long-poll wait the relay accepts in its configuration.
+pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(600);
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> RelayError {
+    RelayError::Config {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+fn to_usize(field: &str, size: ByteSize) -> Result<usize, RelayError> {
+    usize::try_from(size.as_u64())
+        .map_err(|_| invalid(field, format!("{size} does not fit this platform's memory")))
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+impl HttpConfig {
+    /// Checks bounds and converts to runtime units.
+    pub fn validate(&self) -> Result<HttpSettings, RelayError> {
+        let max = self.max_response_bytes.as_u64();
+        if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&max) {
+            return Err(invalid(
+                "http.max_response_bytes",
+                format!(
+                    "{} is out of range; use 1KiB to 1GiB",
+                    self.max_response_bytes
+                ),
+            ));
+        }
+        let default = self.default_response_bytes.as_u64();
+        if default == 0 || default > max {
+            return Err(invalid(
+                "http.default_response_bytes",
+                format!(
+                    "{} must be between 1 byte and http.max_response_bytes ({})",
+                    self.default_response_bytes, self.max_response_bytes
+                ),
+            ));
+        }
+        if self.max_wait > MAX_WAIT_LIMIT {
+            return Err(invalid(
+                "http.max_wait",
+                format!(
+                    "{} is too long; use at most {}",
+                    humantime::format_duration(self.max_wait),
+                    humantime::format_duration(MAX_WAIT_LIMIT)
+                ),
+            ));
+        }
+        let query = self.max_query_bytes.as_u64();
+        if !(256..=1 << 20).contains(&query) {
+            return Err(invalid(
+                "http.max_query_bytes",
+                format!("{} is out of range; use 256B to 1MiB", self.max_query_bytes),
+            ));
+        }
+        Ok(HttpSettings {
+            listen: self.listen,
+            max_response_bytes: to_usize("http.max_response_bytes", self.max_response_bytes)?,
+            default_response_bytes: to_usize(
+                "http.default_response_bytes",
+                self.default_response_bytes,
+            )?,
+            max_wait: self.max_wait,
+            max_query_bytes: to_usize("http.max_query_bytes", self.max_query_bytes)?,
+        })
+    }
+}
+
+impl RelayConfig {
+    /// Parses the TOML text of a configuration file (no validation yet).
+    pub fn from_toml(text: &str) -> Result<Self, RelayError> {
+        toml::from_str(text).map_err(|e| RelayError::ConfigSyntax(e.to_string()))
+    }
+
+    /// Reads and parses a configuration file.
+    pub fn read_file(path: &std::path::Path) -> Result<Self, RelayError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RelayError::Io {
+            what: format!("cannot read config file {}", path.display()),
+            source: e,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            RelayError::ConfigSyntax(msg) => {
+                RelayError::ConfigSyntax(format!("{}: {msg}", path.display()))
+            }
+            other => other,
+        })
+    }
+
+    /// Validates every field and resolves credentials, reading the environment through `env`.
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ValidatedConfig, RelayError> {
+        let http = self.http.validate()?;
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(invalid(
+                "state_dir",
+                "is empty; set a directory the relay may write",
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(invalid(
+                "sources",
+                "no source configured; add a [[sources]] table",
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut ids = BTreeMap::new();
+        let mut logical_names = BTreeSet::new();
+        let mut sources = Vec::with_capacity(self.sources.len());
+        for (i, source) in self.sources.iter().enumerate() {
+            let at = |field: &str| format!("sources[{i}].{field}");
+            if !valid_name(&source.name) {
+                return Err(invalid(
+                    at("name"),
+                    format!(
+                        "{:?} is not a valid name; use 1 to 64 characters of [A-Za-z0-9_-]",
+                        source.name
+                    ),
+                ));
+            }
+            if !names.insert(source.name.clone()) {
+                return Err(invalid(
+                    at("name"),
+                    format!(
+                        "{:?} is used by two sources; names must be unique",
+                        source.name
+                    ),
+                ));
+            }
+            if source.url.trim().is_empty() {
+                return Err(invalid(at("url"), "is empty; set the database URL"));
+            }
+            let password = match (&source.password_env, &source.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        at("password_env"),
+                        "both password_env and password_file are set; keep one",
+                    ));
+                }
+                (Some(var), None) => Some(Secret::new(env(var).ok_or_else(|| {
+                    invalid(
+                        at("password_env"),
+                        format!(
+                            "environment variable {var} is not set; export it or use password_file"
+                        ),
+                    )
+                })?)),
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        invalid(
+                            at("password_file"),
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?;
+                    Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
+                }
+                (None, None) => None,
+            };
+            if source.server_id == 0 {
+                return Err(invalid(
+                    at("server_id"),
+                    "is 0; use a server id distinct from every server in the topology",
+                ));
+            }
+            if source.buffer_size.as_u64() < MIN_BUFFER_BYTES {
+                return Err(invalid(
+                    at("buffer_size"),
+                    format!("{} is too small; use at least 1MiB", source.buffer_size),
+                ));
+            }
+            if source.tables.is_empty() {
+                return Err(invalid(
+                    at("tables"),
+                    "no table captured; list at least one",
+                ));
+            }
+            let mut tables = Vec::with_capacity(source.tables.len());
+            for (j, table) in source.tables.iter().enumerate() {
+                let at = |field: &str| format!("sources[{i}].tables[{j}].{field}");
+                if let Some(other) = ids.insert(table.id, source.name.clone()) {
+                    return Err(invalid(
+                        at("id"),
+                        format!(
+                            "source id {} is already used (source {other:?}); ids are unique in a relay",
+                            table.id
+                        ),
+                    ));
+                }
+                if !valid_name(&table.name) {
+                    return Err(invalid(
+                        at("name"),
+                        format!(
+                            "{:?} is not a valid name; use 1 to 64 characters of [A-Za-z0-9_-]",
+                            table.name
+                        ),
+                    ));
+                }
+                if !logical_names.insert(table.name.clone()) {
+                    return Err(invalid(
+                        at("name"),
+                        format!(
+                            "{:?} is used twice; logical source names are unique",
+                            table.name
+                        ),
+                    ));
+                }
+                let Some((database, name)) = table
+                    .table
+                    .split_once('.')
+                    .filter(|(d, t)| !d.is_empty() && !t.is_empty() && !t.contains('.'))
+                else {
+                    return Err(invalid(
+                        at("table"),
+                        format!("{:?} is not of the form database.table", table.table),
+                    ));
+                };
+                tables.push(ValidatedTable {
+                    id: SourceId::new(table.id),
+                    name: table.name.clone(),
+                    database: database.to_owned(),
+                    table: name.to_owned(),
+                });
+            }
+            sources.push(ValidatedSource {
+                name: source.name.clone(),
+                url: source.url.clone(),
+                password,
+                server_id: source.server_id,
+                buffer_bytes: to_usize(&at("buffer_size"), source.buffer_size)?,
+                tables,
+            });
+        }
+        Ok(ValidatedConfig {
+            state_dir: self.state_dir.clone(),
+            http,
+            sources,
+        })
+    }
+
+    /// Validates against the process environment.
+    pub fn validate(&self) -> Result<ValidatedConfig, RelayError> {
+        self.validate_with_env(&|name| std::env::var(name).ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+state_dir = "/tmp/relay-state"
+
+[http]
+listen = "127.0.0.1:0"
+max_response_bytes = "8MiB"
+default_response_bytes = "512KiB"
+max_wait = "10s"
+
+[[sources]]
+name = "shop"
+url = "mysql://repl@127.0.0.1:3306"
+password_env = "SHOP_PW"
+server_id = 1001
+buffer_size = "64MiB"
+tables = [
+    { id = 1, name = "orders", table = "shop.orders" },
+    { id = 2, name = "customers", table = "shop.customers" },
+]
+"#;
+
+    fn env(name: &str) -> Option<String> {
+        (name == "SHOP_PW").then(|| "s3cret".to_owned())
+    }
+
+    #[test]
+    fn good_config_validates_into_runtime_units() {
+        let cfg = RelayConfig::from_toml(GOOD)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        assert_eq!(cfg.http.max_response_bytes, 8 << 20);
+        assert_eq!(cfg.http.default_response_bytes, 512 << 10);
+        assert_eq!(cfg.http.max_wait, Duration::from_secs(10));
+        let source = &cfg.sources[0];
+        assert_eq!(source.buffer_bytes, 64 << 20);
+        assert_eq!(source.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(format!("{:?}", source.password), "Some(Secret(***))");
+        assert_eq!(source.tables[1].database, "shop");
+        assert_eq!(source.tables[1].table, "customers");
+        assert_eq!(source.tables[1].id, SourceId::new(2));
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let text = r#"
+state_dir = "s"
+[[sources]]
+name = "a"
+url = "mysql://x"
+server_id = 7
+tables = [{ id = 1, name = "t", table = "d.t" }]
+"#;
+        let cfg = RelayConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        assert_eq!(cfg.http, HttpSettings::default());
+        assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
+        assert!(cfg.sources[0].password.is_none());
+    }
+
+    #[test]
+    fn password_file_is_read_without_newline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let text = GOOD.replace(
+            "password_env = \"SHOP_PW\"",
+            &format!("password_file = {:?}", path.display().to_string()),
+        );
+        let cfg = RelayConfig::from_toml(&text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        assert_eq!(
+            cfg.sources[0].password.as_ref().unwrap().expose(),
+            "from-file"
+        );
+    }
+
+    #[test]
+    fn bad_configs_name_the_field_and_the_fix() {
+        for (from, to, needle) in [
+            (
+                "server_id = 1001",
+                "server_id = 1001\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            ("\"8MiB\"", "\"2GiB\"", "http.max_response_bytes"),
+            ("\"512KiB\"", "\"9MiB\"", "http.default_response_bytes"),
+            ("\"10s\"", "\"1h\"", "http.max_wait"),
+            ("\"10s\"", "\"ten seconds\"", "max_wait"),
+            (
+                "\"64MiB\"",
+                "\"12KiB\"",
+                "sources[0].buffer_size: 12.0 KiB is too small",
+            ),
+            (
+                "SHOP_PW",
+                "NOT_SET_PW",
+                "environment variable NOT_SET_PW is not set",
+            ),
+            (
+                "id = 2,",
+                "id = 1,",
+                "sources[0].tables[1].id: source id 1 is already used",
+            ),
+            (
+                "\"shop.customers\"",
+                "\"customers\"",
+                "not of the form database.table",
+            ),
+            ("name = \"shop\"", "name = \"sh op\"", "sources[0].name"),
+            ("name = \"customers\"", "name = \"orders\"", "is used twice"),
+            ("server_id = 1001", "server_id = 0", "sources[0].server_id"),
+        ] {
+            assert!(GOOD.contains(from), "{from}");
+            let text = GOOD.replacen(from, to, 1);
+            let err = RelayConfig::from_toml(&text)
+                .and_then(|c| c.validate_with_env(&env))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{to}: {err}");
+        }
+    }
+}

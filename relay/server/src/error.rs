@@ -1,0 +1,36 @@
+//! The crate's error type.
+
+/// Everything that can go wrong in the relay outside of a single HTTP request.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// The configuration file is not valid TOML or does not match the schema.
+    #[error("invalid relay configuration: {0}")]
+    ConfigSyntax(String),
+    /// A configuration field has a bad value.
+    #[error("invalid relay configuration: {field}: {message}")]
+    Config {
+        /// The field, e.g. `sources[0].buffer_size`.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The persisted state file is corrupt.
+    #[error(
+        "relay state file {path} is unusable: {reason}; fix or remove it (the relay then starts from the source's current position)"
+    )]
+    State {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}

@@ -1,0 +1,961 @@
+//! The HTTP API (warp): one pure filter per endpoint that parses bounded, typed parameters, one handler per
+//! endpoint over an `Arc<RelayService>`, and ONE place ([`ApiError::to_response`]) that turns errors into
+//! responses. The protocol is documented in `docs/protocol.md`.
+//!
+//! | endpoint | what |
+//! |----------|------|
+//! | `GET /v1/sources` | the logical sources (tables) and the buffer holding each |
+//! | `GET /v1/schemas?source=<id or name>` | every schema version of a source |
+//! | `GET /v1/schemas/<id>` | one schema version, by its 16-hex-digit id |
+//! | `GET /v1/stream?checkpoint=..&sources=..&max_bytes=..&wait_ms=..&format=binary\|json&buffer=..` | events after a checkpoint |
+//! | `GET /v1/status` | per buffer: SCN range, bytes and events held, ingest state and lag |
+//! | `GET /health` | 200 while no source has failed, else 503 |
+//! | `GET /metrics` | Prometheus text |
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databus_core::{
+    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, SourceId,
+};
+use serde_json::{Value, json};
+use tokio::time::Instant;
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection};
+
+use crate::config::HttpSettings;
+use crate::metrics as m;
+use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
+use crate::store::StoreError;
+
+/// Response header carrying the checkpoint to send next (compact JSON).
+pub const CHECKPOINT_HEADER: &str = "x-databus-checkpoint";
+/// Response header: `true` when more data was immediately available.
+pub const MORE_HEADER: &str = "x-databus-more";
+/// Response header: number of event frames in the body.
+pub const EVENTS_HEADER: &str = "x-databus-events";
+/// Response header on errors: the machine-readable error code, as in the body's `error` field.
+pub const ERROR_HEADER: &str = "x-databus-error";
+/// Content type of binary stream responses: concatenated event frames (`databus_core::frame`).
+pub const FRAMES_CONTENT_TYPE: &str = "application/vnd.databus.frames";
+/// Content type of JSON-lines stream responses.
+pub const JSON_LINES_CONTENT_TYPE: &str = "application/x-ndjson";
+
+/// The most logical sources a `sources` parameter may list.
+pub const MAX_LISTED_SOURCES: usize = 1024;
+
+/// Every way a request fails, each with its status, code and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// A parameter is missing, malformed or out of range (400).
+    BadParameter {
+        /// The parameter's name.
+        parameter: String,
+        /// What is wrong and what is accepted.
+        message: String,
+    },
+    /// The query string is longer than allowed (414).
+    QueryTooLong {
+        /// Its length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// No such logical or physical source (404).
+    UnknownSource(String),
+    /// No such schema (404).
+    SchemaNotFound(String),
+    /// The checkpoint is older than the buffer: bootstrap (410).
+    ScnNotFound {
+        /// The buffer.
+        buffer: String,
+        /// The checkpoint's SCN.
+        requested: u64,
+        /// Oldest SCN held.
+        min_scn: Option<u64>,
+        /// Newest SCN held.
+        max_scn: Option<u64>,
+        /// SCN of the last evicted window.
+        prev_scn: Option<u64>,
+    },
+    /// No such endpoint (404).
+    NotFound,
+    /// The endpoint exists but not for this method (405).
+    MethodNotAllowed,
+    /// The relay cannot serve (503), e.g. a source failed.
+    Unavailable(String),
+    /// A bug or corrupt state (500); never caused by input.
+    Internal(String),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    fn bad(parameter: &str, message: impl Into<String>) -> Self {
+        ApiError::BadParameter {
+            parameter: parameter.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// The machine-readable code (the body's `error` field and the `X-Databus-Error` header).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadParameter { .. } => "bad_parameter",
+            ApiError::QueryTooLong { .. } => "query_too_long",
+            ApiError::UnknownSource(_) => "unknown_source",
+            ApiError::SchemaNotFound(_) => "schema_not_found",
+            ApiError::ScnNotFound { .. } => "scn_not_found",
+            ApiError::NotFound => "not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ApiError::QueryTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ApiError::UnknownSource(_) | ApiError::SchemaNotFound(_) | ApiError::NotFound => {
+                StatusCode::NOT_FOUND
+            }
+            ApiError::ScnNotFound { .. } => StatusCode::GONE,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A human-readable message naming the thing and the fix.
+    pub fn message(&self) -> String {
+        match self {
+            ApiError::BadParameter { parameter, message } => {
+                format!("bad parameter {parameter}: {message}")
+            }
+            ApiError::QueryTooLong { len, max } => {
+                format!("query string of {len} bytes exceeds the limit of {max} bytes")
+            }
+            ApiError::UnknownSource(s) => {
+                format!("unknown source {s}; GET /v1/sources lists the sources of this relay")
+            }
+            ApiError::SchemaNotFound(s) => format!("no schema {s} in this relay"),
+            ApiError::ScnNotFound {
+                buffer,
+                requested,
+                min_scn,
+                max_scn,
+                prev_scn,
+            } => {
+                let f = |s: &Option<u64>| s.map_or_else(|| "none".to_owned(), |v| v.to_string());
+                format!(
+                    "buffer {buffer} no longer holds the events after SCN {requested} (it holds {}..={}, \
+                     the last evicted window is {}); bootstrap from a snapshot, then resume here",
+                    f(min_scn),
+                    f(max_scn),
+                    f(prev_scn)
+                )
+            }
+            ApiError::NotFound => {
+                "no such endpoint; see docs/protocol.md for the relay's API".to_owned()
+            }
+            ApiError::MethodNotAllowed => "method not allowed; the relay's API is GET only".into(),
+            ApiError::Unavailable(s) | ApiError::Internal(s) => s.clone(),
+        }
+    }
+
+    /// The response: status, `X-Databus-Error` header and a JSON body
+    /// `{"error": code, "message": .., ..details}`. The one place errors become responses.
+    pub fn to_response(&self) -> Response {
+        let mut body = json!({ "error": self.code(), "message": self.message() });
+        match self {
+            ApiError::BadParameter { parameter, .. } => {
+                body["parameter"] = json!(parameter);
+            }
+            ApiError::ScnNotFound {
+                buffer,
+                requested,
+                min_scn,
+                max_scn,
+                prev_scn,
+            } => {
+                body["buffer"] = json!(buffer);
+                body["requested_scn"] = json!(requested);
+                body["min_scn"] = json!(min_scn);
+                body["max_scn"] = json!(max_scn);
+                body["prev_scn"] = json!(prev_scn);
+            }
+            _ => {}
+        }
+        m::http_error(self.code());
+        let mut response = Response::new(body.to_string().into());
+        *response.status_mut() = self.status();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        response
+    }
+}
+
+/// Query parameters: decoded, each at most once.
+type Params = BTreeMap<String, String>;
+
+fn parse_query(raw: &str, max_len: usize, allowed: &[&str]) -> Result<Params, ApiError> {
+    if raw.len() > max_len {
+        return Err(ApiError::QueryTooLong {
+            len: raw.len(),
+            max: max_len,
+        });
+    }
+    let mut params = Params::new();
+    for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
+        let allowed_name = allowed.contains(&name.as_ref())
+            || (allowed.contains(&"partition.*") && name.starts_with("partition."));
+        if !allowed_name {
+            let mut shown: String = name.chars().take(64).collect();
+            if shown.len() < name.len() {
+                shown.push('…');
+            }
+            return Err(ApiError::bad(
+                &shown,
+                format!(
+                    "unknown parameter; this endpoint takes {}",
+                    if allowed.is_empty() {
+                        "no parameters".to_owned()
+                    } else {
+                        allowed.join(", ")
+                    }
+                ),
+            ));
+        }
+        if params
+            .insert(name.to_string(), value.into_owned())
+            .is_some()
+        {
+            return Err(ApiError::bad(&name, "given more than once; give it once"));
+        }
+    }
+    Ok(params)
+}
+
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+fn parse_u64_in(params: &Params, name: &str, min: u64, max: u64) -> Result<Option<u64>, ApiError> {
+    let Some(text) = params.get(name) else {
+        return Ok(None);
+    };
+    let value: u64 = text.trim().parse().map_err(|_| {
+        ApiError::bad(
+            name,
+            format!("{text:?} is not a non-negative integer; use {min}..={max}"),
+        )
+    })?;
+    if !(min..=max).contains(&value) {
+        return Err(ApiError::bad(
+            name,
+            format!("{value} is out of range; use {min}..={max}"),
+        ));
+    }
+    Ok(Some(value))
+}
+
+/// The body format of a stream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Concatenated binary event frames.
+    Binary,
+    /// JSON lines, one per event, then `{"checkpoint":..}`.
+    Json,
+}
+
+/// A logical source named in a request, by id or by name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SourceRef {
+    /// By id.
+    Id(SourceId),
+    /// By name.
+    Name(String),
+}
+
+/// The parsed parameters of `GET /v1/stream`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamParams {
+    /// Where to continue (default: the beginning).
+    pub checkpoint: Checkpoint,
+    /// Only these logical sources (default: all of the buffer's).
+    pub sources: Vec<SourceRef>,
+    /// The buffer (physical source) to read, when `sources` does not determine it.
+    pub buffer: Option<String>,
+    /// Response byte budget.
+    pub max_bytes: usize,
+    /// Long-poll wait when nothing is available.
+    pub wait: Duration,
+    /// Body format.
+    pub format: StreamFormat,
+}
+
+const STREAM_PARAMS: &[&str] = &[
+    "checkpoint",
+    "sources",
+    "buffer",
+    "max_bytes",
+    "wait_ms",
+    "format",
+    "partition",
+    "partition.*",
+];
+
+fn parse_source_list(text: &str) -> Result<Vec<SourceRef>, ApiError> {
+    let mut out = BTreeSet::new();
+    for part in text.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(ApiError::bad(
+                "sources",
+                "empty entry; list ids or names separated by commas, e.g. sources=1,orders",
+            ));
+        }
+        if part.len() > 64 {
+            return Err(ApiError::bad(
+                "sources",
+                "an entry is longer than 64 characters",
+            ));
+        }
+        let entry = if part.bytes().all(|b| b.is_ascii_digit()) {
+            SourceRef::Id(part.parse().map_err(|e: databus_core::ParseIdError| {
+                ApiError::bad("sources", format!("{e}; source ids are 0..=65535"))
+            })?)
+        } else {
+            SourceRef::Name(part.to_owned())
+        };
+        out.insert(entry);
+        if out.len() > MAX_LISTED_SOURCES {
+            return Err(ApiError::bad(
+                "sources",
+                format!("more than {MAX_LISTED_SOURCES} sources listed"),
+            ));
+        }
+    }
+    Ok(out.into_iter().collect())
+}
+
+/// Parses the query of `GET /v1/stream` (pure: no service state).
+pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParams, ApiError> {
+    let params = parse_query(raw, http.max_query_bytes, STREAM_PARAMS)?;
+    if let Some(name) = params.keys().find(|k| k.starts_with("partition")) {
+        return Err(ApiError::bad(
+            name,
+            "partition filters are not available in this relay build yet",
+        ));
+    }
+    let checkpoint = match params.get("checkpoint") {
+        None => Checkpoint::beginning(),
+        Some(text) => {
+            let cp = Checkpoint::from_json(text)
+                .map_err(|e| ApiError::bad("checkpoint", e.to_string()))?;
+            if cp.mode != ConsumptionMode::Online {
+                return Err(ApiError::bad(
+                    "checkpoint",
+                    format!(
+                        "mode is {:?}; a relay serves online checkpoints only (bootstrap from the bootstrap server)",
+                        cp.mode
+                    ),
+                ));
+            }
+            cp
+        }
+    };
+    let sources = match params.get("sources") {
+        None => Vec::new(),
+        Some(text) => parse_source_list(text)?,
+    };
+    let buffer = params.get("buffer").cloned();
+    if let Some(name) = &buffer {
+        if name.is_empty() || name.len() > 64 {
+            return Err(ApiError::bad(
+                "buffer",
+                "use a buffer name from GET /v1/sources",
+            ));
+        }
+    }
+    let max_bytes = parse_u64_in(&params, "max_bytes", 1, http.max_response_bytes as u64)?
+        .map_or(http.default_response_bytes, |v| v as usize);
+    let max_wait_ms = u64::try_from(http.max_wait.as_millis()).unwrap_or(u64::MAX);
+    let wait =
+        Duration::from_millis(parse_u64_in(&params, "wait_ms", 0, max_wait_ms)?.unwrap_or(0));
+    let format = match params.get("format").map(String::as_str) {
+        None | Some("binary") => StreamFormat::Binary,
+        Some("json") => StreamFormat::Json,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "format",
+                format!("{other:?} is not a format; use binary or json"),
+            ));
+        }
+    };
+    Ok(StreamParams {
+        checkpoint,
+        sources,
+        buffer,
+        max_bytes,
+        wait,
+        format,
+    })
+}
+
+/// The parsed parameters of `GET /v1/schemas`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemasParams {
+    /// The logical source.
+    pub source: SourceRef,
+}
+
+/// Parses the query of `GET /v1/schemas`.
+pub fn parse_schemas_params(raw: &str, http: &HttpSettings) -> Result<SchemasParams, ApiError> {
+    let params = parse_query(raw, http.max_query_bytes, &["source"])?;
+    let text = params.get("source").ok_or_else(|| {
+        ApiError::bad(
+            "source",
+            "missing; give a source id or name, e.g. ?source=orders",
+        )
+    })?;
+    let mut list = parse_source_list(text).map_err(|e| match e {
+        ApiError::BadParameter { message, .. } => ApiError::bad("source", message),
+        other => other,
+    })?;
+    if list.len() != 1 {
+        return Err(ApiError::bad("source", "give exactly one source"));
+    }
+    Ok(SchemasParams {
+        source: list.remove(0),
+    })
+}
+
+/// Parses a schema id path segment: 16 hex digits (as `/v1/schemas` lists them).
+pub fn parse_schema_id(segment: &str) -> Result<SchemaId, ApiError> {
+    if segment.is_empty() || segment.len() > 16 || !segment.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::bad(
+            "id",
+            format!("{segment:?} is not a schema id; use the 16 hex digits listed by /v1/schemas"),
+        ));
+    }
+    u64::from_str_radix(segment, 16)
+        .map(SchemaId::new)
+        .map_err(|e| ApiError::bad("id", e.to_string()))
+}
+
+fn no_params(max: usize) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    raw_query()
+        .and_then(move |raw: String| async move {
+            parse_query(&raw, max, &[])
+                .map(|_| ())
+                .map_err(warp::reject::custom)
+        })
+        .untuple_one()
+}
+
+/// The filter of `GET /v1/stream`: parsed parameters or a rejection carrying an [`ApiError`].
+pub fn stream_params(
+    http: HttpSettings,
+) -> impl Filter<Extract = (StreamParams,), Error = Rejection> + Clone {
+    warp::path!("v1" / "stream")
+        .and(warp::get())
+        .and(raw_query())
+        .and_then(move |raw: String| async move {
+            parse_stream_params(&raw, &http).map_err(warp::reject::custom)
+        })
+}
+
+/// The filter of `GET /v1/schemas?source=`.
+pub fn schemas_params(
+    http: HttpSettings,
+) -> impl Filter<Extract = (SchemasParams,), Error = Rejection> + Clone {
+    warp::path!("v1" / "schemas")
+        .and(warp::get())
+        .and(raw_query())
+        .and_then(move |raw: String| async move {
+            parse_schemas_params(&raw, &http).map_err(warp::reject::custom)
+        })
+}
+
+/// The filter of `GET /v1/schemas/<id>`.
+pub fn schema_id_param(
+    http: HttpSettings,
+) -> impl Filter<Extract = (SchemaId,), Error = Rejection> + Clone {
+    warp::path!("v1" / "schemas" / String)
+        .and(warp::get())
+        .and(no_params(http.max_query_bytes))
+        .and_then(|segment: String| async move {
+            parse_schema_id(&segment).map_err(warp::reject::custom)
+        })
+}
+
+/// Every route of the relay, with errors mapped to responses.
+pub fn routes(
+    service: Arc<RelayService>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let http = *service.http();
+    let svc = warp::any().map(move || service.clone());
+    let sources = warp::path!("v1" / "sources")
+        .and(warp::get())
+        .and(no_params(http.max_query_bytes))
+        .and(svc.clone())
+        .map(|svc: Arc<RelayService>| respond(handle_sources(&svc)));
+    let schemas = schemas_params(http)
+        .and(svc.clone())
+        .map(|p: SchemasParams, svc: Arc<RelayService>| respond(handle_schemas(&svc, &p)));
+    let schema = schema_id_param(http)
+        .and(svc.clone())
+        .map(|id: SchemaId, svc: Arc<RelayService>| respond(handle_schema(&svc, id)));
+    let stream =
+        stream_params(http).and(svc.clone()).then(
+            |p: StreamParams, svc: Arc<RelayService>| async move {
+                respond(handle_stream(&svc, p).await)
+            },
+        );
+    let status = warp::path!("v1" / "status")
+        .and(warp::get())
+        .and(no_params(http.max_query_bytes))
+        .and(svc.clone())
+        .map(|svc: Arc<RelayService>| respond(handle_status(&svc)));
+    let health = warp::path!("health")
+        .and(warp::get())
+        .and(no_params(http.max_query_bytes))
+        .and(svc.clone())
+        .map(|svc: Arc<RelayService>| respond(handle_health(&svc)));
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(no_params(http.max_query_bytes))
+        .and(svc)
+        .map(|svc: Arc<RelayService>| respond(handle_metrics(&svc)));
+    sources
+        .or(schemas)
+        .unify()
+        .or(schema)
+        .unify()
+        .or(stream)
+        .unify()
+        .or(status)
+        .unify()
+        .or(health)
+        .unify()
+        .or(metrics)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+fn respond(result: Result<Response, ApiError>) -> Response {
+    result.unwrap_or_else(|e| e.to_response())
+}
+
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    let error = if let Some(e) = rejection.find::<ApiError>() {
+        e.clone()
+    } else if rejection.is_not_found() {
+        ApiError::NotFound
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        ApiError::MethodNotAllowed
+    } else {
+        ApiError::bad("request", format!("{rejection:?}"))
+    };
+    Ok(error.to_response())
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    let mut response = Response::new(value.to_string().into());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn handle_sources(svc: &RelayService) -> Result<Response, ApiError> {
+    let list: Vec<Value> = svc
+        .sources()
+        .iter()
+        .flat_map(|s| {
+            s.tables.iter().map(move |t| {
+                json!({
+                    "id": t.id.get(),
+                    "name": t.name,
+                    "table": format!("{}.{}", t.database, t.table),
+                    "buffer": s.name,
+                })
+            })
+        })
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "sources": list })))
+}
+
+fn resolve(svc: &RelayService, source: &SourceRef) -> Result<SourceId, String> {
+    match source {
+        SourceRef::Id(id) => svc
+            .source_of(*id)
+            .map(|_| *id)
+            .ok_or_else(|| id.to_string()),
+        SourceRef::Name(name) => svc.logical_source(name).ok_or_else(|| format!("{name:?}")),
+    }
+}
+
+fn handle_schemas(svc: &RelayService, p: &SchemasParams) -> Result<Response, ApiError> {
+    let id = resolve(svc, &p.source).map_err(ApiError::UnknownSource)?;
+    let schemas = svc.schemas().by_source(id);
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "source": id.get(), "schemas": schemas }),
+    ))
+}
+
+fn handle_schema(svc: &RelayService, id: SchemaId) -> Result<Response, ApiError> {
+    let schema = svc
+        .schemas()
+        .by_id(id)
+        .ok_or_else(|| ApiError::SchemaNotFound(format!("{:016x}", id.get())))?;
+    Ok(json_response(StatusCode::OK, &json!(schema)))
+}
+
+fn pick_buffer<'a>(
+    svc: &'a RelayService,
+    p: &StreamParams,
+) -> Result<(&'a SourceHandle, Option<BTreeSet<SourceId>>), ApiError> {
+    let mut ids = BTreeSet::new();
+    let mut buffer: Option<&SourceHandle> = None;
+    for source in &p.sources {
+        let id = resolve(svc, source).map_err(|s| {
+            ApiError::bad(
+                "sources",
+                format!("unknown source {s}; GET /v1/sources lists the sources of this relay"),
+            )
+        })?;
+        let holder = svc.source_of(id).expect("resolved sources have a buffer");
+        if let Some(b) = buffer.filter(|b| b.name != holder.name) {
+            return Err(ApiError::bad(
+                "sources",
+                format!(
+                    "the listed sources are in different buffers ({} and {}); a stream reads one buffer, so request them separately",
+                    b.name, holder.name
+                ),
+            ));
+        }
+        buffer = Some(holder);
+        ids.insert(id);
+    }
+    if let Some(name) = &p.buffer {
+        let named = svc.source_named(name).ok_or_else(|| {
+            ApiError::bad(
+                "buffer",
+                format!("unknown buffer {name:?}; GET /v1/sources lists the buffers"),
+            )
+        })?;
+        if let Some(b) = buffer.filter(|b| b.name != named.name) {
+            return Err(ApiError::bad(
+                "buffer",
+                format!("the listed sources are in buffer {}, not {name}", b.name),
+            ));
+        }
+        buffer = Some(named);
+    }
+    let buffer = match buffer {
+        Some(b) => b,
+        None => match svc.sources() {
+            [only] => only,
+            _ => {
+                return Err(ApiError::bad(
+                    "sources",
+                    "this relay has several buffers; list sources or name a buffer",
+                ));
+            }
+        },
+    };
+    Ok((buffer, (!ids.is_empty()).then_some(ids)))
+}
+
+async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, ApiError> {
+    let (source, only) = pick_buffer(svc, &p)?;
+    m::stream_request(&source.name, p.format == StreamFormat::Json);
+    let filter = move |header: &FrameHeader, _key: KeyRef<'_>| {
+        only.as_ref()
+            .is_none_or(|set| set.contains(&header.source()))
+    };
+    let deadline = Instant::now() + p.wait;
+    let mut from = p.checkpoint.clone();
+    let mut out = Vec::with_capacity(p.max_bytes.min(64 << 10));
+    let to_api = |e: StoreError| match e {
+        StoreError::ScnNotFound {
+            requested,
+            min_scn,
+            max_scn,
+            prev_scn,
+        } => {
+            m::scn_not_found(&source.name);
+            ApiError::ScnNotFound {
+                buffer: source.name.clone(),
+                requested: requested.get(),
+                min_scn: min_scn.map(|s| s.get()),
+                max_scn: max_scn.map(|s| s.get()),
+                prev_scn: prev_scn.map(|s| s.get()),
+            }
+        }
+        StoreError::Corrupt(msg) => ApiError::Internal(msg),
+    };
+    let outcome = loop {
+        let outcome = source
+            .store
+            .read(&from, p.max_bytes, &filter, &mut out)
+            .map_err(to_api)?;
+        if outcome.events > 0 || outcome.more || Instant::now() >= deadline {
+            break outcome;
+        }
+        from = outcome.next.clone();
+        let _poll = m::LongPoll::start(&source.name);
+        if !source.store.wait_for_data_after(&from, deadline).await {
+            break outcome;
+        }
+    };
+    m::stream_out(&source.name, outcome.events, out.len());
+    let checkpoint = outcome.next.to_json();
+    let checkpoint_header = HeaderValue::from_str(&checkpoint)
+        .map_err(|e| ApiError::Internal(format!("checkpoint is not a valid header value: {e}")))?;
+    let (body, content_type) = match p.format {
+        StreamFormat::Binary => (Bytes::from(out), FRAMES_CONTENT_TYPE),
+        StreamFormat::Json => {
+            let mut text = String::with_capacity(out.len() * 2);
+            let views =
+                EventView::parse_all(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
+            for view in views {
+                let _ = writeln!(text, "{}", databus_core::json::event_to_json(&view));
+            }
+            let _ = writeln!(
+                text,
+                "{}",
+                json!({ "checkpoint": outcome.next, "more": outcome.more })
+            );
+            (Bytes::from(text), JSON_LINES_CONTENT_TYPE)
+        }
+    };
+    let mut response = Response::new(body.into());
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CHECKPOINT_HEADER, checkpoint_header);
+    headers.insert(
+        MORE_HEADER,
+        HeaderValue::from_static(if outcome.more { "true" } else { "false" }),
+    );
+    headers.insert(EVENTS_HEADER, HeaderValue::from(outcome.events));
+    Ok(response)
+}
+
+fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
+    let now = now_ns();
+    let buffers: Vec<Value> = svc
+        .sources()
+        .iter()
+        .map(|s| {
+            let stats = s.store.stats();
+            let ingest = s.status.snapshot();
+            let lag_ms = stats
+                .last_timestamp_ns
+                .map(|ts| now.saturating_sub(ts) / 1_000_000);
+            json!({
+                "name": s.name,
+                "min_scn": stats.min_scn,
+                "max_scn": stats.max_scn,
+                "prev_scn": stats.prev_scn,
+                "bytes": stats.bytes,
+                "events": stats.events,
+                "windows": stats.windows,
+                "capacity_bytes": stats.capacity_bytes,
+                "ingest_lag_ms": lag_ms,
+                "ingest": ingest,
+            })
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "buffers": buffers }),
+    ))
+}
+
+fn handle_health(svc: &RelayService) -> Result<Response, ApiError> {
+    let failed: Vec<String> = svc
+        .sources()
+        .iter()
+        .filter(|s| s.status.snapshot().state == IngestState::Failed)
+        .map(|s| s.name.clone())
+        .collect();
+    if failed.is_empty() {
+        Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })))
+    } else {
+        Err(ApiError::Unavailable(format!(
+            "ingest failed for {}; see GET /v1/status for the cause",
+            failed.join(", ")
+        )))
+    }
+}
+
+fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
+    let handle = svc.metrics().ok_or_else(|| {
+        ApiError::Unavailable("no metrics exporter is installed in this process".into())
+    })?;
+    for source in svc.sources() {
+        m::buffer_gauges(&source.name, &source.store.stats());
+    }
+    let mut response = Response::new(handle.render().into());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http() -> HttpSettings {
+        HttpSettings::default()
+    }
+
+    fn bad(raw: &str) -> (String, String) {
+        match parse_stream_params(raw, &http()).unwrap_err() {
+            ApiError::BadParameter { parameter, message } => (parameter, message),
+            other => panic!("{raw}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn stream_params_defaults_and_values() {
+        let p = parse_stream_params("", &http()).unwrap();
+        assert_eq!(p.checkpoint, Checkpoint::beginning());
+        assert_eq!(p.max_bytes, http().default_response_bytes);
+        assert_eq!(p.wait, Duration::ZERO);
+        assert_eq!(p.format, StreamFormat::Binary);
+        let cp = Checkpoint::after(databus_core::Scn::new(42)).to_json();
+        let raw = format!(
+            "checkpoint={}&sources=2,orders,1&max_bytes=4096&wait_ms=250&format=json&buffer=shop",
+            form_urlencoded::byte_serialize(cp.as_bytes()).collect::<String>()
+        );
+        let p = parse_stream_params(&raw, &http()).unwrap();
+        assert_eq!(p.checkpoint.window_scn.get(), 42);
+        assert_eq!(
+            p.sources,
+            vec![
+                SourceRef::Id(SourceId::new(1)),
+                SourceRef::Id(SourceId::new(2)),
+                SourceRef::Name("orders".into())
+            ]
+        );
+        assert_eq!(p.max_bytes, 4096);
+        assert_eq!(p.wait, Duration::from_millis(250));
+        assert_eq!(p.format, StreamFormat::Json);
+        assert_eq!(p.buffer.as_deref(), Some("shop"));
+    }
+
+    #[test]
+    fn bad_stream_params_name_the_parameter() {
+        for (raw, param, needle) in [
+            ("max_bytes=0", "max_bytes", "out of range"),
+            ("max_bytes=999999999999", "max_bytes", "out of range"),
+            ("max_bytes=-1", "max_bytes", "not a non-negative integer"),
+            ("max_bytes=1e3", "max_bytes", "not a non-negative integer"),
+            ("wait_ms=30001", "wait_ms", "use 0..=30000"),
+            ("format=xml", "format", "use binary or json"),
+            ("checkpoint=%7B", "checkpoint", "not valid JSON"),
+            (
+                "checkpoint=%7B%22version%22%3A9%7D",
+                "checkpoint",
+                "unsupported checkpoint version 9",
+            ),
+            ("sources=1,,2", "sources", "empty entry"),
+            ("sources=70000", "sources", "0..=65535"),
+            ("max_bytes=1&max_bytes=2", "max_bytes", "more than once"),
+            ("bogus=1", "bogus", "unknown parameter"),
+            ("partition=mod:8:1", "partition", "not available"),
+        ] {
+            let (p, m) = bad(raw);
+            assert_eq!(p, param, "{raw}: {m}");
+            assert!(m.contains(needle), "{raw}: {m}");
+        }
+        let cp = r#"{"version":1,"mode":"bootstrap_snapshot","window_scn":1,"window_offset":null,"prev_scn":1,"bootstrap":{}}"#;
+        let raw = format!(
+            "checkpoint={}",
+            form_urlencoded::byte_serialize(cp.as_bytes()).collect::<String>()
+        );
+        let (p, m) = bad(&raw);
+        assert_eq!(p, "checkpoint");
+        assert!(m.contains("online checkpoints only"), "{m}");
+    }
+
+    #[test]
+    fn long_query_is_refused() {
+        let raw = format!("sources={}", "1,".repeat(5000));
+        assert!(matches!(
+            parse_stream_params(&raw, &http()),
+            Err(ApiError::QueryTooLong { .. })
+        ));
+    }
+
+    #[test]
+    fn schema_params() {
+        let p = parse_schemas_params("source=orders", &http()).unwrap();
+        assert_eq!(p.source, SourceRef::Name("orders".into()));
+        assert!(matches!(
+            parse_schemas_params("", &http()),
+            Err(ApiError::BadParameter { parameter, .. }) if parameter == "source"
+        ));
+        assert_eq!(
+            parse_schema_id("00000000000000ff").unwrap(),
+            SchemaId::new(255)
+        );
+        assert!(parse_schema_id("xyz").is_err());
+        assert!(parse_schema_id("00000000000000000").is_err());
+    }
+
+    #[tokio::test]
+    async fn filters_parse_through_warp() {
+        let f = stream_params(http());
+        let p = warp::test::request()
+            .path("/v1/stream?max_bytes=100&wait_ms=5")
+            .filter(&f)
+            .await
+            .unwrap();
+        assert_eq!(p.max_bytes, 100);
+        assert_eq!(p.wait, Duration::from_millis(5));
+        let rejection = warp::test::request()
+            .path("/v1/stream?max_bytes=abc")
+            .filter(&f)
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            rejection.find::<ApiError>(),
+            Some(ApiError::BadParameter { parameter, .. }) if parameter == "max_bytes"
+        ));
+        let rejection = warp::test::request()
+            .method("POST")
+            .path("/v1/stream")
+            .filter(&f)
+            .await
+            .unwrap_err();
+        assert!(rejection.find::<ApiError>().is_none());
+        let id = warp::test::request()
+            .path("/v1/schemas/00000000000000ff")
+            .filter(&schema_id_param(http()))
+            .await
+            .unwrap();
+        assert_eq!(id, SchemaId::new(255));
+    }
+}

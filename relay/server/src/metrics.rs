@@ -1,0 +1,81 @@
+//! The relay's metrics, through the `metrics` facade. Every name is documented in
+//! `docs/operations.md`; labels are bounded (buffer names from the configuration, error codes).
+
+use metrics::{counter, gauge};
+
+use crate::store::StoreStats;
+
+/// `databus_relay_stream_requests_total{buffer, format}`.
+pub(crate) fn stream_request(buffer: &str, json: bool) {
+    let format = if json { "json" } else { "binary" };
+    counter!("databus_relay_stream_requests_total", "buffer" => buffer.to_owned(), "format" => format)
+        .increment(1);
+}
+
+/// `databus_relay_events_out_total{buffer}` and `databus_relay_bytes_out_total{buffer}`.
+pub(crate) fn stream_out(buffer: &str, events: usize, bytes: usize) {
+    counter!("databus_relay_events_out_total", "buffer" => buffer.to_owned())
+        .increment(events as u64);
+    counter!("databus_relay_bytes_out_total", "buffer" => buffer.to_owned())
+        .increment(bytes as u64);
+}
+
+/// `databus_relay_scn_not_found_total{buffer}`.
+pub(crate) fn scn_not_found(buffer: &str) {
+    counter!("databus_relay_scn_not_found_total", "buffer" => buffer.to_owned()).increment(1);
+}
+
+/// `databus_relay_http_errors_total{kind}`.
+pub(crate) fn http_error(kind: &'static str) {
+    counter!("databus_relay_http_errors_total", "kind" => kind).increment(1);
+}
+
+#[allow(dead_code)] // used by the ingest pipeline, next
+/// `databus_relay_events_in_total{buffer}`, `databus_relay_bytes_in_total{buffer}`,
+/// `databus_relay_windows_in_total{buffer}`.
+pub(crate) fn ingest_window(buffer: &str, events: u64, bytes: u64) {
+    counter!("databus_relay_events_in_total", "buffer" => buffer.to_owned()).increment(events);
+    counter!("databus_relay_bytes_in_total", "buffer" => buffer.to_owned()).increment(bytes);
+    counter!("databus_relay_windows_in_total", "buffer" => buffer.to_owned()).increment(1);
+}
+
+/// Gauges of one buffer, refreshed at each scrape.
+pub(crate) fn buffer_gauges(buffer: &str, stats: &StoreStats) {
+    let b = buffer.to_owned();
+    let scn = |s: Option<databus_core::Scn>| s.map_or(0.0, |s| s.get() as f64);
+    gauge!("databus_relay_buffer_min_scn", "buffer" => b.clone()).set(scn(stats.min_scn));
+    gauge!("databus_relay_buffer_max_scn", "buffer" => b.clone()).set(scn(stats.max_scn));
+    gauge!("databus_relay_buffer_prev_scn", "buffer" => b.clone()).set(scn(stats.prev_scn));
+    gauge!("databus_relay_buffer_bytes", "buffer" => b.clone()).set(stats.bytes as f64);
+    gauge!("databus_relay_buffer_events", "buffer" => b.clone()).set(stats.events as f64);
+    gauge!("databus_relay_buffer_capacity_bytes", "buffer" => b.clone())
+        .set(stats.capacity_bytes as f64);
+    let fill = if stats.capacity_bytes == 0 {
+        0.0
+    } else {
+        stats.bytes as f64 / stats.capacity_bytes as f64
+    };
+    gauge!("databus_relay_buffer_fill_ratio", "buffer" => b.clone()).set(fill);
+    if let Some(ts) = stats.last_timestamp_ns {
+        let lag = crate::service::now_ns().saturating_sub(ts) as f64 / 1e9;
+        gauge!("databus_relay_source_lag_seconds", "buffer" => b).set(lag);
+    }
+}
+
+/// Counts a long poll in progress (`databus_relay_long_polls_in_progress{buffer}`) while alive.
+pub(crate) struct LongPoll(String);
+
+impl LongPoll {
+    pub(crate) fn start(buffer: &str) -> LongPoll {
+        gauge!("databus_relay_long_polls_in_progress", "buffer" => buffer.to_owned())
+            .increment(1.0);
+        counter!("databus_relay_long_polls_total", "buffer" => buffer.to_owned()).increment(1);
+        LongPoll(buffer.to_owned())
+    }
+}
+
+impl Drop for LongPoll {
+    fn drop(&mut self) {
+        gauge!("databus_relay_long_polls_in_progress", "buffer" => self.0.clone()).decrement(1.0);
+    }
+}

@@ -1,0 +1,721 @@
+//! The relay's HTTP API over real loopback HTTP (127.0.0.1, port 0), served from [`MemoryStore`]s.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databus_core::{
+    Checkpoint, Event, EventView, Key, Opcode, PartitionId, SchemaId, Scn, SourceId,
+};
+use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::service::SchemaInfo;
+use databus_relay::{IngestState, MemoryStore, RelayService, SourceHandle, StaticSchemas};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A response as read off the socket.
+#[derive(Debug)]
+struct Resp {
+    status: u16,
+    headers: BTreeMap<String, String>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no header {name} in {:?}", self.headers))
+    }
+
+    fn checkpoint(&self) -> Checkpoint {
+        Checkpoint::from_json(self.header("x-databus-checkpoint")).unwrap()
+    }
+
+    fn events(&self) -> Vec<Event> {
+        EventView::parse_all(&self.body)
+            .unwrap()
+            .into_iter()
+            .map(Event::from)
+            .collect()
+    }
+}
+
+fn dechunk(mut body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16)
+                .unwrap();
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&body[..size]);
+        body = &body[size + 2..];
+    }
+}
+
+/// A minimal HTTP/1.1 client: one request per connection.
+async fn request(addr: SocketAddr, method: &str, path: &str) -> Resp {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let req = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = std::str::from_utf8(&raw[..split]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: BTreeMap<String, String> = lines
+        .map(|l| {
+            let (k, v) = l.split_once(':').unwrap();
+            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
+        })
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+async fn get(addr: SocketAddr, path: &str) -> Resp {
+    request(addr, "GET", path).await
+}
+
+fn enc(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+fn table(id: u16, name: &str) -> ValidatedTable {
+    ValidatedTable {
+        id: SourceId::new(id),
+        name: name.to_owned(),
+        database: "shop".to_owned(),
+        table: name.to_owned(),
+    }
+}
+
+fn event(source: u16, key: i64, payload_len: usize) -> Event {
+    Event {
+        scn: Scn::ZERO,
+        opcode: Opcode::Upsert,
+        source: SourceId::new(source),
+        partition: PartitionId::new(0),
+        timestamp_ns: 0,
+        schema: SchemaId::new(0xabc),
+        key: Key::Int(key),
+        payload: vec![key as u8; payload_len],
+    }
+}
+
+struct Relay {
+    addr: SocketAddr,
+    shop: Arc<MemoryStore>,
+    other: Arc<MemoryStore>,
+    shop_status: Arc<databus_relay::IngestStatus>,
+    shutdown: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(capacity: u64) -> Relay {
+        let shop = MemoryStore::new(capacity);
+        let other = MemoryStore::new(capacity);
+        let shop_status = Arc::new(databus_relay::IngestStatus::default());
+        let sources = vec![
+            SourceHandle {
+                name: "shop".into(),
+                store: shop.clone(),
+                tables: (1..=4).map(|i| table(i, &format!("t{i}"))).collect(),
+                status: shop_status.clone(),
+            },
+            SourceHandle {
+                name: "other".into(),
+                store: other.clone(),
+                tables: vec![table(9, "nine")],
+                status: Default::default(),
+            },
+        ];
+        let schemas = StaticSchemas(vec![SchemaInfo {
+            id: SchemaId::new(0xabc),
+            version: 1,
+            source: SourceId::new(1),
+            table: "shop.t1".into(),
+            avro: json!({"type": "record", "name": "t1", "fields": []}),
+        }]);
+        let http = HttpSettings {
+            max_wait: Duration::from_secs(60),
+            ..HttpSettings::default()
+        };
+        let service = RelayService::new(sources, Arc::new(schemas), http, None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(databus_relay::serve(service, listener, shutdown.clone()));
+        Relay {
+            addr,
+            shop,
+            other,
+            shop_status,
+            shutdown,
+            server,
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.server)
+            .await
+            .expect("server drains and stops")
+            .unwrap();
+    }
+}
+
+/// Waits for `cond` with a deadline.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn assert_error(resp: &Resp, status: u16, code: &str) -> Value {
+    assert_eq!(
+        resp.status,
+        status,
+        "{}",
+        String::from_utf8_lossy(&resp.body)
+    );
+    assert_eq!(resp.header("x-databus-error"), code);
+    let body = resp.json();
+    assert_eq!(body["error"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
+    body
+}
+
+#[tokio::test]
+async fn sources_schemas_status_and_health() {
+    let relay = Relay::start(1 << 20).await;
+    relay
+        .shop
+        .append_window(Scn::new(5), 1_000, &[event(1, 1, 10)])
+        .unwrap();
+
+    let resp = get(relay.addr, "/v1/sources").await;
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    let list = body["sources"].as_array().unwrap();
+    assert_eq!(list.len(), 5);
+    assert_eq!(
+        list[0],
+        json!({"id": 1, "name": "t1", "table": "shop.t1", "buffer": "shop"})
+    );
+    assert_eq!(list[4]["buffer"], "other");
+
+    for path in ["/v1/schemas?source=1", "/v1/schemas?source=t1"] {
+        let resp = get(relay.addr, path).await;
+        assert_eq!(resp.status, 200);
+        let body = resp.json();
+        assert_eq!(body["schemas"][0]["id"], "0000000000000abc", "{body}");
+        assert_eq!(body["schemas"][0]["version"], 1);
+    }
+    let resp = get(relay.addr, "/v1/schemas?source=2").await;
+    assert_eq!(resp.json()["schemas"], json!([]));
+    let resp = get(relay.addr, "/v1/schemas/0000000000000abc").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["table"], "shop.t1");
+    assert_error(
+        &get(relay.addr, "/v1/schemas/0000000000000abd").await,
+        404,
+        "schema_not_found",
+    );
+    assert_error(
+        &get(relay.addr, "/v1/schemas?source=77").await,
+        404,
+        "unknown_source",
+    );
+    assert_error(
+        &get(relay.addr, "/v1/schemas?source=nope").await,
+        404,
+        "unknown_source",
+    );
+    let body = assert_error(
+        &get(relay.addr, "/v1/schemas/zz").await,
+        400,
+        "bad_parameter",
+    );
+    assert_eq!(body["parameter"], "id");
+
+    let resp = get(relay.addr, "/v1/status").await;
+    assert_eq!(resp.status, 200);
+    let body = resp.json();
+    let shop = &body["buffers"][0];
+    assert_eq!(shop["name"], "shop");
+    assert_eq!(shop["min_scn"], 5);
+    assert_eq!(shop["max_scn"], 5);
+    assert_eq!(shop["prev_scn"], Value::Null);
+    assert_eq!(shop["events"], 2);
+    assert_eq!(shop["windows"], 1);
+    assert_eq!(shop["capacity_bytes"], 1 << 20);
+    assert!(shop["ingest_lag_ms"].as_u64().unwrap() > 0);
+    assert_eq!(shop["ingest"]["state"], "starting");
+    assert_eq!(body["buffers"][1]["max_scn"], Value::Null);
+
+    let resp = get(relay.addr, "/health").await;
+    assert_eq!(resp.status, 200);
+    relay.shop_status.update(|s| {
+        s.state = IngestState::Failed;
+        s.last_error = Some("binlog_format is STATEMENT; set binlog_format=ROW".into());
+    });
+    let body = assert_error(&get(relay.addr, "/health").await, 503, "unavailable");
+    assert!(body["message"].as_str().unwrap().contains("shop"), "{body}");
+    let resp = get(relay.addr, "/v1/status").await;
+    assert_eq!(resp.json()["buffers"][0]["ingest"]["state"], "failed");
+
+    // No exporter installed in this service.
+    assert_error(&get(relay.addr, "/metrics").await, 503, "unavailable");
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn bad_requests_are_typed_errors_never_500() {
+    let relay = Relay::start(1 << 20).await;
+    for (path, status, code, parameter) in [
+        (
+            "/v1/stream?max_bytes=0",
+            400,
+            "bad_parameter",
+            Some("max_bytes"),
+        ),
+        (
+            "/v1/stream?max_bytes=abc",
+            400,
+            "bad_parameter",
+            Some("max_bytes"),
+        ),
+        (
+            "/v1/stream?wait_ms=60001",
+            400,
+            "bad_parameter",
+            Some("wait_ms"),
+        ),
+        (
+            "/v1/stream?format=avro",
+            400,
+            "bad_parameter",
+            Some("format"),
+        ),
+        (
+            "/v1/stream?checkpoint=%7Bgarbage",
+            400,
+            "bad_parameter",
+            Some("checkpoint"),
+        ),
+        (
+            "/v1/stream?checkpoint=%FF%FE",
+            400,
+            "bad_parameter",
+            Some("checkpoint"),
+        ),
+        (
+            "/v1/stream?sources=1,9",
+            400,
+            "bad_parameter",
+            Some("sources"),
+        ),
+        (
+            "/v1/stream?sources=42",
+            400,
+            "bad_parameter",
+            Some("sources"),
+        ),
+        ("/v1/stream", 400, "bad_parameter", Some("sources")),
+        (
+            "/v1/stream?buffer=nope",
+            400,
+            "bad_parameter",
+            Some("buffer"),
+        ),
+        (
+            "/v1/stream?sources=1&buffer=other",
+            400,
+            "bad_parameter",
+            Some("buffer"),
+        ),
+        ("/v1/stream?what=1", 400, "bad_parameter", Some("what")),
+        ("/v1/sources?x=1", 400, "bad_parameter", Some("x")),
+        ("/v1/schemas", 400, "bad_parameter", Some("source")),
+        ("/v1/nothing", 404, "not_found", None),
+        ("/", 404, "not_found", None),
+    ] {
+        let resp = get(relay.addr, path).await;
+        let body = assert_error(&resp, status, code);
+        if let Some(p) = parameter {
+            assert_eq!(body["parameter"], p, "{path}: {body}");
+        }
+    }
+    let long = format!("/v1/stream?sources={}", "1,".repeat(5000));
+    assert_error(&get(relay.addr, &long).await, 414, "query_too_long");
+    assert_error(
+        &request(relay.addr, "POST", "/v1/stream?buffer=shop").await,
+        405,
+        "method_not_allowed",
+    );
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn stream_binary_and_json_with_checkpoints() {
+    let relay = Relay::start(1 << 20).await;
+    relay
+        .shop
+        .append_window(Scn::new(10), 1, &[event(1, 1, 8), event(2, 2, 8)])
+        .unwrap();
+    relay
+        .shop
+        .append_window(Scn::new(12), 2, &[event(1, 3, 8)])
+        .unwrap();
+
+    let resp = get(relay.addr, "/v1/stream?buffer=shop").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(
+        resp.header("content-type"),
+        "application/vnd.databus.frames"
+    );
+    let events = resp.events();
+    let shape: Vec<(u64, bool)> = events
+        .iter()
+        .map(|e| (e.scn.get(), e.opcode.is_end_of_window()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (10, false),
+            (10, false),
+            (10, true),
+            (12, false),
+            (12, true)
+        ]
+    );
+    assert_eq!(events[1].key, Key::Int(2));
+    assert_eq!(resp.checkpoint(), Checkpoint::after(Scn::new(12)));
+    assert_eq!(resp.header("x-databus-events"), "5");
+    assert_eq!(resp.header("x-databus-more"), "false");
+
+    // Source filter: window boundaries always pass.
+    let resp = get(relay.addr, "/v1/stream?sources=t2").await;
+    let shape: Vec<(u64, u16, bool)> = resp
+        .events()
+        .iter()
+        .map(|e| (e.scn.get(), e.source.get(), e.opcode.is_end_of_window()))
+        .collect();
+    assert_eq!(shape, [(10, 2, false), (10, 0, true), (12, 0, true)]);
+
+    // Resume from a checkpoint: only later windows.
+    let cp = enc(&Checkpoint::after(Scn::new(10)).to_json());
+    let resp = get(relay.addr, &format!("/v1/stream?sources=1&checkpoint={cp}")).await;
+    assert_eq!(resp.events().len(), 2);
+    assert_eq!(resp.events()[0].scn, Scn::new(12));
+    // An SCN that never existed continues at the next window.
+    let cp = enc(&Checkpoint::after(Scn::new(11)).to_json());
+    let resp = get(relay.addr, &format!("/v1/stream?sources=1&checkpoint={cp}")).await;
+    assert_eq!(resp.events()[0].scn, Scn::new(12));
+    // At the head: nothing, same checkpoint.
+    let cp = Checkpoint::after(Scn::new(12));
+    let resp = get(
+        relay.addr,
+        &format!("/v1/stream?buffer=shop&checkpoint={}", enc(&cp.to_json())),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.is_empty());
+    assert_eq!(resp.checkpoint(), cp);
+
+    // JSON lines.
+    let resp = get(relay.addr, "/v1/stream?buffer=shop&format=json").await;
+    assert_eq!(resp.header("content-type"), "application/x-ndjson");
+    let text = String::from_utf8(resp.body.clone()).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["scn"], 10);
+    assert_eq!(lines[0]["key"], 1);
+    assert_eq!(lines[0]["opcode"], "upsert");
+    assert_eq!(lines[2]["opcode"], "end_of_window");
+    assert_eq!(
+        lines[5],
+        json!({"checkpoint": serde_json::to_value(Checkpoint::after(Scn::new(12))).unwrap(), "more": false})
+    );
+    assert_eq!(resp.checkpoint(), Checkpoint::after(Scn::new(12)));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn byte_budget_splits_windows_and_resumes_exactly() {
+    let relay = Relay::start(1 << 20).await;
+    let mut expected = Vec::new();
+    for w in 1..=5u64 {
+        let events: Vec<Event> = (0..7)
+            .map(|i| event(1 + (i % 4) as u16, (w * 100 + i) as i64, 100))
+            .collect();
+        relay
+            .shop
+            .append_window(Scn::new(w * 3), w, &events)
+            .unwrap();
+        for e in &events {
+            expected.push((w * 3, Key::clone(&e.key)));
+        }
+        expected.push((w * 3, Key::None));
+    }
+    let frame_len = event(1, 1, 100).to_frame().len();
+    let budget = frame_len * 3;
+    let mut cp = Checkpoint::beginning();
+    let mut got = Vec::new();
+    let mut responses = 0;
+    loop {
+        let resp = get(
+            relay.addr,
+            &format!(
+                "/v1/stream?buffer=shop&max_bytes={budget}&checkpoint={}",
+                enc(&cp.to_json())
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, 200);
+        assert!(resp.body.len() <= budget, "{} > {budget}", resp.body.len());
+        let events = resp.events();
+        if events.is_empty() {
+            assert_eq!(resp.header("x-databus-more"), "false");
+            break;
+        }
+        got.extend(events.iter().map(|e| (e.scn.get(), e.key.clone())));
+        let next = resp.checkpoint();
+        if resp.header("x-databus-more") == "true"
+            && !events.last().unwrap().opcode.is_end_of_window()
+        {
+            assert!(next.is_mid_window(), "{next:?}");
+        }
+        cp = next;
+        responses += 1;
+        assert!(responses < 100);
+    }
+    assert_eq!(got, expected);
+    assert!(responses >= 5 * 8 / 3);
+
+    // A budget smaller than one event still returns one event.
+    let resp = get(relay.addr, "/v1/stream?buffer=shop&max_bytes=1").await;
+    assert_eq!(resp.events().len(), 1);
+    let cp = resp.checkpoint();
+    assert_eq!(cp.window_scn, Scn::new(3));
+    assert_eq!(cp.window_offset, Some(1));
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn scn_not_found_carries_the_buffer_range() {
+    // 1 MiB (the smallest) store filled with ~100 KiB windows: the oldest get evicted.
+    let relay = Relay::start(1 << 20).await;
+    for w in 1..=20u64 {
+        relay
+            .shop
+            .append_window(Scn::new(w * 10), w, &[event(1, w as i64, 100_000)])
+            .unwrap();
+    }
+    let stats = databus_relay::EventStore::stats(&*relay.shop);
+    let prev = stats.prev_scn.expect("windows were evicted").get();
+    let min = stats.min_scn.unwrap().get();
+    assert_eq!(stats.max_scn, Some(Scn::new(200)));
+
+    let cp = enc(&Checkpoint::after(Scn::new(prev - 10)).to_json());
+    let resp = get(
+        relay.addr,
+        &format!("/v1/stream?buffer=shop&checkpoint={cp}"),
+    )
+    .await;
+    let body = assert_error(&resp, 410, "scn_not_found");
+    assert_eq!(body["requested_scn"], prev - 10);
+    assert_eq!(body["min_scn"], min);
+    assert_eq!(body["max_scn"], 200);
+    assert_eq!(body["prev_scn"], prev);
+    assert_eq!(body["buffer"], "shop");
+
+    // From the beginning after eviction: also gone.
+    assert_error(
+        &get(relay.addr, "/v1/stream?buffer=shop").await,
+        410,
+        "scn_not_found",
+    );
+    // Exactly prev_scn: nothing was missed, served from the oldest window.
+    let cp = enc(&Checkpoint::after(Scn::new(prev)).to_json());
+    let resp = get(
+        relay.addr,
+        &format!("/v1/stream?buffer=shop&checkpoint={cp}&max_bytes=1"),
+    )
+    .await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.events()[0].scn.get(), min);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn long_poll_is_woken_by_the_writer_and_times_out_at_its_deadline() {
+    let relay = Relay::start(1 << 20).await;
+    relay.shop.append_window(Scn::new(1), 1, &[]).unwrap();
+    let cp = enc(&Checkpoint::after(Scn::new(1)).to_json());
+
+    // Timeout: nothing arrives, an empty answer with the same checkpoint, after the wait.
+    let started = Instant::now();
+    let resp = get(
+        relay.addr,
+        &format!("/v1/stream?buffer=shop&wait_ms=300&checkpoint={cp}"),
+    )
+    .await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.is_empty());
+    assert_eq!(resp.checkpoint(), Checkpoint::after(Scn::new(1)));
+
+    // Wake: the request is parked before the writer publishes.
+    let addr = relay.addr;
+    let path = format!("/v1/stream?buffer=shop&wait_ms=60000&checkpoint={cp}");
+    let poll = tokio::spawn(async move { get(addr, &path).await });
+    let store = relay.shop.clone();
+    wait_until("the long poll to park", || store.waiting_readers() == 1).await;
+    relay
+        .shop
+        .append_window(Scn::new(2), 2, &[event(3, 5, 10)])
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("woken long before its 60 s deadline")
+        .unwrap();
+    assert_eq!(resp.events().len(), 2);
+    assert_eq!(resp.checkpoint(), Checkpoint::after(Scn::new(2)));
+
+    // A long poll with a source filter that the new window does not match still returns the window's end
+    // marker (time advances for the consumer).
+    let cp = enc(&Checkpoint::after(Scn::new(2)).to_json());
+    let path = format!("/v1/stream?sources=1&wait_ms=60000&checkpoint={cp}");
+    let poll = tokio::spawn(async move { get(addr, &path).await });
+    wait_until("the long poll to park", || store.waiting_readers() == 1).await;
+    relay
+        .shop
+        .append_window(Scn::new(3), 3, &[event(3, 6, 10)])
+        .unwrap();
+    let resp = poll.await.unwrap();
+    let events = resp.events();
+    assert_eq!(events.len(), 1);
+    assert!(events[0].opcode.is_end_of_window());
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_long_polling_clients_each_get_their_source_in_order() {
+    const CLIENTS: usize = 200;
+    const WINDOWS: u64 = 30;
+    let relay = Relay::start(64 << 20).await;
+    let addr = relay.addr;
+    let mut clients = Vec::new();
+    for c in 0..CLIENTS {
+        let source = 1 + (c % 4) as u16;
+        clients.push(tokio::spawn(async move {
+            let mut cp = Checkpoint::beginning();
+            let mut got: Vec<(u64, i64)> = Vec::new();
+            let mut windows = Vec::new();
+            while cp.prev_scn != Some(Scn::new(WINDOWS)) {
+                let resp = get(
+                    addr,
+                    &format!(
+                        "/v1/stream?sources={source}&wait_ms=20000&max_bytes=2000&checkpoint={}",
+                        enc(&cp.to_json())
+                    ),
+                )
+                .await;
+                assert_eq!(resp.status, 200);
+                for e in resp.events() {
+                    if e.opcode.is_end_of_window() {
+                        windows.push(e.scn.get());
+                    } else {
+                        assert_eq!(e.source.get(), source);
+                        let Key::Int(k) = e.key else { panic!() };
+                        got.push((e.scn.get(), k));
+                    }
+                }
+                cp = resp.checkpoint();
+            }
+            (source, got, windows)
+        }));
+    }
+    let store = relay.shop.clone();
+    wait_until("every client to park", || {
+        store.waiting_readers() == CLIENTS
+    })
+    .await;
+    let mut expected: BTreeMap<u16, Vec<(u64, i64)>> = BTreeMap::new();
+    for w in 1..=WINDOWS {
+        let events: Vec<Event> = (0..10)
+            .map(|i| event(1 + ((w + i) % 4) as u16, (w * 1000 + i) as i64, 50))
+            .collect();
+        for e in &events {
+            let Key::Int(k) = e.key else { unreachable!() };
+            expected.entry(e.source.get()).or_default().push((w, k));
+        }
+        relay.shop.append_window(Scn::new(w), w, &events).unwrap();
+        tokio::task::yield_now().await;
+    }
+    for client in clients {
+        let (source, got, windows) = tokio::time::timeout(Duration::from_secs(60), client)
+            .await
+            .expect("client finishes")
+            .unwrap();
+        assert_eq!(got, expected[&source], "source {source}");
+        assert_eq!(windows, (1..=WINDOWS).collect::<Vec<_>>());
+    }
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn two_buffers_are_independent() {
+    let relay = Relay::start(1 << 20).await;
+    relay
+        .shop
+        .append_window(Scn::new(100), 1, &[event(1, 1, 1)])
+        .unwrap();
+    relay
+        .other
+        .append_window(Scn::new(7), 1, &[event(9, 2, 1)])
+        .unwrap();
+    let resp = get(relay.addr, "/v1/stream?sources=nine").await;
+    let events = resp.events();
+    assert_eq!(events[0].scn, Scn::new(7));
+    assert_eq!(events[0].source, SourceId::new(9));
+    let resp = get(relay.addr, "/v1/stream?buffer=shop").await;
+    assert_eq!(resp.events()[0].scn, Scn::new(100));
+    relay.stop().await;
+}
