@@ -119,7 +119,9 @@ pub struct EventBuffer {
 
 impl fmt::Debug for EventBuffer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventBuffer").field("stats", &self.stats()).finish_non_exhaustive()
+        f.debug_struct("EventBuffer")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
     }
 }
 
@@ -606,6 +608,12 @@ impl EventBuffer {
             prev_scn: opt_scn(self.head.prev_scn.load(Ordering::Relaxed)),
             bytes_published: tail,
         }
+    }
+
+    /// Long-poll waiters currently registered (for metrics and tests).
+    pub fn waiting_readers(&self) -> usize {
+        // Relaxed: a gauge.
+        self.waiters.load(Ordering::Relaxed)
     }
 
     /// The SCN index's block size in bytes.

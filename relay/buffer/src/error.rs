@@ -33,7 +33,9 @@ pub enum AppendError {
         capacity_bytes: u64,
     },
     /// A new window whose SCN is not greater than the last window's.
-    #[error("window SCN {got} is not after the last window {last}; SCNs must increase from window to window")]
+    #[error(
+        "window SCN {got} is not after the last window {last}; SCNs must increase from window to window"
+    )]
     ScnRegression {
         /// The last window written (0 before the first).
         last: Scn,
@@ -86,14 +88,18 @@ pub enum ReadError {
     },
     /// The writer overtook this reader on every one of several attempts without the checkpoint falling
     /// out of the buffer. Transient: retry; if it persists the buffer is too small for the write rate.
-    #[error("overtaken by the writer {attempts} times in a row; retry, or enlarge the event buffer")]
+    #[error(
+        "overtaken by the writer {attempts} times in a row; retry, or enlarge the event buffer"
+    )]
     Overtaken {
         /// Attempts made.
         attempts: u32,
     },
     /// Bytes inside the published range that are not a frame although the writer did not overtake the
     /// reader: a bug in this crate, never expected.
-    #[error("event buffer corrupt at position {position}: {reason}; this is a bug, please report it")]
+    #[error(
+        "event buffer corrupt at position {position}: {reason}; this is a bug, please report it"
+    )]
     Corrupt {
         /// Logical position of the bad frame.
         position: u64,

@@ -110,11 +110,11 @@ pub struct BufferConfig {
 }
 
 impl BufferConfig {
-    /// A buffer of `capacity_bytes` with the default index block size.
+    /// A buffer of `capacity_bytes` with the default index block size (or the capacity, if smaller).
     pub fn new(capacity_bytes: usize) -> Self {
         BufferConfig {
             capacity_bytes,
-            index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES,
+            index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES.min(capacity_bytes & !7).max(64),
         }
     }
 

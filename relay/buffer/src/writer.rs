@@ -134,13 +134,19 @@ impl BufferWriter {
         .map_err(|reason| {
             AppendError::Frame(databus_core::FrameError::BadLength(reason.to_owned()))
         })?;
-        if raw.end_of_window || databus_core::Opcode::from_byte(head[5]).is_none_or(|o| o.is_control())
+        if raw.end_of_window
+            || databus_core::Opcode::from_byte(head[5]).is_none_or(|o| o.is_control())
         {
             return Err(AppendError::ControlEvent);
         }
         let scn = raw.scn;
         match self.open {
-            Some(w) if w.scn != scn => return Err(AppendError::ScnMismatch { open: w.scn, got: scn }),
+            Some(w) if w.scn != scn => {
+                return Err(AppendError::ScnMismatch {
+                    open: w.scn,
+                    got: scn,
+                });
+            }
             Some(w) if w.events == u32::MAX => {
                 return Err(AppendError::TooManyEvents { scn, max: u32::MAX });
             }
@@ -170,7 +176,12 @@ impl BufferWriter {
     /// must be greater than the last window's.
     pub fn end_window(&mut self, scn: Scn, timestamp_ns: u64) -> Result<WindowInfo, AppendError> {
         let events = match self.open {
-            Some(w) if w.scn != scn => return Err(AppendError::ScnMismatch { open: w.scn, got: scn }),
+            Some(w) if w.scn != scn => {
+                return Err(AppendError::ScnMismatch {
+                    open: w.scn,
+                    got: scn,
+                });
+            }
             Some(w) => w.events,
             None if scn <= self.last_scn => {
                 return Err(AppendError::ScnRegression {
@@ -224,10 +235,16 @@ impl BufferWriter {
             buf.head.min_scn.store(self.min_scn, Ordering::Relaxed);
         }
         // Relaxed: reporting only.
-        buf.counters.events_held.store(self.events_held, Ordering::Relaxed);
-        buf.counters.windows_held.store(self.windows_held, Ordering::Relaxed);
+        buf.counters
+            .events_held
+            .store(self.events_held, Ordering::Relaxed);
+        buf.counters
+            .windows_held
+            .store(self.windows_held, Ordering::Relaxed);
         // Relaxed: made visible by the Release store of the tail below.
-        buf.tail.index_tail.store(self.index_next, Ordering::Relaxed);
+        buf.tail
+            .index_tail
+            .store(self.index_next, Ordering::Relaxed);
         buf.tail.max_scn.store(scn.get(), Ordering::Relaxed);
         // Release: publishes the window's ring words and index entries (all stored Relaxed before) to
         // readers that load the tail with Acquire. This single store is what makes a window visible.
@@ -262,8 +279,15 @@ impl BufferWriter {
             0
         };
         let end = self.write_pos + pad + padded;
-        let window_bytes = end - self.window_start;
-        if window_bytes > capacity {
+        if end - self.window_start > capacity {
+            // Name the window's own bytes when they alone are too many, so the figure does not depend on
+            // where the ring happened to wrap.
+            let unpadded = self.write_pos - self.window_start + padded;
+            let window_bytes = if unpadded > capacity {
+                unpadded
+            } else {
+                end - self.window_start
+            };
             self.rollback();
             return Err(AppendError::WindowTooLarge {
                 scn,
@@ -315,7 +339,8 @@ impl BufferWriter {
         }
         let slots = self.buf.index_scn.len() as u64;
         while self.index_head < self.index_next
-            && self.buf.index_pos[(self.index_head % slots) as usize].load(Ordering::Relaxed) < self.head
+            && self.buf.index_pos[(self.index_head % slots) as usize].load(Ordering::Relaxed)
+                < self.head
         {
             self.index_head += 1;
         }
@@ -329,12 +354,18 @@ impl BufferWriter {
         self.evicted_in_window += evicted_windows;
         let buf = &*self.buf;
         // Relaxed: reporting only.
-        buf.counters.events_held.store(self.events_held, Ordering::Relaxed);
-        buf.counters.windows_held.store(self.windows_held, Ordering::Relaxed);
+        buf.counters
+            .events_held
+            .store(self.events_held, Ordering::Relaxed);
+        buf.counters
+            .windows_held
+            .store(self.windows_held, Ordering::Relaxed);
         buf.head.min_scn.store(self.min_scn, Ordering::Relaxed);
         // Relaxed: made visible together with the head by its Release store below.
         buf.head.prev_scn.store(self.prev_scn, Ordering::Relaxed);
-        buf.head.index_head.store(self.index_head, Ordering::Relaxed);
+        buf.head
+            .index_head
+            .store(self.index_head, Ordering::Relaxed);
         // Release: a reader that Acquire-loads this head also sees the prev_scn and index_head above.
         buf.head.pos.store(self.head, Ordering::Release);
         // Release fence: every ring word or index slot stored after this point (the overwrites) is ordered
@@ -366,7 +397,10 @@ impl BufferWriter {
         // Entries live at positions in [head, head + capacity], at most one per block, and `slots` is
         // `capacity / block + 2`, so the slot is free: its previous entry's window was evicted and
         // index_head passed it (published before the Release fence in `evict_until`).
-        debug_assert!(self.index_next - self.index_head < slots, "SCN index overflow");
+        debug_assert!(
+            self.index_next - self.index_head < slots,
+            "SCN index overflow"
+        );
         let slot = (self.index_next % slots) as usize;
         // Relaxed: published by the tail's Release store in `publish`; overwrites of evicted entries are
         // ordered after the index_head store by the fence in `evict_until`.
