@@ -1,1 +1,171 @@
-//! Lock-free, SCN-indexed circular event buffer (one writer, many readers).
+//! Lock-free, SCN-indexed circular event buffer (one writer, many readers): the heart of the relay.
+//!
+//! The relay's connector thread writes change events into the buffer window by window (one window per
+//! source transaction, closed by an end-of-window marker); the relay's HTTP `stream` handlers read from
+//! it, each from its client's [`Checkpoint`](databus_core::Checkpoint), without ever blocking the writer.
+//!
+//! - [`event_buffer`] creates a buffer of a fixed byte capacity and returns its single [`BufferWriter`]
+//!   and the shared [`EventBuffer`] readers use.
+//! - [`BufferWriter::append`] adds an event to the open window, [`BufferWriter::end_window`] publishes it
+//!   (an empty window is a heartbeat), [`BufferWriter::rollback`] discards it.
+//! - [`EventBuffer::read`] / [`EventBuffer::read_filtered`] copy the events after a checkpoint, within a
+//!   byte budget, and return the checkpoint to continue from. [`EventBuffer::wait_for_data_after`] is the
+//!   long poll.
+//!
+//! ```
+//! use databus_buffer::{BufferConfig, event_buffer};
+//! use databus_core::{Checkpoint, EventBuilder, EventView, Key, Opcode, Scn};
+//!
+//! let (mut writer, buffer) = event_buffer(BufferConfig::new(1 << 20)).unwrap();
+//! writer.append(&EventBuilder::new(Scn::new(10), Opcode::Upsert).key(Key::Int(1).as_ref()).payload(b"a"))
+//!     .unwrap();
+//! writer.end_window(Scn::new(10), 1_700_000_000_000_000_000).unwrap();
+//!
+//! let mut out = Vec::new();
+//! let got = buffer.read(&Checkpoint::beginning(), 64 * 1024, &mut out).unwrap();
+//! let frames = EventView::parse_all(&out).unwrap();
+//! assert_eq!(frames.len(), 2); // the event and the end-of-window marker
+//! assert_eq!(got.checkpoint, Checkpoint::after(Scn::new(10)));
+//! ```
+//!
+//! # Invariants
+//!
+//! - **Positions.** Every byte ever written has a 64-bit logical position that only grows; the ring holds
+//!   positions `[head, tail)` (published) and `[tail, write_pos)` (the open window, private to the
+//!   writer). `tail - head <= capacity` and `write_pos - head <= capacity` at all times. See [`ring`'s
+//!   layout](#ring-layout) for frames, alignment and wrap padding.
+//! - **Visibility.** Readers read only below `tail`, which the writer moves once per window, after the
+//!   end marker: a window is visible whole or not at all. [`BufferWriter::rollback`] just forgets
+//!   `[tail, write_pos)`.
+//! - **Eviction.** Before writing bytes up to position `end`, the writer moves `head` past whole windows
+//!   until `end - head <= capacity`, updating `prev_scn` (the last evicted window). `head` is always a window
+//!   start. The open window is never evicted: a window that would span more than the capacity is refused
+//!   with [`AppendError::WindowTooLarge`].
+//! - **SCN index.** A ring of `(scn, position)` entries, at most one per `index_block_bytes` block of
+//!   positions, each naming a window start; lookups binary-search it (`O(log n)`) and then scan forward at
+//!   most about one block plus the window found.
+//! - **Windows.** Window SCNs strictly increase and are never 0; all frames of a window carry its SCN.
+//!
+//! # Concurrency protocol (a seqlock over positions)
+//!
+//! The ring is an array of `AtomicU64` words accessed only with `Relaxed` loads and stores, so racing
+//! readers and the writer never perform a data race (which would be undefined behaviour even if the bytes
+//! were discarded). Ordering comes from three cursors:
+//!
+//! - *Publish*: the writer stores a window's words (Relaxed), then `tail` with `Release`. A reader loads
+//!   `tail` with `Acquire` and reads only below it, so it sees every word of every published window.
+//! - *Evict*: the writer stores `prev_scn`, `index_head`, then `head` with `Release`, then issues a
+//!   `Release` fence, and only then overwrites the evicted bytes and index slots.
+//! - *Validate*: a reader copies (Relaxed loads), then issues an `Acquire` fence and reloads `head` and
+//!   `index_head`. If any load saw an overwrite, fence-to-fence synchronization guarantees it sees the moved
+//!   cursors: the copy is valid iff `head <= first position read` and `index_head <= first index entry
+//!   read`. An invalid attempt is discarded and the read restarts; by then `prev_scn` has moved past the
+//!   checkpoint if the data it needed is gone, and the reader gets [`ReadError::ScnNotFound`]. A reader
+//!   therefore never returns overwritten bytes, and never takes a lock.
+//!
+//! This is the design of crossbeam's `SeqLock` and of `atomic-memcpy`, with positions as the sequence
+//! numbers. It is model-checked with loom (`tests/loom.rs`) and stress-tested (`tests/stress.rs`).
+//!
+//! # Ring layout
+//!
+//! See the `ring` module: frames start at multiples of 8 and occupy their length rounded up to 8; a frame
+//! never straddles the end of the ring (a pad word sends readers to the ring's start).
+//!
+//! # Long polls
+//!
+//! [`EventBuffer::wait_for_data_after`] waits on a `tokio::sync::Notify`; the writer notifies only when a
+//! waiter is registered (a counter checked after a `SeqCst` fence), so a relay without long-polling
+//! clients never touches `Notify`'s internal lock.
+
+mod buffer;
+mod error;
+mod ring;
+mod sync;
+mod writer;
+
+pub use buffer::{BufferStats, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
+pub use error::{AppendError, BufferError, ReadError};
+pub use writer::{BufferWriter, WindowInfo};
+
+use crossbeam_utils::CachePadded;
+
+use crate::buffer::{Counters, HeadCursor, TailCursor};
+use crate::sync::{Arc, AtomicU64, AtomicUsize};
+
+/// Default size of an SCN index block: one index entry per 4 KiB of positions at most.
+pub const DEFAULT_INDEX_BLOCK_BYTES: usize = 4096;
+/// Smallest accepted capacity.
+pub const MIN_CAPACITY_BYTES: usize = 128;
+
+/// Sizes of an event buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferConfig {
+    /// Capacity in bytes, rounded down to a multiple of 8; at least [`MIN_CAPACITY_BYTES`]. Bounds the
+    /// largest window (transaction) the relay can hold.
+    pub capacity_bytes: usize,
+    /// One SCN index entry at most per block of this many bytes (default [`DEFAULT_INDEX_BLOCK_BYTES`]);
+    /// at least 64 and at most the capacity. Smaller blocks mean shorter scans after the index lookup and
+    /// a larger index (16 bytes per block).
+    pub index_block_bytes: usize,
+}
+
+impl BufferConfig {
+    /// A buffer of `capacity_bytes` with the default index block size (or the capacity, if smaller).
+    pub fn new(capacity_bytes: usize) -> Self {
+        BufferConfig {
+            capacity_bytes,
+            index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES.min(capacity_bytes & !7).max(64),
+        }
+    }
+
+    fn validate(&self) -> Result<(u64, u64), BufferError> {
+        let capacity = self.capacity_bytes & !7;
+        if capacity < MIN_CAPACITY_BYTES {
+            return Err(BufferError::InvalidConfig(format!(
+                "capacity_bytes {} is too small; use at least {MIN_CAPACITY_BYTES} bytes",
+                self.capacity_bytes
+            )));
+        }
+        if self.index_block_bytes < 64 || self.index_block_bytes > capacity {
+            return Err(BufferError::InvalidConfig(format!(
+                "index_block_bytes {} must be between 64 and the capacity ({capacity} bytes)",
+                self.index_block_bytes
+            )));
+        }
+        Ok((capacity as u64, self.index_block_bytes as u64))
+    }
+}
+
+/// Creates an event buffer: its single writer and the shared read side.
+///
+/// The ring is allocated zeroed up front (the operating system maps the pages lazily).
+pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuffer>), BufferError> {
+    let (capacity, block_bytes) = config.validate()?;
+    let slots = (capacity / block_bytes + 2) as usize;
+    let buffer = Arc::new(EventBuffer {
+        ring: ring::zeroed_words((capacity / 8) as usize),
+        capacity,
+        block_bytes,
+        index_scn: ring::zeroed_words(slots),
+        index_pos: ring::zeroed_words(slots),
+        head: CachePadded::new(HeadCursor {
+            pos: AtomicU64::new(0),
+            prev_scn: AtomicU64::new(0),
+            min_scn: AtomicU64::new(0),
+            index_head: AtomicU64::new(0),
+        }),
+        tail: CachePadded::new(TailCursor {
+            pos: AtomicU64::new(0),
+            max_scn: AtomicU64::new(0),
+            index_tail: AtomicU64::new(0),
+        }),
+        counters: CachePadded::new(Counters {
+            events_held: AtomicU64::new(0),
+            windows_held: AtomicU64::new(0),
+        }),
+        waiters: CachePadded::new(AtomicUsize::new(0)),
+        #[cfg(not(loom))]
+        notify: tokio::sync::Notify::new(),
+    });
+    Ok((BufferWriter::new(Arc::clone(&buffer)), buffer))
+}

@@ -1,0 +1,644 @@
+//! The shared half of the buffer: the ring, its cursors and index, and the lock-free readers.
+
+use std::fmt;
+
+use crossbeam_utils::CachePadded;
+use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn};
+
+use crate::error::ReadError;
+use crate::ring::{self, HEADER_WORDS, PAD_WORD, RawFrame};
+use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
+
+/// How many times a read restarts after being overtaken before giving up with
+/// [`ReadError::Overtaken`]. A restart re-reads `prev_scn`, so a reader whose data was really evicted gets
+/// [`ReadError::ScnNotFound`] on its next attempt; only a writer that keeps lapping a slow reader's
+/// index search exhausts this.
+const MAX_ATTEMPTS: u32 = 16;
+
+/// A predicate on an event's verified header and key: `true` keeps the event.
+pub type EventFilter<'a> = dyn Fn(&FrameHeader, KeyRef<'_>) -> bool + 'a;
+
+/// Cursor group moved by evictions. Written only by the writer.
+#[derive(Debug)]
+pub(crate) struct HeadCursor {
+    /// Position of the oldest window held (always a window start). Positions below it may be overwritten.
+    pub(crate) pos: AtomicU64,
+    /// SCN of the last evicted window, 0 if none (window SCNs are never 0).
+    pub(crate) prev_scn: AtomicU64,
+    /// SCN of the oldest window held, 0 if the buffer is empty.
+    pub(crate) min_scn: AtomicU64,
+    /// Sequence number of the oldest SCN index entry still valid.
+    pub(crate) index_head: AtomicU64,
+}
+
+/// Cursor group moved by publishing a window. Written only by the writer.
+#[derive(Debug)]
+pub(crate) struct TailCursor {
+    /// End of the last published window: readers never read at or past it.
+    pub(crate) pos: AtomicU64,
+    /// SCN of the newest published window, 0 if none.
+    pub(crate) max_scn: AtomicU64,
+    /// One past the sequence number of the last published index entry.
+    pub(crate) index_tail: AtomicU64,
+}
+
+/// Statistics, written by the writer, read for reporting only.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    pub(crate) events_held: AtomicU64,
+    pub(crate) windows_held: AtomicU64,
+}
+
+/// A snapshot of the buffer's state, for metrics and the relay's status endpoint. Fields are read one by
+/// one without stopping the writer, so while it runs they may be from slightly different instants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferStats {
+    /// Usable capacity in bytes (the configured capacity rounded down to a multiple of 8).
+    pub capacity_bytes: u64,
+    /// Bytes held by published windows, including alignment and wrap padding.
+    pub bytes_held: u64,
+    /// Data events held (end-of-window markers not counted).
+    pub events_held: u64,
+    /// Windows held.
+    pub windows_held: u64,
+    /// The oldest window held.
+    pub min_scn: Option<Scn>,
+    /// The newest window held (or last published, if all were evicted since).
+    pub max_scn: Option<Scn>,
+    /// The last evicted window: checkpoints at or after it are served.
+    pub prev_scn: Option<Scn>,
+    /// Total bytes ever published (the tail position); grows forever.
+    pub bytes_published: u64,
+}
+
+/// What one [`EventBuffer::read`] delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Where to continue from: pass it to the next read. Equal to the input checkpoint when nothing was
+    /// read.
+    pub checkpoint: Checkpoint,
+    /// Data events copied into the output (those the filter kept).
+    pub events_copied: u64,
+    /// Data events scanned, including those the filter dropped.
+    pub events_scanned: u64,
+    /// End-of-window markers copied (each completes a window; heartbeats are such windows).
+    pub windows_completed: u64,
+    /// Bytes appended to the output.
+    pub bytes_copied: u64,
+    /// `true` when the read stopped because of its byte budget: more is available right now.
+    pub more_available: bool,
+}
+
+/// How a long poll ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitOutcome {
+    /// A read from the checkpoint would now return something (events, or [`ReadError::ScnNotFound`]).
+    Ready,
+    /// The deadline passed first.
+    TimedOut,
+}
+
+/// The shared, read side of the event buffer: any number of threads or tasks read concurrently through an
+/// `Arc<EventBuffer>` without locks. Created with its single writer by [`event_buffer`](crate::event_buffer).
+pub struct EventBuffer {
+    pub(crate) ring: Box<[AtomicU64]>,
+    pub(crate) capacity: u64,
+    pub(crate) block_bytes: u64,
+    /// SCN index: entry `seq` lives in slot `seq % index_scn.len()`. Entries are appended in position and
+    /// SCN order, at most one per `block_bytes` block of positions, each naming a window start.
+    pub(crate) index_scn: Box<[AtomicU64]>,
+    pub(crate) index_pos: Box<[AtomicU64]>,
+    pub(crate) head: CachePadded<HeadCursor>,
+    pub(crate) tail: CachePadded<TailCursor>,
+    pub(crate) counters: CachePadded<Counters>,
+    /// Long-poll waiters currently registered; the writer only touches `notify` when it is non-zero.
+    pub(crate) waiters: CachePadded<AtomicUsize>,
+    #[cfg(not(loom))]
+    pub(crate) notify: tokio::sync::Notify,
+}
+
+impl fmt::Debug for EventBuffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventBuffer")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn opt_scn(raw: u64) -> Option<Scn> {
+    (raw != 0).then_some(Scn::new(raw))
+}
+
+/// The cursors as one reader saw them at the start of an attempt.
+#[derive(Debug, Clone, Copy)]
+struct Snapshot {
+    head: u64,
+    prev_scn: u64,
+    index_head: u64,
+    tail: u64,
+    index_tail: u64,
+}
+
+/// Logical position plus its physical offset, advanced together so the hot loop never divides.
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    pos: u64,
+    phys: u64,
+}
+
+enum Attempt {
+    Done(ReadOutcome),
+    Overtaken,
+    Failed(ReadError),
+}
+
+/// Something in the ring that is not a frame: either the writer overtook us or (never expected) a bug.
+struct Anomaly {
+    position: u64,
+    reason: &'static str,
+}
+
+impl EventBuffer {
+    /// Reads the events after checkpoint `from` into `out` (appended as whole frames, back to back,
+    /// without padding), at most `budget_bytes` bytes but always at least one frame when one is available.
+    ///
+    /// Same as [`read_filtered`](Self::read_filtered) with a filter that keeps everything, and faster:
+    /// headers are not verified on the way (every frame was verified when it was written).
+    pub fn read(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_inner(from, budget_bytes, None, out)
+    }
+
+    /// Reads the events after checkpoint `from` that `filter` keeps into `out`.
+    ///
+    /// # Where a read starts
+    /// - `from.window_offset == None`: at the first window whose SCN is greater than `from.window_scn`.
+    ///   SCNs are sparse: an SCN that never existed continues at the next window.
+    /// - `from.window_offset == Some(k)`: inside window `from.window_scn`, after its first `k` data events
+    ///   (then the rest of it). If that window does not exist, at the next window.
+    /// - Checkpoints older than the buffer: served from the oldest window when nothing was missed, that is
+    ///   when `from.window_scn >= prev_scn` (strictly greater for a mid-window checkpoint, whose window
+    ///   must still be held); otherwise [`ReadError::ScnNotFound`] with the buffer's range. A buffer that
+    ///   never evicted serves every checkpoint.
+    /// - Checkpoints at or after the newest window: nothing is returned (`events_copied == 0`,
+    ///   `more_available == false`, checkpoint unchanged); wait with
+    ///   [`wait_for_data_after`](Self::wait_for_data_after).
+    ///
+    /// # What is returned
+    /// Frames are appended to `out` in stream order. End-of-window markers always pass the filter (clients
+    /// need window boundaries and heartbeats). The read stops before the frame that would take the output
+    /// past `budget_bytes`, unless no frame was copied yet, so it may stop in the middle of a window; the
+    /// returned checkpoint then has `window_offset = Some(k)`.
+    ///
+    /// Window offsets count *every* data event of the window, kept or dropped by the filter, so a reader
+    /// that resumes with the same filter skips exactly the events it already saw. Dropped events are never
+    /// copied. The filter must be a pure function: it may be called on an event that is then discarded
+    /// because the writer overtook this reader (the read restarts).
+    ///
+    /// # Errors
+    /// [`ReadError::ScnNotFound`] when events after `from` were evicted (also when they are evicted while
+    /// being copied: a reader never returns overwritten bytes). On any error `out` is left as it was.
+    pub fn read_filtered(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        filter: &EventFilter<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_inner(from, budget_bytes, Some(filter), out)
+    }
+
+    fn read_inner(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        filter: Option<&EventFilter<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        let out_len = out.len();
+        for _ in 0..MAX_ATTEMPTS {
+            match self.try_read(from, budget_bytes as u64, filter, out) {
+                Attempt::Done(outcome) => return Ok(outcome),
+                Attempt::Overtaken => out.truncate(out_len),
+                Attempt::Failed(err) => {
+                    out.truncate(out_len);
+                    return Err(err);
+                }
+            }
+        }
+        Err(ReadError::Overtaken {
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        // Acquire on head: pairs with the writer's Release store of head, so the prev_scn and index_head
+        // stored before it are seen (or newer values, which only make this reader more conservative).
+        let head = self.head.pos.load(Ordering::Acquire);
+        let prev_scn = self.head.prev_scn.load(Ordering::Relaxed);
+        let index_head = self.head.index_head.load(Ordering::Relaxed);
+        // Acquire on tail: pairs with the writer's Release store when it publishes a window, so every
+        // ring word and index entry of the published windows is visible. Loaded after head, so
+        // head <= tail in this snapshot.
+        let tail = self.tail.pos.load(Ordering::Acquire);
+        // Relaxed: stored before the tail's Release store, so the Acquire load above makes it visible.
+        let index_tail = self.tail.index_tail.load(Ordering::Relaxed);
+        Snapshot {
+            head,
+            prev_scn,
+            index_head,
+            tail,
+            index_tail,
+        }
+    }
+
+    /// Whether what this attempt read from ring positions >= `first_pos` and index entries >= `first_seq`
+    /// is still what the writer published (the seqlock validation).
+    fn still_valid(&self, first_pos: u64, first_seq: u64) -> bool {
+        // Acquire fence: if any Relaxed load of this attempt saw a word the writer stored after evicting
+        // (the writer stores head/index_head, then a Release fence, then overwrites), this fence
+        // synchronizes with that Release fence and the loads below see the advanced cursors.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered after the fence above.
+        let head = self.head.pos.load(Ordering::Relaxed);
+        let index_head = self.head.index_head.load(Ordering::Relaxed);
+        head <= first_pos && index_head <= first_seq
+    }
+
+    fn scn_not_found(&self, requested: Scn) -> ReadError {
+        let stats = self.stats();
+        ReadError::ScnNotFound {
+            requested,
+            min_scn: stats.min_scn,
+            max_scn: stats.max_scn,
+            prev_scn: stats.prev_scn,
+        }
+    }
+
+    fn try_read(
+        &self,
+        from: &Checkpoint,
+        budget: u64,
+        filter: Option<&EventFilter<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Attempt {
+        let snap = self.snapshot();
+        let requested = from.window_scn;
+        let nothing = || ReadOutcome {
+            checkpoint: from.clone(),
+            events_copied: 0,
+            events_scanned: 0,
+            windows_completed: 0,
+            bytes_copied: 0,
+            more_available: false,
+        };
+        if snap.prev_scn != 0 {
+            let prev = Scn::new(snap.prev_scn);
+            let missed = match from.window_offset {
+                None => requested < prev,
+                Some(_) => requested <= prev,
+            };
+            if missed {
+                return Attempt::Failed(self.scn_not_found(requested));
+            }
+        }
+        if snap.head == snap.tail {
+            return Attempt::Done(nothing());
+        }
+        let (start, first_seq) = self.lookup(requested, &snap);
+        if start >= snap.tail {
+            return if self.still_valid(snap.head, first_seq) {
+                Attempt::Done(nothing())
+            } else {
+                Attempt::Overtaken
+            };
+        }
+        match self.scan(from, start, &snap, budget, filter, out) {
+            Ok(outcome) => {
+                if self.still_valid(start, first_seq) {
+                    Attempt::Done(outcome)
+                } else {
+                    Attempt::Overtaken
+                }
+            }
+            Err(anomaly) => {
+                if self.still_valid(start, first_seq) {
+                    Attempt::Failed(ReadError::Corrupt {
+                        position: anomaly.position,
+                        reason: anomaly.reason.to_owned(),
+                    })
+                } else {
+                    Attempt::Overtaken
+                }
+            }
+        }
+    }
+
+    /// Binary search of the SCN index for the last window start whose SCN is <= `scn`: returns that
+    /// position (or the head when there is none) and the lowest entry sequence number probed.
+    fn lookup(&self, scn: Scn, snap: &Snapshot) -> (u64, u64) {
+        let slots = self.index_scn.len() as u64;
+        let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
+        let mut first_seq = u64::MAX;
+        let mut found = None;
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            first_seq = first_seq.min(mid);
+            let slot = (mid % slots) as usize;
+            // Relaxed: validated afterwards by `still_valid(_, first_seq)`.
+            let entry_scn = self.index_scn[slot].load(Ordering::Relaxed);
+            let entry_pos = self.index_pos[slot].load(Ordering::Relaxed);
+            if entry_scn <= scn.get() && entry_pos < snap.tail {
+                found = Some(entry_pos);
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let start = found.map_or(snap.head, |pos| pos.max(snap.head));
+        (start, first_seq)
+    }
+
+    /// The frame starting at `cur` (after skipping a wrap pad), or `None` at the tail.
+    fn frame_at(&self, cur: &mut Cursor, tail: u64) -> Result<Option<RawFrame>, Anomaly> {
+        if cur.pos >= tail {
+            return Ok(None);
+        }
+        let mut w0 = ring::load(&self.ring, cur.phys);
+        if w0 == PAD_WORD {
+            cur.pos += self.capacity - cur.phys;
+            cur.phys = 0;
+            if cur.pos >= tail {
+                return Ok(None);
+            }
+            w0 = ring::load(&self.ring, 0);
+        }
+        let anomaly = |reason| Anomaly {
+            position: cur.pos,
+            reason,
+        };
+        if cur.phys + ring::padded(databus_core::frame::HEADER_LEN as u64) > self.capacity {
+            return Err(anomaly("frame header straddles the end of the ring"));
+        }
+        let w1 = ring::load(&self.ring, cur.phys + 8);
+        let w2 = ring::load(&self.ring, cur.phys + 16);
+        let frame = RawFrame::decode(w0, w1, w2).map_err(anomaly)?;
+        if cur.phys + frame.padded_len() > self.capacity {
+            return Err(anomaly("frame straddles the end of the ring"));
+        }
+        if cur.pos + frame.padded_len() > tail {
+            return Err(anomaly("frame extends past the published tail"));
+        }
+        Ok(Some(frame))
+    }
+
+    fn advance(&self, cur: &mut Cursor, by: u64) {
+        cur.pos += by;
+        cur.phys += by;
+        if cur.phys == self.capacity {
+            cur.phys = 0;
+        }
+    }
+
+    /// Appends the `len` bytes at `phys` to `out`.
+    fn copy_out(&self, phys: u64, len: u64, out: &mut Vec<u8>) {
+        let start = out.len();
+        let padded = ring::padded(len) as usize;
+        out.resize(start + padded, 0);
+        let first = (phys / 8) as usize;
+        let words = &self.ring[first..first + padded / 8];
+        for (chunk, word) in out[start..].chunks_exact_mut(8).zip(words) {
+            // Relaxed: validated afterwards, see `still_valid`.
+            chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+        }
+        out.truncate(start + len as usize);
+    }
+
+    /// Decodes the verified header and the key of the frame at `phys` for a filter.
+    fn filter_keeps(
+        &self,
+        cur: &Cursor,
+        filter: &EventFilter<'_>,
+        key_scratch: &mut Vec<u8>,
+    ) -> Result<bool, Anomaly> {
+        let mut header = [0u8; HEADER_WORDS * 8];
+        for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
+            chunk.copy_from_slice(&ring::load(&self.ring, cur.phys + 8 * i as u64).to_le_bytes());
+        }
+        let parsed = FrameHeader::parse(&header).map_err(|_| Anomaly {
+            position: cur.pos,
+            reason: "frame header does not verify",
+        })?;
+        // The key type is byte 6 of the header (see `databus_core::frame`): 1 integer, 2 bytes.
+        let key = match header[6] {
+            1 => KeyRef::Int(ring::load(&self.ring, cur.phys + HEADER_WORDS as u64 * 8) as i64),
+            2 => {
+                key_scratch.clear();
+                self.copy_out(
+                    cur.phys + HEADER_WORDS as u64 * 8,
+                    parsed.key_len() as u64,
+                    key_scratch,
+                );
+                KeyRef::Bytes(key_scratch)
+            }
+            _ => KeyRef::None,
+        };
+        Ok(filter(&parsed, key))
+    }
+
+    fn scan(
+        &self,
+        from: &Checkpoint,
+        start: u64,
+        snap: &Snapshot,
+        budget: u64,
+        filter: Option<&EventFilter<'_>>,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, Anomaly> {
+        let requested = from.window_scn;
+        let mut cur = Cursor {
+            pos: start,
+            phys: start % self.capacity,
+        };
+        let mut outcome = ReadOutcome {
+            checkpoint: from.clone(),
+            events_copied: 0,
+            events_scanned: 0,
+            windows_completed: 0,
+            bytes_copied: 0,
+            more_available: false,
+        };
+        // Skip what the checkpoint already covers: whole windows up to `requested`, then the first `k`
+        // data events of window `requested` for a mid-window checkpoint.
+        let mut window: Option<Scn> = None;
+        let mut in_window: u32 = 0;
+        let skip_in_requested = from.window_offset;
+        loop {
+            let Some(frame) = self.frame_at(&mut cur, snap.tail)? else {
+                return Ok(outcome);
+            };
+            if frame.scn < requested || (frame.scn == requested && skip_in_requested.is_none()) {
+                self.advance(&mut cur, frame.padded_len());
+                continue;
+            }
+            if frame.scn == requested {
+                let k = skip_in_requested.unwrap_or(0);
+                if !frame.end_of_window && in_window < k {
+                    in_window += 1;
+                    self.advance(&mut cur, frame.padded_len());
+                    continue;
+                }
+                window = Some(requested);
+            }
+            break;
+        }
+        let mut key_scratch = Vec::new();
+        loop {
+            let Some(frame) = self.frame_at(&mut cur, snap.tail)? else {
+                return Ok(outcome);
+            };
+            let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= budget;
+            if frame.end_of_window {
+                if !fits {
+                    outcome.more_available = true;
+                    return Ok(outcome);
+                }
+                self.copy_out(cur.phys, frame.len, out);
+                outcome.bytes_copied += frame.len;
+                outcome.windows_completed += 1;
+                let ck = &mut outcome.checkpoint;
+                ck.window_scn = frame.scn;
+                ck.window_offset = None;
+                ck.prev_scn = Some(frame.scn);
+                window = None;
+                in_window = 0;
+            } else {
+                if window != Some(frame.scn) {
+                    window = Some(frame.scn);
+                    in_window = 0;
+                }
+                let keep = match filter {
+                    None => true,
+                    Some(filter) => self.filter_keeps(&cur, filter, &mut key_scratch)?,
+                };
+                if keep {
+                    if !fits {
+                        outcome.more_available = true;
+                        return Ok(outcome);
+                    }
+                    self.copy_out(cur.phys, frame.len, out);
+                    outcome.bytes_copied += frame.len;
+                    outcome.events_copied += 1;
+                }
+                outcome.events_scanned += 1;
+                in_window += 1;
+                let ck = &mut outcome.checkpoint;
+                ck.window_scn = frame.scn;
+                ck.window_offset = Some(in_window);
+            }
+            self.advance(&mut cur, frame.padded_len());
+        }
+    }
+
+    /// Waits until a read from `from` would return something (events after it, or
+    /// [`ReadError::ScnNotFound`]) or until `deadline`. Woken by the writer when it publishes a window,
+    /// without polling. Cancel-safe: dropping the future unregisters it.
+    #[cfg(not(loom))]
+    pub async fn wait_for_data_after(
+        &self,
+        from: &Checkpoint,
+        deadline: tokio::time::Instant,
+    ) -> WaitOutcome {
+        let _registered = WaiterGuard::new(&self.waiters);
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            // Register with `Notify` before checking, so a window published after the check wakes us.
+            notified.as_mut().enable();
+            // SeqCst fence: with the writer's SeqCst fence between publishing and reading `waiters`, either
+            // the writer sees our registration (and notifies) or we see its window below (Dekker).
+            fence(Ordering::SeqCst);
+            if self.has_data_after(from) {
+                return WaitOutcome::Ready;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return if self.has_data_after(from) {
+                    WaitOutcome::Ready
+                } else {
+                    WaitOutcome::TimedOut
+                };
+            }
+        }
+    }
+
+    /// Whether a read from `from` would return events or an error right now.
+    pub fn has_data_after(&self, from: &Checkpoint) -> bool {
+        // Acquire: pairs with the writer's Release stores, like `snapshot`.
+        let max = self.tail.max_scn.load(Ordering::Acquire);
+        let prev = self.head.prev_scn.load(Ordering::Acquire);
+        let scn = from.window_scn.get();
+        let new_window = match from.window_offset {
+            None => max > scn,
+            Some(_) => max >= scn,
+        };
+        let missed = prev != 0
+            && match from.window_offset {
+                None => scn < prev,
+                Some(_) => scn <= prev,
+            };
+        new_window || missed
+    }
+
+    /// The buffer's current range and occupancy.
+    pub fn stats(&self) -> BufferStats {
+        // Acquire, as in `snapshot`; the counters are reporting only and Relaxed.
+        let head = self.head.pos.load(Ordering::Acquire);
+        let tail = self.tail.pos.load(Ordering::Acquire);
+        BufferStats {
+            capacity_bytes: self.capacity,
+            bytes_held: tail.saturating_sub(head),
+            events_held: self.counters.events_held.load(Ordering::Relaxed),
+            windows_held: self.counters.windows_held.load(Ordering::Relaxed),
+            min_scn: opt_scn(self.head.min_scn.load(Ordering::Relaxed)),
+            max_scn: opt_scn(self.tail.max_scn.load(Ordering::Relaxed)),
+            prev_scn: opt_scn(self.head.prev_scn.load(Ordering::Relaxed)),
+            bytes_published: tail,
+        }
+    }
+
+    /// Long-poll waiters currently registered (for metrics and tests).
+    pub fn waiting_readers(&self) -> usize {
+        // Relaxed: a gauge.
+        self.waiters.load(Ordering::Relaxed)
+    }
+
+    /// The SCN index's block size in bytes.
+    pub fn index_block_bytes(&self) -> u64 {
+        self.block_bytes
+    }
+}
+
+/// Counts a long-poll waiter for as long as it lives (also when its future is dropped).
+#[cfg(not(loom))]
+struct WaiterGuard<'a>(&'a AtomicUsize);
+
+#[cfg(not(loom))]
+impl<'a> WaiterGuard<'a> {
+    fn new(waiters: &'a AtomicUsize) -> Self {
+        // SeqCst: part of the Dekker pair described in `wait_for_data_after`.
+        waiters.fetch_add(1, Ordering::SeqCst);
+        WaiterGuard(waiters)
+    }
+}
+
+#[cfg(not(loom))]
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a stale non-zero count only costs the writer one needless notify.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,430 @@
+//! The single writer: appends frames to the open window, publishes windows, evicts old ones.
+
+use std::fmt;
+
+use databus_core::frame::HEADER_LEN;
+use databus_core::{EventBuilder, Scn};
+
+use crate::buffer::EventBuffer;
+use crate::error::AppendError;
+use crate::ring::{self, PAD_WORD, RawFrame};
+use crate::sync::{Arc, Ordering, fence};
+
+/// What [`BufferWriter::end_window`] published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowInfo {
+    /// The window's SCN.
+    pub scn: Scn,
+    /// Its data events (0 for a heartbeat).
+    pub events: u32,
+    /// Bytes it occupies, end marker and padding included.
+    pub bytes: u64,
+    /// Windows evicted from the head to make room for it.
+    pub evicted_windows: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenWindow {
+    scn: Scn,
+    events: u32,
+}
+
+/// The buffer's only writer. Not `Clone`: one writer per buffer is what makes the hot path lock-free.
+///
+/// Events go into the *open window* with [`append`](Self::append); [`end_window`](Self::end_window)
+/// appends the end marker and makes the whole window visible to readers at once;
+/// [`rollback`](Self::rollback) discards it. Room is made by evicting whole windows from the head, oldest
+/// first, never the open window.
+pub struct BufferWriter {
+    buf: Arc<EventBuffer>,
+    scratch: Vec<u8>,
+    /// End of what was written (open window included).
+    write_pos: u64,
+    /// Start of the open window = the published tail.
+    window_start: u64,
+    open: Option<OpenWindow>,
+    last_scn: Scn,
+    evicted_in_window: u64,
+    // Private copies of what only this writer stores, so it never reloads shared cursors.
+    head: u64,
+    prev_scn: u64,
+    min_scn: u64,
+    index_head: u64,
+    /// Next index entry sequence number (unpublished entries of the open window included).
+    index_next: u64,
+    index_published: u64,
+    /// Block of the newest index entry, written / published.
+    last_block: Option<u64>,
+    last_block_published: Option<u64>,
+    events_held: u64,
+    windows_held: u64,
+}
+
+impl fmt::Debug for BufferWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BufferWriter")
+            .field("write_pos", &self.write_pos)
+            .field("window_start", &self.window_start)
+            .field("open", &self.open)
+            .field("last_scn", &self.last_scn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BufferWriter {
+    pub(crate) fn new(buf: Arc<EventBuffer>) -> Self {
+        BufferWriter {
+            buf,
+            scratch: Vec::new(),
+            write_pos: 0,
+            window_start: 0,
+            open: None,
+            last_scn: Scn::ZERO,
+            evicted_in_window: 0,
+            head: 0,
+            prev_scn: 0,
+            min_scn: 0,
+            index_head: 0,
+            index_next: 0,
+            index_published: 0,
+            last_block: None,
+            last_block_published: None,
+            events_held: 0,
+            windows_held: 0,
+        }
+    }
+
+    /// The shared read side.
+    pub fn buffer(&self) -> &Arc<EventBuffer> {
+        &self.buf
+    }
+
+    /// The SCN of the open window, if one is open.
+    pub fn open_window(&self) -> Option<Scn> {
+        self.open.map(|w| w.scn)
+    }
+
+    /// The SCN of the last published window (0 before the first).
+    pub fn last_scn(&self) -> Scn {
+        self.last_scn
+    }
+
+    /// Appends a data event to the open window, opening one if none is. The event's SCN is the window's:
+    /// it must be greater than the last published window's SCN to open a window, and equal to the open
+    /// window's SCN otherwise (window SCNs are never 0). Nothing becomes visible before
+    /// [`end_window`](Self::end_window).
+    ///
+    /// May evict old windows to make room. [`AppendError::WindowTooLarge`] discards the open window.
+    pub fn append(&mut self, event: &EventBuilder<'_>) -> Result<(), AppendError> {
+        event.check()?;
+        let len = event.encoded_len() as u64;
+        let padded = ring::padded(len);
+        if self.scratch.len() < padded as usize {
+            self.scratch.resize(padded as usize, 0);
+        }
+        event.write(&mut self.scratch[..len as usize]);
+        self.scratch[len as usize..padded as usize].fill(0);
+        // The builder does not expose its fields: read the opcode and SCN back from the frame header.
+        let head = &self.scratch;
+        let raw = RawFrame::decode(
+            u64::from_le_bytes(word(head, 0)),
+            u64::from_le_bytes(word(head, 1)),
+            u64::from_le_bytes(word(head, 2)),
+        )
+        .map_err(|reason| {
+            AppendError::Frame(databus_core::FrameError::BadLength(reason.to_owned()))
+        })?;
+        if raw.end_of_window
+            || databus_core::Opcode::from_byte(head[5]).is_none_or(|o| o.is_control())
+        {
+            return Err(AppendError::ControlEvent);
+        }
+        let scn = raw.scn;
+        match self.open {
+            Some(w) if w.scn != scn => {
+                return Err(AppendError::ScnMismatch {
+                    open: w.scn,
+                    got: scn,
+                });
+            }
+            Some(w) if w.events == u32::MAX => {
+                return Err(AppendError::TooManyEvents { scn, max: u32::MAX });
+            }
+            None if scn <= self.last_scn => {
+                return Err(AppendError::ScnRegression {
+                    last: self.last_scn,
+                    got: scn,
+                });
+            }
+            _ => {}
+        }
+        let pos = self.reserve(padded, scn)?;
+        if self.open.is_none() {
+            self.open = Some(OpenWindow { scn, events: 0 });
+            self.add_index_entry(scn);
+        }
+        self.store_scratch(pos, padded);
+        self.write_pos = pos + padded;
+        if let Some(w) = &mut self.open {
+            w.events += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends window `scn`'s end marker and publishes the window: readers see all its events at once.
+    /// With no open window this publishes a heartbeat (a window holding only its end marker), whose SCN
+    /// must be greater than the last window's.
+    pub fn end_window(&mut self, scn: Scn, timestamp_ns: u64) -> Result<WindowInfo, AppendError> {
+        let events = match self.open {
+            Some(w) if w.scn != scn => {
+                return Err(AppendError::ScnMismatch {
+                    open: w.scn,
+                    got: scn,
+                });
+            }
+            Some(w) => w.events,
+            None if scn <= self.last_scn => {
+                return Err(AppendError::ScnRegression {
+                    last: self.last_scn,
+                    got: scn,
+                });
+            }
+            None => 0,
+        };
+        let marker = EventBuilder::end_of_window(scn, timestamp_ns);
+        let len = marker.encoded_len() as u64;
+        debug_assert_eq!(len, HEADER_LEN as u64);
+        let padded = ring::padded(len);
+        if self.scratch.len() < padded as usize {
+            self.scratch.resize(padded as usize, 0);
+        }
+        marker.write(&mut self.scratch[..len as usize]);
+        let pos = self.reserve(padded, scn)?;
+        if self.open.is_none() {
+            self.add_index_entry(scn);
+        }
+        self.store_scratch(pos, padded);
+        self.write_pos = pos + padded;
+        let info = WindowInfo {
+            scn,
+            events,
+            bytes: self.write_pos - self.window_start,
+            evicted_windows: self.evicted_in_window,
+        };
+        self.publish(scn, events);
+        Ok(info)
+    }
+
+    /// Discards the open window (e.g. after a connector error in the middle of a transaction). Readers
+    /// never saw any of it. Windows evicted to make room for it stay evicted.
+    pub fn rollback(&mut self) {
+        self.write_pos = self.window_start;
+        self.open = None;
+        self.index_next = self.index_published;
+        self.last_block = self.last_block_published;
+        self.evicted_in_window = 0;
+    }
+
+    fn publish(&mut self, scn: Scn, events: u32) {
+        let buf = &*self.buf;
+        self.events_held += u64::from(events);
+        self.windows_held += 1;
+        if self.min_scn == 0 {
+            self.min_scn = scn.get();
+            // Relaxed: reporting only (readers decide with prev_scn and positions, never with min_scn).
+            buf.head.min_scn.store(self.min_scn, Ordering::Relaxed);
+        }
+        // Relaxed: reporting only.
+        buf.counters
+            .events_held
+            .store(self.events_held, Ordering::Relaxed);
+        buf.counters
+            .windows_held
+            .store(self.windows_held, Ordering::Relaxed);
+        // Relaxed: made visible by the Release store of the tail below.
+        buf.tail
+            .index_tail
+            .store(self.index_next, Ordering::Relaxed);
+        buf.tail.max_scn.store(scn.get(), Ordering::Relaxed);
+        // Release: publishes the window's ring words and index entries (all stored Relaxed before) to
+        // readers that load the tail with Acquire. This single store is what makes a window visible.
+        buf.tail.pos.store(self.write_pos, Ordering::Release);
+        self.window_start = self.write_pos;
+        self.index_published = self.index_next;
+        self.last_block_published = self.last_block;
+        self.last_scn = scn;
+        self.open = None;
+        self.evicted_in_window = 0;
+        #[cfg(not(loom))]
+        {
+            // SeqCst fence: orders the tail store before the `waiters` load (a Dekker pair with the fence
+            // in `wait_for_data_after`): either a waiter sees this window or we see the waiter. Only then
+            // is Notify (which takes a lock internally) touched, so a relay with no long-polling client
+            // never locks.
+            fence(Ordering::SeqCst);
+            if buf.waiters.load(Ordering::Relaxed) > 0 {
+                buf.notify.notify_waiters();
+            }
+        }
+    }
+
+    /// Makes room for `padded` bytes at the end of the open window and returns where they go (after a
+    /// wrap pad if they would straddle the end of the ring).
+    fn reserve(&mut self, padded: u64, scn: Scn) -> Result<u64, AppendError> {
+        let capacity = self.buf.capacity;
+        let phys = self.write_pos % capacity;
+        let pad = if phys + padded > capacity {
+            capacity - phys
+        } else {
+            0
+        };
+        let end = self.write_pos + pad + padded;
+        if end - self.window_start > capacity {
+            // Name the window's own bytes when they alone are too many, so the figure does not depend on
+            // where the ring happened to wrap.
+            let unpadded = self.write_pos - self.window_start + padded;
+            let window_bytes = if unpadded > capacity {
+                unpadded
+            } else {
+                end - self.window_start
+            };
+            self.rollback();
+            return Err(AppendError::WindowTooLarge {
+                scn,
+                window_bytes,
+                capacity_bytes: capacity,
+            });
+        }
+        if end > self.head + capacity {
+            self.evict_until(end);
+        }
+        if pad > 0 {
+            self.buf.ring[(phys / 8) as usize].store(PAD_WORD, Ordering::Relaxed);
+            self.write_pos += pad;
+        }
+        Ok(self.write_pos)
+    }
+
+    /// Evicts whole windows from the head until `end - head <= capacity`, then publishes the new head.
+    fn evict_until(&mut self, end: u64) {
+        let capacity = self.buf.capacity;
+        let ring_words = &self.buf.ring;
+        let mut evicted_events = 0;
+        let mut evicted_windows = 0;
+        // `end - window_start <= capacity` was checked, so the loop stops at the latest at the open window.
+        while end > self.head + capacity && self.head < self.window_start {
+            let mut pos = self.head;
+            loop {
+                let phys = pos % capacity;
+                let w0 = ring::load(ring_words, phys);
+                if w0 == PAD_WORD {
+                    pos += capacity - phys;
+                    continue;
+                }
+                let frame = RawFrame::decode(
+                    w0,
+                    ring::load(ring_words, phys + 8),
+                    ring::load(ring_words, phys + 16),
+                )
+                .expect("the writer only stores whole frames");
+                pos += frame.padded_len();
+                if frame.end_of_window {
+                    self.prev_scn = frame.scn.get();
+                    break;
+                }
+                evicted_events += 1;
+            }
+            self.head = pos;
+            evicted_windows += 1;
+        }
+        let slots = self.buf.index_scn.len() as u64;
+        while self.index_head < self.index_next
+            && self.buf.index_pos[(self.index_head % slots) as usize].load(Ordering::Relaxed)
+                < self.head
+        {
+            self.index_head += 1;
+        }
+        self.min_scn = if self.head < self.window_start {
+            self.first_scn_at(self.head)
+        } else {
+            0
+        };
+        self.events_held -= evicted_events;
+        self.windows_held -= evicted_windows;
+        self.evicted_in_window += evicted_windows;
+        let buf = &*self.buf;
+        // Relaxed: reporting only.
+        buf.counters
+            .events_held
+            .store(self.events_held, Ordering::Relaxed);
+        buf.counters
+            .windows_held
+            .store(self.windows_held, Ordering::Relaxed);
+        buf.head.min_scn.store(self.min_scn, Ordering::Relaxed);
+        // Relaxed: made visible together with the head by its Release store below.
+        buf.head.prev_scn.store(self.prev_scn, Ordering::Relaxed);
+        buf.head
+            .index_head
+            .store(self.index_head, Ordering::Relaxed);
+        // Release: a reader that Acquire-loads this head also sees the prev_scn and index_head above.
+        buf.head.pos.store(self.head, Ordering::Release);
+        // Release fence: every ring word or index slot stored after this point (the overwrites) is ordered
+        // after the cursor stores above. A reader whose Relaxed load sees an overwrite and then issues an
+        // Acquire fence (`EventBuffer::still_valid`) is guaranteed to see the new head / index_head and
+        // discard what it read. This is the write side of the seqlock.
+        fence(Ordering::Release);
+    }
+
+    /// The SCN of the window starting at `pos` (skipping a wrap pad).
+    fn first_scn_at(&self, pos: u64) -> u64 {
+        let capacity = self.buf.capacity;
+        let mut phys = pos % capacity;
+        if ring::load(&self.buf.ring, phys) == PAD_WORD {
+            phys = 0;
+        }
+        let w1 = ring::load(&self.buf.ring, phys + 8);
+        let w2 = ring::load(&self.buf.ring, phys + 16);
+        (w1 >> 32) | (w2 << 32)
+    }
+
+    /// Adds an index entry for the window opening at `window_start`, unless its block already has one.
+    fn add_index_entry(&mut self, scn: Scn) {
+        let block = self.window_start / self.buf.block_bytes;
+        if self.last_block == Some(block) {
+            return;
+        }
+        let slots = self.buf.index_scn.len() as u64;
+        // Entries live at positions in [head, head + capacity], at most one per block, and `slots` is
+        // `capacity / block + 2`, so the slot is free: its previous entry's window was evicted and
+        // index_head passed it (published before the Release fence in `evict_until`).
+        debug_assert!(
+            self.index_next - self.index_head < slots,
+            "SCN index overflow"
+        );
+        let slot = (self.index_next % slots) as usize;
+        // Relaxed: published by the tail's Release store in `publish`; overwrites of evicted entries are
+        // ordered after the index_head store by the fence in `evict_until`.
+        self.buf.index_scn[slot].store(scn.get(), Ordering::Relaxed);
+        self.buf.index_pos[slot].store(self.window_start, Ordering::Relaxed);
+        self.index_next += 1;
+        self.last_block = Some(block);
+    }
+
+    fn store_scratch(&mut self, pos: u64, padded: u64) {
+        let first = ((pos % self.buf.capacity) / 8) as usize;
+        let words = &self.buf.ring[first..first + (padded / 8) as usize];
+        for (word, chunk) in words.iter().zip(self.scratch.chunks_exact(8)) {
+            // Relaxed: published by the tail's Release store; see `evict_until` for overwrites.
+            word.store(
+                u64::from_le_bytes(chunk.try_into().expect("chunks of 8")),
+                Ordering::Relaxed,
+            );
+        }
+    }
+}
+
+fn word(bytes: &[u8], i: usize) -> [u8; 8] {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&bytes[8 * i..8 * i + 8]);
+    w
+}
