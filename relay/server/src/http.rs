@@ -31,7 +31,11 @@ use warp::{Filter, Rejection};
 use crate::config::HttpSettings;
 use crate::metrics as m;
 use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
-use crate::store::StoreError;
+use base64::Engine as _;
+use databus_buffer::{ReadError, WaitOutcome};
+use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
+use databus_serde_formats::RegisteredSchema;
+use databus_serde_formats::decode::decode_json;
 
 /// Response header carrying the checkpoint to send next (compact JSON).
 pub const CHECKPOINT_HEADER: &str = "x-databus-checkpoint";
@@ -293,8 +297,9 @@ pub enum SourceRef {
 pub struct StreamParams {
     /// Where to continue (default: the beginning).
     pub checkpoint: Checkpoint,
-    /// Only these logical sources (default: all of the buffer's).
-    pub sources: Vec<SourceRef>,
+    /// The source and key-partition filter (`sources`, `partition`, `partition.<id>`; see
+    /// `databus_filters::query`).
+    pub filter: FilterSpec,
     /// The buffer (physical source) to read, when `sources` does not determine it.
     pub buffer: Option<String>,
     /// Response byte budget.
@@ -353,12 +358,7 @@ fn parse_source_list(text: &str) -> Result<Vec<SourceRef>, ApiError> {
 /// Parses the query of `GET /v1/stream` (pure: no service state).
 pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParams, ApiError> {
     let params = parse_query(raw, http.max_query_bytes, STREAM_PARAMS)?;
-    if let Some(name) = params.keys().find(|k| k.starts_with("partition")) {
-        return Err(ApiError::bad(
-            name,
-            "partition filters are not available in this relay build yet",
-        ));
-    }
+
     let checkpoint = match params.get("checkpoint") {
         None => Checkpoint::beginning(),
         Some(text) => {
@@ -376,10 +376,15 @@ pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParam
             cp
         }
     };
-    let sources = match params.get("sources") {
-        None => Vec::new(),
-        Some(text) => parse_source_list(text)?,
-    };
+    let filter = FilterSpec::from_pairs(
+        params
+            .iter()
+            .filter(|(k, _)| k.as_str() == "sources" || k.starts_with("partition")),
+    )
+    .map_err(|e| match e {
+        FilterError::InvalidParam { param, reason } => ApiError::bad(&param, reason),
+        other => ApiError::bad("partition", other.to_string()),
+    })?;
     let buffer = params.get("buffer").cloned();
     if let Some(name) = &buffer {
         if name.is_empty() || name.len() > 64 {
@@ -406,7 +411,7 @@ pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParam
     };
     Ok(StreamParams {
         checkpoint,
-        sources,
+        filter,
         buffer,
         max_bytes,
         wait,
@@ -611,9 +616,28 @@ fn resolve(svc: &RelayService, source: &SourceRef) -> Result<SourceId, String> {
     }
 }
 
+fn schema_json(svc: &RelayService, schema: &RegisteredSchema) -> Value {
+    let avro: Value = serde_json::from_str(&schema.avro_json).unwrap_or(Value::Null);
+    json!({
+        "id": format!("{:016x}", schema.id.get()),
+        "version": schema.version,
+        "source": svc.source_of_table(&schema.table.database, &schema.table.table).map(|s| s.get()),
+        "table": format!("{}.{}", schema.table.database, schema.table.table),
+        "avro": avro,
+    })
+}
+
 fn handle_schemas(svc: &RelayService, p: &SchemasParams) -> Result<Response, ApiError> {
     let id = resolve(svc, &p.source).map_err(ApiError::UnknownSource)?;
-    let schemas = svc.schemas().by_source(id);
+    let table = svc
+        .table_of(id)
+        .ok_or_else(|| ApiError::UnknownSource(id.to_string()))?;
+    let schemas: Vec<Value> = svc
+        .schemas()
+        .versions(&table.database, &table.table)
+        .iter()
+        .map(|s| schema_json(svc, s))
+        .collect();
     Ok(json_response(
         StatusCode::OK,
         &json!({ "source": id.get(), "schemas": schemas }),
@@ -623,25 +647,20 @@ fn handle_schemas(svc: &RelayService, p: &SchemasParams) -> Result<Response, Api
 fn handle_schema(svc: &RelayService, id: SchemaId) -> Result<Response, ApiError> {
     let schema = svc
         .schemas()
-        .by_id(id)
+        .get(id)
         .ok_or_else(|| ApiError::SchemaNotFound(format!("{:016x}", id.get())))?;
-    Ok(json_response(StatusCode::OK, &json!(schema)))
+    Ok(json_response(StatusCode::OK, &schema_json(svc, &schema)))
 }
 
-fn pick_buffer<'a>(
-    svc: &'a RelayService,
-    p: &StreamParams,
-) -> Result<(&'a SourceHandle, Option<BTreeSet<SourceId>>), ApiError> {
-    let mut ids = BTreeSet::new();
+fn pick_buffer<'a>(svc: &'a RelayService, p: &StreamParams) -> Result<&'a SourceHandle, ApiError> {
     let mut buffer: Option<&SourceHandle> = None;
-    for source in &p.sources {
-        let id = resolve(svc, source).map_err(|s| {
+    for &id in p.filter.sources().into_iter().flatten() {
+        let holder = svc.source_of(id).ok_or_else(|| {
             ApiError::bad(
                 "sources",
-                format!("unknown source {s}; GET /v1/sources lists the sources of this relay"),
+                format!("unknown source {id}; GET /v1/sources lists the sources of this relay"),
             )
         })?;
-        let holder = svc.source_of(id).expect("resolved sources have a buffer");
         if let Some(b) = buffer.filter(|b| b.name != holder.name) {
             return Err(ApiError::bad(
                 "sources",
@@ -652,7 +671,6 @@ fn pick_buffer<'a>(
             ));
         }
         buffer = Some(holder);
-        ids.insert(id);
     }
     if let Some(name) = &p.buffer {
         let named = svc.source_named(name).ok_or_else(|| {
@@ -669,33 +687,28 @@ fn pick_buffer<'a>(
         }
         buffer = Some(named);
     }
-    let buffer = match buffer {
-        Some(b) => b,
+    match buffer {
+        Some(b) => Ok(b),
         None => match svc.sources() {
-            [only] => only,
-            _ => {
-                return Err(ApiError::bad(
-                    "sources",
-                    "this relay has several buffers; list sources or name a buffer",
-                ));
-            }
+            [only] => Ok(only),
+            _ => Err(ApiError::bad(
+                "sources",
+                "this relay has several buffers; list sources or name a buffer",
+            )),
         },
-    };
-    Ok((buffer, (!ids.is_empty()).then_some(ids)))
+    }
 }
 
 async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, ApiError> {
-    let (source, only) = pick_buffer(svc, &p)?;
+    let source = pick_buffer(svc, &p)?;
     m::stream_request(&source.name, p.format == StreamFormat::Json);
-    let filter = move |header: &FrameHeader, _key: KeyRef<'_>| {
-        only.as_ref()
-            .is_none_or(|set| set.contains(&header.source()))
-    };
+    let filter = KeyFilter::new(&p.filter);
+    let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
     let deadline = Instant::now() + p.wait;
     let mut from = p.checkpoint.clone();
     let mut out = Vec::with_capacity(p.max_bytes.min(64 << 10));
-    let to_api = |e: StoreError| match e {
-        StoreError::ScnNotFound {
+    let to_api = |e: ReadError| match e {
+        ReadError::ScnNotFound {
             requested,
             min_scn,
             max_scn,
@@ -710,24 +723,31 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
                 prev_scn: prev_scn.map(|s| s.get()),
             }
         }
-        StoreError::Corrupt(msg) => ApiError::Internal(msg),
+        e @ ReadError::Overtaken { .. } => ApiError::Unavailable(e.to_string()),
+        e => ApiError::Internal(e.to_string()),
     };
     let outcome = loop {
-        let outcome = source
-            .store
-            .read(&from, p.max_bytes, &filter, &mut out)
-            .map_err(to_api)?;
-        if outcome.events > 0 || outcome.more || Instant::now() >= deadline {
+        let outcome = if filter.is_all() {
+            source.buffer.read(&from, p.max_bytes, &mut out)
+        } else {
+            source
+                .buffer
+                .read_filtered(&from, p.max_bytes, &keep, &mut out)
+        }
+        .map_err(to_api)?;
+        let delivered = outcome.events_copied + outcome.windows_completed;
+        if delivered > 0 || outcome.more_available || Instant::now() >= deadline {
             break outcome;
         }
-        from = outcome.next.clone();
+        from = outcome.checkpoint.clone();
         let _poll = m::LongPoll::start(&source.name);
-        if !source.store.wait_for_data_after(&from, deadline).await {
+        if source.buffer.wait_for_data_after(&from, deadline).await == WaitOutcome::TimedOut {
             break outcome;
         }
     };
-    m::stream_out(&source.name, outcome.events, out.len());
-    let checkpoint = outcome.next.to_json();
+    let frames = outcome.events_copied + outcome.windows_completed;
+    m::stream_out(&source.name, frames, out.len());
+    let checkpoint = outcome.checkpoint.to_json();
     let checkpoint_header = HeaderValue::from_str(&checkpoint)
         .map_err(|e| ApiError::Internal(format!("checkpoint is not a valid header value: {e}")))?;
     let (body, content_type) = match p.format {
@@ -737,12 +757,12 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
             let views =
                 EventView::parse_all(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
             for view in views {
-                let _ = writeln!(text, "{}", databus_core::json::event_to_json(&view));
+                let _ = writeln!(text, "{}", event_json(svc, &view));
             }
             let _ = writeln!(
                 text,
                 "{}",
-                json!({ "checkpoint": outcome.next, "more": outcome.more })
+                json!({ "checkpoint": outcome.checkpoint, "more": outcome.more_available })
             );
             (Bytes::from(text), JSON_LINES_CONTENT_TYPE)
         }
@@ -753,10 +773,44 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     headers.insert(CHECKPOINT_HEADER, checkpoint_header);
     headers.insert(
         MORE_HEADER,
-        HeaderValue::from_static(if outcome.more { "true" } else { "false" }),
+        HeaderValue::from_static(if outcome.more_available {
+            "true"
+        } else {
+            "false"
+        }),
     );
-    headers.insert(EVENTS_HEADER, HeaderValue::from(outcome.events));
+    headers.insert(EVENTS_HEADER, HeaderValue::from(frames));
     Ok(response)
+}
+
+/// One event as JSON: `core::json`'s header fields plus `payload`, the record decoded with its writer
+/// schema from the registry (or `payload_base64` when the schema is unknown or the payload does not
+/// decode, with `decode_error` saying why).
+fn event_json(svc: &RelayService, view: &EventView<'_>) -> Value {
+    let mut map = databus_core::json::header_to_json(view);
+    if view.opcode().is_control() {
+        return Value::Object(map);
+    }
+    let decoded = match svc.schemas().get(view.schema()) {
+        Some(schema) => decode_json(view.payload(), &schema.avro, None).map_err(|e| e.to_string()),
+        None => Err(format!(
+            "schema {:016x} is not registered",
+            view.schema().get()
+        )),
+    };
+    match decoded {
+        Ok(record) => {
+            map.insert("payload".into(), record);
+        }
+        Err(reason) => {
+            map.insert(
+                "payload_base64".into(),
+                json!(base64::engine::general_purpose::STANDARD.encode(view.payload())),
+            );
+            map.insert("decode_error".into(), json!(reason));
+        }
+    }
+    Value::Object(map)
 }
 
 fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
@@ -765,9 +819,9 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
         .sources()
         .iter()
         .map(|s| {
-            let stats = s.store.stats();
+            let stats = s.buffer.stats();
             let ingest = s.status.snapshot();
-            let lag_ms = stats
+            let lag_ms = ingest
                 .last_timestamp_ns
                 .map(|ts| now.saturating_sub(ts) / 1_000_000);
             json!({
@@ -775,9 +829,10 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
                 "min_scn": stats.min_scn,
                 "max_scn": stats.max_scn,
                 "prev_scn": stats.prev_scn,
-                "bytes": stats.bytes,
-                "events": stats.events,
-                "windows": stats.windows,
+                                "bytes": stats.bytes_held,
+                "events": stats.events_held,
+                "windows": stats.windows_held,
+                "waiting_readers": s.buffer.waiting_readers(),
                 "capacity_bytes": stats.capacity_bytes,
                 "ingest_lag_ms": lag_ms,
                 "ingest": ingest,
@@ -812,7 +867,11 @@ fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
         ApiError::Unavailable("no metrics exporter is installed in this process".into())
     })?;
     for source in svc.sources() {
-        m::buffer_gauges(&source.name, &source.store.stats());
+        m::buffer_gauges(
+            &source.name,
+            &source.buffer.stats(),
+            source.status.snapshot().last_timestamp_ns,
+        );
     }
     let mut response = Response::new(handle.render().into());
     response.headers_mut().insert(
@@ -846,18 +905,14 @@ mod tests {
         assert_eq!(p.format, StreamFormat::Binary);
         let cp = Checkpoint::after(databus_core::Scn::new(42)).to_json();
         let raw = format!(
-            "checkpoint={}&sources=2,orders,1&max_bytes=4096&wait_ms=250&format=json&buffer=shop",
+            "checkpoint={}&sources=2,1&partition=mod:8:0,2-3&max_bytes=4096&wait_ms=250&format=json&buffer=shop",
             form_urlencoded::byte_serialize(cp.as_bytes()).collect::<String>()
         );
         let p = parse_stream_params(&raw, &http()).unwrap();
         assert_eq!(p.checkpoint.window_scn.get(), 42);
         assert_eq!(
-            p.sources,
-            vec![
-                SourceRef::Id(SourceId::new(1)),
-                SourceRef::Id(SourceId::new(2)),
-                SourceRef::Name("orders".into())
-            ]
+            p.filter,
+            FilterSpec::from_query("sources=1-2&partition=mod:8:0,2-3").unwrap()
         );
         assert_eq!(p.max_bytes, 4096);
         assert_eq!(p.wait, Duration::from_millis(250));
@@ -880,11 +935,12 @@ mod tests {
                 "checkpoint",
                 "unsupported checkpoint version 9",
             ),
-            ("sources=1,,2", "sources", "empty entry"),
-            ("sources=70000", "sources", "0..=65535"),
+            ("sources=1,,2", "sources", ""),
+            ("sources=70000", "sources", ""),
+            ("partition=mod:0:1", "partition", "num_buckets 0"),
+            ("partition.3=mod:4:9", "partition.3", ""),
             ("max_bytes=1&max_bytes=2", "max_bytes", "more than once"),
             ("bogus=1", "bogus", "unknown parameter"),
-            ("partition=mod:8:1", "partition", "not available"),
         ] {
             let (p, m) = bad(raw);
             assert_eq!(p, param, "{raw}: {m}");

@@ -3,10 +3,8 @@
 //! Main pieces:
 //!
 //! - [`config`]: the `relay.toml` file ([`RelayConfig`]), validated into a [`ValidatedConfig`].
-//! - [`store`]: [`EventStore`], what the HTTP layer needs from a buffer, and [`MemoryStore`], a simple
-//!   locked reference implementation.
 //! - [`service`]: [`RelayService`], the state the handlers serve from (buffers, tables, ingest status,
-//!   schemas, metrics handle).
+//!   schema registry, metrics handle).
 //! - [`http`]: the warp routes (one pure parameter filter per endpoint, one error-to-response mapping);
 //!   the protocol is documented in `docs/protocol.md`.
 //! - [`serve`]: runs the HTTP server on a listener until a shutdown token fires.
@@ -14,14 +12,16 @@
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::sync::Arc;
-//! use databus_relay::{MemoryStore, RelayService, SourceHandle, StaticSchemas, serve};
-//! use databus_relay::config::{HttpSettings, ValidatedTable};
+//! use databus_buffer::{BufferConfig, event_buffer};
 //! use databus_core::SourceId;
+//! use databus_relay::config::{HttpSettings, ValidatedTable};
+//! use databus_relay::{RelayService, SourceHandle, serve};
+//! use databus_serde_formats::SchemaRegistry;
 //!
-//! let store = MemoryStore::new(64 << 20);
+//! let (writer, buffer) = event_buffer(BufferConfig::new(64 << 20))?;
 //! let source = SourceHandle {
 //!     name: "shop".into(),
-//!     store,
+//!     buffer,
 //!     tables: vec![ValidatedTable {
 //!         id: SourceId::new(1),
 //!         name: "orders".into(),
@@ -30,7 +30,13 @@
 //!     }],
 //!     status: Default::default(),
 //! };
-//! let service = RelayService::new(vec![source], Arc::new(StaticSchemas::default()), HttpSettings::default(), None);
+//! let service = RelayService::new(
+//!     vec![source],
+//!     Arc::new(SchemaRegistry::in_memory()),
+//!     HttpSettings::default(),
+//!     None,
+//! );
+//! // Ingest appends windows through `writer`; the HTTP API serves them.
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! serve(service, listener, shutdown).await;
@@ -44,7 +50,6 @@ mod error;
 pub mod http;
 mod metrics;
 pub mod service;
-pub mod store;
 
 use std::sync::Arc;
 
@@ -52,10 +57,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{RelayConfig, ValidatedConfig};
 pub use error::RelayError;
-pub use service::{
-    IngestState, IngestStatus, RelayService, SchemaCatalog, SourceHandle, StaticSchemas,
-};
-pub use store::{EventStore, MemoryStore, ReadOutcome, StoreError, StoreStats};
+pub use service::{IngestSnapshot, IngestState, IngestStatus, RelayService, SourceHandle};
 
 /// Serves the relay's HTTP API on `listener` until `shutdown` is cancelled, then stops accepting and
 /// drains requests in flight.

@@ -3,7 +3,7 @@
 
 use metrics::{counter, gauge};
 
-use crate::store::StoreStats;
+use databus_buffer::BufferStats;
 
 /// `databus_relay_stream_requests_total{buffer, format}`.
 pub(crate) fn stream_request(buffer: &str, json: bool) {
@@ -13,9 +13,8 @@ pub(crate) fn stream_request(buffer: &str, json: bool) {
 }
 
 /// `databus_relay_events_out_total{buffer}` and `databus_relay_bytes_out_total{buffer}`.
-pub(crate) fn stream_out(buffer: &str, events: usize, bytes: usize) {
-    counter!("databus_relay_events_out_total", "buffer" => buffer.to_owned())
-        .increment(events as u64);
+pub(crate) fn stream_out(buffer: &str, events: u64, bytes: usize) {
+    counter!("databus_relay_events_out_total", "buffer" => buffer.to_owned()).increment(events);
     counter!("databus_relay_bytes_out_total", "buffer" => buffer.to_owned())
         .increment(bytes as u64);
 }
@@ -40,23 +39,23 @@ pub(crate) fn ingest_window(buffer: &str, events: u64, bytes: u64) {
 }
 
 /// Gauges of one buffer, refreshed at each scrape.
-pub(crate) fn buffer_gauges(buffer: &str, stats: &StoreStats) {
+pub(crate) fn buffer_gauges(buffer: &str, stats: &BufferStats, last_timestamp_ns: Option<u64>) {
     let b = buffer.to_owned();
     let scn = |s: Option<databus_core::Scn>| s.map_or(0.0, |s| s.get() as f64);
     gauge!("databus_relay_buffer_min_scn", "buffer" => b.clone()).set(scn(stats.min_scn));
     gauge!("databus_relay_buffer_max_scn", "buffer" => b.clone()).set(scn(stats.max_scn));
     gauge!("databus_relay_buffer_prev_scn", "buffer" => b.clone()).set(scn(stats.prev_scn));
-    gauge!("databus_relay_buffer_bytes", "buffer" => b.clone()).set(stats.bytes as f64);
-    gauge!("databus_relay_buffer_events", "buffer" => b.clone()).set(stats.events as f64);
+    gauge!("databus_relay_buffer_bytes", "buffer" => b.clone()).set(stats.bytes_held as f64);
+    gauge!("databus_relay_buffer_events", "buffer" => b.clone()).set(stats.events_held as f64);
     gauge!("databus_relay_buffer_capacity_bytes", "buffer" => b.clone())
         .set(stats.capacity_bytes as f64);
     let fill = if stats.capacity_bytes == 0 {
         0.0
     } else {
-        stats.bytes as f64 / stats.capacity_bytes as f64
+        stats.bytes_held as f64 / stats.capacity_bytes as f64
     };
     gauge!("databus_relay_buffer_fill_ratio", "buffer" => b.clone()).set(fill);
-    if let Some(ts) = stats.last_timestamp_ns {
+    if let Some(ts) = last_timestamp_ns {
         let lag = crate::service::now_ns().saturating_sub(ts) as f64 / 1e9;
         gauge!("databus_relay_source_lag_seconds", "buffer" => b).set(lag);
     }

@@ -1,16 +1,17 @@
 //! The state the HTTP handlers serve from: the buffers of every source, their table mappings, ingest
-//! status and the schema catalog.
+//! status and the schema registry.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use databus_core::{SchemaId, Scn, SourceId};
+use databus_buffer::EventBuffer;
+use databus_core::{Scn, SourceId};
+use databus_serde_formats::SchemaRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 
 use crate::config::{HttpSettings, ValidatedTable};
-use crate::store::EventStore;
 
 /// What the ingest side of one source is doing, as shown by `/v1/status` and `/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -43,6 +44,8 @@ pub struct IngestSnapshot {
     pub position: Option<String>,
     /// The SCN of the last window written.
     pub last_scn: Option<Scn>,
+    /// Commit timestamp (ns since the epoch) of the last window written, for the ingest lag.
+    pub last_timestamp_ns: Option<u64>,
     /// The last error, if any.
     pub last_error: Option<String>,
 }
@@ -54,6 +57,7 @@ impl Default for IngestStatus {
                 state: IngestState::Starting,
                 position: None,
                 last_scn: None,
+                last_timestamp_ns: None,
                 last_error: None,
             }),
         }
@@ -73,60 +77,13 @@ impl IngestStatus {
     }
 }
 
-/// One registered schema version, as served by `/v1/schemas`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct SchemaInfo {
-    /// The schema id (fingerprint), rendered as 16 hex digits.
-    #[serde(serialize_with = "ser_schema_id")]
-    pub id: SchemaId,
-    /// Version number of this schema for its table, from 1.
-    pub version: u32,
-    /// The logical source (table) it describes.
-    pub source: SourceId,
-    /// The table, `database.table`.
-    pub table: String,
-    /// The Avro schema as JSON.
-    pub avro: serde_json::Value,
-}
-
-fn ser_schema_id<S: serde::Serializer>(id: &SchemaId, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format!("{:016x}", id.get()))
-}
-
-/// Where the HTTP layer finds schemas. The relay's ingest registers versions in the schema registry of
-/// `databus-serde-formats`; tests use [`StaticSchemas`].
-pub trait SchemaCatalog: Send + Sync + 'static {
-    /// Every version of the schemas of `source`, oldest first.
-    fn by_source(&self, source: SourceId) -> Vec<SchemaInfo>;
-    /// One schema version.
-    fn by_id(&self, id: SchemaId) -> Option<SchemaInfo>;
-}
-
-/// A fixed list of schemas.
-#[derive(Debug, Default, Clone)]
-pub struct StaticSchemas(pub Vec<SchemaInfo>);
-
-impl SchemaCatalog for StaticSchemas {
-    fn by_source(&self, source: SourceId) -> Vec<SchemaInfo> {
-        self.0
-            .iter()
-            .filter(|s| s.source == source)
-            .cloned()
-            .collect()
-    }
-
-    fn by_id(&self, id: SchemaId) -> Option<SchemaInfo> {
-        self.0.iter().find(|s| s.id == id).cloned()
-    }
-}
-
 /// One physical source as the HTTP layer sees it.
 #[derive(Clone)]
 pub struct SourceHandle {
     /// Unique name.
     pub name: String,
-    /// Its buffer.
-    pub store: Arc<dyn EventStore>,
+    /// Its event buffer (read side).
+    pub buffer: Arc<EventBuffer>,
     /// The logical sources (tables) whose events the buffer holds.
     pub tables: Vec<ValidatedTable>,
     /// Ingest status.
@@ -147,7 +104,7 @@ pub struct RelayService {
     sources: Vec<SourceHandle>,
     by_id: BTreeMap<SourceId, usize>,
     by_name: BTreeMap<String, SourceId>,
-    schemas: Arc<dyn SchemaCatalog>,
+    schemas: Arc<SchemaRegistry>,
     http: HttpSettings,
     metrics: Option<PrometheusHandle>,
 }
@@ -165,7 +122,7 @@ impl RelayService {
     /// A service over `sources` (whose table ids must be unique, as a validated config guarantees).
     pub fn new(
         sources: Vec<SourceHandle>,
-        schemas: Arc<dyn SchemaCatalog>,
+        schemas: Arc<SchemaRegistry>,
         http: HttpSettings,
         metrics: Option<PrometheusHandle>,
     ) -> Arc<Self> {
@@ -210,9 +167,23 @@ impl RelayService {
         }
     }
 
-    /// The schema catalog.
-    pub fn schemas(&self) -> &dyn SchemaCatalog {
-        &*self.schemas
+    /// The schema registry.
+    pub fn schemas(&self) -> &SchemaRegistry {
+        &self.schemas
+    }
+
+    /// The table mapping of logical source `id`.
+    pub fn table_of(&self, id: SourceId) -> Option<&ValidatedTable> {
+        self.source_of(id)?.tables.iter().find(|t| t.id == id)
+    }
+
+    /// The logical source a table is mapped to.
+    pub fn source_of_table(&self, database: &str, table: &str) -> Option<SourceId> {
+        self.sources
+            .iter()
+            .flat_map(|s| &s.tables)
+            .find(|t| t.database == database && t.table == table)
+            .map(|t| t.id)
     }
 
     /// HTTP limits.
