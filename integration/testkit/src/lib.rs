@@ -294,14 +294,16 @@ impl MariaDb {
         self.child = Some(child);
         let deadline = Instant::now() + self.opts.startup_timeout;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(TestkitError::NotReady {
-                        reason: format!("mariadbd exited with {status}"),
-                        log: self.log_tail(),
-                    });
-                }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = exited {
+                self.child = None;
+                return Err(TestkitError::NotReady {
+                    reason: format!("mariadbd exited with {status}"),
+                    log: self.log_tail(),
+                });
             }
             match Conn::new(self.root_opts()).await {
                 Ok(conn) => {
