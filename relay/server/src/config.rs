@@ -488,6 +488,37 @@ impl RelayConfig {
     }
 }
 
+/// Inserts a percent-encoded password into the userinfo of `url` (`mysql://user@host` ->
+/// `mysql://user:pw@host`). A URL that already carries a password is refused when one is configured.
+pub fn url_with_password(url: &str, password: Option<&Secret>) -> Result<String, RelayError> {
+    let Some(password) = password else {
+        return Ok(url.to_owned());
+    };
+    let bad = |m: &str| invalid("url", m.to_owned());
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| bad("is not of the form mysql://user@host:port"))?;
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return Err(bad("names no user; use mysql://user@host:port"));
+    };
+    let user = &rest[..at];
+    if user.contains(':') {
+        return Err(bad(
+            "already contains a password; remove it from the URL and keep password_env or password_file",
+        ));
+    }
+    let mut encoded = String::new();
+    for b in password.expose().bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -533,6 +564,24 @@ tables = [
         assert_eq!(source.tables[1].database, "shop");
         assert_eq!(source.tables[1].table, "customers");
         assert_eq!(source.tables[1].id, SourceId::new(2));
+    }
+
+    #[test]
+    fn password_goes_into_the_url_encoded() {
+        let pw = Secret::new("p@ss:w/rd");
+        assert_eq!(
+            url_with_password("mysql://repl@db:3306/", Some(&pw)).unwrap(),
+            "mysql://repl:p%40ss%3Aw%2Frd@db:3306/"
+        );
+        assert_eq!(
+            url_with_password("mysql://repl@db", None).unwrap(),
+            "mysql://repl@db"
+        );
+        let err = url_with_password("mysql://repl:x@db", Some(&pw))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("already contains a password"), "{err}");
+        assert!(url_with_password("db:3306", Some(&pw)).is_err());
     }
 
     #[test]

@@ -33,4 +33,24 @@ pub enum RelayError {
         /// What is wrong.
         reason: String,
     },
+    /// A source's connector failed with a definite error (see its message for the fix).
+    #[error("source {name}: {error}")]
+    Connector {
+        /// The source's name.
+        name: String,
+        /// The connector's error.
+        #[source]
+        error: databus_connectors::ConnectorError,
+    },
+    /// A source's pipeline cannot go on (a row that does not encode, a window larger than the buffer).
+    #[error("source {name}: {message}")]
+    Ingest {
+        /// The source's name.
+        name: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// The relay cannot be set up (buffer, schema registry, connector construction).
+    #[error("cannot start the relay: {0}")]
+    Setup(String),
 }

@@ -726,6 +726,7 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
         e @ ReadError::Overtaken { .. } => ApiError::Unavailable(e.to_string()),
         e => ApiError::Internal(e.to_string()),
     };
+    check_floor(source, &from).map_err(to_api)?;
     let outcome = loop {
         let outcome = if filter.is_all() {
             source.buffer.read(&from, p.max_bytes, &mut out)
@@ -781,6 +782,32 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     );
     headers.insert(EVENTS_HEADER, HeaderValue::from(frames));
     Ok(response)
+}
+
+/// Refuses checkpoints from before the buffer's [`ResumeFloor`](crate::service::ResumeFloor) (unless the
+/// buffer's own eviction already covers them, which the read reports itself).
+fn check_floor(source: &SourceHandle, from: &Checkpoint) -> Result<(), ReadError> {
+    let Some(floor) = source.floor.get() else {
+        return Ok(());
+    };
+    let stats = source.buffer.stats();
+    if stats.prev_scn.is_some_and(|p| p >= floor) {
+        return Ok(());
+    }
+    let s = from.window_scn;
+    let missed = match from.window_offset {
+        None => s < floor,
+        Some(_) => s <= floor,
+    };
+    if missed {
+        return Err(ReadError::ScnNotFound {
+            requested: s,
+            min_scn: stats.min_scn,
+            max_scn: stats.max_scn,
+            prev_scn: Some(floor),
+        });
+    }
+    Ok(())
 }
 
 /// One event as JSON: `core::json`'s header fields plus `payload`, the record decoded with its writer

@@ -7,7 +7,9 @@
 //!   schema registry, metrics handle).
 //! - [`http`]: the warp routes (one pure parameter filter per endpoint, one error-to-response mapping);
 //!   the protocol is documented in `docs/protocol.md`.
-//! - [`serve`]: runs the HTTP server on a listener until a shutdown token fires.
+//! - [`ingest`]: the pipeline of one source (connector -> Avro encoder -> buffer writer), with
+//!   reconnection on transient errors; [`state`]: the persisted last SCN per source.
+//! - [`run`] / [`run_with`]: the whole relay process; [`serve`]: just the HTTP server.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -29,6 +31,7 @@
 //!         table: "orders".into(),
 //!     }],
 //!     status: Default::default(),
+//!     floor: Default::default(),
 //! };
 //! let service = RelayService::new(
 //!     vec![source],
@@ -48,8 +51,10 @@
 pub mod config;
 mod error;
 pub mod http;
+pub mod ingest;
 mod metrics;
 pub mod service;
+pub mod state;
 
 use std::sync::Arc;
 
@@ -71,4 +76,97 @@ pub async fn serve(
         .graceful(async move { shutdown.cancelled_owned().await })
         .run()
         .await;
+}
+
+/// Runs the relay described by `config` until `shutdown` is cancelled: binds `config.http.listen`,
+/// installs the Prometheus recorder (unless the process already has a recorder), then
+/// [`run_with`].
+pub async fn run(config: ValidatedConfig, shutdown: CancellationToken) -> Result<(), RelayError> {
+    let listener = tokio::net::TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|e| RelayError::Io {
+            what: format!("cannot listen on {}", config.http.listen),
+            source: e,
+        })?;
+    let metrics = match metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => Some(handle),
+        Err(e) => {
+            tracing::warn!(error = %e, "prometheus exporter not installed; /metrics answers 503");
+            None
+        }
+    };
+    run_with(config, listener, metrics, shutdown).await
+}
+
+/// Runs the relay on `listener`: one event buffer and one ingest pipeline (MySQL/MariaDB connector) per
+/// configured source, the schema registry under `<state_dir>/schemas`, and the HTTP API. Returns after
+/// `shutdown` is cancelled and everything drained. A source whose ingest fails with a definite error
+/// stops alone (status `failed`, `/health` 503); the relay keeps serving its buffer.
+pub async fn run_with(
+    config: ValidatedConfig,
+    listener: tokio::net::TcpListener,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    use databus_buffer::{BufferConfig, event_buffer};
+    use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| RelayError::Io {
+        what: format!("cannot create state_dir {}", config.state_dir.display()),
+        source: e,
+    })?;
+    let registry = Arc::new(
+        databus_serde_formats::SchemaRegistry::open(config.state_dir.join("schemas"))
+            .map_err(|e| RelayError::Setup(e.to_string()))?,
+    );
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+    for source in &config.sources {
+        let (writer, buffer) = event_buffer(BufferConfig::new(source.buffer_bytes))
+            .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
+        let url = config::url_with_password(&source.url, source.password.as_ref())?;
+        let mut mysql = MySqlConfig::new(url, source.server_id);
+        mysql.tables = source
+            .tables
+            .iter()
+            .map(|t| format!("{}.{}", t.database, t.table))
+            .collect();
+        let connector = MySqlConnector::new(mysql).map_err(|e| RelayError::Connector {
+            name: source.name.clone(),
+            error: e,
+        })?;
+        let handle = SourceHandle {
+            name: source.name.clone(),
+            buffer,
+            tables: source.tables.clone(),
+            status: Arc::default(),
+            floor: Arc::default(),
+        };
+        let parts = ingest::IngestParts {
+            name: source.name.clone(),
+            writer,
+            registry: registry.clone(),
+            tables: source.tables.clone(),
+            status: handle.status.clone(),
+            floor: handle.floor.clone(),
+            state: state::StateFile::new(&config.state_dir, &source.name),
+        };
+        handles.push(handle);
+        let name = source.name.clone();
+        let token = shutdown.child_token();
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = ingest::run_ingest(connector, parts, token).await {
+                tracing::error!(source = %name, error = %e, "ingest stopped");
+            }
+        }));
+    }
+    let service = RelayService::new(handles, registry, config.http, metrics);
+    tracing::info!(addr = ?listener.local_addr().ok(), "relay serving");
+    serve(service, listener, shutdown).await;
+    for task in tasks {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "ingest task panicked");
+        }
+    }
+    Ok(())
 }

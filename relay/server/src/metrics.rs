@@ -29,7 +29,6 @@ pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_relay_http_errors_total", "kind" => kind).increment(1);
 }
 
-#[allow(dead_code)] // used by the ingest pipeline, next
 /// `databus_relay_events_in_total{buffer}`, `databus_relay_bytes_in_total{buffer}`,
 /// `databus_relay_windows_in_total{buffer}`.
 pub(crate) fn ingest_window(buffer: &str, events: u64, bytes: u64) {

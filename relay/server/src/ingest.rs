@@ -1,0 +1,331 @@
+//! The ingest pipeline of one source: connector -> encoder (schema registry, event key) -> buffer writer.
+//!
+//! Each source transaction becomes one window: its row changes are encoded as Avro with the table's
+//! registered schema version and appended with the table's logical source id and the row's key; the
+//! window is published by its end marker. A transaction without captured changes becomes a heartbeat
+//! window (its SCN still advances the stream).
+//!
+//! Failure handling:
+//!
+//! | what | class | what the pipeline does |
+//! |------|-------|------------------------|
+//! | connector error with `is_transient()` | transient | drops the open window (rollback), status `reconnecting`, restarts the connector after the last window written, with exponential backoff (100 ms doubling to 30 s) |
+//! | other connector errors (misconfigured source, purged binlog, …) | definite | status `failed` with the message; the pipeline stops, the HTTP API keeps serving what the buffer holds, `/health` turns 503 |
+//! | a row that does not encode, a window larger than the buffer | definite | as above |
+//!
+//! The last SCN and source position are persisted (see [`crate::state`]) at most once per
+//! [`PERSIST_INTERVAL`] and at shutdown; a restarted relay resumes after the persisted SCN.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use databus_buffer::BufferWriter;
+use databus_connectors::{
+    ChangeKind, ConnectorError, ConnectorEvent, SourceConnector, SourcePosition, SourceTransaction,
+    StartPosition,
+};
+use databus_core::{EventBuilder, Opcode, Scn, SourceId};
+use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema, event_key};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::RelayError;
+use crate::config::ValidatedTable;
+use crate::metrics as m;
+use crate::service::{IngestState, IngestStatus, ResumeFloor};
+use crate::state::StateFile;
+
+/// How often the last SCN is persisted at most while windows flow.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// Everything one source's pipeline needs.
+#[derive(Debug)]
+pub struct IngestParts {
+    /// The source's name (for status, metrics, errors).
+    pub name: String,
+    /// The single writer of the source's buffer.
+    pub writer: BufferWriter,
+    /// The schema registry every table schema version is registered in.
+    pub registry: Arc<SchemaRegistry>,
+    /// The captured tables and their logical source ids.
+    pub tables: Vec<ValidatedTable>,
+    /// Where the pipeline reports what it does.
+    pub status: Arc<IngestStatus>,
+    /// The buffer's resume floor (set on start).
+    pub floor: Arc<ResumeFloor>,
+    /// The persisted last SCN.
+    pub state: StateFile,
+}
+
+struct Pipeline {
+    parts: IngestParts,
+    by_table: HashMap<(String, String), SourceId>,
+    /// The current schema version of each table, keyed by `database.table`.
+    schemas: HashMap<(String, String), (Arc<TableSchema>, RegisteredSchema)>,
+    payload: Vec<u8>,
+    last_position: Option<SourcePosition>,
+    last_persist: Option<Instant>,
+    persisted_scn: Scn,
+}
+
+impl Pipeline {
+    fn definite(&self, message: String) -> RelayError {
+        RelayError::Ingest {
+            name: self.parts.name.clone(),
+            message,
+        }
+    }
+
+    fn schema_for(&mut self, table: &Arc<TableSchema>) -> Result<RegisteredSchema, RelayError> {
+        let key = (table.database.clone(), table.table.clone());
+        if let Some((known, registered)) = self.schemas.get(&key) {
+            if Arc::ptr_eq(known, table) || **known == **table {
+                return Ok(registered.clone());
+            }
+        }
+        let registered = self.parts.registry.register(table).map_err(|e| {
+            self.definite(format!(
+                "cannot register the schema of {}: {e}",
+                table.qualified_name()
+            ))
+        })?;
+        self.schemas
+            .insert(key, (table.clone(), registered.clone()));
+        Ok(registered)
+    }
+
+    /// Writes one transaction as one window; on error nothing of it is visible.
+    fn write_transaction(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
+        if let Err(e) = self.append_changes(tx) {
+            self.parts.writer.rollback();
+            return Err(e);
+        }
+        let info = self
+            .parts
+            .writer
+            .end_window(tx.scn, tx.commit_timestamp_ns)
+            .map_err(|e| self.definite(format!("cannot publish window {}: {e}", tx.scn)))?;
+        m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
+        // A relay started from the source's current position: checkpoints before the first window were
+        // never in this buffer.
+        self.parts
+            .floor
+            .set_if_unset(Scn::new(tx.scn.get().saturating_sub(1)));
+        self.last_position = Some(tx.position.clone());
+        self.parts.status.update(|s| {
+            s.last_scn = Some(tx.scn);
+            s.last_timestamp_ns = Some(tx.commit_timestamp_ns);
+            s.position = Some(tx.position.to_string());
+        });
+        Ok(())
+    }
+
+    /// Appends the window's events (not yet published).
+    fn append_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
+        for change in &tx.changes {
+            let table = &change.table;
+            let Some(&source) = self
+                .by_table
+                .get(&(table.database.clone(), table.table.clone()))
+            else {
+                // The connector captures exactly the configured tables; anything else is skipped.
+                tracing::warn!(table = %table.qualified_name(), "change to an unmapped table skipped");
+                continue;
+            };
+            let schema = self.schema_for(table)?;
+            let (opcode, row) = match change.kind {
+                ChangeKind::Insert | ChangeKind::Update => (Opcode::Upsert, change.after.as_ref()),
+                ChangeKind::Delete => (Opcode::Delete, change.before.as_ref()),
+            };
+            let row = row.ok_or_else(|| {
+                self.definite(format!(
+                    "{:?} of {} at SCN {} has no row image",
+                    change.kind,
+                    table.qualified_name(),
+                    tx.scn
+                ))
+            })?;
+            let key = event_key(table, row).map_err(|e| {
+                self.definite(format!("key of a row of {}: {e}", table.qualified_name()))
+            })?;
+            self.payload.clear();
+            schema.encoder.encode(row, &mut self.payload).map_err(|e| {
+                self.definite(format!(
+                    "cannot encode a row of {} at SCN {}: {e}",
+                    table.qualified_name(),
+                    tx.scn
+                ))
+            })?;
+            let event = EventBuilder::new(tx.scn, opcode)
+                .source(source)
+                .timestamp_ns(tx.commit_timestamp_ns)
+                .schema(schema.id)
+                .key(key.as_ref())
+                .payload(&self.payload);
+            self.parts.writer.append(&event).map_err(|e| {
+                self.definite(format!(
+                    "cannot append to the event buffer at SCN {}: {e}",
+                    tx.scn
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    async fn persist(&mut self, force: bool) -> Result<(), RelayError> {
+        let last = self.parts.writer.last_scn();
+        if last == Scn::ZERO || last == self.persisted_scn {
+            return Ok(());
+        }
+        if !force
+            && self
+                .last_persist
+                .is_some_and(|t| t.elapsed() < PERSIST_INTERVAL)
+        {
+            return Ok(());
+        }
+        let file = self.parts.state.clone();
+        let position = self.last_position.clone();
+        tokio::task::spawn_blocking(move || file.store(last, position))
+            .await
+            .map_err(|e| self.definite(format!("state writer panicked: {e}")))??;
+        self.persisted_scn = last;
+        self.last_persist = Some(Instant::now());
+        Ok(())
+    }
+
+    fn handle(&mut self, event: ConnectorEvent) -> Result<(), RelayError> {
+        match event {
+            ConnectorEvent::Transaction(tx) => self.write_transaction(&tx),
+            ConnectorEvent::SchemaChange { schema, .. } => self.schema_for(&schema).map(|_| ()),
+            ConnectorEvent::Heartbeat { timestamp_ns, .. } => {
+                // The source is idle and we are caught up with it as of the heartbeat.
+                self.parts
+                    .status
+                    .update(|s| s.last_timestamp_ns = Some(timestamp_ns));
+                Ok(())
+            }
+        }
+    }
+
+    fn fail(&self, error: &RelayError) {
+        tracing::error!(source = %self.parts.name, %error, "ingest stopped");
+        let message = error.to_string();
+        self.parts.status.update(|s| {
+            s.state = IngestState::Failed;
+            s.last_error = Some(message);
+        });
+    }
+}
+
+fn connector_error(name: &str, e: ConnectorError) -> RelayError {
+    RelayError::Connector {
+        name: name.to_owned(),
+        error: e,
+    }
+}
+
+/// Runs one source's pipeline until `shutdown` is cancelled (returns `Ok`) or a definite error stops it
+/// (returns the error, also shown in the status). Resumes after the persisted last SCN, if any, else
+/// from the source's current position.
+pub async fn run_ingest<C: SourceConnector>(
+    mut connector: C,
+    parts: IngestParts,
+    shutdown: CancellationToken,
+) -> Result<(), RelayError> {
+    let persisted = parts.state.load()?;
+    let start = match &persisted {
+        Some(state) => {
+            parts.floor.set_if_unset(state.last_scn);
+            StartPosition::After(state.last_scn)
+        }
+        None => StartPosition::Now,
+    };
+    let by_table = parts
+        .tables
+        .iter()
+        .map(|t| ((t.database.clone(), t.table.clone()), t.id))
+        .collect();
+    let mut p = Pipeline {
+        by_table,
+        schemas: HashMap::new(),
+        payload: Vec::new(),
+        last_position: persisted.as_ref().and_then(|s| s.position.clone()),
+        last_persist: None,
+        persisted_scn: persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
+        parts,
+    };
+    let result = pump(&mut connector, &mut p, start, &shutdown).await;
+    if let Err(e) = &result {
+        p.fail(e);
+    }
+    if let Err(e) = connector.shutdown().await {
+        tracing::warn!(source = %p.parts.name, error = %e, "connector shutdown failed");
+    }
+    let persisted = p.persist(true).await;
+    if result.is_ok() {
+        p.parts.status.update(|s| s.state = IngestState::Stopped);
+    }
+    result.and(persisted)
+}
+
+async fn pump<C: SourceConnector>(
+    connector: &mut C,
+    p: &mut Pipeline,
+    start: StartPosition,
+    shutdown: &CancellationToken,
+) -> Result<(), RelayError> {
+    let mut backoff = INITIAL_BACKOFF;
+    'connect: loop {
+        let from = match p.parts.writer.last_scn() {
+            Scn::ZERO => start.clone(),
+            last => StartPosition::After(last),
+        };
+        let started = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            r = connector.start(from) => r,
+        };
+        let transient = match started {
+            Ok(()) => {
+                p.parts.status.update(|s| {
+                    s.state = IngestState::Streaming;
+                    s.last_error = None;
+                });
+                loop {
+                    let next = tokio::select! {
+                        () = shutdown.cancelled() => return Ok(()),
+                        r = connector.next_event() => r,
+                    };
+                    match next {
+                        Ok(Some(event)) => {
+                            p.handle(event)?;
+                            p.persist(false).await?;
+                            backoff = INITIAL_BACKOFF;
+                        }
+                        Ok(None) => return Ok(()),
+                        Err(e) if e.is_transient() => break e,
+                        Err(e) => return Err(connector_error(&p.parts.name, e)),
+                    }
+                }
+            }
+            Err(e) if e.is_transient() => e,
+            Err(e) => return Err(connector_error(&p.parts.name, e)),
+        };
+        p.parts.writer.rollback();
+        tracing::warn!(source = %p.parts.name, error = %transient, ?backoff, "source error; reconnecting");
+        let message = transient.to_string();
+        p.parts.status.update(|s| {
+            s.state = IngestState::Reconnecting;
+            s.last_error = Some(message);
+        });
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+        continue 'connect;
+    }
+}
