@@ -747,7 +747,7 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
         }
     };
     let frames = outcome.events_copied + outcome.windows_completed;
-    m::stream_out(&source.name, frames, out.len());
+    m::stream_out(&source.name, frames, outcome.windows_completed, out.len());
     let checkpoint = outcome.checkpoint.to_json();
     let checkpoint_header = HeaderValue::from_str(&checkpoint)
         .map_err(|e| ApiError::Internal(format!("checkpoint is not a valid header value: {e}")))?;

@@ -236,7 +236,17 @@ pub async fn run_ingest<C: SourceConnector>(
     parts: IngestParts,
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
-    let persisted = parts.state.load()?;
+    let persisted = match parts.state.load() {
+        Ok(state) => state,
+        Err(e) => {
+            let message = e.to_string();
+            parts.status.update(|s| {
+                s.state = IngestState::Failed;
+                s.last_error = Some(message);
+            });
+            return Err(e);
+        }
+    };
     let start = match &persisted {
         Some(state) => {
             parts.floor.set_if_unset(state.last_scn);

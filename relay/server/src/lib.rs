@@ -119,6 +119,10 @@ pub async fn run_with(
         databus_serde_formats::SchemaRegistry::open(config.state_dir.join("schemas"))
             .map_err(|e| RelayError::Setup(e.to_string()))?,
     );
+    // Refuse to start on a corrupt state file rather than silently starting from the current position.
+    for source in &config.sources {
+        state::StateFile::new(&config.state_dir, &source.name).load()?;
+    }
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     for source in &config.sources {

@@ -12,8 +12,10 @@ pub(crate) fn stream_request(buffer: &str, json: bool) {
         .increment(1);
 }
 
-/// `databus_relay_events_out_total{buffer}` and `databus_relay_bytes_out_total{buffer}`.
-pub(crate) fn stream_out(buffer: &str, events: u64, bytes: usize) {
+/// `databus_relay_events_out_total{buffer}` (frames, end markers included),
+/// `databus_relay_windows_out_total{buffer}` and `databus_relay_bytes_out_total{buffer}`.
+pub(crate) fn stream_out(buffer: &str, events: u64, windows: u64, bytes: usize) {
+    counter!("databus_relay_windows_out_total", "buffer" => buffer.to_owned()).increment(windows);
     counter!("databus_relay_events_out_total", "buffer" => buffer.to_owned()).increment(events);
     counter!("databus_relay_bytes_out_total", "buffer" => buffer.to_owned())
         .increment(bytes as u64);
