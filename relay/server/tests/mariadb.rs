@@ -67,6 +67,24 @@ struct Relay {
 }
 
 async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
+    let relay = start_relay_unchecked(db, state_dir, password_file).await;
+    // Wait until ingest is connected, so rows committed from now on are captured.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let status = get(relay.addr, "/v1/status").await;
+        let body: Value = serde_json::from_slice(&status.body).unwrap();
+        let state = &body["buffers"][0]["ingest"]["state"];
+        if state == "streaming" {
+            break;
+        }
+        assert_ne!(state, "failed", "{body}");
+        assert!(Instant::now() < deadline, "relay never connected: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay
+}
+
+async fn start_relay_unchecked(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
     let url = format!(
         "mysql://relay@127.0.0.1:{}/?max_allowed_packet=1073741824&prefer_socket=false",
         db.port()
@@ -100,25 +118,11 @@ tables = [
         None,
         shutdown.clone(),
     ));
-    let relay = Relay {
+    Relay {
         addr,
         shutdown,
         task,
-    };
-    // Wait until ingest is connected, so rows committed from now on are captured.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = get(relay.addr, "/v1/status").await;
-        let body: Value = serde_json::from_slice(&status.body).unwrap();
-        let state = &body["buffers"][0]["ingest"]["state"];
-        if state == "streaming" {
-            break;
-        }
-        assert_ne!(state, "failed", "{body}");
-        assert!(Instant::now() < deadline, "relay never connected: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    relay
 }
 
 impl Relay {
@@ -173,7 +177,7 @@ fn data(events: &[Event]) -> Vec<(u64, u16, Opcode, Key)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
-    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    let mut db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
     db.exec(&[
         "CREATE DATABASE shop",
         "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64), total DECIMAL(10,2))",
@@ -335,5 +339,54 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body["error"], "scn_not_found");
     assert_eq!(body["prev_scn"], scn1 + 3);
+
+    // MariaDB restarts under the running relay: ingest reconnects and resumes after its last window.
+    db.restart().await.unwrap();
+    db.exec(&["INSERT INTO shop.orders VALUES (5, 'after db restart', 3.00)"])
+        .await
+        .unwrap();
+    let (events, _) = follow(relay.addr, cp2, "&sources=1", |e| !data(e).is_empty()).await;
+    let d = data(&events);
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].3, Key::Int(5));
+    assert!(d[0].0 > scn1 + 5);
+    relay.stop().await;
+}
+
+/// A definite source error (binlog_format=STATEMENT) stops that source's ingest with the fix in the
+/// status, turns /health to 503, and the relay keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misconfigured_source_fails_with_its_fix_in_status_and_health() {
+    let db = MariaDb::start(MariaDbOptions::default().arg("--binlog-format=STATEMENT"))
+        .await
+        .unwrap();
+    db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64), total DECIMAL(10,2))",
+        "CREATE TABLE shop.customers (name VARCHAR(32) PRIMARY KEY, age INT)",
+    ])
+    .await
+    .unwrap();
+    db.create_user_with_grants("relay", "pw").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("password");
+    std::fs::write(&password_file, "pw").unwrap();
+    let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let body = loop {
+        let status = get(relay.addr, "/v1/status").await;
+        let body: Value = serde_json::from_slice(&status.body).unwrap();
+        if body["buffers"][0]["ingest"]["state"] == "failed" {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "never failed: {body}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let error = body["buffers"][0]["ingest"]["last_error"].as_str().unwrap();
+    assert!(error.contains("binlog_format"), "{error}");
+    let health = get(relay.addr, "/health").await;
+    assert_eq!(health.status, 503);
+    let sources = get(relay.addr, "/v1/sources").await;
+    assert_eq!(sources.status, 200);
     relay.stop().await;
 }
