@@ -19,7 +19,13 @@ fn exercise(spec: &FilterSpec) {
     assert_eq!(&again, spec);
     let filter = Filter::new(spec);
     for source in [0, 1, 2, 7, u16::MAX] {
-        for key in [KeyRef::Int(-1), KeyRef::Int(0), KeyRef::Int(12345), KeyRef::Bytes(b"k"), KeyRef::None] {
+        for key in [
+            KeyRef::Int(-1),
+            KeyRef::Int(0),
+            KeyRef::Int(12345),
+            KeyRef::Bytes(b"k"),
+            KeyRef::None,
+        ] {
             let _ = filter.matches_key(SourceId::new(source), key);
         }
     }
