@@ -159,3 +159,41 @@ fn a_cluster_of_three_sees_each_key_once() {
         assert_eq!(n, 1, "key {k}");
     }
 }
+
+proptest! {
+    /// Deciding on a frame header (the relay) and on an owned event (a client) agree, and control
+    /// events always pass.
+    #[test]
+    fn frame_and_owned_event_decisions_agree(
+        spec in common::filter_spec(),
+        events in prop::collection::vec((0u16..14, key(), any::<bool>()), 1..30),
+    ) {
+        use databus_core::{Event, Opcode, PartitionId, SchemaId, Scn};
+        let filter = Filter::new(&spec);
+        for (source, key, control) in events {
+            let event = if control {
+                Event::end_of_window(Scn::new(9), 1)
+            } else {
+                Event {
+                    scn: Scn::new(9),
+                    opcode: Opcode::Upsert,
+                    source: SourceId::new(source),
+                    partition: PartitionId::new(0),
+                    timestamp_ns: 1,
+                    schema: SchemaId::new(5),
+                    key,
+                    payload: vec![1, 2, 3],
+                }
+            };
+            let frame = event.to_frame();
+            let (view, _) = databus_core::EventView::parse(&frame).unwrap();
+            let decided = filter.matches(view.header(), view.key());
+            prop_assert_eq!(decided, filter.matches_event(&event));
+            if control {
+                prop_assert!(decided);
+            } else {
+                prop_assert_eq!(decided, model_accepts(&spec, event.source, event.key.as_ref()));
+            }
+        }
+    }
+}
