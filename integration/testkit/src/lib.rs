@@ -3,7 +3,7 @@
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
 //! directory in a temporary directory, on a free port of 127.0.0.1 and its own socket, with the binlog
 //! settings a relay needs (`--log-bin --binlog-format=ROW --binlog-row-image=FULL
-//! --binlog-row-metadata=FULL --server-id=1`) plus any extra arguments from [`MariaDbOptions`] (tests of
+//! --binlog-row-metadata=FULL --server-id=1`, utf8mb4 as the server's character set) plus any extra arguments from [`MariaDbOptions`] (tests of
 //! bad settings pass e.g. `--binlog-format=STATEMENT`).
 //!
 //! Initializing a data directory with `mariadb-install-db` takes seconds, so it is done once per machine
@@ -272,6 +272,8 @@ impl MariaDb {
             "--binlog-row-image=FULL".to_owned(),
             "--binlog-row-metadata=FULL".to_owned(),
             "--max-allowed-packet=1G".to_owned(),
+            "--character-set-server=utf8mb4".to_owned(),
+            "--collation-server=utf8mb4_general_ci".to_owned(),
         ];
         if !self.opts.no_log_bin {
             args.push("--log-bin=mariadb-bin".to_owned());
