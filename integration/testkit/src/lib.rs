@@ -416,9 +416,11 @@ impl MariaDb {
     /// The first column of the first row of a query, as text (`None` for no row or NULL).
     pub async fn query_string(&self, sql: &str) -> Result<Option<String>> {
         let mut conn = self.root_conn().await?;
-        let v: Option<Option<String>> = conn.query_first(sql).await?;
+        let row: Option<mysql_async::Row> = conn.query_first(sql).await?;
         conn.disconnect().await?;
-        Ok(v.flatten())
+        Ok(row
+            .and_then(|mut r| r.take::<Option<String>, _>(0))
+            .flatten())
     }
 
     /// The server's `gtid_binlog_pos`, e.g. `0-1-42` (empty before the first transaction).
