@@ -562,3 +562,89 @@ async fn heartbeats_and_read_timeout() {
         .unwrap();
     assert_eq!(dumps.as_deref(), Some("1"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_table_select_is_one_transaction_and_xa_is_refused() {
+    let (db, url) = server(MariaDbOptions::default()).await;
+    db.exec(&[
+        "CREATE DATABASE cs",
+        "CREATE TABLE cs.t (id INT PRIMARY KEY)",
+        "INSERT INTO cs.t VALUES (1), (2)",
+    ])
+    .await
+    .unwrap();
+    let mut c = started(config(&url, &["cs"]), StartPosition::Now).await;
+    db.exec(&[
+        "CREATE TABLE cs.c (id INT PRIMARY KEY) SELECT id FROM cs.t",
+        "INSERT INTO cs.t VALUES (3)",
+    ])
+    .await
+    .unwrap();
+    let t = next_transaction(&mut c).await;
+    let ids: Vec<_> = t
+        .changes
+        .iter()
+        .map(|ch| (ch.table.table.clone(), ch.after.clone().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            ("c".to_owned(), vec![Value::Int(1)]),
+            ("c".to_owned(), vec![Value::Int(2)])
+        ]
+    );
+    let t = next_transaction(&mut c).await;
+    assert_eq!(t.changes[0].after.as_ref().unwrap(), &vec![Value::Int(3)]);
+
+    let mut conn = db.root_conn().await.unwrap();
+    for sql in [
+        "XA START 'x1'",
+        "INSERT INTO cs.t VALUES (4)",
+        "XA END 'x1'",
+        "XA PREPARE 'x1'",
+        "XA COMMIT 'x1'",
+    ] {
+        conn.query_drop(sql).await.unwrap();
+    }
+    let e = first_error(&mut c).await;
+    assert!(!e.is_transient() && e.to_string().contains("XA"), "{e:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_server_is_detected_by_the_read_timeout() {
+    let (db, url) = server(MariaDbOptions::default()).await;
+    db.exec(&[
+        "CREATE DATABASE fz",
+        "CREATE TABLE fz.t (id INT PRIMARY KEY)",
+    ])
+    .await
+    .unwrap();
+    let mut cfg = config(&url, &["fz"]);
+    cfg.read_timeout = Duration::from_secs(1);
+    let mut c = started(cfg, StartPosition::Now).await;
+    let mut last = c.last_scn();
+    db.exec(&["INSERT INTO fz.t VALUES (1)"]).await.unwrap();
+    read_through(&mut c, &mut last, 1).await;
+    assert_eq!(c.reconnects(), 0);
+
+    // Frozen: the connection stays open but silent; heartbeats stop; the read timeout fires.
+    db.pause();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while c.reconnects() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read timeout never fired"
+        );
+        // next_event is cancel-safe: polling it in slices lets the test watch the counter.
+        if let Ok(event) = tokio::time::timeout(Duration::from_millis(200), c.next_event()).await {
+            let event = event.unwrap().unwrap();
+            assert!(
+                matches!(event, ConnectorEvent::Heartbeat { .. }),
+                "{event:?}"
+            );
+        }
+    }
+    db.resume();
+    db.exec(&["INSERT INTO fz.t VALUES (2)"]).await.unwrap();
+    read_through(&mut c, &mut last, 2).await;
+}

@@ -62,6 +62,7 @@ const XID_EVENT: u8 = 16;
 const TABLE_MAP_EVENT: u8 = 19;
 const HEARTBEAT_EVENT: u8 = 27;
 const ROWS_EVENTS: [u8; 6] = [23, 24, 25, 30, 31, 32];
+const XA_PREPARE_EVENT: u8 = 38;
 const MARIA_GTID_EVENT: u8 = 0xa2;
 /// QUERY_COMPRESSED (0xa5) and the six compressed rows events (0xa6-0xab).
 const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 0xa5..=0xab;
@@ -137,6 +138,9 @@ struct OpenTxn {
 /// One live replication connection.
 struct Live {
     stream: BinlogStream,
+    /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
+    /// cancelled `next_event` does not restart it.
+    last_event_at: tokio::time::Instant,
     seen_format_description: bool,
     file: String,
     /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
@@ -191,6 +195,9 @@ pub struct MySqlConnector {
     /// Columns `information_schema` says are JSON, per table (cleared on DDL).
     json_columns: HashMap<TableName, HashSet<String>>,
     failures: u32,
+    reconnects: u64,
+    /// No reconnection before this instant (backoff).
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl MySqlConnector {
@@ -212,6 +219,8 @@ impl MySqlConnector {
             announced: HashMap::new(),
             json_columns: HashMap::new(),
             failures: 0,
+            reconnects: 0,
+            retry_at: None,
         })
     }
 
@@ -223,6 +232,11 @@ impl MySqlConnector {
     /// The SCN of the last transaction completed (or the start SCN).
     pub fn last_scn(&self) -> Scn {
         self.last_scn
+    }
+
+    /// How many times the connector dropped its connection after a transient error and reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Checks every setting capture needs, without starting: for `databus check-source`.
@@ -306,6 +320,7 @@ impl MySqlConnector {
         tracing::info!(resume_after = %self.resume_state, "binlog stream opened");
         self.live = Some(Live {
             stream,
+            last_event_at: tokio::time::Instant::now(),
             seen_format_description: false,
             file: String::new(),
             tables: HashMap::new(),
@@ -362,16 +377,24 @@ impl MySqlConnector {
     /// Reads and handles one binlog event.
     async fn step(&mut self) -> Result<(), ConnectorError> {
         if self.live.is_none() {
-            self.open_stream().await?;
+            let limit = self.config.read_timeout;
+            tokio::time::timeout(limit, self.open_stream())
+                .await
+                .map_err(|_| ConnectorError::Timeout {
+                    what: "connecting the binlog stream".into(),
+                    after: limit,
+                })??;
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
-        let event = match tokio::time::timeout(read_timeout, live.stream.next()).await {
+        let deadline = live.last_event_at + read_timeout;
+        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
             Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
             Ok(None) => return Err(ConnectorError::StreamClosed),
             Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
             Ok(Some(Ok(e))) => e,
         };
+        live.last_event_at = tokio::time::Instant::now();
         self.failures = 0;
         let header = event.header();
         let kind = header.event_type_raw();
@@ -474,6 +497,14 @@ impl MySqlConnector {
                 return Err(undecodable(
                     format!("0x{k:02x} (compressed)"),
                     "compressed binlog events cannot be decoded; set log_bin_compress=OFF on the source".into(),
+                ));
+            }
+            XA_PREPARE_EVENT => {
+                return Err(undecodable(
+                    "XA_PREPARE".into(),
+                    "XA transactions are not supported: their prepared and committed parts are separate \
+                     binlog groups; commit changes to captured tables without XA"
+                        .into(),
                 ));
             }
             ROTATE_EVENT => {
@@ -713,6 +744,7 @@ impl SourceConnector for MySqlConnector {
         self.announced.clear();
         self.json_columns.clear();
         self.failures = 0;
+        self.retry_at = None;
         self.domain = None;
         let server_id = self.config.server_id;
         let checks = checks::run_checks(self.meta_conn().await?, server_id).await?;
@@ -793,6 +825,13 @@ impl SourceConnector for MySqlConnector {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
             }
+            if let Some(at) = self.retry_at {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => continue,
+                    _ = tokio::time::sleep_until(at) => self.retry_at = None,
+                }
+            }
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => continue,
@@ -806,6 +845,7 @@ impl SourceConnector for MySqlConnector {
                 return Err(e);
             }
             self.failures += 1;
+            self.reconnects += 1;
             if self
                 .config
                 .reconnect
@@ -816,10 +856,8 @@ impl SourceConnector for MySqlConnector {
             }
             let delay = self.backoff();
             tracing::warn!(error = %e, attempt = self.failures, ?delay, "source connection lost; reconnecting");
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
+            // Kept in state, so a cancelled next_event does not skip the backoff.
+            self.retry_at = Some(tokio::time::Instant::now() + delay);
         }
     }
 

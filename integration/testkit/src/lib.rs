@@ -432,6 +432,7 @@ impl MariaDb {
     }
 
     fn kill_child(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -440,6 +441,7 @@ impl MariaDb {
 
     /// Stops the server cleanly (SIGTERM by pid) and waits for it to exit (SIGKILL after 60 s).
     pub async fn stop(&mut self) -> Result<()> {
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -460,6 +462,26 @@ impl MariaDb {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is sent, like a dead network path.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-STOP")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Resumes a server frozen by [`MariaDb::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
         }
     }
 
