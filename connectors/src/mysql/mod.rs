@@ -260,17 +260,28 @@ impl MySqlConnector {
         what: &str,
         sql: String,
     ) -> Result<Vec<T>, ConnectorError> {
-        let conn = self.meta_conn().await?;
-        match conn.query(sql).await {
-            Ok(rows) => Ok(rows),
+        // The metadata connection may have idled out (wait_timeout) or outlived a server restart: a
+        // transient failure is retried once on a fresh connection.
+        match self.meta_conn().await?.query(sql.as_str()).await {
+            Ok(rows) => return Ok(rows),
             Err(source) => {
                 self.meta = None;
-                Err(ConnectorError::Query {
-                    what: what.to_owned(),
-                    source,
-                })
+                if !crate::error::is_transient_driver_error(&source) {
+                    return Err(ConnectorError::Query {
+                        what: what.to_owned(),
+                        source,
+                    });
+                }
             }
         }
+        let result = self.meta_conn().await?.query(sql).await;
+        result.map_err(|source| {
+            self.meta = None;
+            ConnectorError::Query {
+                what: what.to_owned(),
+                source,
+            }
+        })
     }
 
     async fn close_live(&mut self) {
@@ -736,6 +747,10 @@ async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {
 impl SourceConnector for MySqlConnector {
     async fn start(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
         self.close_live().await;
+        // A fresh metadata connection per start: the old one may predate a server restart.
+        if let Some(conn) = self.meta.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+        }
         if self.cancel.is_cancelled() {
             self.cancel = CancellationToken::new();
         }
