@@ -648,3 +648,65 @@ async fn a_frozen_server_is_detected_by_the_read_timeout() {
     db.exec(&["INSERT INTO fz.t VALUES (2)"]).await.unwrap();
     read_through(&mut c, &mut last, 2).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_is_exact_when_several_servers_wrote_the_domain() {
+    // A failover history: server ids 1, 2, then 1 again write the same GTID domain.
+    let (db, url) = server(MariaDbOptions::default()).await;
+    db.exec(&[
+        "CREATE DATABASE fo",
+        "CREATE TABLE fo.t (id INT PRIMARY KEY)",
+    ])
+    .await
+    .unwrap();
+    let mut conn = db.root_conn().await.unwrap();
+    for (i, server_id) in [
+        (0, 1),
+        (1, 1),
+        (2, 2),
+        (3, 2),
+        (4, 2),
+        (5, 1),
+        (6, 1),
+        (7, 3),
+    ] {
+        conn.query_drop(format!("SET SESSION server_id = {server_id}"))
+            .await
+            .unwrap();
+        conn.query_drop(format!("INSERT INTO fo.t VALUES ({i})"))
+            .await
+            .unwrap();
+        if i % 3 == 1 {
+            conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+        }
+    }
+    conn.query_drop("SET SESSION server_id = 1").await.unwrap();
+    let mut c = started(config(&url, &["fo"]), StartPosition::After(Scn::ZERO)).await;
+    let all = transactions_until(&mut c, |t| {
+        t.changes
+            .first()
+            .is_some_and(|ch| ch.after.as_ref().unwrap()[0] == Value::Int(7))
+    })
+    .await;
+    c.shutdown().await.unwrap();
+    for k in 0..all.len() - 1 {
+        let mut r = started(config(&url, &["fo"]), StartPosition::After(all[k].scn)).await;
+        let got = next_transaction(&mut r).await;
+        assert_eq!(
+            got.scn,
+            all[k + 1].scn,
+            "after {} ({})",
+            all[k].scn,
+            all[k].position.gtid
+        );
+        assert_eq!(got.position.gtid, all[k + 1].position.gtid);
+        r.shutdown().await.unwrap();
+        let mut r = started(
+            config(&url, &["fo"]),
+            StartPosition::AfterPosition(all[k].position.clone()),
+        )
+        .await;
+        assert_eq!(next_transaction(&mut r).await.scn, all[k + 1].scn);
+        r.shutdown().await.unwrap();
+    }
+}

@@ -110,6 +110,18 @@ fn parse_gtid_list(s: &str) -> Vec<Gtid> {
         .collect()
 }
 
+/// How many server ids wrote `domain`, per a `gtid_binlog_state`.
+fn servers_in_domain(state: &str, domain: u32) -> usize {
+    let mut ids: Vec<u32> = parse_gtid_list(state)
+        .into_iter()
+        .filter(|g| g.domain == domain)
+        .map(|g| g.server)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -127,6 +139,8 @@ enum TableEntry {
 /// A transaction being assembled.
 #[derive(Debug)]
 struct OpenTxn {
+    /// Before the resume point while positioning by scan: read through, emit nothing.
+    skip: bool,
     gtid: Gtid,
     standalone: bool,
     timestamp: u32,
@@ -187,6 +201,10 @@ pub struct MySqlConnector {
     charsets: Charsets,
     /// The GTID position the next connection resumes after (`""`: the oldest binlog).
     resume_state: String,
+    /// Positioning by scan: stream this binlog file from its start and skip GTID groups up to
+    /// `skip_through` (used when several server ids wrote the domain, so `After(scn)` has no exact GTID).
+    scan_from: Option<String>,
+    skip_through: Option<u64>,
     last_scn: Scn,
     domain: Option<u32>,
     pending: VecDeque<ConnectorEvent>,
@@ -213,6 +231,8 @@ impl MySqlConnector {
             meta: None,
             charsets: Charsets::default(),
             resume_state: String::new(),
+            scan_from: None,
+            skip_through: None,
             last_scn: Scn::ZERO,
             domain: None,
             pending: VecDeque::new(),
@@ -308,11 +328,13 @@ impl MySqlConnector {
     async fn open_stream(&mut self) -> Result<(), ConnectorError> {
         let mut conn = connect(&self.valid).await?;
         let heartbeat_ns = self.config.heartbeat_period.as_nanos();
-        let setup = [
+        let mut setup = vec![
             "SET @mariadb_slave_capability=4".to_owned(),
-            format!("SET @slave_connect_state='{}'", self.resume_state),
             format!("SET @master_heartbeat_period={heartbeat_ns}"),
         ];
+        if self.scan_from.is_none() {
+            setup.push(format!("SET @slave_connect_state='{}'", self.resume_state));
+        }
         for sql in setup {
             conn.query_drop(&sql)
                 .await
@@ -321,14 +343,18 @@ impl MySqlConnector {
                     source,
                 })?;
         }
-        let stream = conn
-            .get_binlog_stream(BinlogStreamRequest::new(self.config.server_id))
-            .await
-            .map_err(|source| ConnectorError::Connection {
-                what: "the binlog stream".into(),
-                source,
-            })?;
-        tracing::info!(resume_after = %self.resume_state, "binlog stream opened");
+        let mut request = BinlogStreamRequest::new(self.config.server_id);
+        if let Some(file) = &self.scan_from {
+            request = request.with_filename(file.as_bytes()).with_pos(4u64);
+        }
+        let stream =
+            conn.get_binlog_stream(request)
+                .await
+                .map_err(|source| ConnectorError::Connection {
+                    what: "the binlog stream".into(),
+                    source,
+                })?;
+        tracing::info!(resume_after = %self.resume_state, scan_from = ?self.scan_from, "binlog stream opened");
         self.live = Some(Live {
             stream,
             last_event_at: tokio::time::Instant::now(),
@@ -340,9 +366,59 @@ impl MySqlConnector {
         Ok(())
     }
 
+    /// The last binlog file whose first transaction comes after at most `scn` (so it holds the
+    /// transaction after `scn`). A definite error when `scn` is purged or beyond the binlog.
+    async fn file_holding(
+        &mut self,
+        domain: u32,
+        scn: Scn,
+        current: &str,
+    ) -> Result<String, ConnectorError> {
+        let requested = format!("scn {scn}");
+        let last = parse_gtid_list(current)
+            .into_iter()
+            .filter(|g| g.domain == domain)
+            .map(|g| g.seq)
+            .max();
+        if last.is_none_or(|l| l < scn.get()) {
+            return Err(ConnectorError::UnknownPosition {
+                requested,
+                detail: format!("the binlog ends at gtid position '{current}'"),
+            });
+        }
+        let files: Vec<(String, u64)> = self
+            .meta_query("SHOW BINARY LOGS", "SHOW BINARY LOGS".into())
+            .await?;
+        let mut chosen = None;
+        for (file, _) in files {
+            let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
+            let before: Vec<Option<String>> = self.meta_query("BINLOG_GTID_POS", sql).await?;
+            let before = before.into_iter().next().flatten().unwrap_or_default();
+            let start_seq = parse_gtid_list(&before)
+                .into_iter()
+                .filter(|g| g.domain == domain)
+                .map(|g| g.seq)
+                .max()
+                .unwrap_or(0);
+            if start_seq > scn.get() {
+                break;
+            }
+            chosen = Some(file);
+        }
+        match chosen {
+            Some(file) => Ok(file),
+            None => Err(ConnectorError::Purged {
+                requested,
+                oldest: self.oldest_position().await,
+            }),
+        }
+    }
+
     /// Maps a server error of the stream: 1236 is a bad resume point, definite.
     async fn stream_error(&mut self, source: mysql_async::Error) -> ConnectorError {
-        let requested = if self.resume_state.is_empty() {
+        let requested = if let Some(file) = &self.scan_from {
+            format!("scn {} (scanning from binlog file {file})", self.last_scn)
+        } else if self.resume_state.is_empty() {
             "the start of the binlog".into()
         } else {
             format!("gtid {}", self.resume_state)
@@ -437,7 +513,8 @@ impl MySqlConnector {
                     }
                     _ => self.domain = Some(domain),
                 }
-                if Scn::new(seq) <= self.last_scn {
+                let skip = self.skip_through.is_some_and(|n| seq <= n);
+                if !skip && Scn::new(seq) <= self.last_scn {
                     return Err(ConnectorError::ScnRegression {
                         previous: self.last_scn.get(),
                         next: seq,
@@ -455,6 +532,7 @@ impl MySqlConnector {
                     ));
                 }
                 live.txn = Some(OpenTxn {
+                    skip,
                     gtid,
                     standalone: data[12] & FL_STANDALONE != 0,
                     timestamp: header.timestamp(),
@@ -561,6 +639,14 @@ impl MySqlConnector {
             }
         };
         let id = tme.table_id();
+        if self
+            .live
+            .as_ref()
+            .and_then(|l| l.txn.as_ref())
+            .is_some_and(|t| t.skip)
+        {
+            return Ok(());
+        }
         if let Some((raw, _)) = self.live.as_ref().and_then(|l| l.tables.get(&id)) {
             if raw.as_slice() == data {
                 return Ok(());
@@ -623,6 +709,9 @@ impl MySqlConnector {
             other => return Err(undecodable(format!("the library returned {other:?}"))),
         };
         let table_id = rows.table_id();
+        if live.txn.as_ref().is_some_and(|t| t.skip) {
+            return Ok(());
+        }
         let info = match live.tables.get(&table_id) {
             Some((_, TableEntry::Ignored)) => return Ok(()),
             Some((_, TableEntry::Captured(info))) => Arc::clone(info),
@@ -697,6 +786,12 @@ impl MySqlConnector {
             // A COMMIT outside a GTID group cannot happen with capability 4; ignore it.
             return Ok(());
         };
+        if txn.skip {
+            return Ok(());
+        }
+        // From the first transaction delivered on, resume by its exact GTID.
+        self.scan_from = None;
+        self.skip_through = None;
         let scn = Scn::new(txn.gtid.seq);
         for (table, schema) in txn.schema_changes {
             self.announced.insert(table.clone(), Arc::clone(&schema));
@@ -760,6 +855,8 @@ impl SourceConnector for MySqlConnector {
         self.json_columns.clear();
         self.failures = 0;
         self.retry_at = None;
+        self.scan_from = None;
+        self.skip_through = None;
         self.domain = None;
         let server_id = self.config.server_id;
         let checks = checks::run_checks(self.meta_conn().await?, server_id).await?;
@@ -797,6 +894,16 @@ impl SourceConnector for MySqlConnector {
                 (pos.clone(), Scn::new(seq))
             }
             StartPosition::After(s) if s == Scn::ZERO => (String::new(), Scn::ZERO),
+            StartPosition::After(s)
+                if servers_in_domain(&binlog_state, domain.unwrap_or(0)) > 1 =>
+            {
+                // Several servers wrote this domain (a failover history): the GTID of `s` is not
+                // known exactly, so stream from the file holding `s` and skip up to it.
+                let file = self.file_holding(domain.unwrap_or(0), s, &pos).await?;
+                self.scan_from = Some(file);
+                self.skip_through = Some(s.get());
+                (String::new(), s)
+            }
             StartPosition::After(s) => {
                 let domain = domain.unwrap_or(0);
                 let server =
