@@ -71,6 +71,10 @@ pub struct HttpConfig {
     /// The longest accepted query string. Default 8 KiB.
     #[serde(default = "default_max_query_bytes")]
     pub max_query_bytes: ByteSize,
+    /// The most `stream` requests served at once (long polls included); more get 503 `overloaded`.
+    /// Default 1024.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: usize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -88,6 +92,9 @@ fn default_max_wait() -> Duration {
 fn default_max_query_bytes() -> ByteSize {
     ByteSize::kib(8)
 }
+fn default_max_concurrent_streams() -> usize {
+    1024
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -97,6 +104,7 @@ impl Default for HttpConfig {
             default_response_bytes: default_response_bytes(),
             max_wait: default_max_wait(),
             max_query_bytes: default_max_query_bytes(),
+            max_concurrent_streams: default_max_concurrent_streams(),
         }
     }
 }
@@ -189,6 +197,8 @@ pub struct HttpSettings {
     pub max_wait: Duration,
     /// Longest query string.
     pub max_query_bytes: usize,
+    /// Most `stream` requests at once.
+    pub max_concurrent_streams: usize,
 }
 
 impl Default for HttpSettings {
@@ -297,8 +307,18 @@ impl HttpConfig {
                 format!("{} is out of range; use 256B to 1MiB", self.max_query_bytes),
             ));
         }
+        if !(1..=100_000).contains(&self.max_concurrent_streams) {
+            return Err(invalid(
+                "http.max_concurrent_streams",
+                format!(
+                    "{} is out of range; use 1 to 100000",
+                    self.max_concurrent_streams
+                ),
+            ));
+        }
         Ok(HttpSettings {
             listen: self.listen,
+            max_concurrent_streams: self.max_concurrent_streams,
             max_response_bytes: to_usize("http.max_response_bytes", self.max_response_bytes)?,
             default_response_bytes: to_usize(
                 "http.default_response_bytes",

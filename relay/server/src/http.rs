@@ -93,6 +93,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The relay cannot serve (503), e.g. a source failed.
     Unavailable(String),
+    /// Too many `stream` requests in progress (503); retry later.
+    Overloaded {
+        /// The limit, `http.max_concurrent_streams`.
+        max: usize,
+    },
     /// A bug or corrupt state (500); never caused by input.
     Internal(String),
 }
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -132,7 +138,9 @@ impl ApiError {
             }
             ApiError::ScnNotFound { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,6 +178,9 @@ impl ApiError {
                 "no such endpoint; see docs/protocol.md for the relay's API".to_owned()
             }
             ApiError::MethodNotAllowed => "method not allowed; the relay's API is GET only".into(),
+            ApiError::Overloaded { max } => format!(
+                "{max} stream requests are in progress, the relay's limit (http.max_concurrent_streams); retry shortly"
+            ),
             ApiError::Unavailable(s) | ApiError::Internal(s) => s.clone(),
         }
     }
@@ -701,6 +712,9 @@ fn pick_buffer<'a>(svc: &'a RelayService, p: &StreamParams) -> Result<&'a Source
 
 async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, ApiError> {
     let source = pick_buffer(svc, &p)?;
+    let _permit = svc.try_stream_permit().ok_or(ApiError::Overloaded {
+        max: svc.http().max_concurrent_streams,
+    })?;
     m::stream_request(&source.name, p.format == StreamFormat::Json);
     let filter = KeyFilter::new(&p.filter);
     let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
@@ -742,7 +756,11 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
         }
         from = outcome.checkpoint.clone();
         let _poll = m::LongPoll::start(&source.name);
-        if source.buffer.wait_for_data_after(&from, deadline).await == WaitOutcome::TimedOut {
+        let woken = tokio::select! {
+            outcome = source.buffer.wait_for_data_after(&from, deadline) => outcome,
+            () = svc.stopping().cancelled() => WaitOutcome::TimedOut,
+        };
+        if woken == WaitOutcome::TimedOut {
             break outcome;
         }
     };

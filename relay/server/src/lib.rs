@@ -65,15 +65,20 @@ pub use error::RelayError;
 pub use service::{IngestSnapshot, IngestState, IngestStatus, RelayService, SourceHandle};
 
 /// Serves the relay's HTTP API on `listener` until `shutdown` is cancelled, then stops accepting and
-/// drains requests in flight.
+/// drains requests in flight (long polls in progress answer at once with what they have).
 pub async fn serve(
     service: Arc<RelayService>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) {
+    let stopping = service.stopping().clone();
     warp::serve(http::routes(service))
         .incoming(listener)
-        .graceful(async move { shutdown.cancelled_owned().await })
+        .graceful(async move {
+            shutdown.cancelled_owned().await;
+            // End long polls in progress so that draining takes no longer than one buffer read.
+            stopping.cancel();
+        })
         .run()
         .await;
 }
