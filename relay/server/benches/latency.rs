@@ -181,12 +181,13 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
     .expect("every row reached the client");
     client.abort();
 
-    let sent = sent.lock().unwrap();
-    let received = received.lock().unwrap();
-    let mut latencies: Vec<Duration> = sent
-        .iter()
-        .map(|(id, at)| received[id].saturating_duration_since(*at))
-        .collect();
+    let mut latencies: Vec<Duration> = {
+        let sent = sent.lock().unwrap();
+        let received = received.lock().unwrap();
+        sent.iter()
+            .map(|(id, at)| received[id].saturating_duration_since(*at))
+            .collect()
+    };
     latencies.sort();
     println!(
         "{} transactions from {WRITERS} connections in {:.2} s ({:.0} tx/s achieved, target {rate})",
