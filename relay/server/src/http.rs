@@ -635,6 +635,7 @@ fn schema_json(svc: &RelayService, schema: &RegisteredSchema) -> Value {
         "source": svc.source_of_table(&schema.table.database, &schema.table.table).map(|s| s.get()),
         "table": format!("{}.{}", schema.table.database, schema.table.table),
         "avro": avro,
+        "table_schema": &*schema.table,
     })
 }
 
