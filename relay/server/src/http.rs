@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databus_core::{
-    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, SourceId,
+    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, Scn, SourceId,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -803,6 +803,12 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     Ok(response)
 }
 
+/// The SCN a consumer must have consumed to be served: the buffer's last evicted window or its resume
+/// floor, whichever is later.
+fn effective_prev_scn(source: &SourceHandle, stats: &databus_buffer::BufferStats) -> Option<Scn> {
+    stats.prev_scn.max(source.floor.get())
+}
+
 /// Refuses checkpoints from before the buffer's [`ResumeFloor`](crate::service::ResumeFloor) (unless the
 /// buffer's own eviction already covers them, which the read reports itself).
 fn check_floor(source: &SourceHandle, from: &Checkpoint) -> Result<(), ReadError> {
@@ -874,7 +880,7 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
                 "name": s.name,
                 "min_scn": stats.min_scn,
                 "max_scn": stats.max_scn,
-                "prev_scn": stats.prev_scn,
+                "prev_scn": effective_prev_scn(s, &stats),
                                 "bytes": stats.bytes_held,
                 "events": stats.events_held,
                 "windows": stats.windows_held,
@@ -913,9 +919,11 @@ fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
         ApiError::Unavailable("no metrics exporter is installed in this process".into())
     })?;
     for source in svc.sources() {
+        let mut stats = source.buffer.stats();
+        stats.prev_scn = effective_prev_scn(source, &stats);
         m::buffer_gauges(
             &source.name,
-            &source.buffer.stats(),
+            &stats,
             source.status.snapshot().last_timestamp_ns,
         );
     }

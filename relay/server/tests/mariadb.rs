@@ -1,6 +1,7 @@
 //! The whole relay against a real MariaDB (databus-testkit): rows committed in MariaDB reach an HTTP
-//! client as windows, decoded; a restarted relay resumes after its persisted SCN, and consumers resume
-//! from their checkpoints without loss or duplicates.
+//! client as windows, decoded; a second relay chained on the first serves the same frames; a restarted
+//! relay resumes after its persisted SCN, and consumers resume from their checkpoints without loss or
+//! duplicates.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -107,6 +108,38 @@ tables = [
 "#,
         state = state_dir.display().to_string(),
         pw = password_file.display().to_string(),
+    );
+    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(databus_relay::run_with(
+        config,
+        listener,
+        None,
+        shutdown.clone(),
+    ));
+    Relay {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+async fn start_chained(upstream: SocketAddr, state_dir: &Path) -> Relay {
+    let text = format!(
+        r#"
+state_dir = {state:?}
+[[sources]]
+name = "shop"
+upstream = {{ url = "http://{upstream}" }}
+buffer_size = "8MiB"
+tables = [
+    {{ id = 1, name = "orders", table = "shop.orders" }},
+    {{ id = 2, name = "customers", table = "shop.customers" }},
+]
+"#,
+        state = state_dir.display().to_string(),
     );
     let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -303,6 +336,30 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     assert_eq!(lines[0]["schema"], id.as_str());
     let resp = get(relay.addr, &format!("/v1/schemas/{id}")).await;
     assert_eq!(resp.status, 200);
+
+    // A second relay chained on the first serves the same frames and decodes the same payloads.
+    let chained = start_chained(relay.addr, &dir.path().join("chained-state")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get(chained.addr, "/v1/status").await;
+        let body: Value = serde_json::from_slice(&status.body).unwrap();
+        if body["buffers"][0]["max_scn"].as_u64() == Some(scn1 + 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chain never caught up: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for query in ["", "&format=json", "&partition=mod:2:1"] {
+        let path = format!("/v1/stream?checkpoint={}{query}", enc(&start.to_json()));
+        let (a, b) = (get(relay.addr, &path).await, get(chained.addr, &path).await);
+        assert_eq!((a.status, b.status), (200, 200));
+        assert_eq!(a.body, b.body, "{query}");
+        assert_eq!(
+            a.headers["x-databus-checkpoint"],
+            b.headers["x-databus-checkpoint"]
+        );
+    }
+    chained.stop().await;
     relay.stop().await;
 
     // The relay persisted its last SCN.
