@@ -140,6 +140,12 @@ pub struct SourceConfig {
     /// Byte capacity of this source's event buffer. Default 256 MiB.
     #[serde(default = "default_buffer_size")]
     pub buffer_size: ByteSize,
+    /// History refill: on a restart, re-read this many transactions before the persisted SCN from the
+    /// database's binlog (MariaDB SCNs are GTID sequence numbers, one per transaction), so that a
+    /// restarted relay serves recent history again. Falls back to the persisted SCN when the binlog no
+    /// longer has them. Database sources only. Default 0.
+    #[serde(default)]
+    pub history_transactions: u64,
     /// The tables captured, each mapped to a logical source id and name.
     pub tables: Vec<TableConfig>,
 }
@@ -239,6 +245,8 @@ pub struct ValidatedSource {
     pub origin: Origin,
     /// Event buffer capacity in bytes.
     pub buffer_bytes: usize,
+    /// Transactions before the persisted SCN to re-read on a restart.
+    pub history_transactions: u64,
     /// The captured tables.
     pub tables: Vec<ValidatedTable>,
 }
@@ -480,6 +488,12 @@ impl RelayConfig {
                         buffer,
                     }
                 }
+                (Some(_), _, _) if source.history_transactions > 0 => {
+                    return Err(invalid(
+                        at("history_transactions"),
+                        "applies to database sources only; remove it from the chained source",
+                    ));
+                }
                 (Some(_), _, _) => {
                     return Err(invalid(
                         at("upstream"),
@@ -578,6 +592,7 @@ impl RelayConfig {
                 name: source.name.clone(),
                 origin,
                 buffer_bytes: to_usize(&at("buffer_size"), source.buffer_size)?,
+                history_transactions: source.history_transactions,
                 tables,
             });
         }

@@ -537,7 +537,7 @@ pub fn routes(
     let stream =
         stream_params(http).and(svc.clone()).then(
             |p: StreamParams, svc: Arc<RelayService>| async move {
-                respond(handle_stream(&svc, p).await)
+                respond(handle_stream(svc, p).await)
             },
         );
     let status = warp::path!("v1" / "status")
@@ -711,8 +711,8 @@ fn pick_buffer<'a>(svc: &'a RelayService, p: &StreamParams) -> Result<&'a Source
     }
 }
 
-async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, ApiError> {
-    let source = pick_buffer(svc, &p)?;
+async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Response, ApiError> {
+    let source = pick_buffer(&svc, &p)?;
     let _permit = svc.try_stream_permit().ok_or(ApiError::Overloaded {
         max: svc.http().max_concurrent_streams,
     })?;
@@ -773,17 +773,16 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     let (body, content_type) = match p.format {
         StreamFormat::Binary => (Bytes::from(out), FRAMES_CONTENT_TYPE),
         StreamFormat::Json => {
-            let mut text = String::with_capacity(out.len() * 2);
-            let views =
-                EventView::parse_all(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
-            for view in views {
-                let _ = writeln!(text, "{}", event_json(svc, &view));
-            }
-            let _ = writeln!(
-                text,
-                "{}",
-                json!({ "checkpoint": outcome.checkpoint, "more": outcome.more_available })
+            // Decoding up to max_bytes of Avro payloads takes long: off the async workers.
+            let (svc, checkpoint, more) = (
+                svc.clone(),
+                outcome.checkpoint.clone(),
+                outcome.more_available,
             );
+            let text =
+                tokio::task::spawn_blocking(move || render_json(&svc, &out, &checkpoint, more))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("JSON rendering failed: {e}")))??;
             (Bytes::from(text), JSON_LINES_CONTENT_TYPE)
         }
     };
@@ -833,6 +832,26 @@ fn check_floor(source: &SourceHandle, from: &Checkpoint) -> Result<(), ReadError
         });
     }
     Ok(())
+}
+
+/// The JSON-lines body: one line per frame of `frames`, then the checkpoint line.
+fn render_json(
+    svc: &RelayService,
+    frames: &[u8],
+    checkpoint: &Checkpoint,
+    more: bool,
+) -> Result<String, ApiError> {
+    let mut text = String::with_capacity(frames.len() * 2);
+    let views = EventView::parse_all(frames).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for view in views {
+        let _ = writeln!(text, "{}", event_json(svc, &view));
+    }
+    let _ = writeln!(
+        text,
+        "{}",
+        json!({ "checkpoint": checkpoint, "more": more })
+    );
+    Ok(text)
 }
 
 /// One event as JSON: `core::json`'s header fields plus `payload`, the record decoded with its writer

@@ -150,6 +150,7 @@ pub async fn run_with(
             status: handle.status.clone(),
             floor: handle.floor.clone(),
             state: state::StateFile::new(&config.state_dir, &source.name),
+            history_transactions: source.history_transactions,
         };
         handles.push(handle);
         let name = source.name.clone();

@@ -67,8 +67,8 @@ struct Relay {
     task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
 }
 
-async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
-    let relay = start_relay_unchecked(db, state_dir, password_file).await;
+async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path, history: u64) -> Relay {
+    let relay = start_relay_unchecked(db, state_dir, password_file, history).await;
     // Wait until ingest is connected, so rows committed from now on are captured.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -85,7 +85,12 @@ async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Re
     relay
 }
 
-async fn start_relay_unchecked(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
+async fn start_relay_unchecked(
+    db: &MariaDb,
+    state_dir: &Path,
+    password_file: &Path,
+    history: u64,
+) -> Relay {
     let url = format!(
         "mysql://relay@127.0.0.1:{}/?max_allowed_packet=1073741824&prefer_socket=false",
         db.port()
@@ -101,6 +106,7 @@ url = {url:?}
 password_file = {pw:?}
 server_id = 4242
 buffer_size = "8MiB"
+history_transactions = {history}
 tables = [
     {{ id = 1, name = "orders", table = "shop.orders" }},
     {{ id = 2, name = "customers", table = "shop.customers" }},
@@ -227,7 +233,7 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     std::fs::write(&password_file, "s3cr@t:pw\n").unwrap();
     let state_dir = dir.path().join("state");
 
-    let relay = start_relay(&db, &state_dir, &password_file).await;
+    let relay = start_relay(&db, &state_dir, &password_file, 0).await;
     // The relay started from the source's current position: a consumer starts after it. (A consumer from
     // the very beginning would be told to bootstrap; see the end of this test.)
     let gtid = db.gtid_binlog_pos().await.unwrap();
@@ -371,7 +377,8 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     db.exec(&["INSERT INTO shop.orders VALUES (3, 'while down', 1.00)"])
         .await
         .unwrap();
-    let relay = start_relay(&db, &state_dir, &password_file).await;
+    // Restart with a history refill of 2 transactions: the relay re-reads them from the binlog.
+    let relay = start_relay(&db, &state_dir, &password_file, 2).await;
     db.exec(&["INSERT INTO shop.orders VALUES (4, 'after restart', 2.00)"])
         .await
         .unwrap();
@@ -395,7 +402,22 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     assert_eq!(resp.status, 410, "{}", String::from_utf8_lossy(&resp.body));
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body["error"], "scn_not_found");
-    assert_eq!(body["prev_scn"], scn1 + 3);
+    assert_eq!(body["prev_scn"], scn1 + 1);
+    // The refilled history is served again: windows scn1+2 (the delete) and scn1+3 (a heartbeat).
+    let refilled = Checkpoint::after(Scn::new(scn1 + 1));
+    let (events, _) = follow(relay.addr, refilled, "&sources=1", |e| data(e).len() >= 3).await;
+    assert_eq!(
+        data(&events),
+        vec![
+            (scn1 + 2, 1, Opcode::Delete, Key::Int(1)),
+            (scn1 + 4, 1, Opcode::Upsert, Key::Int(3)),
+            (scn1 + 5, 1, Opcode::Upsert, Key::Int(4)),
+        ]
+    );
+    assert_eq!(events[1].scn.get(), scn1 + 2);
+    assert!(events[1].opcode.is_end_of_window());
+    assert_eq!(events[2].scn.get(), scn1 + 3);
+    assert!(events[2].opcode.is_end_of_window());
 
     // MariaDB restarts under the running relay: ingest reconnects and resumes after its last window.
     db.restart().await.unwrap();
@@ -428,7 +450,7 @@ async fn a_misconfigured_source_fails_with_its_fix_in_status_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "pw").unwrap();
-    let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file).await;
+    let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file, 0).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
         let status = get(relay.addr, "/v1/status").await;
