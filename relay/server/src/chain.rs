@@ -387,6 +387,7 @@ pub async fn run_chain(
     };
     let mut backoff = INITIAL_BACKOFF;
     let result = loop {
+        let before = chain.parts.writer.last_scn();
         let attempt = async {
             let from = match start {
                 Some(scn) => scn,
@@ -404,6 +405,10 @@ pub async fn run_chain(
             Ok(()) => break Ok(()),
             Err(Failure::Definite(message)) => break Err(definite(&chain.parts.name, message)),
             Err(Failure::Transient(message)) => {
+                if chain.parts.writer.last_scn() > before {
+                    // It streamed for a while: this is a new failure, not a repeated one.
+                    backoff = INITIAL_BACKOFF;
+                }
                 chain.parts.writer.rollback();
                 tracing::warn!(source = %chain.parts.name, error = %message, ?backoff, "upstream relay error; reconnecting");
                 chain.parts.status.update(|s| {

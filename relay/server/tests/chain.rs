@@ -77,6 +77,36 @@ struct Upstream {
 }
 
 impl Upstream {
+    /// Serves the same buffer again on the same address (after `shutdown`).
+    async fn serve_again(&mut self) {
+        let service = RelayService::new(
+            vec![shop_handle(self.writer.buffer().clone())],
+            self.registry.clone(),
+            HttpSettings::default(),
+            None,
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let listener = loop {
+            match tokio::net::TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "cannot rebind {}: {e}",
+                        self.addr
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        };
+        self.shutdown = CancellationToken::new();
+        tokio::spawn(databus_relay::serve(
+            service,
+            listener,
+            self.shutdown.clone(),
+        ));
+    }
+
     /// A window of `n` rows of the registered table, keys `scn*100 + i`; `n == 0` is a heartbeat.
     fn window(&mut self, scn: u64, n: u64) {
         let schema = self.registry.get(self.schema_id).unwrap();
@@ -108,6 +138,21 @@ impl Upstream {
     }
 }
 
+fn shop_handle(buffer: Arc<databus_buffer::EventBuffer>) -> SourceHandle {
+    SourceHandle {
+        name: "shop".into(),
+        buffer,
+        tables: vec![ValidatedTable {
+            id: SourceId::new(1),
+            name: "orders".into(),
+            database: "shop".into(),
+            table: "orders".into(),
+        }],
+        status: Default::default(),
+        floor: Default::default(),
+    }
+}
+
 async fn start_upstream() -> Upstream {
     let registry = Arc::new(SchemaRegistry::in_memory());
     let schema_id = registry
@@ -123,20 +168,8 @@ async fn start_upstream() -> Upstream {
         .unwrap()
         .id;
     let (writer, buffer) = event_buffer(BufferConfig::new(8 << 20)).unwrap();
-    let source = SourceHandle {
-        name: "shop".into(),
-        buffer,
-        tables: vec![ValidatedTable {
-            id: SourceId::new(1),
-            name: "orders".into(),
-            database: "shop".into(),
-            table: "orders".into(),
-        }],
-        status: Default::default(),
-        floor: Default::default(),
-    };
     let service = RelayService::new(
-        vec![source],
+        vec![shop_handle(buffer)],
         registry.clone(),
         HttpSettings::default(),
         None,
@@ -258,6 +291,38 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
     assert_eq!(resp.status, 410);
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body["prev_scn"], 20);
+
+    // The upstream goes away: the downstream reconnects with backoff and catches up when it is back.
+    up.shutdown.cancel();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let body: Value = serde_json::from_slice(&get(down, "/v1/status").await.body).unwrap();
+        if body["buffers"][0]["ingest"]["state"] == "reconnecting" {
+            assert!(
+                body["buffers"][0]["ingest"]["last_error"]
+                    .as_str()
+                    .is_some()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "never reconnecting: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    up.window(23, 2);
+    up.serve_again().await;
+    wait_until_max_scn(down, 23).await;
+    let cp = Checkpoint::after(Scn::new(20));
+    let a = get(
+        up.addr,
+        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
+    )
+    .await;
+    let b = get(
+        down,
+        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
+    )
+    .await;
+    assert_eq!(a.body, b.body);
     stop.cancel();
     task.await.unwrap();
     up.shutdown.cancel();
