@@ -488,6 +488,15 @@ async fn refusals_no_primary_key_size_limit_compression_and_statements() {
     );
     assert!(e.to_string().contains("max_transaction_rows"), "{e}");
     let after_rows = after_big.get() + 1;
+    let mut cfg = config(&url, &["np"]);
+    cfg.max_transaction_bytes = 4096;
+    let mut c = started(cfg, StartPosition::After(Scn::new(after_big.get() - 1))).await;
+    let e = first_error(&mut c).await;
+    assert!(
+        matches!(e, ConnectorError::TransactionTooLarge { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_transaction_bytes"), "{e}");
 
     // Compressed rows events are an error, never skipped.
     let mut c = started(
