@@ -605,6 +605,37 @@ async fn create_table_select_is_one_transaction_and_xa_is_refused() {
     let t = next_transaction(&mut c).await;
     assert_eq!(t.changes[0].after.as_ref().unwrap(), &vec![Value::Int(3)]);
 
+    // Non-transactional engines end their group with QUERY COMMIT instead of XID.
+    db.exec(&[
+        "CREATE TABLE cs.m (id INT PRIMARY KEY) ENGINE=MyISAM",
+        "CREATE TABLE cs.a (id INT PRIMARY KEY) ENGINE=Aria",
+        "INSERT INTO cs.m VALUES (1), (2)",
+        "INSERT INTO cs.a VALUES (3)",
+        "INSERT INTO cs.t VALUES (5)",
+    ])
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let t = next_transaction(&mut c).await;
+        if !t.changes.is_empty() {
+            got.push(
+                t.changes
+                    .iter()
+                    .map(|ch| ch.after.clone().unwrap()[0].clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            vec![Value::Int(1), Value::Int(2)],
+            vec![Value::Int(3)],
+            vec![Value::Int(5)]
+        ]
+    );
+
     let mut conn = db.root_conn().await.unwrap();
     for sql in [
         "XA START 'x1'",
