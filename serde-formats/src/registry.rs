@@ -259,8 +259,12 @@ impl SchemaRegistry {
                 .by_table
                 .get(&(table.database.clone(), table.table.clone()))
                 .and_then(|versions| versions.last())
-                .map_or(1, |last| last.version + 1)
+                .map_or(Some(1), |last| last.version.checked_add(1))
         };
+        let version = version.ok_or_else(|| Error::InvalidSchema {
+            table: table.qualified_name(),
+            reason: "has u32::MAX schema versions already; no version number is left".to_owned(),
+        })?;
         let avro_json: Arc<str> = prepared.avro_json.to_string().into();
         if let Some(dir) = &self.dir {
             let file = SchemaFile {
