@@ -64,6 +64,27 @@ pub struct RegisteredSchema {
     pub table: Arc<TableSchema>,
 }
 
+impl RegisteredSchema {
+    /// Appends the Avro binary datum of `row` to `out` (see [`RowEncoder::encode`]).
+    pub fn encode(&self, row: &[crate::model::Value], out: &mut Vec<u8>) -> Result<()> {
+        self.encoder.encode(row, out)
+    }
+
+    /// Decodes a payload written with this schema into JSON for humans (see [`crate::decode`]).
+    pub fn decode_json(&self, payload: &[u8]) -> Result<serde_json::Value> {
+        crate::decode::decode_json(payload, &self.avro, None)
+    }
+
+    /// Decodes a payload written with this schema, resolved to `reader` when given.
+    pub fn decode_value(
+        &self,
+        payload: &[u8],
+        reader: Option<&Schema>,
+    ) -> Result<apache_avro::types::Value> {
+        crate::decode::decode_value(payload, &self.avro, reader)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SchemaFile {
