@@ -444,6 +444,7 @@ impl EventBuffer {
     fn filter_keeps(
         &self,
         cur: &Cursor,
+        frame_len: u64,
         filter: &EventFilter<'_>,
         key_scratch: &mut Vec<u8>,
     ) -> Result<bool, Anomaly> {
@@ -451,10 +452,17 @@ impl EventBuffer {
         for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&ring::load(&self.ring, cur.phys + 8 * i as u64).to_le_bytes());
         }
-        let parsed = FrameHeader::parse(&header).map_err(|_| Anomaly {
+        let anomaly = |reason| Anomaly {
             position: cur.pos,
-            reason: "frame header does not verify",
-        })?;
+            reason,
+        };
+        let parsed =
+            FrameHeader::parse(&header).map_err(|_| anomaly("frame header does not verify"))?;
+        // The header was loaded again: if the writer overtook us in between it may describe another
+        // frame, whose key must not be read past this frame's bounds (checked by `frame_at`).
+        if parsed.frame_len() as u64 != frame_len {
+            return Err(anomaly("frame header changed while reading"));
+        }
         // The key type is byte 6 of the header (see `databus_core::frame`): 1 integer, 2 bytes.
         let key = match header[6] {
             1 => KeyRef::Int(ring::load(&self.ring, cur.phys + HEADER_WORDS as u64 * 8) as i64),
@@ -545,7 +553,7 @@ impl EventBuffer {
                 }
                 let keep = match filter {
                     None => true,
-                    Some(filter) => self.filter_keeps(&cur, filter, &mut key_scratch)?,
+                    Some(filter) => self.filter_keeps(&cur, frame.len, filter, &mut key_scratch)?,
                 };
                 if keep {
                     if !fits {
