@@ -350,18 +350,56 @@ impl EventBuffer {
     /// entry qualifies.
     fn lookup(&self, from: &Checkpoint, snap: &Snapshot) -> (u64, u64) {
         let scn = from.window_scn.get();
-        let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
         let mut first_seq = u64::MAX;
-        let mut found = None;
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            first_seq = first_seq.min(mid);
-            let base = (mid % self.index_slots) as usize * INDEX_STRIDE;
-            // Relaxed: validated afterwards by `still_valid(_, first_seq)`.
+        // Relaxed loads: validated afterwards by `still_valid(_, first_seq)`.
+        let mut entry = |seq: u64| {
+            first_seq = first_seq.min(seq);
+            let base = (seq % self.index_slots) as usize * INDEX_STRIDE;
             let entry_scn = self.index[base].load(Ordering::Relaxed);
             let entry_start = self.index[base + 1].load(Ordering::Relaxed);
-            if entry_scn <= scn && entry_start < snap.tail {
-                found = Some((entry_scn, entry_start, base));
+            (entry_scn, entry_start, base)
+        };
+        let keeps = |(entry_scn, entry_start, _): (u64, u64, usize)| {
+            entry_scn <= scn && entry_start < snap.tail
+        };
+        // Search [lo, hi) for the last entry that `keeps`: entries below `lo` keep, from `hi` on they don't.
+        let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
+        let mut found = None;
+        // SCNs usually grow about evenly, so after one binary step a few interpolation steps between the
+        // SCNs of the entries bounding the range land next to the target, saving most of the cache misses
+        // of a binary search over a large index. The oldest entries are never probed for this (the writer
+        // keeps evicting them, and probing one would make the validation fail); binary search finishes.
+        let (mut lo_scn, mut hi_scn) = (None, None);
+        for step in 0..5 {
+            if hi - lo <= 8 {
+                break;
+            }
+            let guess = match (step, lo_scn, hi_scn) {
+                (0, _, _) => lo + (hi - lo) / 2,
+                (_, Some(lo_scn), Some(hi_scn)) if scn >= lo_scn && hi_scn > lo_scn => {
+                    // Entry lo - 1 has lo_scn, entry hi has hi_scn: interpolate in between.
+                    let span = u128::from(hi - lo + 1);
+                    let ahead =
+                        (u128::from(scn - lo_scn) * span / u128::from(hi_scn - lo_scn)) as u64;
+                    (lo + ahead.saturating_sub(1)).min(hi - 1)
+                }
+                _ => break,
+            };
+            let e = entry(guess);
+            if keeps(e) {
+                found = Some(e);
+                lo_scn = Some(e.0);
+                lo = guess + 1;
+            } else {
+                hi_scn = Some(e.0);
+                hi = guess;
+            }
+        }
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let e = entry(mid);
+            if keeps(e) {
+                found = Some(e);
                 lo = mid + 1;
             } else {
                 hi = mid;
