@@ -613,3 +613,12 @@ fn index_lookups_land_on_the_right_event() {
     let (events, _) = read(&buf, &mid(25, 3, Some(20)), 1 << 20).unwrap();
     assert_eq!(ids(&events)[0], (30, 0));
 }
+
+#[test]
+fn the_writer_moves_to_its_thread_and_the_buffer_is_shared() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<BufferWriter>();
+    send_sync::<EventBuffer>();
+    send_sync::<std::sync::Arc<EventBuffer>>();
+}
