@@ -86,7 +86,11 @@ fn advise_huge_pages(words: &[u64]) {
     // their validity, so no Rust reference can observe it. The return value is deliberately ignored.
     #[allow(unsafe_code)]
     unsafe {
-        libc::madvise(aligned as *mut libc::c_void, end - aligned, libc::MADV_HUGEPAGE);
+        libc::madvise(
+            aligned as *mut libc::c_void,
+            end - aligned,
+            libc::MADV_HUGEPAGE,
+        );
     }
 }
 
