@@ -1,3 +1,41 @@
-//! The SourceConnector contract and the MySQL/MariaDB binlog connector.
+//! Sources of change events for databus-rs: the [`SourceConnector`] contract, its conformance suite and
+//! the MySQL/MariaDB binlog connector.
+//!
+//! - [`source`]: the contract. A connector yields [`ConnectorEvent`]s — whole committed
+//!   [`SourceTransaction`]s in commit order with strictly increasing [`Scn`](databus_core::Scn)s, schema
+//!   changes and heartbeats — and resumes exactly after any SCN.
+//! - [`mysql`]: [`MySqlConnector`](mysql::MySqlConnector), which tails a MariaDB binlog as a replica,
+//!   with SCN = GTID sequence number, typed row images and server validation.
+//! - [`conformance`]: generic checks every connector must pass, run here against a real MariaDB.
+//! - [`ConnectorError`]: one error type; [`ConnectorError::is_transient`] says whether to retry.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), databus_connectors::ConnectorError> {
+//! use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+//! use databus_connectors::{SourceConnector, StartPosition};
+//!
+//! let mut config = MySqlConfig::new("mysql://relay:secret@127.0.0.1:3306/", 4001);
+//! config.tables = vec!["shop.orders".into()];
+//! let mut connector = MySqlConnector::new(config)?;
+//! connector.start(StartPosition::Now).await?;
+//! let shutdown = connector.shutdown_token();
+//! # shutdown.cancel();
+//! while let Some(event) = connector.next_event().await? {
+//!     println!("{event:?}");
+//! }
+//! connector.shutdown().await?;
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
+
+pub mod conformance;
+mod error;
+pub mod mysql;
+pub mod source;
+
+pub use error::ConnectorError;
+pub use source::{
+    ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
+    StartPosition, TableName,
+};

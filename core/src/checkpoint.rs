@@ -101,7 +101,9 @@ pub enum CheckpointError {
     #[error("checkpoint is not valid JSON: {0}")]
     Json(#[from] serde_json::Error),
     /// A version this build does not read.
-    #[error("unsupported checkpoint version {found} (this build reads version {CHECKPOINT_VERSION})")]
+    #[error(
+        "unsupported checkpoint version {found} (this build reads version {CHECKPOINT_VERSION})"
+    )]
     UnsupportedVersion {
         /// The version found.
         found: u32,
@@ -134,7 +136,9 @@ pub enum CheckpointError {
         mode: ConsumptionMode,
     },
     /// A checkpoint file that cannot be read or parsed.
-    #[error("checkpoint file {path} is unusable: {reason}; fix or remove it (a previous version may be kept beside it)")]
+    #[error(
+        "checkpoint file {path} is unusable: {reason}; fix or remove it (a previous version may be kept beside it)"
+    )]
     File {
         /// The file.
         path: String,
@@ -239,7 +243,9 @@ impl Checkpoint {
                     got: scn,
                 });
             }
-            None if scn > self.window_scn || (scn == self.window_scn && self.prev_scn.is_none()) => {
+            None if scn > self.window_scn
+                || (scn == self.window_scn && self.prev_scn.is_none()) =>
+            {
                 self.window_scn = scn;
                 self.window_offset = Some(1);
             }
@@ -290,7 +296,11 @@ impl Checkpoint {
     }
 
     /// Leaves the snapshot phase for catch-up from the log up to `target_scn`.
-    pub fn start_catchup(&mut self, start_scn: Scn, target_scn: Scn) -> Result<(), CheckpointError> {
+    pub fn start_catchup(
+        &mut self,
+        start_scn: Scn,
+        target_scn: Scn,
+    ) -> Result<(), CheckpointError> {
         if self.mode != ConsumptionMode::BootstrapSnapshot {
             return Err(CheckpointError::BadTransition {
                 action: "start catch-up",
@@ -302,7 +312,9 @@ impl Checkpoint {
                 "catch-up target {target_scn} is before its start {start_scn}"
             )));
         }
-        let progress = self.bootstrap.get_or_insert_with(BootstrapProgress::default);
+        let progress = self
+            .bootstrap
+            .get_or_insert_with(BootstrapProgress::default);
         progress.start_scn = Some(start_scn);
         progress.target_scn = Some(target_scn);
         progress.snapshot_source = None;

@@ -459,7 +459,10 @@ impl<'a> EventBuilder<'a> {
     pub fn write(&self, out: &mut [u8]) -> usize {
         let key_len = self.key_len();
         let len = self.encoded_len();
-        assert!(len <= MAX_FRAME_LEN, "event frame of {len} bytes is too large");
+        assert!(
+            len <= MAX_FRAME_LEN,
+            "event frame of {len} bytes is too large"
+        );
         let out = &mut out[..len];
         let (header, body) = out.split_at_mut(HEADER_LEN);
         let (key_out, payload_out) = body.split_at_mut(key_len);
@@ -523,7 +526,12 @@ mod tests {
 
     #[test]
     fn round_trips_every_field() {
-        for key in [Key::Int(-5), Key::Int(i64::MAX), Key::Bytes(vec![]), Key::None] {
+        for key in [
+            Key::Int(-5),
+            Key::Int(i64::MAX),
+            Key::Bytes(vec![]),
+            Key::None,
+        ] {
             let mut event = sample();
             event.key = key;
             let frame = event.to_frame();
@@ -560,7 +568,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = frame.clone();
                 bad[byte] ^= 1 << bit;
-                assert!(EventView::parse(&bad).is_err(), "flip at {byte}:{bit} went unnoticed");
+                assert!(
+                    EventView::parse(&bad).is_err(),
+                    "flip at {byte}:{bit} went unnoticed"
+                );
             }
         }
     }
@@ -570,16 +581,28 @@ mod tests {
         let frame = sample().to_frame();
         let mut bad = frame.clone();
         bad[0] = b'X';
-        assert!(matches!(EventView::parse(&bad), Err(FrameError::BadMagic { .. })));
+        assert!(matches!(
+            EventView::parse(&bad),
+            Err(FrameError::BadMagic { .. })
+        ));
         let mut bad = frame.clone();
         bad[4] = 2;
-        assert_eq!(EventView::parse(&bad).unwrap_err(), FrameError::UnsupportedVersion(2));
+        assert_eq!(
+            EventView::parse(&bad).unwrap_err(),
+            FrameError::UnsupportedVersion(2)
+        );
         let mut bad = frame.clone();
         *bad.last_mut().unwrap() ^= 0xff;
-        assert!(matches!(EventView::parse(&bad), Err(FrameError::BodyChecksum { .. })));
+        assert!(matches!(
+            EventView::parse(&bad),
+            Err(FrameError::BodyChecksum { .. })
+        ));
         let mut bad = frame.clone();
         bad[8] ^= 1;
-        assert!(matches!(EventView::parse(&bad), Err(FrameError::HeaderChecksum { .. })));
+        assert!(matches!(
+            EventView::parse(&bad),
+            Err(FrameError::HeaderChecksum { .. })
+        ));
     }
 
     #[test]
@@ -588,7 +611,10 @@ mod tests {
         frame[8..12].copy_from_slice(&1000u32.to_le_bytes());
         let crc = crc32c::crc32c(&frame[..52]);
         frame[52..56].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(EventView::parse(&frame), Err(FrameError::BadLength(_))));
+        assert!(matches!(
+            EventView::parse(&frame),
+            Err(FrameError::BadLength(_))
+        ));
     }
 
     #[test]

@@ -26,7 +26,9 @@ fn opcode_name(opcode: Opcode) -> &'static str {
 pub fn key_to_json(key: KeyRef<'_>) -> Value {
     match key {
         KeyRef::Int(v) => json!(v),
-        KeyRef::Bytes(b) => json!({ "bytes_base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        KeyRef::Bytes(b) => {
+            json!({ "bytes_base64": base64::engine::general_purpose::STANDARD.encode(b) })
+        }
         KeyRef::None => Value::Null,
     }
 }
@@ -39,7 +41,10 @@ pub fn header_to_json(view: &EventView<'_>) -> Map<String, Value> {
     map.insert("source".into(), json!(view.source().get()));
     map.insert("partition".into(), json!(view.partition().get()));
     map.insert("timestamp_ns".into(), json!(view.timestamp_ns()));
-    map.insert("schema".into(), json!(format!("{:016x}", view.schema().get())));
+    map.insert(
+        "schema".into(),
+        json!(format!("{:016x}", view.schema().get())),
+    );
     map.insert("key".into(), key_to_json(view.key()));
     map
 }

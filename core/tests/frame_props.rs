@@ -1,6 +1,8 @@
 //! Property tests of the event frame: arbitrary bytes never panic, every built frame round-trips.
 
-use databus_core::{Event, EventView, FrameHeader, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
+use databus_core::{
+    Event, EventView, FrameHeader, Key, Opcode, PartitionId, SchemaId, Scn, SourceId,
+};
 use proptest::prelude::*;
 
 fn arb_event() -> impl Strategy<Value = Event> {
@@ -17,16 +19,18 @@ fn arb_event() -> impl Strategy<Value = Event> {
         ],
         proptest::collection::vec(any::<u8>(), 0..300),
     )
-        .prop_map(|(scn, opcode, source, partition, ts, schema, key, payload)| Event {
-            scn: Scn::new(scn),
-            opcode,
-            source: SourceId::new(source),
-            partition: PartitionId::new(partition),
-            timestamp_ns: ts,
-            schema: SchemaId::new(schema),
-            key,
-            payload,
-        })
+        .prop_map(
+            |(scn, opcode, source, partition, ts, schema, key, payload)| Event {
+                scn: Scn::new(scn),
+                opcode,
+                source: SourceId::new(source),
+                partition: PartitionId::new(partition),
+                timestamp_ns: ts,
+                schema: SchemaId::new(schema),
+                key,
+                payload,
+            },
+        )
 }
 
 proptest! {

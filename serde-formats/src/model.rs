@@ -184,3 +184,77 @@ pub enum Value {
 
 /// A row image: one value per column, in table order.
 pub type Row = Vec<Value>;
+
+impl ColumnType {
+    /// The SQL name of this type's family, for messages: `"BIGINT UNSIGNED"`, `"DECIMAL"`, `"DATETIME"`.
+    pub fn sql_name(&self) -> &'static str {
+        match self {
+            ColumnType::TinyInt { unsigned: false } => "TINYINT",
+            ColumnType::TinyInt { unsigned: true } => "TINYINT UNSIGNED",
+            ColumnType::SmallInt { unsigned: false } => "SMALLINT",
+            ColumnType::SmallInt { unsigned: true } => "SMALLINT UNSIGNED",
+            ColumnType::MediumInt { unsigned: false } => "MEDIUMINT",
+            ColumnType::MediumInt { unsigned: true } => "MEDIUMINT UNSIGNED",
+            ColumnType::Int { unsigned: false } => "INT",
+            ColumnType::Int { unsigned: true } => "INT UNSIGNED",
+            ColumnType::BigInt { unsigned: false } => "BIGINT",
+            ColumnType::BigInt { unsigned: true } => "BIGINT UNSIGNED",
+            ColumnType::Decimal { .. } => "DECIMAL",
+            ColumnType::Float => "FLOAT",
+            ColumnType::Double => "DOUBLE",
+            ColumnType::Date => "DATE",
+            ColumnType::Time { .. } => "TIME",
+            ColumnType::DateTime { .. } => "DATETIME",
+            ColumnType::Timestamp { .. } => "TIMESTAMP",
+            ColumnType::Year => "YEAR",
+            ColumnType::Text { .. } => "TEXT",
+            ColumnType::Bytes { .. } => "BLOB",
+            ColumnType::Enum { .. } => "ENUM",
+            ColumnType::Set { .. } => "SET",
+            ColumnType::Bit { .. } => "BIT",
+            ColumnType::Json => "JSON",
+        }
+    }
+}
+
+impl Column {
+    /// A column named `name` of type `column_type`.
+    pub fn new(name: impl Into<String>, column_type: ColumnType, nullable: bool) -> Self {
+        Column {
+            name: name.into(),
+            column_type,
+            nullable,
+        }
+    }
+}
+
+impl TableSchema {
+    /// `database.table`, for messages and registry lookups.
+    pub fn qualified_name(&self) -> String {
+        format!("{}.{}", self.database, self.table)
+    }
+}
+
+impl Value {
+    /// The variant's name, for messages: `"Int"`, `"Text"`, `"Null"`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Value::Null => "Null",
+            Value::Int(_) => "Int",
+            Value::UInt(_) => "UInt",
+            Value::Float(_) => "Float",
+            Value::Double(_) => "Double",
+            Value::Decimal(_) => "Decimal",
+            Value::Date { .. } => "Date",
+            Value::Time { .. } => "Time",
+            Value::DateTime { .. } => "DateTime",
+            Value::Timestamp(_) => "Timestamp",
+            Value::Text(_) => "Text",
+            Value::Bytes(_) => "Bytes",
+            Value::Enum(_) => "Enum",
+            Value::Set(_) => "Set",
+            Value::Bit(_) => "Bit",
+            Value::Json(_) => "Json",
+        }
+    }
+}

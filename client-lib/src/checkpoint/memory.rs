@@ -1,0 +1,35 @@
+//! An in-memory checkpoint store.
+
+use std::sync::Mutex;
+
+use databus_core::Checkpoint;
+
+use super::{CheckpointStore, CheckpointStoreError};
+
+/// Keeps the checkpoint in memory: lost when the process ends.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpointStore {
+    current: Mutex<Option<Checkpoint>>,
+}
+
+impl MemoryCheckpointStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl CheckpointStore for MemoryCheckpointStore {
+    fn load(&self) -> Result<Option<Checkpoint>, CheckpointStoreError> {
+        Ok(self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+
+    fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(checkpoint.clone());
+        Ok(())
+    }
+}

@@ -1,0 +1,165 @@
+//! The one error type of this crate, split by recovery: [`ConnectorError::is_transient`].
+
+use std::time::Duration;
+
+/// Errors of a source connector.
+///
+/// Transient errors (a dropped connection, a source restarting, a read timeout) are retried with backoff,
+/// resuming after the last transaction delivered. Definite errors stop the stream; their message says what
+/// to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectorError {
+    /// The connector's configuration is invalid.
+    #[error("invalid connector config: {0}")]
+    Config(String),
+    /// The source's settings or grants do not allow capture. Each problem names its fix.
+    #[error("source is not ready for capture: {}", .problems.join("; "))]
+    Misconfigured {
+        /// One entry per failed check, e.g. `binlog_format is STATEMENT; set binlog_format=ROW`.
+        problems: Vec<String>,
+    },
+    /// Connecting to the source failed or the connection broke.
+    #[error("connection to {what} failed: {source}")]
+    Connection {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A query the connector needs failed on the server.
+    #[error("{what} failed: {source}")]
+    Query {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// Nothing arrived for longer than the read timeout (heartbeats included): the connection is dead.
+    #[error("no event from the source for {0:?} (read timeout, heartbeats included); reconnecting")]
+    ReadTimeout(Duration),
+    /// Connecting or setting up the stream took longer than the read timeout.
+    #[error("{what} took longer than {after:?}; reconnecting")]
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
+    /// The source ended the stream (e.g. it is shutting down).
+    #[error("the source closed the binlog stream")]
+    StreamClosed,
+    /// The resume point is no longer in the source's log.
+    #[error(
+        "resume point {requested} was purged from the source's binlog; oldest available: {oldest}; consumers past it must bootstrap from a snapshot"
+    )]
+    Purged {
+        /// The requested position.
+        requested: String,
+        /// The oldest position the source still has.
+        oldest: String,
+    },
+    /// The resume point is not in the source's log (e.g. a diverged or different server).
+    #[error("resume point {requested} is not in the source's binlog: {detail}")]
+    UnknownPosition {
+        /// The requested position.
+        requested: String,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The stream mixes several GTID replication domains; SCNs would not be one sequence.
+    #[error(
+        "the binlog has several GTID domains ({domains}); capture one domain: run the relay on a server whose binlog has a single gtid_domain_id"
+    )]
+    MultipleDomains {
+        /// The domains seen.
+        domains: String,
+    },
+    /// SCNs went backwards: the source is not the one the stream started on.
+    #[error(
+        "scn went from {previous} to {next} at gtid {gtid}; the source's history diverged (failover to a server without these transactions?)"
+    )]
+    ScnRegression {
+        /// Last SCN delivered.
+        previous: u64,
+        /// The SCN that arrived.
+        next: u64,
+        /// The transaction's GTID.
+        gtid: String,
+    },
+    /// An event the connector cannot decode (never skipped).
+    #[error("cannot decode binlog event {event} at {position}: {reason}")]
+    UndecodableEvent {
+        /// The event type.
+        event: String,
+        /// Where it is.
+        position: String,
+        /// Why, and what to change.
+        reason: String,
+    },
+    /// A captured table has no primary key.
+    #[error(
+        "table {table} has no primary key; add one, or set allow_tables_without_primary_key = true"
+    )]
+    NoPrimaryKey {
+        /// The table.
+        table: String,
+    },
+    /// A transaction exceeds the configured maximum size.
+    #[error(
+        "transaction {gtid} exceeds {limit}; raise the connector's {setting} (windows are never split)"
+    )]
+    TransactionTooLarge {
+        /// The transaction's GTID.
+        gtid: String,
+        /// The limit reached.
+        limit: String,
+        /// The config setting to raise.
+        setting: &'static str,
+    },
+    /// A value does not match its column's type.
+    #[error("cannot decode column {table}.{column}: {reason}")]
+    Decode {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// Why.
+        reason: String,
+    },
+    /// `next_event` was called before `start`.
+    #[error("the connector is not started; call start() first")]
+    NotStarted,
+}
+
+impl ConnectorError {
+    /// Whether retrying (reconnecting with backoff) can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ConnectorError::Connection { source, .. } | ConnectorError::Query { source, .. } => {
+                is_transient_driver_error(source)
+            }
+            ConnectorError::ReadTimeout(_)
+            | ConnectorError::Timeout { .. }
+            | ConnectorError::StreamClosed => true,
+            _ => false,
+        }
+    }
+}
+
+/// Network and protocol-level failures are transient; server errors (access denied, bad syntax, unknown
+/// GTID) are not, except the ones a restarting server sends.
+pub(crate) fn is_transient_driver_error(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Io(_) => true,
+        mysql_async::Error::Driver(_) => true,
+        // 1053 server shutdown in progress, 1040 too many connections, 1205 lock wait timeout,
+        // 2006/2013 gone away / lost connection, 1927 connection killed, 1043 bad handshake on a starting server.
+        mysql_async::Error::Server(s) => {
+            matches!(s.code, 1040 | 1043 | 1053 | 1205 | 1927 | 2006 | 2013)
+        }
+        _ => false,
+    }
+}

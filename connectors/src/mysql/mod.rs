@@ -1,0 +1,1042 @@
+//! The MySQL/MariaDB binlog connector (MariaDB 10.11 is what is tested).
+//!
+//! It connects as a replica (`COM_BINLOG_DUMP` with `@mariadb_slave_capability=4`, so GTID events are
+//! sent), turns every committed transaction into one [`SourceTransaction`] and resumes exactly with
+//! `SET @slave_connect_state`: no relay state is needed beyond the last SCN.
+//!
+//! ## SCN and position
+//!
+//! The SCN of a transaction is its MariaDB GTID sequence number (`domain-server-seq`: the `seq`). It rises
+//! by one per transaction within a replication domain, across binlog rotations and server restarts, and
+//! survives a failover to a replica that kept the same GTIDs. A stream with several GTID domains is refused:
+//! their sequence numbers are independent. Each transaction also records its full GTID and its binlog
+//! file and end position ([`SourcePosition`]).
+//!
+//! ## Event handling
+//!
+//! | binlog event | what the connector does |
+//! |---|---|
+//! | `MARIA_GTID` (0xa2) | opens a transaction (a standalone one is a DDL statement) |
+//! | `TABLE_MAP` | derives the table's schema (cached per table id and connection, never persisted) |
+//! | `WRITE/UPDATE/DELETE_ROWS` v1/v2 | decodes the rows of captured tables into the open transaction |
+//! | compressed rows/query events (0xa5-0xab) | definite error: set `log_bin_compress=OFF` |
+//! | `XID`, `QUERY COMMIT`, the DDL `QUERY` | closes the transaction and emits it |
+//! | artificial `ROTATE` | the current binlog file name (the first one's trailing CRC is stripped) |
+//! | `HEARTBEAT` | a [`ConnectorEvent::Heartbeat`] |
+//!
+//! A broken connection, a read timeout (no event, heartbeats included, for `read_timeout`) or the server
+//! closing the stream drops the partial transaction and reconnects with exponential backoff and jitter,
+//! resuming after the last transaction completed.
+
+mod checks;
+mod config;
+mod schema;
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use databus_core::Scn;
+use databus_serde_formats::model::TableSchema;
+use futures::StreamExt;
+use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use tokio_util::sync::CancellationToken;
+
+pub use self::checks::{CheckOutcome, SourceCheck};
+use self::config::Validated;
+pub use self::config::{MySqlConfig, ReconnectConfig};
+use self::schema::{Charsets, TableInfo};
+use crate::ConnectorError;
+use crate::source::{
+    ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
+    StartPosition, TableName,
+};
+
+// Raw event type codes (MariaDB-specific ones are not parsed by mysql_common).
+const QUERY_EVENT: u8 = 2;
+const ROTATE_EVENT: u8 = 4;
+const FORMAT_DESCRIPTION_EVENT: u8 = 15;
+const XID_EVENT: u8 = 16;
+const TABLE_MAP_EVENT: u8 = 19;
+const HEARTBEAT_EVENT: u8 = 27;
+const ROWS_EVENTS: [u8; 6] = [23, 24, 25, 30, 31, 32];
+const XA_PREPARE_EVENT: u8 = 38;
+const MARIA_GTID_EVENT: u8 = 0xa2;
+/// QUERY_COMPRESSED (0xa5) and the six compressed rows events (0xa6-0xab).
+const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 0xa5..=0xab;
+/// `flags2` bit of a GTID event: a standalone (DDL, non-transactional) event group.
+const FL_STANDALONE: u8 = 1;
+
+/// The domains present in a GTID list such as `0-1-5,1-2-9`.
+pub(crate) fn gtid_domains(list: &str) -> Vec<u32> {
+    let mut d: Vec<u32> = parse_gtid_list(list)
+        .into_iter()
+        .map(|g| g.domain)
+        .collect();
+    d.sort_unstable();
+    d.dedup();
+    d
+}
+
+/// A MariaDB GTID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Gtid {
+    domain: u32,
+    server: u32,
+    seq: u64,
+}
+
+impl std::fmt::Display for Gtid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}-{}", self.domain, self.server, self.seq)
+    }
+}
+
+fn parse_gtid(s: &str) -> Option<Gtid> {
+    let mut it = s.trim().splitn(3, '-');
+    Some(Gtid {
+        domain: it.next()?.parse().ok()?,
+        server: it.next()?.parse().ok()?,
+        seq: it.next()?.parse().ok()?,
+    })
+}
+
+fn parse_gtid_list(s: &str) -> Vec<Gtid> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .filter_map(parse_gtid)
+        .collect()
+}
+
+/// How many server ids wrote `domain`, per a `gtid_binlog_state`.
+fn servers_in_domain(state: &str, domain: u32) -> usize {
+    let mut ids: Vec<u32> = parse_gtid_list(state)
+        .into_iter()
+        .filter(|g| g.domain == domain)
+        .map(|g| g.server)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// What a table id of the current connection refers to.
+#[derive(Debug)]
+enum TableEntry {
+    Captured(Arc<TableInfo>),
+    Ignored,
+}
+
+/// A transaction being assembled.
+#[derive(Debug)]
+struct OpenTxn {
+    /// Before the resume point while positioning by scan: read through, emit nothing.
+    skip: bool,
+    gtid: Gtid,
+    standalone: bool,
+    timestamp: u32,
+    changes: Vec<RowChange>,
+    schema_changes: Vec<(TableName, Arc<TableSchema>)>,
+    bytes: u64,
+}
+
+/// One live replication connection.
+struct Live {
+    stream: BinlogStream,
+    /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
+    /// cancelled `next_event` does not restart it.
+    last_event_at: tokio::time::Instant,
+    seen_format_description: bool,
+    file: String,
+    /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
+    tables: HashMap<u64, (Vec<u8>, TableEntry)>,
+    txn: Option<OpenTxn>,
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Live")
+            .field("file", &self.file)
+            .field("txn", &self.txn)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The MySQL/MariaDB binlog connector. See the [module docs](self).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), databus_connectors::ConnectorError> {
+/// use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+/// use databus_connectors::{ConnectorEvent, SourceConnector, StartPosition};
+/// use databus_core::Scn;
+///
+/// let mut config = MySqlConfig::new("mysql://relay:secret@127.0.0.1:3306/", 4001);
+/// config.databases = vec!["shop".into()];
+/// let mut connector = MySqlConnector::new(config)?;
+/// connector.start(StartPosition::After(Scn::new(41))).await?;
+/// while let Some(event) = connector.next_event().await? {
+///     if let ConnectorEvent::Transaction(txn) = event {
+///         println!("scn {} with {} changes", txn.scn, txn.changes.len());
+///     }
+/// }
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct MySqlConnector {
+    config: MySqlConfig,
+    valid: Validated,
+    cancel: CancellationToken,
+    started: bool,
+    live: Option<Live>,
+    meta: Option<Conn>,
+    charsets: Charsets,
+    /// The GTID position the next connection resumes after (`""`: the oldest binlog).
+    resume_state: String,
+    /// Positioning by scan: stream this binlog file from its start and skip GTID groups up to
+    /// `skip_through` (used when several server ids wrote the domain, so `After(scn)` has no exact GTID).
+    scan_from: Option<String>,
+    skip_through: Option<u64>,
+    last_scn: Scn,
+    domain: Option<u32>,
+    pending: VecDeque<ConnectorEvent>,
+    /// The schema last announced per table (SchemaChange is sent when it changes).
+    announced: HashMap<TableName, Arc<TableSchema>>,
+    /// Columns `information_schema` says are JSON, per table (cleared on DDL).
+    json_columns: HashMap<TableName, HashSet<String>>,
+    failures: u32,
+    reconnects: u64,
+    /// No reconnection before this instant (backoff).
+    retry_at: Option<tokio::time::Instant>,
+}
+
+impl MySqlConnector {
+    /// Builds a connector from its configuration (validated here; nothing is connected yet).
+    pub fn new(config: MySqlConfig) -> Result<Self, ConnectorError> {
+        let valid = config.validate()?;
+        Ok(Self {
+            config,
+            valid,
+            cancel: CancellationToken::new(),
+            started: false,
+            live: None,
+            meta: None,
+            charsets: Charsets::default(),
+            resume_state: String::new(),
+            scan_from: None,
+            skip_through: None,
+            last_scn: Scn::ZERO,
+            domain: None,
+            pending: VecDeque::new(),
+            announced: HashMap::new(),
+            json_columns: HashMap::new(),
+            failures: 0,
+            reconnects: 0,
+            retry_at: None,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &MySqlConfig {
+        &self.config
+    }
+
+    /// The SCN of the last transaction completed (or the start SCN).
+    pub fn last_scn(&self) -> Scn {
+        self.last_scn
+    }
+
+    /// How many times the connector dropped its connection after a transient error and reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
+    }
+
+    /// Checks every setting capture needs, without starting: for `databus check-source`.
+    pub async fn check_source(config: &MySqlConfig) -> Result<Vec<SourceCheck>, ConnectorError> {
+        let valid = config.validate()?;
+        let mut conn = connect(&valid).await?;
+        let checks = checks::run_checks(&mut conn, config.server_id).await;
+        let _ = conn.disconnect().await;
+        checks
+    }
+
+    async fn meta_conn(&mut self) -> Result<&mut Conn, ConnectorError> {
+        if self.meta.is_none() {
+            self.meta = Some(connect(&self.valid).await?);
+        }
+        Ok(self.meta.as_mut().expect("set above"))
+    }
+
+    async fn meta_query<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &mut self,
+        what: &str,
+        sql: String,
+    ) -> Result<Vec<T>, ConnectorError> {
+        // The metadata connection may have idled out (wait_timeout) or outlived a server restart: a
+        // transient failure is retried once on a fresh connection.
+        match self.meta_conn().await?.query(sql.as_str()).await {
+            Ok(rows) => return Ok(rows),
+            Err(source) => {
+                self.meta = None;
+                if !crate::error::is_transient_driver_error(&source) {
+                    return Err(ConnectorError::Query {
+                        what: what.to_owned(),
+                        source,
+                    });
+                }
+            }
+        }
+        let result = self.meta_conn().await?.query(sql).await;
+        result.map_err(|source| {
+            self.meta = None;
+            ConnectorError::Query {
+                what: what.to_owned(),
+                source,
+            }
+        })
+    }
+
+    async fn close_live(&mut self) {
+        if let Some(live) = self.live.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), live.stream.close()).await;
+        }
+    }
+
+    /// The server id that wrote sequence number `seq` in `domain`, from `gtid_binlog_state` (the server
+    /// with the smallest last sequence number at or above `seq`).
+    fn server_for(state: &str, domain: u32, seq: u64) -> Option<u32> {
+        let mut in_domain: Vec<Gtid> = parse_gtid_list(state)
+            .into_iter()
+            .filter(|g| g.domain == domain)
+            .collect();
+        in_domain.sort_by_key(|g| g.seq);
+        in_domain
+            .iter()
+            .find(|g| g.seq >= seq)
+            .or(in_domain.last())
+            .map(|g| g.server)
+    }
+
+    async fn open_stream(&mut self) -> Result<(), ConnectorError> {
+        let mut conn = connect(&self.valid).await?;
+        let heartbeat_ns = self.config.heartbeat_period.as_nanos();
+        let mut setup = vec![
+            "SET @mariadb_slave_capability=4".to_owned(),
+            format!("SET @master_heartbeat_period={heartbeat_ns}"),
+        ];
+        if self.scan_from.is_none() {
+            setup.push(format!("SET @slave_connect_state='{}'", self.resume_state));
+        }
+        for sql in setup {
+            conn.query_drop(&sql)
+                .await
+                .map_err(|source| ConnectorError::Query {
+                    what: sql.clone(),
+                    source,
+                })?;
+        }
+        let mut request = BinlogStreamRequest::new(self.config.server_id);
+        if let Some(file) = &self.scan_from {
+            request = request.with_filename(file.as_bytes()).with_pos(4u64);
+        }
+        let stream =
+            conn.get_binlog_stream(request)
+                .await
+                .map_err(|source| ConnectorError::Connection {
+                    what: "the binlog stream".into(),
+                    source,
+                })?;
+        tracing::info!(resume_after = %self.resume_state, scan_from = ?self.scan_from, "binlog stream opened");
+        self.live = Some(Live {
+            stream,
+            last_event_at: tokio::time::Instant::now(),
+            seen_format_description: false,
+            file: String::new(),
+            tables: HashMap::new(),
+            txn: None,
+        });
+        Ok(())
+    }
+
+    /// The last binlog file whose first transaction comes after at most `scn` (so it holds the
+    /// transaction after `scn`). A definite error when `scn` is purged or beyond the binlog.
+    async fn file_holding(
+        &mut self,
+        domain: u32,
+        scn: Scn,
+        current: &str,
+    ) -> Result<String, ConnectorError> {
+        let requested = format!("scn {scn}");
+        let last = parse_gtid_list(current)
+            .into_iter()
+            .filter(|g| g.domain == domain)
+            .map(|g| g.seq)
+            .max();
+        if last.is_none_or(|l| l < scn.get()) {
+            return Err(ConnectorError::UnknownPosition {
+                requested,
+                detail: format!("the binlog ends at gtid position '{current}'"),
+            });
+        }
+        let files: Vec<(String, u64)> = self
+            .meta_query("SHOW BINARY LOGS", "SHOW BINARY LOGS".into())
+            .await?;
+        let mut chosen = None;
+        for (file, _) in files {
+            let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
+            let before: Vec<Option<String>> = self.meta_query("BINLOG_GTID_POS", sql).await?;
+            let before = before.into_iter().next().flatten().unwrap_or_default();
+            let start_seq = parse_gtid_list(&before)
+                .into_iter()
+                .filter(|g| g.domain == domain)
+                .map(|g| g.seq)
+                .max()
+                .unwrap_or(0);
+            if start_seq > scn.get() {
+                break;
+            }
+            chosen = Some(file);
+        }
+        match chosen {
+            Some(file) => Ok(file),
+            None => Err(ConnectorError::Purged {
+                requested,
+                oldest: self.oldest_position().await,
+            }),
+        }
+    }
+
+    /// Maps a server error of the stream: 1236 is a bad resume point, definite.
+    async fn stream_error(&mut self, source: mysql_async::Error) -> ConnectorError {
+        let requested = if let Some(file) = &self.scan_from {
+            format!("scn {} (scanning from binlog file {file})", self.last_scn)
+        } else if self.resume_state.is_empty() {
+            "the start of the binlog".into()
+        } else {
+            format!("gtid {}", self.resume_state)
+        };
+        match &source {
+            mysql_async::Error::Server(s) if s.code == 1236 => {
+                if s.message.contains("purged") || s.message.contains("Could not find GTID state") {
+                    let oldest = self.oldest_position().await;
+                    ConnectorError::Purged { requested, oldest }
+                } else {
+                    ConnectorError::UnknownPosition {
+                        requested,
+                        detail: s.message.clone(),
+                    }
+                }
+            }
+            _ => ConnectorError::Connection {
+                what: "the binlog stream".into(),
+                source,
+            },
+        }
+    }
+
+    async fn oldest_position(&mut self) -> String {
+        let files: Result<Vec<(String, u64)>, _> = self
+            .meta_query("SHOW BINARY LOGS", "SHOW BINARY LOGS".into())
+            .await;
+        let Some((file, _)) = files.ok().and_then(|f| f.into_iter().next()) else {
+            return "unknown (SHOW BINARY LOGS failed)".into();
+        };
+        let sql = format!("SELECT BINLOG_GTID_POS('{file}', 4)");
+        let pos: Vec<Option<String>> = self
+            .meta_query("BINLOG_GTID_POS", sql)
+            .await
+            .unwrap_or_default();
+        let before = pos.into_iter().next().flatten().unwrap_or_default();
+        // The captured domain's sequence number at the start of the oldest file.
+        let domain = self.domain;
+        let scn = parse_gtid_list(&before)
+            .into_iter()
+            .filter(|g| domain.is_none_or(|d| d == g.domain))
+            .map(|g| g.seq)
+            .max()
+            .unwrap_or(0);
+        format!(
+            "binlog file {file}, which starts after gtid position '{before}' (resume from SCN {scn} or later)"
+        )
+    }
+
+    /// Reads and handles one binlog event.
+    async fn step(&mut self) -> Result<(), ConnectorError> {
+        if self.live.is_none() {
+            let limit = self.config.read_timeout;
+            tokio::time::timeout(limit, self.open_stream())
+                .await
+                .map_err(|_| ConnectorError::Timeout {
+                    what: "connecting the binlog stream".into(),
+                    after: limit,
+                })??;
+        }
+        let read_timeout = self.config.read_timeout;
+        let live = self.live.as_mut().expect("opened above");
+        let deadline = live.last_event_at + read_timeout;
+        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
+            Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
+            Ok(None) => return Err(ConnectorError::StreamClosed),
+            Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
+            Ok(Some(Ok(e))) => e,
+        };
+        live.last_event_at = tokio::time::Instant::now();
+        self.failures = 0;
+        let header = event.header();
+        let kind = header.event_type_raw();
+        let log_pos = u64::from(header.log_pos());
+        let position = format!("{}:{}", live_file(&self.live), log_pos);
+        let undecodable = |event: String, reason: String| ConnectorError::UndecodableEvent {
+            event,
+            position: position.clone(),
+            reason,
+        };
+        match kind {
+            MARIA_GTID_EVENT => {
+                let data = event.data();
+                if data.len() < 13 {
+                    return Err(undecodable("MARIA_GTID".into(), "event too short".into()));
+                }
+                let seq = u64::from_le_bytes(data[0..8].try_into().expect("8 bytes"));
+                let domain = u32::from_le_bytes(data[8..12].try_into().expect("4 bytes"));
+                let gtid = Gtid {
+                    domain,
+                    server: header.server_id(),
+                    seq,
+                };
+                match self.domain {
+                    Some(d) if d != domain => {
+                        return Err(ConnectorError::MultipleDomains {
+                            domains: format!("{d} and {domain}"),
+                        });
+                    }
+                    _ => self.domain = Some(domain),
+                }
+                let skip = self.skip_through.is_some_and(|n| seq <= n);
+                if !skip && Scn::new(seq) <= self.last_scn {
+                    return Err(ConnectorError::ScnRegression {
+                        previous: self.last_scn.get(),
+                        next: seq,
+                        gtid: gtid.to_string(),
+                    });
+                }
+                let live = self.live.as_mut().expect("live");
+                if let Some(open) = &live.txn {
+                    return Err(undecodable(
+                        "MARIA_GTID".into(),
+                        format!(
+                            "transaction {} has no commit event before {gtid}",
+                            open.gtid
+                        ),
+                    ));
+                }
+                live.txn = Some(OpenTxn {
+                    skip,
+                    gtid,
+                    standalone: data[12] & FL_STANDALONE != 0,
+                    timestamp: header.timestamp(),
+                    changes: Vec::new(),
+                    schema_changes: Vec::new(),
+                    bytes: 0,
+                });
+            }
+            XID_EVENT => self.commit(log_pos)?,
+            QUERY_EVENT => {
+                let query = match event.read_data() {
+                    Ok(Some(EventData::QueryEvent(q))) => q.query().trim().to_owned(),
+                    other => {
+                        return Err(undecodable(
+                            "QUERY".into(),
+                            format!("unparsable: {other:?}"),
+                        ));
+                    }
+                };
+                let upper = query
+                    .get(..query.len().min(16))
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+                let live = self.live.as_mut().expect("live");
+                let standalone = live.txn.as_ref().is_some_and(|t| t.standalone);
+                if standalone
+                    || upper.starts_with("COMMIT")
+                    || upper.starts_with("ROLLBACK") && !upper.contains(" TO")
+                {
+                    if standalone {
+                        // A DDL statement: table-map-derived schemas pick up the change; JSON-ness is re-read.
+                        self.json_columns.clear();
+                    }
+                    self.commit(log_pos)?;
+                } else if ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
+                    .iter()
+                    .any(|k| upper.starts_with(k))
+                {
+                    return Err(undecodable(
+                        "QUERY".into(),
+                        format!(
+                            "a statement-based change ({query:.60}) is in the binlog; its rows cannot be captured: set \
+                             binlog_format=ROW on the source"
+                        ),
+                    ));
+                }
+            }
+            TABLE_MAP_EVENT => self.table_map(&event).await?,
+            k if ROWS_EVENTS.contains(&k) => self.rows(&event, k)?,
+            k if COMPRESSED_EVENTS.contains(&k) => {
+                return Err(undecodable(
+                    format!("0x{k:02x} (compressed)"),
+                    "compressed binlog events cannot be decoded; set log_bin_compress=OFF on the source".into(),
+                ));
+            }
+            XA_PREPARE_EVENT => {
+                return Err(undecodable(
+                    "XA_PREPARE".into(),
+                    "XA transactions are not supported: their prepared and committed parts are separate \
+                     binlog groups; commit changes to captured tables without XA"
+                        .into(),
+                ));
+            }
+            ROTATE_EVENT => {
+                let live = self.live.as_mut().expect("live");
+                let data = event.data();
+                // Before the format description the stream does not know checksums are on, so the
+                // first artificial rotate still carries its 4-byte CRC at the end.
+                let end = if live.seen_format_description {
+                    data.len()
+                } else {
+                    data.len().saturating_sub(4)
+                };
+                let name = data.get(8..end).unwrap_or_default();
+                live.file = String::from_utf8_lossy(name).into_owned();
+            }
+            FORMAT_DESCRIPTION_EVENT => {
+                self.live.as_mut().expect("live").seen_format_description = true
+            }
+            HEARTBEAT_EVENT if self.live.as_ref().is_some_and(|l| l.txn.is_none()) => {
+                self.pending.push_back(ConnectorEvent::Heartbeat {
+                    last_scn: self.last_scn,
+                    timestamp_ns: now_ns(),
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn table_map(
+        &mut self,
+        event: &mysql_async::binlog::events::Event,
+    ) -> Result<(), ConnectorError> {
+        let data = event.data();
+        let tme = match event.read_data() {
+            Ok(Some(EventData::TableMapEvent(t))) => t,
+            other => {
+                return Err(ConnectorError::UndecodableEvent {
+                    event: "TABLE_MAP".into(),
+                    position: live_file(&self.live),
+                    reason: format!("unparsable: {other:?}"),
+                });
+            }
+        };
+        let id = tme.table_id();
+        if self
+            .live
+            .as_ref()
+            .and_then(|l| l.txn.as_ref())
+            .is_some_and(|t| t.skip)
+        {
+            return Ok(());
+        }
+        if let Some((raw, _)) = self.live.as_ref().and_then(|l| l.tables.get(&id)) {
+            if raw.as_slice() == data {
+                return Ok(());
+            }
+        }
+        let name = TableName::new(tme.database_name(), tme.table_name());
+        let entry = if self.valid.captures(&name.database, &name.table) {
+            if !self.json_columns.contains_key(&name) {
+                let sql = format!(
+                    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                     WHERE CONSTRAINT_SCHEMA = '{}' AND TABLE_NAME = '{}' AND LEVEL = 'Column'",
+                    name.database.replace('\'', "''"),
+                    name.table.replace('\'', "''")
+                );
+                let rows: Vec<(String, String)> =
+                    self.meta_query("reading JSON columns", sql).await?;
+                let json = rows
+                    .into_iter()
+                    .filter(|(col, clause)| {
+                        clause
+                            .to_ascii_lowercase()
+                            .starts_with(&format!("json_valid(`{}`)", col.to_ascii_lowercase()))
+                    })
+                    .map(|(col, _)| col)
+                    .collect();
+                self.json_columns.insert(name.clone(), json);
+            }
+            let info = schema::table_info(&tme, &self.charsets, &self.json_columns[&name])?;
+            if info.schema.primary_key.is_empty() && !self.config.allow_tables_without_primary_key {
+                return Err(ConnectorError::NoPrimaryKey {
+                    table: name.to_string(),
+                });
+            }
+            TableEntry::Captured(Arc::new(info))
+        } else {
+            TableEntry::Ignored
+        };
+        if let Some(live) = self.live.as_mut() {
+            live.tables.insert(id, (data.to_vec(), entry));
+        }
+        Ok(())
+    }
+
+    fn rows(
+        &mut self,
+        event: &mysql_async::binlog::events::Event,
+        kind: u8,
+    ) -> Result<(), ConnectorError> {
+        let max_rows = self.config.max_transaction_rows;
+        let max_bytes = self.config.max_transaction_bytes;
+        let live = self.live.as_mut().expect("live");
+        let position = format!("{}:{}", live.file, event.header().log_pos());
+        let undecodable = |reason: String| ConnectorError::UndecodableEvent {
+            event: format!("rows event {kind}"),
+            position: position.clone(),
+            reason,
+        };
+        let rows = match event.read_data() {
+            Ok(Some(EventData::RowsEvent(r))) => r,
+            other => return Err(undecodable(format!("the library returned {other:?}"))),
+        };
+        let table_id = rows.table_id();
+        if live.txn.as_ref().is_some_and(|t| t.skip) {
+            return Ok(());
+        }
+        let info = match live.tables.get(&table_id) {
+            Some((_, TableEntry::Ignored)) => return Ok(()),
+            Some((_, TableEntry::Captured(info))) => Arc::clone(info),
+            None => return Err(undecodable(format!("no table map for table id {table_id}"))),
+        };
+        let Some(tme) = live.stream.get_tme(table_id) else {
+            return Err(undecodable(format!("no table map for table id {table_id}")));
+        };
+        let Some(txn) = live.txn.as_mut() else {
+            return Err(undecodable("rows event outside a transaction".into()));
+        };
+        let change_kind = match &rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                ChangeKind::Insert
+            }
+            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => {
+                ChangeKind::Update
+            }
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => {
+                ChangeKind::Delete
+            }
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(undecodable(
+                    "partial JSON updates are not supported; set binlog_row_value_options=''"
+                        .into(),
+                ));
+            }
+        };
+        let name = TableName::new(&info.schema.database, &info.schema.table);
+        let announced = txn
+            .schema_changes
+            .iter()
+            .rev()
+            .find(|(n, _)| *n == name)
+            .map(|(_, s)| s)
+            .or_else(|| self.announced.get(&name));
+        if announced.is_none_or(|s| **s != *info.schema) {
+            txn.schema_changes.push((name, Arc::clone(&info.schema)));
+        }
+        txn.bytes += event.data().len() as u64;
+        if txn.bytes > max_bytes {
+            return Err(ConnectorError::TransactionTooLarge {
+                gtid: txn.gtid.to_string(),
+                limit: format!("{max_bytes} bytes"),
+                setting: "max_transaction_bytes",
+            });
+        }
+        for row in rows.rows(tme) {
+            let (before, after) = row.map_err(|e| undecodable(format!("bad row data: {e}")))?;
+            let before = before.map(|r| info.convert_row(r.unwrap())).transpose()?;
+            let after = after.map(|r| info.convert_row(r.unwrap())).transpose()?;
+            txn.changes.push(RowChange {
+                table: Arc::clone(&info.schema),
+                kind: change_kind,
+                before,
+                after,
+            });
+            if txn.changes.len() as u64 > max_rows {
+                return Err(ConnectorError::TransactionTooLarge {
+                    gtid: txn.gtid.to_string(),
+                    limit: format!("{max_rows} row changes"),
+                    setting: "max_transaction_rows",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, end_position: u64) -> Result<(), ConnectorError> {
+        let live = self.live.as_mut().expect("live");
+        let Some(txn) = live.txn.take() else {
+            // A COMMIT outside a GTID group cannot happen with capability 4; ignore it.
+            return Ok(());
+        };
+        if txn.skip {
+            return Ok(());
+        }
+        // From the first transaction delivered on, resume by its exact GTID.
+        self.scan_from = None;
+        self.skip_through = None;
+        let scn = Scn::new(txn.gtid.seq);
+        for (table, schema) in txn.schema_changes {
+            self.announced.insert(table.clone(), Arc::clone(&schema));
+            self.pending
+                .push_back(ConnectorEvent::SchemaChange { scn, table, schema });
+        }
+        let position = SourcePosition {
+            gtid: txn.gtid.to_string(),
+            file: live.file.clone(),
+            end_position,
+        };
+        self.resume_state = position.gtid.clone();
+        self.last_scn = scn;
+        self.pending
+            .push_back(ConnectorEvent::Transaction(SourceTransaction {
+                scn,
+                commit_timestamp_ns: u64::from(txn.timestamp) * 1_000_000_000,
+                position,
+                changes: txn.changes,
+            }));
+        Ok(())
+    }
+
+    fn backoff(&self) -> Duration {
+        let r = &self.config.reconnect;
+        let exp = r
+            .initial_backoff
+            .saturating_mul(1u32 << self.failures.saturating_sub(1).min(20));
+        let capped = exp.min(r.max_backoff);
+        // Jitter: 50-100% of the delay, so relays restarting together do not reconnect in lockstep.
+        capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
+    }
+}
+
+fn live_file(live: &Option<Live>) -> String {
+    live.as_ref().map(|l| l.file.clone()).unwrap_or_default()
+}
+
+async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {
+    Conn::new(valid.opts.clone())
+        .await
+        .map_err(|source| ConnectorError::Connection {
+            what: "the source".into(),
+            source,
+        })
+}
+
+impl SourceConnector for MySqlConnector {
+    async fn start(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
+        self.close_live().await;
+        // A fresh metadata connection per start: the old one may predate a server restart.
+        if let Some(conn) = self.meta.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+        }
+        if self.cancel.is_cancelled() {
+            self.cancel = CancellationToken::new();
+        }
+        self.started = false;
+        self.pending.clear();
+        self.announced.clear();
+        self.json_columns.clear();
+        self.failures = 0;
+        self.retry_at = None;
+        self.scan_from = None;
+        self.skip_through = None;
+        self.domain = None;
+        let server_id = self.config.server_id;
+        let checks = checks::run_checks(self.meta_conn().await?, server_id).await?;
+        let problems = checks::problems(&checks);
+        if !problems.is_empty() {
+            return Err(ConnectorError::Misconfigured { problems });
+        }
+        let collations: Vec<(u16, String, u32)> = self
+            .meta_query(
+                "reading collations",
+                "SELECT co.ID, co.CHARACTER_SET_NAME, cs.MAXLEN FROM information_schema.COLLATIONS co \
+                 JOIN information_schema.CHARACTER_SETS cs ON cs.CHARACTER_SET_NAME = co.CHARACTER_SET_NAME \
+                 WHERE co.ID IS NOT NULL"
+                    .into(),
+            )
+            .await?;
+        self.charsets = Charsets::new(collations);
+        let state: Vec<(String, String, u32)> = self
+            .meta_query(
+                "reading the binlog's GTID state",
+                "SELECT CAST(@@GLOBAL.gtid_binlog_pos AS CHAR), CAST(@@GLOBAL.gtid_binlog_state AS CHAR), \
+                 @@GLOBAL.server_id"
+                    .into(),
+            )
+            .await?;
+        let (pos, binlog_state, source_server_id) = state.into_iter().next().unwrap_or_default();
+        let domains = gtid_domains(&pos);
+        if domains.len() > 1 {
+            return Err(ConnectorError::MultipleDomains { domains: pos });
+        }
+        let domain = domains.first().copied();
+        (self.resume_state, self.last_scn) = match from {
+            StartPosition::Now => {
+                let seq = parse_gtid_list(&pos).first().map(|g| g.seq).unwrap_or(0);
+                (pos.clone(), Scn::new(seq))
+            }
+            StartPosition::After(s) if s == Scn::ZERO => (String::new(), Scn::ZERO),
+            StartPosition::After(s)
+                if servers_in_domain(&binlog_state, domain.unwrap_or(0)) > 1 =>
+            {
+                // Several servers wrote this domain (a failover history): the GTID of `s` is not
+                // known exactly, so stream from the file holding `s` and skip up to it.
+                let file = self.file_holding(domain.unwrap_or(0), s, &pos).await?;
+                self.scan_from = Some(file);
+                self.skip_through = Some(s.get());
+                (String::new(), s)
+            }
+            StartPosition::After(s) => {
+                let domain = domain.unwrap_or(0);
+                let server =
+                    Self::server_for(&binlog_state, domain, s.get()).unwrap_or(source_server_id);
+                (
+                    Gtid {
+                        domain,
+                        server,
+                        seq: s.get(),
+                    }
+                    .to_string(),
+                    s,
+                )
+            }
+            StartPosition::AfterPosition(p) => {
+                let g = parse_gtid(&p.gtid).ok_or_else(|| {
+                    ConnectorError::Config(format!(
+                        "position gtid {:?} is not domain-server-seq",
+                        p.gtid
+                    ))
+                })?;
+                (g.to_string(), Scn::new(g.seq))
+            }
+        };
+        self.domain = domain;
+        self.open_stream().await?;
+        self.started = true;
+        Ok(())
+    }
+
+    async fn next_event(&mut self) -> Result<Option<ConnectorEvent>, ConnectorError> {
+        if !self.started {
+            return Err(ConnectorError::NotStarted);
+        }
+        let cancel = self.cancel.clone();
+        loop {
+            if cancel.is_cancelled() {
+                self.close_live().await;
+                return Ok(None);
+            }
+            if let Some(event) = self.pending.pop_front() {
+                return Ok(Some(event));
+            }
+            if let Some(at) = self.retry_at {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => continue,
+                    _ = tokio::time::sleep_until(at) => self.retry_at = None,
+                }
+            }
+            let result = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => continue,
+                r = self.step() => r,
+            };
+            let Err(e) = result else { continue };
+            // The partial transaction is dropped with the connection; completed ones stay queued.
+            self.close_live().await;
+            if !e.is_transient() {
+                self.started = false;
+                return Err(e);
+            }
+            self.failures += 1;
+            self.reconnects += 1;
+            if self
+                .config
+                .reconnect
+                .max_attempts
+                .is_some_and(|m| self.failures > m)
+            {
+                return Err(e);
+            }
+            let delay = self.backoff();
+            tracing::warn!(error = %e, attempt = self.failures, ?delay, "source connection lost; reconnecting");
+            // Kept in state, so a cancelled next_event does not skip the backoff.
+            self.retry_at = Some(tokio::time::Instant::now() + delay);
+        }
+    }
+
+    fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    async fn shutdown(&mut self) -> Result<(), ConnectorError> {
+        self.cancel.cancel();
+        self.close_live().await;
+        if let Some(conn) = self.meta.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gtid_lists_parse() {
+        assert_eq!(gtid_domains("0-1-5,1-2-9"), vec![0, 1]);
+        assert_eq!(gtid_domains(""), Vec::<u32>::new());
+        assert_eq!(
+            parse_gtid("0-1-42"),
+            Some(Gtid {
+                domain: 0,
+                server: 1,
+                seq: 42
+            })
+        );
+        assert_eq!(parse_gtid("x"), None);
+    }
+
+    #[test]
+    fn the_server_of_a_seq_is_found_in_the_binlog_state() {
+        assert_eq!(
+            MySqlConnector::server_for("0-1-100,0-2-250", 0, 50),
+            Some(1)
+        );
+        assert_eq!(
+            MySqlConnector::server_for("0-1-100,0-2-250", 0, 101),
+            Some(2)
+        );
+        assert_eq!(
+            MySqlConnector::server_for("0-1-100,0-2-250", 0, 900),
+            Some(2)
+        );
+        assert_eq!(MySqlConnector::server_for("", 0, 9), None);
+    }
+}
