@@ -1,7 +1,295 @@
-//! The `databus` binary: parses the command line and calls into the libraries.
+//! The `databus` binary: parses the command line, sets up logging, and calls into the libraries.
 
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("databus {}", env!("CARGO_PKG_VERSION"));
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use databus_cli::http::RelayUrl;
+use databus_cli::tail::{Next, Start, TailOptions};
+use databus_cli::{UsageError, check, exit, quickstart, relay_cmd, status, tail};
+use databus_core::Scn;
+use tokio_util::sync::CancellationToken;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  runtime error (connection lost, relay or database failure)
+  2  usage or configuration error (bad flags, unknown or invalid config key)
+  3  check-source found settings or grants to fix
+
+Logging: RUST_LOG (e.g. RUST_LOG=debug) or --log-level; logs go to stderr, data to stdout.";
+
+/// databus: change data capture from MySQL/MariaDB, in the design of LinkedIn's Databus.
+#[derive(Debug, Parser)]
+#[command(name = "databus", version, after_help = EXIT_CODES)]
+struct Cli {
+    /// Log level for stderr (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a relay: capture the configured sources into event buffers and serve them over HTTP.
+    Relay(RelayArgs),
+    /// Check that a MySQL/MariaDB server is ready for capture (binlog settings, grants).
+    CheckSource(CheckArgs),
+    /// Follow a relay and print its change events as JSON lines (like kcat; pipe into jq).
+    Tail(TailArgs),
+    /// Show a relay's buffers: SCN ranges, fill, ingest state and lag.
+    Status(StatusArgs),
+    /// Run the whole pipeline against a private MariaDB and show changes flowing, then clean up.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Args)]
+struct RelayArgs {
+    /// The relay configuration file (TOML; see docs/relay.example.toml).
+    #[arg(long, short)]
+    config: PathBuf,
+    /// Print the effective configuration (defaults filled in, secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Listen address, overriding `http.listen` of the file.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Connection URL of the server, e.g. mysql://repl@db.example:3306.
+    #[arg(long)]
+    url: String,
+    /// Environment variable holding the password (instead of putting it in the URL).
+    #[arg(long)]
+    password_env: Option<String>,
+    /// Server id the relay's replication connection will use (checked against the server's).
+    #[arg(long, default_value_t = 1001)]
+    server_id: u32,
+}
+
+#[derive(Debug, Args)]
+struct TailArgs {
+    /// The relay's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:11140")]
+    relay: String,
+    /// Source filter: logical source ids and ranges, e.g. 1,2,5-7.
+    #[arg(long)]
+    sources: Option<String>,
+    /// Key partition filter, e.g. mod:0:4 or range:1000:0,2; may repeat (ORed).
+    #[arg(long)]
+    partition: Vec<String>,
+    /// The buffer to read, when the relay has several.
+    #[arg(long)]
+    buffer: Option<String>,
+    /// Start at the first window whose SCN is at least N.
+    #[arg(long, value_name = "N", conflicts_with = "from_now")]
+    from_scn: Option<u64>,
+    /// Start after the newest window the relay holds now (default: the oldest it holds).
+    #[arg(long)]
+    from_now: bool,
+    /// Output format (JSON lines).
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+    /// Exit after printing this many events.
+    #[arg(long, value_name = "N")]
+    max_events: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    /// One JSON object per event, per line.
+    Json,
+}
+
+#[derive(Debug, Args)]
+struct StatusArgs {
+    /// The relay's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:11140")]
+    relay: String,
+    /// Print the relay's raw status JSON instead.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct QuickstartArgs {
+    /// Orders the workload writes (customers, updates and a few deletes are added around them).
+    #[arg(long, default_value_t = 24)]
+    rows: u32,
+    /// The longest the quickstart may run before giving up.
+    #[arg(long, default_value = "2m", value_parser = humantime_duration)]
+    duration: Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.trim().split_at(
+        s.trim()
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(s.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 30s or 2m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 30s or 2m")),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match &cli.command {
+        // The quickstart's output is the show; keep library logs to warnings.
+        Command::Quickstart(_) if cli.log_level == "info" => "warn".to_owned(),
+        _ => cli.log_level.clone(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::RUNTIME);
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(databus_cli::exit_code_of(&e))
+        }
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let term = async {
+            match term.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term => {}
+        }
+        t.cancel();
+    });
+    token
+}
+
+async fn run(command: Command) -> Result<u8> {
+    match command {
+        Command::Relay(args) => {
+            let (raw, mut config) = relay_cmd::load(&args.config)?;
+            if let Some(listen) = args.listen {
+                config.http.listen = listen;
+            }
+            if args.print_config {
+                print!("{}", relay_cmd::render_effective(&raw, config.http.listen));
+                return Ok(exit::OK);
+            }
+            relay_cmd::run(config, shutdown_on_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::CheckSource(args) => {
+            let url = match &args.password_env {
+                None => args.url.clone(),
+                Some(var) => {
+                    let pw = std::env::var(var).map_err(|_| {
+                        UsageError(format!("environment variable {var} is not set; export it or drop --password-env"))
+                    })?;
+                    databus_relay::config::url_with_password(
+                        &args.url,
+                        Some(&databus_relay::config::Secret::new(pw)),
+                    )
+                    .map_err(|e| UsageError(format!("--url: {e}")))?
+                }
+            };
+            let checks = check::check(&url, args.server_id).await?;
+            let (text, ok) = check::render(&url, &checks);
+            print!("{text}");
+            Ok(if ok {
+                exit::OK
+            } else {
+                exit::SOURCE_CHECK_FAILED
+            })
+        }
+        Command::Tail(args) => {
+            let Format::Json = args.format;
+            let opts = TailOptions {
+                relay: RelayUrl::parse(&args.relay)
+                    .map_err(|e| UsageError(format!("--relay: {e:#}")))?,
+                sources: args.sources,
+                partitions: args.partition,
+                buffer: args.buffer,
+                start: match (args.from_scn, args.from_now) {
+                    (Some(n), _) => Start::FromScn(Scn::new(n)),
+                    (None, true) => Start::Now,
+                    (None, false) => Start::Beginning,
+                },
+                max_events: args.max_events,
+                wait: Duration::from_secs(10),
+            };
+            let signal = shutdown_on_signal();
+            let never = CancellationToken::new();
+            let mut out = std::io::stdout().lock();
+            let follow = tail::tail(&opts, &never, |event| {
+                match writeln!(out, "{event}").and_then(|()| out.flush()) {
+                    Ok(()) => Ok(Next::More),
+                    // The reader went away (`| head`): stop quietly.
+                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Next::Stop),
+                    Err(e) => Err(e).context("writing to stdout"),
+                }
+            });
+            // Ctrl-C stops at once, even in the middle of a long poll.
+            tokio::select! {
+                result = follow => { result?; }
+                _ = signal.cancelled() => {}
+            }
+            Ok(exit::OK)
+        }
+        Command::Status(args) => {
+            let relay =
+                RelayUrl::parse(&args.relay).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
+            let (st, sources) = status::fetch(&relay).await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                print!("{}", status::render(&relay, &st, &sources));
+            }
+            Ok(exit::OK)
+        }
+        Command::Quickstart(args) => {
+            quickstart::run(quickstart::QuickstartOptions {
+                rows: args.rows,
+                duration: args.duration,
+                pace: Duration::from_millis(150),
+            })
+            .await?;
+            Ok(exit::OK)
+        }
+    }
 }

@@ -1,0 +1,78 @@
+//! The `databus` command-line tool's library: the pieces `main` calls, one module per subcommand.
+//!
+//! - [`relay_cmd`]: load and validate `relay.toml`, print the effective configuration, run a relay.
+//! - [`check`]: `check-source`, the source checks of the MySQL/MariaDB connector rendered for a terminal.
+//! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]).
+//! - [`status`]: a relay's buffers in human-readable form.
+//! - [`quickstart`]: the whole pipeline against a private MariaDB, then cleaned away.
+//! - [`http`]: the small HTTP/1.1 client the others use.
+//!
+//! Exit codes ([`exit`]): 0 success, 1 runtime error, 2 usage or configuration error ([`UsageError`]),
+//! 3 the source check found settings to fix.
+//!
+//! ```no_run
+//! # async fn demo() -> anyhow::Result<()> {
+//! use std::time::Duration;
+//! use databus_cli::http::RelayUrl;
+//! use databus_cli::tail::{Next, Start, TailOptions, tail};
+//!
+//! let opts = TailOptions {
+//!     relay: RelayUrl::parse("http://127.0.0.1:11140")?,
+//!     sources: None,
+//!     partitions: vec![],
+//!     buffer: None,
+//!     start: Start::Now,
+//!     max_events: Some(10),
+//!     wait: Duration::from_secs(10),
+//! };
+//! let shutdown = tokio_util::sync::CancellationToken::new();
+//! tail(&opts, &shutdown, |event| {
+//!     println!("{event}");
+//!     Ok(Next::More)
+//! })
+//! .await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod check;
+pub mod http;
+pub mod quickstart;
+pub mod relay_cmd;
+pub mod status;
+pub mod tail;
+
+/// A usage or configuration error: the command line or a file is wrong (exit code 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+/// The process exit codes.
+pub mod exit {
+    /// Success.
+    pub const OK: u8 = 0;
+    /// A runtime error (connection lost, relay failed, ...).
+    pub const RUNTIME: u8 = 1;
+    /// A usage or configuration error (bad flags, bad config file).
+    pub const USAGE: u8 = 2;
+    /// `check-source` found settings or grants to fix.
+    pub const SOURCE_CHECK_FAILED: u8 = 3;
+}
+
+/// The exit code for an error: [`exit::USAGE`] when its chain holds a [`UsageError`], else
+/// [`exit::RUNTIME`].
+pub fn exit_code_of(error: &anyhow::Error) -> u8 {
+    if error.chain().any(|e| e.is::<UsageError>()) {
+        exit::USAGE
+    } else {
+        exit::RUNTIME
+    }
+}

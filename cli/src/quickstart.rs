@@ -1,0 +1,443 @@
+//! `databus quickstart`: the whole pipeline on this machine in under a minute, then cleaned away.
+//!
+//! It starts a private MariaDB (binlog in ROW format) in a temporary directory on a free port, creates a
+//! small shop schema and a replication user, starts a relay in this process on a free port, follows it
+//! the way `databus tail` does and prints each change as it arrives while a small write workload runs,
+//! then prints how to point databus at your own database. Everything it started is stopped and its
+//! temporary directories are removed before it returns.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use databus_testkit::{MariaDb, MariaDbOptions};
+use mysql_async::prelude::Queryable;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{RelayUrl, get};
+use crate::tail::{Next, Start, TailOptions, tail};
+
+/// Quickstart settings.
+#[derive(Debug, Clone)]
+pub struct QuickstartOptions {
+    /// Orders written by the workload (customers, updates and deletes are added around them).
+    pub rows: u32,
+    /// The longest the whole run may take before it gives up.
+    pub duration: Duration,
+    /// Pause between workload transactions (so the changes are seen arriving).
+    pub pace: Duration,
+}
+
+struct Style {
+    on: bool,
+}
+
+impl Style {
+    fn detect() -> Style {
+        Style {
+            on: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        }
+    }
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.on {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+    fn dim(&self, t: &str) -> String {
+        self.paint("2", t)
+    }
+    fn green(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn red(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    fn cyan(&self, t: &str) -> String {
+        self.paint("36", t)
+    }
+    fn step(&self, n: u32, text: &str) {
+        println!("{} {}", self.cyan(&format!("[{n}/5]")), self.bold(text));
+    }
+}
+
+const SCHEMA: &[&str] = &[
+    "CREATE DATABASE shop",
+    "CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, \
+     email VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL)",
+    "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer_id INT NOT NULL, \
+     total DECIMAL(10,2) NOT NULL, status VARCHAR(16) NOT NULL)",
+];
+
+const NAMES: &[&str] = &[
+    "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger", "Radia",
+];
+
+/// Runs the quickstart; returns after everything it started is stopped and removed.
+pub async fn run(opts: QuickstartOptions) -> Result<()> {
+    let started = Instant::now();
+    let s = Style::detect();
+    println!(
+        "\n{}  change data capture from a private MariaDB, end to end\n",
+        s.bold("databus quickstart")
+    );
+
+    s.step(1, "starting a private MariaDB with binlog_format=ROW");
+    let db = MariaDb::start(MariaDbOptions::default())
+        .await
+        .context("cannot start a private MariaDB (install it with scripts/setup.sh)")?;
+    println!(
+        "      {} on 127.0.0.1:{}, data in {}",
+        s.dim("mariadbd"),
+        db.port(),
+        db.dir().display()
+    );
+
+    s.step(2, "creating the sample schema: shop.customers, shop.orders");
+    db.exec(SCHEMA)
+        .await
+        .context("creating the sample schema")?;
+    let password = "quickstart-secret";
+    db.create_user_with_grants("databus", password)
+        .await
+        .context("creating the replication user")?;
+    println!(
+        "      user {} with REPLICATION SLAVE, BINLOG MONITOR, SELECT",
+        s.dim("databus")
+    );
+
+    s.step(3, "starting a relay in this process");
+    let work = tempfile::Builder::new()
+        .prefix("databus-quickstart-")
+        .tempdir()
+        .context("creating a temporary directory")?;
+    let password_file = work.path().join("password");
+    std::fs::write(&password_file, password).context("writing the password file")?;
+    let toml = relay_toml(db.port(), &work.path().join("state"), &password_file);
+    let config = databus_relay::RelayConfig::from_toml(&toml)
+        .and_then(|c| c.validate())
+        .context("the quickstart's relay configuration")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0 for the relay")?;
+    let relay = RelayUrl::parse(&format!("http://{}", listener.local_addr()?))?;
+    let stop_relay = CancellationToken::new();
+    let relay_task = tokio::spawn(databus_relay::run_with(
+        config,
+        listener,
+        None,
+        stop_relay.clone(),
+    ));
+    let deadline = started + opts.duration;
+    let outcome = async {
+        wait_streaming(&relay, deadline).await?;
+        println!(
+            "      relay {} follows the binlog of 127.0.0.1:{}",
+            s.dim(&relay.to_string()),
+            db.port()
+        );
+        let tables = source_tables(&relay).await?;
+        show(&db, &relay, &tables, &opts, deadline, &s).await
+    }
+    .await;
+
+    stop_relay.cancel();
+    match relay_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "relay stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "relay task failed"),
+    }
+    drop(db);
+    drop(work);
+    let (events, transactions) = outcome?;
+    println!(
+        "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
+         MariaDB and relay stopped, temporary directories removed.\n",
+        s.green("done:"),
+        started.elapsed().as_secs_f64()
+    );
+    print_next_steps(&s);
+    Ok(())
+}
+
+async fn wait_streaming(relay: &RelayUrl, deadline: Instant) -> Result<()> {
+    loop {
+        let answer = get(relay, "/v1/status", Duration::from_secs(5)).await;
+        if let Ok(a) = &answer
+            && let Ok(v) = a.json()
+        {
+            let state = v["buffers"][0]["ingest"]["state"].as_str().unwrap_or("");
+            if state == "streaming" {
+                return Ok(());
+            }
+            if state == "failed" {
+                bail!(
+                    "the relay's ingest failed: {}",
+                    v["buffers"][0]["ingest"]["last_error"]
+                );
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the relay did not start streaming in time (last answer: {answer:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn source_tables(relay: &RelayUrl) -> Result<Vec<(u64, String)>> {
+    let v = get(relay, "/v1/sources", Duration::from_secs(5))
+        .await?
+        .json()?;
+    Ok(v["sources"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| {
+                    (
+                        s["id"].as_u64().unwrap_or(0),
+                        s["table"].as_str().unwrap_or("?").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// Runs the workload while a consumer prints what arrives; returns (events shown, transactions).
+async fn show(
+    db: &MariaDb,
+    relay: &RelayUrl,
+    tables: &[(u64, String)],
+    opts: &QuickstartOptions,
+    deadline: Instant,
+    s: &Style,
+) -> Result<(u64, u64)> {
+    s.step(
+        4,
+        "following the relay as a consumer (what `databus tail` does)",
+    );
+    s.step(
+        5,
+        &format!(
+            "writing a small workload ({} orders) and printing each change as it arrives",
+            opts.rows
+        ),
+    );
+    println!(
+        "\n      {}",
+        s.dim(&format!(
+            "{:>5}  {:<15} {:<7} {:>4}  row",
+            "scn", "table", "op", "key"
+        ))
+    );
+    let seen_scn = Arc::new(AtomicU64::new(0));
+    let stop_tail = CancellationToken::new();
+    let tail_opts = TailOptions {
+        relay: relay.clone(),
+        sources: None,
+        partitions: Vec::new(),
+        buffer: None,
+        start: Start::Beginning,
+        max_events: None,
+        wait: Duration::from_millis(500),
+    };
+    let printer = {
+        let seen = seen_scn.clone();
+        let stop = stop_tail.clone();
+        let tables = tables.to_vec();
+        let on = s.on;
+        tokio::spawn(async move {
+            let s = Style { on };
+            let mut count = 0u64;
+            tail(&tail_opts, &stop, |event| {
+                count += 1;
+                println!("{}", event_line(event, &tables, &s));
+                if let Some(scn) = event["scn"].as_u64() {
+                    seen.fetch_max(scn, Ordering::Release);
+                }
+                Ok(Next::More)
+            })
+            .await
+            .map(|_| count)
+        })
+    };
+    let workload = workload(db, opts).await;
+    let result = async {
+        let (transactions, last_scn) = workload?;
+        // Wait until the consumer has printed the last transaction's events.
+        while seen_scn.load(Ordering::Acquire) < last_scn {
+            if printer.is_finished() {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the consumer saw SCN {} but the workload ended at SCN {last_scn} when the time ran out (--duration)",
+                    seen_scn.load(Ordering::Acquire)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(transactions)
+    }
+    .await;
+    stop_tail.cancel();
+    let events = printer.await.context("the consumer task failed")??;
+    Ok((events, result?))
+}
+
+fn event_line(event: &Value, tables: &[(u64, String)], s: &Style) -> String {
+    let scn = event["scn"].as_u64().unwrap_or(0);
+    let source = event["source"].as_u64().unwrap_or(0);
+    let table = tables
+        .iter()
+        .find(|(id, _)| *id == source)
+        .map_or_else(|| format!("source {source}"), |(_, t)| t.clone());
+    let op = event["opcode"].as_str().unwrap_or("?");
+    let op_text = format!("{op:<7}");
+    let op_text = if op == "delete" {
+        s.red(&op_text)
+    } else {
+        s.green(&op_text)
+    };
+    let key = match &event["key"] {
+        Value::Null => "-".to_owned(),
+        k => k.to_string(),
+    };
+    let row = match event.get("payload") {
+        Some(p) => p.to_string(),
+        None => s.dim("(no payload)"),
+    };
+    format!("      {scn:>5}  {table:<15} {op_text} {key:>4}  {row}")
+}
+
+/// Writes the workload; returns (transactions, SCN of the last one).
+async fn workload(db: &MariaDb, opts: &QuickstartOptions) -> Result<(u64, u64)> {
+    let mut conn = db
+        .root_conn()
+        .await
+        .context("connecting for the workload")?;
+    let mut transactions = 0u64;
+    let mut customers = 0u32;
+    for i in 1..=opts.rows {
+        if i % 3 == 1 {
+            customers += 1;
+            let name = NAMES[(customers as usize - 1) % NAMES.len()];
+            conn.exec_drop(
+                "INSERT INTO shop.customers (id, name, email, created_at) VALUES (?, ?, ?, NOW())",
+                (
+                    customers,
+                    name,
+                    format!("{}@example.com", name.to_lowercase()),
+                ),
+            )
+            .await
+            .context("inserting a customer")?;
+            transactions += 1;
+            tokio::time::sleep(opts.pace).await;
+        }
+        let total = format!("{}.{:02}", 10 + (i * 7) % 90, (i * 13) % 100);
+        conn.exec_drop(
+            "INSERT INTO shop.orders (id, customer_id, total, status) VALUES (?, ?, ?, 'new')",
+            (i, 1 + (i % customers), total),
+        )
+        .await
+        .context("inserting an order")?;
+        transactions += 1;
+        tokio::time::sleep(opts.pace).await;
+        if i % 4 == 0 {
+            // One transaction touching two rows: both events carry the same SCN.
+            let mut tx = conn
+                .start_transaction(mysql_async::TxOpts::default())
+                .await
+                .context("starting a transaction")?;
+            tx.exec_drop(
+                "UPDATE shop.orders SET status = 'shipped' WHERE id = ?",
+                (i - 1,),
+            )
+            .await
+            .context("shipping an order")?;
+            tx.exec_drop("UPDATE shop.orders SET status = 'paid' WHERE id = ?", (i,))
+                .await
+                .context("paying an order")?;
+            tx.commit().await.context("committing")?;
+            transactions += 1;
+            tokio::time::sleep(opts.pace).await;
+        }
+        if i % 7 == 0 {
+            conn.exec_drop("DELETE FROM shop.orders WHERE id = ?", (i - 2,))
+                .await
+                .context("deleting an order")?;
+            transactions += 1;
+            tokio::time::sleep(opts.pace).await;
+        }
+    }
+    // MariaDB SCNs are GTID sequence numbers: the last one written is the workload's end.
+    let pos: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
+        .await
+        .context("reading gtid_binlog_pos")?;
+    let _ = conn.disconnect().await;
+    let pos = pos.unwrap_or_default();
+    let last_scn = pos
+        .split(',')
+        .filter_map(|g| g.rsplit('-').next()?.trim().parse::<u64>().ok())
+        .max()
+        .with_context(|| format!("cannot read an SCN from gtid_binlog_pos {pos:?}"))?;
+    Ok((transactions, last_scn))
+}
+
+fn relay_toml(port: u16, state: &std::path::Path, password_file: &std::path::Path) -> String {
+    format!(
+        r#"state_dir = {state:?}
+
+[[sources]]
+name = "shop"
+url = "mysql://databus@127.0.0.1:{port}"
+password_file = {password_file:?}
+server_id = 1001
+buffer_size = "16MiB"
+tables = [
+    {{ id = 1, name = "customers", table = "shop.customers" }},
+    {{ id = 2, name = "orders", table = "shop.orders" }},
+]
+"#,
+        state = state.display().to_string(),
+        password_file = password_file.display().to_string(),
+    )
+}
+
+fn print_next_steps(s: &Style) {
+    println!("{}", s.bold("point databus at your own database"));
+    println!(
+        r#"
+  1. check that the server is ready for capture (binlog in ROW format, grants):
+
+       databus check-source --url mysql://repl@db.example:3306 --password-env DB_PASSWORD
+
+  2. write a relay.toml (every field is documented in docs/relay.example.toml):
+
+       state_dir = "/var/lib/databus/relay"
+       [http]
+       listen = "127.0.0.1:11140"
+       [[sources]]
+       name = "shop"
+       url = "mysql://repl@db.example:3306"
+       password_env = "DB_PASSWORD"
+       server_id = 1001
+       tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
+
+  3. run the relay, and follow it:
+
+       databus relay --config relay.toml
+       databus tail --relay http://127.0.0.1:11140 --from-now | jq .
+       databus status --relay http://127.0.0.1:11140
+"#
+    );
+}

@@ -1,0 +1,144 @@
+//! `databus relay`: load `relay.toml`, optionally print the effective configuration, run the relay.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use databus_relay::config::RelayConfig;
+
+use crate::UsageError;
+use crate::check::redact_url;
+
+/// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
+/// Every failure is a [`UsageError`] naming the file and the field.
+pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read the configuration {}: {e}",
+            path.display()
+        ))
+    })?;
+    let raw = RelayConfig::from_toml(&text)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let valid = raw
+        .validate()
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    Ok((raw, valid))
+}
+
+/// A byte count in the largest exact binary unit (`"512MiB"`).
+fn size(b: bytesize::ByteSize) -> String {
+    let n = b.as_u64();
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+/// A duration as `"30s"` or `"1500ms"`.
+fn dur(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 != 0 {
+        format!("{ms}ms")
+    } else {
+        format!("{}s", ms / 1000)
+    }
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// The effective configuration as TOML: every default filled in, the listen override applied,
+/// passwords never shown (only where they come from).
+pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> String {
+    let mut out =
+        String::from("# effective relay configuration (defaults filled in, secrets redacted)\n");
+    let _ = writeln!(
+        out,
+        "state_dir = {}",
+        q(&raw.state_dir.display().to_string())
+    );
+    let h = &raw.http;
+    let _ = writeln!(out, "\n[http]");
+    let _ = writeln!(out, "listen = {}", q(&listen.to_string()));
+    let _ = writeln!(
+        out,
+        "max_response_bytes = {}",
+        q(&size(h.max_response_bytes))
+    );
+    let _ = writeln!(
+        out,
+        "default_response_bytes = {}",
+        q(&size(h.default_response_bytes))
+    );
+    let _ = writeln!(out, "max_wait = {}", q(&dur(h.max_wait)));
+    let _ = writeln!(out, "max_query_bytes = {}", q(&size(h.max_query_bytes)));
+    let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
+    for s in &raw.sources {
+        let _ = writeln!(out, "\n[[sources]]");
+        let _ = writeln!(out, "name = {}", q(&s.name));
+        if let Some(url) = &s.url {
+            let _ = writeln!(out, "url = {}", q(&redact_url(url)));
+        }
+        if let Some(var) = &s.password_env {
+            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
+        }
+        if let Some(path) = &s.password_file {
+            let _ = writeln!(
+                out,
+                "password_file = {}  # contents redacted",
+                q(&path.display().to_string())
+            );
+        }
+        if let Some(id) = s.server_id {
+            let _ = writeln!(out, "server_id = {id}");
+        }
+        if let Some(up) = &s.upstream {
+            let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
+            let _ = writeln!(
+                out,
+                "upstream = {{ url = {}, buffer = {} }}",
+                q(&up.url),
+                q(&buffer)
+            );
+        }
+        let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size)));
+        let _ = writeln!(out, "history_transactions = {}", s.history_transactions);
+        let _ = writeln!(out, "tables = [");
+        for t in &s.tables {
+            let _ = writeln!(
+                out,
+                "    {{ id = {}, name = {}, table = {} }},",
+                t.id,
+                q(&t.name),
+                q(&t.table)
+            );
+        }
+        let _ = writeln!(out, "]");
+    }
+    out
+}
+
+/// Binds `listen`, installs the Prometheus recorder and runs the relay until `shutdown`.
+pub async fn run(
+    mut config: databus_relay::ValidatedConfig,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<()> {
+    let listen = config.http.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}; choose another address with --listen")
+        })?;
+    config.http.listen = listener.local_addr().unwrap_or(listen);
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("cannot install the Prometheus metrics recorder")?;
+    eprintln!("databus relay listening on http://{}", config.http.listen);
+    databus_relay::run_with(config, listener, Some(metrics), shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! `databus tail`: follow a relay's `stream` endpoint (JSON format) with long polls, like kcat follows a
+//! Kafka topic. Data events are handed to a callback as the relay's JSON objects; end-of-window markers
+//! only advance the checkpoint.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use databus_core::{Checkpoint, Scn};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::UsageError;
+use crate::http::{RelayUrl, encode, get};
+
+/// Where a tail starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// The oldest window the buffer holds.
+    Beginning,
+    /// The first window whose SCN is at least this one.
+    FromScn(Scn),
+    /// After the newest window the buffer holds now.
+    Now,
+}
+
+/// What to follow.
+#[derive(Debug, Clone)]
+pub struct TailOptions {
+    /// The relay.
+    pub relay: RelayUrl,
+    /// Source filter (`1,2,5-7`), as the relay's `sources` parameter.
+    pub sources: Option<String>,
+    /// Partition filters (`mod:<n>:<buckets>`, ...), ORed.
+    pub partitions: Vec<String>,
+    /// The buffer to read, when the relay has several.
+    pub buffer: Option<String>,
+    /// Where to start.
+    pub start: Start,
+    /// Stop after this many data events.
+    pub max_events: Option<u64>,
+    /// Long-poll wait per request.
+    pub wait: Duration,
+}
+
+/// Why a tail ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TailEnd {
+    /// `max_events` were delivered.
+    Count,
+    /// `shutdown` was cancelled.
+    Shutdown,
+    /// The callback asked to stop (e.g. stdout closed).
+    Stopped,
+}
+
+/// What the callback wants next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Keep going.
+    More,
+    /// Stop now.
+    Stop,
+}
+
+/// Follows the relay, calling `on_event` for each data event (upsert/delete: the relay's JSON object,
+/// with `payload` decoded), until `max_events` events were delivered, `on_event` returns
+/// [`Next::Stop`], or `shutdown` is cancelled (observed between requests: a long poll in flight is
+/// completed first, at most `wait` later).
+pub async fn tail(
+    opts: &TailOptions,
+    shutdown: &CancellationToken,
+    mut on_event: impl FnMut(&Value) -> Result<Next>,
+) -> Result<TailEnd> {
+    let mut checkpoint = match opts.start {
+        Start::Beginning => None,
+        Start::FromScn(scn) => {
+            Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1))).to_json())
+        }
+        Start::Now => Some(now_checkpoint(opts).await?.to_json()),
+    };
+    let mut delivered = 0u64;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if opts.max_events.is_some_and(|max| delivered >= max) {
+            return Ok(TailEnd::Count);
+        }
+        if shutdown.is_cancelled() {
+            return Ok(TailEnd::Shutdown);
+        }
+        let path = stream_path(opts, checkpoint.as_deref());
+        // A request in flight is finished (a long poll lasts at most `wait`), so that the relay sees
+        // a clean end of connection; callers that must stop at once drop the future instead.
+        let answer = get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await?;
+        match answer.status {
+            200 => backoff = Duration::from_millis(100),
+            410 => bail!(
+                "{}; this relay cannot serve that position (tail through a bootstrap server is not \
+                 supported by this CLI version): start with --from-now or a later --from-scn",
+                answer.error_message()
+            ),
+            400 | 404 => {
+                return Err(UsageError(format!(
+                    "the relay refused the request: {}",
+                    answer.error_message()
+                ))
+                .into());
+            }
+            503 => {
+                tracing::warn!(relay = %opts.relay, message = %answer.error_message(), "relay busy; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(TailEnd::Shutdown),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            _ => bail!(
+                "the relay answered {}: {}",
+                answer.status,
+                answer.error_message()
+            ),
+        }
+        let body =
+            std::str::from_utf8(&answer.body).context("the relay's JSON lines are not UTF-8")?;
+        for line in body.lines().filter(|l| !l.trim().is_empty()) {
+            let value: Value = serde_json::from_str(line)
+                .with_context(|| format!("the relay sent a line that is not JSON: {line:.200}"))?;
+            if let Some(cp) = value.get("checkpoint") {
+                checkpoint = Some(cp.to_string());
+                continue;
+            }
+            let opcode = value.get("opcode").and_then(Value::as_str).unwrap_or("");
+            if opcode != "upsert" && opcode != "delete" {
+                continue;
+            }
+            if opts.max_events.is_some_and(|max| delivered >= max) {
+                return Ok(TailEnd::Count);
+            }
+            delivered += 1;
+            if on_event(&value)? == Next::Stop {
+                return Ok(TailEnd::Stopped);
+            }
+        }
+        if checkpoint.is_none() {
+            // An empty answer from the beginning: keep asking from the beginning.
+            if let Some(cp) = answer.header("x-databus-checkpoint") {
+                checkpoint = Some(cp.to_owned());
+            }
+        }
+    }
+}
+
+fn stream_path(opts: &TailOptions, checkpoint: Option<&str>) -> String {
+    let mut path = format!("/v1/stream?format=json&wait_ms={}", opts.wait.as_millis());
+    if let Some(cp) = checkpoint {
+        path.push_str(&format!("&checkpoint={}", encode(cp)));
+    }
+    if let Some(s) = &opts.sources {
+        path.push_str(&format!("&sources={}", encode(s)));
+    }
+    for p in &opts.partitions {
+        path.push_str(&format!("&partition={}", encode(p)));
+    }
+    if let Some(b) = &opts.buffer {
+        path.push_str(&format!("&buffer={}", encode(b)));
+    }
+    path
+}
+
+/// The checkpoint after the newest window of the buffer being followed.
+async fn now_checkpoint(opts: &TailOptions) -> Result<Checkpoint> {
+    let answer = get(&opts.relay, "/v1/status", Duration::from_secs(10)).await?;
+    if answer.status != 200 {
+        bail!(
+            "/v1/status answered {}: {}",
+            answer.status,
+            answer.error_message()
+        );
+    }
+    let status = answer.json()?;
+    let buffers = status["buffers"].as_array().cloned().unwrap_or_default();
+    let buffer = match &opts.buffer {
+        Some(name) => buffers
+            .iter()
+            .find(|b| b["name"].as_str() == Some(name.as_str()))
+            .cloned()
+            .ok_or_else(|| UsageError(format!("the relay has no buffer {name:?}")))?,
+        None if buffers.len() == 1 => buffers[0].clone(),
+        None => {
+            return Err(UsageError(format!(
+                "the relay has {} buffers; choose one with --buffer",
+                buffers.len()
+            ))
+            .into());
+        }
+    };
+    let newest = buffer["max_scn"]
+        .as_u64()
+        .or_else(|| buffer["prev_scn"].as_u64());
+    Ok(newest.map_or_else(Checkpoint::beginning, |scn| {
+        Checkpoint::after(Scn::new(scn))
+    }))
+}
