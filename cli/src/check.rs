@@ -8,7 +8,10 @@ use databus_connectors::mysql::{CheckOutcome, MySqlConfig, MySqlConnector, Sourc
 
 /// Runs the checks against `url` for a replication connection with `server_id`.
 pub async fn check(url: &str, server_id: u32) -> Result<Vec<SourceCheck>> {
-    let config = MySqlConfig::new(url.to_owned(), server_id);
+    let mut config = MySqlConfig::new(url.to_owned(), server_id);
+    // The checks concern the server and the user, not a table; the connector's configuration still
+    // wants something captured to be valid.
+    config.databases = vec!["mysql".to_owned()];
     MySqlConnector::check_source(&config)
         .await
         .with_context(|| format!("cannot check the source at {}", redact_url(url)))

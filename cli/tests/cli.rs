@@ -1,0 +1,430 @@
+//! The real `databus` binary against real files, a real private MariaDB and a real relay process.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use databus_testkit::{MariaDb, MariaDbOptions};
+
+fn databus() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_databus"));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    cmd
+}
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().expect("run databus")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Kills the child (by its own handle) when dropped, so a failed assertion leaves no process behind.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn help_lists_commands_and_exit_codes() {
+    let out = run(databus().arg("--help"));
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for needle in [
+        "relay",
+        "check-source",
+        "tail",
+        "status",
+        "quickstart",
+        "Exit codes:",
+        "3  check-source found settings or grants to fix",
+    ] {
+        assert!(help.contains(needle), "{needle} missing from:\n{help}");
+    }
+    let out = run(databus().arg("no-such-command"));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+const CONFIG: &str = r#"
+state_dir = "STATE"
+[[sources]]
+name = "shop"
+url = "mysql://repl:hunter2@127.0.0.1:3306"
+server_id = 1001
+tables = [{ id = 1, name = "orders", table = "shop.orders" }]
+"#;
+
+fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("relay.toml");
+    let text = text.replace("STATE", &dir.join("state").display().to_string());
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn bad_configs_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (from, to, needle) in [
+        (
+            "server_id = 1001",
+            "server_id = 1001\nbogus_key = 1",
+            "unknown field `bogus_key`",
+        ),
+        ("server_id = 1001\n", "", "sources[0].server_id: missing"),
+        ("state_dir = \"STATE\"\n", "", "missing field `state_dir`"),
+        (
+            "\"shop.orders\"",
+            "\"orders\"",
+            "sources[0].tables[0].table",
+        ),
+    ] {
+        assert!(CONFIG.contains(from), "{from}");
+        let path = write_config(dir.path(), &CONFIG.replacen(from, to, 1));
+        let out = run(databus().arg("relay").arg("--config").arg(&path));
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{to}: {err}");
+        assert!(err.contains(needle), "{to}: {err}");
+        assert!(err.contains("relay.toml"), "the file is named: {err}");
+    }
+    let out = run(databus().args(["relay", "--config", "/nonexistent/relay.toml"]));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn print_config_fills_defaults_and_redacts_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), CONFIG);
+    let out = run(databus().arg("relay").arg("--config").arg(&path).args([
+        "--print-config",
+        "--listen",
+        "127.0.0.1:9999",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("repl:***@127.0.0.1:3306"), "{printed}");
+    assert!(printed.contains("listen = \"127.0.0.1:9999\""), "{printed}");
+    assert!(printed.contains("buffer_size = \"256MiB\""), "{printed}");
+    assert!(printed.contains("max_wait = \"30s\""), "{printed}");
+    // The printed configuration is itself a valid configuration.
+    std::fs::write(dir.path().join("printed.toml"), &printed).unwrap();
+    let out = run(databus()
+        .arg("relay")
+        .arg("--config")
+        .arg(dir.path().join("printed.toml"))
+        .arg("--print-config"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_example_config_parses() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/relay.example.toml");
+    let out = run(databus()
+        .arg("relay")
+        .arg("--config")
+        .arg(&example)
+        .arg("--print-config")
+        .env("SHOP_REPL_PASSWORD", "x"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn check_source_prints_the_fix_for_statement_format() {
+    let rt = rt();
+    let db = rt
+        .block_on(MariaDb::start(
+            MariaDbOptions::default().arg("--binlog-format=STATEMENT"),
+        ))
+        .unwrap();
+    let out = run(databus().args(["check-source", "--url", &db.url(), "--server-id", "1001"]));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains("FIX   binlog_format: binlog_format is STATEMENT; set binlog_format=ROW"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    log_bin"), "{stdout}");
+}
+
+#[test]
+fn check_source_passes_a_good_server() {
+    let rt = rt();
+    let db = rt
+        .block_on(MariaDb::start(MariaDbOptions::default()))
+        .unwrap();
+    let url = rt
+        .block_on(db.create_user_with_grants("repl", "pw-secret"))
+        .unwrap();
+    let out = run(databus().args(["check-source", "--url", &url]));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(!stdout.contains("FIX"), "{stdout}");
+    assert!(stdout.contains("the source is ready"), "{stdout}");
+    assert!(!stdout.contains("pw-secret"), "{stdout}");
+    // The password from the environment instead of the URL.
+    let bare = url.replace(":pw-secret@", "@");
+    let out = run(databus()
+        .args(["check-source", "--url", &bare, "--password-env", "CHECK_PW"])
+        .env("CHECK_PW", "pw-secret"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // A server that is not there is a runtime error, not a failed check.
+    let out = run(databus().args(["check-source", "--url", "mysql://root@127.0.0.1:1"]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+}
+
+/// Reads the relay URL from its "listening on http://ADDR" line on stderr.
+fn relay_address(child: &mut Child) -> String {
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut sent = false;
+        for line in lines.by_ref().map_while(Result::ok) {
+            if !sent && let Some(addr) = line.split("listening on ").nth(1) {
+                let _ = tx.send(addr.trim().to_owned());
+                sent = true;
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the relay prints its address")
+}
+
+#[test]
+fn tail_and_status_follow_a_real_relay() {
+    let rt = rt();
+    let db = rt
+        .block_on(MariaDb::start(MariaDbOptions::default()))
+        .unwrap();
+    rt.block_on(db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+        "CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(32))",
+    ]))
+    .unwrap();
+    let url = rt
+        .block_on(db.create_user_with_grants("repl", "pw"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        r#"state_dir = {state:?}
+[http]
+listen = "127.0.0.1:0"
+[[sources]]
+name = "shop"
+url = "{bare}"
+password_env = "TAIL_TEST_PW"
+server_id = 1001
+buffer_size = "8MiB"
+tables = [
+    {{ id = 1, name = "orders", table = "shop.orders" }},
+    {{ id = 2, name = "notes", table = "shop.notes" }},
+]
+"#,
+        state = dir.path().join("state").display().to_string(),
+        bare = url.replace(":pw@", "@"),
+    );
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut relay = Killed(
+        databus()
+            .arg("relay")
+            .arg("--config")
+            .arg(&path)
+            .env("TAIL_TEST_PW", "pw")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let relay_url = relay_address(&mut relay.0);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The relay starts capturing at the binlog's current position: write only once it streams.
+    loop {
+        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && v["buffers"][0]["ingest"]["state"] == "streaming"
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay never streamed: {}",
+            text(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // Follow only `orders`, from the beginning, until 3 events arrived.
+    let tail = Killed(
+        databus()
+            .args([
+                "tail",
+                "--relay",
+                &relay_url,
+                "--sources",
+                "1",
+                "--max-events",
+                "3",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    rt.block_on(db.exec(&[
+        "INSERT INTO shop.notes VALUES (1, 'not followed')",
+        "INSERT INTO shop.orders VALUES (1, 'apple'), (2, 'pear')",
+        "UPDATE shop.orders SET item = 'plum' WHERE id = 2",
+    ]))
+    .unwrap();
+    let mut tail = tail;
+    let status = loop {
+        if let Some(status) = tail.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "tail did not end after 3 events");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(tail.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(tail.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stdout}{stderr}");
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(events.len(), 3, "{stdout}");
+    let items: Vec<(&str, i64, &str)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["opcode"].as_str().unwrap(),
+                e["key"].as_i64().unwrap(),
+                e["payload"]["item"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        items,
+        [
+            ("upsert", 1, "apple"),
+            ("upsert", 2, "pear"),
+            ("upsert", 2, "plum")
+        ]
+    );
+    assert!(events.iter().all(|e| e["source"] == 1), "{stdout}");
+    let last_scn = events[2]["scn"].as_u64().unwrap();
+
+    // --from-now sees only what is written afterwards.
+    let from_now = Killed(
+        databus()
+            .args([
+                "tail",
+                "--relay",
+                &relay_url,
+                "--from-now",
+                "--max-events",
+                "1",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Wait until the relay shows the last SCN (so "now" is after it), then write one more row.
+    let status_text = loop {
+        let out = run(databus().args(["status", "--relay", &relay_url]));
+        let t = text(&out.stdout);
+        if t.contains(&format!("..={last_scn}")) || t.contains(&format!("..={}", last_scn + 1)) {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status never showed SCN {last_scn}: {t}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status_text.contains("buffer shop"), "{status_text}");
+    assert!(
+        status_text.contains("ingest      streaming"),
+        "{status_text}"
+    );
+    assert!(
+        status_text.contains("orders (shop.orders, id 1)"),
+        "{status_text}"
+    );
+    // Give the --from-now tail its starting point before writing: it reads /v1/status first; a row
+    // written before that would be skipped, so poll the relay's waiting readers.
+    loop {
+        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if v["buffers"][0]["waiting_readers"].as_u64().unwrap_or(0) > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the --from-now tail never long-polled"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (3, 'fig')"]))
+        .unwrap();
+    let mut from_now = from_now;
+    let status = loop {
+        if let Some(status) = from_now.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "--from-now tail did not get the new row"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(from_now.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(status.success());
+    let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(event["payload"]["item"], "fig", "{stdout}");
+
+    // A relay that is not there: runtime error.
+    let out = run(databus().args(["status", "--relay", "http://127.0.0.1:1"]));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn quickstart_runs_end_to_end() {
+    let out = run(databus().args(["quickstart", "--rows", "4", "--duration", "90s"]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    // 4 orders, 2 customers, 2 updates in one transaction (the 4th order).
+    for needle in [
+        "shop.customers  upsert     1",
+        "shop.orders     upsert     4",
+        "\"status\":\"paid\"",
+        "done: 8 change events",
+        "point databus at your own database",
+    ] {
+        assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
+    }
+    // Its temporary directory is gone.
+    let dir = stdout
+        .split("data in ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .expect("the quickstart names its data directory");
+    assert!(!Path::new(dir.trim()).exists(), "{dir} was not removed");
+}
