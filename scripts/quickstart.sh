@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 echo "quickstart: building databus (the first build takes a few minutes)" >&2
-cargo build --quiet --release --locked -p databus-cli
-exec "${CARGO_TARGET_DIR:-target}/release/databus" quickstart "$@"
+cargo build --quiet --locked -p databus-cli
+exec "${CARGO_TARGET_DIR:-target}/debug/databus" quickstart "$@"
