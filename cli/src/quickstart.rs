@@ -144,7 +144,20 @@ pub async fn run(opts: QuickstartOptions) -> Result<()> {
             db.port()
         );
         let tables = source_tables(&relay).await?;
-        show(&db, &relay, &tables, &opts, deadline, &s).await
+        let shown = show(&db, &relay, &tables, &opts, deadline, &s).await?;
+        let (status, sources) = crate::status::fetch(&relay).await?;
+        println!(
+            "\n{}",
+            s.bold("the relay's view (what `databus status` prints)")
+        );
+        for line in crate::status::render(&relay, &status, &sources).lines() {
+            if line.is_empty() {
+                println!();
+            } else {
+                println!("      {line}");
+            }
+        }
+        anyhow::Ok(shown)
     }
     .await;
 
@@ -230,6 +243,12 @@ async fn show(
             opts.rows
         ),
     );
+    for line in [
+        "one line per change event: the SCN of its transaction (events of one transaction share it),",
+        "the table, the operation (upsert = insert or update), the primary key and the decoded row",
+    ] {
+        println!("      {}", s.dim(line));
+    }
     println!(
         "\n      {}",
         s.dim(&format!(
