@@ -84,7 +84,7 @@ struct TailArgs {
     /// Source filter: logical source ids and ranges, e.g. 1,2,5-7.
     #[arg(long)]
     sources: Option<String>,
-    /// Key partition filter, e.g. mod:0:4 or range:1000:0,2; may repeat (ORed).
+    /// Key partition filter, e.g. mod:4:0 (bucket 0 of 4) or range:1000:0,2; may repeat (ORed).
     #[arg(long)]
     partition: Vec<String>,
     /// The buffer to read, when the relay has several.
