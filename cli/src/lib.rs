@@ -5,7 +5,7 @@
 //! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]).
 //! - [`status`]: a relay's buffers in human-readable form.
 //! - [`quickstart`]: the whole pipeline against a private MariaDB, then cleaned away.
-//! - [`http`]: the small HTTP/1.1 client the others use.
+//! - [`http`]: the small HTTP/1.1 client the others use; [`mariadb`]: the quickstart's private MariaDB.
 //!
 //! Exit codes ([`exit`]): 0 success, 1 runtime error, 2 usage or configuration error ([`UsageError`]),
 //! 3 the source check found settings to fix.
@@ -36,8 +36,30 @@
 
 #![forbid(unsafe_code)]
 
+/// `println!` that ignores a closed stdout (`databus ... | head` must not panic).
+#[macro_export]
+macro_rules! outln {
+    () => {
+        $crate::outln!("")
+    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that ignores a closed stdout.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 pub mod check;
 pub mod http;
+pub mod mariadb;
 pub mod quickstart;
 pub mod relay_cmd;
 pub mod status;

@@ -208,7 +208,7 @@ async fn run(command: Command) -> Result<u8> {
                 config.http.listen = listen;
             }
             if args.print_config {
-                print!("{}", relay_cmd::render_effective(&raw, config.http.listen));
+                databus_cli::out!("{}", relay_cmd::render_effective(&raw, config.http.listen));
                 return Ok(exit::OK);
             }
             relay_cmd::run(config, shutdown_on_signal()).await?;
@@ -230,7 +230,7 @@ async fn run(command: Command) -> Result<u8> {
             };
             let checks = check::check(&url, args.server_id).await?;
             let (text, ok) = check::render(&url, &checks);
-            print!("{text}");
+            databus_cli::out!("{text}");
             Ok(if ok {
                 exit::OK
             } else {
@@ -276,18 +276,21 @@ async fn run(command: Command) -> Result<u8> {
                 RelayUrl::parse(&args.relay).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
             let (st, sources) = status::fetch(&relay).await?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&st)?);
+                databus_cli::outln!("{}", serde_json::to_string_pretty(&st)?);
             } else {
-                print!("{}", status::render(&relay, &st, &sources));
+                databus_cli::out!("{}", status::render(&relay, &st, &sources));
             }
             Ok(exit::OK)
         }
         Command::Quickstart(args) => {
-            quickstart::run(quickstart::QuickstartOptions {
-                rows: args.rows,
-                duration: args.duration,
-                pace: Duration::from_millis(150),
-            })
+            quickstart::run(
+                quickstart::QuickstartOptions {
+                    rows: args.rows,
+                    duration: args.duration,
+                    pace: Duration::from_millis(150),
+                },
+                shutdown_on_signal(),
+            )
             .await?;
             Ok(exit::OK)
         }

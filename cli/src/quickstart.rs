@@ -12,12 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use databus_testkit::{MariaDb, MariaDbOptions};
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::{RelayUrl, get};
+use crate::mariadb::PrivateMariaDb;
 use crate::tail::{Next, Start, TailOptions, tail};
 
 /// Quickstart settings.
@@ -64,7 +64,7 @@ impl Style {
         self.paint("36", t)
     }
     fn step(&self, n: u32, text: &str) {
-        println!("{} {}", self.cyan(&format!("[{n}/5]")), self.bold(text));
+        crate::outln!("{} {}", self.cyan(&format!("[{n}/5]")), self.bold(text));
     }
 }
 
@@ -80,20 +80,40 @@ const NAMES: &[&str] = &[
     "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger", "Radia",
 ];
 
-/// Runs the quickstart; returns after everything it started is stopped and removed.
-pub async fn run(opts: QuickstartOptions) -> Result<()> {
+/// Runs the quickstart; returns after everything it started is stopped and removed — also when it
+/// fails or is interrupted (Ctrl-C, SIGTERM): the private MariaDB is killed and the temporary
+/// directories are removed on every path.
+pub async fn run(opts: QuickstartOptions, interrupt: CancellationToken) -> Result<()> {
     let started = Instant::now();
     let s = Style::detect();
-    println!(
+    crate::outln!(
         "\n{}  change data capture from a private MariaDB, end to end\n",
         s.bold("databus quickstart")
     );
+    // Dropping `body` (on an interrupt) drops the MariaDB (killed), the temporary directory and the
+    // relay's drop guard: nothing outlives this function.
+    let body = body(&opts, &s, started);
+    let (events, transactions) = tokio::select! {
+        outcome = body => outcome?,
+        _ = interrupt.cancelled() => bail!("interrupted; the private MariaDB was stopped and its files removed"),
+    };
+    crate::outln!(
+        "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
+         MariaDB and relay stopped, temporary directories removed.\n",
+        s.green("done:"),
+        started.elapsed().as_secs_f64()
+    );
+    print_next_steps(&s);
+    Ok(())
+}
 
+async fn body(opts: &QuickstartOptions, s: &Style, started: Instant) -> Result<(u64, u64)> {
+    let deadline = started + opts.duration;
     s.step(1, "starting a private MariaDB with binlog_format=ROW");
-    let db = MariaDb::start(MariaDbOptions::default())
+    let db = PrivateMariaDb::start(opts.duration)
         .await
         .context("cannot start a private MariaDB (install it with scripts/setup.sh)")?;
-    println!(
+    crate::outln!(
         "      {} on 127.0.0.1:{}, data in {}",
         s.dim("mariadbd"),
         db.port(),
@@ -105,10 +125,13 @@ pub async fn run(opts: QuickstartOptions) -> Result<()> {
         .await
         .context("creating the sample schema")?;
     let password = "quickstart-secret";
-    db.create_user_with_grants("databus", password)
-        .await
-        .context("creating the replication user")?;
-    println!(
+    db.exec(&[
+        "CREATE USER 'databus'@'%' IDENTIFIED BY 'quickstart-secret'",
+        "GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'databus'@'%'",
+    ])
+    .await
+    .context("creating the replication user")?;
+    crate::outln!(
         "      user {} with REPLICATION SLAVE, BINLOG MONITOR, SELECT",
         s.dim("databus")
     );
@@ -129,38 +152,39 @@ pub async fn run(opts: QuickstartOptions) -> Result<()> {
         .context("binding 127.0.0.1:0 for the relay")?;
     let relay = RelayUrl::parse(&format!("http://{}", listener.local_addr()?))?;
     let stop_relay = CancellationToken::new();
+    let _stop_relay_on_drop = stop_relay.clone().drop_guard();
     let relay_task = tokio::spawn(databus_relay::run_with(
         config,
         listener,
         None,
         stop_relay.clone(),
     ));
-    let deadline = started + opts.duration;
     let outcome = async {
         wait_streaming(&relay, deadline).await?;
-        println!(
+        crate::outln!(
             "      relay {} follows the binlog of 127.0.0.1:{}",
             s.dim(&relay.to_string()),
             db.port()
         );
         let tables = source_tables(&relay).await?;
-        let shown = show(&db, &relay, &tables, &opts, deadline, &s).await?;
+        let shown = show(&db, &relay, &tables, opts, deadline, s).await?;
         let (status, sources) = crate::status::fetch(&relay).await?;
-        println!(
+        crate::outln!(
             "\n{}",
             s.bold("the relay's view (what `databus status` prints)")
         );
         for line in crate::status::render(&relay, &status, &sources).lines() {
             if line.is_empty() {
-                println!();
+                crate::outln!();
             } else {
-                println!("      {line}");
+                crate::outln!("      {line}");
             }
         }
         anyhow::Ok(shown)
     }
     .await;
 
+    // The relay stops (and persists its state) before its directory and the database go away.
     stop_relay.cancel();
     match relay_task.await {
         Ok(Ok(())) => {}
@@ -169,15 +193,7 @@ pub async fn run(opts: QuickstartOptions) -> Result<()> {
     }
     drop(db);
     drop(work);
-    let (events, transactions) = outcome?;
-    println!(
-        "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
-         MariaDB and relay stopped, temporary directories removed.\n",
-        s.green("done:"),
-        started.elapsed().as_secs_f64()
-    );
-    print_next_steps(&s);
-    Ok(())
+    outcome
 }
 
 async fn wait_streaming(relay: &RelayUrl, deadline: Instant) -> Result<()> {
@@ -225,7 +241,7 @@ async fn source_tables(relay: &RelayUrl) -> Result<Vec<(u64, String)>> {
 
 /// Runs the workload while a consumer prints what arrives; returns (events shown, transactions).
 async fn show(
-    db: &MariaDb,
+    db: &PrivateMariaDb,
     relay: &RelayUrl,
     tables: &[(u64, String)],
     opts: &QuickstartOptions,
@@ -247,9 +263,9 @@ async fn show(
         "one line per change event: the SCN of its transaction (events of one transaction share it),",
         "the table, the operation (upsert = insert or update), the primary key and the decoded row",
     ] {
-        println!("      {}", s.dim(line));
+        crate::outln!("      {}", s.dim(line));
     }
-    println!(
+    crate::outln!(
         "\n      {}",
         s.dim(&format!(
             "{:>5}  {:<15} {:<7} {:>4}  row",
@@ -277,7 +293,7 @@ async fn show(
             let mut count = 0u64;
             tail(&tail_opts, &stop, |event| {
                 count += 1;
-                println!("{}", event_line(event, &tables, &s));
+                crate::outln!("{}", event_line(event, &tables, &s));
                 if let Some(scn) = event["scn"].as_u64() {
                     seen.fetch_max(scn, Ordering::Release);
                 }
@@ -337,7 +353,7 @@ fn event_line(event: &Value, tables: &[(u64, String)], s: &Style) -> String {
 }
 
 /// Writes the workload; returns (transactions, SCN of the last one).
-async fn workload(db: &MariaDb, opts: &QuickstartOptions) -> Result<(u64, u64)> {
+async fn workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<(u64, u64)> {
     let mut conn = db
         .root_conn()
         .await
@@ -433,8 +449,8 @@ tables = [
 }
 
 fn print_next_steps(s: &Style) {
-    println!("{}", s.bold("point databus at your own database"));
-    println!(
+    crate::outln!("{}", s.bold("point databus at your own database"));
+    crate::outln!(
         r#"
   1. check that the server is ready for capture (binlog in ROW format, grants):
 
