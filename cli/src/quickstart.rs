@@ -90,13 +90,7 @@ pub async fn run(opts: QuickstartOptions, interrupt: CancellationToken) -> Resul
         "\n{}  change data capture from a private MariaDB, end to end\n",
         s.bold("databus quickstart")
     );
-    // Dropping `body` (on an interrupt) drops the MariaDB (killed), the temporary directory and the
-    // relay's drop guard: nothing outlives this function.
-    let body = body(&opts, &s, started);
-    let (events, transactions) = tokio::select! {
-        outcome = body => outcome?,
-        _ = interrupt.cancelled() => bail!("interrupted; the private MariaDB was stopped and its files removed"),
-    };
+    let (events, transactions) = body(&opts, &s, started, &interrupt).await?;
     crate::outln!(
         "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
          MariaDB and relay stopped, temporary directories removed.\n",
@@ -107,12 +101,24 @@ pub async fn run(opts: QuickstartOptions, interrupt: CancellationToken) -> Resul
     Ok(())
 }
 
-async fn body(opts: &QuickstartOptions, s: &Style, started: Instant) -> Result<(u64, u64)> {
+const INTERRUPTED: &str =
+    "interrupted; the private MariaDB and the relay were stopped and their files removed";
+
+async fn body(
+    opts: &QuickstartOptions,
+    s: &Style,
+    started: Instant,
+    interrupt: &CancellationToken,
+) -> Result<(u64, u64)> {
     let deadline = started + opts.duration;
     s.step(1, "starting a private MariaDB with binlog_format=ROW");
-    let db = PrivateMariaDb::start(opts.duration)
-        .await
-        .context("cannot start a private MariaDB (install it with scripts/setup.sh)")?;
+    // Dropping the start future on an interrupt kills what it started and removes its directory.
+    let db = tokio::select! {
+        db = PrivateMariaDb::start(opts.duration) => {
+            db.context("cannot start a private MariaDB (install it with scripts/setup.sh)")?
+        }
+        _ = interrupt.cancelled() => bail!(INTERRUPTED),
+    };
     crate::outln!(
         "      {} on 127.0.0.1:{}, data in {}",
         s.dim("mariadbd"),
@@ -152,19 +158,19 @@ async fn body(opts: &QuickstartOptions, s: &Style, started: Instant) -> Result<(
         .context("binding 127.0.0.1:0 for the relay")?;
     let relay = RelayUrl::parse(&format!("http://{}", listener.local_addr()?))?;
     let stop_relay = CancellationToken::new();
-    let _stop_relay_on_drop = stop_relay.clone().drop_guard();
     let relay_task = tokio::spawn(databus_relay::run_with(
         config,
         listener,
         None,
         stop_relay.clone(),
     ));
-    let outcome = async {
+    let demo = async {
         wait_streaming(&relay, deadline).await?;
         crate::outln!(
-            "      relay {} follows the binlog of 127.0.0.1:{}",
+            "      relay {} follows the binlog of 127.0.0.1:{}, state in {}",
             s.dim(&relay.to_string()),
-            db.port()
+            db.port(),
+            work.path().display()
         );
         let tables = source_tables(&relay).await?;
         let shown = show(&db, &relay, &tables, opts, deadline, s).await?;
@@ -181,8 +187,12 @@ async fn body(opts: &QuickstartOptions, s: &Style, started: Instant) -> Result<(
             }
         }
         anyhow::Ok(shown)
-    }
-    .await;
+    };
+    // On an interrupt the demo is dropped, and the cleanup below runs all the same.
+    let outcome = tokio::select! {
+        outcome = demo => outcome,
+        _ = interrupt.cancelled() => Err(anyhow::anyhow!(INTERRUPTED)),
+    };
 
     // The relay stops (and persists its state) before its directory and the database go away.
     stop_relay.cancel();

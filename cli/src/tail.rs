@@ -72,7 +72,7 @@ pub async fn tail(
     mut on_event: impl FnMut(&Value) -> Result<Next>,
 ) -> Result<TailEnd> {
     let mut checkpoint = match opts.start {
-        Start::Beginning => None,
+        Start::Beginning => oldest_checkpoint(opts).await?.map(|c| c.to_json()),
         Start::FromScn(scn) => {
             Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1))).to_json())
         }
@@ -126,7 +126,13 @@ pub async fn tail(
             let value: Value = serde_json::from_str(line)
                 .with_context(|| format!("the relay sent a line that is not JSON: {line:.200}"))?;
             if let Some(cp) = value.get("checkpoint") {
-                checkpoint = Some(cp.to_string());
+                // The beginning is asked for by sending no checkpoint: the relay refuses it as an
+                // explicit position once its buffer has evicted anything.
+                let beginning = Checkpoint::from_json(&cp.to_string())
+                    .is_ok_and(|c| c == Checkpoint::beginning());
+                if !beginning {
+                    checkpoint = Some(cp.to_string());
+                }
                 continue;
             }
             let opcode = value.get("opcode").and_then(Value::as_str).unwrap_or("");
@@ -139,12 +145,6 @@ pub async fn tail(
             delivered += 1;
             if on_event(&value)? == Next::Stop {
                 return Ok(TailEnd::Stopped);
-            }
-        }
-        if checkpoint.is_none() {
-            // An empty answer from the beginning: keep asking from the beginning.
-            if let Some(cp) = answer.header("x-databus-checkpoint") {
-                checkpoint = Some(cp.to_owned());
             }
         }
     }
@@ -167,8 +167,8 @@ fn stream_path(opts: &TailOptions, checkpoint: Option<&str>) -> String {
     path
 }
 
-/// The checkpoint after the newest window of the buffer being followed.
-async fn now_checkpoint(opts: &TailOptions) -> Result<Checkpoint> {
+/// The status of the buffer being followed (`--buffer`, or the relay's only buffer).
+async fn buffer_status(opts: &TailOptions) -> Result<Value> {
     let answer = get(&opts.relay, "/v1/status", Duration::from_secs(10)).await?;
     if answer.status != 200 {
         bail!(
@@ -179,21 +179,42 @@ async fn now_checkpoint(opts: &TailOptions) -> Result<Checkpoint> {
     }
     let status = answer.json()?;
     let buffers = status["buffers"].as_array().cloned().unwrap_or_default();
-    let buffer = match &opts.buffer {
+    match &opts.buffer {
         Some(name) => buffers
             .iter()
             .find(|b| b["name"].as_str() == Some(name.as_str()))
             .cloned()
-            .ok_or_else(|| UsageError(format!("the relay has no buffer {name:?}")))?,
-        None if buffers.len() == 1 => buffers[0].clone(),
-        None => {
-            return Err(UsageError(format!(
-                "the relay has {} buffers; choose one with --buffer",
-                buffers.len()
-            ))
-            .into());
-        }
+            .ok_or_else(|| UsageError(format!("the relay has no buffer {name:?}")).into()),
+        None if buffers.len() == 1 => Ok(buffers[0].clone()),
+        None => Err(UsageError(format!(
+            "the relay has {} buffers; choose one with --buffer",
+            buffers.len()
+        ))
+        .into()),
+    }
+}
+
+/// The checkpoint before the oldest window the buffer holds: after its `prev_scn` (the last window
+/// evicted, or the point a fresh relay started at), or none when the buffer has never evicted or
+/// skipped anything.
+async fn oldest_checkpoint(opts: &TailOptions) -> Result<Option<Checkpoint>> {
+    let buffer = match (&opts.buffer, &opts.sources) {
+        // The relay picks the buffer from the sources; a position is only needed with a floor.
+        (None, Some(_)) => match buffer_status(opts).await {
+            Ok(b) => b,
+            Err(e) if e.is::<UsageError>() => return Ok(None),
+            Err(e) => return Err(e),
+        },
+        _ => buffer_status(opts).await?,
     };
+    Ok(buffer["prev_scn"]
+        .as_u64()
+        .map(|scn| Checkpoint::after(Scn::new(scn))))
+}
+
+/// The checkpoint after the newest window of the buffer being followed.
+async fn now_checkpoint(opts: &TailOptions) -> Result<Checkpoint> {
+    let buffer = buffer_status(opts).await?;
     let newest = buffer["max_scn"]
         .as_u64()
         .or_else(|| buffer["prev_scn"].as_u64());

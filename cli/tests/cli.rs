@@ -17,6 +17,26 @@ fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run databus")
 }
 
+/// Runs `cmd` to its end, failing the test (and killing it) if it takes longer than `limit`.
+fn run_within(cmd: &mut Command, limit: Duration) -> Output {
+    let mut child = Killed(
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run databus"),
+    );
+    let deadline = Instant::now() + limit;
+    while child.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "{cmd:?} did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap());
+    child.wait_with_output().unwrap()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -330,6 +350,32 @@ tables = [
     assert!(events.iter().all(|e| e["source"] == 1), "{stdout}");
     let last_scn = events[2]["scn"].as_u64().unwrap();
 
+    // A key-partition filter: integer keys 2..=3 only (RANGE of size 2, range 1).
+    let out = run_within(
+        databus().args([
+            "tail",
+            "--relay",
+            &relay_url,
+            "--sources",
+            "1",
+            "--partition",
+            "range:2:1",
+            "--max-events",
+            "2",
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let keys: Vec<i64> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_i64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(keys, [2, 2]);
+
     // --from-now sees only what is written afterwards.
     let from_now = Killed(
         databus()
@@ -427,4 +473,68 @@ fn quickstart_runs_end_to_end() {
         .and_then(|r| r.lines().next())
         .expect("the quickstart names its data directory");
     assert!(!Path::new(dir.trim()).exists(), "{dir} was not removed");
+}
+
+#[test]
+fn an_interrupted_quickstart_leaves_nothing_behind() {
+    let mut child = Killed(
+        databus()
+            .args(["quickstart", "--rows", "10000", "--duration", "5m"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read stdout until the workload runs (the MariaDB data directory is named on the way).
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut datadir = None;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(dir) = line.split("data in ").nth(1) {
+                datadir = Some(vec![dir.trim().to_owned()]);
+            }
+            if let (Some(dirs), Some(dir)) = (datadir.as_mut(), line.split("state in ").nth(1)) {
+                dirs.push(dir.trim().to_owned());
+            }
+            if line.contains("shop.orders") && line.contains("upsert") {
+                let _ = tx.send(datadir.take());
+            }
+        }
+    });
+    let dirs = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("the quickstart prints events")
+        .expect("the quickstart names its data directory");
+    assert_eq!(dirs.len(), 2, "the MariaDB and relay directories: {dirs:?}");
+    assert!(dirs.iter().all(|d| Path::new(d).exists()), "{dirs:?}");
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the quickstart did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    for dir in &dirs {
+        assert!(!Path::new(dir).exists(), "{dir} was not removed");
+    }
+    // No mariadbd of this quickstart is left running.
+    let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    assert!(!text(&ps.stdout).contains(&dirs[0]), "mariadbd still runs");
 }
