@@ -205,22 +205,26 @@ fn check_source_passes_a_good_server() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
-/// Reads the relay URL from its "listening on http://ADDR" line on stderr.
-fn relay_address(child: &mut Child) -> String {
+/// Reads the relay URL from its "listening on http://ADDR" line on stderr; the thread returned collects
+/// all of stderr until the relay exits.
+fn relay_address(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
     let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
     let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut sent = false;
-        for line in lines.by_ref().map_while(Result::ok) {
-            if !sent && let Some(addr) = line.split("listening on ").nth(1) {
+    let collector = std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(addr) = line.split("listening on ").nth(1) {
                 let _ = tx.send(addr.trim().to_owned());
-                sent = true;
             }
+            log.push_str(&line);
+            log.push('\n');
         }
+        log
     });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("the relay prints its address")
+    let addr = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the relay prints its address");
+    (addr, collector)
 }
 
 #[test]
@@ -236,7 +240,7 @@ fn tail_and_status_follow_a_real_relay() {
     ]))
     .unwrap();
     let url = rt
-        .block_on(db.create_user_with_grants("repl", "pw"))
+        .block_on(db.create_user_with_grants("repl", "tail-secret-pw"))
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
@@ -255,7 +259,7 @@ tables = [
 ]
 "#,
         state = dir.path().join("state").display().to_string(),
-        bare = url.replace(":pw@", "@"),
+        bare = url.replace(":tail-secret-pw@", "@"),
     );
     let path = dir.path().join("relay.toml");
     std::fs::write(&path, config).unwrap();
@@ -264,13 +268,13 @@ tables = [
             .arg("relay")
             .arg("--config")
             .arg(&path)
-            .env("TAIL_TEST_PW", "pw")
+            .env("TAIL_TEST_PW", "tail-secret-pw")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap(),
     );
-    let relay_url = relay_address(&mut relay.0);
+    let (relay_url, relay_log) = relay_address(&mut relay.0);
     let deadline = Instant::now() + Duration::from_secs(60);
     // The relay starts capturing at the binlog's current position: write only once it streams.
     loop {
@@ -445,6 +449,34 @@ tables = [
     assert!(status.success());
     let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(event["payload"]["item"], "fig", "{stdout}");
+
+    // SIGTERM stops the relay cleanly (exit 0), and it never logged the password.
+    let pid = relay.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = relay.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    let log = relay_log.join().unwrap();
+    assert!(log.contains("relay serving"), "{log}");
+    assert!(!log.contains("tail-secret-pw"), "{log}");
+    assert!(
+        !log.contains("\x1b["),
+        "no colours when stderr is not a terminal: {log}"
+    );
 
     // A relay that is not there: runtime error.
     let out = run(databus().args(["status", "--relay", "http://127.0.0.1:1"]));
