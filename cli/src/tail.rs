@@ -1,6 +1,7 @@
 //! `databus tail`: follow a relay's `stream` endpoint (JSON format) with long polls, like kcat follows a
 //! Kafka topic. Data events are handed to a callback as the relay's JSON objects; end-of-window markers
-//! only advance the checkpoint.
+//! only advance the checkpoint. Once the relay has answered, a lost connection (e.g. a relay restart) is
+//! retried with backoff from the same checkpoint.
 
 use std::time::Duration;
 
@@ -80,6 +81,7 @@ pub async fn tail(
     };
     let mut delivered = 0u64;
     let mut backoff = Duration::from_millis(100);
+    let mut answered = false;
     loop {
         if opts.max_events.is_some_and(|max| delivered >= max) {
             return Ok(TailEnd::Count);
@@ -90,7 +92,22 @@ pub async fn tail(
         let path = stream_path(opts, checkpoint.as_deref());
         // A request in flight is finished (a long poll lasts at most `wait`), so that the relay sees
         // a clean end of connection; callers that must stop at once drop the future instead.
-        let answer = get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await?;
+        let answer = match get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await {
+            Ok(answer) => answer,
+            // Once the relay has answered, a lost connection (a relay restart) is retried with
+            // backoff from the same checkpoint; before that it is an error (wrong URL, relay down).
+            Err(e) if answered => {
+                tracing::warn!(relay = %opts.relay, error = %format!("{e:#}"), retry_in = ?backoff, "relay unreachable; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(TailEnd::Shutdown),
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        answered = true;
         match answer.status {
             200 => backoff = Duration::from_millis(100),
             410 => bail!(

@@ -570,3 +570,120 @@ fn an_interrupted_quickstart_leaves_nothing_behind() {
     let ps = Command::new("ps").args(["-eo", "args"]).output().unwrap();
     assert!(!text(&ps.stdout).contains(&dirs[0]), "mariadbd still runs");
 }
+
+fn spawn_relay(config: &Path, listen: &str) -> (Killed, std::thread::JoinHandle<String>) {
+    let mut relay = Killed(
+        databus()
+            .arg("relay")
+            .arg("--config")
+            .arg(config)
+            .args(["--listen", listen])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (_, log) = relay_address(&mut relay.0);
+    (relay, log)
+}
+
+#[test]
+fn tail_survives_a_relay_restart() {
+    let rt = rt();
+    let db = rt
+        .block_on(MariaDb::start(MariaDbOptions::default()))
+        .unwrap();
+    rt.block_on(db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+    ]))
+    .unwrap();
+    let url = rt
+        .block_on(db.create_user_with_grants("repl", "pw"))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "state_dir = {:?}\n[[sources]]\nname = \"shop\"\nurl = {url:?}\nserver_id = 1001\n\
+             buffer_size = \"8MiB\"\ntables = [{{ id = 1, name = \"orders\", table = \"shop.orders\" }}]\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    // A fixed port, so that the restarted relay is found at the same address.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let relay_url = format!("http://{listen}");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let wait_streaming = || loop {
+        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            && v["buffers"][0]["ingest"]["state"] == "streaming"
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the relay never streamed");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (relay, _) = spawn_relay(&config, &listen);
+    wait_streaming();
+    rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (1, 'before')"]))
+        .unwrap();
+    let mut tail = Killed(
+        databus()
+            .args(["tail", "--relay", &relay_url, "--max-events", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let stdout = tail.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the first event");
+    assert!(first.contains("before"), "{first}");
+    // Restart the relay (SIGTERM: it persists its position), then write again.
+    let pid = relay.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut relay = relay;
+    while relay.0.try_wait().unwrap().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (_relay, _) = spawn_relay(&config, &listen);
+    wait_streaming();
+    rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (2, 'after')"]))
+        .unwrap();
+    let second = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the event written after the restart");
+    assert!(second.contains("after"), "{second}");
+    while tail.0.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "tail did not end after 2 events");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(tail.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(tail.0.try_wait().unwrap().unwrap().success(), "{stderr}");
+}
