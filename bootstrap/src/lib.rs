@@ -1,3 +1,8 @@
 //! Bootstrap server: log and snapshot stores, consolidated delta and consistent snapshot queries.
 
 #![forbid(unsafe_code)]
+
+mod error;
+pub mod store;
+
+pub use error::BootstrapError;
