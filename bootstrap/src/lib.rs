@@ -3,6 +3,8 @@
 #![forbid(unsafe_code)]
 
 mod error;
+pub mod http;
+pub mod serve;
 pub mod store;
 
 pub use error::BootstrapError;
