@@ -2,8 +2,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod applier;
 mod error;
 pub mod http;
+pub mod producer;
+pub mod relay_client;
+pub mod retention;
 pub mod serve;
 pub mod store;
 
