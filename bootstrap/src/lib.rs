@@ -8,6 +8,7 @@ pub mod http;
 pub mod producer;
 pub mod relay_client;
 pub mod retention;
+pub mod seed;
 pub mod serve;
 pub mod store;
 
