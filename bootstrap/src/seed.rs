@@ -71,7 +71,7 @@ pub struct SeedReport {
 pub struct SeedTick<'a> {
     /// The table being loaded.
     pub table: &'a SeedTable,
-    /// Rows loaded by this run so far.
+    /// Rows stored by this run so far.
     pub rows: u64,
     /// Rows per second so far.
     pub rows_per_sec: u64,
@@ -434,8 +434,16 @@ async fn open_snapshot(conn: &mut Conn) -> Result<Scn, BootstrapError> {
     Ok(scn)
 }
 
-/// Seeds `store` (blocking store calls run inline: call from a multi-threaded runtime). Resumes an
-/// interrupted seed. `tick` is called after every chunk.
+async fn join_write(
+    handle: tokio::task::JoinHandle<Result<(), BootstrapError>>,
+) -> Result<(), BootstrapError> {
+    handle
+        .await
+        .map_err(|e| BootstrapError::Storage(format!("seed writer task failed: {e}")))?
+}
+
+/// Seeds `store`, resuming an interrupted seed. Chunks are stored on the blocking pool while the next
+/// one is read. `tick` is called after every chunk stored.
 pub async fn seed(
     store: Arc<dyn BootstrapStore>,
     settings: &SeedSettings,
@@ -456,10 +464,24 @@ pub async fn seed(
         }
         None => (snapshot_scn, Token::default()),
     };
+    // The server needs the sources; the producer later records the relay's names for them.
+    let known = store.sources()?;
+    let missing: Vec<crate::store::SourceInfo> = settings
+        .tables
+        .iter()
+        .filter(|t| !known.iter().any(|k| k.id == t.source))
+        .map(|t| crate::store::SourceInfo {
+            id: t.source,
+            name: t.table.clone(),
+        })
+        .collect();
+    store.set_sources(&missing)?;
     let registry = SchemaRegistry::in_memory();
     let chunk = settings.chunk_rows.max(1);
     let started = Instant::now();
-    let mut rows_loaded = 0u64;
+    let mut rows_stored = 0u64;
+    type Write = (tokio::task::JoinHandle<Result<(), BootstrapError>>, u64);
+    let mut writing: Option<Write> = None;
     let now_ns = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -554,17 +576,38 @@ pub async fn seed(
                 token: serde_json::to_string(&token)
                     .map_err(|e| BootstrapError::Seed(e.to_string()))?,
             };
-            store.seed_chunk(&events, &progress)?;
-            rows_loaded += n as u64;
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            tick(SeedTick {
-                table: t,
-                rows: rows_loaded,
-                rows_per_sec: (rows_loaded as f64 / secs) as u64,
-            });
+            // Store this chunk while the next one is read from the source (chunks stay in order:
+            // one write at a time).
+            if let Some((previous, rows)) = writing.take() {
+                join_write(previous).await?;
+                rows_stored += rows;
+                let secs = started.elapsed().as_secs_f64().max(1e-9);
+                tick(SeedTick {
+                    table: t,
+                    rows: rows_stored,
+                    rows_per_sec: (rows_stored as f64 / secs) as u64,
+                });
+            }
+            let s = store.clone();
+            writing = Some((
+                tokio::task::spawn_blocking(move || s.seed_chunk(&events, &progress)),
+                n as u64,
+            ));
             if n < chunk {
                 break;
             }
+        }
+    }
+    if let Some((previous, rows)) = writing.take() {
+        join_write(previous).await?;
+        rows_stored += rows;
+        if let Some(t) = settings.tables.last() {
+            let secs = started.elapsed().as_secs_f64().max(1e-9);
+            tick(SeedTick {
+                table: t,
+                rows: rows_stored,
+                rows_per_sec: (rows_stored as f64 / secs) as u64,
+            });
         }
     }
     conn.query_drop("COMMIT")
@@ -574,7 +617,7 @@ pub async fn seed(
     store.finish_seed(first_scn)?;
     Ok(SeedReport {
         scn: first_scn,
-        rows: rows_loaded,
+        rows: rows_stored,
         resumed: previous.is_some(),
     })
 }

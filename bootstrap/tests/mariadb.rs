@@ -201,10 +201,11 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
         .seed_progress()
         .unwrap()
         .expect("an interrupted seed left its progress");
-    assert_eq!(
-        progress.token, r#"{"table":0,"after":[599]}"#,
-        "two chunks of 300 orders stored"
-    );
+    // Two chunks of 300 orders were stored (the writer may have deleted some ids below 600).
+    let token: serde_json::Value = serde_json::from_str(&progress.token).unwrap();
+    assert_eq!(token["table"], 0, "{token}");
+    let after = token["after"][0].as_u64().unwrap();
+    assert!((599..700).contains(&after), "{token}");
     let report = seed(store.clone(), &settings, |_| {}).await.unwrap();
     assert!(report.resumed);
     assert!(
@@ -243,6 +244,7 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     let mut cp = Checkpoint::beginning();
     cp.start_bootstrap(None);
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut paused = false;
     while cp.mode != ConsumptionMode::Online {
         assert!(Instant::now() < deadline, "bootstrap did not finish");
         let r = bs
@@ -259,17 +261,25 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         apply(&mut state, &r.body);
         cp = Checkpoint::from_json(r.header("x-databus-checkpoint").unwrap()).unwrap();
-        // A slow consumer: the source keeps changing during its snapshot.
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        // A slow consumer: after its first page, the source changes at least 25 more times (and the
+        // producer logged them) before it goes on.
+        if !paused {
+            paused = true;
+            let want = Some(Scn::new(report.scn.get() + 25));
+            while store.log_status().unwrap().last_scn < want {
+                assert!(Instant::now() < deadline, "writes did not reach the log");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
     }
     assert!(
         cp.window_scn.get() > report.scn.get() + 20,
-        "catch-up replayed writes made during the snapshot"
+        "catch-up replayed writes made during the snapshot: {cp:?}, seed {report:?}"
     );
     writer_stop.cancel();
     let writes = writer.await.unwrap();
     assert!(
-        writes > 50,
+        writes >= 25,
         "writes continued during the bootstrap ({writes})"
     );
     let final_gtid = db.gtid_binlog_pos().await.unwrap();
