@@ -3,7 +3,7 @@
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
 //! directory in a temporary directory, on a free port of 127.0.0.1 and its own socket, with the binlog
 //! settings a relay needs (`--log-bin --binlog-format=ROW --binlog-row-image=FULL
-//! --binlog-row-metadata=FULL --server-id=1`) plus any extra arguments from [`MariaDbOptions`] (tests of
+//! --binlog-row-metadata=FULL --server-id=1`, utf8mb4 as the server's character set) plus any extra arguments from [`MariaDbOptions`] (tests of
 //! bad settings pass e.g. `--binlog-format=STATEMENT`).
 //!
 //! Initializing a data directory with `mariadb-install-db` takes seconds, so it is done once per machine
@@ -139,7 +139,26 @@ const INNODB_ARGS: &[&str] = &["--innodb-log-file-size=4M", "--innodb-buffer-poo
 
 /// Returns the template data directory, creating it once per machine under an exclusive lock.
 fn template_datadir() -> Result<PathBuf> {
-    let root = std::env::temp_dir().join("databus-testkit-mariadb-10.11");
+    // One template per server version: an upgraded MariaDB gets a fresh one.
+    let version = Command::new(mariadbd_path())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let version: String = version
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("unknown")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let root = std::env::temp_dir().join(format!("databus-testkit-mariadb-{version}"));
     fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
     let data = root.join("data");
     let lock_path = root.join("lock");
@@ -272,6 +291,8 @@ impl MariaDb {
             "--binlog-row-image=FULL".to_owned(),
             "--binlog-row-metadata=FULL".to_owned(),
             "--max-allowed-packet=1G".to_owned(),
+            "--character-set-server=utf8mb4".to_owned(),
+            "--collation-server=utf8mb4_general_ci".to_owned(),
         ];
         if !self.opts.no_log_bin {
             args.push("--log-bin=mariadb-bin".to_owned());
@@ -414,9 +435,11 @@ impl MariaDb {
     /// The first column of the first row of a query, as text (`None` for no row or NULL).
     pub async fn query_string(&self, sql: &str) -> Result<Option<String>> {
         let mut conn = self.root_conn().await?;
-        let v: Option<Option<String>> = conn.query_first(sql).await?;
+        let row: Option<mysql_async::Row> = conn.query_first(sql).await?;
         conn.disconnect().await?;
-        Ok(v.flatten())
+        Ok(row
+            .and_then(|mut r| r.take::<Option<String>, _>(0))
+            .flatten())
     }
 
     /// The server's `gtid_binlog_pos`, e.g. `0-1-42` (empty before the first transaction).
@@ -428,6 +451,7 @@ impl MariaDb {
     }
 
     fn kill_child(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -436,6 +460,7 @@ impl MariaDb {
 
     /// Stops the server cleanly (SIGTERM by pid) and waits for it to exit (SIGKILL after 60 s).
     pub async fn stop(&mut self) -> Result<()> {
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -456,6 +481,26 @@ impl MariaDb {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is sent, like a dead network path.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-STOP")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Resumes a server frozen by [`MariaDb::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
         }
     }
 
