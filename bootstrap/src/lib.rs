@@ -77,4 +77,6 @@ pub mod store;
 
 pub use config::{BootstrapConfig, ValidatedConfig};
 pub use error::BootstrapError;
-pub use run::{run_all, run_applier, run_producer, run_seed, run_server, run_server_on};
+pub use run::{
+    run_all, run_all_on, run_applier, run_producer, run_seed, run_server, run_server_on,
+};

@@ -176,6 +176,21 @@ pub async fn run_all(
     config: ValidatedConfig,
     shutdown: CancellationToken,
 ) -> Result<(), BootstrapError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| BootstrapError::Io {
+            what: format!("cannot listen on {}", config.listen),
+            source: e,
+        })?;
+    run_all_on(config, listener, shutdown).await
+}
+
+/// As [`run_all`], serving on an already bound listener.
+pub async fn run_all_on(
+    config: ValidatedConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), BootstrapError> {
     let store = open_store(&config)?;
     if config.seed.is_some()
         && !store.snapshot_status()?.seeded
@@ -199,7 +214,7 @@ pub async fn run_all(
         let (config, shutdown) = (config.clone(), shutdown.clone());
         async move { logged("applier", run_applier(config, shutdown).await) }
     });
-    let server = run_server(config, shutdown.clone()).await;
+    let server = run_server_on(config, listener, shutdown.clone()).await;
     let join = |r: Result<Result<(), BootstrapError>, tokio::task::JoinError>| {
         r.map_err(|e| BootstrapError::Storage(format!("task failed: {e}")))?
     };

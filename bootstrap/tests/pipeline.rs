@@ -260,3 +260,70 @@ async fn typed_errors() {
     bs.shutdown.cancel();
     relay.shutdown.cancel();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_all_from_a_config_file() {
+    let mut relay = start_relay().await;
+    for scn in 1..=30u64 {
+        relay.write(
+            scn,
+            &[(1, scn as i64 % 7, Some(vec![scn as u8])), (2, 3, None)],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "db_path = {:?}\n[relay]\nurl = \"http://{}\"\nwait = \"100ms\"\n[retention]\nmax_bytes = \"1MiB\"\ninterval = \"50ms\"\n",
+        dir.path().join("b.sqlite").display().to_string(),
+        relay.addr
+    );
+    let config = databus_bootstrap::BootstrapConfig::from_toml(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(databus_bootstrap::run_all_on(
+        config,
+        listener,
+        shutdown.clone(),
+    ));
+    let client = databus_bootstrap::relay_client::RelayClient::new(
+        &format!("http://{addr}"),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get("/v1/status").await {
+            let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+            if v["applied_scn"] == 30 && v["log_last_scn"] == 30 {
+                break;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run_all never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let r = client.get("/v1/sources").await.unwrap();
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap(),
+        serde_json::json!({"sources":[{"id":1,"name":"orders"},{"id":2,"name":"customers"}]})
+    );
+    let mut state = State::new();
+    let (cp, _) = run_bootstrap(addr, &mut state, snapshot_cp(None), "", 1000, || {}).await;
+    assert_eq!(cp, Checkpoint::after(Scn::new(30)));
+    let mut model = Model::default();
+    for scn in 1..=30u64 {
+        model.windows.push((
+            scn,
+            vec![(1, scn as i64 % 7, Some(vec![scn as u8])), (2, 3, None)],
+        ));
+    }
+    assert_eq!(state, model.state_at(30, &FilterSpec::all()));
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
+    relay.shutdown.cancel();
+}
