@@ -42,6 +42,7 @@ impl ApiError {
             ServeError::UnknownSource(_) => "unknown_source",
             ServeError::SnapshotRequired { .. } => "snapshot_required",
             ServeError::LogTrimmed { .. } => "log_trimmed",
+            ServeError::SchemaNotFound(_) => "schema_not_found",
             ServeError::NotYet { .. } => "not_yet_at_scn",
             ServeError::Internal(_) => "internal",
         }
@@ -51,7 +52,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match &self.0 {
             ServeError::BadParameter { .. } => StatusCode::BAD_REQUEST,
-            ServeError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            ServeError::UnknownSource(_) | ServeError::SchemaNotFound(_) => StatusCode::NOT_FOUND,
             ServeError::SnapshotRequired { .. } | ServeError::LogTrimmed { .. } => StatusCode::GONE,
             ServeError::NotYet { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -81,7 +82,7 @@ impl ApiError {
                 body["log_last_scn"] = json!(log_last);
                 body["applied_scn"] = json!(applied);
             }
-            ServeError::Internal(_) => {}
+            ServeError::Internal(_) | ServeError::SchemaNotFound(_) => {}
         }
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
@@ -246,6 +247,38 @@ pub fn routes(
                     .map(|s| warp::reply::json(&json!({"sources": s})).into_response()),
             )
         });
+    let schema = warp::path!("v1" / "schemas" / String)
+        .and(warp::get())
+        .and(no_params())
+        .and(svc.clone())
+        .then(|segment: String, svc: Arc<BootstrapService>| async move {
+            let id = match u64::from_str_radix(&segment, 16) {
+                Ok(v) if segment.len() == 16 => databus_core::SchemaId::new(v),
+                _ => {
+                    return bad("schema", format!("{segment:?} is not 16 hex digits"))
+                        .to_response();
+                }
+            };
+            respond(
+                blocking(move || {
+                    svc.store()
+                        .schema(id)?
+                        .ok_or(ServeError::SchemaNotFound(segment))
+                })
+                .await
+                .map(|s| {
+                    let avro: serde_json::Value =
+                        serde_json::from_str(&s.avro_json).unwrap_or(serde_json::Value::Null);
+                    warp::reply::json(&json!({
+                        "id": format!("{:016x}", s.id.get()),
+                        "source": s.source,
+                        "table": s.table,
+                        "avro": avro,
+                    }))
+                    .into_response()
+                }),
+            )
+        });
     let status = warp::path!("v1" / "status")
         .and(warp::get())
         .and(no_params())
@@ -272,6 +305,8 @@ pub fn routes(
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
     stream
         .or(sources)
+        .unify()
+        .or(schema)
         .unify()
         .or(status)
         .unify()

@@ -491,6 +491,12 @@ pub async fn seed(
         let registered = registry.register(&schema).map_err(|e| {
             BootstrapError::Seed(format!("schema of {}.{}: {e}", t.database, t.table))
         })?;
+        store.put_schema(&crate::store::StoredSchema {
+            id: registered.id,
+            source: t.source,
+            table: format!("{}.{}", t.database, t.table),
+            avro_json: registered.avro_json.to_string(),
+        })?;
         let cols: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
         let pk_cols: Vec<String> = schema
             .primary_key

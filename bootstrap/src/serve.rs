@@ -158,6 +158,11 @@ pub enum ServeError {
         /// The applier's position.
         applied: Option<Scn>,
     },
+    /// No such schema.
+    #[error(
+        "no schema {0} in this bootstrap server (it serves the schemas its seed wrote rows with; ask the relay for others)"
+    )]
+    SchemaNotFound(String),
     /// Storage failed.
     #[error("internal error: {0}")]
     Internal(#[from] BootstrapError),

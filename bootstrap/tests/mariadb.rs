@@ -326,6 +326,20 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
         assert_eq!(state.get(k), Some(v), "row {k:?}");
     }
     assert_eq!(state, expected);
+    // The seed's writer schemas are served by the bootstrap server (the relay may never have seen them).
+    let (_, (schema, _)) = expected.iter().next().unwrap();
+    let r = bs
+        .get(&format!("/v1/schemas/{:016x}", schema.get()))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["avro"]["type"], "record", "{v}");
+    let r = bs.get("/v1/schemas/00000000000000ff").await.unwrap();
+    assert_eq!(
+        (r.status, r.header("x-databus-error")),
+        (404, Some("schema_not_found"))
+    );
     stop.cancel();
     producer.await.unwrap().unwrap();
     applier.await.unwrap().unwrap();

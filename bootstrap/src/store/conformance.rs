@@ -26,7 +26,7 @@ macro_rules! store_conformance_suite {
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
                 pins_expire, snapshot_keeps_latest_per_key, snapshot_paging_and_delta,
-                filters_push_down, seed_progress_and_finish, sources_round_trip);
+                filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {
@@ -457,4 +457,21 @@ pub fn sources_round_trip(store: &dyn BootstrapStore) {
     store.set_sources(&[s(2, "b"), s(1, "a")]).unwrap();
     store.set_sources(&[s(2, "b2")]).unwrap();
     assert_eq!(store.sources().unwrap(), vec![s(1, "a"), s(2, "b2")]);
+}
+
+/// Seed schemas are recorded and read back by id.
+pub fn schemas_round_trip(store: &dyn BootstrapStore) {
+    use databus_core::SchemaId;
+    let id = SchemaId::new(0xfedc_ba98_7654_3210);
+    assert_eq!(store.schema(id).unwrap(), None);
+    let s = super::StoredSchema {
+        id,
+        source: SourceId::new(3),
+        table: "shop.orders".into(),
+        avro_json: r#"{"type":"record"}"#.into(),
+    };
+    store.put_schema(&s).unwrap();
+    store.put_schema(&s).unwrap();
+    assert_eq!(store.schema(id).unwrap(), Some(s));
+    assert_eq!(store.schema(SchemaId::new(1)).unwrap(), None);
 }

@@ -9,7 +9,7 @@ use databus_filters::{Filter, FilterSpec};
 
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SnapshotQuery, SnapshotRow,
-    SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, TrimOutcome, WindowInfo,
+    SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
 };
 use crate::BootstrapError;
 
@@ -28,6 +28,7 @@ struct Inner {
     base: Option<Scn>,
     seeded: bool,
     seed: Option<SeedProgress>,
+    schemas: BTreeMap<databus_core::SchemaId, StoredSchema>,
 }
 
 impl Inner {
@@ -342,5 +343,16 @@ impl SnapshotStore for MemoryStore {
             i.seed = None;
             Ok(())
         })
+    }
+
+    fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError> {
+        self.with(|i| {
+            i.schemas.insert(schema.id, schema.clone());
+            Ok(())
+        })
+    }
+
+    fn schema(&self, id: databus_core::SchemaId) -> Result<Option<StoredSchema>, BootstrapError> {
+        self.with(|i| Ok(i.schemas.get(&id).cloned()))
     }
 }

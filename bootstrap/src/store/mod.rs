@@ -25,7 +25,7 @@ pub mod conformance;
 pub mod memory;
 pub mod sqlite;
 
-use databus_core::{EventView, Key, Opcode, Scn, SourceId};
+use databus_core::{EventView, Key, Opcode, SchemaId, Scn, SourceId};
 use databus_filters::FilterSpec;
 use serde::{Deserialize, Serialize};
 
@@ -282,6 +282,23 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn seed_progress(&self) -> Result<Option<SeedProgress>, BootstrapError>;
     /// Completes a seed at `scn`: `applied_scn` and `base_scn` become `scn`.
     fn finish_seed(&self, scn: Scn) -> Result<(), BootstrapError>;
+    /// Records a writer schema the seed encoded rows with (the relay may never have seen it).
+    fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError>;
+    /// A recorded writer schema.
+    fn schema(&self, id: SchemaId) -> Result<Option<StoredSchema>, BootstrapError>;
+}
+
+/// A writer schema recorded by the seed, served as the relay serves schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSchema {
+    /// Its id.
+    pub id: SchemaId,
+    /// The source whose rows use it.
+    pub source: SourceId,
+    /// `database.table`.
+    pub table: String,
+    /// The Avro schema, JSON text.
+    pub avro_json: String,
 }
 
 /// Both stores of one bootstrap database.

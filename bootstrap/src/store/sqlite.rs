@@ -24,7 +24,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SnapshotQuery, SnapshotRow,
-    SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, TrimOutcome, WindowInfo, key_bytes,
+    SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
+    key_bytes,
 };
 use crate::BootstrapError;
 
@@ -43,6 +44,8 @@ CREATE TABLE IF NOT EXISTS snapshot(
 CREATE UNIQUE INDEX IF NOT EXISTS snapshot_key ON snapshot(source_id, key);
 CREATE TABLE IF NOT EXISTS sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schemas(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, tbl TEXT NOT NULL,
+    avro TEXT NOT NULL);
 ";
 
 const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
@@ -625,6 +628,41 @@ impl SnapshotStore for SqliteStore {
             tx.execute("DELETE FROM meta WHERE name = 'seed_progress'", [])
                 .map(|_| ())
                 .map_err(db_err("clear seed progress"))
+        })
+    }
+
+    fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO schemas(id, source_id, tbl, avro) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    schema.id.get() as i64,
+                    schema.source.get(),
+                    schema.table,
+                    schema.avro_json
+                ],
+            )
+            .map(|_| ())
+            .map_err(db_err("write schema"))
+        })
+    }
+
+    fn schema(&self, id: databus_core::SchemaId) -> Result<Option<StoredSchema>, BootstrapError> {
+        SqliteStore::read(self, |c| {
+            c.query_row(
+                "SELECT source_id, tbl, avro FROM schemas WHERE id = ?1",
+                [id.get() as i64],
+                |r| {
+                    Ok(StoredSchema {
+                        id,
+                        source: SourceId::new(r.get(0)?),
+                        table: r.get(1)?,
+                        avro_json: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err("read schema"))
         })
     }
 }
