@@ -361,3 +361,92 @@ pub async fn serve(
         .run()
         .await;
 }
+
+#[cfg(test)]
+mod tests {
+    use databus_core::Scn;
+
+    use super::*;
+    use crate::serve::ServeSettings;
+    use crate::store::MemoryStore;
+
+    fn cp_query(extra: &str) -> String {
+        let mut cp = Checkpoint::after(Scn::new(4));
+        cp.start_bootstrap(Some(Scn::new(4)));
+        let text: String = form_urlencoded::byte_serialize(cp.to_json().as_bytes()).collect();
+        format!("checkpoint={text}{extra}")
+    }
+
+    #[test]
+    fn stream_parameters_are_parsed_and_bounded() {
+        let p = parse_stream_query(
+            &cp_query("&max_bytes=100&sources=1-2&partition=mod:4:1"),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(p.max_bytes, Some(100));
+        assert_eq!(p.filter.to_query(), "sources=1-2&partition=mod:4:1");
+        assert_eq!(p.checkpoint.bootstrap.unwrap().since_scn, Some(Scn::new(4)));
+        for (query, parameter) in [
+            ("max_bytes=5".to_owned(), "checkpoint"),
+            (cp_query("&max_bytes=0"), "max_bytes"),
+            (cp_query("&max_bytes=1001"), "max_bytes"),
+            (cp_query("&wait_ms=5"), "wait_ms"),
+            (cp_query("&partition=mod:0:1"), "filter"),
+            (cp_query("&partitions=all"), "partitions"),
+            ("checkpoint=%7B".to_owned(), "checkpoint"),
+            (format!("{}&{}", cp_query(""), cp_query("")), "checkpoint"),
+        ] {
+            let err = parse_stream_query(&query, 1000).unwrap_err();
+            assert_eq!(err.code(), "bad_parameter", "{query}");
+            match err.0 {
+                ServeError::BadParameter { parameter: p, .. } => {
+                    assert_eq!(p, parameter, "{query}")
+                }
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_map_errors_to_typed_responses() {
+        let store = Arc::new(MemoryStore::new());
+        let routes = routes(BootstrapService::new(store, ServeSettings::default()));
+        let r = warp::test::request().path("/nope").reply(&routes).await;
+        assert_eq!(
+            (r.status(), r.headers()["x-databus-error"].to_str().unwrap()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let r = warp::test::request()
+            .method("POST")
+            .path("/v1/status")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = warp::test::request()
+            .path("/v1/status?x=1")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = warp::test::request()
+            .path("/v1/schemas/xyz")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = warp::test::request()
+            .path("/v1/schemas/00000000000000ff")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // Nothing recorded yet: retry later, never an empty snapshot.
+        let r = warp::test::request()
+            .path(&format!("/v1/bootstrap/stream?{}", cp_query("")))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["x-databus-error"], "not_yet_at_scn");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let r = warp::test::request().path("/health").reply(&routes).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}
