@@ -106,3 +106,52 @@ pub async fn run_cleaner(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{LogStore, LogWindow, MemoryStore, SnapshotStore};
+
+    fn store_with_windows(n: u64) -> MemoryStore {
+        let store = MemoryStore::new();
+        store.start_log(Scn::ZERO).unwrap();
+        let windows: Vec<LogWindow> = (1..=n)
+            .map(|s| LogWindow {
+                scn: Scn::new(s),
+                timestamp_ns: s * 1_000_000_000, // window s committed at second s
+                events: Vec::new(),
+            })
+            .collect();
+        store.append(&windows).unwrap();
+        store
+    }
+
+    #[test]
+    fn age_retention_stops_at_the_applier_and_at_pins() {
+        let store = store_with_windows(100);
+        let settings = RetentionSettings {
+            max_age: Some(Duration::from_secs(30)),
+            max_bytes: None,
+            interval: Duration::from_secs(1),
+            batch_windows: 7,
+        };
+        let now = 100 * 1_000_000_000;
+        // Nothing applied yet: nothing may go.
+        assert_eq!(clean_once(&store, &settings, now).unwrap().windows, 0);
+        store.apply(&[], Scn::new(50)).unwrap();
+        store.pin(Scn::new(40), 200_000).unwrap(); // expires at second 200
+        let out = clean_once(&store, &settings, now).unwrap();
+        assert_eq!(out.windows, 40, "the pin at 40 wins over the age point 70");
+        assert_eq!(store.log_status().unwrap().floor_scn, Some(Scn::new(40)));
+        store.min_pin(300_000).unwrap(); // the pin expires
+        let out = clean_once(&store, &settings, now).unwrap();
+        assert_eq!(out.windows, 10, "then the applier at 50 wins");
+        store.apply(&[], Scn::new(100)).unwrap();
+        let out = clean_once(&store, &settings, now).unwrap();
+        assert_eq!(
+            out.windows, 20,
+            "then the age: windows committed up to second 70"
+        );
+        assert_eq!(store.log_status().unwrap().first_scn, Some(Scn::new(71)));
+    }
+}

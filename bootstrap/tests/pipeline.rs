@@ -46,19 +46,26 @@ async fn snapshot_and_delta_while_writes_continue_match_the_source() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let mut model = Model::default();
     let mut scn = 0u64;
+    let mut restarts = 0;
     for _ in 0..150 {
         scn += rng.random_range(1..3);
         let w = random_window(&mut rng, scn);
         relay.write(scn, &w);
         model.windows.push((scn, w));
         if scn > 100 && bs.producer.is_some() && rng.random_bool(0.05) {
-            // Kill and restart the producer and the applier mid-way.
-            bs.stop_producer().await;
-            bs.stop_applier().await;
+            // Kill (abort) or stop the producer and the applier mid-way, then restart them.
+            if rng.random_bool(0.5) {
+                bs.kill_both().await;
+            } else {
+                bs.stop_producer().await;
+                bs.stop_applier().await;
+            }
+            restarts += 1;
             bs.start_producer();
             bs.start_applier();
         }
     }
+    assert!(restarts > 0);
     bs.wait_caught_up(scn).await;
 
     // The log holds exactly the relay's windows, each once.

@@ -193,6 +193,19 @@ impl Bootstrap {
         }
     }
 
+    /// Aborts the producer and the applier at whatever await point they are (a crash, as far as a
+    /// task can crash: a storage transaction already handed to the blocking pool still completes or
+    /// rolls back as a whole).
+    pub async fn kill_both(&mut self) {
+        for (_, task) in [self.producer.take(), self.applier.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
     pub async fn stop_applier(&mut self) {
         if let Some((t, task)) = self.applier.take() {
             t.cancel();
