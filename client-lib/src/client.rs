@@ -10,13 +10,14 @@ use std::task::{Context, Poll};
 use apache_avro::Schema;
 use databus_core::{Checkpoint, SourceId};
 use futures::FutureExt;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::checkpoint::CheckpointStore;
 use crate::fetcher::{Delivery, Fetcher};
 use crate::pool::ServerPool;
+use crate::stats::{ClientStats, Held};
 use crate::window::SchemaCache;
 use crate::{
     ClientConfig, ClientError, ConsumerOutcome, DatabusConsumer, FailurePolicy, SkippedEvents,
@@ -50,6 +51,7 @@ pub struct DatabusClient {
     config: ClientConfig,
     store: Arc<dyn CheckpointStore>,
     readers: BTreeMap<SourceId, Arc<Schema>>,
+    stats: Arc<ClientStats>,
 }
 
 impl std::fmt::Debug for DatabusClient {
@@ -83,6 +85,7 @@ impl DatabusClient {
             config,
             store,
             readers: BTreeMap::new(),
+            stats: Arc::default(),
         })
     }
 
@@ -90,6 +93,11 @@ impl DatabusClient {
     pub fn with_reader_schema(mut self, source: SourceId, reader: Schema) -> Self {
         self.readers.insert(source, Arc::new(reader));
         self
+    }
+
+    /// The client's counters (shared by every run of this client and its clones).
+    pub fn stats(&self) -> Arc<ClientStats> {
+        self.stats.clone()
     }
 
     /// The configuration.
@@ -114,6 +122,7 @@ impl DatabusClient {
             c.fetch_backoff,
             c.max_fetch_failures,
             c.request_timeout,
+            self.stats.clone(),
         )?;
         let bootstrap = if c.bootstrap_servers.is_empty() {
             None
@@ -123,6 +132,7 @@ impl DatabusClient {
                 c.fetch_backoff,
                 c.max_fetch_failures,
                 c.request_timeout,
+                self.stats.clone(),
             )?)
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -134,6 +144,7 @@ impl DatabusClient {
             space: Arc::new(Semaphore::new(c.buffer_bytes.min(u32::MAX as usize))),
             tx,
             filter_query: c.filter_query(),
+            stats: self.stats.clone(),
         };
         let task = tokio::spawn(fetcher.run(start, shutdown));
         Ok((rx, task))
@@ -553,7 +564,7 @@ async fn serial<C: DatabusConsumer>(
 /// `buffer_bytes` until the next one is asked for.
 pub struct WindowStream {
     rx: mpsc::UnboundedReceiver<Delivery>,
-    held: Option<OwnedSemaphorePermit>,
+    held: Option<Held>,
     store: Arc<dyn CheckpointStore>,
     task: tokio::task::JoinHandle<()>,
 }

@@ -7,18 +7,20 @@ use std::sync::Arc;
 
 use apache_avro::Schema;
 use databus_core::{Checkpoint, ConsumptionMode, SchemaId, Scn};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::ServerPool;
+use crate::stats::{ClientStats, Held};
 use crate::window::{Assembler, RawWindow, SchemaCache};
 use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Window};
 
 /// What the fetcher hands to the consumer side, in order.
 #[derive(Debug)]
+#[allow(dead_code)] // catch-up variants: sent by the bootstrap client (next commit)
 pub(crate) enum Delivery {
     /// A whole window, with the buffer space it occupies.
-    Window(Window, OwnedSemaphorePermit),
+    Window(Window, Held),
     /// A bootstrap starts; persist `checkpoint` once the callback succeeded.
     StartBootstrap(BootstrapInfo, Checkpoint),
     /// Catch-up starts, up to the SCN.
@@ -38,6 +40,7 @@ pub(crate) struct Fetcher {
     pub(crate) space: Arc<Semaphore>,
     pub(crate) tx: mpsc::UnboundedSender<Delivery>,
     pub(crate) filter_query: String,
+    pub(crate) stats: Arc<ClientStats>,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -47,9 +50,6 @@ impl std::fmt::Debug for Fetcher {
             .finish_non_exhaustive()
     }
 }
-
-/// Sent when the consumer side is gone.
-pub(crate) struct Closed;
 
 impl Fetcher {
     /// Runs until `shutdown`, a definite error (sent as [`Delivery::Failed`]) or the receiver closes.
@@ -165,7 +165,7 @@ impl Fetcher {
         }
         let cap = self.space_capacity();
         let permits = u32::try_from(raw.bytes.clamp(1, cap)).unwrap_or(u32::MAX);
-        let permit = self
+        let permits_held = self
             .space
             .clone()
             .acquire_many_owned(permits)
@@ -180,7 +180,8 @@ impl Fetcher {
             checkpoint,
             schemas: self.schemas.clone(),
         };
-        self.send(Delivery::Window(window, permit))
+        let held = Held::new(permits_held, u64::from(permits), self.stats.clone());
+        self.send(Delivery::Window(window, held))
     }
 
     fn space_capacity(&self) -> usize {
@@ -225,11 +226,5 @@ pub(crate) enum FetchStop {
 impl From<ClientError> for FetchStop {
     fn from(e: ClientError) -> Self {
         FetchStop::Error(e)
-    }
-}
-
-impl From<Closed> for FetchStop {
-    fn from(_: Closed) -> Self {
-        FetchStop::Closed
     }
 }

@@ -57,6 +57,7 @@ mod error;
 mod fetcher;
 mod http;
 mod pool;
+mod stats;
 mod window;
 
 pub use backoff::BackoffConfig;
@@ -67,4 +68,5 @@ pub use client::{DatabusClient, RunSummary, WindowStream};
 pub use config::{ClientConfig, FailurePolicy, PartitionMember, RetryConfig, StartPosition};
 pub use consumer::{BootstrapInfo, ConsumerOutcome, DatabusConsumer, SkippedEvents, WindowInfo};
 pub use error::ClientError;
+pub use stats::ClientStats;
 pub use window::{DataEvent, Phase, SchemaCache, Window};

@@ -8,6 +8,7 @@ use databus_core::{Checkpoint, Scn};
 use crate::ClientError;
 use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, HttpServer};
+use crate::stats::ClientStats;
 
 /// Servers with failover.
 #[derive(Debug)]
@@ -17,6 +18,7 @@ pub(crate) struct ServerPool {
     backoff: Backoff,
     max_failures: Option<u32>,
     request_timeout: Duration,
+    stats: std::sync::Arc<ClientStats>,
 }
 
 /// One answer of `GET /v1/stream`.
@@ -36,6 +38,7 @@ impl ServerPool {
         backoff: BackoffConfig,
         max_failures: Option<u32>,
         request_timeout: Duration,
+        stats: std::sync::Arc<ClientStats>,
     ) -> Result<ServerPool, ClientError> {
         let servers = urls
             .iter()
@@ -50,6 +53,7 @@ impl ServerPool {
             backoff: Backoff::new(backoff),
             max_failures,
             request_timeout,
+            stats,
         })
     }
 
@@ -87,6 +91,7 @@ impl ServerPool {
             };
             match result {
                 Ok(value) => {
+                    self.stats.on_request(true);
                     self.backoff.reset();
                     return Ok(value);
                 }
@@ -101,6 +106,7 @@ impl ServerPool {
                 }
                 Err(e) if e.is_transient() => {
                     failures += 1;
+                    self.stats.on_request(false);
                     scn_not_found[self.current] = false;
                     if self.max_failures.is_some_and(|max| failures >= max) {
                         return Err(ClientError::Unavailable {
