@@ -143,7 +143,7 @@ impl DatabusClient {
             schemas: Arc::new(SchemaCache::new(self.readers.clone())),
             space: Arc::new(Semaphore::new(c.buffer_bytes.min(u32::MAX as usize))),
             tx,
-            filter_query: c.filter_query(),
+            filter_query: c.filter_query(true),
             stats: self.stats.clone(),
         };
         let task = tokio::spawn(fetcher.run(start, shutdown));

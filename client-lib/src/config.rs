@@ -207,8 +207,9 @@ impl ClientConfig {
         Ok(())
     }
 
-    /// The filter and buffer query parameters of stream requests (without a leading `&`).
-    pub(crate) fn filter_query(&self) -> String {
+    /// The filter (and, for relays, buffer) query parameters of stream requests, without a leading
+    /// `&`.
+    pub(crate) fn filter_query(&self, with_buffer: bool) -> String {
         let mut parts = Vec::new();
         let spec = self.filter.to_query();
         if !spec.is_empty() {
@@ -217,7 +218,7 @@ impl ClientConfig {
         if let Some(p) = self.partition {
             parts.push(format!("partition=mod:{}:{}", p.of, p.instance));
         }
-        if let Some(buffer) = &self.buffer {
+        if let Some(buffer) = self.buffer.as_ref().filter(|_| with_buffer) {
             let enc: String = form_urlencoded::byte_serialize(buffer.as_bytes()).collect();
             parts.push(format!("buffer={enc}"));
         }
@@ -237,7 +238,7 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("partition"));
         c.partition = Some(PartitionMember { instance: 2, of: 3 });
         c.validate().unwrap();
-        assert_eq!(c.filter_query(), "partition=mod:3:2");
+        assert_eq!(c.filter_query(true), "partition=mod:3:2");
         c.workers = 0;
         assert!(c.validate().unwrap_err().to_string().contains("workers"));
         let err = ClientConfig::default().validate().unwrap_err().to_string();

@@ -17,7 +17,6 @@ use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Wind
 
 /// What the fetcher hands to the consumer side, in order.
 #[derive(Debug)]
-#[allow(dead_code)] // catch-up variants: sent by the bootstrap client (next commit)
 pub(crate) enum Delivery {
     /// A whole window, with the buffer space it occupies.
     Window(Window, Held),
@@ -87,7 +86,7 @@ impl Fetcher {
             if checkpoint.mode != ConsumptionMode::Online {
                 checkpoint = self.bootstrap(checkpoint).await?;
             }
-            match self.follow_relay(&checkpoint).await {
+            match self.follow_relay(&mut checkpoint).await {
                 Err(FetchStop::Error(ClientError::ScnNotFound { requested, message }))
                     if self.bootstrap.is_some() =>
                 {
@@ -105,7 +104,7 @@ impl Fetcher {
         }
     }
 
-    fn send(&self, delivery: Delivery) -> Result<(), FetchStop> {
+    pub(crate) fn send(&self, delivery: Delivery) -> Result<(), FetchStop> {
         self.tx.send(delivery).map_err(|_| FetchStop::Closed)
     }
 
@@ -126,8 +125,9 @@ impl Fetcher {
         Ok(Scn::new(buffer["max_scn"].as_u64().unwrap_or(0)))
     }
 
-    /// Follows the relays from `checkpoint` (online) until an error.
-    async fn follow_relay(&mut self, checkpoint: &Checkpoint) -> Result<(), FetchStop> {
+    /// Follows the relays from `checkpoint` (online) until an error; `checkpoint` advances with every
+    /// window handed over.
+    async fn follow_relay(&mut self, checkpoint: &mut Checkpoint) -> Result<(), FetchStop> {
         let mut fetch_cp = checkpoint.clone();
         let mut assembler = Assembler::after(checkpoint.prev_scn);
         loop {
@@ -143,8 +143,8 @@ impl Fetcher {
             let windows = assembler.push(&response.body, &response.server)?;
             fetch_cp = response.checkpoint;
             for raw in windows {
-                let checkpoint = Checkpoint::after(raw.scn);
-                self.deliver(raw, Phase::Online, checkpoint, true).await?;
+                *checkpoint = Checkpoint::after(raw.scn);
+                self.deliver(raw, Phase::Online, checkpoint.clone()).await?;
             }
         }
     }
@@ -155,11 +155,10 @@ impl Fetcher {
         raw: RawWindow,
         phase: Phase,
         checkpoint: Checkpoint,
-        from_relay: bool,
     ) -> Result<(), FetchStop> {
         for id in &raw.schema_ids {
             if !self.schemas.knows(*id) {
-                let schema = self.fetch_schema(*id, from_relay).await?;
+                let schema = self.fetch_schema(*id).await?;
                 self.schemas.insert(*id, schema);
             }
         }
@@ -188,16 +187,11 @@ impl Fetcher {
         self.config.buffer_bytes.min(u32::MAX as usize)
     }
 
-    async fn fetch_schema(
-        &mut self,
-        id: SchemaId,
-        from_relay: bool,
-    ) -> Result<Option<Arc<Schema>>, FetchStop> {
-        let pool = match (&mut self.bootstrap, from_relay) {
-            (Some(b), false) => b,
-            _ => &mut self.relays,
-        };
-        match pool
+    /// Writer schema `id` from the relays' registry (bootstrap servers serve no schemas; their events
+    /// were written by the relays).
+    async fn fetch_schema(&mut self, id: SchemaId) -> Result<Option<Arc<Schema>>, FetchStop> {
+        match self
+            .relays
             .get_json(&format!("/v1/schemas/{:016x}", id.get()))
             .await
         {
