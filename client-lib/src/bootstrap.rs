@@ -107,7 +107,8 @@ impl Fetcher {
     ) -> Result<Checkpoint, FetchStop> {
         if self.bootstrap.is_none() {
             return Err(FetchStop::Error(ClientError::Config(
-                "the checkpoint is in a bootstrap but bootstrap_servers is empty; configure one".into(),
+                "the checkpoint is in a bootstrap but bootstrap_servers is empty; configure one"
+                    .into(),
             )));
         }
         let filter = self.config.filter_query(false);
@@ -151,8 +152,7 @@ impl Fetcher {
                 ConsumptionMode::BootstrapSnapshot => {
                     if let Some(raw) = snapshot_window(&response.body, &response.server)? {
                         self.deliver(raw, Phase::Snapshot, next.clone()).await?;
-                    } else if next.mode == ConsumptionMode::BootstrapSnapshot
-                        && next == checkpoint
+                    } else if next.mode == ConsumptionMode::BootstrapSnapshot && next == checkpoint
                     {
                         return Err(FetchStop::Error(ClientError::Protocol {
                             server: response.server,

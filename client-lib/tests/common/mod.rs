@@ -362,3 +362,20 @@ pub fn fast_config(urls: &[String]) -> databus_client::ClientConfig {
 pub fn schema_id(relay: &TestRelay) -> SchemaId {
     relay.schema.id
 }
+
+/// Appends window `scn` of `(source, key, seq, delete)` changes.
+pub fn append_ops(
+    writer: &mut BufferWriter,
+    schema: &RegisteredSchema,
+    scn: u64,
+    ops: &[(u16, i64, i64, bool)],
+) {
+    for &(source, key, seq, delete) in ops {
+        let mut event = make_event(schema, scn, source, key, seq);
+        if delete {
+            event.opcode = Opcode::Delete;
+        }
+        writer.append(&event.builder()).unwrap();
+    }
+    writer.end_window(Scn::new(scn), scn * 1000).unwrap();
+}
