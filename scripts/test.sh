@@ -9,3 +9,6 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo test --workspace --locked
+# Loom model of the event buffer's publish/evict/read protocol (its own target dir: --cfg loom rebuilds
+# every dependency).
+RUSTFLAGS="--cfg loom" cargo test -p databus-buffer --release --locked --test loom --target-dir target/loom

@@ -40,6 +40,14 @@ pub enum ConnectorError {
     /// Nothing arrived for longer than the read timeout (heartbeats included): the connection is dead.
     #[error("no event from the source for {0:?} (read timeout, heartbeats included); reconnecting")]
     ReadTimeout(Duration),
+    /// Connecting or setting up the stream took longer than the read timeout.
+    #[error("{what} took longer than {after:?}; reconnecting")]
+    Timeout {
+        /// What was being done.
+        what: String,
+        /// The limit.
+        after: Duration,
+    },
     /// The source ended the stream (e.g. it is shutting down).
     #[error("the source closed the binlog stream")]
     StreamClosed,
@@ -133,7 +141,9 @@ impl ConnectorError {
             ConnectorError::Connection { source, .. } | ConnectorError::Query { source, .. } => {
                 is_transient_driver_error(source)
             }
-            ConnectorError::ReadTimeout(_) | ConnectorError::StreamClosed => true,
+            ConnectorError::ReadTimeout(_)
+            | ConnectorError::Timeout { .. }
+            | ConnectorError::StreamClosed => true,
             _ => false,
         }
     }

@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 
-use databus_core::{FrameHeader, KeyRef, SourceId};
+use databus_core::{Event, FrameHeader, KeyRef, SourceId};
 
 use crate::{FilterSpec, KeyHash, PartitionSpec};
 
@@ -173,6 +173,12 @@ impl Filter {
         header.opcode().is_control() || self.matches_key(header.source(), key)
     }
 
+    /// Whether an owned event passes (control events always do): the same decision as
+    /// [`Filter::matches`], for clients and tests that hold [`Event`]s.
+    pub fn matches_event(&self, event: &Event) -> bool {
+        event.opcode.is_control() || self.matches_key(event.source, event.key.as_ref())
+    }
+
     /// Whether a data event of `source` with `key` passes (the source filter AND the source's key
     /// filter). Ignores the opcode: call [`Filter::matches`] for frames, which lets control events
     /// through.
@@ -249,6 +255,8 @@ mod tests {
             .write_to_vec(&mut buf);
         let (view, _) = EventView::parse(&buf).unwrap();
         assert!(!f.matches(view.header(), view.key()));
+        assert!(!f.matches_event(&Event::from(view)));
+        assert!(f.matches_event(&Event::end_of_window(Scn::new(3), 0)));
     }
 
     #[test]

@@ -60,8 +60,28 @@ const INLINE_KEY_LEN: usize = 128;
 /// Always in `0 ..= i64::MAX`: store it as a SQLite `INTEGER` with [`KeyHash::to_i64`] and compute
 /// buckets in SQL as `bucket_hash % n`.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "u64", try_from = "u64")]
 pub struct KeyHash(u64);
+
+impl From<KeyHash> for u64 {
+    fn from(hash: KeyHash) -> u64 {
+        hash.0
+    }
+}
+
+impl TryFrom<u64> for KeyHash {
+    type Error = String;
+
+    /// Accepts only values a [`KeyHash`] can have (below `2^63`).
+    fn try_from(value: u64) -> Result<Self, Self::Error> {
+        i64::try_from(value)
+            .ok()
+            .and_then(KeyHash::from_i64)
+            .ok_or_else(|| {
+                format!("key hash {value} is not below 2^63; it was not made by KeyHash::of")
+            })
+    }
+}
 
 impl KeyHash {
     /// Hashes a key.
@@ -290,6 +310,22 @@ mod tests {
         }
         assert_eq!(KeyHash::from_i64(-1), None);
         assert_eq!(KeyHash::from_i64(i64::MAX).unwrap().get(), i64::MAX as u64);
+    }
+
+    #[test]
+    fn serde_keeps_the_63_bit_invariant() {
+        let h = KeyHash::of(KeyRef::Int(42));
+        assert_eq!(serde_json::to_string(&h).unwrap(), "2217821318590058550");
+        assert_eq!(
+            serde_json::from_str::<KeyHash>("2217821318590058550").unwrap(),
+            h
+        );
+        let err = serde_json::from_str::<KeyHash>("9223372036854775808").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("key hash 9223372036854775808 is not below 2^63"),
+            "{err}"
+        );
     }
 
     #[test]

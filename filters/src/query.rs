@@ -260,7 +260,7 @@ impl FilterSpec {
 
     /// The query-parameter form, without a leading `?`; empty for [`FilterSpec::all`].
     /// `FilterSpec::from_query(&spec.to_query()) == Ok(spec)` for every spec whose text fits
-    /// [`MAX_QUERY_LEN`](crate::MAX_QUERY_LEN).
+    /// [`MAX_QUERY_LEN`].
     pub fn to_query(&self) -> String {
         self.to_string()
     }

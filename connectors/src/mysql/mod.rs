@@ -62,6 +62,7 @@ const XID_EVENT: u8 = 16;
 const TABLE_MAP_EVENT: u8 = 19;
 const HEARTBEAT_EVENT: u8 = 27;
 const ROWS_EVENTS: [u8; 6] = [23, 24, 25, 30, 31, 32];
+const XA_PREPARE_EVENT: u8 = 38;
 const MARIA_GTID_EVENT: u8 = 0xa2;
 /// QUERY_COMPRESSED (0xa5) and the six compressed rows events (0xa6-0xab).
 const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 0xa5..=0xab;
@@ -109,6 +110,18 @@ fn parse_gtid_list(s: &str) -> Vec<Gtid> {
         .collect()
 }
 
+/// How many server ids wrote `domain`, per a `gtid_binlog_state`.
+fn servers_in_domain(state: &str, domain: u32) -> usize {
+    let mut ids: Vec<u32> = parse_gtid_list(state)
+        .into_iter()
+        .filter(|g| g.domain == domain)
+        .map(|g| g.server)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids.len()
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -126,6 +139,8 @@ enum TableEntry {
 /// A transaction being assembled.
 #[derive(Debug)]
 struct OpenTxn {
+    /// Before the resume point while positioning by scan: read through, emit nothing.
+    skip: bool,
     gtid: Gtid,
     standalone: bool,
     timestamp: u32,
@@ -137,6 +152,9 @@ struct OpenTxn {
 /// One live replication connection.
 struct Live {
     stream: BinlogStream,
+    /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
+    /// cancelled `next_event` does not restart it.
+    last_event_at: tokio::time::Instant,
     seen_format_description: bool,
     file: String,
     /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
@@ -183,6 +201,10 @@ pub struct MySqlConnector {
     charsets: Charsets,
     /// The GTID position the next connection resumes after (`""`: the oldest binlog).
     resume_state: String,
+    /// Positioning by scan: stream this binlog file from its start and skip GTID groups up to
+    /// `skip_through` (used when several server ids wrote the domain, so `After(scn)` has no exact GTID).
+    scan_from: Option<String>,
+    skip_through: Option<u64>,
     last_scn: Scn,
     domain: Option<u32>,
     pending: VecDeque<ConnectorEvent>,
@@ -191,6 +213,9 @@ pub struct MySqlConnector {
     /// Columns `information_schema` says are JSON, per table (cleared on DDL).
     json_columns: HashMap<TableName, HashSet<String>>,
     failures: u32,
+    reconnects: u64,
+    /// No reconnection before this instant (backoff).
+    retry_at: Option<tokio::time::Instant>,
 }
 
 impl MySqlConnector {
@@ -206,12 +231,16 @@ impl MySqlConnector {
             meta: None,
             charsets: Charsets::default(),
             resume_state: String::new(),
+            scan_from: None,
+            skip_through: None,
             last_scn: Scn::ZERO,
             domain: None,
             pending: VecDeque::new(),
             announced: HashMap::new(),
             json_columns: HashMap::new(),
             failures: 0,
+            reconnects: 0,
+            retry_at: None,
         })
     }
 
@@ -223,6 +252,11 @@ impl MySqlConnector {
     /// The SCN of the last transaction completed (or the start SCN).
     pub fn last_scn(&self) -> Scn {
         self.last_scn
+    }
+
+    /// How many times the connector dropped its connection after a transient error and reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     /// Checks every setting capture needs, without starting: for `databus check-source`.
@@ -246,17 +280,28 @@ impl MySqlConnector {
         what: &str,
         sql: String,
     ) -> Result<Vec<T>, ConnectorError> {
-        let conn = self.meta_conn().await?;
-        match conn.query(sql).await {
-            Ok(rows) => Ok(rows),
+        // The metadata connection may have idled out (wait_timeout) or outlived a server restart: a
+        // transient failure is retried once on a fresh connection.
+        match self.meta_conn().await?.query(sql.as_str()).await {
+            Ok(rows) => return Ok(rows),
             Err(source) => {
                 self.meta = None;
-                Err(ConnectorError::Query {
-                    what: what.to_owned(),
-                    source,
-                })
+                if !crate::error::is_transient_driver_error(&source) {
+                    return Err(ConnectorError::Query {
+                        what: what.to_owned(),
+                        source,
+                    });
+                }
             }
         }
+        let result = self.meta_conn().await?.query(sql).await;
+        result.map_err(|source| {
+            self.meta = None;
+            ConnectorError::Query {
+                what: what.to_owned(),
+                source,
+            }
+        })
     }
 
     async fn close_live(&mut self) {
@@ -283,11 +328,13 @@ impl MySqlConnector {
     async fn open_stream(&mut self) -> Result<(), ConnectorError> {
         let mut conn = connect(&self.valid).await?;
         let heartbeat_ns = self.config.heartbeat_period.as_nanos();
-        let setup = [
+        let mut setup = vec![
             "SET @mariadb_slave_capability=4".to_owned(),
-            format!("SET @slave_connect_state='{}'", self.resume_state),
             format!("SET @master_heartbeat_period={heartbeat_ns}"),
         ];
+        if self.scan_from.is_none() {
+            setup.push(format!("SET @slave_connect_state='{}'", self.resume_state));
+        }
         for sql in setup {
             conn.query_drop(&sql)
                 .await
@@ -296,16 +343,21 @@ impl MySqlConnector {
                     source,
                 })?;
         }
-        let stream = conn
-            .get_binlog_stream(BinlogStreamRequest::new(self.config.server_id))
-            .await
-            .map_err(|source| ConnectorError::Connection {
-                what: "the binlog stream".into(),
-                source,
-            })?;
-        tracing::info!(resume_after = %self.resume_state, "binlog stream opened");
+        let mut request = BinlogStreamRequest::new(self.config.server_id);
+        if let Some(file) = &self.scan_from {
+            request = request.with_filename(file.as_bytes()).with_pos(4u64);
+        }
+        let stream =
+            conn.get_binlog_stream(request)
+                .await
+                .map_err(|source| ConnectorError::Connection {
+                    what: "the binlog stream".into(),
+                    source,
+                })?;
+        tracing::info!(resume_after = %self.resume_state, scan_from = ?self.scan_from, "binlog stream opened");
         self.live = Some(Live {
             stream,
+            last_event_at: tokio::time::Instant::now(),
             seen_format_description: false,
             file: String::new(),
             tables: HashMap::new(),
@@ -314,9 +366,59 @@ impl MySqlConnector {
         Ok(())
     }
 
+    /// The last binlog file whose first transaction comes after at most `scn` (so it holds the
+    /// transaction after `scn`). A definite error when `scn` is purged or beyond the binlog.
+    async fn file_holding(
+        &mut self,
+        domain: u32,
+        scn: Scn,
+        current: &str,
+    ) -> Result<String, ConnectorError> {
+        let requested = format!("scn {scn}");
+        let last = parse_gtid_list(current)
+            .into_iter()
+            .filter(|g| g.domain == domain)
+            .map(|g| g.seq)
+            .max();
+        if last.is_none_or(|l| l < scn.get()) {
+            return Err(ConnectorError::UnknownPosition {
+                requested,
+                detail: format!("the binlog ends at gtid position '{current}'"),
+            });
+        }
+        let files: Vec<(String, u64)> = self
+            .meta_query("SHOW BINARY LOGS", "SHOW BINARY LOGS".into())
+            .await?;
+        let mut chosen = None;
+        for (file, _) in files {
+            let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
+            let before: Vec<Option<String>> = self.meta_query("BINLOG_GTID_POS", sql).await?;
+            let before = before.into_iter().next().flatten().unwrap_or_default();
+            let start_seq = parse_gtid_list(&before)
+                .into_iter()
+                .filter(|g| g.domain == domain)
+                .map(|g| g.seq)
+                .max()
+                .unwrap_or(0);
+            if start_seq > scn.get() {
+                break;
+            }
+            chosen = Some(file);
+        }
+        match chosen {
+            Some(file) => Ok(file),
+            None => Err(ConnectorError::Purged {
+                requested,
+                oldest: self.oldest_position().await,
+            }),
+        }
+    }
+
     /// Maps a server error of the stream: 1236 is a bad resume point, definite.
     async fn stream_error(&mut self, source: mysql_async::Error) -> ConnectorError {
-        let requested = if self.resume_state.is_empty() {
+        let requested = if let Some(file) = &self.scan_from {
+            format!("scn {} (scanning from binlog file {file})", self.last_scn)
+        } else if self.resume_state.is_empty() {
             "the start of the binlog".into()
         } else {
             format!("gtid {}", self.resume_state)
@@ -362,16 +464,24 @@ impl MySqlConnector {
     /// Reads and handles one binlog event.
     async fn step(&mut self) -> Result<(), ConnectorError> {
         if self.live.is_none() {
-            self.open_stream().await?;
+            let limit = self.config.read_timeout;
+            tokio::time::timeout(limit, self.open_stream())
+                .await
+                .map_err(|_| ConnectorError::Timeout {
+                    what: "connecting the binlog stream".into(),
+                    after: limit,
+                })??;
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
-        let event = match tokio::time::timeout(read_timeout, live.stream.next()).await {
+        let deadline = live.last_event_at + read_timeout;
+        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
             Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
             Ok(None) => return Err(ConnectorError::StreamClosed),
             Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
             Ok(Some(Ok(e))) => e,
         };
+        live.last_event_at = tokio::time::Instant::now();
         self.failures = 0;
         let header = event.header();
         let kind = header.event_type_raw();
@@ -403,7 +513,8 @@ impl MySqlConnector {
                     }
                     _ => self.domain = Some(domain),
                 }
-                if Scn::new(seq) <= self.last_scn {
+                let skip = self.skip_through.is_some_and(|n| seq <= n);
+                if !skip && Scn::new(seq) <= self.last_scn {
                     return Err(ConnectorError::ScnRegression {
                         previous: self.last_scn.get(),
                         next: seq,
@@ -421,6 +532,7 @@ impl MySqlConnector {
                     ));
                 }
                 live.txn = Some(OpenTxn {
+                    skip,
                     gtid,
                     standalone: data[12] & FL_STANDALONE != 0,
                     timestamp: header.timestamp(),
@@ -476,6 +588,14 @@ impl MySqlConnector {
                     "compressed binlog events cannot be decoded; set log_bin_compress=OFF on the source".into(),
                 ));
             }
+            XA_PREPARE_EVENT => {
+                return Err(undecodable(
+                    "XA_PREPARE".into(),
+                    "XA transactions are not supported: their prepared and committed parts are separate \
+                     binlog groups; commit changes to captured tables without XA"
+                        .into(),
+                ));
+            }
             ROTATE_EVENT => {
                 let live = self.live.as_mut().expect("live");
                 let data = event.data();
@@ -519,6 +639,14 @@ impl MySqlConnector {
             }
         };
         let id = tme.table_id();
+        if self
+            .live
+            .as_ref()
+            .and_then(|l| l.txn.as_ref())
+            .is_some_and(|t| t.skip)
+        {
+            return Ok(());
+        }
         if let Some((raw, _)) = self.live.as_ref().and_then(|l| l.tables.get(&id)) {
             if raw.as_slice() == data {
                 return Ok(());
@@ -581,6 +709,9 @@ impl MySqlConnector {
             other => return Err(undecodable(format!("the library returned {other:?}"))),
         };
         let table_id = rows.table_id();
+        if live.txn.as_ref().is_some_and(|t| t.skip) {
+            return Ok(());
+        }
         let info = match live.tables.get(&table_id) {
             Some((_, TableEntry::Ignored)) => return Ok(()),
             Some((_, TableEntry::Captured(info))) => Arc::clone(info),
@@ -655,6 +786,12 @@ impl MySqlConnector {
             // A COMMIT outside a GTID group cannot happen with capability 4; ignore it.
             return Ok(());
         };
+        if txn.skip {
+            return Ok(());
+        }
+        // From the first transaction delivered on, resume by its exact GTID.
+        self.scan_from = None;
+        self.skip_through = None;
         let scn = Scn::new(txn.gtid.seq);
         for (table, schema) in txn.schema_changes {
             self.announced.insert(table.clone(), Arc::clone(&schema));
@@ -705,6 +842,10 @@ async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {
 impl SourceConnector for MySqlConnector {
     async fn start(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
         self.close_live().await;
+        // A fresh metadata connection per start: the old one may predate a server restart.
+        if let Some(conn) = self.meta.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.disconnect()).await;
+        }
         if self.cancel.is_cancelled() {
             self.cancel = CancellationToken::new();
         }
@@ -713,6 +854,9 @@ impl SourceConnector for MySqlConnector {
         self.announced.clear();
         self.json_columns.clear();
         self.failures = 0;
+        self.retry_at = None;
+        self.scan_from = None;
+        self.skip_through = None;
         self.domain = None;
         let server_id = self.config.server_id;
         let checks = checks::run_checks(self.meta_conn().await?, server_id).await?;
@@ -750,6 +894,16 @@ impl SourceConnector for MySqlConnector {
                 (pos.clone(), Scn::new(seq))
             }
             StartPosition::After(s) if s == Scn::ZERO => (String::new(), Scn::ZERO),
+            StartPosition::After(s)
+                if servers_in_domain(&binlog_state, domain.unwrap_or(0)) > 1 =>
+            {
+                // Several servers wrote this domain (a failover history): the GTID of `s` is not
+                // known exactly, so stream from the file holding `s` and skip up to it.
+                let file = self.file_holding(domain.unwrap_or(0), s, &pos).await?;
+                self.scan_from = Some(file);
+                self.skip_through = Some(s.get());
+                (String::new(), s)
+            }
             StartPosition::After(s) => {
                 let domain = domain.unwrap_or(0);
                 let server =
@@ -793,6 +947,13 @@ impl SourceConnector for MySqlConnector {
             if let Some(event) = self.pending.pop_front() {
                 return Ok(Some(event));
             }
+            if let Some(at) = self.retry_at {
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => continue,
+                    _ = tokio::time::sleep_until(at) => self.retry_at = None,
+                }
+            }
             let result = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => continue,
@@ -806,6 +967,7 @@ impl SourceConnector for MySqlConnector {
                 return Err(e);
             }
             self.failures += 1;
+            self.reconnects += 1;
             if self
                 .config
                 .reconnect
@@ -816,10 +978,8 @@ impl SourceConnector for MySqlConnector {
             }
             let delay = self.backoff();
             tracing::warn!(error = %e, attempt = self.failures, ?delay, "source connection lost; reconnecting");
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                _ = tokio::time::sleep(delay) => {}
-            }
+            // Kept in state, so a cancelled next_event does not skip the backoff.
+            self.retry_at = Some(tokio::time::Instant::now() + delay);
         }
     }
 

@@ -16,7 +16,7 @@
 //! | TIMESTAMP2(fsp) | Timestamp | `Timestamp` micros since the epoch |
 //! | YEAR | Year | `Int` (0 for YEAR 0000) |
 //! | STRING/VARCHAR/BLOB, text charset | Text | `Text` (utf8mb4, utf8mb3, ascii, latin1) |
-//! | STRING/VARCHAR/BLOB, charset 63 | Bytes | `Bytes` |
+//! | STRING/VARCHAR/BLOB, charset 63 | Bytes | `Bytes` (BINARY(n) padded back to n bytes) |
 //! | ENUM | Enum {values} | `Enum` 1-based index |
 //! | SET | Set {members} | `Set` bitmask |
 //! | BIT(n) | Bit | `Bit` |
@@ -61,8 +61,12 @@ impl Charsets {
 /// How a column's binlog value becomes a model value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Decode {
-    Signed,
-    Unsigned { bits: u32 },
+    Signed {
+        bits: u32,
+    },
+    Unsigned {
+        bits: u32,
+    },
     Float,
     Double,
     Decimal,
@@ -73,6 +77,8 @@ enum Decode {
     Year,
     Text(TextCharset),
     Bytes,
+    /// BINARY(n): the binlog strips trailing zero bytes; the value has exactly n bytes.
+    FixedBytes(usize),
     Enum,
     Set,
     Bit,
@@ -195,7 +201,7 @@ pub(crate) fn table_info(
                 if unsigned {
                     Decode::Unsigned { bits }
                 } else {
-                    Decode::Signed
+                    Decode::Signed { bits }
                 },
             )
         };
@@ -249,7 +255,10 @@ pub(crate) fn table_info(
                 } else {
                     b1
                 };
-                text_or_bytes(Some(len))
+                match text_or_bytes(Some(len)) {
+                    (t, Decode::Bytes) => (t, Decode::FixedBytes(len as usize)),
+                    other => other,
+                }
             }
             T::MYSQL_TYPE_BLOB
             | T::MYSQL_TYPE_TINY_BLOB
@@ -364,8 +373,8 @@ impl TableInfo {
         }
         let decode = &self.decoders[i];
         Ok(match (decode, v) {
-            (Decode::Signed, MyValue::Int(x)) => Value::Int(x),
-            (Decode::Signed, MyValue::UInt(x)) => {
+            (Decode::Signed { bits }, MyValue::Int(x)) => Value::Int(sign_extend(x, *bits)),
+            (Decode::Signed { .. }, MyValue::UInt(x)) => {
                 Value::Int(i64::try_from(x).map_err(|_| self.err(i, "signed value out of range"))?)
             }
             (Decode::Unsigned { bits }, MyValue::Int(x)) => {
@@ -424,6 +433,12 @@ impl TableInfo {
             (Decode::Text(cs), MyValue::Bytes(b)) => Value::Text(self.text(i, *cs, b)?),
             (Decode::Json(cs), MyValue::Bytes(b)) => Value::Json(self.text(i, *cs, b)?),
             (Decode::Bytes, MyValue::Bytes(b)) => Value::Bytes(b),
+            (Decode::FixedBytes(n), MyValue::Bytes(mut b)) => {
+                if b.len() < *n {
+                    b.resize(*n, 0);
+                }
+                Value::Bytes(b)
+            }
             (Decode::Enum, MyValue::Int(x)) => {
                 Value::Enum(u16::try_from(x).map_err(|_| self.err(i, "enum index out of range"))?)
             }
@@ -452,6 +467,16 @@ impl TableInfo {
             )),
         }
     }
+}
+
+/// Reads the low `bits` of `x` as a two's-complement integer (mysql_common returns a signed MEDIUMINT
+/// without sign extension). Idempotent for values already in range.
+fn sign_extend(x: i64, bits: u32) -> i64 {
+    if bits >= 64 {
+        return x;
+    }
+    let shift = 64 - bits;
+    (x << shift) >> shift
 }
 
 /// `"secs"` or `"secs.micros"` (mysql_common's TIMESTAMP2 text) to microseconds since the epoch.
@@ -496,6 +521,15 @@ mod tests {
         assert_eq!(parse_timestamp(b"12.5"), Some(12_500_000));
         assert_eq!(parse_timestamp(b"x"), None);
         assert_eq!(parse_timestamp(b"1.1234567"), None);
+    }
+
+    #[test]
+    fn sign_extension_of_narrow_integers() {
+        assert_eq!(sign_extend(8_388_608, 24), -8_388_608);
+        assert_eq!(sign_extend(-8_388_608, 24), -8_388_608);
+        assert_eq!(sign_extend(8_388_607, 24), 8_388_607);
+        assert_eq!(sign_extend(-1, 8), -1);
+        assert_eq!(sign_extend(i64::MIN, 64), i64::MIN);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
 //! directory in a temporary directory, on a free port of 127.0.0.1 and its own socket, with the binlog
 //! settings a relay needs (`--log-bin --binlog-format=ROW --binlog-row-image=FULL
-//! --binlog-row-metadata=FULL --server-id=1`) plus any extra arguments from [`MariaDbOptions`] (tests of
+//! --binlog-row-metadata=FULL --server-id=1`, utf8mb4 as the server's character set) plus any extra arguments from [`MariaDbOptions`] (tests of
 //! bad settings pass e.g. `--binlog-format=STATEMENT`).
 //!
 //! Initializing a data directory with `mariadb-install-db` takes seconds, so it is done once per machine
@@ -272,6 +272,8 @@ impl MariaDb {
             "--binlog-row-image=FULL".to_owned(),
             "--binlog-row-metadata=FULL".to_owned(),
             "--max-allowed-packet=1G".to_owned(),
+            "--character-set-server=utf8mb4".to_owned(),
+            "--collation-server=utf8mb4_general_ci".to_owned(),
         ];
         if !self.opts.no_log_bin {
             args.push("--log-bin=mariadb-bin".to_owned());
@@ -414,9 +416,11 @@ impl MariaDb {
     /// The first column of the first row of a query, as text (`None` for no row or NULL).
     pub async fn query_string(&self, sql: &str) -> Result<Option<String>> {
         let mut conn = self.root_conn().await?;
-        let v: Option<Option<String>> = conn.query_first(sql).await?;
+        let row: Option<mysql_async::Row> = conn.query_first(sql).await?;
         conn.disconnect().await?;
-        Ok(v.flatten())
+        Ok(row
+            .and_then(|mut r| r.take::<Option<String>, _>(0))
+            .flatten())
     }
 
     /// The server's `gtid_binlog_pos`, e.g. `0-1-42` (empty before the first transaction).
@@ -428,6 +432,7 @@ impl MariaDb {
     }
 
     fn kill_child(&mut self) {
+        self.resume();
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
@@ -436,6 +441,7 @@ impl MariaDb {
 
     /// Stops the server cleanly (SIGTERM by pid) and waits for it to exit (SIGKILL after 60 s).
     pub async fn stop(&mut self) -> Result<()> {
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
@@ -456,6 +462,26 @@ impl MariaDb {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open but nothing is sent, like a dead network path.
+    pub fn pause(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-STOP")
+                .arg(pid.to_string())
+                .status();
+        }
+    }
+
+    /// Resumes a server frozen by [`MariaDb::pause`] (SIGCONT).
+    pub fn resume(&self) {
+        if let Some(pid) = self.pid() {
+            let _ = Command::new("kill")
+                .arg("-CONT")
+                .arg(pid.to_string())
+                .status();
         }
     }
 

@@ -1,1 +1,215 @@
-fn main() {}
+//! Event buffer benchmarks: a bench binary (`harness = false`) that prints figures and ratios.
+//!
+//! `cargo bench -p databus-buffer` (add `-- quick` for a shorter run). Figures are recorded in
+//! docs/BENCHMARKS.md, section "Event buffer".
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use databus_buffer::{BufferConfig, BufferWriter, EventBuffer, ReadError, event_buffer};
+use databus_core::{Checkpoint, EventBuilder, FrameHeader, KeyRef, Opcode, Scn};
+
+const EVENTS_PER_WINDOW: u64 = 10;
+
+struct Feed {
+    scn: u64,
+    payload: Vec<u8>,
+}
+
+impl Feed {
+    fn new(payload_len: usize) -> Self {
+        Feed {
+            scn: 0,
+            payload: vec![0xab; payload_len],
+        }
+    }
+
+    /// Writes one window of `events` events; returns events written (markers not counted).
+    fn window(&mut self, w: &mut BufferWriter, events: u64) -> u64 {
+        self.scn += 1;
+        let scn = Scn::new(self.scn);
+        for i in 0..events {
+            let e = EventBuilder::new(scn, Opcode::Upsert)
+                .key(KeyRef::Int(i as i64))
+                .payload(&self.payload);
+            w.append(&e).expect("fits");
+        }
+        w.end_window(scn, self.scn).expect("fits");
+        events
+    }
+}
+
+/// Writes for `dur`; returns events per second.
+fn write_for(w: &mut BufferWriter, feed: &mut Feed, dur: Duration) -> f64 {
+    let start = Instant::now();
+    let mut events = 0u64;
+    while start.elapsed() < dur {
+        for _ in 0..64 {
+            events += feed.window(w, EVENTS_PER_WINDOW);
+        }
+    }
+    events as f64 / start.elapsed().as_secs_f64()
+}
+
+fn append_rate(payload_len: usize, dur: Duration) {
+    let (mut w, _buf) = event_buffer(BufferConfig::new(256 << 20)).unwrap();
+    let mut feed = Feed::new(payload_len);
+    write_for(&mut w, &mut feed, dur / 4); // warm up: wraps the ring once at least for small payloads
+    let rate = write_for(&mut w, &mut feed, dur);
+    let frame = 56 + 8 + payload_len;
+    println!(
+        "append {payload_len:>5} B payload ({frame} B frames, {EVENTS_PER_WINDOW} per window): {:>6.2} M events/s, {:>5.2} GB/s",
+        rate / 1e6,
+        rate * frame as f64 / 1e9
+    );
+}
+
+/// A reader that follows the stream as a relay client would: reads everything available in 256 KiB
+/// batches, sleeps 1 ms when caught up.
+fn follower(buf: Arc<EventBuffer>, stop: Arc<AtomicBool>) -> u64 {
+    let mut out = Vec::with_capacity(512 << 10);
+    let mut from = Checkpoint::after(Scn::new(buf.stats().max_scn.map_or(0, |s| s.get())));
+    let mut bytes = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        out.clear();
+        match buf.read(&from, 256 << 10, &mut out) {
+            Ok(o) => {
+                bytes += o.bytes_copied;
+                from = o.checkpoint;
+                if !o.more_available {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Err(ReadError::ScnNotFound { prev_scn, .. }) => {
+                from = Checkpoint::after(prev_scn.unwrap_or(Scn::ZERO));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    bytes
+}
+
+fn writer_with_readers(dur: Duration) {
+    let mut base = 0.0;
+    for readers in [0, 4, 16] {
+        let (mut w, buf) = event_buffer(BufferConfig::new(256 << 20)).unwrap();
+        let mut feed = Feed::new(100);
+        write_for(&mut w, &mut feed, dur / 4);
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = (0..readers)
+            .map(|_| {
+                let (buf, stop) = (buf.clone(), stop.clone());
+                std::thread::spawn(move || follower(buf, stop))
+            })
+            .collect();
+        let rate = write_for(&mut w, &mut feed, dur);
+        stop.store(true, Ordering::Relaxed);
+        let read: u64 = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        if readers == 0 {
+            base = rate;
+        }
+        println!(
+            "writer with {readers:>2} following readers: {:>6.2} M events/s ({:.2} x the 0-reader rate); readers copied {:.2} GB",
+            rate / 1e6,
+            rate / base,
+            read as f64 / 1e9
+        );
+    }
+}
+
+fn scan_rate(dur: Duration) {
+    let (mut w, buf) = event_buffer(BufferConfig::new(512 << 20)).unwrap();
+    let mut feed = Feed::new(1024);
+    while buf.stats().prev_scn.is_none() {
+        feed.window(&mut w, EVENTS_PER_WINDOW);
+    }
+    let from = Checkpoint::after(buf.stats().prev_scn.unwrap());
+    let mut out = Vec::with_capacity(2 << 20);
+    let odd = |_: &FrameHeader, key: KeyRef<'_>| matches!(key, KeyRef::Int(k) if k % 2 == 1);
+    for (name, filter) in [("no filter", false), ("filter keeping half", true)] {
+        let start = Instant::now();
+        let mut scanned = 0u64;
+        let mut copied = 0u64;
+        while start.elapsed() < dur {
+            let mut at = from.clone();
+            loop {
+                out.clear();
+                let o = if filter {
+                    buf.read_filtered(&at, 1 << 20, &odd, &mut out).unwrap()
+                } else {
+                    buf.read(&at, 1 << 20, &mut out).unwrap()
+                };
+                black_box(&out);
+                copied += o.bytes_copied;
+                // Bytes walked: every event's frame (kept or dropped) and every marker.
+                scanned += o.events_scanned * (56 + 8 + 1024) + o.windows_completed * 56;
+                at = o.checkpoint;
+                if !o.more_available {
+                    break;
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "scan 1 KiB events, one reader, {name}: {:.2} GB/s scanned, {:.2} GB/s copied",
+            scanned as f64 / secs / 1e9,
+            copied as f64 / secs / 1e9
+        );
+    }
+}
+
+fn lookup(capacity: usize, probes: u64) {
+    let (mut w, buf) = event_buffer(BufferConfig::new(capacity)).unwrap();
+    let mut feed = Feed::new(1024);
+    let fill = Instant::now();
+    while buf.stats().prev_scn.is_none() {
+        feed.window(&mut w, 4);
+    }
+    let fill = fill.elapsed();
+    let stats = buf.stats();
+    let (min, max) = (stats.min_scn.unwrap().get(), stats.max_scn.unwrap().get());
+    let mut out = Vec::with_capacity(4096);
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let start = Instant::now();
+    for _ in 0..probes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let s = min + x % (max - min);
+        out.clear();
+        let o = buf
+            .read(&Checkpoint::after(Scn::new(s)), 1, &mut out)
+            .unwrap();
+        debug_assert_eq!(o.checkpoint.window_scn.get(), s + 1);
+        black_box(&out);
+    }
+    let per = start.elapsed().as_secs_f64() / probes as f64;
+    println!(
+        "lookup in a {:.1} GiB buffer ({} windows, {} index entries max; filled in {:.1} s): {:.0} ns per read of \
+         the first event after a random SCN (binary search + forward scan + copy of one 1 KiB event)",
+        capacity as f64 / (1u64 << 30) as f64,
+        stats.windows_held,
+        capacity / 4096 + 2,
+        fill.as_secs_f64(),
+        per * 1e9
+    );
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "quick");
+    let dur = if quick {
+        Duration::from_millis(300)
+    } else {
+        Duration::from_millis(1500)
+    };
+    append_rate(100, dur);
+    append_rate(1024, dur);
+    writer_with_readers(dur);
+    scan_rate(dur);
+    lookup(
+        if quick { 256 << 20 } else { 4 << 30 },
+        if quick { 100_000 } else { 1_000_000 },
+    );
+}

@@ -95,7 +95,7 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize};
 /// Default size of an SCN index block: one index entry per 4 KiB of positions at most.
 pub const DEFAULT_INDEX_BLOCK_BYTES: usize = 4096;
 /// Smallest accepted capacity.
-pub const MIN_CAPACITY_BYTES: usize = 128;
+pub const MIN_CAPACITY_BYTES: usize = 64;
 
 /// Sizes of an event buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

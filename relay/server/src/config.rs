@@ -71,6 +71,10 @@ pub struct HttpConfig {
     /// The longest accepted query string. Default 8 KiB.
     #[serde(default = "default_max_query_bytes")]
     pub max_query_bytes: ByteSize,
+    /// The most `stream` requests served at once (long polls included); more get 503 `overloaded`.
+    /// Default 1024.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: usize,
 }
 
 fn default_listen() -> SocketAddr {
@@ -88,6 +92,9 @@ fn default_max_wait() -> Duration {
 fn default_max_query_bytes() -> ByteSize {
     ByteSize::kib(8)
 }
+fn default_max_concurrent_streams() -> usize {
+    1024
+}
 
 impl Default for HttpConfig {
     fn default() -> Self {
@@ -97,19 +104,23 @@ impl Default for HttpConfig {
             default_response_bytes: default_response_bytes(),
             max_wait: default_max_wait(),
             max_query_bytes: default_max_query_bytes(),
+            max_concurrent_streams: default_max_concurrent_streams(),
         }
     }
 }
 
-/// One physical source: a database connection and the tables captured from it.
+/// One physical source: a database connection and the tables captured from it, or (relay chaining)
+/// a buffer of another relay.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A short name for this source, unique in the relay (`[A-Za-z0-9_-]`); used in URLs, metrics and the
     /// state file name.
     pub name: String,
-    /// Connection URL of the database, without the password (e.g. `mysql://repl@db:3306`).
-    pub url: String,
+    /// Connection URL of the database, without the password (e.g. `mysql://repl@db:3306`). Required
+    /// unless `upstream` is set.
+    #[serde(default)]
+    pub url: Option<String>,
     /// Name of an environment variable holding the password. At most one of `password_env` and
     /// `password_file`.
     #[serde(default)]
@@ -119,16 +130,39 @@ pub struct SourceConfig {
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Server id of the relay's replication connection; distinct from every server in the topology.
-    pub server_id: u32,
+    /// Required unless `upstream` is set.
+    #[serde(default)]
+    pub server_id: Option<u32>,
+    /// Relay chaining: follow a buffer of another relay instead of a database, preserving its SCNs,
+    /// windows, heartbeats and schemas. Excludes `url`, `server_id` and the password settings.
+    #[serde(default)]
+    pub upstream: Option<UpstreamConfig>,
     /// Byte capacity of this source's event buffer. Default 256 MiB.
     #[serde(default = "default_buffer_size")]
     pub buffer_size: ByteSize,
+    /// History refill: on a restart, re-read this many transactions before the persisted SCN from the
+    /// database's binlog (MariaDB SCNs are GTID sequence numbers, one per transaction), so that a
+    /// restarted relay serves recent history again. Falls back to the persisted SCN when the binlog no
+    /// longer has them. Database sources only. Default 0.
+    #[serde(default)]
+    pub history_transactions: u64,
     /// The tables captured, each mapped to a logical source id and name.
     pub tables: Vec<TableConfig>,
 }
 
 fn default_buffer_size() -> ByteSize {
     ByteSize::mib(256)
+}
+
+/// The upstream relay of a chained source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The upstream relay's base URL, `http://host:port`.
+    pub url: String,
+    /// The upstream buffer to follow. Default: this source's name.
+    #[serde(default)]
+    pub buffer: Option<String>,
 }
 
 /// One captured table, a logical source.
@@ -189,6 +223,8 @@ pub struct HttpSettings {
     pub max_wait: Duration,
     /// Longest query string.
     pub max_query_bytes: usize,
+    /// Most `stream` requests at once.
+    pub max_concurrent_streams: usize,
 }
 
 impl Default for HttpSettings {
@@ -205,16 +241,35 @@ impl Default for HttpSettings {
 pub struct ValidatedSource {
     /// Unique name.
     pub name: String,
-    /// Connection URL without the password.
-    pub url: String,
-    /// The password, if one was configured.
-    pub password: Option<Secret>,
-    /// Replication server id.
-    pub server_id: u32,
+    /// Where its events come from.
+    pub origin: Origin,
     /// Event buffer capacity in bytes.
     pub buffer_bytes: usize,
+    /// Transactions before the persisted SCN to re-read on a restart.
+    pub history_transactions: u64,
     /// The captured tables.
     pub tables: Vec<ValidatedTable>,
+}
+
+/// Where a source's events come from.
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A MySQL/MariaDB binlog.
+    MySql {
+        /// Connection URL without the password.
+        url: String,
+        /// The password, if one was configured.
+        password: Option<Secret>,
+        /// Replication server id.
+        server_id: u32,
+    },
+    /// Another relay's buffer (relay chaining).
+    Relay {
+        /// `host:port` of the upstream relay.
+        authority: String,
+        /// The upstream buffer's name.
+        buffer: String,
+    },
 }
 
 /// A validated table mapping.
@@ -297,8 +352,18 @@ impl HttpConfig {
                 format!("{} is out of range; use 256B to 1MiB", self.max_query_bytes),
             ));
         }
+        if !(1..=100_000).contains(&self.max_concurrent_streams) {
+            return Err(invalid(
+                "http.max_concurrent_streams",
+                format!(
+                    "{} is out of range; use 1 to 100000",
+                    self.max_concurrent_streams
+                ),
+            ));
+        }
         Ok(HttpSettings {
             listen: self.listen,
+            max_concurrent_streams: self.max_concurrent_streams,
             max_response_bytes: to_usize("http.max_response_bytes", self.max_response_bytes)?,
             default_response_bytes: to_usize(
                 "http.default_response_bytes",
@@ -372,9 +437,6 @@ impl RelayConfig {
                     ),
                 ));
             }
-            if source.url.trim().is_empty() {
-                return Err(invalid(at("url"), "is empty; set the database URL"));
-            }
             let password = match (&source.password_env, &source.password_file) {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
@@ -401,12 +463,72 @@ impl RelayConfig {
                 }
                 (None, None) => None,
             };
-            if source.server_id == 0 {
-                return Err(invalid(
-                    at("server_id"),
-                    "is 0; use a server id distinct from every server in the topology",
-                ));
-            }
+            let origin = match (&source.upstream, &source.url, source.server_id) {
+                (Some(up), None, None) if password.is_none() => {
+                    let authority = up
+                        .url
+                        .strip_prefix("http://")
+                        .map(|rest| rest.trim_end_matches('/'))
+                        .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
+                        .ok_or_else(|| {
+                            invalid(
+                                at("upstream.url"),
+                                format!("{:?} is not of the form http://host:port", up.url),
+                            )
+                        })?;
+                    let buffer = up.buffer.clone().unwrap_or_else(|| source.name.clone());
+                    if !valid_name(&buffer) {
+                        return Err(invalid(
+                            at("upstream.buffer"),
+                            format!("{buffer:?} is not a buffer name"),
+                        ));
+                    }
+                    Origin::Relay {
+                        authority: authority.to_owned(),
+                        buffer,
+                    }
+                }
+                (Some(_), _, _) if source.history_transactions > 0 => {
+                    return Err(invalid(
+                        at("history_transactions"),
+                        "applies to database sources only; remove it from the chained source",
+                    ));
+                }
+                (Some(_), _, _) => {
+                    return Err(invalid(
+                        at("upstream"),
+                        "a chained source takes no url, server_id or password; remove them",
+                    ));
+                }
+                (None, Some(url), Some(server_id)) => {
+                    if url.trim().is_empty() {
+                        return Err(invalid(at("url"), "is empty; set the database URL"));
+                    }
+                    if server_id == 0 {
+                        return Err(invalid(
+                            at("server_id"),
+                            "is 0; use a server id distinct from every server in the topology",
+                        ));
+                    }
+                    Origin::MySql {
+                        url: url.clone(),
+                        password,
+                        server_id,
+                    }
+                }
+                (None, None, _) => {
+                    return Err(invalid(
+                        at("url"),
+                        "missing; set the database URL (or upstream, to chain another relay)",
+                    ));
+                }
+                (None, Some(_), None) => {
+                    return Err(invalid(
+                        at("server_id"),
+                        "missing; set a server id distinct from every server in the topology",
+                    ));
+                }
+            };
             if source.buffer_size.as_u64() < MIN_BUFFER_BYTES {
                 return Err(invalid(
                     at("buffer_size"),
@@ -468,10 +590,9 @@ impl RelayConfig {
             }
             sources.push(ValidatedSource {
                 name: source.name.clone(),
-                url: source.url.clone(),
-                password,
-                server_id: source.server_id,
+                origin,
                 buffer_bytes: to_usize(&at("buffer_size"), source.buffer_size)?,
+                history_transactions: source.history_transactions,
                 tables,
             });
         }
@@ -559,8 +680,11 @@ tables = [
         assert_eq!(cfg.http.max_wait, Duration::from_secs(10));
         let source = &cfg.sources[0];
         assert_eq!(source.buffer_bytes, 64 << 20);
-        assert_eq!(source.password.as_ref().unwrap().expose(), "s3cret");
-        assert_eq!(format!("{:?}", source.password), "Some(Secret(***))");
+        let Origin::MySql { password, .. } = &source.origin else {
+            panic!("{source:?}")
+        };
+        assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(format!("{password:?}"), "Some(Secret(***))");
         assert_eq!(source.tables[1].database, "shop");
         assert_eq!(source.tables[1].table, "customers");
         assert_eq!(source.tables[1].id, SourceId::new(2));
@@ -600,7 +724,14 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .unwrap();
         assert_eq!(cfg.http, HttpSettings::default());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
-        assert!(cfg.sources[0].password.is_none());
+        assert!(matches!(
+            &cfg.sources[0].origin,
+            Origin::MySql {
+                password: None,
+                server_id: 7,
+                ..
+            }
+        ));
     }
 
     #[test]
@@ -616,10 +747,50 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .unwrap()
             .validate_with_env(&env)
             .unwrap();
-        assert_eq!(
-            cfg.sources[0].password.as_ref().unwrap().expose(),
-            "from-file"
-        );
+        let Origin::MySql { password, .. } = &cfg.sources[0].origin else {
+            panic!()
+        };
+        assert_eq!(password.as_ref().unwrap().expose(), "from-file");
+    }
+
+    #[test]
+    fn chained_source() {
+        let text = r#"
+state_dir = "s"
+[[sources]]
+name = "shop"
+upstream = { url = "http://127.0.0.1:11140" }
+tables = [{ id = 1, name = "t", table = "d.t" }]
+"#;
+        let cfg = RelayConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        let Origin::Relay { authority, buffer } = &cfg.sources[0].origin else {
+            panic!()
+        };
+        assert_eq!(authority, "127.0.0.1:11140");
+        assert_eq!(buffer, "shop");
+        for (from, to, needle) in [
+            (
+                "upstream = {",
+                "server_id = 3\nupstream = {",
+                "takes no url, server_id",
+            ),
+            ("http://127.0.0.1:11140", "https://x:1", "http://host:port"),
+            (
+                "upstream = { url = \"http://127.0.0.1:11140\" }",
+                "",
+                "sources[0].url: missing",
+            ),
+        ] {
+            let text = text.replacen(from, &to.replace("\\n", "\n"), 1);
+            let err = RelayConfig::from_toml(&text)
+                .and_then(|c| c.validate_with_env(&env))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{to}: {err}");
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databus_core::{
-    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, SourceId,
+    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, Scn, SourceId,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -93,6 +93,11 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The relay cannot serve (503), e.g. a source failed.
     Unavailable(String),
+    /// Too many `stream` requests in progress (503); retry later.
+    Overloaded {
+        /// The limit, `http.max_concurrent_streams`.
+        max: usize,
+    },
     /// A bug or corrupt state (500); never caused by input.
     Internal(String),
 }
@@ -118,6 +123,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::Overloaded { .. } => "overloaded",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -132,7 +138,9 @@ impl ApiError {
             }
             ApiError::ScnNotFound { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -170,6 +178,9 @@ impl ApiError {
                 "no such endpoint; see docs/protocol.md for the relay's API".to_owned()
             }
             ApiError::MethodNotAllowed => "method not allowed; the relay's API is GET only".into(),
+            ApiError::Overloaded { max } => format!(
+                "{max} stream requests are in progress, the relay's limit (http.max_concurrent_streams); retry shortly"
+            ),
             ApiError::Unavailable(s) | ApiError::Internal(s) => s.clone(),
         }
     }
@@ -526,7 +537,7 @@ pub fn routes(
     let stream =
         stream_params(http).and(svc.clone()).then(
             |p: StreamParams, svc: Arc<RelayService>| async move {
-                respond(handle_stream(&svc, p).await)
+                respond(handle_stream(svc, p).await)
             },
         );
     let status = warp::path!("v1" / "status")
@@ -624,6 +635,7 @@ fn schema_json(svc: &RelayService, schema: &RegisteredSchema) -> Value {
         "source": svc.source_of_table(&schema.table.database, &schema.table.table).map(|s| s.get()),
         "table": format!("{}.{}", schema.table.database, schema.table.table),
         "avro": avro,
+        "table_schema": &*schema.table,
     })
 }
 
@@ -699,8 +711,11 @@ fn pick_buffer<'a>(svc: &'a RelayService, p: &StreamParams) -> Result<&'a Source
     }
 }
 
-async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, ApiError> {
-    let source = pick_buffer(svc, &p)?;
+async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Response, ApiError> {
+    let source = pick_buffer(&svc, &p)?;
+    let _permit = svc.try_stream_permit().ok_or(ApiError::Overloaded {
+        max: svc.http().max_concurrent_streams,
+    })?;
     m::stream_request(&source.name, p.format == StreamFormat::Json);
     let filter = KeyFilter::new(&p.filter);
     let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
@@ -742,7 +757,11 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
         }
         from = outcome.checkpoint.clone();
         let _poll = m::LongPoll::start(&source.name);
-        if source.buffer.wait_for_data_after(&from, deadline).await == WaitOutcome::TimedOut {
+        let woken = tokio::select! {
+            outcome = source.buffer.wait_for_data_after(&from, deadline) => outcome,
+            () = svc.stopping().cancelled() => WaitOutcome::TimedOut,
+        };
+        if woken == WaitOutcome::TimedOut {
             break outcome;
         }
     };
@@ -754,17 +773,16 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     let (body, content_type) = match p.format {
         StreamFormat::Binary => (Bytes::from(out), FRAMES_CONTENT_TYPE),
         StreamFormat::Json => {
-            let mut text = String::with_capacity(out.len() * 2);
-            let views =
-                EventView::parse_all(&out).map_err(|e| ApiError::Internal(e.to_string()))?;
-            for view in views {
-                let _ = writeln!(text, "{}", event_json(svc, &view));
-            }
-            let _ = writeln!(
-                text,
-                "{}",
-                json!({ "checkpoint": outcome.checkpoint, "more": outcome.more_available })
+            // Decoding up to max_bytes of Avro payloads takes long: off the async workers.
+            let (svc, checkpoint, more) = (
+                svc.clone(),
+                outcome.checkpoint.clone(),
+                outcome.more_available,
             );
+            let text =
+                tokio::task::spawn_blocking(move || render_json(&svc, &out, &checkpoint, more))
+                    .await
+                    .map_err(|e| ApiError::Internal(format!("JSON rendering failed: {e}")))??;
             (Bytes::from(text), JSON_LINES_CONTENT_TYPE)
         }
     };
@@ -782,6 +800,12 @@ async fn handle_stream(svc: &RelayService, p: StreamParams) -> Result<Response, 
     );
     headers.insert(EVENTS_HEADER, HeaderValue::from(frames));
     Ok(response)
+}
+
+/// The SCN a consumer must have consumed to be served: the buffer's last evicted window or its resume
+/// floor, whichever is later.
+fn effective_prev_scn(source: &SourceHandle, stats: &databus_buffer::BufferStats) -> Option<Scn> {
+    stats.prev_scn.max(source.floor.get())
 }
 
 /// Refuses checkpoints from before the buffer's [`ResumeFloor`](crate::service::ResumeFloor) (unless the
@@ -808,6 +832,26 @@ fn check_floor(source: &SourceHandle, from: &Checkpoint) -> Result<(), ReadError
         });
     }
     Ok(())
+}
+
+/// The JSON-lines body: one line per frame of `frames`, then the checkpoint line.
+fn render_json(
+    svc: &RelayService,
+    frames: &[u8],
+    checkpoint: &Checkpoint,
+    more: bool,
+) -> Result<String, ApiError> {
+    let mut text = String::with_capacity(frames.len() * 2);
+    let views = EventView::parse_all(frames).map_err(|e| ApiError::Internal(e.to_string()))?;
+    for view in views {
+        let _ = writeln!(text, "{}", event_json(svc, &view));
+    }
+    let _ = writeln!(
+        text,
+        "{}",
+        json!({ "checkpoint": checkpoint, "more": more })
+    );
+    Ok(text)
 }
 
 /// One event as JSON: `core::json`'s header fields plus `payload`, the record decoded with its writer
@@ -855,7 +899,7 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
                 "name": s.name,
                 "min_scn": stats.min_scn,
                 "max_scn": stats.max_scn,
-                "prev_scn": stats.prev_scn,
+                "prev_scn": effective_prev_scn(s, &stats),
                                 "bytes": stats.bytes_held,
                 "events": stats.events_held,
                 "windows": stats.windows_held,
@@ -894,9 +938,11 @@ fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
         ApiError::Unavailable("no metrics exporter is installed in this process".into())
     })?;
     for source in svc.sources() {
+        let mut stats = source.buffer.stats();
+        stats.prev_scn = effective_prev_scn(source, &stats);
         m::buffer_gauges(
             &source.name,
-            &source.buffer.stats(),
+            &stats,
             source.status.snapshot().last_timestamp_ns,
         );
     }

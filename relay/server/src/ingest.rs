@@ -13,6 +13,10 @@
 //! | other connector errors (misconfigured source, purged binlog, …) | definite | status `failed` with the message; the pipeline stops, the HTTP API keeps serving what the buffer holds, `/health` turns 503 |
 //! | a row that does not encode, a window larger than the buffer | definite | as above |
 //!
+//! History refill: with `history_transactions = N`, a restart re-reads the N transactions before the
+//! persisted SCN (if the binlog still has them; otherwise it resumes after the persisted SCN), so the
+//! restarted relay can serve recent history again.
+//!
 //! The last SCN and source position are persisted (see [`crate::state`]) at most once per
 //! [`PERSIST_INTERVAL`] and at shutdown; a restarted relay resumes after the persisted SCN.
 
@@ -58,6 +62,8 @@ pub struct IngestParts {
     pub floor: Arc<ResumeFloor>,
     /// The persisted last SCN.
     pub state: StateFile,
+    /// Transactions before the persisted SCN to re-read on a restart (history refill).
+    pub history_transactions: u64,
 }
 
 struct Pipeline {
@@ -247,12 +253,21 @@ pub async fn run_ingest<C: SourceConnector>(
             return Err(e);
         }
     };
-    let start = match &persisted {
-        Some(state) => {
-            parts.floor.set_if_unset(state.last_scn);
-            StartPosition::After(state.last_scn)
+    let (start, fallback) = match &persisted {
+        Some(state) if parts.history_transactions > 0 => {
+            let refill = Scn::new(
+                state
+                    .last_scn
+                    .get()
+                    .saturating_sub(parts.history_transactions),
+            );
+            (
+                StartPosition::After(refill),
+                Some(StartPosition::After(state.last_scn)),
+            )
         }
-        None => StartPosition::Now,
+        Some(state) => (StartPosition::After(state.last_scn), None),
+        None => (StartPosition::Now, None),
     };
     let by_table = parts
         .tables
@@ -268,7 +283,14 @@ pub async fn run_ingest<C: SourceConnector>(
         persisted_scn: persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
         parts,
     };
-    let result = pump(&mut connector, &mut p, start, &shutdown).await;
+    let mut result = pump(&mut connector, &mut p, start, &shutdown).await;
+    if let (Some(fallback), Err(RelayError::Connector { error, .. })) = (fallback, &result) {
+        if matches!(error, ConnectorError::Purged { .. }) && p.parts.writer.last_scn() == Scn::ZERO
+        {
+            tracing::warn!(source = %p.parts.name, %error, "history refill impossible; resuming after the persisted SCN");
+            result = pump(&mut connector, &mut p, fallback, &shutdown).await;
+        }
+    }
     if let Err(e) = &result {
         p.fail(e);
     }
@@ -296,10 +318,14 @@ async fn pump<C: SourceConnector>(
         };
         let started = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            r = connector.start(from) => r,
+            r = connector.start(from.clone()) => r,
         };
         let transient = match started {
             Ok(()) => {
+                // Checkpoints before the start position were never in this buffer.
+                if let StartPosition::After(scn) = &from {
+                    p.parts.floor.set_if_unset(*scn);
+                }
                 p.parts.status.update(|s| {
                     s.state = IngestState::Streaming;
                     s.last_error = None;

@@ -8,7 +8,8 @@
 //! - [`http`]: the warp routes (one pure parameter filter per endpoint, one error-to-response mapping);
 //!   the protocol is documented in `docs/protocol.md`.
 //! - [`ingest`]: the pipeline of one source (connector -> Avro encoder -> buffer writer), with
-//!   reconnection on transient errors; [`state`]: the persisted last SCN per source.
+//!   reconnection on transient errors; [`chain`]: a source that follows another relay (relay
+//!   chaining); [`state`]: the persisted last SCN per source.
 //! - [`run`] / [`run_with`]: the whole relay process; [`serve`]: just the HTTP server.
 //!
 //! ```no_run
@@ -48,6 +49,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chain;
 pub mod config;
 mod error;
 pub mod http;
@@ -65,15 +67,20 @@ pub use error::RelayError;
 pub use service::{IngestSnapshot, IngestState, IngestStatus, RelayService, SourceHandle};
 
 /// Serves the relay's HTTP API on `listener` until `shutdown` is cancelled, then stops accepting and
-/// drains requests in flight.
+/// drains requests in flight (long polls in progress answer at once with what they have).
 pub async fn serve(
     service: Arc<RelayService>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) {
+    let stopping = service.stopping().clone();
     warp::serve(http::routes(service))
         .incoming(listener)
-        .graceful(async move { shutdown.cancelled_owned().await })
+        .graceful(async move {
+            shutdown.cancelled_owned().await;
+            // End long polls in progress so that draining takes no longer than one buffer read.
+            stopping.cancel();
+        })
         .run()
         .await;
 }
@@ -98,8 +105,8 @@ pub async fn run(config: ValidatedConfig, shutdown: CancellationToken) -> Result
     run_with(config, listener, metrics, shutdown).await
 }
 
-/// Runs the relay on `listener`: one event buffer and one ingest pipeline (MySQL/MariaDB connector) per
-/// configured source, the schema registry under `<state_dir>/schemas`, and the HTTP API. Returns after
+/// Runs the relay on `listener`: one event buffer and one ingest pipeline per configured source (the
+/// MySQL/MariaDB connector, or another relay for a chained source, see [`chain`]), the schema registry under `<state_dir>/schemas`, and the HTTP API. Returns after
 /// `shutdown` is cancelled and everything drained. A source whose ingest fails with a definite error
 /// stops alone (status `failed`, `/health` 503); the relay keeps serving its buffer.
 pub async fn run_with(
@@ -128,17 +135,6 @@ pub async fn run_with(
     for source in &config.sources {
         let (writer, buffer) = event_buffer(BufferConfig::new(source.buffer_bytes))
             .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
-        let url = config::url_with_password(&source.url, source.password.as_ref())?;
-        let mut mysql = MySqlConfig::new(url, source.server_id);
-        mysql.tables = source
-            .tables
-            .iter()
-            .map(|t| format!("{}.{}", t.database, t.table))
-            .collect();
-        let connector = MySqlConnector::new(mysql).map_err(|e| RelayError::Connector {
-            name: source.name.clone(),
-            error: e,
-        })?;
         let handle = SourceHandle {
             name: source.name.clone(),
             buffer,
@@ -154,15 +150,46 @@ pub async fn run_with(
             status: handle.status.clone(),
             floor: handle.floor.clone(),
             state: state::StateFile::new(&config.state_dir, &source.name),
+            history_transactions: source.history_transactions,
         };
         handles.push(handle);
         let name = source.name.clone();
         let token = shutdown.child_token();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = ingest::run_ingest(connector, parts, token).await {
-                tracing::error!(source = %name, error = %e, "ingest stopped");
+        match &source.origin {
+            config::Origin::MySql {
+                url,
+                password,
+                server_id,
+            } => {
+                let url = config::url_with_password(url, password.as_ref())?;
+                let mut mysql = MySqlConfig::new(url, *server_id);
+                mysql.tables = source
+                    .tables
+                    .iter()
+                    .map(|t| format!("{}.{}", t.database, t.table))
+                    .collect();
+                let connector = MySqlConnector::new(mysql).map_err(|e| RelayError::Connector {
+                    name: source.name.clone(),
+                    error: e,
+                })?;
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = ingest::run_ingest(connector, parts, token).await {
+                        tracing::error!(source = %name, error = %e, "ingest stopped");
+                    }
+                }));
             }
-        }));
+            config::Origin::Relay { authority, buffer } => {
+                let upstream = chain::Upstream {
+                    authority: authority.clone(),
+                    buffer: buffer.clone(),
+                };
+                tasks.push(tokio::spawn(async move {
+                    if let Err(e) = chain::run_chain(upstream, parts, token).await {
+                        tracing::error!(source = %name, error = %e, "chained ingest stopped");
+                    }
+                }));
+            }
+        }
     }
     let service = RelayService::new(handles, registry, config.http, metrics);
     tracing::info!(addr = ?listener.local_addr().ok(), "relay serving");

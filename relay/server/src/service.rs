@@ -11,6 +11,8 @@ use databus_core::{Scn, SourceId};
 use databus_serde_formats::SchemaRegistry;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpSettings, ValidatedTable};
 
@@ -135,6 +137,8 @@ pub struct RelayService {
     schemas: Arc<SchemaRegistry>,
     http: HttpSettings,
     metrics: Option<PrometheusHandle>,
+    stopping: CancellationToken,
+    streams: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for RelayService {
@@ -169,7 +173,20 @@ impl RelayService {
             schemas,
             http,
             metrics,
+            stopping: CancellationToken::new(),
+            streams: Arc::new(Semaphore::new(http.max_concurrent_streams)),
         })
+    }
+
+    /// A permit for one `stream` request, `None` when `http.max_concurrent_streams` are in progress.
+    pub fn try_stream_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
+    }
+
+    /// Cancelled when the server shuts down: long polls in progress return at once (with what they
+    /// have) so that the server drains quickly.
+    pub fn stopping(&self) -> &CancellationToken {
+        &self.stopping
     }
 
     /// The physical sources.

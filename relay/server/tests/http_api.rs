@@ -160,6 +160,14 @@ struct Relay {
 
 impl Relay {
     async fn start(capacity: usize) -> Relay {
+        let http = HttpSettings {
+            max_wait: Duration::from_secs(60),
+            ..HttpSettings::default()
+        };
+        Relay::start_with(capacity, http).await
+    }
+
+    async fn start_with(capacity: usize, http: HttpSettings) -> Relay {
         let (shop, shop_buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
         let (other, other_buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
         let shop_status = Arc::new(IngestStatus::default());
@@ -193,10 +201,6 @@ impl Relay {
             })
             .unwrap()
             .id;
-        let http = HttpSettings {
-            max_wait: Duration::from_secs(60),
-            ..HttpSettings::default()
-        };
         let service = RelayService::new(sources, schemas.clone(), http, None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -779,6 +783,66 @@ async fn many_concurrent_long_polling_clients_each_get_their_partition_in_order(
         total += got.len();
     }
     assert_eq!(total as u64, WINDOWS * PER_WINDOW);
+    relay.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_ends_long_polls_and_drains() {
+    let mut relay = Relay::start(1 << 20).await;
+    append_window(&mut relay.shop, Scn::new(1), 1, &[]);
+    let cp = enc(&Checkpoint::after(Scn::new(1)).to_json());
+    let addr = relay.addr;
+    let path = format!("/v1/stream?buffer=shop&wait_ms=60000&checkpoint={cp}");
+    let poll = tokio::spawn(async move { get(addr, &path).await });
+    let store = relay.shop_buffer.clone();
+    wait_until("the long poll to park", || store.waiting_readers() == 1).await;
+    // `stop` allows 10 s for the drain; the poll would otherwise wait 60 s.
+    relay.stop().await;
+    let resp = poll.await.unwrap();
+    assert_eq!(resp.status, 200);
+    assert!(resp.body.is_empty());
+    assert_eq!(resp.checkpoint(), Checkpoint::after(Scn::new(1)));
+}
+
+#[tokio::test]
+async fn stream_requests_beyond_the_limit_are_refused_as_overloaded() {
+    let mut relay = Relay::start_with(
+        1 << 20,
+        HttpSettings {
+            max_concurrent_streams: 2,
+            ..HttpSettings::default()
+        },
+    )
+    .await;
+    append_window(&mut relay.shop, Scn::new(1), 1, &[]);
+    let cp = enc(&Checkpoint::after(Scn::new(1)).to_json());
+    let addr = relay.addr;
+    let mut polls = Vec::new();
+    for _ in 0..2 {
+        let path = format!("/v1/stream?buffer=shop&wait_ms=30000&checkpoint={cp}");
+        polls.push(tokio::spawn(async move { get(addr, &path).await }));
+    }
+    let store = relay.shop_buffer.clone();
+    wait_until("both long polls to park", || store.waiting_readers() == 2).await;
+    let body = assert_error(
+        &get(addr, "/v1/stream?buffer=shop").await,
+        503,
+        "overloaded",
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_concurrent_streams")
+    );
+    // Other endpoints still answer.
+    assert_eq!(get(addr, "/v1/status").await.status, 200);
+    append_window(&mut relay.shop, Scn::new(2), 2, &[]);
+    for poll in polls {
+        assert_eq!(poll.await.unwrap().status, 200);
+    }
+    // Permits are released when requests end.
+    assert_eq!(get(addr, "/v1/stream?buffer=shop").await.status, 200);
     relay.stop().await;
 }
 

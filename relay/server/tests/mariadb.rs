@@ -1,6 +1,7 @@
 //! The whole relay against a real MariaDB (databus-testkit): rows committed in MariaDB reach an HTTP
-//! client as windows, decoded; a restarted relay resumes after its persisted SCN, and consumers resume
-//! from their checkpoints without loss or duplicates.
+//! client as windows, decoded; a second relay chained on the first serves the same frames; a restarted
+//! relay resumes after its persisted SCN, and consumers resume from their checkpoints without loss or
+//! duplicates.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -66,8 +67,8 @@ struct Relay {
     task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
 }
 
-async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
-    let relay = start_relay_unchecked(db, state_dir, password_file).await;
+async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path, history: u64) -> Relay {
+    let relay = start_relay_unchecked(db, state_dir, password_file, history).await;
     // Wait until ingest is connected, so rows committed from now on are captured.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -84,7 +85,12 @@ async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Re
     relay
 }
 
-async fn start_relay_unchecked(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
+async fn start_relay_unchecked(
+    db: &MariaDb,
+    state_dir: &Path,
+    password_file: &Path,
+    history: u64,
+) -> Relay {
     let url = format!(
         "mysql://relay@127.0.0.1:{}/?max_allowed_packet=1073741824&prefer_socket=false",
         db.port()
@@ -100,6 +106,7 @@ url = {url:?}
 password_file = {pw:?}
 server_id = 4242
 buffer_size = "8MiB"
+history_transactions = {history}
 tables = [
     {{ id = 1, name = "orders", table = "shop.orders" }},
     {{ id = 2, name = "customers", table = "shop.customers" }},
@@ -107,6 +114,38 @@ tables = [
 "#,
         state = state_dir.display().to_string(),
         pw = password_file.display().to_string(),
+    );
+    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(databus_relay::run_with(
+        config,
+        listener,
+        None,
+        shutdown.clone(),
+    ));
+    Relay {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+async fn start_chained(upstream: SocketAddr, state_dir: &Path) -> Relay {
+    let text = format!(
+        r#"
+state_dir = {state:?}
+[[sources]]
+name = "shop"
+upstream = {{ url = "http://{upstream}" }}
+buffer_size = "8MiB"
+tables = [
+    {{ id = 1, name = "orders", table = "shop.orders" }},
+    {{ id = 2, name = "customers", table = "shop.customers" }},
+]
+"#,
+        state = state_dir.display().to_string(),
     );
     let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -194,7 +233,7 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     std::fs::write(&password_file, "s3cr@t:pw\n").unwrap();
     let state_dir = dir.path().join("state");
 
-    let relay = start_relay(&db, &state_dir, &password_file).await;
+    let relay = start_relay(&db, &state_dir, &password_file, 0).await;
     // The relay started from the source's current position: a consumer starts after it. (A consumer from
     // the very beginning would be told to bootstrap; see the end of this test.)
     let gtid = db.gtid_binlog_pos().await.unwrap();
@@ -303,6 +342,30 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     assert_eq!(lines[0]["schema"], id.as_str());
     let resp = get(relay.addr, &format!("/v1/schemas/{id}")).await;
     assert_eq!(resp.status, 200);
+
+    // A second relay chained on the first serves the same frames and decodes the same payloads.
+    let chained = start_chained(relay.addr, &dir.path().join("chained-state")).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = get(chained.addr, "/v1/status").await;
+        let body: Value = serde_json::from_slice(&status.body).unwrap();
+        if body["buffers"][0]["max_scn"].as_u64() == Some(scn1 + 3) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "chain never caught up: {body}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for query in ["", "&format=json", "&partition=mod:2:1"] {
+        let path = format!("/v1/stream?checkpoint={}{query}", enc(&start.to_json()));
+        let (a, b) = (get(relay.addr, &path).await, get(chained.addr, &path).await);
+        assert_eq!((a.status, b.status), (200, 200));
+        assert_eq!(a.body, b.body, "{query}");
+        assert_eq!(
+            a.headers["x-databus-checkpoint"],
+            b.headers["x-databus-checkpoint"]
+        );
+    }
+    chained.stop().await;
     relay.stop().await;
 
     // The relay persisted its last SCN.
@@ -314,7 +377,8 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     db.exec(&["INSERT INTO shop.orders VALUES (3, 'while down', 1.00)"])
         .await
         .unwrap();
-    let relay = start_relay(&db, &state_dir, &password_file).await;
+    // Restart with a history refill of 2 transactions: the relay re-reads them from the binlog.
+    let relay = start_relay(&db, &state_dir, &password_file, 2).await;
     db.exec(&["INSERT INTO shop.orders VALUES (4, 'after restart', 2.00)"])
         .await
         .unwrap();
@@ -338,7 +402,22 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
     assert_eq!(resp.status, 410, "{}", String::from_utf8_lossy(&resp.body));
     let body: Value = serde_json::from_slice(&resp.body).unwrap();
     assert_eq!(body["error"], "scn_not_found");
-    assert_eq!(body["prev_scn"], scn1 + 3);
+    assert_eq!(body["prev_scn"], scn1 + 1);
+    // The refilled history is served again: windows scn1+2 (the delete) and scn1+3 (a heartbeat).
+    let refilled = Checkpoint::after(Scn::new(scn1 + 1));
+    let (events, _) = follow(relay.addr, refilled, "&sources=1", |e| data(e).len() >= 3).await;
+    assert_eq!(
+        data(&events),
+        vec![
+            (scn1 + 2, 1, Opcode::Delete, Key::Int(1)),
+            (scn1 + 4, 1, Opcode::Upsert, Key::Int(3)),
+            (scn1 + 5, 1, Opcode::Upsert, Key::Int(4)),
+        ]
+    );
+    assert_eq!(events[1].scn.get(), scn1 + 2);
+    assert!(events[1].opcode.is_end_of_window());
+    assert_eq!(events[2].scn.get(), scn1 + 3);
+    assert!(events[2].opcode.is_end_of_window());
 
     // MariaDB restarts under the running relay: ingest reconnects and resumes after its last window.
     db.restart().await.unwrap();
@@ -371,7 +450,7 @@ async fn a_misconfigured_source_fails_with_its_fix_in_status_and_health() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "pw").unwrap();
-    let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file).await;
+    let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file, 0).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let body = loop {
         let status = get(relay.addr, "/v1/status").await;
