@@ -10,6 +10,7 @@
 //! |--------------|------|--------------|
 //! | `bootstrap_snapshot` | data frames only (latest event per key, own SCNs) | one [`Phase::Snapshot`] window per response, checkpoint = the response's (snapshot token inside) |
 //! | `bootstrap_catchup` | whole windows as from a relay (may end mid-window) | [`Phase::Catchup`] windows, checkpoint = catch-up mode after each window |
+//! | `bootstrap_snapshot`, path `log_only`, no start SCN yet | catch-up windows (a delta served from the log alone) | as catch-up |
 //!
 //! A response whose checkpoint is in catch-up mode while the request was in snapshot mode ends the
 //! snapshot phase (`on_start_catchup`); a checkpoint back in `online` mode ends the bootstrap
@@ -30,6 +31,8 @@ struct BootstrapResponse {
     body: Bytes,
     checkpoint: Checkpoint,
     server: String,
+    /// `X-Databus-Bootstrap-Path`.
+    path: Option<String>,
 }
 
 /// A `410` of the bootstrap server: what to restart with.
@@ -58,7 +61,9 @@ fn parse(resp: HttpResponse, url: &str) -> Result<Result<BootstrapResponse, Rest
         .ok_or_else(|| protocol("bootstrap response without X-Databus-Checkpoint".into()))?;
     let checkpoint = Checkpoint::from_json(text)
         .map_err(|e| protocol(format!("bad X-Databus-Checkpoint: {e}")))?;
+    let path = resp.header("x-databus-bootstrap-path").map(str::to_owned);
     Ok(Ok(BootstrapResponse {
+        path,
         body: resp.body,
         checkpoint,
         server: url.to_owned(),
@@ -113,6 +118,7 @@ impl Fetcher {
         }
         let filter = self.config.filter_query(false);
         let mut assembler = Assembler::after(checkpoint.prev_scn);
+        let mut in_catchup = checkpoint.mode == ConsumptionMode::BootstrapCatchup;
         loop {
             let cp_text: String =
                 form_urlencoded::byte_serialize(checkpoint.to_json().as_bytes()).collect();
@@ -140,6 +146,7 @@ impl Fetcher {
                     checkpoint = Checkpoint::after(since.unwrap_or(Scn::ZERO));
                     checkpoint.start_bootstrap(since);
                     assembler = Assembler::after(checkpoint.prev_scn);
+                    in_catchup = false;
                     self.send(Delivery::StartBootstrap(
                         BootstrapInfo { since_scn: since },
                         checkpoint.clone(),
@@ -148,33 +155,47 @@ impl Fetcher {
                 }
             };
             let next = response.checkpoint.clone();
-            match checkpoint.mode {
-                ConsumptionMode::BootstrapSnapshot => {
-                    if let Some(raw) = snapshot_window(&response.body, &response.server)? {
-                        self.deliver(raw, Phase::Snapshot, next.clone()).await?;
-                    } else if next.mode == ConsumptionMode::BootstrapSnapshot && next == checkpoint
-                    {
-                        return Err(FetchStop::Error(ClientError::Protocol {
-                            server: response.server,
-                            message: "snapshot response with no rows and no progress".into(),
-                        }));
-                    }
-                    if next.mode == ConsumptionMode::BootstrapCatchup {
-                        let target = target_of(&next, &response.server)?;
-                        assembler = Assembler::after(next.prev_scn);
-                        self.send(Delivery::StartCatchup(target, next.clone()))?;
-                    }
+            // A new log-only bootstrap answers its first (snapshot-mode) request with catch-up
+            // windows already; every other snapshot-mode request gets snapshot rows.
+            let starts_log_only = checkpoint.mode == ConsumptionMode::BootstrapSnapshot
+                && checkpoint.bootstrap.as_ref().is_some_and(|b| b.start_scn.is_none())
+                && response.path.as_deref() == Some("log_only");
+            if checkpoint.mode == ConsumptionMode::BootstrapSnapshot && !starts_log_only {
+                if let Some(raw) = snapshot_window(&response.body, &response.server)? {
+                    self.deliver(raw, Phase::Snapshot, next.clone()).await?;
+                } else if next == checkpoint {
+                    return Err(FetchStop::Error(ClientError::Protocol {
+                        server: response.server,
+                        message: "snapshot response with no rows and no progress".into(),
+                    }));
                 }
-                ConsumptionMode::BootstrapCatchup => {
-                    for raw in assembler.push(&response.body, &response.server)? {
-                        let mut cp = checkpoint.clone();
-                        cp.window_scn = raw.scn;
-                        cp.window_offset = None;
-                        cp.prev_scn = Some(raw.scn);
-                        self.deliver(raw, Phase::Catchup, cp).await?;
-                    }
+            } else {
+                if !in_catchup {
+                    let target = target_of(&next, &response.server)?;
+                    self.send(Delivery::StartCatchup(target, next.clone()))?;
+                    in_catchup = true;
+                    assembler = Assembler::after(start_of(&next));
                 }
-                ConsumptionMode::Online => unreachable!("bootstrap() runs in bootstrap modes only"),
+                // Window checkpoints: catch-up mode with the server's fixed SCNs, at each window.
+                let base = if next.mode == ConsumptionMode::BootstrapCatchup {
+                    next.clone()
+                } else {
+                    checkpoint.clone()
+                };
+                for raw in assembler.push(&response.body, &response.server)? {
+                    let mut cp = base.clone();
+                    cp.mode = ConsumptionMode::BootstrapCatchup;
+                    cp.window_scn = raw.scn;
+                    cp.window_offset = None;
+                    cp.prev_scn = Some(raw.scn);
+                    self.deliver(raw, Phase::Catchup, cp).await?;
+                }
+            }
+            if next.mode != ConsumptionMode::BootstrapSnapshot && !in_catchup {
+                let target = target_of(&next, &response.server).unwrap_or(next.window_scn);
+                self.send(Delivery::StartCatchup(target, next.clone()))?;
+                in_catchup = true;
+                assembler = Assembler::after(start_of(&next));
             }
             if next.mode == ConsumptionMode::Online {
                 self.send(Delivery::EndBootstrap(next.window_scn, next.clone()))?;
@@ -183,6 +204,11 @@ impl Fetcher {
             checkpoint = next;
         }
     }
+}
+
+/// Where catch-up starts: windows after this SCN.
+fn start_of(cp: &Checkpoint) -> Option<Scn> {
+    cp.bootstrap.as_ref().and_then(|b| b.start_scn).or(cp.prev_scn)
 }
 
 fn target_of(cp: &Checkpoint, server: &str) -> Result<Scn, FetchStop> {
