@@ -158,7 +158,10 @@ impl Fetcher {
             // A new log-only bootstrap answers its first (snapshot-mode) request with catch-up
             // windows already; every other snapshot-mode request gets snapshot rows.
             let starts_log_only = checkpoint.mode == ConsumptionMode::BootstrapSnapshot
-                && checkpoint.bootstrap.as_ref().is_some_and(|b| b.start_scn.is_none())
+                && checkpoint
+                    .bootstrap
+                    .as_ref()
+                    .is_some_and(|b| b.start_scn.is_none())
                 && response.path.as_deref() == Some("log_only");
             if checkpoint.mode == ConsumptionMode::BootstrapSnapshot && !starts_log_only {
                 if let Some(raw) = snapshot_window(&response.body, &response.server)? {
@@ -171,10 +174,10 @@ impl Fetcher {
                 }
             } else {
                 if !in_catchup {
-                    let target = target_of(&next, &response.server)?;
+                    let target = target_of(&next, &response.server).unwrap_or(next.window_scn);
                     self.send(Delivery::StartCatchup(target, next.clone()))?;
                     in_catchup = true;
-                    assembler = Assembler::after(start_of(&next));
+                    assembler = Assembler::after(start_of(&next, &checkpoint));
                 }
                 // Window checkpoints: catch-up mode with the server's fixed SCNs, at each window.
                 let base = if next.mode == ConsumptionMode::BootstrapCatchup {
@@ -195,7 +198,7 @@ impl Fetcher {
                 let target = target_of(&next, &response.server).unwrap_or(next.window_scn);
                 self.send(Delivery::StartCatchup(target, next.clone()))?;
                 in_catchup = true;
-                assembler = Assembler::after(start_of(&next));
+                assembler = Assembler::after(start_of(&next, &checkpoint));
             }
             if next.mode == ConsumptionMode::Online {
                 self.send(Delivery::EndBootstrap(next.window_scn, next.clone()))?;
@@ -206,9 +209,14 @@ impl Fetcher {
     }
 }
 
-/// Where catch-up starts: windows after this SCN.
-fn start_of(cp: &Checkpoint) -> Option<Scn> {
-    cp.bootstrap.as_ref().and_then(|b| b.start_scn).or(cp.prev_scn)
+/// Where catch-up starts (windows after this SCN): the start SCN the server fixed, else the delta's
+/// `since` (a log-only catch-up that ended in its first response).
+fn start_of(next: &Checkpoint, request: &Checkpoint) -> Option<Scn> {
+    let progress = |cp: &Checkpoint| cp.bootstrap.clone().unwrap_or_default();
+    progress(next)
+        .start_scn
+        .or(progress(request).start_scn)
+        .or(progress(request).since_scn)
 }
 
 fn target_of(cp: &Checkpoint, server: &str) -> Result<Scn, FetchStop> {
