@@ -488,6 +488,15 @@ async fn refusals_no_primary_key_size_limit_compression_and_statements() {
     );
     assert!(e.to_string().contains("max_transaction_rows"), "{e}");
     let after_rows = after_big.get() + 1;
+    let mut cfg = config(&url, &["np"]);
+    cfg.max_transaction_bytes = 4096;
+    let mut c = started(cfg, StartPosition::After(Scn::new(after_big.get() - 1))).await;
+    let e = first_error(&mut c).await;
+    assert!(
+        matches!(e, ConnectorError::TransactionTooLarge { .. }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("max_transaction_bytes"), "{e}");
 
     // Compressed rows events are an error, never skipped.
     let mut c = started(
@@ -595,6 +604,37 @@ async fn create_table_select_is_one_transaction_and_xa_is_refused() {
     );
     let t = next_transaction(&mut c).await;
     assert_eq!(t.changes[0].after.as_ref().unwrap(), &vec![Value::Int(3)]);
+
+    // Non-transactional engines end their group with QUERY COMMIT instead of XID.
+    db.exec(&[
+        "CREATE TABLE cs.m (id INT PRIMARY KEY) ENGINE=MyISAM",
+        "CREATE TABLE cs.a (id INT PRIMARY KEY) ENGINE=Aria",
+        "INSERT INTO cs.m VALUES (1), (2)",
+        "INSERT INTO cs.a VALUES (3)",
+        "INSERT INTO cs.t VALUES (5)",
+    ])
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        let t = next_transaction(&mut c).await;
+        if !t.changes.is_empty() {
+            got.push(
+                t.changes
+                    .iter()
+                    .map(|ch| ch.after.clone().unwrap()[0].clone())
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    assert_eq!(
+        got,
+        vec![
+            vec![Value::Int(1), Value::Int(2)],
+            vec![Value::Int(3)],
+            vec![Value::Int(5)]
+        ]
+    );
 
     let mut conn = db.root_conn().await.unwrap();
     for sql in [

@@ -85,8 +85,9 @@ id_newtype!(
 );
 
 id_newtype!(
-    /// Identifies an Avro writer schema: the 64-bit Rabin fingerprint (CRC-64-AVRO) of its parsing
-    /// canonical form. Control events carry [`SchemaId::NONE`].
+    /// Identifies an Avro writer schema: the 64-bit Rabin fingerprint (CRC-64-AVRO) of its canonical
+    /// form (Avro's parsing canonical form keeping logical types and `databus.*` attributes; see
+    /// `databus_serde_formats::fingerprint`). Control events carry [`SchemaId::NONE`].
     SchemaId(u64),
     "schema id"
 );

@@ -69,7 +69,7 @@ fn rows(n: usize) -> Vec<Row> {
                     Value::Null
                 } else {
                     Value::Text(format!(
-                        "note {i}: deliver to the back door, ring twice, leave with the neighbour at number 12 if nobody is at home {i:06}"
+                        "note {i}: deliver to the back door, ring twice, leave the parcel with the neighbour at number 12 if nobody is at home, thanks {i:06}"
                     ))
                 },
             ]

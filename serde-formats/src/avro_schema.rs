@@ -21,8 +21,8 @@
 //! |---|---|---|
 //! | TINYINT, SMALLINT, MEDIUMINT (signed or not), INT | `int` | the integer |
 //! | INT UNSIGNED, BIGINT | `long` | the integer |
-//! | BIGINT UNSIGNED | `bytes` + `decimal(20,0)` | the integer as an exact decimal (no value is lost) |
-//! | DECIMAL(p,s) | `bytes` + `decimal(p,s)` | unscaled value, big-endian two's complement, minimal length |
+//! | BIGINT UNSIGNED | `bytes` + `decimal(20,0)` | the integer as an exact decimal, 9 bytes (no value is lost) |
+//! | DECIMAL(p,s) | `bytes` + `decimal(p,s)` | unscaled value, big-endian two's complement, fixed width per column (below) |
 //! | FLOAT | `float` | |
 //! | DOUBLE | `double` | |
 //! | DATE | `int` + `date` | days since 1970-01-01; zero dates: see below |
@@ -36,6 +36,11 @@
 //! | SET | `array` of `string` | member names in declaration order |
 //! | BIT(n) | `long`, `databus.type` = `bit(n)` | the bits as a u64 reinterpreted as i64 (BIT(64) values ≥ 2^63 are negative longs) |
 //! | JSON | `string`, `databus.type` = `json` | the JSON text |
+//!
+//! Decimal bytes have the same width for every value of a column: the smallest `n` with
+//! `floor(log10(2^(8n-1) - 1)) >= p` (DECIMAL(10,2): 5 bytes, DECIMAL(65,30): 28 bytes). Avro allows any
+//! width, but apache-avro (and Java) reject, when resolving against a reader schema, a decimal whose
+//! byte length cannot hold the declared precision.
 //!
 //! ENUM is not an Avro `enum` because MariaDB enum values (`'in stock'`, `'1'`, `''`) are not valid Avro
 //! symbols.

@@ -9,7 +9,8 @@
 //! # JSON rendering
 //!
 //! [`decode_json`] / [`to_json`] give one JSON object per row, keyed by the *original* column names
-//! (the `databus.column` attribute, else the field name). Values, by the field's `databus.type` and Avro
+//! (the `databus.column` attribute, else the field name; `serde_json` keeps object keys sorted by name,
+//! not in column order). Values, by the field's `databus.type` and Avro
 //! type:
 //!
 //! | Column / Avro type | JSON |

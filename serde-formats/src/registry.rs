@@ -64,6 +64,27 @@ pub struct RegisteredSchema {
     pub table: Arc<TableSchema>,
 }
 
+impl RegisteredSchema {
+    /// Appends the Avro binary datum of `row` to `out` (see [`RowEncoder::encode`]).
+    pub fn encode(&self, row: &[crate::model::Value], out: &mut Vec<u8>) -> Result<()> {
+        self.encoder.encode(row, out)
+    }
+
+    /// Decodes a payload written with this schema into JSON for humans (see [`crate::decode`]).
+    pub fn decode_json(&self, payload: &[u8]) -> Result<serde_json::Value> {
+        crate::decode::decode_json(payload, &self.avro, None)
+    }
+
+    /// Decodes a payload written with this schema, resolved to `reader` when given.
+    pub fn decode_value(
+        &self,
+        payload: &[u8],
+        reader: Option<&Schema>,
+    ) -> Result<apache_avro::types::Value> {
+        crate::decode::decode_value(payload, &self.avro, reader)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct SchemaFile {
@@ -79,6 +100,23 @@ struct Inner {
     by_id: HashMap<SchemaId, RegisteredSchema>,
     /// `database.table` -> versions in order.
     by_table: BTreeMap<(String, String), Vec<RegisteredSchema>>,
+    /// Table schema -> id: lets `register` skip the mapping for a schema it has seen.
+    by_schema: HashMap<Arc<TableSchema>, SchemaId>,
+}
+
+impl Inner {
+    fn insert(&mut self, registered: RegisteredSchema) {
+        self.by_schema
+            .insert(Arc::clone(&registered.table), registered.id);
+        self.by_table
+            .entry((
+                registered.table.database.clone(),
+                registered.table.table.clone(),
+            ))
+            .or_default()
+            .push(registered.clone());
+        self.by_id.insert(registered.id, registered);
+    }
 }
 
 /// A thread-safe, optionally persistent registry of table schema versions.
@@ -187,22 +225,21 @@ impl SchemaRegistry {
                     registered.id
                 )));
             }
-            let versions = inner
+            let clash = inner
                 .by_table
-                .entry((
+                .get(&(
                     registered.table.database.clone(),
                     registered.table.table.clone(),
                 ))
-                .or_default();
-            if versions.iter().any(|v| v.version == registered.version) {
+                .is_some_and(|versions| versions.iter().any(|v| v.version == registered.version));
+            if clash {
                 return Err(corrupt(format!(
                     "version {} of {} is also in another file",
                     registered.version,
                     registered.table.qualified_name()
                 )));
             }
-            versions.push(registered.clone());
-            inner.by_id.insert(registered.id, registered);
+            inner.insert(registered);
         }
         for versions in inner.by_table.values_mut() {
             versions.sort_by_key(|v| v.version);
@@ -218,6 +255,17 @@ impl SchemaRegistry {
     /// Registers `table` (see the module docs): returns the existing registration of an identical
     /// schema, or assigns the table's next version and persists it.
     pub fn register(&self, table: &TableSchema) -> Result<RegisteredSchema> {
+        {
+            // Fast path: a schema seen before (callers may register once per row).
+            let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = inner
+                .by_schema
+                .get(table)
+                .and_then(|id| inner.by_id.get(id))
+            {
+                return Ok(found.clone());
+            }
+        }
         let prepared = prepare(table)?;
         if let Some(found) = self.existing(&prepared)? {
             return Ok(found);
@@ -232,8 +280,12 @@ impl SchemaRegistry {
                 .by_table
                 .get(&(table.database.clone(), table.table.clone()))
                 .and_then(|versions| versions.last())
-                .map_or(1, |last| last.version + 1)
+                .map_or(Some(1), |last| last.version.checked_add(1))
         };
+        let version = version.ok_or_else(|| Error::InvalidSchema {
+            table: table.qualified_name(),
+            reason: "has u32::MAX schema versions already; no version number is left".to_owned(),
+        })?;
         let avro_json: Arc<str> = prepared.avro_json.to_string().into();
         if let Some(dir) = &self.dir {
             let file = SchemaFile {
@@ -254,12 +306,7 @@ impl SchemaRegistry {
             table: prepared.table,
         };
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        inner
-            .by_table
-            .entry((table.database.clone(), table.table.clone()))
-            .or_default()
-            .push(registered.clone());
-        inner.by_id.insert(registered.id, registered.clone());
+        inner.insert(registered.clone());
         Ok(registered)
     }
 

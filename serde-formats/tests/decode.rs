@@ -271,3 +271,101 @@ fn malformed_payloads_are_errors_not_panics() {
     assert!(decode_value(&[0x02, 0x08], &schema, None).is_err());
     assert!(decode_value(&[0x02, 0x02, 0xfe, 0xff, 0xff, 0xff, 0x0f], &schema, None).is_err());
 }
+
+fn all_types_table() -> TableSchema {
+    use ColumnType as T;
+    table(vec![
+        Column::new("a", T::BigInt { unsigned: true }, false),
+        Column::new(
+            "b",
+            T::Decimal {
+                precision: 65,
+                scale: 30,
+            },
+            true,
+        ),
+        Column::new("c", T::Date, true),
+        Column::new("d", T::Time { fsp: 6 }, false),
+        Column::new("e", T::DateTime { fsp: 6 }, true),
+        Column::new("f", T::Timestamp { fsp: 6 }, false),
+        Column::new("g", T::Text { max_chars: None }, true),
+        Column::new(
+            "h",
+            T::Set {
+                members: vec!["x".into(), "y".into()],
+            },
+            false,
+        ),
+        Column::new("i", T::Bit { width: 64 }, true),
+        Column::new("j", T::Json, false),
+        Column::new("k", T::Double, true),
+        Column::new("l", T::Bytes { max_bytes: None }, false),
+    ])
+}
+
+fn sample_payload(t: &TableSchema) -> Vec<u8> {
+    encode(
+        t,
+        &[
+            Value::UInt(5),
+            Value::Decimal("-1.5".into()),
+            Value::Date {
+                year: 2020,
+                month: 1,
+                day: 1,
+            },
+            Value::Time {
+                negative: false,
+                micros: 1,
+            },
+            Value::Null,
+            Value::Timestamp(-1),
+            Value::Text("t".into()),
+            Value::Set(3),
+            Value::Bit(9),
+            Value::Json("[1]".into()),
+            Value::Double(0.5),
+            Value::Bytes(vec![1, 2]),
+        ],
+    )
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+    /// Arbitrary bytes never panic the decoders (errors are fine).
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+        let t = all_types_table();
+        let schema = avro_schema(&t).unwrap();
+        let _ = decode_value(&bytes, &schema, None);
+        let _ = decode_json(&bytes, &schema, Some(&schema));
+    }
+
+    /// Valid payloads with one byte changed or cut never panic either.
+    #[test]
+    fn mutated_payloads_never_panic(at in 0usize..1000, byte in proptest::prelude::any::<u8>(), cut in proptest::prelude::any::<bool>()) {
+        let t = all_types_table();
+        let schema = avro_schema(&t).unwrap();
+        let mut payload = sample_payload(&t);
+        let at = at % payload.len();
+        if cut {
+            payload.truncate(at);
+            proptest::prop_assert!(decode_json(&payload, &schema, None).is_err());
+        } else {
+            payload[at] = byte;
+            let _ = decode_json(&payload, &schema, None);
+        }
+    }
+}
+
+#[test]
+fn sample_payload_decodes() {
+    let t = all_types_table();
+    let schema = avro_schema(&t).unwrap();
+    let json = decode_json(&sample_payload(&t), &schema, None).unwrap();
+    assert_eq!(json["b"], "-1.500000000000000000000000000000");
+    assert_eq!(json["f"], "1969-12-31T23:59:59.999999Z");
+    assert_eq!(json["h"], json!(["x", "y"]));
+    assert_eq!(json["l"], "AQI=");
+}

@@ -128,6 +128,24 @@ fn alter_gives_new_version_and_every_version_decodes_after_restart() {
         decode_json(&p1, &w1, Some(&w2)).unwrap(),
         json!({"id": 1, "status": "new", "placed": null})
     );
+    let r2 = registry.get(id2).unwrap();
+    assert_eq!(r2.decode_json(&p2).unwrap()["status"], "paid");
+    let mut again = Vec::new();
+    let row = vec![
+        Value::Int(2),
+        Value::Enum(2),
+        Value::DateTime {
+            year: 2024,
+            month: 5,
+            day: 6,
+            hour: 7,
+            minute: 8,
+            second: 9,
+            micros: 123_000,
+        },
+    ];
+    r2.encode(&row, &mut again).unwrap();
+    assert_eq!(again, p2);
     // Registering after the restart is still idempotent and continues the numbering.
     assert_eq!(registry.register(&orders_v2()).unwrap().version, 2);
     let mut v3 = orders_v2();

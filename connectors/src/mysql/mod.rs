@@ -455,7 +455,14 @@ impl MySqlConnector {
             .await
             .unwrap_or_default();
         let before = pos.into_iter().next().flatten().unwrap_or_default();
-        let scn = parse_gtid_list(&before).first().map(|g| g.seq).unwrap_or(0);
+        // The captured domain's sequence number at the start of the oldest file.
+        let domain = self.domain;
+        let scn = parse_gtid_list(&before)
+            .into_iter()
+            .filter(|g| domain.is_none_or(|d| d == g.domain))
+            .map(|g| g.seq)
+            .max()
+            .unwrap_or(0);
         format!(
             "binlog file {file}, which starts after gtid position '{before}' (resume from SCN {scn} or later)"
         )

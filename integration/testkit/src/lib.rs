@@ -139,7 +139,26 @@ const INNODB_ARGS: &[&str] = &["--innodb-log-file-size=4M", "--innodb-buffer-poo
 
 /// Returns the template data directory, creating it once per machine under an exclusive lock.
 fn template_datadir() -> Result<PathBuf> {
-    let root = std::env::temp_dir().join("databus-testkit-mariadb-10.11");
+    // One template per server version: an upgraded MariaDB gets a fresh one.
+    let version = Command::new(mariadbd_path())
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let version: String = version
+        .split_whitespace()
+        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .unwrap_or("unknown")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let root = std::env::temp_dir().join(format!("databus-testkit-mariadb-{version}"));
     fs::create_dir_all(&root).map_err(io_err(format!("create {}", root.display())))?;
     let data = root.join("data");
     let lock_path = root.join("lock");

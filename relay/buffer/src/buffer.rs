@@ -15,6 +15,9 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
 /// index search exhausts this.
 const MAX_ATTEMPTS: u32 = 16;
 
+/// Words per SCN index entry: scn, start, end, unused (keeps entries 32-byte aligned).
+pub(crate) const INDEX_STRIDE: usize = 4;
+
 /// A predicate on an event's verified header and key: `true` keeps the event.
 pub type EventFilter<'a> = dyn Fn(&FrameHeader, KeyRef<'_>) -> bool + 'a;
 
@@ -104,10 +107,12 @@ pub struct EventBuffer {
     pub(crate) ring: Box<[AtomicU64]>,
     pub(crate) capacity: u64,
     pub(crate) block_bytes: u64,
-    /// SCN index: entry `seq` lives in slot `seq % index_scn.len()`. Entries are appended in position and
-    /// SCN order, at most one per `block_bytes` block of positions, each naming a window start.
-    pub(crate) index_scn: Box<[AtomicU64]>,
-    pub(crate) index_pos: Box<[AtomicU64]>,
+    /// SCN index: entry `seq` lives in slot `seq % index_slots`, as [`INDEX_STRIDE`] words: the window's
+    /// SCN, its start position and its end position (stored when the window is published). Entries are
+    /// appended in position and SCN order, at most one per `block_bytes` block of positions, each naming
+    /// a window start. Interleaved so that a binary-search probe touches one cache line.
+    pub(crate) index: Box<[AtomicU64]>,
+    pub(crate) index_slots: u64,
     pub(crate) head: CachePadded<HeadCursor>,
     pub(crate) tail: CachePadded<TailCursor>,
     pub(crate) counters: CachePadded<Counters>,
@@ -309,7 +314,7 @@ impl EventBuffer {
         if snap.head == snap.tail {
             return Attempt::Done(nothing());
         }
-        let (start, first_seq) = self.lookup(requested, &snap);
+        let (start, first_seq) = self.lookup(from, &snap);
         if start >= snap.tail {
             return if self.still_valid(snap.head, first_seq) {
                 Attempt::Done(nothing())
@@ -338,29 +343,84 @@ impl EventBuffer {
         }
     }
 
-    /// Binary search of the SCN index for the last window start whose SCN is <= `scn`: returns that
-    /// position (or the head when there is none) and the lowest entry sequence number probed.
-    fn lookup(&self, scn: Scn, snap: &Snapshot) -> (u64, u64) {
-        let slots = self.index_scn.len() as u64;
-        let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
+    /// Binary search of the SCN index for the last window start whose SCN is <= `scn`. Returns where to
+    /// start scanning and the lowest entry sequence number probed. When the window found is entirely
+    /// covered by the checkpoint (SCN below it, or equal to it without an offset), the scan starts at
+    /// that window's end instead of walking its frames; otherwise at its start, or at the head when no
+    /// entry qualifies.
+    fn lookup(&self, from: &Checkpoint, snap: &Snapshot) -> (u64, u64) {
+        let scn = from.window_scn.get();
         let mut first_seq = u64::MAX;
+        // Relaxed loads: validated afterwards by `still_valid(_, first_seq)`.
+        let mut entry = |seq: u64| {
+            first_seq = first_seq.min(seq);
+            let base = (seq % self.index_slots) as usize * INDEX_STRIDE;
+            let entry_scn = self.index[base].load(Ordering::Relaxed);
+            let entry_start = self.index[base + 1].load(Ordering::Relaxed);
+            (entry_scn, entry_start, base)
+        };
+        let keeps = |(entry_scn, entry_start, _): (u64, u64, usize)| {
+            entry_scn <= scn && entry_start < snap.tail
+        };
+        // Search [lo, hi) for the last entry that `keeps`: entries below `lo` keep, from `hi` on they don't.
+        let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
         let mut found = None;
+        // SCNs usually grow about evenly, so after one binary step a few interpolation steps between the
+        // SCNs of the entries bounding the range land next to the target, saving most of the cache misses
+        // of a binary search over a large index. The oldest entries are never probed for this (the writer
+        // keeps evicting them, and probing one would make the validation fail); binary search finishes.
+        let (mut lo_scn, mut hi_scn) = (None, None);
+        for step in 0..5 {
+            if hi - lo <= 8 {
+                break;
+            }
+            let guess = match (step, lo_scn, hi_scn) {
+                (0, _, _) => lo + (hi - lo) / 2,
+                (_, Some(lo_scn), Some(hi_scn)) if scn >= lo_scn && hi_scn > lo_scn => {
+                    // Entry lo - 1 has lo_scn, entry hi has hi_scn: interpolate in between.
+                    let span = u128::from(hi - lo + 1);
+                    let ahead =
+                        (u128::from(scn - lo_scn) * span / u128::from(hi_scn - lo_scn)) as u64;
+                    (lo + ahead.saturating_sub(1)).min(hi - 1)
+                }
+                _ => break,
+            };
+            let e = entry(guess);
+            if keeps(e) {
+                found = Some(e);
+                lo_scn = Some(e.0);
+                lo = guess + 1;
+            } else {
+                hi_scn = Some(e.0);
+                hi = guess;
+            }
+        }
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            first_seq = first_seq.min(mid);
-            let slot = (mid % slots) as usize;
-            // Relaxed: validated afterwards by `still_valid(_, first_seq)`.
-            let entry_scn = self.index_scn[slot].load(Ordering::Relaxed);
-            let entry_pos = self.index_pos[slot].load(Ordering::Relaxed);
-            if entry_scn <= scn.get() && entry_pos < snap.tail {
-                found = Some(entry_pos);
+            let e = entry(mid);
+            if keeps(e) {
+                found = Some(e);
                 lo = mid + 1;
             } else {
                 hi = mid;
             }
         }
-        let start = found.map_or(snap.head, |pos| pos.max(snap.head));
-        (start, first_seq)
+        let Some((entry_scn, entry_start, base)) = found else {
+            return (snap.head, first_seq);
+        };
+        let covered = entry_scn < scn || from.window_offset.is_none();
+        let start = if covered {
+            // Relaxed: as above. Published with the window, so it is set for every entry below index_tail.
+            let end = self.index[base + 2].load(Ordering::Relaxed);
+            if end > entry_start && end <= snap.tail {
+                end
+            } else {
+                entry_start
+            }
+        } else {
+            entry_start
+        };
+        (start.max(snap.head), first_seq)
     }
 
     /// The frame starting at `cur` (after skipping a wrap pad), or `None` at the tail.
@@ -422,6 +482,7 @@ impl EventBuffer {
     fn filter_keeps(
         &self,
         cur: &Cursor,
+        frame_len: u64,
         filter: &EventFilter<'_>,
         key_scratch: &mut Vec<u8>,
     ) -> Result<bool, Anomaly> {
@@ -429,10 +490,17 @@ impl EventBuffer {
         for (i, chunk) in header.chunks_exact_mut(8).enumerate() {
             chunk.copy_from_slice(&ring::load(&self.ring, cur.phys + 8 * i as u64).to_le_bytes());
         }
-        let parsed = FrameHeader::parse(&header).map_err(|_| Anomaly {
+        let anomaly = |reason| Anomaly {
             position: cur.pos,
-            reason: "frame header does not verify",
-        })?;
+            reason,
+        };
+        let parsed =
+            FrameHeader::parse(&header).map_err(|_| anomaly("frame header does not verify"))?;
+        // The header was loaded again: if the writer overtook us in between it may describe another
+        // frame, whose key must not be read past this frame's bounds (checked by `frame_at`).
+        if parsed.frame_len() as u64 != frame_len {
+            return Err(anomaly("frame header changed while reading"));
+        }
         // The key type is byte 6 of the header (see `databus_core::frame`): 1 integer, 2 bytes.
         let key = match header[6] {
             1 => KeyRef::Int(ring::load(&self.ring, cur.phys + HEADER_WORDS as u64 * 8) as i64),
@@ -523,7 +591,7 @@ impl EventBuffer {
                 }
                 let keep = match filter {
                     None => true,
-                    Some(filter) => self.filter_keeps(&cur, filter, &mut key_scratch)?,
+                    Some(filter) => self.filter_keeps(&cur, frame.len, filter, &mut key_scratch)?,
                 };
                 if keep {
                     if !fits {

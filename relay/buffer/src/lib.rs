@@ -89,7 +89,7 @@ pub use writer::{BufferWriter, WindowInfo};
 
 use crossbeam_utils::CachePadded;
 
-use crate::buffer::{Counters, HeadCursor, TailCursor};
+use crate::buffer::{Counters, HeadCursor, INDEX_STRIDE, TailCursor};
 use crate::sync::{Arc, AtomicU64, AtomicUsize};
 
 /// Default size of an SCN index block: one index entry per 4 KiB of positions at most.
@@ -146,8 +146,8 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
         ring: ring::zeroed_words((capacity / 8) as usize),
         capacity,
         block_bytes,
-        index_scn: ring::zeroed_words(slots),
-        index_pos: ring::zeroed_words(slots),
+        index: ring::zeroed_words(slots * INDEX_STRIDE),
+        index_slots: slots as u64,
         head: CachePadded::new(HeadCursor {
             pos: AtomicU64::new(0),
             prev_scn: AtomicU64::new(0),

@@ -5,7 +5,7 @@ use std::fmt;
 use databus_core::frame::HEADER_LEN;
 use databus_core::{EventBuilder, Scn};
 
-use crate::buffer::EventBuffer;
+use crate::buffer::{EventBuffer, INDEX_STRIDE};
 use crate::error::AppendError;
 use crate::ring::{self, PAD_WORD, RawFrame};
 use crate::sync::{Arc, Ordering, fence};
@@ -40,8 +40,13 @@ pub struct BufferWriter {
     scratch: Vec<u8>,
     /// End of what was written (open window included).
     write_pos: u64,
+    /// `write_pos % capacity`, kept incrementally (no division per event).
+    write_phys: u64,
     /// Start of the open window = the published tail.
     window_start: u64,
+    window_start_phys: u64,
+    /// The index entry added for the open window, if its start opened a new block.
+    open_entry: Option<u64>,
     open: Option<OpenWindow>,
     last_scn: Scn,
     evicted_in_window: u64,
@@ -77,7 +82,10 @@ impl BufferWriter {
             buf,
             scratch: Vec::new(),
             write_pos: 0,
+            write_phys: 0,
             window_start: 0,
+            window_start_phys: 0,
+            open_entry: None,
             open: None,
             last_scn: Scn::ZERO,
             evicted_in_window: 0,
@@ -158,13 +166,12 @@ impl BufferWriter {
             }
             _ => {}
         }
-        let pos = self.reserve(padded, scn)?;
+        let phys = self.reserve(padded, scn)?;
         if self.open.is_none() {
             self.open = Some(OpenWindow { scn, events: 0 });
             self.add_index_entry(scn);
         }
-        self.store_scratch(pos, padded);
-        self.write_pos = pos + padded;
+        self.store_scratch(phys, padded);
         if let Some(w) = &mut self.open {
             w.events += 1;
         }
@@ -199,12 +206,11 @@ impl BufferWriter {
             self.scratch.resize(padded as usize, 0);
         }
         marker.write(&mut self.scratch[..len as usize]);
-        let pos = self.reserve(padded, scn)?;
+        let phys = self.reserve(padded, scn)?;
         if self.open.is_none() {
             self.add_index_entry(scn);
         }
-        self.store_scratch(pos, padded);
-        self.write_pos = pos + padded;
+        self.store_scratch(phys, padded);
         let info = WindowInfo {
             scn,
             events,
@@ -219,6 +225,8 @@ impl BufferWriter {
     /// never saw any of it. Windows evicted to make room for it stay evicted.
     pub fn rollback(&mut self) {
         self.write_pos = self.window_start;
+        self.write_phys = self.window_start_phys;
+        self.open_entry = None;
         self.open = None;
         self.index_next = self.index_published;
         self.last_block = self.last_block_published;
@@ -241,6 +249,11 @@ impl BufferWriter {
         buf.counters
             .windows_held
             .store(self.windows_held, Ordering::Relaxed);
+        if let Some(seq) = self.open_entry.take() {
+            // Relaxed: made visible by the Release store of the tail below.
+            let base = (seq % buf.index_slots) as usize * INDEX_STRIDE;
+            buf.index[base + 2].store(self.write_pos, Ordering::Relaxed);
+        }
         // Relaxed: made visible by the Release store of the tail below.
         buf.tail
             .index_tail
@@ -250,6 +263,7 @@ impl BufferWriter {
         // readers that load the tail with Acquire. This single store is what makes a window visible.
         buf.tail.pos.store(self.write_pos, Ordering::Release);
         self.window_start = self.write_pos;
+        self.window_start_phys = self.write_phys;
         self.index_published = self.index_next;
         self.last_block_published = self.last_block;
         self.last_scn = scn;
@@ -268,11 +282,11 @@ impl BufferWriter {
         }
     }
 
-    /// Makes room for `padded` bytes at the end of the open window and returns where they go (after a
-    /// wrap pad if they would straddle the end of the ring).
+    /// Makes room for `padded` bytes at the end of the open window and returns their physical offset
+    /// (after a wrap pad if they would straddle the end of the ring); `write_pos` then covers them.
     fn reserve(&mut self, padded: u64, scn: Scn) -> Result<u64, AppendError> {
         let capacity = self.buf.capacity;
-        let phys = self.write_pos % capacity;
+        let phys = self.write_phys;
         let pad = if phys + padded > capacity {
             capacity - phys
         } else {
@@ -298,11 +312,18 @@ impl BufferWriter {
         if end > self.head + capacity {
             self.evict_until(end);
         }
-        if pad > 0 {
+        let at = if pad > 0 {
             self.buf.ring[(phys / 8) as usize].store(PAD_WORD, Ordering::Relaxed);
-            self.write_pos += pad;
+            0
+        } else {
+            phys
+        };
+        self.write_pos = end;
+        self.write_phys = at + padded;
+        if self.write_phys == capacity {
+            self.write_phys = 0;
         }
-        Ok(self.write_pos)
+        Ok(at)
     }
 
     /// Evicts whole windows from the head until `end - head <= capacity`, then publishes the new head.
@@ -337,9 +358,10 @@ impl BufferWriter {
             self.head = pos;
             evicted_windows += 1;
         }
-        let slots = self.buf.index_scn.len() as u64;
+        let slots = self.buf.index_slots;
         while self.index_head < self.index_next
-            && self.buf.index_pos[(self.index_head % slots) as usize].load(Ordering::Relaxed)
+            && self.buf.index[(self.index_head % slots) as usize * INDEX_STRIDE + 1]
+                .load(Ordering::Relaxed)
                 < self.head
         {
             self.index_head += 1;
@@ -393,7 +415,7 @@ impl BufferWriter {
         if self.last_block == Some(block) {
             return;
         }
-        let slots = self.buf.index_scn.len() as u64;
+        let slots = self.buf.index_slots;
         // Entries live at positions in [head, head + capacity], at most one per block, and `slots` is
         // `capacity / block + 2`, so the slot is free: its previous entry's window was evicted and
         // index_head passed it (published before the Release fence in `evict_until`).
@@ -401,17 +423,19 @@ impl BufferWriter {
             self.index_next - self.index_head < slots,
             "SCN index overflow"
         );
-        let slot = (self.index_next % slots) as usize;
+        let base = (self.index_next % slots) as usize * INDEX_STRIDE;
         // Relaxed: published by the tail's Release store in `publish`; overwrites of evicted entries are
-        // ordered after the index_head store by the fence in `evict_until`.
-        self.buf.index_scn[slot].store(scn.get(), Ordering::Relaxed);
-        self.buf.index_pos[slot].store(self.window_start, Ordering::Relaxed);
+        // ordered after the index_head store by the fence in `evict_until`. The end word is stored by
+        // `publish`; until then it holds an older entry's end, which readers never see (unpublished).
+        self.buf.index[base].store(scn.get(), Ordering::Relaxed);
+        self.buf.index[base + 1].store(self.window_start, Ordering::Relaxed);
+        self.open_entry = Some(self.index_next);
         self.index_next += 1;
         self.last_block = Some(block);
     }
 
-    fn store_scratch(&mut self, pos: u64, padded: u64) {
-        let first = ((pos % self.buf.capacity) / 8) as usize;
+    fn store_scratch(&mut self, phys: u64, padded: u64) {
+        let first = (phys / 8) as usize;
         let words = &self.buf.ring[first..first + (padded / 8) as usize];
         for (word, chunk) in words.iter().zip(self.scratch.chunks_exact(8)) {
             // Relaxed: published by the tail's Release store; see `evict_until` for overwrites.

@@ -1,5 +1,7 @@
 //! The buffer's contract, rule by rule, through the public API.
 
+#![cfg(not(loom))]
+
 use std::collections::BTreeSet;
 
 use databus_buffer::{
@@ -74,9 +76,9 @@ fn mid(s: u64, k: u32, prev: Option<u64>) -> Checkpoint {
 
 #[test]
 fn config_is_validated() {
-    let err = event_buffer(BufferConfig::new(64)).unwrap_err();
+    let err = event_buffer(BufferConfig::new(63)).unwrap_err();
     assert!(
-        matches!(err, BufferError::InvalidConfig(ref m) if m.contains("64")),
+        matches!(err, BufferError::InvalidConfig(ref m) if m.contains("63")),
         "{err}"
     );
     let err = event_buffer(BufferConfig {
@@ -586,4 +588,37 @@ async fn a_long_poll_times_out_at_its_deadline() {
             .await,
         WaitOutcome::Ready
     );
+}
+
+#[test]
+fn index_lookups_land_on_the_right_event() {
+    // Small blocks: every window gets its own index entry, so lookups jump straight to the window (or to
+    // its end when the checkpoint covers it).
+    let (mut w, buf) = event_buffer(BufferConfig {
+        capacity_bytes: 1 << 16,
+        index_block_bytes: 64,
+    })
+    .unwrap();
+    for s in [10, 20, 30] {
+        window(&mut w, s, 5, 50);
+    }
+    let (events, _) = read(&buf, &mid(20, 2, Some(10)), 1 << 20).unwrap();
+    assert_eq!(ids(&events)[..2], [(20, 2), (20, 3)]);
+    let (events, _) = read(&buf, &mid(20, 0, Some(10)), 1 << 20).unwrap();
+    assert_eq!(ids(&events)[0], (20, 0));
+    let (events, _) = read(&buf, &Checkpoint::after(scn(20)), 1 << 20).unwrap();
+    assert_eq!(ids(&events)[0], (30, 0));
+    let (events, _) = read(&buf, &Checkpoint::after(scn(25)), 1 << 20).unwrap();
+    assert_eq!(ids(&events)[0], (30, 0));
+    let (events, _) = read(&buf, &mid(25, 3, Some(20)), 1 << 20).unwrap();
+    assert_eq!(ids(&events)[0], (30, 0));
+}
+
+#[test]
+fn the_writer_moves_to_its_thread_and_the_buffer_is_shared() {
+    fn send<T: Send>() {}
+    fn send_sync<T: Send + Sync>() {}
+    send::<BufferWriter>();
+    send_sync::<EventBuffer>();
+    send_sync::<std::sync::Arc<EventBuffer>>();
 }

@@ -3,6 +3,8 @@
 //! whole windows, `prev_scn`, and the documented byte layout (8-byte aligned frames, wrap padding) that
 //! decides when windows are evicted.
 
+#![cfg(not(loom))]
+
 use std::collections::VecDeque;
 
 use databus_buffer::{

@@ -4,6 +4,8 @@
 //! and that rolled-back windows never appear. Readers that fall behind get `ScnNotFound` and restart from
 //! the buffer's `prev_scn`, never garbage.
 
+#![cfg(not(loom))]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
