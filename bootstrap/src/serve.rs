@@ -218,6 +218,16 @@ impl BootstrapService {
             ));
         }
         let known = self.store.sources()?;
+        if known.is_empty() {
+            // Nothing recorded yet (the producer has not reached the relay, no seed ran): an empty
+            // snapshot would be wrong, not merely incomplete.
+            let log = self.store.log_status()?;
+            return Err(ServeError::NotYet {
+                requested: cp.bootstrap.as_ref().and_then(|b| b.since_scn),
+                log_last: log.last_scn,
+                applied: self.store.snapshot_status()?.applied_scn,
+            });
+        }
         let sources: Vec<SourceId> = match filter.sources() {
             Some(set) => {
                 for s in set {

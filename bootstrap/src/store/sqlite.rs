@@ -6,8 +6,8 @@
 //! |-------|---------|-------|
 //! | `log_windows` | `scn` PK, `timestamp_ns`, `first_seq`, `events`, `bytes` | one row per window, heartbeats included |
 //! | `log_events` | `seq` PK, `scn`, `source_id`, `bucket_hash`, `key_int`, `frame` | one row per data event |
-//! | `snapshot` | `row_id` PK, `source_id`, `key`, `key_int`, `bucket_hash`, `scn`, `deleted`, `frame` | unique `(source_id, key)` |
-//! | `meta` | `name` PK, `value` | `log_floor`, `next_seq`, `applied_scn`, `base_scn`, `seeded`, `seed_progress` |
+//! | `snapshot` | `(source_id, row_id)` PK (`WITHOUT ROWID`), `key`, `key_int`, `bucket_hash`, `scn`, `deleted`, `frame` | unique `(source_id, key)`; pages read in `(source_id, row_id)` order |
+//! | `meta` | `name` PK, `value` | `log_floor`, `next_seq`, `next_row`, `applied_scn`, `base_scn`, `seeded`, `seed_progress` |
 //! | `sources`, `pins` | | source names; pins of bootstraps in progress |
 //!
 //! Writes go through one writer connection (a mutex); reads use a small pool of reader connections, so
@@ -37,16 +37,16 @@ CREATE TABLE IF NOT EXISTS log_events(
     seq INTEGER PRIMARY KEY, scn INTEGER NOT NULL, source_id INTEGER NOT NULL,
     bucket_hash INTEGER NOT NULL, key_int INTEGER, frame BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS snapshot(
-    row_id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, key BLOB NOT NULL, key_int INTEGER,
-    bucket_hash INTEGER NOT NULL, scn INTEGER NOT NULL, deleted INTEGER NOT NULL, frame BLOB NOT NULL);
+    source_id INTEGER NOT NULL, row_id INTEGER NOT NULL, key BLOB NOT NULL, key_int INTEGER,
+    bucket_hash INTEGER NOT NULL, scn INTEGER NOT NULL, deleted INTEGER NOT NULL, frame BLOB NOT NULL,
+    PRIMARY KEY (source_id, row_id)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS snapshot_key ON snapshot(source_id, key);
-CREATE INDEX IF NOT EXISTS snapshot_page ON snapshot(source_id, row_id);
 CREATE TABLE IF NOT EXISTS sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL);
 ";
 
-const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame) \
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
      ON CONFLICT(source_id, key) DO UPDATE SET scn = excluded.scn, deleted = excluded.deleted, \
      frame = excluded.frame, key_int = excluded.key_int, bucket_hash = excluded.bucket_hash \
      WHERE excluded.scn >= snapshot.scn";
@@ -492,6 +492,8 @@ fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
     }
     let mut order: Vec<usize> = last.into_values().collect();
     order.sort_unstable();
+    // Row ids are assigned here (a new key takes the next one; an updated key keeps its own).
+    let mut next_row = get_meta(tx, "next_row")?.unwrap_or(1);
     let mut s = tx
         .prepare_cached(UPSERT_SNAPSHOT)
         .map_err(db_err("prepare"))?;
@@ -504,11 +506,13 @@ fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
             KeyHash::of(e.key.as_ref()).to_i64(),
             sql_scn(e.scn),
             e.opcode == Opcode::Delete,
-            e.frame
+            e.frame,
+            next_row
         ])
         .map_err(db_err("upsert snapshot row"))?;
+        next_row += 1;
     }
-    Ok(())
+    set_meta(tx, "next_row", next_row)
 }
 
 impl SnapshotStore for SqliteStore {
