@@ -136,6 +136,12 @@ impl DatabusClient {
             )?)
         };
         let (tx, rx) = mpsc::unbounded_channel();
+        let mut relays = relays;
+        let mut bootstrap = bootstrap;
+        relays.report_to(tx.clone());
+        if let Some(b) = &mut bootstrap {
+            b.report_to(tx.clone());
+        }
         let fetcher = Fetcher {
             config: c.clone(),
             relays,
@@ -290,8 +296,11 @@ impl<C: DatabusConsumer> Dispatcher<C> {
                     self.phase(c.on_end_bootstrap(scn), "on_end_bootstrap", cp)
                         .await?;
                 }
+                Delivery::Warning(e) => {
+                    let _ = call(c.on_error(&e), "on_error").await;
+                }
                 Delivery::Failed(e) => {
-                    let _ = call(self.consumer.on_error(&e), "on_error").await;
+                    let _ = call(c.on_error(&e), "on_error").await;
                     return Err(e);
                 }
             }
@@ -605,7 +614,7 @@ impl futures::Stream for WindowStream {
                     Poll::Ready(Some(Ok(window)))
                 }
                 Poll::Ready(Some(Delivery::Failed(e))) => Poll::Ready(Some(Err(e))),
-                // Phase changes show in the windows' phase and checkpoints.
+                // Phase changes show in the windows' phase and checkpoints; warnings are logged.
                 Poll::Ready(Some(_)) => continue,
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,

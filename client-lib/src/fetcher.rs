@@ -26,6 +26,8 @@ pub(crate) enum Delivery {
     StartCatchup(Scn, Checkpoint),
     /// The bootstrap ended at the SCN; relay windows follow.
     EndBootstrap(Scn, Checkpoint),
+    /// A failure the fetcher handles (a failed request it fails over and retries).
+    Warning(ClientError),
     /// Fetching stopped for good.
     Failed(ClientError),
 }

@@ -19,6 +19,8 @@ pub(crate) struct ServerPool {
     max_failures: Option<u32>,
     request_timeout: Duration,
     stats: std::sync::Arc<ClientStats>,
+    /// Where failed requests are reported (to the consumer's `on_error`).
+    warnings: Option<tokio::sync::mpsc::UnboundedSender<crate::fetcher::Delivery>>,
 }
 
 /// One answer of `GET /v1/stream`.
@@ -54,7 +56,16 @@ impl ServerPool {
             max_failures,
             request_timeout,
             stats,
+            warnings: None,
         })
+    }
+
+    /// Reports every failed request to `tx` as [`Delivery::Warning`](crate::fetcher::Delivery).
+    pub(crate) fn report_to(
+        &mut self,
+        tx: tokio::sync::mpsc::UnboundedSender<crate::fetcher::Delivery>,
+    ) {
+        self.warnings = Some(tx);
     }
 
     /// The server requests currently go to.
@@ -101,6 +112,9 @@ impl ServerPool {
                         return Err(e);
                     }
                     tracing::warn!(server = %url, error = %e, "relay does not hold the checkpoint; trying the next");
+                    if let Some(tx) = &self.warnings {
+                        let _ = tx.send(crate::fetcher::Delivery::Warning(e));
+                    }
                     self.fail_over();
                     continue;
                 }
@@ -116,6 +130,9 @@ impl ServerPool {
                     }
                     let delay = self.backoff.next_delay();
                     tracing::warn!(server = %url, error = %e, ?delay, "request failed; failing over");
+                    if let Some(tx) = &self.warnings {
+                        let _ = tx.send(crate::fetcher::Delivery::Warning(e));
+                    }
                     self.fail_over();
                     tokio::time::sleep(delay).await;
                 }

@@ -31,9 +31,13 @@ struct FileLog {
 impl DatabusConsumer for FileLog {
     async fn on_event(&self, e: &DataEvent<'_>) -> ConsumerOutcome {
         let row: Row = e.decode().unwrap();
-        let mut f = self.file.lock().unwrap();
-        writeln!(f, "{} {}", e.scn(), row.id).unwrap();
-        f.flush().unwrap();
+        // One write(2) per line (O_APPEND): a kill never leaves half a line.
+        let line = format!("{} {}\n", e.scn(), row.id);
+        self.file
+            .lock()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
         ConsumerOutcome::Success
     }
 

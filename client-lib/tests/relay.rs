@@ -245,6 +245,12 @@ async fn relay_returning_errors_and_scn_not_found() {
     run.stop().await.unwrap();
     assert_eq!(consumer.events(), expected(1..=5, 2));
     assert!(hits.load(Ordering::SeqCst) >= 1);
+    // The failed request reached on_error (failures are never silent).
+    let errors = consumer.log.lock().unwrap().errors.clone();
+    assert!(
+        errors.iter().any(|e| e.contains("503 unavailable")),
+        "{errors:?}"
+    );
 
     // Only failing relays and a failure budget: the client gives up with the last error.
     let mut config = fast_config(&[bad]);
@@ -290,7 +296,14 @@ async fn relay_returning_errors_and_scn_not_found() {
     );
     {
         let log = consumer.log.lock().unwrap();
-        assert_eq!((log.started, log.stopped, log.errors.len()), (1, 1, 1));
+        assert_eq!((log.started, log.stopped), (1, 1));
+        // The first relay's 410 (a warning: the next relay may hold it), then the definite error.
+        assert_eq!(log.errors.len(), 2, "{:?}", log.errors);
+        assert!(
+            log.errors
+                .iter()
+                .all(|e| e.contains("no relay holds the events after SCN 1"))
+        );
     }
     good.stop().await;
     small.stop().await;
