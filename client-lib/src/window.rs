@@ -387,4 +387,51 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("bad frame"), "{err}");
     }
+
+    proptest::proptest! {
+        /// Model test: any sequence of windows, cut into responses at any frame boundaries, comes out
+        /// as exactly the same whole windows, in order.
+        #[test]
+        fn any_split_yields_the_same_windows(
+            sizes in proptest::collection::vec(0usize..6, 1..30),
+            gaps in proptest::collection::vec(1u64..5, 30),
+            cuts in proptest::collection::vec(proptest::bool::ANY, 200),
+        ) {
+            let mut frames = Vec::new();
+            let mut want = Vec::new();
+            let mut scn = 0;
+            for (i, &n) in sizes.iter().enumerate() {
+                scn += gaps[i];
+                for k in 0..n {
+                    let mut f = Vec::new();
+                    EventBuilder::new(Scn::new(scn), Opcode::Upsert)
+                        .key(Key::Int(k as i64).as_ref())
+                        .schema(SchemaId::new(1 + (k as u64 % 2)))
+                        .write_to_vec(&mut f);
+                    frames.push(f);
+                }
+                let mut f = Vec::new();
+                EventBuilder::end_of_window(Scn::new(scn), scn).write_to_vec(&mut f);
+                frames.push(f);
+                want.push((scn, n));
+            }
+            let mut a = Assembler::after(None);
+            let mut got = Vec::new();
+            let mut body = Vec::new();
+            for (i, f) in frames.iter().enumerate() {
+                body.extend_from_slice(f);
+                if cuts[i % cuts.len()] || i + 1 == frames.len() {
+                    for w in a.push(&Bytes::from(std::mem::take(&mut body)), "r").unwrap() {
+                        proptest::prop_assert_eq!(w.bytes, w.events.iter().map(Bytes::len).sum::<usize>() + HEADER);
+                        proptest::prop_assert!(w.schema_ids.len() <= 2);
+                        got.push((w.scn.get(), w.events.len()));
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(a.pending_bytes(), 0);
+            proptest::prop_assert_eq!(got, want);
+        }
+    }
+
+    const HEADER: usize = databus_core::frame::HEADER_LEN;
 }

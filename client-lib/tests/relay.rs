@@ -710,3 +710,47 @@ async fn start_from_now_skips_history() {
     assert_eq!(consumer.events(), expected(6..=7, 2));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reader_schema_resolves_every_writer_version() {
+    let mut relay = TestRelay::start(1 << 20).await;
+    fill(&mut relay, 1..=3, 2);
+    // The consumer's view of the table: `seq` dropped, `extra` added with a default.
+    let mut reader: serde_json::Value = serde_json::from_str(&relay.schema.avro_json).unwrap();
+    let fields = reader["fields"].as_array_mut().unwrap();
+    fields.retain(|f| f["name"] != "seq");
+    fields.push(serde_json::json!({"name": "extra", "type": "string", "default": "none"}));
+    let reader = apache_avro::Schema::parse(&reader).unwrap();
+
+    #[derive(Debug, serde::Deserialize)]
+    struct View {
+        id: i64,
+        name: String,
+        extra: String,
+    }
+    let client = DatabusClient::new(
+        fast_config(&[relay.url()]),
+        Arc::new(MemoryCheckpointStore::new()),
+    )
+    .unwrap()
+    .with_reader_schema(databus_core::SourceId::new(1), reader.clone());
+    let mut stream = client.stream(CancellationToken::new()).await.unwrap();
+    let mut views = Vec::new();
+    while views.len() < 6 {
+        let window = stream.next().await.unwrap().unwrap();
+        for event in window.events() {
+            let view: View = event.decode().unwrap();
+            assert_eq!(view.name, format!("name-{}-{}", view.id, window.scn()));
+            // The generic record and JSON have the reader's shape too.
+            let json = event.json().unwrap();
+            assert!(json.get("seq").is_none(), "{json}");
+            assert_eq!(json["extra"], "none");
+            // Without the configured reader, per call.
+            let raw = event.record_with(&reader).unwrap();
+            assert!(matches!(raw, apache_avro::types::Value::Record(ref f) if f.len() == 3));
+            views.push((view.id, view.extra));
+        }
+    }
+    assert_eq!(views[0], (100, "none".to_owned()));
+    relay.stop().await;
+}
