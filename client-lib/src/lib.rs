@@ -11,6 +11,11 @@
 //!   decoding into serde types, generic Avro records or JSON, optionally through a reader schema.
 //! - [`checkpoint`]: stores (file with atomic replace, in-memory, SQLite in the replica's own
 //!   transaction for effectively-once).
+//! - Bootstrap switchover: when every relay answers `scn_not_found` (or a new consumer starts from a
+//!   snapshot) the client reads a consolidated delta or a consistent snapshot from a bootstrap server,
+//!   catches up, and returns to the relay at the target SCN, checkpointing progress throughout
+//!   (protocol: `docs/bootstrap-protocol.md`; consumer guide: `docs/client.md`).
+//! - [`ClientStats`]: counters (requests, failures, windows fetched, bytes buffered).
 //!
 //! Delivery is at-least-once, in commit order, whole windows: a window's checkpoint is persisted only
 //! after every callback of it succeeded; a crash replays from the last persisted checkpoint. Requests

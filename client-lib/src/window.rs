@@ -122,6 +122,10 @@ impl Window {
     }
 
     /// The `i`-th event.
+    ///
+    /// # Panics
+    ///
+    /// If `i >= self.len()`, like slice indexing.
     pub fn event(&self, i: usize) -> DataEvent<'_> {
         DataEvent::new(&self.events[i], self.phase, &self.schemas)
     }
