@@ -131,7 +131,7 @@ impl Fetcher {
                 path.push_str(&filter);
             }
             let pool = self.bootstrap.as_mut().expect("checked above");
-            let limit = self.config.max_response_bytes + (1 << 20);
+            let limit = self.config.max_response_bytes.max(self.config.buffer_bytes);
             let answer = pool
                 .request(&path, std::time::Duration::ZERO, limit, parse)
                 .await?;

@@ -139,8 +139,10 @@ impl DatabusClient {
         let mut relays = relays;
         let mut bootstrap = bootstrap;
         relays.report_to(tx.clone());
+        relays.set_body_limit(c.buffer_bytes);
         if let Some(b) = &mut bootstrap {
             b.report_to(tx.clone());
+            b.set_body_limit(c.buffer_bytes);
         }
         let fetcher = Fetcher {
             config: c.clone(),

@@ -40,7 +40,8 @@ pub struct ClientConfig {
     /// Where a consumer without a stored checkpoint starts.
     pub start: StartPosition,
     /// Bytes of fetched, not yet consumed windows held in memory; the fetcher waits beyond this
-    /// (a window larger than this is still fetched, alone).
+    /// (a window larger than this is still fetched, alone). Also the largest response accepted: a
+    /// single event larger than this stops the client with a protocol error.
     pub buffer_bytes: usize,
     /// `max_bytes` of each stream request.
     pub max_response_bytes: usize,

@@ -138,11 +138,19 @@ impl HttpServer {
             .await
             .map_err(|e| transient(format!("request failed: {e}")))?;
         let (parts, body) = response.into_parts();
-        let body = Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|e| transient(format!("reading the body (limit {limit} bytes): {e}")))?
-            .to_bytes();
+        let body = match Limited::new(body, limit).collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+                // Retrying would get the same answer: a definite error.
+                return Err(ClientError::Protocol {
+                    server: self.url.clone(),
+                    message: format!(
+                        "response body larger than {limit} bytes (an event larger than the client's limit); raise buffer_bytes"
+                    ),
+                });
+            }
+            Err(e) => return Err(transient(format!("reading the body: {e}"))),
+        };
         Ok(HttpResponse {
             status: parts.status.as_u16(),
             headers: parts.headers,

@@ -21,6 +21,8 @@ pub(crate) struct ServerPool {
     stats: std::sync::Arc<ClientStats>,
     /// Where failed requests are reported (to the consumer's `on_error`).
     warnings: Option<tokio::sync::mpsc::UnboundedSender<crate::fetcher::Delivery>>,
+    /// The largest response body accepted (a single event may exceed `max_bytes`).
+    body_limit: usize,
 }
 
 /// One answer of `GET /v1/stream`.
@@ -57,7 +59,13 @@ impl ServerPool {
             request_timeout,
             stats,
             warnings: None,
+            body_limit: 16 << 20,
         })
+    }
+
+    /// Accepts response bodies up to `limit` bytes (and always up to `max_bytes`).
+    pub(crate) fn set_body_limit(&mut self, limit: usize) {
+        self.body_limit = limit;
     }
 
     /// Reports every failed request to `tx` as [`Delivery::Warning`](crate::fetcher::Delivery).
@@ -170,7 +178,9 @@ impl ServerPool {
             path.push_str(filter_query);
         }
         let requested = checkpoint.window_scn;
-        self.request(&path, wait, max_bytes + (1 << 20), |resp, url| {
+        // A body exceeds `max_bytes` only when its first frame alone does.
+        let limit = max_bytes.max(self.body_limit);
+        self.request(&path, wait, limit, |resp, url| {
             parse_stream(resp, url, requested)
         })
         .await

@@ -74,7 +74,7 @@ impl SchemaCache {
 }
 
 /// One whole window (a source transaction, or a batch of snapshot rows), owned and cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Window {
     pub(crate) scn: Scn,
     pub(crate) timestamp_ns: u64,
@@ -83,6 +83,18 @@ pub struct Window {
     pub(crate) bytes: usize,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) schemas: Arc<SchemaCache>,
+}
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Window")
+            .field("scn", &self.scn)
+            .field("phase", &self.phase)
+            .field("events", &self.events.len())
+            .field("bytes", &self.bytes)
+            .field("checkpoint", &self.checkpoint)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Window {

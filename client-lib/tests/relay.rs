@@ -754,3 +754,27 @@ async fn reader_schema_resolves_every_writer_version() {
     assert_eq!(views[0], (100, "none".to_owned()));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_larger_than_a_response_arrive_and_oversized_ones_are_a_clear_error() {
+    let mut relay = TestRelay::start(4 << 20).await;
+    for (scn, len) in [(1u64, 100 << 10), (2, 300 << 10)] {
+        let mut event = make_event(&relay.schema, scn, 1, scn as i64, 0);
+        event.payload = vec![7; len];
+        relay.writer.append(&event.builder()).unwrap();
+        relay.writer.end_window(Scn::new(scn), scn).unwrap();
+    }
+    let mut config = fast_config(&[relay.url()]);
+    config.max_response_bytes = 16 << 10;
+    config.buffer_bytes = 128 << 10;
+    let client = DatabusClient::new(config, Arc::new(MemoryCheckpointStore::new())).unwrap();
+    let mut stream = client.stream(CancellationToken::new()).await.unwrap();
+    // 100 KiB > max_response_bytes: the relay sends it alone, the client takes it.
+    let first = stream.next().await.unwrap().unwrap();
+    assert_eq!(first.event(0).payload().len(), 100 << 10);
+    // 300 KiB > buffer_bytes: a definite error naming the fix, not an endless retry.
+    let err = stream.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, ClientError::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("raise buffer_bytes"), "{err}");
+    relay.stop().await;
+}
