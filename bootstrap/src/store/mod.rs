@@ -22,8 +22,8 @@
 
 #[doc(hidden)]
 pub mod conformance;
-mod memory;
-mod sqlite;
+pub mod memory;
+pub mod sqlite;
 
 use databus_core::{EventView, Key, Opcode, Scn, SourceId};
 use databus_filters::FilterSpec;
