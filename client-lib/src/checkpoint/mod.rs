@@ -8,14 +8,18 @@
 //!   clear error naming the file, never a silent restart from zero.
 //! - [`MemoryCheckpointStore`]: for tests and consumers that keep no state.
 //!
-//! A replica that wants effectively-once delivery commits its checkpoint in the same transaction as its
-//! data through its own implementation of [`CheckpointStore`].
+//! - [`SqliteCheckpointStore`]: a table in a SQLite database. A replica that wants effectively-once
+//!   delivery commits its checkpoint in the same transaction as its data
+//!   ([`SqliteCheckpointStore::store_in`]) and lets the client only load it
+//!   ([`SqliteCheckpointStore::committed_by_consumer`]).
 
 mod file;
 mod memory;
+mod sqlite;
 
 pub use file::FileCheckpointStore;
 pub use memory::MemoryCheckpointStore;
+pub use sqlite::{CHECKPOINT_TABLE, SqliteCheckpointStore};
 
 use databus_core::{Checkpoint, CheckpointError};
 
@@ -46,4 +50,63 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Durably stores `checkpoint`; when this returns `Ok`, a crash cannot lose it.
     fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError>;
+}
+
+#[cfg(test)]
+mod conformance {
+    use databus_core::Scn;
+
+    use super::*;
+
+    /// The behaviour every store must have.
+    fn suite(store: &dyn CheckpointStore) {
+        assert_eq!(store.load().unwrap(), None);
+        let mut cp = Checkpoint::after(Scn::new(5));
+        store.store(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp.clone()));
+        cp.start_bootstrap(Some(Scn::new(5)));
+        store.store(&cp).unwrap();
+        assert_eq!(store.load().unwrap(), Some(cp));
+        let late = Checkpoint::after(Scn::new(900));
+        store.store(&late).unwrap();
+        assert_eq!(store.load().unwrap(), Some(late));
+    }
+
+    #[test]
+    fn every_store_conforms() {
+        let dir = tempfile::tempdir().unwrap();
+        suite(&MemoryCheckpointStore::new());
+        suite(&FileCheckpointStore::new(dir.path().join("cp.json")).unwrap());
+        suite(&SqliteCheckpointStore::open(dir.path().join("cp.sqlite"), "c1").unwrap());
+    }
+
+    #[test]
+    fn sqlite_store_survives_reopen_and_names_a_corrupt_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cp.sqlite");
+        let store = SqliteCheckpointStore::open(&path, "c1").unwrap();
+        store.store(&Checkpoint::after(Scn::new(3))).unwrap();
+        drop(store);
+        let external = SqliteCheckpointStore::open(&path, "c1")
+            .unwrap()
+            .committed_by_consumer();
+        assert_eq!(
+            external.load().unwrap(),
+            Some(Checkpoint::after(Scn::new(3)))
+        );
+        // The consumer commits checkpoints itself: store() leaves the table alone.
+        external.store(&Checkpoint::after(Scn::new(4))).unwrap();
+        assert_eq!(
+            external.load().unwrap(),
+            Some(Checkpoint::after(Scn::new(3)))
+        );
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute("UPDATE databus_checkpoint SET checkpoint = '{'", [])
+            .unwrap();
+        let err = external.load().unwrap_err().to_string();
+        assert!(
+            err.contains("consumer c1") && err.contains("databus_checkpoint"),
+            "{err}"
+        );
+    }
 }

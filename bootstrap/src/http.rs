@@ -1,0 +1,452 @@
+//! The warp routes of the bootstrap server (`docs/bootstrap-protocol.md`): one pure parameter filter
+//! per endpoint, handlers on an `Arc<BootstrapService>`, one place mapping errors to responses.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use databus_core::Checkpoint;
+use databus_filters::FilterSpec;
+use serde_json::json;
+use warp::http::{HeaderValue, StatusCode};
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::serve::{BootstrapService, ServeError, StreamReply};
+
+/// Longest query string accepted.
+pub const MAX_QUERY_BYTES: usize = 64 * 1024;
+
+/// The parameters of `GET /v1/bootstrap/stream`, parsed and bounded.
+#[derive(Debug, Clone)]
+pub struct StreamParams {
+    /// Where the consumer is.
+    pub checkpoint: Checkpoint,
+    /// The consumer's filter.
+    pub filter: FilterSpec,
+    /// The response budget (`None`: the default).
+    pub max_bytes: Option<usize>,
+}
+
+/// An error answered to a request.
+#[derive(Debug)]
+pub struct ApiError(pub ServeError);
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match &self.0 {
+            ServeError::BadParameter { .. } => "bad_parameter",
+            ServeError::UnknownSource(_) => "unknown_source",
+            ServeError::SnapshotRequired { .. } => "snapshot_required",
+            ServeError::LogTrimmed { .. } => "log_trimmed",
+            ServeError::SchemaNotFound(_) => "schema_not_found",
+            ServeError::NotYet { .. } => "not_yet_at_scn",
+            ServeError::Internal(_) => "internal",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match &self.0 {
+            ServeError::BadParameter { .. } => StatusCode::BAD_REQUEST,
+            ServeError::UnknownSource(_) | ServeError::SchemaNotFound(_) => StatusCode::NOT_FOUND,
+            ServeError::SnapshotRequired { .. } | ServeError::LogTrimmed { .. } => StatusCode::GONE,
+            ServeError::NotYet { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The response: status, `X-Databus-Error`, JSON body with the details.
+    pub fn to_response(&self) -> Response {
+        let mut body = json!({"error": self.code(), "message": self.0.to_string()});
+        match &self.0 {
+            ServeError::BadParameter { parameter, .. } => body["parameter"] = json!(parameter),
+            ServeError::UnknownSource(s) => body["source"] = json!(s),
+            ServeError::SnapshotRequired { requested, base } => {
+                body["requested_scn"] = json!(requested);
+                body["snapshot_base_scn"] = json!(base);
+            }
+            ServeError::LogTrimmed { requested, floor } => {
+                body["requested_scn"] = json!(requested);
+                body["log_floor_scn"] = json!(floor);
+            }
+            ServeError::NotYet {
+                requested,
+                log_last,
+                applied,
+            } => {
+                body["requested_scn"] = json!(requested);
+                body["log_last_scn"] = json!(log_last);
+                body["applied_scn"] = json!(applied);
+            }
+            ServeError::Internal(_) | ServeError::SchemaNotFound(_) => {}
+        }
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        let h = resp.headers_mut();
+        h.insert("x-databus-error", HeaderValue::from_static(self.code()));
+        if matches!(self.0, ServeError::NotYet { .. }) {
+            h.insert("retry-after", HeaderValue::from_static("1"));
+        }
+        resp
+    }
+}
+
+fn bad(parameter: &str, message: impl Into<String>) -> ApiError {
+    ApiError(ServeError::BadParameter {
+        parameter: parameter.into(),
+        message: message.into(),
+    })
+}
+
+/// Parses the stream parameters out of a raw query string.
+pub fn parse_stream_query(
+    query: &str,
+    max_response_bytes: usize,
+) -> Result<StreamParams, ApiError> {
+    if query.len() > MAX_QUERY_BYTES {
+        return Err(bad(
+            "query",
+            format!("query of {} bytes exceeds {MAX_QUERY_BYTES}", query.len()),
+        ));
+    }
+    let mut checkpoint = None;
+    let mut max_bytes = None;
+    for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "checkpoint" => {
+                if checkpoint.is_some() {
+                    return Err(bad("checkpoint", "given twice"));
+                }
+                checkpoint = Some(
+                    Checkpoint::from_json(&value).map_err(|e| bad("checkpoint", e.to_string()))?,
+                );
+            }
+            "max_bytes" => {
+                let n: usize = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=max_response_bytes).contains(n))
+                    .ok_or_else(|| {
+                        bad(
+                            "max_bytes",
+                            format!("{value:?} is not in 1..={max_response_bytes}"),
+                        )
+                    })?;
+                max_bytes = Some(n);
+            }
+            n if n == "sources" || n == "partition" || n.starts_with("partition.") => {}
+            other => {
+                return Err(bad(
+                    other,
+                    "unknown parameter; see docs/bootstrap-protocol.md",
+                ));
+            }
+        }
+    }
+    let filter = FilterSpec::from_query(query).map_err(|e| bad("filter", e.to_string()))?;
+    let checkpoint =
+        checkpoint.ok_or_else(|| bad("checkpoint", "missing; send the consumer's checkpoint"))?;
+    Ok(StreamParams {
+        checkpoint,
+        filter,
+        max_bytes,
+    })
+}
+
+fn stream_response(r: StreamReply) -> Response {
+    let mut resp = Response::new(Bytes::from(r.body).into());
+    let h = resp.headers_mut();
+    let mut put = |name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    put("content-type", "application/vnd.databus.frames".into());
+    put("x-databus-checkpoint", r.checkpoint.to_json());
+    put("x-databus-more", r.more.to_string());
+    put("x-databus-events", r.events.to_string());
+    put("x-databus-bootstrap-phase", r.phase.as_str().into());
+    put("x-databus-bootstrap-path", r.path.as_str().into());
+    if let Some(s) = r.start_scn {
+        put("x-databus-bootstrap-start-scn", s.to_string());
+    }
+    if let Some(s) = r.target_scn {
+        put("x-databus-bootstrap-target-scn", s.to_string());
+    }
+    resp
+}
+
+fn raw_query() -> impl Filter<Extract = (String,), Error = Infallible> + Clone {
+    warp::query::raw().or(warp::any().map(String::new)).unify()
+}
+
+fn no_params() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    raw_query()
+        .and_then(|q: String| async move {
+            if q.is_empty() {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(bad(
+                    "query",
+                    "this endpoint takes no parameters",
+                )))
+            }
+        })
+        .untuple_one()
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ServeError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError),
+        Err(e) => Err(ApiError(ServeError::Internal(
+            crate::BootstrapError::Storage(format!("request task failed: {e}")),
+        ))),
+    }
+}
+
+fn respond(r: Result<Response, ApiError>) -> Response {
+    r.unwrap_or_else(|e| e.to_response())
+}
+
+/// Every route of the bootstrap server, with errors mapped to responses.
+pub fn routes(
+    service: Arc<BootstrapService>,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let svc = warp::any().map(move || service.clone());
+    let stream = warp::path!("v1" / "bootstrap" / "stream")
+        .and(warp::get())
+        .and(raw_query())
+        .and(svc.clone())
+        .then(|q: String, svc: Arc<BootstrapService>| async move {
+            let settings = *svc.settings();
+            let params = match parse_stream_query(&q, settings.max_response_bytes) {
+                Ok(p) => p,
+                Err(e) => return e.to_response(),
+            };
+            let max = params.max_bytes.unwrap_or(settings.default_response_bytes);
+            respond(
+                blocking(move || svc.stream(params.checkpoint, &params.filter, max))
+                    .await
+                    .map(stream_response),
+            )
+        });
+    let sources = warp::path!("v1" / "sources")
+        .and(warp::get())
+        .and(no_params())
+        .and(svc.clone())
+        .then(|svc: Arc<BootstrapService>| async move {
+            respond(
+                blocking(move || Ok(svc.store().sources()?))
+                    .await
+                    .map(|s| warp::reply::json(&json!({"sources": s})).into_response()),
+            )
+        });
+    let schema = warp::path!("v1" / "schemas" / String)
+        .and(warp::get())
+        .and(no_params())
+        .and(svc.clone())
+        .then(|segment: String, svc: Arc<BootstrapService>| async move {
+            let id = match u64::from_str_radix(&segment, 16) {
+                Ok(v) if segment.len() == 16 => databus_core::SchemaId::new(v),
+                _ => {
+                    return bad("schema", format!("{segment:?} is not 16 hex digits"))
+                        .to_response();
+                }
+            };
+            respond(
+                blocking(move || {
+                    svc.store()
+                        .schema(id)?
+                        .ok_or(ServeError::SchemaNotFound(segment))
+                })
+                .await
+                .map(|s| {
+                    let avro: serde_json::Value =
+                        serde_json::from_str(&s.avro_json).unwrap_or(serde_json::Value::Null);
+                    warp::reply::json(&json!({
+                        "id": format!("{:016x}", s.id.get()),
+                        "source": s.source,
+                        "table": s.table,
+                        "avro": avro,
+                    }))
+                    .into_response()
+                }),
+            )
+        });
+    let status = warp::path!("v1" / "status")
+        .and(warp::get())
+        .and(no_params())
+        .and(svc)
+        .then(|svc: Arc<BootstrapService>| async move {
+            respond(
+                blocking(move || {
+                    let log = svc.store().log_status()?;
+                    let snap = svc.store().snapshot_status()?;
+                    Ok(json!({
+                        "log_floor_scn": log.floor_scn, "log_first_scn": log.first_scn,
+                        "log_last_scn": log.last_scn, "log_windows": log.windows,
+                        "log_events": log.events, "log_bytes": log.bytes,
+                        "applied_scn": snap.applied_scn, "snapshot_base_scn": snap.base_scn,
+                        "snapshot_rows": snap.rows, "seeded": snap.seeded,
+                    }))
+                })
+                .await
+                .map(|v| warp::reply::json(&v).into_response()),
+            )
+        });
+    let health = warp::path!("health")
+        .and(warp::get())
+        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    stream
+        .or(sources)
+        .unify()
+        .or(schema)
+        .unify()
+        .or(status)
+        .unify()
+        .or(health)
+        .unify()
+        .recover(recover)
+        .unify()
+}
+
+async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    if let Some(e) = rejection.find::<ApiError>() {
+        return Ok(e.to_response());
+    }
+    let (status, code, message) = if rejection.is_not_found() {
+        (
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint; see docs/bootstrap-protocol.md",
+        )
+    } else if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "the bootstrap API is GET only",
+        )
+    } else {
+        (
+            StatusCode::BAD_REQUEST,
+            "bad_parameter",
+            "malformed request",
+        )
+    };
+    let mut resp = warp::reply::with_status(
+        warp::reply::json(&json!({"error": code, "message": message})),
+        status,
+    )
+    .into_response();
+    resp.headers_mut()
+        .insert("x-databus-error", HeaderValue::from_static(code));
+    Ok(resp)
+}
+
+/// Serves the routes on `listener` until `shutdown` is cancelled, then drains requests in flight.
+pub async fn serve(
+    service: Arc<BootstrapService>,
+    listener: tokio::net::TcpListener,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    warp::serve(routes(service))
+        .incoming(listener)
+        .graceful(async move { shutdown.cancelled_owned().await })
+        .run()
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use databus_core::Scn;
+
+    use super::*;
+    use crate::serve::ServeSettings;
+    use crate::store::MemoryStore;
+
+    fn cp_query(extra: &str) -> String {
+        let mut cp = Checkpoint::after(Scn::new(4));
+        cp.start_bootstrap(Some(Scn::new(4)));
+        let text: String = form_urlencoded::byte_serialize(cp.to_json().as_bytes()).collect();
+        format!("checkpoint={text}{extra}")
+    }
+
+    #[test]
+    fn stream_parameters_are_parsed_and_bounded() {
+        let p = parse_stream_query(
+            &cp_query("&max_bytes=100&sources=1-2&partition=mod:4:1"),
+            1000,
+        )
+        .unwrap();
+        assert_eq!(p.max_bytes, Some(100));
+        assert_eq!(p.filter.to_query(), "sources=1-2&partition=mod:4:1");
+        assert_eq!(p.checkpoint.bootstrap.unwrap().since_scn, Some(Scn::new(4)));
+        for (query, parameter) in [
+            ("max_bytes=5".to_owned(), "checkpoint"),
+            (cp_query("&max_bytes=0"), "max_bytes"),
+            (cp_query("&max_bytes=1001"), "max_bytes"),
+            (cp_query("&wait_ms=5"), "wait_ms"),
+            (cp_query("&partition=mod:0:1"), "filter"),
+            (cp_query("&partitions=all"), "partitions"),
+            ("checkpoint=%7B".to_owned(), "checkpoint"),
+            (format!("{}&{}", cp_query(""), cp_query("")), "checkpoint"),
+        ] {
+            let err = parse_stream_query(&query, 1000).unwrap_err();
+            assert_eq!(err.code(), "bad_parameter", "{query}");
+            match err.0 {
+                ServeError::BadParameter { parameter: p, .. } => {
+                    assert_eq!(p, parameter, "{query}")
+                }
+                other => panic!("{query}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn routes_map_errors_to_typed_responses() {
+        let store = Arc::new(MemoryStore::new());
+        let routes = routes(BootstrapService::new(store, ServeSettings::default()));
+        let r = warp::test::request().path("/nope").reply(&routes).await;
+        assert_eq!(
+            (r.status(), r.headers()["x-databus-error"].to_str().unwrap()),
+            (StatusCode::NOT_FOUND, "not_found")
+        );
+        let r = warp::test::request()
+            .method("POST")
+            .path("/v1/status")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let r = warp::test::request()
+            .path("/v1/status?x=1")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = warp::test::request()
+            .path("/v1/schemas/xyz")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = warp::test::request()
+            .path("/v1/schemas/00000000000000ff")
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        // Nothing recorded yet: retry later, never an empty snapshot.
+        let r = warp::test::request()
+            .path(&format!("/v1/bootstrap/stream?{}", cp_query("")))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers()["x-databus-error"], "not_yet_at_scn");
+        assert_eq!(r.headers()["retry-after"], "1");
+        let r = warp::test::request().path("/health").reply(&routes).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+}

@@ -1,0 +1,477 @@
+//! The conformance suite every store implementation must pass. Instantiate it with
+//! [`store_conformance_suite!`](crate::store_conformance_suite):
+//!
+//! ```ignore
+//! databus_bootstrap::store_conformance_suite!(sqlite, || {
+//!     let dir = tempfile::tempdir().unwrap();
+//!     let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
+//!     (store, dir) // the second value is kept alive for the test's duration
+//! });
+//! ```
+
+use databus_core::{EventBuilder, EventView, Key, Opcode, Scn, SourceId};
+use databus_filters::{Filter, FilterSpec};
+
+use super::{BootstrapStore, LogWindow, SeedProgress, SnapshotQuery, SourceInfo, StoredEvent};
+use crate::BootstrapError;
+
+/// Generates one `#[test]` per conformance check for a store built by `$make` (a closure returning
+/// `(store, guard)`; the guard, e.g. a temporary directory, lives as long as the test).
+#[macro_export]
+macro_rules! store_conformance_suite {
+    ($name:ident, $make:expr) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::store_conformance_suite!(@tests $make;
+                log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
+                pins_expire, snapshot_keeps_latest_per_key, snapshot_paging_and_delta,
+                filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip);
+        }
+    };
+    (@tests $make:expr; $($test:ident),*) => {
+        $(
+            #[test]
+            fn $test() {
+                let (store, _guard) = ($make)();
+                $crate::store::conformance::$test(&store);
+            }
+        )*
+    };
+}
+
+/// A data event of `source` with an integer or byte key.
+pub fn event(scn: u64, source: u16, key: Key, opcode: Opcode, payload: &[u8]) -> StoredEvent {
+    let mut frame = Vec::new();
+    EventBuilder::new(Scn::new(scn), opcode)
+        .source(SourceId::new(source))
+        .key(key.as_ref())
+        .timestamp_ns(scn * 1_000)
+        .payload(payload)
+        .write_to_vec(&mut frame);
+    StoredEvent::from_frame(&frame).expect("a frame we just built parses")
+}
+
+fn window(scn: u64, events: Vec<StoredEvent>) -> LogWindow {
+    LogWindow {
+        scn: Scn::new(scn),
+        timestamp_ns: scn * 1_000,
+        events,
+    }
+}
+
+fn up(scn: u64, key: i64) -> StoredEvent {
+    event(
+        scn,
+        1,
+        Key::Int(key),
+        Opcode::Upsert,
+        format!("v{scn}").as_bytes(),
+    )
+}
+
+fn scns(frames: &[Vec<u8>]) -> Vec<(u64, Key)> {
+    frames
+        .iter()
+        .map(|f| {
+            let (v, _) = EventView::parse(f).expect("stored frame parses");
+            (v.scn().get(), v.key().to_owned())
+        })
+        .collect()
+}
+
+/// Appends, status, windows and events by sequence.
+pub fn log_append_and_read(store: &dyn BootstrapStore) {
+    assert!(matches!(
+        store.append(&[window(11, vec![up(11, 1)])]),
+        Err(BootstrapError::LogNotStarted)
+    ));
+    store.start_log(Scn::new(10)).unwrap();
+    store.start_log(Scn::new(3)).unwrap(); // no effect once started
+    let st = store.log_status().unwrap();
+    assert_eq!(
+        (st.floor_scn, st.last_scn, st.windows),
+        (Some(Scn::new(10)), Some(Scn::new(10)), 0)
+    );
+    store
+        .append(&[window(11, vec![up(11, 1), up(11, 2)]), window(12, vec![])])
+        .unwrap();
+    store.append(&[window(15, vec![up(15, 1)])]).unwrap();
+    let st = store.log_status().unwrap();
+    assert_eq!(st.first_scn, Some(Scn::new(11)));
+    assert_eq!(st.last_scn, Some(Scn::new(15)));
+    assert_eq!((st.windows, st.events), (3, 3));
+    assert!(st.bytes > 0);
+    let ws = store.windows(Scn::new(10), Scn::MAX, 10).unwrap();
+    assert_eq!(
+        ws.iter().map(|w| w.scn.get()).collect::<Vec<_>>(),
+        vec![11, 12, 15]
+    );
+    assert_eq!(
+        ws.iter().map(|w| w.events).collect::<Vec<_>>(),
+        vec![2, 0, 1]
+    );
+    assert_eq!(ws[1].first_seq, ws[0].first_seq + 2);
+    assert_eq!(ws[2].first_seq, ws[1].first_seq);
+    assert_eq!(ws[0].timestamp_ns, 11_000);
+    let ws = store.windows(Scn::new(11), Scn::new(14), 10).unwrap();
+    assert_eq!(ws.iter().map(|w| w.scn.get()).collect::<Vec<_>>(), vec![12]);
+    assert_eq!(store.windows(Scn::new(10), Scn::MAX, 1).unwrap().len(), 1);
+    let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
+    let rows = store
+        .events(first, first + 2, &FilterSpec::all(), 10)
+        .unwrap();
+    let frames: Vec<Vec<u8>> = rows.iter().map(|r| r.frame.clone()).collect();
+    assert_eq!(
+        scns(&frames),
+        vec![(11, Key::Int(1)), (11, Key::Int(2)), (15, Key::Int(1))]
+    );
+    assert_eq!(rows[2].seq, first + 2);
+    assert_eq!(
+        store
+            .events(first, first + 2, &FilterSpec::all(), 2)
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(
+        store
+            .events(first + 1, first, &FilterSpec::all(), 10)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A refused append stores nothing.
+pub fn log_refuses_regressions_atomically(store: &dyn BootstrapStore) {
+    store.start_log(Scn::new(0)).unwrap();
+    store.append(&[window(5, vec![up(5, 1)])]).unwrap();
+    let err = store
+        .append(&[window(6, vec![up(6, 1)]), window(5, vec![up(5, 2)])])
+        .unwrap_err();
+    assert!(matches!(err, BootstrapError::ScnRegression { .. }), "{err}");
+    assert!(store.append(&[window(5, vec![])]).is_err());
+    let bad = window(7, vec![up(8, 1)]);
+    assert!(store.append(&[bad]).is_err());
+    let st = store.log_status().unwrap();
+    assert_eq!(
+        (st.last_scn, st.windows, st.events),
+        (Some(Scn::new(5)), 1, 1)
+    );
+    store.append(&[window(6, vec![up(6, 3)])]).unwrap();
+    let ws = store.windows(Scn::ZERO, Scn::MAX, 10).unwrap();
+    assert_eq!(
+        ws[1].first_seq,
+        ws[0].first_seq + 1,
+        "no sequence numbers leaked"
+    );
+}
+
+/// Trimming raises the floor; the size and age retention points.
+pub fn log_trim_and_retention_points(store: &dyn BootstrapStore) {
+    store.start_log(Scn::new(0)).unwrap();
+    for scn in 1..=10 {
+        store
+            .append(&[window(scn, vec![up(scn, scn as i64)])])
+            .unwrap();
+    }
+    let per_window = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].bytes;
+    assert_eq!(store.trim_point_for_bytes(per_window * 100).unwrap(), None);
+    // Window 10 carries a one-byte longer payload ("v10" vs "v1").
+    assert_eq!(
+        store.trim_point_for_bytes(per_window * 3 + 1).unwrap(),
+        Some(Scn::new(7))
+    );
+    assert_eq!(
+        store.trim_point_for_bytes(per_window * 3).unwrap(),
+        Some(Scn::new(8))
+    );
+    assert_eq!(store.last_window_before(4_500).unwrap(), Some(Scn::new(4)));
+    assert_eq!(store.last_window_before(10).unwrap(), None);
+    let out = store.trim(Scn::new(7), 2).unwrap();
+    assert_eq!((out.windows, out.events), (2, 2));
+    assert_eq!(store.log_status().unwrap().floor_scn, Some(Scn::new(2)));
+    let out = store.trim(Scn::new(7), 100).unwrap();
+    assert_eq!((out.windows, out.events), (5, 5));
+    let st = store.log_status().unwrap();
+    assert_eq!(
+        (st.floor_scn, st.first_scn, st.windows, st.events),
+        (Some(Scn::new(7)), Some(Scn::new(8)), 3, 3)
+    );
+    let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
+    assert_eq!(
+        store
+            .events(0, first - 1, &FilterSpec::all(), 100)
+            .unwrap()
+            .len(),
+        0
+    );
+    assert_eq!(store.trim(Scn::new(7), 100).unwrap().windows, 0);
+    // Trimming everything keeps the position: appends continue after the last SCN.
+    store.trim(Scn::MAX, 100).unwrap();
+    let st = store.log_status().unwrap();
+    assert_eq!(
+        (st.floor_scn, st.last_scn, st.windows),
+        (Some(Scn::new(10)), Some(Scn::new(10)), 0)
+    );
+    assert!(store.append(&[window(9, vec![])]).is_err());
+    store.append(&[window(11, vec![up(11, 1)])]).unwrap();
+}
+
+/// Pins expire.
+pub fn pins_expire(store: &dyn BootstrapStore) {
+    assert_eq!(store.min_pin(0).unwrap(), None);
+    store.pin(Scn::new(5), 100).unwrap();
+    store.pin(Scn::new(3), 50).unwrap();
+    assert_eq!(store.min_pin(40).unwrap(), Some(Scn::new(3)));
+    assert_eq!(store.min_pin(60).unwrap(), Some(Scn::new(5)));
+    store.pin(Scn::new(5), 90).unwrap(); // never shortens
+    assert_eq!(store.min_pin(95).unwrap(), Some(Scn::new(5)));
+    assert_eq!(store.min_pin(101).unwrap(), None);
+}
+
+fn all_rows(
+    store: &dyn BootstrapStore,
+    source: u16,
+    since: Option<u64>,
+    tombstones: bool,
+    filter: &FilterSpec,
+) -> Vec<(u64, Key)> {
+    let q = SnapshotQuery {
+        source: SourceId::new(source),
+        after_row: 0,
+        since: since.map(Scn::new),
+        tombstones,
+        filter,
+        limit: 1_000_000,
+    };
+    let rows = store.read(&q).unwrap();
+    scns(&rows.into_iter().map(|r| r.frame).collect::<Vec<_>>())
+}
+
+/// Latest event per key, tombstones, idempotent re-application, applied SCN.
+pub fn snapshot_keeps_latest_per_key(store: &dyn BootstrapStore) {
+    let st = store.snapshot_status().unwrap();
+    assert_eq!(
+        (st.applied_scn, st.base_scn, st.rows, st.seeded),
+        (None, None, 0, false)
+    );
+    store.init_base(Scn::new(2)).unwrap();
+    store.init_base(Scn::new(9)).unwrap();
+    let del = event(4, 1, Key::Int(2), Opcode::Delete, b"");
+    store
+        .apply(&[up(3, 1), up(3, 2), up(4, 1), del], Scn::new(4))
+        .unwrap();
+    let st = store.snapshot_status().unwrap();
+    assert_eq!(
+        (st.applied_scn, st.base_scn, st.rows),
+        (Some(Scn::new(4)), Some(Scn::new(2)), 2)
+    );
+    assert_eq!(
+        all_rows(store, 1, None, false, &FilterSpec::all()),
+        vec![(4, Key::Int(1))]
+    );
+    assert_eq!(
+        all_rows(store, 1, None, true, &FilterSpec::all()),
+        vec![(4, Key::Int(1)), (4, Key::Int(2))]
+    );
+    // Re-applying older events changes nothing, nor does a lower applied SCN.
+    store.apply(&[up(3, 1), up(3, 2)], Scn::new(3)).unwrap();
+    assert_eq!(
+        store.snapshot_status().unwrap().applied_scn,
+        Some(Scn::new(4))
+    );
+    assert_eq!(
+        all_rows(store, 1, None, true, &FilterSpec::all()),
+        vec![(4, Key::Int(1)), (4, Key::Int(2))]
+    );
+    // Resurrection after a delete, a second source, byte keys.
+    store
+        .apply(
+            &[
+                up(6, 2),
+                event(6, 2, Key::Bytes(b"k".to_vec()), Opcode::Upsert, b"x"),
+            ],
+            Scn::new(6),
+        )
+        .unwrap();
+    assert_eq!(
+        all_rows(store, 1, None, false, &FilterSpec::all()),
+        vec![(4, Key::Int(1)), (6, Key::Int(2))]
+    );
+    assert_eq!(
+        all_rows(store, 2, None, false, &FilterSpec::all()),
+        vec![(6, Key::Bytes(b"k".to_vec()))]
+    );
+    // The frame stored is the winning event's.
+    let q = SnapshotQuery {
+        source: SourceId::new(1),
+        after_row: 0,
+        since: Some(Scn::new(5)),
+        tombstones: true,
+        filter: &FilterSpec::all(),
+        limit: 10,
+    };
+    let rows = store.read(&q).unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(EventView::parse(&rows[0].frame).unwrap().0.payload(), b"v6");
+}
+
+/// Paging by row id keeps updated keys in place; deltas by SCN.
+pub fn snapshot_paging_and_delta(store: &dyn BootstrapStore) {
+    let batch: Vec<StoredEvent> = (0..50).map(|k| up(10, k)).collect();
+    store.apply(&batch, Scn::new(10)).unwrap();
+    let mut after = 0;
+    let mut seen = Vec::new();
+    let mut pages = 0;
+    loop {
+        let q = SnapshotQuery {
+            source: SourceId::new(1),
+            after_row: after,
+            since: None,
+            tombstones: false,
+            filter: &FilterSpec::all(),
+            limit: 7,
+        };
+        let rows = store.read(&q).unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        pages += 1;
+        if pages == 2 {
+            // Updates while paging: keys already seen and keys not yet seen keep their place.
+            store
+                .apply(&[up(11, 0), up(11, 40), up(11, 100)], Scn::new(11))
+                .unwrap();
+        }
+        assert!(rows.windows(2).all(|w| w[0].row_id < w[1].row_id));
+        after = rows.last().unwrap().row_id;
+        seen.extend(scns(&rows.into_iter().map(|r| r.frame).collect::<Vec<_>>()));
+    }
+    let mut keys: Vec<i64> = seen
+        .iter()
+        .map(|(_, k)| match k {
+            Key::Int(v) => *v,
+            _ => -1,
+        })
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys,
+        (0..50).chain([100]).collect::<Vec<_>>(),
+        "every key exactly once"
+    );
+    assert!(seen.contains(&(11, Key::Int(40))));
+    assert_eq!(
+        all_rows(store, 1, Some(10), true, &FilterSpec::all()),
+        vec![(11, Key::Int(0)), (11, Key::Int(40)), (11, Key::Int(100))]
+    );
+    assert!(all_rows(store, 1, Some(11), true, &FilterSpec::all()).is_empty());
+}
+
+/// Reads with a filter return exactly what the in-memory filter accepts.
+pub fn filters_push_down(store: &dyn BootstrapStore) {
+    store.start_log(Scn::ZERO).unwrap();
+    let mut events = Vec::new();
+    for k in -20i64..60 {
+        events.push(event(
+            1,
+            1 + (k.rem_euclid(3)) as u16,
+            Key::Int(k),
+            Opcode::Upsert,
+            b"p",
+        ));
+        events.push(event(
+            1,
+            2,
+            Key::Bytes(format!("user-{k}").into_bytes()),
+            Opcode::Upsert,
+            b"p",
+        ));
+    }
+    events.push(event(1, 3, Key::None, Opcode::Upsert, b"p"));
+    store.append(&[window(1, events.clone())]).unwrap();
+    store.apply(&events, Scn::new(1)).unwrap();
+    for query in [
+        "",
+        "sources=1,3",
+        "partition=mod:4:1",
+        "partition=mod:7:0,2-3&sources=2",
+        "partition=range:10:0-2,5",
+        "partition=range:7:1&partition=mod:3:2",
+        "partition.2=mod:2:0&partition=range:20:0",
+    ] {
+        let spec = FilterSpec::from_query(query).unwrap();
+        let filter = Filter::new(&spec);
+        let expected: Vec<(u64, Key)> = events
+            .iter()
+            .filter(|e| filter.matches_key(e.source, e.key.as_ref()))
+            .map(|e| (e.scn.get(), e.key.clone()))
+            .collect();
+        let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
+        let log: Vec<Vec<u8>> = store
+            .events(first, u64::MAX >> 1, &spec, 10_000)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.frame)
+            .collect();
+        assert_eq!(scns(&log), expected, "log, filter {query:?}");
+        let mut snap = Vec::new();
+        for source in 1..=3 {
+            snap.extend(all_rows(store, source, None, false, &spec));
+        }
+        let mut want = expected.clone();
+        want.sort_by_key(|(_, k)| format!("{k:?}"));
+        snap.sort_by_key(|(_, k)| format!("{k:?}"));
+        assert_eq!(snap, want, "snapshot, filter {query:?}");
+    }
+}
+
+/// Seed progress survives, finishing sets the SCNs.
+pub fn seed_progress_and_finish(store: &dyn BootstrapStore) {
+    assert_eq!(store.seed_progress().unwrap(), None);
+    let p = SeedProgress {
+        scn: Scn::new(40),
+        token: r#"{"table":0,"after":[5]}"#.into(),
+    };
+    store.seed_chunk(&[up(40, 1), up(40, 2)], &p).unwrap();
+    assert_eq!(store.seed_progress().unwrap(), Some(p));
+    assert_eq!(store.snapshot_status().unwrap().applied_scn, None);
+    store.finish_seed(Scn::new(40)).unwrap();
+    let st = store.snapshot_status().unwrap();
+    assert_eq!(
+        (st.applied_scn, st.base_scn, st.rows, st.seeded),
+        (Some(Scn::new(40)), Some(Scn::new(40)), 2, true)
+    );
+    assert_eq!(store.seed_progress().unwrap(), None);
+}
+
+/// Sources are recorded and listed by id.
+pub fn sources_round_trip(store: &dyn BootstrapStore) {
+    assert!(store.sources().unwrap().is_empty());
+    let s = |id, name: &str| SourceInfo {
+        id: SourceId::new(id),
+        name: name.into(),
+    };
+    store.set_sources(&[s(2, "b"), s(1, "a")]).unwrap();
+    store.set_sources(&[s(2, "b2")]).unwrap();
+    assert_eq!(store.sources().unwrap(), vec![s(1, "a"), s(2, "b2")]);
+}
+
+/// Seed schemas are recorded and read back by id.
+pub fn schemas_round_trip(store: &dyn BootstrapStore) {
+    use databus_core::SchemaId;
+    let id = SchemaId::new(0xfedc_ba98_7654_3210);
+    assert_eq!(store.schema(id).unwrap(), None);
+    let s = super::StoredSchema {
+        id,
+        source: SourceId::new(3),
+        table: "shop.orders".into(),
+        avro_json: r#"{"type":"record"}"#.into(),
+    };
+    store.put_schema(&s).unwrap();
+    store.put_schema(&s).unwrap();
+    assert_eq!(store.schema(id).unwrap(), Some(s));
+    assert_eq!(store.schema(SchemaId::new(1)).unwrap(), None);
+}

@@ -1,0 +1,668 @@
+//! The SQLite store: both stores of one bootstrap database in one file (WAL mode).
+//!
+//! Tables:
+//!
+//! | table | columns | notes |
+//! |-------|---------|-------|
+//! | `log_windows` | `scn` PK, `timestamp_ns`, `first_seq`, `events`, `bytes` | one row per window, heartbeats included |
+//! | `log_events` | `seq` PK, `scn`, `source_id`, `bucket_hash`, `key_int`, `frame` | one row per data event |
+//! | `snapshot` | `(source_id, row_id)` PK (`WITHOUT ROWID`), `key`, `key_int`, `bucket_hash`, `scn`, `deleted`, `frame` | unique `(source_id, key)`; pages read in `(source_id, row_id)` order |
+//! | `meta` | `name` PK, `value` | `log_floor`, `next_seq`, `next_row`, `applied_scn`, `base_scn`, `seeded`, `seed_progress` |
+//! | `sources`, `pins` | | source names; pins of bootstraps in progress |
+//!
+//! Writes go through one writer connection (a mutex); reads use a small pool of reader connections, so
+//! the server reads while the producer and the applier write (WAL). Statements are prepared once and
+//! cached; batches run inside one transaction.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use databus_core::{Opcode, Scn, SourceId};
+use databus_filters::{FilterSpec, KeyHash, SqlColumns};
+use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
+
+use super::{
+    LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SnapshotQuery, SnapshotRow,
+    SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
+    key_bytes,
+};
+use crate::BootstrapError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta(name TEXT PRIMARY KEY, value INTEGER, text TEXT) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS log_windows(
+    scn INTEGER PRIMARY KEY, timestamp_ns INTEGER NOT NULL, first_seq INTEGER NOT NULL,
+    events INTEGER NOT NULL, bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS log_events(
+    seq INTEGER PRIMARY KEY, scn INTEGER NOT NULL, source_id INTEGER NOT NULL,
+    bucket_hash INTEGER NOT NULL, key_int INTEGER, frame BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS snapshot(
+    source_id INTEGER NOT NULL, row_id INTEGER NOT NULL, key BLOB NOT NULL, key_int INTEGER,
+    bucket_hash INTEGER NOT NULL, scn INTEGER NOT NULL, deleted INTEGER NOT NULL, frame BLOB NOT NULL,
+    PRIMARY KEY (source_id, row_id)) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS snapshot_key ON snapshot(source_id, key);
+CREATE TABLE IF NOT EXISTS sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS schemas(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, tbl TEXT NOT NULL,
+    avro TEXT NOT NULL);
+";
+
+const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+     ON CONFLICT(source_id, key) DO UPDATE SET scn = excluded.scn, deleted = excluded.deleted, \
+     frame = excluded.frame, key_int = excluded.key_int, bucket_hash = excluded.bucket_hash \
+     WHERE excluded.scn >= snapshot.scn";
+
+/// Tuning of a [`SqliteStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `PRAGMA synchronous`: `true` = FULL (every commit survives a power loss), `false` = NORMAL (WAL
+    /// default: a commit survives a process crash; the last ones may be lost on power loss).
+    pub fsync_every_commit: bool,
+    /// How long a writer waits for another process's lock.
+    pub busy_timeout: Duration,
+    /// Reader connections kept open.
+    pub max_idle_readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            fsync_every_commit: false,
+            busy_timeout: Duration::from_secs(30),
+            max_idle_readers: 4,
+        }
+    }
+}
+
+/// Both stores in one SQLite file. See the [module docs](self).
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn db_err(what: &str) -> impl Fn(rusqlite::Error) -> BootstrapError + '_ {
+    move |e| BootstrapError::Storage(format!("{what}: {e}"))
+}
+
+fn scn_of(v: i64) -> Scn {
+    Scn::new(v as u64)
+}
+
+fn sql_scn(scn: Scn) -> i64 {
+    // SCNs above i64::MAX cannot be stored; they are refused on append.
+    i64::try_from(scn.get()).unwrap_or(i64::MAX)
+}
+
+fn get_meta(conn: &Connection, name: &str) -> Result<Option<i64>, BootstrapError> {
+    conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")
+        .and_then(|mut s| {
+            s.query_row([name], |r| r.get::<_, Option<i64>>(0))
+                .optional()
+        })
+        .map(Option::flatten)
+        .map_err(db_err("read meta"))
+}
+
+fn set_meta(conn: &Connection, name: &str, value: i64) -> Result<(), BootstrapError> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta(name, value) VALUES (?1, ?2)")
+        .and_then(|mut s| s.execute(params![name, value]))
+        .map(|_| ())
+        .map_err(db_err("write meta"))
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the bootstrap database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, BootstrapError> {
+        SqliteStore::open_with(path, SqliteOptions::default())
+    }
+
+    /// As [`SqliteStore::open`], with options.
+    pub fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<SqliteStore, BootstrapError> {
+        let path = path.as_ref().to_path_buf();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                BootstrapError::Storage(format!("cannot create directory {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = open_conn(&path, &options)?;
+        conn.execute_batch(SCHEMA).map_err(|e| {
+            BootstrapError::Storage(format!(
+                "cannot create the tables of {}: {e}; is it a bootstrap database?",
+                path.display()
+            ))
+        })?;
+        Ok(SqliteStore {
+            path,
+            options,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write<T>(
+        &self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, BootstrapError>,
+    ) -> Result<T, BootstrapError> {
+        let mut conn = self
+            .writer
+            .lock()
+            .map_err(|_| BootstrapError::Storage("writer connection poisoned".into()))?;
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(db_err("begin"))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db_err("commit"))?;
+        Ok(out)
+    }
+
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, BootstrapError>,
+    ) -> Result<T, BootstrapError> {
+        let conn = self.readers.lock().ok().and_then(|mut r| r.pop());
+        let conn = match conn {
+            Some(c) => c,
+            None => open_conn(&self.path, &self.options)?,
+        };
+        let out = f(&conn);
+        if let Ok(mut pool) = self.readers.lock() {
+            if pool.len() < self.options.max_idle_readers {
+                pool.push(conn);
+            }
+        }
+        out
+    }
+}
+
+fn open_conn(path: &Path, options: &SqliteOptions) -> Result<Connection, BootstrapError> {
+    let conn = Connection::open(path).map_err(|e| {
+        BootstrapError::Storage(format!(
+            "cannot open bootstrap database {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.busy_timeout(options.busy_timeout)
+        .map_err(db_err("busy_timeout"))?;
+    let sync = if options.fsync_every_commit {
+        "FULL"
+    } else {
+        "NORMAL"
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA cache_size=-65536; \
+         PRAGMA temp_store=MEMORY;"
+    ))
+    .map_err(|e| {
+        BootstrapError::Storage(format!(
+            "cannot set up bootstrap database {}: {e}",
+            path.display()
+        ))
+    })?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+impl LogStore for SqliteStore {
+    fn start_log(&self, floor: Scn) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            if get_meta(tx, "log_floor")?.is_none() {
+                set_meta(tx, "log_floor", sql_scn(floor))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn append(&self, windows: &[LogWindow]) -> Result<(), BootstrapError> {
+        if windows.is_empty() {
+            return Ok(());
+        }
+        self.write(|tx| {
+            let Some(floor) = get_meta(tx, "log_floor")? else {
+                return Err(BootstrapError::LogNotStarted);
+            };
+            let last: Option<i64> = tx
+                .query_row("SELECT max(scn) FROM log_windows", [], |r| r.get(0))
+                .map_err(db_err("read last window"))?;
+            let mut last = scn_of(last.unwrap_or(floor));
+            let mut seq = get_meta(tx, "next_seq")?.unwrap_or(1);
+            let mut win = tx
+                .prepare_cached(
+                    "INSERT INTO log_windows(scn, timestamp_ns, first_seq, events, bytes) \
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(db_err("prepare"))?;
+            let mut ev = tx
+                .prepare_cached(
+                    "INSERT INTO log_events(seq, scn, source_id, bucket_hash, key_int, frame) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(db_err("prepare"))?;
+            for w in windows {
+                if w.scn <= last || w.scn.get() > i64::MAX as u64 {
+                    return Err(BootstrapError::ScnRegression { last, got: w.scn });
+                }
+                let first_seq = seq;
+                let mut bytes = 0u64;
+                for e in &w.events {
+                    if e.scn != w.scn {
+                        return Err(BootstrapError::Corrupt(format!(
+                            "event of SCN {} inside window {}",
+                            e.scn, w.scn
+                        )));
+                    }
+                    bytes += e.frame.len() as u64;
+                    ev.execute(params![
+                        seq,
+                        sql_scn(w.scn),
+                        e.source.get(),
+                        KeyHash::of(e.key.as_ref()).to_i64(),
+                        e.key_int(),
+                        e.frame
+                    ])
+                    .map_err(db_err("insert log event"))?;
+                    seq += 1;
+                }
+                win.execute(params![
+                    sql_scn(w.scn),
+                    w.timestamp_ns as i64,
+                    first_seq,
+                    w.events.len() as i64,
+                    bytes as i64
+                ])
+                .map_err(db_err("insert log window"))?;
+                last = w.scn;
+            }
+            set_meta(tx, "next_seq", seq)?;
+            Ok(())
+        })
+    }
+
+    fn log_status(&self) -> Result<LogStatus, BootstrapError> {
+        self.read(|c| {
+            let floor = get_meta(c, "log_floor")?.map(scn_of);
+            let (first, last, windows, events, bytes): (Option<i64>, Option<i64>, i64, i64, i64) =
+                c.query_row(
+                    "SELECT min(scn), max(scn), count(*), coalesce(sum(events), 0), \
+                     coalesce(sum(bytes), 0) FROM log_windows",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+                )
+                .map_err(db_err("read log status"))?;
+            Ok(LogStatus {
+                floor_scn: floor,
+                first_scn: first.map(scn_of),
+                last_scn: last.map(scn_of).or(floor),
+                windows: windows as u64,
+                events: events as u64,
+                bytes: bytes as u64,
+            })
+        })
+    }
+
+    fn windows(
+        &self,
+        after: Scn,
+        upto: Scn,
+        limit: usize,
+    ) -> Result<Vec<WindowInfo>, BootstrapError> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached(
+                    "SELECT scn, timestamp_ns, first_seq, events, bytes FROM log_windows \
+                     WHERE scn > ?1 AND scn <= ?2 ORDER BY scn LIMIT ?3",
+                )
+                .map_err(db_err("prepare"))?;
+            let rows = s
+                .query_map(params![sql_scn(after), sql_scn(upto), limit as i64], |r| {
+                    Ok(WindowInfo {
+                        scn: scn_of(r.get(0)?),
+                        timestamp_ns: r.get::<_, i64>(1)? as u64,
+                        first_seq: r.get::<_, i64>(2)? as u64,
+                        events: r.get::<_, i64>(3)? as u32,
+                        bytes: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .map_err(db_err("read windows"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read windows"))
+        })
+    }
+
+    fn events(
+        &self,
+        first_seq: u64,
+        last_seq: u64,
+        filter: &FilterSpec,
+        limit: usize,
+    ) -> Result<Vec<LogRow>, BootstrapError> {
+        let w = filter.to_sql(&SqlColumns::DEFAULT);
+        let sql = format!(
+            "SELECT seq, frame FROM log_events WHERE seq >= ? AND seq <= ? AND ({}) ORDER BY seq LIMIT ?",
+            w.sql
+        );
+        self.read(|c| {
+            let mut s = c.prepare_cached(&sql).map_err(db_err("prepare"))?;
+            let mut values: Vec<i64> = vec![first_seq as i64, last_seq as i64];
+            values.extend_from_slice(&w.params);
+            values.push(limit as i64);
+            let rows = s
+                .query_map(params_from_iter(values), |r| {
+                    Ok(LogRow {
+                        seq: r.get::<_, i64>(0)? as u64,
+                        frame: r.get(1)?,
+                    })
+                })
+                .map_err(db_err("read log events"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read log events"))
+        })
+    }
+
+    fn trim(&self, upto: Scn, max_windows: usize) -> Result<TrimOutcome, BootstrapError> {
+        self.write(|tx| {
+            let bound: Option<(i64, i64)> = tx
+                .query_row(
+                    "SELECT max(scn), max(first_seq + events) FROM (SELECT scn, first_seq, events \
+                     FROM log_windows WHERE scn <= ?1 ORDER BY scn LIMIT ?2)",
+                    params![sql_scn(upto), max_windows as i64],
+                    |r| Ok(r.get::<_, Option<i64>>(0)?.zip(r.get::<_, Option<i64>>(1)?)),
+                )
+                .map_err(db_err("find trim bound"))?;
+            let Some((scn, end_seq)) = bound else {
+                return Ok(TrimOutcome::default());
+            };
+            let events = tx
+                .execute("DELETE FROM log_events WHERE seq < ?1", [end_seq])
+                .map_err(db_err("trim log events"))?;
+            let windows = tx
+                .execute("DELETE FROM log_windows WHERE scn <= ?1", [scn])
+                .map_err(db_err("trim log windows"))?;
+            let floor = get_meta(tx, "log_floor")?.unwrap_or(0);
+            set_meta(tx, "log_floor", floor.max(scn))?;
+            Ok(TrimOutcome {
+                windows: windows as u64,
+                events: events as u64,
+            })
+        })
+    }
+
+    fn trim_point_for_bytes(&self, max_bytes: u64) -> Result<Option<Scn>, BootstrapError> {
+        self.read(|c| {
+            // The newest window whose own bytes plus every newer window's exceed the budget: it and
+            // everything before it must go.
+            c.query_row(
+                "SELECT max(scn) FROM (SELECT scn, sum(bytes) OVER (ORDER BY scn DESC) AS tail \
+                 FROM log_windows) WHERE tail > ?1",
+                [max_bytes.min(i64::MAX as u64) as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(scn_of))
+            .map_err(db_err("size retention"))
+        })
+    }
+
+    fn last_window_before(&self, timestamp_ns: u64) -> Result<Option<Scn>, BootstrapError> {
+        self.read(|c| {
+            // Windows are in commit order, so the SCN order is the time order.
+            c.query_row(
+                "SELECT max(scn) FROM log_windows WHERE timestamp_ns <= ?1",
+                [timestamp_ns.min(i64::MAX as u64) as i64],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .map(|v| v.map(scn_of))
+            .map_err(db_err("age retention"))
+        })
+    }
+
+    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO pins(start_scn, expires_ms) VALUES (?1, ?2) ON CONFLICT(start_scn) \
+                 DO UPDATE SET expires_ms = max(expires_ms, excluded.expires_ms)",
+                params![sql_scn(start_scn), expires_ms as i64],
+            )
+            .map(|_| ())
+            .map_err(db_err("pin"))
+        })
+    }
+
+    fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [now_ms as i64])
+                .map_err(db_err("drop expired pins"))?;
+            tx.query_row("SELECT min(start_scn) FROM pins", [], |r| {
+                r.get::<_, Option<i64>>(0)
+            })
+            .map(|v| v.map(scn_of))
+            .map_err(db_err("read pins"))
+        })
+    }
+
+    fn set_sources(&self, sources: &[SourceInfo]) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            for s in sources {
+                tx.execute(
+                    "INSERT OR REPLACE INTO sources(id, name) VALUES (?1, ?2)",
+                    params![s.id.get(), s.name],
+                )
+                .map_err(db_err("write sources"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn sources(&self) -> Result<Vec<SourceInfo>, BootstrapError> {
+        self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT id, name FROM sources ORDER BY id")
+                .map_err(db_err("prepare"))?;
+            let rows = s
+                .query_map([], |r| {
+                    Ok(SourceInfo {
+                        id: SourceId::new(r.get(0)?),
+                        name: r.get(1)?,
+                    })
+                })
+                .map_err(db_err("read sources"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read sources"))
+        })
+    }
+}
+
+fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), BootstrapError> {
+    // Keep only the last event per key of the batch: fewer statements, same result.
+    let mut last: std::collections::HashMap<(SourceId, &databus_core::Key), usize> =
+        std::collections::HashMap::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        let slot = last.entry((e.source, &e.key)).or_insert(i);
+        if events[*slot].scn <= e.scn {
+            *slot = i;
+        }
+    }
+    let mut order: Vec<usize> = last.into_values().collect();
+    order.sort_unstable();
+    // Row ids are assigned here (a new key takes the next one; an updated key keeps its own).
+    let mut next_row = get_meta(tx, "next_row")?.unwrap_or(1);
+    let mut s = tx
+        .prepare_cached(UPSERT_SNAPSHOT)
+        .map_err(db_err("prepare"))?;
+    for i in order {
+        let e = &events[i];
+        s.execute(params![
+            e.source.get(),
+            key_bytes(&e.key),
+            e.key_int(),
+            KeyHash::of(e.key.as_ref()).to_i64(),
+            sql_scn(e.scn),
+            e.opcode == Opcode::Delete,
+            e.frame,
+            next_row
+        ])
+        .map_err(db_err("upsert snapshot row"))?;
+        next_row += 1;
+    }
+    set_meta(tx, "next_row", next_row)
+}
+
+impl SnapshotStore for SqliteStore {
+    fn snapshot_status(&self) -> Result<SnapshotStatus, BootstrapError> {
+        self.read(|c| {
+            let rows: i64 = c
+                .query_row("SELECT count(*) FROM snapshot", [], |r| r.get(0))
+                .map_err(db_err("count snapshot rows"))?;
+            Ok(SnapshotStatus {
+                applied_scn: get_meta(c, "applied_scn")?.map(scn_of),
+                base_scn: get_meta(c, "base_scn")?.map(scn_of),
+                rows: rows as u64,
+                seeded: get_meta(c, "seeded")?.unwrap_or(0) != 0,
+            })
+        })
+    }
+
+    fn init_base(&self, base: Scn) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            if get_meta(tx, "base_scn")?.is_none() {
+                set_meta(tx, "base_scn", sql_scn(base))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn apply(&self, events: &[StoredEvent], applied_scn: Scn) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            upsert_rows(tx, events)?;
+            let prev = get_meta(tx, "applied_scn")?.unwrap_or(0);
+            set_meta(tx, "applied_scn", prev.max(sql_scn(applied_scn)))
+        })
+    }
+
+    fn read(&self, q: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError> {
+        let w = q.filter.to_sql(&SqlColumns::DEFAULT);
+        let sql = format!(
+            "SELECT row_id, scn, frame FROM snapshot WHERE source_id = ? AND row_id > ? AND scn > ? \
+             {} AND ({}) ORDER BY row_id LIMIT ?",
+            if q.tombstones { "" } else { "AND deleted = 0" },
+            w.sql
+        );
+        SqliteStore::read(self, |c| {
+            let mut s = c.prepare_cached(&sql).map_err(db_err("prepare"))?;
+            let since = q.since.map_or(-1, sql_scn);
+            let mut values: Vec<i64> = vec![
+                i64::from(q.source.get()),
+                q.after_row.min(i64::MAX as u64) as i64,
+                since,
+            ];
+            values.extend_from_slice(&w.params);
+            values.push(q.limit as i64);
+            let rows = s
+                .query_map(params_from_iter(values), |r| {
+                    Ok(SnapshotRow {
+                        row_id: r.get::<_, i64>(0)? as u64,
+                        scn: scn_of(r.get(1)?),
+                        frame: r.get(2)?,
+                    })
+                })
+                .map_err(db_err("read snapshot"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read snapshot"))
+        })
+    }
+
+    fn seed_chunk(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
+    ) -> Result<(), BootstrapError> {
+        let text = serde_json::to_string(progress)
+            .map_err(|e| BootstrapError::Storage(format!("seed progress: {e}")))?;
+        self.write(|tx| {
+            upsert_rows(tx, events)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO meta(name, value, text) VALUES ('seed_progress', NULL, ?1)",
+                [text],
+            )
+            .map(|_| ())
+            .map_err(db_err("write seed progress"))
+        })
+    }
+
+    fn seed_progress(&self) -> Result<Option<SeedProgress>, BootstrapError> {
+        let text: Option<String> = SqliteStore::read(self, |c| {
+            c.query_row(
+                "SELECT text FROM meta WHERE name = 'seed_progress'",
+                [],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(db_err("read seed progress"))
+        })?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| {
+                BootstrapError::Corrupt(format!("seed progress {t:?} does not parse: {e}"))
+            })
+        })
+        .transpose()
+    }
+
+    fn finish_seed(&self, scn: Scn) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            let prev = get_meta(tx, "applied_scn")?.unwrap_or(0);
+            set_meta(tx, "applied_scn", prev.max(sql_scn(scn)))?;
+            set_meta(tx, "base_scn", sql_scn(scn))?;
+            set_meta(tx, "seeded", 1)?;
+            tx.execute("DELETE FROM meta WHERE name = 'seed_progress'", [])
+                .map(|_| ())
+                .map_err(db_err("clear seed progress"))
+        })
+    }
+
+    fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO schemas(id, source_id, tbl, avro) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    schema.id.get() as i64,
+                    schema.source.get(),
+                    schema.table,
+                    schema.avro_json
+                ],
+            )
+            .map(|_| ())
+            .map_err(db_err("write schema"))
+        })
+    }
+
+    fn schema(&self, id: databus_core::SchemaId) -> Result<Option<StoredSchema>, BootstrapError> {
+        SqliteStore::read(self, |c| {
+            c.query_row(
+                "SELECT source_id, tbl, avro FROM schemas WHERE id = ?1",
+                [id.get() as i64],
+                |r| {
+                    Ok(StoredSchema {
+                        id,
+                        source: SourceId::new(r.get(0)?),
+                        table: r.get(1)?,
+                        avro_json: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(db_err("read schema"))
+        })
+    }
+}

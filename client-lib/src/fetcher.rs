@@ -1,0 +1,226 @@
+//! The fetcher task: long-polls the relays (failing over between them), assembles whole windows,
+//! resolves their writer schemas, and hands them to the consumer side through a channel bounded in
+//! bytes (a semaphore of `buffer_bytes` permits: a slow consumer stops the fetcher, memory stays
+//! bounded by `buffer_bytes` plus one response).
+
+use std::sync::Arc;
+
+use apache_avro::Schema;
+use databus_core::{Checkpoint, ConsumptionMode, SchemaId, Scn};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use crate::pool::ServerPool;
+use crate::stats::{ClientStats, Held};
+use crate::window::{Assembler, RawWindow, SchemaCache};
+use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Window};
+
+/// What the fetcher hands to the consumer side, in order.
+#[derive(Debug)]
+pub(crate) enum Delivery {
+    /// A whole window, with the buffer space it occupies.
+    Window(Window, Held),
+    /// A bootstrap starts; persist `checkpoint` once the callback succeeded.
+    StartBootstrap(BootstrapInfo, Checkpoint),
+    /// Catch-up starts, up to the SCN.
+    StartCatchup(Scn, Checkpoint),
+    /// The bootstrap ended at the SCN; relay windows follow.
+    EndBootstrap(Scn, Checkpoint),
+    /// A failure the fetcher handles (a failed request it fails over and retries).
+    Warning(ClientError),
+    /// Fetching stopped for good.
+    Failed(ClientError),
+}
+
+/// The shared state of the fetcher.
+pub(crate) struct Fetcher {
+    pub(crate) config: ClientConfig,
+    pub(crate) relays: ServerPool,
+    pub(crate) bootstrap: Option<ServerPool>,
+    pub(crate) schemas: Arc<SchemaCache>,
+    pub(crate) space: Arc<Semaphore>,
+    pub(crate) tx: mpsc::UnboundedSender<Delivery>,
+    pub(crate) filter_query: String,
+    pub(crate) stats: Arc<ClientStats>,
+}
+
+impl std::fmt::Debug for Fetcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("relay", &self.relays.current_url())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Fetcher {
+    /// Runs until `shutdown`, a definite error (sent as [`Delivery::Failed`]) or the receiver closes.
+    pub(crate) async fn run(mut self, start: Option<Checkpoint>, shutdown: CancellationToken) {
+        let result = tokio::select! {
+            r = self.run_inner(start) => r,
+            () = shutdown.cancelled() => return,
+        };
+        if let Err(Ok(e)) = result.map_err(|e| match e {
+            FetchStop::Error(e) => Ok(e),
+            FetchStop::Closed => Err(()),
+        }) {
+            let _ = self.tx.send(Delivery::Failed(e));
+        }
+    }
+
+    async fn run_inner(&mut self, start: Option<Checkpoint>) -> Result<(), FetchStop> {
+        let mut checkpoint = match start {
+            Some(cp) => cp,
+            None => match self.config.start {
+                StartPosition::Beginning => Checkpoint::beginning(),
+                StartPosition::Now => Checkpoint::after(self.relay_head().await?),
+                StartPosition::Snapshot => {
+                    let mut cp = Checkpoint::beginning();
+                    cp.start_bootstrap(None);
+                    self.send(Delivery::StartBootstrap(
+                        BootstrapInfo { since_scn: None },
+                        cp.clone(),
+                    ))?;
+                    cp
+                }
+            },
+        };
+        loop {
+            if checkpoint.mode != ConsumptionMode::Online {
+                checkpoint = self.bootstrap(checkpoint).await?;
+            }
+            match self.follow_relay(&mut checkpoint).await {
+                Err(FetchStop::Error(ClientError::ScnNotFound { requested, message }))
+                    if self.bootstrap.is_some() =>
+                {
+                    tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
+                    let since = checkpoint.prev_scn;
+                    checkpoint = Checkpoint::after(since.unwrap_or(Scn::ZERO));
+                    checkpoint.start_bootstrap(since);
+                    self.send(Delivery::StartBootstrap(
+                        BootstrapInfo { since_scn: since },
+                        checkpoint.clone(),
+                    ))?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) fn send(&self, delivery: Delivery) -> Result<(), FetchStop> {
+        self.tx.send(delivery).map_err(|_| FetchStop::Closed)
+    }
+
+    /// The newest SCN of the relay's buffer (for [`StartPosition::Now`]).
+    async fn relay_head(&mut self) -> Result<Scn, FetchStop> {
+        let status = self.relays.get_json("/v1/status").await?;
+        let buffers = status["buffers"].as_array().cloned().unwrap_or_default();
+        let buffer = match &self.config.buffer {
+            Some(name) => buffers.iter().find(|b| b["name"] == name.as_str()),
+            None if buffers.len() == 1 => buffers.first(),
+            None => None,
+        };
+        let Some(buffer) = buffer else {
+            return Err(FetchStop::Error(ClientError::Config(
+                "start is now but the relay's buffer is ambiguous or unknown; set buffer".into(),
+            )));
+        };
+        Ok(Scn::new(buffer["max_scn"].as_u64().unwrap_or(0)))
+    }
+
+    /// Follows the relays from `checkpoint` (online) until an error; `checkpoint` advances with every
+    /// window handed over.
+    async fn follow_relay(&mut self, checkpoint: &mut Checkpoint) -> Result<(), FetchStop> {
+        let mut fetch_cp = checkpoint.clone();
+        let mut assembler = Assembler::after(checkpoint.prev_scn);
+        loop {
+            let response = self
+                .relays
+                .stream(
+                    &fetch_cp,
+                    &self.filter_query,
+                    self.config.max_response_bytes,
+                    self.config.long_poll,
+                )
+                .await?;
+            let windows = assembler.push(&response.body, &response.server)?;
+            fetch_cp = response.checkpoint;
+            for raw in windows {
+                *checkpoint = Checkpoint::after(raw.scn);
+                self.deliver(raw, Phase::Online, checkpoint.clone()).await?;
+            }
+        }
+    }
+
+    /// Resolves the window's schemas, waits for buffer space and sends it.
+    pub(crate) async fn deliver(
+        &mut self,
+        raw: RawWindow,
+        phase: Phase,
+        checkpoint: Checkpoint,
+    ) -> Result<(), FetchStop> {
+        for id in &raw.schema_ids {
+            if !self.schemas.knows(*id) {
+                let schema = self.fetch_schema(*id).await?;
+                self.schemas.insert(*id, schema);
+            }
+        }
+        let cap = self.space_capacity();
+        let permits = u32::try_from(raw.bytes.clamp(1, cap)).unwrap_or(u32::MAX);
+        let permits_held = self
+            .space
+            .clone()
+            .acquire_many_owned(permits)
+            .await
+            .map_err(|_| FetchStop::Closed)?;
+        let window = Window {
+            scn: raw.scn,
+            timestamp_ns: raw.timestamp_ns,
+            phase,
+            events: raw.events.into(),
+            bytes: raw.bytes,
+            checkpoint,
+            schemas: self.schemas.clone(),
+        };
+        let held = Held::new(permits_held, u64::from(permits), self.stats.clone());
+        self.send(Delivery::Window(window, held))
+    }
+
+    fn space_capacity(&self) -> usize {
+        self.config.buffer_bytes.min(u32::MAX as usize)
+    }
+
+    /// Writer schema `id` from the relays' registry (bootstrap servers serve no schemas; their events
+    /// were written by the relays).
+    async fn fetch_schema(&mut self, id: SchemaId) -> Result<Option<Arc<Schema>>, FetchStop> {
+        match self
+            .relays
+            .get_json(&format!("/v1/schemas/{:016x}", id.get()))
+            .await
+        {
+            Ok(json) => match Schema::parse(&json["avro"]) {
+                Ok(schema) => Ok(Some(Arc::new(schema))),
+                Err(e) => {
+                    tracing::warn!(schema = %format!("{:016x}", id.get()), error = %e, "schema does not parse; events of it will not decode");
+                    Ok(None)
+                }
+            },
+            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
+            Err(e) => Err(FetchStop::Error(e)),
+        }
+    }
+}
+
+/// Why the fetcher stopped.
+#[derive(Debug)]
+pub(crate) enum FetchStop {
+    /// A definite error, reported to the consumer side.
+    Error(ClientError),
+    /// The consumer side is gone.
+    Closed,
+}
+
+impl From<ClientError> for FetchStop {
+    fn from(e: ClientError) -> Self {
+        FetchStop::Error(e)
+    }
+}

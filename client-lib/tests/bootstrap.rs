@@ -1,0 +1,375 @@
+//! Bootstrap switchover end to end: an in-process relay with a small buffer, the real bootstrap server
+//! (producer, applier, HTTP over SQLite) following it, and the client switching between them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use databus_bootstrap::applier::{ApplierSettings, run_applier};
+use databus_bootstrap::producer::{ProducerSettings, run_producer};
+use databus_bootstrap::serve::{BootstrapService, ServeSettings};
+use databus_bootstrap::store::{BootstrapStore, SqliteStore};
+use databus_client::checkpoint::CheckpointStoreError;
+use databus_client::{
+    BootstrapInfo, CheckpointStore, ClientError, ConsumerOutcome, DataEvent, DatabusClient,
+    DatabusConsumer, MemoryCheckpointStore, Phase, StartPosition, WindowInfo,
+};
+use databus_core::{Checkpoint, ConsumptionMode, Scn};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A bootstrap server following `relay`.
+struct Bootstrap {
+    url: String,
+    store: Arc<dyn BootstrapStore>,
+    shutdown: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Bootstrap {
+    async fn start(relay: &TestRelay) -> Bootstrap {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn BootstrapStore> =
+            Arc::new(SqliteStore::open(dir.path().join("bootstrap.sqlite")).unwrap());
+        let shutdown = CancellationToken::new();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let service = BootstrapService::new(
+            store.clone(),
+            ServeSettings {
+                // Take the snapshot path for deltas (the log-only path is exercised too, by small gaps).
+                log_only_max_events: 20,
+                ..ServeSettings::default()
+            },
+        );
+        tokio::spawn(databus_bootstrap::http::serve(
+            service,
+            listener,
+            shutdown.clone(),
+        ));
+        let mut producer = ProducerSettings::new(relay.url());
+        producer.max_bytes = 4000;
+        producer.wait = Duration::from_millis(100);
+        let (s, t) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move { run_producer(s, producer, t).await.expect("producer runs") });
+        let applier = ApplierSettings {
+            max_windows: 5,
+            max_events: 100,
+            idle_poll: Duration::from_millis(5),
+        };
+        let (s, t) = (store.clone(), shutdown.clone());
+        tokio::spawn(async move { run_applier(s, applier, t).await.expect("applier runs") });
+        Bootstrap {
+            url,
+            store,
+            shutdown,
+            _dir: dir,
+        }
+    }
+
+    async fn wait_caught_up(&self, scn: u64) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let log = self.store.log_status().unwrap();
+            let snap = self.store.snapshot_status().unwrap();
+            if log.last_scn >= Some(Scn::new(scn)) && snap.applied_scn >= Some(Scn::new(scn)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "bootstrap never reached {scn}: {log:?} {snap:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// The source's state: key -> seq of its last upsert.
+type State = BTreeMap<i64, i64>;
+
+/// Writes windows `scns` to the relay (and the model): 6 changes each over 40 keys, some deletes.
+fn write(relay: &mut TestRelay, model: &mut State, scns: std::ops::RangeInclusive<u64>) {
+    for scn in scns {
+        let ops: Vec<(u16, i64, i64, bool)> = (0..6)
+            .map(|i| {
+                let key = ((scn * 7 + i * 13) % 40) as i64;
+                let delete = (scn + i) % 5 == 0;
+                (1, key, scn as i64, delete)
+            })
+            .collect();
+        for &(_, key, seq, delete) in &ops {
+            if delete {
+                model.remove(&key);
+            } else {
+                model.insert(key, seq);
+            }
+        }
+        let schema = relay.schema.clone();
+        append_ops(&mut relay.writer, &schema, scn, &ops);
+    }
+}
+
+/// A replica-like consumer: applies upserts and deletes, records phases and bootstrap callbacks.
+#[derive(Default)]
+struct Replica {
+    state: Mutex<State>,
+    phases: Mutex<Vec<Phase>>,
+    calls: Mutex<Vec<String>>,
+    last_window: Mutex<Option<(Phase, u64)>>,
+}
+
+impl DatabusConsumer for Replica {
+    async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
+        let row: Row = event.decode().expect("decodes with the relay's schema");
+        let mut state = self.state.lock().unwrap();
+        if event.is_delete() {
+            state.remove(&row.id);
+        } else {
+            state.insert(row.id, row.seq);
+        }
+        ConsumerOutcome::Success
+    }
+
+    async fn on_end_window(&self, w: &WindowInfo, cp: &Checkpoint) -> ConsumerOutcome {
+        let mut phases = self.phases.lock().unwrap();
+        if phases.last() != Some(&w.phase) {
+            phases.push(w.phase);
+        }
+        let expected_mode = match w.phase {
+            Phase::Online => ConsumptionMode::Online,
+            Phase::Catchup => ConsumptionMode::BootstrapCatchup,
+            Phase::Snapshot => cp.mode, // the last snapshot page may already carry catch-up mode
+        };
+        assert_eq!(cp.mode, expected_mode, "{cp:?}");
+        *self.last_window.lock().unwrap() = Some((w.phase, w.scn.get()));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
+        self.calls.lock().unwrap().push(format!(
+            "start_bootstrap {:?}",
+            info.since_scn.map(|s| s.get())
+        ));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_start_catchup(&self, target: Scn) -> ConsumerOutcome {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("start_catchup {target}"));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_end_bootstrap(&self, scn: Scn) -> ConsumerOutcome {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("end_bootstrap {scn}"));
+        ConsumerOutcome::Success
+    }
+}
+
+impl Replica {
+    /// Whether the replica holds the source's state at `scn` and follows the relay: an online window
+    /// `scn`, or a bootstrap that ended at `scn`.
+    fn online_at(&self, scn: u64) -> bool {
+        *self.last_window.lock().unwrap() == Some((Phase::Online, scn))
+            || self.calls.lock().unwrap().last() == Some(&format!("end_bootstrap {scn}"))
+    }
+}
+
+fn config(relay: &TestRelay, bootstrap: &Bootstrap) -> databus_client::ClientConfig {
+    let mut c = fast_config(&[relay.url()]);
+    c.bootstrap_servers = vec![bootstrap.url.clone()];
+    c.max_response_bytes = 2000;
+    c.buffer_bytes = 64 << 10;
+    c
+}
+
+async fn run_until(
+    client: &DatabusClient,
+    consumer: Arc<Replica>,
+    done: impl Fn(&Replica) -> bool,
+) -> Result<databus_client::RunSummary, ClientError> {
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (client, consumer, token) = (client.clone(), consumer.clone(), shutdown.clone());
+        tokio::spawn(async move { client.run(consumer, token).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&consumer) && !task.is_finished() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out; calls {:?}",
+            consumer.calls.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_consumer_starts_from_a_snapshot_then_follows_the_relay() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    let bootstrap = Bootstrap::start(&relay).await;
+    let mut model = State::new();
+    for chunk in 0..10u64 {
+        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
+        bootstrap.wait_caught_up(chunk * 30 + 30).await;
+    }
+    let mut c = config(&relay, &bootstrap);
+    c.start = StartPosition::Snapshot;
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let client = DatabusClient::new(c, store.clone()).unwrap();
+    let replica = Arc::new(Replica::default());
+    // Follow until online at 300, then write more and follow those through the relay.
+    run_until(&client, replica.clone(), |r| r.online_at(300))
+        .await
+        .unwrap();
+    assert_eq!(*replica.state.lock().unwrap(), model);
+    write(&mut relay, &mut model, 301..=310);
+    run_until(&client, replica.clone(), |r| r.online_at(310))
+        .await
+        .unwrap();
+    assert_eq!(*replica.state.lock().unwrap(), model);
+    let calls = replica.calls.lock().unwrap().clone();
+    assert_eq!(calls[0], "start_bootstrap None");
+    assert!(calls[1].starts_with("start_catchup "), "{calls:?}");
+    assert!(calls[2].starts_with("end_bootstrap "), "{calls:?}");
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    assert_eq!(replica.phases.lock().unwrap()[0], Phase::Snapshot);
+    assert_eq!(
+        *replica.phases.lock().unwrap().last().unwrap(),
+        Phase::Online
+    );
+    assert_eq!(
+        store.load().unwrap(),
+        Some(Checkpoint::after(Scn::new(310)))
+    );
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_behind_every_relay_bootstraps_a_delta_and_returns() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    let bootstrap = Bootstrap::start(&relay).await;
+    let mut model = State::new();
+    write(&mut relay, &mut model, 1..=20);
+    bootstrap.wait_caught_up(20).await;
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let client = DatabusClient::new(config(&relay, &bootstrap), store.clone()).unwrap();
+    let replica = Arc::new(Replica::default());
+    run_until(&client, replica.clone(), |r| r.online_at(20))
+        .await
+        .unwrap();
+    assert_eq!(*replica.state.lock().unwrap(), model);
+    assert!(
+        replica.calls.lock().unwrap().is_empty(),
+        "no bootstrap while the relay holds everything"
+    );
+
+    // The consumer is away while the relay evicts far past its checkpoint (20).
+    for chunk in 0..10u64 {
+        write(&mut relay, &mut model, 21 + chunk * 30..=50 + chunk * 30);
+        bootstrap.wait_caught_up(50 + chunk * 30).await;
+    }
+    let oldest = relay.buffer.stats().min_scn;
+    assert!(
+        oldest.is_some_and(|s| s > Scn::new(21)),
+        "relay evicted: {oldest:?}"
+    );
+    run_until(&client, replica.clone(), |r| r.online_at(320))
+        .await
+        .unwrap();
+    assert_eq!(*replica.state.lock().unwrap(), model);
+    let calls = replica.calls.lock().unwrap().clone();
+    assert_eq!(calls[0], "start_bootstrap Some(20)", "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("end_bootstrap")),
+        "{calls:?}"
+    );
+    assert_eq!(
+        store.load().unwrap(),
+        Some(Checkpoint::after(Scn::new(320)))
+    );
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
+
+/// Fails its `fail_at`-th store, like a crash before the write.
+struct CrashingStore {
+    inner: MemoryCheckpointStore,
+    calls: std::sync::atomic::AtomicU32,
+    fail_at: u32,
+}
+
+impl CheckpointStore for CrashingStore {
+    fn load(&self) -> Result<Option<Checkpoint>, CheckpointStoreError> {
+        self.inner.load()
+    }
+    fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        if n == self.fail_at {
+            return Err(CheckpointStoreError::Other("simulated crash".into()));
+        }
+        self.inner.store(checkpoint)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_mid_snapshot_resumes_not_restarts() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    let bootstrap = Bootstrap::start(&relay).await;
+    let mut model = State::new();
+    for chunk in 0..4u64 {
+        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
+        bootstrap.wait_caught_up(chunk * 30 + 30).await;
+    }
+    let mut c = config(&relay, &bootstrap);
+    c.start = StartPosition::Snapshot;
+    c.max_response_bytes = 300; // a few rows per snapshot page
+    let store = Arc::new(CrashingStore {
+        inner: MemoryCheckpointStore::new(),
+        calls: Default::default(),
+        fail_at: 4, // start_bootstrap, two snapshot pages, then the crash
+    });
+    let client = DatabusClient::new(c, store.clone()).unwrap();
+    let replica = Arc::new(Replica::default());
+    let err = run_until(&client, replica.clone(), |_| false)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Store(_)), "{err}");
+    let saved = store.load().unwrap().unwrap();
+    assert_eq!(saved.mode, ConsumptionMode::BootstrapSnapshot);
+    let progress = saved.bootstrap.clone().unwrap();
+    assert!(
+        progress.rows_done > 0 && progress.snapshot_token.is_some(),
+        "{progress:?}"
+    );
+
+    // The replica keeps its state (it would have committed it with the checkpoint); the next run
+    // resumes the snapshot where the checkpoint says, without a new start_bootstrap.
+    let calls_before = replica.calls.lock().unwrap().len();
+    run_until(&client, replica.clone(), |r| r.online_at(120))
+        .await
+        .unwrap();
+    assert_eq!(*replica.state.lock().unwrap(), model);
+    let calls = replica.calls.lock().unwrap().clone();
+    assert!(
+        !calls[calls_before..]
+            .iter()
+            .any(|c| c.starts_with("start_bootstrap")),
+        "{calls:?}"
+    );
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
