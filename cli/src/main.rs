@@ -40,6 +40,8 @@ struct Cli {
 enum Command {
     /// Run a relay: capture the configured sources into event buffers and serve them over HTTP.
     Relay(RelayArgs),
+    /// Run a bootstrap server role (producer, applier, server, seed, or all in one) from bootstrap.toml.
+    Bootstrap(BootstrapArgs),
     /// Check that a MySQL/MariaDB server is ready for capture (binlog settings, grants).
     CheckSource(CheckArgs),
     /// Follow a relay and print its change events as JSON lines (like kcat; pipe into jq).
@@ -61,6 +63,30 @@ struct RelayArgs {
     /// Listen address, overriding `http.listen` of the file.
     #[arg(long)]
     listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Args)]
+struct BootstrapArgs {
+    /// Which role to run.
+    #[arg(value_enum)]
+    role: BootstrapRole,
+    /// The bootstrap configuration file (TOML; see `databus_bootstrap::config`).
+    #[arg(long, short)]
+    config: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum BootstrapRole {
+    /// Producer, applier, retention cleaner and server in one process (seeding first when [seed] is set).
+    All,
+    /// Copy the relay's windows into the log store.
+    Producer,
+    /// Apply the log store to the snapshot store.
+    Applier,
+    /// Serve snapshots and consolidated deltas over HTTP.
+    Server,
+    /// Load a consistent snapshot of the source database, then exit.
+    Seed,
 }
 
 #[derive(Debug, Args)]
@@ -213,6 +239,36 @@ async fn run(command: Command) -> Result<u8> {
                 return Ok(exit::OK);
             }
             relay_cmd::run(config, shutdown_on_signal()).await?;
+            Ok(exit::OK)
+        }
+        Command::Bootstrap(args) => {
+            let text = std::fs::read_to_string(&args.config).map_err(|e| {
+                UsageError(format!(
+                    "cannot read the configuration {}: {e}",
+                    args.config.display()
+                ))
+            })?;
+            let config = databus_bootstrap::BootstrapConfig::from_toml(&text)
+                .and_then(|c| c.validate())
+                .map_err(|e| UsageError(format!("{}: {e}", args.config.display())))?;
+            let shutdown = shutdown_on_signal();
+            match args.role {
+                BootstrapRole::All => databus_bootstrap::run_all(config, shutdown).await?,
+                BootstrapRole::Producer => {
+                    databus_bootstrap::run_producer(config, shutdown).await?
+                }
+                BootstrapRole::Applier => databus_bootstrap::run_applier(config, shutdown).await?,
+                BootstrapRole::Server => databus_bootstrap::run_server(config, shutdown).await?,
+                BootstrapRole::Seed => {
+                    let report = databus_bootstrap::run_seed(&config).await?;
+                    databus_cli::outln!(
+                        "seeded: {} rows loaded{}, snapshot at SCN {}",
+                        report.rows,
+                        if report.resumed { " (resumed)" } else { "" },
+                        report.scn
+                    );
+                }
+            }
             Ok(exit::OK)
         }
         Command::CheckSource(args) => {

@@ -59,6 +59,7 @@ fn help_lists_commands_and_exit_codes() {
     for needle in [
         "relay",
         "check-source",
+        "bootstrap",
         "tail",
         "status",
         "quickstart",
@@ -686,4 +687,77 @@ fn tail_survives_a_relay_restart() {
     let mut stderr = String::new();
     std::io::Read::read_to_string(tail.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(tail.0.try_wait().unwrap().unwrap().success(), "{stderr}");
+}
+
+#[test]
+fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bootstrap.toml");
+    std::fs::write(&path, "db_path = \"x\"\nbogus = 1\n").unwrap();
+    let out = run(databus()
+        .arg("bootstrap")
+        .arg("server")
+        .arg("--config")
+        .arg(&path));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("bogus"), "{}", text(&out.stderr));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::write(
+        &path,
+        format!(
+            "db_path = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+            dir.path().join("boot.sqlite").display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut server = Killed(
+        databus()
+            .arg("bootstrap")
+            .arg("server")
+            .arg("--config")
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            server.0.try_wait().unwrap().is_none(),
+            "the bootstrap server exited"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap server never listened"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(dir.path().join("boot.sqlite").exists());
+    let pid = server.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = loop {
+        if let Some(status) = server.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap server did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
 }
