@@ -82,6 +82,7 @@ pub async fn tail(
     let mut delivered = 0u64;
     let mut backoff = Duration::from_millis(100);
     let mut answered = false;
+    let mut floor_retries = 0u32;
     loop {
         if opts.max_events.is_some_and(|max| delivered >= max) {
             return Ok(TailEnd::Count);
@@ -110,6 +111,18 @@ pub async fn tail(
         answered = true;
         match answer.status {
             200 => backoff = Duration::from_millis(100),
+            // From the beginning means from the oldest window the relay holds: when the buffer moved
+            // on between reading its floor and asking (or a fresh relay set its floor), ask again
+            // after the floor it reports. Never once an event was delivered: then it is a real gap.
+            410 if opts.start == Start::Beginning && delivered == 0 && floor_retries < 5 => {
+                floor_retries += 1;
+                let floor = answer.json().ok().and_then(|v| v["prev_scn"].as_u64());
+                let Some(floor) = floor else {
+                    bail!("{}", answer.error_message());
+                };
+                checkpoint = Some(Checkpoint::after(Scn::new(floor)).to_json());
+                continue;
+            }
             410 => bail!(
                 "{}; this relay cannot serve that position (tail through a bootstrap server is not \
                  supported by this CLI version): start with --from-now or a later --from-scn",

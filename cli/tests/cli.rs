@@ -535,10 +535,13 @@ fn an_interrupted_quickstart_leaves_nothing_behind() {
             }
         }
     });
-    let dirs = rx
-        .recv_timeout(Duration::from_secs(120))
-        .expect("the quickstart prints events")
-        .expect("the quickstart names its data directory");
+    let Ok(dirs) = rx.recv_timeout(Duration::from_secs(120)) else {
+        let _ = child.0.kill();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        panic!("the quickstart printed no event: {stderr}");
+    };
+    let dirs = dirs.expect("the quickstart names its data directory");
     assert_eq!(dirs.len(), 2, "the MariaDB and relay directories: {dirs:?}");
     assert!(dirs.iter().all(|d| Path::new(d).exists()), "{dirs:?}");
     let pid = child.0.id().to_string();
