@@ -77,7 +77,7 @@ struct BootstrapArgs {
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum BootstrapRole {
-    /// Producer, applier, retention cleaner and server in one process (seeding first when [seed] is set).
+    /// Producer, applier, retention cleaner and server in one process (seeding first when the file has a `seed` section).
     All,
     /// Copy the relay's windows into the log store.
     Producer,
