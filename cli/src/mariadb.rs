@@ -37,27 +37,43 @@ impl PrivateMariaDb {
             .tempdir()
             .context("creating a temporary directory for MariaDB")?;
         let datadir = dir.path().join("data");
-        let install = tokio::process::Command::new(find("mariadb-install-db"))
-            .arg("--no-defaults")
-            .arg(format!("--datadir={}", datadir.display()))
-            .args([
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-                "--user=root",
-                "--innodb-log-file-size=4M",
-                "--innodb-buffer-pool-size=32M",
-            ])
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output()
-            .await
-            .context("running mariadb-install-db; install MariaDB with scripts/setup.sh")?;
-        if !install.status.success() {
-            bail!(
-                "mariadb-install-db failed ({}): {}{}",
+        // Initializing occasionally fails on a machine busy with other MariaDB instances; one retry
+        // on a fresh directory, and the output of both attempts in the error.
+        let mut failures = Vec::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                let _ = std::fs::remove_dir_all(&datadir);
+            }
+            let install = tokio::process::Command::new(find("mariadb-install-db"))
+                .arg("--no-defaults")
+                .arg(format!("--datadir={}", datadir.display()))
+                .args([
+                    "--auth-root-authentication-method=normal",
+                    "--skip-test-db",
+                    "--user=root",
+                    "--innodb-log-file-size=4M",
+                    "--innodb-buffer-pool-size=32M",
+                ])
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .output()
+                .await
+                .context("running mariadb-install-db; install MariaDB with scripts/setup.sh")?;
+            if install.status.success() {
+                break;
+            }
+            failures.push(format!(
+                "{}: {}{}",
                 install.status,
                 String::from_utf8_lossy(&install.stdout),
                 String::from_utf8_lossy(&install.stderr)
+            ));
+            tracing::warn!(output = %failures.last().map_or("", String::as_str), "mariadb-install-db failed");
+        }
+        if failures.len() == 2 {
+            bail!(
+                "mariadb-install-db failed twice:\n{}",
+                failures.join("\n---\n")
             );
         }
         let port = TcpListener::bind("127.0.0.1:0")

@@ -1,7 +1,8 @@
 //! `databus quickstart`: the whole pipeline on this machine in under a minute, then cleaned away.
 //!
 //! It starts a private MariaDB (binlog in ROW format) in a temporary directory on a free port, creates a
-//! small shop schema and a replication user, starts a relay in this process on a free port, follows it
+//! small shop schema and a replication user, starts a relay and a bootstrap server in this process on
+//! free ports, follows the relay
 //! the way `databus tail` does and prints each change as it arrives while a small write workload runs,
 //! then prints how to point databus at your own database. Everything it started is stopped and its
 //! temporary directories are removed before it returns.
@@ -64,7 +65,7 @@ impl Style {
         self.paint("36", t)
     }
     fn step(&self, n: u32, text: &str) {
-        crate::outln!("{} {}", self.cyan(&format!("[{n}/5]")), self.bold(text));
+        crate::outln!("{} {}", self.cyan(&format!("[{n}/6]")), self.bold(text));
     }
 }
 
@@ -93,7 +94,7 @@ pub async fn run(opts: QuickstartOptions, interrupt: CancellationToken) -> Resul
     let (events, transactions) = body(&opts, &s, started, &interrupt).await?;
     crate::outln!(
         "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
-         MariaDB and relay stopped, temporary directories removed.\n",
+         MariaDB, relay and bootstrap server stopped, temporary directories removed.\n",
         s.green("done:"),
         started.elapsed().as_secs_f64()
     );
@@ -164,6 +165,21 @@ async fn body(
         None,
         stop_relay.clone(),
     ));
+    let bootstrap_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding 127.0.0.1:0 for the bootstrap server")?;
+    let bootstrap = RelayUrl::parse(&format!("http://{}", bootstrap_listener.local_addr()?))?;
+    let bootstrap_config = databus_bootstrap::BootstrapConfig::from_toml(&format!(
+        "db_path = {:?}\n[relay]\nurl = \"{relay}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        work.path().join("bootstrap.sqlite").display().to_string()
+    ))
+    .and_then(|c| c.validate())
+    .context("the quickstart's bootstrap configuration")?;
+    let bootstrap_task = tokio::spawn(databus_bootstrap::run_all_on(
+        bootstrap_config,
+        bootstrap_listener,
+        stop_relay.clone(),
+    ));
     let demo = async {
         wait_streaming(&relay, deadline).await?;
         crate::outln!(
@@ -172,6 +188,12 @@ async fn body(
             db.port(),
             work.path().display()
         );
+        s.step(4, "starting a bootstrap server in this process");
+        crate::outln!(
+            "      bootstrap {} copies the relay's windows into SQLite and keeps a snapshot,",
+            s.dim(&bootstrap.to_string())
+        );
+        crate::outln!("      for consumers that fall behind what the relay's memory holds");
         let tables = source_tables(&relay).await?;
         let shown = show(&db, &relay, &tables, opts, deadline, s).await?;
         let (status, sources) = crate::status::fetch(&relay).await?;
@@ -186,6 +208,24 @@ async fn body(
                 crate::outln!("      {line}");
             }
         }
+        let target = status["buffers"][0]["max_scn"].as_u64().unwrap_or(0);
+        let boot = wait_bootstrap(&bootstrap, target, deadline).await?;
+        crate::outln!(
+            "\n{}",
+            s.bold("the bootstrap server's view (GET /v1/status)")
+        );
+        crate::outln!(
+            "      log         {} windows, {} events, SCN {}..={}",
+            boot["log_windows"],
+            boot["log_events"],
+            boot["log_first_scn"],
+            boot["log_last_scn"]
+        );
+        crate::outln!(
+            "      snapshot    {} rows, applied through SCN {}",
+            boot["snapshot_rows"],
+            boot["applied_scn"]
+        );
         anyhow::Ok(shown)
     };
     // On an interrupt the demo is dropped, and the cleanup below runs all the same.
@@ -194,8 +234,14 @@ async fn body(
         _ = interrupt.cancelled() => Err(anyhow::anyhow!(INTERRUPTED)),
     };
 
-    // The relay stops (and persists its state) before its directory and the database go away.
+    // The relay and the bootstrap server stop (and persist their state) before their directory and
+    // the database go away.
     stop_relay.cancel();
+    match bootstrap_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "bootstrap server stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "bootstrap task failed"),
+    }
     match relay_task.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::warn!(error = %e, "relay stopped with an error"),
@@ -204,6 +250,25 @@ async fn body(
     drop(db);
     drop(work);
     outcome
+}
+
+/// Waits until the bootstrap server has applied `target`; returns its status.
+async fn wait_bootstrap(bootstrap: &RelayUrl, target: u64, deadline: Instant) -> Result<Value> {
+    loop {
+        let answer = get(bootstrap, "/v1/status", Duration::from_secs(5)).await;
+        if let Ok(a) = &answer
+            && let Ok(v) = a.json()
+            && v["applied_scn"].as_u64().is_some_and(|scn| scn >= target)
+        {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the bootstrap server did not apply SCN {target} in time (last answer: {answer:?})"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_streaming(relay: &RelayUrl, deadline: Instant) -> Result<()> {
@@ -259,11 +324,11 @@ async fn show(
     s: &Style,
 ) -> Result<(u64, u64)> {
     s.step(
-        4,
+        5,
         "following the relay as a consumer (what `databus tail` does)",
     );
     s.step(
-        5,
+        6,
         &format!(
             "writing a small workload ({} orders) and printing each change as it arrives",
             opts.rows

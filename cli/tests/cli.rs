@@ -495,6 +495,8 @@ fn quickstart_runs_end_to_end() {
         "shop.orders     upsert     4",
         "\"status\":\"paid\"",
         "done: 8 change events",
+        // The bootstrap server's snapshot: 2 customers and 4 orders.
+        "snapshot    6 rows",
         "point databus at your own database",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
