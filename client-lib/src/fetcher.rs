@@ -189,23 +189,29 @@ impl Fetcher {
         self.config.buffer_bytes.min(u32::MAX as usize)
     }
 
-    /// Writer schema `id` from the relays' registry (bootstrap servers serve no schemas; their events
-    /// were written by the relays).
+    /// Writer schema `id`: from the relays' registry first, then from the bootstrap servers (rows a
+    /// bootstrap server seeded straight from the database carry a schema the relays register only once
+    /// they see a change to that table).
     async fn fetch_schema(&mut self, id: SchemaId) -> Result<Option<Arc<Schema>>, FetchStop> {
-        match self
-            .relays
-            .get_json(&format!("/v1/schemas/{:016x}", id.get()))
-            .await
-        {
-            Ok(json) => match Schema::parse(&json["avro"]) {
-                Ok(schema) => Ok(Some(Arc::new(schema))),
-                Err(e) => {
-                    tracing::warn!(schema = %format!("{:016x}", id.get()), error = %e, "schema does not parse; events of it will not decode");
-                    Ok(None)
-                }
+        let path = format!("/v1/schemas/{:016x}", id.get());
+        let json = match self.relays.get_json(&path).await {
+            Ok(json) => json,
+            Err(ClientError::Refused { status: 404, .. }) => match self.bootstrap.as_mut() {
+                None => return Ok(None),
+                Some(pool) => match pool.get_json(&path).await {
+                    Ok(json) => json,
+                    Err(ClientError::Refused { status: 404, .. }) => return Ok(None),
+                    Err(e) => return Err(FetchStop::Error(e)),
+                },
             },
-            Err(ClientError::Refused { status: 404, .. }) => Ok(None),
-            Err(e) => Err(FetchStop::Error(e)),
+            Err(e) => return Err(FetchStop::Error(e)),
+        };
+        match Schema::parse(&json["avro"]) {
+            Ok(schema) => Ok(Some(Arc::new(schema))),
+            Err(e) => {
+                tracing::warn!(schema = %format!("{:016x}", id.get()), error = %e, "schema does not parse; events of it will not decode");
+                Ok(None)
+            }
         }
     }
 }
