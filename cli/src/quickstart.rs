@@ -222,7 +222,7 @@ async fn body(
             boot["log_last_scn"]
         );
         crate::outln!(
-            "      snapshot    {} rows, applied through SCN {}",
+            "      snapshot    {} keys (deleted rows kept as tombstones), applied through SCN {}",
             boot["snapshot_rows"],
             boot["applied_scn"]
         );

@@ -496,7 +496,7 @@ fn quickstart_runs_end_to_end() {
         "\"status\":\"paid\"",
         "done: 8 change events",
         // The bootstrap server's snapshot: 2 customers and 4 orders.
-        "snapshot    6 rows",
+        "snapshot    6 keys",
         "point databus at your own database",
     ] {
         assert!(stdout.contains(needle), "{needle} missing from:\n{stdout}");
