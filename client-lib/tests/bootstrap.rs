@@ -11,13 +11,16 @@ use common::*;
 use databus_bootstrap::applier::{ApplierSettings, run_applier};
 use databus_bootstrap::producer::{ProducerSettings, run_producer};
 use databus_bootstrap::serve::{BootstrapService, ServeSettings};
-use databus_bootstrap::store::{BootstrapStore, SqliteStore};
+use databus_bootstrap::store::{
+    BootstrapStore, SeedProgress, SqliteStore, StoredEvent, StoredSchema,
+};
 use databus_client::checkpoint::CheckpointStoreError;
 use databus_client::{
     BootstrapInfo, CheckpointStore, ClientError, ConsumerOutcome, DataEvent, DatabusClient,
     DatabusConsumer, MemoryCheckpointStore, Phase, StartPosition, WindowInfo,
 };
-use databus_core::{Checkpoint, ConsumptionMode, Scn};
+use databus_core::{Checkpoint, ConsumptionMode, EventBuilder, Opcode, Scn, SourceId};
+use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value, event_key};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,9 +34,16 @@ struct Bootstrap {
 
 impl Bootstrap {
     async fn start(relay: &TestRelay) -> Bootstrap {
+        Self::start_seeded(relay, |_| {}).await
+    }
+
+    /// Like [`Bootstrap::start`], with `seed` loading the store first (as `databus_bootstrap::seed`
+    /// does before the producer starts).
+    async fn start_seeded(relay: &TestRelay, seed: impl FnOnce(&dyn BootstrapStore)) -> Bootstrap {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn BootstrapStore> =
             Arc::new(SqliteStore::open(dir.path().join("bootstrap.sqlite")).unwrap());
+        seed(store.as_ref());
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -370,6 +380,152 @@ async fn crash_mid_snapshot_resumes_not_restarts() {
             .any(|c| c.starts_with("start_bootstrap")),
         "{calls:?}"
     );
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
+
+/// Records what it decoded of source 2 (the seeded table) and when the bootstrap ended.
+#[derive(Default)]
+struct SeededReader {
+    /// id -> the row as JSON, for every source-2 event that decoded.
+    decoded: Mutex<BTreeMap<i64, serde_json::Value>>,
+    /// Decode errors of source-2 events.
+    failures: Mutex<Vec<String>>,
+    ended_bootstrap: Mutex<Option<Scn>>,
+}
+
+impl DatabusConsumer for SeededReader {
+    async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
+        if event.source() == SourceId::new(2) {
+            match event.json() {
+                Ok(json) => {
+                    let id = json["id"].as_i64().expect("id is a number");
+                    self.decoded.lock().unwrap().insert(id, json);
+                }
+                Err(e) => self.failures.lock().unwrap().push(e.to_string()),
+            }
+        }
+        ConsumerOutcome::Success
+    }
+
+    async fn on_end_bootstrap(&self, scn: Scn) -> ConsumerOutcome {
+        *self.ended_bootstrap.lock().unwrap() = Some(scn);
+        ConsumerOutcome::Success
+    }
+}
+
+/// Rows a bootstrap server seeded straight from the database carry a writer schema only the bootstrap
+/// store knows (the relay registers it when it first sees a change to that table): a consumer starting
+/// from the snapshot fetches it from the bootstrap server and decodes those rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seeded_rows_decode_with_the_schema_only_the_bootstrap_server_knows() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    let mut model = State::new();
+    write(&mut relay, &mut model, 1..=10);
+    // `shop.t2` (source 2), registered and encoded apart from the relay, as the seed does.
+    let t2 = TableSchema {
+        database: "shop".into(),
+        table: "t2".into(),
+        columns: vec![
+            Column::new("id", ColumnType::BigInt { unsigned: false }, false),
+            Column::new("label", ColumnType::Text { max_chars: None }, false),
+            Column::new("qty", ColumnType::Int { unsigned: false }, true),
+        ],
+        primary_key: vec![0],
+    };
+    let registered = SchemaRegistry::in_memory().register(&t2).unwrap();
+    assert!(
+        relay.registry.get(registered.id).is_none(),
+        "the relay must not know the seeded schema"
+    );
+    let seed_scn = Scn::new(10);
+    let expected: BTreeMap<i64, serde_json::Value> = (1..=25i64)
+        .map(|id| {
+            let qty = if id % 4 == 0 {
+                serde_json::Value::Null
+            } else {
+                (id * 3).into()
+            };
+            let json = serde_json::json!({ "id": id, "label": format!("seeded-{id}"), "qty": qty });
+            (id, json)
+        })
+        .collect();
+    let bootstrap = Bootstrap::start_seeded(&relay, |store| {
+        store
+            .put_schema(&StoredSchema {
+                id: registered.id,
+                source: SourceId::new(2),
+                table: "shop.t2".into(),
+                avro_json: registered.avro_json.to_string(),
+            })
+            .unwrap();
+        let events: Vec<StoredEvent> = (1..=25i64)
+            .map(|id| {
+                let qty = if id % 4 == 0 {
+                    Value::Null
+                } else {
+                    Value::Int(id * 3)
+                };
+                let values = vec![Value::Int(id), Value::Text(format!("seeded-{id}")), qty];
+                let key = event_key(&t2, &values).unwrap();
+                let mut payload = Vec::new();
+                registered.encoder.encode(&values, &mut payload).unwrap();
+                let mut frame = Vec::new();
+                EventBuilder::new(seed_scn, Opcode::Upsert)
+                    .source(SourceId::new(2))
+                    .timestamp_ns(1)
+                    .schema(registered.id)
+                    .key(key.as_ref())
+                    .payload(&payload)
+                    .write_to_vec(&mut frame);
+                StoredEvent {
+                    scn: seed_scn,
+                    source: SourceId::new(2),
+                    opcode: Opcode::Upsert,
+                    key,
+                    frame,
+                }
+            })
+            .collect();
+        let progress = SeedProgress {
+            scn: seed_scn,
+            token: "{}".into(),
+        };
+        store.seed_chunk(&events, &progress).unwrap();
+        store.finish_seed(seed_scn).unwrap();
+    })
+    .await;
+    write(&mut relay, &mut model, 11..=20);
+    bootstrap.wait_caught_up(20).await;
+
+    let mut c = config(&relay, &bootstrap);
+    c.start = StartPosition::Snapshot;
+    let client = DatabusClient::new(c, Arc::new(MemoryCheckpointStore::new())).unwrap();
+    let reader = Arc::new(SeededReader::default());
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (client, reader, token) = (client.clone(), reader.clone(), shutdown.clone());
+        tokio::spawn(async move { client.run(reader, token).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader.ended_bootstrap.lock().unwrap().is_none() && !task.is_finished() {
+        assert!(Instant::now() < deadline, "the bootstrap never ended");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let failures = reader.failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} seeded rows did not decode, first: {:?}",
+        failures.len(),
+        failures.first()
+    );
+    assert_eq!(*reader.decoded.lock().unwrap(), expected);
     bootstrap.shutdown.cancel();
     relay.stop().await;
 }
