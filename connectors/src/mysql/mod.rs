@@ -156,7 +156,8 @@ struct Live {
     /// cancelled `next_event` does not restart it.
     last_event_at: tokio::time::Instant,
     seen_format_description: bool,
-    file: String,
+    /// The binlog file being read (shared cheaply with error messages built per event).
+    file: Arc<str>,
     /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
     tables: HashMap<u64, (Vec<u8>, TableEntry)>,
     txn: Option<OpenTxn>,
@@ -359,7 +360,7 @@ impl MySqlConnector {
             stream,
             last_event_at: tokio::time::Instant::now(),
             seen_format_description: false,
-            file: String::new(),
+            file: Arc::from(""),
             tables: HashMap::new(),
             txn: None,
         });
@@ -493,10 +494,11 @@ impl MySqlConnector {
         let header = event.header();
         let kind = header.event_type_raw();
         let log_pos = u64::from(header.log_pos());
-        let position = format!("{}:{}", live_file(&self.live), log_pos);
+        // The position text is built only for an error (this runs for every binlog event).
+        let file = Arc::clone(&live.file);
         let undecodable = |event: String, reason: String| ConnectorError::UndecodableEvent {
             event,
-            position: position.clone(),
+            position: format!("{file}:{log_pos}"),
             reason,
         };
         match kind {
@@ -614,7 +616,7 @@ impl MySqlConnector {
                     data.len().saturating_sub(4)
                 };
                 let name = data.get(8..end).unwrap_or_default();
-                live.file = String::from_utf8_lossy(name).into_owned();
+                live.file = String::from_utf8_lossy(name).into();
             }
             FORMAT_DESCRIPTION_EVENT => {
                 self.live.as_mut().expect("live").seen_format_description = true
@@ -705,10 +707,11 @@ impl MySqlConnector {
         let max_rows = self.config.max_transaction_rows;
         let max_bytes = self.config.max_transaction_bytes;
         let live = self.live.as_mut().expect("live");
-        let position = format!("{}:{}", live.file, event.header().log_pos());
+        // Built only for an error (this runs for every rows event).
+        let (file, log_pos) = (Arc::clone(&live.file), event.header().log_pos());
         let undecodable = |reason: String| ConnectorError::UndecodableEvent {
             event: format!("rows event {kind}"),
-            position: position.clone(),
+            position: format!("{file}:{log_pos}"),
             reason,
         };
         let rows = match event.read_data() {
@@ -755,7 +758,8 @@ impl MySqlConnector {
             .find(|(n, _)| *n == name)
             .map(|(_, s)| s)
             .or_else(|| self.announced.get(&name));
-        if announced.is_none_or(|s| **s != *info.schema) {
+        // Pointer equality first: the table map cache hands out the same Arc while the table is unchanged.
+        if announced.is_none_or(|s| !Arc::ptr_eq(s, &info.schema) && **s != *info.schema) {
             txn.schema_changes.push((name, Arc::clone(&info.schema)));
         }
         txn.bytes += event.data().len() as u64;
@@ -807,7 +811,7 @@ impl MySqlConnector {
         }
         let position = SourcePosition {
             gtid: txn.gtid.to_string(),
-            file: live.file.clone(),
+            file: live.file.to_string(),
             end_position,
         };
         self.resume_state = position.gtid.clone();
@@ -834,7 +838,9 @@ impl MySqlConnector {
 }
 
 fn live_file(live: &Option<Live>) -> String {
-    live.as_ref().map(|l| l.file.clone()).unwrap_or_default()
+    live.as_ref()
+        .map(|l| l.file.to_string())
+        .unwrap_or_default()
 }
 
 async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {

@@ -217,6 +217,18 @@ impl EventBuffer {
         self.read_inner(from, budget_bytes, Some(filter), out)
     }
 
+    /// The ring position a read from `from` would start at: the snapshot of the cursors and the SCN
+    /// index search of [`read`](Self::read), without scanning, copying or validating. `None` when the
+    /// buffer holds nothing. For diagnostics and benchmarks (it times the lookup alone); the position
+    /// may already be overwritten when the caller looks at it.
+    pub fn lookup_position(&self, from: &Checkpoint) -> Option<u64> {
+        let snap = self.snapshot();
+        if snap.head == snap.tail {
+            return None;
+        }
+        Some(self.lookup(from, &snap).0)
+    }
+
     fn read_inner(
         &self,
         from: &Checkpoint,
