@@ -344,7 +344,7 @@ fn lookup(capacity: usize, probes: u64) {
         let per = start.elapsed().as_secs_f64() / probes as f64;
         println!(
             "lookup in a {:.1} GiB buffer ({} windows, filled in {:.1} s), after {name}: {:.0} ns per read \
-             (binary search + jump + copy of the first 1 KiB event)",
+             (index search + jump + copy of the first 1 KiB event)",
             capacity as f64 / (1u64 << 30) as f64,
             stats.windows_held,
             fill.as_secs_f64(),
@@ -368,7 +368,7 @@ fn lookup(capacity: usize, probes: u64) {
         black_box(sum);
         let per = start.elapsed().as_secs_f64() / probes as f64;
         println!(
-            "SCN index search alone ({} index entries), after {name}: {:.0} ns per lookup",
+            "SCN index search alone ({} windows), after {name}: {:.0} ns per lookup",
             stats.windows_held,
             per * 1e9
         );
