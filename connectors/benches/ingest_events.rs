@@ -262,7 +262,7 @@ async fn main() {
     let n = changes as f64;
     for round in 1..=2 {
         let cpu = cpu_secs();
-        // INGEST_BENCH_ONLY=ours skips the baseline (to profile our path alone with `perf record`).
+        // INGEST_BENCH_ONLY=ours|baseline runs one side only (to profile it alone with `perf record`).
         let (b, sum) = if std::env::var("INGEST_BENCH_ONLY").as_deref() == Ok("ours") {
             (f64::NAN, 0)
         } else {
@@ -276,7 +276,11 @@ async fn main() {
             n / bc
         );
         let cpu = cpu_secs();
-        let (o, bytes) = ours(&url, changes).await;
+        let (o, bytes) = if std::env::var("INGEST_BENCH_ONLY").as_deref() == Ok("baseline") {
+            (f64::NAN, 0)
+        } else {
+            ours(&url, changes).await
+        };
         let oc = cpu_secs() - cpu;
         println!(
             "round {round}: ours connector+register+encode+key+frame: {o:.2} s = {:.0} row changes/s; \
