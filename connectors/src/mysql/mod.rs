@@ -952,6 +952,10 @@ impl SourceConnector for MySqlConnector {
             return Err(ConnectorError::NotStarted);
         }
         let cancel = self.cancel.clone();
+        // One cancellation future for the whole call (not one per binlog event): registering and
+        // unregistering with the token's waiter list costs two lock round trips each time.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if cancel.is_cancelled() {
                 self.close_live().await;
@@ -963,13 +967,13 @@ impl SourceConnector for MySqlConnector {
             if let Some(at) = self.retry_at {
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => continue,
+                    _ = &mut cancelled => continue,
                     _ = tokio::time::sleep_until(at) => self.retry_at = None,
                 }
             }
             let result = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => continue,
+                _ = &mut cancelled => continue,
                 r = self.step() => r,
             };
             let Err(e) = result else { continue };
