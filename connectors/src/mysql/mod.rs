@@ -33,6 +33,7 @@ mod config;
 mod schema;
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -155,8 +156,13 @@ struct Live {
     /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
     /// cancelled `next_event` does not restart it.
     last_event_at: tokio::time::Instant,
+    /// The read-timeout timer. Set to `last_event_at + read_timeout` lazily: only when it fires is the
+    /// real deadline checked and the timer moved, so a busy stream does not register and drop a timer
+    /// per event (each registration can wake the runtime's timer thread).
+    idle: Pin<Box<tokio::time::Sleep>>,
     seen_format_description: bool,
-    file: String,
+    /// The binlog file being read (shared cheaply with error messages built per event).
+    file: Arc<str>,
     /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
     tables: HashMap<u64, (Vec<u8>, TableEntry)>,
     txn: Option<OpenTxn>,
@@ -358,8 +364,9 @@ impl MySqlConnector {
         self.live = Some(Live {
             stream,
             last_event_at: tokio::time::Instant::now(),
+            idle: Box::pin(tokio::time::sleep(self.config.read_timeout)),
             seen_format_description: false,
-            file: String::new(),
+            file: Arc::from(""),
             tables: HashMap::new(),
             txn: None,
         });
@@ -481,22 +488,34 @@ impl MySqlConnector {
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
-        let deadline = live.last_event_at + read_timeout;
-        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
-            Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
-            Ok(None) => return Err(ConnectorError::StreamClosed),
-            Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
-            Ok(Some(Ok(e))) => e,
+        let next = loop {
+            tokio::select! {
+                biased;
+                next = live.stream.next() => break next,
+                () = live.idle.as_mut() => {
+                    let deadline = live.last_event_at + read_timeout;
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(ConnectorError::ReadTimeout(read_timeout));
+                    }
+                    live.idle.as_mut().reset(deadline);
+                }
+            }
+        };
+        let event = match next {
+            None => return Err(ConnectorError::StreamClosed),
+            Some(Err(e)) => return Err(self.stream_error(e).await),
+            Some(Ok(e)) => e,
         };
         live.last_event_at = tokio::time::Instant::now();
         self.failures = 0;
         let header = event.header();
         let kind = header.event_type_raw();
         let log_pos = u64::from(header.log_pos());
-        let position = format!("{}:{}", live_file(&self.live), log_pos);
+        // The position text is built only for an error (this runs for every binlog event).
+        let file = Arc::clone(&live.file);
         let undecodable = |event: String, reason: String| ConnectorError::UndecodableEvent {
             event,
-            position: position.clone(),
+            position: format!("{file}:{log_pos}"),
             reason,
         };
         match kind {
@@ -614,7 +633,7 @@ impl MySqlConnector {
                     data.len().saturating_sub(4)
                 };
                 let name = data.get(8..end).unwrap_or_default();
-                live.file = String::from_utf8_lossy(name).into_owned();
+                live.file = String::from_utf8_lossy(name).into();
             }
             FORMAT_DESCRIPTION_EVENT => {
                 self.live.as_mut().expect("live").seen_format_description = true
@@ -705,10 +724,11 @@ impl MySqlConnector {
         let max_rows = self.config.max_transaction_rows;
         let max_bytes = self.config.max_transaction_bytes;
         let live = self.live.as_mut().expect("live");
-        let position = format!("{}:{}", live.file, event.header().log_pos());
+        // Built only for an error (this runs for every rows event).
+        let (file, log_pos) = (Arc::clone(&live.file), event.header().log_pos());
         let undecodable = |reason: String| ConnectorError::UndecodableEvent {
             event: format!("rows event {kind}"),
-            position: position.clone(),
+            position: format!("{file}:{log_pos}"),
             reason,
         };
         let rows = match event.read_data() {
@@ -755,7 +775,8 @@ impl MySqlConnector {
             .find(|(n, _)| *n == name)
             .map(|(_, s)| s)
             .or_else(|| self.announced.get(&name));
-        if announced.is_none_or(|s| **s != *info.schema) {
+        // Pointer equality first: the table map cache hands out the same Arc while the table is unchanged.
+        if announced.is_none_or(|s| !Arc::ptr_eq(s, &info.schema) && **s != *info.schema) {
             txn.schema_changes.push((name, Arc::clone(&info.schema)));
         }
         txn.bytes += event.data().len() as u64;
@@ -807,7 +828,7 @@ impl MySqlConnector {
         }
         let position = SourcePosition {
             gtid: txn.gtid.to_string(),
-            file: live.file.clone(),
+            file: live.file.to_string(),
             end_position,
         };
         self.resume_state = position.gtid.clone();
@@ -834,7 +855,9 @@ impl MySqlConnector {
 }
 
 fn live_file(live: &Option<Live>) -> String {
-    live.as_ref().map(|l| l.file.clone()).unwrap_or_default()
+    live.as_ref()
+        .map(|l| l.file.to_string())
+        .unwrap_or_default()
 }
 
 async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {
@@ -946,6 +969,10 @@ impl SourceConnector for MySqlConnector {
             return Err(ConnectorError::NotStarted);
         }
         let cancel = self.cancel.clone();
+        // One cancellation future for the whole call (not one per binlog event): registering and
+        // unregistering with the token's waiter list costs two lock round trips each time.
+        let cancelled = cancel.cancelled();
+        tokio::pin!(cancelled);
         loop {
             if cancel.is_cancelled() {
                 self.close_live().await;
@@ -957,13 +984,13 @@ impl SourceConnector for MySqlConnector {
             if let Some(at) = self.retry_at {
                 tokio::select! {
                     biased;
-                    _ = cancel.cancelled() => continue,
+                    _ = &mut cancelled => continue,
                     _ = tokio::time::sleep_until(at) => self.retry_at = None,
                 }
             }
             let result = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => continue,
+                _ = &mut cancelled => continue,
                 r = self.step() => r,
             };
             let Err(e) = result else { continue };

@@ -142,6 +142,8 @@ struct Snapshot {
     index_head: u64,
     tail: u64,
     index_tail: u64,
+    /// The newest window's SCN: only a hint for the index search's first guess.
+    max_scn: u64,
 }
 
 /// Logical position plus its physical offset, advanced together so the hot loop never divides.
@@ -217,6 +219,18 @@ impl EventBuffer {
         self.read_inner(from, budget_bytes, Some(filter), out)
     }
 
+    /// The ring position a read from `from` would start at: the snapshot of the cursors and the SCN
+    /// index search of [`read`](Self::read), without scanning, copying or validating. `None` when the
+    /// buffer holds nothing. For diagnostics and benchmarks (it times the lookup alone); the position
+    /// may already be overwritten when the caller looks at it.
+    pub fn lookup_position(&self, from: &Checkpoint) -> Option<u64> {
+        let snap = self.snapshot();
+        if snap.head == snap.tail {
+            return None;
+        }
+        Some(self.lookup(from, &snap).0)
+    }
+
     fn read_inner(
         &self,
         from: &Checkpoint,
@@ -252,12 +266,15 @@ impl EventBuffer {
         let tail = self.tail.pos.load(Ordering::Acquire);
         // Relaxed: stored before the tail's Release store, so the Acquire load above makes it visible.
         let index_tail = self.tail.index_tail.load(Ordering::Relaxed);
+        // Relaxed: used only to aim the first probe of the index search; any value gives a correct result.
+        let max_scn = self.tail.max_scn.load(Ordering::Relaxed);
         Snapshot {
             head,
             prev_scn,
             index_head,
             tail,
             index_tail,
+            max_scn,
         }
     }
 
@@ -365,18 +382,20 @@ impl EventBuffer {
         // Search [lo, hi) for the last entry that `keeps`: entries below `lo` keep, from `hi` on they don't.
         let (mut lo, mut hi) = (snap.index_head, snap.index_tail);
         let mut found = None;
-        // SCNs usually grow about evenly, so after one binary step a few interpolation steps between the
-        // SCNs of the entries bounding the range land next to the target, saving most of the cache misses
-        // of a binary search over a large index. The oldest entries are never probed for this (the writer
-        // keeps evicting them, and probing one would make the validation fail); binary search finishes.
-        let (mut lo_scn, mut hi_scn) = (None, None);
-        for step in 0..5 {
+        // SCNs usually grow about evenly, so a few interpolation steps between the SCNs bounding the range
+        // land next to the target, saving most of the cache misses of a binary search over a large index
+        // (each probe of a large index is a DRAM miss). The first guess interpolates between the snapshot's
+        // prev_scn (just below the oldest entry) and max_scn (the newest window), so it costs no probe; the
+        // later ones between the SCNs of the entries probed. The guesses only choose which entries are
+        // probed: `lo`/`hi` move only on what a probe saw, so a bad guess costs time, never correctness.
+        // Binary search finishes.
+        let (mut lo_scn, mut hi_scn) = (snap.prev_scn, snap.max_scn.saturating_add(1));
+        for _ in 0..5 {
             if hi - lo <= 8 {
                 break;
             }
-            let guess = match (step, lo_scn, hi_scn) {
-                (0, _, _) => lo + (hi - lo) / 2,
-                (_, Some(lo_scn), Some(hi_scn)) if scn >= lo_scn && hi_scn > lo_scn => {
+            let guess = match (lo_scn, hi_scn) {
+                (lo_scn, hi_scn) if scn >= lo_scn && hi_scn > lo_scn => {
                     // Entry lo - 1 has lo_scn, entry hi has hi_scn: interpolate in between.
                     let span = u128::from(hi - lo + 1);
                     let ahead =
@@ -388,10 +407,10 @@ impl EventBuffer {
             let e = entry(guess);
             if keeps(e) {
                 found = Some(e);
-                lo_scn = Some(e.0);
+                lo_scn = e.0;
                 lo = guess + 1;
             } else {
-                hi_scn = Some(e.0);
+                hi_scn = e.0;
                 hi = guess;
             }
         }
