@@ -33,7 +33,6 @@ mod config;
 mod schema;
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -156,10 +155,6 @@ struct Live {
     /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
     /// cancelled `next_event` does not restart it.
     last_event_at: tokio::time::Instant,
-    /// The read-timeout timer. Set to `last_event_at + read_timeout` lazily: only when it fires is the
-    /// real deadline checked and the timer moved, so a busy stream does not register and drop a timer
-    /// per event (each registration can wake the runtime's timer thread).
-    idle: Pin<Box<tokio::time::Sleep>>,
     seen_format_description: bool,
     /// The binlog file being read (shared cheaply with error messages built per event).
     file: Arc<str>,
@@ -364,7 +359,6 @@ impl MySqlConnector {
         self.live = Some(Live {
             stream,
             last_event_at: tokio::time::Instant::now(),
-            idle: Box::pin(tokio::time::sleep(self.config.read_timeout)),
             seen_format_description: false,
             file: Arc::from(""),
             tables: HashMap::new(),
@@ -488,23 +482,12 @@ impl MySqlConnector {
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
-        let next = loop {
-            tokio::select! {
-                biased;
-                next = live.stream.next() => break next,
-                () = live.idle.as_mut() => {
-                    let deadline = live.last_event_at + read_timeout;
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(ConnectorError::ReadTimeout(read_timeout));
-                    }
-                    live.idle.as_mut().reset(deadline);
-                }
-            }
-        };
-        let event = match next {
-            None => return Err(ConnectorError::StreamClosed),
-            Some(Err(e)) => return Err(self.stream_error(e).await),
-            Some(Ok(e)) => e,
+        let deadline = live.last_event_at + read_timeout;
+        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
+            Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
+            Ok(None) => return Err(ConnectorError::StreamClosed),
+            Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
+            Ok(Some(Ok(e))) => e,
         };
         live.last_event_at = tokio::time::Instant::now();
         self.failures = 0;
