@@ -56,17 +56,22 @@ pub async fn run_applier(
     Ok(())
 }
 
+/// Binds the configured listen address.
+async fn bind(config: &ValidatedConfig) -> Result<tokio::net::TcpListener, BootstrapError> {
+    tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| BootstrapError::Io {
+            what: format!("cannot listen on {}", config.listen),
+            source: e,
+        })
+}
+
 /// The HTTP server role, with the retention cleaner.
 pub async fn run_server(
     config: ValidatedConfig,
     shutdown: CancellationToken,
 ) -> Result<(), BootstrapError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| BootstrapError::Io {
-            what: format!("cannot listen on {}", config.listen),
-            source: e,
-        })?;
+    let listener = bind(&config).await?;
     run_server_on(config, listener, shutdown).await
 }
 
@@ -176,12 +181,7 @@ pub async fn run_all(
     config: ValidatedConfig,
     shutdown: CancellationToken,
 ) -> Result<(), BootstrapError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| BootstrapError::Io {
-            what: format!("cannot listen on {}", config.listen),
-            source: e,
-        })?;
+    let listener = bind(&config).await?;
     run_all_on(config, listener, shutdown).await
 }
 

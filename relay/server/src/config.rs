@@ -304,6 +304,17 @@ fn to_usize(field: &str, size: ByteSize) -> Result<usize, RelayError> {
         .map_err(|_| invalid(field, format!("{size} does not fit this platform's memory")))
 }
 
+/// Refuses a name that is not 1 to 64 characters of `[A-Za-z0-9_-]`, naming the field.
+fn check_name(field: String, name: &str) -> Result<(), RelayError> {
+    if valid_name(name) {
+        return Ok(());
+    }
+    Err(invalid(
+        field,
+        format!("{name:?} is not a valid name; use 1 to 64 characters of [A-Za-z0-9_-]"),
+    ))
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -419,15 +430,7 @@ impl RelayConfig {
         let mut sources = Vec::with_capacity(self.sources.len());
         for (i, source) in self.sources.iter().enumerate() {
             let at = |field: &str| format!("sources[{i}].{field}");
-            if !valid_name(&source.name) {
-                return Err(invalid(
-                    at("name"),
-                    format!(
-                        "{:?} is not a valid name; use 1 to 64 characters of [A-Za-z0-9_-]",
-                        source.name
-                    ),
-                ));
-            }
+            check_name(at("name"), &source.name)?;
             if !names.insert(source.name.clone()) {
                 return Err(invalid(
                     at("name"),
@@ -553,15 +556,7 @@ impl RelayConfig {
                         ),
                     ));
                 }
-                if !valid_name(&table.name) {
-                    return Err(invalid(
-                        at("name"),
-                        format!(
-                            "{:?} is not a valid name; use 1 to 64 characters of [A-Za-z0-9_-]",
-                            table.name
-                        ),
-                    ));
-                }
+                check_name(at("name"), &table.name)?;
                 if !logical_names.insert(table.name.clone()) {
                     return Err(invalid(
                         at("name"),
