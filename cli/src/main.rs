@@ -128,6 +128,38 @@ struct TailArgs {
     /// Exit after printing this many events.
     #[arg(long, value_name = "N")]
     max_events: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How `tail` and `status` reach a server that uses TLS or tokens.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Bearer token sent to the server (prefer the DATABUS_TOKEN environment variable: a flag is
+    /// visible to other users in the process list).
+    #[arg(long, env = "DATABUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of the CA (or the self-signed certificate) of an https:// server.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The server URL with these settings; mistakes are usage errors.
+    fn url(&self, flag: &str, url: &str) -> Result<RelayUrl> {
+        let token = self
+            .token
+            .as_deref()
+            .map(databus_http::Token::new)
+            .transpose()
+            .map_err(|e| UsageError(format!("--token: {e}")))?;
+        let options = databus_http::ClientOptions {
+            ca_cert: self.ca_cert.clone(),
+            token,
+        };
+        RelayUrl::with_options(url, &options)
+            .map_err(|e| UsageError(format!("{flag}: {e:#}")).into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -144,6 +176,8 @@ struct StatusArgs {
     /// Print the relay's raw status JSON instead.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -297,8 +331,7 @@ async fn run(command: Command) -> Result<u8> {
         Command::Tail(args) => {
             let Format::Json = args.format;
             let opts = TailOptions {
-                relay: RelayUrl::parse(&args.relay)
-                    .map_err(|e| UsageError(format!("--relay: {e:#}")))?,
+                relay: args.client.url("--relay", &args.relay)?,
                 sources: args.sources,
                 partitions: args.partition,
                 buffer: args.buffer,
@@ -329,8 +362,7 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Status(args) => {
-            let relay =
-                RelayUrl::parse(&args.relay).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
+            let relay = args.client.url("--relay", &args.relay)?;
             let (st, sources) = status::fetch(&relay).await?;
             if args.json {
                 databus_cli::outln!("{}", serde_json::to_string_pretty(&st)?);
