@@ -5,15 +5,18 @@
 //! db_path = "/var/lib/databus/bootstrap/shop.sqlite"   # one SQLite file per bootstrap database
 //!
 //! [relay]                      # the producer's relay
-//! url = "http://127.0.0.1:7000"
+//! url = "http://127.0.0.1:7000"    # or https://..., with ca_cert for a self-signed certificate
 //! buffer = "shop"              # optional when the relay has one buffer
 //! max_bytes = "4MiB"
 //! wait = "500ms"
+//! # token_env = "DATABUS_RELAY_TOKEN"   # bearer token sent to the relay (or token_file)
 //!
 //! [http]                       # the server
 //! listen = "127.0.0.1:7100"
 //! log_only_max_events = 100000
 //! pin_ttl = "1h"
+//! # tls = { cert = "/etc/databus/bootstrap.crt", key = "/etc/databus/bootstrap.key" }
+//! # auth = { tokens_file = "/etc/databus/bootstrap.tokens" }
 //!
 //! [applier]
 //! max_windows = 10000
@@ -34,6 +37,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig};
+use databus_http::{ClientOptions, Token};
 use serde::Deserialize;
 
 use crate::BootstrapError;
@@ -80,6 +85,16 @@ pub struct RelaySection {
     /// Long-poll wait per request.
     #[serde(default = "default_wait", with = "humantime_serde")]
     pub wait: Duration,
+    /// PEM file of the CA (or self-signed certificate) of an `https` relay; default the web PKI roots.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Environment variable holding the bearer token sent to the relay. At most one of `token_env`
+    /// and `token_file`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the bearer token sent to the relay.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_relay_bytes() -> ByteSize {
@@ -108,6 +123,14 @@ pub struct HttpSection {
     /// Largest `max_bytes` accepted.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: ByteSize,
+    /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
+    /// HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
+    /// several tokens for rotation; `open_metrics`). Default: no authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -134,6 +157,8 @@ impl Default for HttpSection {
             pin_ttl: default_pin_ttl(),
             default_response_bytes: default_response_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -229,6 +254,8 @@ pub struct ValidatedConfig {
     pub producer: Option<ProducerSettings>,
     /// The server's listen address.
     pub listen: SocketAddr,
+    /// The server's TLS and bearer-token authentication (certificate, key and tokens loaded).
+    pub security: ServerSecurity,
     /// The server.
     pub serve: ServeSettings,
     /// The applier.
@@ -252,12 +279,44 @@ impl BootstrapConfig {
         toml::from_str(text).map_err(|e| BootstrapError::Config(e.to_string()))
     }
 
-    /// Checks the values and builds the runtime settings.
+    /// Checks the values and builds the runtime settings, reading secrets from the process
+    /// environment.
     pub fn validate(&self) -> Result<ValidatedConfig, BootstrapError> {
+        self.validate_with_env(&|name| std::env::var(name).ok())
+    }
+
+    /// As [`validate`](Self::validate), reading the environment through `env`.
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ValidatedConfig, BootstrapError> {
+        let http_error = |e: databus_http::HttpError| BootstrapError::Config(e.to_string());
+        let security = ServerSecurity::from_config(
+            "http",
+            self.http.tls.as_ref(),
+            self.http.auth.as_ref(),
+            env,
+        )
+        .map_err(http_error)?;
         let producer = match &self.relay {
             Some(r) => {
-                crate::relay_client::RelayClient::new(&r.url, Duration::from_secs(1))?;
+                let client = ClientOptions {
+                    ca_cert: r.ca_cert.clone(),
+                    token: Token::read_one(
+                        "relay",
+                        r.token_env.as_deref(),
+                        r.token_file.as_deref(),
+                        env,
+                    )
+                    .map_err(http_error)?,
+                };
+                crate::relay_client::RelayClient::with_options(
+                    &r.url,
+                    Duration::from_secs(1),
+                    &client,
+                )?;
                 let mut p = ProducerSettings::new(r.url.clone());
+                p.client = client;
                 p.buffer = r.buffer.clone();
                 p.max_bytes = bytes("relay.max_bytes", r.max_bytes)?;
                 p.wait = r.wait;
@@ -297,6 +356,7 @@ impl BootstrapConfig {
             db_path: self.db_path.clone(),
             producer,
             listen: self.http.listen,
+            security,
             serve: ServeSettings {
                 log_only_max_events: self.http.log_only_max_events,
                 pin_ttl: self.http.pin_ttl,
@@ -359,7 +419,7 @@ chunk_rows = 500
             ("db_path = \"x\"\nbogus = 1", "unknown field"),
             (
                 "db_path = \"x\"\n[relay]\nurl = \"ftp://x\"",
-                "http://host:port",
+                "use http:// or https://",
             ),
             (
                 "db_path = \"x\"\n[seed]\nurl = \"mysql://x/\"",

@@ -88,8 +88,13 @@ pub async fn run_server_on(
         shutdown.clone(),
     ));
     let service = BootstrapService::new(store, config.serve);
-    tracing::info!(addr = ?listener.local_addr().ok(), "bootstrap server serving");
-    crate::http::serve(service, listener, shutdown).await;
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        scheme = config.security.scheme(),
+        token_required = config.security.requires_token(),
+        "bootstrap server serving"
+    );
+    crate::http::serve_with(service, listener, config.security, shutdown).await;
     cleaner
         .await
         .map_err(|e| BootstrapError::Storage(format!("cleaner task failed: {e}")))?
@@ -118,7 +123,11 @@ pub async fn run_seed(config: &ValidatedConfig) -> Result<SeedReport, BootstrapE
             config.db_path.display()
         )));
     }
-    let relay = RelayClient::new(&relay_settings.relay_url, relay_settings.timeout)?;
+    let relay = RelayClient::with_options(
+        &relay_settings.relay_url,
+        relay_settings.timeout,
+        &relay_settings.client,
+    )?;
     let sources = relay.sources().await?;
     let buffers: std::collections::BTreeSet<&str> =
         sources.iter().map(|s| s.buffer.as_str()).collect();
