@@ -165,15 +165,13 @@ pub async fn run(
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
+    if config.security.requires_token() {
+        eprintln!("databus relay requires a bearer token on every endpoint but /health");
+    }
     eprintln!(
-        "databus relay listening on {}://{}{}",
+        "databus relay listening on {}://{}",
         config.security.scheme(),
-        config.http.listen,
-        if config.security.requires_token() {
-            " (bearer token required)"
-        } else {
-            ""
-        }
+        config.http.listen
     );
     databus_relay::run_with(config, listener, Some(metrics), shutdown).await?;
     Ok(())
