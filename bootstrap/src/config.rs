@@ -413,6 +413,47 @@ chunk_rows = 500
     }
 
     #[test]
+    fn secure_defaults_and_security_settings() {
+        let v = BootstrapConfig::from_toml("db_path = \"x\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(v.listen.ip().is_loopback(), "{}", v.listen);
+        assert!(!v.security.is_tls() && !v.security.requires_token());
+        let text = r#"
+db_path = "x"
+[relay]
+url = "https://127.0.0.1:7000"
+token_env = "RELAY_T"
+[http]
+auth = { tokens_env = "BS_T", open_metrics = true }
+"#;
+        let env = |v: &str| match v {
+            "RELAY_T" => Some("relay-t".to_owned()),
+            "BS_T" => Some("a-token b-token".to_owned()),
+            _ => None,
+        };
+        let v = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        assert!(v.security.requires_token());
+        let p = v.producer.unwrap();
+        assert_eq!(p.client.token.as_ref().unwrap().expose(), "relay-t");
+        assert!(!format!("{p:?}").contains("relay-t"));
+        let err = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BS_T is not set"), "{err}");
+        let err = BootstrapConfig::from_toml(&text.replace("tokens_env", "tokens_envv"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
     fn bad_files_are_clear_errors() {
         for (text, needle) in [
             ("db_path = 1", "invalid type"),

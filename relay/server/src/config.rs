@@ -776,6 +776,9 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .validate_with_env(&env)
             .unwrap();
         assert_eq!(cfg.http, HttpSettings::default());
+        // Secure defaults: loopback only, plain HTTP, no tokens unless configured.
+        assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
+        assert!(!cfg.security.is_tls() && !cfg.security.requires_token());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
         assert!(matches!(
             &cfg.sources[0].origin,
