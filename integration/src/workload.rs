@@ -65,6 +65,8 @@ pub struct ItemRow {
     pub qty: Option<i32>,
     /// Padding (to fill relay buffers).
     pub pad: String,
+    /// The `note` column, written only while the table has it (see [`Workload::set_note`]).
+    pub note: Option<String>,
 }
 
 impl ItemRow {
@@ -81,6 +83,9 @@ impl ItemRow {
             ),
             ("pad".to_owned(), self.pad.clone()),
         ])
+        .into_iter()
+        .chain(self.note.clone().map(|n| ("note".to_owned(), n)))
+        .collect()
     }
 }
 
@@ -125,6 +130,7 @@ pub struct Workload {
     keys: i64,
     max_ops: usize,
     pad_len: usize,
+    note: bool,
     next_seq: i64,
     model: BTreeMap<i64, ItemRow>,
     log: Vec<TxRecord>,
@@ -138,6 +144,7 @@ impl Workload {
             keys,
             max_ops: 3,
             pad_len: 0,
+            note: false,
             next_seq: 1,
             model: BTreeMap::new(),
             log: Vec::new(),
@@ -159,6 +166,18 @@ impl Workload {
     /// Sets the pad length for the transactions generated from now on.
     pub fn set_pad(&mut self, pad_len: usize) {
         self.pad_len = pad_len.min(1024);
+    }
+
+    /// Whether inserts and updates also write the `note` column (after `ALTER TABLE shop.items ADD
+    /// COLUMN note VARCHAR(32) NULL`). Turning it off means the column is dropped: the model's rows
+    /// lose their notes too (a later delete's before image has no `note`).
+    pub fn set_note(&mut self, on: bool) {
+        self.note = on;
+        if !on {
+            for row in self.model.values_mut() {
+                row.note = None;
+            }
+        }
     }
 
     /// The last committed sequence number (0: none).
@@ -205,6 +224,7 @@ impl Workload {
                 Some(self.rng.random_range(-1000..1000))
             },
             pad: "p".repeat(self.pad_len),
+            note: self.note.then(|| format!("n{seq}")),
         }
     }
 
@@ -285,6 +305,20 @@ async fn write_tx(conn: &mut Conn, tx: &TxRecord) -> Result<()> {
     conn.query_drop("BEGIN").await?;
     for op in &tx.ops {
         match op {
+            ItemOp::Insert(k, r) if r.note.is_some() => {
+                conn.exec_drop(
+                    "INSERT INTO shop.items (id, seq, val, qty, pad, note) VALUES (?, ?, ?, ?, ?, ?)",
+                    (k, r.seq, &r.val, r.qty, &r.pad, &r.note),
+                )
+                .await?
+            }
+            ItemOp::Update(k, r) if r.note.is_some() => {
+                conn.exec_drop(
+                    "UPDATE shop.items SET seq = ?, val = ?, qty = ?, pad = ?, note = ? WHERE id = ?",
+                    (r.seq, &r.val, r.qty, &r.pad, &r.note, k),
+                )
+                .await?
+            }
             ItemOp::Insert(k, r) => {
                 conn.exec_drop(
                     "INSERT INTO shop.items (id, seq, val, qty, pad) VALUES (?, ?, ?, ?, ?)",
