@@ -35,7 +35,7 @@ pub struct Recorded {
     pub replica: BTreeMap<(u16, Key), Row>,
     /// The SCN of the last applied window.
     pub last_scn: u64,
-    /// The last workload `seq` applied (from `txlog` events).
+    /// The greatest workload `seq` applied (from `txlog` events, snapshot rows included).
     pub last_seq: i64,
     /// Bootstraps started (`on_start_bootstrap`), with their `since` SCN.
     pub bootstraps: Vec<Option<Scn>>,
@@ -132,8 +132,9 @@ impl DatabusConsumer for Recorder {
             } else {
                 inner.replica.insert(id, e.row.clone());
             }
-            if e.source == TXLOG && !e.delete && window.phase != Phase::Snapshot {
-                inner.last_seq = e.row.get("seq").and_then(|s| s.parse().ok()).unwrap_or(-1);
+            if e.source == TXLOG && !e.delete {
+                let seq = e.row.get("seq").and_then(|s| s.parse().ok()).unwrap_or(-1);
+                inner.last_seq = inner.last_seq.max(seq);
             }
         }
         inner.windows_applied += 1;

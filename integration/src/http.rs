@@ -14,6 +14,15 @@ pub async fn get_json(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, serde_json::Value)> {
+    let (status, body) = get(base, path, timeout).await?;
+    Ok((
+        status,
+        serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null),
+    ))
+}
+
+/// `GET base + path`: the status code and the raw body (e.g. `/metrics`).
+pub async fn get(base: &str, path: &str, timeout: Duration) -> Result<(u16, Vec<u8>)> {
     let authority = base
         .strip_prefix("http://")
         .with_context(|| format!("{base} is not an http:// URL"))?
@@ -40,6 +49,5 @@ pub async fn get_json(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("GET {base}{path}: malformed status line in {head}"))?;
-    let body = serde_json::from_slice(&raw[head_end + 4..]).unwrap_or(serde_json::Value::Null);
-    Ok((status, body))
+    Ok((status, raw[head_end + 4..].to_vec()))
 }

@@ -457,6 +457,25 @@ impl Relay {
     }
 }
 
+/// Settings of a [`BootstrapServer`].
+#[derive(Debug, Clone)]
+pub struct BootstrapOptions {
+    /// Seed the snapshot from this source database first (`[seed] url`).
+    pub seed_url: Option<String>,
+    /// `http.log_only_max_events`: deltas leaving more log events than this are served as a
+    /// consolidated delta (snapshot rows changed since, then catch-up) instead of from the log alone.
+    pub log_only_max_events: u64,
+}
+
+impl Default for BootstrapOptions {
+    fn default() -> Self {
+        BootstrapOptions {
+            seed_url: None,
+            log_only_max_events: 100_000,
+        }
+    }
+}
+
 /// A `databus bootstrap all` process (producer, applier, server; seeded first when `seed_url` is
 /// given) with its own SQLite file and port.
 #[derive(Debug)]
@@ -470,14 +489,29 @@ impl BootstrapServer {
     /// Starts `databus bootstrap all` copying `relay_url`, seeding from `seed_url` first if given,
     /// and waits until its HTTP server answers.
     pub async fn start(relay_url: &str, seed_url: Option<&str>) -> Result<BootstrapServer> {
+        BootstrapServer::start_with(
+            relay_url,
+            BootstrapOptions {
+                seed_url: seed_url.map(str::to_owned),
+                ..BootstrapOptions::default()
+            },
+        )
+        .await
+    }
+
+    /// [`BootstrapServer::start`] with more settings.
+    pub async fn start_with(relay_url: &str, opts: BootstrapOptions) -> Result<BootstrapServer> {
+        let seed_url = opts.seed_url.as_deref();
         let dir = tempfile::Builder::new()
             .prefix("databus-e2e-boot-")
             .tempdir()?;
         let port = free_port()?;
         let mut text = format!(
             "db_path = {:?}\n[relay]\nurl = {relay_url:?}\nbuffer = \"{BUFFER}\"\nwait = \"200ms\"\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\n[applier]\nidle_poll = \"20ms\"\n",
-            dir.path().join("bootstrap.sqlite").display().to_string()
+             [http]\nlisten = \"127.0.0.1:{port}\"\nlog_only_max_events = {}\n\
+             [applier]\nidle_poll = \"20ms\"\n",
+            dir.path().join("bootstrap.sqlite").display().to_string(),
+            opts.log_only_max_events
         );
         if let Some(url) = seed_url {
             text.push_str(&format!("[seed]\nurl = {url:?}\nchunk_rows = 500\n"));
