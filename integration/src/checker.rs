@@ -428,3 +428,237 @@ pub fn check_key_histories(
     }
     Ok(checked)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::Workload;
+
+    /// A workload's log without a database: `n` generated transactions.
+    fn log(n: usize) -> Vec<TxRecord> {
+        let mut w = Workload::new(11, 5);
+        for _ in 0..n {
+            let tx = w.generate();
+            w.commit_model(tx);
+        }
+        w.log().to_vec()
+    }
+
+    /// The windows a correct relay would deliver for `log` (SCN = 100 + 10 seq).
+    fn windows(log: &[TxRecord]) -> Vec<ObservedWindow> {
+        log.iter()
+            .map(|tx| {
+                let mut events: Vec<ObservedEvent> = expected_events(tx)
+                    .into_iter()
+                    .map(|(key, delete, row)| ObservedEvent {
+                        source: ITEMS,
+                        key,
+                        delete,
+                        row,
+                    })
+                    .collect();
+                events.push(ObservedEvent {
+                    source: TXLOG,
+                    key: Key::Int(tx.seq),
+                    delete: false,
+                    row: Row::from([
+                        ("seq".to_owned(), tx.seq.to_string()),
+                        ("changes".to_owned(), tx.ops.len().to_string()),
+                    ]),
+                });
+                ObservedWindow {
+                    scn: 100 + 10 * tx.seq as u64,
+                    phase: Phase::Online,
+                    events,
+                }
+            })
+            .collect()
+    }
+
+    fn err(r: Result<StreamReport>) -> String {
+        format!("{:#}", r.expect_err("the check must fail"))
+    }
+
+    const FROM_1: StreamCheck = StreamCheck {
+        first_seq: Some(1),
+        unordered: false,
+        allow_redelivery: false,
+    };
+
+    #[test]
+    fn a_correct_stream_passes_and_every_fault_is_caught() {
+        let log = log(6);
+        let good = windows(&log);
+        let report = check_windows(&good, &log, FROM_1).unwrap();
+        assert_eq!(
+            (report.first_seq, report.last_seq, report.tx_windows),
+            (1, 6, 6)
+        );
+
+        // A heartbeat (empty window) is fine.
+        let mut w = good.clone();
+        let heartbeat = ObservedWindow {
+            scn: w[1].scn + 5,
+            phase: Phase::Online,
+            events: vec![],
+        };
+        w.insert(2, heartbeat);
+        assert_eq!(check_windows(&w, &log, FROM_1).unwrap().other_windows, 1);
+
+        // Gap: transaction 3 missing.
+        let mut w = good.clone();
+        w.remove(2);
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("a gap"));
+        // Missing from the start.
+        assert!(err(check_windows(&good[1..], &log, FROM_1)).contains("expected 1"));
+        // Duplicate under a new SCN.
+        let mut w = good.clone();
+        let mut dup = w[2].clone();
+        dup.scn = 200;
+        w.push(dup);
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("duplicate or reorder"));
+        // Reorder: SCNs going back.
+        let mut w = good.clone();
+        w.swap(2, 3);
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("a gap"));
+        let mut w = good.clone();
+        w[3].scn = w[1].scn + 1;
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("go back"));
+        // A split window: the last item event of a transaction arrives in a window of its own.
+        let mut w = good.clone();
+        let i = w.iter().position(|w| w.events.len() >= 2).unwrap();
+        let moved = w[i].events.remove(0);
+        let scn = w[i].scn;
+        w[i].scn = scn + 1000;
+        w.insert(
+            i,
+            ObservedWindow {
+                scn,
+                phase: Phase::Online,
+                events: vec![moved],
+            },
+        );
+        for later in &mut w[i + 2..] {
+            later.scn += 1000;
+        }
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("split"));
+        // A changed value.
+        let mut w = good.clone();
+        let e = w[0].events.iter_mut().find(|e| e.source == ITEMS).unwrap();
+        e.row.insert("val".into(), "other".into());
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("differs"));
+        // Events of a window in another order: only accepted unordered.
+        let mut w = good.clone();
+        let i = w.iter().position(|w| w.events.len() >= 3).unwrap();
+        w[i].events.swap(0, 1);
+        assert!(err(check_windows(&w, &log, FROM_1)).contains("differs"));
+        let unordered = StreamCheck {
+            unordered: true,
+            ..FROM_1
+        };
+        assert!(check_windows(&w, &log, unordered).is_ok());
+        // Redelivery after a replay: accepted only when asked for, and only if identical.
+        let mut w = good.clone();
+        w.insert(3, good[2].clone());
+        assert!(check_windows(&w, &log, FROM_1).is_err());
+        let replays = StreamCheck {
+            allow_redelivery: true,
+            ..FROM_1
+        };
+        assert_eq!(check_windows(&w, &log, replays).unwrap().redelivered, 1);
+        w[3].events.pop();
+        assert!(err(check_windows(&w, &log, replays)).contains("delivered again"));
+    }
+
+    #[test]
+    fn merged_group_rejects_an_event_delivered_twice() {
+        let log = log(4);
+        let all = windows(&log);
+        // Member 0 gets items, member 1 txlog rows: merged, the stream is whole.
+        let split = |source: u16| -> Vec<ObservedWindow> {
+            all.iter()
+                .map(|w| ObservedWindow {
+                    events: w
+                        .events
+                        .iter()
+                        .filter(|e| e.source == source)
+                        .cloned()
+                        .collect(),
+                    ..w.clone()
+                })
+                .collect()
+        };
+        let merged = merge_group(&[split(ITEMS), split(TXLOG)]).unwrap();
+        let unordered = StreamCheck {
+            unordered: true,
+            ..FROM_1
+        };
+        assert_eq!(check_windows(&merged, &log, unordered).unwrap().last_seq, 4);
+        let e = merge_group(&[split(ITEMS), split(TXLOG), split(TXLOG)]).unwrap_err();
+        assert!(e.to_string().contains("two members"), "{e}");
+        // A member that lost a window leaves a gap in the merged stream.
+        let mut lossy = split(TXLOG);
+        lossy.remove(1);
+        let merged = merge_group(&[split(ITEMS), lossy]).unwrap();
+        assert!(check_windows(&merged, &log, unordered).is_err());
+    }
+
+    #[test]
+    fn key_histories_catch_missing_and_foreign_changes() {
+        let log = log(8);
+        let keys: BTreeSet<i64> = (1..=5).collect();
+        let items: Vec<ObservedWindow> = windows(&log)
+            .into_iter()
+            .map(|mut w| {
+                w.events.retain(|e| e.source == ITEMS);
+                w
+            })
+            .collect();
+        let n: usize = log.iter().map(|t| t.ops.len()).sum();
+        assert_eq!(check_key_histories(&items, &log, &keys).unwrap(), n);
+        let mut w = items.clone();
+        w.remove(3);
+        assert!(check_key_histories(&w, &log, &keys).is_err());
+        let fewer: BTreeSet<i64> = (1..=4).collect();
+        assert!(check_key_histories(&items, &log, &fewer).is_err());
+    }
+
+    #[test]
+    fn tables_compare_row_by_row() {
+        let row = |id: &str, v: &str| {
+            Row::from([
+                ("id".to_owned(), id.to_owned()),
+                ("v".to_owned(), v.to_owned()),
+            ])
+        };
+        let source = BTreeMap::from([
+            ("1".to_owned(), row("1", "a")),
+            ("2".to_owned(), row("2", "b")),
+        ]);
+        assert!(compare_tables("t", &source, &source.clone(), Columns::Exact).is_ok());
+        let mut replica = source.clone();
+        replica.insert("2".into(), row("2", "c"));
+        let e = compare_tables("t", &source, &replica, Columns::Exact)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key 2 column v"), "{e}");
+        replica.remove("2");
+        assert!(compare_tables("t", &source, &replica, Columns::Exact).is_err());
+        let mut extra = source.clone();
+        extra.insert("3".into(), row("3", "x"));
+        assert!(compare_tables("t", &source, &extra, Columns::Exact).is_err());
+        // Evolved: a column added later is NULL for rows written before it; any other value differs.
+        let mut with_note = source.clone();
+        with_note
+            .get_mut("1")
+            .unwrap()
+            .insert("note".into(), "NULL".into());
+        assert!(compare_tables("t", &with_note, &source, Columns::Exact).is_err());
+        assert!(compare_tables("t", &with_note, &source, Columns::Evolved).is_ok());
+        with_note
+            .get_mut("1")
+            .unwrap()
+            .insert("note".into(), "n1".into());
+        assert!(compare_tables("t", &with_note, &source, Columns::Evolved).is_err());
+    }
+}

@@ -70,9 +70,7 @@ fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
         }
         if path.is_dir() {
             newest_mtime(&path, newest);
-        } else if (path.extension().is_some_and(|e| e == "rs")
-            || name == "Cargo.toml"
-            || name == "Cargo.lock")
+        } else if path.extension().is_some_and(|e| e == "rs")
             && let Ok(m) = entry.metadata().and_then(|m| m.modified())
         {
             *newest = (*newest).max(m);
@@ -85,7 +83,7 @@ fn newest_mtime(dir: &Path, newest: &mut SystemTime) {
 /// `DATABUS_BIN` wins when set. Otherwise `databus` next to the test executable's profile directory
 /// (`target/<profile>/databus`), which `cargo test --workspace` builds before running any test (the
 /// CLI package has integration tests, so cargo builds its binary). A binary that is missing, or older
-/// than a source file of the workspace, is an error saying to build it (`cargo build -p databus-cli`)
+/// than a library source file (`*/src/**.rs`) of a crate it is built from, is an error saying to build it (`cargo build -p databus-cli`)
 /// — a stale binary would test old code.
 pub fn databus_bin() -> Result<PathBuf> {
     if let Some(bin) = std::env::var_os("DATABUS_BIN") {
@@ -109,14 +107,17 @@ pub fn databus_bin() -> Result<PathBuf> {
         })?;
     let mut newest = SystemTime::UNIX_EPOCH;
     let root = workspace_root();
+    // Only the library sources the binary is built from: a change there always relinks it (tests,
+    // benches and manifests may change without a rebuild of the binary).
     for dir in [
-        "core",
-        "filters",
-        "serde-formats",
-        "connectors",
-        "relay",
-        "bootstrap",
-        "cli",
+        "core/src",
+        "filters/src",
+        "serde-formats/src",
+        "connectors/src",
+        "relay/buffer/src",
+        "relay/server/src",
+        "bootstrap/src",
+        "cli/src",
     ] {
         newest_mtime(&root.join(dir), &mut newest);
     }

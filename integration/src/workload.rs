@@ -229,7 +229,7 @@ impl Workload {
     }
 
     /// Generates the next transaction (not yet written).
-    fn generate(&mut self) -> TxRecord {
+    pub(crate) fn generate(&mut self) -> TxRecord {
         let seq = self.next_seq;
         let n = self.rng.random_range(1..=self.max_ops);
         let mut keys: Vec<i64> = Vec::with_capacity(n);
@@ -251,7 +251,7 @@ impl Workload {
         TxRecord { seq, ops }
     }
 
-    fn commit_model(&mut self, tx: TxRecord) {
+    pub(crate) fn commit_model(&mut self, tx: TxRecord) {
         for op in &tx.ops {
             match op {
                 ItemOp::Insert(k, r) | ItemOp::Update(k, r) => {
