@@ -69,8 +69,8 @@ pub use checker::{
 };
 pub use consumer::{Consumer, Recorded, Recorder};
 pub use process::{
-    BootstrapOptions, BootstrapServer, Proc, Relay, RelaySource, RelaySpec, TableSpec, databus_bin,
-    free_port, wait_for,
+    BootstrapOptions, BootstrapRole, BootstrapServer, Proc, Relay, RelaySource, RelaySpec,
+    TableSpec, databus_bin, free_port, wait_for,
 };
 pub use workload::{ItemOp, ItemRow, TxRecord, Workload, source_scn};
 

@@ -466,6 +466,10 @@ pub struct BootstrapOptions {
     /// `http.log_only_max_events`: deltas leaving more log events than this are served as a
     /// consolidated delta (snapshot rows changed since, then catch-up) instead of from the log alone.
     pub log_only_max_events: u64,
+    /// Run the producer, the applier and the server as three processes (`databus bootstrap
+    /// producer|applier|server`, after `databus bootstrap seed` when seeding) instead of one
+    /// `databus bootstrap all`, so each can be killed on its own.
+    pub separate_roles: bool,
 }
 
 impl Default for BootstrapOptions {
@@ -473,15 +477,40 @@ impl Default for BootstrapOptions {
         BootstrapOptions {
             seed_url: None,
             log_only_max_events: 100_000,
+            separate_roles: false,
         }
     }
 }
 
-/// A `databus bootstrap all` process (producer, applier, server; seeded first when `seed_url` is
-/// given) with its own SQLite file and port.
+/// A process of a [`BootstrapServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum BootstrapRole {
+    /// `databus bootstrap all`: producer, applier, cleaner and server in one process.
+    All,
+    /// `databus bootstrap producer`.
+    Producer,
+    /// `databus bootstrap applier`.
+    Applier,
+    /// `databus bootstrap server`.
+    Server,
+}
+
+impl BootstrapRole {
+    fn arg(self) -> &'static str {
+        match self {
+            BootstrapRole::All => "all",
+            BootstrapRole::Producer => "producer",
+            BootstrapRole::Applier => "applier",
+            BootstrapRole::Server => "server",
+        }
+    }
+}
+
+/// A bootstrap server: `databus bootstrap all` (seeded first when a seed URL is given), or its roles
+/// as separate processes ([`BootstrapOptions::separate_roles`]), with its own SQLite file and port.
 #[derive(Debug)]
 pub struct BootstrapServer {
-    proc: Proc,
+    procs: Vec<(BootstrapRole, Proc)>,
     port: u16,
     dir: tempfile::TempDir,
 }
@@ -502,7 +531,6 @@ impl BootstrapServer {
 
     /// [`BootstrapServer::start`] with more settings.
     pub async fn start_with(relay_url: &str, opts: BootstrapOptions) -> Result<BootstrapServer> {
-        let seed_url = opts.seed_url.as_deref();
         let dir = tempfile::Builder::new()
             .prefix("databus-e2e-boot-")
             .tempdir()?;
@@ -514,30 +542,63 @@ impl BootstrapServer {
             dir.path().join("bootstrap.sqlite").display().to_string(),
             opts.log_only_max_events
         );
-        if let Some(url) = seed_url {
+        if let Some(url) = &opts.seed_url {
             text.push_str(&format!("[seed]\nurl = {url:?}\nchunk_rows = 500\n"));
         }
         let config = dir.path().join("bootstrap.toml");
         std::fs::write(&config, text)?;
-        let proc = Proc::spawn(
-            "bootstrap",
-            databus_bin()?,
+        let bin = databus_bin()?;
+        let args = |role: &str| -> Vec<OsString> {
             vec![
                 "bootstrap".into(),
-                "all".into(),
+                role.into(),
                 "--config".into(),
-                config.into(),
-            ],
-            Vec::new(),
-            dir.path(),
-        )?;
-        let mut server = BootstrapServer { proc, port, dir };
-        let url = server.url();
+                config.clone().into(),
+            ]
+        };
+        let roles: &[BootstrapRole] = if opts.separate_roles {
+            if opts.seed_url.is_some() {
+                let out = Command::new(&bin)
+                    .args(args("seed"))
+                    .env_remove("RUST_LOG")
+                    .env("NO_COLOR", "1")
+                    .output()
+                    .context("run databus bootstrap seed")?;
+                if !out.status.success() {
+                    bail!(
+                        "databus bootstrap seed failed ({}): {}{}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stdout),
+                        String::from_utf8_lossy(&out.stderr)
+                    );
+                }
+            }
+            &[
+                BootstrapRole::Producer,
+                BootstrapRole::Applier,
+                BootstrapRole::Server,
+            ]
+        } else {
+            &[BootstrapRole::All]
+        };
+        let mut procs = Vec::new();
+        for role in roles {
+            let name = format!("bootstrap-{}", role.arg());
+            let proc = Proc::spawn(&name, bin.clone(), args(role.arg()), Vec::new(), dir.path())?;
+            procs.push((*role, proc));
+        }
+        let mut server = BootstrapServer { procs, port, dir };
+        server.wait_answering().await?;
+        Ok(server)
+    }
+
+    async fn wait_answering(&mut self) -> Result<()> {
+        let url = self.url();
         let res = wait_for(
             "the bootstrap server to answer",
             Duration::from_secs(60),
             || {
-                let alive = server.proc.ensure_running();
+                let alive = self.ensure_running();
                 let url = url.clone();
                 async move {
                     alive?;
@@ -547,18 +608,63 @@ impl BootstrapServer {
             },
         )
         .await;
-        res.with_context(|| format!("bootstrap log:\n{}", server.proc.log_tail()))?;
-        Ok(server)
+        res.with_context(|| format!("bootstrap logs:\n{}", self.log_tails()))
+    }
+
+    /// Fails if one of its processes is not running.
+    pub fn ensure_running(&mut self) -> Result<()> {
+        self.procs
+            .iter_mut()
+            .try_for_each(|(_, p)| p.ensure_running())
+    }
+
+    /// The log tails of its processes.
+    pub fn log_tails(&self) -> String {
+        self.procs
+            .iter()
+            .map(|(_, p)| format!("--- {}\n{}", p.name(), p.log_tail()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The process serving HTTP (`all` or `server`).
+    pub fn proc(&mut self) -> &mut Proc {
+        let i = self
+            .procs
+            .iter()
+            .position(|(r, _)| matches!(r, BootstrapRole::All | BootstrapRole::Server))
+            .unwrap_or(0);
+        &mut self.procs[i].1
+    }
+
+    /// The process of `role`, if this server runs it.
+    pub fn role(&mut self, role: BootstrapRole) -> Option<&mut Proc> {
+        self.procs
+            .iter_mut()
+            .find(|(r, _)| *r == role)
+            .map(|(_, p)| p)
+    }
+
+    /// Kills the process of `role` with SIGKILL (a crash).
+    pub fn kill9(&mut self, role: BootstrapRole) -> Result<()> {
+        self.role(role)
+            .with_context(|| format!("no {role:?} process"))?
+            .kill9();
+        Ok(())
+    }
+
+    /// Starts the process of `role` again (same configuration and file) and waits until the server
+    /// answers.
+    pub async fn restart(&mut self, role: BootstrapRole) -> Result<()> {
+        self.role(role)
+            .with_context(|| format!("no {role:?} process"))?
+            .respawn()?;
+        self.wait_answering().await
     }
 
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// The process.
-    pub fn proc(&mut self) -> &mut Proc {
-        &mut self.proc
     }
 
     /// Its directory (configuration, SQLite file, log).
@@ -582,7 +688,7 @@ impl BootstrapServer {
             &format!("the bootstrap server to apply SCN {scn}"),
             timeout,
             || {
-                let alive = self.proc.ensure_running();
+                let alive = self.ensure_running();
                 let url = url.clone();
                 async move {
                     alive?;
@@ -593,6 +699,6 @@ impl BootstrapServer {
             },
         )
         .await;
-        res.with_context(|| format!("bootstrap log:\n{}", self.proc.log_tail()))
+        res.with_context(|| format!("bootstrap logs:\n{}", self.log_tails()))
     }
 }

@@ -1,4 +1,5 @@
-//! Scenario 3: a new replica bootstraps from a consistent snapshot (a seeded bootstrap server) while
+//! Scenario 3: a new replica bootstraps from a consistent snapshot (a seeded bootstrap server, its
+//! seed, producer, applier and server run as separate processes) while
 //! writes continue, catches up, then follows the relay; it ends identical to the source, row by row,
 //! and every window after the snapshot is whole and in order with no gap.
 
@@ -17,7 +18,16 @@ async fn new_replica_bootstraps_from_a_snapshot_then_follows_the_relay() -> anyh
     work.run(&mut conn, 400).await?;
     // The seed reads the source at a consistent point; the producer copies the relay after it.
     let seed_url = db.create_user("seed", "seed-pw", "SELECT").await?;
-    let mut boot = BootstrapServer::start(&relay.url(), Some(&seed_url)).await?;
+    // Its roles as separate processes: `databus bootstrap seed`, then producer, applier and server.
+    let mut boot = BootstrapServer::start_with(
+        &relay.url(),
+        BootstrapOptions {
+            seed_url: Some(seed_url),
+            separate_roles: true,
+            ..BootstrapOptions::default()
+        },
+    )
+    .await?;
     let scn = source_scn(&mut conn).await?;
     boot.wait_applied(scn, Duration::from_secs(60)).await?;
 
@@ -56,6 +66,9 @@ async fn new_replica_bootstraps_from_a_snapshot_then_follows_the_relay() -> anyh
         assert_eq!(r.bootstraps, vec![None], "one snapshot bootstrap");
         assert_eq!(r.bootstraps_ended.len(), 1, "the bootstrap ended");
         assert!(r.snapshot_rows > 300, "{} snapshot rows", r.snapshot_rows);
+            "snapshot rows {}, catch-up windows {catchup}, target {:?}, scn at start {scn}",
+            r.snapshot_rows, r.bootstraps_ended
+        );
     }
     let report = check_windows(&rec.windows(), work.log(), StreamCheck::default())?;
     assert_eq!(report.last_seq, 1000, "{report:?}");
