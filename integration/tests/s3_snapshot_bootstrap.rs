@@ -66,9 +66,6 @@ async fn new_replica_bootstraps_from_a_snapshot_then_follows_the_relay() -> anyh
         assert_eq!(r.bootstraps, vec![None], "one snapshot bootstrap");
         assert_eq!(r.bootstraps_ended.len(), 1, "the bootstrap ended");
         assert!(r.snapshot_rows > 300, "{} snapshot rows", r.snapshot_rows);
-            "snapshot rows {}, catch-up windows {catchup}, target {:?}, scn at start {scn}",
-            r.snapshot_rows, r.bootstraps_ended
-        );
     }
     let report = check_windows(&rec.windows(), work.log(), StreamCheck::default())?;
     assert_eq!(report.last_seq, 1000, "{report:?}");
