@@ -53,7 +53,7 @@ async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
     relay2.kill9();
     let at_kill = consumer.recorder.lock().last_seq;
     consumer
-        .wait_seq(at_kill + 300, Duration::from_secs(60))
+        .wait_seq((at_kill + 300).min(1500), Duration::from_secs(60))
         .await?;
     // (Relay 2 is dead: only relay 1 can have served those 300 transactions.)
     assert!(
