@@ -266,6 +266,39 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
         (&Value::from(4), &Value::from("online"), Some(scn)),
         "{line}"
     );
+
+    // The bootstrap server's status page in headless Chromium: the log and snapshot SCNs of what
+    // it copied from the relay (the live row's SCN once applied).
+    while get_json(boot_port, "/v1/status").is_none_or(|v| v["applied_scn"] != scn) {
+        assert!(
+            Instant::now() < deadline,
+            "the bootstrap server never applied {scn}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let st = get_json(boot_port, "/v1/status").unwrap();
+    let dom = databus_testkit::chromium::dump_dom(&format!("{boot_url}/"), Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        dom.contains("<title>databus bootstrap server</title>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!("<td id=\"applied-scn\">{scn}</td>")),
+        "{dom}"
+    );
+    assert!(
+        dom.contains(&format!(
+            ">{}..={scn}</td>",
+            st["log_first_scn"].as_u64().expect("the log holds windows")
+        )),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<td id=\"applier-lag\">caught up</td>"),
+        "{dom}"
+    );
+    assert!(dom.contains("<td>orders</td>"), "{dom}");
 }
 
 /// One exit code per class (3, "check-source found settings to fix", is checked against a real
@@ -311,7 +344,7 @@ fn exit_codes_by_class() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("error: --relay"),
+        text(&out.stderr).contains("\"127.0.0.1:1\" has no scheme; write http://host:port"),
         "{}",
         text(&out.stderr)
     );
