@@ -179,6 +179,7 @@ impl Progress {
             match (self.phase, phase) {
                 (_, Phase::Snapshot) => {
                     self.started = Some(now);
+                    self.last_print = Some(now);
                     eprintln!("bootstrap: reading a snapshot from the bootstrap server");
                 }
                 (Some(Phase::Snapshot), _) => {
@@ -186,8 +187,9 @@ impl Progress {
                         .started
                         .map_or(0.0, |s| now.duration_since(s).as_secs_f64());
                     eprintln!(
-                        "bootstrap: snapshot done, {} rows in {secs:.1} s",
-                        self.rows
+                        "bootstrap: snapshot done, {} rows in {secs:.1} s ({:.0} rows/s)",
+                        self.rows,
+                        self.rate(now)
                     );
                 }
                 _ => {}
