@@ -29,6 +29,8 @@ use crate::service::{RelayService, now_ns};
 pub const REFRESH_SECONDS: u32 = 5;
 /// How far back rate samples are kept.
 const RATE_SPAN: Duration = Duration::from_secs(60);
+/// At most this many samples per buffer (a page loaded very often shortens the span instead).
+const MAX_SAMPLES: usize = 256;
 
 /// `GET /` and `GET /status`: the HTML status page of `service`. Rejects other paths (not found) so
 /// that it composes with the API routes.
@@ -75,7 +77,9 @@ impl Rates {
             let samples = self.0.entry(source.name.clone()).or_default();
             samples.push_back((now, s.windows_in, s.events_in));
             // Keep the newest sample older than the span (the rate's start) and those after it.
-            while samples.len() > 2 && now.duration_since(samples[1].0) >= RATE_SPAN {
+            while samples.len() > 2
+                && (now.duration_since(samples[1].0) >= RATE_SPAN || samples.len() > MAX_SAMPLES)
+            {
                 samples.pop_front();
             }
         }
@@ -412,6 +416,24 @@ mod tests {
             .reply(&routes)
             .await;
         assert_eq!(r.status(), 405);
+    }
+
+    #[test]
+    fn rates_cover_the_span_between_samples() {
+        let t0 = Instant::now();
+        let mut rates = Rates::default();
+        rates.0.insert(
+            "shop".into(),
+            VecDeque::from([(t0, 10, 100), (t0 + Duration::from_secs(4), 30, 500)]),
+        );
+        // A single fresh sample gives no rate yet.
+        rates.0.insert("idle".into(), VecDeque::from([(t0, 0, 0)]));
+        let current = rates.current();
+        let shop = current["shop"];
+        assert_eq!(shop.span, Duration::from_secs(4));
+        assert!((shop.windows_per_sec - 5.0).abs() < 1e-9, "{shop:?}");
+        assert!((shop.events_per_sec - 100.0).abs() < 1e-9, "{shop:?}");
+        assert!(!current.contains_key("idle"));
     }
 
     #[test]
