@@ -1,10 +1,11 @@
 //! The relay's HTML status page, `GET /` and `GET /status`: one server-rendered page for people, with
 //! the same facts as `GET /v1/status` plus rates.
 //!
-//! Per buffer: the SCN range held (oldest and newest window, last evicted), bytes and events held
-//! against the capacity, ingest state and source position, ingest lag (now minus the commit time of
-//! the last window or heartbeat), how long ago the last window was written, event and window rates,
-//! and the long polls waiting (consumers caught up and connected). Then the logical sources.
+//! Per buffer: the SCN range held (oldest and newest window) and the SCN it serves checkpoints after
+//! (`prev_scn`), bytes and events held against the capacity, ingest state and source position, ingest
+//! lag (now minus the commit time of the last window or heartbeat), how long ago the last window was
+//! written, event and window rates, and the long polls waiting (consumers caught up and connected).
+//! Then the logical sources.
 //!
 //! Invariants: every value from the outside world (names, positions, errors) is HTML-escaped; URLs
 //! with a password (`scheme://user:password@host`) have the password replaced by `***` before
@@ -234,7 +235,7 @@ fn render(svc: &RelayService, rates: &BTreeMap<String, Rate>) -> String {
     let _ = write!(
         out,
         "<h2>Buffers</h2><table id=\"buffers\"><thead><tr><th>buffer</th><th>ingest</th>\
-         <th>SCN range held</th><th>last evicted SCN</th><th>windows</th><th>events</th>\
+         <th>SCN range held</th><th>serves checkpoints after SCN</th><th>windows</th><th>events</th>\
          <th>bytes held</th><th>ingest lag</th><th>last window written</th><th>rate</th>\
          <th>long polls waiting</th><th>source position</th></tr></thead><tbody>"
     );
