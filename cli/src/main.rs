@@ -22,6 +22,7 @@ Exit codes:
   1  runtime error (connection lost, relay or database failure)
   2  usage or configuration error (bad flags, unknown or invalid config key)
   3  check-source found settings or grants to fix
+Errors print their cause chain once on stderr, then the fix when one is known (docs/operations.md).
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug) or --log-level; logs go to stderr, data to stdout.";
 

@@ -13,10 +13,19 @@ use crate::{Result, TestkitError, io_err};
 /// Where Chromium is looked for, in order (`$CHROMIUM` first when set).
 const CANDIDATES: &[&str] = &["/usr/bin/chromium", "/usr/bin/chromium-browser"];
 
-/// The Chromium binary: `$CHROMIUM`, else the first of the Debian paths that exists.
+/// The Chromium binary: `$CHROMIUM`, else the first of the Debian paths that exists; an error naming
+/// `scripts/setup.sh` when there is none.
 pub fn binary() -> Result<PathBuf> {
     if let Some(path) = std::env::var_os("CHROMIUM") {
-        return Ok(PathBuf::from(path));
+        let path = PathBuf::from(path);
+        return if path.exists() {
+            Ok(path)
+        } else {
+            Err(TestkitError::Missing {
+                what: format!("chromium at CHROMIUM={}", path.display()),
+                fix: "run scripts/setup.sh, which installs Debian's chromium package, or point CHROMIUM at it".into(),
+            })
+        };
     }
     CANDIDATES
         .iter()

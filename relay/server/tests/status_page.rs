@@ -43,7 +43,9 @@ fn element_text<'a>(dom: &'a str, marker: &str) -> &'a str {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_scn_range_of_a_relay_fed_by_mariadb() {
     // Fail at once, with the fix, when Chromium is missing: never skip silently.
-    chromium::binary().expect("the status page test needs chromium");
+    if let Err(e) = chromium::binary() {
+        panic!("the status page test needs chromium: {e}");
+    }
 
     let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
     db.exec(&[
