@@ -92,8 +92,13 @@ pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> R
         .get(path_and_query, timeout, MAX_BODY)
         .await
         .map_err(|e| match e {
-            databus_http::HttpError::Connection { .. } => {
-                anyhow::Error::new(e).context(format!("cannot reach {relay}; is it running?"))
+            databus_http::HttpError::Connection {
+                source: Some(io), ..
+            } => {
+                anyhow::Error::new(io).context(format!("cannot connect to {relay}; is it running?"))
+            }
+            databus_http::HttpError::Connection { message, .. } => {
+                anyhow::anyhow!("{message}").context(format!("lost the connection to {relay}"))
             }
             databus_http::HttpError::Certificate { .. } => UsageError(e.to_string()).into(),
             other => other.into(),

@@ -162,19 +162,23 @@ struct ClientArgs {
 }
 
 impl ClientArgs {
-    /// The server URL with these settings; mistakes are usage errors.
-    fn url(&self, flag: &str, url: &str) -> Result<RelayUrl> {
+    /// The CA file and token; a malformed token is a usage error.
+    fn options(&self) -> Result<databus_http::ClientOptions> {
         let token = self
             .token
             .as_deref()
             .map(databus_http::Token::new)
             .transpose()
             .map_err(|e| UsageError(format!("--token: {e}")))?;
-        let options = databus_http::ClientOptions {
+        Ok(databus_http::ClientOptions {
             ca_cert: self.ca_cert.clone(),
             token,
-        };
-        RelayUrl::with_options(url, &options)
+        })
+    }
+
+    /// The server URL with these settings; mistakes are usage errors.
+    fn url(&self, flag: &str, url: &str) -> Result<RelayUrl> {
+        RelayUrl::with_options(url, &self.options()?)
             .map_err(|e| UsageError(format!("{flag}: {e:#}")).into())
     }
 }
@@ -368,6 +372,7 @@ async fn run(command: Command) -> Result<u8> {
                     start: args.from,
                     max_events: args.max_events,
                     progress_every: (!args.no_progress).then_some(Duration::from_secs(2)),
+                    client: args.client.options()?,
                 };
                 tail_bootstrap::tail(&opts, &signal, print).await?;
                 return Ok(exit::OK);

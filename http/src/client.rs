@@ -273,13 +273,18 @@ impl HttpClient {
         HttpError::Connection {
             url: self.endpoint.url.clone(),
             message,
+            source: None,
         }
     }
 
     async fn connect(&self) -> Result<SendRequest<Empty<Bytes>>, HttpError> {
         let stream = TcpStream::connect(&self.endpoint.authority)
             .await
-            .map_err(|e| self.connection_error(format!("cannot connect: {e}")))?;
+            .map_err(|e| HttpError::Connection {
+                url: self.endpoint.url.clone(),
+                message: format!("cannot connect: {e}"),
+                source: Some(e),
+            })?;
         let _ = stream.set_nodelay(true);
         let sender = match &self.tls {
             None => handshake(TokioIo::new(stream)).await,

@@ -11,8 +11,11 @@ pub enum HttpError {
     Connection {
         /// The server's base URL.
         url: String,
-        /// What happened.
+        /// What happened (the cause's text included).
         message: String,
+        /// The socket error behind it, when there is one.
+        #[source]
+        source: Option<std::io::Error>,
     },
     /// The server's certificate is not trusted or does not match its name (definite: retrying gets the
     /// same certificate).
