@@ -28,7 +28,8 @@
 //! interval = "1m"
 //!
 //! [seed]                       # databus bootstrap seed
-//! url = "mysql://seed:secret@127.0.0.1:3306/"
+//! url = "mysql://seed@127.0.0.1:3306/"
+//! password_env = "SEED_PASSWORD"   # or password_file; keeps the password out of this file
 //! chunk_rows = 10000
 //! ```
 
@@ -231,14 +232,109 @@ impl Default for RetentionSection {
 }
 
 /// `[seed]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSection {
-    /// `mysql://user:password@host:port/` of the source (a user with SELECT on the captured tables).
+    /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A
+    /// password may be written in the URL, but `password_env` or `password_file` keep it out of the
+    /// file.
     pub url: String,
+    /// Environment variable holding the password of `url`'s user. At most one of `password_env`
+    /// and `password_file`.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding that password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Rows per chunk.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+}
+
+impl std::fmt::Debug for SeedSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSection")
+            .field("url", &redact_password(&self.url))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("chunk_rows", &self.chunk_rows)
+            .finish()
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+impl SeedSection {
+    /// This section with the password of `password_env` / `password_file` put into `url`
+    /// (percent-encoded); errors name the field and never show the password.
+    fn resolved(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SeedSection, BootstrapError> {
+        let bad = |m: String| BootstrapError::Config(m);
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "seed: both password_env and password_file are set; keep one".into(),
+                ));
+            }
+            (Some(var), None) => env(var).ok_or_else(|| {
+                bad(format!(
+                    "seed.password_env: environment variable {var} is not set; export it or use password_file"
+                ))
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    bad(format!(
+                        "seed.password_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, None) => return Ok(self.clone()),
+        };
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .ok_or_else(|| bad("seed.url is not of the form mysql://user@host:port/".into()))?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let at = rest[..end]
+            .rfind('@')
+            .ok_or_else(|| bad("seed.url names no user; use mysql://user@host:port/".into()))?;
+        let user = &rest[..at];
+        if user.contains(':') {
+            return Err(bad(
+                "seed.url already contains a password; remove it and keep password_env or password_file"
+                    .into(),
+            ));
+        }
+        let mut encoded = String::new();
+        for b in password.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        Ok(SeedSection {
+            url: format!("{scheme}://{user}:{encoded}{}", &rest[at..]),
+            ..self.clone()
+        })
+    }
 }
 
 fn default_chunk_rows() -> usize {
@@ -374,7 +470,7 @@ impl BootstrapConfig {
                 interval: self.retention.interval,
                 ..RetentionSettings::default()
             },
-            seed: self.seed.clone(),
+            seed: self.seed.as_ref().map(|s| s.resolved(env)).transpose()?,
         })
     }
 }
@@ -451,6 +547,38 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             .unwrap_err()
             .to_string();
         assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn seed_password_from_env_or_file_never_printed() {
+        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[seed]\nurl = \"mysql://seed@db:3306/\"\npassword_env = \"SEED_PW\"\n";
+        let env = |v: &str| (v == "SEED_PW").then(|| "p@ss:w/rd".to_owned());
+        let v = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        let seed = v.seed.unwrap();
+        assert_eq!(seed.url, "mysql://seed:p%40ss%3Aw%2Frd@db:3306/");
+        let shown = format!("{seed:?}");
+        assert!(
+            !shown.contains("p%40ss") && shown.contains("seed:***@db"),
+            "{shown}"
+        );
+        let err = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEED_PW is not set"), "{err}");
+        let err = BootstrapConfig::from_toml(&text.replace("seed@db", "seed:inline@db"))
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already contains a password") && !err.contains("inline"),
+            "{err}"
+        );
     }
 
     #[test]
