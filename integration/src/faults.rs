@@ -58,7 +58,9 @@ pub fn databus_bin() -> &'static Path {
         } else if profile != "debug" {
             cmd.args(["--profile", &profile]);
         }
-        let status = cmd.status().expect("run cargo build for the databus binary");
+        let status = cmd
+            .status()
+            .expect("run cargo build for the databus binary");
         assert!(status.success(), "cargo build -p databus-cli failed");
         let bin = profile_dir.join("databus");
         assert!(bin.exists(), "{} missing after the build", bin.display());
@@ -159,7 +161,9 @@ impl DatabusProcess {
 
     /// Whether it exited; its status if so.
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Waits until a stderr line contains `needle`; returns the rest of that line after it.
@@ -174,10 +178,18 @@ impl DatabusProcess {
                 return Ok(rest);
             }
             if let Some(status) = self.exited() {
-                bail!("{} exited ({status}) before logging {needle:?}:\n{}", self.what, self.log());
+                bail!(
+                    "{} exited ({status}) before logging {needle:?}:\n{}",
+                    self.what,
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
-                bail!("{} did not log {needle:?} within {limit:?}:\n{}", self.what, self.log());
+                bail!(
+                    "{} did not log {needle:?} within {limit:?}:\n{}",
+                    self.what,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -191,7 +203,11 @@ impl DatabusProcess {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                bail!("{} did not exit within {limit:?}:\n{}", self.what, self.log());
+                bail!(
+                    "{} did not exit within {limit:?}:\n{}",
+                    self.what,
+                    self.log()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -498,9 +514,15 @@ mod tests {
 
     #[test]
     fn seeded_rng_is_repeatable() {
-        let a: Vec<u64> = (0..5).scan(SeededRng::new(7), |r, _| Some(r.range(0, 100))).collect();
-        let b: Vec<u64> = (0..5).scan(SeededRng::new(7), |r, _| Some(r.range(0, 100))).collect();
-        let c: Vec<u64> = (0..5).scan(SeededRng::new(8), |r, _| Some(r.range(0, 100))).collect();
+        let a: Vec<u64> = (0..5)
+            .scan(SeededRng::new(7), |r, _| Some(r.range(0, 100)))
+            .collect();
+        let b: Vec<u64> = (0..5)
+            .scan(SeededRng::new(7), |r, _| Some(r.range(0, 100)))
+            .collect();
+        let c: Vec<u64> = (0..5)
+            .scan(SeededRng::new(8), |r, _| Some(r.range(0, 100)))
+            .collect();
         assert_eq!(a, b);
         assert_ne!(a, c);
         assert!(a.iter().all(|x| *x < 100));
