@@ -126,9 +126,13 @@ impl DatabusProcess {
     /// Spawns `databus <args>` with extra environment variables.
     pub fn spawn(what: &str, args: &[&str], envs: &[(&str, &str)]) -> Result<DatabusProcess> {
         let mut cmd = databus();
-        cmd.args(args)
-            .envs(envs.iter().copied())
-            .stdin(Stdio::null())
+        cmd.args(args).envs(envs.iter().copied());
+        DatabusProcess::spawn_command(what, cmd)
+    }
+
+    /// Spawns any command (e.g. a consumer binary) with stdin and stdout closed and stderr collected.
+    pub fn spawn_command(what: &str, mut cmd: Command) -> Result<DatabusProcess> {
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().with_context(|| format!("spawn {what}"))?;

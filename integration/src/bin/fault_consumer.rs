@@ -8,7 +8,7 @@
 //!     [--start beginning|now|snapshot] [--fail-seed N --fail-percent P]
 //! ```
 //!
-//! A line is `<scn> <phase> <event> <event> ...` with each event `<source>:<opcode>:<json row>`
+//! A bootstrap writes `BOOTSTRAP snapshot` or `BOOTSTRAP delta <scn>` first. A window line is `<scn> <phase> <event> <event> ...` with each event `<source>:<opcode>:<json row>`
 //! (`opcode` is `u` or `d`; the row has no spaces). With `--fail-percent`, `on_event` answers
 //! `Retry` for that share of first attempts (seeded), exercising window rollback and retry.
 
@@ -21,8 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::{Context, Result, bail};
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
-    StartPosition, WindowInfo,
+    BootstrapInfo, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
+    FileCheckpointStore, StartPosition, WindowInfo,
 };
 use databus_core::Checkpoint;
 use databus_integration::faults::SeededRng;
@@ -68,6 +68,18 @@ impl DatabusConsumer for LogConsumer {
         }
         self.pending.lock().unwrap().push(item);
         ConsumerOutcome::Success
+    }
+
+    async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
+        // A full snapshot replaces the replica's state; a consolidated delta updates it.
+        let line = match info.since_scn {
+            Some(scn) => format!("BOOTSTRAP delta {scn}\n"),
+            None => "BOOTSTRAP snapshot\n".to_owned(),
+        };
+        match self.file.lock().unwrap().write_all(line.as_bytes()) {
+            Ok(()) => ConsumerOutcome::Success,
+            Err(_) => ConsumerOutcome::Fatal,
+        }
     }
 
     async fn on_rollback(&self, _: &Checkpoint) -> ConsumerOutcome {
