@@ -112,6 +112,14 @@ pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+static LOG_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Processes spawned from now on also write their stderr to `<dir>/<what>.<pid>.log` (kept for a
+/// failed test to be read after its processes are gone); `None` stops that.
+pub fn set_process_log_dir(dir: Option<&Path>) {
+    *LOG_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir.map(Path::to_path_buf);
+}
+
 /// A long-running `databus` process (relay, bootstrap role). Its stderr is collected; it is killed
 /// with SIGKILL by pid when dropped.
 #[derive(Debug)]
@@ -139,8 +147,19 @@ impl DatabusProcess {
         let stderr = child.stderr.take().expect("piped");
         let log = Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
+        let mut file = LOG_DIR
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .and_then(|dir| {
+                let name = format!("{}.{}.log", what.replace(' ', "-"), child.id());
+                std::fs::File::create(dir.join(name)).ok()
+            });
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(f) = file.as_mut() {
+                    let _ = writeln!(f, "{line}");
+                }
                 let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
                 log.push_str(&line);
                 log.push('\n');

@@ -135,6 +135,14 @@ fn main() -> Result<()> {
             other => bail!("unknown argument {other}"),
         }
     }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
     let checkpoint = checkpoint.context("--checkpoint FILE is required")?;
     let log = log.context("--log FILE is required")?;
     let mut config = ClientConfig::with_relays(relays);
