@@ -1,7 +1,8 @@
 //! Fault injection, seeded and repeatable: a write workload on a real MariaDB, captured by a real
 //! `databus relay` process, copied by separate bootstrap producer, applier and server processes, and
 //! consumed by a consumer process (`fault_consumer`, built on the client library). During the
-//! workload, at points the seed picks, each of these happens once, in the seed's order: SIGKILL and
+//! workload, at points the seed picks, each of these happens once (three times in the soak), in the
+//! seed's order: SIGKILL and
 //! restart of the relay, of the bootstrap producer, of the bootstrap applier and of the consumer
 //! (each down while some transactions are written); a MariaDB restart (clean for odd seeds, SIGKILL for
 //! even ones); FLUSH BINARY LOGS and PURGE. Transactions touch one to three tables; the consumer's
@@ -347,10 +348,10 @@ const ALL_FAULTS: [Fault; 6] = [
     Fault::FlushAndPurge,
 ];
 
-/// The seed's schedule: each fault once, in a shuffled order, at a transaction index, with a downtime
+/// The seed's schedule: each fault `rounds` times, in a shuffled order, at a transaction index, with a downtime
 /// in transactions for the kills.
-fn schedule(rng: &mut SeededRng, txns: i64) -> Vec<(i64, Fault, i64)> {
-    let mut faults = ALL_FAULTS.to_vec();
+fn schedule(rng: &mut SeededRng, txns: i64, rounds: usize) -> Vec<(i64, Fault, i64)> {
+    let mut faults: Vec<Fault> = (0..rounds).flat_map(|_| ALL_FAULTS).collect();
     for i in (1..faults.len()).rev() {
         let j = rng.range(0, i as u64 + 1) as usize;
         faults.swap(i, j);
@@ -568,10 +569,10 @@ async fn wait_replica(
     }
 }
 
-async fn run_seed(seed: u64, txns: i64) {
+async fn run_seed(seed: u64, txns: i64, rounds: usize) {
     let started = std::time::Instant::now();
     let mut rng = SeededRng::new(seed);
-    let plan = schedule(&mut rng, txns);
+    let plan = schedule(&mut rng, txns, rounds);
     eprintln!("seed {seed}: plan {plan:?}");
     let mut w = start_world(seed, "1MiB").await;
     let mut exp = Expected::default();
@@ -743,7 +744,7 @@ async fn run_seed(seed: u64, txns: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_during_a_write_workload_lose_nothing() {
     for seed in fault_seeds(&[1, 2]).unwrap() {
-        run_seed(seed, 150).await;
+        run_seed(seed, 150, 1).await;
     }
 }
 
@@ -751,7 +752,7 @@ async fn faults_during_a_write_workload_lose_nothing() {
 #[ignore = "the soak: many seeds, longer workloads (see the module docs)"]
 async fn soak() {
     for seed in fault_seeds(&(1..=20).collect::<Vec<_>>()).unwrap() {
-        run_seed(seed, 300).await;
+        run_seed(seed, 400, 3).await;
     }
 }
 
