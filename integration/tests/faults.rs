@@ -6,7 +6,8 @@
 //! restart of the relay, of the bootstrap producer, of the bootstrap applier and of the consumer
 //! (each down while some transactions are written); a MariaDB restart (clean for odd seeds, SIGKILL for
 //! even ones); FLUSH BINARY LOGS and PURGE. Transactions touch one to three tables; the consumer's
-//! callback fails (answers retry) for a seeded share of events.
+//! callback fails (answers retry) for a seeded share of events, and once for good (answers fatal: the
+//! consumer process stops with that error and is restarted from its checkpoint).
 //!
 //! After each run: the consumer's replica equals the source row by row; every transaction arrived as
 //! exactly one window holding exactly its changes (no window split), in commit order (no reorder),
@@ -71,6 +72,8 @@ struct World {
     boot_addr: SocketAddr,
     consumer: DatabusProcess,
     consumer_args: Vec<String>,
+    /// `consumer_args` plus `--fatal-after N`.
+    fatal_args: Vec<String>,
 }
 
 fn bootstrap_role(role: &str, config: &Path) -> DatabusProcess {
@@ -189,7 +192,11 @@ tables = [
     let applier = b(|| bootstrap_role("applier", &boot_toml));
     let server = b(|| bootstrap_role("server", &boot_toml));
     let args = consumer_args(&relay.url(), boot_addr, &dir, "replica", "now", Some(seed));
-    let consumer = b(|| spawn_consumer(&args));
+    // The first consumer process answers fatal after some windows (a callback failing for good): it
+    // stops with that error and is restarted from its checkpoint by the run.
+    let mut first_args = args.clone();
+    first_args.extend(["--fatal-after".into(), (10 + seed % 25).to_string()]);
+    let consumer = b(|| spawn_consumer(&first_args));
     let world = World {
         db,
         dir,
@@ -200,6 +207,7 @@ tables = [
         boot_addr,
         consumer,
         consumer_args: args,
+        fatal_args: first_args,
     };
     // The consumer starts from the relay's newest window: write pings until it has logged one, so
     // that every transaction of the workload comes after its start.
@@ -577,8 +585,25 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
     let mut w = start_world(seed, "1MiB").await;
     let mut exp = Expected::default();
     let mut pending_restart: Option<(i64, Fault)> = None;
+    let mut fatal_stops = 0;
+    // Whether the running consumer process still has its fatal callback ahead.
+    let mut fatal_armed = true;
     let mut conn = w.db.root_conn().await.unwrap();
     for t in 1..=txns {
+        // A consumer that stopped on its fatal callback is restarted (without the failing callback).
+        if pending_restart.is_none_or(|(_, f)| f != Fault::KillConsumer)
+            && let Some(status) = w.consumer.exited()
+        {
+            let log = w.consumer.log();
+            assert!(
+                !status.success() && log.contains("returned fatal"),
+                "seed {seed}: the consumer exited ({status}) without its fatal callback:\n{log}"
+            );
+            eprintln!("seed {seed}: the consumer stopped on its fatal callback at transaction {t}");
+            fatal_stops += 1;
+            fatal_armed = false;
+            w.consumer = b(|| spawn_consumer(&w.consumer_args));
+        }
         let fault_now = plan.iter().any(|(at, _, _)| *at == t);
         if let Some((at, fault)) = pending_restart
             && (t >= at || fault_now)
@@ -591,7 +616,16 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                 Fault::KillApplier => {
                     w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
                 }
-                Fault::KillConsumer => w.consumer = b(|| spawn_consumer(&w.consumer_args)),
+                Fault::KillConsumer => {
+                    // Killed before its fatal callback: keep it armed unless the run is nearly over.
+                    fatal_armed &= t < txns - 40;
+                    let args = if fatal_armed {
+                        &w.fatal_args
+                    } else {
+                        &w.consumer_args
+                    };
+                    w.consumer = b(|| spawn_consumer(args));
+                }
                 _ => {}
             }
             pending_restart = None;
@@ -663,11 +697,33 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
             Fault::KillApplier => {
                 w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
             }
-            Fault::KillConsumer => w.consumer = b(|| spawn_consumer(&w.consumer_args)),
+            Fault::KillConsumer => {
+                fatal_armed = false;
+                w.consumer = b(|| spawn_consumer(&w.consumer_args));
+            }
             _ => {}
         }
     }
     conn.disconnect().await.unwrap();
+
+    if fatal_armed {
+        // Its fatal callback is still ahead (at most 34 windows after its start, and at least 40
+        // transactions followed): wait for that stop, then restart it for the checks.
+        let status = b(|| w.consumer.wait_exit(Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        let log = w.consumer.log();
+        assert!(
+            !status.success() && log.contains("returned fatal"),
+            "seed {seed}: the consumer exited ({status}) without its fatal callback:\n{log}"
+        );
+        fatal_stops += 1;
+        w.consumer = b(|| spawn_consumer(&w.consumer_args));
+    }
+    assert!(
+        fatal_stops <= 1,
+        "seed {seed}: the consumer failed fatally {fatal_stops} times"
+    );
+    eprintln!("seed {seed}: the fatal callback stopped the consumer {fatal_stops} time(s)");
 
     // Every process is still up: none died of a fault it should have survived.
     for p in [

@@ -5,12 +5,14 @@
 //!
 //! ```text
 //! fault_consumer --relay URL [--relay URL] [--bootstrap URL] --checkpoint FILE --log FILE
-//!     [--start beginning|now|snapshot] [--fail-seed N --fail-percent P]
+//!     [--start beginning|now|snapshot] [--fail-seed N --fail-percent P] [--fatal-after N]
 //! ```
 //!
 //! A bootstrap writes `BOOTSTRAP snapshot` or `BOOTSTRAP delta <scn>` first. A window line is `<scn> <phase> <event> <event> ...` with each event `<source>:<opcode>:<json row>`
 //! (`opcode` is `u` or `d`; the row has no spaces). With `--fail-percent`, `on_event` answers
-//! `Retry` for that share of first attempts (seeded), exercising window rollback and retry.
+//! `Retry` for that share of first attempts (seeded), exercising window rollback and retry. With
+//! `--fatal-after N`, the first event after N logged windows answers `Fatal`: the client stops with
+//! that error and the process exits with status 1 (to be restarted from its checkpoint).
 
 #![forbid(unsafe_code)]
 
@@ -34,6 +36,7 @@ struct LogConsumer {
     fail: Option<(Mutex<SeededRng>, u64)>,
     attempts: Mutex<std::collections::BTreeSet<String>>,
     windows: AtomicU64,
+    fatal_after: Option<u64>,
 }
 
 impl DatabusConsumer for LogConsumer {
@@ -53,6 +56,12 @@ impl DatabusConsumer for LogConsumer {
                 return ConsumerOutcome::Fatal;
             }
         };
+        if self
+            .fatal_after
+            .is_some_and(|n| self.windows.load(Ordering::Relaxed) >= n)
+        {
+            return ConsumerOutcome::Fatal;
+        }
         let op = if event.is_delete() { 'd' } else { 'u' };
         let item = format!("{}:{op}:{}", event.source(), row);
         if let Some((rng, percent)) = &self.fail {
@@ -115,6 +124,7 @@ fn main() -> Result<()> {
     let mut bootstrap = Vec::new();
     let (mut checkpoint, mut log, mut start) = (None, None, StartPosition::Beginning);
     let (mut fail_seed, mut fail_percent) = (0u64, 0u64);
+    let mut fatal_after = None;
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value"));
         match arg.as_str() {
@@ -132,6 +142,7 @@ fn main() -> Result<()> {
             }
             "--fail-seed" => fail_seed = value()?.parse()?,
             "--fail-percent" => fail_percent = value()?.parse()?,
+            "--fatal-after" => fatal_after = Some(value()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -167,6 +178,7 @@ fn main() -> Result<()> {
         fail: (fail_percent > 0).then(|| (Mutex::new(SeededRng::new(fail_seed)), fail_percent)),
         attempts: Mutex::new(Default::default()),
         windows: AtomicU64::new(0),
+        fatal_after,
     });
     let store = Arc::new(FileCheckpointStore::new(&checkpoint)?);
     let client = DatabusClient::new(config, store)?;
