@@ -650,9 +650,30 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                 }
                 Fault::FlushAndPurge => {
                     conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-                    // Purge only what the relay has read, as an operator would.
+                    // Purge only what the relay has persisted (a restarted relay resumes after its
+                    // persisted SCN, which trails what it has read by up to a second), as an
+                    // operator purging by age would. Pings keep events flowing until it is.
                     let scn = source_scn(&w.db).await;
                     wait_relay_at(&w.relay, scn).await;
+                    let state = w.dir.join("relay-state").join("shop.state.json");
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let persisted = std::fs::read_to_string(&state)
+                            .ok()
+                            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                            .and_then(|v| v["last_scn"].as_u64());
+                        if persisted.is_some_and(|p| p >= scn) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "seed {seed}: the relay never persisted SCN {scn} ({persisted:?})"
+                        );
+                        conn.query_drop("UPDATE shop.ping SET n = n + 1 WHERE id = 1")
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
                     let row: Option<mysql_async::Row> =
                         conn.query_first("SHOW MASTER STATUS").await.unwrap();
                     let file: String = row.unwrap().get(0).unwrap();
