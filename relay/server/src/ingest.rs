@@ -122,6 +122,7 @@ impl Pipeline {
             .set_if_unset(Scn::new(tx.scn.get().saturating_sub(1)));
         self.last_position = Some(tx.position.clone());
         self.parts.status.update(|s| {
+            s.count_window(u64::from(info.events));
             s.last_scn = Some(tx.scn);
             s.last_timestamp_ns = Some(tx.commit_timestamp_ns);
             s.position = Some(tx.position.to_string());

@@ -412,7 +412,8 @@ async fn bad_requests_are_typed_errors_never_500() {
         ("/v1/sources?x=1", 400, "bad_parameter", Some("x")),
         ("/v1/schemas", 400, "bad_parameter", Some("source")),
         ("/v1/nothing", 404, "not_found", None),
-        ("/", 404, "not_found", None),
+        // `/` and `/status` are the HTML status page; other paths are not found.
+        ("/index.html", 404, "not_found", None),
     ] {
         let resp = get(relay.addr, path).await;
         let body = assert_error(&resp, status, code);
