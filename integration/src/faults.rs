@@ -115,7 +115,9 @@ pub fn text(bytes: &[u8]) -> String {
 static LOG_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 
 /// Processes spawned from now on also write their stderr to `<dir>/<what>.<pid>.log` (kept for a
-/// failed test to be read after its processes are gone); `None` stops that.
+/// failed test to be read after its processes are gone); `None` stops that. The setting is
+/// process-wide: tests running in parallel in one test binary share it, so a log file may land in the
+/// other test's directory (debugging aid only; nothing checks these files).
 pub fn set_process_log_dir(dir: Option<&Path>) {
     *LOG_DIR.lock().unwrap_or_else(|e| e.into_inner()) = dir.map(Path::to_path_buf);
 }

@@ -815,7 +815,11 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
         started.elapsed(),
         lines.len()
     );
-    let _ = std::fs::remove_dir_all(&w.dir);
+    // Stop every process (by pid) before removing the directory they write to.
+    let dir = w.dir.clone();
+    drop(w);
+    databus_integration::faults::set_process_log_dir(None);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -895,5 +899,9 @@ async fn a_transaction_larger_than_the_relay_buffer_is_a_clear_error_and_nothing
         "the consumer waits: {}",
         w.consumer.log()
     );
-    let _ = std::fs::remove_dir_all(&w.dir);
+    // Stop every process (by pid) before removing the directory they write to.
+    let dir = w.dir.clone();
+    drop(w);
+    databus_integration::faults::set_process_log_dir(None);
+    let _ = std::fs::remove_dir_all(&dir);
 }
