@@ -167,7 +167,7 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
     let bare = url.replace(":bad-input-pw@", "@");
     let dir = tempfile::tempdir().unwrap();
     let config = relay_config(dir.path(), &bare);
-    let relay =
+    let mut relay =
         b(|| RelayProcess::start(&config, None, &[("BAD_INPUT_PW", "bad-input-pw")])).unwrap();
     b(|| relay.wait_ingest_state("streaming", Duration::from_secs(60))).unwrap();
 
@@ -445,6 +445,10 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
     }
     assert_eq!(b(|| http_get(boot_addr, "/health")).unwrap().status, 200);
     assert_eq!(b(|| relay.get("/health")).unwrap().status, 200);
+    for (what, log) in [("relay", relay.process.log()), ("bootstrap", boot.log())] {
+        assert!(!log.contains("panicked"), "{what} panicked:\n{log}");
+    }
+    assert!(boot.exited().is_none() && relay.process.exited().is_none());
     drop(boot);
     drop(relay);
 }
