@@ -15,57 +15,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
 
-/// The workspace root (the directory of the root `Cargo.toml`).
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("integration/ has a parent")
-        .to_path_buf()
-}
-
-/// The path of the `databus` binary.
+/// The path of the `databus` binary: [`crate::process::databus_bin`] (`DATABUS_BIN`, else
+/// `target/<profile>/databus`, refused when missing or older than the sources, with the command to
+/// build it), resolved once per test process.
 ///
-/// `DATABUS_BIN` wins when set. Otherwise the binary is built once per test process with
-/// `cargo build -p databus-cli --bin databus` (same profile and target directory as the running test,
-/// so `cargo test -p databus-integration` alone always runs the current code), and found next to the
-/// test executable's `deps/` directory.
+/// # Panics
+///
+/// With that message when the binary is missing or stale: build it with `cargo build -p databus-cli`
+/// (`cargo test --workspace` does).
 pub fn databus_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(path) = std::env::var_os("DATABUS_BIN") {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().expect("the test executable's path");
-        // <target>/<profile>/deps/<test>-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("the test executable lives in <target>/<profile>/deps");
-        let profile = profile_dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("debug")
-            .to_owned();
-        let target_dir = profile_dir.parent().expect("<target>/<profile>");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.current_dir(workspace_root())
-            .args(["build", "--quiet", "-p", "databus-cli", "--bin", "databus"])
-            .arg("--target-dir")
-            .arg(target_dir);
-        if profile == "release" {
-            cmd.arg("--release");
-        } else if profile != "debug" {
-            cmd.args(["--profile", &profile]);
-        }
-        let status = cmd
-            .status()
-            .expect("run cargo build for the databus binary");
-        assert!(status.success(), "cargo build -p databus-cli failed");
-        let bin = profile_dir.join("databus");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
+    BIN.get_or_init(|| crate::process::databus_bin().unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 /// A `databus` command with a clean logging environment.

@@ -13,7 +13,7 @@
 //! - [`consumer`]: [`Recorder`] (a [`databus_client::DatabusConsumer`] keeping every window and an
 //!   in-memory replica) and [`Consumer`] (a running client).
 //! - [`faults`]: support of the bad-input and fault-injection tests (`tests/bad_input.rs`,
-//!   `tests/faults.rs`): [`faults::databus_bin`] (builds the binary once per test process),
+//!   `tests/faults.rs`): [`faults::databus_bin`] (the checked binary of [`process::databus_bin`]),
 //!   [`faults::RelayProcess`] started from a TOML file and killed/restarted by pid on its port,
 //!   [`faults::DatabusProcess`] for bootstrap roles and the `fault_consumer` binary, raw HTTP/1.1
 //!   over a `TcpStream` ([`faults::http_raw`]) and seeded schedules ([`faults::SeededRng`],
