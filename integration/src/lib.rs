@@ -12,6 +12,12 @@
 //!   ([`merge_group`]), per-key order ([`check_key_histories`]).
 //! - [`consumer`]: [`Recorder`] (a [`databus_client::DatabusConsumer`] keeping every window and an
 //!   in-memory replica) and [`Consumer`] (a running client).
+//! - [`faults`]: support of the bad-input and fault-injection tests (`tests/bad_input.rs`,
+//!   `tests/faults.rs`): [`faults::databus_bin`] (the checked binary of [`process::databus_bin`]),
+//!   [`faults::RelayProcess`] started from a TOML file and killed/restarted by pid on its port,
+//!   [`faults::DatabusProcess`] for bootstrap roles and the `fault_consumer` binary, raw HTTP/1.1
+//!   over a `TcpStream` ([`faults::http_raw`]) and seeded schedules ([`faults::SeededRng`],
+//!   [`faults::fault_seeds`]).
 //!
 //! The scenarios are in `integration/tests/` (one file each, see `docs/testing.md`). MariaDB comes
 //! from `databus-testkit` ([`databus_testkit::MariaDb`]).
@@ -59,6 +65,7 @@
 
 pub mod checker;
 pub mod consumer;
+pub mod faults;
 pub mod http;
 pub mod process;
 pub mod workload;

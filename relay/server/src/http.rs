@@ -153,7 +153,9 @@ impl ApiError {
                 format!("bad parameter {parameter}: {message}")
             }
             ApiError::QueryTooLong { len, max } => {
-                format!("query string of {len} bytes exceeds the limit of {max} bytes")
+                format!(
+                    "query string of {len} bytes exceeds the limit of {max} bytes; shorten it (source ranges like 1-9 instead of lists) or raise http.max_query_bytes"
+                )
             }
             ApiError::UnknownSource(s) => {
                 format!("unknown source {s}; GET /v1/sources lists the sources of this relay")

@@ -422,7 +422,14 @@ async fn bad_requests_are_typed_errors_never_500() {
         }
     }
     let long = format!("/v1/stream?sources={}", "1,".repeat(5000));
-    assert_error(&get(relay.addr, &long).await, 414, "query_too_long");
+    let body = assert_error(&get(relay.addr, &long).await, 414, "query_too_long");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("raise http.max_query_bytes"),
+        "the fix is named: {body}"
+    );
     assert_error(
         &request(relay.addr, "POST", "/v1/stream?buffer=shop").await,
         405,
