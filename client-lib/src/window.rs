@@ -3,6 +3,10 @@
 //! Invariants: a [`Window`] is whole (every event the filter lets through, then its end marker);
 //! windows come in strictly increasing SCN order; a response that ends in the middle of a window is
 //! held by the [`Assembler`] until the rest of the window arrives.
+//!
+//! Every frame is parsed and checksummed once, by the assembler (or the snapshot reader), which also
+//! hashes its key for parallel dispatch; consumers' views re-read only the frame header
+//! ([`EventView::parse_verified`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -11,6 +15,7 @@ use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 use bytes::Bytes;
 use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId};
+use databus_filters::KeyHash;
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
@@ -79,8 +84,10 @@ pub struct Window {
     pub(crate) scn: Scn,
     pub(crate) timestamp_ns: u64,
     pub(crate) phase: Phase,
-    pub(crate) events: Arc<[Bytes]>,
+    pub(crate) events: Arc<[Frame]>,
     pub(crate) bytes: usize,
+    /// Each source of the window with the index of its first event, in order of first appearance.
+    pub(crate) sources: Arc<[(SourceId, u32)]>,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) schemas: Arc<SchemaCache>,
 }
@@ -139,15 +146,22 @@ impl Window {
     ///
     /// If `i >= self.len()`, like slice indexing.
     pub fn event(&self, i: usize) -> DataEvent<'_> {
-        DataEvent::new(&self.events[i], self.phase, &self.schemas)
+        DataEvent::new(&self.events[i].bytes, self.phase, &self.schemas)
     }
 
     /// The events in commit order.
     pub fn events(&self) -> impl ExactSizeIterator<Item = DataEvent<'_>> + '_ {
         self.events
             .iter()
-            .map(|frame| DataEvent::new(frame, self.phase, &self.schemas))
+            .map(|frame| DataEvent::new(&frame.bytes, self.phase, &self.schemas))
     }
+}
+
+/// One verified data frame of a window and the bucket hash of its key.
+#[derive(Debug, Clone)]
+pub(crate) struct Frame {
+    pub(crate) bytes: Bytes,
+    pub(crate) hash: KeyHash,
 }
 
 /// One data event: raw frame access plus decoding with the writer schema (and the consumer's reader
@@ -161,8 +175,8 @@ pub struct DataEvent<'a> {
 
 impl<'a> DataEvent<'a> {
     fn new(frame: &'a [u8], phase: Phase, schemas: &'a SchemaCache) -> Self {
-        // The assembler parsed (and checksummed) every frame it kept.
-        let (view, _) = EventView::parse(frame).expect("frames are validated by the assembler");
+        // The assembler parsed (and checksummed) every frame it kept; only its header is read again.
+        let view = EventView::parse_verified(frame).expect("frames are validated by the assembler");
         DataEvent {
             view,
             phase,
@@ -270,10 +284,41 @@ impl<'a> DataEvent<'a> {
 pub(crate) struct RawWindow {
     pub(crate) scn: Scn,
     pub(crate) timestamp_ns: u64,
-    pub(crate) events: Vec<Bytes>,
+    pub(crate) events: Vec<Frame>,
     pub(crate) bytes: usize,
     /// Distinct writer schemas of the events.
     pub(crate) schema_ids: Vec<SchemaId>,
+    /// Distinct sources with the index of their first event.
+    pub(crate) sources: Vec<(SourceId, u32)>,
+}
+
+impl RawWindow {
+    pub(crate) fn new(scn: Scn) -> Self {
+        RawWindow {
+            scn,
+            timestamp_ns: 0,
+            events: Vec::new(),
+            bytes: 0,
+            schema_ids: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    /// Adds a data event: `frame` holds exactly the frame `view` was parsed (and verified) from.
+    pub(crate) fn push_event(&mut self, view: &EventView<'_>, frame: Bytes) {
+        let schema = view.schema();
+        if schema != SchemaId::NONE && !self.schema_ids.contains(&schema) {
+            self.schema_ids.push(schema);
+        }
+        let source = view.source();
+        if !self.sources.iter().any(|s| s.0 == source) {
+            self.sources.push((source, self.events.len() as u32));
+        }
+        self.events.push(Frame {
+            bytes: frame,
+            hash: KeyHash::of(view.key()),
+        });
+    }
 }
 
 /// Turns response bodies into whole windows, holding a window split across responses.
@@ -328,13 +373,7 @@ impl Assembler {
                             self.last.unwrap_or_default()
                         )));
                     }
-                    self.open = Some(RawWindow {
-                        scn,
-                        timestamp_ns: 0,
-                        events: Vec::new(),
-                        bytes: 0,
-                        schema_ids: Vec::new(),
-                    });
+                    self.open = Some(RawWindow::new(scn));
                 }
             }
             let open = self.open.as_mut().expect("opened above");
@@ -344,11 +383,7 @@ impl Assembler {
                 self.last = Some(scn);
                 out.push(self.open.take().expect("open"));
             } else {
-                let schema = view.schema();
-                if schema != SchemaId::NONE && !open.schema_ids.contains(&schema) {
-                    open.schema_ids.push(schema);
-                }
-                open.events.push(frame);
+                open.push_event(&view, frame);
             }
         }
         Ok(out)
@@ -438,7 +473,7 @@ mod tests {
                 body.extend_from_slice(f);
                 if cuts[i % cuts.len()] || i + 1 == frames.len() {
                     for w in a.push(&Bytes::from(std::mem::take(&mut body)), "r").unwrap() {
-                        proptest::prop_assert_eq!(w.bytes, w.events.iter().map(Bytes::len).sum::<usize>() + HEADER);
+                        proptest::prop_assert_eq!(w.bytes, w.events.iter().map(|f| f.bytes.len()).sum::<usize>() + HEADER);
                         proptest::prop_assert!(w.schema_ids.len() <= 2);
                         got.push((w.scn.get(), w.events.len()));
                     }
