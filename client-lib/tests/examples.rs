@@ -3,6 +3,12 @@
 //! workload of insert/update/delete transactions. Each example's code is included as a module and run
 //! through its `run(args, shutdown)` for exactly the workload's windows (`--max-windows`); its end
 //! state is compared with the source database.
+//!
+//! The relay starts at the source's position when it starts (after the schema was created, as in the
+//! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; each example is
+//! given a checkpoint (`--checkpoint`) at that position, which is also what a restarted example
+//! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
+//! server's snapshot instead, and the invalidator from "now".)
 
 #[path = "../examples/cache_invalidator.rs"]
 #[allow(dead_code)]
@@ -40,6 +46,8 @@ struct Setup {
     changes: Vec<(u16, i64)>,
     /// Transactions written (= windows with data events).
     transactions: u64,
+    /// The position the relay started at (before the workload).
+    start: databus_core::Checkpoint,
     dir: tempfile::TempDir,
 }
 
@@ -128,6 +136,9 @@ async fn setup() -> Setup {
     let (addr, stop_relay, relay_task) = start_relay(&db, dir.path()).await;
     // The relay starts at the source's current position: write only once it streams.
     wait_streaming(addr).await;
+    let pos = db.gtid_binlog_pos().await.unwrap();
+    let seq: u64 = pos.rsplit('-').next().unwrap().parse().unwrap();
+    let start = databus_core::Checkpoint::after(databus_core::Scn::new(seq));
 
     let mut changes = Vec::new();
     let mut transactions = 0;
@@ -184,6 +195,7 @@ async fn setup() -> Setup {
         relay_task,
         changes,
         transactions,
+        start,
         dir,
     }
 }
@@ -253,6 +265,12 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     let windows = setup.transactions.to_string();
     let dir = setup.dir.path();
     assert!(source.len() > 20, "{source:?}");
+    let seed_file = |name: &str| {
+        let path = dir.join(name);
+        let store = databus_client::FileCheckpointStore::new(&path).unwrap();
+        databus_client::CheckpointStore::store(&store, &setup.start).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
 
     // search_indexer: the index holds exactly the live rows' words.
     let args = search_indexer::Args::parse_from([
@@ -260,7 +278,7 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
         "--relay",
         &setup.relay,
         "--checkpoint",
-        dir.join("indexer.json").to_str().unwrap(),
+        &seed_file("indexer.json"),
         "--max-windows",
         &windows,
     ]);
@@ -301,8 +319,7 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
         "--relay",
         &setup.relay,
         "--checkpoint",
-        dir.join("invalidator.json").to_str().unwrap(),
-        "--from-beginning",
+        &seed_file("invalidator.json"),
         "--preload",
         "30",
         "--max-windows",
@@ -346,6 +363,13 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
 
     // replica: the SQLite replica equals the source, and its checkpoint is the last window.
     let db_path = dir.join("replica.sqlite");
+    {
+        let mut conn = replica::open(&db_path).unwrap();
+        let tx = conn.transaction().unwrap();
+        databus_client::checkpoint::SqliteCheckpointStore::store_in(&tx, "replica", &setup.start)
+            .unwrap();
+        tx.commit().unwrap();
+    }
     let args = replica::Args::parse_from([
         "replica",
         "--relay",
