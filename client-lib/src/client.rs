@@ -217,6 +217,18 @@ impl DatabusClient {
     }
 }
 
+/// Stores `cp`, on `spawn_blocking` unless the store says it does not block.
+async fn store(store: &Arc<dyn CheckpointStore>, cp: &Checkpoint) -> Result<(), ClientError> {
+    if !store.store_blocks() {
+        return Ok(store.store(cp)?);
+    }
+    let (store, cp) = (store.clone(), cp.clone());
+    tokio::task::spawn_blocking(move || store.store(&cp))
+        .await
+        .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
+    Ok(())
+}
+
 /// A failed callback.
 #[derive(Debug)]
 enum Failure {
@@ -355,11 +367,7 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             tracing::debug!(scn = %cp.window_scn, "consumer declined the checkpoint");
             return Ok(());
         }
-        let store = self.store.clone();
-        let to_store = cp.clone();
-        tokio::task::spawn_blocking(move || store.store(&to_store))
-            .await
-            .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
+        store(&self.store, &cp).await?;
         self.unpersisted = 0;
         self.summary.last_checkpoint = Some(cp);
         Ok(())
@@ -480,8 +488,9 @@ impl<C: DatabusConsumer> Dispatcher<C> {
         Ok(skips)
     }
 
-    /// One attempt at a window's events on the worker pool: each worker gets the indices of its
-    /// keys' events as one batch, and the window waits for every worker's ack (the barrier).
+    /// One attempt at a window's events on the workers: worker 0 is this task (it delivers its share
+    /// after handing the others theirs), workers 1.. are the pool's tasks; each gets the indices of
+    /// its keys' events as one batch, and the window waits for every worker's ack (the barrier).
     async fn parallel(
         c: &C,
         pool: &mut WorkerPool,
@@ -496,7 +505,7 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             )
             .await?;
         }
-        let workers = pool.senders.len();
+        let workers = pool.senders.len() + 1;
         let buckets = NonZeroU32::new(workers as u32).expect("validated >= 1");
         let mut routes: Vec<Vec<u32>> = vec![Vec::new(); workers];
         for (i, frame) in window.events.iter().enumerate() {
@@ -508,8 +517,10 @@ impl<C: DatabusConsumer> Dispatcher<C> {
                 *first = Some(f);
             }
         };
+        let mut routes = routes.into_iter();
+        let own = routes.next().unwrap_or_default();
         let mut pending = 0;
-        for (worker, indices) in routes.into_iter().enumerate() {
+        for (worker, indices) in routes.enumerate() {
             if indices.is_empty() {
                 continue;
             }
@@ -521,13 +532,17 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             match pool.senders[worker].send(batch).await {
                 Ok(()) => pending += 1,
                 Err(_) => fail(
-                    Failure::Retry(format!("dispatch worker {worker} is gone")),
+                    Failure::Retry(format!("dispatch worker {} is gone", worker + 1)),
                     &mut first_failure,
                 ),
             }
         }
-        // The barrier: every worker acknowledges its batch before the window ends.
         let mut skips = Skips::new();
+        match deliver(c, window, &own, skip_mode).await {
+            Ok(s) => skips.extend(s),
+            Err(f) => fail(f, &mut first_failure),
+        }
+        // The barrier: every worker acknowledges its batch before the window ends.
         for _ in 0..pending {
             match pool.acks.recv().await {
                 Some(Ok(s)) => skips.extend(s),
@@ -562,9 +577,9 @@ struct Batch {
 /// A worker's answer to one [`Batch`].
 type Ack = Result<Skips, Failure>;
 
-/// The dispatch workers of one consumption run: spawned once, fed one batch per window each through
-/// a bounded channel, answering on a shared ack channel. Dropping the pool closes the channels; the
-/// workers finish their batch and exit.
+/// The dispatch workers 1.. of one consumption run (worker 0 is the dispatching task itself):
+/// spawned once, fed one batch per window each through a bounded channel, answering on a shared ack
+/// channel. Dropping the pool closes the channels; the workers finish their batch and exit.
 struct WorkerPool {
     senders: Vec<mpsc::Sender<Batch>>,
     acks: mpsc::Receiver<Ack>,
@@ -572,12 +587,14 @@ struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// A pool for `workers` workers in all (`workers - 1` tasks).
     fn start<C: DatabusConsumer>(consumer: &Arc<C>, workers: usize) -> WorkerPool {
+        let tasks_wanted = workers.saturating_sub(1).max(1);
         // One batch in flight per worker (the window barrier) plus one ack each.
-        let (ack_tx, acks) = mpsc::channel(workers);
-        let mut senders = Vec::with_capacity(workers);
-        let mut tasks = Vec::with_capacity(workers);
-        for _ in 0..workers {
+        let (ack_tx, acks) = mpsc::channel(tasks_wanted);
+        let mut senders = Vec::with_capacity(tasks_wanted);
+        let mut tasks = Vec::with_capacity(tasks_wanted);
+        for _ in 0..tasks_wanted {
             let (tx, rx) = mpsc::channel(1);
             senders.push(tx);
             tasks.push(tokio::spawn(work(consumer.clone(), rx, ack_tx.clone())));
@@ -606,10 +623,15 @@ async fn work<C: DatabusConsumer>(
 ) {
     while let Some(batch) = batches.recv().await {
         // Callback panics are caught by `call`; this catches anything else, so a batch is always acked.
-        let ack = AssertUnwindSafe(deliver_batch(&*consumer, &batch))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(Failure::Retry("dispatch worker panicked".into())));
+        let ack = AssertUnwindSafe(deliver(
+            &*consumer,
+            &batch.window,
+            &batch.indices,
+            batch.skip_mode,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Failure::Retry("dispatch worker panicked".into())));
         drop(batch);
         if acks.send(ack).await.is_err() {
             return;
@@ -617,13 +639,19 @@ async fn work<C: DatabusConsumer>(
     }
 }
 
-async fn deliver_batch<C: DatabusConsumer>(c: &C, batch: &Batch) -> Result<Skips, Failure> {
+/// Delivers the events `indices` of `window`, in order (one worker's share of a window).
+async fn deliver<C: DatabusConsumer>(
+    c: &C,
+    window: &Window,
+    indices: &[u32],
+    skip_mode: bool,
+) -> Result<Skips, Failure> {
     let mut skips = Skips::new();
-    for &i in &batch.indices {
-        let event = batch.window.event(i as usize);
+    for &i in indices {
+        let event = window.event(i as usize);
         match call(c.on_event(&event), "on_event").await {
             Ok(()) => {}
-            Err(Failure::Retry(reason)) if batch.skip_mode => skips.push((i as usize, reason)),
+            Err(Failure::Retry(reason)) if skip_mode => skips.push((i as usize, reason)),
             Err(f) => return Err(f),
         }
     }
@@ -680,12 +708,7 @@ impl std::fmt::Debug for WindowStream {
 impl WindowStream {
     /// Persists `window`'s checkpoint: it and everything before it are consumed.
     pub async fn commit(&self, window: &Window) -> Result<(), ClientError> {
-        let store = self.store.clone();
-        let cp = window.checkpoint().clone();
-        tokio::task::spawn_blocking(move || store.store(&cp))
-            .await
-            .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
-        Ok(())
+        store(&self.store, window.checkpoint()).await
     }
 }
 
