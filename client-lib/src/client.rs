@@ -508,8 +508,8 @@ impl<C: DatabusConsumer> Dispatcher<C> {
         let workers = pool.senders.len() + 1;
         let buckets = NonZeroU32::new(workers as u32).expect("validated >= 1");
         let mut routes: Vec<Vec<u32>> = vec![Vec::new(); workers];
-        for (i, frame) in window.events.iter().enumerate() {
-            routes[frame.hash.bucket(buckets) as usize].push(i as u32);
+        for (i, event) in window.events().enumerate() {
+            routes[databus_filters::bucket_of(event.key(), buckets) as usize].push(i as u32);
         }
         let mut first_failure = None;
         let fail = |f: Failure, first: &mut Option<Failure>| {

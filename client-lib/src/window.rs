@@ -4,9 +4,8 @@
 //! windows come in strictly increasing SCN order; a response that ends in the middle of a window is
 //! held by the [`Assembler`] until the rest of the window arrives.
 //!
-//! Every frame is parsed and checksummed once, by the assembler (or the snapshot reader), which also
-//! hashes its key for parallel dispatch; consumers' views re-read only the frame header
-//! ([`EventView::parse_verified`]).
+//! Every frame is parsed and checksummed once, by the assembler (or the snapshot reader); consumers'
+//! views re-read only the frame header ([`EventView::parse_verified`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -15,7 +14,6 @@ use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 use bytes::Bytes;
 use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId};
-use databus_filters::KeyHash;
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
@@ -84,7 +82,7 @@ pub struct Window {
     pub(crate) scn: Scn,
     pub(crate) timestamp_ns: u64,
     pub(crate) phase: Phase,
-    pub(crate) events: Arc<[Frame]>,
+    pub(crate) events: Arc<[Bytes]>,
     pub(crate) bytes: usize,
     /// Each source of the window with the index of its first event, in order of first appearance.
     pub(crate) sources: Arc<[(SourceId, u32)]>,
@@ -146,22 +144,15 @@ impl Window {
     ///
     /// If `i >= self.len()`, like slice indexing.
     pub fn event(&self, i: usize) -> DataEvent<'_> {
-        DataEvent::new(&self.events[i].bytes, self.phase, &self.schemas)
+        DataEvent::new(&self.events[i], self.phase, &self.schemas)
     }
 
     /// The events in commit order.
     pub fn events(&self) -> impl ExactSizeIterator<Item = DataEvent<'_>> + '_ {
         self.events
             .iter()
-            .map(|frame| DataEvent::new(&frame.bytes, self.phase, &self.schemas))
+            .map(|frame| DataEvent::new(frame, self.phase, &self.schemas))
     }
-}
-
-/// One verified data frame of a window and the bucket hash of its key.
-#[derive(Debug, Clone)]
-pub(crate) struct Frame {
-    pub(crate) bytes: Bytes,
-    pub(crate) hash: KeyHash,
 }
 
 /// One data event: raw frame access plus decoding with the writer schema (and the consumer's reader
@@ -284,7 +275,7 @@ impl<'a> DataEvent<'a> {
 pub(crate) struct RawWindow {
     pub(crate) scn: Scn,
     pub(crate) timestamp_ns: u64,
-    pub(crate) events: Vec<Frame>,
+    pub(crate) events: Vec<Bytes>,
     pub(crate) bytes: usize,
     /// Distinct writer schemas of the events.
     pub(crate) schema_ids: Vec<SchemaId>,
@@ -314,10 +305,7 @@ impl RawWindow {
         if !self.sources.iter().any(|s| s.0 == source) {
             self.sources.push((source, self.events.len() as u32));
         }
-        self.events.push(Frame {
-            bytes: frame,
-            hash: KeyHash::of(view.key()),
-        });
+        self.events.push(frame);
     }
 }
 
@@ -473,7 +461,7 @@ mod tests {
                 body.extend_from_slice(f);
                 if cuts[i % cuts.len()] || i + 1 == frames.len() {
                     for w in a.push(&Bytes::from(std::mem::take(&mut body)), "r").unwrap() {
-                        proptest::prop_assert_eq!(w.bytes, w.events.iter().map(|f| f.bytes.len()).sum::<usize>() + HEADER);
+                        proptest::prop_assert_eq!(w.bytes, w.events.iter().map(Bytes::len).sum::<usize>() + HEADER);
                         proptest::prop_assert!(w.schema_ids.len() <= 2);
                         got.push((w.scn.get(), w.events.len()));
                     }
