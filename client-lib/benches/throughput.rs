@@ -180,8 +180,9 @@ fn main() {
         ];
         for (work, last, events_wanted) in runs {
             let everies: &[u32] = if matches!(work, Work::NoOp) { &[1, 100] } else { &[1] };
-            for &every in everies {
-                for workers in [1, 4] {
+            // The order of the original bench: 1 worker (every window, every 100), then 4 workers.
+            for workers in [1, 4] {
+                for &every in everies {
                     let (elapsed, events) =
                         run(&url, work, workers, events_wanted, last, every).await;
                     println!(
