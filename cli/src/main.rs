@@ -209,6 +209,11 @@ struct QuickstartArgs {
     /// The longest the quickstart may run before giving up.
     #[arg(long, default_value = "2m", value_parser = humantime_duration)]
     duration: Duration,
+    /// After the demo, keep MariaDB, the relay (127.0.0.1:11140 when free) and the bootstrap server
+    /// (127.0.0.1:7100 when free) running with a slow workload, and print the commands that run the
+    /// client examples against them; Ctrl-C stops and cleans up.
+    #[arg(long)]
+    keep_running: bool,
 }
 
 fn humantime_duration(s: &str) -> Result<Duration, String> {
@@ -414,6 +419,7 @@ async fn run(command: Command) -> Result<u8> {
                     rows: args.rows,
                     duration: args.duration,
                     pace: Duration::from_millis(150),
+                    keep_running: args.keep_running,
                 },
                 shutdown_on_signal(),
             )

@@ -6,6 +6,11 @@
 //! the way `databus tail` does and prints each change as it arrives while a small write workload runs,
 //! then prints how to point databus at your own database. Everything it started is stopped and its
 //! temporary directories are removed before it returns.
+//!
+//! With `--keep-running` it does not stop after the demo: MariaDB, the relay (on 127.0.0.1:11140 when
+//! free) and the bootstrap server (127.0.0.1:7100 when free) keep running while a slow workload keeps
+//! writing, and it prints their URLs and the exact commands that run the client examples
+//! (`client-lib/examples`) against them. Ctrl-C (or SIGTERM) stops and removes everything.
 
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -30,6 +35,23 @@ pub struct QuickstartOptions {
     pub duration: Duration,
     /// Pause between workload transactions (so the changes are seen arriving).
     pub pace: Duration,
+    /// After the demo, keep everything running with a slow workload until interrupted.
+    pub keep_running: bool,
+}
+
+/// The relay's port with `--keep-running` (the examples' default `--relay`), when free.
+pub const KEEP_RUNNING_RELAY_PORT: u16 = 11140;
+/// The bootstrap server's port with `--keep-running` (its default listen port), when free.
+pub const KEEP_RUNNING_BOOTSTRAP_PORT: u16 = 7100;
+
+/// Binds `127.0.0.1:port` if `preferred` and the port is free, else a free port.
+async fn bind(port: u16, preferred: bool, what: &str) -> Result<tokio::net::TcpListener> {
+    if preferred && let Ok(l) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+        return Ok(l);
+    }
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .with_context(|| format!("binding 127.0.0.1:0 for the {what}"))
 }
 
 struct Style {
@@ -154,9 +176,7 @@ async fn body(
     let config = databus_relay::RelayConfig::from_toml(&toml)
         .and_then(|c| c.validate())
         .context("the quickstart's relay configuration")?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1:0 for the relay")?;
+    let listener = bind(KEEP_RUNNING_RELAY_PORT, opts.keep_running, "relay").await?;
     let relay = RelayUrl::parse(&format!("http://{}", listener.local_addr()?))?;
     let stop_relay = CancellationToken::new();
     let relay_task = tokio::spawn(databus_relay::run_with(
@@ -165,9 +185,12 @@ async fn body(
         None,
         stop_relay.clone(),
     ));
-    let bootstrap_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding 127.0.0.1:0 for the bootstrap server")?;
+    let bootstrap_listener = bind(
+        KEEP_RUNNING_BOOTSTRAP_PORT,
+        opts.keep_running,
+        "bootstrap server",
+    )
+    .await?;
     let bootstrap = RelayUrl::parse(&format!("http://{}", bootstrap_listener.local_addr()?))?;
     let bootstrap_config = databus_bootstrap::BootstrapConfig::from_toml(&format!(
         "db_path = {:?}\n[relay]\nurl = \"{relay}\"\n[http]\nlisten = \"127.0.0.1:0\"\n",
@@ -233,6 +256,14 @@ async fn body(
         outcome = demo => outcome,
         _ = interrupt.cancelled() => Err(anyhow::anyhow!(INTERRUPTED)),
     };
+    let outcome = match outcome {
+        Ok(shown) if opts.keep_running => {
+            keep_running(&db, &relay, &bootstrap, work.path(), opts, s, interrupt)
+                .await
+                .map(|transactions| (shown.0, shown.1 + transactions))
+        }
+        other => other,
+    };
 
     // The relay and the bootstrap server stop (and persist their state) before their directory and
     // the database go away.
@@ -250,6 +281,114 @@ async fn body(
     drop(db);
     drop(work);
     outcome
+}
+
+/// `--keep-running`: prints the URLs and the examples' commands, then writes a slow workload until
+/// `interrupt`; returns the transactions written.
+async fn keep_running(
+    db: &PrivateMariaDb,
+    relay: &RelayUrl,
+    bootstrap: &RelayUrl,
+    work: &std::path::Path,
+    opts: &QuickstartOptions,
+    s: &Style,
+    interrupt: &CancellationToken,
+) -> Result<u64> {
+    let state = |name: &str| work.join(name).display().to_string();
+    crate::outln!(
+        "\n{}",
+        s.bold("still running (--keep-running): MariaDB, the relay and the bootstrap server")
+    );
+    crate::outln!("      relay       {relay}");
+    crate::outln!("      bootstrap   {bootstrap}");
+    crate::outln!(
+        "      MariaDB     mysql://root@127.0.0.1:{} (tables shop.customers = source 1, shop.orders = source 2)",
+        db.port()
+    );
+    crate::outln!(
+        "      a slow workload keeps writing (one transaction every {:.1} s); Ctrl-C stops and removes everything",
+        (opts.pace * 6).as_secs_f64()
+    );
+    crate::outln!(
+        "\n{}",
+        s.bold(
+            "run the client examples against it (from the databus-rs checkout, in another terminal)"
+        )
+    );
+    for (what, command) in [
+        (
+            "an inverted index, from a snapshot of the bootstrap server, 4 workers:",
+            format!(
+                "cargo run -p databus-client --example search_indexer -- --relay {relay} --bootstrap {bootstrap} --checkpoint {}",
+                state("search_indexer.checkpoint.json")
+            ),
+        ),
+        (
+            "an LRU cache invalidated in commit order, from now on:",
+            format!(
+                "cargo run -p databus-client --example cache_invalidator -- --relay {relay} --checkpoint {}",
+                state("cache_invalidator.checkpoint.json")
+            ),
+        ),
+        (
+            "a SQLite replica with its checkpoint in the same transaction:",
+            format!(
+                "cargo run -p databus-client --example replica -- --relay {relay} --bootstrap {bootstrap} --checkpoint {}",
+                state("replica.sqlite")
+            ),
+        ),
+        (
+            "the raw stream:",
+            format!("databus tail --relay {relay} --from-now"),
+        ),
+    ] {
+        crate::outln!("      {}", s.dim(what));
+        crate::outln!("        {command}");
+    }
+    crate::outln!();
+    tokio::select! {
+        r = slow_workload(db, opts) => r,
+        _ = interrupt.cancelled() => Ok(0),
+    }
+}
+
+/// Writes one transaction every `6 * pace` forever (orders after the demo's, updates, a delete now
+/// and then); returns only on an error.
+async fn slow_workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<u64> {
+    let mut conn = db
+        .root_conn()
+        .await
+        .context("connecting for the slow workload")?;
+    let customers = opts.rows.div_ceil(3).max(1);
+    let mut n = 0u64;
+    loop {
+        // Each new order is inserted, paid, then shipped (or deleted), one transaction each.
+        let (id, step) = (u64::from(opts.rows) + 1 + n / 3, n % 3);
+        n += 1;
+        let (sql, params): (&str, Vec<mysql_async::Value>) = match step {
+            0 => (
+                "INSERT INTO shop.orders (id, customer_id, total, status) VALUES (?, ?, ?, 'new')",
+                vec![
+                    id.into(),
+                    (1 + id % u64::from(customers)).into(),
+                    format!("{}.{:02}", 10 + (id * 7) % 90, (id * 13) % 100).into(),
+                ],
+            ),
+            1 => (
+                "UPDATE shop.orders SET status = 'paid' WHERE id = ?",
+                vec![id.into()],
+            ),
+            _ if id % 4 == 0 => ("DELETE FROM shop.orders WHERE id = ?", vec![id.into()]),
+            _ => (
+                "UPDATE shop.orders SET status = 'shipped' WHERE id = ?",
+                vec![id.into()],
+            ),
+        };
+        conn.exec_drop(sql, params)
+            .await
+            .context("writing the slow workload")?;
+        tokio::time::sleep(opts.pace * 6).await;
+    }
 }
 
 /// Waits until the bootstrap server has applied `target`; returns its status.

@@ -766,3 +766,141 @@ fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
     std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(status.success(), "{stderr}");
 }
+
+/// `GET path` on `base` (`http://host:port`) over a plain blocking socket; the body.
+fn http_get_body(base: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let host = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut sock = std::net::TcpStream::connect(host).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        sock,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    sock.read_to_string(&mut raw).unwrap();
+    raw.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or(raw)
+}
+
+#[test]
+fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
+    let mut child = Killed(
+        databus()
+            .args([
+                "quickstart",
+                "--rows",
+                "4",
+                "--duration",
+                "90s",
+                "--keep-running",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    // Read stdout until the example commands are printed.
+    let stdout = child.0.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut sent = false;
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            lines.push(line.clone());
+            if !sent && line.contains("--example replica") {
+                let _ = tx.send(lines.clone());
+                sent = true;
+            }
+        }
+        lines
+    });
+    let Ok(lines) = rx.recv_timeout(Duration::from_secs(150)) else {
+        let _ = child.0.kill();
+        let mut stderr = String::new();
+        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        panic!("the quickstart printed no example command: {stderr}");
+    };
+    let all = lines.join("\n");
+    let kept = lines
+        .iter()
+        .position(|l| l.contains("still running (--keep-running)"))
+        .unwrap_or_else(|| panic!("no keep-running section in:\n{all}"));
+    let url_after = |label: &str| {
+        lines[kept..]
+            .iter()
+            .find_map(|l| l.trim().strip_prefix(label).map(|r| r.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label} line in:\n{all}"))
+    };
+    let relay = url_after("relay ");
+    let bootstrap = url_after("bootstrap ");
+    for example in ["search_indexer", "cache_invalidator", "replica"] {
+        let line = lines
+            .iter()
+            .find(|l| l.contains(&format!("--example {example} ")))
+            .unwrap_or_else(|| panic!("no command for {example} in:\n{all}"));
+        assert!(
+            line.contains(&format!("-- --relay {relay} ")) && line.contains("--checkpoint "),
+            "{line}"
+        );
+        if example != "cache_invalidator" {
+            assert!(
+                line.contains(&format!("--bootstrap {bootstrap} ")),
+                "{line}"
+            );
+        }
+    }
+    let dir = all
+        .split("data in ")
+        .nth(1)
+        .and_then(|r| r.lines().next())
+        .expect("the quickstart names its data directory")
+        .trim()
+        .to_owned();
+    // The relay and the bootstrap server serve, and the slow workload keeps the relay's SCN growing.
+    let max_scn = || {
+        let body = http_get_body(&relay, "/v1/status");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["buffers"][0]["max_scn"].as_u64().unwrap()
+    };
+    let first = max_scn();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while max_scn() <= first {
+        assert!(
+            Instant::now() < deadline,
+            "the relay's SCN stays at {first}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(http_get_body(&bootstrap, "/v1/status").contains("applied_scn"));
+    assert!(Path::new(&dir).exists());
+    // Ctrl-C: everything stops, the directories go, exit code 0.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the quickstart did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let rest = reader.join().unwrap().join("\n");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(0), "{stderr}");
+    assert!(rest.contains("done:"), "{rest}");
+    assert!(!Path::new(&dir).exists(), "{dir} was not removed");
+}

@@ -1,12 +1,14 @@
 //! Client-side throughput: an in-process relay whose buffer is filled directly (no MariaDB), and a
-//! client consuming everything over loopback HTTP with a no-op consumer, on 1 and on 4 workers.
+//! client consuming it over loopback HTTP on 1 and on 4 workers, with a no-op consumer (all
+//! `<events>`) and with consumers doing real work per event (the first windows only): 20 µs of CPU
+//! per event, or a 1 ms await on every 10th key (I/O).
 //!
 //! ```text
 //! cargo bench -p databus-client --bench throughput [-- <events> <events per window>]
 //! ```
 //!
 //! Prints events/s from the first request to the end of the last window (fetch, assembly, dispatch,
-//! checkpoint to an in-memory store after every window).
+//! checkpoint to an in-memory store after every window or every 100).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -23,16 +25,45 @@ use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
 use tokio_util::sync::CancellationToken;
 
-struct NoOp {
+/// What a consumer does per event.
+#[derive(Debug, Clone, Copy)]
+enum Work {
+    /// Reads the key, counts the event.
+    NoOp,
+    /// Spins for this long on the CPU.
+    Cpu(Duration),
+    /// Awaits a 1 ms sleep for every key divisible by this.
+    Io(i64),
+}
+
+struct Bench {
+    work: Work,
     events: AtomicU64,
     last: Scn,
     done: tokio::sync::Notify,
 }
 
-impl DatabusConsumer for NoOp {
+impl DatabusConsumer for Bench {
     async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
-        std::hint::black_box(event.key());
-        self.events.fetch_add(1, Ordering::Relaxed);
+        let key = std::hint::black_box(event.key());
+        match self.work {
+            Work::NoOp => {}
+            Work::Cpu(d) => {
+                let start = Instant::now();
+                while start.elapsed() < d {
+                    std::hint::spin_loop();
+                }
+            }
+            Work::Io(every) => {
+                if matches!(key, databus_core::KeyRef::Int(k) if k % every == 0) {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }
+        // Windows after the last measured one may start before the run is stopped: not counted.
+        if event.scn() <= self.last {
+            self.events.fetch_add(1, Ordering::Relaxed);
+        }
         ConsumerOutcome::Success
     }
 
@@ -44,14 +75,22 @@ impl DatabusConsumer for NoOp {
     }
 }
 
-async fn run(url: &str, workers: usize, total: u64, last: Scn, every: u32) -> (Duration, u64) {
+async fn run(
+    url: &str,
+    work: Work,
+    workers: usize,
+    total: u64,
+    last: Scn,
+    every: u32,
+) -> (Duration, u64) {
     let mut config = ClientConfig::with_relays([url]);
     config.workers = workers;
     config.max_response_bytes = 1 << 20;
     config.buffer_bytes = 8 << 20;
     config.checkpoint_every_windows = every;
     let client = DatabusClient::new(config, Arc::new(MemoryCheckpointStore::new())).unwrap();
-    let consumer = Arc::new(NoOp {
+    let consumer = Arc::new(Bench {
+        work,
         events: AtomicU64::new(0),
         last,
         done: tokio::sync::Notify::new(),
@@ -130,13 +169,29 @@ fn main() {
             "{total} events in {scn} windows of {per_window} ({} MiB of frames in the relay buffer)",
             bytes >> 20
         );
-        for (workers, every) in [(1, 1), (1, 100), (4, 1), (4, 100)] {
-            let (elapsed, events) = run(&url, workers, total, last, every).await;
-            println!(
-                "workers={workers} checkpoint_every_windows={every}: {events} events in {:.2} s = {:.0} events/s",
-                elapsed.as_secs_f64(),
-                events as f64 / elapsed.as_secs_f64()
-            );
+        // Real work per event on the first windows only (whole windows, at most `total`).
+        let windows_of = |events: u64| Scn::new(events.div_ceil(per_window).min(scn));
+        let cpu = windows_of(20_000);
+        let io = windows_of(10_000);
+        let runs = [
+            (Work::NoOp, last, total),
+            (Work::Cpu(Duration::from_micros(20)), cpu, (cpu.get() * per_window).min(total)),
+            (Work::Io(10), io, (io.get() * per_window).min(total)),
+        ];
+        for (work, last, events_wanted) in runs {
+            let everies: &[u32] = if matches!(work, Work::NoOp) { &[1, 100] } else { &[1] };
+            // The order of the original bench: 1 worker (every window, every 100), then 4 workers.
+            for workers in [1, 4] {
+                for &every in everies {
+                    let (elapsed, events) =
+                        run(&url, work, workers, events_wanted, last, every).await;
+                    println!(
+                        "{work:?} workers={workers} checkpoint_every_windows={every}: {events} events in {:.2} s = {:.0} events/s",
+                        elapsed.as_secs_f64(),
+                        events as f64 / elapsed.as_secs_f64()
+                    );
+                }
+            }
         }
         shutdown.cancel();
     });

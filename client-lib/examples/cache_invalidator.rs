@@ -1,26 +1,70 @@
 //! A cache invalidator: keeps an LRU cache of rows and invalidates keys in commit order.
 //!
 //! ```text
-//! cargo run -p databus-client --example cache_invalidator -- http://127.0.0.1:11000
+//! databus quickstart --keep-running      # in another terminal: MariaDB, relay, bootstrap, a workload
+//! cargo run -p databus-client --example cache_invalidator -- \
+//!     --relay http://127.0.0.1:11140 --checkpoint cache_invalidator.checkpoint.json
 //! ```
 //!
-//! The cache stands for an application's read-through cache: readers fill it (here: a few keys are
-//! pre-loaded), the change stream evicts every changed key, one window at a time and in commit order
-//! (one worker), so a reader never sees a value older than one it already saw. Starts from "now":
-//! history does not matter to a cache.
+//! The cache stands for an application's read-through cache: readers fill it (here: keys
+//! `1..=--preload` of every source in `--sources` are pre-loaded), the change stream evicts every
+//! changed key, one window at a time and in commit order (one worker), so a reader never sees a value
+//! older than one it already saw. Starts from "now" (history does not matter to a cache that starts
+//! empty-ish) unless the checkpoint file holds a position; `--from-beginning` replays what the relay
+//! holds. Prints each invalidation; stops on Ctrl-C or after `--max-windows` windows with data.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use clap::Parser;
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
-    MemoryCheckpointStore, StartPosition, WindowInfo,
+    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
+    RunSummary, StartPosition, WindowInfo,
 };
-use databus_core::{Checkpoint, Key, SourceId};
+use databus_core::{Checkpoint, Key, Scn, SourceId};
 use tokio_util::sync::CancellationToken;
 
+/// Command-line arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(
+    about = "Invalidates the keys of an LRU cache from a databus change stream, in commit order"
+)]
+pub struct Args {
+    /// Relay base URL; repeat the flag for failover between relays.
+    #[arg(long = "relay", default_value = "http://127.0.0.1:11140")]
+    pub relays: Vec<String>,
+    /// Bootstrap server base URL, used if the relay no longer holds the checkpoint's position (a
+    /// cache only needs to know what changed, so this is rarely needed).
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<String>,
+    /// Checkpoint file: a restarted invalidator resumes after the last window it processed.
+    #[arg(long, default_value = "cache_invalidator.checkpoint.json")]
+    pub checkpoint: PathBuf,
+    /// Start from the relay's oldest window instead of "now" when there is no checkpoint.
+    #[arg(long)]
+    pub from_beginning: bool,
+    /// Source ids whose keys are pre-loaded in the cache (the quickstart's tables are 1 and 2).
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub sources: Vec<u16>,
+    /// Keys `1..=N` of each source are pre-loaded.
+    #[arg(long, default_value_t = 100)]
+    pub preload: i64,
+    /// Cache capacity in entries.
+    #[arg(long, default_value_t = 10_000)]
+    pub capacity: usize,
+    /// Stop after this many windows with data events (default: run until Ctrl-C).
+    #[arg(long)]
+    pub max_windows: Option<u64>,
+}
+
+/// A cached row: by source and key.
+pub type CacheKey = (SourceId, Key);
+
 /// A least-recently-used cache: a map plus a use counter ordering the entries.
-struct Lru<K, V> {
+#[derive(Debug)]
+pub struct Lru<K, V> {
     capacity: usize,
     tick: u64,
     entries: HashMap<K, (V, u64)>,
@@ -28,7 +72,7 @@ struct Lru<K, V> {
 }
 
 impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
-    fn new(capacity: usize) -> Self {
+    pub fn new(capacity: usize) -> Self {
         Lru {
             capacity,
             tick: 0,
@@ -37,7 +81,7 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
         }
     }
 
-    fn get(&mut self, key: &K) -> Option<V> {
+    pub fn get(&mut self, key: &K) -> Option<V> {
         self.tick += 1;
         let (value, used) = self.entries.get_mut(key)?;
         self.order.remove(used);
@@ -46,7 +90,7 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
         Some(value.clone())
     }
 
-    fn put(&mut self, key: K, value: V) {
+    pub fn put(&mut self, key: K, value: V) {
         self.invalidate(&key);
         if self.entries.len() == self.capacity {
             if let Some((_, oldest)) = self.order.pop_first() {
@@ -58,7 +102,23 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
         self.entries.insert(key, (value, self.tick));
     }
 
-    fn invalidate(&mut self, key: &K) -> bool {
+    /// Whether `key` is cached (without touching its recency).
+    pub fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Cached entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Drops `key`; whether it was cached.
+    pub fn invalidate(&mut self, key: &K) -> bool {
         match self.entries.remove(key) {
             Some((_, used)) => {
                 self.order.remove(&used);
@@ -69,61 +129,127 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
     }
 }
 
-struct Invalidator {
-    cache: Mutex<Lru<(SourceId, Key), String>>,
-    invalidated: Mutex<u64>,
+/// The consumer: invalidates each changed key, on one worker, in commit order.
+#[derive(Debug)]
+pub struct Invalidator {
+    /// The cache.
+    pub cache: Mutex<Lru<CacheKey, String>>,
+    /// Every changed key with its window's SCN, in the order invalidated.
+    pub log: Mutex<Vec<(CacheKey, Scn)>>,
+    /// How many of them were cached.
+    pub hits: AtomicU64,
+    data_windows: AtomicU64,
+    max_windows: Option<u64>,
+    stop: CancellationToken,
 }
 
 impl DatabusConsumer for Invalidator {
     async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
         let key = (event.source(), event.key().to_owned());
-        if self.cache.lock().unwrap().invalidate(&key) {
-            *self.invalidated.lock().unwrap() += 1;
-            println!("invalidated {}:{} at SCN {}", key.0, key.1, event.scn());
+        let was_cached = self.cache.lock().unwrap().invalidate(&key);
+        if was_cached {
+            self.hits.fetch_add(1, Ordering::Relaxed);
         }
+        println!(
+            "SCN {}: {:?} {}:{} -> {}",
+            event.scn(),
+            event.opcode(),
+            key.0,
+            key.1,
+            if was_cached {
+                "invalidated"
+            } else {
+                "not cached"
+            }
+        );
+        self.log.lock().unwrap().push((key, event.scn()));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_rollback(&self, to: &Checkpoint) -> ConsumerOutcome {
+        // A replayed window invalidates its keys again (harmless); forget its log entries.
+        self.log
+            .lock()
+            .unwrap()
+            .retain(|(_, scn)| *scn <= to.window_scn);
         ConsumerOutcome::Success
     }
 
     async fn on_end_window(&self, window: &WindowInfo, _: &Checkpoint) -> ConsumerOutcome {
-        // A reader refilling the cache after the window: what it reads is at least this fresh.
-        let mut cache = self.cache.lock().unwrap();
-        let probe = (SourceId::new(1), Key::Int(1));
-        if cache.get(&probe).is_none() {
-            cache.put(probe, format!("row as of SCN {}", window.scn));
+        if window.events == 0 {
+            return ConsumerOutcome::Success;
+        }
+        let done = self.data_windows.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.max_windows.is_some_and(|max| done >= max) {
+            self.stop.cancel();
         }
         ConsumerOutcome::Success
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let relays: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(
-        !relays.is_empty(),
-        "usage: cache_invalidator <relay url>..."
-    );
-    let mut config = ClientConfig::with_relays(relays);
-    config.start = StartPosition::Now;
-    let client = DatabusClient::new(config, Arc::new(MemoryCheckpointStore::new()))?;
-    let mut lru = Lru::new(10_000);
-    for id in 1..=100 {
-        lru.put((SourceId::new(1), Key::Int(id)), format!("cached row {id}"));
+/// Runs the invalidator until `shutdown` is cancelled or `--max-windows` data windows are done;
+/// returns it (cache and log) and what the client did.
+pub async fn run(
+    args: Args,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(Arc<Invalidator>, RunSummary)> {
+    let mut config = ClientConfig::with_relays(args.relays.clone());
+    config.bootstrap_servers = args.bootstrap.clone();
+    config.start = if args.from_beginning {
+        StartPosition::Beginning
+    } else {
+        StartPosition::Now
+    };
+    let store = Arc::new(FileCheckpointStore::new(&args.checkpoint)?);
+    let client = DatabusClient::new(config, store)?;
+    let mut lru = Lru::new(args.capacity);
+    for &source in &args.sources {
+        for id in 1..=args.preload {
+            lru.put(
+                (SourceId::new(source), Key::Int(id)),
+                format!("cached row {source}:{id}"),
+            );
+        }
     }
+    println!(
+        "cache_invalidator: relays {:?}, {} keys cached, checkpoints in {}, starting from {}",
+        args.relays,
+        lru.len(),
+        args.checkpoint.display(),
+        if args.from_beginning {
+            "the beginning"
+        } else {
+            "now"
+        }
+    );
     let invalidator = Arc::new(Invalidator {
         cache: Mutex::new(lru),
-        invalidated: Mutex::new(0),
+        log: Mutex::new(Vec::new()),
+        hits: AtomicU64::new(0),
+        data_windows: AtomicU64::new(0),
+        max_windows: args.max_windows,
+        stop: shutdown.clone(),
     });
+    let summary = client.run(invalidator.clone(), shutdown).await?;
+    Ok((invalidator, summary))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
-    let summary = client.run(invalidator.clone(), shutdown).await?;
+    let (invalidator, summary) = run(args, shutdown).await?;
     println!(
-        "{} windows; {} cached keys invalidated",
+        "{} windows; {} changed keys, {} of them cached and invalidated; {} keys still cached",
         summary.windows,
-        invalidator.invalidated.lock().unwrap()
+        invalidator.log.lock().unwrap().len(),
+        invalidator.hits.load(Ordering::Relaxed),
+        invalidator.cache.lock().unwrap().len()
     );
     Ok(())
 }

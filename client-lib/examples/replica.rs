@@ -2,24 +2,54 @@
 //! same transaction (effectively-once: after a crash, data and checkpoint always agree).
 //!
 //! ```text
-//! cargo run -p databus-client --example replica -- replica.sqlite http://127.0.0.1:11000 \
-//!     [--bootstrap http://127.0.0.1:11100]
+//! databus quickstart --keep-running      # in another terminal: MariaDB, relay, bootstrap, a workload
+//! cargo run -p databus-client --example replica -- \
+//!     --relay http://127.0.0.1:11140 --bootstrap http://127.0.0.1:7100 --checkpoint replica.sqlite
+//! sqlite3 replica.sqlite 'SELECT * FROM rows'
 //! ```
+//!
+//! `--checkpoint` names the SQLite file holding both the replica and its checkpoint (table
+//! `databus_checkpoints`). With a bootstrap server a new replica starts from a consistent snapshot
+//! (then catches up and follows the relay); without one, from the relay's oldest window. Stops on
+//! Ctrl-C or after `--max-windows` windows with data.
 //!
 //! Rows are stored as JSON in `rows(source, key, json, scn)`. Events of a window are collected in
 //! memory and written in `on_end_window` in one transaction with the checkpoint; `on_rollback`
 //! forgets a failed window's rows. Snapshot rows from a bootstrap are upserts of the row's current
 //! state (the phase tells them from live changes; here both are applied the same way).
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use clap::Parser;
 use databus_client::checkpoint::SqliteCheckpointStore;
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, Phase, WindowInfo,
+    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, Phase, RunSummary,
+    StartPosition, WindowInfo,
 };
 use databus_core::{Checkpoint, Scn};
 use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
+
+/// Command-line arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Replicates a databus change stream into SQLite, effectively once")]
+pub struct Args {
+    /// Relay base URL; repeat the flag for failover between relays.
+    #[arg(long = "relay", default_value = "http://127.0.0.1:11140")]
+    pub relays: Vec<String>,
+    /// Bootstrap server base URL: a new replica starts from its snapshot, and one that fell behind
+    /// the relay catches up from it.
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<String>,
+    /// The SQLite file holding the replica and its checkpoint.
+    #[arg(long, default_value = "replica.sqlite")]
+    pub checkpoint: PathBuf,
+    /// Stop after this many windows with data events (default: run until Ctrl-C).
+    #[arg(long)]
+    pub max_windows: Option<u64>,
+}
 
 const CONSUMER: &str = "replica";
 
@@ -36,9 +66,13 @@ enum Op {
     },
 }
 
+/// The consumer: collects a window's rows, applies them with the checkpoint in one transaction.
 struct Replica {
     conn: Arc<Mutex<Connection>>,
     pending: Mutex<Vec<Op>>,
+    data_windows: AtomicU64,
+    max_windows: Option<u64>,
+    stop: CancellationToken,
 }
 
 impl DatabusConsumer for Replica {
@@ -95,11 +129,20 @@ impl DatabusConsumer for Replica {
         .await;
         match applied {
             Ok(Ok(())) => {
-                if window.phase != Phase::Online && window.scn.get() % 100 == 0 {
+                if window.events > 0 {
+                    let kind = match window.phase {
+                        Phase::Online => "changes",
+                        Phase::Snapshot => "snapshot rows",
+                        Phase::Catchup => "catch-up changes",
+                    };
                     println!(
-                        "bootstrap {:?}: applied up to SCN {}",
-                        window.phase, window.scn
+                        "window {}: applied {} {kind} with the checkpoint in one transaction",
+                        window.scn, window.events
                     );
+                    let done = self.data_windows.fetch_add(1, Ordering::Relaxed) + 1;
+                    if self.max_windows.is_some_and(|max| done >= max) {
+                        self.stop.cancel();
+                    }
                 }
                 ConsumerOutcome::Success
             }
@@ -120,49 +163,58 @@ impl DatabusConsumer for Replica {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let db = args.next().ok_or_else(|| {
-        anyhow::anyhow!("usage: replica <db file> <relay url>... [--bootstrap <url>]")
-    })?;
-    let mut config = ClientConfig::default();
-    while let Some(arg) = args.next() {
-        if arg == "--bootstrap" {
-            config
-                .bootstrap_servers
-                .push(args.next().unwrap_or_default());
-        } else {
-            config.relays.push(arg);
-        }
-    }
-    let conn = Connection::open(&db)?;
+/// Opens (creating if needed) the replica database: `rows` and the checkpoint table.
+pub fn open(path: &std::path::Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS rows (source INTEGER NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, \
          scn INTEGER NOT NULL, PRIMARY KEY (source, key))",
     )?;
     SqliteCheckpointStore::create_table(&conn)?;
+    Ok(conn)
+}
+
+/// Replicates until `shutdown` is cancelled or `--max-windows` data windows are applied.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
+    let mut config = ClientConfig::with_relays(args.relays.clone());
+    config.bootstrap_servers = args.bootstrap.clone();
+    if !args.bootstrap.is_empty() {
+        config.start = StartPosition::Snapshot;
+    }
+    let conn = open(&args.checkpoint)?;
     // The client only loads the checkpoint; the replica commits it with each window.
-    let store = Arc::new(SqliteCheckpointStore::open(&db, CONSUMER)?.committed_by_consumer());
+    let store =
+        Arc::new(SqliteCheckpointStore::open(&args.checkpoint, CONSUMER)?.committed_by_consumer());
     let client = DatabusClient::new(config, store)?;
+    println!(
+        "replica: relays {:?}, bootstrap {:?}, replica and checkpoint in {}",
+        args.relays,
+        args.bootstrap,
+        args.checkpoint.display()
+    );
     let replica = Arc::new(Replica {
         conn: Arc::new(Mutex::new(conn)),
         pending: Mutex::new(Vec::new()),
+        data_windows: AtomicU64::new(0),
+        max_windows: args.max_windows,
+        stop: shutdown.clone(),
     });
+    Ok(client.run(replica, shutdown).await?)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let db = args.checkpoint.clone();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
-    let summary = client.run(replica.clone(), shutdown).await?;
-    let rows: i64 =
-        replica
-            .conn
-            .lock()
-            .unwrap()
-            .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get(0))?;
+    let summary = run(args, shutdown).await?;
+    let rows: i64 = open(&db)?.query_row("SELECT COUNT(*) FROM rows", [], |r| r.get(0))?;
     println!(
         "{} windows applied; replica holds {rows} rows",
         summary.windows

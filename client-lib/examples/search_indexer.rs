@@ -1,28 +1,62 @@
 //! A search indexer: builds an in-memory inverted index (word -> keys) from the change stream.
 //!
 //! ```text
-//! cargo run -p databus-client --example search_indexer -- http://127.0.0.1:11000 [more relays...]
+//! databus quickstart --keep-running      # in another terminal: MariaDB, relay, bootstrap, a workload
+//! cargo run -p databus-client --example search_indexer -- \
+//!     --relay http://127.0.0.1:11140 --bootstrap http://127.0.0.1:7100 \
+//!     --checkpoint search_indexer.checkpoint.json
 //! ```
 //!
 //! Every text column of every row is split into lowercase words; an upsert re-indexes its key, a
-//! delete removes it. Runs with 4 workers (per-key order is what an index needs); prints the index
-//! size every 1000 windows and on Ctrl-C. Checkpoints go to `search_indexer.checkpoint.json`.
+//! delete removes it. Runs with 4 workers (per-key order is what an index needs); prints each window's
+//! changes and the index size, and a search for `--query` at the end (Ctrl-C, or `--max-windows`).
+//! The index lives in memory: a restarted indexer resumes from its checkpoint and so holds only rows
+//! changed since (a real one stores its index with the checkpoint); delete the checkpoint file to
+//! rebuild from the relay's oldest window, or from a snapshot when a bootstrap server is given.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use clap::Parser;
 use databus_client::{
     ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
-    WindowInfo,
+    RunSummary, StartPosition, WindowInfo,
 };
 use databus_core::{Checkpoint, Key, SourceId};
 use tokio_util::sync::CancellationToken;
 
-type DocId = (SourceId, Key);
+/// Command-line arguments.
+#[derive(Debug, Clone, Parser)]
+#[command(about = "Builds an in-memory inverted index from a databus change stream")]
+pub struct Args {
+    /// Relay base URL; repeat the flag for failover between relays.
+    #[arg(long = "relay", default_value = "http://127.0.0.1:11140")]
+    pub relays: Vec<String>,
+    /// Bootstrap server base URL: the index starts from a consistent snapshot of it.
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<String>,
+    /// Checkpoint file (delete it to rebuild the index from the start).
+    #[arg(long, default_value = "search_indexer.checkpoint.json")]
+    pub checkpoint: PathBuf,
+    /// Dispatch workers (events of one key always go to the same one).
+    #[arg(long, default_value_t = 4)]
+    pub workers: usize,
+    /// Stop after this many windows with data events (default: run until Ctrl-C).
+    #[arg(long)]
+    pub max_windows: Option<u64>,
+    /// The word searched for in the summary at the end.
+    #[arg(long, default_value = "ada")]
+    pub query: String,
+}
+
+/// A document: a row, by source and key.
+pub type DocId = (SourceId, Key);
 
 /// The inverted index and the words each document currently has.
-#[derive(Default)]
-struct Index {
+#[derive(Debug, Default)]
+pub struct Index {
     postings: HashMap<String, BTreeSet<DocId>>,
     docs: HashMap<DocId, Vec<String>>,
 }
@@ -50,8 +84,22 @@ impl Index {
         self.docs.insert(doc, words);
     }
 
-    fn search(&self, word: &str) -> usize {
-        self.postings.get(word).map_or(0, BTreeSet::len)
+    /// The documents holding `word`.
+    pub fn search(&self, word: &str) -> Vec<DocId> {
+        self.postings
+            .get(word)
+            .map(|docs| docs.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Each indexed document with its words (sorted, distinct).
+    pub fn documents(&self) -> impl Iterator<Item = (&DocId, &Vec<String>)> {
+        self.docs.iter()
+    }
+
+    /// Distinct words.
+    pub fn words(&self) -> usize {
+        self.postings.len()
     }
 }
 
@@ -68,9 +116,14 @@ fn words(value: &serde_json::Value, out: &mut Vec<String>) {
     }
 }
 
-#[derive(Default)]
-struct Indexer {
-    index: Mutex<Index>,
+/// The consumer: indexes each event on one of the workers.
+#[derive(Debug, Default)]
+pub struct Indexer {
+    /// The index.
+    pub index: Mutex<Index>,
+    data_windows: AtomicU64,
+    max_windows: Option<u64>,
+    stop: CancellationToken,
 }
 
 impl DatabusConsumer for Indexer {
@@ -97,42 +150,88 @@ impl DatabusConsumer for Indexer {
     }
 
     async fn on_end_window(&self, window: &WindowInfo, _: &Checkpoint) -> ConsumerOutcome {
-        if window.scn.get() % 1000 == 0 {
+        if window.events == 0 {
+            return ConsumerOutcome::Success;
+        }
+        let done = self.data_windows.fetch_add(1, Ordering::Relaxed) + 1;
+        {
             let index = self.index.lock().unwrap();
             println!(
-                "window {}: {} words, {} documents",
+                "window {} ({:?}): {} events indexed; {} words, {} documents",
                 window.scn,
-                index.postings.len(),
+                window.phase,
+                window.events,
+                index.words(),
                 index.docs.len()
             );
+        }
+        if self.max_windows.is_some_and(|max| done >= max) {
+            self.stop.cancel();
         }
         ConsumerOutcome::Success
     }
 }
 
+/// Indexes the stream until `shutdown` is cancelled or `--max-windows` data windows are indexed;
+/// returns the index and what the client did.
+pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<(Index, RunSummary)> {
+    let mut config = ClientConfig::with_relays(args.relays.clone());
+    config.bootstrap_servers = args.bootstrap.clone();
+    config.start = if args.bootstrap.is_empty() {
+        StartPosition::Beginning
+    } else {
+        StartPosition::Snapshot
+    };
+    config.workers = args.workers;
+    let store = Arc::new(FileCheckpointStore::new(&args.checkpoint)?);
+    if let Some(cp) = databus_client::CheckpointStore::load(&*store)? {
+        println!(
+            "resuming after SCN {} from {}: the in-memory index holds only rows changed since; \
+             delete the file to rebuild it whole",
+            cp.window_scn,
+            args.checkpoint.display()
+        );
+    }
+    let client = DatabusClient::new(config, store)?;
+    println!(
+        "search_indexer: relays {:?}, bootstrap {:?}, {} workers, checkpoints in {}",
+        args.relays,
+        args.bootstrap,
+        args.workers,
+        args.checkpoint.display()
+    );
+    let indexer = Arc::new(Indexer {
+        max_windows: args.max_windows,
+        stop: shutdown.clone(),
+        ..Indexer::default()
+    });
+    let summary = client.run(indexer.clone(), shutdown).await?;
+    let index = std::mem::take(&mut *indexer.index.lock().unwrap());
+    Ok((index, summary))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let relays: Vec<String> = std::env::args().skip(1).collect();
-    anyhow::ensure!(!relays.is_empty(), "usage: search_indexer <relay url>...");
-    let mut config = ClientConfig::with_relays(relays);
-    config.workers = 4;
-    let store = Arc::new(FileCheckpointStore::new("search_indexer.checkpoint.json")?);
-    let client = DatabusClient::new(config, store)?;
-    let indexer = Arc::new(Indexer::default());
+    let args = Args::parse();
+    let query = args.query.to_lowercase();
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         token.cancel();
     });
-    let summary = client.run(indexer.clone(), shutdown).await?;
-    let index = indexer.index.lock().unwrap();
+    let (index, summary) = run(args, shutdown).await?;
+    let hits = index.search(&query);
     println!(
-        "{} windows, {} events; {} words; documents with \"the\": {}",
+        "{} windows, {} events; {} words, {} documents; {} documents with {query:?}: {:?}",
         summary.windows,
         summary.events,
-        index.postings.len(),
-        index.search("the")
+        index.words(),
+        index.docs.len(),
+        hits.len(),
+        hits.iter()
+            .map(|(source, key)| format!("{source}:{key}"))
+            .collect::<Vec<_>>()
     );
     Ok(())
 }

@@ -19,7 +19,7 @@
 //! checkpoint carries the bootstrap progress, so a crash mid-bootstrap resumes where it was.
 
 use bytes::Bytes;
-use databus_core::{Checkpoint, ConsumptionMode, EventView, SchemaId, Scn};
+use databus_core::{Checkpoint, ConsumptionMode, EventView, Scn};
 
 use crate::fetcher::{Delivery, FetchStop, Fetcher};
 use crate::http::HttpResponse;
@@ -72,9 +72,7 @@ fn parse(resp: HttpResponse, url: &str) -> Result<Result<BootstrapResponse, Rest
 
 /// Snapshot rows of one response as one window (frames checked, schemas collected).
 fn snapshot_window(body: &Bytes, server: &str) -> Result<Option<RawWindow>, ClientError> {
-    let mut events = Vec::new();
-    let mut schema_ids: Vec<SchemaId> = Vec::new();
-    let mut max_scn = Scn::ZERO;
+    let mut window = RawWindow::new(Scn::ZERO);
     let mut offset = 0;
     while offset < body.len() {
         let (view, used) =
@@ -83,24 +81,16 @@ fn snapshot_window(body: &Bytes, server: &str) -> Result<Option<RawWindow>, Clie
                 message: format!("bad snapshot frame at byte {offset}: {e}"),
             })?;
         if !view.opcode().is_control() {
-            if view.schema() != SchemaId::NONE && !schema_ids.contains(&view.schema()) {
-                schema_ids.push(view.schema());
-            }
-            max_scn = max_scn.max(view.scn());
-            events.push(body.slice(offset..offset + used));
+            window.scn = window.scn.max(view.scn());
+            window.push_event(&view, body.slice(offset..offset + used));
         }
         offset += used;
     }
-    if events.is_empty() {
+    if window.events.is_empty() {
         return Ok(None);
     }
-    Ok(Some(RawWindow {
-        scn: max_scn,
-        timestamp_ns: 0,
-        events,
-        bytes: body.len(),
-        schema_ids,
-    }))
+    window.bytes = body.len();
+    Ok(Some(window))
 }
 
 impl Fetcher {

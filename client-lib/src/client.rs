@@ -186,6 +186,8 @@ impl DatabusClient {
             last: start.unwrap_or_else(Checkpoint::beginning),
             unpersisted: 0,
             summary: RunSummary::default(),
+            pool: (self.config.workers > 1)
+                .then(|| WorkerPool::start(&consumer, self.config.workers)),
         };
         let result = match call(consumer.on_start_consumption(), "on_start_consumption").await {
             Ok(()) => dispatcher.run(rx, &shutdown).await,
@@ -197,6 +199,9 @@ impl DatabusClient {
             Ok(()) => dispatcher.flush().await,
             Err(e) => Err(e),
         };
+        if let Some(pool) = dispatcher.pool.take() {
+            pool.stop().await;
+        }
         let _ = call(consumer.on_stop_consumption(), "on_stop_consumption").await;
         result.map(|()| dispatcher.summary)
     }
@@ -213,6 +218,18 @@ impl DatabusClient {
             task,
         })
     }
+}
+
+/// Stores `cp`, on `spawn_blocking` unless the store says it does not block.
+async fn store(store: &Arc<dyn CheckpointStore>, cp: &Checkpoint) -> Result<(), ClientError> {
+    if !store.store_blocks() {
+        return Ok(store.store(cp)?);
+    }
+    let (store, cp) = (store.clone(), cp.clone());
+    tokio::task::spawn_blocking(move || store.store(&cp))
+        .await
+        .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
+    Ok(())
 }
 
 /// A failed callback.
@@ -263,6 +280,8 @@ struct Dispatcher<C> {
     last: Checkpoint,
     unpersisted: u32,
     summary: RunSummary,
+    /// The dispatch workers when `workers > 1`.
+    pool: Option<WorkerPool>,
 }
 
 /// Events that failed in skip mode: `(index in window, reason)`.
@@ -351,11 +370,7 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             tracing::debug!(scn = %cp.window_scn, "consumer declined the checkpoint");
             return Ok(());
         }
-        let store = self.store.clone();
-        let to_store = cp.clone();
-        tokio::task::spawn_blocking(move || store.store(&to_store))
-            .await
-            .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
+        store(&self.store, &cp).await?;
         self.unpersisted = 0;
         self.summary.last_checkpoint = Some(cp);
         Ok(())
@@ -454,7 +469,7 @@ impl<C: DatabusConsumer> Dispatcher<C> {
     /// One attempt at a window. In skip mode, failed event callbacks are collected instead of failing
     /// the window.
     async fn attempt(
-        &self,
+        &mut self,
         window: &Window,
         attempt: u32,
         skip_mode: bool,
@@ -468,78 +483,182 @@ impl<C: DatabusConsumer> Dispatcher<C> {
         };
         let c = &*self.consumer;
         call(c.on_start_window(&info), "on_start_window").await?;
-        let skips = if self.config.workers <= 1 || window.len() < 2 {
-            serial(c, window, skip_mode).await?
-        } else {
-            self.parallel(window, skip_mode).await?
+        let skips = match &mut self.pool {
+            Some(pool) if window.len() >= 2 => Self::parallel(c, pool, window, skip_mode).await?,
+            _ => serial(c, window, skip_mode).await?,
         };
         call(c.on_end_window(&info, window.checkpoint()), "on_end_window").await?;
         Ok(skips)
     }
 
-    async fn parallel(&self, window: &Window, skip_mode: bool) -> Result<Skips, Failure> {
-        let c = &*self.consumer;
-        let workers = NonZeroU32::new(self.config.workers as u32).expect("validated >= 1");
-        let mut sources: Vec<SourceId> = Vec::new();
-        let mut routes: Vec<Vec<u32>> = vec![Vec::new(); workers.get() as usize];
-        for (i, e) in window.events().enumerate() {
-            if !sources.contains(&e.source()) {
-                sources.push(e.source());
-                let schema = e.writer_schema();
-                call(
-                    c.on_start_source(e.source(), schema.as_deref()),
-                    "on_start_source",
-                )
-                .await?;
-            }
-            let w = databus_filters::bucket_of(e.key(), workers) as usize;
-            routes[w].push(i as u32);
+    /// One attempt at a window's events on the workers: worker 0 is this task (it delivers its share
+    /// after handing the others theirs), workers 1.. are the pool's tasks; each gets the indices of
+    /// its keys' events as one batch, and the window waits for every worker's ack (the barrier).
+    async fn parallel(
+        c: &C,
+        pool: &mut WorkerPool,
+        window: &Window,
+        skip_mode: bool,
+    ) -> Result<Skips, Failure> {
+        for &(source, first) in window.sources.iter() {
+            let schema = window.event(first as usize).writer_schema();
+            call(
+                c.on_start_source(source, schema.as_deref()),
+                "on_start_source",
+            )
+            .await?;
         }
-        let mut tasks = Vec::new();
-        for indices in routes.into_iter().filter(|r| !r.is_empty()) {
-            let consumer = self.consumer.clone();
-            let window = window.clone();
-            tasks.push(tokio::spawn(async move {
-                let mut skips = Skips::new();
-                for i in indices {
-                    let event = window.event(i as usize);
-                    match call(consumer.on_event(&event), "on_event").await {
-                        Ok(()) => {}
-                        Err(Failure::Retry(reason)) if skip_mode => {
-                            skips.push((i as usize, reason))
-                        }
-                        Err(f) => return Err(f),
-                    }
-                }
-                Ok(skips)
-            }));
+        let workers = pool.senders.len() + 1;
+        let buckets = NonZeroU32::new(workers as u32).expect("validated >= 1");
+        let mut routes: Vec<Vec<u32>> = vec![Vec::new(); workers];
+        for (i, event) in window.events().enumerate() {
+            routes[databus_filters::bucket_of(event.key(), buckets) as usize].push(i as u32);
         }
-        // The barrier: every worker finishes its events before the window ends.
         let mut first_failure = None;
+        let fail = |f: Failure, first: &mut Option<Failure>| {
+            if matches!(f, Failure::Fatal(_)) || first.is_none() {
+                *first = Some(f);
+            }
+        };
+        let mut routes = routes.into_iter();
+        let own = routes.next().unwrap_or_default();
+        let mut pending = 0;
+        for (worker, indices) in routes.enumerate() {
+            if indices.is_empty() {
+                continue;
+            }
+            let batch = Batch {
+                window: window.clone(),
+                indices,
+                skip_mode,
+            };
+            match pool.senders[worker].send(batch).await {
+                Ok(()) => pending += 1,
+                Err(_) => fail(
+                    Failure::Retry(format!("dispatch worker {} is gone", worker + 1)),
+                    &mut first_failure,
+                ),
+            }
+        }
         let mut skips = Skips::new();
-        for task in tasks {
-            match task.await {
-                Ok(Ok(s)) => skips.extend(s),
-                Ok(Err(f)) => {
-                    if matches!(f, Failure::Fatal(_)) || first_failure.is_none() {
-                        first_failure = Some(f);
-                    }
-                }
-                Err(e) => {
-                    first_failure =
-                        first_failure.or(Some(Failure::Retry(format!("worker task failed: {e}"))))
+        match deliver(c, window, &own, skip_mode).await {
+            Ok(s) => skips.extend(s),
+            Err(f) => fail(f, &mut first_failure),
+        }
+        // The barrier: every worker acknowledges its batch before the window ends.
+        for _ in 0..pending {
+            match pool.acks.recv().await {
+                Some(Ok(s)) => skips.extend(s),
+                Some(Err(f)) => fail(f, &mut first_failure),
+                None => {
+                    fail(
+                        Failure::Retry("every dispatch worker is gone".into()),
+                        &mut first_failure,
+                    );
+                    break;
                 }
             }
         }
         if let Some(f) = first_failure {
             return Err(f);
         }
-        for source in sources {
+        for &(source, _) in window.sources.iter() {
             call(c.on_end_source(source), "on_end_source").await?;
         }
         skips.sort_by_key(|s| s.0);
         Ok(skips)
     }
+}
+
+/// The events of one window that one worker delivers, in commit order.
+struct Batch {
+    window: Window,
+    indices: Vec<u32>,
+    skip_mode: bool,
+}
+
+/// A worker's answer to one [`Batch`].
+type Ack = Result<Skips, Failure>;
+
+/// The dispatch workers 1.. of one consumption run (worker 0 is the dispatching task itself):
+/// spawned once, fed one batch per window each through a bounded channel, answering on a shared ack
+/// channel. Dropping the pool closes the channels; the workers finish their batch and exit.
+struct WorkerPool {
+    senders: Vec<mpsc::Sender<Batch>>,
+    acks: mpsc::Receiver<Ack>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl WorkerPool {
+    /// A pool for `workers` workers in all (`workers - 1` tasks).
+    fn start<C: DatabusConsumer>(consumer: &Arc<C>, workers: usize) -> WorkerPool {
+        let tasks_wanted = workers.saturating_sub(1).max(1);
+        // One batch in flight per worker (the window barrier) plus one ack each.
+        let (ack_tx, acks) = mpsc::channel(tasks_wanted);
+        let mut senders = Vec::with_capacity(tasks_wanted);
+        let mut tasks = Vec::with_capacity(tasks_wanted);
+        for _ in 0..tasks_wanted {
+            let (tx, rx) = mpsc::channel(1);
+            senders.push(tx);
+            tasks.push(tokio::spawn(work(consumer.clone(), rx, ack_tx.clone())));
+        }
+        WorkerPool {
+            senders,
+            acks,
+            tasks,
+        }
+    }
+
+    /// Closes the workers' channels and waits for them to exit.
+    async fn stop(self) {
+        drop(self.senders);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A worker: delivers each batch's events in order and acks it.
+async fn work<C: DatabusConsumer>(
+    consumer: Arc<C>,
+    mut batches: mpsc::Receiver<Batch>,
+    acks: mpsc::Sender<Ack>,
+) {
+    while let Some(batch) = batches.recv().await {
+        // Callback panics are caught by `call`; this catches anything else, so a batch is always acked.
+        let ack = AssertUnwindSafe(deliver(
+            &*consumer,
+            &batch.window,
+            &batch.indices,
+            batch.skip_mode,
+        ))
+        .catch_unwind()
+        .await
+        .unwrap_or_else(|_| Err(Failure::Retry("dispatch worker panicked".into())));
+        drop(batch);
+        if acks.send(ack).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Delivers the events `indices` of `window`, in order (one worker's share of a window).
+async fn deliver<C: DatabusConsumer>(
+    c: &C,
+    window: &Window,
+    indices: &[u32],
+    skip_mode: bool,
+) -> Result<Skips, Failure> {
+    let mut skips = Skips::new();
+    for &i in indices {
+        let event = window.event(i as usize);
+        match call(c.on_event(&event), "on_event").await {
+            Ok(()) => {}
+            Err(Failure::Retry(reason)) if skip_mode => skips.push((i as usize, reason)),
+            Err(f) => return Err(f),
+        }
+    }
+    Ok(skips)
 }
 
 async fn serial<C: DatabusConsumer>(
@@ -592,12 +711,7 @@ impl std::fmt::Debug for WindowStream {
 impl WindowStream {
     /// Persists `window`'s checkpoint: it and everything before it are consumed.
     pub async fn commit(&self, window: &Window) -> Result<(), ClientError> {
-        let store = self.store.clone();
-        let cp = window.checkpoint().clone();
-        tokio::task::spawn_blocking(move || store.store(&cp))
-            .await
-            .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
-        Ok(())
+        store(&self.store, window.checkpoint()).await
     }
 }
 

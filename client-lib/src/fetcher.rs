@@ -178,6 +178,7 @@ impl Fetcher {
             phase,
             events: raw.events.into(),
             bytes: raw.bytes,
+            sources: raw.sources.into(),
             checkpoint,
             schemas: self.schemas.clone(),
         };

@@ -3,6 +3,9 @@
 //! Invariants: a [`Window`] is whole (every event the filter lets through, then its end marker);
 //! windows come in strictly increasing SCN order; a response that ends in the middle of a window is
 //! held by the [`Assembler`] until the rest of the window arrives.
+//!
+//! Every frame is parsed and checksummed once, by the assembler (or the snapshot reader); consumers'
+//! views re-read only the frame header ([`EventView::parse_verified`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -81,6 +84,8 @@ pub struct Window {
     pub(crate) phase: Phase,
     pub(crate) events: Arc<[Bytes]>,
     pub(crate) bytes: usize,
+    /// Each source of the window with the index of its first event, in order of first appearance.
+    pub(crate) sources: Arc<[(SourceId, u32)]>,
     pub(crate) checkpoint: Checkpoint,
     pub(crate) schemas: Arc<SchemaCache>,
 }
@@ -161,8 +166,8 @@ pub struct DataEvent<'a> {
 
 impl<'a> DataEvent<'a> {
     fn new(frame: &'a [u8], phase: Phase, schemas: &'a SchemaCache) -> Self {
-        // The assembler parsed (and checksummed) every frame it kept.
-        let (view, _) = EventView::parse(frame).expect("frames are validated by the assembler");
+        // The assembler parsed (and checksummed) every frame it kept; only its header is read again.
+        let view = EventView::parse_verified(frame).expect("frames are validated by the assembler");
         DataEvent {
             view,
             phase,
@@ -274,6 +279,34 @@ pub(crate) struct RawWindow {
     pub(crate) bytes: usize,
     /// Distinct writer schemas of the events.
     pub(crate) schema_ids: Vec<SchemaId>,
+    /// Distinct sources with the index of their first event.
+    pub(crate) sources: Vec<(SourceId, u32)>,
+}
+
+impl RawWindow {
+    pub(crate) fn new(scn: Scn) -> Self {
+        RawWindow {
+            scn,
+            timestamp_ns: 0,
+            events: Vec::new(),
+            bytes: 0,
+            schema_ids: Vec::new(),
+            sources: Vec::new(),
+        }
+    }
+
+    /// Adds a data event: `frame` holds exactly the frame `view` was parsed (and verified) from.
+    pub(crate) fn push_event(&mut self, view: &EventView<'_>, frame: Bytes) {
+        let schema = view.schema();
+        if schema != SchemaId::NONE && !self.schema_ids.contains(&schema) {
+            self.schema_ids.push(schema);
+        }
+        let source = view.source();
+        if !self.sources.iter().any(|s| s.0 == source) {
+            self.sources.push((source, self.events.len() as u32));
+        }
+        self.events.push(frame);
+    }
 }
 
 /// Turns response bodies into whole windows, holding a window split across responses.
@@ -328,13 +361,7 @@ impl Assembler {
                             self.last.unwrap_or_default()
                         )));
                     }
-                    self.open = Some(RawWindow {
-                        scn,
-                        timestamp_ns: 0,
-                        events: Vec::new(),
-                        bytes: 0,
-                        schema_ids: Vec::new(),
-                    });
+                    self.open = Some(RawWindow::new(scn));
                 }
             }
             let open = self.open.as_mut().expect("opened above");
@@ -344,11 +371,7 @@ impl Assembler {
                 self.last = Some(scn);
                 out.push(self.open.take().expect("open"));
             } else {
-                let schema = view.schema();
-                if schema != SchemaId::NONE && !open.schema_ids.contains(&schema) {
-                    open.schema_ids.push(schema);
-                }
-                open.events.push(frame);
+                open.push_event(&view, frame);
             }
         }
         Ok(out)

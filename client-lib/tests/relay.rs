@@ -778,3 +778,100 @@ async fn events_larger_than_a_response_arrive_and_oversized_ones_are_a_clear_err
     assert!(err.to_string().contains("raise buffer_bytes"), "{err}");
     relay.stop().await;
 }
+
+/// A consumer whose `slow` key blocks until released.
+struct SlowKey {
+    slow: i64,
+    release: tokio::sync::Semaphore,
+    fast_seen: std::sync::Mutex<Vec<i64>>,
+    slow_done: std::sync::atomic::AtomicBool,
+    ended: std::sync::Mutex<Vec<u64>>,
+}
+
+impl databus_client::DatabusConsumer for SlowKey {
+    async fn on_event(&self, event: &databus_client::DataEvent<'_>) -> ConsumerOutcome {
+        let databus_core::KeyRef::Int(key) = event.key() else {
+            return ConsumerOutcome::Fatal;
+        };
+        if key == self.slow {
+            match tokio::time::timeout(Duration::from_secs(20), self.release.acquire()).await {
+                Ok(Ok(_)) => self.slow_done.store(true, Ordering::SeqCst),
+                _ => return ConsumerOutcome::Fatal,
+            }
+        } else {
+            self.fast_seen.lock().unwrap().push(key);
+        }
+        ConsumerOutcome::Success
+    }
+
+    async fn on_end_window(
+        &self,
+        window: &databus_client::WindowInfo,
+        _: &Checkpoint,
+    ) -> ConsumerOutcome {
+        assert!(
+            self.slow_done.load(Ordering::SeqCst),
+            "window {} ended before its slow event",
+            window.scn
+        );
+        self.ended.lock().unwrap().push(window.scn.get());
+        ConsumerOutcome::Success
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_key_on_one_worker_does_not_block_another_but_holds_the_checkpoint() {
+    let buckets = std::num::NonZeroU32::new(2).unwrap();
+    let bucket = |k: i64| databus_filters::bucket_of(databus_core::KeyRef::Int(k), buckets);
+    let slow = 1;
+    let fast: Vec<i64> = (2..100)
+        .filter(|&k| bucket(k) != bucket(slow))
+        .take(3)
+        .collect();
+    let mut relay = TestRelay::start(1 << 20).await;
+    // Window 1: the slow key first, then two keys of the other worker; window 2: another fast key.
+    relay.window(1, &[(1, slow, 1), (1, fast[0], 1), (1, fast[1], 1)]);
+    relay.window(2, &[(1, fast[2], 2)]);
+    let mut config = fast_config(&[relay.url()]);
+    config.workers = 2;
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let client = DatabusClient::new(config, store.clone()).unwrap();
+    let consumer = Arc::new(SlowKey {
+        slow,
+        release: tokio::sync::Semaphore::new(0),
+        fast_seen: Default::default(),
+        slow_done: Default::default(),
+        ended: Default::default(),
+    });
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (client, consumer, token) = (client.clone(), consumer.clone(), shutdown.clone());
+        tokio::spawn(async move { client.run(consumer, token).await })
+    };
+    // The other worker delivers its events of window 1 while the slow key's worker is stuck.
+    wait_until("the fast keys of window 1", || {
+        consumer.fast_seen.lock().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(*consumer.fast_seen.lock().unwrap(), fast[..2].to_vec());
+    // The window does not end, nothing is checkpointed, the next window waits (the barrier).
+    assert!(consumer.ended.lock().unwrap().is_empty());
+    assert_eq!(store.load().unwrap(), None);
+    assert!(!consumer.slow_done.load(Ordering::SeqCst));
+    consumer.release.add_permits(1);
+    wait_until("window 2", || consumer.ended.lock().unwrap().len() == 2).await;
+    assert_eq!(*consumer.ended.lock().unwrap(), vec![1, 2]);
+    assert_eq!(*consumer.fast_seen.lock().unwrap(), fast);
+    wait_until("checkpoint of window 2", || {
+        store.load().unwrap() == Some(Checkpoint::after(Scn::new(2)))
+    })
+    .await;
+    shutdown.cancel();
+    let summary = tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("client stops")
+        .unwrap()
+        .unwrap();
+    assert_eq!((summary.windows, summary.events), (2, 4));
+    relay.stop().await;
+}

@@ -32,4 +32,8 @@ impl CheckpointStore for MemoryCheckpointStore {
         *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(checkpoint.clone());
         Ok(())
     }
+
+    fn store_blocks(&self) -> bool {
+        false
+    }
 }

@@ -50,6 +50,13 @@ pub trait CheckpointStore: Send + Sync {
 
     /// Durably stores `checkpoint`; when this returns `Ok`, a crash cannot lose it.
     fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError>;
+
+    /// Whether [`store`](Self::store) may block (file I/O, fsync, a database): the client then calls
+    /// it on `spawn_blocking`. A store that only touches memory returns `false` and is called inline
+    /// (a thread hand-off per window costs more than such a store).
+    fn store_blocks(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

@@ -135,4 +135,9 @@ impl CheckpointStore for SqliteCheckpointStore {
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         Self::store_in(&conn, &self.consumer, checkpoint).map_err(|e| sql_err(&self.path, e))
     }
+
+    fn store_blocks(&self) -> bool {
+        // Committed by the consumer: storing does nothing.
+        !self.external
+    }
 }

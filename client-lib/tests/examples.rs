@@ -1,0 +1,447 @@
+//! The three examples (`client-lib/examples`) against a quickstart-like setup: a real MariaDB
+//! (testkit) with the quickstart's two tables, a whole relay capturing it over loopback HTTP, and a
+//! workload of insert/update/delete transactions. Each example's code is included as a module and run
+//! through its `run(args, shutdown)` for exactly the workload's windows (`--max-windows`); its end
+//! state is compared with the source database.
+//!
+//! The relay starts at the source's position when it starts (after the schema was created, as in the
+//! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; each example is
+//! given a checkpoint (`--checkpoint`) at that position, which is also what a restarted example
+//! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
+//! server's snapshot instead, and the invalidator from "now".)
+
+#[path = "../examples/cache_invalidator.rs"]
+#[allow(dead_code)]
+mod cache_invalidator;
+#[path = "../examples/replica.rs"]
+#[allow(dead_code)]
+mod replica;
+#[path = "../examples/search_indexer.rs"]
+#[allow(dead_code)]
+mod search_indexer;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use clap::Parser;
+use databus_core::{Key, SourceId};
+use databus_relay::RelayConfig;
+use databus_testkit::{MariaDb, MariaDbOptions};
+use serde_json::Value;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const CUSTOMERS: u16 = 1;
+const ORDERS: u16 = 2;
+
+struct Setup {
+    db: MariaDb,
+    relay: String,
+    stop_relay: CancellationToken,
+    relay_task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
+    /// `(source, key)` of every row change, in commit order.
+    changes: Vec<(u16, i64)>,
+    /// Transactions written (= windows with data events).
+    transactions: u64,
+    /// The position the relay started at (before the workload).
+    start: databus_core::Checkpoint,
+    dir: tempfile::TempDir,
+}
+
+async fn start_relay(
+    db: &MariaDb,
+    dir: &Path,
+) -> (
+    SocketAddr,
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
+) {
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, "pw\n").unwrap();
+    let text = format!(
+        r#"
+state_dir = {state:?}
+[[sources]]
+name = "shop"
+url = "mysql://databus@127.0.0.1:{port}/?prefer_socket=false"
+password_file = {pw:?}
+server_id = 4344
+buffer_size = "8MiB"
+tables = [
+    {{ id = 1, name = "customers", table = "shop.customers" }},
+    {{ id = 2, name = "orders", table = "shop.orders" }},
+]
+"#,
+        port = db.port(),
+        state = dir.join("relay-state").display().to_string(),
+        pw = password_file.display().to_string(),
+    );
+    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(databus_relay::run_with(
+        config,
+        listener,
+        None,
+        stop.clone(),
+    ));
+    (addr, stop, task)
+}
+
+/// Waits until the relay's ingest streams (`/v1/status`).
+async fn wait_streaming(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET /v1/status HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        sock.read_to_string(&mut raw).await.unwrap();
+        if raw.contains(r#""state":"streaming""#) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "relay never streamed: {raw}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+const CITIES: &[&str] = &["Paris", "Oslo", "Lima", "Kyoto"];
+const NAMES: &[&str] = &[
+    "Ada Lovelace",
+    "Grace Hopper",
+    "Radia Perlman",
+    "Ken Thompson",
+];
+
+/// MariaDB with the quickstart's tables, a relay capturing them, and the workload written.
+async fn setup() -> Setup {
+    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, \
+         city VARCHAR(64) NOT NULL)",
+        "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer_id INT NOT NULL, \
+         item VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL)",
+    ])
+    .await
+    .unwrap();
+    db.create_user_with_grants("databus", "pw").await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, stop_relay, relay_task) = start_relay(&db, dir.path()).await;
+    // The relay starts at the source's current position: write only once it streams.
+    wait_streaming(addr).await;
+    let pos = db.gtid_binlog_pos().await.unwrap();
+    let seq: u64 = pos.rsplit('-').next().unwrap().parse().unwrap();
+    let start = databus_core::Checkpoint::after(databus_core::Scn::new(seq));
+
+    let mut changes = Vec::new();
+    let mut transactions = 0;
+    for i in 1..=24i64 {
+        let mut stmts = Vec::new();
+        if i % 3 == 1 {
+            let c = (i + 2) / 3;
+            let name = NAMES[(c as usize - 1) % NAMES.len()];
+            let city = CITIES[(c as usize - 1) % CITIES.len()];
+            stmts.push(format!(
+                "INSERT INTO shop.customers VALUES ({c}, '{name}', '{city}')"
+            ));
+            changes.push((CUSTOMERS, c));
+        }
+        stmts.push(format!(
+            "INSERT INTO shop.orders VALUES ({i}, {}, 'blue widget number {i}', 'new')",
+            1 + i % 3
+        ));
+        changes.push((ORDERS, i));
+        if i % 4 == 0 {
+            // Two rows in one transaction: one window, two events in statement order.
+            stmts.push(format!(
+                "UPDATE shop.orders SET status = 'shipped', item = 'red gadget' WHERE id = {}",
+                i - 1
+            ));
+            stmts.push(format!(
+                "UPDATE shop.orders SET status = 'paid' WHERE id = {i}"
+            ));
+            changes.push((ORDERS, i - 1));
+            changes.push((ORDERS, i));
+        }
+        if i % 5 == 0 {
+            stmts.push(format!(
+                "UPDATE shop.customers SET city = 'New {}' WHERE id = 1",
+                CITIES[i as usize % CITIES.len()]
+            ));
+            changes.push((CUSTOMERS, 1));
+        }
+        let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
+        db.exec_tx(&refs).await.unwrap();
+        transactions += 1;
+        if i % 7 == 0 {
+            db.exec_tx(&[&format!("DELETE FROM shop.orders WHERE id = {}", i - 2)])
+                .await
+                .unwrap();
+            changes.push((ORDERS, i - 2));
+            transactions += 1;
+        }
+    }
+    Setup {
+        db,
+        relay: format!("http://{addr}"),
+        stop_relay,
+        relay_task,
+        changes,
+        transactions,
+        start,
+        dir,
+    }
+}
+
+impl Setup {
+    /// The source's rows: `(source, id)` -> the row as JSON (every column).
+    async fn source_rows(&self) -> BTreeMap<(u16, i64), Value> {
+        let mut rows = BTreeMap::new();
+        for (source, sql) in [
+            (
+                CUSTOMERS,
+                "SELECT JSON_ARRAYAGG(JSON_OBJECT('id', id, 'name', name, 'city', city)) \
+                 FROM shop.customers",
+            ),
+            (
+                ORDERS,
+                "SELECT JSON_ARRAYAGG(JSON_OBJECT('id', id, 'customer_id', customer_id, \
+                 'item', item, 'status', status)) FROM shop.orders",
+            ),
+        ] {
+            let text = self.db.query_string(sql).await.unwrap().unwrap();
+            let Value::Array(items) = serde_json::from_str(&text).unwrap() else {
+                panic!("not an array: {text}");
+            };
+            for item in items {
+                rows.insert((source, item["id"].as_i64().unwrap()), item);
+            }
+        }
+        rows
+    }
+
+    async fn stop(self) {
+        self.stop_relay.cancel();
+        self.relay_task.await.unwrap().unwrap();
+    }
+}
+
+/// The words the indexer takes from a row: every text column, split on non-alphanumerics.
+fn words(row: &Value) -> Vec<String> {
+    let mut out: Vec<String> = row
+        .as_object()
+        .unwrap()
+        .values()
+        .filter_map(Value::as_str)
+        .flat_map(|s| {
+            s.split(|c: char| !c.is_alphanumeric())
+                .filter(|w| !w.is_empty())
+                .map(str::to_lowercase)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(120), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish in time"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup() {
+    let setup = setup().await;
+    let source = setup.source_rows().await;
+    let windows = setup.transactions.to_string();
+    let dir = setup.dir.path();
+    assert!(source.len() > 20, "{source:?}");
+    let seed_file = |name: &str| {
+        let path = dir.join(name);
+        let store = databus_client::FileCheckpointStore::new(&path).unwrap();
+        databus_client::CheckpointStore::store(&store, &setup.start).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    // search_indexer: the index holds exactly the live rows' words.
+    let args = search_indexer::Args::parse_from([
+        "search_indexer",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        &seed_file("indexer.json"),
+        "--max-windows",
+        &windows,
+    ]);
+    assert_eq!(args.workers, 4);
+    let (index, summary) = bounded(
+        "search_indexer",
+        search_indexer::run(args, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let got: BTreeMap<(u16, i64), Vec<String>> = index
+        .documents()
+        .map(|((s, k), w)| {
+            let Key::Int(k) = k else { panic!("{k:?}") };
+            ((s.get(), *k), w.clone())
+        })
+        .collect();
+    let want: BTreeMap<(u16, i64), Vec<String>> =
+        source.iter().map(|(k, row)| (*k, words(row))).collect();
+    assert_eq!(got, want);
+    let ada: BTreeSet<(u16, i64)> = index
+        .search("ada")
+        .into_iter()
+        .map(|(s, k)| (s.get(), if let Key::Int(k) = k { k } else { -1 }))
+        .collect();
+    let want_ada: BTreeSet<(u16, i64)> = source
+        .iter()
+        .filter(|(_, row)| words(row).contains(&"ada".to_owned()))
+        .map(|(k, _)| *k)
+        .collect();
+    assert!(!want_ada.is_empty());
+    assert_eq!(ada, want_ada);
+    assert_eq!(summary.events, setup.changes.len() as u64, "{summary:?}");
+
+    // cache_invalidator: every change invalidated, in commit order; untouched keys still cached.
+    let args = cache_invalidator::Args::parse_from([
+        "cache_invalidator",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        &seed_file("invalidator.json"),
+        "--preload",
+        "30",
+        "--max-windows",
+        &windows,
+    ]);
+    let (invalidator, summary) = bounded(
+        "cache_invalidator",
+        cache_invalidator::run(args, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let log = invalidator.log.lock().unwrap().clone();
+    let keys: Vec<(u16, i64)> = log
+        .iter()
+        .map(|((s, k), _)| (s.get(), if let Key::Int(k) = k { *k } else { -1 }))
+        .collect();
+    assert_eq!(keys, setup.changes, "invalidations in commit order");
+    assert!(
+        log.windows(2).all(|w| w[0].1 <= w[1].1),
+        "SCNs never go back"
+    );
+    let changed: BTreeSet<(u16, i64)> = setup.changes.iter().copied().collect();
+    {
+        let cache = invalidator.cache.lock().unwrap();
+        for source_id in [CUSTOMERS, ORDERS] {
+            for id in 1..=30 {
+                let key = (SourceId::new(source_id), Key::Int(id));
+                assert_eq!(
+                    cache.contains(&key),
+                    !changed.contains(&(source_id, id)),
+                    "{key:?}"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        invalidator.hits.load(Ordering::Relaxed),
+        changed.iter().filter(|(_, id)| *id <= 30).count() as u64
+    );
+    assert_eq!(summary.events, setup.changes.len() as u64);
+
+    // replica: the SQLite replica equals the source, and its checkpoint is the last window.
+    let db_path = dir.join("replica.sqlite");
+    {
+        let mut conn = replica::open(&db_path).unwrap();
+        let tx = conn.transaction().unwrap();
+        databus_client::checkpoint::SqliteCheckpointStore::store_in(&tx, "replica", &setup.start)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let args = replica::Args::parse_from([
+        "replica",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        db_path.to_str().unwrap(),
+        "--max-windows",
+        &windows,
+    ]);
+    let summary = bounded("replica", replica::run(args, CancellationToken::new()))
+        .await
+        .unwrap();
+    let conn = replica::open(&db_path).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT source, key, json FROM rows ORDER BY source, key")
+        .unwrap();
+    let got: BTreeMap<(u16, i64), Value> = stmt
+        .query_map([], |r| {
+            Ok((
+                (r.get::<_, u16>(0)?, r.get::<_, String>(1)?),
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .unwrap()
+        .map(|r| {
+            let ((source, key), json) = r.unwrap();
+            (
+                (source, key.parse().unwrap()),
+                serde_json::from_str(&json).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, source);
+    let stored =
+        databus_client::checkpoint::SqliteCheckpointStore::open(&db_path, "replica").unwrap();
+    let cp = databus_client::CheckpointStore::load(&stored).unwrap();
+    assert_eq!(cp, summary.last_checkpoint);
+    assert!(cp.is_some());
+    drop(stmt);
+    drop(conn);
+
+    // Run again: the replica resumes after its checkpoint and applies nothing twice.
+    db_write_one_more(&setup).await;
+    let args = replica::Args::parse_from([
+        "replica",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        db_path.to_str().unwrap(),
+        "--max-windows",
+        "1",
+    ]);
+    let again = bounded(
+        "replica again",
+        replica::run(args, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(again.events, 1, "{again:?}");
+    let source = setup.source_rows().await;
+    let count: i64 = replica::open(&db_path)
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM rows", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(count as usize, source.len());
+    setup.stop().await;
+}
+
+async fn db_write_one_more(setup: &Setup) {
+    setup
+        .db
+        .exec_tx(&["INSERT INTO shop.customers VALUES (99, 'Late Comer', 'Bergen')"])
+        .await
+        .unwrap();
+}
