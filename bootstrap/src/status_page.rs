@@ -18,7 +18,9 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use databus_core::Scn;
-use warp::http::{HeaderValue, StatusCode, header};
+use databus_http::html::{escape, page_response};
+use databus_http::human;
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -43,15 +45,15 @@ pub fn route(
         .then(|svc: Arc<BootstrapService>| async move {
             let page = tokio::task::spawn_blocking(move || render(&svc, now_ns())).await;
             match page {
-                Ok(Ok(html)) => html_response(StatusCode::OK, html),
-                Ok(Err(e)) => html_response(
+                Ok(Ok(html)) => page_response(StatusCode::OK, html),
+                Ok(Err(e)) => page_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
                         "<!DOCTYPE html><html><body><p>cannot read the bootstrap store: {}</p></body></html>",
                         escape(&e.to_string())
                     ),
                 ),
-                Err(e) => html_response(
+                Err(e) => page_response(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!(
                         "<!DOCTYPE html><html><body><p>status task failed: {}</p></body></html>",
@@ -68,62 +70,8 @@ fn now_ns() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-fn html_response(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(body.into());
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 fn opt(v: Option<Scn>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| v.to_string())
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-fn human_duration_ns(ns: u64) -> String {
-    let ms = ns / 1_000_000;
-    match ms {
-        0..1000 => format!("{ms} ms"),
-        1000..120_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        120_000..7_200_000 => format!("{} min", ms / 60_000),
-        7_200_000..172_800_000 => format!("{} h", ms / 3_600_000),
-        _ => format!("{} days", ms / 86_400_000),
-    }
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -181,7 +129,7 @@ fn render(svc: &BootstrapService, now: u64) -> Result<String, BootstrapError> {
         (Some(first), Some(last)) => format!("{first}..={last}"),
         _ => "empty".to_owned(),
     };
-    let age = |ts: u64| human_duration_ns(now.saturating_sub(ts));
+    let age = |ts: u64| human::duration_ns(now.saturating_sub(ts));
     let _ = write!(
         out,
         "<h2>Log</h2><table id=\"log\">\
@@ -196,7 +144,7 @@ fn render(svc: &BootstrapService, now: u64) -> Result<String, BootstrapError> {
         floor = opt(log.floor_scn),
         windows = log.windows,
         events = log.events,
-        bytes = human_bytes(log.bytes),
+        bytes = human::bytes(log.bytes),
         oldest = oldest.map_or_else(
             || "–".to_owned(),
             |w| format!("{} ago", age(w.timestamp_ns))

@@ -37,28 +37,9 @@ fn opt(v: &Value) -> String {
     }
 }
 
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
 fn lag(ms: &Value) -> String {
-    match ms.as_u64() {
-        None => "-".to_owned(),
-        Some(ms) if ms < 1000 => format!("{ms} ms"),
-        Some(ms) if ms < 120_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        Some(ms) => format!("{} min", ms / 60_000),
-    }
+    ms.as_u64()
+        .map_or_else(|| "-".to_owned(), databus_http::human::duration_ms)
 }
 
 /// Renders the status for a terminal.
@@ -91,8 +72,8 @@ pub fn render(relay: &RelayUrl, status: &Value, sources: &Value) -> String {
             "  held        {} events in {} windows, {} of {} ({pct:.1}%)",
             opt(&b["events"]),
             opt(&b["windows"]),
-            bytes(used),
-            bytes(cap)
+            databus_http::human::bytes(used),
+            databus_http::human::bytes(cap)
         );
         let _ = writeln!(out, "  ingest lag  {}", lag(&b["ingest_lag_ms"]));
         let _ = writeln!(out, "  long polls  {} waiting", opt(&b["waiting_readers"]));

@@ -8,6 +8,8 @@
 //!   optional bearer-token authentication in front of every route (`/health` always open, `/metrics`
 //!   configurable), and graceful draining on shutdown. Configured by [`server::TlsConfig`] and
 //!   [`server::AuthConfig`], validated into [`server::ServerSecurity`].
+//! - [`html`] (feature `server`) and [`human`]: what the HTML status pages and `databus status` share
+//!   (escaping, password redaction, human-readable sizes and durations).
 //! - [`Token`]: a bearer token that never prints (`Debug` and `Display` show `***`).
 //!
 //! Errors are one enum, [`HttpError`], classified by [`HttpError::is_transient`]: a refused connection
@@ -32,6 +34,9 @@
 
 pub mod client;
 mod error;
+#[cfg(feature = "server")]
+pub mod html;
+pub mod human;
 #[cfg(feature = "server")]
 pub mod server;
 mod tls;

@@ -20,7 +20,9 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use warp::http::{HeaderValue, header};
+use databus_http::html::{escape, page_response, show};
+use databus_http::human;
+use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Filter, Rejection};
 
@@ -55,7 +57,7 @@ pub fn route(
                 r.sample(&svc, now);
                 r.current()
             };
-            html_response(render(&svc, &rates))
+            page_response(StatusCode::OK, render(&svc, &rates))
         })
 }
 
@@ -109,99 +111,8 @@ impl Rates {
     }
 }
 
-fn html_response(body: String) -> Response {
-    let mut response = Response::new(body.into());
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// Replaces the password of every `scheme://user:password@` in `text` by `***`.
-pub fn redact_urls(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
-        out.push_str(head);
-        // The authority ends at the first '/', whitespace or quote; its userinfo at its last '@'.
-        let end = tail
-            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
-            .unwrap_or(tail.len());
-        let authority = &tail[..end];
-        match authority.rfind('@') {
-            Some(at) => {
-                let userinfo = &authority[..at];
-                match userinfo.split_once(':') {
-                    Some((user, _password)) => {
-                        out.push_str(user);
-                        out.push_str(":***");
-                    }
-                    None => out.push_str(userinfo),
-                }
-                out.push_str(&authority[at..]);
-            }
-            None => out.push_str(authority),
-        }
-        rest = &tail[end..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// Escaped, with any URL password redacted: for every value that comes from outside.
-fn show(text: &str) -> String {
-    escape(&redact_urls(text))
-}
-
 fn opt<T: std::fmt::Display>(v: Option<T>) -> String {
     v.map_or_else(|| "–".to_owned(), |v| v.to_string())
-}
-
-/// `1.3 KiB`.
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
-}
-
-/// `850 ms`, `12.5 s`, `3 min`, `2 h`.
-pub fn human_duration_ns(ns: u64) -> String {
-    let ms = ns / 1_000_000;
-    match ms {
-        0..1000 => format!("{ms} ms"),
-        1000..120_000 => format!("{:.1} s", ms as f64 / 1000.0),
-        120_000..7_200_000 => format!("{} min", ms / 60_000),
-        _ => format!("{} h", ms / 3_600_000),
-    }
 }
 
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:1.5em;color:#222}\
@@ -259,10 +170,10 @@ fn render(svc: &RelayService, rates: &BTreeMap<String, Rate>) -> String {
         };
         let lag = ingest
             .last_timestamp_ns
-            .map(|ts| human_duration_ns(now.saturating_sub(ts)));
+            .map(|ts| human::duration_ns(now.saturating_sub(ts)));
         let written = ingest
             .last_write_ns
-            .map(|ts| format!("{} ago", human_duration_ns(now.saturating_sub(ts))));
+            .map(|ts| format!("{} ago", human::duration_ns(now.saturating_sub(ts))));
         let rate = rates.get(&source.name).map_or_else(
             || "–".to_owned(),
             |r| {
@@ -288,8 +199,8 @@ fn render(svc: &RelayService, rates: &BTreeMap<String, Rate>) -> String {
             prev = opt(prev),
             windows = stats.windows_held,
             events = stats.events_held,
-            held = human_bytes(stats.bytes_held),
-            cap = human_bytes(stats.capacity_bytes),
+            held = human::bytes(stats.bytes_held),
+            cap = human::bytes(stats.capacity_bytes),
             lag = opt(lag),
             written = opt(written),
             waiting = source.buffer.waiting_readers(),
@@ -328,23 +239,6 @@ fn render(svc: &RelayService, rates: &BTreeMap<String, Rate>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn escapes_and_redacts() {
-        assert_eq!(
-            escape("<b a=\"x\">&'</b>"),
-            "&lt;b a=&quot;x&quot;&gt;&amp;&#39;&lt;/b&gt;"
-        );
-        assert_eq!(
-            redact_urls("cannot connect to mysql://repl:s3cret@db:3306/shop: refused"),
-            "cannot connect to mysql://repl:***@db:3306/shop: refused"
-        );
-        assert_eq!(
-            redact_urls("http://host:1/x and mysql://u@h/ and a://p:q@r"),
-            "http://host:1/x and mysql://u@h/ and a://p:***@r"
-        );
-        assert_eq!(redact_urls("no url"), "no url");
-    }
 
     #[tokio::test]
     async fn page_shows_the_buffer_escaped_and_redacted() {
@@ -435,14 +329,5 @@ mod tests {
         assert!((shop.windows_per_sec - 5.0).abs() < 1e-9, "{shop:?}");
         assert!((shop.events_per_sec - 100.0).abs() < 1e-9, "{shop:?}");
         assert!(!current.contains_key("idle"));
-    }
-
-    #[test]
-    fn human_units() {
-        assert_eq!(human_bytes(1344), "1.3 KiB");
-        assert_eq!(human_bytes(12), "12 B");
-        assert_eq!(human_duration_ns(850_000_000), "850 ms");
-        assert_eq!(human_duration_ns(12_500_000_000), "12.5 s");
-        assert_eq!(human_duration_ns(600_000_000_000), "10 min");
     }
 }
