@@ -30,6 +30,7 @@
 
 mod checks;
 mod config;
+mod rows;
 mod schema;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -47,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 pub use self::checks::{CheckOutcome, SourceCheck};
 use self::config::Validated;
 pub use self::config::{MySqlConfig, ReconnectConfig};
+use self::rows::Reader;
 use self::schema::{Charsets, TableInfo};
 use crate::ConnectorError;
 use crate::source::{
@@ -727,9 +729,6 @@ impl MySqlConnector {
             Some((_, TableEntry::Captured(info))) => Arc::clone(info),
             None => return Err(undecodable(format!("no table map for table id {table_id}"))),
         };
-        let Some(tme) = live.stream.get_tme(table_id) else {
-            return Err(undecodable(format!("no table map for table id {table_id}")));
-        };
         let Some(txn) = live.txn.as_mut() else {
             return Err(undecodable("rows event outside a transaction".into()));
         };
@@ -770,10 +769,31 @@ impl MySqlConnector {
                 setting: "max_transaction_bytes",
             });
         }
-        for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| undecodable(format!("bad row data: {e}")))?;
-            let before = before.map(|r| info.convert_row(r.unwrap())).transpose()?;
-            let after = after.map(|r| info.convert_row(r.unwrap())).transpose()?;
+        // Every column in every image (binlog_row_image=FULL): the decoder reads whole rows.
+        let columns = info.codecs.len();
+        let (before_cols, after_cols) = (rows.columns_before_image(), rows.columns_after_image());
+        if rows.num_columns() != columns as u64
+            || before_cols.is_some_and(|c| !c.all())
+            || after_cols.is_some_and(|c| !c.all())
+        {
+            return Err(info.err(
+                0,
+                format!(
+                    "the rows event carries {} of the table's {columns} columns or not all of them in \
+                     each image; set binlog_row_image=FULL on the source",
+                    rows.num_columns()
+                ),
+            ));
+        }
+        let (has_before, has_after) = (before_cols.is_some(), after_cols.is_some());
+        let mut reader = Reader::new(rows.rows_data());
+        while !reader.is_empty() {
+            let before = has_before
+                .then(|| info.decode_image(&mut reader))
+                .transpose()?;
+            let after = has_after
+                .then(|| info.decode_image(&mut reader))
+                .transpose()?;
             txn.changes.push(RowChange {
                 table: Arc::clone(&info.schema),
                 kind: change_kind,
