@@ -749,17 +749,18 @@ impl MySqlConnector {
                 ));
             }
         };
-        let name = TableName::new(&info.schema.database, &info.schema.table);
+        let name = &info.name;
         let announced = txn
             .schema_changes
             .iter()
             .rev()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, s)| s)
-            .or_else(|| self.announced.get(&name));
+            .or_else(|| self.announced.get(name));
         // Pointer equality first: the table map cache hands out the same Arc while the table is unchanged.
         if announced.is_none_or(|s| !Arc::ptr_eq(s, &info.schema) && **s != *info.schema) {
-            txn.schema_changes.push((name, Arc::clone(&info.schema)));
+            txn.schema_changes
+                .push((name.clone(), Arc::clone(&info.schema)));
         }
         txn.bytes += event.data().len() as u64;
         if txn.bytes > max_bytes {

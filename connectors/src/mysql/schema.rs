@@ -33,6 +33,7 @@ use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, 
 use mysql_async::consts::ColumnType as T;
 
 use crate::ConnectorError;
+use crate::source::TableName;
 
 /// Character sets by collation id (from `information_schema.COLLATIONS`).
 #[derive(Debug, Clone, Default)]
@@ -125,6 +126,8 @@ fn text_charset(collation: u16, name: &str) -> TextCharset {
 #[derive(Debug)]
 pub(crate) struct TableInfo {
     pub(crate) schema: Arc<TableSchema>,
+    /// `database.table` (built once, not per rows event).
+    pub(crate) name: TableName,
     /// One codec per column, in table order.
     pub(crate) codecs: Vec<Codec>,
     /// Each column's character set name, for messages.
@@ -429,6 +432,7 @@ pub(crate) fn table_info(
         primary_key,
     };
     Ok(TableInfo {
+        name: TableName::new(&schema.database, &schema.table),
         schema: Arc::new(schema),
         codecs,
         charset_names,
@@ -443,6 +447,7 @@ impl TableInfo {
             .map(|i| Column::new(format!("c{i}"), ColumnType::Int { unsigned: false }, true))
             .collect();
         TableInfo {
+            name: TableName::new("t", "t"),
             schema: Arc::new(TableSchema {
                 database: "t".into(),
                 table: "t".into(),
