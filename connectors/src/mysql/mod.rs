@@ -33,7 +33,7 @@ mod config;
 mod rows;
 mod schema;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,7 +49,7 @@ pub use self::checks::{CheckOutcome, SourceCheck};
 use self::config::Validated;
 pub use self::config::{MySqlConfig, ReconnectConfig};
 use self::rows::Reader;
-use self::schema::{Charsets, TableInfo};
+use self::schema::{Charsets, ColumnFacts, TableInfo};
 use crate::ConnectorError;
 use crate::source::{
     ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
@@ -213,8 +213,8 @@ pub struct MySqlConnector {
     pending: VecDeque<ConnectorEvent>,
     /// The schema last announced per table (SchemaChange is sent when it changes).
     announced: HashMap<TableName, Arc<TableSchema>>,
-    /// Columns `information_schema` says are JSON, per table (cleared on DDL).
-    json_columns: HashMap<TableName, HashSet<String>>,
+    /// What `information_schema` says about each table's columns beyond the binlog (cleared on DDL).
+    column_facts: HashMap<TableName, ColumnFacts>,
     failures: u32,
     reconnects: u64,
     /// No reconnection before this instant (backoff).
@@ -240,7 +240,7 @@ impl MySqlConnector {
             domain: None,
             pending: VecDeque::new(),
             announced: HashMap::new(),
-            json_columns: HashMap::new(),
+            column_facts: HashMap::new(),
             failures: 0,
             reconnects: 0,
             retry_at: None,
@@ -575,7 +575,7 @@ impl MySqlConnector {
                 {
                     if standalone {
                         // A DDL statement: table-map-derived schemas pick up the change; JSON-ness is re-read.
-                        self.json_columns.clear();
+                        self.column_facts.clear();
                     }
                     self.commit(log_pos)?;
                 } else if ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
@@ -665,7 +665,7 @@ impl MySqlConnector {
         }
         let name = TableName::new(tme.database_name(), tme.table_name());
         let entry = if self.valid.captures(&name.database, &name.table) {
-            if !self.json_columns.contains_key(&name) {
+            if !self.column_facts.contains_key(&name) {
                 let sql = format!(
                     "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
                      WHERE CONSTRAINT_SCHEMA = '{}' AND TABLE_NAME = '{}' AND LEVEL = 'Column'",
@@ -683,9 +683,22 @@ impl MySqlConnector {
                     })
                     .map(|(col, _)| col)
                     .collect();
-                self.json_columns.insert(name.clone(), json);
+                let sql = format!(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{}' \
+                     AND TABLE_NAME = '{}' AND DATA_TYPE IN ('time', 'datetime', 'timestamp') \
+                     AND DATETIME_PRECISION > 0",
+                    name.database.replace('\'', "''"),
+                    name.table.replace('\'', "''")
+                );
+                let fractional = self
+                    .meta_query("reading fractional-second columns", sql)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.column_facts
+                    .insert(name.clone(), ColumnFacts { json, fractional });
             }
-            let info = schema::table_info(&tme, &self.charsets, &self.json_columns[&name])?;
+            let info = schema::table_info(&tme, &self.charsets, &self.column_facts[&name])?;
             if info.schema.primary_key.is_empty() && !self.config.allow_tables_without_primary_key {
                 return Err(ConnectorError::NoPrimaryKey {
                     table: name.to_string(),
@@ -886,7 +899,7 @@ impl SourceConnector for MySqlConnector {
         self.started = false;
         self.pending.clear();
         self.announced.clear();
-        self.json_columns.clear();
+        self.column_facts.clear();
         self.failures = 0;
         self.retry_at = None;
         self.scan_from = None;

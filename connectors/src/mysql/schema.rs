@@ -142,13 +142,23 @@ fn bad(tme: &TableMapEvent<'_>, col: &str, reason: impl Into<String>) -> Connect
     }
 }
 
-/// Derives the schema of a table from its table-map event. `json_columns`: the names of columns that
-/// `information_schema` says are JSON.
+/// What the binlog does not say about a table's columns, from `information_schema`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ColumnFacts {
+    /// Columns that are JSON (MariaDB: `LONGTEXT` with a `json_valid` check).
+    pub(crate) json: HashSet<String>,
+    /// TIME/DATETIME/TIMESTAMP columns with fractional seconds. With a pre-10.0 binlog type (TIME,
+    /// DATETIME, TIMESTAMP rather than TIME2…) their width is not in the table map: refused.
+    pub(crate) fractional: HashSet<String>,
+}
+
+/// Derives the schema of a table from its table-map event and the `facts` `information_schema` gives.
 pub(crate) fn table_info(
     tme: &TableMapEvent<'_>,
     charsets: &Charsets,
-    json_columns: &HashSet<String>,
+    facts: &ColumnFacts,
 ) -> Result<TableInfo, ConnectorError> {
+    let json_columns = &facts.json;
     let n = tme.columns_count() as usize;
     let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
         .map_err(|e| bad(tme, "*", format!("bad table-map metadata: {e}")))?;
@@ -219,6 +229,19 @@ pub(crate) fn table_info(
         } else {
             0
         };
+        let legacy_temporal = [
+            T::MYSQL_TYPE_TIME,
+            T::MYSQL_TYPE_DATETIME,
+            T::MYSQL_TYPE_TIMESTAMP,
+        ];
+        if legacy_temporal.contains(&ty) && facts.fractional.contains(&name) {
+            return Err(bad(
+                tme,
+                &name,
+                "the column has fractional seconds in MariaDB's pre-10.0 format, whose width the binlog does \
+                 not record; rebuild the table with mysql56_temporal_format=ON (ALTER TABLE … FORCE)",
+            ));
+        }
         let (cs_name, maxlen) = charsets.get(collation);
         let byte = |k: usize| m.get(k).copied().unwrap_or(0);
         let int = |t: fn(bool) -> ColumnType, width| (t(unsigned), Codec::Int { width, unsigned });

@@ -3,7 +3,6 @@
 //! every column type are written to a real MariaDB; every rows event of its binlog is decoded both ways
 //! and must give exactly the same rows.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -19,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
-use crate::mysql::schema::{Charsets, table_info};
+use crate::mysql::schema::{Charsets, ColumnFacts, table_info};
 
 // ---- the oracle: mysql_common's BinlogRow values -> model values (the connector's former path) ----
 
@@ -594,10 +593,13 @@ async fn random_rows_of_every_type_decode_as_mysql_common_does() {
         .await
         .expect("marker");
     let charsets = charsets(&db).await;
-    let json: HashSet<String> = ["j".to_owned()].into();
+    let facts = ColumnFacts {
+        json: ["j".to_owned()].into(),
+        ..ColumnFacts::default()
+    };
     let (mut compared, mut updates, mut deletes) = (0usize, 0usize, 0usize);
     for_each_rows_event(&db, "t", |tme, rows| {
-        let info = table_info(tme, &charsets, &json).expect("table info");
+        let info = table_info(tme, &charsets, &facts).expect("table info");
         let (oracle, fast) = decode_both(&info, rows, tme);
         assert_eq!(fast.len(), oracle.len(), "seed {seed}");
         for (f, o) in fast.iter().zip(&oracle) {
@@ -643,7 +645,7 @@ async fn negative_time2_with_fraction() {
     let charsets = charsets(&db).await;
     let mut images = Vec::new();
     for_each_rows_event(&db, "n", |tme, rows| {
-        let info = table_info(tme, &charsets, &HashSet::new()).expect("table info");
+        let info = table_info(tme, &charsets, &ColumnFacts::default()).expect("table info");
         let mut reader = Reader::new(rows.rows_data());
         while !reader.is_empty() {
             images.push(info.decode_image(&mut reader).expect("decode"));
@@ -795,4 +797,88 @@ fn integers_sign_extend_from_their_width() {
     assert_eq!(sign_extend(0x7f_ffff, 3), 8_388_607);
     assert_eq!(sign_extend(0xff, 1), -1);
     assert_eq!(sign_extend(u64::MAX, 8), -1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_temporal_formats_decode_to_the_values_written() {
+    // Tables created with mysql56_temporal_format=OFF keep MariaDB's pre-10.0 TIME/DATETIME/TIMESTAMP
+    // formats (binlog types 11, 12, 7). mysql_common reads an old TIME unsigned and its hours into a u8,
+    // so this checks against the values written.
+    let db = MariaDb::start(MariaDbOptions::default())
+        .await
+        .expect("mariadb");
+    db.exec(&[
+        "SET GLOBAL mysql56_temporal_format = OFF",
+        "CREATE DATABASE d",
+        "CREATE TABLE d.o (id INT PRIMARY KEY, t TIME, dt DATETIME, ts TIMESTAMP NULL)",
+        "SET GLOBAL mysql56_temporal_format = ON",
+        "CREATE TABLE d.done (id INT PRIMARY KEY)",
+    ])
+    .await
+    .expect("schema");
+    let mut conn = db.root_conn().await.expect("conn");
+    for sql in [
+        "SET time_zone = '+00:00'",
+        "INSERT INTO d.o VALUES (1, '-838:59:59', '1000-01-01 00:00:00', '1970-01-01 00:00:01'), \
+         (2, '838:59:59', '9999-12-31 23:59:59', '2038-01-19 03:14:07'), (3, '-00:00:01', '2024-02-29 12:34:56', NULL)",
+        "INSERT INTO d.done VALUES (1)",
+    ] {
+        conn.query_drop(sql).await.expect("insert");
+    }
+    let charsets = charsets(&db).await;
+    let mut images = Vec::new();
+    for_each_rows_event(&db, "o", |tme, rows| {
+        let info = table_info(tme, &charsets, &ColumnFacts::default()).expect("table info");
+        assert_eq!(
+            info.codecs[1..],
+            [
+                Codec::TimeLegacy,
+                Codec::DateTimeLegacy,
+                Codec::TimestampLegacy
+            ],
+            "the table uses the old formats"
+        );
+        let mut reader = Reader::new(rows.rows_data());
+        while !reader.is_empty() {
+            images.push(info.decode_image(&mut reader).expect("decode"));
+        }
+    })
+    .await;
+    let t = |negative, secs: u64| Value::Time {
+        negative,
+        micros: secs * 1_000_000,
+    };
+    let dt = |year, month, day, hour, minute, second| Value::DateTime {
+        year,
+        month,
+        day,
+        hour,
+        minute,
+        second,
+        micros: 0,
+    };
+    let max_time = 838 * 3600 + 59 * 60 + 59;
+    assert_eq!(
+        images,
+        vec![
+            vec![
+                Value::Int(1),
+                t(true, max_time),
+                dt(1000, 1, 1, 0, 0, 0),
+                Value::Timestamp(1_000_000)
+            ],
+            vec![
+                Value::Int(2),
+                t(false, max_time),
+                dt(9999, 12, 31, 23, 59, 59),
+                Value::Timestamp(2_147_483_647_000_000)
+            ],
+            vec![
+                Value::Int(3),
+                t(true, 1),
+                dt(2024, 2, 29, 12, 34, 56),
+                Value::Null
+            ],
+        ]
+    );
 }
