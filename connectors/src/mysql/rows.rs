@@ -347,7 +347,10 @@ impl TableInfo {
             Codec::DateTime { fsp } => {
                 let b = r.take(5 + frac_bytes(fsp)).ok_or_else(short)?;
                 let intpart = be(&b[..5]) as i64 - DATETIMEF_INT_OFS;
-                let packed = ((intpart << 24) + frac_micros(&b[5..])).unsigned_abs();
+                // Wrapping: only malformed bytes come near the i64 range (never a panic on input).
+                let packed = (intpart << 24)
+                    .wrapping_add(frac_micros(&b[5..]))
+                    .unsigned_abs();
                 let (ymdhms, micros) = (packed >> 24, packed % (1 << 24));
                 let (ymd, hms) = (ymdhms >> 17, ymdhms % (1 << 17));
                 let ym = ymd >> 5;

@@ -730,6 +730,39 @@ fn expected_text(negative: bool, int: &str, frac: &str) -> String {
     }
 }
 
+/// Any codec the table-map derivation can produce.
+fn codec() -> impl Strategy<Value = Codec> {
+    let payload = prop_oneof![
+        Just(Payload::Text(TextCharset::Utf8)),
+        Just(Payload::Text(TextCharset::Latin1)),
+        Just(Payload::Text(TextCharset::Unsupported(28))),
+        Just(Payload::Json(TextCharset::Utf8)),
+        Just(Payload::Bytes),
+        (0usize..300).prop_map(Payload::FixedBytes),
+    ];
+    prop_oneof![
+        (prop::sample::select(vec![1u8, 2, 3, 4, 8]), any::<bool>())
+            .prop_map(|(width, unsigned)| Codec::Int { width, unsigned }),
+        Just(Codec::Float),
+        Just(Codec::Double),
+        (1u8..=65)
+            .prop_flat_map(|p| (Just(p), 0..=p.min(30)))
+            .prop_map(|(precision, scale)| Codec::Decimal { precision, scale }),
+        Just(Codec::Date),
+        (0u8..=6).prop_map(|fsp| Codec::Time { fsp }),
+        Just(Codec::TimeLegacy),
+        (0u8..=6).prop_map(|fsp| Codec::DateTime { fsp }),
+        Just(Codec::DateTimeLegacy),
+        (0u8..=6).prop_map(|fsp| Codec::Timestamp { fsp }),
+        Just(Codec::TimestampLegacy),
+        Just(Codec::Year),
+        (1u8..=4, payload).prop_map(|(len_bytes, payload)| Codec::Str { len_bytes, payload }),
+        (1u8..=2).prop_map(|width| Codec::Enum { width }),
+        (1u8..=8).prop_map(|width| Codec::Set { width }),
+        (1u8..=8).prop_map(|bytes| Codec::Bit { bytes }),
+    ]
+}
+
 proptest! {
     #[test]
     fn binary_decimals_decode_to_their_exact_text(
@@ -750,15 +783,11 @@ proptest! {
     }
 
     #[test]
-    fn malformed_row_data_is_an_error_not_a_panic(data in proptest::collection::vec(any::<u8>(), 0..64)) {
-        let info = TableInfo::for_tests(vec![
-            Codec::Decimal { precision: 20, scale: 6 },
-            Codec::Str { len_bytes: 2, payload: Payload::Text(TextCharset::Utf8) },
-            Codec::Time { fsp: 6 },
-            Codec::DateTime { fsp: 3 },
-            Codec::Int { width: 3, unsigned: false },
-            Codec::Bit { bytes: 8 },
-        ]);
+    fn malformed_row_data_is_an_error_not_a_panic(
+        codecs in proptest::collection::vec(codec(), 1..12),
+        data in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let info = TableInfo::for_tests(codecs);
         let mut reader = Reader::new(&data);
         while !reader.is_empty() {
             if info.decode_image(&mut reader).is_err() {
@@ -881,4 +910,37 @@ async fn old_temporal_formats_decode_to_the_values_written() {
             ],
         ]
     );
+}
+
+#[test]
+fn extreme_bytes_decode_without_overflow() {
+    // All-zero and all-one value bytes are the ends of every packed range (e.g. DATETIME2's integer part
+    // -2^39, shifted to -2^63, plus a negative fraction).
+    let mut codecs = vec![
+        Codec::TimeLegacy,
+        Codec::DateTimeLegacy,
+        Codec::TimestampLegacy,
+    ];
+    for fsp in 0..=6 {
+        codecs.extend([
+            Codec::Time { fsp },
+            Codec::DateTime { fsp },
+            Codec::Timestamp { fsp },
+        ]);
+    }
+    for (precision, scale) in [(65, 30), (1, 0), (10, 10), (38, 17)] {
+        codecs.push(Codec::Decimal { precision, scale });
+    }
+    for fill in [0x00u8, 0xff] {
+        for codec in &codecs {
+            let info = TableInfo::for_tests(vec![codec.clone()]);
+            let mut data = vec![0u8]; // null bitmap: not NULL
+            data.extend(std::iter::repeat_n(fill, 40));
+            // Decimal digit groups of all ones are out of range: an error; the rest decode.
+            let _ = info.decode_image(&mut Reader::new(&data));
+        }
+    }
+    let info = TableInfo::for_tests(vec![Codec::DateTime { fsp: 2 }]);
+    let data = [0u8, 0, 0, 0, 0, 0, 0xff];
+    assert!(info.decode_image(&mut Reader::new(&data)).is_ok());
 }
