@@ -143,7 +143,7 @@ fn time2_packed(b: &[u8]) -> i64 {
     }
 }
 
-/// Decimal digits per 1..=9 digit group of MySQL's binary decimal.
+/// Bytes of a group of 0..=9 decimal digits in MySQL's binary decimal.
 const DIG_TO_BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 const POW10: [u32; 10] = [
     1,
@@ -199,7 +199,7 @@ pub(crate) fn decimal_text(b: &[u8], precision: u8, scale: u8) -> Option<String>
     let mask = if negative { 0xff } else { 0 };
     let mut pos = 0;
     let mut group = |digits: usize| -> Option<u32> {
-        let len = if digits == 9 { 4 } else { DIG_TO_BYTES[digits] };
+        let len = DIG_TO_BYTES[digits];
         let mut v = 0u32;
         for (k, &x) in b.get(pos..pos + len)?.iter().enumerate() {
             let x = x ^ mask ^ if pos + k == 0 { 0x80 } else { 0 };
