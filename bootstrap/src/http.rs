@@ -218,6 +218,7 @@ fn respond(r: Result<Response, ApiError>) -> Response {
 pub fn routes(
     service: Arc<BootstrapService>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let page = crate::status_page::route(service.clone());
     let svc = warp::any().map(move || service.clone());
     let stream = warp::path!("v1" / "bootstrap" / "stream")
         .and(warp::get())
@@ -311,6 +312,8 @@ pub fn routes(
         .or(status)
         .unify()
         .or(health)
+        .unify()
+        .or(page)
         .unify()
         .recover(recover)
         .unify()
