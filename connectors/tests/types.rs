@@ -285,3 +285,31 @@ async fn every_column_type_round_trips() {
     assert_eq!(d.before.as_ref().unwrap(), &min);
     assert!(d.after.is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_format_fractional_seconds_are_refused_not_misread() {
+    // With mysql56_temporal_format=OFF MariaDB stores TIME(n)/DATETIME(n)/TIMESTAMP(n) in its pre-10.0
+    // format, and the table map does not record their width: decoding would misread every later column.
+    let (db, url) = server(MariaDbOptions::default()).await;
+    db.exec(&[
+        "SET GLOBAL mysql56_temporal_format = OFF",
+        "CREATE DATABASE ty",
+        "CREATE TABLE ty.old (id INT PRIMARY KEY, t TIME(3), x INT)",
+        "SET GLOBAL mysql56_temporal_format = ON",
+    ])
+    .await
+    .unwrap();
+    let mut c = started(config(&url, &["ty"]), StartPosition::Now).await;
+    db.exec(&["INSERT INTO ty.old VALUES (1, '01:02:03.5', 7)"])
+        .await
+        .unwrap();
+    let e = first_error(&mut c).await;
+    assert!(!e.is_transient(), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("ty.old")
+            && text.contains('t')
+            && text.contains("mysql56_temporal_format=ON"),
+        "{text}"
+    );
+}

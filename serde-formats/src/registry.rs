@@ -102,7 +102,14 @@ struct Inner {
     by_table: BTreeMap<(String, String), Vec<RegisteredSchema>>,
     /// Table schema -> id: lets `register` skip the mapping for a schema it has seen.
     by_schema: HashMap<Arc<TableSchema>, SchemaId>,
+    /// `Arc` address -> (that `Arc`, id): the [`SchemaRegistry::register_shared`] fast path. Holding the
+    /// `Arc` keeps its allocation alive, so no other schema can be allocated at a cached address.
+    by_pointer: HashMap<usize, (Arc<TableSchema>, SchemaId)>,
 }
+
+/// At most this many `Arc`s are held by the pointer cache; it is cleared when full (a connector makes a
+/// new `Arc` per table map it derives, e.g. after each reconnect).
+const MAX_POINTERS: usize = 4096;
 
 impl Inner {
     fn insert(&mut self, registered: RegisteredSchema) {
@@ -307,6 +314,32 @@ impl SchemaRegistry {
         };
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         inner.insert(registered.clone());
+        Ok(registered)
+    }
+
+    /// [`register`](Self::register) for callers holding the schema in an `Arc` (a connector's row
+    /// changes share one per table version): a schema registered through the same `Arc` before is found
+    /// by its address, without hashing or comparing the schema.
+    pub fn register_shared(&self, table: &Arc<TableSchema>) -> Result<RegisteredSchema> {
+        let address = Arc::as_ptr(table) as usize;
+        {
+            let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = inner
+                .by_pointer
+                .get(&address)
+                .and_then(|(_, id)| inner.by_id.get(id))
+            {
+                return Ok(found.clone());
+            }
+        }
+        let registered = self.register(table)?;
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if inner.by_pointer.len() >= MAX_POINTERS {
+            inner.by_pointer.clear();
+        }
+        inner
+            .by_pointer
+            .insert(address, (Arc::clone(table), registered.id));
         Ok(registered)
     }
 

@@ -239,3 +239,32 @@ fn concurrent_registration_and_lookups_agree() {
     assert_eq!(files(dir.path()).len(), 8);
     assert_eq!(SchemaRegistry::open(dir.path()).unwrap().len(), 8);
 }
+
+#[test]
+fn register_shared_finds_a_schema_by_its_arc_and_never_confuses_two() {
+    let registry = SchemaRegistry::in_memory();
+    let v1 = Arc::new(orders_v1());
+    let first = registry.register_shared(&v1).unwrap();
+    assert_eq!(first.version, 1);
+    // Same Arc: the cached registration; an equal schema in another Arc or by reference: the same one.
+    let again = registry.register_shared(&v1).unwrap();
+    assert_eq!((again.id, again.version), (first.id, 1));
+    let copy = Arc::new(orders_v1());
+    assert_eq!(registry.register_shared(&copy).unwrap().id, first.id);
+    assert_eq!(registry.register(&orders_v1()).unwrap().id, first.id);
+    // Many short-lived Arcs of alternating schemas: each gets its own schema's registration, also
+    // after the caller dropped an earlier Arc (the registry holds it, so its address is not reused).
+    drop(v1);
+    let v2 = registry.register(&orders_v2()).unwrap();
+    for i in 0..10_000 {
+        let (schema, expected) = if i % 2 == 0 {
+            (orders_v1(), first.id)
+        } else {
+            (orders_v2(), v2.id)
+        };
+        let arc = Arc::new(schema);
+        assert_eq!(registry.register_shared(&arc).unwrap().id, expected, "{i}");
+        assert_eq!(registry.register_shared(&arc).unwrap().id, expected, "{i}");
+    }
+    assert_eq!(registry.versions("shop", "orders").len(), 2);
+}

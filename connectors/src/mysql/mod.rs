@@ -30,9 +30,10 @@
 
 mod checks;
 mod config;
+mod rows;
 mod schema;
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,7 +48,8 @@ use tokio_util::sync::CancellationToken;
 pub use self::checks::{CheckOutcome, SourceCheck};
 use self::config::Validated;
 pub use self::config::{MySqlConfig, ReconnectConfig};
-use self::schema::{Charsets, TableInfo};
+use self::rows::Reader;
+use self::schema::{Charsets, ColumnFacts, TableInfo};
 use crate::ConnectorError;
 use crate::source::{
     ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
@@ -211,8 +213,8 @@ pub struct MySqlConnector {
     pending: VecDeque<ConnectorEvent>,
     /// The schema last announced per table (SchemaChange is sent when it changes).
     announced: HashMap<TableName, Arc<TableSchema>>,
-    /// Columns `information_schema` says are JSON, per table (cleared on DDL).
-    json_columns: HashMap<TableName, HashSet<String>>,
+    /// What `information_schema` says about each table's columns beyond the binlog (cleared on DDL).
+    column_facts: HashMap<TableName, ColumnFacts>,
     failures: u32,
     reconnects: u64,
     /// No reconnection before this instant (backoff).
@@ -238,7 +240,7 @@ impl MySqlConnector {
             domain: None,
             pending: VecDeque::new(),
             announced: HashMap::new(),
-            json_columns: HashMap::new(),
+            column_facts: HashMap::new(),
             failures: 0,
             reconnects: 0,
             retry_at: None,
@@ -584,7 +586,7 @@ impl MySqlConnector {
                 {
                     if standalone {
                         // A DDL statement: table-map-derived schemas pick up the change; JSON-ness is re-read.
-                        self.json_columns.clear();
+                        self.column_facts.clear();
                     }
                     self.commit(log_pos)?;
                 } else if ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
@@ -674,7 +676,7 @@ impl MySqlConnector {
         }
         let name = TableName::new(tme.database_name(), tme.table_name());
         let entry = if self.valid.captures(&name.database, &name.table) {
-            if !self.json_columns.contains_key(&name) {
+            if !self.column_facts.contains_key(&name) {
                 let sql = format!(
                     "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
                      WHERE CONSTRAINT_SCHEMA = '{}' AND TABLE_NAME = '{}' AND LEVEL = 'Column'",
@@ -692,9 +694,22 @@ impl MySqlConnector {
                     })
                     .map(|(col, _)| col)
                     .collect();
-                self.json_columns.insert(name.clone(), json);
+                let sql = format!(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{}' \
+                     AND TABLE_NAME = '{}' AND DATA_TYPE IN ('time', 'datetime', 'timestamp') \
+                     AND DATETIME_PRECISION > 0",
+                    name.database.replace('\'', "''"),
+                    name.table.replace('\'', "''")
+                );
+                let fractional = self
+                    .meta_query("reading fractional-second columns", sql)
+                    .await?
+                    .into_iter()
+                    .collect();
+                self.column_facts
+                    .insert(name.clone(), ColumnFacts { json, fractional });
             }
-            let info = schema::table_info(&tme, &self.charsets, &self.json_columns[&name])?;
+            let info = schema::table_info(&tme, &self.charsets, &self.column_facts[&name])?;
             if info.schema.primary_key.is_empty() && !self.config.allow_tables_without_primary_key {
                 return Err(ConnectorError::NoPrimaryKey {
                     table: name.to_string(),
@@ -738,9 +753,6 @@ impl MySqlConnector {
             Some((_, TableEntry::Captured(info))) => Arc::clone(info),
             None => return Err(undecodable(format!("no table map for table id {table_id}"))),
         };
-        let Some(tme) = live.stream.get_tme(table_id) else {
-            return Err(undecodable(format!("no table map for table id {table_id}")));
-        };
         let Some(txn) = live.txn.as_mut() else {
             return Err(undecodable("rows event outside a transaction".into()));
         };
@@ -761,17 +773,18 @@ impl MySqlConnector {
                 ));
             }
         };
-        let name = TableName::new(&info.schema.database, &info.schema.table);
+        let name = &info.name;
         let announced = txn
             .schema_changes
             .iter()
             .rev()
-            .find(|(n, _)| *n == name)
+            .find(|(n, _)| n == name)
             .map(|(_, s)| s)
-            .or_else(|| self.announced.get(&name));
+            .or_else(|| self.announced.get(name));
         // Pointer equality first: the table map cache hands out the same Arc while the table is unchanged.
         if announced.is_none_or(|s| !Arc::ptr_eq(s, &info.schema) && **s != *info.schema) {
-            txn.schema_changes.push((name, Arc::clone(&info.schema)));
+            txn.schema_changes
+                .push((name.clone(), Arc::clone(&info.schema)));
         }
         txn.bytes += event.data().len() as u64;
         if txn.bytes > max_bytes {
@@ -781,10 +794,31 @@ impl MySqlConnector {
                 setting: "max_transaction_bytes",
             });
         }
-        for row in rows.rows(tme) {
-            let (before, after) = row.map_err(|e| undecodable(format!("bad row data: {e}")))?;
-            let before = before.map(|r| info.convert_row(r.unwrap())).transpose()?;
-            let after = after.map(|r| info.convert_row(r.unwrap())).transpose()?;
+        // Every column in every image (binlog_row_image=FULL): the decoder reads whole rows.
+        let columns = info.codecs.len();
+        let (before_cols, after_cols) = (rows.columns_before_image(), rows.columns_after_image());
+        if rows.num_columns() != columns as u64
+            || before_cols.is_some_and(|c| !c.all())
+            || after_cols.is_some_and(|c| !c.all())
+        {
+            return Err(info.err(
+                0,
+                format!(
+                    "the rows event carries {} of the table's {columns} columns or not all of them in \
+                     each image; set binlog_row_image=FULL on the source",
+                    rows.num_columns()
+                ),
+            ));
+        }
+        let (has_before, has_after) = (before_cols.is_some(), after_cols.is_some());
+        let mut reader = Reader::new(rows.rows_data());
+        while !reader.is_empty() {
+            let before = has_before
+                .then(|| info.decode_image(&mut reader))
+                .transpose()?;
+            let after = has_after
+                .then(|| info.decode_image(&mut reader))
+                .transpose()?;
             txn.changes.push(RowChange {
                 table: Arc::clone(&info.schema),
                 kind: change_kind,
@@ -876,7 +910,7 @@ impl SourceConnector for MySqlConnector {
         self.started = false;
         self.pending.clear();
         self.announced.clear();
-        self.json_columns.clear();
+        self.column_facts.clear();
         self.failures = 0;
         self.retry_at = None;
         self.scan_from = None;

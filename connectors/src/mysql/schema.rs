@@ -1,11 +1,12 @@
-//! Table schemas from table-map events, and binlog values to [`model::Value`].
+//! Table schemas from table-map events, and how each column's binlog value becomes a model
+//! [`Value`](databus_serde_formats::model::Value) (decoded by [`super::rows`]).
 //!
 //! With `binlog_row_metadata=FULL` a table-map event carries column names, signedness, character sets,
 //! the primary key and ENUM/SET strings, so a schema is derived from the event itself: replaying old binlog
 //! after later `ALTER`s still decodes each row with the schema it was written with. Only what the binlog
 //! never says comes from `information_schema`: MariaDB's `JSON` is a `LONGTEXT` with a `json_valid` check.
 //!
-//! | binlog type | [`ColumnType`] | [`Value`] |
+//! | binlog type | [`ColumnType`] | `Value` |
 //! |---|---|---|
 //! | TINY/SHORT/INT24/LONG/LONGLONG | TinyInt…BigInt {unsigned} | `Int`, or `UInt` when unsigned |
 //! | NEWDECIMAL(p,s) | Decimal | `Decimal` exact text |
@@ -20,19 +21,19 @@
 //! | ENUM | Enum {values} | `Enum` 1-based index |
 //! | SET | Set {members} | `Set` bitmask |
 //! | BIT(n) | Bit | `Bit` |
-//! | LONGTEXT with json_valid check (MariaDB JSON), JSON | Json | `Json` text |
+//! | LONGTEXT with json_valid check (MariaDB JSON) | Json | `Json` text |
+//! | JSON (MySQL's binary JSON) | refused: a definite error naming the column | |
 //! | NULL | | `Null` |
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use databus_serde_formats::model::{Column, ColumnType, TableSchema, Value};
-use mysql_async::Value as MyValue;
+use databus_serde_formats::model::{Column, ColumnType, TableSchema};
 use mysql_async::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
-use mysql_async::binlog::value::BinlogValue;
 use mysql_async::consts::ColumnType as T;
 
 use crate::ConnectorError;
+use crate::source::TableName;
 
 /// Character sets by collation id (from `information_schema.COLLATIONS`).
 #[derive(Debug, Clone, Default)]
@@ -58,35 +59,56 @@ impl Charsets {
     }
 }
 
-/// How a column's binlog value becomes a model value.
+/// How one column's value is laid out in a rows event and which model value it becomes (see
+/// [`super::rows`]). Derived once per table map.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Decode {
-    Signed {
-        bits: u32,
-    },
-    Unsigned {
-        bits: u32,
-    },
+pub(crate) enum Codec {
+    /// TINY/SHORT/INT24/LONG/LONGLONG: `width` bytes little-endian.
+    Int { width: u8, unsigned: bool },
+    /// 4 bytes little-endian IEEE 754.
     Float,
+    /// 8 bytes little-endian IEEE 754.
     Double,
-    Decimal,
+    /// NEWDECIMAL in MySQL's binary decimal format.
+    Decimal { precision: u8, scale: u8 },
+    /// 3 bytes little-endian: day | month << 5 | year << 9.
     Date,
-    Time,
-    DateTime,
-    Timestamp,
+    /// TIME2(fsp): 3 bytes big-endian + (fsp + 1) / 2 fraction bytes.
+    Time { fsp: u8 },
+    /// Old TIME: 3 bytes little-endian signed HHMMSS.
+    TimeLegacy,
+    /// DATETIME2(fsp): 5 bytes big-endian + fraction bytes.
+    DateTime { fsp: u8 },
+    /// Old DATETIME: 8 bytes little-endian YYYYMMDDhhmmss.
+    DateTimeLegacy,
+    /// TIMESTAMP2(fsp): 4 bytes big-endian seconds + fraction bytes.
+    Timestamp { fsp: u8 },
+    /// Old TIMESTAMP: 4 bytes little-endian seconds.
+    TimestampLegacy,
+    /// 1 byte: year - 1900 (0 = YEAR 0000).
     Year,
+    /// CHAR/VARCHAR/BINARY/VARBINARY/BLOB/TEXT/GEOMETRY: a `len_bytes` little-endian length, then the bytes.
+    Str { len_bytes: u8, payload: Payload },
+    /// ENUM: a 1- or 2-byte little-endian index.
+    Enum { width: u8 },
+    /// SET: a `width`-byte little-endian bitmask.
+    Set { width: u8 },
+    /// BIT: `bytes` bytes big-endian.
+    Bit { bytes: u8 },
+}
+
+/// What the bytes of a string-like column become.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Payload {
     Text(TextCharset),
+    Json(TextCharset),
     Bytes,
     /// BINARY(n): the binlog strips trailing zero bytes; the value has exactly n bytes.
     FixedBytes(usize),
-    Enum,
-    Set,
-    Bit,
-    Json(TextCharset),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TextCharset {
+pub(crate) enum TextCharset {
     Utf8,
     Latin1,
     Unsupported(u16),
@@ -104,8 +126,12 @@ fn text_charset(collation: u16, name: &str) -> TextCharset {
 #[derive(Debug)]
 pub(crate) struct TableInfo {
     pub(crate) schema: Arc<TableSchema>,
-    decoders: Vec<Decode>,
-    charset_names: Vec<String>,
+    /// `database.table` (built once, not per rows event).
+    pub(crate) name: TableName,
+    /// One codec per column, in table order.
+    pub(crate) codecs: Vec<Codec>,
+    /// Each column's character set name, for messages.
+    pub(crate) charset_names: Vec<String>,
 }
 
 fn bad(tme: &TableMapEvent<'_>, col: &str, reason: impl Into<String>) -> ConnectorError {
@@ -116,13 +142,23 @@ fn bad(tme: &TableMapEvent<'_>, col: &str, reason: impl Into<String>) -> Connect
     }
 }
 
-/// Derives the schema of a table from its table-map event. `json_columns`: the names of columns that
-/// `information_schema` says are JSON.
+/// What the binlog does not say about a table's columns, from `information_schema`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ColumnFacts {
+    /// Columns that are JSON (MariaDB: `LONGTEXT` with a `json_valid` check).
+    pub(crate) json: HashSet<String>,
+    /// TIME/DATETIME/TIMESTAMP columns with fractional seconds. With a pre-10.0 binlog type (TIME,
+    /// DATETIME, TIMESTAMP rather than TIME2…) their width is not in the table map: refused.
+    pub(crate) fractional: HashSet<String>,
+}
+
+/// Derives the schema of a table from its table-map event and the `facts` `information_schema` gives.
 pub(crate) fn table_info(
     tme: &TableMapEvent<'_>,
     charsets: &Charsets,
-    json_columns: &HashSet<String>,
+    facts: &ColumnFacts,
 ) -> Result<TableInfo, ConnectorError> {
+    let json_columns = &facts.json;
     let n = tme.columns_count() as usize;
     let meta = OptionalMetaExtractor::new(tme.iter_optional_meta())
         .map_err(|e| bad(tme, "*", format!("bad table-map metadata: {e}")))?;
@@ -164,7 +200,7 @@ pub(crate) fn table_info(
     let (mut enum_values, mut set_values) = (enum_values.into_iter(), set_values.into_iter());
     let nullable = tme.null_bitmask();
     let mut columns = Vec::with_capacity(n);
-    let mut decoders = Vec::with_capacity(n);
+    let mut codecs = Vec::with_capacity(n);
     let mut charset_names = Vec::with_capacity(n);
     for (i, name) in names.into_iter().enumerate() {
         let ty = match tme.get_column_type(i) {
@@ -193,70 +229,120 @@ pub(crate) fn table_info(
         } else {
             0
         };
+        let legacy_temporal = [
+            T::MYSQL_TYPE_TIME,
+            T::MYSQL_TYPE_DATETIME,
+            T::MYSQL_TYPE_TIMESTAMP,
+        ];
+        if legacy_temporal.contains(&ty) && facts.fractional.contains(&name) {
+            return Err(bad(
+                tme,
+                &name,
+                "the column has fractional seconds in MariaDB's pre-10.0 format, whose width the binlog does \
+                 not record; rebuild the table with mysql56_temporal_format=ON (ALTER TABLE … FORCE)",
+            ));
+        }
         let (cs_name, maxlen) = charsets.get(collation);
         let byte = |k: usize| m.get(k).copied().unwrap_or(0);
-        let int = |t: fn(bool) -> ColumnType, bits| {
-            (
-                t(unsigned),
-                if unsigned {
-                    Decode::Unsigned { bits }
-                } else {
-                    Decode::Signed { bits }
-                },
-            )
-        };
-        let text_or_bytes = |max_bytes: Option<u32>| {
+        let int = |t: fn(bool) -> ColumnType, width| (t(unsigned), Codec::Int { width, unsigned });
+        let payload = |len_bytes: u8, max_bytes: Option<u32>| {
             if collation == 63 {
-                (ColumnType::Bytes { max_bytes }, Decode::Bytes)
+                (
+                    ColumnType::Bytes { max_bytes },
+                    Codec::Str {
+                        len_bytes,
+                        payload: Payload::Bytes,
+                    },
+                )
             } else if json_columns.contains(&name) {
                 (
                     ColumnType::Json,
-                    Decode::Json(text_charset(collation, &cs_name)),
+                    Codec::Str {
+                        len_bytes,
+                        payload: Payload::Json(text_charset(collation, &cs_name)),
+                    },
                 )
             } else {
                 (
                     ColumnType::Text {
                         max_chars: max_bytes.map(|b| b / maxlen),
                     },
-                    Decode::Text(text_charset(collation, &cs_name)),
+                    Codec::Str {
+                        len_bytes,
+                        payload: Payload::Text(text_charset(collation, &cs_name)),
+                    },
                 )
             }
         };
-        let (column_type, decode) = match ty {
-            T::MYSQL_TYPE_TINY => int(|unsigned| ColumnType::TinyInt { unsigned }, 8),
-            T::MYSQL_TYPE_SHORT => int(|unsigned| ColumnType::SmallInt { unsigned }, 16),
-            T::MYSQL_TYPE_INT24 => int(|unsigned| ColumnType::MediumInt { unsigned }, 24),
-            T::MYSQL_TYPE_LONG => int(|unsigned| ColumnType::Int { unsigned }, 32),
-            T::MYSQL_TYPE_LONGLONG => int(|unsigned| ColumnType::BigInt { unsigned }, 64),
-            T::MYSQL_TYPE_NEWDECIMAL => (
-                ColumnType::Decimal {
-                    precision: byte(0),
-                    scale: byte(1),
-                },
-                Decode::Decimal,
+        let (column_type, codec) = match ty {
+            T::MYSQL_TYPE_TINY => int(|unsigned| ColumnType::TinyInt { unsigned }, 1),
+            T::MYSQL_TYPE_SHORT => int(|unsigned| ColumnType::SmallInt { unsigned }, 2),
+            T::MYSQL_TYPE_INT24 => int(|unsigned| ColumnType::MediumInt { unsigned }, 3),
+            T::MYSQL_TYPE_LONG => int(|unsigned| ColumnType::Int { unsigned }, 4),
+            T::MYSQL_TYPE_LONGLONG => int(|unsigned| ColumnType::BigInt { unsigned }, 8),
+            T::MYSQL_TYPE_NEWDECIMAL => {
+                let (precision, scale) = (byte(0), byte(1));
+                if scale > precision || precision == 0 || precision > 65 {
+                    return Err(bad(
+                        tme,
+                        &name,
+                        format!(
+                            "DECIMAL({precision},{scale}) in the table map is not a valid decimal type"
+                        ),
+                    ));
+                }
+                (
+                    ColumnType::Decimal { precision, scale },
+                    Codec::Decimal { precision, scale },
+                )
+            }
+            T::MYSQL_TYPE_FLOAT => (ColumnType::Float, Codec::Float),
+            T::MYSQL_TYPE_DOUBLE => (ColumnType::Double, Codec::Double),
+            T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnType::Date, Codec::Date),
+            T::MYSQL_TYPE_TIME2 => (
+                ColumnType::Time { fsp: byte(0) },
+                Codec::Time { fsp: byte(0) },
             ),
-            T::MYSQL_TYPE_FLOAT => (ColumnType::Float, Decode::Float),
-            T::MYSQL_TYPE_DOUBLE => (ColumnType::Double, Decode::Double),
-            T::MYSQL_TYPE_DATE | T::MYSQL_TYPE_NEWDATE => (ColumnType::Date, Decode::Date),
-            T::MYSQL_TYPE_TIME2 => (ColumnType::Time { fsp: byte(0) }, Decode::Time),
-            T::MYSQL_TYPE_TIME => (ColumnType::Time { fsp: 0 }, Decode::Time),
-            T::MYSQL_TYPE_DATETIME2 => (ColumnType::DateTime { fsp: byte(0) }, Decode::DateTime),
-            T::MYSQL_TYPE_DATETIME => (ColumnType::DateTime { fsp: 0 }, Decode::DateTime),
-            T::MYSQL_TYPE_TIMESTAMP2 => (ColumnType::Timestamp { fsp: byte(0) }, Decode::Timestamp),
-            T::MYSQL_TYPE_TIMESTAMP => (ColumnType::Timestamp { fsp: 0 }, Decode::Timestamp),
-            T::MYSQL_TYPE_YEAR => (ColumnType::Year, Decode::Year),
+            T::MYSQL_TYPE_TIME => (ColumnType::Time { fsp: 0 }, Codec::TimeLegacy),
+            T::MYSQL_TYPE_DATETIME2 => (
+                ColumnType::DateTime { fsp: byte(0) },
+                Codec::DateTime { fsp: byte(0) },
+            ),
+            T::MYSQL_TYPE_DATETIME => (ColumnType::DateTime { fsp: 0 }, Codec::DateTimeLegacy),
+            T::MYSQL_TYPE_TIMESTAMP2 => (
+                ColumnType::Timestamp { fsp: byte(0) },
+                Codec::Timestamp { fsp: byte(0) },
+            ),
+            T::MYSQL_TYPE_TIMESTAMP => (ColumnType::Timestamp { fsp: 0 }, Codec::TimestampLegacy),
+            T::MYSQL_TYPE_YEAR => (ColumnType::Year, Codec::Year),
             T::MYSQL_TYPE_VARCHAR | T::MYSQL_TYPE_VAR_STRING => {
-                text_or_bytes(Some(u32::from(u16::from_le_bytes([byte(0), byte(1)]))))
+                let max = u16::from_le_bytes([byte(0), byte(1)]);
+                payload(if max < 256 { 1 } else { 2 }, Some(u32::from(max)))
             }
             T::MYSQL_TYPE_STRING => {
                 let (b0, b1) = (u32::from(byte(0)), u32::from(byte(1)));
-                let len = if b0 & 0x30 != 0x30 {
+                let len = if b0 == 0 {
+                    u32::from(u16::from_le_bytes([byte(0), byte(1)]))
+                } else if b0 & 0x30 != 0x30 {
+                    // A CHAR longer than 255 bytes keeps the high bits of its length in byte 0.
                     b1 | (((b0 & 0x30) ^ 0x30) << 4)
                 } else {
                     b1
                 };
-                match text_or_bytes(Some(len)) {
-                    (t, Decode::Bytes) => (t, Decode::FixedBytes(len as usize)),
+                match payload(if len < 256 { 1 } else { 2 }, Some(len)) {
+                    (
+                        t,
+                        Codec::Str {
+                            len_bytes,
+                            payload: Payload::Bytes,
+                        },
+                    ) => (
+                        t,
+                        Codec::Str {
+                            len_bytes,
+                            payload: Payload::FixedBytes(len as usize),
+                        },
+                    ),
                     other => other,
                 }
             }
@@ -265,31 +351,82 @@ pub(crate) fn table_info(
             | T::MYSQL_TYPE_MEDIUM_BLOB
             | T::MYSQL_TYPE_LONG_BLOB
             | T::MYSQL_TYPE_GEOMETRY => {
+                let len_bytes = byte(0);
+                if !(1..=4).contains(&len_bytes) {
+                    return Err(bad(
+                        tme,
+                        &name,
+                        format!("a BLOB length of {len_bytes} bytes in the table map is not 1-4"),
+                    ));
+                }
                 if ty == T::MYSQL_TYPE_GEOMETRY {
-                    (ColumnType::Bytes { max_bytes: None }, Decode::Bytes)
+                    (
+                        ColumnType::Bytes { max_bytes: None },
+                        Codec::Str {
+                            len_bytes,
+                            payload: Payload::Bytes,
+                        },
+                    )
                 } else {
-                    text_or_bytes(None)
+                    payload(len_bytes, None)
                 }
             }
-            T::MYSQL_TYPE_ENUM => (
-                ColumnType::Enum {
-                    values: enum_values.next().unwrap_or_default(),
-                },
-                Decode::Enum,
-            ),
-            T::MYSQL_TYPE_SET => (
-                ColumnType::Set {
-                    members: set_values.next().unwrap_or_default(),
-                },
-                Decode::Set,
-            ),
-            T::MYSQL_TYPE_BIT => (
-                ColumnType::Bit {
-                    width: byte(1).saturating_mul(8).saturating_add(byte(0)),
-                },
-                Decode::Bit,
-            ),
-            T::MYSQL_TYPE_JSON => (ColumnType::Json, Decode::Json(TextCharset::Utf8)),
+            T::MYSQL_TYPE_ENUM => {
+                let width = byte(1);
+                if !(1..=2).contains(&width) {
+                    return Err(bad(
+                        tme,
+                        &name,
+                        format!("an ENUM of {width} bytes in the table map is not 1-2"),
+                    ));
+                }
+                (
+                    ColumnType::Enum {
+                        values: enum_values.next().unwrap_or_default(),
+                    },
+                    Codec::Enum { width },
+                )
+            }
+            T::MYSQL_TYPE_SET => {
+                let width = byte(1);
+                if !(1..=8).contains(&width) {
+                    return Err(bad(
+                        tme,
+                        &name,
+                        format!("a SET of {width} bytes in the table map is not 1-8"),
+                    ));
+                }
+                (
+                    ColumnType::Set {
+                        members: set_values.next().unwrap_or_default(),
+                    },
+                    Codec::Set { width },
+                )
+            }
+            T::MYSQL_TYPE_BIT => {
+                let width = u32::from(byte(1)) * 8 + u32::from(byte(0));
+                if width > 64 {
+                    return Err(bad(
+                        tme,
+                        &name,
+                        format!("BIT({width}) is wider than 64 bits"),
+                    ));
+                }
+                (
+                    ColumnType::Bit { width: width as u8 },
+                    Codec::Bit {
+                        bytes: width.div_ceil(8) as u8,
+                    },
+                )
+            }
+            T::MYSQL_TYPE_JSON => {
+                return Err(bad(
+                    tme,
+                    &name,
+                    "MySQL's binary JSON columns are not supported (MariaDB's JSON is text); capture from MariaDB \
+                     or convert the column to LONGTEXT",
+                ));
+            }
             other => {
                 return Err(bad(
                     tme,
@@ -303,7 +440,7 @@ pub(crate) fn table_info(
             column_type,
             nullable: nullable.get(i).as_deref().copied().unwrap_or(true),
         });
-        decoders.push(decode);
+        codecs.push(codec);
         charset_names.push(cs_name);
     }
     let primary_key = meta
@@ -318,224 +455,30 @@ pub(crate) fn table_info(
         primary_key,
     };
     Ok(TableInfo {
+        name: TableName::new(&schema.database, &schema.table),
         schema: Arc::new(schema),
-        decoders,
+        codecs,
         charset_names,
     })
 }
 
-impl TableInfo {
-    /// Converts one decoded binlog row (all columns present: binlog_row_image=FULL) to a model row.
-    pub(crate) fn convert_row(
-        &self,
-        values: Vec<BinlogValue<'static>>,
-    ) -> Result<Vec<Value>, ConnectorError> {
-        if values.len() != self.decoders.len() {
-            return Err(self.err(
-                0,
-                format!(
-                    "row image has {} columns, the table {}; set binlog_row_image=FULL on the source",
-                    values.len(),
-                    self.decoders.len()
-                ),
-            ));
-        }
-        values
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| self.convert(i, v))
-            .collect()
-    }
-
-    fn err(&self, i: usize, reason: impl Into<String>) -> ConnectorError {
-        ConnectorError::Decode {
-            table: format!("{}.{}", self.schema.database, self.schema.table),
-            column: self
-                .schema
-                .columns
-                .get(i)
-                .map(|c| c.name.clone())
-                .unwrap_or_default(),
-            reason: reason.into(),
-        }
-    }
-
-    fn convert(&self, i: usize, v: BinlogValue<'static>) -> Result<Value, ConnectorError> {
-        let v = MyValue::try_from(v).map_err(|e| self.err(i, e.to_string()))?;
-        let unexpected = |v: &MyValue| {
-            self.err(
-                i,
-                format!("unexpected binlog value {v:?} for this column type"),
-            )
-        };
-        if v == MyValue::NULL {
-            return Ok(Value::Null);
-        }
-        let decode = &self.decoders[i];
-        Ok(match (decode, v) {
-            (Decode::Signed { bits }, MyValue::Int(x)) => Value::Int(sign_extend(x, *bits)),
-            (Decode::Signed { .. }, MyValue::UInt(x)) => {
-                Value::Int(i64::try_from(x).map_err(|_| self.err(i, "signed value out of range"))?)
-            }
-            (Decode::Unsigned { bits }, MyValue::Int(x)) => {
-                let mask = if *bits >= 64 {
-                    u64::MAX
-                } else {
-                    (1u64 << bits) - 1
-                };
-                Value::UInt((x as u64) & mask)
-            }
-            (Decode::Unsigned { .. }, MyValue::UInt(x)) => Value::UInt(x),
-            (Decode::Float, MyValue::Float(x)) => Value::Float(x),
-            (Decode::Double, MyValue::Double(x)) => Value::Double(x),
-            (Decode::Double, MyValue::Float(x)) => Value::Double(f64::from(x)),
-            (Decode::Decimal, MyValue::Bytes(b)) => Value::Decimal(
-                String::from_utf8(b).map_err(|_| self.err(i, "decimal text is not ASCII"))?,
-            ),
-            (Decode::Date, MyValue::Date(year, month, day, ..)) => Value::Date { year, month, day },
-            (Decode::DateTime, MyValue::Date(year, month, day, hour, minute, second, micros)) => {
-                Value::DateTime {
-                    year,
-                    month,
-                    day,
-                    hour,
-                    minute,
-                    second,
-                    micros,
-                }
-            }
-            (Decode::Time, MyValue::Time(negative, days, h, m, s, us)) => {
-                let secs =
-                    ((u64::from(days) * 24 + u64::from(h)) * 60 + u64::from(m)) * 60 + u64::from(s);
-                Value::Time {
-                    negative,
-                    micros: secs * 1_000_000 + u64::from(us),
-                }
-            }
-            (Decode::Timestamp, MyValue::Int(secs)) => Value::Timestamp(secs * 1_000_000),
-            (Decode::Timestamp, MyValue::Bytes(b)) => {
-                Value::Timestamp(parse_timestamp(&b).ok_or_else(|| {
-                    self.err(
-                        i,
-                        format!("bad timestamp text {:?}", String::from_utf8_lossy(&b)),
-                    )
-                })?)
-            }
-            (Decode::Year, MyValue::Bytes(b)) => {
-                let y: i64 = std::str::from_utf8(&b)
-                    .ok()
-                    .and_then(|s| s.parse().ok())
-                    .ok_or_else(|| self.err(i, "bad year text"))?;
-                // The binlog stores YEAR as year-1900 in one byte; 0 is YEAR 0000.
-                Value::Int(if y == 1900 { 0 } else { y })
-            }
-            (Decode::Year, MyValue::Int(y)) => Value::Int(y),
-            (Decode::Text(cs), MyValue::Bytes(b)) => Value::Text(self.text(i, *cs, b)?),
-            (Decode::Json(cs), MyValue::Bytes(b)) => Value::Json(self.text(i, *cs, b)?),
-            (Decode::Bytes, MyValue::Bytes(b)) => Value::Bytes(b),
-            (Decode::FixedBytes(n), MyValue::Bytes(mut b)) => {
-                if b.len() < *n {
-                    b.resize(*n, 0);
-                }
-                Value::Bytes(b)
-            }
-            (Decode::Enum, MyValue::Int(x)) => {
-                Value::Enum(u16::try_from(x).map_err(|_| self.err(i, "enum index out of range"))?)
-            }
-            (Decode::Set, MyValue::Bytes(b)) if b.len() <= 8 => Value::Set(
-                b.iter()
-                    .rev()
-                    .fold(0u64, |acc, &x| (acc << 8) | u64::from(x)),
-            ),
-            (Decode::Bit, MyValue::Bytes(b)) if b.len() <= 8 => {
-                Value::Bit(b.iter().fold(0u64, |acc, &x| (acc << 8) | u64::from(x)))
-            }
-            (_, v) => return Err(unexpected(&v)),
-        })
-    }
-
-    fn text(&self, i: usize, cs: TextCharset, b: Vec<u8>) -> Result<String, ConnectorError> {
-        match cs {
-            TextCharset::Utf8 => String::from_utf8(b).map_err(|e| self.err(i, format!("invalid UTF-8: {e}"))),
-            TextCharset::Latin1 => Ok(b.iter().map(|&x| cp1252(x)).collect()),
-            TextCharset::Unsupported(id) => Err(self.err(
-                i,
-                format!(
-                    "character set {} (collation id {id}) is not supported; convert the column to utf8mb4",
-                    self.charset_names[i]
-                ),
-            )),
-        }
-    }
-}
-
-/// Reads the low `bits` of `x` as a two's-complement integer (mysql_common returns a signed MEDIUMINT
-/// without sign extension). Idempotent for values already in range.
-fn sign_extend(x: i64, bits: u32) -> i64 {
-    if bits >= 64 {
-        return x;
-    }
-    let shift = 64 - bits;
-    (x << shift) >> shift
-}
-
-/// `"secs"` or `"secs.micros"` (mysql_common's TIMESTAMP2 text) to microseconds since the epoch.
-fn parse_timestamp(b: &[u8]) -> Option<i64> {
-    let s = std::str::from_utf8(b).ok()?;
-    let (secs, frac) = s.split_once('.').unwrap_or((s, "0"));
-    let secs: i64 = secs.parse().ok()?;
-    if frac.is_empty() || frac.len() > 6 {
-        return None;
-    }
-    let micros: i64 = format!("{frac:0<6}").parse().ok()?;
-    secs.checked_mul(1_000_000)?.checked_add(micros)
-}
-
-/// MariaDB's `latin1` is Windows-1252.
-fn cp1252(b: u8) -> char {
-    const HIGH: [char; 32] = [
-        '\u{20AC}', '\u{81}', '\u{201A}', '\u{0192}', '\u{201E}', '\u{2026}', '\u{2020}',
-        '\u{2021}', '\u{02C6}', '\u{2030}', '\u{0160}', '\u{2039}', '\u{0152}', '\u{8D}',
-        '\u{017D}', '\u{8F}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201C}', '\u{201D}', '\u{2022}',
-        '\u{2013}', '\u{2014}', '\u{02DC}', '\u{2122}', '\u{0161}', '\u{203A}', '\u{0153}',
-        '\u{9D}', '\u{017E}', '\u{0178}',
-    ];
-    if (0x80..0xA0).contains(&b) {
-        HIGH[usize::from(b - 0x80)]
-    } else {
-        char::from(b)
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamp_text_parses_to_micros() {
-        assert_eq!(
-            parse_timestamp(b"1704067201.500000"),
-            Some(1_704_067_201_500_000)
-        );
-        assert_eq!(parse_timestamp(b"0"), Some(0));
-        assert_eq!(parse_timestamp(b"12.5"), Some(12_500_000));
-        assert_eq!(parse_timestamp(b"x"), None);
-        assert_eq!(parse_timestamp(b"1.1234567"), None);
-    }
-
-    #[test]
-    fn sign_extension_of_narrow_integers() {
-        assert_eq!(sign_extend(8_388_608, 24), -8_388_608);
-        assert_eq!(sign_extend(-8_388_608, 24), -8_388_608);
-        assert_eq!(sign_extend(8_388_607, 24), 8_388_607);
-        assert_eq!(sign_extend(-1, 8), -1);
-        assert_eq!(sign_extend(i64::MIN, 64), i64::MIN);
-    }
-
-    #[test]
-    fn latin1_is_cp1252() {
-        assert_eq!(cp1252(b'a'), 'a');
-        assert_eq!(cp1252(0x80), '€');
-        assert_eq!(cp1252(0xE9), 'é');
+impl TableInfo {
+    /// A table `t.t` of columns `c0`, `c1`… (all nullable) decoded with `codecs`.
+    pub(crate) fn for_tests(codecs: Vec<Codec>) -> Self {
+        let columns = (0..codecs.len())
+            .map(|i| Column::new(format!("c{i}"), ColumnType::Int { unsigned: false }, true))
+            .collect();
+        TableInfo {
+            name: TableName::new("t", "t"),
+            schema: Arc::new(TableSchema {
+                database: "t".into(),
+                table: "t".into(),
+                columns,
+                primary_key: vec![],
+            }),
+            charset_names: vec!["utf8mb4".into(); codecs.len()],
+            codecs,
+        }
     }
 }
