@@ -66,11 +66,16 @@ pub struct IngestParts {
     pub history_transactions: u64,
 }
 
+/// Bound of [`Pipeline::tables`] (cleared when reached: only after thousands of DDLs).
+const MAX_CACHED_TABLE_VERSIONS: usize = 4096;
+
 struct Pipeline {
     parts: IngestParts,
     by_table: HashMap<(String, String), SourceId>,
-    /// The current schema version of each table, keyed by `database.table`.
-    schemas: HashMap<(String, String), (Arc<TableSchema>, RegisteredSchema)>,
+    /// Per table schema seen (keyed by the address of its `Arc`, which the entry keeps alive so the
+    /// address is not reused): its source id (none: not captured) and registered version. The
+    /// connector shares one `Arc` per table version, so a row costs one integer hash lookup.
+    tables: HashMap<usize, (Arc<TableSchema>, Option<SourceId>, RegisteredSchema)>,
     payload: Vec<u8>,
     last_position: Option<SourcePosition>,
     last_persist: Option<Instant>,
@@ -85,22 +90,31 @@ impl Pipeline {
         }
     }
 
-    fn schema_for(&mut self, table: &Arc<TableSchema>) -> Result<RegisteredSchema, RelayError> {
-        let key = (table.database.clone(), table.table.clone());
-        if let Some((known, registered)) = self.schemas.get(&key) {
-            if Arc::ptr_eq(known, table) || **known == **table {
-                return Ok(registered.clone());
-            }
+    /// The source id and registered schema of `table` (none: a table this relay does not capture).
+    fn table(
+        &mut self,
+        table: &Arc<TableSchema>,
+    ) -> Result<Option<(SourceId, RegisteredSchema)>, RelayError> {
+        let address = Arc::as_ptr(table) as usize;
+        if let Some((_, source, registered)) = self.tables.get(&address) {
+            return Ok(source.map(|s| (s, registered.clone())));
         }
+        let source = self
+            .by_table
+            .get(&(table.database.clone(), table.table.clone()))
+            .copied();
         let registered = self.parts.registry.register(table).map_err(|e| {
             self.definite(format!(
                 "cannot register the schema of {}: {e}",
                 table.qualified_name()
             ))
         })?;
-        self.schemas
-            .insert(key, (table.clone(), registered.clone()));
-        Ok(registered)
+        if self.tables.len() >= MAX_CACHED_TABLE_VERSIONS {
+            self.tables.clear();
+        }
+        self.tables
+            .insert(address, (table.clone(), source, registered.clone()));
+        Ok(source.map(|s| (s, registered)))
     }
 
     /// Writes one transaction as one window; on error nothing of it is visible.
@@ -134,15 +148,11 @@ impl Pipeline {
     fn append_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
         for change in &tx.changes {
             let table = &change.table;
-            let Some(&source) = self
-                .by_table
-                .get(&(table.database.clone(), table.table.clone()))
-            else {
+            let Some((source, schema)) = self.table(table)? else {
                 // The connector captures exactly the configured tables; anything else is skipped.
                 tracing::warn!(table = %table.qualified_name(), "change to an unmapped table skipped");
                 continue;
             };
-            let schema = self.schema_for(table)?;
             let (opcode, row) = match change.kind {
                 ChangeKind::Insert | ChangeKind::Update => (Opcode::Upsert, change.after.as_ref()),
                 ChangeKind::Delete => (Opcode::Delete, change.before.as_ref()),
@@ -205,7 +215,7 @@ impl Pipeline {
     fn handle(&mut self, event: ConnectorEvent) -> Result<(), RelayError> {
         match event {
             ConnectorEvent::Transaction(tx) => self.write_transaction(&tx),
-            ConnectorEvent::SchemaChange { schema, .. } => self.schema_for(&schema).map(|_| ()),
+            ConnectorEvent::SchemaChange { schema, .. } => self.table(&schema).map(|_| ()),
             ConnectorEvent::Heartbeat { timestamp_ns, .. } => {
                 // The source is idle and we are caught up with it as of the heartbeat.
                 self.parts
@@ -275,7 +285,7 @@ pub async fn run_ingest<C: SourceConnector>(
         .collect();
     let mut p = Pipeline {
         by_table,
-        schemas: HashMap::new(),
+        tables: HashMap::new(),
         payload: Vec::new(),
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),
         last_persist: None,
