@@ -46,11 +46,19 @@ fn frame(scn: u64, key: i64, payload: &[u8]) -> Vec<u8> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // `seed`: only the seeding stage (MariaDB -> SQLite snapshot).
+    let seed_only = std::env::args().any(|a| a == "seed");
     let events: u64 = if quick { 50_000 } else { 300_000 };
     let seed_rows: u64 = if quick { 50_000 } else { 300_000 };
     let dir = tempfile::tempdir().unwrap();
     let payload = vec![b'x'; PAYLOAD];
+    if !seed_only {
+        store_stages(&dir, events, &payload).await;
+    }
+    seed_stage(&dir, seed_rows).await;
+}
 
+async fn store_stages(dir: &tempfile::TempDir, events: u64, payload: &[u8]) {
     // 0. Raw log appends (no HTTP): the SQLite store alone.
     {
         let store = SqliteStore::open(dir.path().join("raw.sqlite")).unwrap();
@@ -64,7 +72,7 @@ async fn main() {
                         StoredEvent::from_frame(&frame(
                             w,
                             (w * EVENTS_PER_WINDOW + i) as i64,
-                            &payload,
+                            payload,
                         ))
                         .unwrap()
                     })
@@ -113,7 +121,7 @@ async fn main() {
                 .source(SourceId::new(1 + (key % 2) as u16))
                 .timestamp_ns(w)
                 .key(KeyRef::Int(key))
-                .payload(&payload);
+                .payload(payload);
             writer.append(&e).unwrap();
         }
         writer.end_window(Scn::new(w), w).unwrap();
@@ -180,7 +188,9 @@ async fn main() {
     assert_eq!(rows, events);
     bs_stop.cancel();
     relay_stop.cancel();
+}
 
+async fn seed_stage(dir: &tempfile::TempDir, seed_rows: u64) {
     // 4. Seeding from MariaDB.
     let db = databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default())
         .await
@@ -202,6 +212,7 @@ async fn main() {
             table: "orders".into(),
         }],
         chunk_rows: 20_000,
+        password: None,
     };
     let t = Instant::now();
     let report = seed(seed_store.clone(), &settings, |_| {}).await.unwrap();

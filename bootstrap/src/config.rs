@@ -25,7 +25,8 @@
 //! interval = "1m"
 //!
 //! [seed]                       # databus bootstrap seed
-//! url = "mysql://seed:secret@127.0.0.1:3306/"
+//! url = "mysql://seed@127.0.0.1:3306/"
+//! password_env = "SEED_PASSWORD"   # or password_file = "/run/secrets/seed"
 //! chunk_rows = 10000
 //! ```
 
@@ -209,8 +210,15 @@ impl Default for RetentionSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSection {
-    /// `mysql://user:password@host:port/` of the source (a user with SELECT on the captured tables).
+    /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A password
+    /// may be in the URL, but `password_env` or `password_file` keep it out of the file.
     pub url: String,
+    /// Environment variable holding the seed user's password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File holding the seed user's password (trailing newline ignored).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
     /// Rows per chunk.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
@@ -237,6 +245,52 @@ pub struct ValidatedConfig {
     pub retention: RetentionSettings,
     /// The seed (if `[seed]` is set).
     pub seed: Option<SeedSection>,
+    /// The seed user's password from `password_env` / `password_file`.
+    pub seed_password: Option<Password>,
+}
+
+/// A password read from the environment or a file; never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Password(String);
+
+impl Password {
+    /// Wraps a password.
+    pub fn new(p: impl Into<String>) -> Password {
+        Password(p.into())
+    }
+
+    /// The password itself, to hand to the connection.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Password {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Password(***)")
+    }
+}
+
+fn seed_password(s: &SeedSection) -> Result<Option<Password>, BootstrapError> {
+    match (&s.password_env, &s.password_file) {
+        (Some(_), Some(_)) => Err(BootstrapError::Config(
+            "seed: set at most one of password_env and password_file".into(),
+        )),
+        (Some(var), None) => std::env::var(var).map(|p| Some(Password(p))).map_err(|_| {
+            BootstrapError::Config(format!(
+                "seed.password_env: environment variable {var} is not set; export it or remove password_env"
+            ))
+        }),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map(|p| Some(Password(p.trim_end_matches(['\n', '\r']).to_owned())))
+            .map_err(|e| {
+                BootstrapError::Config(format!(
+                    "seed.password_file: cannot read {}: {e}",
+                    path.display()
+                ))
+            }),
+        (None, None) => Ok(None),
+    }
 }
 
 fn bytes(field: &str, b: ByteSize) -> Result<usize, BootstrapError> {
@@ -293,7 +347,12 @@ impl BootstrapConfig {
                 ));
             }
         }
+        let seed_password = match &self.seed {
+            Some(s) => seed_password(s)?,
+            None => None,
+        };
         Ok(ValidatedConfig {
+            seed_password,
             db_path: self.db_path.clone(),
             producer,
             listen: self.http.listen,

@@ -67,6 +67,8 @@ pub mod applier;
 pub mod config;
 mod error;
 pub mod http;
+pub mod json;
+pub mod metrics;
 pub mod producer;
 pub mod relay_client;
 pub mod retention;
@@ -78,5 +80,6 @@ pub mod store;
 pub use config::{BootstrapConfig, ValidatedConfig};
 pub use error::BootstrapError;
 pub use run::{
-    run_all, run_all_on, run_applier, run_producer, run_seed, run_server, run_server_on,
+    run_all, run_all_on, run_applier, run_producer, run_seed, run_seed_with, run_server,
+    run_server_on,
 };

@@ -272,11 +272,14 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn apply(&self, events: &[StoredEvent], applied_scn: Scn) -> Result<(), BootstrapError>;
     /// A page of rows in `row_id` order.
     fn read(&self, query: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError>;
-    /// Loads a chunk of seed rows and records the seed's progress, in one transaction.
+    /// Loads a chunk of seed rows and records the seed's progress, in one transaction. With
+    /// [`SeedWrite::Fresh`] a key already in the snapshot (or twice in `events`) fails the whole chunk
+    /// (nothing stored) instead of being overwritten.
     fn seed_chunk(
         &self,
         events: &[StoredEvent],
         progress: &SeedProgress,
+        write: SeedWrite,
     ) -> Result<(), BootstrapError>;
     /// The progress of an unfinished seed.
     fn seed_progress(&self) -> Result<Option<SeedProgress>, BootstrapError>;
@@ -286,6 +289,18 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError>;
     /// A recorded writer schema.
     fn schema(&self, id: SchemaId) -> Result<Option<StoredSchema>, BootstrapError>;
+}
+
+/// How a seed chunk meets the rows already in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedWrite {
+    /// The snapshot may hold some of these keys (a resumed seed): as [`SnapshotStore::apply`], the
+    /// greater SCN wins per key.
+    Upsert,
+    /// None of these keys is in the snapshot yet and each appears once (the first run of a seed into
+    /// an empty snapshot, rows read in primary-key order): the store may insert without looking for
+    /// an existing row. A key that is there after all is an error, never an overwrite.
+    Fresh,
 }
 
 /// A writer schema recorded by the seed, served as the relay serves schemas.
