@@ -110,15 +110,17 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    use warp::Filter;
-    let metrics = warp::path!("metrics").and(warp::get()).then(move || {
-        let store = store.clone();
-        async move { crate::http::metrics_response(store).await }
-    });
+    use warp::{Filter, Reply};
+    let store = warp::any().map(move || store.clone());
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(store)
+        .then(crate::http::metrics_response)
+        .boxed();
     let health = warp::path!("health")
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
-    use warp::Reply;
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response())
+        .boxed();
     warp::serve(metrics.or(health).unify())
         .incoming(listener)
         .graceful(async move { shutdown.cancelled_owned().await })

@@ -820,10 +820,16 @@ pub async fn seed(
     loop {
         let next = enc_rx.recv().await;
         // Store chunks in order: the previous one is stored (and reported) before the next starts.
+        let mut stored = None;
         if let Some((handle, table_index, rows)) = writing.take() {
+            stored = Some((table_index, rows));
             join("writer", handle).await?;
             rows_stored += rows;
             crate::metrics::seeded(rows);
+        }
+        // A table ending exactly at a chunk boundary ends with an empty chunk (stored: it moves
+        // the resume point to the next table), which is no progress to report.
+        if let Some((table_index, _)) = stored.take().filter(|(_, rows)| *rows > 0) {
             let elapsed = run_started.elapsed();
             let rows_done = rows_before + rows_stored;
             tick(SeedTick {

@@ -1,6 +1,7 @@
 //! The `databus` command-line tool's library: the pieces `main` calls, one module per subcommand.
 //!
 //! - [`relay_cmd`]: load and validate `relay.toml`, print the effective configuration, run a relay.
+//! - [`bootstrap_cmd`]: the same for `bootstrap.toml`, plus seeding progress and a `/metrics` listener.
 //! - [`check`]: `check-source`, the source checks of the MySQL/MariaDB connector rendered for a terminal.
 //! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]).
 //! - [`status`]: a relay's buffers in human-readable form.
@@ -57,6 +58,7 @@ macro_rules! out {
     }};
 }
 
+pub mod bootstrap_cmd;
 pub mod check;
 pub mod http;
 pub mod mariadb;
