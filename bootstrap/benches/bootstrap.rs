@@ -214,11 +214,47 @@ async fn seed_stage(dir: &tempfile::TempDir, seed_rows: u64) {
         chunk_rows: 20_000,
         password: None,
     };
+    let mariadbd = db.pid().unwrap_or(0);
+    let cpu_before = (cpu_secs(std::process::id()), cpu_secs(mariadbd));
     let t = Instant::now();
     let report = seed(seed_store.clone(), &settings, |_| {}).await.unwrap();
+    let took = t.elapsed();
+    let cpu = (
+        cpu_secs(std::process::id()) - cpu_before.0,
+        cpu_secs(mariadbd) - cpu_before.1,
+    );
     println!(
         "seeding (MariaDB -> SQLite snapshot, 5 cols): {}",
-        rate(report.rows, t.elapsed())
+        rate(report.rows, took)
+    );
+    // CPU time does not depend on what else the machine runs: rows per CPU-second of this process
+    // and of mariadbd together, and how many cores the seed kept busy.
+    println!(
+        "seeding CPU: {:.2} s here + {:.2} s mariadbd = {:.2} us/row ({:.0} rows per CPU-second), {:.2} cores busy",
+        cpu.0,
+        cpu.1,
+        (cpu.0 + cpu.1) * 1e6 / report.rows as f64,
+        report.rows as f64 / (cpu.0 + cpu.1),
+        (cpu.0 + cpu.1) / took.as_secs_f64()
     );
     assert_eq!(seed_store.snapshot_status().unwrap().rows, seed_rows);
+}
+
+/// User + system CPU seconds of process `pid` so far (0 if it cannot be read).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: state is the 3rd field overall, utime the 14th, stime the 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports clock ticks of USER_HZ = 100 on x86_64.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

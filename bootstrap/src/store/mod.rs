@@ -321,21 +321,24 @@ pub trait BootstrapStore: LogStore + SnapshotStore {}
 
 impl<T: LogStore + SnapshotStore> BootstrapStore for T {}
 
-/// Encodes a key for the unique `(source, key)` index: the key type byte then the value.
-pub(crate) fn key_bytes(key: &Key) -> Vec<u8> {
+/// As [`key_bytes`], appended to `out`.
+pub(crate) fn key_bytes_into(key: &Key, out: &mut Vec<u8>) {
     match key {
-        Key::None => vec![0],
+        Key::None => out.push(0),
         Key::Int(v) => {
-            let mut out = Vec::with_capacity(9);
             out.push(1);
             out.extend_from_slice(&v.to_be_bytes());
-            out
         }
         Key::Bytes(b) => {
-            let mut out = Vec::with_capacity(1 + b.len());
             out.push(2);
             out.extend_from_slice(b);
-            out
         }
     }
+}
+
+/// Encodes a key for the unique `(source, key)` index: the key type byte then the value.
+pub(crate) fn key_bytes(key: &Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    key_bytes_into(key, &mut out);
+    out
 }

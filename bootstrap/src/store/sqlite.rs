@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
-    key_bytes,
+    key_bytes, key_bytes_into,
 };
 use crate::BootstrapError;
 
@@ -540,15 +540,24 @@ fn insert_sql(rows: usize) -> String {
 fn insert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), BootstrapError> {
     use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
     let mut next_row = get_meta(tx, "next_row")?.unwrap_or(1);
-    let mut key_buf = Vec::with_capacity(INSERT_BATCH);
+    // The batch's encoded keys, end to end in one buffer (no allocation per row).
+    let mut keys = Vec::new();
+    let mut ends = Vec::with_capacity(INSERT_BATCH);
     for batch in events.chunks(INSERT_BATCH) {
         let mut s = tx
             .prepare_cached(&insert_sql(batch.len()))
             .map_err(db_err("prepare"))?;
-        key_buf.clear();
-        key_buf.extend(batch.iter().map(|e| key_bytes(&e.key)));
+        keys.clear();
+        ends.clear();
+        for e in batch {
+            key_bytes_into(&e.key, &mut keys);
+            ends.push(keys.len());
+        }
         let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(batch.len() * 8);
-        for (e, key) in batch.iter().zip(&key_buf) {
+        let mut start = 0;
+        for (e, &end) in batch.iter().zip(&ends) {
+            let key = &keys[start..end];
+            start = end;
             params.extend([
                 ToSqlOutput::Owned(SqlValue::Integer(i64::from(e.source.get()))),
                 ToSqlOutput::Borrowed(ValueRef::Blob(key)),
