@@ -16,7 +16,10 @@
 //!   (`databus_core`), with the relay's source/MOD/RANGE filters pushed down into SQL.
 //! - [`retention`]: trims the log by age and size, never past the applier nor a bootstrap in progress.
 //! - [`seed`]: loads the source's current rows (MariaDB consistent snapshot mapped to an exact SCN) into
-//!   the snapshot store, resumable; the producer continues from that SCN.
+//!   the snapshot store, resumable, with progress ticks ([`seed::SeedTick`]: rows done, estimate,
+//!   rate, ETA); the producer continues from that SCN.
+//! - [`json`]: `format=json` on the stream, rendered as the relay renders it; [`metrics`]: the
+//!   Prometheus metrics of every role (`GET /metrics`), named in `docs/operations.md`.
 //!
 //! Storage is behind the [`store::LogStore`] and [`store::SnapshotStore`] traits:
 //! [`store::SqliteStore`] (one SQLite file per database, WAL) and the reference [`store::MemoryStore`];
