@@ -144,6 +144,19 @@ fn print_config_fills_defaults_and_redacts_secrets() {
 }
 
 #[test]
+fn the_bootstrap_example_config_parses() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bootstrap.example.toml");
+    let out = run(databus()
+        .args(["bootstrap", "all", "--print-config", "--config"])
+        .arg(&example)
+        .env("SEED_PASSWORD", "example-secret"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("max_bytes = \"10GiB\""), "{printed}");
+    assert!(!printed.contains("example-secret"), "{printed}");
+}
+
+#[test]
 fn the_example_config_parses() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/relay.example.toml");
     let out = run(databus()
