@@ -942,4 +942,39 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
         "{}",
         text(&out.stderr)
     );
+
+    // On a terminal (a pty from `script`): one line redrawn in place, ending at the total.
+    let config2 = dir.path().join("bootstrap2.toml");
+    std::fs::write(
+        &config2,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("shop.sqlite", "shop2.sqlite"),
+    )
+    .unwrap();
+    let command = format!(
+        "'{}' bootstrap seed --config '{}'",
+        env!("CARGO_BIN_EXE_databus"),
+        config2.display()
+    );
+    let out = run_within(
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("SEED_TEST_PW", "seed-secret-pw")
+            .env_remove("RUST_LOG"),
+        Duration::from_secs(120),
+    );
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}{}", text(&out.stderr));
+    let redraws: Vec<&str> = screen.split("\r\x1b[2K").skip(1).collect();
+    assert!(!redraws.is_empty(), "{screen:?}");
+    let last = redraws.last().unwrap();
+    assert!(
+        last.starts_with(&format!("seeding shop.orders (table 1/1): {rows}/")),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("seeded {rows} rows")),
+        "{screen:?}"
+    );
 }
