@@ -447,6 +447,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "malformed request",
         )
     };
+    crate::metrics::http_error(code);
     let mut resp = warp::reply::with_status(
         warp::reply::json(&json!({"error": code, "message": message})),
         status,
@@ -493,6 +494,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.max_bytes, Some(100));
+        assert_eq!(p.format, StreamFormat::Binary);
+        let j = parse_stream_query(&cp_query("&format=json"), 1000).unwrap();
+        assert_eq!(j.format, StreamFormat::Json);
         assert_eq!(p.filter.to_query(), "sources=1-2&partition=mod:4:1");
         assert_eq!(p.checkpoint.bootstrap.unwrap().since_scn, Some(Scn::new(4)));
         for (query, parameter) in [
@@ -500,6 +504,8 @@ mod tests {
             (cp_query("&max_bytes=0"), "max_bytes"),
             (cp_query("&max_bytes=1001"), "max_bytes"),
             (cp_query("&wait_ms=5"), "wait_ms"),
+            (cp_query("&format=xml"), "format"),
+            (cp_query("&format=json&format=json"), "format"),
             (cp_query("&partition=mod:0:1"), "filter"),
             (cp_query("&partitions=all"), "partitions"),
             ("checkpoint=%7B".to_owned(), "checkpoint"),

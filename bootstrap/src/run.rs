@@ -87,8 +87,13 @@ pub async fn run_server_on(
         config.retention,
         shutdown.clone(),
     ));
+    // Writer schemas for `format=json` (rows the relay captured); a short timeout so an unreachable
+    // relay only slows JSON answers a little (payloads then go out in base64).
     let relay = match &config.producer {
-        Some(p) => Some(RelayClient::new(&p.relay_url, p.timeout)?),
+        Some(p) => Some(RelayClient::new(
+            &p.relay_url,
+            std::time::Duration::from_secs(5),
+        )?),
         None => None,
     };
     let service = BootstrapService::with_relay(store, config.serve, relay);
