@@ -849,7 +849,7 @@ pub async fn seed(
                 let rows = encoded.events.len() as u64;
                 writing = Some((
                     tokio::task::spawn_blocking(move || {
-                        s.seed_chunk(&encoded.events, &encoded.progress, write)
+                        s.seed_chunk_with(&encoded.events, &encoded.progress, write)
                     }),
                     encoded.table_index,
                     rows,

@@ -438,7 +438,7 @@ pub fn seed_progress_and_finish(store: &dyn BootstrapStore) {
         token: r#"{"table":0,"after":[5]}"#.into(),
     };
     store
-        .seed_chunk(&[up(40, 1), up(40, 2)], &p, SeedWrite::Fresh)
+        .seed_chunk_with(&[up(40, 1), up(40, 2)], &p, SeedWrite::Fresh)
         .unwrap();
     assert_eq!(store.seed_progress().unwrap(), Some(p.clone()));
     // A fresh chunk never overwrites: a key already stored (or twice in the chunk) fails it whole.
@@ -447,13 +447,17 @@ pub fn seed_progress_and_finish(store: &dyn BootstrapStore) {
         token: r#"{"table":0,"after":[9]}"#.into(),
     };
     for chunk in [vec![up(40, 3), up(40, 2)], vec![up(40, 4), up(40, 4)]] {
-        assert!(store.seed_chunk(&chunk, &p2, SeedWrite::Fresh).is_err());
+        assert!(
+            store
+                .seed_chunk_with(&chunk, &p2, SeedWrite::Fresh)
+                .is_err()
+        );
         assert_eq!(store.seed_progress().unwrap(), Some(p.clone()));
         assert_eq!(store.snapshot_status().unwrap().rows, 2);
     }
     // A resumed seed upserts: the greater SCN wins, new keys are added.
     store
-        .seed_chunk(&[up(41, 2), up(39, 1), up(40, 3)], &p2, SeedWrite::Upsert)
+        .seed_chunk(&[up(41, 2), up(39, 1), up(40, 3)], &p2)
         .unwrap();
     assert_eq!(store.seed_progress().unwrap(), Some(p2));
     let rows = all_rows(store, 1, None, false, &FilterSpec::all());

@@ -323,6 +323,14 @@ impl SnapshotStore for MemoryStore {
         &self,
         events: &[StoredEvent],
         progress: &SeedProgress,
+    ) -> Result<(), BootstrapError> {
+        self.seed_chunk_with(events, progress, SeedWrite::Upsert)
+    }
+
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
         write: SeedWrite,
     ) -> Result<(), BootstrapError> {
         self.with(|i| {

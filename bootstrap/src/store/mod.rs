@@ -272,15 +272,26 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn apply(&self, events: &[StoredEvent], applied_scn: Scn) -> Result<(), BootstrapError>;
     /// A page of rows in `row_id` order.
     fn read(&self, query: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError>;
-    /// Loads a chunk of seed rows and records the seed's progress, in one transaction. With
-    /// [`SeedWrite::Fresh`] a key already in the snapshot (or twice in `events`) fails the whole chunk
-    /// (nothing stored) instead of being overwritten.
+    /// Loads a chunk of seed rows and records the seed's progress, in one transaction (upserts, as
+    /// [`SeedWrite::Upsert`]).
     fn seed_chunk(
         &self,
         events: &[StoredEvent],
         progress: &SeedProgress,
-        write: SeedWrite,
     ) -> Result<(), BootstrapError>;
+    /// As [`SnapshotStore::seed_chunk`], saying whether the keys are known to be new. With
+    /// [`SeedWrite::Fresh`] a store may insert without looking for existing rows; [`SqliteStore`] and
+    /// [`MemoryStore`] refuse a key already in the snapshot (or twice in `events`): the whole chunk
+    /// fails and nothing is stored. The default upserts (always correct, never faster).
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
+        write: SeedWrite,
+    ) -> Result<(), BootstrapError> {
+        let _ = write;
+        self.seed_chunk(events, progress)
+    }
     /// The progress of an unfinished seed.
     fn seed_progress(&self) -> Result<Option<SeedProgress>, BootstrapError>;
     /// Completes a seed at `scn`: `applied_scn` and `base_scn` become `scn`.

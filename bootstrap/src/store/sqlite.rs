@@ -650,6 +650,14 @@ impl SnapshotStore for SqliteStore {
         &self,
         events: &[StoredEvent],
         progress: &SeedProgress,
+    ) -> Result<(), BootstrapError> {
+        self.seed_chunk_with(events, progress, SeedWrite::Upsert)
+    }
+
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
         write: SeedWrite,
     ) -> Result<(), BootstrapError> {
         let text = serde_json::to_string(progress)
