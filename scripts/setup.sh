@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing databus-rs needs on a fresh Debian machine: the Rust toolchain is
-# expected; this adds Debian's MariaDB server (the tests start private instances of it) when missing.
+# expected; this adds Debian's MariaDB server (the tests start private instances of it), Debian's
+# chromium (the status page tests render pages headless) and g++ (libFuzzer, for the fuzz targets) when
+# missing.
 # Safe to run again: it only installs what is absent.
 set -euo pipefail
 
@@ -17,6 +19,24 @@ if ! have_mariadbd; then
     mariadb-server mariadb-client >/dev/null
   # The package starts a system-wide server; the project never uses it.
   $SUDO service mariadb stop >/dev/null 2>&1 || true
+fi
+
+# The fuzz targets (scripts/fuzz.sh --ci) link libFuzzer, which libfuzzer-sys compiles from C++.
+if ! command -v c++ >/dev/null 2>&1; then
+  echo "setup: installing g++ (libFuzzer for the fuzz targets is C++)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends g++ >/dev/null
+fi
+
+# Headless Chromium renders the HTML status pages in their tests.
+if ! command -v chromium >/dev/null 2>&1 && [ ! -x /usr/bin/chromium ]; then
+  echo "setup: installing Debian's chromium (the status page tests render pages in headless Chromium)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 
 for tool in cargo rustfmt cargo-clippy; do

@@ -268,6 +268,7 @@ fn respond(r: Result<Response, ApiError>) -> Response {
 pub fn routes(
     service: Arc<BootstrapService>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let page = crate::status_page::route(service.clone());
     let svc = warp::any().map(move || service.clone());
     let stream = warp::path!("v1" / "bootstrap" / "stream")
         .and(warp::get())
@@ -389,6 +390,8 @@ pub fn routes(
         .or(health.boxed())
         .unify()
         .or(metrics.boxed())
+        .unify()
+        .or(page.boxed())
         .unify()
         .recover(recover)
         .unify()

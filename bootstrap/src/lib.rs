@@ -14,6 +14,7 @@
 //! - [`serve`] + [`http`]: the queries — consistent snapshot, consolidated delta since `T`, or log-only
 //!   catch-up when `T` is recent — paged and resumable through the consumer's [`Checkpoint`]
 //!   (`databus_core`), with the relay's source/MOD/RANGE filters pushed down into SQL.
+//! - [`status_page`]: the HTML status page (`GET /`): log and snapshot SCNs, applier lag, retention.
 //! - [`retention`]: trims the log by age and size, never past the applier nor a bootstrap in progress.
 //! - [`seed`]: loads the source's current rows (MariaDB consistent snapshot mapped to an exact SCN) into
 //!   the snapshot store, resumable, with progress ticks ([`seed::SeedTick`]: rows done, estimate,
@@ -78,6 +79,7 @@ pub mod retention;
 pub mod run;
 pub mod seed;
 pub mod serve;
+pub mod status_page;
 pub mod store;
 
 pub use config::{BootstrapConfig, ValidatedConfig};

@@ -3,9 +3,11 @@
 //! - [`relay_cmd`]: load and validate `relay.toml`, print the effective configuration, run a relay.
 //! - [`bootstrap_cmd`]: the same for `bootstrap.toml`, plus seeding progress and a `/metrics` listener.
 //! - [`check`]: `check-source`, the source checks of the MySQL/MariaDB connector rendered for a terminal.
-//! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]).
+//! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]);
+//!   [`tail_bootstrap`]: follow it through a bootstrap server (snapshot, catch-up, then the relay).
 //! - [`status`]: a relay's buffers in human-readable form.
 //! - [`quickstart`]: the whole pipeline against a private MariaDB, then cleaned away.
+//! - [`report`]: errors at the edge, each cause once, then the fix when known.
 //! - [`http`]: the small HTTP/1.1 client the others use; [`mariadb`]: the quickstart's private MariaDB.
 //!
 //! Exit codes ([`exit`]): 0 success, 1 runtime error, 2 usage or configuration error ([`UsageError`]),
@@ -64,8 +66,10 @@ pub mod http;
 pub mod mariadb;
 pub mod quickstart;
 pub mod relay_cmd;
+pub mod report;
 pub mod status;
 pub mod tail;
+pub mod tail_bootstrap;
 
 /// A usage or configuration error: the command line or a file is wrong (exit code 2).
 #[derive(Debug)]

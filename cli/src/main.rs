@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use databus_cli::http::RelayUrl;
 use databus_cli::tail::{Next, Start, TailOptions};
-use databus_cli::{UsageError, bootstrap_cmd, check, exit, quickstart, relay_cmd, status, tail};
+use databus_cli::{
+    UsageError, bootstrap_cmd, check, exit, quickstart, relay_cmd, status, tail, tail_bootstrap,
+};
 use databus_core::Scn;
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +24,7 @@ Exit codes:
   1  runtime error (connection lost, relay or database failure)
   2  usage or configuration error (bad flags, unknown or invalid config key)
   3  check-source found settings or grants to fix
+Errors print their cause chain once on stderr, then the fix when one is known (docs/operations.md).
 
 Logging: RUST_LOG (e.g. RUST_LOG=debug) or --log-level; logs go to stderr, data to stdout.";
 
@@ -131,11 +134,27 @@ struct TailArgs {
     #[arg(long)]
     buffer: Option<String>,
     /// Start at the first window whose SCN is at least N.
-    #[arg(long, value_name = "N", conflicts_with = "from_now")]
+    #[arg(long, value_name = "N", conflicts_with_all = ["from_now", "bootstrap"])]
     from_scn: Option<u64>,
     /// Start after the newest window the relay holds now (default: the oldest it holds).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "bootstrap")]
     from_now: bool,
+    /// Tail through this bootstrap server (snapshot or delta, catch-up, then the relay); each line
+    /// gets a "phase": snapshot (a row's state), catchup or online (changes).
+    #[arg(long, value_name = "URL")]
+    bootstrap: Option<String>,
+    /// With --bootstrap: start from a consistent snapshot, or from SCN N (served by the relay while
+    /// it holds N, else as a delta of the rows changed since, from the bootstrap server).
+    #[arg(
+        long,
+        value_name = "snapshot|scn:N",
+        requires = "bootstrap",
+        default_value = "snapshot"
+    )]
+    from: databus_cli::tail_bootstrap::BootstrapStart,
+    /// With --bootstrap: no progress lines on stderr.
+    #[arg(long, requires = "bootstrap")]
+    no_progress: bool,
     /// Output format (JSON lines).
     #[arg(long, value_enum, default_value = "json")]
     format: Format,
@@ -211,7 +230,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprint!("{}", databus_cli::report::render(&e));
             ExitCode::from(databus_cli::exit_code_of(&e))
         }
     }
@@ -342,6 +361,31 @@ async fn run(command: Command) -> Result<u8> {
         }
         Command::Tail(args) => {
             let Format::Json = args.format;
+            let signal = shutdown_on_signal();
+            let never = CancellationToken::new();
+            let mut out = std::io::stdout().lock();
+            let print = |event: &serde_json::Value| match writeln!(out, "{event}")
+                .and_then(|()| out.flush())
+            {
+                Ok(()) => Ok(Next::More),
+                // The reader went away (`| head`): stop quietly.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Next::Stop),
+                Err(e) => Err(e).context("writing to stdout"),
+            };
+            if let Some(bootstrap) = args.bootstrap {
+                let opts = tail_bootstrap::BootstrapTailOptions {
+                    relay: args.relay,
+                    bootstrap,
+                    sources: args.sources,
+                    partitions: args.partition,
+                    buffer: args.buffer,
+                    start: args.from,
+                    max_events: args.max_events,
+                    progress_every: (!args.no_progress).then_some(Duration::from_secs(2)),
+                };
+                tail_bootstrap::tail(&opts, &signal, print).await?;
+                return Ok(exit::OK);
+            }
             let opts = TailOptions {
                 relay: RelayUrl::parse(&args.relay)
                     .map_err(|e| UsageError(format!("--relay: {e:#}")))?,
@@ -356,17 +400,7 @@ async fn run(command: Command) -> Result<u8> {
                 max_events: args.max_events,
                 wait: Duration::from_secs(10),
             };
-            let signal = shutdown_on_signal();
-            let never = CancellationToken::new();
-            let mut out = std::io::stdout().lock();
-            let follow = tail::tail(&opts, &never, |event| {
-                match writeln!(out, "{event}").and_then(|()| out.flush()) {
-                    Ok(()) => Ok(Next::More),
-                    // The reader went away (`| head`): stop quietly.
-                    Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Next::Stop),
-                    Err(e) => Err(e).context("writing to stdout"),
-                }
-            });
+            let follow = tail::tail(&opts, &never, print);
             // Ctrl-C stops at once, even in the middle of a long poll.
             tokio::select! {
                 result = follow => { result?; }

@@ -64,7 +64,7 @@ fn lag(ms: &Value) -> String {
 /// Renders the status for a terminal.
 pub fn render(relay: &RelayUrl, status: &Value, sources: &Value) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "relay {relay}");
+    let _ = writeln!(out, "relay {relay}   (in a browser: {relay}/)");
     let empty = Vec::new();
     for b in status["buffers"].as_array().unwrap_or(&empty) {
         let name = b["name"].as_str().unwrap_or("?");
@@ -139,5 +139,9 @@ mod tests {
         assert!(text.contains("1.3 KiB of 8.0 MiB"), "{text}");
         assert!(text.contains("850 ms"), "{text}");
         assert!(text.contains("orders (shop.orders, id 1)"), "{text}");
+        assert!(
+            text.starts_with("relay http://127.0.0.1:1   (in a browser: http://127.0.0.1:1/)\n"),
+            "{text}"
+        );
     }
 }

@@ -124,8 +124,8 @@ pub async fn tail(
                 continue;
             }
             410 => bail!(
-                "{}; this relay cannot serve that position (tail through a bootstrap server is not \
-                 supported by this CLI version): start with --from-now or a later --from-scn",
+                "{}; this relay cannot serve that position: tail through a bootstrap server with \
+                 --bootstrap URL --from scn:N, or start with --from-now or a later --from-scn",
                 answer.error_message()
             ),
             400 | 404 => {

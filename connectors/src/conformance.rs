@@ -16,9 +16,63 @@
 //! Each function panics with a message on a violation. Each test gets a fresh harness (its own source),
 //! so the transactions it sees are only its own.
 //!
-//! ```ignore
+//! ```no_run
+//! use databus_connectors::conformance::ConformanceHarness;
+//! use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+//! use databus_testkit::{MariaDb, MariaDbOptions};
+//!
+//! struct MyHarness {
+//!     db: MariaDb,
+//!     url: String,
+//!     next_id: u64,
+//! }
+//!
+//! impl MyHarness {
+//!     async fn new() -> Self {
+//!         let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+//!         db.exec(&[
+//!             "CREATE DATABASE c",
+//!             "CREATE TABLE c.a (id BIGINT PRIMARY KEY)",
+//!             "CREATE DATABASE other",
+//!             "CREATE TABLE other.x (id BIGINT PRIMARY KEY AUTO_INCREMENT)",
+//!         ])
+//!         .await
+//!         .unwrap();
+//!         let url = db.create_user_with_grants("relay", "pw").await.unwrap();
+//!         MyHarness { db, url, next_id: 0 }
+//!     }
+//! }
+//!
+//! impl ConformanceHarness for MyHarness {
+//!     type Connector = MySqlConnector;
+//!
+//!     async fn connector(&mut self) -> MySqlConnector {
+//!         let mut config = MySqlConfig::new(self.url.clone(), 100);
+//!         config.databases = vec!["c".into()];
+//!         MySqlConnector::new(config).unwrap()
+//!     }
+//!
+//!     async fn commit_transaction(&mut self, rows: usize) {
+//!         let statements: Vec<String> = (0..rows)
+//!             .map(|_| {
+//!                 self.next_id += 1;
+//!                 format!("INSERT INTO c.a VALUES ({})", self.next_id)
+//!             })
+//!             .collect();
+//!         let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
+//!         self.db.exec_tx(&refs).await.unwrap();
+//!     }
+//!
+//!     async fn commit_uncaptured(&mut self) {
+//!         self.db.exec_tx(&["INSERT INTO other.x VALUES ()"]).await.unwrap();
+//!     }
+//! }
+//!
 //! databus_connectors::connector_conformance_suite!(MyHarness::new());
+//! # fn main() {}
 //! ```
+//!
+//! `tests/conformance_mariadb.rs` is the full harness of the MySQL/MariaDB connector.
 
 use std::future::Future;
 use std::time::Duration;

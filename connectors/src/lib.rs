@@ -39,3 +39,8 @@ pub use source::{
     ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
     StartPosition, TableName,
 };
+
+/// `docs/connectors.md`: its Rust samples are compiled (and run) as doc tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/connectors.md")]
+pub struct ConnectorsGuide;

@@ -74,3 +74,8 @@ pub use spec::{
     MAX_TOTAL_ITEMS, ModSpec, PartitionSpec, RangeSpec,
 };
 pub use sql::{SqlColumns, SqlWhere};
+
+/// `docs/filters.md`: its Rust samples are compiled (and run) as doc tests of this crate.
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/filters.md")]
+pub struct FiltersGuide;

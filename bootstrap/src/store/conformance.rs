@@ -1,12 +1,15 @@
 //! The conformance suite every store implementation must pass. Instantiate it with
 //! [`store_conformance_suite!`](crate::store_conformance_suite):
 //!
-//! ```ignore
+//! ```
+//! use databus_bootstrap::store::SqliteStore;
+//!
 //! databus_bootstrap::store_conformance_suite!(sqlite, || {
 //!     let dir = tempfile::tempdir().unwrap();
 //!     let store = SqliteStore::open(dir.path().join("db.sqlite")).unwrap();
 //!     (store, dir) // the second value is kept alive for the test's duration
 //! });
+//! # fn main() {}
 //! ```
 
 use databus_core::{EventBuilder, EventView, Key, Opcode, Scn, SourceId};

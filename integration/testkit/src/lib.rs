@@ -1,4 +1,5 @@
-//! Test support for databus-rs: a private MariaDB server per test.
+//! Test support for databus-rs: a private MariaDB server per test, and headless Chromium
+//! ([`chromium::dump_dom`]) for the HTML status pages.
 //!
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
 //! directory in a temporary directory, on a free port of 127.0.0.1 and its own socket, with the binlog
@@ -28,6 +29,8 @@
 //! ```
 
 #![forbid(unsafe_code)]
+
+pub mod chromium;
 
 use std::fs::{self, File};
 use std::io;
@@ -72,6 +75,22 @@ pub enum TestkitError {
     /// A SQL statement failed.
     #[error("sql failed: {0}")]
     Sql(#[from] mysql_async::Error),
+    /// A tool the test needs is not installed.
+    #[error("{what} is not installed; {fix}")]
+    Missing {
+        /// The tool.
+        what: String,
+        /// How to install it.
+        fix: String,
+    },
+    /// Headless Chromium failed.
+    #[error("chromium {reason}; its stderr:\n{stderr}")]
+    Chromium {
+        /// What went wrong.
+        reason: String,
+        /// Its stderr.
+        stderr: String,
+    },
 }
 
 type Result<T> = std::result::Result<T, TestkitError>;

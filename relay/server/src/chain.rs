@@ -334,6 +334,7 @@ impl Chain {
                         })?;
                     m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
                     self.parts.status.update(|s| {
+                        s.count_window(u64::from(info.events));
                         s.last_scn = Some(view.scn());
                         s.last_timestamp_ns = Some(view.timestamp_ns());
                         s.position = Some(format!(

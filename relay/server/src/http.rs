@@ -11,6 +11,7 @@
 //! | `GET /v1/status` | per buffer: SCN range, bytes and events held, ingest state and lag |
 //! | `GET /health` | 200 while no source has failed, else 503 |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /`, `GET /status` | the HTML status page ([`crate::status_page`]) |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -152,7 +153,9 @@ impl ApiError {
                 format!("bad parameter {parameter}: {message}")
             }
             ApiError::QueryTooLong { len, max } => {
-                format!("query string of {len} bytes exceeds the limit of {max} bytes")
+                format!(
+                    "query string of {len} bytes exceeds the limit of {max} bytes; shorten it (source ranges like 1-9 instead of lists) or raise http.max_query_bytes"
+                )
             }
             ApiError::UnknownSource(s) => {
                 format!("unknown source {s}; GET /v1/sources lists the sources of this relay")
@@ -522,6 +525,7 @@ pub fn routes(
     service: Arc<RelayService>,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let http = *service.http();
+    let page = crate::status_page::route(service.clone());
     let svc = warp::any().map(move || service.clone());
     let sources = warp::path!("v1" / "sources")
         .and(warp::get())
@@ -567,6 +571,8 @@ pub fn routes(
         .or(health)
         .unify()
         .or(metrics)
+        .unify()
+        .or(page)
         .unify()
         .recover(recover)
         .unify()
@@ -804,7 +810,10 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
 
 /// The SCN a consumer must have consumed to be served: the buffer's last evicted window or its resume
 /// floor, whichever is later.
-fn effective_prev_scn(source: &SourceHandle, stats: &databus_buffer::BufferStats) -> Option<Scn> {
+pub(crate) fn effective_prev_scn(
+    source: &SourceHandle,
+    stats: &databus_buffer::BufferStats,
+) -> Option<Scn> {
     stats.prev_scn.max(source.floor.get())
 }
 

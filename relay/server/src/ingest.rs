@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_buffer::BufferWriter;
+use databus_buffer::{AppendError, BufferWriter};
 use databus_connectors::{
     ChangeKind, ConnectorError, ConnectorEvent, SourceConnector, SourcePosition, SourceTransaction,
     StartPosition,
@@ -122,6 +122,7 @@ impl Pipeline {
             .set_if_unset(Scn::new(tx.scn.get().saturating_sub(1)));
         self.last_position = Some(tx.position.clone());
         self.parts.status.update(|s| {
+            s.count_window(u64::from(info.events));
             s.last_scn = Some(tx.scn);
             s.last_timestamp_ns = Some(tx.commit_timestamp_ns);
             s.position = Some(tx.position.to_string());
@@ -171,12 +172,10 @@ impl Pipeline {
                 .schema(schema.id)
                 .key(key.as_ref())
                 .payload(&self.payload);
-            self.parts.writer.append(&event).map_err(|e| {
-                self.definite(format!(
-                    "cannot append to the event buffer at SCN {}: {e}",
-                    tx.scn
-                ))
-            })?;
+            self.parts
+                .writer
+                .append(&event)
+                .map_err(|e| self.definite(append_error_message(tx.scn, &e)))?;
         }
         Ok(())
     }
@@ -363,5 +362,36 @@ async fn pump<C: SourceConnector>(
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
         continue 'connect;
+    }
+}
+
+/// The message of a failed append. A window larger than the whole buffer names the setting to raise:
+/// the relay never splits a transaction.
+fn append_error_message(scn: Scn, e: &AppendError) -> String {
+    match e {
+        AppendError::WindowTooLarge { window_bytes, .. } => format!(
+            "cannot append to the event buffer at SCN {scn}: {e}; set this source's buffer_size in the relay configuration above the transaction's size (more than {}; windows are never split)",
+            bytesize::ByteSize::b(*window_bytes)
+        ),
+        _ => format!("cannot append to the event buffer at SCN {scn}: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_larger_than_the_buffer_names_the_setting_to_raise() {
+        let e = AppendError::WindowTooLarge {
+            scn: Scn::new(16),
+            window_bytes: 3 << 20,
+            capacity_bytes: 1 << 20,
+        };
+        let message = append_error_message(Scn::new(16), &e);
+        assert!(message.contains("at SCN 16"), "{message}");
+        assert!(message.contains("buffer_size"), "{message}");
+        assert!(message.contains("3.0 MiB"), "{message}");
+        assert!(message.contains("never split"), "{message}");
     }
 }

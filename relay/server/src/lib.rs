@@ -10,6 +10,7 @@
 //! - [`ingest`]: the pipeline of one source (connector -> Avro encoder -> buffer writer), with
 //!   reconnection on transient errors; [`chain`]: a source that follows another relay (relay
 //!   chaining); [`state`]: the persisted last SCN per source.
+//! - [`status_page`]: the HTML status page (`GET /`), for people.
 //! - [`run`] / [`run_with`]: the whole relay process; [`serve`]: just the HTTP server.
 //!
 //! ```no_run
@@ -57,6 +58,7 @@ pub mod ingest;
 mod metrics;
 pub mod service;
 pub mod state;
+pub mod status_page;
 
 use std::sync::Arc;
 

@@ -51,6 +51,12 @@ pub struct IngestSnapshot {
     pub last_timestamp_ns: Option<u64>,
     /// The last error, if any.
     pub last_error: Option<String>,
+    /// Windows written since the relay started (for rates on the status page).
+    pub windows_in: u64,
+    /// Data events written since the relay started.
+    pub events_in: u64,
+    /// When (ns since the epoch, the relay's clock) the last window was written.
+    pub last_write_ns: Option<u64>,
 }
 
 impl Default for IngestStatus {
@@ -62,6 +68,9 @@ impl Default for IngestStatus {
                 last_scn: None,
                 last_timestamp_ns: None,
                 last_error: None,
+                windows_in: 0,
+                events_in: 0,
+                last_write_ns: None,
             }),
         }
     }
@@ -239,6 +248,15 @@ impl RelayService {
     /// The Prometheus exporter's handle, if one is installed.
     pub fn metrics(&self) -> Option<&PrometheusHandle> {
         self.metrics.as_ref()
+    }
+}
+
+impl IngestSnapshot {
+    /// Counts one window of `events` data events written now.
+    pub fn count_window(&mut self, events: u64) {
+        self.windows_in += 1;
+        self.events_in += events;
+        self.last_write_ns = Some(now_ns());
     }
 }
 

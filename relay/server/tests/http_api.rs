@@ -412,7 +412,8 @@ async fn bad_requests_are_typed_errors_never_500() {
         ("/v1/sources?x=1", 400, "bad_parameter", Some("x")),
         ("/v1/schemas", 400, "bad_parameter", Some("source")),
         ("/v1/nothing", 404, "not_found", None),
-        ("/", 404, "not_found", None),
+        // `/` and `/status` are the HTML status page; other paths are not found.
+        ("/index.html", 404, "not_found", None),
     ] {
         let resp = get(relay.addr, path).await;
         let body = assert_error(&resp, status, code);
@@ -421,7 +422,14 @@ async fn bad_requests_are_typed_errors_never_500() {
         }
     }
     let long = format!("/v1/stream?sources={}", "1,".repeat(5000));
-    assert_error(&get(relay.addr, &long).await, 414, "query_too_long");
+    let body = assert_error(&get(relay.addr, &long).await, 414, "query_too_long");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("raise http.max_query_bytes"),
+        "the fix is named: {body}"
+    );
     assert_error(
         &request(relay.addr, "POST", "/v1/stream?buffer=shop").await,
         405,

@@ -1,0 +1,907 @@
+//! Fault injection, seeded and repeatable: a write workload on a real MariaDB, captured by a real
+//! `databus relay` process, copied by separate bootstrap producer, applier and server processes, and
+//! consumed by a consumer process (`fault_consumer`, built on the client library). During the
+//! workload, at points the seed picks, each of these happens once (three times in the soak), in the
+//! seed's order: SIGKILL and
+//! restart of the relay, of the bootstrap producer, of the bootstrap applier and of the consumer
+//! (each down while some transactions are written); a MariaDB restart (clean for odd seeds, SIGKILL for
+//! even ones); FLUSH BINARY LOGS and PURGE. Transactions touch one to three tables; the consumer's
+//! callback fails (answers retry) for a seeded share of events, and once for good (answers fatal: the
+//! consumer process stops with that error and is restarted from its checkpoint).
+//!
+//! After each run: the consumer's replica equals the source row by row; every transaction arrived as
+//! exactly one window holding exactly its changes (no window split), in commit order (no reorder),
+//! each exactly once apart from replays of uncheckpointed windows (no gap); and a new consumer that
+//! starts from the bootstrap server's snapshot ends equal to the source too.
+//!
+//! Seeds come from `DATABUS_FAULT_SEEDS` (`3`, `1,5,9`, `1..50`); CI runs the default seeds. The soak:
+//!
+//! ```text
+//! DATABUS_FAULT_SEEDS=1..50 cargo test -p databus-integration --test faults -- --ignored
+//! ```
+//!
+//! A transaction larger than the relay's buffer is its own test: a clear error, nothing of it delivered.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use databus_integration::faults::{DatabusProcess, RelayProcess, SeededRng, fault_seeds, http_get};
+use databus_testkit::{MariaDb, MariaDbOptions};
+use mysql_async::prelude::Queryable;
+use tokio::time::Instant;
+
+/// Runs blocking helper code (std sockets, processes) on a runtime worker without starving it.
+fn b<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+const A: u16 = 1;
+const B: u16 = 2;
+const TXLOG: u16 = 3;
+const PING: u16 = 4;
+const FILLER: u16 = 5;
+
+/// One change as the consumer logs it: source, `u`/`d`, key, seq.
+type Change = (u16, char, i64, i64);
+
+/// The source database's state and each transaction's expected changes, as the workload wrote them.
+#[derive(Default)]
+struct Expected {
+    a: BTreeMap<i64, i64>,
+    b: BTreeMap<i64, i64>,
+    txns: BTreeMap<i64, Vec<Change>>,
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+struct World {
+    db: MariaDb,
+    dir: PathBuf,
+    relay: RelayProcess,
+    producer: DatabusProcess,
+    applier: DatabusProcess,
+    server: DatabusProcess,
+    boot_addr: SocketAddr,
+    consumer: DatabusProcess,
+    consumer_args: Vec<String>,
+    /// `consumer_args` plus `--fatal-after N`.
+    fatal_args: Vec<String>,
+}
+
+fn bootstrap_role(role: &str, config: &Path) -> DatabusProcess {
+    let config = config.display().to_string();
+    DatabusProcess::spawn(
+        &format!("bootstrap {role}"),
+        &["bootstrap", role, "--config", &config],
+        &[],
+    )
+    .unwrap()
+}
+
+fn spawn_consumer(args: &[String]) -> DatabusProcess {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_fault_consumer"));
+    cmd.args(args);
+    DatabusProcess::spawn_command("consumer", cmd).unwrap()
+}
+
+fn consumer_args(
+    relay: &str,
+    boot: SocketAddr,
+    dir: &Path,
+    name: &str,
+    start: &str,
+    fail: Option<u64>,
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "--relay".into(),
+        relay.into(),
+        "--bootstrap".into(),
+        format!("http://{boot}"),
+        "--checkpoint".into(),
+        dir.join(format!("{name}.checkpoint.json"))
+            .display()
+            .to_string(),
+        "--log".into(),
+        dir.join(format!("{name}.log")).display().to_string(),
+        "--start".into(),
+        start.into(),
+    ];
+    if let Some(seed) = fail {
+        args.extend([
+            "--fail-seed".into(),
+            seed.to_string(),
+            "--fail-percent".into(),
+            "3".into(),
+        ]);
+    }
+    args
+}
+
+async fn start_world(seed: u64, buffer_size: &str) -> World {
+    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.a (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, tag VARCHAR(64) NOT NULL)",
+        "CREATE TABLE shop.b (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, tag VARCHAR(64) NOT NULL)",
+        "CREATE TABLE shop.txlog (t BIGINT PRIMARY KEY)",
+        "CREATE TABLE shop.ping (id INT PRIMARY KEY, n BIGINT NOT NULL)",
+        "CREATE TABLE shop.filler (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, body MEDIUMTEXT NOT NULL)",
+        "INSERT INTO shop.ping VALUES (1, 0)",
+    ])
+    .await
+    .unwrap();
+    let url = db
+        .create_user_with_grants("repl", "fault-pw")
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("databus-faults-{seed}-"))
+        .tempdir()
+        .unwrap()
+        .keep();
+    databus_integration::faults::set_process_log_dir(Some(&dir));
+    let relay_toml = dir.join("relay.toml");
+    std::fs::write(
+        &relay_toml,
+        format!(
+            r#"state_dir = {state:?}
+[http]
+listen = "127.0.0.1:0"
+[[sources]]
+name = "shop"
+url = "{bare}"
+password_env = "FAULT_PW"
+server_id = 1001
+buffer_size = "{buffer_size}"
+history_transactions = 100000
+tables = [
+    {{ id = 1, name = "a", table = "shop.a" }},
+    {{ id = 2, name = "b", table = "shop.b" }},
+    {{ id = 3, name = "txlog", table = "shop.txlog" }},
+    {{ id = 4, name = "ping", table = "shop.ping" }},
+    {{ id = 5, name = "filler", table = "shop.filler" }},
+]
+"#,
+            state = dir.join("relay-state").display().to_string(),
+            bare = url.replace(":fault-pw@", "@"),
+        ),
+    )
+    .unwrap();
+    let relay = b(|| RelayProcess::start(&relay_toml, None, &[("FAULT_PW", "fault-pw")])).unwrap();
+    b(|| relay.wait_ingest_state("streaming", Duration::from_secs(60))).unwrap();
+    let boot_addr = free_addr();
+    let boot_toml = dir.join("bootstrap.toml");
+    std::fs::write(
+        &boot_toml,
+        format!(
+            "db_path = {:?}\n[relay]\nurl = \"{}\"\nwait = \"200ms\"\n[http]\nlisten = \"{boot_addr}\"\n[applier]\nmax_windows = 20\n",
+            dir.join("bootstrap.sqlite").display().to_string(),
+            relay.url()
+        ),
+    )
+    .unwrap();
+    let producer = b(|| bootstrap_role("producer", &boot_toml));
+    let applier = b(|| bootstrap_role("applier", &boot_toml));
+    let server = b(|| bootstrap_role("server", &boot_toml));
+    let args = consumer_args(&relay.url(), boot_addr, &dir, "replica", "now", Some(seed));
+    // The first consumer process answers fatal after some windows (a callback failing for good): it
+    // stops with that error and is restarted from its checkpoint by the run.
+    let mut first_args = args.clone();
+    first_args.extend(["--fatal-after".into(), (10 + seed % 25).to_string()]);
+    let consumer = b(|| spawn_consumer(&first_args));
+    let world = World {
+        db,
+        dir,
+        relay,
+        producer,
+        applier,
+        server,
+        boot_addr,
+        consumer,
+        consumer_args: args,
+        fatal_args: first_args,
+    };
+    // The consumer starts from the relay's newest window: write pings until it has logged one, so
+    // that every transaction of the workload comes after its start.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let log = world.dir.join("replica.log");
+    loop {
+        world
+            .db
+            .exec(&["UPDATE shop.ping SET n = n + 1 WHERE id = 1"])
+            .await
+            .unwrap();
+        if std::fs::read_to_string(&log).is_ok_and(|t| !t.is_empty()) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the consumer never logged a window: {}",
+            world.consumer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    world
+}
+
+/// Writes transaction `t`: a txlog row, a row of `a`, with `big` a 100 kB row of `filler`, sometimes
+/// an upsert of `b` and a delete of an older row of `a`.
+async fn write_txn(
+    conn: &mut mysql_async::Conn,
+    t: i64,
+    rng: &mut SeededRng,
+    exp: &mut Expected,
+    big: bool,
+) -> Result<(), mysql_async::Error> {
+    let mut changes = vec![(TXLOG, 'u', t, t)];
+    let mut tx = conn.start_transaction(Default::default()).await?;
+    tx.exec_drop("INSERT INTO shop.txlog VALUES (?)", (t,))
+        .await?;
+    tx.exec_drop(
+        "INSERT INTO shop.a VALUES (?, ?, ?)",
+        (t, t, format!("a{t}")),
+    )
+    .await?;
+    changes.push((A, 'u', t, t));
+    if big {
+        tx.exec_drop(
+            "INSERT INTO shop.filler VALUES (?, ?, REPEAT('z', 100000))",
+            (t, t),
+        )
+        .await?;
+        changes.push((FILLER, 'u', t, t));
+    }
+    let mut b_change = None;
+    if rng.range(0, 100) < 40 {
+        let id = t % 5;
+        tx.exec_drop(
+            "INSERT INTO shop.b VALUES (?, ?, ?) ON DUPLICATE KEY UPDATE seq = VALUES(seq), tag = VALUES(tag)",
+            (id, t, format!("b{t}")),
+        )
+        .await?;
+        changes.push((B, 'u', id, t));
+        b_change = Some(id);
+    }
+    let mut deleted = None;
+    if rng.range(0, 100) < 25 && exp.a.len() > 3 {
+        let keys: Vec<i64> = exp.a.keys().copied().collect();
+        let id = keys[rng.range(0, keys.len() as u64) as usize];
+        tx.exec_drop("DELETE FROM shop.a WHERE id = ?", (id,))
+            .await?;
+        changes.push((A, 'd', id, exp.a[&id]));
+        deleted = Some(id);
+    }
+    tx.commit().await?;
+    exp.a.insert(t, t);
+    if let Some(id) = b_change {
+        exp.b.insert(id, t);
+    }
+    if let Some(id) = deleted {
+        exp.a.remove(&id);
+    }
+    exp.txns.insert(t, changes);
+    Ok(())
+}
+
+/// The source's current GTID sequence number (the SCN of its last transaction).
+async fn source_scn(db: &MariaDb) -> u64 {
+    let pos = db.gtid_binlog_pos().await.unwrap();
+    pos.rsplit('-')
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_relay_at(relay: &RelayProcess, scn: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = b(|| relay.get("/v1/status").and_then(|r| r.json()));
+        if let Ok(st) = &st
+            && st["buffers"][0]["max_scn"]
+                .as_u64()
+                .is_some_and(|m| m >= scn)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "relay never reached SCN {scn}: {st:?}\n{}",
+            relay.process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_bootstrap_log_at(addr: SocketAddr, scn: u64, seed: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = b(|| http_get(addr, "/v1/status").and_then(|r| r.json()));
+        if let Ok(st) = &st
+            && st["log_last_scn"].as_u64().is_some_and(|m| m >= scn)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the bootstrap log never reached SCN {scn}: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    KillRelay,
+    KillProducer,
+    KillApplier,
+    KillConsumer,
+    RestartMariaDb,
+    FlushAndPurge,
+}
+
+const ALL_FAULTS: [Fault; 6] = [
+    Fault::KillRelay,
+    Fault::KillProducer,
+    Fault::KillApplier,
+    Fault::KillConsumer,
+    Fault::RestartMariaDb,
+    Fault::FlushAndPurge,
+];
+
+/// The seed's schedule: each fault `rounds` times, in a shuffled order, at a transaction index, with a downtime
+/// in transactions for the kills.
+fn schedule(rng: &mut SeededRng, txns: i64, rounds: usize) -> Vec<(i64, Fault, i64)> {
+    let mut faults: Vec<Fault> = (0..rounds).flat_map(|_| ALL_FAULTS).collect();
+    for i in (1..faults.len()).rev() {
+        let j = rng.range(0, i as u64 + 1) as usize;
+        faults.swap(i, j);
+    }
+    let slot = (txns - 10) / faults.len() as i64;
+    faults
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let at = 5 + i as i64 * slot + rng.range(0, (slot / 2).max(1) as u64) as i64;
+            let down = rng.range(2, (slot / 2).max(3) as u64) as i64;
+            (at, f, down)
+        })
+        .collect()
+}
+
+/// Parsed consumer log: windows `(scn, phase, changes)` and bootstrap markers, in order.
+#[derive(Debug)]
+enum Line {
+    Bootstrap {
+        snapshot: bool,
+    },
+    Window {
+        scn: u64,
+        phase: String,
+        changes: Vec<(Change, serde_json::Value)>,
+    },
+}
+
+fn parse_log(path: &Path) -> Vec<Line> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    // Only whole lines: the consumer may be writing the next one.
+    let whole = text.rfind('\n').map_or("", |end| &text[..end]);
+    whole
+        .lines()
+        .map(|line| {
+            if let Some(rest) = line.strip_prefix("BOOTSTRAP ") {
+                return Line::Bootstrap {
+                    snapshot: rest.starts_with("snapshot"),
+                };
+            }
+            let mut parts = line.split(' ');
+            let scn = parts.next().unwrap().parse().unwrap();
+            let phase = parts.next().unwrap().to_owned();
+            let changes = parts
+                .map(|item| {
+                    let mut f = item.splitn(3, ':');
+                    let source: u16 = f.next().unwrap().parse().unwrap();
+                    let op = f.next().unwrap().chars().next().unwrap();
+                    let row: serde_json::Value = serde_json::from_str(f.next().unwrap()).unwrap();
+                    let (key, seq) = if source == TXLOG {
+                        (row["t"].as_i64().unwrap(), row["t"].as_i64().unwrap())
+                    } else if source == PING {
+                        (row["id"].as_i64().unwrap(), row["n"].as_i64().unwrap())
+                    } else {
+                        (row["id"].as_i64().unwrap(), row["seq"].as_i64().unwrap())
+                    };
+                    ((source, op, key, seq), row)
+                })
+                .collect();
+            Line::Window {
+                scn,
+                phase,
+                changes,
+            }
+        })
+        .collect()
+}
+
+/// The replica a log folds to: `(source, key) -> seq` for sources a, b and txlog.
+fn fold(lines: &[Line]) -> BTreeMap<(u16, i64), i64> {
+    let mut replica = BTreeMap::new();
+    for line in lines {
+        match line {
+            Line::Bootstrap { snapshot: true } => replica.clear(),
+            Line::Bootstrap { .. } => {}
+            Line::Window { changes, .. } => {
+                for ((source, op, key, seq), _) in changes {
+                    if *source == PING || *source == FILLER {
+                        continue;
+                    }
+                    if *op == 'd' {
+                        replica.remove(&(*source, *key));
+                    } else {
+                        replica.insert((*source, *key), *seq);
+                    }
+                }
+            }
+        }
+    }
+    replica
+}
+
+async fn source_rows(db: &MariaDb) -> BTreeMap<(u16, i64), i64> {
+    let mut conn = db.root_conn().await.unwrap();
+    let mut rows = BTreeMap::new();
+    for (source, sql) in [
+        (A, "SELECT id, seq FROM shop.a"),
+        (B, "SELECT id, seq FROM shop.b"),
+        (TXLOG, "SELECT t, t FROM shop.txlog"),
+    ] {
+        let r: Vec<(i64, i64)> = conn.query(sql).await.unwrap();
+        for (k, s) in r {
+            rows.insert((source, k), s);
+        }
+    }
+    conn.disconnect().await.unwrap();
+    rows
+}
+
+/// Checks the windows of a consumer log against the workload: every new window (SCN above every
+/// earlier one) of the online or catch-up phase holds exactly one transaction's changes, in order;
+/// transaction numbers grow by one, except across a bootstrap (whose data the replica check covers).
+/// Returns the last transaction seen and how many windows were replays.
+fn check_windows(lines: &[Line], exp: &Expected, seed: u64) -> (i64, usize) {
+    let mut replays = 0;
+    let mut last_scn = 0u64;
+    let mut last_t: Option<i64> = None;
+    let mut gap_allowed = false;
+    for line in lines {
+        let (scn, phase, changes) = match line {
+            Line::Bootstrap { .. } => {
+                gap_allowed = true;
+                continue;
+            }
+            Line::Window {
+                scn,
+                phase,
+                changes,
+            } => (*scn, phase, changes),
+        };
+        if phase == "Snapshot" {
+            continue;
+        }
+        if scn <= last_scn {
+            replays += 1;
+            continue; // a replay of a window logged before its checkpoint was persisted
+        }
+        last_scn = scn;
+        let plain: Vec<Change> = changes.iter().map(|(c, _)| *c).collect();
+        let txlog: Vec<i64> = plain.iter().filter(|c| c.0 == TXLOG).map(|c| c.2).collect();
+        match txlog.as_slice() {
+            [] => assert!(
+                plain.iter().all(|c| c.0 == PING),
+                "seed {seed}: window {scn} has changes outside any transaction: {plain:?}"
+            ),
+            [t] => {
+                let want = exp.txns.get(t).unwrap_or_else(|| {
+                    panic!("seed {seed}: window {scn}: unknown transaction {t}")
+                });
+                assert_eq!(
+                    &plain, want,
+                    "seed {seed}: window {scn} is not exactly transaction {t} (split or merged)"
+                );
+                if let Some(prev) = last_t {
+                    if gap_allowed {
+                        assert!(
+                            *t > prev,
+                            "seed {seed}: transaction {t} after {prev} (reorder)"
+                        );
+                    } else {
+                        assert_eq!(
+                            *t,
+                            prev + 1,
+                            "seed {seed}: transaction {t} after {prev} (gap or reorder) at window {scn}"
+                        );
+                    }
+                }
+                last_t = Some(*t);
+                gap_allowed = false;
+            }
+            many => panic!("seed {seed}: window {scn} holds several transactions {many:?}"),
+        }
+    }
+    (last_t.unwrap_or(0), replays)
+}
+
+async fn wait_replica(
+    log: &Path,
+    db: &MariaDb,
+    seed: u64,
+    what: &str,
+    consumer: &mut DatabusProcess,
+) -> Vec<Line> {
+    let want = source_rows(db).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let lines = parse_log(log);
+        if fold(&lines) == want {
+            return lines;
+        }
+        if let Some(status) = consumer.exited() {
+            panic!("seed {seed}: {what} exited ({status}):\n{}", consumer.log());
+        }
+        if Instant::now() > deadline {
+            let got = fold(&lines);
+            let missing: Vec<_> = want
+                .iter()
+                .filter(|(k, v)| got.get(k) != Some(v))
+                .take(10)
+                .collect();
+            let extra: Vec<_> = got
+                .iter()
+                .filter(|(k, v)| want.get(k) != Some(v))
+                .take(10)
+                .collect();
+            panic!(
+                "seed {seed}: {what} never matched the source ({} vs {} rows); missing or different {missing:?}, extra {extra:?}; log:\n{}",
+                got.len(),
+                want.len(),
+                consumer.log()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn run_seed(seed: u64, txns: i64, rounds: usize) {
+    let started = std::time::Instant::now();
+    let mut rng = SeededRng::new(seed);
+    let plan = schedule(&mut rng, txns, rounds);
+    eprintln!("seed {seed}: plan {plan:?}");
+    let mut w = start_world(seed, "1MiB").await;
+    let mut exp = Expected::default();
+    let mut pending_restart: Option<(i64, Fault)> = None;
+    let mut fatal_stops = 0;
+    // Whether the running consumer process still has its fatal callback ahead.
+    let mut fatal_armed = true;
+    let mut conn = w.db.root_conn().await.unwrap();
+    for t in 1..=txns {
+        // A consumer that stopped on its fatal callback is restarted (without the failing callback).
+        if pending_restart.is_none_or(|(_, f)| f != Fault::KillConsumer)
+            && let Some(status) = w.consumer.exited()
+        {
+            let log = w.consumer.log();
+            assert!(
+                !status.success() && log.contains("returned fatal"),
+                "seed {seed}: the consumer exited ({status}) without its fatal callback:\n{log}"
+            );
+            eprintln!("seed {seed}: the consumer stopped on its fatal callback at transaction {t}");
+            fatal_stops += 1;
+            fatal_armed = false;
+            w.consumer = b(|| spawn_consumer(&w.consumer_args));
+        }
+        let fault_now = plan.iter().any(|(at, _, _)| *at == t);
+        if let Some((at, fault)) = pending_restart
+            && (t >= at || fault_now)
+        {
+            match fault {
+                Fault::KillRelay => b(|| w.relay.restart()).unwrap(),
+                Fault::KillProducer => {
+                    w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
+                }
+                Fault::KillApplier => {
+                    w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
+                }
+                Fault::KillConsumer => {
+                    // Killed before its fatal callback: keep it armed unless the run is nearly over.
+                    fatal_armed &= t < txns - 40;
+                    let args = if fatal_armed {
+                        &w.fatal_args
+                    } else {
+                        &w.consumer_args
+                    };
+                    w.consumer = b(|| spawn_consumer(args));
+                }
+                _ => {}
+            }
+            pending_restart = None;
+        }
+        if let Some(&(_, fault, down)) = plan.iter().find(|(at, _, _)| *at == t) {
+            eprintln!("seed {seed}: {fault:?} at transaction {t}");
+            match fault {
+                Fault::KillRelay => w.relay.kill9(),
+                Fault::KillProducer => w.producer.kill9(),
+                Fault::KillApplier => w.applier.kill9(),
+                Fault::KillConsumer => w.consumer.kill9(),
+                Fault::RestartMariaDb => {
+                    drop(conn);
+                    // Odd seeds stop the server cleanly, even ones crash it (SIGKILL).
+                    if seed % 2 == 1 {
+                        w.db.restart().await.unwrap();
+                    } else {
+                        w.db.kill9();
+                        w.db.start_again().await.unwrap();
+                    }
+                    conn = w.db.root_conn().await.unwrap();
+                }
+                Fault::FlushAndPurge => {
+                    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+                    // Purge only what the relay has persisted (a restarted relay resumes after its
+                    // persisted SCN, which trails what it has read by up to a second), as an
+                    // operator purging by age would. Pings keep events flowing until it is.
+                    let scn = source_scn(&w.db).await;
+                    wait_relay_at(&w.relay, scn).await;
+                    let state = w.dir.join("relay-state").join("shop.state.json");
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let persisted = std::fs::read_to_string(&state)
+                            .ok()
+                            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                            .and_then(|v| v["last_scn"].as_u64());
+                        if persisted.is_some_and(|p| p >= scn) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "seed {seed}: the relay never persisted SCN {scn} ({persisted:?})"
+                        );
+                        conn.query_drop("UPDATE shop.ping SET n = n + 1 WHERE id = 1")
+                            .await
+                            .unwrap();
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    let row: Option<mysql_async::Row> =
+                        conn.query_first("SHOW MASTER STATUS").await.unwrap();
+                    let file: String = row.unwrap().get(0).unwrap();
+                    conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
+                        .await
+                        .unwrap();
+                }
+            }
+            if matches!(
+                fault,
+                Fault::KillRelay | Fault::KillProducer | Fault::KillApplier | Fault::KillConsumer
+            ) {
+                // The consumer stays down while more than the relay's buffer is written, so that it
+                // comes back behind the relay and catches up through the bootstrap server.
+                let down = if fault == Fault::KillConsumer {
+                    down.max(14)
+                } else {
+                    down
+                };
+                pending_restart = Some((t + down, fault));
+            }
+        }
+        let big = matches!(pending_restart, Some((_, Fault::KillConsumer)));
+        write_txn(&mut conn, t, &mut rng, &mut exp, big)
+            .await
+            .unwrap();
+        if big {
+            // The consumer is to fall off the relay, not the bootstrap producer: a producer that
+            // falls off stops with a definite error (re-seed), which is not what this run tests.
+            let scn = source_scn(&w.db).await;
+            wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
+        }
+        // Pacing of the workload (not a wait for a condition): a few ms between transactions.
+        tokio::time::sleep(Duration::from_millis(rng.range(0, 12))).await;
+    }
+    if let Some((_, fault)) = pending_restart.take() {
+        match fault {
+            Fault::KillRelay => b(|| w.relay.restart()).unwrap(),
+            Fault::KillProducer => {
+                w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
+            }
+            Fault::KillApplier => {
+                w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
+            }
+            Fault::KillConsumer => {
+                fatal_armed = false;
+                w.consumer = b(|| spawn_consumer(&w.consumer_args));
+            }
+            _ => {}
+        }
+    }
+    conn.disconnect().await.unwrap();
+
+    if fatal_armed {
+        // Its fatal callback is still ahead (at most 34 windows after its start, and at least 40
+        // transactions followed): wait for that stop, then restart it for the checks.
+        let status = b(|| w.consumer.wait_exit(Duration::from_secs(60)))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e:#}"));
+        let log = w.consumer.log();
+        assert!(
+            !status.success() && log.contains("returned fatal"),
+            "seed {seed}: the consumer exited ({status}) without its fatal callback:\n{log}"
+        );
+        fatal_stops += 1;
+        w.consumer = b(|| spawn_consumer(&w.consumer_args));
+    }
+    assert!(
+        fatal_stops <= 1,
+        "seed {seed}: the consumer failed fatally {fatal_stops} times"
+    );
+    eprintln!("seed {seed}: the fatal callback stopped the consumer {fatal_stops} time(s)");
+
+    // Every process is still up: none died of a fault it should have survived.
+    for p in [
+        &mut w.relay.process,
+        &mut w.producer,
+        &mut w.applier,
+        &mut w.server,
+        &mut w.consumer,
+    ] {
+        if let Some(status) = p.exited() {
+            panic!(
+                "seed {seed}: {} exited ({status}) during the run:\n{}",
+                p.what,
+                p.log()
+            );
+        }
+    }
+
+    // The replica converges to the source, and the windows are the transactions.
+    let log = w.dir.join("replica.log");
+    let lines = wait_replica(&log, &w.db, seed, "the replica", &mut w.consumer).await;
+    let (last, replays) = check_windows(&lines, &exp, seed);
+    let bootstraps = lines
+        .iter()
+        .filter(|l| matches!(l, Line::Bootstrap { .. }))
+        .count();
+    assert_eq!(
+        last, txns,
+        "seed {seed}: the last transaction delivered online"
+    );
+
+    // A new consumer from the bootstrap server's snapshot (the producer and applier were killed too).
+    let args = consumer_args(
+        &w.relay.url(),
+        w.boot_addr,
+        &w.dir,
+        "fresh",
+        "snapshot",
+        None,
+    );
+    let mut fresh = b(|| spawn_consumer(&args));
+    wait_replica(
+        &w.dir.join("fresh.log"),
+        &w.db,
+        seed,
+        "the snapshot consumer",
+        &mut fresh,
+    )
+    .await;
+    for p in [
+        &w.relay.process,
+        &w.producer,
+        &w.applier,
+        &w.server,
+        &w.consumer,
+        &fresh,
+    ] {
+        assert!(
+            !p.log().contains("panicked"),
+            "seed {seed}: {} panicked:\n{}",
+            p.what,
+            p.log()
+        );
+    }
+    assert_eq!(b(|| http_get(w.boot_addr, "/health")).unwrap().status, 200);
+    eprintln!(
+        "seed {seed}: ok in {:?}: {} consumer log lines, {replays} replayed windows, {bootstraps} bootstraps",
+        started.elapsed(),
+        lines.len()
+    );
+    // Stop every process (by pid) before removing the directory they write to.
+    let dir = w.dir.clone();
+    drop(w);
+    databus_integration::faults::set_process_log_dir(None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_during_a_write_workload_lose_nothing() {
+    for seed in fault_seeds(&[1, 2]).unwrap() {
+        run_seed(seed, 150, 1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the soak: many seeds, longer workloads (see the module docs)"]
+async fn soak() {
+    for seed in fault_seeds(&(1..=20).collect::<Vec<_>>()).unwrap() {
+        run_seed(seed, 400, 3).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_larger_than_the_relay_buffer_is_a_clear_error_and_nothing_partial() {
+    let mut w = start_world(0, "1MiB").await;
+    let mut rng = SeededRng::new(0);
+    let mut exp = Expected::default();
+    let mut conn = w.db.root_conn().await.unwrap();
+    for t in 1..=5 {
+        write_txn(&mut conn, t, &mut rng, &mut exp, false)
+            .await
+            .unwrap();
+    }
+    let scn = source_scn(&w.db).await;
+    wait_relay_at(&w.relay, scn).await;
+    // About 3 MB in one transaction: 12000 rows of ~250 bytes.
+    let mut tx = conn.start_transaction(Default::default()).await.unwrap();
+    tx.exec_drop("INSERT INTO shop.txlog VALUES (6)", ())
+        .await
+        .unwrap();
+    for chunk in 0..12 {
+        let values: Vec<String> = (0..1000)
+            .map(|i| format!("({}, 6, '{}')", 1000 + chunk * 1000 + i, "y".repeat(60)))
+            .collect();
+        tx.query_drop(format!("INSERT INTO shop.a VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    let status = b(|| w.relay.wait_ingest_state("failed", Duration::from_secs(60))).unwrap();
+    let error = status["buffers"][0]["ingest"]["last_error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(error.contains("buffer_size"), "the fix is named: {error}");
+    let health = b(|| w.relay.get("/health")).unwrap();
+    assert_eq!(health.status, 503);
+    // Everything before it arrived whole; nothing of it did.
+    let log = w.dir.join("replica.log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = parse_log(&log);
+        if check_windows(&lines, &exp, 0).0 == 5 {
+            let replica = fold(&lines);
+            assert!(
+                !replica.contains_key(&(TXLOG, 6)),
+                "nothing of the big transaction"
+            );
+            assert!(replica.keys().all(|(s, k)| *s != A || *k < 1000));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "transactions 1..=5 never arrived: {}",
+            w.consumer.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The relay keeps serving what it holds.
+    assert_eq!(b(|| w.relay.get("/v1/sources")).unwrap().status, 200);
+    assert!(
+        w.consumer.exited().is_none(),
+        "the consumer waits: {}",
+        w.consumer.log()
+    );
+    // Stop every process (by pid) before removing the directory they write to.
+    let dir = w.dir.clone();
+    drop(w);
+    databus_integration::faults::set_process_log_dir(None);
+    let _ = std::fs::remove_dir_all(&dir);
+}
