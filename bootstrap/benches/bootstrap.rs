@@ -212,7 +212,6 @@ async fn seed_stage(dir: &tempfile::TempDir, seed_rows: u64) {
             table: "orders".into(),
         }],
         chunk_rows: 20_000,
-        password: None,
     };
     let mariadbd = db.pid().unwrap_or(0);
     let cpu_before = (cpu_secs(std::process::id()), cpu_secs(mariadbd));

@@ -5,15 +5,18 @@
 //! db_path = "/var/lib/databus/bootstrap/shop.sqlite"   # one SQLite file per bootstrap database
 //!
 //! [relay]                      # the producer's relay
-//! url = "http://127.0.0.1:7000"
+//! url = "http://127.0.0.1:7000"    # or https://..., with ca_cert for a self-signed certificate
 //! buffer = "shop"              # optional when the relay has one buffer
 //! max_bytes = "4MiB"
 //! wait = "500ms"
+//! # token_env = "DATABUS_RELAY_TOKEN"   # bearer token sent to the relay (or token_file)
 //!
 //! [http]                       # the server
 //! listen = "127.0.0.1:7100"
 //! log_only_max_events = 100000
 //! pin_ttl = "1h"
+//! # tls = { cert = "/etc/databus/bootstrap.crt", key = "/etc/databus/bootstrap.key" }
+//! # auth = { tokens_file = "/etc/databus/bootstrap.tokens" }
 //!
 //! [applier]
 //! max_windows = 10000
@@ -26,7 +29,7 @@
 //!
 //! [seed]                       # databus bootstrap seed
 //! url = "mysql://seed@127.0.0.1:3306/"
-//! password_env = "SEED_PASSWORD"   # or password_file = "/run/secrets/seed"
+//! password_env = "SEED_PASSWORD"   # or password_file; keeps the password out of this file
 //! chunk_rows = 10000
 //! ```
 
@@ -35,6 +38,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig};
+use databus_http::{ClientOptions, Token};
 use serde::Deserialize;
 
 use crate::BootstrapError;
@@ -81,6 +86,16 @@ pub struct RelaySection {
     /// Long-poll wait per request.
     #[serde(default = "default_wait", with = "humantime_serde")]
     pub wait: Duration,
+    /// PEM file of the CA (or self-signed certificate) of an `https` relay; default the web PKI roots.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Environment variable holding the bearer token sent to the relay. At most one of `token_env`
+    /// and `token_file`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the bearer token sent to the relay.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 fn default_relay_bytes() -> ByteSize {
@@ -109,6 +124,14 @@ pub struct HttpSection {
     /// Largest `max_bytes` accepted.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: ByteSize,
+    /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
+    /// HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
+    /// several tokens for rotation; `open_metrics`). Default: no authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -135,6 +158,8 @@ impl Default for HttpSection {
             pin_ttl: default_pin_ttl(),
             default_response_bytes: default_response_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -207,21 +232,109 @@ impl Default for RetentionSection {
 }
 
 /// `[seed]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSection {
-    /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A password
-    /// may be in the URL, but `password_env` or `password_file` keep it out of the file.
+    /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A
+    /// password may be written in the URL, but `password_env` or `password_file` keep it out of the
+    /// file.
     pub url: String,
-    /// Environment variable holding the seed user's password.
+    /// Environment variable holding the password of `url`'s user. At most one of `password_env`
+    /// and `password_file`.
     #[serde(default)]
     pub password_env: Option<String>,
-    /// File holding the seed user's password (trailing newline ignored).
+    /// File holding that password (trailing newline ignored).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
     /// Rows per chunk.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+}
+
+impl std::fmt::Debug for SeedSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedSection")
+            .field("url", &redact_password(&self.url))
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("chunk_rows", &self.chunk_rows)
+            .finish()
+    }
+}
+
+/// `url` with the password of its userinfo replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
+impl SeedSection {
+    /// This section with the password of `password_env` / `password_file` put into `url`
+    /// (percent-encoded); errors name the field and never show the password.
+    fn resolved(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<SeedSection, BootstrapError> {
+        let bad = |m: String| BootstrapError::Config(m);
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "seed: both password_env and password_file are set; keep one".into(),
+                ));
+            }
+            (Some(var), None) => env(var).ok_or_else(|| {
+                bad(format!(
+                    "seed.password_env: environment variable {var} is not set; export it or use password_file"
+                ))
+            })?,
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| {
+                    bad(format!(
+                        "seed.password_file: cannot read {}: {e}",
+                        path.display()
+                    ))
+                })?
+                .trim_end_matches(['\r', '\n'])
+                .to_owned(),
+            (None, None) => return Ok(self.clone()),
+        };
+        let (scheme, rest) = self
+            .url
+            .split_once("://")
+            .ok_or_else(|| bad("seed.url is not of the form mysql://user@host:port/".into()))?;
+        let end = rest.find(['/', '?']).unwrap_or(rest.len());
+        let at = rest[..end]
+            .rfind('@')
+            .ok_or_else(|| bad("seed.url names no user; use mysql://user@host:port/".into()))?;
+        let user = &rest[..at];
+        if user.contains(':') {
+            return Err(bad(
+                "seed.url already contains a password; remove it and keep password_env or password_file"
+                    .into(),
+            ));
+        }
+        let mut encoded = String::new();
+        for b in password.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                encoded.push(b as char);
+            } else {
+                encoded.push_str(&format!("%{b:02X}"));
+            }
+        }
+        Ok(SeedSection {
+            url: format!("{scheme}://{user}:{encoded}{}", &rest[at..]),
+            ..self.clone()
+        })
+    }
 }
 
 fn default_chunk_rows() -> usize {
@@ -237,6 +350,8 @@ pub struct ValidatedConfig {
     pub producer: Option<ProducerSettings>,
     /// The server's listen address.
     pub listen: SocketAddr,
+    /// The server's TLS and bearer-token authentication (certificate, key and tokens loaded).
+    pub security: ServerSecurity,
     /// The server.
     pub serve: ServeSettings,
     /// The applier.
@@ -245,52 +360,6 @@ pub struct ValidatedConfig {
     pub retention: RetentionSettings,
     /// The seed (if `[seed]` is set).
     pub seed: Option<SeedSection>,
-    /// The seed user's password from `password_env` / `password_file`.
-    pub seed_password: Option<Password>,
-}
-
-/// A password read from the environment or a file; never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password.
-    pub fn new(p: impl Into<String>) -> Password {
-        Password(p.into())
-    }
-
-    /// The password itself, to hand to the connection.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Password(***)")
-    }
-}
-
-fn seed_password(s: &SeedSection) -> Result<Option<Password>, BootstrapError> {
-    match (&s.password_env, &s.password_file) {
-        (Some(_), Some(_)) => Err(BootstrapError::Config(
-            "seed: set at most one of password_env and password_file".into(),
-        )),
-        (Some(var), None) => std::env::var(var).map(|p| Some(Password(p))).map_err(|_| {
-            BootstrapError::Config(format!(
-                "seed.password_env: environment variable {var} is not set; export it or remove password_env"
-            ))
-        }),
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map(|p| Some(Password(p.trim_end_matches(['\n', '\r']).to_owned())))
-            .map_err(|e| {
-                BootstrapError::Config(format!(
-                    "seed.password_file: cannot read {}: {e}",
-                    path.display()
-                ))
-            }),
-        (None, None) => Ok(None),
-    }
 }
 
 fn bytes(field: &str, b: ByteSize) -> Result<usize, BootstrapError> {
@@ -306,12 +375,44 @@ impl BootstrapConfig {
         toml::from_str(text).map_err(|e| BootstrapError::Config(e.to_string()))
     }
 
-    /// Checks the values and builds the runtime settings.
+    /// Checks the values and builds the runtime settings, reading secrets from the process
+    /// environment.
     pub fn validate(&self) -> Result<ValidatedConfig, BootstrapError> {
+        self.validate_with_env(&|name| std::env::var(name).ok())
+    }
+
+    /// As [`validate`](Self::validate), reading the environment through `env`.
+    pub fn validate_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<ValidatedConfig, BootstrapError> {
+        let http_error = |e: databus_http::HttpError| BootstrapError::Config(e.to_string());
+        let security = ServerSecurity::from_config(
+            "http",
+            self.http.tls.as_ref(),
+            self.http.auth.as_ref(),
+            env,
+        )
+        .map_err(http_error)?;
         let producer = match &self.relay {
             Some(r) => {
-                crate::relay_client::RelayClient::new(&r.url, Duration::from_secs(1))?;
+                let client = ClientOptions {
+                    ca_cert: r.ca_cert.clone(),
+                    token: Token::read_one(
+                        "relay",
+                        r.token_env.as_deref(),
+                        r.token_file.as_deref(),
+                        env,
+                    )
+                    .map_err(http_error)?,
+                };
+                crate::relay_client::RelayClient::with_options(
+                    &r.url,
+                    Duration::from_secs(1),
+                    &client,
+                )?;
                 let mut p = ProducerSettings::new(r.url.clone());
+                p.client = client;
                 p.buffer = r.buffer.clone();
                 p.max_bytes = bytes("relay.max_bytes", r.max_bytes)?;
                 p.wait = r.wait;
@@ -347,15 +448,11 @@ impl BootstrapConfig {
                 ));
             }
         }
-        let seed_password = match &self.seed {
-            Some(s) => seed_password(s)?,
-            None => None,
-        };
         Ok(ValidatedConfig {
-            seed_password,
             db_path: self.db_path.clone(),
             producer,
             listen: self.http.listen,
+            security,
             serve: ServeSettings {
                 log_only_max_events: self.http.log_only_max_events,
                 pin_ttl: self.http.pin_ttl,
@@ -373,7 +470,7 @@ impl BootstrapConfig {
                 interval: self.retention.interval,
                 ..RetentionSettings::default()
             },
-            seed: self.seed.clone(),
+            seed: self.seed.as_ref().map(|s| s.resolved(env)).transpose()?,
         })
     }
 }
@@ -412,13 +509,86 @@ chunk_rows = 500
     }
 
     #[test]
+    fn secure_defaults_and_security_settings() {
+        let v = BootstrapConfig::from_toml("db_path = \"x\"")
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert!(v.listen.ip().is_loopback(), "{}", v.listen);
+        assert!(!v.security.is_tls() && !v.security.requires_token());
+        let text = r#"
+db_path = "x"
+[relay]
+url = "https://127.0.0.1:7000"
+token_env = "RELAY_T"
+[http]
+auth = { tokens_env = "BS_T", open_metrics = true }
+"#;
+        let env = |v: &str| match v {
+            "RELAY_T" => Some("relay-t".to_owned()),
+            "BS_T" => Some("a-token b-token".to_owned()),
+            _ => None,
+        };
+        let v = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        assert!(v.security.requires_token());
+        let p = v.producer.unwrap();
+        assert_eq!(p.client.token.as_ref().unwrap().expose(), "relay-t");
+        assert!(!format!("{p:?}").contains("relay-t"));
+        let err = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("BS_T is not set"), "{err}");
+        let err = BootstrapConfig::from_toml(&text.replace("tokens_env", "tokens_envv"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn seed_password_from_env_or_file_never_printed() {
+        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[seed]\nurl = \"mysql://seed@db:3306/\"\npassword_env = \"SEED_PW\"\n";
+        let env = |v: &str| (v == "SEED_PW").then(|| "p@ss:w/rd".to_owned());
+        let v = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        let seed = v.seed.unwrap();
+        assert_eq!(seed.url, "mysql://seed:p%40ss%3Aw%2Frd@db:3306/");
+        let shown = format!("{seed:?}");
+        assert!(
+            !shown.contains("p%40ss") && shown.contains("seed:***@db"),
+            "{shown}"
+        );
+        let err = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("SEED_PW is not set"), "{err}");
+        let err = BootstrapConfig::from_toml(&text.replace("seed@db", "seed:inline@db"))
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("already contains a password") && !err.contains("inline"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn bad_files_are_clear_errors() {
         for (text, needle) in [
             ("db_path = 1", "invalid type"),
             ("db_path = \"x\"\nbogus = 1", "unknown field"),
             (
                 "db_path = \"x\"\n[relay]\nurl = \"ftp://x\"",
-                "http://host:port",
+                "use http:// or https://",
             ),
             (
                 "db_path = \"x\"\n[seed]\nurl = \"mysql://x/\"",

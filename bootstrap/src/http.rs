@@ -461,18 +461,34 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     Ok(resp)
 }
 
-/// Serves the routes on `listener` until `shutdown` is cancelled, then drains requests in flight.
+/// Serves the routes on `listener` (plain HTTP, no authentication) until `shutdown` is cancelled,
+/// then drains requests in flight.
 pub async fn serve(
     service: Arc<BootstrapService>,
     listener: tokio::net::TcpListener,
     shutdown: tokio_util::sync::CancellationToken,
 ) {
-    warp::serve(routes(service))
-        .incoming(listener)
-        .graceful(async move { shutdown.cancelled_owned().await })
-        .run()
-        .await;
+    serve_with(service, listener, ServerSecurity::plain(), shutdown).await;
 }
+
+/// As [`serve`], with TLS and/or bearer-token authentication (`http.tls`, `http.auth`; see
+/// [`databus_http::server`]).
+pub async fn serve_with(
+    service: Arc<BootstrapService>,
+    listener: tokio::net::TcpListener,
+    security: ServerSecurity,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    databus_http::server::serve(
+        warp::service(routes(service)),
+        listener,
+        security,
+        async move { shutdown.cancelled_owned().await },
+    )
+    .await;
+}
+
+pub use databus_http::server::ServerSecurity;
 
 #[cfg(test)]
 mod tests {

@@ -23,7 +23,7 @@ use crate::store::{BootstrapStore, LogWindow, SourceInfo, StoredEvent};
 /// How the producer reads the relay.
 #[derive(Debug, Clone)]
 pub struct ProducerSettings {
-    /// The relay, `http://host:port`.
+    /// The relay, `http[s]://host:port`.
     pub relay_url: String,
     /// The relay buffer to copy (`None`: the relay's only buffer).
     pub buffer: Option<String>,
@@ -33,6 +33,8 @@ pub struct ProducerSettings {
     pub wait: Duration,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// The CA file of an `https` relay and the bearer token to send.
+    pub client: databus_http::ClientOptions,
 }
 
 impl ProducerSettings {
@@ -44,6 +46,7 @@ impl ProducerSettings {
             max_bytes: 4 << 20,
             wait: Duration::from_millis(500),
             timeout: Duration::from_secs(30),
+            client: databus_http::ClientOptions::default(),
         }
     }
 }
@@ -122,7 +125,11 @@ pub async fn run_producer(
     settings: ProducerSettings,
     shutdown: CancellationToken,
 ) -> Result<ProducerStats, BootstrapError> {
-    let relay = RelayClient::new(&settings.relay_url, settings.timeout + settings.wait)?;
+    let relay = RelayClient::with_options(
+        &settings.relay_url,
+        settings.timeout + settings.wait,
+        &settings.client,
+    )?;
     let mut stats = ProducerStats::default();
     let mut backoff = Duration::from_millis(100);
     'connect: loop {

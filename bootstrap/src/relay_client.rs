@@ -1,15 +1,15 @@
 //! A minimal client of the relay's HTTP API (`docs/protocol.md`), isolated here until the client
 //! library offers a consumer API the producer can use.
 //!
-//! Requests are HTTP/1.0 `GET`s on a fresh loopback-friendly connection: the server answers without
-//! chunked encoding and closes, so the body is everything up to EOF. Bodies are bounded.
+//! Requests go through the shared [`databus_http::HttpClient`]: `http` or `https` (a custom CA file
+//! for self-signed certificates), an optional bearer token, one kept-alive connection, bounded bodies.
+//! A `401` (missing or wrong token) and an untrusted certificate are definite errors.
 
 use std::time::Duration;
 
 use databus_core::{Checkpoint, Scn};
+use databus_http::{ClientOptions, HttpClient};
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::BootstrapError;
 
@@ -37,11 +37,11 @@ impl HttpResponse {
     }
 }
 
-/// One relay, by base URL `http://host:port`.
+/// One relay, by base URL `http[s]://host:port`.
 #[derive(Debug, Clone)]
 pub struct RelayClient {
     url: String,
-    authority: String,
+    http: HttpClient,
     timeout: Duration,
 }
 
@@ -80,20 +80,27 @@ pub enum StreamAnswer {
 }
 
 impl RelayClient {
-    /// A client of the relay at `url` (`http://host:port`, no path).
+    /// A client of the relay at `url` (`http[s]://host:port`, no path), no CA file, no token.
     pub fn new(url: &str, timeout: Duration) -> Result<RelayClient, BootstrapError> {
-        let authority = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/'))
-            .ok_or_else(|| {
-                BootstrapError::Config(format!(
-                    "relay url {url:?} is not of the form http://host:port"
-                ))
-            })?;
+        RelayClient::with_options(url, timeout, &ClientOptions::default())
+    }
+
+    /// A client of the relay at `url` trusting `options.ca_cert` and sending `options.token`.
+    pub fn with_options(
+        url: &str,
+        timeout: Duration,
+        options: &ClientOptions,
+    ) -> Result<RelayClient, BootstrapError> {
+        let bad = |why: String| BootstrapError::Config(format!("relay url: {why}"));
+        let http = HttpClient::new(url, options).map_err(|e| bad(e.to_string()))?;
+        if !http.endpoint().prefix().is_empty() {
+            return Err(bad(format!(
+                "{url:?} is not of the form http://host:port or https://host:port"
+            )));
+        }
         Ok(RelayClient {
-            url: url.trim_end_matches('/').to_owned(),
-            authority: authority.to_owned(),
+            url: http.url().to_owned(),
+            http: http.with_user_agent("databus-bootstrap"),
             timeout,
         })
     }
@@ -112,80 +119,45 @@ impl RelayClient {
 
     /// `GET path_and_query`.
     pub async fn get(&self, path_and_query: &str) -> Result<HttpResponse, BootstrapError> {
-        tokio::time::timeout(self.timeout, self.get_inner(path_and_query))
+        let r = self
+            .http
+            .get(path_and_query, self.timeout, MAX_RESPONSE)
             .await
-            .map_err(|_| self.transient(format!("no answer within {:?}", self.timeout)))?
-    }
-
-    async fn get_inner(&self, path_and_query: &str) -> Result<HttpResponse, BootstrapError> {
-        let mut conn = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| self.transient(format!("cannot connect: {e}")))?;
-        let request = format!(
-            "GET {path_and_query} HTTP/1.0\r\nHost: {}\r\nAccept: */*\r\n\r\n",
-            self.authority
-        );
-        conn.write_all(request.as_bytes())
-            .await
-            .map_err(|e| self.transient(format!("cannot send request: {e}")))?;
-        let mut raw = Vec::with_capacity(64 * 1024);
-        loop {
-            let mut chunk = [0u8; 64 * 1024];
-            let n = conn
-                .read(&mut chunk)
-                .await
-                .map_err(|e| self.transient(format!("cannot read response: {e}")))?;
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&chunk[..n]);
-            if raw.len() > MAX_RESPONSE {
-                return Err(self.transient(format!("response larger than {MAX_RESPONSE} bytes")));
-            }
-        }
-        let head_end = raw
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .ok_or_else(|| self.transient("response without a header end".into()))?;
-        let head = std::str::from_utf8(&raw[..head_end])
-            .map_err(|_| self.transient("response header is not UTF-8".into()))?;
-        let mut lines = head.split("\r\n");
-        let status = lines
-            .next()
-            .and_then(|l| l.split(' ').nth(1))
-            .and_then(|s| s.parse().ok())
-            .ok_or_else(|| self.transient("malformed status line".into()))?;
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-            .collect::<Vec<_>>();
-        let mut body = raw.split_off(head_end + 4);
-        if headers
+            .map_err(|e| {
+                if e.is_transient() {
+                    self.transient(e.to_string())
+                } else {
+                    BootstrapError::RelayDefinite {
+                        url: self.url.clone(),
+                        message: e.to_string(),
+                    }
+                }
+            })?;
+        let headers = r
+            .headers
             .iter()
-            .any(|(n, v)| n == "transfer-encoding" && v.eq_ignore_ascii_case("chunked"))
-        {
-            body = dechunk(&body).ok_or_else(|| self.transient("malformed chunked body".into()))?;
-        } else if let Some(len) = headers
-            .iter()
-            .find(|(n, _)| n == "content-length")
-            .and_then(|(_, v)| v.parse::<usize>().ok())
-        {
-            if body.len() < len {
-                return Err(self.transient(format!(
-                    "response body cut short ({} of {len} bytes)",
-                    body.len()
-                )));
-            }
-            body.truncate(len);
-        }
+            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+            .collect();
         Ok(HttpResponse {
-            status,
+            status: r.status,
             headers,
-            body,
+            body: r.body.to_vec(),
         })
     }
 
     fn definite(&self, what: &str, r: &HttpResponse) -> BootstrapError {
+        if r.status == 401 {
+            let message: Option<String> = serde_json::from_slice::<serde_json::Value>(&r.body)
+                .ok()
+                .and_then(|v| v["message"].as_str().map(str::to_owned));
+            return BootstrapError::RelayDefinite {
+                url: self.url.clone(),
+                message: format!(
+                    "{what} answered 401 unauthorized: {}; set relay.token_env or relay.token_file to a token the relay accepts",
+                    message.unwrap_or_default()
+                ),
+            };
+        }
         let message = format!(
             "{what} answered {}: {}",
             r.status,
@@ -260,21 +232,5 @@ impl RelayClient {
             }
             _ => Err(self.definite("/v1/stream", &r)),
         }
-    }
-}
-
-/// Decodes a chunked body (`None` if malformed).
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(text.split(';').next()?.trim(), 16).ok()?;
-        body = body.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
     }
 }

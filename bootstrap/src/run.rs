@@ -90,15 +90,21 @@ pub async fn run_server_on(
     // Writer schemas for `format=json` (rows the relay captured); a short timeout so an unreachable
     // relay only slows JSON answers a little (payloads then go out in base64).
     let relay = match &config.producer {
-        Some(p) => Some(RelayClient::new(
+        Some(p) => Some(RelayClient::with_options(
             &p.relay_url,
             std::time::Duration::from_secs(5),
+            &p.client,
         )?),
         None => None,
     };
     let service = BootstrapService::with_relay(store, config.serve, relay);
-    tracing::info!(addr = ?listener.local_addr().ok(), "bootstrap server serving");
-    crate::http::serve(service, listener, shutdown).await;
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        scheme = config.security.scheme(),
+        token_required = config.security.requires_token(),
+        "bootstrap server serving"
+    );
+    crate::http::serve_with(service, listener, config.security, shutdown).await;
     cleaner
         .await
         .map_err(|e| BootstrapError::Storage(format!("cleaner task failed: {e}")))?
@@ -145,7 +151,11 @@ pub async fn run_seed_with(
             config.db_path.display()
         )));
     }
-    let relay = RelayClient::new(&relay_settings.relay_url, relay_settings.timeout)?;
+    let relay = RelayClient::with_options(
+        &relay_settings.relay_url,
+        relay_settings.timeout,
+        &relay_settings.client,
+    )?;
     let sources = relay.sources().await?;
     let buffers: std::collections::BTreeSet<&str> =
         sources.iter().map(|s| s.buffer.as_str()).collect();
@@ -188,7 +198,6 @@ pub async fn run_seed_with(
     )?;
     let settings = SeedSettings {
         url: seed.url.clone(),
-        password: config.seed_password.clone(),
         tables,
         chunk_rows: seed.chunk_rows,
     };

@@ -51,8 +51,6 @@ pub struct SeedTable {
 pub struct SeedSettings {
     /// `mysql://user:password@host:port/`.
     pub url: String,
-    /// The password, when it is not in `url` (it replaces one there).
-    pub password: Option<crate::config::Password>,
     /// The tables, in the order they are loaded.
     pub tables: Vec<SeedTable>,
     /// Rows per chunk (one store transaction each).
@@ -750,10 +748,6 @@ pub async fn seed(
     let started = Instant::now();
     let opts = Opts::from_url(&settings.url)
         .map_err(|e| BootstrapError::Config(format!("seed url is not a MySQL URL: {e}")))?;
-    let mut opts = mysql_async::OptsBuilder::from_opts(opts);
-    if let Some(p) = &settings.password {
-        opts = opts.pass(Some(p.expose()));
-    }
     let mut conn = Conn::new(opts)
         .await
         .map_err(err("connect to the source"))?;

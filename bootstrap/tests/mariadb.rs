@@ -184,7 +184,6 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
         url: url.clone(),
         tables: tables.clone(),
         chunk_rows: 300,
-        password: None,
     };
     // The first run "crashes" (panics) right after its second chunk was stored.
     let first = {
@@ -370,7 +369,6 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         Arc::new(SqliteStore::open(dir.path().join("shop.sqlite")).unwrap());
     let settings = SeedSettings {
         url: db.url(),
-        password: None,
         tables: vec![
             SeedTable {
                 source: SourceId::new(1),

@@ -75,6 +75,19 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         }
         let _ = writeln!(out, "max_bytes = {}", q(&size(r.max_bytes.as_u64())));
         let _ = writeln!(out, "wait = {}", q(&dur(r.wait)));
+        if let Some(path) = &r.ca_cert {
+            let _ = writeln!(out, "ca_cert = {}", q(&path.display().to_string()));
+        }
+        if let Some(var) = &r.token_env {
+            let _ = writeln!(out, "token_env = {}  # value redacted", q(var));
+        }
+        if let Some(path) = &r.token_file {
+            let _ = writeln!(
+                out,
+                "token_file = {}  # contents redacted",
+                q(&path.display().to_string())
+            );
+        }
     }
     let h = &raw.http;
     let _ = writeln!(out, "\n[http]");
@@ -91,6 +104,25 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         "max_response_bytes = {}",
         q(&size(h.max_response_bytes.as_u64()))
     );
+    if let Some(tls) = &h.tls {
+        let _ = writeln!(
+            out,
+            "tls = {{ cert = {}, key = {} }}",
+            q(&tls.cert.display().to_string()),
+            q(&tls.key.display().to_string())
+        );
+    }
+    if let Some(auth) = &h.auth {
+        let mut fields = Vec::new();
+        if let Some(var) = &auth.tokens_env {
+            fields.push(format!("tokens_env = {}", q(var)));
+        }
+        if let Some(path) = &auth.tokens_file {
+            fields.push(format!("tokens_file = {}", q(&path.display().to_string())));
+        }
+        fields.push(format!("open_metrics = {}", auth.open_metrics));
+        let _ = writeln!(out, "auth = {{ {} }}  # tokens redacted", fields.join(", "));
+    }
     let a = &raw.applier;
     let _ = writeln!(out, "\n[applier]");
     let _ = writeln!(out, "max_windows = {}", a.max_windows);
@@ -239,6 +271,7 @@ mod tests {
     fn effective_config_fills_defaults_and_redacts() {
         let raw = BootstrapConfig::from_toml(
             "db_path = \"/tmp/b.sqlite\"\n[relay]\nurl = \"http://127.0.0.1:7000\"\n\
+             token_env = \"RELAY_T\"\n[http]\nauth = { tokens_env = \"BS_T\" }\n\
              [seed]\nurl = \"mysql://seed:hunter2@db:3306/\"\n",
         )
         .unwrap();
@@ -251,6 +284,8 @@ mod tests {
             "chunk_rows = 10000",
             "max_events = 50000",
             "pin_ttl = \"1h\"",
+            "token_env = \"RELAY_T\"",
+            "auth = { tokens_env = \"BS_T\", open_metrics = false }",
         ] {
             assert!(text.contains(needle), "{needle}: {text}");
         }

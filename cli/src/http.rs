@@ -1,44 +1,55 @@
-//! A minimal HTTP/1.1 GET client for the relay API (one request per connection, bounded body).
+//! The CLI's view of a relay (or bootstrap server): its URL with the client settings (`--ca-cert`,
+//! `--token`), over the shared [`databus_http::HttpClient`] (http or https, bearer token, bounded body).
 
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::rt::TokioIo;
+use anyhow::{Context, Result};
+use databus_http::{ClientOptions, HttpClient};
+
+use crate::UsageError;
 
 /// The largest response body accepted (the relay's largest budget plus room for JSON rendering).
 const MAX_BODY: usize = 256 << 20;
 
-/// A relay base URL, `http://host:port`, split into its authority.
+/// A server base URL, `http[s]://host:port`, with the CA and token requests use.
 #[derive(Debug, Clone)]
 pub struct RelayUrl {
-    authority: String,
+    client: HttpClient,
 }
 
 impl RelayUrl {
-    /// Parses `http://host:port` (a trailing `/` is accepted; `https` is not supported yet).
+    /// Parses `http://host:port` or `https://host:port` (a trailing `/` is accepted), no CA file, no
+    /// token.
     pub fn parse(url: &str) -> Result<RelayUrl> {
-        let rest = url.strip_prefix("http://").with_context(|| {
-            format!("relay URL {url:?} does not start with http://; use http://host:port")
-        })?;
-        let authority = rest.trim_end_matches('/');
-        if authority.is_empty() || authority.contains('/') || !authority.contains(':') {
-            bail!("relay URL {url:?} is not of the form http://host:port");
+        RelayUrl::with_options(url, &ClientOptions::default())
+    }
+
+    /// Parses `url` and reads the CA file of `options` (`--ca-cert`); requests send its token.
+    pub fn with_options(url: &str, options: &ClientOptions) -> Result<RelayUrl> {
+        let client = HttpClient::new(url, options)?;
+        let endpoint = client.endpoint();
+        if !endpoint.prefix().is_empty() {
+            anyhow::bail!("URL {url:?} has a path; use http://host:port or https://host:port");
         }
         Ok(RelayUrl {
-            authority: authority.to_owned(),
+            client: client.with_user_agent(concat!("databus-cli/", env!("CARGO_PKG_VERSION"))),
         })
     }
 
     /// `host:port`.
     pub fn authority(&self) -> &str {
-        &self.authority
+        self.client.endpoint().authority()
+    }
+
+    /// The client requests go through.
+    pub fn client(&self) -> &HttpClient {
+        &self.client
     }
 }
 
 impl std::fmt::Display for RelayUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "http://{}", self.authority)
+        f.write_str(self.client.url())
     }
 }
 
@@ -64,7 +75,7 @@ impl Answer {
         serde_json::from_slice(&self.body).context("the relay's answer is not JSON")
     }
 
-    /// The relay's error message (`message` of its JSON error body), or the status.
+    /// The server's error message (`message` of its JSON error body), or the status.
     pub fn error_message(&self) -> String {
         self.json()
             .ok()
@@ -73,42 +84,43 @@ impl Answer {
     }
 }
 
-/// One `GET path_and_query` on a fresh connection to `relay`, within `timeout`.
+/// One `GET path_and_query` to `relay` within `timeout`. A `401` (missing or wrong token) is a
+/// [`UsageError`] naming `--token`; any other status is returned.
 pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> Result<Answer> {
-    tokio::time::timeout(timeout, get_inner(relay, path_and_query))
+    let answer = relay
+        .client
+        .get(path_and_query, timeout, MAX_BODY)
         .await
-        .with_context(|| format!("no answer from {relay} within {timeout:?}"))?
-}
-
-async fn get_inner(relay: &RelayUrl, path_and_query: &str) -> Result<Answer> {
-    let stream = tokio::net::TcpStream::connect(relay.authority())
-        .await
-        .with_context(|| format!("cannot connect to the relay at {relay}; is it running?"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .with_context(|| format!("HTTP handshake with {relay}"))?;
-    let driver = tokio::spawn(conn);
-    let request = hyper::Request::get(path_and_query)
-        .header(hyper::header::HOST, relay.authority())
-        .body(Empty::<bytes::Bytes>::new())
-        .context("building the request")?;
-    let response = sender
-        .send_request(request)
-        .await
-        .with_context(|| format!("GET {path_and_query} on {relay}"))?;
-    let (parts, body) = response.into_parts();
-    let body = Limited::new(body, MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| anyhow::anyhow!("reading the answer of {relay}: {e}"))?
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok(Answer {
-        status: parts.status.as_u16(),
-        headers: parts.headers,
-        body,
-    })
+        .map_err(|e| match e {
+            databus_http::HttpError::Connection {
+                source: Some(io), ..
+            } => {
+                anyhow::Error::new(io).context(format!("cannot connect to {relay}; is it running?"))
+            }
+            databus_http::HttpError::Connection { message, .. } => {
+                anyhow::anyhow!("{message}").context(format!("lost the connection to {relay}"))
+            }
+            databus_http::HttpError::Certificate { .. } => UsageError(e.to_string()).into(),
+            other => other.into(),
+        })?;
+    let answer = Answer {
+        status: answer.status,
+        headers: answer.headers,
+        body: answer.body,
+    };
+    if answer.status == 401 {
+        return Err(UsageError(format!(
+            "{relay} refused the request (401 unauthorized): {}; {}",
+            answer.error_message(),
+            if relay.client().has_token() {
+                "check --token / DATABUS_TOKEN against the server's tokens"
+            } else {
+                "give a token with --token or DATABUS_TOKEN"
+            }
+        ))
+        .into());
+    }
+    Ok(answer)
 }
 
 /// Percent-encodes a query parameter value.
@@ -128,7 +140,9 @@ mod tests {
                 .authority(),
             "127.0.0.1:11140"
         );
-        for bad in ["127.0.0.1:1", "https://x:1", "http://x", "http://x:1/a"] {
+        let https = RelayUrl::parse("https://localhost:1").unwrap();
+        assert_eq!(https.to_string(), "https://localhost:1");
+        for bad in ["127.0.0.1:1", "ftp://x:1", "http://x:1/a"] {
             assert!(RelayUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -161,6 +161,42 @@ struct TailArgs {
     /// Exit after printing this many events.
     #[arg(long, value_name = "N")]
     max_events: Option<u64>,
+    #[command(flatten)]
+    client: ClientArgs,
+}
+
+/// How `tail` and `status` reach a server that uses TLS or tokens.
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Bearer token sent to the server (prefer the DATABUS_TOKEN environment variable: a flag is
+    /// visible to other users in the process list).
+    #[arg(long, env = "DATABUS_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of the CA (or the self-signed certificate) of an https:// server.
+    #[arg(long, value_name = "PEM")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// The CA file and token; a malformed token is a usage error.
+    fn options(&self) -> Result<databus_http::ClientOptions> {
+        let token = self
+            .token
+            .as_deref()
+            .map(databus_http::Token::new)
+            .transpose()
+            .map_err(|e| UsageError(format!("--token: {e}")))?;
+        Ok(databus_http::ClientOptions {
+            ca_cert: self.ca_cert.clone(),
+            token,
+        })
+    }
+
+    /// The server URL with these settings; mistakes are usage errors.
+    fn url(&self, flag: &str, url: &str) -> Result<RelayUrl> {
+        RelayUrl::with_options(url, &self.options()?)
+            .map_err(|e| UsageError(format!("{flag}: {e:#}")).into())
+    }
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -177,6 +213,8 @@ struct StatusArgs {
     /// Print the relay's raw status JSON instead.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -382,13 +420,13 @@ async fn run(command: Command) -> Result<u8> {
                     start: args.from,
                     max_events: args.max_events,
                     progress_every: (!args.no_progress).then_some(Duration::from_secs(2)),
+                    client: args.client.options()?,
                 };
                 tail_bootstrap::tail(&opts, &signal, print).await?;
                 return Ok(exit::OK);
             }
             let opts = TailOptions {
-                relay: RelayUrl::parse(&args.relay)
-                    .map_err(|e| UsageError(format!("--relay: {e:#}")))?,
+                relay: args.client.url("--relay", &args.relay)?,
                 sources: args.sources,
                 partitions: args.partition,
                 buffer: args.buffer,
@@ -409,8 +447,7 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Status(args) => {
-            let relay =
-                RelayUrl::parse(&args.relay).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
+            let relay = args.client.url("--relay", &args.relay)?;
             let (st, sources) = status::fetch(&relay).await?;
             if args.json {
                 databus_cli::outln!("{}", serde_json::to_string_pretty(&st)?);

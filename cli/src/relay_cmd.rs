@@ -78,6 +78,25 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
     let _ = writeln!(out, "max_wait = {}", q(&dur(h.max_wait)));
     let _ = writeln!(out, "max_query_bytes = {}", q(&size(h.max_query_bytes)));
     let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
+    if let Some(tls) = &h.tls {
+        let _ = writeln!(
+            out,
+            "tls = {{ cert = {}, key = {} }}",
+            q(&tls.cert.display().to_string()),
+            q(&tls.key.display().to_string())
+        );
+    }
+    if let Some(auth) = &h.auth {
+        let mut fields = Vec::new();
+        if let Some(var) = &auth.tokens_env {
+            fields.push(format!("tokens_env = {}", q(var)));
+        }
+        if let Some(path) = &auth.tokens_file {
+            fields.push(format!("tokens_file = {}", q(&path.display().to_string())));
+        }
+        fields.push(format!("open_metrics = {}", auth.open_metrics));
+        let _ = writeln!(out, "auth = {{ {} }}  # tokens redacted", fields.join(", "));
+    }
     for s in &raw.sources {
         let _ = writeln!(out, "\n[[sources]]");
         let _ = writeln!(out, "name = {}", q(&s.name));
@@ -99,12 +118,20 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
         }
         if let Some(up) = &s.upstream {
             let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
-            let _ = writeln!(
-                out,
-                "upstream = {{ url = {}, buffer = {} }}",
-                q(&up.url),
-                q(&buffer)
-            );
+            let mut fields = vec![
+                format!("url = {}", q(&redact_url(&up.url))),
+                format!("buffer = {}", q(&buffer)),
+            ];
+            if let Some(path) = &up.ca_cert {
+                fields.push(format!("ca_cert = {}", q(&path.display().to_string())));
+            }
+            if let Some(var) = &up.token_env {
+                fields.push(format!("token_env = {}", q(var)));
+            }
+            if let Some(path) = &up.token_file {
+                fields.push(format!("token_file = {}", q(&path.display().to_string())));
+            }
+            let _ = writeln!(out, "upstream = {{ {} }}", fields.join(", "));
         }
         let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size)));
         let _ = writeln!(out, "history_transactions = {}", s.history_transactions);
@@ -138,7 +165,14 @@ pub async fn run(
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("cannot install the Prometheus metrics recorder")?;
-    eprintln!("databus relay listening on http://{}", config.http.listen);
+    if config.security.requires_token() {
+        eprintln!("databus relay requires a bearer token on every endpoint but /health");
+    }
+    eprintln!(
+        "databus relay listening on {}://{}",
+        config.security.scheme(),
+        config.http.listen
+    );
     databus_relay::run_with(config, listener, Some(metrics), shutdown).await?;
     Ok(())
 }

@@ -78,6 +78,8 @@ pub struct BootstrapTailOptions {
     pub max_events: Option<u64>,
     /// Progress lines on stderr at most this often (`None`: no progress).
     pub progress_every: Option<Duration>,
+    /// The CA file of `https` servers and the bearer token sent to both (`--ca-cert`, `--token`).
+    pub client: databus_http::ClientOptions,
 }
 
 /// The client configuration for `opts`: relay and bootstrap server, filter, start position.
@@ -99,6 +101,8 @@ pub fn client_config(opts: &BootstrapTailOptions) -> Result<ClientConfig> {
         BootstrapStart::Snapshot => StartPosition::Snapshot,
         BootstrapStart::Scn(_) => StartPosition::Beginning,
     };
+    config.ca_cert = opts.client.ca_cert.clone();
+    config.token = opts.client.token.clone();
     config.validate().map_err(|e| UsageError(e.to_string()))?;
     Ok(config)
 }
@@ -228,8 +232,8 @@ fn human_secs(secs: f64) -> String {
 }
 
 /// The bootstrap server's snapshot row count, for the estimate; `None` when it cannot be read.
-async fn snapshot_rows(bootstrap: &str) -> Option<u64> {
-    let url = RelayUrl::parse(bootstrap).ok()?;
+async fn snapshot_rows(bootstrap: &str, client: &databus_http::ClientOptions) -> Option<u64> {
+    let url = RelayUrl::with_options(bootstrap, client).ok()?;
     let answer = get(&url, "/v1/status", Duration::from_secs(5)).await.ok()?;
     (answer.status == 200)
         .then(|| answer.json().ok()?["snapshot_rows"].as_u64())
@@ -250,7 +254,8 @@ pub async fn tail(
         ("--relay", &opts.relay, "/v1/sources"),
         ("--bootstrap", &opts.bootstrap, "/v1/status"),
     ] {
-        let parsed = RelayUrl::parse(url).map_err(|e| UsageError(format!("{flag}: {e:#}")))?;
+        let parsed = RelayUrl::with_options(url, &opts.client)
+            .map_err(|e| UsageError(format!("{flag}: {e:#}")))?;
         let answer = get(&parsed, path, Duration::from_secs(10)).await?;
         if answer.status != 200 {
             anyhow::bail!(
@@ -271,7 +276,9 @@ pub async fn tail(
     let mut progress = Progress {
         every: opts.progress_every,
         total_hint: match (opts.start, opts.progress_every) {
-            (BootstrapStart::Snapshot, Some(_)) => snapshot_rows(&opts.bootstrap).await,
+            (BootstrapStart::Snapshot, Some(_)) => {
+                snapshot_rows(&opts.bootstrap, &opts.client).await
+            }
             _ => None,
         },
         phase: None,
@@ -351,8 +358,13 @@ mod tests {
             start: BootstrapStart::Snapshot,
             max_events: None,
             progress_every: None,
+            client: databus_http::ClientOptions {
+                ca_cert: None,
+                token: Some(databus_http::Token::new("t0k").unwrap()),
+            },
         };
         let config = client_config(&opts).unwrap();
+        assert_eq!(config.token.as_ref().map(|t| t.expose()), Some("t0k"));
         assert_eq!(config.start, StartPosition::Snapshot);
         assert_eq!(config.bootstrap_servers, ["http://127.0.0.1:2"]);
         assert_eq!(config.filter.to_query(), "sources=1-2&partition=mod:4:0");

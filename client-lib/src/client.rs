@@ -117,8 +117,10 @@ impl DatabusClient {
         ClientError,
     > {
         let c = &self.config;
+        let options = c.client_options()?;
         let relays = ServerPool::new(
             &c.relays,
+            &options,
             c.fetch_backoff,
             c.max_fetch_failures,
             c.request_timeout,
@@ -129,6 +131,7 @@ impl DatabusClient {
         } else {
             Some(ServerPool::new(
                 &c.bootstrap_servers,
+                &options,
                 c.fetch_backoff,
                 c.max_fetch_failures,
                 c.request_timeout,

@@ -1,9 +1,11 @@
 //! Client configuration: serde structs with named defaults and human units, validated by
 //! [`ClientConfig::validate`].
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use databus_filters::FilterSpec;
+use databus_http::{ClientOptions, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
@@ -25,8 +27,8 @@ use crate::backoff::BackoffConfig;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClientConfig {
-    /// Relay base URLs (`http://host:port`), tried in order; the client fails over to the next on an
-    /// error or timeout.
+    /// Relay base URLs (`http://host:port` or `https://host:port`), tried in order; the client fails
+    /// over to the next on an error or timeout.
     pub relays: Vec<String>,
     /// Bootstrap server base URLs. When empty, falling behind every relay stops the client with
     /// [`ClientError::ScnNotFound`].
@@ -61,6 +63,17 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// Persist the checkpoint after every this many windows (1: after every window).
     pub checkpoint_every_windows: u32,
+    /// PEM file of the CA (or the self-signed certificate) of `https` relays and bootstrap servers;
+    /// default the web PKI roots.
+    pub ca_cert: Option<PathBuf>,
+    /// Environment variable holding the bearer token sent to every server. At most one of
+    /// `token_env`, `token_file` and [`token`](Self::token).
+    pub token_env: Option<String>,
+    /// File holding the bearer token sent to every server.
+    pub token_file: Option<PathBuf>,
+    /// The bearer token, set in code (never serialized; prints as `***`).
+    #[serde(skip)]
+    pub token: Option<Token>,
 }
 
 impl Default for ClientConfig {
@@ -81,6 +94,10 @@ impl Default for ClientConfig {
             workers: 1,
             retry: RetryConfig::default(),
             checkpoint_every_windows: 1,
+            ca_cert: None,
+            token_env: None,
+            token_file: None,
+            token: None,
         }
     }
 }
@@ -162,8 +179,9 @@ impl ClientConfig {
         if self.relays.is_empty() {
             return bad("relays is empty; give at least one relay URL".into());
         }
+        let options = self.client_options()?;
         for url in self.relays.iter().chain(&self.bootstrap_servers) {
-            crate::http::HttpServer::parse(url)?;
+            crate::http::HttpServer::new(url, &options)?;
         }
         if self.workers == 0 || self.workers > 1024 {
             return bad(format!("workers is {}; use 1..=1024", self.workers));
@@ -206,6 +224,30 @@ impl ClientConfig {
             return bad("start is snapshot but bootstrap_servers is empty".into());
         }
         Ok(())
+    }
+
+    /// The CA file and the token (read from `token_env` or `token_file` now) the servers are asked with.
+    pub fn client_options(&self) -> Result<ClientOptions, ClientError> {
+        let from_config = Token::read_one(
+            "client",
+            self.token_env.as_deref(),
+            self.token_file.as_deref(),
+            &|name| std::env::var(name).ok(),
+        )
+        .map_err(|e| ClientError::Config(e.to_string()))?;
+        let token = match (&self.token, from_config) {
+            (Some(_), Some(_)) => {
+                return Err(ClientError::Config(
+                    "token and token_env/token_file are both set; keep one".into(),
+                ));
+            }
+            (Some(t), None) => Some(t.clone()),
+            (None, t) => t,
+        };
+        Ok(ClientOptions {
+            ca_cert: self.ca_cert.clone(),
+            token,
+        })
     }
 
     /// The filter (and, for relays, buffer) query parameters of stream requests, without a leading

@@ -1,23 +1,19 @@
-//! A minimal HTTP/1.1 client over hyper: one kept-alive connection per server, bounded bodies, timeouts.
+//! The client's view of one server over the shared [`databus_http::HttpClient`]: `http` or `https`
+//! (custom CA), a bearer token, one kept-alive connection, bounded bodies, timeouts; its failures
+//! mapped to [`ClientError`]s.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HOST, HeaderMap};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use databus_http::{ClientOptions, HttpClient, HttpError};
+use hyper::header::HeaderMap;
 
 use crate::ClientError;
 
 /// One server (relay or bootstrap server) at a base URL such as `http://127.0.0.1:8080`.
 #[derive(Debug)]
 pub(crate) struct HttpServer {
-    url: String,
-    authority: String,
-    prefix: String,
-    conn: Option<SendRequest<Empty<Bytes>>>,
+    client: HttpClient,
 }
 
 /// A response read whole (bounded).
@@ -29,133 +25,63 @@ pub(crate) struct HttpResponse {
 }
 
 impl HttpServer {
-    /// Parses `http://host:port[/prefix]`.
-    pub(crate) fn parse(url: &str) -> Result<HttpServer, ClientError> {
-        let bad = |why: &str| ClientError::Config(format!("server url {url:?} {why}"));
-        let uri: Uri = url
-            .parse()
-            .map_err(|e| bad(&format!("does not parse: {e}")))?;
-        match uri.scheme_str() {
-            Some("http") => {}
-            Some(other) => return Err(bad(&format!("has scheme {other}; only http is supported"))),
-            None => return Err(bad("has no scheme; write http://host:port")),
-        }
-        let authority = uri
-            .authority()
-            .ok_or_else(|| bad("has no host"))?
-            .as_str()
-            .to_owned();
-        let authority = if uri.port_u16().is_some() {
-            authority
-        } else {
-            format!("{authority}:80")
-        };
-        if uri.query().is_some() {
-            return Err(bad("has a query string; give the base URL only"));
-        }
-        let prefix = uri.path().trim_end_matches('/').to_owned();
+    /// Parses `http[s]://host:port[/prefix]` and reads the CA file of `options`.
+    pub(crate) fn new(url: &str, options: &ClientOptions) -> Result<HttpServer, ClientError> {
+        let client =
+            HttpClient::new(url, options).map_err(|e| ClientError::Config(e.to_string()))?;
         Ok(HttpServer {
-            url: url.trim_end_matches('/').to_owned(),
-            authority,
-            prefix,
-            conn: None,
+            client: client.with_user_agent(concat!("databus-client/", env!("CARGO_PKG_VERSION"))),
         })
+    }
+
+    /// Parses `http[s]://host:port[/prefix]` without a CA file or token (URL checks).
+    #[cfg(test)]
+    pub(crate) fn parse(url: &str) -> Result<HttpServer, ClientError> {
+        HttpServer::new(url, &ClientOptions::default())
     }
 
     /// The base URL, for messages.
     pub(crate) fn url(&self) -> &str {
-        &self.url
-    }
-
-    fn transient(&self, message: impl Into<String>) -> ClientError {
-        ClientError::Transient {
-            server: self.url.clone(),
-            message: message.into(),
-        }
+        self.client.url()
     }
 
     /// `GET <prefix><path_and_query>`, whole body up to `limit` bytes, within `timeout`. Network
-    /// failures and timeouts are transient errors; any status is returned as a response.
+    /// failures and timeouts are transient errors; an untrusted certificate is a configuration error;
+    /// any status is returned as a response.
     pub(crate) async fn get(
         &mut self,
         path_and_query: &str,
         timeout: Duration,
         limit: usize,
     ) -> Result<HttpResponse, ClientError> {
-        match tokio::time::timeout(timeout, self.get_inner(path_and_query, limit)).await {
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => {
-                self.conn = None;
-                Err(e)
-            }
-            Err(_) => {
-                self.conn = None;
-                Err(self.transient(format!("no answer within {timeout:?}")))
+        match self.client.get(path_and_query, timeout, limit).await {
+            Ok(r) => Ok(HttpResponse {
+                status: r.status,
+                headers: r.headers,
+                body: r.body,
+            }),
+            Err(e) => {
+                self.client.reset();
+                Err(match e {
+                    HttpError::TooLarge { limit, .. } => ClientError::Protocol {
+                        // Retrying would get the same answer: a definite error.
+                        server: self.url().to_owned(),
+                        message: format!(
+                            "response body larger than {limit} bytes (an event larger than the client's limit); raise buffer_bytes"
+                        ),
+                    },
+                    HttpError::Connection { message, .. } => ClientError::Transient {
+                        server: self.url().to_owned(),
+                        message,
+                    },
+                    e @ HttpError::Timeout { .. } => ClientError::Transient {
+                        server: self.url().to_owned(),
+                        message: e.to_string(),
+                    },
+                    e => ClientError::Config(e.to_string()),
+                })
             }
         }
-    }
-
-    async fn connection(&mut self) -> Result<&mut SendRequest<Empty<Bytes>>, ClientError> {
-        if let Some(conn) = &mut self.conn {
-            if !conn.is_closed() && conn.ready().await.is_ok() {
-                return Ok(self.conn.as_mut().expect("checked above"));
-            }
-            self.conn = None;
-        }
-        let stream = tokio::net::TcpStream::connect(&self.authority)
-            .await
-            .map_err(|e| self.transient(format!("cannot connect: {e}")))?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| self.transient(format!("http handshake: {e}")))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "http connection ended");
-            }
-        });
-        Ok(self.conn.insert(sender))
-    }
-
-    async fn get_inner(
-        &mut self,
-        path_and_query: &str,
-        limit: usize,
-    ) -> Result<HttpResponse, ClientError> {
-        let uri = format!("{}{path_and_query}", self.prefix);
-        let request = Request::get(uri)
-            .header(HOST, &self.authority)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| ClientError::Config(format!("bad request for {}: {e}", self.url)))?;
-        let url = self.url.clone();
-        let transient = move |message: String| ClientError::Transient {
-            server: url.clone(),
-            message,
-        };
-        let conn = self.connection().await?;
-        let response = conn
-            .send_request(request)
-            .await
-            .map_err(|e| transient(format!("request failed: {e}")))?;
-        let (parts, body) = response.into_parts();
-        let body = match Limited::new(body, limit).collect().await {
-            Ok(body) => body.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                // Retrying would get the same answer: a definite error.
-                return Err(ClientError::Protocol {
-                    server: self.url.clone(),
-                    message: format!(
-                        "response body larger than {limit} bytes (an event larger than the client's limit); raise buffer_bytes"
-                    ),
-                });
-            }
-            Err(e) => return Err(transient(format!("reading the body: {e}"))),
-        };
-        Ok(HttpResponse {
-            status: parts.status.as_u16(),
-            headers: parts.headers,
-            body,
-        })
     }
 }
 
@@ -187,6 +113,13 @@ impl HttpResponse {
                 message: format!("{} {code}: {message}", self.status),
             }
         } else {
+            let message = if self.status == 401 {
+                format!(
+                    "{message}; set the client's token (token_env, token_file or ClientConfig::token) to one the server accepts"
+                )
+            } else {
+                message
+            };
             ClientError::Refused {
                 server: server.to_owned(),
                 status: self.status,
@@ -204,12 +137,13 @@ mod tests {
     #[test]
     fn parses_base_urls() {
         let s = HttpServer::parse("http://127.0.0.1:8080/").unwrap();
-        assert_eq!(s.authority, "127.0.0.1:8080");
-        assert_eq!(s.prefix, "");
+        assert_eq!(s.client.endpoint().authority(), "127.0.0.1:8080");
+        assert_eq!(s.client.endpoint().prefix(), "");
         let s = HttpServer::parse("http://relay/db").unwrap();
-        assert_eq!(s.authority, "relay:80");
-        assert_eq!(s.prefix, "/db");
-        for bad in ["https://x:1", "127.0.0.1:80", "http://x:1/?a=b", "::"] {
+        assert_eq!(s.client.endpoint().authority(), "relay:80");
+        assert_eq!(s.client.endpoint().prefix(), "/db");
+        HttpServer::parse("https://relay:1").unwrap();
+        for bad in ["ftp://x:1", "127.0.0.1:80", "http://x:1/?a=b", "::"] {
             assert!(HttpServer::parse(bad).is_err(), "{bad}");
         }
     }

@@ -39,6 +39,7 @@ pub(crate) struct StreamResponse {
 impl ServerPool {
     pub(crate) fn new(
         urls: &[String],
+        options: &databus_http::ClientOptions,
         backoff: BackoffConfig,
         max_failures: Option<u32>,
         request_timeout: Duration,
@@ -46,7 +47,7 @@ impl ServerPool {
     ) -> Result<ServerPool, ClientError> {
         let servers = urls
             .iter()
-            .map(|u| HttpServer::parse(u))
+            .map(|u| HttpServer::new(u, options))
             .collect::<Result<Vec<_>, _>>()?;
         if servers.is_empty() {
             return Err(ClientError::Config("no server URL given".into()));

@@ -49,11 +49,26 @@ pub struct TestRelay {
     pub schema: RegisteredSchema,
     shutdown: CancellationToken,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// TLS and tokens of the HTTP server (plain by default).
+    pub security: databus_relay::ServerSecurity,
 }
 
 impl TestRelay {
     pub async fn start(capacity: usize) -> TestRelay {
         Self::start_at(capacity, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// A relay serving with TLS and/or tokens.
+    #[allow(dead_code)]
+    pub async fn start_secure(
+        capacity: usize,
+        security: databus_relay::ServerSecurity,
+    ) -> TestRelay {
+        let mut relay = Self::start_at(capacity, "127.0.0.1:0".parse().unwrap()).await;
+        relay.stop().await;
+        relay.security = security;
+        relay.serve().await;
+        relay
     }
 
     pub async fn start_at(capacity: usize, addr: SocketAddr) -> TestRelay {
@@ -68,6 +83,7 @@ impl TestRelay {
             schema,
             shutdown: CancellationToken::new(),
             server: None,
+            security: databus_relay::ServerSecurity::plain(),
         };
         relay.serve().await;
         relay
@@ -116,9 +132,10 @@ impl TestRelay {
         };
         self.addr = listener.local_addr().unwrap();
         self.shutdown = CancellationToken::new();
-        self.server = Some(tokio::spawn(databus_relay::serve(
+        self.server = Some(tokio::spawn(databus_relay::serve_with(
             self.service(),
             listener,
+            self.security.clone(),
             self.shutdown.clone(),
         )));
     }
@@ -135,7 +152,7 @@ impl TestRelay {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("{}://{}", self.security.scheme(), self.addr)
     }
 
     /// Appends window `scn` with one upsert per `(source, key, seq)`.

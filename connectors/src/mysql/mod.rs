@@ -334,6 +334,17 @@ impl MySqlConnector {
             format!("SET @master_heartbeat_period={heartbeat_ns}"),
         ];
         if self.scan_from.is_none() {
+            // Interpolated into SQL: only a GTID list (`domain-server-seq[,...]`) may get there.
+            if !self
+                .resume_state
+                .bytes()
+                .all(|b| b.is_ascii_digit() || b == b'-' || b == b',')
+            {
+                return Err(ConnectorError::Config(format!(
+                    "resume position {:?} is not a GTID list",
+                    self.resume_state
+                )));
+            }
             setup.push(format!("SET @slave_connect_state='{}'", self.resume_state));
         }
         for sql in setup {
@@ -450,7 +461,7 @@ impl MySqlConnector {
         let Some((file, _)) = files.ok().and_then(|f| f.into_iter().next()) else {
             return "unknown (SHOW BINARY LOGS failed)".into();
         };
-        let sql = format!("SELECT BINLOG_GTID_POS('{file}', 4)");
+        let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
         let pos: Vec<Option<String>> = self
             .meta_query("BINLOG_GTID_POS", sql)
             .await

@@ -11,6 +11,7 @@
 //! |---------|-------|--------|
 //! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s; status `reconnecting` |
 //! | upstream `410 scn_not_found` | definite | status `failed`: the upstream no longer holds what this relay needs next; remove this relay's state file to restart from the upstream's oldest window |
+//! | `401 unauthorized` (missing or wrong `upstream.token_*`), an untrusted TLS certificate (`upstream.ca_cert`) | definite | status `failed`, the message names the setting |
 //! | other 4xx, a bad frame, a schema that cannot be registered | definite | status `failed` |
 //!
 //! Start: after the persisted last SCN when there is one, else from the oldest window the upstream holds
@@ -19,10 +20,9 @@
 use std::time::Duration;
 
 use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
+use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -38,15 +38,19 @@ const UPSTREAM_WAIT_MS: u64 = 5_000;
 /// Byte budget asked of the upstream relay per response.
 const UPSTREAM_MAX_BYTES: usize = 4 << 20;
 /// Largest response accepted from the upstream (its budget, one event of up to the frame limit aside).
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
+/// How long one request may take: the long-poll wait plus room for a slow upstream.
+const REQUEST_TIMEOUT: Duration = Duration::from_millis(UPSTREAM_WAIT_MS + 30_000);
 
 /// Where to follow.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// `host:port` of the upstream relay.
-    pub authority: String,
+    /// The upstream relay's base URL, `http[s]://host:port`.
+    pub url: String,
     /// The upstream buffer's name.
     pub buffer: String,
+    /// The CA file of an `https` upstream and the bearer token to send.
+    pub client: ClientOptions,
 }
 
 enum Failure {
@@ -54,50 +58,23 @@ enum Failure {
     Definite(String),
 }
 
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One GET on a fresh connection (`Connection: close`), cancellable by `shutdown` (`Ok(None)`).
+/// One GET to the upstream relay (over its kept-alive connection), cancellable by `shutdown`
+/// (`Ok(None)`).
 async fn get(
-    authority: &str,
+    http: &HttpClient,
     path: &str,
     shutdown: &CancellationToken,
-) -> Result<Option<Answer>, Failure> {
+) -> Result<Option<Response>, Failure> {
     let request = async {
-        let transient = |what: &str, e: std::io::Error| {
-            Failure::Transient(format!("{what} upstream relay {authority}: {e}"))
-        };
-        let mut stream = TcpStream::connect(authority)
+        http.get(path, REQUEST_TIMEOUT, MAX_RESPONSE_BYTES)
             .await
-            .map_err(|e| transient("cannot connect to", e))?;
-        let _ = stream.set_nodelay(true);
-        let req = format!(
-            "GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\nUser-Agent: databus-relay\r\n\r\n"
-        );
-        stream
-            .write_all(req.as_bytes())
-            .await
-            .map_err(|e| transient("cannot send to", e))?;
-        let mut raw = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE_BYTES)
-            .read_to_end(&mut raw)
-            .await
-            .map_err(|e| transient("cannot read from", e))?;
-        parse_answer(raw)
-            .map_err(|e| Failure::Transient(format!("upstream relay {authority}: {e}")))
+            .map_err(|e| {
+                if e.is_transient() {
+                    Failure::Transient(format!("upstream relay {e}"))
+                } else {
+                    Failure::Definite(format!("upstream relay {e}"))
+                }
+            })
     };
     tokio::select! {
         () = shutdown.cancelled() => Ok(None),
@@ -105,76 +82,35 @@ async fn get(
     }
 }
 
-fn parse_answer(raw: Vec<u8>) -> Result<Answer, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("truncated HTTP response")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|_| "HTTP head is not UTF-8")?;
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("bad HTTP status line")?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    let find = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    };
-    if find("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-        body = dechunk(&body).ok_or("bad chunked body")?;
-    } else if let Some(len) = find("content-length") {
-        let len: usize = len.parse().map_err(|_| "bad content-length")?;
-        if body.len() != len {
-            return Err(format!(
-                "body of {} bytes, content-length {len}: the connection was cut",
-                body.len()
-            ));
-        }
+/// The definite failure of a `4xx` answer; a `401` names the settings to fix.
+fn refused(http: &HttpClient, what: &str, answer: &Response) -> Failure {
+    if answer.status == 401 {
+        return Failure::Definite(format!(
+            "upstream relay {} refused {what} (401): {}; set upstream.token_env or upstream.token_file to a token it accepts",
+            http.url(),
+            answer.error_message()
+        ));
     }
-    Ok(Answer {
-        status,
-        headers,
-        body,
-    })
-}
-
-fn dechunk(mut body: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&body[..line_end]).ok()?;
-        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
-        body = body.get(line_end + 2..)?;
-        if size == 0 {
-            return Some(out);
-        }
-        out.extend_from_slice(body.get(..size)?);
-        body = body.get(size + 2..)?;
-    }
+    Failure::Definite(format!(
+        "upstream relay {} answered {what} with {}: {}",
+        http.url(),
+        answer.status,
+        answer.error_message()
+    ))
 }
 
 fn encode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
-fn error_of(answer: &Answer) -> String {
-    serde_json::from_slice::<Value>(&answer.body)
-        .ok()
-        .and_then(|v| v["message"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("HTTP {}", answer.status))
+fn error_of(answer: &Response) -> String {
+    answer.error_message()
 }
 
 struct Chain {
     parts: IngestParts,
     upstream: Upstream,
+    http: HttpClient,
     last_persist: Option<Instant>,
     persisted_scn: Scn,
 }
@@ -189,9 +125,12 @@ impl Chain {
             return Ok(());
         }
         let path = format!("/v1/schemas/{:016x}", id.get());
-        let Some(answer) = get(&self.upstream.authority, &path, shutdown).await? else {
+        let Some(answer) = get(&self.http, &path, shutdown).await? else {
             return Ok(());
         };
+        if answer.status == 401 {
+            return Err(refused(&self.http, "a schema request", &answer));
+        }
         if answer.status != 200 {
             return Err(Failure::Definite(format!(
                 "upstream has no schema {:016x}: {}",
@@ -248,9 +187,12 @@ impl Chain {
 
     /// Where to start when nothing was persisted: after the upstream's last evicted window.
     async fn initial_scn(&self, shutdown: &CancellationToken) -> Result<Option<Scn>, Failure> {
-        let Some(answer) = get(&self.upstream.authority, "/v1/status", shutdown).await? else {
+        let Some(answer) = get(&self.http, "/v1/status", shutdown).await? else {
             return Ok(None);
         };
+        if (400..500).contains(&answer.status) {
+            return Err(refused(&self.http, "/v1/status", &answer));
+        }
         if answer.status != 200 {
             return Err(Failure::Transient(format!(
                 "upstream status: {}",
@@ -283,7 +225,7 @@ impl Chain {
                 encode(&self.upstream.buffer),
                 encode(&cp.to_json())
             );
-            let Some(answer) = get(&self.upstream.authority, &path, shutdown).await? else {
+            let Some(answer) = get(&self.http, &path, shutdown).await? else {
                 return Ok(());
             };
             match answer.status {
@@ -295,7 +237,7 @@ impl Chain {
                         error_of(&answer)
                     )));
                 }
-                400..=499 => return Err(Failure::Definite(error_of(&answer))),
+                400..=499 => return Err(refused(&self.http, "/v1/stream", &answer)),
                 _ => return Err(Failure::Transient(error_of(&answer))),
             }
             let next = answer
@@ -339,7 +281,7 @@ impl Chain {
                         s.last_timestamp_ns = Some(view.timestamp_ns());
                         s.position = Some(format!(
                             "relay {} buffer {} scn {}",
-                            self.upstream.authority,
+                            self.upstream.url,
                             self.upstream.buffer,
                             view.scn()
                         ));
@@ -365,8 +307,20 @@ pub async fn run_chain(
         name: name.to_owned(),
         message,
     };
+    let http = match HttpClient::new(&upstream.url, &upstream.client) {
+        Ok(http) => http.with_user_agent("databus-relay"),
+        Err(e) => {
+            let message = format!("upstream.url: {e}");
+            parts.status.update(|s| {
+                s.state = IngestState::Failed;
+                s.last_error = Some(message.clone());
+            });
+            return Err(definite(&parts.name, message));
+        }
+    };
     let persisted = parts.state.load();
     let mut chain = Chain {
+        http,
         persisted_scn: match &persisted {
             Ok(Some(state)) => state.last_scn,
             _ => Scn::ZERO,

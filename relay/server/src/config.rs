@@ -11,6 +11,9 @@
 //! max_response_bytes = "16MiB"
 //! default_response_bytes = "1MiB"
 //! max_wait = "30s"
+//! # Optional: HTTPS and bearer tokens (see databus_http::server).
+//! tls = { cert = "/etc/databus/relay.crt", key = "/etc/databus/relay.key" }
+//! auth = { tokens_file = "/etc/databus/relay.tokens" }
 //!
 //! [[sources]]
 //! name = "shop"
@@ -35,6 +38,8 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use databus_core::SourceId;
+use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig};
+use databus_http::{ClientOptions, Token};
 use serde::Deserialize;
 
 use crate::RelayError;
@@ -75,6 +80,15 @@ pub struct HttpConfig {
     /// Default 1024.
     #[serde(default = "default_max_concurrent_streams")]
     pub max_concurrent_streams: usize,
+    /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
+    /// HTTP.
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
+    /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
+    /// several tokens for rotation; `open_metrics = true` leaves `/metrics` open). Default: no
+    /// authentication.
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -105,6 +119,8 @@ impl Default for HttpConfig {
             max_wait: default_max_wait(),
             max_query_bytes: default_max_query_bytes(),
             max_concurrent_streams: default_max_concurrent_streams(),
+            tls: None,
+            auth: None,
         }
     }
 }
@@ -158,11 +174,22 @@ fn default_buffer_size() -> ByteSize {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The upstream relay's base URL, `http://host:port`.
+    /// The upstream relay's base URL, `http://host:port` or `https://host:port`.
     pub url: String,
     /// The upstream buffer to follow. Default: this source's name.
     #[serde(default)]
     pub buffer: Option<String>,
+    /// PEM file of the CA (or self-signed certificate) of an `https` upstream; default the web PKI
+    /// roots.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// Environment variable holding the bearer token sent to the upstream. At most one of
+    /// `token_env` and `token_file`.
+    #[serde(default)]
+    pub token_env: Option<String>,
+    /// File holding the bearer token sent to the upstream.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// One captured table, a logical source.
@@ -206,6 +233,8 @@ pub struct ValidatedConfig {
     pub state_dir: PathBuf,
     /// HTTP server settings.
     pub http: HttpSettings,
+    /// TLS and bearer-token authentication of the HTTP server (certificate, key and tokens loaded).
+    pub security: ServerSecurity,
     /// The sources, in file order.
     pub sources: Vec<ValidatedSource>,
 }
@@ -265,10 +294,12 @@ pub enum Origin {
     },
     /// Another relay's buffer (relay chaining).
     Relay {
-        /// `host:port` of the upstream relay.
-        authority: String,
+        /// The upstream relay's base URL (`http[s]://host:port`).
+        url: String,
         /// The upstream buffer's name.
         buffer: String,
+        /// Its CA file and the token to send (never printed).
+        client: ClientOptions,
     },
 }
 
@@ -302,6 +333,15 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> RelayError {
 fn to_usize(field: &str, size: ByteSize) -> Result<usize, RelayError> {
     usize::try_from(size.as_u64())
         .map_err(|_| invalid(field, format!("{size} does not fit this platform's memory")))
+}
+
+/// A `field: message` error of `databus_http` as a configuration error of that field.
+fn http_config_error(e: databus_http::HttpError) -> RelayError {
+    let text = e.to_string();
+    match text.split_once(": ") {
+        Some((field, message)) if !field.contains(' ') => invalid(field, message),
+        _ => invalid("http", text),
+    }
 }
 
 /// Refuses a name that is not 1 to 64 characters of `[A-Za-z0-9_-]`, naming the field.
@@ -412,6 +452,13 @@ impl RelayConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ValidatedConfig, RelayError> {
         let http = self.http.validate()?;
+        let security = ServerSecurity::from_config(
+            "http",
+            self.http.tls.as_ref(),
+            self.http.auth.as_ref(),
+            env,
+        )
+        .map_err(http_config_error)?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(invalid(
                 "state_dir",
@@ -468,17 +515,26 @@ impl RelayConfig {
             };
             let origin = match (&source.upstream, &source.url, source.server_id) {
                 (Some(up), None, None) if password.is_none() => {
-                    let authority = up
-                        .url
-                        .strip_prefix("http://")
-                        .map(|rest| rest.trim_end_matches('/'))
-                        .filter(|a| !a.is_empty() && !a.contains('/') && a.contains(':'))
-                        .ok_or_else(|| {
-                            invalid(
-                                at("upstream.url"),
-                                format!("{:?} is not of the form http://host:port", up.url),
-                            )
-                        })?;
+                    let token = Token::read_one(
+                        &at("upstream"),
+                        up.token_env.as_deref(),
+                        up.token_file.as_deref(),
+                        env,
+                    )
+                    .map_err(http_config_error)?;
+                    let client = ClientOptions {
+                        ca_cert: up.ca_cert.clone(),
+                        token,
+                    };
+                    // Parses the URL and reads the CA file now, so that mistakes stop the start.
+                    let upstream = databus_http::HttpClient::new(&up.url, &client)
+                        .map_err(|e| invalid(at("upstream.url"), e.to_string()))?;
+                    if !upstream.endpoint().prefix().is_empty() {
+                        return Err(invalid(
+                            at("upstream.url"),
+                            format!("{:?} has a path; give http[s]://host:port", up.url),
+                        ));
+                    }
                     let buffer = up.buffer.clone().unwrap_or_else(|| source.name.clone());
                     if !valid_name(&buffer) {
                         return Err(invalid(
@@ -487,8 +543,9 @@ impl RelayConfig {
                         ));
                     }
                     Origin::Relay {
-                        authority: authority.to_owned(),
+                        url: upstream.url().to_owned(),
                         buffer,
+                        client,
                     }
                 }
                 (Some(_), _, _) if source.history_transactions > 0 => {
@@ -594,6 +651,7 @@ impl RelayConfig {
         Ok(ValidatedConfig {
             state_dir: self.state_dir.clone(),
             http,
+            security,
             sources,
         })
     }
@@ -718,6 +776,9 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .validate_with_env(&env)
             .unwrap();
         assert_eq!(cfg.http, HttpSettings::default());
+        // Secure defaults: loopback only, plain HTTP, no tokens unless configured.
+        assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
+        assert!(!cfg.security.is_tls() && !cfg.security.requires_token());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
         assert!(matches!(
             &cfg.sources[0].origin,
@@ -761,10 +822,16 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .unwrap()
             .validate_with_env(&env)
             .unwrap();
-        let Origin::Relay { authority, buffer } = &cfg.sources[0].origin else {
+        let Origin::Relay {
+            url,
+            buffer,
+            client,
+        } = &cfg.sources[0].origin
+        else {
             panic!()
         };
-        assert_eq!(authority, "127.0.0.1:11140");
+        assert_eq!(url, "http://127.0.0.1:11140");
+        assert_eq!(client, &ClientOptions::default());
         assert_eq!(buffer, "shop");
         for (from, to, needle) in [
             (
@@ -772,7 +839,12 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
                 "server_id = 3\nupstream = {",
                 "takes no url, server_id",
             ),
-            ("http://127.0.0.1:11140", "https://x:1", "http://host:port"),
+            (
+                "http://127.0.0.1:11140",
+                "ftp://x:1",
+                "use http:// or https://",
+            ),
+            ("http://127.0.0.1:11140", "http://x:1/a", "has a path"),
             (
                 "upstream = { url = \"http://127.0.0.1:11140\" }",
                 "",

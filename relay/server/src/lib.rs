@@ -65,26 +65,41 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub use config::{RelayConfig, ValidatedConfig};
+pub use databus_http::server::ServerSecurity;
 pub use error::RelayError;
 pub use service::{IngestSnapshot, IngestState, IngestStatus, RelayService, SourceHandle};
 
-/// Serves the relay's HTTP API on `listener` until `shutdown` is cancelled, then stops accepting and
-/// drains requests in flight (long polls in progress answer at once with what they have).
+/// Serves the relay's HTTP API on `listener` (plain HTTP, no authentication) until `shutdown` is
+/// cancelled, then stops accepting and drains requests in flight (long polls in progress answer at
+/// once with what they have).
 pub async fn serve(
     service: Arc<RelayService>,
     listener: tokio::net::TcpListener,
     shutdown: CancellationToken,
 ) {
+    serve_with(service, listener, ServerSecurity::plain(), shutdown).await;
+}
+
+/// As [`serve`], with TLS and/or bearer-token authentication (`http.tls`, `http.auth`; see
+/// [`databus_http::server`]).
+pub async fn serve_with(
+    service: Arc<RelayService>,
+    listener: tokio::net::TcpListener,
+    security: ServerSecurity,
+    shutdown: CancellationToken,
+) {
     let stopping = service.stopping().clone();
-    warp::serve(http::routes(service))
-        .incoming(listener)
-        .graceful(async move {
+    databus_http::server::serve(
+        warp::service(http::routes(service)),
+        listener,
+        security,
+        async move {
             shutdown.cancelled_owned().await;
             // End long polls in progress so that draining takes no longer than one buffer read.
             stopping.cancel();
-        })
-        .run()
-        .await;
+        },
+    )
+    .await;
 }
 
 /// Runs the relay described by `config` until `shutdown` is cancelled: binds `config.http.listen`,
@@ -180,10 +195,15 @@ pub async fn run_with(
                     }
                 }));
             }
-            config::Origin::Relay { authority, buffer } => {
+            config::Origin::Relay {
+                url,
+                buffer,
+                client,
+            } => {
                 let upstream = chain::Upstream {
-                    authority: authority.clone(),
+                    url: url.clone(),
                     buffer: buffer.clone(),
+                    client: client.clone(),
                 };
                 tasks.push(tokio::spawn(async move {
                     if let Err(e) = chain::run_chain(upstream, parts, token).await {
@@ -194,8 +214,13 @@ pub async fn run_with(
         }
     }
     let service = RelayService::new(handles, registry, config.http, metrics);
-    tracing::info!(addr = ?listener.local_addr().ok(), "relay serving");
-    serve(service, listener, shutdown).await;
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        scheme = config.security.scheme(),
+        token_required = config.security.requires_token(),
+        "relay serving"
+    );
+    serve_with(service, listener, config.security, shutdown).await;
     for task in tasks {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "ingest task panicked");

@@ -327,3 +327,92 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
     task.await.unwrap();
     up.shutdown.cancel();
 }
+
+/// Chaining over TLS with a token; a wrong token stops the chained source at once (status `failed`,
+/// the message naming the setting), instead of reconnecting forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chaining_over_tls_with_a_token_and_a_wrong_token_fails_definitely() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+
+    let mut up = start_upstream().await;
+    up.shutdown.cancel();
+    let security = databus_relay::ServerSecurity::plain()
+        .with_tls_files(&cert, &key)
+        .unwrap()
+        .with_tokens(vec![databus_http::Token::new("up-token").unwrap()], false);
+    let service = RelayService::new(
+        vec![shop_handle(up.writer.buffer().clone())],
+        up.registry.clone(),
+        HttpSettings::default(),
+        None,
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop_up = CancellationToken::new();
+    tokio::spawn(databus_relay::serve_with(
+        service,
+        listener,
+        security,
+        stop_up.clone(),
+    ));
+    up.window(3, 4);
+    up.window(4, 2);
+
+    for (token, works) in [("up-token", true), ("bad-token", false)] {
+        let text = format!(
+            r#"
+state_dir = {state:?}
+[[sources]]
+name = "shop"
+upstream = {{ url = "https://127.0.0.1:{port}", ca_cert = {cert:?}, token_env = "UP_TOKEN" }}
+buffer_size = "8MiB"
+tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
+"#,
+            state = dir.path().join(token).display().to_string(),
+            port = addr.port(),
+            cert = cert.display().to_string(),
+        );
+        let config = RelayConfig::from_toml(&text)
+            .unwrap()
+            .validate_with_env(&|v| (v == "UP_TOKEN").then(|| token.to_owned()))
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let down = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(databus_relay::run_with(
+            config,
+            listener,
+            None,
+            shutdown.clone(),
+        ));
+        if works {
+            wait_until_max_scn(down, 4).await;
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let ingest = loop {
+                let body: Value =
+                    serde_json::from_slice(&get(down, "/v1/status").await.body).unwrap();
+                let ingest = body["buffers"][0]["ingest"].clone();
+                if ingest["state"] == "failed" {
+                    break ingest;
+                }
+                assert_ne!(ingest["state"], "streaming", "{ingest}");
+                assert!(Instant::now() < deadline, "never failed: {ingest}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            let error = ingest["last_error"].as_str().unwrap();
+            assert!(
+                error.contains("401") && error.contains("upstream.token_env"),
+                "{error}"
+            );
+            assert!(!error.contains("bad-token") && !error.contains("up-token"));
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
+    stop_up.cancel();
+}
