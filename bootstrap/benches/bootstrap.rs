@@ -46,11 +46,19 @@ fn frame(scn: u64, key: i64, payload: &[u8]) -> Vec<u8> {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    // `seed`: only the seeding stage (MariaDB -> SQLite snapshot).
+    let seed_only = std::env::args().any(|a| a == "seed");
     let events: u64 = if quick { 50_000 } else { 300_000 };
     let seed_rows: u64 = if quick { 50_000 } else { 300_000 };
     let dir = tempfile::tempdir().unwrap();
     let payload = vec![b'x'; PAYLOAD];
+    if !seed_only {
+        store_stages(&dir, events, &payload).await;
+    }
+    seed_stage(&dir, seed_rows).await;
+}
 
+async fn store_stages(dir: &tempfile::TempDir, events: u64, payload: &[u8]) {
     // 0. Raw log appends (no HTTP): the SQLite store alone.
     {
         let store = SqliteStore::open(dir.path().join("raw.sqlite")).unwrap();
@@ -64,7 +72,7 @@ async fn main() {
                         StoredEvent::from_frame(&frame(
                             w,
                             (w * EVENTS_PER_WINDOW + i) as i64,
-                            &payload,
+                            payload,
                         ))
                         .unwrap()
                     })
@@ -113,7 +121,7 @@ async fn main() {
                 .source(SourceId::new(1 + (key % 2) as u16))
                 .timestamp_ns(w)
                 .key(KeyRef::Int(key))
-                .payload(&payload);
+                .payload(payload);
             writer.append(&e).unwrap();
         }
         writer.end_window(Scn::new(w), w).unwrap();
@@ -180,7 +188,9 @@ async fn main() {
     assert_eq!(rows, events);
     bs_stop.cancel();
     relay_stop.cancel();
+}
 
+async fn seed_stage(dir: &tempfile::TempDir, seed_rows: u64) {
     // 4. Seeding from MariaDB.
     let db = databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default())
         .await
@@ -203,11 +213,47 @@ async fn main() {
         }],
         chunk_rows: 20_000,
     };
+    let mariadbd = db.pid().unwrap_or(0);
+    let cpu_before = (cpu_secs(std::process::id()), cpu_secs(mariadbd));
     let t = Instant::now();
     let report = seed(seed_store.clone(), &settings, |_| {}).await.unwrap();
+    let took = t.elapsed();
+    let cpu = (
+        cpu_secs(std::process::id()) - cpu_before.0,
+        cpu_secs(mariadbd) - cpu_before.1,
+    );
     println!(
         "seeding (MariaDB -> SQLite snapshot, 5 cols): {}",
-        rate(report.rows, t.elapsed())
+        rate(report.rows, took)
+    );
+    // CPU time does not depend on what else the machine runs: rows per CPU-second of this process
+    // and of mariadbd together, and how many cores the seed kept busy.
+    println!(
+        "seeding CPU: {:.2} s here + {:.2} s mariadbd = {:.2} us/row ({:.0} rows per CPU-second), {:.2} cores busy",
+        cpu.0,
+        cpu.1,
+        (cpu.0 + cpu.1) * 1e6 / report.rows as f64,
+        report.rows as f64 / (cpu.0 + cpu.1),
+        (cpu.0 + cpu.1) / took.as_secs_f64()
     );
     assert_eq!(seed_store.snapshot_status().unwrap().rows, seed_rows);
+}
+
+/// User + system CPU seconds of process `pid` so far (0 if it cannot be read).
+fn cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name: state is the 3rd field overall, utime the 14th, stime the 15th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Linux reports clock ticks of USER_HZ = 100 on x86_64.
+    (ticks(11) + ticks(12)) as f64 / 100.0
 }

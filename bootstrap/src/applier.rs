@@ -133,6 +133,7 @@ pub async fn run_applier(
                 backoff = Duration::from_millis(100);
                 total.windows += step.windows;
                 total.events += step.events;
+                crate::metrics::applied(step.windows, step.events);
                 total.applied_scn = step.applied_scn.or(total.applied_scn);
                 if step.windows == 0 {
                     tokio::select! {

@@ -26,6 +26,27 @@ pub struct StreamParams {
     pub filter: FilterSpec,
     /// The response budget (`None`: the default).
     pub max_bytes: Option<usize>,
+    /// The body format.
+    pub format: StreamFormat,
+}
+
+/// The body format of a stream response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// Frames (`application/vnd.databus.frames`), the default.
+    Binary,
+    /// JSON lines (`application/x-ndjson`), as the relay renders them ([`crate::json`]).
+    Json,
+}
+
+impl StreamFormat {
+    /// The parameter value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StreamFormat::Binary => "binary",
+            StreamFormat::Json => "json",
+        }
+    }
 }
 
 /// An error answered to a request.
@@ -61,6 +82,7 @@ impl ApiError {
 
     /// The response: status, `X-Databus-Error`, JSON body with the details.
     pub fn to_response(&self) -> Response {
+        crate::metrics::http_error(self.code());
         let mut body = json!({"error": self.code(), "message": self.0.to_string()});
         match &self.0 {
             ServeError::BadParameter { parameter, .. } => body["parameter"] = json!(parameter),
@@ -115,8 +137,24 @@ pub fn parse_stream_query(
     }
     let mut checkpoint = None;
     let mut max_bytes = None;
+    let mut format = None;
     for (name, value) in form_urlencoded::parse(query.as_bytes()) {
         match &*name {
+            "format" => {
+                if format.is_some() {
+                    return Err(bad("format", "given twice"));
+                }
+                format = Some(match &*value {
+                    "binary" => StreamFormat::Binary,
+                    "json" => StreamFormat::Json,
+                    other => {
+                        return Err(bad(
+                            "format",
+                            format!("{other:?} is not a format; use binary or json"),
+                        ));
+                    }
+                });
+            }
             "checkpoint" => {
                 if checkpoint.is_some() {
                     return Err(bad("checkpoint", "given twice"));
@@ -154,18 +192,30 @@ pub fn parse_stream_query(
         checkpoint,
         filter,
         max_bytes,
+        format: format.unwrap_or(StreamFormat::Binary),
     })
 }
 
-fn stream_response(r: StreamReply) -> Response {
-    let mut resp = Response::new(Bytes::from(r.body).into());
+fn stream_response(r: StreamReply, json: Option<String>) -> Response {
+    let bytes = json.as_ref().map_or(r.body.len(), String::len);
+    let format = if json.is_some() {
+        StreamFormat::Json
+    } else {
+        StreamFormat::Binary
+    };
+    crate::metrics::stream_out(r.path.as_str(), format.as_str(), u64::from(r.events), bytes);
+    let (body, content_type) = match json {
+        Some(text) => (Bytes::from(text), crate::json::JSON_LINES_CONTENT_TYPE),
+        None => (Bytes::from(r.body), "application/vnd.databus.frames"),
+    };
+    let mut resp = Response::new(body.into());
     let h = resp.headers_mut();
     let mut put = |name: &'static str, value: String| {
         if let Ok(v) = HeaderValue::from_str(&value) {
             h.insert(name, v);
         }
     };
-    put("content-type", "application/vnd.databus.frames".into());
+    put("content-type", content_type.into());
     put("x-databus-checkpoint", r.checkpoint.to_json());
     put("x-databus-more", r.more.to_string());
     put("x-databus-events", r.events.to_string());
@@ -231,11 +281,29 @@ pub fn routes(
                 Err(e) => return e.to_response(),
             };
             let max = params.max_bytes.unwrap_or(settings.default_response_bytes);
-            respond(
-                blocking(move || svc.stream(params.checkpoint, &params.filter, max))
-                    .await
-                    .map(stream_response),
-            )
+            let format = params.format;
+            let reply = {
+                let svc = svc.clone();
+                blocking(move || svc.stream(params.checkpoint, &params.filter, max)).await
+            };
+            let reply = match reply {
+                Ok(r) => r,
+                Err(e) => return e.to_response(),
+            };
+            match format {
+                StreamFormat::Binary => stream_response(reply, None),
+                StreamFormat::Json => {
+                    svc.schemas().resolve(svc.store(), &reply.body).await;
+                    // Decoding up to max_bytes of Avro payloads takes long: off the async workers.
+                    respond(
+                        blocking(move || {
+                            let text = crate::json::render(svc.schemas(), &reply)?;
+                            Ok(stream_response(reply, Some(text)))
+                        })
+                        .await,
+                    )
+                }
+            }
         });
     let sources = warp::path!("v1" / "sources")
         .and(warp::get())
@@ -280,6 +348,7 @@ pub fn routes(
                 }),
             )
         });
+    let svc_metrics = svc.clone();
     let status = warp::path!("v1" / "status")
         .and(warp::get())
         .and(no_params())
@@ -304,19 +373,58 @@ pub fn routes(
     let health = warp::path!("health")
         .and(warp::get())
         .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(svc_metrics)
+        .then(|svc: Arc<BootstrapService>| metrics_response(svc.store().clone()));
+    // Boxed: the combined filter's futures stay small (a deep `or` chain of large handler futures
+    // overflows a test thread's stack in debug builds).
     stream
-        .or(sources)
+        .boxed()
+        .or(sources.boxed())
         .unify()
-        .or(schema)
+        .or(schema.boxed())
         .unify()
-        .or(status)
+        .or(status.boxed())
         .unify()
-        .or(health)
+        .or(health.boxed())
         .unify()
-        .or(page)
+        .or(metrics.boxed())
+        .unify()
+        .or(page.boxed())
         .unify()
         .recover(recover)
         .unify()
+}
+
+/// `GET /metrics`: the process's Prometheus text with the store gauges refreshed (`503` when no
+/// recorder is installed in this process).
+pub async fn metrics_response(store: Arc<dyn crate::store::BootstrapStore>) -> Response {
+    let rendered = blocking(move || Ok(crate::metrics::render(store.as_ref())?)).await;
+    match rendered {
+        Ok(Some(text)) => {
+            let mut resp = Response::new(text.into());
+            resp.headers_mut().insert(
+                "content-type",
+                HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            resp
+        }
+        Ok(None) => {
+            let mut resp = warp::reply::with_status(
+                warp::reply::json(&json!({
+                    "error": "unavailable",
+                    "message": "no metrics recorder is installed in this process",
+                })),
+                StatusCode::SERVICE_UNAVAILABLE,
+            )
+            .into_response();
+            resp.headers_mut()
+                .insert("x-databus-error", HeaderValue::from_static("unavailable"));
+            resp
+        }
+        Err(e) => e.to_response(),
+    }
 }
 
 async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
@@ -342,6 +450,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
             "malformed request",
         )
     };
+    crate::metrics::http_error(code);
     let mut resp = warp::reply::with_status(
         warp::reply::json(&json!({"error": code, "message": message})),
         status,
@@ -404,6 +513,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.max_bytes, Some(100));
+        assert_eq!(p.format, StreamFormat::Binary);
+        let j = parse_stream_query(&cp_query("&format=json"), 1000).unwrap();
+        assert_eq!(j.format, StreamFormat::Json);
         assert_eq!(p.filter.to_query(), "sources=1-2&partition=mod:4:1");
         assert_eq!(p.checkpoint.bootstrap.unwrap().since_scn, Some(Scn::new(4)));
         for (query, parameter) in [
@@ -411,6 +523,8 @@ mod tests {
             (cp_query("&max_bytes=0"), "max_bytes"),
             (cp_query("&max_bytes=1001"), "max_bytes"),
             (cp_query("&wait_ms=5"), "wait_ms"),
+            (cp_query("&format=xml"), "format"),
+            (cp_query("&format=json&format=json"), "format"),
             (cp_query("&partition=mod:0:1"), "filter"),
             (cp_query("&partitions=all"), "partitions"),
             ("checkpoint=%7B".to_owned(), "checkpoint"),

@@ -17,7 +17,10 @@
 //! - [`status_page`]: the HTML status page (`GET /`): log and snapshot SCNs, applier lag, retention.
 //! - [`retention`]: trims the log by age and size, never past the applier nor a bootstrap in progress.
 //! - [`seed`]: loads the source's current rows (MariaDB consistent snapshot mapped to an exact SCN) into
-//!   the snapshot store, resumable; the producer continues from that SCN.
+//!   the snapshot store, resumable, with progress ticks ([`seed::SeedTick`]: rows done, estimate,
+//!   rate, ETA); the producer continues from that SCN.
+//! - [`json`]: `format=json` on the stream, rendered as the relay renders it; [`metrics`]: the
+//!   Prometheus metrics of every role (`GET /metrics`), named in `docs/operations.md`.
 //!
 //! Storage is behind the [`store::LogStore`] and [`store::SnapshotStore`] traits:
 //! [`store::SqliteStore`] (one SQLite file per database, WAL) and the reference [`store::MemoryStore`];
@@ -68,6 +71,8 @@ pub mod applier;
 pub mod config;
 mod error;
 pub mod http;
+pub mod json;
+pub mod metrics;
 pub mod producer;
 pub mod relay_client;
 pub mod retention;
@@ -80,5 +85,6 @@ pub mod store;
 pub use config::{BootstrapConfig, ValidatedConfig};
 pub use error::BootstrapError;
 pub use run::{
-    run_all, run_all_on, run_applier, run_producer, run_seed, run_server, run_server_on,
+    run_all, run_all_on, run_applier, run_producer, run_seed, run_seed_with, run_server,
+    run_server_on,
 };

@@ -228,6 +228,7 @@ async fn produce(
                     .await?;
                     stats.windows += n_windows;
                     stats.events += n_events;
+                    crate::metrics::produced(n_windows, n_events);
                 }
                 checkpoint = next;
             }

@@ -88,6 +88,7 @@ pub async fn run_cleaner(
         match tokio::task::spawn_blocking(move || clean_once(s.as_ref(), &settings, now_ns())).await
         {
             Ok(Ok(out)) if out.windows > 0 => {
+                crate::metrics::trimmed(out.windows, out.events);
                 tracing::info!(
                     windows = out.windows,
                     events = out.events,

@@ -87,7 +87,17 @@ pub async fn run_server_on(
         config.retention,
         shutdown.clone(),
     ));
-    let service = BootstrapService::new(store, config.serve);
+    // Writer schemas for `format=json` (rows the relay captured); a short timeout so an unreachable
+    // relay only slows JSON answers a little (payloads then go out in base64).
+    let relay = match &config.producer {
+        Some(p) => Some(RelayClient::with_options(
+            &p.relay_url,
+            std::time::Duration::from_secs(5),
+            &p.client,
+        )?),
+        None => None,
+    };
+    let service = BootstrapService::with_relay(store, config.serve, relay);
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         scheme = config.security.scheme(),
@@ -100,9 +110,27 @@ pub async fn run_server_on(
         .map_err(|e| BootstrapError::Storage(format!("cleaner task failed: {e}")))?
 }
 
-/// Seeds the database from the source (tables taken from the relay's sources), printing progress with
-/// `tracing`. Refuses when the log already started without a seed: the producer would miss rows.
+/// Seeds the database from the source (tables taken from the relay's sources), logging progress with
+/// `tracing` every 5 seconds. Refuses when the log already started without a seed: the producer would
+/// miss rows.
 pub async fn run_seed(config: &ValidatedConfig) -> Result<SeedReport, BootstrapError> {
+    let mut last: Option<std::time::Instant> = None;
+    let report = run_seed_with(config, |t| {
+        if last.is_none_or(|l| l.elapsed() >= std::time::Duration::from_secs(5)) {
+            last = Some(std::time::Instant::now());
+            tracing::info!("seeding {t}");
+        }
+    })
+    .await?;
+    tracing::info!("{report}");
+    Ok(report)
+}
+
+/// As [`run_seed`], calling `progress` after every chunk stored instead of logging.
+pub async fn run_seed_with(
+    config: &ValidatedConfig,
+    progress: impl FnMut(crate::seed::SeedTick<'_>),
+) -> Result<SeedReport, BootstrapError> {
     let seed = config
         .seed
         .as_ref()
@@ -173,15 +201,7 @@ pub async fn run_seed(config: &ValidatedConfig) -> Result<SeedReport, BootstrapE
         tables,
         chunk_rows: seed.chunk_rows,
     };
-    crate::seed::seed(store, &settings, |t| {
-        tracing::info!(
-            table = %format!("{}.{}", t.table.database, t.table.table),
-            rows = t.rows,
-            rows_per_sec = t.rows_per_sec,
-            "seeding"
-        );
-    })
-    .await
+    crate::seed::seed(store, &settings, progress).await
 }
 
 /// Every role in one process: the seed first (if `[seed]` is set and the database is new), then the
@@ -205,8 +225,7 @@ pub async fn run_all_on(
         && !store.snapshot_status()?.seeded
         && store.log_status()?.floor_scn.is_none()
     {
-        let report = run_seed(&config).await?;
-        tracing::info!(scn = %report.scn, rows = report.rows, "seed complete");
+        run_seed(&config).await?;
     }
     drop(store);
     let logged = |role: &'static str, r: Result<(), BootstrapError>| {

@@ -22,16 +22,18 @@
 //! schema id differs for such tables), spatial types.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use databus_core::{EventBuilder, Opcode, Scn, SourceId};
-use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value, event_key};
+use databus_serde_formats::{
+    Column, ColumnType, RegisteredSchema, SchemaRegistry, TableSchema, Value, event_key,
+};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row};
 use serde::{Deserialize, Serialize};
 
 use crate::BootstrapError;
-use crate::store::{BootstrapStore, SeedProgress, StoredEvent};
+use crate::store::{BootstrapStore, SeedProgress, SeedWrite, StoredEvent};
 
 /// One table to seed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,17 +66,95 @@ pub struct SeedReport {
     pub rows: u64,
     /// Whether this run resumed an interrupted seed.
     pub resumed: bool,
+    /// Tables seeded.
+    pub tables: usize,
+    /// How long this run took (connecting included).
+    pub elapsed: Duration,
 }
 
-/// Progress output.
+impl SeedReport {
+    /// Rows per second of this run.
+    pub fn rows_per_sec(&self) -> u64 {
+        rate(self.rows, self.elapsed)
+    }
+}
+
+impl std::fmt::Display for SeedReport {
+    /// `seeded 300000 rows from 2 tables in 2.4 s (125000 rows/s), snapshot at SCN 1042`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "seeded {} rows from {} table{} in {:.1} s ({} rows/s){}, snapshot at SCN {}",
+            self.rows,
+            self.tables,
+            if self.tables == 1 { "" } else { "s" },
+            self.elapsed.as_secs_f64(),
+            self.rows_per_sec(),
+            if self.resumed { " (resumed)" } else { "" },
+            self.scn
+        )
+    }
+}
+
+fn rate(rows: u64, elapsed: Duration) -> u64 {
+    (rows as f64 / elapsed.as_secs_f64().max(1e-6)) as u64
+}
+
+/// Progress of a seed, given to the caller after every chunk stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeedTick<'a> {
     /// The table being loaded.
     pub table: &'a SeedTable,
+    /// Its position in the list (0-based).
+    pub table_index: usize,
+    /// How many tables the seed loads.
+    pub tables: usize,
     /// Rows stored by this run so far.
     pub rows: u64,
-    /// Rows per second so far.
+    /// Rows stored by every run of this seed so far (an interrupted run's rows included).
+    pub rows_done: u64,
+    /// Rows of all the tables, estimated before the first chunk (`information_schema.TABLES`,
+    /// InnoDB's estimate); never less than `rows_done`.
+    pub rows_estimate: u64,
+    /// Rows per second of this run so far.
     pub rows_per_sec: u64,
+    /// Time since this run started.
+    pub elapsed: Duration,
+}
+
+impl SeedTick<'_> {
+    /// Estimated time left at this run's rate (`None` before any row).
+    pub fn eta(&self) -> Option<Duration> {
+        let left = self.rows_estimate.saturating_sub(self.rows_done);
+        (self.rows_per_sec > 0)
+            .then(|| Duration::from_secs_f64(left as f64 / self.rows_per_sec as f64))
+    }
+}
+
+impl std::fmt::Display for SeedTick<'_> {
+    /// `shop.orders (table 1/2): 120000/300000 rows (40%), 95000 rows/s, ETA 2s`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pct = self
+            .rows_done
+            .saturating_mul(100)
+            .checked_div(self.rows_estimate)
+            .map_or(100, |p| p.min(100));
+        write!(
+            f,
+            "{}.{} (table {}/{}): {}/{} rows ({pct}%), {} rows/s, ETA ",
+            self.table.database,
+            self.table.table,
+            self.table_index + 1,
+            self.tables,
+            self.rows_done,
+            self.rows_estimate,
+            self.rows_per_sec,
+        )?;
+        match self.eta() {
+            Some(eta) => write!(f, "{}s", eta.as_secs_f64().ceil() as u64),
+            None => f.write_str("?"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -434,69 +514,61 @@ async fn open_snapshot(conn: &mut Conn) -> Result<Scn, BootstrapError> {
     Ok(scn)
 }
 
-async fn join_write(
-    handle: tokio::task::JoinHandle<Result<(), BootstrapError>>,
-) -> Result<(), BootstrapError> {
-    handle
-        .await
-        .map_err(|e| BootstrapError::Storage(format!("seed writer task failed: {e}")))?
+/// A table being read: what the encoder needs to turn its rows into events.
+struct TableCtx {
+    index: usize,
+    source: SourceId,
+    name: String,
+    schema: TableSchema,
+    registered: RegisteredSchema,
 }
 
-/// Seeds `store`, resuming an interrupted seed. Chunks are stored on the blocking pool while the next
-/// one is read. `tick` is called after every chunk stored.
-pub async fn seed(
+/// A chunk read from the source, on its way to the encoder.
+struct RawChunk {
+    table: Arc<TableCtx>,
+    rows: Vec<Row>,
+    /// The resume token once this chunk is stored.
+    token: Token,
+}
+
+/// A chunk encoded, on its way to the store.
+struct EncodedChunk {
+    table_index: usize,
+    events: Vec<StoredEvent>,
+    progress: SeedProgress,
+}
+
+/// Chunks in flight between two stages (read -> encode -> store): each stage works on its own chunk
+/// while the next waits in the channel.
+const CHANNEL_CHUNKS: usize = 1;
+
+/// Reads every table in primary-key order from the consistent snapshot, chunk by chunk, sending
+/// each chunk to the encoder; ends the snapshot when done (or when the encoder went away).
+async fn read_tables(
+    mut conn: Conn,
     store: Arc<dyn BootstrapStore>,
-    settings: &SeedSettings,
-    mut tick: impl FnMut(SeedTick<'_>),
-) -> Result<SeedReport, BootstrapError> {
-    let opts = Opts::from_url(&settings.url)
-        .map_err(|e| BootstrapError::Config(format!("seed url is not a MySQL URL: {e}")))?;
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(err("connect to the source"))?;
-    let previous = store.seed_progress()?;
-    let snapshot_scn = open_snapshot(&mut conn).await?;
-    let (first_scn, mut token) = match &previous {
-        Some(p) => {
-            let token: Token = serde_json::from_str(&p.token)
-                .map_err(|e| BootstrapError::Corrupt(format!("seed progress token: {e}")))?;
-            (p.scn, token)
-        }
-        None => (snapshot_scn, Token::default()),
-    };
-    // The server needs the sources; the producer later records the relay's names for them.
-    let known = store.sources()?;
-    let missing: Vec<crate::store::SourceInfo> = settings
-        .tables
-        .iter()
-        .filter(|t| !known.iter().any(|k| k.id == t.source))
-        .map(|t| crate::store::SourceInfo {
-            id: t.source,
-            name: t.table.clone(),
-        })
-        .collect();
-    store.set_sources(&missing)?;
+    tables: Vec<SeedTable>,
+    chunk: usize,
+    mut token: Token,
+    tx: tokio::sync::mpsc::Sender<RawChunk>,
+) -> Result<(), BootstrapError> {
     let registry = SchemaRegistry::in_memory();
-    let chunk = settings.chunk_rows.max(1);
-    let started = Instant::now();
-    let mut rows_stored = 0u64;
-    type Write = (tokio::task::JoinHandle<Result<(), BootstrapError>>, u64);
-    let mut writing: Option<Write> = None;
-    let now_ns = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    while token.table < settings.tables.len() {
-        let t = &settings.tables[token.table];
+    while token.table < tables.len() {
+        let t = &tables[token.table];
         let schema = table_schema(&mut conn, &t.database, &t.table).await?;
         let registered = registry.register(&schema).map_err(|e| {
             BootstrapError::Seed(format!("schema of {}.{}: {e}", t.database, t.table))
         })?;
-        store.put_schema(&crate::store::StoredSchema {
+        let stored = crate::store::StoredSchema {
             id: registered.id,
             source: t.source,
             table: format!("{}.{}", t.database, t.table),
             avro_json: registered.avro_json.to_string(),
-        })?;
+        };
+        let s = store.clone();
+        tokio::task::spawn_blocking(move || s.put_schema(&stored))
+            .await
+            .map_err(|e| BootstrapError::Storage(format!("seed schema task failed: {e}")))??;
         let cols: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
         let pk_cols: Vec<String> = schema
             .primary_key
@@ -514,117 +586,290 @@ pub async fn seed(
             "SELECT {} FROM {from} WHERE ({pk_list}) > ({placeholders}) ORDER BY {pk_list} LIMIT {chunk}",
             cols.join(", ")
         );
+        let first_stmt = conn.prep(&first_sql).await.map_err(err("prepare a read"))?;
+        let next_stmt = conn.prep(&next_sql).await.map_err(err("prepare a read"))?;
+        let ctx = Arc::new(TableCtx {
+            index: token.table,
+            source: t.source,
+            name: format!("{}.{}", t.database, t.table),
+            schema,
+            registered,
+        });
         loop {
             let rows: Vec<Row> = match &token.after {
-                None => conn.exec(&first_sql, ()).await,
+                None => conn.exec(&first_stmt, ()).await,
                 Some(after) => {
-                    conn.exec(&next_sql, after.iter().map(pk_param).collect::<Vec<_>>())
+                    conn.exec(&next_stmt, after.iter().map(pk_param).collect::<Vec<_>>())
                         .await
                 }
             }
             .map_err(err("read a chunk"))?;
             let n = rows.len();
-            let mut events = Vec::with_capacity(n);
-            let mut payload = Vec::new();
-            let mut last_pk = None;
-            for row in rows {
-                let raw = row.unwrap();
-                last_pk = Some(
-                    schema
-                        .primary_key
-                        .iter()
-                        .map(|&i| pk_json(&raw[i]))
-                        .collect::<Vec<_>>(),
-                );
-                let values = raw
-                    .into_iter()
-                    .zip(&schema.columns)
-                    .map(|(v, c)| convert(&c.column_type, v, &c.name))
+            if let Some(last) = rows.last() {
+                let pk = ctx
+                    .schema
+                    .primary_key
+                    .iter()
+                    .map(|&i| {
+                        last.as_ref(i).map(pk_json).ok_or_else(|| {
+                            BootstrapError::Seed(format!("a row of {} has no column {i}", ctx.name))
+                        })
+                    })
                     .collect::<Result<Vec<_>, _>>()?;
-                let key = event_key(&schema, &values).map_err(|e| {
-                    BootstrapError::Seed(format!("key of a row of {}.{}: {e}", t.database, t.table))
-                })?;
-                payload.clear();
-                registered
-                    .encoder
-                    .encode(&values, &mut payload)
-                    .map_err(|e| {
-                        BootstrapError::Seed(format!(
-                            "encode a row of {}.{}: {e}",
-                            t.database, t.table
-                        ))
-                    })?;
-                let mut frame = Vec::new();
-                EventBuilder::new(snapshot_scn, Opcode::Upsert)
-                    .source(t.source)
-                    .timestamp_ns(now_ns)
-                    .schema(registered.id)
-                    .key(key.as_ref())
-                    .payload(&payload)
-                    .write_to_vec(&mut frame);
-                events.push(StoredEvent {
-                    scn: snapshot_scn,
-                    source: t.source,
-                    opcode: Opcode::Upsert,
-                    key,
-                    frame,
-                });
-            }
-            if last_pk.is_some() {
-                token.after = last_pk;
+                token.after = Some(pk);
             }
             if n < chunk {
                 token.table += 1;
                 token.after = None;
             }
-            let progress = SeedProgress {
-                scn: first_scn,
-                token: serde_json::to_string(&token)
-                    .map_err(|e| BootstrapError::Seed(e.to_string()))?,
+            let raw = RawChunk {
+                table: ctx.clone(),
+                rows,
+                token: token.clone(),
             };
-            // Store this chunk while the next one is read from the source (chunks stay in order:
-            // one write at a time).
-            if let Some((previous, rows)) = writing.take() {
-                join_write(previous).await?;
-                rows_stored += rows;
-                let secs = started.elapsed().as_secs_f64().max(1e-9);
-                tick(SeedTick {
-                    table: t,
-                    rows: rows_stored,
-                    rows_per_sec: (rows_stored as f64 / secs) as u64,
-                });
+            if tx.send(raw).await.is_err() {
+                // The encoder stopped; its error is reported by the caller.
+                return Ok(());
             }
-            let s = store.clone();
-            writing = Some((
-                tokio::task::spawn_blocking(move || s.seed_chunk(&events, &progress)),
-                n as u64,
-            ));
             if n < chunk {
                 break;
             }
-        }
-    }
-    if let Some((previous, rows)) = writing.take() {
-        join_write(previous).await?;
-        rows_stored += rows;
-        if let Some(t) = settings.tables.last() {
-            let secs = started.elapsed().as_secs_f64().max(1e-9);
-            tick(SeedTick {
-                table: t,
-                rows: rows_stored,
-                rows_per_sec: (rows_stored as f64 / secs) as u64,
-            });
         }
     }
     conn.query_drop("COMMIT")
         .await
         .map_err(err("end the snapshot"))?;
     let _ = conn.disconnect().await;
+    Ok(())
+}
+
+/// Turns raw rows into stored events, exactly as the relay encodes them (runs on its own thread).
+fn encode_chunks(
+    mut rx: tokio::sync::mpsc::Receiver<RawChunk>,
+    tx: tokio::sync::mpsc::Sender<Result<EncodedChunk, BootstrapError>>,
+    scn: Scn,
+    first_scn: Scn,
+) {
+    let now_ns = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut payload = Vec::new();
+    while let Some(raw) = rx.blocking_recv() {
+        let encoded = encode_chunk(raw, scn, first_scn, now_ns, &mut payload);
+        let failed = encoded.is_err();
+        if tx.blocking_send(encoded).is_err() || failed {
+            return;
+        }
+    }
+}
+
+fn encode_chunk(
+    raw: RawChunk,
+    scn: Scn,
+    first_scn: Scn,
+    now_ns: u64,
+    payload: &mut Vec<u8>,
+) -> Result<EncodedChunk, BootstrapError> {
+    let t = &raw.table;
+    let mut events = Vec::with_capacity(raw.rows.len());
+    for row in raw.rows {
+        let values = row
+            .unwrap()
+            .into_iter()
+            .zip(&t.schema.columns)
+            .map(|(v, c)| convert(&c.column_type, v, &c.name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = event_key(&t.schema, &values)
+            .map_err(|e| BootstrapError::Seed(format!("key of a row of {}: {e}", t.name)))?;
+        payload.clear();
+        t.registered
+            .encoder
+            .encode(&values, payload)
+            .map_err(|e| BootstrapError::Seed(format!("encode a row of {}: {e}", t.name)))?;
+        let mut frame = Vec::with_capacity(payload.len() + 64);
+        EventBuilder::new(scn, Opcode::Upsert)
+            .source(t.source)
+            .timestamp_ns(now_ns)
+            .schema(t.registered.id)
+            .key(key.as_ref())
+            .payload(payload)
+            .write_to_vec(&mut frame);
+        events.push(StoredEvent {
+            scn,
+            source: t.source,
+            opcode: Opcode::Upsert,
+            key,
+            frame,
+        });
+    }
+    Ok(EncodedChunk {
+        table_index: t.index,
+        events,
+        progress: SeedProgress {
+            scn: first_scn,
+            token: serde_json::to_string(&raw.token)
+                .map_err(|e| BootstrapError::Seed(e.to_string()))?,
+        },
+    })
+}
+
+/// InnoDB's estimate of a table's rows (`information_schema.TABLES.TABLE_ROWS`; 0 if unknown).
+async fn estimate_rows(conn: &mut Conn, t: &SeedTable) -> Result<u64, BootstrapError> {
+    let n: Option<Option<u64>> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (t.database.as_str(), t.table.as_str()),
+        )
+        .await
+        .map_err(err("read information_schema.TABLES"))?;
+    Ok(n.flatten().unwrap_or(0))
+}
+
+async fn join<T>(
+    what: &str,
+    handle: tokio::task::JoinHandle<Result<T, BootstrapError>>,
+) -> Result<T, BootstrapError> {
+    handle
+        .await
+        .map_err(|e| BootstrapError::Storage(format!("seed {what} task failed: {e}")))?
+}
+
+/// Seeds `store`, resuming an interrupted seed. `tick` is called after every chunk stored.
+///
+/// Three stages overlap, each on its own chunk: the source is read (this task's runtime), rows are
+/// converted and Avro-encoded on a dedicated thread, and chunks are stored on the blocking pool, one
+/// store transaction at a time and in order. A first run into an empty snapshot stores with
+/// [`SeedWrite::Fresh`] (plain inserts); a resumed run upserts.
+pub async fn seed(
+    store: Arc<dyn BootstrapStore>,
+    settings: &SeedSettings,
+    mut tick: impl FnMut(SeedTick<'_>),
+) -> Result<SeedReport, BootstrapError> {
+    let started = Instant::now();
+    let opts = Opts::from_url(&settings.url)
+        .map_err(|e| BootstrapError::Config(format!("seed url is not a MySQL URL: {e}")))?;
+    let mut conn = Conn::new(opts)
+        .await
+        .map_err(err("connect to the source"))?;
+    let previous = store.seed_progress()?;
+    let snapshot_scn = open_snapshot(&mut conn).await?;
+    let (first_scn, token) = match &previous {
+        Some(p) => {
+            let token: Token = serde_json::from_str(&p.token)
+                .map_err(|e| BootstrapError::Corrupt(format!("seed progress token: {e}")))?;
+            (p.scn, token)
+        }
+        None => (snapshot_scn, Token::default()),
+    };
+    let rows_before = store.snapshot_status()?.rows;
+    let write = if previous.is_none() && rows_before == 0 {
+        SeedWrite::Fresh
+    } else {
+        SeedWrite::Upsert
+    };
+    let mut rows_estimate = 0u64;
+    for t in &settings.tables {
+        rows_estimate += estimate_rows(&mut conn, t).await?;
+    }
+    // The server needs the sources; the producer later records the relay's names for them.
+    let known = store.sources()?;
+    let missing: Vec<crate::store::SourceInfo> = settings
+        .tables
+        .iter()
+        .filter(|t| !known.iter().any(|k| k.id == t.source))
+        .map(|t| crate::store::SourceInfo {
+            id: t.source,
+            name: t.table.clone(),
+        })
+        .collect();
+    store.set_sources(&missing)?;
+    let chunk = settings.chunk_rows.max(1);
+    let (raw_tx, raw_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let (enc_tx, mut enc_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
+    let reader = tokio::spawn(read_tables(
+        conn,
+        store.clone(),
+        settings.tables.clone(),
+        chunk,
+        token,
+        raw_tx,
+    ));
+    let encoder = std::thread::Builder::new()
+        .name("seed-encoder".into())
+        .spawn(move || encode_chunks(raw_rx, enc_tx, snapshot_scn, first_scn))
+        .map_err(|e| BootstrapError::Io {
+            what: "cannot start the seed encoder thread".into(),
+            source: e,
+        })?;
+    let run_started = Instant::now();
+    let mut rows_stored = 0u64;
+    // The chunk being stored: its write, its table, its rows.
+    type Write = (
+        tokio::task::JoinHandle<Result<(), BootstrapError>>,
+        usize,
+        u64,
+    );
+    let mut writing: Option<Write> = None;
+    let mut failure = None;
+    loop {
+        let next = enc_rx.recv().await;
+        // Store chunks in order: the previous one is stored (and reported) before the next starts.
+        let mut stored = None;
+        if let Some((handle, table_index, rows)) = writing.take() {
+            stored = Some((table_index, rows));
+            join("writer", handle).await?;
+            rows_stored += rows;
+            crate::metrics::seeded(rows);
+        }
+        // A table ending exactly at a chunk boundary ends with an empty chunk (stored: it moves
+        // the resume point to the next table), which is no progress to report.
+        if let Some((table_index, _)) = stored.take().filter(|(_, rows)| *rows > 0) {
+            let elapsed = run_started.elapsed();
+            let rows_done = rows_before + rows_stored;
+            tick(SeedTick {
+                table: &settings.tables[table_index],
+                table_index,
+                tables: settings.tables.len(),
+                rows: rows_stored,
+                rows_done,
+                rows_estimate: rows_estimate.max(rows_done),
+                rows_per_sec: rate(rows_stored, elapsed),
+                elapsed,
+            });
+        }
+        match next {
+            Some(Ok(encoded)) => {
+                let s = store.clone();
+                let rows = encoded.events.len() as u64;
+                writing = Some((
+                    tokio::task::spawn_blocking(move || {
+                        s.seed_chunk_with(&encoded.events, &encoded.progress, write)
+                    }),
+                    encoded.table_index,
+                    rows,
+                ));
+            }
+            Some(Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+            None => break,
+        }
+    }
+    drop(enc_rx);
+    let read = join("reader", reader).await;
+    let _ = encoder.join();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    read?;
     store.finish_seed(first_scn)?;
     Ok(SeedReport {
         scn: first_scn,
         rows: rows_stored,
         resumed: previous.is_some(),
+        tables: settings.tables.len(),
+        elapsed: started.elapsed(),
     })
 }
 

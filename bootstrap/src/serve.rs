@@ -183,6 +183,7 @@ fn now_ms() -> u64 {
 pub struct BootstrapService {
     store: Arc<dyn BootstrapStore>,
     settings: ServeSettings,
+    schemas: crate::json::SchemaSource,
 }
 
 fn bad(parameter: &str, message: impl Into<String>) -> ServeError {
@@ -195,7 +196,26 @@ fn bad(parameter: &str, message: impl Into<String>) -> ServeError {
 impl BootstrapService {
     /// A service over `store`.
     pub fn new(store: Arc<dyn BootstrapStore>, settings: ServeSettings) -> Arc<BootstrapService> {
-        Arc::new(BootstrapService { store, settings })
+        BootstrapService::with_relay(store, settings, None)
+    }
+
+    /// A service over `store` that renders `format=json` with writer schemas from the bootstrap
+    /// database and, for the others, from `relay` (the relay the producer copies).
+    pub fn with_relay(
+        store: Arc<dyn BootstrapStore>,
+        settings: ServeSettings,
+        relay: Option<crate::relay_client::RelayClient>,
+    ) -> Arc<BootstrapService> {
+        Arc::new(BootstrapService {
+            store,
+            settings,
+            schemas: crate::json::SchemaSource::new(relay),
+        })
+    }
+
+    /// Where `format=json` finds writer schemas.
+    pub fn schemas(&self) -> &crate::json::SchemaSource {
+        &self.schemas
     }
 
     /// The store.

@@ -345,3 +345,163 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     applier.await.unwrap().unwrap();
     relay_stop.cancel();
 }
+
+/// `format=json` renders every event as the relay does: seeded rows decode with the seed's writer
+/// schema (from the bootstrap database), captured rows with the relay's (fetched from the relay), and
+/// a captured event's line equals the relay's own line for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
+    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64))",
+        "CREATE TABLE shop.customers (name VARCHAR(32) PRIMARY KEY, age INT)",
+        "INSERT INTO shop.orders VALUES (1, 'seeded one'), (2, 'seeded two')",
+    ])
+    .await
+    .unwrap();
+    db.create_user_with_grants("relay", "relaypw")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (relay, relay_stop) = start_relay(&db, dir.path()).await;
+    let store: Arc<dyn BootstrapStore> =
+        Arc::new(SqliteStore::open(dir.path().join("shop.sqlite")).unwrap());
+    let settings = SeedSettings {
+        url: db.url(),
+        tables: vec![
+            SeedTable {
+                source: SourceId::new(1),
+                database: "shop".into(),
+                table: "orders".into(),
+            },
+            SeedTable {
+                source: SourceId::new(2),
+                database: "shop".into(),
+                table: "customers".into(),
+            },
+        ],
+        chunk_rows: 100,
+    };
+    let report = seed(store.clone(), &settings, |_| {}).await.unwrap();
+    assert_eq!(report.rows, 2);
+    // A change only the relay captured: its schema is the relay's, unknown to the bootstrap database.
+    db.exec(&["INSERT INTO shop.customers VALUES ('ada', 36)"])
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let mut ps = ProducerSettings::new(format!("http://{relay}"));
+    ps.wait = Duration::from_millis(100);
+    let producer = tokio::spawn(run_producer(store.clone(), ps, stop.clone()));
+    let applier = tokio::spawn(run_applier(
+        store.clone(),
+        ApplierSettings::default(),
+        stop.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.snapshot_status().unwrap().applied_scn <= Some(report.scn) {
+        assert!(Instant::now() < deadline, "the change was never applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bs_addr = listener.local_addr().unwrap();
+    let relay_client =
+        RelayClient::new(&format!("http://{relay}"), Duration::from_secs(30)).unwrap();
+    let service = BootstrapService::with_relay(
+        store.clone(),
+        ServeSettings::default(),
+        Some(relay_client.clone()),
+    );
+    tokio::spawn(databus_bootstrap::http::serve(
+        service,
+        listener,
+        stop.clone(),
+    ));
+    let bs = RelayClient::new(&format!("http://{bs_addr}"), Duration::from_secs(30)).unwrap();
+    let mut cp = Checkpoint::beginning();
+    cp.start_bootstrap(None);
+    let mut events: Vec<serde_json::Value> = Vec::new();
+    while cp.mode != ConsumptionMode::Online {
+        assert!(Instant::now() < deadline, "bootstrap did not finish");
+        let r = bs
+            .get(&format!(
+                "/v1/bootstrap/stream?format=json&max_bytes=200&checkpoint={}",
+                enc(&cp.to_json())
+            ))
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.header("content-type"), Some("application/x-ndjson"));
+        let header_cp = Checkpoint::from_json(r.header("x-databus-checkpoint").unwrap()).unwrap();
+        let phase = r.header("x-databus-bootstrap-phase").unwrap().to_owned();
+        let n_events = r.header("x-databus-events").unwrap().to_owned();
+        let text = String::from_utf8(r.body).unwrap();
+        let mut lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let last = lines.pop().expect("a checkpoint line");
+        assert_eq!(
+            Checkpoint::from_json(&last["checkpoint"].to_string()).unwrap(),
+            header_cp
+        );
+        assert_eq!(last["phase"], phase.as_str());
+        assert_eq!(last["path"], "snapshot");
+        assert_eq!(lines.len().to_string(), n_events);
+        events.extend(lines.into_iter().filter(|l| l["opcode"] != "end_of_window"));
+        cp = header_cp;
+    }
+    for e in &events {
+        assert!(e.get("decode_error").is_none(), "{e}");
+    }
+    let payloads: Vec<&serde_json::Value> = events.iter().map(|e| &e["payload"]).collect();
+    assert!(
+        payloads.contains(&&serde_json::json!({"id": 1, "note": "seeded one"})),
+        "{payloads:?}"
+    );
+    assert!(
+        payloads.contains(&&serde_json::json!({"id": 2, "note": "seeded two"})),
+        "{payloads:?}"
+    );
+    let ada: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["payload"]["name"] == "ada")
+        .collect();
+    assert!(!ada.is_empty(), "{events:?}");
+    assert_eq!(ada[0]["payload"]["age"], 36);
+    // The relay's line for the same event is the same JSON.
+    let r = relay_client
+        .get(&format!(
+            "/v1/stream?format=json&checkpoint={}",
+            enc(&Checkpoint::after(report.scn).to_json())
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let relay_lines: Vec<serde_json::Value> = String::from_utf8(r.body)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let relay_ada = relay_lines
+        .iter()
+        .find(|l| l["payload"]["name"] == "ada")
+        .expect("the relay holds the change");
+    assert_eq!(relay_ada, ada[0]);
+    // An unknown format is a typed error.
+    let r = bs
+        .get(&format!(
+            "/v1/bootstrap/stream?format=xml&checkpoint={}",
+            enc(&Checkpoint::beginning().to_json())
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-databus-error")),
+        (400, Some("bad_parameter"))
+    );
+    stop.cancel();
+    producer.await.unwrap().unwrap();
+    applier.await.unwrap().unwrap();
+    relay_stop.cancel();
+}

@@ -1,6 +1,7 @@
 //! The `databus` command-line tool's library: the pieces `main` calls, one module per subcommand.
 //!
 //! - [`relay_cmd`]: load and validate `relay.toml`, print the effective configuration, run a relay.
+//! - [`bootstrap_cmd`]: the same for `bootstrap.toml`, plus seeding progress and a `/metrics` listener.
 //! - [`check`]: `check-source`, the source checks of the MySQL/MariaDB connector rendered for a terminal.
 //! - [`tail`]: follow a relay's `stream` endpoint in JSON with long polls ([`tail::tail`]);
 //!   [`tail_bootstrap`]: follow it through a bootstrap server (snapshot, catch-up, then the relay).
@@ -59,6 +60,7 @@ macro_rules! out {
     }};
 }
 
+pub mod bootstrap_cmd;
 pub mod check;
 pub mod http;
 pub mod mariadb;

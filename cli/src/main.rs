@@ -12,7 +12,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use databus_cli::http::RelayUrl;
 use databus_cli::tail::{Next, Start, TailOptions};
-use databus_cli::{UsageError, check, exit, quickstart, relay_cmd, status, tail, tail_bootstrap};
+use databus_cli::{
+    UsageError, bootstrap_cmd, check, exit, quickstart, relay_cmd, status, tail, tail_bootstrap,
+};
 use databus_core::Scn;
 use tokio_util::sync::CancellationToken;
 
@@ -71,9 +73,23 @@ struct BootstrapArgs {
     /// Which role to run.
     #[arg(value_enum)]
     role: BootstrapRole,
-    /// The bootstrap configuration file (TOML; see `databus_bootstrap::config`).
+    /// The bootstrap configuration file (TOML; see docs/operations.md, "Bootstrap server").
     #[arg(long, short)]
     config: PathBuf,
+    /// Print the effective configuration (defaults filled in, secrets redacted) and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Listen address of the server (server, all), overriding `http.listen` of the file.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Serve Prometheus `/metrics` on this address (producer, applier, seed; the server and `all`
+    /// serve it on their HTTP listener).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Seeding progress: seconds between progress log lines when stderr is not a terminal (on a
+    /// terminal one line is redrawn in place).
+    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    progress_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -302,32 +318,64 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Bootstrap(args) => {
-            let text = std::fs::read_to_string(&args.config).map_err(|e| {
-                UsageError(format!(
-                    "cannot read the configuration {}: {e}",
-                    args.config.display()
-                ))
-            })?;
-            let config = databus_bootstrap::BootstrapConfig::from_toml(&text)
-                .and_then(|c| c.validate())
-                .map_err(|e| UsageError(format!("{}: {e}", args.config.display())))?;
+            let (raw, mut config) = bootstrap_cmd::load(&args.config)?;
+            if let Some(listen) = args.listen {
+                config.listen = listen;
+            }
+            if args.print_config {
+                databus_cli::out!("{}", bootstrap_cmd::render_effective(&raw, config.listen));
+                return Ok(exit::OK);
+            }
+            let with_server = matches!(args.role, BootstrapRole::All | BootstrapRole::Server);
+            if with_server && args.metrics_listen.is_some() {
+                return Err(UsageError(
+                    "--metrics-listen is for producer, applier and seed; the server serves /metrics on http.listen".into(),
+                )
+                .into());
+            }
+            if with_server || args.metrics_listen.is_some() {
+                databus_bootstrap::metrics::install()?;
+            }
+            // A role refusing its configuration or database (already seeded, missing section) is a
+            // configuration error (exit 2), like a bad file.
+            let config_error = |e: databus_bootstrap::BootstrapError| -> anyhow::Error {
+                match e {
+                    databus_bootstrap::BootstrapError::Config(_) => {
+                        UsageError(e.to_string()).into()
+                    }
+                    other => other.into(),
+                }
+            };
             let shutdown = shutdown_on_signal();
-            match args.role {
-                BootstrapRole::All => databus_bootstrap::run_all(config, shutdown).await?,
+            let metrics = match args.metrics_listen {
+                Some(addr) => {
+                    Some(bootstrap_cmd::serve_metrics(&config, addr, shutdown.clone()).await?)
+                }
+                None => None,
+            };
+            let result = match args.role {
+                BootstrapRole::All => databus_bootstrap::run_all(config, shutdown.clone()).await,
                 BootstrapRole::Producer => {
-                    databus_bootstrap::run_producer(config, shutdown).await?
+                    databus_bootstrap::run_producer(config, shutdown.clone()).await
                 }
-                BootstrapRole::Applier => databus_bootstrap::run_applier(config, shutdown).await?,
-                BootstrapRole::Server => databus_bootstrap::run_server(config, shutdown).await?,
+                BootstrapRole::Applier => {
+                    databus_bootstrap::run_applier(config, shutdown.clone()).await
+                }
+                BootstrapRole::Server => {
+                    databus_bootstrap::run_server(config, shutdown.clone()).await
+                }
                 BootstrapRole::Seed => {
-                    let report = databus_bootstrap::run_seed(&config).await?;
-                    databus_cli::outln!(
-                        "seeded: {} rows loaded{}, snapshot at SCN {}",
-                        report.rows,
-                        if report.resumed { " (resumed)" } else { "" },
-                        report.scn
-                    );
+                    let mut progress = bootstrap_cmd::SeedProgress::new(args.progress_interval);
+                    let report =
+                        databus_bootstrap::run_seed_with(&config, |t| progress.tick(&t)).await;
+                    progress.finish();
+                    report.map(|r| databus_cli::outln!("{r}"))
                 }
+            };
+            result.map_err(config_error)?;
+            shutdown.cancel();
+            if let Some(m) = metrics {
+                let _ = m.await;
             }
             Ok(exit::OK)
         }

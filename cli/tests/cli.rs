@@ -144,6 +144,19 @@ fn print_config_fills_defaults_and_redacts_secrets() {
 }
 
 #[test]
+fn the_bootstrap_example_config_parses() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bootstrap.example.toml");
+    let out = run(databus()
+        .args(["bootstrap", "all", "--print-config", "--config"])
+        .arg(&example)
+        .env("SEED_PASSWORD", "example-secret"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("max_bytes = \"10GiB\""), "{printed}");
+    assert!(!printed.contains("example-secret"), "{printed}");
+}
+
+#[test]
 fn the_example_config_parses() {
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/relay.example.toml");
     let out = run(databus()
@@ -744,6 +757,24 @@ fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(dir.path().join("boot.sqlite").exists());
+    // Prometheus metrics with the documented names (docs/operations.md, "Bootstrap server").
+    let metrics = {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
+            .unwrap();
+        let mut text = String::new();
+        conn.read_to_string(&mut text).unwrap();
+        text
+    };
+    assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
+    for name in [
+        "databus_bootstrap_log_last_scn",
+        "databus_bootstrap_applied_scn",
+        "databus_bootstrap_snapshot_rows",
+    ] {
+        assert!(metrics.contains(name), "{name}: {metrics}");
+    }
     let pid = server.0.id().to_string();
     assert!(
         Command::new("kill")
@@ -903,4 +934,185 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(rest.contains("done:"), "{rest}");
     assert!(!Path::new(&dir).exists(), "{dir} was not removed");
+}
+
+#[test]
+fn bootstrap_seed_shows_progress_and_a_summary() {
+    let rt = rt();
+    let db = rt
+        .block_on(MariaDb::start(MariaDbOptions::default()))
+        .unwrap();
+    let rows = 20_000u64;
+    rt.block_on(db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64))",
+        &format!(
+            "INSERT INTO shop.orders SELECT seq, CONCAT('note ', seq) FROM shop.seq_1_to_{rows}"
+        ),
+        "ANALYZE TABLE shop.orders",
+    ]))
+    .unwrap();
+    let url = rt
+        .block_on(db.create_user_with_grants("repl", "seed-secret-pw"))
+        .unwrap();
+    let bare = url.replace(":seed-secret-pw@", "@");
+    let dir = tempfile::tempdir().unwrap();
+    let relay_config = dir.path().join("relay.toml");
+    std::fs::write(
+        &relay_config,
+        format!(
+            r#"state_dir = {state:?}
+[http]
+listen = "127.0.0.1:0"
+[[sources]]
+name = "shop"
+url = "{bare}"
+password_env = "SEED_TEST_PW"
+server_id = 1002
+buffer_size = "8MiB"
+tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
+"#,
+            state = dir.path().join("state").display().to_string(),
+        ),
+    )
+    .unwrap();
+    let mut relay = Killed(
+        databus()
+            .arg("relay")
+            .arg("--config")
+            .arg(&relay_config)
+            .env("SEED_TEST_PW", "seed-secret-pw")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let (relay_url, _relay_log) = relay_address(&mut relay.0);
+    let config = dir.path().join("bootstrap.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "db_path = {db:?}\n[relay]\nurl = \"{relay_url}\"\n[seed]\nurl = \"{bare}\"\n\
+             password_env = \"SEED_TEST_PW\"\nchunk_rows = 1000\n",
+            db = dir.path().join("shop.sqlite").display().to_string(),
+        ),
+    )
+    .unwrap();
+    // The effective configuration never shows the password.
+    let out = run(databus()
+        .args(["bootstrap", "seed", "--print-config", "--config"])
+        .arg(&config)
+        .env("SEED_TEST_PW", "seed-secret-pw"));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    assert!(printed.contains("chunk_rows = 1000"), "{printed}");
+    assert!(
+        printed.contains("password_env = \"SEED_TEST_PW\""),
+        "{printed}"
+    );
+    assert!(!printed.contains("seed-secret-pw"), "{printed}");
+    // Without the password's variable: a configuration error naming it.
+    let out = run(databus()
+        .args(["bootstrap", "seed", "--config"])
+        .arg(&config)
+        .env_remove("SEED_TEST_PW"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("SEED_TEST_PW"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // stderr is a pipe, not a terminal: one log line per progress tick (every chunk with 0s).
+    let out = run_within(
+        databus()
+            .args(["bootstrap", "seed", "--progress-interval", "0s", "--config"])
+            .arg(&config)
+            .env("SEED_TEST_PW", "seed-secret-pw"),
+        Duration::from_secs(120),
+    );
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("seed-secret-pw"), "{stderr}");
+    assert!(
+        !stderr.contains('\r'),
+        "no terminal redraws in a log: {stderr}"
+    );
+    // `seeding shop.orders (table 1/1): 3000/20000 rows (15%), 95000 rows/s, ETA 1s`
+    let mut done = Vec::new();
+    for line in stderr.lines().filter(|l| l.contains("seeding shop.orders")) {
+        let counts = line
+            .split("(table 1/1): ")
+            .nth(1)
+            .and_then(|r| r.split(" rows").next())
+            .unwrap_or_else(|| panic!("progress line: {line}"));
+        let (d, total) = counts.split_once('/').unwrap();
+        let (d, total): (u64, u64) = (d.parse().unwrap(), total.parse().unwrap());
+        assert!(total >= d, "{line}");
+        // InnoDB's estimate after ANALYZE is close to the truth.
+        assert!(total <= rows * 2, "{line}");
+        let rate: u64 = line
+            .split(", ")
+            .find(|p| p.ends_with(" rows/s"))
+            .and_then(|p| p.trim_end_matches(" rows/s").parse().ok())
+            .unwrap_or_else(|| panic!("rate in {line}"));
+        assert!(rate > 0, "{line}");
+        assert!(line.contains("ETA "), "{line}");
+        done.push(d);
+    }
+    assert!(done.len() >= 10, "one line per 1000-row chunk: {stderr}");
+    assert!(done.windows(2).all(|w| w[0] < w[1]), "{done:?}");
+    assert_eq!(done.last(), Some(&rows), "{stderr}");
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("seeded {rows} rows from 1 table in ")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("rows/s), snapshot at SCN "), "{stdout}");
+    // Seeding twice is refused: the file is already seeded.
+    let out = run(databus()
+        .args(["bootstrap", "seed", "--config"])
+        .arg(&config)
+        .env("SEED_TEST_PW", "seed-secret-pw"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("already seeded"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // On a terminal (a pty from `script`): one line redrawn in place, ending at the total.
+    let config2 = dir.path().join("bootstrap2.toml");
+    std::fs::write(
+        &config2,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("shop.sqlite", "shop2.sqlite"),
+    )
+    .unwrap();
+    let command = format!(
+        "'{}' bootstrap seed --config '{}'",
+        env!("CARGO_BIN_EXE_databus"),
+        config2.display()
+    );
+    let out = run_within(
+        Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("SEED_TEST_PW", "seed-secret-pw")
+            .env_remove("RUST_LOG"),
+        Duration::from_secs(120),
+    );
+    let screen = text(&out.stdout);
+    assert!(out.status.success(), "{screen}{}", text(&out.stderr));
+    let redraws: Vec<&str> = screen.split("\r\x1b[2K").skip(1).collect();
+    assert!(!redraws.is_empty(), "{screen:?}");
+    let last = redraws.last().unwrap();
+    assert!(
+        last.starts_with(&format!("seeding shop.orders (table 1/1): {rows}/")),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("seeded {rows} rows")),
+        "{screen:?}"
+    );
 }

@@ -15,7 +15,9 @@
 use databus_core::{EventBuilder, EventView, Key, Opcode, Scn, SourceId};
 use databus_filters::{Filter, FilterSpec};
 
-use super::{BootstrapStore, LogWindow, SeedProgress, SnapshotQuery, SourceInfo, StoredEvent};
+use super::{
+    BootstrapStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SourceInfo, StoredEvent,
+};
 use crate::BootstrapError;
 
 /// Generates one `#[test]` per conformance check for a store built by `$make` (a closure returning
@@ -438,14 +440,40 @@ pub fn seed_progress_and_finish(store: &dyn BootstrapStore) {
         scn: Scn::new(40),
         token: r#"{"table":0,"after":[5]}"#.into(),
     };
-    store.seed_chunk(&[up(40, 1), up(40, 2)], &p).unwrap();
-    assert_eq!(store.seed_progress().unwrap(), Some(p));
+    store
+        .seed_chunk_with(&[up(40, 1), up(40, 2)], &p, SeedWrite::Fresh)
+        .unwrap();
+    assert_eq!(store.seed_progress().unwrap(), Some(p.clone()));
+    // A fresh chunk never overwrites: a key already stored (or twice in the chunk) fails it whole.
+    let p2 = SeedProgress {
+        scn: Scn::new(40),
+        token: r#"{"table":0,"after":[9]}"#.into(),
+    };
+    for chunk in [vec![up(40, 3), up(40, 2)], vec![up(40, 4), up(40, 4)]] {
+        assert!(
+            store
+                .seed_chunk_with(&chunk, &p2, SeedWrite::Fresh)
+                .is_err()
+        );
+        assert_eq!(store.seed_progress().unwrap(), Some(p.clone()));
+        assert_eq!(store.snapshot_status().unwrap().rows, 2);
+    }
+    // A resumed seed upserts: the greater SCN wins, new keys are added.
+    store
+        .seed_chunk(&[up(41, 2), up(39, 1), up(40, 3)], &p2)
+        .unwrap();
+    assert_eq!(store.seed_progress().unwrap(), Some(p2));
+    let rows = all_rows(store, 1, None, false, &FilterSpec::all());
+    assert_eq!(
+        rows,
+        vec![(40, Key::Int(1)), (41, Key::Int(2)), (40, Key::Int(3))]
+    );
     assert_eq!(store.snapshot_status().unwrap().applied_scn, None);
     store.finish_seed(Scn::new(40)).unwrap();
     let st = store.snapshot_status().unwrap();
     assert_eq!(
         (st.applied_scn, st.base_scn, st.rows, st.seeded),
-        (Some(Scn::new(40)), Some(Scn::new(40)), 2, true)
+        (Some(Scn::new(40)), Some(Scn::new(40)), 3, true)
     );
     assert_eq!(store.seed_progress().unwrap(), None);
 }

@@ -8,7 +8,7 @@ use databus_core::{Key, Scn, SourceId};
 use databus_filters::{Filter, FilterSpec};
 
 use super::{
-    LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SnapshotQuery, SnapshotRow,
+    LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
 };
 use crate::BootstrapError;
@@ -324,7 +324,29 @@ impl SnapshotStore for MemoryStore {
         events: &[StoredEvent],
         progress: &SeedProgress,
     ) -> Result<(), BootstrapError> {
+        self.seed_chunk_with(events, progress, SeedWrite::Upsert)
+    }
+
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
+        write: SeedWrite,
+    ) -> Result<(), BootstrapError> {
         self.with(|i| {
+            if write == SeedWrite::Fresh {
+                let mut seen = std::collections::BTreeSet::new();
+                for e in events {
+                    if i.by_key.contains_key(&(e.source, e.key.clone()))
+                        || !seen.insert((e.source, &e.key))
+                    {
+                        return Err(BootstrapError::Storage(format!(
+                            "fresh seed row for key {:?} of source {} is already stored",
+                            e.key, e.source
+                        )));
+                    }
+                }
+            }
             i.upsert(events);
             i.seed = Some(progress.clone());
             Ok(())

@@ -272,12 +272,26 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn apply(&self, events: &[StoredEvent], applied_scn: Scn) -> Result<(), BootstrapError>;
     /// A page of rows in `row_id` order.
     fn read(&self, query: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError>;
-    /// Loads a chunk of seed rows and records the seed's progress, in one transaction.
+    /// Loads a chunk of seed rows and records the seed's progress, in one transaction (upserts, as
+    /// [`SeedWrite::Upsert`]).
     fn seed_chunk(
         &self,
         events: &[StoredEvent],
         progress: &SeedProgress,
     ) -> Result<(), BootstrapError>;
+    /// As [`SnapshotStore::seed_chunk`], saying whether the keys are known to be new. With
+    /// [`SeedWrite::Fresh`] a store may insert without looking for existing rows; [`SqliteStore`] and
+    /// [`MemoryStore`] refuse a key already in the snapshot (or twice in `events`): the whole chunk
+    /// fails and nothing is stored. The default upserts (always correct, never faster).
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
+        write: SeedWrite,
+    ) -> Result<(), BootstrapError> {
+        let _ = write;
+        self.seed_chunk(events, progress)
+    }
     /// The progress of an unfinished seed.
     fn seed_progress(&self) -> Result<Option<SeedProgress>, BootstrapError>;
     /// Completes a seed at `scn`: `applied_scn` and `base_scn` become `scn`.
@@ -286,6 +300,18 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn put_schema(&self, schema: &StoredSchema) -> Result<(), BootstrapError>;
     /// A recorded writer schema.
     fn schema(&self, id: SchemaId) -> Result<Option<StoredSchema>, BootstrapError>;
+}
+
+/// How a seed chunk meets the rows already in the snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeedWrite {
+    /// The snapshot may hold some of these keys (a resumed seed): as [`SnapshotStore::apply`], the
+    /// greater SCN wins per key.
+    Upsert,
+    /// None of these keys is in the snapshot yet and each appears once (the first run of a seed into
+    /// an empty snapshot, rows read in primary-key order): the store may insert without looking for
+    /// an existing row. A key that is there after all is an error, never an overwrite.
+    Fresh,
 }
 
 /// A writer schema recorded by the seed, served as the relay serves schemas.
@@ -306,21 +332,24 @@ pub trait BootstrapStore: LogStore + SnapshotStore {}
 
 impl<T: LogStore + SnapshotStore> BootstrapStore for T {}
 
-/// Encodes a key for the unique `(source, key)` index: the key type byte then the value.
-pub(crate) fn key_bytes(key: &Key) -> Vec<u8> {
+/// As [`key_bytes`], appended to `out`.
+pub(crate) fn key_bytes_into(key: &Key, out: &mut Vec<u8>) {
     match key {
-        Key::None => vec![0],
+        Key::None => out.push(0),
         Key::Int(v) => {
-            let mut out = Vec::with_capacity(9);
             out.push(1);
             out.extend_from_slice(&v.to_be_bytes());
-            out
         }
         Key::Bytes(b) => {
-            let mut out = Vec::with_capacity(1 + b.len());
             out.push(2);
             out.extend_from_slice(b);
-            out
         }
     }
+}
+
+/// Encodes a key for the unique `(source, key)` index: the key type byte then the value.
+pub(crate) fn key_bytes(key: &Key) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    key_bytes_into(key, &mut out);
+    out
 }

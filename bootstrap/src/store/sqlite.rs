@@ -23,9 +23,9 @@ use databus_filters::{FilterSpec, KeyHash, SqlColumns};
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 
 use super::{
-    LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SnapshotQuery, SnapshotRow,
+    LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
-    key_bytes,
+    key_bytes, key_bytes_into,
 };
 use crate::BootstrapError;
 
@@ -518,6 +518,70 @@ fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
     set_meta(tx, "next_row", next_row)
 }
 
+/// Rows per multi-row `INSERT` of a fresh seed chunk (8 parameters each, far below SQLite's limit of
+/// 32766 parameters per statement).
+const INSERT_BATCH: usize = 128;
+
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) VALUES ",
+    );
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?)");
+    }
+    sql
+}
+
+/// Plain inserts (no conflict handling) for keys known to be new: a fresh seed chunk. A key already
+/// stored violates the unique `(source_id, key)` index and fails the transaction.
+fn insert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), BootstrapError> {
+    use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
+    let mut next_row = get_meta(tx, "next_row")?.unwrap_or(1);
+    // The batch's encoded keys, end to end in one buffer (no allocation per row).
+    let mut keys = Vec::new();
+    let mut ends = Vec::with_capacity(INSERT_BATCH);
+    for batch in events.chunks(INSERT_BATCH) {
+        let mut s = tx
+            .prepare_cached(&insert_sql(batch.len()))
+            .map_err(db_err("prepare"))?;
+        keys.clear();
+        ends.clear();
+        for e in batch {
+            key_bytes_into(&e.key, &mut keys);
+            ends.push(keys.len());
+        }
+        let mut params: Vec<ToSqlOutput<'_>> = Vec::with_capacity(batch.len() * 8);
+        let mut start = 0;
+        for (e, &end) in batch.iter().zip(&ends) {
+            let key = &keys[start..end];
+            start = end;
+            params.extend([
+                ToSqlOutput::Owned(SqlValue::Integer(i64::from(e.source.get()))),
+                ToSqlOutput::Borrowed(ValueRef::Blob(key)),
+                ToSqlOutput::Owned(e.key_int().map_or(SqlValue::Null, SqlValue::Integer)),
+                ToSqlOutput::Owned(SqlValue::Integer(KeyHash::of(e.key.as_ref()).to_i64())),
+                ToSqlOutput::Owned(SqlValue::Integer(sql_scn(e.scn))),
+                ToSqlOutput::Owned(SqlValue::Integer(i64::from(e.opcode == Opcode::Delete))),
+                ToSqlOutput::Borrowed(ValueRef::Blob(&e.frame)),
+                ToSqlOutput::Owned(SqlValue::Integer(next_row)),
+            ]);
+            next_row += 1;
+        }
+        s.execute(params_from_iter(params.iter()))
+            .map_err(|e| match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::ConstraintViolation) => BootstrapError::Storage(format!(
+                    "a fresh seed chunk holds a key already in the snapshot ({e}); \
+                     seed into a new file"
+                )),
+                _ => BootstrapError::Storage(format!("insert snapshot rows: {e}")),
+            })?;
+    }
+    set_meta(tx, "next_row", next_row)
+}
+
 impl SnapshotStore for SqliteStore {
     fn snapshot_status(&self) -> Result<SnapshotStatus, BootstrapError> {
         self.read(|c| {
@@ -587,10 +651,22 @@ impl SnapshotStore for SqliteStore {
         events: &[StoredEvent],
         progress: &SeedProgress,
     ) -> Result<(), BootstrapError> {
+        self.seed_chunk_with(events, progress, SeedWrite::Upsert)
+    }
+
+    fn seed_chunk_with(
+        &self,
+        events: &[StoredEvent],
+        progress: &SeedProgress,
+        write: SeedWrite,
+    ) -> Result<(), BootstrapError> {
         let text = serde_json::to_string(progress)
             .map_err(|e| BootstrapError::Storage(format!("seed progress: {e}")))?;
         self.write(|tx| {
-            upsert_rows(tx, events)?;
+            match write {
+                SeedWrite::Upsert => upsert_rows(tx, events)?,
+                SeedWrite::Fresh => insert_rows(tx, events)?,
+            }
             tx.execute(
                 "INSERT OR REPLACE INTO meta(name, value, text) VALUES ('seed_progress', NULL, ?1)",
                 [text],

@@ -1,0 +1,299 @@
+//! `databus bootstrap <role>`: load `bootstrap.toml`, optionally print the effective configuration, run
+//! a role; seeding shows its progress.
+
+use std::fmt::Write as _;
+use std::io::Write as _;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use databus_bootstrap::config::BootstrapConfig;
+use databus_bootstrap::seed::SeedTick;
+
+use crate::UsageError;
+use crate::check::redact_url;
+
+/// Reads and parses `path` (unknown keys are rejected) and validates it. Every failure is a
+/// [`UsageError`] naming the file and the field.
+pub fn load(path: &Path) -> Result<(BootstrapConfig, databus_bootstrap::ValidatedConfig)> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read the configuration {}: {e}",
+            path.display()
+        ))
+    })?;
+    let raw = BootstrapConfig::from_toml(&text)
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    let valid = raw
+        .validate()
+        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
+    Ok((raw, valid))
+}
+
+/// A byte count in the largest exact binary unit (`"512MiB"`).
+fn size(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+/// A duration in the largest exact unit (`"14d"`, `"1h"`, `"30s"`, `"500ms"`).
+fn dur(d: Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1000),
+    ] {
+        if ms >= per && ms % per == 0 {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+fn q(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// The effective configuration as TOML: every default filled in, the listen override applied,
+/// passwords never shown (only where they come from).
+pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> String {
+    let mut out = String::from(
+        "# effective bootstrap configuration (defaults filled in, secrets redacted)\n",
+    );
+    let _ = writeln!(out, "db_path = {}", q(&raw.db_path.display().to_string()));
+    if let Some(r) = &raw.relay {
+        let _ = writeln!(out, "\n[relay]");
+        let _ = writeln!(out, "url = {}", q(&redact_url(&r.url)));
+        if let Some(b) = &r.buffer {
+            let _ = writeln!(out, "buffer = {}", q(b));
+        }
+        let _ = writeln!(out, "max_bytes = {}", q(&size(r.max_bytes.as_u64())));
+        let _ = writeln!(out, "wait = {}", q(&dur(r.wait)));
+        if let Some(path) = &r.ca_cert {
+            let _ = writeln!(out, "ca_cert = {}", q(&path.display().to_string()));
+        }
+        if let Some(var) = &r.token_env {
+            let _ = writeln!(out, "token_env = {}  # value redacted", q(var));
+        }
+        if let Some(path) = &r.token_file {
+            let _ = writeln!(
+                out,
+                "token_file = {}  # contents redacted",
+                q(&path.display().to_string())
+            );
+        }
+    }
+    let h = &raw.http;
+    let _ = writeln!(out, "\n[http]");
+    let _ = writeln!(out, "listen = {}", q(&listen.to_string()));
+    let _ = writeln!(out, "log_only_max_events = {}", h.log_only_max_events);
+    let _ = writeln!(out, "pin_ttl = {}", q(&dur(h.pin_ttl)));
+    let _ = writeln!(
+        out,
+        "default_response_bytes = {}",
+        q(&size(h.default_response_bytes.as_u64()))
+    );
+    let _ = writeln!(
+        out,
+        "max_response_bytes = {}",
+        q(&size(h.max_response_bytes.as_u64()))
+    );
+    if let Some(tls) = &h.tls {
+        let _ = writeln!(
+            out,
+            "tls = {{ cert = {}, key = {} }}",
+            q(&tls.cert.display().to_string()),
+            q(&tls.key.display().to_string())
+        );
+    }
+    if let Some(auth) = &h.auth {
+        let mut fields = Vec::new();
+        if let Some(var) = &auth.tokens_env {
+            fields.push(format!("tokens_env = {}", q(var)));
+        }
+        if let Some(path) = &auth.tokens_file {
+            fields.push(format!("tokens_file = {}", q(&path.display().to_string())));
+        }
+        fields.push(format!("open_metrics = {}", auth.open_metrics));
+        let _ = writeln!(out, "auth = {{ {} }}  # tokens redacted", fields.join(", "));
+    }
+    let a = &raw.applier;
+    let _ = writeln!(out, "\n[applier]");
+    let _ = writeln!(out, "max_windows = {}", a.max_windows);
+    let _ = writeln!(out, "max_events = {}", a.max_events);
+    let _ = writeln!(out, "idle_poll = {}", q(&dur(a.idle_poll)));
+    let r = &raw.retention;
+    let _ = writeln!(out, "\n[retention]");
+    match r.max_age {
+        Some(age) => {
+            let _ = writeln!(out, "max_age = {}", q(&dur(age)));
+        }
+        None => {
+            let _ = writeln!(out, "# max_age: none (no age limit)");
+        }
+    }
+    match r.max_bytes {
+        Some(b) => {
+            let _ = writeln!(out, "max_bytes = {}", q(&size(b.as_u64())));
+        }
+        None => {
+            let _ = writeln!(out, "# max_bytes: none (no size limit)");
+        }
+    }
+    let _ = writeln!(out, "interval = {}", q(&dur(r.interval)));
+    if let Some(s) = &raw.seed {
+        let _ = writeln!(out, "\n[seed]");
+        let _ = writeln!(out, "url = {}", q(&redact_url(&s.url)));
+        if let Some(var) = &s.password_env {
+            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
+        }
+        if let Some(path) = &s.password_file {
+            let _ = writeln!(
+                out,
+                "password_file = {}  # contents redacted",
+                q(&path.display().to_string())
+            );
+        }
+        let _ = writeln!(out, "chunk_rows = {}", s.chunk_rows);
+    }
+    out
+}
+
+/// Shows a seed's progress on stderr: on a terminal one line redrawn in place (at most 10 times a
+/// second), otherwise a log line every `interval`; the last tick is always shown.
+#[derive(Debug)]
+pub struct SeedProgress {
+    terminal: bool,
+    interval: Duration,
+    last: Option<Instant>,
+    pending: Option<String>,
+}
+
+impl SeedProgress {
+    /// Progress output for this process's stderr.
+    pub fn new(interval: Duration) -> SeedProgress {
+        SeedProgress::with_terminal(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            interval,
+        )
+    }
+
+    /// As [`SeedProgress::new`], saying whether stderr is a terminal.
+    pub fn with_terminal(terminal: bool, interval: Duration) -> SeedProgress {
+        SeedProgress {
+            terminal,
+            interval: if terminal {
+                Duration::from_millis(100)
+            } else {
+                interval
+            },
+            last: None,
+            pending: None,
+        }
+    }
+
+    /// One chunk stored.
+    pub fn tick(&mut self, t: &SeedTick<'_>) {
+        let line = format!("seeding {t}");
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|l| now.duration_since(l) < self.interval)
+        {
+            self.pending = Some(line);
+            return;
+        }
+        self.last = Some(now);
+        self.pending = None;
+        self.show(&line);
+    }
+
+    fn show(&self, line: &str) {
+        if self.terminal {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[2K{line}");
+            let _ = err.flush();
+        } else {
+            tracing::info!("{line}");
+        }
+    }
+
+    /// The seed ended: shows the last tick if it was held back, and ends the terminal line.
+    pub fn finish(&mut self) {
+        if let Some(line) = self.pending.take() {
+            self.show(&line);
+        }
+        if self.terminal && self.last.is_some() {
+            let _ = writeln!(std::io::stderr());
+        }
+    }
+}
+
+/// Serves `/metrics` on `addr` for a role without the HTTP server, until `shutdown`.
+pub async fn serve_metrics(
+    config: &databus_bootstrap::ValidatedConfig,
+    addr: std::net::SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for --metrics-listen"))?;
+    let store = databus_bootstrap::run::open_store(config)?;
+    eprintln!(
+        "databus bootstrap metrics on http://{}/metrics",
+        listener.local_addr().unwrap_or(addr)
+    );
+    Ok(tokio::spawn(databus_bootstrap::metrics::serve(
+        store, listener, shutdown,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units_are_exact() {
+        assert_eq!(size(4 << 20), "4MiB");
+        assert_eq!(size(1500), "1500B");
+        assert_eq!(dur(Duration::from_secs(14 * 86_400)), "14d");
+        assert_eq!(dur(Duration::from_secs(90)), "90s");
+        assert_eq!(dur(Duration::from_millis(500)), "500ms");
+    }
+
+    #[test]
+    fn effective_config_fills_defaults_and_redacts() {
+        let raw = BootstrapConfig::from_toml(
+            "db_path = \"/tmp/b.sqlite\"\n[relay]\nurl = \"http://127.0.0.1:7000\"\n\
+             token_env = \"RELAY_T\"\n[http]\nauth = { tokens_env = \"BS_T\" }\n\
+             [seed]\nurl = \"mysql://seed:hunter2@db:3306/\"\n",
+        )
+        .unwrap();
+        let text = render_effective(&raw, "127.0.0.1:9".parse().unwrap());
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("mysql://seed:***@db:3306/"), "{text}");
+        for needle in [
+            "listen = \"127.0.0.1:9\"",
+            "max_age = \"14d\"",
+            "chunk_rows = 10000",
+            "max_events = 50000",
+            "pin_ttl = \"1h\"",
+            "token_env = \"RELAY_T\"",
+            "auth = { tokens_env = \"BS_T\", open_metrics = false }",
+        ] {
+            assert!(text.contains(needle), "{needle}: {text}");
+        }
+        // The rendering is a valid bootstrap.toml that means the same.
+        let again = BootstrapConfig::from_toml(&text).unwrap();
+        assert_eq!(
+            render_effective(&again, "127.0.0.1:9".parse().unwrap()),
+            text
+        );
+    }
+}
