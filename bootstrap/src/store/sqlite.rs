@@ -133,7 +133,7 @@ impl SqliteStore {
             })?;
         }
         let conn = open_conn(&path, &options)?;
-        conn.execute_batch(SCHEMA).map_err(|e| {
+        retry_busy(options.busy_timeout, || conn.execute_batch(SCHEMA)).map_err(|e| {
             BootstrapError::Storage(format!(
                 "cannot create the tables of {}: {e}; is it a bootstrap database?",
                 path.display()
@@ -201,11 +201,11 @@ fn open_conn(path: &Path, options: &SqliteOptions) -> Result<Connection, Bootstr
     } else {
         "NORMAL"
     };
-    conn.execute_batch(&format!(
+    let setup = format!(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA cache_size=-65536; \
          PRAGMA temp_store=MEMORY;"
-    ))
-    .map_err(|e| {
+    );
+    retry_busy(options.busy_timeout, || conn.execute_batch(&setup)).map_err(|e| {
         BootstrapError::Storage(format!(
             "cannot set up bootstrap database {}: {e}",
             path.display()
@@ -213,6 +213,34 @@ fn open_conn(path: &Path, options: &SqliteOptions) -> Result<Connection, Bootstr
     })?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Runs `step` again while another connection holds the lock it needs, for up to `timeout`.
+///
+/// The busy timeout does not cover everything: switching a new file to WAL and creating its schema
+/// while another process (the producer, applier and server of a split deployment start together) does
+/// the same can fail with `SQLITE_BUSY`/`SQLITE_LOCKED` at once, without SQLite's busy handler being
+/// called. Every setup step is idempotent, so retrying is safe.
+fn retry_busy<T>(
+    timeout: Duration,
+    mut step: impl FnMut() -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut pause = Duration::from_millis(2);
+    loop {
+        match step() {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            other => return other,
+        }
+    }
 }
 
 impl LogStore for SqliteStore {
