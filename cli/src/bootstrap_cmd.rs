@@ -12,6 +12,7 @@ use databus_bootstrap::seed::SeedTick;
 
 use crate::UsageError;
 use crate::check::redact_url;
+use crate::print_config::{q, size};
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it. Every failure is a
 /// [`UsageError`] naming the file and the field.
@@ -30,16 +31,6 @@ pub fn load(path: &Path) -> Result<(BootstrapConfig, databus_bootstrap::Validate
     Ok((raw, valid))
 }
 
-/// A byte count in the largest exact binary unit (`"512MiB"`).
-fn size(n: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
-            return format!("{}{unit}", n >> shift);
-        }
-    }
-    format!("{n}B")
-}
-
 /// A duration in the largest exact unit (`"14d"`, `"1h"`, `"30s"`, `"500ms"`).
 fn dur(d: Duration) -> String {
     let ms = d.as_millis();
@@ -54,10 +45,6 @@ fn dur(d: Duration) -> String {
         }
     }
     format!("{ms}ms")
-}
-
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// The effective configuration as TOML: every default filled in, the listen override applied,
@@ -104,25 +91,7 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         "max_response_bytes = {}",
         q(&size(h.max_response_bytes.as_u64()))
     );
-    if let Some(tls) = &h.tls {
-        let _ = writeln!(
-            out,
-            "tls = {{ cert = {}, key = {} }}",
-            q(&tls.cert.display().to_string()),
-            q(&tls.key.display().to_string())
-        );
-    }
-    if let Some(auth) = &h.auth {
-        let mut fields = Vec::new();
-        if let Some(var) = &auth.tokens_env {
-            fields.push(format!("tokens_env = {}", q(var)));
-        }
-        if let Some(path) = &auth.tokens_file {
-            fields.push(format!("tokens_file = {}", q(&path.display().to_string())));
-        }
-        fields.push(format!("open_metrics = {}", auth.open_metrics));
-        let _ = writeln!(out, "auth = {{ {} }}  # tokens redacted", fields.join(", "));
-    }
+    crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
     let a = &raw.applier;
     let _ = writeln!(out, "\n[applier]");
     let _ = writeln!(out, "max_windows = {}", a.max_windows);

@@ -9,6 +9,7 @@ use databus_relay::config::RelayConfig;
 
 use crate::UsageError;
 use crate::check::redact_url;
+use crate::print_config::{q, size};
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`] naming the file and the field.
@@ -27,17 +28,6 @@ pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)
     Ok((raw, valid))
 }
 
-/// A byte count in the largest exact binary unit (`"512MiB"`).
-fn size(b: bytesize::ByteSize) -> String {
-    let n = b.as_u64();
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
-            return format!("{}{unit}", n >> shift);
-        }
-    }
-    format!("{n}B")
-}
-
 /// A duration as `"30s"` or `"1500ms"`.
 fn dur(d: Duration) -> String {
     let ms = d.as_millis();
@@ -46,10 +36,6 @@ fn dur(d: Duration) -> String {
     } else {
         format!("{}s", ms / 1000)
     }
-}
-
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_owned()).to_string()
 }
 
 /// The effective configuration as TOML: every default filled in, the listen override applied,
@@ -68,35 +54,21 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
     let _ = writeln!(
         out,
         "max_response_bytes = {}",
-        q(&size(h.max_response_bytes))
+        q(&size(h.max_response_bytes.as_u64()))
     );
     let _ = writeln!(
         out,
         "default_response_bytes = {}",
-        q(&size(h.default_response_bytes))
+        q(&size(h.default_response_bytes.as_u64()))
     );
     let _ = writeln!(out, "max_wait = {}", q(&dur(h.max_wait)));
-    let _ = writeln!(out, "max_query_bytes = {}", q(&size(h.max_query_bytes)));
+    let _ = writeln!(
+        out,
+        "max_query_bytes = {}",
+        q(&size(h.max_query_bytes.as_u64()))
+    );
     let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
-    if let Some(tls) = &h.tls {
-        let _ = writeln!(
-            out,
-            "tls = {{ cert = {}, key = {} }}",
-            q(&tls.cert.display().to_string()),
-            q(&tls.key.display().to_string())
-        );
-    }
-    if let Some(auth) = &h.auth {
-        let mut fields = Vec::new();
-        if let Some(var) = &auth.tokens_env {
-            fields.push(format!("tokens_env = {}", q(var)));
-        }
-        if let Some(path) = &auth.tokens_file {
-            fields.push(format!("tokens_file = {}", q(&path.display().to_string())));
-        }
-        fields.push(format!("open_metrics = {}", auth.open_metrics));
-        let _ = writeln!(out, "auth = {{ {} }}  # tokens redacted", fields.join(", "));
-    }
+    crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
     for s in &raw.sources {
         let _ = writeln!(out, "\n[[sources]]");
         let _ = writeln!(out, "name = {}", q(&s.name));
@@ -133,7 +105,7 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
             }
             let _ = writeln!(out, "upstream = {{ {} }}", fields.join(", "));
         }
-        let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size)));
+        let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size.as_u64())));
         let _ = writeln!(out, "history_transactions = {}", s.history_transactions);
         let _ = writeln!(out, "tables = [");
         for t in &s.tables {
