@@ -10,25 +10,13 @@ use anyhow::{Context, Result};
 use databus_bootstrap::config::BootstrapConfig;
 use databus_bootstrap::seed::SeedTick;
 
-use crate::UsageError;
 use crate::check::redact_url;
 use crate::print_config::{q, size};
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it. Every failure is a
-/// [`UsageError`] naming the file and the field.
+/// [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(BootstrapConfig, databus_bootstrap::ValidatedConfig)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        UsageError(format!(
-            "cannot read the configuration {}: {e}",
-            path.display()
-        ))
-    })?;
-    let raw = BootstrapConfig::from_toml(&text)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    let valid = raw
-        .validate()
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    Ok((raw, valid))
+    crate::load_config(path, BootstrapConfig::from_toml, BootstrapConfig::validate)
 }
 
 /// A duration in the largest exact unit (`"14d"`, `"1h"`, `"30s"`, `"500ms"`).

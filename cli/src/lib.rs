@@ -84,6 +84,30 @@ impl std::fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// Reads the TOML file at `path`, parses it with `parse` (unknown keys rejected there) and validates it
+/// with `validate`. Every failure is a [`UsageError`] naming the file (and, from the parser or the
+/// validation, the field).
+pub(crate) fn load_config<R, V, P, Q>(
+    path: &std::path::Path,
+    parse: impl FnOnce(&str) -> Result<R, P>,
+    validate: impl FnOnce(&R) -> Result<V, Q>,
+) -> anyhow::Result<(R, V)>
+where
+    P: std::fmt::Display,
+    Q: std::fmt::Display,
+{
+    let in_file = |e: &dyn std::fmt::Display| UsageError(format!("{}: {e}", path.display()));
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        UsageError(format!(
+            "cannot read the configuration {}: {e}",
+            path.display()
+        ))
+    })?;
+    let raw = parse(&text).map_err(|e| in_file(&e))?;
+    let valid = validate(&raw).map_err(|e| in_file(&e))?;
+    Ok((raw, valid))
+}
+
 /// The process exit codes.
 pub mod exit {
     /// Success.

@@ -7,25 +7,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-use crate::UsageError;
 use crate::check::redact_url;
 use crate::print_config::{q, size};
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
-/// Every failure is a [`UsageError`] naming the file and the field.
+/// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        UsageError(format!(
-            "cannot read the configuration {}: {e}",
-            path.display()
-        ))
-    })?;
-    let raw = RelayConfig::from_toml(&text)
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    let valid = raw
-        .validate()
-        .map_err(|e| UsageError(format!("{}: {e}", path.display())))?;
-    Ok((raw, valid))
+    crate::load_config(path, RelayConfig::from_toml, RelayConfig::validate)
 }
 
 /// A duration as `"30s"` or `"1500ms"`.
