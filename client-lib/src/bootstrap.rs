@@ -163,17 +163,20 @@ impl Fetcher {
                     }));
                 }
             } else {
+                // The catch-up checkpoint before this response's windows: `on_start_catchup` persists
+                // it (never `next`, which stands after every window of the body).
+                let at_start = catchup_start(&next, &checkpoint, &response.server)?;
                 if !in_catchup {
-                    let target = target_of(&next, &response.server).unwrap_or(next.window_scn);
-                    self.send(Delivery::StartCatchup(target, next.clone()))?;
+                    let target = target_of(&at_start, &response.server)?;
+                    self.send(Delivery::StartCatchup(target, at_start.clone()))?;
                     in_catchup = true;
-                    assembler = Assembler::after(start_of(&next, &checkpoint));
+                    assembler = Assembler::after(at_start.prev_scn);
                 }
                 // Window checkpoints: catch-up mode with the server's fixed SCNs, at each window.
                 let base = if next.mode == ConsumptionMode::BootstrapCatchup {
                     next.clone()
                 } else {
-                    checkpoint.clone()
+                    at_start
                 };
                 for raw in assembler.push(&response.body, &response.server)? {
                     let mut cp = base.clone();
@@ -185,10 +188,12 @@ impl Fetcher {
                 }
             }
             if next.mode != ConsumptionMode::BootstrapSnapshot && !in_catchup {
-                let target = target_of(&next, &response.server).unwrap_or(next.window_scn);
-                self.send(Delivery::StartCatchup(target, next.clone()))?;
+                // The snapshot phase ended with this response (its rows went out above).
+                let at_start = catchup_start(&next, &checkpoint, &response.server)?;
+                let target = target_of(&at_start, &response.server)?;
+                self.send(Delivery::StartCatchup(target, at_start.clone()))?;
                 in_catchup = true;
-                assembler = Assembler::after(start_of(&next, &checkpoint));
+                assembler = Assembler::after(at_start.prev_scn);
             }
             if next.mode == ConsumptionMode::Online {
                 self.send(Delivery::EndBootstrap(next.window_scn, next.clone()))?;
@@ -207,6 +212,46 @@ fn start_of(next: &Checkpoint, request: &Checkpoint) -> Option<Scn> {
         .start_scn
         .or(progress(request).start_scn)
         .or(progress(request).since_scn)
+}
+
+/// The catch-up checkpoint at its start SCN, before any catch-up window: what a crash right after
+/// `on_start_catchup` resumes from. `next` is the response's checkpoint (catch-up somewhere after the
+/// start, or online at the target when the catch-up ended in the same response) and `request` the
+/// checkpoint the response answers.
+fn catchup_start(
+    next: &Checkpoint,
+    request: &Checkpoint,
+    server: &str,
+) -> Result<Checkpoint, FetchStop> {
+    let protocol = |message: &str| {
+        FetchStop::Error(ClientError::Protocol {
+            server: server.to_owned(),
+            message: message.to_owned(),
+        })
+    };
+    let start = start_of(next, request).ok_or_else(|| protocol("catch-up without a start SCN"))?;
+    let (mut progress, target) = match next.mode {
+        ConsumptionMode::Online => (
+            request.bootstrap.clone().unwrap_or_default(),
+            next.window_scn,
+        ),
+        _ => (
+            next.bootstrap.clone().unwrap_or_default(),
+            target_of(next, server)?,
+        ),
+    };
+    if target < start {
+        return Err(protocol("catch-up target before its start"));
+    }
+    progress.start_scn = Some(start);
+    progress.target_scn = Some(target);
+    progress.snapshot_source = None;
+    progress.snapshot_token = None;
+    progress.rows_done = request.bootstrap.as_ref().map_or(0, |b| b.rows_done);
+    let mut cp = Checkpoint::after(start);
+    cp.mode = ConsumptionMode::BootstrapCatchup;
+    cp.bootstrap = Some(progress);
+    Ok(cp)
 }
 
 fn target_of(cp: &Checkpoint, server: &str) -> Result<Scn, FetchStop> {

@@ -40,6 +40,24 @@ impl Bootstrap {
     /// Like [`Bootstrap::start`], with `seed` loading the store first (as `databus_bootstrap::seed`
     /// does before the producer starts).
     async fn start_seeded(relay: &TestRelay, seed: impl FnOnce(&dyn BootstrapStore)) -> Bootstrap {
+        Self::start_with(
+            relay,
+            seed,
+            ServeSettings {
+                // Take the snapshot path for deltas (the log-only path is exercised too, by small gaps).
+                log_only_max_events: 20,
+                ..ServeSettings::default()
+            },
+        )
+        .await
+    }
+
+    /// Like [`Bootstrap::start_seeded`], answering with `settings`.
+    async fn start_with(
+        relay: &TestRelay,
+        seed: impl FnOnce(&dyn BootstrapStore),
+        settings: ServeSettings,
+    ) -> Bootstrap {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn BootstrapStore> =
             Arc::new(SqliteStore::open(dir.path().join("bootstrap.sqlite")).unwrap());
@@ -47,14 +65,7 @@ impl Bootstrap {
         let shutdown = CancellationToken::new();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let service = BootstrapService::new(
-            store.clone(),
-            ServeSettings {
-                // Take the snapshot path for deltas (the log-only path is exercised too, by small gaps).
-                log_only_max_events: 20,
-                ..ServeSettings::default()
-            },
-        );
+        let service = BootstrapService::new(store.clone(), settings);
         tokio::spawn(databus_bootstrap::http::serve(
             service,
             listener,
@@ -129,6 +140,8 @@ struct Replica {
     phases: Mutex<Vec<Phase>>,
     calls: Mutex<Vec<String>>,
     last_window: Mutex<Option<(Phase, u64)>>,
+    /// Every window that ended, in order.
+    windows: Mutex<Vec<u64>>,
 }
 
 impl DatabusConsumer for Replica {
@@ -155,6 +168,7 @@ impl DatabusConsumer for Replica {
         };
         assert_eq!(cp.mode, expected_mode, "{cp:?}");
         *self.last_window.lock().unwrap() = Some((w.phase, w.scn.get()));
+        self.windows.lock().unwrap().push(w.scn.get());
         ConsumerOutcome::Success
     }
 
@@ -380,6 +394,71 @@ async fn crash_mid_snapshot_resumes_not_restarts() {
             .any(|c| c.starts_with("start_bootstrap")),
         "{calls:?}"
     );
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
+
+/// A crash right after catch-up starts must not lose the windows of that first response: the
+/// checkpoint persisted with `on_start_catchup` stands before them (found by the fault soak, seed 43:
+/// a log-only catch-up whose first response ended mid-window persisted that end, and the restarted
+/// consumer skipped ten windows). Two response sizes: several pages, and one response that ends the
+/// bootstrap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_at_start_of_log_only_catch_up_loses_no_window() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    // Default settings: a delta this small is served from the log alone.
+    let bootstrap = Bootstrap::start_with(&relay, |_| {}, ServeSettings::default()).await;
+    let mut model = State::new();
+    for chunk in 0..11u64 {
+        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
+        bootstrap.wait_caught_up(chunk * 30 + 30).await;
+    }
+    let oldest = relay.buffer.stats().min_scn;
+    assert!(
+        oldest.is_some_and(|s| s > Scn::new(21)),
+        "relay evicted: {oldest:?}"
+    );
+    for max_response_bytes in [2000, 1 << 20] {
+        let mut c = config(&relay, &bootstrap);
+        c.max_response_bytes = max_response_bytes;
+        c.buffer_bytes = c.buffer_bytes.max(max_response_bytes);
+        let store = Arc::new(CrashingStore {
+            inner: MemoryCheckpointStore::new(),
+            calls: Default::default(),
+            fail_at: 3, // start_bootstrap, start_catchup, then the crash at the first window
+        });
+        store.inner.store(&Checkpoint::after(Scn::new(20))).unwrap();
+        let client = DatabusClient::new(c, store.clone()).unwrap();
+        let replica = Arc::new(Replica::default());
+        let err = run_until(&client, replica.clone(), |_| false)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ClientError::Store(_)), "{err}");
+        let delivered = replica.windows.lock().unwrap().clone();
+        let saved = store.load().unwrap().unwrap();
+        // At-least-once: the saved checkpoint is never past a window the consumer has not finished.
+        let consumed = delivered.last().copied().unwrap_or(20);
+        assert!(
+            saved.window_scn.get() <= consumed && saved.mode != ConsumptionMode::Online,
+            "max_response_bytes {max_response_bytes}: saved {saved:?} but only windows {delivered:?} were consumed"
+        );
+
+        run_until(&client, replica.clone(), |r| r.online_at(330))
+            .await
+            .unwrap();
+        let seen: std::collections::BTreeSet<u64> =
+            replica.windows.lock().unwrap().iter().copied().collect();
+        let missing: Vec<u64> = (21..=330).filter(|s| !seen.contains(s)).collect();
+        assert!(
+            missing.is_empty(),
+            "max_response_bytes {max_response_bytes}: windows never delivered: {missing:?}"
+        );
+        assert!(
+            !replica.phases.lock().unwrap().contains(&Phase::Snapshot),
+            "served from the log alone"
+        );
+        assert_eq!(replica.calls.lock().unwrap()[0], "start_bootstrap Some(20)");
+    }
     bootstrap.shutdown.cancel();
     relay.stop().await;
 }
