@@ -121,6 +121,12 @@ const NAMES: &[&str] = &[
 
 /// MariaDB with the quickstart's tables, a relay capturing them, and the workload written.
 async fn setup() -> Setup {
+    setup_with(0).await
+}
+
+/// As [`setup`], with `existing` customers and orders (ids from 1000) written before the relay starts:
+/// rows no relay ever carries, which only a seeded bootstrap snapshot can deliver.
+async fn setup_with(existing: i64) -> Setup {
     let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
     db.exec(&[
         "CREATE DATABASE shop",
@@ -131,6 +137,18 @@ async fn setup() -> Setup {
     ])
     .await
     .unwrap();
+    for id in 1000..1000 + existing {
+        db.exec_tx(&[
+            &format!(
+                "INSERT INTO shop.customers VALUES ({id}, '{}', '{}')",
+                NAMES[id as usize % NAMES.len()],
+                CITIES[id as usize % CITIES.len()]
+            ),
+            &format!("INSERT INTO shop.orders VALUES ({id}, {id}, 'old lamp {id}', 'archived')"),
+        ])
+        .await
+        .unwrap();
+    }
     db.create_user_with_grants("databus", "pw").await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (addr, stop_relay, relay_task) = start_relay(&db, dir.path()).await;
@@ -382,34 +400,12 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     let summary = bounded("replica", replica::run(args, CancellationToken::new()))
         .await
         .unwrap();
-    let conn = replica::open(&db_path).unwrap();
-    let mut stmt = conn
-        .prepare("SELECT source, key, json FROM rows ORDER BY source, key")
-        .unwrap();
-    let got: BTreeMap<(u16, i64), Value> = stmt
-        .query_map([], |r| {
-            Ok((
-                (r.get::<_, u16>(0)?, r.get::<_, String>(1)?),
-                r.get::<_, String>(2)?,
-            ))
-        })
-        .unwrap()
-        .map(|r| {
-            let ((source, key), json) = r.unwrap();
-            (
-                (source, key.parse().unwrap()),
-                serde_json::from_str(&json).unwrap(),
-            )
-        })
-        .collect();
-    assert_eq!(got, source);
+    assert_eq!(replica_rows(&db_path).unwrap(), source);
     let stored =
         databus_client::checkpoint::SqliteCheckpointStore::open(&db_path, "replica").unwrap();
     let cp = databus_client::CheckpointStore::load(&stored).unwrap();
     assert_eq!(cp, summary.last_checkpoint);
     assert!(cp.is_some());
-    drop(stmt);
-    drop(conn);
 
     // Run again: the replica resumes after its checkpoint and applies nothing twice.
     db_write_one_more(&setup).await;
@@ -436,6 +432,136 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
         .unwrap();
     assert_eq!(count as usize, source.len());
     setup.stop().await;
+}
+
+/// The replica's rows: `(source, id)` -> the row as JSON.
+fn replica_rows(db_path: &Path) -> rusqlite::Result<BTreeMap<(u16, i64), Value>> {
+    let conn = rusqlite::Connection::open(db_path)?;
+    let mut stmt = conn.prepare("SELECT source, key, json FROM rows ORDER BY source, key")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            (r.get::<_, u16>(0)?, r.get::<_, String>(1)?),
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let ((source, key), json) = row?;
+        out.insert(
+            (source, key.parse().unwrap()),
+            serde_json::from_str(&json).unwrap(),
+        );
+    }
+    Ok(out)
+}
+
+/// The replica example as a quickstart user runs it with `--bootstrap`: a new replica starts from the
+/// bootstrap server's snapshot (seeded from MariaDB, so it holds rows written before the relay
+/// started, which no relay carries), then follows the relay; writes made while it runs reach it too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_example_starts_from_a_seeded_snapshot_then_follows_the_relay() {
+    let setup = setup_with(40).await;
+    let dir = setup.dir.path();
+    let text = format!(
+        "db_path = {db:?}\n[relay]\nurl = \"{relay}\"\n[http]\nlisten = \"127.0.0.1:0\"\n\
+         [seed]\nurl = \"mysql://databus@127.0.0.1:{port}/?prefer_socket=false\"\npassword_file = {pw:?}\n",
+        db = dir.join("bootstrap.sqlite").display().to_string(),
+        relay = setup.relay,
+        port = setup.db.port(),
+        pw = dir.join("password").display().to_string(),
+    );
+    let config = databus_bootstrap::BootstrapConfig::from_toml(&text)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bootstrap = format!("http://{}", listener.local_addr().unwrap());
+    let stop_bootstrap = CancellationToken::new();
+    let bootstrap_task = tokio::spawn(databus_bootstrap::run_all_on(
+        config,
+        listener,
+        stop_bootstrap.clone(),
+    ));
+
+    let db_path = dir.join("replica.sqlite");
+    let args = replica::Args::parse_from([
+        "replica",
+        "--relay",
+        &setup.relay,
+        "--bootstrap",
+        &bootstrap,
+        "--checkpoint",
+        db_path.to_str().unwrap(),
+    ]);
+    let stop_replica = CancellationToken::new();
+    let replica_task = tokio::spawn(replica::run(args, stop_replica.clone()));
+    let source = converge(&setup, &db_path, &replica_task, "after the snapshot").await;
+    assert!(
+        source.keys().filter(|(_, id)| *id >= 1000).count() == 80,
+        "the seeded rows are in the source and so in the replica"
+    );
+
+    // Live changes while the replica runs: inserts, updates of seeded rows, deletes.
+    for i in 0..10i64 {
+        setup
+            .db
+            .exec_tx(&[
+                &format!(
+                    "INSERT INTO shop.orders VALUES ({}, 1, 'late order {i}', 'new')",
+                    500 + i
+                ),
+                &format!(
+                    "UPDATE shop.customers SET city = 'Moved {i}' WHERE id = {}",
+                    1000 + i
+                ),
+                &format!("DELETE FROM shop.orders WHERE id = {}", 1020 + i),
+            ])
+            .await
+            .unwrap();
+    }
+    converge(&setup, &db_path, &replica_task, "after live changes").await;
+    stop_replica.cancel();
+    let summary = bounded("replica", replica_task).await.unwrap().unwrap();
+    let cp = summary.last_checkpoint.expect("a checkpoint");
+    assert_eq!(cp.mode, databus_core::ConsumptionMode::Online, "{cp:?}");
+    let stored =
+        databus_client::checkpoint::SqliteCheckpointStore::open(&db_path, "replica").unwrap();
+    assert_eq!(
+        databus_client::CheckpointStore::load(&stored).unwrap(),
+        Some(cp)
+    );
+    stop_bootstrap.cancel();
+    bounded("bootstrap server", bootstrap_task)
+        .await
+        .unwrap()
+        .unwrap();
+    setup.stop().await;
+}
+
+/// Waits until the replica in `db_path` equals the source; returns the source's rows.
+async fn converge(
+    setup: &Setup,
+    db_path: &Path,
+    replica: &tokio::task::JoinHandle<anyhow::Result<databus_client::RunSummary>>,
+    what: &str,
+) -> BTreeMap<(u16, i64), Value> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let source = setup.source_rows().await;
+        // A read may meet the replica mid-commit (busy): try again.
+        if replica_rows(db_path).ok().as_ref() == Some(&source) {
+            return source;
+        }
+        assert!(
+            !replica.is_finished(),
+            "the replica stopped before reaching the source state ({what})"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the replica never reached the source state ({what})"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn db_write_one_more(setup: &Setup) {
