@@ -284,27 +284,38 @@ impl MySqlConnector {
         sql: String,
     ) -> Result<Vec<T>, ConnectorError> {
         // The metadata connection may have idled out (wait_timeout) or outlived a server restart: a
-        // transient failure is retried once on a fresh connection.
-        match self.meta_conn().await?.query(sql.as_str()).await {
-            Ok(rows) => return Ok(rows),
-            Err(source) => {
-                self.meta = None;
-                if !crate::error::is_transient_driver_error(&source) {
-                    return Err(ConnectorError::Query {
-                        what: what.to_owned(),
-                        source,
+        // transient failure is retried once on a fresh connection. Each try is bounded by the read
+        // timeout, so a query the server never answers cannot stall the stream: it becomes a
+        // transient error (reconnect with backoff) like a silent binlog stream.
+        let limit = self.config.read_timeout;
+        let mut retried = false;
+        loop {
+            let attempt = tokio::time::timeout(limit, async {
+                let conn = self.meta_conn().await.map_err(Err)?;
+                conn.query(sql.as_str()).await.map_err(Ok)
+            })
+            .await;
+            let source = match attempt {
+                Ok(Ok(rows)) => return Ok(rows),
+                Ok(Err(Err(connect))) => return Err(connect),
+                Ok(Err(Ok(source))) => source,
+                Err(_) => {
+                    self.meta = None;
+                    return Err(ConnectorError::Timeout {
+                        what: format!("{what} (a metadata query on the source)"),
+                        after: limit,
                     });
                 }
-            }
-        }
-        let result = self.meta_conn().await?.query(sql).await;
-        result.map_err(|source| {
+            };
             self.meta = None;
-            ConnectorError::Query {
-                what: what.to_owned(),
-                source,
+            if retried || !crate::error::is_transient_driver_error(&source) {
+                return Err(ConnectorError::Query {
+                    what: what.to_owned(),
+                    source,
+                });
             }
-        })
+            retried = true;
+        }
     }
 
     async fn close_live(&mut self) {

@@ -12,8 +12,21 @@ use databus_testkit::{MariaDb, MariaDbOptions};
 
 pub const DEADLINE: Duration = Duration::from_secs(60);
 
+/// The connector's log lines go to the test's captured output (shown when a test fails), so a stall
+/// or a reconnect loop explains itself.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("databus_connectors=debug")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 /// A server with the relay user, and the user's URL.
 pub async fn server(opts: MariaDbOptions) -> (MariaDb, String) {
+    init_tracing();
     let db = MariaDb::start(opts).await.expect("start mariadb");
     let url = db
         .create_user_with_grants("relay", "pw")
