@@ -81,12 +81,19 @@ impl PrivateMariaDb {
             .context("choosing a free port")?
             .port();
         let d = dir.path();
+        // A private tmpdir: a starting server deletes every `#sql*` file in its tmpdir, which in a
+        // shared /tmp may be another MariaDB's temporary tables.
+        let tmpdir = d.join("tmp");
+        std::fs::create_dir_all(&tmpdir)
+            .with_context(|| format!("creating {}", tmpdir.display()))?;
+        let socket = d.join("mariadb.sock");
         let child = Command::new(find("mariadbd"))
             .arg("--no-defaults")
             .arg(format!("--datadir={}", datadir.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--socket={}", d.join("mariadb.sock").display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmpdir.display()))
             .arg(format!("--pid-file={}", d.join("mariadb.pid").display()))
             .arg(format!("--log-error={}", d.join("error.log").display()))
             .args([
@@ -114,9 +121,25 @@ impl PrivateMariaDb {
                 bail!("mariadbd exited with {status}; its log:\n{}", db.log_tail());
             }
             match mysql_async::Conn::from_url(db.root_url()).await {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    // The free port may have been taken by another server meanwhile (ours then fails
+                    // to bind it): only our socket path proves the answer came from our server.
+                    use mysql_async::prelude::Queryable;
+                    let theirs: Option<String> = conn
+                        .query_first("SELECT @@GLOBAL.socket")
+                        .await
+                        .ok()
+                        .flatten();
                     let _ = conn.disconnect().await;
-                    return Ok(db);
+                    if theirs.as_deref() == Some(socket.to_string_lossy().as_ref()) {
+                        return Ok(db);
+                    }
+                    if Instant::now() > deadline {
+                        bail!(
+                            "port {port} answers as another MariaDB server; run the quickstart again"
+                        );
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) if Instant::now() > deadline => {
                     bail!(

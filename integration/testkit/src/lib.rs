@@ -282,6 +282,14 @@ impl MariaDb {
         }))
     }
 
+    fn tmp_path(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    fn socket_path(&self) -> PathBuf {
+        self.dir.path().join("mariadb.sock")
+    }
+
     fn error_log(&self) -> PathBuf {
         self.dir.path().join("error.log")
     }
@@ -300,9 +308,12 @@ impl MariaDb {
             format!("--datadir={}", d.join("data").display()),
             format!("--port={}", self.port),
             "--bind-address=127.0.0.1".to_owned(),
-            format!("--socket={}", d.join("mariadb.sock").display()),
+            format!("--socket={}", self.socket_path().display()),
             format!("--pid-file={}", d.join("mariadb.pid").display()),
             format!("--log-error={}", self.error_log().display()),
+            // A private tmpdir: a starting server deletes every `#sql*` file in its tmpdir, which in
+            // a shared /tmp are the internal temporary tables other tests' servers are using.
+            format!("--tmpdir={}", self.tmp_path().display()),
             "--skip-name-resolve".to_owned(),
             "--user=root".to_owned(),
             "--server-id=1".to_owned(),
@@ -322,6 +333,7 @@ impl MariaDb {
     }
 
     async fn spawn_and_wait(&mut self) -> Result<()> {
+        fs::create_dir_all(self.tmp_path()).map_err(io_err("create the server's tmpdir"))?;
         let child = Command::new(mariadbd_path())
             .args(self.args())
             .stdin(Stdio::null())
@@ -346,9 +358,27 @@ impl MariaDb {
                 });
             }
             match Conn::new(self.root_opts()).await {
-                Ok(conn) => {
+                Ok(mut conn) => {
+                    // The port may belong to another test's server: a concurrent start can pick the
+                    // same free port, and our server fails to bind it only after InnoDB starts. Only
+                    // our own socket path proves the answer came from our server.
+                    let socket: Option<String> = conn
+                        .query_first("SELECT @@GLOBAL.socket")
+                        .await
+                        .ok()
+                        .flatten();
                     let _ = conn.disconnect().await;
-                    return Ok(());
+                    if socket.as_deref() == Some(self.socket_path().to_string_lossy().as_ref()) {
+                        return Ok(());
+                    }
+                    if Instant::now() > deadline {
+                        self.kill_child();
+                        return Err(TestkitError::NotReady {
+                            reason: format!("port {} answers as another server", self.port),
+                            log: self.log_tail(),
+                        });
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) if Instant::now() > deadline => {
                     self.kill_child();
