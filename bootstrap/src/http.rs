@@ -482,7 +482,7 @@ pub async fn serve_with(
     databus_http::server::serve(
         warp::service(routes(service)),
         listener,
-        security,
+        security.on_refused(|| crate::metrics::http_error("unauthorized")),
         async move { shutdown.cancelled_owned().await },
     )
     .await;

@@ -74,6 +74,8 @@ struct Auth {
 pub struct ServerSecurity {
     tls: Option<Arc<rustls::ServerConfig>>,
     auth: Option<Arc<Auth>>,
+    /// Called for every request refused with `401` (the server's error metric).
+    on_refused: Option<Arc<dyn Fn() + Send + Sync>>,
 }
 
 impl std::fmt::Debug for ServerSecurity {
@@ -140,6 +142,13 @@ impl ServerSecurity {
                 open_metrics,
             })
         });
+        self
+    }
+
+    /// Calls `count` for every request refused with `401`, before the answer is sent (servers count
+    /// refusals in their error metric with it).
+    pub fn on_refused(mut self, count: impl Fn() + Send + Sync + 'static) -> ServerSecurity {
+        self.on_refused = Some(Arc::new(count));
         self
     }
 
@@ -258,9 +267,13 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let auth = security.auth.clone();
+        let on_refused = security.on_refused.clone();
         let inner = service.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let refused = auth.as_ref().and_then(|a| a.refuse(&req));
+            if let (Some(_), Some(count)) = (&refused, &on_refused) {
+                count();
+            }
             let mut inner = inner.clone();
             async move {
                 match refused {

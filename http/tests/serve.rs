@@ -103,6 +103,11 @@ async fn tls_and_tokens() {
     .unwrap();
     assert!(security.is_tls() && security.requires_token());
     assert!(!format!("{security:?}").contains("token,"));
+    let refused = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = refused.clone();
+    let security = security.on_refused(move || {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
     let (addr, stop, task) = start(security).await;
     let url = format!("https://127.0.0.1:{}", addr.port());
 
@@ -146,6 +151,8 @@ async fn tls_and_tokens() {
         let r = client.get("/health", T, LIMIT).await.unwrap();
         assert_eq!(r.status, 200);
     }
+    // Every 401 was counted (for the server's error metric), nothing else.
+    assert_eq!(refused.load(std::sync::atomic::Ordering::SeqCst), 6);
 
     // A client that does not trust the certificate: a definite error naming the fix.
     let untrusting = HttpClient::new(&url, &options(None, Some("new-token"))).unwrap();

@@ -92,7 +92,7 @@ pub async fn serve_with(
     databus_http::server::serve(
         warp::service(http::routes(service)),
         listener,
-        security,
+        security.on_refused(|| metrics::http_error("unauthorized")),
         async move {
             shutdown.cancelled_owned().await;
             // End long polls in progress so that draining takes no longer than one buffer read.
