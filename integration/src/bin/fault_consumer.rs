@@ -104,7 +104,9 @@ impl DatabusConsumer for LogConsumer {
             line.push_str(&e);
         }
         line.push('\n');
-        // One write(2) per window on an O_APPEND file: a kill never leaves half a line.
+        // One write per window on an O_APPEND file. A SIGKILL can still cut a large write short (the
+        // kernel stops copying at a fatal signal); the next start drops that torn line, and the window
+        // is replayed because its checkpoint was never stored.
         match self.file.lock().unwrap().write_all(line.as_bytes()) {
             Ok(()) => {
                 self.windows.fetch_add(1, Ordering::Relaxed);
@@ -116,6 +118,27 @@ impl DatabusConsumer for LogConsumer {
             }
         }
     }
+}
+
+/// Cuts the log back to its last whole line: what a killed run was writing when it died (its window
+/// was not checkpointed, so it comes again), like a replica rolling back an uncommitted transaction.
+fn drop_torn_line(path: &std::path::Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    let whole = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        eprintln!(
+            "fault_consumer: dropping a torn last line of {} bytes",
+            bytes.len() - whole
+        );
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|f| f.set_len(whole as u64))
+            .with_context(|| format!("truncate {}", path.display()))?;
+    }
+    Ok(())
 }
 
 fn main() -> Result<()> {
@@ -166,6 +189,7 @@ fn main() -> Result<()> {
     config.retry.max_retries = 20;
     config.retry.backoff.initial = std::time::Duration::from_millis(1);
     config.retry.backoff.max = std::time::Duration::from_millis(20);
+    drop_torn_line(std::path::Path::new(&log))?;
     let consumer = Arc::new(LogConsumer {
         file: Mutex::new(
             std::fs::OpenOptions::new()
