@@ -391,6 +391,18 @@ impl MySqlConnector {
         Ok(())
     }
 
+    /// [`Self::open_stream`] within the read timeout: a server that accepts the connection but never
+    /// answers is a transient [`ConnectorError::Timeout`], not a hang.
+    async fn open_stream_bounded(&mut self) -> Result<(), ConnectorError> {
+        let limit = self.config.read_timeout;
+        tokio::time::timeout(limit, self.open_stream())
+            .await
+            .map_err(|_| ConnectorError::Timeout {
+                what: "connecting the binlog stream".into(),
+                after: limit,
+            })?
+    }
+
     /// The last binlog file whose first transaction comes after at most `scn` (so it holds the
     /// transaction after `scn`). A definite error when `scn` is purged or beyond the binlog.
     async fn file_holding(
@@ -496,13 +508,7 @@ impl MySqlConnector {
     /// Reads and handles one binlog event.
     async fn step(&mut self) -> Result<(), ConnectorError> {
         if self.live.is_none() {
-            let limit = self.config.read_timeout;
-            tokio::time::timeout(limit, self.open_stream())
-                .await
-                .map_err(|_| ConnectorError::Timeout {
-                    what: "connecting the binlog stream".into(),
-                    after: limit,
-                })??;
+            self.open_stream_bounded().await?;
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
@@ -998,7 +1004,7 @@ impl SourceConnector for MySqlConnector {
             }
         };
         self.domain = domain;
-        self.open_stream().await?;
+        self.open_stream_bounded().await?;
         self.started = true;
         Ok(())
     }

@@ -47,7 +47,10 @@ pub fn config(url: &str, databases: &[&str]) -> MySqlConfig {
 
 pub async fn started(config: MySqlConfig, from: StartPosition) -> MySqlConnector {
     let mut c = MySqlConnector::new(config).expect("config");
-    c.start(from).await.expect("start");
+    tokio::time::timeout(DEADLINE, c.start(from))
+        .await
+        .expect("start before the deadline")
+        .expect("start");
     c
 }
 

@@ -75,6 +75,16 @@ pub enum TestkitError {
     /// A SQL statement failed.
     #[error("sql failed: {0}")]
     Sql(#[from] mysql_async::Error),
+    /// A statement did not finish in time (a test would otherwise hang without saying why).
+    #[error("{what} did not finish in {after:?}; error log tail:\n{log}")]
+    TimedOut {
+        /// The statements.
+        what: String,
+        /// The limit.
+        after: Duration,
+        /// The end of the server's error log.
+        log: String,
+    },
     /// A tool the test needs is not installed.
     #[error("{what} is not installed; {fix}")]
     Missing {
@@ -235,6 +245,9 @@ fn copy_dir(from: &Path, to: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// How long the helpers' statements may take before they fail instead of hanging the test.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(60);
 
 fn free_port() -> Result<u16> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(io_err("bind 127.0.0.1:0"))?;
@@ -451,44 +464,71 @@ impl MariaDb {
 
     /// Runs statements in order on one root connection.
     pub async fn exec(&self, statements: &[&str]) -> Result<()> {
-        let mut conn = self.root_conn().await?;
-        for s in statements {
-            conn.query_drop(*s).await?;
-        }
-        conn.disconnect().await?;
-        Ok(())
+        self.bounded(statements, async {
+            let mut conn = self.root_conn().await?;
+            for s in statements {
+                conn.query_drop(*s).await?;
+            }
+            conn.disconnect().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// Runs statements in one transaction (`BEGIN` … `COMMIT`) on one root connection.
     pub async fn exec_tx(&self, statements: &[&str]) -> Result<()> {
-        let mut conn = self.root_conn().await?;
-        conn.query_drop("BEGIN").await?;
-        for s in statements {
-            conn.query_drop(*s).await?;
-        }
-        conn.query_drop("COMMIT").await?;
-        conn.disconnect().await?;
-        Ok(())
+        self.bounded(statements, async {
+            let mut conn = self.root_conn().await?;
+            conn.query_drop("BEGIN").await?;
+            for s in statements {
+                conn.query_drop(*s).await?;
+            }
+            conn.query_drop("COMMIT").await?;
+            conn.disconnect().await?;
+            Ok(())
+        })
+        .await
     }
 
     /// `SELECT COUNT(*)` of a table (`db.table`).
     pub async fn count_rows(&self, table: &str) -> Result<u64> {
-        let mut conn = self.root_conn().await?;
-        let n: Option<u64> = conn
-            .query_first(format!("SELECT COUNT(*) FROM {table}"))
-            .await?;
-        conn.disconnect().await?;
-        Ok(n.unwrap_or(0))
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        self.bounded(&[&sql], async {
+            let mut conn = self.root_conn().await?;
+            let n: Option<u64> = conn.query_first(&sql).await?;
+            conn.disconnect().await?;
+            Ok(n.unwrap_or(0))
+        })
+        .await
     }
 
     /// The first column of the first row of a query, as text (`None` for no row or NULL).
     pub async fn query_string(&self, sql: &str) -> Result<Option<String>> {
-        let mut conn = self.root_conn().await?;
-        let row: Option<mysql_async::Row> = conn.query_first(sql).await?;
-        conn.disconnect().await?;
-        Ok(row
-            .and_then(|mut r| r.take::<Option<String>, _>(0))
-            .flatten())
+        self.bounded(&[sql], async {
+            let mut conn = self.root_conn().await?;
+            let row: Option<mysql_async::Row> = conn.query_first(sql).await?;
+            conn.disconnect().await?;
+            Ok(row
+                .and_then(|mut r| r.take::<Option<String>, _>(0))
+                .flatten())
+        })
+        .await
+    }
+
+    /// `work` (on statements `what`) within [`STATEMENT_TIMEOUT`].
+    async fn bounded<T>(
+        &self,
+        what: &[&str],
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        match tokio::time::timeout(STATEMENT_TIMEOUT, work).await {
+            Ok(result) => result,
+            Err(_) => Err(TestkitError::TimedOut {
+                what: format!("{what:?}"),
+                after: STATEMENT_TIMEOUT,
+                log: self.log_tail(),
+            }),
+        }
     }
 
     /// The server's `gtid_binlog_pos`, e.g. `0-1-42` (empty before the first transaction).
