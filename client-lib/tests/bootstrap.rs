@@ -129,6 +129,24 @@ fn write(relay: &mut TestRelay, model: &mut State, scns: std::ops::RangeInclusiv
     }
 }
 
+/// Writes `chunks` chunks of 30 windows from SCN `first` on, waiting after each chunk until every
+/// bootstrap server in `following` has caught up with it.
+async fn write_in_chunks(
+    relay: &mut TestRelay,
+    model: &mut State,
+    first: u64,
+    chunks: u64,
+    following: &[&Bootstrap],
+) {
+    for chunk in 0..chunks {
+        let last = first + chunk * 30 + 29;
+        write(relay, model, first + chunk * 30..=last);
+        for bootstrap in following {
+            bootstrap.wait_caught_up(last).await;
+        }
+    }
+}
+
 /// A replica-like consumer: applies upserts and deletes, records phases and bootstrap callbacks.
 #[derive(Default)]
 struct Replica {
@@ -227,10 +245,7 @@ async fn new_consumer_starts_from_a_snapshot_then_follows_the_relay() {
     let mut relay = TestRelay::start(64 << 10).await;
     let bootstrap = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..10u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 10, &[&bootstrap]).await;
     let mut c = config(&relay, &bootstrap);
     c.start = StartPosition::Snapshot;
     let store = Arc::new(MemoryCheckpointStore::new());
@@ -284,10 +299,7 @@ async fn consumer_behind_every_relay_bootstraps_a_delta_and_returns() {
     );
 
     // The consumer is away while the relay evicts far past its checkpoint (20).
-    for chunk in 0..10u64 {
-        write(&mut relay, &mut model, 21 + chunk * 30..=50 + chunk * 30);
-        bootstrap.wait_caught_up(50 + chunk * 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 21, 10, &[&bootstrap]).await;
     let oldest = relay.buffer.stats().min_scn;
     assert!(
         oldest.is_some_and(|s| s > Scn::new(21)),
@@ -316,10 +328,7 @@ async fn crash_mid_snapshot_resumes_not_restarts() {
     let mut relay = TestRelay::start(64 << 10).await;
     let bootstrap = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..4u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 4, &[&bootstrap]).await;
     let mut c = config(&relay, &bootstrap);
     c.start = StartPosition::Snapshot;
     c.max_response_bytes = 300; // a few rows per snapshot page
@@ -368,10 +377,7 @@ async fn crash_at_start_of_log_only_catch_up_loses_no_window() {
     // Default settings: a delta this small is served from the log alone.
     let bootstrap = Bootstrap::start_with(&relay, |_| {}, ServeSettings::default()).await;
     let mut model = State::new();
-    for chunk in 0..11u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 11, &[&bootstrap]).await;
     let oldest = relay.buffer.stats().min_scn;
     assert!(
         oldest.is_some_and(|s| s > Scn::new(21)),
@@ -430,11 +436,7 @@ async fn crash_at_any_checkpoint_of_a_bootstrap_resumes_without_loss() {
     // Deltas of more than 20 events take the snapshot (consolidated delta) path here.
     let consolidated = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..11u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        log_only.wait_caught_up(chunk * 30 + 30).await;
-        consolidated.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 11, &[&log_only, &consolidated]).await;
     assert!(relay.buffer.stats().min_scn > Some(Scn::new(21)));
     let cases: [(&str, &Bootstrap, Option<u64>); 3] = [
         ("log-only delta since 20", &log_only, Some(20)),
