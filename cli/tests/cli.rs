@@ -1,55 +1,17 @@
 //! The real `databus` binary against real files, a real private MariaDB and a real relay process.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{
+    BootstrapToml, Killed, RelayToml, databus, free_port, http_get, http_get_body, lines,
+    mariadb_with_repl, rt, run, run_within, start_relay, status_json, text, wait_streaming,
+};
 use databus_testkit::{MariaDb, MariaDbOptions};
-
-fn databus() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_databus"));
-    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    cmd
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().expect("run databus")
-}
-
-/// Runs `cmd` to its end, failing the test (and killing it) if it takes longer than `limit`.
-fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = Killed(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run databus"),
-    );
-    let deadline = Instant::now() + limit;
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{cmd:?} did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let child = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Kills the child (by its own handle) when dropped, so a failed assertion leaves no process behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn help_lists_commands_and_exit_codes() {
@@ -168,13 +130,6 @@ fn the_example_config_parses() {
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 #[test]
 fn check_source_prints_the_fix_for_statement_format() {
     let rt = rt();
@@ -196,12 +151,7 @@ fn check_source_prints_the_fix_for_statement_format() {
 #[test]
 fn check_source_passes_a_good_server() {
     let rt = rt();
-    let db = rt
-        .block_on(MariaDb::start(MariaDbOptions::default()))
-        .unwrap();
-    let url = rt
-        .block_on(db.create_user_with_grants("repl", "pw-secret"))
-        .unwrap();
+    let (_db, url) = mariadb_with_repl(&rt, &[], "pw-secret");
     let out = run(databus().args(["check-source", "--url", &url]));
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
@@ -219,128 +169,56 @@ fn check_source_passes_a_good_server() {
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
 }
 
-/// Reads the relay URL from its "listening on http://ADDR" line on stderr; the thread returned collects
-/// all of stderr until the relay exits.
-fn relay_address(child: &mut Child) -> (String, std::thread::JoinHandle<String>) {
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let collector = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the relay prints its address");
-    (addr, collector)
-}
-
 #[test]
 fn tail_and_status_follow_a_real_relay() {
     let rt = rt();
-    let db = rt
-        .block_on(MariaDb::start(MariaDbOptions::default()))
-        .unwrap();
-    rt.block_on(db.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
-        "CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(32))",
-    ]))
-    .unwrap();
-    let url = rt
-        .block_on(db.create_user_with_grants("repl", "tail-secret-pw"))
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        r#"state_dir = {state:?}
-[http]
-listen = "127.0.0.1:0"
-[[sources]]
-name = "shop"
-url = "{bare}"
-password_env = "TAIL_TEST_PW"
-server_id = 1001
-buffer_size = "8MiB"
-tables = [
-    {{ id = 1, name = "orders", table = "shop.orders" }},
-    {{ id = 2, name = "notes", table = "shop.notes" }},
-]
-"#,
-        state = dir.path().join("state").display().to_string(),
-        bare = url.replace(":tail-secret-pw@", "@"),
+    let (db, url) = mariadb_with_repl(
+        &rt,
+        &[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+            "CREATE TABLE shop.notes (id INT PRIMARY KEY, body VARCHAR(32))",
+        ],
+        "tail-secret-pw",
     );
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config).unwrap();
-    let mut relay = Killed(
+    let dir = tempfile::tempdir().unwrap();
+    let path = RelayToml {
+        listen: Some("127.0.0.1:0"),
+        url: &url.replace(":tail-secret-pw@", "@"),
+        password_env: Some("TAIL_TEST_PW"),
+        server_id: 1001,
+        tables: &["orders", "notes"],
+    }
+    .write(dir.path());
+    let (mut relay, relay_url, relay_log) = start_relay(
         databus()
             .arg("relay")
             .arg("--config")
             .arg(&path)
-            .env("TAIL_TEST_PW", "tail-secret-pw")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("TAIL_TEST_PW", "tail-secret-pw"),
     );
-    let (relay_url, relay_log) = relay_address(&mut relay.0);
     let deadline = Instant::now() + Duration::from_secs(60);
-    // The relay starts capturing at the binlog's current position: write only once it streams.
-    loop {
-        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            && v["buffers"][0]["ingest"]["state"] == "streaming"
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay never streamed: {}",
-            text(&out.stderr)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_streaming(&relay_url, deadline);
 
     // Follow only `orders`, from the beginning, until 3 events arrived.
-    let tail = Killed(
-        databus()
-            .args([
-                "tail",
-                "--relay",
-                &relay_url,
-                "--sources",
-                "1",
-                "--max-events",
-                "3",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tail = Killed::spawn_piped(databus().args([
+        "tail",
+        "--relay",
+        &relay_url,
+        "--sources",
+        "1",
+        "--max-events",
+        "3",
+    ]));
     rt.block_on(db.exec(&[
         "INSERT INTO shop.notes VALUES (1, 'not followed')",
         "INSERT INTO shop.orders VALUES (1, 'apple'), (2, 'pear')",
         "UPDATE shop.orders SET item = 'plum' WHERE id = 2",
     ]))
     .unwrap();
-    let mut tail = tail;
-    let status = loop {
-        if let Some(status) = tail.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "tail did not end after 3 events");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(tail.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(tail.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = tail.wait_until(deadline, "tail did not end after 3 events");
+    let stdout = tail.stdout_text();
+    let stderr = tail.stderr_text();
     assert!(status.success(), "{stdout}{stderr}");
     let events: Vec<serde_json::Value> = stdout
         .lines()
@@ -395,7 +273,7 @@ tables = [
     assert_eq!(keys, [2, 2]);
 
     // --from-now sees only what is written afterwards.
-    let from_now = Killed(
+    let mut from_now = Killed::spawn(
         databus()
             .args([
                 "tail",
@@ -405,9 +283,7 @@ tables = [
                 "--max-events",
                 "1",
             ])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stdout(Stdio::piped()),
     );
     // Wait until the relay shows the last SCN (so "now" is after it), then write one more row.
     let status_text = loop {
@@ -434,8 +310,8 @@ tables = [
     // Give the --from-now tail its starting point before writing: it reads /v1/status first; a row
     // written before that would be skipped, so poll the relay's waiting readers.
     loop {
-        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (v, _) = status_json(&relay_url);
+        let v = v.expect("the relay's status as JSON");
         if v["buffers"][0]["waiting_readers"].as_u64().unwrap_or(0) > 0 {
             break;
         }
@@ -447,42 +323,15 @@ tables = [
     }
     rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (3, 'fig')"]))
         .unwrap();
-    let mut from_now = from_now;
-    let status = loop {
-        if let Some(status) = from_now.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "--from-now tail did not get the new row"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(from_now.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    let status = from_now.wait_until(deadline, "--from-now tail did not get the new row");
+    let stdout = from_now.stdout_text();
     assert!(status.success());
     let event: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(event["payload"]["item"], "fig", "{stdout}");
 
     // SIGTERM stops the relay cleanly (exit 0), and it never logged the password.
-    let pid = relay.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = loop {
-        if let Some(status) = relay.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    assert!(relay.signal("-TERM"));
+    let status = relay.wait_until(deadline, "the relay did not stop on SIGTERM");
     assert!(status.success(), "{status}");
     let log = relay_log.join().unwrap();
     assert!(log.contains("relay serving"), "{log}");
@@ -525,14 +374,8 @@ fn quickstart_runs_end_to_end() {
 
 #[test]
 fn an_interrupted_quickstart_leaves_nothing_behind() {
-    let mut child = Killed(
-        databus()
-            .args(["quickstart", "--rows", "10000", "--duration", "5m"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child =
+        Killed::spawn_piped(databus().args(["quickstart", "--rows", "10000", "--duration", "5m"]));
     // Read stdout until the workload runs (the MariaDB data directory is named on the way).
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -552,34 +395,16 @@ fn an_interrupted_quickstart_leaves_nothing_behind() {
     });
     let Ok(dirs) = rx.recv_timeout(Duration::from_secs(120)) else {
         let _ = child.0.kill();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let stderr = child.stderr_text();
         panic!("the quickstart printed no event: {stderr}");
     };
     let dirs = dirs.expect("the quickstart names its data directory");
     assert_eq!(dirs.len(), 2, "the MariaDB and relay directories: {dirs:?}");
     assert!(dirs.iter().all(|d| Path::new(d).exists()), "{dirs:?}");
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(child.signal("-TERM"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the quickstart did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let status = child.wait_until(deadline, "the quickstart did not stop on SIGTERM");
+    let stderr = child.stderr_text();
     assert_eq!(status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("interrupted"), "{stderr}");
     for dir in &dirs {
@@ -590,121 +415,65 @@ fn an_interrupted_quickstart_leaves_nothing_behind() {
     assert!(!text(&ps.stdout).contains(&dirs[0]), "mariadbd still runs");
 }
 
-fn spawn_relay(config: &Path, listen: &str) -> (Killed, std::thread::JoinHandle<String>) {
-    let mut relay = Killed(
-        databus()
-            .arg("relay")
-            .arg("--config")
-            .arg(config)
-            .args(["--listen", listen])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let (_, log) = relay_address(&mut relay.0);
-    (relay, log)
-}
-
 #[test]
 fn tail_survives_a_relay_restart() {
     let rt = rt();
-    let db = rt
-        .block_on(MariaDb::start(MariaDbOptions::default()))
-        .unwrap();
-    rt.block_on(db.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
-    ]))
-    .unwrap();
-    let url = rt
-        .block_on(db.create_user_with_grants("repl", "pw"))
-        .unwrap();
+    let (db, url) = mariadb_with_repl(
+        &rt,
+        &[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+        ],
+        "pw",
+    );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "state_dir = {:?}\n[[sources]]\nname = \"shop\"\nurl = {url:?}\nserver_id = 1001\n\
-             buffer_size = \"8MiB\"\ntables = [{{ id = 1, name = \"orders\", table = \"shop.orders\" }}]\n",
-            dir.path().join("state").display().to_string()
-        ),
-    )
-    .unwrap();
+    let config = RelayToml {
+        listen: None,
+        url: &url,
+        password_env: None,
+        server_id: 1001,
+        tables: &["orders"],
+    }
+    .write(dir.path());
     // A fixed port, so that the restarted relay is found at the same address.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
+    let listen = format!("127.0.0.1:{}", free_port());
     let relay_url = format!("http://{listen}");
     let deadline = Instant::now() + Duration::from_secs(90);
-    let wait_streaming = || loop {
-        let out = run(databus().args(["status", "--relay", &relay_url, "--json"]));
-        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            && v["buffers"][0]["ingest"]["state"] == "streaming"
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the relay never streamed");
-        std::thread::sleep(Duration::from_millis(50));
+    let spawn_relay = || {
+        let (relay, _, _) = start_relay(
+            databus()
+                .arg("relay")
+                .arg("--config")
+                .arg(&config)
+                .args(["--listen", &listen]),
+        );
+        relay
     };
-    let (relay, _) = spawn_relay(&config, &listen);
-    wait_streaming();
+    let mut relay = spawn_relay();
+    wait_streaming(&relay_url, deadline);
     rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (1, 'before')"]))
         .unwrap();
-    let mut tail = Killed(
-        databus()
-            .args(["tail", "--relay", &relay_url, "--max-events", "2"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = tail.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let mut tail =
+        Killed::spawn_piped(databus().args(["tail", "--relay", &relay_url, "--max-events", "2"]));
+    let rx = lines(tail.0.stdout.take().unwrap());
     let first = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the first event");
     assert!(first.contains("before"), "{first}");
     // Restart the relay (SIGTERM: it persists its position), then write again.
-    let pid = relay.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut relay = relay;
-    while relay.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "the relay did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (_relay, _) = spawn_relay(&config, &listen);
-    wait_streaming();
+    assert!(relay.signal("-TERM"));
+    relay.wait_until(deadline, "the relay did not stop on SIGTERM");
+    let _relay = spawn_relay();
+    wait_streaming(&relay_url, deadline);
     rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (2, 'after')"]))
         .unwrap();
     let second = rx
         .recv_timeout(Duration::from_secs(60))
         .expect("the event written after the restart");
     assert!(second.contains("after"), "{second}");
-    while tail.0.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "tail did not end after 2 events");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(tail.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
-    assert!(tail.0.try_wait().unwrap().unwrap().success(), "{stderr}");
+    let status = tail.wait_until(deadline, "tail did not end after 2 events");
+    let stderr = tail.stderr_text();
+    assert!(status.success(), "{stderr}");
 }
 
 #[test]
@@ -720,29 +489,21 @@ fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("bogus"), "{}", text(&out.stderr));
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::write(
-        &path,
-        format!(
-            "db_path = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            dir.path().join("boot.sqlite").display().to_string()
-        ),
-    )
-    .unwrap();
-    let mut server = Killed(
+    let port = free_port();
+    let path = BootstrapToml {
+        db_file: "boot.sqlite",
+        listen: Some(&format!("127.0.0.1:{port}")),
+        ..Default::default()
+    }
+    .write(dir.path(), "bootstrap.toml");
+    let mut server = Killed::spawn(
         databus()
             .arg("bootstrap")
             .arg("server")
             .arg("--config")
             .arg(&path)
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::piped()),
     );
     let deadline = Instant::now() + Duration::from_secs(60);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
@@ -758,15 +519,7 @@ fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
     }
     assert!(dir.path().join("boot.sqlite").exists());
     // Prometheus metrics with the documented names (docs/operations.md, "Bootstrap server").
-    let metrics = {
-        use std::io::{Read as _, Write as _};
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-            .unwrap();
-        let mut text = String::new();
-        conn.read_to_string(&mut text).unwrap();
-        text
-    };
+    let metrics = http_get(&format!("127.0.0.1:{port}"), "/metrics").expect("GET /metrics");
     assert!(metrics.starts_with("HTTP/1.0 200"), "{metrics}");
     for name in [
         "databus_bootstrap_log_last_scn",
@@ -775,65 +528,22 @@ fn bootstrap_server_runs_from_a_config_and_stops_on_sigterm() {
     ] {
         assert!(metrics.contains(name), "{name}: {metrics}");
     }
-    let pid = server.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let status = loop {
-        if let Some(status) = server.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the bootstrap server did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(server.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(server.signal("-TERM"));
+    let status = server.wait_until(deadline, "the bootstrap server did not stop on SIGTERM");
+    let stderr = server.stderr_text();
     assert!(status.success(), "{stderr}");
-}
-
-/// `GET path` on `base` (`http://host:port`) over a plain blocking socket; the body.
-fn http_get_body(base: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let host = base.trim_start_matches("http://").trim_end_matches('/');
-    let mut sock = std::net::TcpStream::connect(host).unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(
-        sock,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    sock.read_to_string(&mut raw).unwrap();
-    raw.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or(raw)
 }
 
 #[test]
 fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
-    let mut child = Killed(
-        databus()
-            .args([
-                "quickstart",
-                "--rows",
-                "4",
-                "--duration",
-                "90s",
-                "--keep-running",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut child = Killed::spawn_piped(databus().args([
+        "quickstart",
+        "--rows",
+        "4",
+        "--duration",
+        "90s",
+        "--keep-running",
+    ]));
     // Read stdout until the example commands are printed.
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -851,8 +561,7 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
     });
     let Ok(lines) = rx.recv_timeout(Duration::from_secs(150)) else {
         let _ = child.0.kill();
-        let mut stderr = String::new();
-        std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+        let stderr = child.stderr_text();
         panic!("the quickstart printed no example command: {stderr}");
     };
     let all = lines.join("\n");
@@ -909,28 +618,11 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
     assert!(http_get_body(&bootstrap, "/v1/status").contains("applied_scn"));
     assert!(Path::new(&dir).exists());
     // Ctrl-C: everything stops, the directories go, exit code 0.
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-INT", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    assert!(child.signal("-INT"));
     let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the quickstart did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = child.wait_until(deadline, "the quickstart did not stop on SIGINT");
     let rest = reader.join().unwrap().join("\n");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    let stderr = child.stderr_text();
     assert_eq!(status.code(), Some(0), "{stderr}");
     assert!(rest.contains("done:"), "{rest}");
     assert!(!Path::new(&dir).exists(), "{dir} was not removed");
@@ -939,65 +631,45 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
 #[test]
 fn bootstrap_seed_shows_progress_and_a_summary() {
     let rt = rt();
-    let db = rt
-        .block_on(MariaDb::start(MariaDbOptions::default()))
-        .unwrap();
     let rows = 20_000u64;
-    rt.block_on(db.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64))",
-        &format!(
-            "INSERT INTO shop.orders SELECT seq, CONCAT('note ', seq) FROM shop.seq_1_to_{rows}"
-        ),
-        "ANALYZE TABLE shop.orders",
-    ]))
-    .unwrap();
-    let url = rt
-        .block_on(db.create_user_with_grants("repl", "seed-secret-pw"))
-        .unwrap();
+    let (_db, url) = mariadb_with_repl(
+        &rt,
+        &[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(64))",
+            &format!(
+                "INSERT INTO shop.orders SELECT seq, CONCAT('note ', seq) FROM shop.seq_1_to_{rows}"
+            ),
+            "ANALYZE TABLE shop.orders",
+        ],
+        "seed-secret-pw",
+    );
     let bare = url.replace(":seed-secret-pw@", "@");
     let dir = tempfile::tempdir().unwrap();
-    let relay_config = dir.path().join("relay.toml");
-    std::fs::write(
-        &relay_config,
-        format!(
-            r#"state_dir = {state:?}
-[http]
-listen = "127.0.0.1:0"
-[[sources]]
-name = "shop"
-url = "{bare}"
-password_env = "SEED_TEST_PW"
-server_id = 1002
-buffer_size = "8MiB"
-tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
-"#,
-            state = dir.path().join("state").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let mut relay = Killed(
+    let relay_config = RelayToml {
+        listen: Some("127.0.0.1:0"),
+        url: &bare,
+        password_env: Some("SEED_TEST_PW"),
+        server_id: 1002,
+        tables: &["orders"],
+    }
+    .write(dir.path());
+    let (_relay, relay_url, _relay_log) = start_relay(
         databus()
             .arg("relay")
             .arg("--config")
             .arg(&relay_config)
-            .env("SEED_TEST_PW", "seed-secret-pw")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("SEED_TEST_PW", "seed-secret-pw"),
     );
-    let (relay_url, _relay_log) = relay_address(&mut relay.0);
-    let config = dir.path().join("bootstrap.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "db_path = {db:?}\n[relay]\nurl = \"{relay_url}\"\n[seed]\nurl = \"{bare}\"\n\
-             password_env = \"SEED_TEST_PW\"\nchunk_rows = 1000\n",
-            db = dir.path().join("shop.sqlite").display().to_string(),
-        ),
-    )
-    .unwrap();
+    let config = BootstrapToml {
+        db_file: "shop.sqlite",
+        relay: Some(&relay_url),
+        seed_url: Some(&bare),
+        seed_password_env: Some("SEED_TEST_PW"),
+        chunk_rows: Some(1000),
+        ..Default::default()
+    }
+    .write(dir.path(), "bootstrap.toml");
     // The effective configuration never shows the password.
     let out = run(databus()
         .args(["bootstrap", "seed", "--print-config", "--config"])

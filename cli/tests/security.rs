@@ -3,12 +3,13 @@
 //! `databus tail` / `databus status` with `--ca-cert` and `DATABUS_TOKEN`. Then every output of the
 //! processes is searched for the secrets: tokens and a database password never appear.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{databus, rt, run_within, start_relay, text};
 use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{EventBuilder, KeyRef, Opcode, Scn, SourceId};
 use databus_http::{ClientOptions, HttpClient, Token};
@@ -20,47 +21,6 @@ const UPSTREAM_TOKEN: &str = "upstream-token-7f3a";
 const RELAY_TOKEN_NEW: &str = "relay-token-new-91c2";
 const RELAY_TOKEN_OLD: &str = "relay-token-old-55d0";
 const DB_PASSWORD: &str = "db-pass-e1b9";
-
-fn databus() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_databus"));
-    cmd.env_remove("RUST_LOG")
-        .env_remove("DATABUS_TOKEN")
-        .env("NO_COLOR", "1");
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Kills the child (by its own handle) when dropped.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn run_within(cmd: &mut Command, limit: Duration) -> Output {
-    let mut child = Killed(
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run databus"),
-    );
-    let deadline = Instant::now() + limit;
-    while child.0.try_wait().unwrap().is_none() {
-        assert!(
-            Instant::now() < deadline,
-            "{cmd:?} did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let child = std::mem::replace(&mut child.0, Command::new("true").spawn().unwrap());
-    child.wait_with_output().unwrap()
-}
 
 fn self_signed(dir: &Path) -> (PathBuf, PathBuf) {
     let ck =
@@ -85,11 +45,7 @@ fn table() -> TableSchema {
 
 #[test]
 fn tls_tokens_and_chaining_through_the_binary_leak_no_secret() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = rt();
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed(dir.path());
 
@@ -203,7 +159,7 @@ tables = [{{ id = 2, name = "things", table = "db.things" }}]
         "{printed}"
     );
 
-    let mut relay = Killed(
+    let (mut relay, url, log) = start_relay(
         databus()
             .arg("--log-level")
             .arg("debug")
@@ -211,28 +167,8 @@ tables = [{{ id = 2, name = "things", table = "db.things" }}]
             .arg("--config")
             .arg(&path)
             .env("UPSTREAM_TOKEN", UPSTREAM_TOKEN)
-            .env("DOWN_DB_PASSWORD", DB_PASSWORD)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
+            .env("DOWN_DB_PASSWORD", DB_PASSWORD),
     );
-    let stderr = relay.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = std::thread::spawn(move || {
-        let mut log = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(addr) = line.split("listening on ").nth(1) {
-                let _ = tx.send(addr.trim().to_owned());
-            }
-            log.push_str(&line);
-            log.push('\n');
-        }
-        log
-    });
-    let url = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("the relay prints its address");
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 
     // `databus tail` over TLS with the CA and the token from DATABUS_TOKEN: the upstream's rows.
@@ -352,10 +288,7 @@ tables = [{{ id = 2, name = "things", table = "db.things" }}]
     assert_eq!(health, 200);
 
     // Stop the relay and search everything it and the CLI printed or served.
-    Command::new("kill")
-        .args(["-TERM", &relay.0.id().to_string()])
-        .status()
-        .unwrap();
+    relay.signal("-TERM");
     let _ = relay.0.wait();
     let log = log.join().unwrap();
     assert!(

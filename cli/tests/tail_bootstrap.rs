@@ -1,157 +1,71 @@
 //! `databus tail --bootstrap` with the real binary against a real MariaDB, a relay process and an
 //! all-in-one bootstrap server process (seeded from the database); and one exit code per class.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+mod common;
+
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use databus_testkit::{MariaDb, MariaDbOptions};
+use common::{
+    BootstrapToml, Killed, RelayToml, databus, free_port, get_json, lines, mariadb_with_repl, rt,
+    run, text, wait_streaming,
+};
 use serde_json::Value;
-
-fn databus() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_databus"));
-    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    cmd
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
-
-/// Kills the child (by its own handle) when dropped, so a failed assertion leaves no process behind.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Lines of a child's pipe, read on a thread.
-fn lines(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn status_json(url: &str) -> Option<Value> {
-    let out = databus()
-        .args(["status", "--relay", url, "--json"])
-        .output()
-        .unwrap();
-    serde_json::from_slice(&out.stdout).ok()
-}
-
-/// GET `path` on `127.0.0.1:port` as JSON (a bare HTTP/1.0 request).
-fn get_json(port: u16, path: &str) -> Option<Value> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).ok()?;
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n")?;
-    serde_json::from_slice(&raw[split + 4..]).ok()
-}
 
 #[test]
 fn tail_through_bootstrap_marks_snapshot_rows_then_live_changes() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let db = rt
-        .block_on(MariaDb::start(MariaDbOptions::default()))
-        .unwrap();
+    let rt = rt();
     // Rows written before the relay starts: only a snapshot has them.
-    rt.block_on(db.exec(&[
-        "CREATE DATABASE shop",
-        "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
-        "INSERT INTO shop.orders VALUES (1, 'apple'), (2, 'pear'), (3, 'fig')",
-    ]))
-    .unwrap();
-    let url = rt
-        .block_on(db.create_user_with_grants("repl", "boot-secret-pw"))
-        .unwrap();
+    let (db, url) = mariadb_with_repl(
+        &rt,
+        &[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+            "INSERT INTO shop.orders VALUES (1, 'apple'), (2, 'pear'), (3, 'fig')",
+        ],
+        "boot-secret-pw",
+    );
     let dir = tempfile::tempdir().unwrap();
     let relay_port = free_port();
-    let relay_toml = dir.path().join("relay.toml");
-    std::fs::write(
-        &relay_toml,
-        format!(
-            r#"state_dir = {state:?}
-[http]
-listen = "127.0.0.1:{relay_port}"
-[[sources]]
-name = "shop"
-url = "{bare}"
-password_env = "BOOT_TEST_PW"
-server_id = 1002
-buffer_size = "8MiB"
-tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
-"#,
-            state = dir.path().join("state").display().to_string(),
-            bare = url.replace(":boot-secret-pw@", "@"),
-        ),
-    )
-    .unwrap();
-    let _relay = Killed(
+    let relay_toml = RelayToml {
+        listen: Some(&format!("127.0.0.1:{relay_port}")),
+        url: &url.replace(":boot-secret-pw@", "@"),
+        password_env: Some("BOOT_TEST_PW"),
+        server_id: 1002,
+        tables: &["orders"],
+    }
+    .write(dir.path());
+    let _relay = Killed::spawn(
         databus()
             .arg("relay")
             .arg("--config")
             .arg(&relay_toml)
             .env("BOOT_TEST_PW", "boot-secret-pw")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
     let relay_url = format!("http://127.0.0.1:{relay_port}");
     let deadline = Instant::now() + Duration::from_secs(120);
-    while status_json(&relay_url).is_none_or(|v| v["buffers"][0]["ingest"]["state"] != "streaming")
-    {
-        assert!(Instant::now() < deadline, "the relay never streamed");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_streaming(&relay_url, deadline);
 
     let boot_port = free_port();
-    let boot_toml = dir.path().join("bootstrap.toml");
-    std::fs::write(
-        &boot_toml,
-        format!(
-            "db_path = {db:?}\n[relay]\nurl = \"{relay_url}\"\n[http]\nlisten = \"127.0.0.1:{boot_port}\"\n\
-             [seed]\nurl = \"{seed}\"\n",
-            db = dir.path().join("boot.sqlite").display().to_string(),
-            seed = db.url(),
-        ),
-    )
-    .unwrap();
-    let _bootstrap = Killed(
+    let boot_addr = format!("127.0.0.1:{boot_port}");
+    let boot_toml = BootstrapToml {
+        db_file: "boot.sqlite",
+        relay: Some(&relay_url),
+        listen: Some(&boot_addr),
+        seed_url: Some(&db.url()),
+        ..Default::default()
+    }
+    .write(dir.path(), "bootstrap.toml");
+    let _bootstrap = Killed::spawn(
         databus()
             .args(["bootstrap", "all", "--config"])
             .arg(&boot_toml)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::null()),
     );
-    while get_json(boot_port, "/v1/status").is_none_or(|v| v["seeded"] != true) {
+    while get_json(&boot_addr, "/v1/status").is_none_or(|v| v["seeded"] != true) {
         assert!(
             Instant::now() < deadline,
             "the bootstrap server never seeded"
@@ -160,24 +74,17 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
     }
 
     let boot_url = format!("http://127.0.0.1:{boot_port}");
-    let mut tail = Killed(
-        databus()
-            .args([
-                "tail",
-                "--relay",
-                &relay_url,
-                "--bootstrap",
-                &boot_url,
-                "--from",
-                "snapshot",
-                "--max-events",
-                "4",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tail = Killed::spawn_piped(databus().args([
+        "tail",
+        "--relay",
+        &relay_url,
+        "--bootstrap",
+        &boot_url,
+        "--from",
+        "snapshot",
+        "--max-events",
+        "4",
+    ]));
     let out = lines(tail.0.stdout.take().unwrap());
     let err = lines(tail.0.stderr.take().unwrap());
     let mut events: Vec<Value> = Vec::new();
@@ -194,13 +101,7 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
     let left = deadline.saturating_duration_since(Instant::now());
     let line = out.recv_timeout(left).expect("the live change never came");
     events.push(serde_json::from_str(&line).unwrap());
-    let status = loop {
-        if let Some(status) = tail.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(Instant::now() < deadline, "tail did not end after 4 events");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = tail.wait_until(deadline, "tail did not end after 4 events");
     let stderr: Vec<String> = err.try_iter().collect();
     assert!(status.success(), "{stderr:?}");
     assert!(out.try_iter().next().is_none(), "more than 4 lines");
@@ -244,20 +145,17 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
 
     // From an SCN the relay holds: live changes only, marked online.
     let scn = live["scn"].as_u64().unwrap();
-    let out = databus()
-        .args([
-            "tail",
-            "--relay",
-            &relay_url,
-            "--bootstrap",
-            &boot_url,
-            "--from",
-            &format!("scn:{scn}"),
-            "--max-events",
-            "1",
-        ])
-        .output()
-        .unwrap();
+    let out = run(databus().args([
+        "tail",
+        "--relay",
+        &relay_url,
+        "--bootstrap",
+        &boot_url,
+        "--from",
+        &format!("scn:{scn}"),
+        "--max-events",
+        "1",
+    ]));
     assert!(out.status.success(), "{}", text(&out.stderr));
     let line: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -268,14 +166,14 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
 
     // The bootstrap server's status page in headless Chromium: the log and snapshot SCNs of what
     // it copied from the relay (the live row's SCN once applied).
-    while get_json(boot_port, "/v1/status").is_none_or(|v| v["applied_scn"] != scn) {
+    while get_json(&boot_addr, "/v1/status").is_none_or(|v| v["applied_scn"] != scn) {
         assert!(
             Instant::now() < deadline,
             "the bootstrap server never applied {scn}"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let st = get_json(boot_port, "/v1/status").unwrap();
+    let st = get_json(&boot_addr, "/v1/status").unwrap();
     let dom = databus_testkit::chromium::dump_dom(&format!("{boot_url}/"), Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("{e}"));
     assert!(
@@ -305,42 +203,33 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
 #[test]
 fn exit_codes_by_class() {
     // 0: success.
-    let out = databus().args(["tail", "--help"]).output().unwrap();
+    let out = run(databus().args(["tail", "--help"]));
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out.stdout).contains("--bootstrap <URL>"));
 
     // 2: usage. --from needs --bootstrap; a bad --from value names what is accepted.
-    let out = databus()
-        .args(["tail", "--from", "scn:5"])
-        .output()
-        .unwrap();
+    let out = run(databus().args(["tail", "--from", "scn:5"]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
-    let out = databus()
-        .args([
-            "tail",
-            "--bootstrap",
-            "http://127.0.0.1:1",
-            "--from",
-            "yesterday",
-        ])
-        .output()
-        .unwrap();
+    let out = run(databus().args([
+        "tail",
+        "--bootstrap",
+        "http://127.0.0.1:1",
+        "--from",
+        "yesterday",
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("use snapshot or scn:N"),
         "{}",
         text(&out.stderr)
     );
-    let out = databus()
-        .args([
-            "tail",
-            "--relay",
-            "127.0.0.1:1",
-            "--bootstrap",
-            "http://127.0.0.1:1",
-        ])
-        .output()
-        .unwrap();
+    let out = run(databus().args([
+        "tail",
+        "--relay",
+        "127.0.0.1:1",
+        "--bootstrap",
+        "http://127.0.0.1:1",
+    ]));
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("\"127.0.0.1:1\" has no scheme; write http://host:port"),
@@ -352,20 +241,15 @@ fn exit_codes_by_class() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("bootstrap.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "db_path = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
-            dir.path().join("boot.sqlite").display().to_string()
-        ),
-    )
-    .unwrap();
-    let out = databus()
+    let path = BootstrapToml {
+        db_file: "boot.sqlite",
+        listen: Some(&format!("127.0.0.1:{port}")),
+        ..Default::default()
+    }
+    .write(dir.path(), "bootstrap.toml");
+    let out = run(databus()
         .args(["bootstrap", "server", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+        .arg(&path));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -383,16 +267,13 @@ fn exit_codes_by_class() {
     );
     // 1: runtime. Nothing listens where the relay should be.
     drop(taken);
-    let out = databus()
-        .args([
-            "tail",
-            "--relay",
-            &format!("http://127.0.0.1:{port}"),
-            "--bootstrap",
-            &format!("http://127.0.0.1:{port}"),
-        ])
-        .output()
-        .unwrap();
+    let out = run(databus().args([
+        "tail",
+        "--relay",
+        &format!("http://127.0.0.1:{port}"),
+        "--bootstrap",
+        &format!("http://127.0.0.1:{port}"),
+    ]));
     let stderr = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("caused by: Connection refused"), "{stderr}");

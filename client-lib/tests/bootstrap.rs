@@ -8,13 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use databus_bootstrap::applier::{ApplierSettings, run_applier};
-use databus_bootstrap::producer::{ProducerSettings, run_producer};
-use databus_bootstrap::serve::{BootstrapService, ServeSettings};
+use databus_bootstrap::applier::ApplierSettings;
+use databus_bootstrap::producer::ProducerSettings;
+use databus_bootstrap::serve::ServeSettings;
 use databus_bootstrap::store::{
     BootstrapStore, SeedProgress, SqliteStore, StoredEvent, StoredSchema,
 };
-use databus_client::checkpoint::CheckpointStoreError;
 use databus_client::{
     BootstrapInfo, CheckpointStore, ClientError, ConsumerOutcome, DataEvent, DatabusClient,
     DatabusConsumer, MemoryCheckpointStore, Phase, StartPosition, WindowInfo,
@@ -63,26 +62,23 @@ impl Bootstrap {
             Arc::new(SqliteStore::open(dir.path().join("bootstrap.sqlite")).unwrap());
         seed(store.as_ref());
         let shutdown = CancellationToken::new();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let service = BootstrapService::new(store.clone(), settings);
-        tokio::spawn(databus_bootstrap::http::serve(
-            service,
-            listener,
-            shutdown.clone(),
-        ));
         let mut producer = ProducerSettings::new(relay.url());
         producer.max_bytes = 4000;
         producer.wait = Duration::from_millis(100);
-        let (s, t) = (store.clone(), shutdown.clone());
-        tokio::spawn(async move { run_producer(s, producer, t).await.expect("producer runs") });
         let applier = ApplierSettings {
             max_windows: 5,
             max_events: 100,
             idle_poll: Duration::from_millis(5),
         };
-        let (s, t) = (store.clone(), shutdown.clone());
-        tokio::spawn(async move { run_applier(s, applier, t).await.expect("applier runs") });
+        let url = spawn_bootstrap(
+            store.clone(),
+            settings,
+            databus_relay::ServerSecurity::plain(),
+            producer,
+            applier,
+            &shutdown,
+        )
+        .await;
         Bootstrap {
             url,
             store,
@@ -130,6 +126,24 @@ fn write(relay: &mut TestRelay, model: &mut State, scns: std::ops::RangeInclusiv
         }
         let schema = relay.schema.clone();
         append_ops(&mut relay.writer, &schema, scn, &ops);
+    }
+}
+
+/// Writes `chunks` chunks of 30 windows from SCN `first` on, waiting after each chunk until every
+/// bootstrap server in `following` has caught up with it.
+async fn write_in_chunks(
+    relay: &mut TestRelay,
+    model: &mut State,
+    first: u64,
+    chunks: u64,
+    following: &[&Bootstrap],
+) {
+    for chunk in 0..chunks {
+        let last = first + chunk * 30 + 29;
+        write(relay, model, first + chunk * 30..=last);
+        for bootstrap in following {
+            bootstrap.wait_caught_up(last).await;
+        }
     }
 }
 
@@ -214,30 +228,16 @@ fn config(relay: &TestRelay, bootstrap: &Bootstrap) -> databus_client::ClientCon
     c
 }
 
+/// [`common::run_until`], naming the replica's bootstrap calls on a time-out.
 async fn run_until(
     client: &DatabusClient,
     consumer: Arc<Replica>,
     done: impl Fn(&Replica) -> bool,
 ) -> Result<databus_client::RunSummary, ClientError> {
-    let shutdown = CancellationToken::new();
-    let task = {
-        let (client, consumer, token) = (client.clone(), consumer.clone(), shutdown.clone());
-        tokio::spawn(async move { client.run(consumer, token).await })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(&consumer) && !task.is_finished() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out; calls {:?}",
-            consumer.calls.lock().unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap()
+    run_until_or(client, consumer, done, |r| {
+        format!("; calls {:?}", r.calls.lock().unwrap())
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,10 +245,7 @@ async fn new_consumer_starts_from_a_snapshot_then_follows_the_relay() {
     let mut relay = TestRelay::start(64 << 10).await;
     let bootstrap = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..10u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 10, &[&bootstrap]).await;
     let mut c = config(&relay, &bootstrap);
     c.start = StartPosition::Snapshot;
     let store = Arc::new(MemoryCheckpointStore::new());
@@ -302,10 +299,7 @@ async fn consumer_behind_every_relay_bootstraps_a_delta_and_returns() {
     );
 
     // The consumer is away while the relay evicts far past its checkpoint (20).
-    for chunk in 0..10u64 {
-        write(&mut relay, &mut model, 21 + chunk * 30..=50 + chunk * 30);
-        bootstrap.wait_caught_up(50 + chunk * 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 21, 10, &[&bootstrap]).await;
     let oldest = relay.buffer.stats().min_scn;
     assert!(
         oldest.is_some_and(|s| s > Scn::new(21)),
@@ -329,43 +323,17 @@ async fn consumer_behind_every_relay_bootstraps_a_delta_and_returns() {
     relay.stop().await;
 }
 
-/// Fails its `fail_at`-th store, like a crash before the write.
-struct CrashingStore {
-    inner: MemoryCheckpointStore,
-    calls: std::sync::atomic::AtomicU32,
-    fail_at: u32,
-}
-
-impl CheckpointStore for CrashingStore {
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointStoreError> {
-        self.inner.load()
-    }
-    fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
-        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        if n == self.fail_at {
-            return Err(CheckpointStoreError::Other("simulated crash".into()));
-        }
-        self.inner.store(checkpoint)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_snapshot_resumes_not_restarts() {
     let mut relay = TestRelay::start(64 << 10).await;
     let bootstrap = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..4u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 4, &[&bootstrap]).await;
     let mut c = config(&relay, &bootstrap);
     c.start = StartPosition::Snapshot;
     c.max_response_bytes = 300; // a few rows per snapshot page
-    let store = Arc::new(CrashingStore {
-        inner: MemoryCheckpointStore::new(),
-        calls: Default::default(),
-        fail_at: 4, // start_bootstrap, two snapshot pages, then the crash
-    });
+    // start_bootstrap, two snapshot pages, then the crash
+    let store = Arc::new(CrashingStore::failing_at(4));
     let client = DatabusClient::new(c, store.clone()).unwrap();
     let replica = Arc::new(Replica::default());
     let err = run_until(&client, replica.clone(), |_| false)
@@ -409,10 +377,7 @@ async fn crash_at_start_of_log_only_catch_up_loses_no_window() {
     // Default settings: a delta this small is served from the log alone.
     let bootstrap = Bootstrap::start_with(&relay, |_| {}, ServeSettings::default()).await;
     let mut model = State::new();
-    for chunk in 0..11u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        bootstrap.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 11, &[&bootstrap]).await;
     let oldest = relay.buffer.stats().min_scn;
     assert!(
         oldest.is_some_and(|s| s > Scn::new(21)),
@@ -422,11 +387,8 @@ async fn crash_at_start_of_log_only_catch_up_loses_no_window() {
         let mut c = config(&relay, &bootstrap);
         c.max_response_bytes = max_response_bytes;
         c.buffer_bytes = c.buffer_bytes.max(max_response_bytes);
-        let store = Arc::new(CrashingStore {
-            inner: MemoryCheckpointStore::new(),
-            calls: Default::default(),
-            fail_at: 3, // start_bootstrap, start_catchup, then the crash at the first window
-        });
+        // start_bootstrap, start_catchup, then the crash at the first window
+        let store = Arc::new(CrashingStore::failing_at(3));
         store.inner.store(&Checkpoint::after(Scn::new(20))).unwrap();
         let client = DatabusClient::new(c, store.clone()).unwrap();
         let replica = Arc::new(Replica::default());
@@ -474,11 +436,7 @@ async fn crash_at_any_checkpoint_of_a_bootstrap_resumes_without_loss() {
     // Deltas of more than 20 events take the snapshot (consolidated delta) path here.
     let consolidated = Bootstrap::start(&relay).await;
     let mut model = State::new();
-    for chunk in 0..11u64 {
-        write(&mut relay, &mut model, chunk * 30 + 1..=chunk * 30 + 30);
-        log_only.wait_caught_up(chunk * 30 + 30).await;
-        consolidated.wait_caught_up(chunk * 30 + 30).await;
-    }
+    write_in_chunks(&mut relay, &mut model, 1, 11, &[&log_only, &consolidated]).await;
     assert!(relay.buffer.stats().min_scn > Some(Scn::new(21)));
     let cases: [(&str, &Bootstrap, Option<u64>); 3] = [
         ("log-only delta since 20", &log_only, Some(20)),
@@ -492,11 +450,7 @@ async fn crash_at_any_checkpoint_of_a_bootstrap_resumes_without_loss() {
             if since.is_none() {
                 c.start = StartPosition::Snapshot;
             }
-            let store = Arc::new(CrashingStore {
-                inner: MemoryCheckpointStore::new(),
-                calls: Default::default(),
-                fail_at,
-            });
+            let store = Arc::new(CrashingStore::failing_at(fail_at));
             if let Some(since) = since {
                 store
                     .inner

@@ -6,9 +6,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use common::*;
 use databus_client::checkpoint::SqliteCheckpointStore;
@@ -66,11 +64,8 @@ impl DatabusConsumer for Counter {
 #[test]
 #[ignore = "run by effectively_once_across_a_kill_after_commit in a child process"]
 fn child_replica() {
-    let url = std::env::var("DATABUS_TEST_RELAY").expect("run by the parent test");
+    let (url, abort_at) = child_env();
     let db = std::path::PathBuf::from(std::env::var("DATABUS_TEST_DB").unwrap());
-    let abort_at = std::env::var("DATABUS_TEST_ABORT_AT")
-        .ok()
-        .map(|s| Scn::new(s.parse().unwrap()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let conn = Connection::open(&db).unwrap();
@@ -91,36 +86,23 @@ fn child_replica() {
             abort_at,
         });
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
-        tokio::spawn(async move {
-            while store.load().unwrap() != Some(Checkpoint::after(Scn::new(100))) {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            token.cancel();
+        cancel_when(shutdown.clone(), move || {
+            store.load().unwrap() == Some(Checkpoint::after(Scn::new(100)))
         });
         client.run(consumer, shutdown).await.unwrap();
     });
 }
 
 fn run_child(relay: &str, db: &Path, abort_at: Option<u64>) -> std::process::ExitStatus {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", "child_replica", "--test-threads=1"])
-        .env("DATABUS_TEST_RELAY", relay)
+    child_test("child_replica", relay, abort_at)
         .env("DATABUS_TEST_DB", db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Some(scn) = abort_at {
-        cmd.env("DATABUS_TEST_ABORT_AT", scn.to_string());
-    }
-    cmd.status().unwrap()
+        .status()
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn effectively_once_across_a_kill_after_commit() {
-    let mut relay = TestRelay::start(8 << 20).await;
-    for scn in 1..=100u64 {
-        relay.window(scn, &rows(1, scn as i64 * 100, 3, scn as i64));
-    }
+    let mut relay = relay_with_windows(100).await;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("replica.sqlite");
     let url = relay.url();

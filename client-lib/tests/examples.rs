@@ -10,6 +10,8 @@
 //! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
 //! server's snapshot instead, and the invalidator from "now".)
 
+mod common;
+
 #[path = "../examples/cache_invalidator.rs"]
 #[allow(dead_code)]
 mod cache_invalidator;
@@ -27,8 +29,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use clap::Parser;
+use common::{run_relay, wait_streaming};
 use databus_core::{Key, SourceId};
-use databus_relay::RelayConfig;
 use databus_testkit::{MariaDb, MariaDbOptions};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -79,36 +81,8 @@ tables = [
         state = dir.join("relay-state").display().to_string(),
         pw = password_file.display().to_string(),
     );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(databus_relay::run_with(
-        config,
-        listener,
-        None,
-        stop.clone(),
-    ));
-    (addr, stop, task)
-}
-
-/// Waits until the relay's ingest streams (`/v1/status`).
-async fn wait_streaming(addr: SocketAddr) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        sock.write_all(b"GET /v1/status HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        sock.read_to_string(&mut raw).await.unwrap();
-        if raw.contains(r#""state":"streaming""#) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "relay never streamed: {raw}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let relay = run_relay(&text, "127.0.0.1:0").await;
+    (relay.addr, relay.shutdown, relay.task)
 }
 
 const CITIES: &[&str] = &["Paris", "Oslo", "Lima", "Kyoto"];

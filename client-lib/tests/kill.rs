@@ -8,7 +8,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,11 +52,8 @@ impl DatabusConsumer for FileLog {
 #[test]
 #[ignore = "run by the kill tests in a child process"]
 fn child_consumer() {
-    let url = std::env::var("DATABUS_TEST_RELAY").expect("run by the parent test");
+    let (url, abort_at) = child_env();
     let dir = std::path::PathBuf::from(std::env::var("DATABUS_TEST_DIR").unwrap());
-    let abort_at = std::env::var("DATABUS_TEST_ABORT_AT")
-        .ok()
-        .map(|s| Scn::new(s.parse().unwrap()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let store = Arc::new(FileCheckpointStore::new(dir.join("cp.json")).unwrap());
@@ -72,43 +69,23 @@ fn child_consumer() {
         let client = DatabusClient::new(fast_config(&[url]), store).unwrap();
         // Runs until killed or the last window (400) is checkpointed.
         let shutdown = CancellationToken::new();
-        let token = shutdown.clone();
         let dir2 = dir.clone();
-        tokio::spawn(async move {
-            loop {
-                if let Ok(Some(cp)) = FileCheckpointStore::new(dir2.join("cp.json"))
-                    .unwrap()
-                    .load()
-                {
-                    if cp.window_scn == Scn::new(400) {
-                        token.cancel();
-                        return;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+        cancel_when(shutdown.clone(), move || {
+            matches!(
+                FileCheckpointStore::new(dir2.join("cp.json")).unwrap().load(),
+                Ok(Some(cp)) if cp.window_scn == Scn::new(400)
+            )
         });
         client.run(consumer, shutdown).await.unwrap();
     });
 }
 
 fn spawn_child(relay: &str, dir: &Path, abort_at: Option<u64>) -> Child {
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--ignored",
-        "--exact",
-        "child_consumer",
-        "--nocapture",
-        "--test-threads=1",
-    ])
-    .env("DATABUS_TEST_RELAY", relay)
-    .env("DATABUS_TEST_DIR", dir)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if let Some(scn) = abort_at {
-        cmd.env("DATABUS_TEST_ABORT_AT", scn.to_string());
-    }
-    cmd.spawn().unwrap()
+    child_test("child_consumer", relay, abort_at)
+        .arg("--nocapture")
+        .env("DATABUS_TEST_DIR", dir)
+        .spawn()
+        .unwrap()
 }
 
 async fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
@@ -140,17 +117,9 @@ fn all_events() -> Vec<(u64, i64)> {
         .collect()
 }
 
-async fn relay_with_400_windows() -> TestRelay {
-    let mut relay = TestRelay::start(8 << 20).await;
-    for scn in 1..=400u64 {
-        relay.window(scn, &rows(1, scn as i64 * 100, 3, scn as i64));
-    }
-    relay
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_after_callbacks_before_checkpoint_replays_that_window() {
-    let mut relay = relay_with_400_windows().await;
+    let mut relay = relay_with_windows(400).await;
     let dir = tempfile::tempdir().unwrap();
     let mut child = spawn_child(&relay.url(), dir.path(), Some(250));
     let status = wait_exit(&mut child).await;
@@ -179,7 +148,7 @@ async fn killed_after_callbacks_before_checkpoint_replays_that_window() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_any_moment_loses_nothing() {
-    let mut relay = relay_with_400_windows().await;
+    let mut relay = relay_with_windows(400).await;
     let dir = tempfile::tempdir().unwrap();
     let mut killed = 0;
     for round in 0..5u64 {

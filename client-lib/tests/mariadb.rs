@@ -2,16 +2,17 @@
 //! buffer, HTTP) capturing a real MariaDB: rows decode into serde structs with the relay's schemas, in
 //! commit order, and consumption survives a relay restart.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::{ConfiguredRelay, run_relay, wait_streaming};
 use databus_client::{
     ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
 };
-use databus_relay::RelayConfig;
 use databus_testkit::{MariaDb, MariaDbOptions};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -46,13 +47,12 @@ impl DatabusConsumer for Orders {
     }
 }
 
-struct Relay {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
-}
-
-async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path, addr: &str) -> Relay {
+async fn start_relay(
+    db: &MariaDb,
+    state_dir: &Path,
+    password_file: &Path,
+    addr: &str,
+) -> ConfiguredRelay {
     let url = format!("mysql://relay@127.0.0.1:{}/?prefer_socket=false", db.port());
     let text = format!(
         r#"
@@ -68,49 +68,7 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
         state = state_dir.display().to_string(),
         pw = password_file.display().to_string(),
     );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let listener = loop {
-        match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => break l,
-            Err(e) => {
-                assert!(Instant::now() < deadline, "bind {addr}: {e}");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        }
-    };
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(databus_relay::run_with(
-        config,
-        listener,
-        None,
-        shutdown.clone(),
-    ));
-    Relay {
-        addr,
-        shutdown,
-        task,
-    }
-}
-
-/// Waits until the relay's ingest is connected (`/v1/status`).
-async fn wait_streaming(addr: SocketAddr) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
-        sock.write_all(b"GET /v1/status HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut raw = String::new();
-        sock.read_to_string(&mut raw).await.unwrap();
-        if raw.contains(r#""state":"streaming""#) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "relay never streamed: {raw}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    run_relay(&text, addr).await
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use common::*;
-use databus_client::checkpoint::CheckpointStoreError;
 use databus_client::{
     CheckpointStore, ClientError, ConsumerOutcome, DatabusClient, FailurePolicy,
     MemoryCheckpointStore, PartitionMember, Phase, StartPosition,
@@ -502,36 +501,11 @@ async fn callback_retry_then_success_stop_and_skip_policies() {
     relay.stop().await;
 }
 
-/// A store that fails (as a crash would) on its `fail_at`-th store.
-struct CrashingStore {
-    inner: MemoryCheckpointStore,
-    calls: std::sync::atomic::AtomicU32,
-    fail_at: u32,
-}
-
-impl CheckpointStore for CrashingStore {
-    fn load(&self) -> Result<Option<Checkpoint>, CheckpointStoreError> {
-        self.inner.load()
-    }
-    fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
-        if self.calls.fetch_add(1, Ordering::SeqCst) + 1 == self.fail_at {
-            return Err(CheckpointStoreError::Other(
-                "simulated crash before the write".into(),
-            ));
-        }
-        self.inner.store(checkpoint)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_between_callbacks_and_checkpoint_replays_the_window() {
     let mut relay = TestRelay::start(1 << 20).await;
     fill(&mut relay, 1..=10, 3);
-    let store = Arc::new(CrashingStore {
-        inner: MemoryCheckpointStore::new(),
-        calls: Default::default(),
-        fail_at: 5,
-    });
+    let store = Arc::new(CrashingStore::failing_at(5));
     let client = DatabusClient::new(fast_config(&[relay.url()]), store.clone()).unwrap();
     let first = Arc::new(Recorder::default());
     let err = spawn_run(&client, first.clone()).join().await.unwrap_err();

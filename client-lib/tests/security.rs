@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use databus_bootstrap::applier::{ApplierSettings, run_applier};
-use databus_bootstrap::producer::{ProducerSettings, run_producer};
-use databus_bootstrap::serve::{BootstrapService, ServeSettings};
+use databus_bootstrap::applier::ApplierSettings;
+use databus_bootstrap::producer::ProducerSettings;
+use databus_bootstrap::serve::ServeSettings;
 use databus_bootstrap::store::{BootstrapStore, SqliteStore};
 use databus_client::{
     ClientConfig, ClientError, ConsumerOutcome, DatabusClient, MemoryCheckpointStore, StartPosition,
@@ -91,29 +91,6 @@ impl databus_client::DatabusConsumer for Keys {
     }
 }
 
-/// Runs `client` until `done` or until it stops by itself; returns its result.
-async fn run_until<C: databus_client::DatabusConsumer + 'static>(
-    client: &DatabusClient,
-    consumer: Arc<C>,
-    done: impl Fn(&C) -> bool,
-) -> Result<databus_client::RunSummary, ClientError> {
-    let shutdown = CancellationToken::new();
-    let task = {
-        let (client, consumer, token) = (client.clone(), consumer.clone(), shutdown.clone());
-        tokio::spawn(async move { client.run(consumer, token).await })
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done(&consumer) && !task.is_finished() {
-        assert!(Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .unwrap()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_bootstraps_and_follows_over_tls_with_a_token() {
     let certs = self_signed();
@@ -127,28 +104,22 @@ async fn a_consumer_bootstraps_and_follows_over_tls_with_a_token() {
     let store: Arc<dyn BootstrapStore> =
         Arc::new(SqliteStore::open(dir.path().join("bootstrap.sqlite")).unwrap());
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let bootstrap_url = format!("https://{}", listener.local_addr().unwrap());
-    tokio::spawn(databus_bootstrap::http::serve_with(
-        BootstrapService::new(store.clone(), ServeSettings::default()),
-        listener,
-        secure(&certs),
-        shutdown.clone(),
-    ));
     let mut producer = ProducerSettings::new(relay.url());
     producer.wait = Duration::from_millis(100);
     producer.client = ClientOptions {
         ca_cert: Some(certs.cert.clone()),
         token: Some(Token::new("other-token").unwrap()),
     };
-    let (s, t) = (store.clone(), shutdown.clone());
-    tokio::spawn(async move { run_producer(s, producer, t).await.expect("producer runs") });
-    let (s, t) = (store.clone(), shutdown.clone());
-    tokio::spawn(async move {
-        run_applier(s, ApplierSettings::default(), t)
-            .await
-            .expect("applier runs")
-    });
+    let bootstrap_url = spawn_bootstrap(
+        store.clone(),
+        ServeSettings::default(),
+        secure(&certs),
+        producer,
+        ApplierSettings::default(),
+        &shutdown,
+    )
+    .await;
+    assert!(bootstrap_url.starts_with("https://"), "{bootstrap_url}");
     wait_until("the bootstrap store to apply SCN 20", || {
         store.snapshot_status().unwrap().applied_scn >= Some(Scn::new(20))
     })

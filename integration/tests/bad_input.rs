@@ -66,6 +66,19 @@ fn assert_error(
     body
 }
 
+/// `GET path` from `addr`, then [`assert_error`] on the answer as `what`.
+fn get_error(
+    what: &str,
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    code: &str,
+    needles: &[&str],
+) -> serde_json::Value {
+    let resp = b(|| http_get(addr, path)).unwrap();
+    assert_error(what, &resp, status, code, needles)
+}
+
 // ---------------------------------------------------------------------------------------------------
 // A relay and a bootstrap server fed by a real MariaDB, a consumer following the relay.
 // ---------------------------------------------------------------------------------------------------
@@ -263,10 +276,10 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
 
     // Oversized request URI and body-carrying methods.
     let long = format!("/v1/stream?buffer=shop&sources={}", "1,".repeat(4000));
-    let resp = b(|| http_get(relay_addr, &long)).unwrap();
-    assert_error(
+    get_error(
         "long query",
-        &resp,
+        relay_addr,
+        &long,
         414,
         "query_too_long",
         &["max_query_bytes"],
@@ -290,89 +303,41 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
         &[],
     );
 
-    // Bad parameters, bad filter specs and unknown sources on the relay.
-    for (query, status, code, parameter, needles) in [
-        ("sources=99", 400, "bad_parameter", "sources", &["99"][..]),
-        (
-            "sources=orderz",
-            400,
-            "bad_parameter",
-            "sources",
-            &["orderz"][..],
-        ),
-        ("buffer=nope", 400, "bad_parameter", "buffer", &["nope"][..]),
-        (
-            "buffer=shop&partition=mod:0:1",
-            400,
-            "bad_parameter",
-            "partition",
-            &[][..],
-        ),
-        (
-            "buffer=shop&partition=mod:4:9",
-            400,
-            "bad_parameter",
-            "partition",
-            &[][..],
-        ),
-        (
-            "buffer=shop&partition=range:x",
-            400,
-            "bad_parameter",
-            "partition",
-            &[][..],
-        ),
-        (
-            "buffer=shop&partition=banana",
-            400,
-            "bad_parameter",
-            "partition",
-            &[][..],
-        ),
-        (
-            "buffer=shop&sources=1-",
-            400,
-            "bad_parameter",
-            "sources",
-            &[][..],
-        ),
+    // Bad parameters, bad filter specs and unknown sources on the relay: each one a 400
+    // bad_parameter naming the parameter.
+    for (query, parameter, needles) in [
+        ("sources=99", "sources", &["99"][..]),
+        ("sources=orderz", "sources", &["orderz"][..]),
+        ("buffer=nope", "buffer", &["nope"][..]),
+        ("buffer=shop&partition=mod:0:1", "partition", &[][..]),
+        ("buffer=shop&partition=mod:4:9", "partition", &[][..]),
+        ("buffer=shop&partition=range:x", "partition", &[][..]),
+        ("buffer=shop&partition=banana", "partition", &[][..]),
+        ("buffer=shop&sources=1-", "sources", &[][..]),
         (
             "buffer=shop&checkpoint=%7B%22version%22%3A99%7D",
-            400,
-            "bad_parameter",
             "checkpoint",
             &["version"][..],
         ),
-        (
-            "buffer=shop&checkpoint=null",
-            400,
-            "bad_parameter",
-            "checkpoint",
-            &[][..],
-        ),
-        (
-            "buffer=shop&max_bytes=1e99",
-            400,
-            "bad_parameter",
-            "max_bytes",
-            &[][..],
-        ),
-        (
-            "buffer=shop&wait_ms=-5",
-            400,
-            "bad_parameter",
-            "wait_ms",
-            &[][..],
-        ),
+        ("buffer=shop&checkpoint=null", "checkpoint", &[][..]),
+        ("buffer=shop&max_bytes=1e99", "max_bytes", &[][..]),
+        ("buffer=shop&wait_ms=-5", "wait_ms", &[][..]),
     ] {
-        let resp = b(|| http_get(relay_addr, &format!("/v1/stream?{query}"))).unwrap();
-        let body = assert_error(query, &resp, status, code, needles);
+        let path = format!("/v1/stream?{query}");
+        let body = get_error(query, relay_addr, &path, 400, "bad_parameter", needles);
         assert_eq!(body["parameter"], parameter, "{query}: {body}");
     }
-    let resp = b(|| http_get(relay_addr, "/v1/schemas/zz")).unwrap();
-    assert_error("bad schema id", &resp, 400, "bad_parameter", &[]);
-    let resp = b(|| http_get(relay_addr, "/v1/schemas/00000000000000ff")).unwrap();
-    assert_error("unknown schema id", &resp, 404, "schema_not_found", &[]);
+    for (what, path, status, code) in [
+        ("bad schema id", "/v1/schemas/zz", 400, "bad_parameter"),
+        (
+            "unknown schema id",
+            "/v1/schemas/00000000000000ff",
+            404,
+            "schema_not_found",
+        ),
+    ] {
+        get_error(what, relay_addr, path, status, code, &[]);
+    }
 
     // The same on the bootstrap server (its checkpoints are in a bootstrap mode).
     let cp = {
@@ -398,14 +363,13 @@ async fn malformed_requests_get_clear_errors_and_nothing_is_lost() {
         ),
     ] {
         let path = format!("/v1/bootstrap/stream?{query}");
-        let resp = b(|| http_get(boot_addr, &path)).unwrap();
         let shown = &path[..path.len().min(80)];
-        assert_error(shown, &resp, status, code, &[]);
+        get_error(shown, boot_addr, &path, status, code, &[]);
     }
-    let resp = b(|| http_get(boot_addr, "/v1/nothing")).unwrap();
-    assert_error(
+    get_error(
         "unknown bootstrap path",
-        &resp,
+        boot_addr,
+        "/v1/nothing",
         404,
         "not_found",
         &["docs/bootstrap-protocol.md"],
@@ -536,6 +500,17 @@ impl DatabusConsumer for Keys {
     }
 }
 
+/// Runs `client` until it stops, which must be with an error within 30 s.
+async fn run_to_error(what: &str, client: DatabusClient, consumer: Arc<Keys>) -> ClientError {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        client.run(consumer, CancellationToken::new()),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{what}: the client kept running"))
+    .expect_err(what)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_and_truncated_frames_stop_the_client_after_the_last_whole_window() {
     let good = frames(1, &[10, 11]);
@@ -604,13 +579,7 @@ async fn corrupt_and_truncated_frames_stop_the_client_after_the_last_whole_windo
         config.max_fetch_failures = Some(3);
         let client = DatabusClient::new(config, store.clone()).unwrap();
         let consumer = Arc::new(Keys::default());
-        let err = tokio::time::timeout(
-            Duration::from_secs(30),
-            client.run(consumer.clone(), CancellationToken::new()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the client kept running"))
-        .expect_err(what);
+        let err = run_to_error(what, client, consumer.clone()).await;
         assert!(matches!(err, ClientError::Protocol { .. }), "{what}: {err}");
         let message = err.to_string();
         assert!(
@@ -668,13 +637,7 @@ async fn corrupt_and_truncated_checkpoint_files_stop_the_consumer_naming_the_fil
         let store = Arc::new(FileCheckpointStore::new(&path).unwrap());
         let client = DatabusClient::new(fast_client_config(&url), store).unwrap();
         let consumer = Arc::new(Keys::default());
-        let err = tokio::time::timeout(
-            Duration::from_secs(30),
-            client.run(consumer.clone(), CancellationToken::new()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("{what}: the client kept running"))
-        .expect_err(what);
+        let err = run_to_error(what, client, consumer.clone()).await;
         let message = err.to_string();
         assert!(matches!(err, ClientError::Store(_)), "{what}: {message}");
         assert!(
@@ -831,6 +794,17 @@ fn bad_configs_exit_2_naming_the_file_and_the_key() {
     }
 }
 
+/// `databus check-source --url URL`, within a minute.
+fn check_source(url: &str) -> std::process::Output {
+    b(|| {
+        run_within(
+            databus().args(["check-source", "--url", url]),
+            Duration::from_secs(60),
+        )
+    })
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_and_unready_sources_are_refused_with_the_fix() {
     let no_binlog = MariaDb::start(MariaDbOptions {
@@ -860,13 +834,7 @@ async fn wrong_credentials_and_unready_sources_are_refused_with_the_fix() {
         .unwrap();
 
     // check-source: the server without a binlog needs --log-bin (exit 3, the fix printed).
-    let out = b(|| {
-        run_within(
-            databus().args(["check-source", "--url", &nb_url]),
-            Duration::from_secs(60),
-        )
-    })
-    .unwrap();
+    let out = check_source(&nb_url);
     let stdout = text(&out.stdout);
     assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
     assert!(
@@ -876,13 +844,7 @@ async fn wrong_credentials_and_unready_sources_are_refused_with_the_fix() {
 
     // check-source with a wrong password: a runtime error naming the refusal, and no password shown.
     let wrong = st_url.replace(":st-secret-2@", ":not-the-password@");
-    let out = b(|| {
-        run_within(
-            databus().args(["check-source", "--url", &wrong]),
-            Duration::from_secs(60),
-        )
-    })
-    .unwrap();
+    let out = check_source(&wrong);
     let err = text(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}{}", text(&out.stdout));
     assert!(err.contains("Access denied"), "{err}");

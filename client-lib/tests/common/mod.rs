@@ -1,15 +1,26 @@
-//! Test support: in-process relays on 127.0.0.1 fed directly through their buffer writers, events with
-//! real Avro payloads, a recording consumer, condition waits with deadlines.
+//! Test support: in-process relays on 127.0.0.1 fed directly through their buffer writers (or run
+//! whole from a configuration), events with real Avro payloads, a recording consumer, running a client
+//! until a condition, a crashing checkpoint store, an in-process bootstrap server, consumers in child
+//! processes, condition waits with deadlines.
 
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use databus_bootstrap::applier::{ApplierSettings, run_applier};
+use databus_bootstrap::producer::{ProducerSettings, run_producer};
+use databus_bootstrap::serve::{BootstrapService, ServeSettings};
+use databus_bootstrap::store::BootstrapStore;
 use databus_buffer::{BufferConfig, BufferWriter, EventBuffer, event_buffer};
-use databus_client::{ConsumerOutcome, DataEvent, DatabusConsumer, WindowInfo};
+use databus_client::checkpoint::CheckpointStoreError;
+use databus_client::{
+    CheckpointStore, ClientError, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
+    MemoryCheckpointStore, RunSummary, WindowInfo,
+};
 use databus_core::{Checkpoint, Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
 use databus_relay::config::{HttpSettings, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
@@ -395,4 +406,195 @@ pub fn append_ops(
         writer.append(&event.builder()).unwrap();
     }
     writer.end_window(Scn::new(scn), scn * 1000).unwrap();
+}
+
+/// A relay with `windows` windows `1..=windows` of 3 upserts each (source 1, keys `scn*100..+3`,
+/// seq `scn`).
+pub async fn relay_with_windows(windows: u64) -> TestRelay {
+    let mut relay = TestRelay::start(8 << 20).await;
+    for scn in 1..=windows {
+        relay.window(scn, &rows(1, scn as i64 * 100, 3, scn as i64));
+    }
+    relay
+}
+
+/// Runs `client` until `done` holds for `consumer` or the client stops by itself (the test fails
+/// after 60 s); then shuts it down and returns its result.
+pub async fn run_until<C: DatabusConsumer + 'static>(
+    client: &DatabusClient,
+    consumer: Arc<C>,
+    done: impl Fn(&C) -> bool,
+) -> Result<RunSummary, ClientError> {
+    run_until_or(client, consumer, done, |_| String::new()).await
+}
+
+/// [`run_until`], with `context(consumer)` appended to the time-out message.
+pub async fn run_until_or<C: DatabusConsumer + 'static>(
+    client: &DatabusClient,
+    consumer: Arc<C>,
+    done: impl Fn(&C) -> bool,
+    context: impl Fn(&C) -> String,
+) -> Result<RunSummary, ClientError> {
+    let shutdown = CancellationToken::new();
+    let task = {
+        let (client, consumer, token) = (client.clone(), consumer.clone(), shutdown.clone());
+        tokio::spawn(async move { client.run(consumer, token).await })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !done(&consumer) && !task.is_finished() {
+        assert!(Instant::now() < deadline, "timed out{}", context(&consumer));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// A checkpoint store that fails (as a crash before the write would) on its `fail_at`-th store.
+pub struct CrashingStore {
+    pub inner: MemoryCheckpointStore,
+    pub calls: AtomicU32,
+    pub fail_at: u32,
+}
+
+impl CrashingStore {
+    pub fn failing_at(fail_at: u32) -> CrashingStore {
+        CrashingStore {
+            inner: MemoryCheckpointStore::new(),
+            calls: AtomicU32::new(0),
+            fail_at,
+        }
+    }
+}
+
+impl CheckpointStore for CrashingStore {
+    fn load(&self) -> Result<Option<Checkpoint>, CheckpointStoreError> {
+        self.inner.load()
+    }
+
+    fn store(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
+        if self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1 == self.fail_at {
+            return Err(CheckpointStoreError::Other(
+                "simulated crash before the write".into(),
+            ));
+        }
+        self.inner.store(checkpoint)
+    }
+}
+
+/// A bootstrap server in process over `store`: its HTTP API (`serve` settings, `security`), a
+/// producer copying a relay and an applier, all running until `shutdown`. Returns its URL.
+pub async fn spawn_bootstrap(
+    store: Arc<dyn BootstrapStore>,
+    serve: ServeSettings,
+    security: databus_relay::ServerSecurity,
+    producer: ProducerSettings,
+    applier: ApplierSettings,
+    shutdown: &CancellationToken,
+) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("{}://{}", security.scheme(), listener.local_addr().unwrap());
+    tokio::spawn(databus_bootstrap::http::serve_with(
+        BootstrapService::new(store.clone(), serve),
+        listener,
+        security,
+        shutdown.clone(),
+    ));
+    let (s, t) = (store.clone(), shutdown.clone());
+    tokio::spawn(async move { run_producer(s, producer, t).await.expect("producer runs") });
+    let (s, t) = (store, shutdown.clone());
+    tokio::spawn(async move { run_applier(s, applier, t).await.expect("applier runs") });
+    url
+}
+
+/// The command re-running this test binary for the ignored test `test` only (a consumer in a child
+/// process), following `relay`, aborting at window `abort_at` if given; its output discarded.
+pub fn child_test(test: &str, relay: &str, abort_at: Option<u64>) -> std::process::Command {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--ignored", "--exact", test, "--test-threads=1"])
+        .env("DATABUS_TEST_RELAY", relay)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if let Some(scn) = abort_at {
+        cmd.env("DATABUS_TEST_ABORT_AT", scn.to_string());
+    }
+    cmd
+}
+
+/// In a child test run by [`child_test`]: the relay URL and the window to abort at.
+pub fn child_env() -> (String, Option<Scn>) {
+    let url = std::env::var("DATABUS_TEST_RELAY").expect("run by the parent test");
+    let abort_at = std::env::var("DATABUS_TEST_ABORT_AT")
+        .ok()
+        .map(|s| Scn::new(s.parse().unwrap()));
+    (url, abort_at)
+}
+
+/// Cancels `token` once `done` holds (polled every 5 ms on a task).
+pub fn cancel_when(token: CancellationToken, done: impl Fn() -> bool + Send + 'static) {
+    tokio::spawn(async move {
+        while !done() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        token.cancel();
+    });
+}
+
+/// A whole relay (`databus_relay::run_with`) run in process from a TOML configuration.
+pub struct ConfiguredRelay {
+    pub addr: SocketAddr,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
+}
+
+/// Runs a relay from `toml` on `addr`, binding again until it is free (a restart on the same port).
+pub async fn run_relay(toml: &str, addr: &str) -> ConfiguredRelay {
+    let config = databus_relay::RelayConfig::from_toml(toml)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "bind {addr}: {e}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    let addr = listener.local_addr().unwrap();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(databus_relay::run_with(
+        config,
+        listener,
+        None,
+        shutdown.clone(),
+    ));
+    ConfiguredRelay {
+        addr,
+        shutdown,
+        task,
+    }
+}
+
+/// Waits until the relay's ingest streams (`/v1/status`).
+pub async fn wait_streaming(addr: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut sock = tokio::net::TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET /v1/status HTTP/1.1\r\nHost: r\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut raw = String::new();
+        sock.read_to_string(&mut raw).await.unwrap();
+        if raw.contains(r#""state":"streaming""#) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "relay never streamed: {raw}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -2,70 +2,49 @@
 //! serves exactly the same frames (SCNs, windows, heartbeats, keys, payloads) and schemas; restarted, it
 //! resumes after its persisted SCN.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Relay, enc, get, shop_table, wait_status};
 use databus_buffer::{BufferConfig, BufferWriter, event_buffer};
 use databus_core::{
     Checkpoint, EventBuilder, KeyRef, Opcode, PartitionId, SchemaId, Scn, SourceId,
 };
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::HttpSettings;
 use databus_relay::{RelayConfig, RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value as Cell};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-struct Resp {
-    status: u16,
-    checkpoint: Option<String>,
-    body: Vec<u8>,
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = std::str::from_utf8(&raw[..split]).unwrap().to_owned();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let checkpoint = head.split("\r\n").find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.eq_ignore_ascii_case("x-databus-checkpoint")
-            .then(|| v.trim().to_owned())
-    });
-    Resp {
-        status,
-        checkpoint,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-fn enc(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
 async fn wait_until_max_scn(addr: SocketAddr, scn: u64) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let resp = get(addr, "/v1/status").await;
-        let body: Value = serde_json::from_slice(&resp.body).unwrap();
-        if body["buffers"][0]["max_scn"].as_u64() == Some(scn) {
-            return;
-        }
-        assert_ne!(body["buffers"][0]["ingest"]["state"], "failed", "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "downstream never reached {scn}: {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_status(
+        addr,
+        Instant::now() + Duration::from_secs(30),
+        &format!("downstream never reached {scn}"),
+        |body| {
+            if body["buffers"][0]["max_scn"].as_u64() == Some(scn) {
+                return true;
+            }
+            assert_ne!(body["buffers"][0]["ingest"]["state"], "failed", "{body}");
+            false
+        },
+    )
+    .await;
+}
+
+/// `GET /v1/stream` from a checkpoint after `scn`.
+async fn stream_after(addr: SocketAddr, scn: u64) -> common::Resp {
+    let cp = Checkpoint::after(Scn::new(scn));
+    get(
+        addr,
+        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
+    )
+    .await
 }
 
 struct Upstream {
@@ -142,12 +121,7 @@ fn shop_handle(buffer: Arc<databus_buffer::EventBuffer>) -> SourceHandle {
     SourceHandle {
         name: "shop".into(),
         buffer,
-        tables: vec![ValidatedTable {
-            id: SourceId::new(1),
-            name: "orders".into(),
-            database: "shop".into(),
-            table: "orders".into(),
-        }],
+        tables: vec![shop_table(1, "orders")],
         status: Default::default(),
         floor: Default::default(),
     }
@@ -187,11 +161,8 @@ async fn start_upstream() -> Upstream {
     }
 }
 
-async fn start_downstream(
-    upstream: SocketAddr,
-    state_dir: &Path,
-) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<()>) {
-    let text = format!(
+async fn start_downstream(upstream: SocketAddr, state_dir: &Path) -> Relay {
+    Relay::from_toml(&format!(
         r#"
 state_dir = {state:?}
 [[sources]]
@@ -201,18 +172,8 @@ buffer_size = "8MiB"
 tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 "#,
         state = state_dir.display().to_string(),
-    );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let task = tokio::spawn(async move {
-        databus_relay::run_with(config, listener, None, token)
-            .await
-            .unwrap();
-    });
-    (addr, shutdown, task)
+    ))
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -224,7 +185,8 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
     up.window(6, 7);
     let dir = tempfile::tempdir().unwrap();
     let state_dir = dir.path().join("state");
-    let (down, stop, task) = start_downstream(up.addr, &state_dir).await;
+    let downstream = start_downstream(up.addr, &state_dir).await;
+    let down = downstream.addr;
     wait_until_max_scn(down, 6).await;
     // New windows while the downstream follows (long polling the upstream).
     for scn in 7..=20 {
@@ -237,7 +199,7 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
     assert_eq!((a.status, b.status), (200, 200));
     assert!(!a.body.is_empty());
     assert_eq!(a.body, b.body, "frames differ");
-    assert_eq!(a.checkpoint, b.checkpoint);
+    assert_eq!(a.checkpoint_header(), b.checkpoint_header());
     // Same with a MOD filter and a mid-window budget.
     for query in [
         "partition=mod:3:1",
@@ -247,7 +209,7 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
         let a = get(up.addr, &format!("/v1/stream?{query}")).await;
         let b = get(down, &format!("/v1/stream?{query}")).await;
         assert_eq!(a.body, b.body, "{query}");
-        assert_eq!(a.checkpoint, b.checkpoint, "{query}");
+        assert_eq!(a.checkpoint_header(), b.checkpoint_header(), "{query}");
     }
     // Schemas were copied: JSON decodes, and the schema is served by id.
     let resp = get(down, "/v1/stream?format=json&max_bytes=1").await;
@@ -268,23 +230,16 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
     assert_eq!(resp.status, 200);
 
     // Restart: resumes after the persisted SCN; windows written meanwhile arrive, nothing twice.
-    stop.cancel();
-    task.await.unwrap();
+    downstream.stop().await;
     up.window(21, 2);
-    let (down, stop, task) = start_downstream(up.addr, &state_dir).await;
+    let downstream = start_downstream(up.addr, &state_dir).await;
+    let down = downstream.addr;
     up.window(22, 3);
     wait_until_max_scn(down, 22).await;
-    let cp = Checkpoint::after(Scn::new(20));
-    let a = get(
-        up.addr,
-        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
-    )
-    .await;
-    let b = get(
-        down,
-        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
-    )
-    .await;
+    let (a, b) = (
+        stream_after(up.addr, 20).await,
+        stream_after(down, 20).await,
+    );
     assert_eq!(a.body, b.body);
     // Windows before the restart were never in the new buffer: a consumer from before must bootstrap.
     let resp = get(down, "/v1/stream").await;
@@ -294,37 +249,27 @@ async fn a_chained_relay_serves_the_same_frames_and_schemas() {
 
     // The upstream goes away: the downstream reconnects with backoff and catches up when it is back.
     up.shutdown.cancel();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let body: Value = serde_json::from_slice(&get(down, "/v1/status").await.body).unwrap();
-        if body["buffers"][0]["ingest"]["state"] == "reconnecting" {
-            assert!(
-                body["buffers"][0]["ingest"]["last_error"]
-                    .as_str()
-                    .is_some()
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "never reconnecting: {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let body = wait_status(
+        down,
+        Instant::now() + Duration::from_secs(30),
+        "never reconnecting",
+        |body| body["buffers"][0]["ingest"]["state"] == "reconnecting",
+    )
+    .await;
+    assert!(
+        body["buffers"][0]["ingest"]["last_error"]
+            .as_str()
+            .is_some()
+    );
     up.window(23, 2);
     up.serve_again().await;
     wait_until_max_scn(down, 23).await;
-    let cp = Checkpoint::after(Scn::new(20));
-    let a = get(
-        up.addr,
-        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
-    )
-    .await;
-    let b = get(
-        down,
-        &format!("/v1/stream?checkpoint={}", enc(&cp.to_json())),
-    )
-    .await;
+    let (a, b) = (
+        stream_after(up.addr, 20).await,
+        stream_after(down, 20).await,
+    );
     assert_eq!(a.body, b.body);
-    stop.cancel();
-    task.await.unwrap();
+    downstream.stop().await;
     up.shutdown.cancel();
 }
 
@@ -380,30 +325,26 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
             .unwrap()
             .validate_with_env(&|v| (v == "UP_TOKEN").then(|| token.to_owned()))
             .unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let down = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(databus_relay::run_with(
-            config,
-            listener,
-            None,
-            shutdown.clone(),
-        ));
+        let downstream = Relay::run(config).await;
+        let down = downstream.addr;
         if works {
             wait_until_max_scn(down, 4).await;
         } else {
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let ingest = loop {
-                let body: Value =
-                    serde_json::from_slice(&get(down, "/v1/status").await.body).unwrap();
-                let ingest = body["buffers"][0]["ingest"].clone();
-                if ingest["state"] == "failed" {
-                    break ingest;
-                }
-                assert_ne!(ingest["state"], "streaming", "{ingest}");
-                assert!(Instant::now() < deadline, "never failed: {ingest}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            };
+            let body = wait_status(
+                down,
+                Instant::now() + Duration::from_secs(30),
+                "never failed",
+                |body| {
+                    let ingest = &body["buffers"][0]["ingest"];
+                    if ingest["state"] == "failed" {
+                        return true;
+                    }
+                    assert_ne!(ingest["state"], "streaming", "{ingest}");
+                    false
+                },
+            )
+            .await;
+            let ingest = &body["buffers"][0]["ingest"];
             let error = ingest["last_error"].as_str().unwrap();
             assert!(
                 error.contains("401") && error.contains("upstream.token_env"),
@@ -411,8 +352,7 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
             );
             assert!(!error.contains("bad-token") && !error.contains("up-token"));
         }
-        shutdown.cancel();
-        task.await.unwrap().unwrap();
+        downstream.stop().await;
     }
     stop_up.cancel();
 }

@@ -1,125 +1,23 @@
 //! The relay's HTTP API over real loopback HTTP (127.0.0.1, port 0), served from real event buffers.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::{Resp, enc, get, request, shop_table};
 use databus_buffer::{BufferConfig, BufferWriter, EventBuffer, event_buffer};
-use databus_core::{
-    Checkpoint, Event, EventView, Key, Opcode, PartitionId, SchemaId, Scn, SourceId,
-};
+use databus_core::{Checkpoint, Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
 use databus_filters::bucket_of;
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::HttpSettings;
 use databus_relay::{IngestState, IngestStatus, RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// A response as read off the socket.
-#[derive(Debug)]
-struct Resp {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
-impl Resp {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
-    }
-
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .unwrap_or_else(|| panic!("no header {name} in {:?}", self.headers))
-    }
-
-    fn checkpoint(&self) -> Checkpoint {
-        Checkpoint::from_json(self.header("x-databus-checkpoint")).unwrap()
-    }
-
-    fn events(&self) -> Vec<Event> {
-        EventView::parse_all(&self.body)
-            .unwrap()
-            .into_iter()
-            .map(Event::from)
-            .collect()
-    }
-}
-
-fn dechunk(mut body: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let line_end = body.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size =
-            usize::from_str_radix(std::str::from_utf8(&body[..line_end]).unwrap().trim(), 16)
-                .unwrap();
-        body = &body[line_end + 2..];
-        if size == 0 {
-            return out;
-        }
-        out.extend_from_slice(&body[..size]);
-        body = &body[size + 2..];
-    }
-}
-
-/// A minimal HTTP/1.1 client: one request per connection.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("{method} {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: BTreeMap<String, String> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    let mut body = raw[split + 4..].to_vec();
-    if headers.get("transfer-encoding").map(String::as_str) == Some("chunked") {
-        body = dechunk(&body);
-    }
-    Resp {
-        status,
-        headers,
-        body,
-    }
-}
-
-async fn get(addr: SocketAddr, path: &str) -> Resp {
-    request(addr, "GET", path).await
-}
-
-fn enc(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-fn table(id: u16, name: &str) -> ValidatedTable {
-    ValidatedTable {
-        id: SourceId::new(id),
-        name: name.to_owned(),
-        database: "shop".to_owned(),
-        table: name.to_owned(),
-    }
-}
 
 fn event(source: u16, key: i64, payload_len: usize) -> Event {
     Event {
@@ -175,14 +73,14 @@ impl Relay {
             SourceHandle {
                 name: "shop".into(),
                 buffer: shop_buffer.clone(),
-                tables: (1..=4).map(|i| table(i, &format!("t{i}"))).collect(),
+                tables: (1..=4).map(|i| shop_table(i, &format!("t{i}"))).collect(),
                 status: shop_status.clone(),
                 floor: Default::default(),
             },
             SourceHandle {
                 name: "other".into(),
                 buffer: other_buffer,
-                tables: vec![table(9, "nine")],
+                tables: vec![shop_table(9, "nine")],
                 status: Default::default(),
                 floor: Default::default(),
             },

@@ -3,85 +3,29 @@
 //! relay resumes after its persisted SCN, and consumers resume from their checkpoints without loss or
 //! duplicates.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use databus_core::{Checkpoint, Event, EventView, Key, Opcode, Scn};
-use databus_relay::RelayConfig;
+use common::{Relay, Resp, enc, wait_status, wait_streaming};
+use databus_core::{Checkpoint, Event, Key, Opcode, Scn};
 use databus_testkit::{MariaDb, MariaDbOptions};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-struct Resp {
-    status: u16,
-    headers: BTreeMap<String, String>,
-    body: Vec<u8>,
-}
-
+/// GET over loopback; the relay answers with a length, never chunked.
 async fn get(addr: SocketAddr, path: &str) -> Resp {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    let head = std::str::from_utf8(&raw[..split]).unwrap();
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .unwrap()
-        .split(' ')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
-    let headers: BTreeMap<String, String> = lines
-        .map(|l| {
-            let (k, v) = l.split_once(':').unwrap();
-            (k.trim().to_ascii_lowercase(), v.trim().to_owned())
-        })
-        .collect();
-    assert_ne!(
-        headers.get("transfer-encoding").map(String::as_str),
-        Some("chunked")
-    );
-    Resp {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-fn enc(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
-}
-
-struct Relay {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), databus_relay::RelayError>>,
+    let resp = common::get(addr, path).await;
+    assert!(!resp.chunked, "{path}: a chunked response");
+    resp
 }
 
 async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path, history: u64) -> Relay {
     let relay = start_relay_unchecked(db, state_dir, password_file, history).await;
     // Wait until ingest is connected, so rows committed from now on are captured.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = get(relay.addr, "/v1/status").await;
-        let body: Value = serde_json::from_slice(&status.body).unwrap();
-        let state = &body["buffers"][0]["ingest"]["state"];
-        if state == "streaming" {
-            break;
-        }
-        assert_ne!(state, "failed", "{body}");
-        assert!(Instant::now() < deadline, "relay never connected: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_streaming(relay.addr, Instant::now() + Duration::from_secs(60)).await;
     relay
 }
 
@@ -95,7 +39,7 @@ async fn start_relay_unchecked(
         "mysql://relay@127.0.0.1:{}/?max_allowed_packet=1073741824&prefer_socket=false",
         db.port()
     );
-    let text = format!(
+    Relay::from_toml(&format!(
         r#"
 state_dir = {state:?}
 [http]
@@ -114,26 +58,12 @@ tables = [
 "#,
         state = state_dir.display().to_string(),
         pw = password_file.display().to_string(),
-    );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(databus_relay::run_with(
-        config,
-        listener,
-        None,
-        shutdown.clone(),
-    ));
-    Relay {
-        addr,
-        shutdown,
-        task,
-    }
+    ))
+    .await
 }
 
 async fn start_chained(upstream: SocketAddr, state_dir: &Path) -> Relay {
-    let text = format!(
+    Relay::from_toml(&format!(
         r#"
 state_dir = {state:?}
 [[sources]]
@@ -146,33 +76,8 @@ tables = [
 ]
 "#,
         state = state_dir.display().to_string(),
-    );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(databus_relay::run_with(
-        config,
-        listener,
-        None,
-        shutdown.clone(),
-    ));
-    Relay {
-        addr,
-        shutdown,
-        task,
-    }
-}
-
-impl Relay {
-    async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("relay stops")
-            .unwrap()
-            .unwrap();
-    }
+    ))
+    .await
 }
 
 /// Follows the stream from `cp` until `until` windows have been seen (heartbeat windows included).
@@ -195,12 +100,7 @@ async fn follow(
         )
         .await;
         assert_eq!(resp.status, 200, "{}", String::from_utf8_lossy(&resp.body));
-        events.extend(
-            EventView::parse_all(&resp.body)
-                .unwrap()
-                .into_iter()
-                .map(Event::from),
-        );
+        events.extend(resp.events());
         cp = Checkpoint::from_json(&resp.headers["x-databus-checkpoint"]).unwrap();
     }
     (events, cp)
@@ -345,16 +245,13 @@ async fn rows_flow_from_mariadb_to_http_clients_and_survive_a_relay_restart() {
 
     // A second relay chained on the first serves the same frames and decodes the same payloads.
     let chained = start_chained(relay.addr, &dir.path().join("chained-state")).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let status = get(chained.addr, "/v1/status").await;
-        let body: Value = serde_json::from_slice(&status.body).unwrap();
-        if body["buffers"][0]["max_scn"].as_u64() == Some(scn1 + 3) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "chain never caught up: {body}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_status(
+        chained.addr,
+        Instant::now() + Duration::from_secs(30),
+        "chain never caught up",
+        |body| body["buffers"][0]["max_scn"].as_u64() == Some(scn1 + 3),
+    )
+    .await;
     for query in ["", "&format=json", "&partition=mod:2:1"] {
         let path = format!("/v1/stream?checkpoint={}{query}", enc(&start.to_json()));
         let (a, b) = (get(relay.addr, &path).await, get(chained.addr, &path).await);
@@ -451,16 +348,13 @@ async fn a_misconfigured_source_fails_with_its_fix_in_status_and_health() {
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "pw").unwrap();
     let relay = start_relay_unchecked(&db, &dir.path().join("state"), &password_file, 0).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let body = loop {
-        let status = get(relay.addr, "/v1/status").await;
-        let body: Value = serde_json::from_slice(&status.body).unwrap();
-        if body["buffers"][0]["ingest"]["state"] == "failed" {
-            break body;
-        }
-        assert!(Instant::now() < deadline, "never failed: {body}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let body = wait_status(
+        relay.addr,
+        Instant::now() + Duration::from_secs(60),
+        "never failed",
+        |body| body["buffers"][0]["ingest"]["state"] == "failed",
+    )
+    .await;
     let error = body["buffers"][0]["ingest"]["last_error"].as_str().unwrap();
     assert!(error.contains("binlog_format"), "{error}");
     let health = get(relay.addr, "/health").await;

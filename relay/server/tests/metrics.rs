@@ -1,27 +1,22 @@
 //! `/metrics` serves the relay's Prometheus metrics (this test binary installs the global recorder).
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::shop_table;
 use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::HttpSettings;
 use databus_relay::{IngestStatus, RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+/// `GET path`: the status and the body as text.
 async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_owned())
+    let resp = common::get(addr, path).await;
+    (resp.status, resp.text())
 }
 
 fn value_of(text: &str, series: &str) -> f64 {
@@ -44,12 +39,7 @@ async fn metrics_count_requests_events_errors_and_buffer_state() {
     let source = SourceHandle {
         name: "shop".into(),
         buffer,
-        tables: vec![ValidatedTable {
-            id: SourceId::new(1),
-            name: "orders".into(),
-            database: "shop".into(),
-            table: "orders".into(),
-        }],
+        tables: vec![shop_table(1, "orders")],
         status,
         floor: Default::default(),
     };
@@ -87,47 +77,24 @@ async fn metrics_count_requests_events_errors_and_buffer_state() {
 
     let (status, text) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
-    assert_eq!(
-        value_of(
-            &text,
-            "databus_relay_stream_requests_total{buffer=\"shop\",format=\"binary\"}"
+    for (series, value) in [
+        (
+            "databus_relay_stream_requests_total{buffer=\"shop\",format=\"binary\"}",
+            2.0,
         ),
-        2.0
-    );
-    assert_eq!(
-        value_of(&text, "databus_relay_events_out_total{buffer=\"shop\"}"),
-        6.0
-    );
-    assert_eq!(
-        value_of(&text, "databus_relay_windows_out_total{buffer=\"shop\"}"),
-        3.0
-    );
-    assert_eq!(
-        value_of(&text, "databus_relay_long_polls_total{buffer=\"shop\"}"),
-        1.0
-    );
-    assert_eq!(
-        value_of(
-            &text,
-            "databus_relay_long_polls_in_progress{buffer=\"shop\"}"
+        ("databus_relay_events_out_total{buffer=\"shop\"}", 6.0),
+        ("databus_relay_windows_out_total{buffer=\"shop\"}", 3.0),
+        ("databus_relay_long_polls_total{buffer=\"shop\"}", 1.0),
+        ("databus_relay_long_polls_in_progress{buffer=\"shop\"}", 0.0),
+        (
+            "databus_relay_http_errors_total{kind=\"bad_parameter\"}",
+            1.0,
         ),
-        0.0
-    );
-    assert_eq!(
-        value_of(
-            &text,
-            "databus_relay_http_errors_total{kind=\"bad_parameter\"}"
-        ),
-        1.0
-    );
-    assert_eq!(
-        value_of(&text, "databus_relay_buffer_min_scn{buffer=\"shop\"}"),
-        1.0
-    );
-    assert_eq!(
-        value_of(&text, "databus_relay_buffer_max_scn{buffer=\"shop\"}"),
-        3.0
-    );
+        ("databus_relay_buffer_min_scn{buffer=\"shop\"}", 1.0),
+        ("databus_relay_buffer_max_scn{buffer=\"shop\"}", 3.0),
+    ] {
+        assert_eq!(value_of(&text, series), value, "{series}");
+    }
     assert!(value_of(&text, "databus_relay_buffer_fill_ratio{buffer=\"shop\"}") > 0.0);
     assert!(value_of(&text, "databus_relay_source_lag_seconds{buffer=\"shop\"}") > 1e6);
     shutdown.cancel();

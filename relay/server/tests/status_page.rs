@@ -4,26 +4,13 @@
 //!
 //! Needs Debian's `chromium` (scripts/setup.sh installs it); without it the test fails saying so.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::time::Duration;
 
-use databus_relay::RelayConfig;
+use common::{Relay, wait_status, wait_streaming};
 use databus_testkit::{MariaDb, MariaDbOptions, chromium};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-
-async fn get_json(addr: SocketAddr, path: &str) -> Value {
-    let mut stream = TcpStream::connect(addr).await.unwrap();
-    let req = format!("GET {path} HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n");
-    stream.write_all(req.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-    serde_json::from_slice(&raw[split + 4..]).unwrap()
-}
 
 /// The sequence number of the (single-domain) GTID position `0-1-N`.
 fn gtid_seq(pos: &str) -> u64 {
@@ -60,7 +47,7 @@ async fn chromium_renders_the_scn_range_of_a_relay_fed_by_mariadb() {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "page-secret-pw\n").unwrap();
-    let text = format!(
+    let relay = Relay::from_toml(&format!(
         r#"
 state_dir = {state:?}
 [[sources]]
@@ -74,28 +61,11 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
         state = dir.path().join("state").display().to_string(),
         port = db.port(),
         pw = password_file.display().to_string(),
-    );
-    let config = RelayConfig::from_toml(&text).unwrap().validate().unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let shutdown = CancellationToken::new();
-    let task = tokio::spawn(databus_relay::run_with(
-        config,
-        listener,
-        None,
-        shutdown.clone(),
-    ));
+    ))
+    .await;
+    let addr = relay.addr;
     let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let status = get_json(addr, "/v1/status").await;
-        let state = &status["buffers"][0]["ingest"]["state"];
-        if state == "streaming" {
-            break;
-        }
-        assert_ne!(state, "failed", "{status}");
-        assert!(Instant::now() < deadline, "relay never connected: {status}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_streaming(addr, deadline).await;
 
     // Three transactions after the relay's start position: windows at the next three GTIDs.
     let before = gtid_seq(&db.gtid_binlog_pos().await.unwrap());
@@ -113,17 +83,13 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
         .unwrap();
     let after = gtid_seq(&db.gtid_binlog_pos().await.unwrap());
     assert_eq!(after, before + 3);
-    loop {
-        let status = get_json(addr, "/v1/status").await;
-        if status["buffers"][0]["max_scn"] == after {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "relay never reached SCN {after}: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_status(
+        addr,
+        deadline,
+        &format!("relay never reached SCN {after}"),
+        |status| status["buffers"][0]["max_scn"] == after,
+    )
+    .await;
 
     let url = format!("http://{addr}/status");
     let dom =
@@ -149,10 +115,5 @@ tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
     assert!(dom.contains("<td>shop.orders</td>"), "{dom}");
     assert!(!dom.contains("page-secret-pw"), "{dom}");
 
-    shutdown.cancel();
-    tokio::time::timeout(Duration::from_secs(30), task)
-        .await
-        .expect("relay stops")
-        .unwrap()
-        .unwrap();
+    relay.stop().await;
 }
