@@ -394,9 +394,7 @@ async fn purged_resume_point_is_a_definite_error_naming_the_oldest_position() {
         .await
         .unwrap()
         .unwrap();
-    db.exec(&[&format!("PURGE BINARY LOGS TO '{current}'")])
-        .await
-        .unwrap();
+    db.purge_binary_logs_to(&current).await.unwrap();
 
     let mut c = started(config(&url, &["pg"]), StartPosition::After(Scn::new(2))).await;
     let e = first_error(&mut c).await;

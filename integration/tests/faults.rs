@@ -677,9 +677,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                     let row: Option<mysql_async::Row> =
                         conn.query_first("SHOW MASTER STATUS").await.unwrap();
                     let file: String = row.unwrap().get(0).unwrap();
-                    conn.query_drop(format!("PURGE BINARY LOGS TO '{file}'"))
-                        .await
-                        .unwrap();
+                    w.db.purge_binary_logs_to(&file).await.unwrap();
                 }
             }
             if matches!(

@@ -87,11 +87,19 @@ pub async fn transactions_until(
     }
 }
 
-/// The first error of the connector (panics on a deadline).
+/// The first error of the connector (panics when none comes within the deadline: heartbeats and
+/// transactions keep coming from a healthy stream, so the deadline is for the whole wait).
 pub async fn first_error(c: &mut MySqlConnector) -> ConnectorError {
-    loop {
-        if let Err(e) = next_event(c).await {
-            return e;
+    let wait = async {
+        loop {
+            match c.next_event().await {
+                Err(e) => return e,
+                Ok(None) => panic!("the connector stopped without an error"),
+                Ok(Some(_)) => {}
+            }
         }
-    }
+    };
+    tokio::time::timeout(DEADLINE, wait)
+        .await
+        .expect("an error before the deadline")
 }

@@ -515,6 +515,37 @@ impl MariaDb {
         .await
     }
 
+    /// `PURGE BINARY LOGS TO 'file'`, repeated until the oldest binlog file is `file`. The server keeps
+    /// (silently) a file it still needs: until its binlog checkpoint moved on after a `FLUSH BINARY LOGS`,
+    /// or while a binlog dump thread reads it. Under load that lasts a moment, and a test that goes on
+    /// believing the file is gone waits forever for a "purged" error.
+    pub async fn purge_binary_logs_to(&self, file: &str) -> Result<()> {
+        let purge = format!("PURGE BINARY LOGS TO '{}'", file.replace('\'', "''"));
+        let deadline = Instant::now() + STATEMENT_TIMEOUT;
+        loop {
+            self.exec(&[&purge]).await?;
+            let oldest = self
+                .bounded(&["SHOW BINARY LOGS"], async {
+                    let mut conn = self.root_conn().await?;
+                    let rows: Vec<(String, u64)> = conn.query("SHOW BINARY LOGS").await?;
+                    conn.disconnect().await?;
+                    Ok(rows.into_iter().next().map(|r| r.0))
+                })
+                .await?;
+            if oldest.as_deref() == Some(file) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(TestkitError::TimedOut {
+                    what: format!("{purge} (the oldest binlog is still {oldest:?})"),
+                    after: STATEMENT_TIMEOUT,
+                    log: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// `work` (on statements `what`) within [`STATEMENT_TIMEOUT`].
     async fn bounded<T>(
         &self,
