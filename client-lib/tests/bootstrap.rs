@@ -212,6 +212,13 @@ impl DatabusConsumer for Replica {
 }
 
 impl Replica {
+    /// The SCNs of `scns` no window ended with.
+    fn never_delivered(&self, scns: std::ops::RangeInclusive<u64>) -> Vec<u64> {
+        let seen: std::collections::BTreeSet<u64> =
+            self.windows.lock().unwrap().iter().copied().collect();
+        scns.filter(|s| !seen.contains(s)).collect()
+    }
+
     /// Whether the replica holds the source's state at `scn` and follows the relay: an online window
     /// `scn`, or a bootstrap that ended at `scn`.
     fn online_at(&self, scn: u64) -> bool {
@@ -408,9 +415,7 @@ async fn crash_at_start_of_log_only_catch_up_loses_no_window() {
         run_until(&client, replica.clone(), |r| r.online_at(330))
             .await
             .unwrap();
-        let seen: std::collections::BTreeSet<u64> =
-            replica.windows.lock().unwrap().iter().copied().collect();
-        let missing: Vec<u64> = (21..=330).filter(|s| !seen.contains(s)).collect();
+        let missing = replica.never_delivered(21..=330);
         assert!(
             missing.is_empty(),
             "max_response_bytes {max_response_bytes}: windows never delivered: {missing:?}"
@@ -491,9 +496,7 @@ async fn crash_at_any_checkpoint_of_a_bootstrap_resumes_without_loss() {
                 "{name}, fail_at {fail_at}: saved {saved:?}"
             );
             if since.is_some() && name.starts_with("log-only") {
-                let seen: std::collections::BTreeSet<u64> =
-                    replica.windows.lock().unwrap().iter().copied().collect();
-                let missing: Vec<u64> = (21..=330).filter(|s| !seen.contains(s)).collect();
+                let missing = replica.never_delivered(21..=330);
                 assert!(
                     missing.is_empty(),
                     "{name}, fail_at {fail_at}: never delivered {missing:?}"
