@@ -150,16 +150,62 @@ impl ConnectorError {
 }
 
 /// Network and protocol-level failures are transient; server errors (access denied, bad syntax, unknown
-/// GTID) are not, except the ones a restarting server sends.
+/// GTID) are not, except the ones a restarting or momentarily short server sends.
 pub(crate) fn is_transient_driver_error(e: &mysql_async::Error) -> bool {
     match e {
         mysql_async::Error::Io(_) => true,
         mysql_async::Error::Driver(_) => true,
-        // 1053 server shutdown in progress, 1040 too many connections, 1205 lock wait timeout,
-        // 2006/2013 gone away / lost connection, 1927 connection killed, 1043 bad handshake on a starting server.
-        mysql_async::Error::Server(s) => {
-            matches!(s.code, 1040 | 1043 | 1053 | 1205 | 1927 | 2006 | 2013)
-        }
+        mysql_async::Error::Server(s) => is_transient_server_code(s.code),
         _ => false,
+    }
+}
+
+/// Server error codes worth a reconnect with backoff rather than stopping capture.
+fn is_transient_server_code(code: u16) -> bool {
+    matches!(
+        code,
+        // The server's own file and memory errors (mysys `EE_*`: cannot create, read, write or delete a
+        // temporary file, out of memory, ...), e.g. `ERROR 6 Error on delete of '/tmp/#sql-temptable-…'`
+        // on an information_schema query.
+        1..=35
+        // 1021 disk full, 1030 storage engine error, 1037/1038/1041 out of memory.
+        | 1021 | 1030 | 1037 | 1038 | 1041
+        // 1040 too many connections, 1043 bad handshake on a starting server, 1053 shutdown in
+        // progress.
+        | 1040 | 1043 | 1053
+        // 1205 lock wait timeout, 1213 deadlock, 1317 query interrupted, 1927 connection killed.
+        | 1205 | 1213 | 1317 | 1927
+        // 2006/2013 gone away / lost connection.
+        | 2006 | 2013
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: u16) -> mysql_async::Error {
+        mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: format!("error {code}"),
+            state: "HY000".into(),
+        })
+    }
+
+    #[test]
+    fn server_resource_errors_are_transient_and_configuration_errors_are_not() {
+        // Seen in the fault soak: a metadata query failing on the server's temporary file.
+        for code in [6, 1021, 1030, 1040, 1053, 1205, 1213, 1317, 1927, 2013] {
+            assert!(is_transient_driver_error(&server(code)), "{code}");
+        }
+        // Access denied, unknown table, bad syntax, binlog position errors stay definite.
+        for code in [1044, 1045, 1142, 1146, 1064, 1236, 1227] {
+            assert!(!is_transient_driver_error(&server(code)), "{code}");
+        }
+        let e = ConnectorError::Query {
+            what: "reading JSON columns".into(),
+            source: server(6),
+        };
+        assert!(e.is_transient());
     }
 }
