@@ -15,9 +15,7 @@ use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use apache_avro::Schema;
-use base64::Engine as _;
 use databus_core::{EventView, SchemaId};
-use databus_serde_formats::decode::decode_json;
 use serde_json::{Value, json};
 
 use crate::BootstrapError;
@@ -116,30 +114,14 @@ impl SchemaSource {
 
 /// One event as JSON, as the relay renders it.
 pub fn event_json(schemas: &SchemaSource, view: &EventView<'_>) -> Value {
-    let mut map = databus_core::json::header_to_json(view);
-    if view.opcode().is_control() {
-        return Value::Object(map);
-    }
-    let decoded = match schemas.get(view.schema()) {
-        Some(schema) => decode_json(view.payload(), &schema, None).map_err(|e| e.to_string()),
-        None => Err(format!(
+    let schema = schemas.get(view.schema());
+    let writer = schema.as_deref().ok_or_else(|| {
+        format!(
             "schema {:016x} is not known to this bootstrap server (nor to its relay)",
             view.schema().get()
-        )),
-    };
-    match decoded {
-        Ok(record) => {
-            map.insert("payload".into(), record);
-        }
-        Err(reason) => {
-            map.insert(
-                "payload_base64".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(view.payload())),
-            );
-            map.insert("decode_error".into(), json!(reason));
-        }
-    }
-    Value::Object(map)
+        )
+    });
+    databus_serde_formats::decode::event_json(view, writer)
 }
 
 /// The JSON-lines body of a stream reply: one line per frame, then the checkpoint line.

@@ -353,3 +353,33 @@ impl Walker<'_> {
         }
     }
 }
+
+/// One event as JSON, the rendering every server and the CLI share: `core::json`'s header fields plus
+/// `payload`, the record decoded with `writer` (its schema id resolved by the caller), or, when the
+/// schema is unknown (`writer` is `Err` with why) or the payload does not decode, `payload_base64`
+/// with `decode_error` saying why. Control events are the header alone.
+pub fn event_json(
+    view: &databus_core::EventView<'_>,
+    writer: std::result::Result<&Schema, String>,
+) -> Json {
+    let mut map = databus_core::json::header_to_json(view);
+    if view.opcode().is_control() {
+        return Json::Object(map);
+    }
+    match writer
+        .and_then(|schema| decode_json(view.payload(), schema, None).map_err(|e| e.to_string()))
+    {
+        Ok(record) => {
+            map.insert("payload".into(), record);
+        }
+        Err(reason) => {
+            use base64::Engine as _;
+            map.insert(
+                "payload_base64".into(),
+                Json::String(base64::engine::general_purpose::STANDARD.encode(view.payload())),
+            );
+            map.insert("decode_error".into(), Json::String(reason));
+        }
+    }
+    Json::Object(map)
+}

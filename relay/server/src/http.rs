@@ -32,11 +32,9 @@ use warp::{Filter, Rejection};
 use crate::config::HttpSettings;
 use crate::metrics as m;
 use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
-use base64::Engine as _;
 use databus_buffer::{ReadError, WaitOutcome};
 use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
 use databus_serde_formats::RegisteredSchema;
-use databus_serde_formats::decode::decode_json;
 
 /// Response header carrying the checkpoint to send next (compact JSON).
 pub const CHECKPOINT_HEADER: &str = "x-databus-checkpoint";
@@ -867,30 +865,12 @@ fn render_json(
 /// schema from the registry (or `payload_base64` when the schema is unknown or the payload does not
 /// decode, with `decode_error` saying why).
 fn event_json(svc: &RelayService, view: &EventView<'_>) -> Value {
-    let mut map = databus_core::json::header_to_json(view);
-    if view.opcode().is_control() {
-        return Value::Object(map);
-    }
-    let decoded = match svc.schemas().get(view.schema()) {
-        Some(schema) => decode_json(view.payload(), &schema.avro, None).map_err(|e| e.to_string()),
-        None => Err(format!(
-            "schema {:016x} is not registered",
-            view.schema().get()
-        )),
-    };
-    match decoded {
-        Ok(record) => {
-            map.insert("payload".into(), record);
-        }
-        Err(reason) => {
-            map.insert(
-                "payload_base64".into(),
-                json!(base64::engine::general_purpose::STANDARD.encode(view.payload())),
-            );
-            map.insert("decode_error".into(), json!(reason));
-        }
-    }
-    Value::Object(map)
+    let schema = svc.schemas().get(view.schema());
+    let writer = schema
+        .as_ref()
+        .map(|s| s.avro.as_ref())
+        .ok_or_else(|| format!("schema {:016x} is not registered", view.schema().get()));
+    databus_serde_formats::decode::event_json(view, writer)
 }
 
 fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
