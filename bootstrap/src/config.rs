@@ -262,20 +262,7 @@ impl std::fmt::Debug for SeedSection {
     }
 }
 
-/// `url` with the password of its userinfo replaced by `***`.
-pub fn redact_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
+pub use databus_http::redact_password;
 
 impl SeedSection {
     /// This section with the password of `password_env` / `password_file` put into `url`

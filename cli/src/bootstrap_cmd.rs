@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use databus_bootstrap::config::BootstrapConfig;
 use databus_bootstrap::seed::SeedTick;
 
-use crate::check::redact_url;
 use crate::print_config::{q, size};
+use databus_http::redact_password;
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it. Every failure is a
 /// [`UsageError`](crate::UsageError) naming the file and the field.
@@ -44,7 +44,7 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
     let _ = writeln!(out, "db_path = {}", q(&raw.db_path.display().to_string()));
     if let Some(r) = &raw.relay {
         let _ = writeln!(out, "\n[relay]");
-        let _ = writeln!(out, "url = {}", q(&redact_url(&r.url)));
+        let _ = writeln!(out, "url = {}", q(&redact_password(&r.url)));
         if let Some(b) = &r.buffer {
             let _ = writeln!(out, "buffer = {}", q(b));
         }
@@ -106,7 +106,7 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
     let _ = writeln!(out, "interval = {}", q(&dur(r.interval)));
     if let Some(s) = &raw.seed {
         let _ = writeln!(out, "\n[seed]");
-        let _ = writeln!(out, "url = {}", q(&redact_url(&s.url)));
+        let _ = writeln!(out, "url = {}", q(&redact_password(&s.url)));
         if let Some(var) = &s.password_env {
             let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
         }

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use databus_connectors::mysql::{CheckOutcome, MySqlConfig, MySqlConnector, SourceCheck};
+use databus_http::redact_password;
 
 /// Runs the checks against `url` for a replication connection with `server_id`.
 pub async fn check(url: &str, server_id: u32) -> Result<Vec<SourceCheck>> {
@@ -14,12 +15,12 @@ pub async fn check(url: &str, server_id: u32) -> Result<Vec<SourceCheck>> {
     config.databases = vec!["mysql".to_owned()];
     MySqlConnector::check_source(&config)
         .await
-        .with_context(|| format!("cannot check the source at {}", redact_url(url)))
+        .with_context(|| format!("cannot check the source at {}", redact_password(url)))
 }
 
 /// Renders the checks, one line each; returns the text and whether every check passed.
 pub fn render(url: &str, checks: &[SourceCheck]) -> (String, bool) {
-    let mut out = format!("checking {}\n", redact_url(url));
+    let mut out = format!("checking {}\n", redact_password(url));
     let mut all_ok = true;
     for check in checks {
         match &check.outcome {
@@ -40,31 +41,9 @@ pub fn render(url: &str, checks: &[SourceCheck]) -> (String, bool) {
     (out, all_ok)
 }
 
-/// `url` with the password of its userinfo replaced by `***`.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..end].rfind('@') else {
-        return url.to_owned();
-    };
-    match rest[..at].split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
-        None => url.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords() {
-        assert_eq!(redact_url("mysql://u:p@w@h:1/x"), "mysql://u:***@h:1/x");
-        assert_eq!(redact_url("mysql://u@h:1"), "mysql://u@h:1");
-        assert_eq!(redact_url("mysql://h:1/?a=b@c"), "mysql://h:1/?a=b@c");
-    }
 
     #[test]
     fn renders_fixes() {

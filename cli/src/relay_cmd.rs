@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-use crate::check::redact_url;
 use crate::print_config::{q, size};
+use databus_http::redact_password;
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
@@ -61,7 +61,7 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
         let _ = writeln!(out, "\n[[sources]]");
         let _ = writeln!(out, "name = {}", q(&s.name));
         if let Some(url) = &s.url {
-            let _ = writeln!(out, "url = {}", q(&redact_url(url)));
+            let _ = writeln!(out, "url = {}", q(&redact_password(url)));
         }
         if let Some(var) = &s.password_env {
             let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
@@ -79,7 +79,7 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
         if let Some(up) = &s.upstream {
             let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
             let mut fields = vec![
-                format!("url = {}", q(&redact_url(&up.url))),
+                format!("url = {}", q(&redact_password(&up.url))),
                 format!("buffer = {}", q(&buffer)),
             ];
             if let Some(path) = &up.ca_cert {

@@ -359,6 +359,22 @@ impl HttpClient {
     }
 }
 
+/// `url` with the password of its userinfo replaced by `***` (the user stays), for configurations
+/// printed back and messages.
+pub fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***{}", &rest[at..]),
+        None => url.to_owned(),
+    }
+}
+
 /// `url` with any `user:password@` replaced by `***@`, for messages.
 pub fn redact_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -387,6 +403,17 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_password("mysql://u:p@w@h:1/x"),
+            "mysql://u:***@h:1/x"
+        );
+        assert_eq!(redact_password("mysql://u@h:1"), "mysql://u@h:1");
+        assert_eq!(redact_password("mysql://h:1/?a=b@c"), "mysql://h:1/?a=b@c");
+        assert_eq!(redact_userinfo("http://u:p@h:1/x"), "http://***@h:1/x");
+    }
 
     #[test]
     fn endpoints() {

@@ -42,7 +42,7 @@ pub mod server;
 mod tls;
 mod token;
 
-pub use client::{ClientOptions, Endpoint, HttpClient, Response, Scheme};
+pub use client::{ClientOptions, Endpoint, HttpClient, Response, Scheme, redact_password};
 pub use error::HttpError;
 pub use token::Token;
 
