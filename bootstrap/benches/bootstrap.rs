@@ -103,7 +103,6 @@ async fn store_stages(dir: &tempfile::TempDir, events: u64, payload: &[u8]) {
             buffer,
             tables: vec![table(1, "orders"), table(2, "customers")],
             status: Default::default(),
-            floor: Default::default(),
         }],
         Arc::new(SchemaRegistry::in_memory()),
         HttpSettings::default(),

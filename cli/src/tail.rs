@@ -73,11 +73,13 @@ pub async fn tail(
     mut on_event: impl FnMut(&Value) -> Result<Next>,
 ) -> Result<TailEnd> {
     let mut checkpoint = match opts.start {
-        Start::Beginning => oldest_checkpoint(opts).await?.map(|c| c.to_json()),
+        Start::Beginning => oldest_checkpoint(opts, shutdown)
+            .await?
+            .map(|c| c.to_json()),
         Start::FromScn(scn) => {
             Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1))).to_json())
         }
-        Start::Now => Some(now_checkpoint(opts).await?.to_json()),
+        Start::Now => Some(now_checkpoint(opts, shutdown).await?.to_json()),
     };
     let mut delivered = 0u64;
     let mut backoff = Duration::from_millis(100);
@@ -198,6 +200,30 @@ fn stream_path(opts: &TailOptions, checkpoint: Option<&str>) -> String {
 }
 
 /// The status of the buffer being followed (`--buffer`, or the relay's only buffer).
+/// The buffer's status once it is positioned: a relay restarted while its source is down knows
+/// neither its oldest nor its newest position until ingest positions the source, so the start is
+/// resolved only then. `None` when `shutdown` is cancelled first.
+async fn positioned_buffer_status(
+    opts: &TailOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<Value>> {
+    let mut told = false;
+    loop {
+        let buffer = buffer_status(opts).await?;
+        if buffer["anchored"] != false {
+            return Ok(Some(buffer));
+        }
+        if !told {
+            tracing::warn!(relay = %opts.relay, "the relay has not positioned its source yet; waiting");
+            told = true;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
 async fn buffer_status(opts: &TailOptions) -> Result<Value> {
     let answer = get(&opts.relay, "/v1/status", Duration::from_secs(10)).await?;
     if answer.status != 200 {
@@ -227,15 +253,21 @@ async fn buffer_status(opts: &TailOptions) -> Result<Value> {
 /// The checkpoint before the oldest window the buffer holds: after its `prev_scn` (the last window
 /// evicted, or the point a fresh relay started at), or none when the buffer has never evicted or
 /// skipped anything.
-async fn oldest_checkpoint(opts: &TailOptions) -> Result<Option<Checkpoint>> {
+async fn oldest_checkpoint(
+    opts: &TailOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<Checkpoint>> {
     let buffer = match (&opts.buffer, &opts.sources) {
         // The relay picks the buffer from the sources; a position is only needed with a floor.
-        (None, Some(_)) => match buffer_status(opts).await {
+        (None, Some(_)) => match positioned_buffer_status(opts, shutdown).await {
             Ok(b) => b,
             Err(e) if e.is::<UsageError>() => return Ok(None),
             Err(e) => return Err(e),
         },
-        _ => buffer_status(opts).await?,
+        _ => positioned_buffer_status(opts, shutdown).await?,
+    };
+    let Some(buffer) = buffer else {
+        return Ok(None);
     };
     Ok(buffer["prev_scn"]
         .as_u64()
@@ -243,8 +275,10 @@ async fn oldest_checkpoint(opts: &TailOptions) -> Result<Option<Checkpoint>> {
 }
 
 /// The checkpoint after the newest window of the buffer being followed.
-async fn now_checkpoint(opts: &TailOptions) -> Result<Checkpoint> {
-    let buffer = buffer_status(opts).await?;
+async fn now_checkpoint(opts: &TailOptions, shutdown: &CancellationToken) -> Result<Checkpoint> {
+    let Some(buffer) = positioned_buffer_status(opts, shutdown).await? else {
+        return Ok(Checkpoint::beginning());
+    };
     let newest = buffer["max_scn"]
         .as_u64()
         .or_else(|| buffer["prev_scn"].as_u64());

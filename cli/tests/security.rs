@@ -84,7 +84,6 @@ fn tls_tokens_and_chaining_through_the_binary_leak_no_secret() {
                 table: "orders".into(),
             }],
             status: Default::default(),
-            floor: Default::default(),
         }],
         registry,
         HttpSettings::default(),

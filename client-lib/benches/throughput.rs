@@ -153,7 +153,6 @@ fn main() {
                 table: "t".into(),
             }],
             status: Default::default(),
-            floor: Default::default(),
         };
         let service = RelayService::new(
             vec![source],

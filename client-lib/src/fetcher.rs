@@ -4,6 +4,7 @@
 //! bounded by `buffer_bytes` plus one response).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use apache_avro::Schema;
 use databus_core::{Checkpoint, ConsumptionMode, SchemaId, Scn};
@@ -110,21 +111,43 @@ impl Fetcher {
         self.tx.send(delivery).map_err(|_| FetchStop::Closed)
     }
 
-    /// The newest SCN of the relay's buffer (for [`StartPosition::Now`]).
+    /// The newest SCN of the relay's buffer (for [`StartPosition::Now`]): its newest window, or where
+    /// its empty buffer's history starts. A relay restarted while its source is down does not know it
+    /// yet: that answer is transient (retried with backoff, on the next relay if there is one).
     async fn relay_head(&mut self) -> Result<Scn, FetchStop> {
-        let status = self.relays.get_json("/v1/status").await?;
-        let buffers = status["buffers"].as_array().cloned().unwrap_or_default();
-        let buffer = match &self.config.buffer {
-            Some(name) => buffers.iter().find(|b| b["name"] == name.as_str()),
-            None if buffers.len() == 1 => buffers.first(),
-            None => None,
-        };
-        let Some(buffer) = buffer else {
-            return Err(FetchStop::Error(ClientError::Config(
-                "start is now but the relay's buffer is ambiguous or unknown; set buffer".into(),
-            )));
-        };
-        Ok(Scn::new(buffer["max_scn"].as_u64().unwrap_or(0)))
+        let buffer_name = self.config.buffer.clone();
+        let newest = self
+            .relays
+            .request("/v1/status", Duration::ZERO, 16 << 20, |resp, url| {
+                if resp.status == 410 {
+                    return Err(resp.into_error(url));
+                }
+                let status = resp.json(url)?;
+                let buffers = status["buffers"].as_array().cloned().unwrap_or_default();
+                let buffer = match &buffer_name {
+                    Some(name) => buffers.iter().find(|b| b["name"] == name.as_str()),
+                    None if buffers.len() == 1 => buffers.first(),
+                    None => None,
+                };
+                let Some(buffer) = buffer else {
+                    return Err(ClientError::Config(
+                        "start is now but the relay's buffer is ambiguous or unknown; set buffer"
+                            .into(),
+                    ));
+                };
+                if buffer["anchored"] == false {
+                    return Err(ClientError::Transient {
+                        server: url.to_owned(),
+                        message: "the relay has not positioned its source yet".into(),
+                    });
+                }
+                Ok(buffer["max_scn"]
+                    .as_u64()
+                    .or(buffer["prev_scn"].as_u64())
+                    .unwrap_or(0))
+            })
+            .await?;
+        Ok(Scn::new(newest))
     }
 
     /// Follows the relays from `checkpoint` (online) until an error; `checkpoint` advances with every

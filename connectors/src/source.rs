@@ -200,6 +200,13 @@ pub trait SourceConnector: Send {
         from: StartPosition,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 
+    /// The SCN the stream is positioned after: after a successful [`start`](Self::start), the SCN it
+    /// continues from (`s` for `After(s)`; the source's current position for `Now`; 0 for
+    /// `After(Scn::ZERO)`, from the oldest transaction the source holds), then the SCN of each
+    /// transaction delivered. The first transaction delivered after a start is the first committed after
+    /// it. The relay anchors its buffer here, so that it never serves a checkpoint it does not continue.
+    fn last_scn(&self) -> Scn;
+
     /// The next event; `Ok(None)` once the shutdown token is cancelled. Cancel-safe at transaction
     /// granularity: dropping the future loses no delivered transaction.
     fn next_event(

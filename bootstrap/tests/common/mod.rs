@@ -48,7 +48,6 @@ pub async fn start_relay() -> Relay {
         buffer,
         tables: vec![table(1, "orders"), table(2, "customers")],
         status: Default::default(),
-        floor: Default::default(),
     };
     let service = RelayService::new(
         vec![source],

@@ -115,7 +115,6 @@ impl TestRelay {
             buffer: self.buffer.clone(),
             tables,
             status: Default::default(),
-            floor: Default::default(),
         };
         RelayService::new(
             vec![source],

@@ -252,11 +252,6 @@ impl MySqlConnector {
         &self.config
     }
 
-    /// The SCN of the last transaction completed (or the start SCN).
-    pub fn last_scn(&self) -> Scn {
-        self.last_scn
-    }
-
     /// How many times the connector dropped its connection after a transient error and reconnected.
     pub fn reconnects(&self) -> u64 {
         self.reconnects
@@ -915,6 +910,10 @@ async fn connect(valid: &Validated) -> Result<Conn, ConnectorError> {
 }
 
 impl SourceConnector for MySqlConnector {
+    fn last_scn(&self) -> Scn {
+        self.last_scn
+    }
+
     async fn start(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
         self.close_live().await;
         // A fresh metadata connection per start: the old one may predate a server restart.

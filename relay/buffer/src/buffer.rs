@@ -15,6 +15,12 @@ use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
 /// index search exhausts this.
 const MAX_ATTEMPTS: u32 = 16;
 
+/// `prev_scn` of a buffer that has no origin yet (see [`BufferConfig::awaiting_anchor`]). Never a
+/// window SCN: those are below it, as `u64::MAX` is refused as a window SCN by the writer.
+///
+/// [`BufferConfig::awaiting_anchor`]: crate::BufferConfig::awaiting_anchor
+pub(crate) const UNANCHORED: u64 = u64::MAX;
+
 /// Words per SCN index entry: scn, start, end, unused (keeps entries 32-byte aligned).
 pub(crate) const INDEX_STRIDE: usize = 4;
 
@@ -26,7 +32,8 @@ pub type EventFilter<'a> = dyn Fn(&FrameHeader, KeyRef<'_>) -> bool + 'a;
 pub(crate) struct HeadCursor {
     /// Position of the oldest window held (always a window start). Positions below it may be overwritten.
     pub(crate) pos: AtomicU64,
-    /// SCN of the last evicted window, 0 if none (window SCNs are never 0).
+    /// SCN the held history continues from: the last evicted window, else the origin (0 unless
+    /// anchored; [`UNANCHORED`] before an awaited anchor).
     pub(crate) prev_scn: AtomicU64,
     /// SCN of the oldest window held, 0 if the buffer is empty.
     pub(crate) min_scn: AtomicU64,
@@ -68,8 +75,12 @@ pub struct BufferStats {
     pub min_scn: Option<Scn>,
     /// The newest window held (or last published, if all were evicted since).
     pub max_scn: Option<Scn>,
-    /// The last evicted window: checkpoints at or after it are served.
+    /// The last evicted window, or before any eviction the origin the writer anchored the buffer at:
+    /// checkpoints at or after it are served. `None` when it is 0 or the buffer awaits its anchor.
     pub prev_scn: Option<Scn>,
+    /// `false` while a buffer made with [`BufferConfig::awaiting_anchor`](crate::BufferConfig::awaiting_anchor)
+    /// has no origin yet: it neither serves nor refuses any checkpoint.
+    pub anchored: bool,
     /// Total bytes ever published (the tail position); grows forever.
     pub bytes_published: u64,
 }
@@ -189,8 +200,10 @@ impl EventBuffer {
     ///   (then the rest of it). If that window does not exist, at the next window.
     /// - Checkpoints older than the buffer: served from the oldest window when nothing was missed, that is
     ///   when `from.window_scn >= prev_scn` (strictly greater for a mid-window checkpoint, whose window
-    ///   must still be held); otherwise [`ReadError::ScnNotFound`] with the buffer's range. A buffer that
-    ///   never evicted serves every checkpoint.
+    ///   must still be held); otherwise [`ReadError::ScnNotFound`] with the buffer's range. Before any
+    ///   eviction `prev_scn` is the buffer's origin: 0 by default (every checkpoint is served), or the
+    ///   SCN given to [`BufferWriter::anchor`](crate::BufferWriter::anchor). A buffer that awaits its
+    ///   anchor answers [`ReadError::NotAnchored`] to every read.
     /// - Checkpoints at or after the newest window: nothing is returned (`events_copied == 0`,
     ///   `more_available == false`, checkpoint unchanged); wait with
     ///   [`wait_for_data_after`](Self::wait_for_data_after).
@@ -208,7 +221,8 @@ impl EventBuffer {
     ///
     /// # Errors
     /// [`ReadError::ScnNotFound`] when events after `from` were evicted (also when they are evicted while
-    /// being copied: a reader never returns overwritten bytes). On any error `out` is left as it was.
+    /// being copied: a reader never returns overwritten bytes) or precede the buffer's origin;
+    /// [`ReadError::NotAnchored`] before the origin is known. On any error `out` is left as it was.
     pub fn read_filtered(
         &self,
         from: &Checkpoint,
@@ -258,12 +272,16 @@ impl EventBuffer {
         // Acquire on head: pairs with the writer's Release store of head, so the prev_scn and index_head
         // stored before it are seen (or newer values, which only make this reader more conservative).
         let head = self.head.pos.load(Ordering::Acquire);
-        let prev_scn = self.head.prev_scn.load(Ordering::Relaxed);
         let index_head = self.head.index_head.load(Ordering::Relaxed);
         // Acquire on tail: pairs with the writer's Release store when it publishes a window, so every
         // ring word and index entry of the published windows is visible. Loaded after head, so
         // head <= tail in this snapshot.
         let tail = self.tail.pos.load(Ordering::Acquire);
+        // Relaxed, and after the tail: the writer stores the origin (`BufferWriter::anchor`) before it
+        // publishes any window, so a reader that sees a window sees its origin, never an older one (an
+        // anchor may be raised while nothing is published). Evictions store it before `head`'s Release
+        // store; a value newer than `head` only makes this reader more conservative.
+        let prev_scn = self.head.prev_scn.load(Ordering::Relaxed);
         // Relaxed: stored before the tail's Release store, so the Acquire load above makes it visible.
         let index_tail = self.tail.index_tail.load(Ordering::Relaxed);
         // Relaxed: used only to aim the first probe of the index search; any value gives a correct result.
@@ -318,6 +336,9 @@ impl EventBuffer {
             bytes_copied: 0,
             more_available: false,
         };
+        if snap.prev_scn == UNANCHORED {
+            return Attempt::Failed(ReadError::NotAnchored);
+        }
         if snap.prev_scn != 0 {
             let prev = Scn::new(snap.prev_scn);
             let missed = match from.window_offset {
@@ -662,11 +683,16 @@ impl EventBuffer {
         }
     }
 
-    /// Whether a read from `from` would return events or an error right now.
+    /// Whether a read from `from` would return events or an error right now (`false` while the buffer
+    /// awaits its anchor: long polls keep waiting, and the anchor wakes them).
     pub fn has_data_after(&self, from: &Checkpoint) -> bool {
         // Acquire: pairs with the writer's Release stores, like `snapshot`.
         let max = self.tail.max_scn.load(Ordering::Acquire);
         let prev = self.head.prev_scn.load(Ordering::Acquire);
+        if prev == UNANCHORED {
+            // Nothing can be decided before the origin is known; `anchor` wakes the waiters.
+            return false;
+        }
         let scn = from.window_scn.get();
         let new_window = match from.window_offset {
             None => max > scn,
@@ -685,6 +711,8 @@ impl EventBuffer {
         // Acquire, as in `snapshot`; the counters are reporting only and Relaxed.
         let head = self.head.pos.load(Ordering::Acquire);
         let tail = self.tail.pos.load(Ordering::Acquire);
+        // Relaxed, after the tail: as in `snapshot`.
+        let prev_scn = self.head.prev_scn.load(Ordering::Relaxed);
         BufferStats {
             capacity_bytes: self.capacity,
             bytes_held: tail.saturating_sub(head),
@@ -692,7 +720,8 @@ impl EventBuffer {
             windows_held: self.counters.windows_held.load(Ordering::Relaxed),
             min_scn: opt_scn(self.head.min_scn.load(Ordering::Relaxed)),
             max_scn: opt_scn(self.tail.max_scn.load(Ordering::Relaxed)),
-            prev_scn: opt_scn(self.head.prev_scn.load(Ordering::Relaxed)),
+            prev_scn: opt_scn(prev_scn).filter(|_| prev_scn != UNANCHORED),
+            anchored: prev_scn != UNANCHORED,
             bytes_published: tail,
         }
     }

@@ -42,6 +42,20 @@ pub enum AppendError {
         /// The SCN given.
         got: Scn,
     },
+    /// A window opened in a buffer that awaits its origin ([`BufferWriter::anchor`](crate::BufferWriter::anchor)).
+    #[error(
+        "window {scn} cannot be published before the buffer is anchored; call anchor with the SCN the stream continues from"
+    )]
+    NotAnchored {
+        /// The refused window.
+        scn: Scn,
+    },
+    /// [`BufferWriter::anchor`](crate::BufferWriter::anchor) after a window was published or opened.
+    #[error("the buffer cannot be re-anchored: window {last} is already written")]
+    AlreadyPublished {
+        /// The last window published or open.
+        last: Scn,
+    },
     /// An event or end marker whose SCN differs from the open window's.
     #[error("window {open} is open but got SCN {got}; end or roll back window {open} first")]
     ScnMismatch {
@@ -86,6 +100,10 @@ pub enum ReadError {
         /// The last evicted window, `None` if nothing was ever evicted.
         prev_scn: Option<Scn>,
     },
+    /// The buffer has no origin yet (it awaits [`BufferWriter::anchor`](crate::BufferWriter::anchor)): it
+    /// can neither serve nor refuse a checkpoint. Transient: retry later, or ask another relay.
+    #[error("the event buffer has no origin yet (its source is not positioned); retry shortly")]
+    NotAnchored,
     /// The writer overtook this reader on every one of several attempts without the checkpoint falling
     /// out of the buffer. Transient: retry; if it persists the buffer is too small for the write rate.
     #[error(

@@ -45,6 +45,13 @@
 //!   positions, each naming a window start; lookups binary-search it (`O(log n)`) and then scan forward at
 //!   most about one block plus the window found.
 //! - **Windows.** Window SCNs strictly increase and are never 0; all frames of a window carry its SCN.
+//! - **Origin.** `prev_scn` is the SCN the held history continues from: the last evicted window, or,
+//!   before any eviction, the buffer's origin (0 by default). A checkpoint before it gets
+//!   [`ReadError::ScnNotFound`], decided inside the read that would serve it (never by an earlier check
+//!   that the writer could overtake). A buffer made with [`BufferConfig::awaiting_anchor`] has no origin
+//!   until [`BufferWriter::anchor`] gives it one; until then every read answers
+//!   [`ReadError::NotAnchored`] and long polls wait. The writer may re-anchor only while it has published
+//!   nothing, and cannot publish before it anchored.
 //!
 //! # Concurrency protocol (a seqlock over positions)
 //!
@@ -54,6 +61,8 @@
 //!
 //! - *Publish*: the writer stores a window's words (Relaxed), then `tail` with `Release`. A reader loads
 //!   `tail` with `Acquire` and reads only below it, so it sees every word of every published window.
+//!   The reader loads `prev_scn` after `tail`, so it sees the origin (or a later eviction) the writer
+//!   stored before publishing the windows it reads: a stale origin can never admit a checkpoint.
 //! - *Evict*: the writer stores `prev_scn`, `index_head`, then `head` with `Release`, then issues a
 //!   `Release` fence, and only then overwrites the evicted bytes and index slots.
 //! - *Validate*: a reader copies (Relaxed loads), then issues an `Acquire` fence and reloads `head` and
@@ -89,7 +98,7 @@ pub use writer::{BufferWriter, WindowInfo};
 
 use crossbeam_utils::CachePadded;
 
-use crate::buffer::{Counters, HeadCursor, INDEX_STRIDE, TailCursor};
+use crate::buffer::{Counters, HeadCursor, INDEX_STRIDE, TailCursor, UNANCHORED};
 use crate::sync::{Arc, AtomicU64, AtomicUsize};
 
 /// Default size of an SCN index block: one index entry per 4 KiB of positions at most.
@@ -107,6 +116,12 @@ pub struct BufferConfig {
     /// at least 64 and at most the capacity. Smaller blocks mean shorter scans after the index lookup and
     /// a larger index (16 bytes per block).
     pub index_block_bytes: usize,
+    /// `false` (the default): the buffer's history starts at SCN 0, so a buffer that never evicted
+    /// serves every checkpoint. `true`: the buffer starts without an origin and reads answer
+    /// [`ReadError::NotAnchored`] until the writer calls [`BufferWriter::anchor`] with the SCN its history
+    /// continues from. A relay uses this: until its source is positioned it cannot know which
+    /// checkpoints its first window continues, and serving any of them would skip windows silently.
+    pub awaits_anchor: bool,
 }
 
 impl BufferConfig {
@@ -115,7 +130,14 @@ impl BufferConfig {
         BufferConfig {
             capacity_bytes,
             index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES.min(capacity_bytes & !7).max(64),
+            awaits_anchor: false,
         }
+    }
+
+    /// The same buffer, starting without an origin (see [`awaits_anchor`](Self::awaits_anchor)).
+    pub fn awaiting_anchor(mut self) -> Self {
+        self.awaits_anchor = true;
+        self
     }
 
     fn validate(&self) -> Result<(u64, u64), BufferError> {
@@ -150,7 +172,7 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
         index_slots: slots as u64,
         head: CachePadded::new(HeadCursor {
             pos: AtomicU64::new(0),
-            prev_scn: AtomicU64::new(0),
+            prev_scn: AtomicU64::new(if config.awaits_anchor { UNANCHORED } else { 0 }),
             min_scn: AtomicU64::new(0),
             index_head: AtomicU64::new(0),
         }),

@@ -5,7 +5,7 @@ use std::fmt;
 use databus_core::frame::HEADER_LEN;
 use databus_core::{EventBuilder, Scn};
 
-use crate::buffer::{EventBuffer, INDEX_STRIDE};
+use crate::buffer::{EventBuffer, INDEX_STRIDE, UNANCHORED};
 use crate::error::AppendError;
 use crate::ring::{self, PAD_WORD, RawFrame};
 use crate::sync::{Arc, Ordering, fence};
@@ -78,6 +78,8 @@ impl fmt::Debug for BufferWriter {
 
 impl BufferWriter {
     pub(crate) fn new(buf: Arc<EventBuffer>) -> Self {
+        // Relaxed: nothing else has the buffer yet.
+        let prev_scn = buf.head.prev_scn.load(Ordering::Relaxed);
         BufferWriter {
             buf,
             scratch: Vec::new(),
@@ -90,7 +92,7 @@ impl BufferWriter {
             last_scn: Scn::ZERO,
             evicted_in_window: 0,
             head: 0,
-            prev_scn: 0,
+            prev_scn,
             min_scn: 0,
             index_head: 0,
             index_next: 0,
@@ -158,12 +160,7 @@ impl BufferWriter {
             Some(w) if w.events == u32::MAX => {
                 return Err(AppendError::TooManyEvents { scn, max: u32::MAX });
             }
-            None if scn <= self.last_scn => {
-                return Err(AppendError::ScnRegression {
-                    last: self.last_scn,
-                    got: scn,
-                });
-            }
+            None => self.check_new_window(scn)?,
             _ => {}
         }
         let phys = self.reserve(padded, scn)?;
@@ -190,13 +187,10 @@ impl BufferWriter {
                 });
             }
             Some(w) => w.events,
-            None if scn <= self.last_scn => {
-                return Err(AppendError::ScnRegression {
-                    last: self.last_scn,
-                    got: scn,
-                });
+            None => {
+                self.check_new_window(scn)?;
+                0
             }
-            None => 0,
         };
         let marker = EventBuilder::end_of_window(scn, timestamp_ns);
         let len = marker.encoded_len() as u64;
@@ -219,6 +213,65 @@ impl BufferWriter {
         };
         self.publish(scn, events);
         Ok(info)
+    }
+
+    /// Gives a buffer made with [`BufferConfig::awaiting_anchor`](crate::BufferConfig::awaiting_anchor)
+    /// its origin: the windows this writer will publish continue the stream after SCN `after`, so
+    /// readers are served from checkpoints at or after it and refused ([`ReadError::ScnNotFound`]) before
+    /// it. Waiting long polls are woken. Allowed until the first window is published (a writer that
+    /// repositions its source before publishing anything may move its origin); afterwards the origin is
+    /// what was published and evicted, and this returns [`AppendError::AlreadyPublished`].
+    ///
+    /// [`ReadError::ScnNotFound`]: crate::ReadError::ScnNotFound
+    pub fn anchor(&mut self, after: Scn) -> Result<(), AppendError> {
+        if self.last_scn != Scn::ZERO || self.open.is_some() {
+            return Err(AppendError::AlreadyPublished {
+                last: self.last_scn.max(self.open.map_or(Scn::ZERO, |w| w.scn)),
+            });
+        }
+        if after.get() == UNANCHORED {
+            return Err(AppendError::ScnRegression {
+                last: after,
+                got: after,
+            });
+        }
+        self.prev_scn = after.get();
+        // Release: a reader that Acquire-loads it in `has_data_after` after being woken sees a settled
+        // value; readers of windows see it through the tail's Release store in `publish` (it precedes
+        // every publish).
+        self.buf
+            .head
+            .prev_scn
+            .store(self.prev_scn, Ordering::Release);
+        #[cfg(not(loom))]
+        {
+            // SeqCst fence: as in `publish`, a waiter either sees the origin or is notified.
+            fence(Ordering::SeqCst);
+            if self.buf.waiters.load(Ordering::Relaxed) > 0 {
+                self.buf.notify.notify_waiters();
+            }
+        }
+        Ok(())
+    }
+
+    /// The origin this buffer was anchored at, while nothing is published (then the stream's position
+    /// is [`last_scn`](Self::last_scn)). `None` for a buffer still awaiting its anchor.
+    pub fn origin(&self) -> Option<Scn> {
+        (self.prev_scn != UNANCHORED && self.last_scn == Scn::ZERO)
+            .then_some(Scn::new(self.prev_scn))
+    }
+
+    /// Whether a window `scn` may open now: the buffer has an origin and `scn` follows both it and the
+    /// last published window.
+    fn check_new_window(&self, scn: Scn) -> Result<(), AppendError> {
+        if self.prev_scn == UNANCHORED {
+            return Err(AppendError::NotAnchored { scn });
+        }
+        let last = self.last_scn.max(Scn::new(self.prev_scn));
+        if scn <= last || scn.get() == UNANCHORED {
+            return Err(AppendError::ScnRegression { last, got: scn });
+        }
+        Ok(())
     }
 
     /// Discards the open window (e.g. after a connector error in the middle of a transaction). Readers

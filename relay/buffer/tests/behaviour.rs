@@ -84,6 +84,7 @@ fn config_is_validated() {
     let err = event_buffer(BufferConfig {
         capacity_bytes: 4096,
         index_block_bytes: 8,
+        awaits_anchor: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("index_block_bytes 8"), "{err}");
@@ -273,6 +274,7 @@ fn eviction_removes_whole_windows_oldest_first() {
     let (mut w, buf) = event_buffer(BufferConfig {
         capacity_bytes: 2048,
         index_block_bytes: 64,
+        awaits_anchor: false,
     })
     .unwrap();
     // Each window: 3 events of 64+8+56 = 128 bytes + a 56-byte marker = 440 bytes.
@@ -369,6 +371,7 @@ fn sparse_scns_continue_at_the_next_window_through_the_index() {
     let (mut w, buf) = event_buffer(BufferConfig {
         capacity_bytes: 128 << 10,
         index_block_bytes: 256,
+        awaits_anchor: false,
     })
     .unwrap();
     let scns: Vec<u64> = (1..=3000u64).map(|i| i * 7 + (i % 3)).collect();
@@ -597,6 +600,7 @@ fn index_lookups_land_on_the_right_event() {
     let (mut w, buf) = event_buffer(BufferConfig {
         capacity_bytes: 1 << 16,
         index_block_bytes: 64,
+        awaits_anchor: false,
     })
     .unwrap();
     for s in [10, 20, 30] {
@@ -621,4 +625,112 @@ fn the_writer_moves_to_its_thread_and_the_buffer_is_shared() {
     send::<BufferWriter>();
     send_sync::<EventBuffer>();
     send_sync::<std::sync::Arc<EventBuffer>>();
+}
+
+#[test]
+fn a_buffer_awaiting_its_anchor_neither_serves_nor_refuses_and_refuses_windows() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16).awaiting_anchor()).unwrap();
+    let mut out = Vec::new();
+    for from in [Checkpoint::beginning(), Checkpoint::after(scn(55))] {
+        assert_eq!(
+            buf.read(&from, 1 << 20, &mut out),
+            Err(ReadError::NotAnchored)
+        );
+        assert!(!buf.has_data_after(&from));
+    }
+    assert!(!buf.stats().anchored);
+    assert_eq!(buf.stats().prev_scn, None);
+    // Nothing can be published before the origin is known.
+    let event = EventBuilder::new(scn(107), Opcode::Upsert).key(KeyRef::Int(1));
+    assert_eq!(
+        w.append(&event),
+        Err(AppendError::NotAnchored { scn: scn(107) })
+    );
+    assert_eq!(
+        w.end_window(scn(107), 0),
+        Err(AppendError::NotAnchored { scn: scn(107) })
+    );
+    assert!(out.is_empty());
+}
+
+#[test]
+fn an_anchored_buffer_refuses_checkpoints_before_its_origin_and_serves_those_after() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16).awaiting_anchor()).unwrap();
+    // The relay persisted SCN 106 before its restart; it positions its source there.
+    w.anchor(scn(106)).unwrap();
+    assert!(buf.stats().anchored);
+    assert_eq!(buf.stats().prev_scn, Some(scn(106)));
+    let mut out = Vec::new();
+    // Before any window: an old checkpoint is refused at once, the origin itself waits.
+    assert!(matches!(
+        buf.read(&Checkpoint::after(scn(55)), 1 << 20, &mut out),
+        Err(ReadError::ScnNotFound { requested, prev_scn: Some(p), .. }) if requested == scn(55) && p == scn(106)
+    ));
+    assert!(buf.has_data_after(&Checkpoint::after(scn(55))));
+    assert_eq!(
+        buf.read(&Checkpoint::after(scn(106)), 1 << 20, &mut out)
+            .map(|o| o.events_copied),
+        Ok(0)
+    );
+    // A window at or before the origin cannot be published.
+    assert_eq!(
+        w.end_window(scn(106), 0),
+        Err(AppendError::ScnRegression {
+            last: scn(106),
+            got: scn(106)
+        })
+    );
+    window(&mut w, 112, 2, 8);
+    // The first new window is served to the origin, never to the old checkpoint.
+    let o = buf
+        .read(&Checkpoint::after(scn(106)), 1 << 20, &mut out)
+        .unwrap();
+    assert_eq!((o.events_copied, o.windows_completed), (2, 1));
+    out.clear();
+    assert!(matches!(
+        buf.read(&Checkpoint::after(scn(55)), 1 << 20, &mut out),
+        Err(ReadError::ScnNotFound { .. })
+    ));
+    assert!(out.is_empty());
+    // Once a window is published the origin is history: it cannot move.
+    assert_eq!(
+        w.anchor(scn(111)),
+        Err(AppendError::AlreadyPublished { last: scn(112) })
+    );
+}
+
+#[test]
+fn the_origin_may_move_until_the_first_window() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16).awaiting_anchor()).unwrap();
+    // A history refill from 56 turned out purged: the relay moves to after its persisted 106.
+    w.anchor(scn(56)).unwrap();
+    assert_eq!(w.origin(), Some(scn(56)));
+    w.anchor(scn(106)).unwrap();
+    assert_eq!(w.origin(), Some(scn(106)));
+    window(&mut w, 107, 1, 8);
+    assert_eq!(w.origin(), None);
+    let mut out = Vec::new();
+    assert!(matches!(
+        buf.read(&Checkpoint::after(scn(60)), 1 << 20, &mut out),
+        Err(ReadError::ScnNotFound { .. })
+    ));
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn anchoring_wakes_long_polls_whose_checkpoint_it_refuses() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16).awaiting_anchor()).unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(3600);
+    let waiter = {
+        let buf = buf.clone();
+        tokio::spawn(async move {
+            buf.wait_for_data_after(&Checkpoint::after(scn(55)), deadline)
+                .await
+        })
+    };
+    while buf.waiting_readers() == 0 {
+        tokio::task::yield_now().await;
+    }
+    w.anchor(scn(106)).unwrap();
+    assert_eq!(waiter.await.unwrap(), WaitOutcome::Ready);
+    assert!(tokio::time::Instant::now() < deadline);
 }

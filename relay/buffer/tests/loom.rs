@@ -36,6 +36,7 @@ fn a_reader_from_the_beginning_gets_a_prefix_or_scn_not_found() {
         let (mut writer, buf) = event_buffer(BufferConfig {
             capacity_bytes: 64,
             index_block_bytes: 64,
+            awaits_anchor: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -66,6 +67,7 @@ fn a_reader_after_the_evicted_window_is_always_served() {
         let (mut writer, buf) = event_buffer(BufferConfig {
             capacity_bytes: 64,
             index_block_bytes: 64,
+            awaits_anchor: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -83,6 +85,71 @@ fn a_reader_after_the_evicted_window_is_always_served() {
             Checkpoint::after(Scn::new(s))
         });
         assert_eq!(outcome.checkpoint, expected);
+        t.join().unwrap();
+    });
+}
+
+/// A restarted relay: the writer positions its source at SCN 3, re-positions it at 5 (the refill it
+/// tried was purged) and publishes window 6, while a reader asks for the windows after SCN 4, which this
+/// buffer never held. Whatever the interleaving and whichever anchor the reader's loads see, it is never
+/// served window 6: it gets "not anchored", nothing, or `ScnNotFound` naming an origin after 4.
+#[test]
+fn a_reader_before_the_origin_is_never_served_the_first_window() {
+    model(|| {
+        let (mut writer, buf) = event_buffer(BufferConfig {
+            capacity_bytes: 64,
+            index_block_bytes: 64,
+            awaits_anchor: true,
+        })
+        .unwrap();
+        let t = loom::thread::spawn(move || {
+            writer.anchor(Scn::new(3)).unwrap();
+            writer.anchor(Scn::new(5)).unwrap();
+            writer.end_window(Scn::new(6), 6).unwrap();
+        });
+        let mut out = Vec::new();
+        match buf.read(&Checkpoint::after(Scn::new(4)), 1 << 10, &mut out) {
+            Ok(outcome) => {
+                assert!(scns(&out).is_empty(), "served {:?}", scns(&out));
+                assert_eq!(outcome.windows_completed, 0);
+            }
+            Err(ReadError::NotAnchored) => assert!(out.is_empty()),
+            Err(ReadError::ScnNotFound { prev_scn, .. }) => {
+                assert_eq!(prev_scn, Some(Scn::new(5)));
+                assert!(out.is_empty());
+            }
+            Err(other) => panic!("{other}"),
+        }
+        t.join().unwrap();
+    });
+}
+
+/// The same writer, and a reader at the origin: it gets window 6 whole or nothing yet, never an error
+/// other than "not anchored" (which it may see before the first anchor).
+#[test]
+fn a_reader_at_the_origin_is_served_or_waits() {
+    model(|| {
+        let (mut writer, buf) = event_buffer(BufferConfig {
+            capacity_bytes: 64,
+            index_block_bytes: 64,
+            awaits_anchor: true,
+        })
+        .unwrap();
+        let t = loom::thread::spawn(move || {
+            writer.anchor(Scn::new(3)).unwrap();
+            writer.anchor(Scn::new(5)).unwrap();
+            writer.end_window(Scn::new(6), 6).unwrap();
+        });
+        let mut out = Vec::new();
+        match buf.read(&Checkpoint::after(Scn::new(5)), 1 << 10, &mut out) {
+            Ok(_) => {
+                let got = scns(&out);
+                assert!(got.is_empty() || got == [6], "{got:?}");
+            }
+            Err(ReadError::NotAnchored) => assert!(out.is_empty()),
+            // The reader may see the first anchor (3) only: 5 is after it, so it is not refused.
+            Err(other) => panic!("{other}"),
+        }
         t.join().unwrap();
     });
 }

@@ -304,6 +304,7 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
     let (mut writer, buf): (BufferWriter, _) = event_buffer(BufferConfig {
         capacity_bytes: capacity,
         index_block_bytes: block,
+        awaits_anchor: false,
     })
     .unwrap();
     let mut model = Model {

@@ -182,6 +182,7 @@ fn sixteen_readers_follow_a_wrapping_writer_without_ever_seeing_garbage() {
     let (mut writer, buf) = event_buffer(BufferConfig {
         capacity_bytes: 64 << 10,
         index_block_bytes: 512,
+        awaits_anchor: false,
     })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

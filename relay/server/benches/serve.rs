@@ -152,7 +152,6 @@ async fn bench(events: u64) {
             table: "orders".into(),
         }],
         status: Default::default(),
-        floor: Default::default(),
     };
     let service = RelayService::new(vec![source], registry, HttpSettings::default(), None);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -15,7 +15,7 @@
 //! | other 4xx, a bad frame, a schema that cannot be registered | definite | status `failed` |
 //!
 //! Start: after the persisted last SCN when there is one, else from the oldest window the upstream holds
-//! (after its `prev_scn`), which becomes this buffer's resume floor.
+//! (after its `prev_scn`), where this buffer is anchored: older checkpoints are refused here.
 
 use std::time::Duration;
 
@@ -213,6 +213,14 @@ impl Chain {
                     self.upstream.buffer
                 ))
             })?;
+        if buffer["anchored"] == false {
+            // A restarted upstream that has not positioned its own source yet cannot say where its
+            // history starts.
+            return Err(Failure::Transient(format!(
+                "the upstream relay's buffer {:?} is not positioned yet",
+                self.upstream.buffer
+            )));
+        }
         Ok(Some(Scn::new(buffer["prev_scn"].as_u64().unwrap_or(0))))
     }
 
@@ -352,7 +360,15 @@ pub async fn run_chain(
                 },
             };
             start = Some(from);
-            chain.parts.floor.set_if_unset(from);
+            if chain.parts.writer.last_scn() == Scn::ZERO {
+                // This buffer continues the upstream's stream after `from`: older checkpoints are
+                // refused by every read here (the upstream answers for them itself).
+                chain
+                    .parts
+                    .writer
+                    .anchor(from)
+                    .map_err(|e| Failure::Definite(format!("cannot anchor the buffer: {e}")))?;
+            }
             let resume = chain.parts.writer.last_scn().max(from);
             chain.follow(resume, &shutdown).await
         };

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databus_core::{
-    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, Scn, SourceId,
+    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, SourceId,
 };
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -92,6 +92,9 @@ pub enum ApiError {
     MethodNotAllowed,
     /// The relay cannot serve (503), e.g. a source failed.
     Unavailable(String),
+    /// The buffer has no origin yet: its source was not positioned since the relay started (503); retry
+    /// later or ask another relay.
+    NotPositioned(String),
     /// Too many `stream` requests in progress (503); retry later.
     Overloaded {
         /// The limit, `http.max_concurrent_streams`.
@@ -122,6 +125,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::Unavailable(_) => "unavailable",
+            ApiError::NotPositioned(_) => "not_positioned",
             ApiError::Overloaded { .. } => "overloaded",
             ApiError::Internal(_) => "internal",
         }
@@ -137,7 +141,7 @@ impl ApiError {
             }
             ApiError::ScnNotFound { .. } => StatusCode::GONE,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Unavailable(_) | ApiError::Overloaded { .. } => {
+            ApiError::Unavailable(_) | ApiError::NotPositioned(_) | ApiError::Overloaded { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -182,7 +186,9 @@ impl ApiError {
             ApiError::Overloaded { max } => format!(
                 "{max} stream requests are in progress, the relay's limit (http.max_concurrent_streams); retry shortly"
             ),
-            ApiError::Unavailable(s) | ApiError::Internal(s) => s.clone(),
+            ApiError::Unavailable(s) | ApiError::NotPositioned(s) | ApiError::Internal(s) => {
+                s.clone()
+            }
         }
     }
 
@@ -745,28 +751,43 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
         e @ ReadError::Overtaken { .. } => ApiError::Unavailable(e.to_string()),
         e => ApiError::Internal(e.to_string()),
     };
-    check_floor(source, &from).map_err(to_api)?;
+    // Whether the checkpoint may be served is decided by each read itself, against the buffer's origin
+    // at that moment (the last evicted window, or where ingest positioned the source), never by a check
+    // made before the long poll: the writer may anchor or evict while this request waits.
     let outcome = loop {
-        let outcome = if filter.is_all() {
+        let read = if filter.is_all() {
             source.buffer.read(&from, p.max_bytes, &mut out)
         } else {
             source
                 .buffer
                 .read_filtered(&from, p.max_bytes, &keep, &mut out)
-        }
-        .map_err(to_api)?;
-        let delivered = outcome.events_copied + outcome.windows_completed;
-        if delivered > 0 || outcome.more_available || Instant::now() >= deadline {
-            break outcome;
-        }
-        from = outcome.checkpoint.clone();
+        };
+        let timed_out = Instant::now() >= deadline;
+        let waited_on = match read {
+            Ok(o) => {
+                if o.events_copied + o.windows_completed > 0 || o.more_available || timed_out {
+                    break o;
+                }
+                from = o.checkpoint.clone();
+                Some(o)
+            }
+            // Ingest has not positioned the source yet: wait for it until the deadline.
+            Err(ReadError::NotAnchored) if timed_out => return Err(not_positioned(source)),
+            Err(ReadError::NotAnchored) => None,
+            Err(e) => return Err(to_api(e)),
+        };
         let _poll = m::LongPoll::start(&source.name);
         let woken = tokio::select! {
             outcome = source.buffer.wait_for_data_after(&from, deadline) => outcome,
             () = svc.stopping().cancelled() => WaitOutcome::TimedOut,
         };
         if woken == WaitOutcome::TimedOut {
-            break outcome;
+            match waited_on {
+                Some(outcome) => break outcome,
+                // One more read decides: served, refused, or still not positioned (503).
+                None if svc.stopping().is_cancelled() => return Err(not_positioned(source)),
+                None => {}
+            }
         }
     };
     let frames = outcome.events_copied + outcome.windows_completed;
@@ -806,39 +827,22 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
     Ok(response)
 }
 
-/// The SCN a consumer must have consumed to be served: the buffer's last evicted window or its resume
-/// floor, whichever is later.
-pub(crate) fn effective_prev_scn(
-    source: &SourceHandle,
-    stats: &databus_buffer::BufferStats,
-) -> Option<Scn> {
-    stats.prev_scn.max(source.floor.get())
-}
-
-/// Refuses checkpoints from before the buffer's [`ResumeFloor`](crate::service::ResumeFloor) (unless the
-/// buffer's own eviction already covers them, which the read reports itself).
-fn check_floor(source: &SourceHandle, from: &Checkpoint) -> Result<(), ReadError> {
-    let Some(floor) = source.floor.get() else {
-        return Ok(());
-    };
-    let stats = source.buffer.stats();
-    if stats.prev_scn.is_some_and(|p| p >= floor) {
-        return Ok(());
-    }
-    let s = from.window_scn;
-    let missed = match from.window_offset {
-        None => s < floor,
-        Some(_) => s <= floor,
-    };
-    if missed {
-        return Err(ReadError::ScnNotFound {
-            requested: s,
-            min_scn: stats.min_scn,
-            max_scn: stats.max_scn,
-            prev_scn: Some(floor),
-        });
-    }
-    Ok(())
+/// The answer while a buffer awaits its origin: its source was never positioned since the relay
+/// started (the source is down, or ingest failed before its first connection).
+fn not_positioned(source: &SourceHandle) -> ApiError {
+    let ingest = source.status.snapshot();
+    let why = ingest
+        .last_error
+        .map_or_else(String::new, |e| format!(": {e}"));
+    ApiError::NotPositioned(format!(
+        "buffer {} cannot serve any checkpoint yet: the relay has not positioned its source since it \
+         started (ingest {}{why}); retry shortly or use another relay",
+        source.name,
+        serde_json::to_value(ingest.state)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    ))
 }
 
 /// The JSON-lines body: one line per frame of `frames`, then the checkpoint line.
@@ -888,7 +892,8 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
                 "name": s.name,
                 "min_scn": stats.min_scn,
                 "max_scn": stats.max_scn,
-                "prev_scn": effective_prev_scn(s, &stats),
+                "prev_scn": stats.prev_scn,
+                "anchored": stats.anchored,
                                 "bytes": stats.bytes_held,
                 "events": stats.events_held,
                 "windows": stats.windows_held,
@@ -927,8 +932,7 @@ fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
         ApiError::Unavailable("no metrics exporter is installed in this process".into())
     })?;
     for source in svc.sources() {
-        let mut stats = source.buffer.stats();
-        stats.prev_scn = effective_prev_scn(source, &stats);
+        let stats = source.buffer.stats();
         m::buffer_gauges(
             &source.name,
             &stats,

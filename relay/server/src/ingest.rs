@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::RelayError;
 use crate::config::ValidatedTable;
 use crate::metrics as m;
-use crate::service::{IngestState, IngestStatus, ResumeFloor};
+use crate::service::{IngestState, IngestStatus};
 use crate::state::StateFile;
 
 /// How often the last SCN is persisted at most while windows flow.
@@ -58,8 +58,6 @@ pub struct IngestParts {
     pub tables: Vec<ValidatedTable>,
     /// Where the pipeline reports what it does.
     pub status: Arc<IngestStatus>,
-    /// The buffer's resume floor (set on start).
-    pub floor: Arc<ResumeFloor>,
     /// The persisted last SCN.
     pub state: StateFile,
     /// Transactions before the persisted SCN to re-read on a restart (history refill).
@@ -129,11 +127,6 @@ impl Pipeline {
             .end_window(tx.scn, tx.commit_timestamp_ns)
             .map_err(|e| self.definite(format!("cannot publish window {}: {e}", tx.scn)))?;
         m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
-        // A relay started from the source's current position: checkpoints before the first window were
-        // never in this buffer.
-        self.parts
-            .floor
-            .set_if_unset(Scn::new(tx.scn.get().saturating_sub(1)));
         self.last_position = Some(tx.position.clone());
         self.parts.status.update(|s| {
             s.count_window(u64::from(info.events));
@@ -264,11 +257,15 @@ pub async fn run_ingest<C: SourceConnector>(
     };
     let (start, fallback) = match &persisted {
         Some(state) if parts.history_transactions > 0 => {
+            // Never `After(0)`: that means "from the oldest transaction the source still has", which
+            // cannot tell whether older ones were purged; after SCN 1 it is a resume point the connector
+            // checks (and refuses as purged, then the fallback applies).
             let refill = Scn::new(
                 state
                     .last_scn
                     .get()
-                    .saturating_sub(parts.history_transactions),
+                    .saturating_sub(parts.history_transactions)
+                    .max(1),
             );
             (
                 StartPosition::After(refill),
@@ -320,20 +317,23 @@ async fn pump<C: SourceConnector>(
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
     let mut backoff = INITIAL_BACKOFF;
+    let mut from = start;
     'connect: loop {
-        let from = match p.parts.writer.last_scn() {
-            Scn::ZERO => start.clone(),
-            last => StartPosition::After(last),
-        };
         let started = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = connector.start(from.clone()) => r,
         };
         let transient = match started {
             Ok(()) => {
-                // Checkpoints before the start position were never in this buffer.
-                if let StartPosition::After(scn) = &from {
-                    p.parts.floor.set_if_unset(*scn);
+                // The buffer's history continues after where the source is now positioned: from here
+                // on, checkpoints before it are refused by every read instead of being served the
+                // first new window. Until the first window is published a later start (a reconnect,
+                // the purged-refill fallback) moves it.
+                if p.parts.writer.last_scn() == Scn::ZERO {
+                    let origin = connector.last_scn();
+                    p.parts.writer.anchor(origin).map_err(|e| {
+                        p.definite(format!("cannot anchor the buffer at SCN {origin}: {e}"))
+                    })?;
                 }
                 p.parts.status.update(|s| {
                     s.state = IngestState::Streaming;
@@ -371,6 +371,14 @@ async fn pump<C: SourceConnector>(
             () = tokio::time::sleep(backoff) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+        // Resume exactly where the buffer's history ends: after the last window written, or after the
+        // origin when nothing was written since (never `Now` again: that would skip what the source
+        // committed while we were away).
+        from = match (p.parts.writer.last_scn(), p.parts.writer.origin()) {
+            (Scn::ZERO, Some(origin)) => StartPosition::After(origin),
+            (Scn::ZERO, None) => from,
+            (last, _) => StartPosition::After(last),
+        };
         continue 'connect;
     }
 }

@@ -33,7 +33,6 @@
 //!         table: "orders".into(),
 //!     }],
 //!     status: Default::default(),
-//!     floor: Default::default(),
 //! };
 //! let service = RelayService::new(
 //!     vec![source],
@@ -150,14 +149,14 @@ pub async fn run_with(
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     for source in &config.sources {
-        let (writer, buffer) = event_buffer(BufferConfig::new(source.buffer_bytes))
-            .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
+        let (writer, buffer) =
+            event_buffer(BufferConfig::new(source.buffer_bytes).awaiting_anchor())
+                .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
         let handle = SourceHandle {
             name: source.name.clone(),
             buffer,
             tables: source.tables.clone(),
             status: Arc::default(),
-            floor: Arc::default(),
         };
         let parts = ingest::IngestParts {
             name: source.name.clone(),
@@ -165,7 +164,6 @@ pub async fn run_with(
             registry: registry.clone(),
             tables: source.tables.clone(),
             status: handle.status.clone(),
-            floor: handle.floor.clone(),
             state: state::StateFile::new(&config.state_dir, &source.name),
             history_transactions: source.history_transactions,
         };

@@ -2,7 +2,6 @@
 //! status and the schema registry.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -100,33 +99,6 @@ pub struct SourceHandle {
     pub tables: Vec<ValidatedTable>,
     /// Ingest status.
     pub status: Arc<IngestStatus>,
-    /// Checkpoints before this SCN were never in this buffer since the relay (re)started.
-    pub floor: Arc<ResumeFloor>,
-}
-
-/// The SCN after which a (re)started relay's buffer begins: the persisted last SCN on a restart, or the
-/// SCN before the first window when the relay started from the source's current position. A buffer that
-/// never evicted would otherwise serve an older checkpoint from its first window and silently skip the
-/// windows in between; with a floor, such checkpoints get `scn_not_found` (the consumer bootstraps).
-#[derive(Debug, Default)]
-pub struct ResumeFloor(AtomicU64);
-
-impl ResumeFloor {
-    /// The floor, if set.
-    pub fn get(&self) -> Option<Scn> {
-        // Relaxed: a single value read on its own; no other memory depends on it.
-        Some(self.0.load(Ordering::Relaxed))
-            .filter(|&v| v != 0)
-            .map(Scn::new)
-    }
-
-    /// Sets the floor unless one is set.
-    pub fn set_if_unset(&self, scn: Scn) {
-        // Relaxed: see `get`.
-        let _ = self
-            .0
-            .compare_exchange(0, scn.get(), Ordering::Relaxed, Ordering::Relaxed);
-    }
 }
 
 impl std::fmt::Debug for SourceHandle {

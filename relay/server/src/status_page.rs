@@ -153,7 +153,7 @@ fn render(svc: &RelayService, rates: &BTreeMap<String, Rate>) -> String {
     for source in svc.sources() {
         let stats = source.buffer.stats();
         let ingest = source.status.snapshot();
-        let prev = crate::http::effective_prev_scn(source, &stats);
+        let prev = stats.prev_scn;
         let name = escape(&source.name);
         let state = serde_json::to_value(ingest.state)
             .ok()
@@ -273,7 +273,6 @@ mod tests {
                 table: "orders".into(),
             }],
             status: Arc::default(),
-            floor: Arc::default(),
         };
         source.status.update(|s| {
             s.state = IngestState::Reconnecting;

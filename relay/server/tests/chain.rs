@@ -123,7 +123,6 @@ fn shop_handle(buffer: Arc<databus_buffer::EventBuffer>) -> SourceHandle {
         buffer,
         tables: vec![shop_table(1, "orders")],
         status: Default::default(),
-        floor: Default::default(),
     }
 }
 

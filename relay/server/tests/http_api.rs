@@ -75,14 +75,12 @@ impl Relay {
                 buffer: shop_buffer.clone(),
                 tables: (1..=4).map(|i| shop_table(i, &format!("t{i}"))).collect(),
                 status: shop_status.clone(),
-                floor: Default::default(),
             },
             SourceHandle {
                 name: "other".into(),
                 buffer: other_buffer,
                 tables: vec![shop_table(9, "nine")],
                 status: Default::default(),
-                floor: Default::default(),
             },
         ];
         let schemas = Arc::new(SchemaRegistry::in_memory());

@@ -41,7 +41,6 @@ async fn metrics_count_requests_events_errors_and_buffer_state() {
         buffer,
         tables: vec![shop_table(1, "orders")],
         status,
-        floor: Default::default(),
     };
     let service = RelayService::new(
         vec![source],
