@@ -10,6 +10,7 @@
 //! | `commit_order_and_whole_transactions` | one event per transaction, all its changes, commit order, SCNs strictly increase |
 //! | `empty_transactions_advance_the_scn` | a transaction on uncaptured tables is emitted with no changes |
 //! | `resume_after_is_exact` | `After(s)` yields exactly the transactions after `s`: no duplicate, no gap |
+//! | `start_reports_its_position` | after `start`, `last_scn()` is where the stream continues: `s` for `After(s)`, the source's position for `Now` |
 //! | `heartbeats_while_idle` | heartbeats arrive while the source is idle, carrying the last SCN |
 //! | `clean_shutdown` | cancelling the shutdown token ends a pending `next_event` with `Ok(None)` |
 //!
@@ -206,6 +207,28 @@ pub async fn resume_after_is_exact<H: ConformanceHarness>(h: &mut H) {
     r.shutdown().await.expect("shutdown");
 }
 
+/// Right after `start`, `last_scn()` is the SCN the stream continues after: the source's current
+/// position for `Now` (the first transaction committed later follows it, and resuming after it yields
+/// that same transaction), `s` for `After(s)`.
+pub async fn start_reports_its_position<H: ConformanceHarness>(h: &mut H) {
+    h.commit_transaction(1).await;
+    let mut c = started(h, StartPosition::Now).await;
+    let now = c.last_scn();
+    assert!(now > Scn::ZERO, "after Now: the source's current position");
+    h.commit_transaction(2).await;
+    let first = next_transaction(&mut c).await;
+    assert!(first.scn > now, "{} follows the position {now}", first.scn);
+    c.shutdown().await.expect("shutdown");
+    let mut r = started(h, StartPosition::After(now)).await;
+    assert_eq!(r.last_scn(), now, "after After(s): s");
+    let again = next_transaction(&mut r).await;
+    assert_eq!(
+        again.scn, first.scn,
+        "the first transaction after the reported position is the first one committed after start"
+    );
+    r.shutdown().await.expect("shutdown");
+}
+
 /// While the source is idle, heartbeats arrive, carrying the last SCN, with advancing time.
 pub async fn heartbeats_while_idle<H: ConformanceHarness>(h: &mut H) {
     h.commit_transaction(1).await;
@@ -286,6 +309,12 @@ macro_rules! connector_conformance_suite {
             async fn resume_after_is_exact() {
                 let mut h = $make.await;
                 $crate::conformance::resume_after_is_exact(&mut h).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn start_reports_its_position() {
+                let mut h = $make.await;
+                $crate::conformance::start_reports_its_position(&mut h).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -200,11 +200,12 @@ pub trait SourceConnector: Send {
         from: StartPosition,
     ) -> impl Future<Output = Result<(), ConnectorError>> + Send;
 
-    /// The SCN the stream is positioned after: after a successful [`start`](Self::start), the SCN it
-    /// continues from (`s` for `After(s)`; the source's current position for `Now`; 0 for
-    /// `After(Scn::ZERO)`, from the oldest transaction the source holds), then the SCN of each
-    /// transaction delivered. The first transaction delivered after a start is the first committed after
-    /// it. The relay anchors its buffer here, so that it never serves a checkpoint it does not continue.
+    /// The SCN the stream is positioned after. Right after a successful [`start`](Self::start) (the
+    /// moment the contract covers): the SCN it continues from, `s` for `After(s)`, the source's current
+    /// position for `Now`, 0 for `After(Scn::ZERO)` (from the oldest transaction the source holds). The
+    /// first transaction delivered is the first committed after it. Later it follows the stream. The
+    /// relay anchors its buffer here, so that it never serves a checkpoint its first window does not
+    /// continue.
     fn last_scn(&self) -> Scn;
 
     /// The next event; `Ok(None)` once the shutdown token is cancelled. Cancel-safe at transaction

@@ -345,15 +345,19 @@ enum Fault {
     KillConsumer,
     RestartMariaDb,
     FlushAndPurge,
+    /// The relay dies while its source is down too, and comes back before the source: consumers and
+    /// the producer wait in a relay that has not positioned its source (issue 13).
+    RestartRelayWhileSourceDown,
 }
 
-const ALL_FAULTS: [Fault; 6] = [
+const ALL_FAULTS: [Fault; 7] = [
     Fault::KillRelay,
     Fault::KillProducer,
     Fault::KillApplier,
     Fault::KillConsumer,
     Fault::RestartMariaDb,
     Fault::FlushAndPurge,
+    Fault::RestartRelayWhileSourceDown,
 ];
 
 /// The seed's schedule: each fault `rounds` times, in a shuffled order, at a transaction index, with a downtime
@@ -646,6 +650,36 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                         w.db.kill9();
                         w.db.start_again().await.unwrap();
                     }
+                    conn = w.db.root_conn().await.unwrap();
+                }
+                Fault::RestartRelayWhileSourceDown => {
+                    drop(conn);
+                    w.relay.kill9();
+                    // Odd seeds stop the server cleanly, even ones crash it (SIGKILL).
+                    if seed % 2 == 1 {
+                        w.db.stop().await.unwrap();
+                    } else {
+                        w.db.kill9();
+                    }
+                    b(|| w.relay.restart()).unwrap();
+                    // The replica and the producer (whichever is up) come back to the relay and wait
+                    // in it before its source is back.
+                    let deadline = Instant::now() + Duration::from_secs(60);
+                    loop {
+                        let waiting = b(|| w.relay.get("/v1/status"))
+                            .and_then(|r| r.json())
+                            .ok()
+                            .and_then(|v| v["buffers"][0]["waiting_readers"].as_u64());
+                        if waiting >= Some(1) {
+                            break;
+                        }
+                        assert!(
+                            Instant::now() < deadline,
+                            "seed {seed}: nobody waited in the restarted relay ({waiting:?})"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    w.db.start_again().await.unwrap();
                     conn = w.db.root_conn().await.unwrap();
                 }
                 Fault::FlushAndPurge => {

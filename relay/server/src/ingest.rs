@@ -398,6 +398,277 @@ fn append_error_message(scn: Scn, e: &AppendError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
+
+    use databus_buffer::{BufferConfig, EventBuffer, ReadError, event_buffer};
+    use databus_core::Checkpoint;
+
+    /// A scripted source for the pipeline above it: each `start` takes the next outcome (an error, or
+    /// the SCN the stream is positioned after: `None` keeps the requested `After(s)`), then each
+    /// `next_event` the next step of that start's script; when a script runs out the connector idles
+    /// until shutdown.
+    /// One scripted `start`: its outcome and the events that follow it.
+    type Start = (Result<Option<u64>, ConnectorError>, Vec<Step>);
+
+    struct Scripted {
+        starts: VecDeque<Start>,
+        script: VecDeque<Step>,
+        asked: Arc<std::sync::Mutex<Vec<StartPosition>>>,
+        position: Scn,
+        shutdown: CancellationToken,
+    }
+
+    enum Step {
+        Window(u64),
+        Fail(ConnectorError),
+    }
+
+    fn transient() -> ConnectorError {
+        ConnectorError::ReadTimeout(Duration::from_secs(1))
+    }
+
+    fn purged() -> ConnectorError {
+        ConnectorError::Purged {
+            requested: "0-1-56".into(),
+            oldest: "0-1-90".into(),
+        }
+    }
+
+    impl SourceConnector for Scripted {
+        async fn start(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
+            self.asked.lock().unwrap().push(from.clone());
+            let (outcome, script) = self.starts.pop_front().expect("an unscripted start");
+            self.script = script.into();
+            let position = outcome?;
+            self.position = match (position, from) {
+                (Some(p), _) => Scn::new(p),
+                (None, StartPosition::After(s)) => s,
+                (None, other) => panic!("script a position for {other:?}"),
+            };
+            Ok(())
+        }
+
+        fn last_scn(&self) -> Scn {
+            self.position
+        }
+
+        async fn next_event(&mut self) -> Result<Option<ConnectorEvent>, ConnectorError> {
+            match self.script.pop_front() {
+                Some(Step::Window(scn)) => {
+                    self.position = Scn::new(scn);
+                    Ok(Some(ConnectorEvent::Transaction(SourceTransaction {
+                        scn: Scn::new(scn),
+                        commit_timestamp_ns: scn,
+                        position: SourcePosition {
+                            gtid: format!("0-1-{scn}"),
+                            file: "bin.000001".into(),
+                            end_position: scn,
+                        },
+                        changes: Vec::new(),
+                    })))
+                }
+                Some(Step::Fail(e)) => Err(e),
+                None => {
+                    self.shutdown.cancelled().await;
+                    Ok(None)
+                }
+            }
+        }
+
+        fn shutdown_token(&self) -> CancellationToken {
+            self.shutdown.clone()
+        }
+
+        async fn shutdown(&mut self) -> Result<(), ConnectorError> {
+            Ok(())
+        }
+    }
+
+    struct Run {
+        buffer: Arc<EventBuffer>,
+        asked: Vec<StartPosition>,
+    }
+
+    /// Runs the pipeline over `starts` with `persisted` as the state file's last SCN, until the
+    /// buffer's newest window is `until`.
+    async fn run(
+        persisted: Option<u64>,
+        history: u64,
+        starts: Vec<Start>,
+        until: u64,
+    ) -> Run {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path(), "src");
+        if let Some(scn) = persisted {
+            state.store(Scn::new(scn), None).unwrap();
+        }
+        let (writer, buffer) = event_buffer(BufferConfig::new(1 << 20).awaiting_anchor()).unwrap();
+        let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let shutdown = CancellationToken::new();
+        let connector = Scripted {
+            starts: starts.into(),
+            script: VecDeque::new(),
+            asked: asked.clone(),
+            position: Scn::ZERO,
+            shutdown: shutdown.clone(),
+        };
+        let parts = IngestParts {
+            name: "src".into(),
+            writer,
+            registry: Arc::new(SchemaRegistry::open(dir.path().join("schemas")).unwrap()),
+            tables: Vec::new(),
+            status: Arc::default(),
+            state,
+            history_transactions: history,
+        };
+        let task = tokio::spawn(run_ingest(connector, parts, shutdown.clone()));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
+        while buffer.stats().max_scn < Some(Scn::new(until)) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "never reached {until}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+        let asked = asked.lock().unwrap().clone();
+        Run { buffer, asked }
+    }
+
+    fn first_after(buffer: &EventBuffer, scn: u64) -> Result<Option<Scn>, ReadError> {
+        let mut out = Vec::new();
+        buffer.read(&Checkpoint::after(Scn::new(scn)), 1 << 20, &mut out)?;
+        Ok(databus_core::EventView::parse_all(&out)
+            .unwrap()
+            .first()
+            .map(databus_core::EventView::scn))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_purged_refill_anchors_the_buffer_after_the_persisted_scn() {
+        // Persisted 106, refill of 50: the source no longer has 56, so the relay resumes after 106.
+        let r = run(
+            Some(106),
+            50,
+            vec![
+                (Err(purged()), vec![]),
+                (Ok(None), vec![Step::Window(107), Step::Window(108)]),
+            ],
+            108,
+        )
+        .await;
+        assert_eq!(
+            r.asked,
+            [
+                StartPosition::After(Scn::new(56)),
+                StartPosition::After(Scn::new(106))
+            ]
+        );
+        assert!(matches!(
+            first_after(&r.buffer, 55),
+            Err(ReadError::ScnNotFound { .. })
+        ));
+        assert!(matches!(
+            first_after(&r.buffer, 100),
+            Err(ReadError::ScnNotFound { .. })
+        ));
+        assert_eq!(first_after(&r.buffer, 106), Ok(Some(Scn::new(107))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refill_purged_after_it_started_moves_the_origin_before_anything_is_served() {
+        // The refill's start succeeded (anchored at 56), then the stream reported the purge before
+        // any window: the fallback re-anchors after 106.
+        let r = run(
+            Some(106),
+            50,
+            vec![
+                (Ok(None), vec![Step::Fail(purged())]),
+                (Ok(None), vec![Step::Window(107)]),
+            ],
+            107,
+        )
+        .await;
+        assert_eq!(r.asked.len(), 2);
+        assert!(matches!(
+            first_after(&r.buffer, 60),
+            Err(ReadError::ScnNotFound { .. })
+        ));
+        assert_eq!(first_after(&r.buffer, 106), Ok(Some(Scn::new(107))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fresh_relay_reconnecting_before_its_first_window_resumes_after_its_origin() {
+        // Started from the source's position 500, the connection drops before any transaction: the
+        // reconnect asks for what follows 500 (not "now" again, which would skip what was committed
+        // meanwhile), and checkpoints before 500 are refused.
+        let r = run(
+            None,
+            0,
+            vec![
+                (Ok(Some(500)), vec![Step::Fail(transient())]),
+                (Err(transient()), vec![]),
+                (Ok(None), vec![Step::Window(501), Step::Window(502)]),
+            ],
+            502,
+        )
+        .await;
+        assert_eq!(
+            r.asked,
+            [
+                StartPosition::Now,
+                StartPosition::After(Scn::new(500)),
+                StartPosition::After(Scn::new(500))
+            ]
+        );
+        assert!(matches!(
+            first_after(&r.buffer, 499),
+            Err(ReadError::ScnNotFound { .. })
+        ));
+        assert_eq!(first_after(&r.buffer, 500), Ok(Some(Scn::new(501))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn nothing_is_served_until_the_source_is_positioned() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateFile::new(dir.path(), "src");
+        state.store(Scn::new(106), None).unwrap();
+        let (writer, buffer) = event_buffer(BufferConfig::new(1 << 20).awaiting_anchor()).unwrap();
+        let shutdown = CancellationToken::new();
+        // The source stays down: every start fails transiently.
+        let connector = Scripted {
+            starts: (0..1000).map(|_| (Err(transient()), vec![])).collect(),
+            script: VecDeque::new(),
+            asked: Arc::default(),
+            position: Scn::ZERO,
+            shutdown: shutdown.clone(),
+        };
+        let status: Arc<IngestStatus> = Arc::default();
+        let parts = IngestParts {
+            name: "src".into(),
+            writer,
+            registry: Arc::new(SchemaRegistry::open(dir.path().join("schemas")).unwrap()),
+            tables: Vec::new(),
+            status: status.clone(),
+            state,
+            history_transactions: 0,
+        };
+        let task = tokio::spawn(run_ingest(connector, parts, shutdown.clone()));
+        while status.snapshot().state != IngestState::Reconnecting {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let mut out = Vec::new();
+        for scn in [0, 55, 106, 200] {
+            assert_eq!(
+                buffer.read(&Checkpoint::after(Scn::new(scn)), 1 << 20, &mut out),
+                Err(ReadError::NotAnchored)
+            );
+        }
+        shutdown.cancel();
+        task.await.unwrap().unwrap();
+    }
 
     #[test]
     fn a_window_larger_than_the_buffer_names_the_setting_to_raise() {
