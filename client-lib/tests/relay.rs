@@ -165,6 +165,47 @@ async fn fails_over_between_two_relays() {
     b.stop().await;
 }
 
+/// Two relays with different origins: `a` restarted while its source was down (first not positioned,
+/// then positioned after SCN 35, which it never held before), `b` holding 1..=40. A client at SCN 20
+/// is never served by `a` from its first window: it fails over to `b` and gets 21..=40 with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fails_over_from_a_relay_that_does_not_continue_its_checkpoint() {
+    let mut a = TestRelay::start_unpositioned(1 << 20).await;
+    let mut b = TestRelay::start(1 << 20).await;
+    fill(&mut b, 1..=20, 5);
+    let config = fast_config(&[a.url(), b.url()]);
+    let store = Arc::new(MemoryCheckpointStore::new());
+    store.store(&Checkpoint::after(Scn::new(20))).unwrap();
+    let client = DatabusClient::new(config, store.clone()).unwrap();
+    let consumer = Arc::new(Recorder::default());
+    let run = spawn_run(&client, consumer.clone());
+    // `a` answers `503 not_positioned` at its long poll's end: the client moves on to `b`.
+    fill(&mut b, 21..=30, 5);
+    wait_until("window 30 from b", || consumer.last_window() == Some(30)).await;
+    // `a` is positioned after 35 and gets windows 36..=40; `b` goes away. A client at 30 must not be
+    // served 36 by `a`: it waits for `b`.
+    a.writer.anchor(Scn::new(35)).unwrap();
+    fill(&mut a, 36..=40, 5);
+    b.stop().await;
+    let failed_before = client.stats().failed_requests();
+    wait_until("requests refused while b is down", || {
+        client.stats().failed_requests() >= failed_before + 3
+    })
+    .await;
+    assert_eq!(
+        consumer.last_window(),
+        Some(30),
+        "a served a window after 30"
+    );
+    fill(&mut b, 31..=40, 5);
+    b.serve().await;
+    wait_until("window 40", || consumer.last_window() == Some(40)).await;
+    run.stop().await.unwrap();
+    assert_eq!(consumer.events(), expected(21..=40, 5));
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_stopped_and_restarted_on_the_same_port() {
     let mut relay = TestRelay::start(1 << 20).await;

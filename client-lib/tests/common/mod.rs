@@ -83,7 +83,22 @@ impl TestRelay {
     }
 
     pub async fn start_at(capacity: usize, addr: SocketAddr) -> TestRelay {
-        let (writer, buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
+        Self::start_with(BufferConfig::new(capacity), addr).await
+    }
+
+    /// A relay restarted while its source is down: its buffer has no origin until
+    /// `relay.writer.anchor(..)`.
+    #[allow(dead_code)]
+    pub async fn start_unpositioned(capacity: usize) -> TestRelay {
+        Self::start_with(
+            BufferConfig::new(capacity).awaiting_anchor(),
+            "127.0.0.1:0".parse().unwrap(),
+        )
+        .await
+    }
+
+    async fn start_with(config: BufferConfig, addr: SocketAddr) -> TestRelay {
+        let (writer, buffer) = event_buffer(config).unwrap();
         let registry = Arc::new(SchemaRegistry::in_memory());
         let schema = registry.register(&table()).unwrap();
         let mut relay = TestRelay {

@@ -491,12 +491,7 @@ mod tests {
 
     /// Runs the pipeline over `starts` with `persisted` as the state file's last SCN, until the
     /// buffer's newest window is `until`.
-    async fn run(
-        persisted: Option<u64>,
-        history: u64,
-        starts: Vec<Start>,
-        until: u64,
-    ) -> Run {
+    async fn run(persisted: Option<u64>, history: u64, starts: Vec<Start>, until: u64) -> Run {
         let dir = tempfile::tempdir().unwrap();
         let state = StateFile::new(dir.path(), "src");
         if let Some(scn) = persisted {
