@@ -38,7 +38,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig};
+use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
 use serde::Deserialize;
 
@@ -132,6 +132,11 @@ pub struct HttpSection {
     /// several tokens for rotation; `open_metrics`). Default: no authentication.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// `[http.connections]`: the most connections held, how long a client has to send a request's
+    /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
+    /// (lowered to the open-file limit minus 128), 10 s, 60 s, 16.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -160,6 +165,7 @@ impl Default for HttpSection {
             max_response_bytes: default_max_response_bytes(),
             tls: None,
             auth: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -378,6 +384,7 @@ impl BootstrapConfig {
             "http",
             self.http.tls.as_ref(),
             self.http.auth.as_ref(),
+            &self.http.connections,
             env,
         )
         .map_err(http_error)?;

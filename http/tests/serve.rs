@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig, serve};
+use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig, serve};
 use databus_http::{ClientOptions, HttpClient, HttpError, Token};
 use tokio_util_shim::Shutdown;
 use warp::Filter;
@@ -98,6 +98,7 @@ async fn tls_and_tokens() {
             tokens_file: None,
             open_metrics: false,
         }),
+        &ConnectionLimits::default(),
         &env,
     )
     .unwrap();
@@ -188,14 +189,21 @@ async fn open_metrics_and_config_errors() {
             key: missing.clone(),
         }),
         None,
+        &ConnectionLimits::default(),
         &|_| None,
     )
     .unwrap_err()
     .to_string();
     assert!(err.starts_with("http.tls.cert: cannot read"), "{err}");
-    let err = ServerSecurity::from_config("http", None, Some(&AuthConfig::default()), &|_| None)
-        .unwrap_err()
-        .to_string();
+    let err = ServerSecurity::from_config(
+        "http",
+        None,
+        Some(&AuthConfig::default()),
+        &ConnectionLimits::default(),
+        &|_| None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no tokens_env or tokens_file"), "{err}");
     let err = HttpClient::new(
         "https://127.0.0.1:1",

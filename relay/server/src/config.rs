@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use databus_core::SourceId;
-use databus_http::server::{AuthConfig, ServerSecurity, TlsConfig};
+use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
 use serde::Deserialize;
 
@@ -89,6 +89,11 @@ pub struct HttpConfig {
     /// authentication.
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// `[http.connections]`: the most connections held, how long a client has to send a request's
+    /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
+    /// (lowered to the open-file limit minus 128), 10 s, 60 s, 16.
+    #[serde(default)]
+    pub connections: ConnectionLimits,
 }
 
 fn default_listen() -> SocketAddr {
@@ -121,6 +126,7 @@ impl Default for HttpConfig {
             max_concurrent_streams: default_max_concurrent_streams(),
             tls: None,
             auth: None,
+            connections: ConnectionLimits::default(),
         }
     }
 }
@@ -456,6 +462,7 @@ impl RelayConfig {
             "http",
             self.http.tls.as_ref(),
             self.http.auth.as_ref(),
+            &self.http.connections,
             env,
         )
         .map_err(http_config_error)?;

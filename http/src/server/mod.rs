@@ -24,7 +24,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
 use hyper::{Request, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -32,6 +32,11 @@ use tower_service::Service;
 use warp::reply::Response;
 
 use crate::{HttpError, Token};
+
+pub mod limits;
+
+pub use limits::ConnectionLimits;
+use limits::{Activity, Watched};
 
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -76,6 +81,8 @@ pub struct ServerSecurity {
     auth: Option<Arc<Auth>>,
     /// Called for every request refused with `401` (the server's error metric).
     on_refused: Option<Arc<dyn Fn() + Send + Sync>>,
+    /// Bounds on the connections held (hostile or broken clients).
+    limits: ConnectionLimits,
 }
 
 impl std::fmt::Debug for ServerSecurity {
@@ -84,6 +91,7 @@ impl std::fmt::Debug for ServerSecurity {
             .field("tls", &self.tls.is_some())
             .field("tokens", &self.auth.as_ref().map(|a| a.tokens.len()))
             .field("open_metrics", &self.auth.as_ref().map(|a| a.open_metrics))
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -100,10 +108,14 @@ impl ServerSecurity {
         section: &str,
         tls: Option<&TlsConfig>,
         auth: Option<&AuthConfig>,
+        connections: &ConnectionLimits,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ServerSecurity, HttpError> {
         let prefix = |e: HttpError| HttpError::Config(format!("{section}.{e}"));
-        let mut security = ServerSecurity::plain();
+        connections
+            .validate(&format!("{section}.connections"))
+            .map_err(HttpError::Config)?;
+        let mut security = ServerSecurity::plain().with_limits(*connections);
         if let Some(tls) = tls {
             security.tls = Some(crate::tls::server_config(&tls.cert, &tls.key).map_err(prefix)?);
         }
@@ -149,6 +161,12 @@ impl ServerSecurity {
     /// refusals in their error metric with it).
     pub fn on_refused(mut self, count: impl Fn() + Send + Sync + 'static) -> ServerSecurity {
         self.on_refused = Some(Arc::new(count));
+        self
+    }
+
+    /// Bounds the connections served (see [`limits`]).
+    pub fn with_limits(mut self, limits: ConnectionLimits) -> ServerSecurity {
+        self.limits = limits;
         self
     }
 
@@ -233,6 +251,7 @@ impl Auth {
 
 /// Serves `service` (e.g. `warp::service(routes)`) on `listener` with `security` until `shutdown`
 /// completes; then stops accepting and waits for the connections in flight to finish their requests.
+/// Connections are bounded by the security's [`ConnectionLimits`] (see [`limits`]).
 pub async fn serve<S>(
     service: S,
     listener: TcpListener,
@@ -244,6 +263,20 @@ pub async fn serve<S>(
 {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = security.tls.clone().map(TlsAcceptor::from);
+    let limits = security.limits;
+    let max_connections = limits.effective_max_connections();
+    if max_connections < limits.max_connections {
+        tracing::warn!(
+            max_connections,
+            configured = limits.max_connections,
+            "the open-file limit lowers http.connections.max_connections (raise it with ulimit -n)"
+        );
+    }
+    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let over_cap: Arc<[u8]> = limits::too_many_connections(max_connections).into();
+    // Connections over the cap being answered (each for at most a second).
+    let lingering = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut last_refusal_log: Option<tokio::time::Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -265,17 +298,34 @@ pub async fn serve<S>(
                 }
             },
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            // Over the cap: answer without waiting (a client that does not read loses the answer,
+            // not our time) and close, so the descriptor is free again at once.
+            if acceptor.is_none() {
+                refuse_over_cap(stream, over_cap.clone(), &lingering);
+            }
+            if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                tracing::warn!(%remote, max_connections, "connection refused: too many connections");
+                last_refusal_log = Some(tokio::time::Instant::now());
+            }
+            continue;
+        };
         let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let stream = Watched::new(stream, activity.clone());
         let auth = security.auth.clone();
         let on_refused = security.on_refused.clone();
         let inner = service.clone();
+        let requests = activity.clone();
         let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
             let refused = auth.as_ref().and_then(|a| a.refuse(&req));
             if let (Some(_), Some(count)) = (&refused, &on_refused) {
                 count();
             }
             let mut inner = inner.clone();
+            let in_flight = requests.request();
             async move {
+                let _in_flight = in_flight;
                 match refused {
                     Some(response) => Ok::<_, Infallible>(response),
                     None => inner.call(req).await,
@@ -285,29 +335,51 @@ pub async fn serve<S>(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            let result = match acceptor {
-                None => {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    watcher.watch(conn.into_owned()).await
-                }
-                Some(acceptor) => {
-                    let tls =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
+            let _permit = permit;
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .max_concurrent_streams(limits.max_http2_streams);
+            let idle = idle_watch(&activity, limits);
+            let serve = async {
+                match acceptor {
+                    None => {
+                        let conn =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                    Some(acceptor) => {
+                        let tls = match tokio::time::timeout(
+                            TLS_HANDSHAKE_TIMEOUT,
+                            acceptor.accept(stream),
+                        )
+                        .await
                         {
                             Ok(Ok(tls)) => tls,
                             Ok(Err(e)) => {
                                 tracing::debug!(%remote, error = %e, "TLS handshake failed");
-                                return;
+                                return Ok(());
                             }
                             Err(_) => {
                                 tracing::debug!(%remote, "TLS handshake timed out");
-                                return;
+                                return Ok(());
                             }
                         };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-                    watcher.watch(conn.into_owned()).await
+                        let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+                        watcher.watch(conn.into_owned()).await
+                    }
+                }
+            };
+            let result = tokio::select! {
+                r = serve => r,
+                () = idle => {
+                    tracing::debug!(%remote, "closing an idle connection");
+                    Ok(())
                 }
             };
             if let Err(e) = result {
@@ -317,4 +389,43 @@ pub async fn serve<S>(
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Completes once the connection is idle (see [`limits::Activity::idle`]).
+async fn idle_watch(activity: &Activity, limits: ConnectionLimits) {
+    let tick =
+        (limits.header_read_timeout.min(limits.idle_timeout) / 4).max(Duration::from_millis(25));
+    loop {
+        tokio::time::sleep(tick).await;
+        if activity.idle(limits.header_read_timeout, limits.idle_timeout) {
+            return;
+        }
+    }
+}
+
+/// Answers a connection over the cap: `answer` written without waiting, then what the client sent is
+/// read and dropped for up to a second so that closing does not reset the connection before the
+/// client reads the answer. At most `lingering` such connections at once; beyond that they are just
+/// closed.
+fn refuse_over_cap(
+    mut stream: tokio::net::TcpStream,
+    answer: Arc<[u8]>,
+    lingering: &Arc<tokio::sync::Semaphore>,
+) {
+    let Ok(permit) = lingering.clone().try_acquire_owned() else {
+        return;
+    };
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _permit = permit;
+        if stream.try_write(&answer).is_err() {
+            return;
+        }
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
+    });
 }

@@ -1,0 +1,197 @@
+//! The server's connection limits over real loopback, against clients that misbehave: idle
+//! connections, headers sent a byte at a time (slowloris), clients that never read their response,
+//! more connections than allowed. Each test fails without the limit it checks.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use databus_http::server::{ConnectionLimits, ServerSecurity, serve};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warp::Filter;
+
+/// Routes: `/small`, `/big` (8 MiB), `/slow` (answers after 1.5 s, like a long poll).
+async fn start(limits: ConnectionLimits) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let routes = warp::path!("small")
+        .map(|| "ok".to_owned())
+        .or(warp::path!("big").map(|| "x".repeat(8 << 20)))
+        .unify()
+        .or(warp::path!("slow").then(|| async {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            "late".to_owned()
+        }))
+        .unify();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(serve(
+        warp::service(routes),
+        listener,
+        ServerSecurity::plain().with_limits(limits),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    (addr, tx)
+}
+
+fn limits(max_connections: usize, header: u64, idle: u64) -> ConnectionLimits {
+    ConnectionLimits {
+        max_connections,
+        header_read_timeout: Duration::from_millis(header),
+        idle_timeout: Duration::from_millis(idle),
+        ..ConnectionLimits::default()
+    }
+}
+
+/// Reads until the server closes the connection; how long that took. Fails after `within`.
+async fn closed_within(sock: &mut TcpStream, within: Duration) -> Duration {
+    let start = Instant::now();
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        match tokio::time::timeout(within, sock.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return start.elapsed(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("the server kept the connection open for {within:?}"),
+        }
+    }
+}
+
+/// A whole `GET path` on a new connection: the response text.
+async fn get(addr: SocketAddr, path: &str) -> String {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut text = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), sock.read_to_end(&mut text))
+        .await
+        .expect("a response")
+        .unwrap();
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_that_never_sends_its_headers_is_disconnected() {
+    let (addr, _stop) = start(limits(64, 300, 60_000)).await;
+    // Connected, silent.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    closed_within(&mut silent, Duration::from_secs(10)).await;
+    // Slowloris: one byte of the request line every 100 ms, never the end of the headers.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    let started = Instant::now();
+    let trickle = async {
+        for b in
+            b"GET /small HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        {
+            if slow.write_all(&[*b]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), trickle)
+        .await
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "the trickling client was served for {:?}",
+        started.elapsed()
+    );
+    // A well-behaved client is still served.
+    assert!(get(addr, "/small").await.ends_with("ok"));
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_but_a_long_poll_is_not() {
+    let (addr, _stop) = start(limits(64, 5_000, 400)).await;
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
+    // Kept alive, then idle: closed after the idle timeout, long before the header timeout.
+    let took = closed_within(&mut sock, Duration::from_secs(4)).await;
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    // A request being handled for longer than the idle timeout is not cut.
+    assert!(get(addr, "/slow").await.ends_with("late"));
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_disconnected_and_frees_its_slot() {
+    let (addr, _stop) = start(limits(2, 5_000, 500)).await;
+    // Two clients ask for 8 MiB each and never read: their connections are the server's whole quota.
+    let mut stuck = Vec::new();
+    for _ in 0..2 {
+        let mut sock = TcpStream::connect(addr).await.unwrap();
+        sock.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        stuck.push(sock);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // While they hold the slots, a third connection is refused with a clear answer.
+    let refused = get(addr, "/small").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(refused.contains("too_many_connections"), "{refused}");
+    // The stalled writes count as idle: both are closed and the slots are free again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let answer = get(addr, "/small").await;
+        if answer.ends_with("ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stuck clients kept their slots: {answer}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn connections_over_the_cap_get_503_and_the_cap_frees_as_they_close() {
+    let (addr, _stop) = start(limits(3, 60_000, 60_000)).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let answer = get(addr, "/small").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(answer.contains("retry-after: 1"), "{answer}");
+    }
+    held.pop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if get(addr, "/small").await.ends_with("ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a closed connection never freed its slot"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn limits_are_validated_with_the_setting_named() {
+    let bad = ConnectionLimits {
+        max_connections: 0,
+        ..ConnectionLimits::default()
+    };
+    let err = bad.validate("http.connections").unwrap_err();
+    assert!(err.contains("http.connections.max_connections"), "{err}");
+    let bad = ConnectionLimits {
+        idle_timeout: Duration::from_millis(1),
+        ..ConnectionLimits::default()
+    };
+    let err = bad.validate("http.connections").unwrap_err();
+    assert!(err.contains("idle_timeout"), "{err}");
+}
