@@ -23,13 +23,13 @@ use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
 use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::RelayError;
-use crate::ingest::{IngestParts, PERSIST_INTERVAL};
+use crate::ingest::IngestParts;
 use crate::metrics as m;
 use crate::service::IngestState;
+use crate::state::Persister;
 
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -111,8 +111,7 @@ struct Chain {
     parts: IngestParts,
     upstream: Upstream,
     http: HttpClient,
-    last_persist: Option<Instant>,
-    persisted_scn: Scn,
+    persister: Persister,
 }
 
 impl Chain {
@@ -163,26 +162,7 @@ impl Chain {
 
     async fn persist(&mut self, force: bool) -> Result<(), RelayError> {
         let last = self.parts.writer.last_scn();
-        if last == Scn::ZERO || last == self.persisted_scn {
-            return Ok(());
-        }
-        if !force
-            && self
-                .last_persist
-                .is_some_and(|t| t.elapsed() < PERSIST_INTERVAL)
-        {
-            return Ok(());
-        }
-        let file = self.parts.state.clone();
-        tokio::task::spawn_blocking(move || file.store(last, None))
-            .await
-            .map_err(|e| RelayError::Ingest {
-                name: self.parts.name.clone(),
-                message: format!("state writer panicked: {e}"),
-            })??;
-        self.persisted_scn = last;
-        self.last_persist = Some(Instant::now());
-        Ok(())
+        self.persister.persist(last, None, force).await
     }
 
     /// Where to start when nothing was persisted: after the upstream's last evicted window.
@@ -329,13 +309,16 @@ pub async fn run_chain(
     let persisted = parts.state.load();
     let mut chain = Chain {
         http,
-        persisted_scn: match &persisted {
-            Ok(Some(state)) => state.last_scn,
-            _ => Scn::ZERO,
-        },
+        persister: Persister::new(
+            parts.state.clone(),
+            &parts.name,
+            match &persisted {
+                Ok(Some(state)) => state.last_scn,
+                _ => Scn::ZERO,
+            },
+        ),
         parts,
         upstream,
-        last_persist: None,
     };
     let mut start = match persisted {
         Ok(state) => state.map(|s| s.last_scn),

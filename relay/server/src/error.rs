@@ -54,3 +54,19 @@ pub enum RelayError {
     #[error("cannot start the relay: {0}")]
     Setup(String),
 }
+
+impl RelayError {
+    /// Whether this is a file operation that failed for a passing reason: out of file descriptors
+    /// (`EMFILE`, `ENFILE`), a full disk or quota (`ENOSPC`, `EDQUOT`), no memory, interrupted or
+    /// would block. Such failures of the state file are retried, never fatal.
+    pub fn is_transient_io(&self) -> bool {
+        let RelayError::Io { source, .. } = self else {
+            return false;
+        };
+        matches!(source.raw_os_error(), Some(4 | 11 | 12 | 23 | 24 | 28 | 122))
+            || matches!(
+                source.kind(),
+                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+            )
+    }
+}

@@ -31,17 +31,15 @@ use databus_connectors::{
 };
 use databus_core::{EventBuilder, Opcode, Scn, SourceId};
 use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema, event_key};
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::RelayError;
 use crate::config::ValidatedTable;
 use crate::metrics as m;
 use crate::service::{IngestState, IngestStatus};
-use crate::state::StateFile;
+use crate::state::{Persister, StateFile};
 
-/// How often the last SCN is persisted at most while windows flow.
-pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+pub use crate::state::PERSIST_INTERVAL;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
@@ -76,8 +74,7 @@ struct Pipeline {
     tables: HashMap<usize, (Arc<TableSchema>, Option<SourceId>, RegisteredSchema)>,
     payload: Vec<u8>,
     last_position: Option<SourcePosition>,
-    last_persist: Option<Instant>,
-    persisted_scn: Scn,
+    persister: Persister,
 }
 
 impl Pipeline {
@@ -185,24 +182,9 @@ impl Pipeline {
 
     async fn persist(&mut self, force: bool) -> Result<(), RelayError> {
         let last = self.parts.writer.last_scn();
-        if last == Scn::ZERO || last == self.persisted_scn {
-            return Ok(());
-        }
-        if !force
-            && self
-                .last_persist
-                .is_some_and(|t| t.elapsed() < PERSIST_INTERVAL)
-        {
-            return Ok(());
-        }
-        let file = self.parts.state.clone();
-        let position = self.last_position.clone();
-        tokio::task::spawn_blocking(move || file.store(last, position))
+        self.persister
+            .persist(last, self.last_position.clone(), force)
             .await
-            .map_err(|e| self.definite(format!("state writer panicked: {e}")))??;
-        self.persisted_scn = last;
-        self.last_persist = Some(Instant::now());
-        Ok(())
     }
 
     fn handle(&mut self, event: ConnectorEvent) -> Result<(), RelayError> {
@@ -285,8 +267,11 @@ pub async fn run_ingest<C: SourceConnector>(
         tables: HashMap::new(),
         payload: Vec::new(),
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),
-        last_persist: None,
-        persisted_scn: persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
+        persister: Persister::new(
+            parts.state.clone(),
+            &parts.name,
+            persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
+        ),
         parts,
     };
     let mut result = pump(&mut connector, &mut p, start, &shutdown).await;

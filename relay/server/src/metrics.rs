@@ -26,6 +26,12 @@ pub(crate) fn scn_not_found(buffer: &str) {
     counter!("databus_relay_scn_not_found_total", "buffer" => buffer.to_owned()).increment(1);
 }
 
+/// `databus_relay_state_write_failures_total{buffer}`.
+pub(crate) fn state_write_failed(buffer: &str) {
+    counter!("databus_relay_state_write_failures_total", "buffer" => buffer.to_owned())
+        .increment(1);
+}
+
 /// `databus_relay_http_errors_total{kind}`.
 pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_relay_http_errors_total", "kind" => kind).increment(1);

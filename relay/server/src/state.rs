@@ -10,6 +10,7 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use databus_connectors::SourcePosition;
 use databus_core::Scn;
@@ -18,6 +19,11 @@ use serde::{Deserialize, Serialize};
 use crate::RelayError;
 
 const STATE_VERSION: u32 = 1;
+
+/// How often the last SCN is persisted at most while windows flow.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+/// Attempts of a forced write (at shutdown) when it fails transiently.
+const FORCED_ATTEMPTS: u32 = 6;
 
 /// The persisted record of one source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,9 +122,167 @@ impl StateFile {
     }
 }
 
+/// Keeps a source's state file up to date: at most once per [`PERSIST_INTERVAL`] while windows flow,
+/// and on demand (shutdown).
+///
+/// The file is a resume hint: a write that fails for a passing reason (out of file descriptors, a
+/// momentarily full disk; see [`RelayError::is_transient_io`]) is logged and tried again later, never
+/// a reason to stop capture. A restart meanwhile resumes from the older record it left, which re-reads
+/// a few windows (never skips any). Other failures are definite.
+#[derive(Debug)]
+pub struct Persister {
+    file: StateFile,
+    name: String,
+    persisted: Scn,
+    last_attempt: Option<tokio::time::Instant>,
+    failures: u64,
+}
+
+impl Persister {
+    /// A persister of `file` for source `name`, whose file holds `persisted` (0: nothing yet).
+    pub fn new(file: StateFile, name: &str, persisted: Scn) -> Self {
+        Persister {
+            file,
+            name: name.to_owned(),
+            persisted,
+            last_attempt: None,
+            failures: 0,
+        }
+    }
+
+    /// The SCN the file holds.
+    pub fn persisted(&self) -> Scn {
+        self.persisted
+    }
+
+    /// Writes `last` (and its source position) when it is new and the interval has passed, or now
+    /// with `force` (retrying a transient failure a few times with backoff).
+    pub async fn persist(
+        &mut self,
+        last: Scn,
+        position: Option<SourcePosition>,
+        force: bool,
+    ) -> Result<(), RelayError> {
+        if last == Scn::ZERO || last == self.persisted {
+            return Ok(());
+        }
+        if !force
+            && self
+                .last_attempt
+                .is_some_and(|t| t.elapsed() < PERSIST_INTERVAL)
+        {
+            return Ok(());
+        }
+        let mut backoff = Duration::from_millis(100);
+        let mut attempt = 1;
+        loop {
+            self.last_attempt = Some(tokio::time::Instant::now());
+            let file = self.file.clone();
+            let position = position.clone();
+            let stored = tokio::task::spawn_blocking(move || file.store(last, position))
+                .await
+                .map_err(|e| RelayError::Ingest {
+                    name: self.name.clone(),
+                    message: format!("state writer panicked: {e}"),
+                })?;
+            match stored {
+                Ok(()) => {
+                    if self.failures > 0 {
+                        tracing::info!(source = %self.name, failures = self.failures, "state file written again");
+                        self.failures = 0;
+                    }
+                    self.persisted = last;
+                    return Ok(());
+                }
+                Err(e) if e.is_transient_io() => {
+                    self.failures += 1;
+                    crate::metrics::state_write_failed(&self.name);
+                    tracing::warn!(source = %self.name, error = %e, failures = self.failures, "cannot write the state file for now; capture goes on and it is tried again");
+                    if !force || attempt >= FORCED_ATTEMPTS {
+                        return if force { Err(e) } else { Ok(()) };
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn passing_io_errors_are_transient_and_others_are_not() {
+        let io = |code: i32| RelayError::Io {
+            what: "cannot create state".into(),
+            source: std::io::Error::from_raw_os_error(code),
+        };
+        // EMFILE, ENFILE, ENOSPC, EDQUOT, EAGAIN, EINTR, ENOMEM.
+        for code in [24, 23, 28, 122, 11, 4, 12] {
+            assert!(io(code).is_transient_io(), "errno {code}");
+        }
+        // EACCES, ENOENT, EROFS, ENOTDIR: an operator must act.
+        for code in [13, 2, 30, 20] {
+            assert!(!io(code).is_transient_io(), "errno {code}");
+        }
+        assert!(!RelayError::Setup("x".into()).is_transient_io());
+    }
+
+    /// Out of file descriptors: the write fails transiently, capture is not stopped (the call
+    /// succeeds, nothing is written), and a later write goes through once descriptors are free.
+    #[tokio::test]
+    async fn a_write_failing_for_lack_of_descriptors_is_retried_not_fatal() {
+        const CHILD: &str = "DATABUS_STATE_EMFILE_CHILD";
+        if std::env::var_os(CHILD).is_none() {
+            // Exhausting descriptors would disturb the other tests of this process: run this one
+            // alone in a child process with a low open-file limit.
+            let exe = std::env::current_exe().unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg("ulimit -n 64 && exec \"$0\" --exact state::tests::a_write_failing_for_lack_of_descriptors_is_retried_not_fatal --nocapture")
+                .arg(&exe)
+                .env(CHILD, "1")
+                .output()
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(out.status.success(), "{text}");
+            assert!(text.contains("1 passed"), "{text}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "shop");
+        let mut persister = Persister::new(file.clone(), "shop", Scn::ZERO);
+        let held = exhaust_descriptors();
+        let r = persister.persist(Scn::new(5), None, false).await;
+        drop(held);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(persister.persisted(), Scn::ZERO, "nothing was written");
+        assert_eq!(file.load().unwrap(), None);
+        // Within the interval nothing is tried; a forced write goes through now.
+        persister.persist(Scn::new(6), None, false).await.unwrap();
+        assert_eq!(persister.persisted(), Scn::ZERO);
+        persister.persist(Scn::new(6), None, true).await.unwrap();
+        assert_eq!(persister.persisted(), Scn::new(6));
+        assert_eq!(file.load().unwrap().unwrap().last_scn, Scn::new(6));
+    }
+
+    /// Opens files until the process has no descriptor left; they close when dropped.
+    fn exhaust_descriptors() -> Vec<std::fs::File> {
+        let mut held = Vec::new();
+        while let Ok(f) = std::fs::File::open("/dev/null") {
+            held.push(f);
+            assert!(held.len() < 100_000, "the open-file limit was not lowered");
+        }
+        held
+    }
 
     #[test]
     fn round_trip_missing_and_corrupt() {
