@@ -84,6 +84,19 @@ impl Answer {
     }
 }
 
+/// A connection to a server that was reached and then broke or was closed (a restart, an overloaded
+/// server shedding connections): worth retrying, unlike a server that cannot be reached at all.
+#[derive(Debug)]
+pub struct ConnectionLost(pub String);
+
+impl std::fmt::Display for ConnectionLost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConnectionLost {}
+
 /// One `GET path_and_query` to `relay` within `timeout`. A `401` (missing or wrong token) is a
 /// [`UsageError`] naming `--token`; any other status is returned.
 pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> Result<Answer> {
@@ -98,7 +111,8 @@ pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> R
                 anyhow::Error::new(io).context(format!("cannot connect to {relay}; is it running?"))
             }
             databus_http::HttpError::Connection { message, .. } => {
-                anyhow::anyhow!("{message}").context(format!("lost the connection to {relay}"))
+                anyhow::Error::new(ConnectionLost(message))
+                    .context(format!("lost the connection to {relay}"))
             }
             databus_http::HttpError::Certificate { .. } => UsageError(e.to_string()).into(),
             other => other.into(),

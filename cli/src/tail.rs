@@ -98,8 +98,10 @@ pub async fn tail(
         let answer = match get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await {
             Ok(answer) => answer,
             // Once the relay has answered, a lost connection (a relay restart) is retried with
-            // backoff from the same checkpoint; before that it is an error (wrong URL, relay down).
-            Err(e) if answered => {
+            // backoff from the same checkpoint, and so is a connection the relay accepted and then
+            // closed (an overloaded relay shedding connections); a relay that cannot be reached at
+            // all before it ever answered is an error (wrong URL, relay down).
+            Err(e) if answered || e.is::<crate::http::ConnectionLost>() => {
                 tracing::warn!(relay = %opts.relay, error = %format!("{e:#}"), retry_in = ?backoff, "relay unreachable; retrying");
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(TailEnd::Shutdown),
@@ -199,7 +201,6 @@ fn stream_path(opts: &TailOptions, checkpoint: Option<&str>) -> String {
     path
 }
 
-/// The status of the buffer being followed (`--buffer`, or the relay's only buffer).
 /// The buffer's status once it is positioned: a relay restarted while its source is down knows
 /// neither its oldest nor its newest position until ingest positions the source, so the start is
 /// resolved only then. `None` when `shutdown` is cancelled first.
@@ -224,6 +225,7 @@ async fn positioned_buffer_status(
     }
 }
 
+/// The status of the buffer being followed (`--buffer`, or the relay's only buffer).
 async fn buffer_status(opts: &TailOptions) -> Result<Value> {
     let answer = get(&opts.relay, "/v1/status", Duration::from_secs(10)).await?;
     if answer.status != 200 {

@@ -153,14 +153,26 @@ async fn a_client_that_stops_reading_its_response_is_disconnected_and_frees_its_
     }
 }
 
+/// A kept-alive connection that has been served a request (a consumer's).
+async fn served_connection(addr: SocketAddr) -> TcpStream {
+    let mut sock = TcpStream::connect(addr).await.unwrap();
+    sock.write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = sock.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
+    sock
+}
+
 #[tokio::test]
 async fn connections_over_the_cap_get_503_and_the_cap_frees_as_they_close() {
     let (addr, _stop) = start(limits(3, 60_000, 60_000)).await;
+    // Three consumers' connections, each served once and kept alive: the whole cap.
     let mut held = Vec::new();
     for _ in 0..3 {
-        held.push(TcpStream::connect(addr).await.unwrap());
+        held.push(served_connection(addr).await);
     }
-    tokio::time::sleep(Duration::from_millis(100)).await;
     for _ in 0..5 {
         let answer = get(addr, "/small").await;
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
@@ -178,6 +190,36 @@ async fn connections_over_the_cap_get_503_and_the_cap_frees_as_they_close() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+#[tokio::test]
+async fn silent_connections_at_the_cap_give_their_place_to_a_client_that_asks() {
+    let (addr, _stop) = start(limits(3, 60_000, 60_000)).await;
+    let consumer = served_connection(addr).await;
+    // Two silent connections fill the cap (and would hold it for the minute of their timeouts).
+    let mut silent = Vec::new();
+    for _ in 0..2 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Two new consumers are served (and keep their connections), each displacing the oldest silent
+    // connection, which is closed.
+    let mut newcomers = Vec::new();
+    for _ in 0..2 {
+        newcomers.push(served_connection(addr).await);
+    }
+    for mut sock in silent {
+        closed_within(&mut sock, Duration::from_secs(5)).await;
+    }
+    // The consumer's connection was never displaced: it is still served.
+    let mut consumer = consumer;
+    consumer
+        .write_all(b"GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1024];
+    let n = consumer.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).ends_with("ok"));
 }
 
 #[test]

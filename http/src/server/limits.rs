@@ -4,14 +4,15 @@
 //!
 //! | limit | what it stops | default |
 //! |---|---|---|
-//! | `max_connections` | a flood of connections taking every file descriptor: further ones get a one-line `503 too_many_connections` and are closed | 1024, and never more than the open-file limit minus [`FD_RESERVE`] |
+//! | `max_connections` | a flood of connections taking every file descriptor. At the cap a new connection takes the place of the oldest one that never sent an accepted request (an idle or slowloris connection, one without a valid token) and has none in progress; when there is none, it gets a one-line `503 too_many_connections` and is closed. So connections of authenticated consumers are never displaced by unauthenticated ones, and a new consumer always gets in while unauthenticated connections hold slots | 1024, and never more than the open-file limit minus [`FD_RESERVE`] |
 //! | `header_read_timeout` | slowloris: a request's headers must arrive within it once they start; a connection that sends nothing at all is closed after it too | 10 s |
 //! | `idle_timeout` | idle connections, and clients that stop reading a response (its buffered body is freed): closed when nothing was read or written for this long and no request is being handled | 60 s |
 //! | `max_http2_streams` | many concurrent requests multiplexed on one cleartext HTTP/2 connection | 16 |
 
+use std::collections::BTreeMap;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -126,6 +127,10 @@ pub(crate) struct Activity {
     in_flight: AtomicUsize,
     /// Requests started on the connection.
     requests: AtomicU64,
+    /// Whether a request on it passed authentication (any request, without authentication).
+    trusted: AtomicBool,
+    /// Signalled when the connection is displaced by a newer one at the cap.
+    evicted: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -135,6 +140,8 @@ impl Activity {
             last_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
+            trusted: AtomicBool::new(false),
+            evicted: tokio::sync::Notify::new(),
         })
     }
 
@@ -158,11 +165,81 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed) == 0 && self.origin.elapsed() >= last + limit
     }
 
+    /// Marks the connection as one that sent an accepted request: it is never displaced.
+    pub(crate) fn trust(&self) {
+        // Relaxed: read under the registry's lock, which orders nothing else.
+        self.trusted.store(true, Ordering::Relaxed);
+    }
+
+    /// Completes when the connection was displaced (see [`Registry::admit`]).
+    pub(crate) async fn evicted(&self) {
+        self.evicted.notified().await;
+    }
+
+    fn evictable(&self) -> bool {
+        // Relaxed: a decision taken on the values of the moment.
+        !self.trusted.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     /// Counts a request being handled until the guard drops.
     pub(crate) fn request(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
+    }
+}
+
+/// The open connections of one server, bounded by `max`.
+#[derive(Debug)]
+pub(crate) struct Registry {
+    max: usize,
+    open: Mutex<(u64, BTreeMap<u64, Arc<Activity>>)>,
+}
+
+/// A connection's place in the [`Registry`], given back when dropped.
+pub(crate) struct Admitted {
+    registry: Arc<Registry>,
+    id: u64,
+}
+
+impl Registry {
+    pub(crate) fn new(max: usize) -> Arc<Registry> {
+        Arc::new(Registry {
+            max,
+            open: Mutex::new((0, BTreeMap::new())),
+        })
+    }
+
+    /// A place for a new connection: a free one, else the place of the oldest connection that never
+    /// sent an accepted request and has none in progress (which is told to close). `None` when every
+    /// connection is trusted or busy: the new one is refused.
+    pub(crate) fn admit(self: &Arc<Self>, activity: &Arc<Activity>) -> Option<Admitted> {
+        // The map is only ever updated whole under the lock: a poisoned lock still holds a valid map.
+        let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, open) = &mut *guard;
+        if open.len() >= self.max {
+            let victim = open
+                .iter()
+                .find(|(_, a)| a.evictable())
+                .map(|(&id, _)| id)?;
+            if let Some(a) = open.remove(&victim) {
+                a.evicted.notify_one();
+            }
+        }
+        let id = *next;
+        *next += 1;
+        open.insert(id, activity.clone());
+        Some(Admitted {
+            registry: self.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut guard = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
+        guard.1.remove(&self.id);
     }
 }
 
@@ -281,6 +358,55 @@ mod tests {
                 .unwrap()
                 .contains("max_connections")
         );
+    }
+
+    #[test]
+    fn at_the_cap_the_oldest_untrusted_idle_connection_gives_its_place() {
+        let registry = Registry::new(3);
+        let conns: Vec<_> = (0..3).map(|_| Activity::new()).collect();
+        let mut places: Vec<_> = conns.iter().map(|a| registry.admit(a).unwrap()).collect();
+        // 0: a consumer (trusted); 1: busy with a request; 2: silent.
+        conns[0].trust();
+        let busy = conns[1].request();
+        let newcomer = Activity::new();
+        let place = registry
+            .admit(&newcomer)
+            .expect("the silent one gives its place");
+        assert_eq!(registry.open.lock().unwrap().1.len(), 3);
+        // Told to close: its `evicted` completes at once.
+        futures_lite_block_on(conns[2].evicted());
+        drop(places.pop());
+        places.push(place);
+        // Now every connection is trusted or busy (the newcomer is silent: it goes first).
+        let another = Activity::new();
+        let p = registry
+            .admit(&another)
+            .expect("the silent newcomer gives its place");
+        newcomer.trust();
+        drop(busy);
+        conns[1].trust();
+        another.trust();
+        assert!(
+            registry.admit(&Activity::new()).is_none(),
+            "all trusted: refused"
+        );
+        drop(p);
+        assert!(
+            registry.admit(&Activity::new()).is_some(),
+            "a freed place is taken"
+        );
+    }
+
+    fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap()
+            .block_on(async {
+                tokio::time::timeout(Duration::from_secs(5), f)
+                    .await
+                    .unwrap()
+            })
     }
 
     #[test]

@@ -36,7 +36,7 @@ use crate::{HttpError, Token};
 pub mod limits;
 
 pub use limits::ConnectionLimits;
-use limits::{Activity, Watched};
+use limits::{Activity, Registry, Watched};
 
 /// How long a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -272,10 +272,11 @@ pub async fn serve<S>(
             "the open-file limit lowers http.connections.max_connections (raise it with ulimit -n)"
         );
     }
-    let open = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let registry = Registry::new(max_connections);
     let over_cap: Arc<[u8]> = limits::too_many_connections(max_connections).into();
-    // Connections over the cap being answered (each for at most a second).
-    let lingering = Arc::new(tokio::sync::Semaphore::new(64));
+    // Connections over the cap being answered (each for at most a second), within the descriptors
+    // kept for the process.
+    let lingering = Arc::new(tokio::sync::Semaphore::new(limits::FD_RESERVE / 4));
     let mut last_refusal_log: Option<tokio::time::Instant> = None;
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -298,7 +299,8 @@ pub async fn serve<S>(
                 }
             },
         };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
+        let activity = Activity::new();
+        let Some(place) = registry.admit(&activity) else {
             // Over the cap: answer without waiting (a client that does not read loses the answer,
             // not our time) and close, so the descriptor is free again at once.
             if acceptor.is_none() {
@@ -311,7 +313,6 @@ pub async fn serve<S>(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let activity = Activity::new();
         let stream = Watched::new(stream, activity.clone());
         let auth = security.auth.clone();
         let on_refused = security.on_refused.clone();
@@ -323,6 +324,9 @@ pub async fn serve<S>(
                 count();
             }
             let mut inner = inner.clone();
+            if refused.is_none() {
+                requests.trust();
+            }
             let in_flight = requests.request();
             async move {
                 let _in_flight = in_flight;
@@ -335,7 +339,7 @@ pub async fn serve<S>(
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let _permit = permit;
+            let _place = place;
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
@@ -379,6 +383,10 @@ pub async fn serve<S>(
                 r = serve => r,
                 () = idle => {
                     tracing::debug!(%remote, "closing an idle connection");
+                    Ok(())
+                }
+                () = activity.evicted() => {
+                    tracing::debug!(%remote, "closing a connection displaced by a newer one at the cap");
                     Ok(())
                 }
             };

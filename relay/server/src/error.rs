@@ -63,10 +63,12 @@ impl RelayError {
         let RelayError::Io { source, .. } = self else {
             return false;
         };
-        matches!(source.raw_os_error(), Some(4 | 11 | 12 | 23 | 24 | 28 | 122))
-            || matches!(
-                source.kind(),
-                std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-            )
+        matches!(
+            source.raw_os_error(),
+            Some(4 | 11 | 12 | 23 | 24 | 28 | 122)
+        ) || matches!(
+            source.kind(),
+            std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
+        )
     }
 }
