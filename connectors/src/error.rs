@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use databus_core::Scn;
+
 /// Errors of a source connector.
 ///
 /// Transient errors (a dropped connection, a source restarting, a read timeout) are retried with backoff,
@@ -60,6 +62,9 @@ pub enum ConnectorError {
         requested: String,
         /// The oldest position the source still has.
         oldest: String,
+        /// The earliest SCN the stream can resume after, when the source tells it (a relay's history
+        /// refill starts there instead).
+        resume_after: Option<Scn>,
     },
     /// The resume point is not in the source's log (e.g. a diverged or different server).
     #[error("resume point {requested} is not in the source's binlog: {detail}")]

@@ -439,10 +439,14 @@ impl MySqlConnector {
         }
         match chosen {
             Some(file) => Ok(file),
-            None => Err(ConnectorError::Purged {
-                requested,
-                oldest: self.oldest_position().await,
-            }),
+            None => {
+                let (oldest, resume_after) = self.oldest_position().await;
+                Err(ConnectorError::Purged {
+                    requested,
+                    oldest,
+                    resume_after,
+                })
+            }
         }
     }
 
@@ -458,8 +462,12 @@ impl MySqlConnector {
         match &source {
             mysql_async::Error::Server(s) if s.code == 1236 => {
                 if s.message.contains("purged") || s.message.contains("Could not find GTID state") {
-                    let oldest = self.oldest_position().await;
-                    ConnectorError::Purged { requested, oldest }
+                    let (oldest, resume_after) = self.oldest_position().await;
+                    ConnectorError::Purged {
+                        requested,
+                        oldest,
+                        resume_after,
+                    }
                 } else {
                     ConnectorError::UnknownPosition {
                         requested,
@@ -474,19 +482,24 @@ impl MySqlConnector {
         }
     }
 
-    async fn oldest_position(&mut self) -> String {
+    async fn oldest_position(&mut self) -> (String, Option<Scn>) {
         let files: Result<Vec<(String, u64)>, _> = self
             .meta_query("SHOW BINARY LOGS", "SHOW BINARY LOGS".into())
             .await;
         let Some((file, _)) = files.ok().and_then(|f| f.into_iter().next()) else {
-            return "unknown (SHOW BINARY LOGS failed)".into();
+            return ("unknown (SHOW BINARY LOGS failed)".into(), None);
         };
         let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
         let pos: Vec<Option<String>> = self
             .meta_query("BINLOG_GTID_POS", sql)
             .await
             .unwrap_or_default();
-        let before = pos.into_iter().next().flatten().unwrap_or_default();
+        let Some(before) = pos.into_iter().next().flatten() else {
+            return (
+                format!("binlog file {file} (its GTID position is unknown)"),
+                None,
+            );
+        };
         // The captured domain's sequence number at the start of the oldest file.
         let domain = self.domain;
         let scn = parse_gtid_list(&before)
@@ -495,8 +508,11 @@ impl MySqlConnector {
             .map(|g| g.seq)
             .max()
             .unwrap_or(0);
-        format!(
-            "binlog file {file}, which starts after gtid position '{before}' (resume from SCN {scn} or later)"
+        (
+            format!(
+                "binlog file {file}, which starts after gtid position '{before}' (resume from SCN {scn} or later)"
+            ),
+            Some(Scn::new(scn)),
         )
     }
 

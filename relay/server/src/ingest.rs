@@ -275,10 +275,25 @@ pub async fn run_ingest<C: SourceConnector>(
         parts,
     };
     let mut result = pump(&mut connector, &mut p, start, &shutdown).await;
-    if let (Some(fallback), Err(RelayError::Connector { error, .. })) = (fallback, &result) {
-        if matches!(error, ConnectorError::Purged { .. }) && p.parts.writer.last_scn() == Scn::ZERO
+    if let Some(fallback) = fallback {
+        // The refill's start was purged before anything was written: refill from the oldest point the
+        // source can still resume after, if that is before the persisted SCN; else (or if that was
+        // purged meanwhile too) resume after the persisted SCN.
+        let persisted = p.persister.persisted();
+        if let Some(Some(oldest)) = purged_before_any_window(&result, &p)
+            && oldest < persisted
         {
-            tracing::warn!(source = %p.parts.name, %error, "history refill impossible; resuming after the persisted SCN");
+            tracing::warn!(source = %p.parts.name, %oldest, "history refill: its start was purged; refilling from what the source still has");
+            result = pump(
+                &mut connector,
+                &mut p,
+                StartPosition::After(oldest),
+                &shutdown,
+            )
+            .await;
+        }
+        if purged_before_any_window(&result, &p).is_some() {
+            tracing::warn!(source = %p.parts.name, "history refill impossible; resuming after the persisted SCN");
             result = pump(&mut connector, &mut p, fallback, &shutdown).await;
         }
     }
@@ -293,6 +308,18 @@ pub async fn run_ingest<C: SourceConnector>(
         p.parts.status.update(|s| s.state = IngestState::Stopped);
     }
     result.and(persisted)
+}
+
+/// `Some(resume_after)` when `result` is a purged start and nothing was written yet (so the buffer's
+/// origin can still move): the connector's earliest resume point, if it gave one.
+fn purged_before_any_window(result: &Result<(), RelayError>, p: &Pipeline) -> Option<Option<Scn>> {
+    match result {
+        Err(RelayError::Connector {
+            error: ConnectorError::Purged { resume_after, .. },
+            ..
+        }) if p.parts.writer.last_scn() == Scn::ZERO => Some(*resume_after),
+        _ => None,
+    }
 }
 
 async fn pump<C: SourceConnector>(
@@ -416,6 +443,7 @@ mod tests {
         ConnectorError::Purged {
             requested: "0-1-56".into(),
             oldest: "0-1-90".into(),
+            resume_after: None,
         }
     }
 
@@ -554,6 +582,39 @@ mod tests {
             Err(ReadError::ScnNotFound { .. })
         ));
         assert_eq!(first_after(&r.buffer, 106), Ok(Some(Scn::new(107))));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partly_purged_refill_refills_what_the_source_still_has() {
+        // Persisted 106, refill of 50: the source can still resume after 90, so history 91..106 is
+        // served again and checkpoints before 90 are refused.
+        let oldest_90 = ConnectorError::Purged {
+            requested: "0-1-56".into(),
+            oldest: "0-1-90".into(),
+            resume_after: Some(Scn::new(90)),
+        };
+        let r = run(
+            Some(106),
+            50,
+            vec![
+                (Err(oldest_90), vec![]),
+                (Ok(None), vec![Step::Window(91), Step::Window(107)]),
+            ],
+            107,
+        )
+        .await;
+        assert_eq!(
+            r.asked,
+            [
+                StartPosition::After(Scn::new(56)),
+                StartPosition::After(Scn::new(90))
+            ]
+        );
+        assert!(matches!(
+            first_after(&r.buffer, 89),
+            Err(ReadError::ScnNotFound { .. })
+        ));
+        assert_eq!(first_after(&r.buffer, 90), Ok(Some(Scn::new(91))));
     }
 
     #[tokio::test(start_paused = true)]
