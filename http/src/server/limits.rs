@@ -4,7 +4,7 @@
 //!
 //! | limit | what it stops | default |
 //! |---|---|---|
-//! | `max_connections` | a flood of connections taking every file descriptor. At the cap a new connection takes the place of the oldest one that never sent an accepted request (an idle or slowloris connection, one without a valid token) and has none in progress; when there is none, it gets a one-line `503 too_many_connections` and is closed. So connections of authenticated consumers are never displaced by unauthenticated ones, and a new consumer always gets in while unauthenticated connections hold slots | 1024, and never more than the open-file limit minus [`FD_RESERVE`] |
+//! | `max_connections` | a flood of connections taking every file descriptor. At the cap a new connection takes the place of one without a request in progress: the oldest that never sent an accepted request (an idle or slowloris connection, one without a valid token), else the least recently active (an idle keep-alive, a client that stopped reading its response). When every connection has a request in progress (long polls), it gets a one-line `503 too_many_connections` and is closed. So a new consumer gets in while connections that do nothing hold the slots, and no request in progress is cut | 1024, and never more than the open-file limit minus [`FD_RESERVE`] |
 //! | `header_read_timeout` | slowloris: a request's headers must arrive within it once they start; a connection that sends nothing at all is closed after it too | 10 s |
 //! | `idle_timeout` | idle connections, and clients that stop reading a response (its buffered body is freed): closed when nothing was read or written for this long and no request is being handled | 60 s |
 //! | `max_http2_streams` | many concurrent requests multiplexed on one cleartext HTTP/2 connection | 16 |
@@ -194,6 +194,10 @@ impl Activity {
 pub(crate) struct Registry {
     max: usize,
     open: Mutex<(u64, BTreeMap<u64, Arc<Activity>>)>,
+    /// Connections whose task has not ended: those in `open` and those displaced but still closing.
+    /// Bounded by `max` plus a quarter, so that a flood displacing faster than closed connections
+    /// wind down cannot take more descriptors.
+    alive: AtomicUsize,
 }
 
 /// A connection's place in the [`Registry`], given back when dropped.
@@ -207,20 +211,35 @@ impl Registry {
         Arc::new(Registry {
             max,
             open: Mutex::new((0, BTreeMap::new())),
+            alive: AtomicUsize::new(0),
         })
     }
 
-    /// A place for a new connection: a free one, else the place of the oldest connection that never
-    /// sent an accepted request and has none in progress (which is told to close). `None` when every
-    /// connection is trusted or busy: the new one is refused.
+    /// A place for a new connection: a free one, else the place of a connection without a request in
+    /// progress (which is told to close): the oldest that never sent an accepted request, else the
+    /// least recently active. `None` when every connection has a request in progress: the new one is
+    /// refused.
     pub(crate) fn admit(self: &Arc<Self>, activity: &Arc<Activity>) -> Option<Admitted> {
         // The map is only ever updated whole under the lock: a poisoned lock still holds a valid map.
         let mut guard = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let (next, open) = &mut *guard;
+        // Relaxed: updated under the lock (admit) or on its own (drop); a stale value errs either way
+        // by one connection.
+        if self.alive.load(Ordering::Relaxed) >= self.max + self.max.div_ceil(4) {
+            return None;
+        }
         if open.len() >= self.max {
+            // The oldest connection that never sent an accepted request, else the one with no request
+            // in progress that moved bytes least recently (an idle keep-alive, a client that stopped
+            // reading). Connections with a request in progress (long polls) keep their place.
             let victim = open
                 .iter()
                 .find(|(_, a)| a.evictable())
+                .or_else(|| {
+                    open.iter()
+                        .filter(|(_, a)| a.in_flight.load(Ordering::Relaxed) == 0)
+                        .min_by_key(|(_, a)| a.last_ms.load(Ordering::Relaxed))
+                })
                 .map(|(&id, _)| id)?;
             if let Some(a) = open.remove(&victim) {
                 a.evicted.notify_one();
@@ -229,6 +248,7 @@ impl Registry {
         let id = *next;
         *next += 1;
         open.insert(id, activity.clone());
+        self.alive.fetch_add(1, Ordering::Relaxed);
         Some(Admitted {
             registry: self.clone(),
             id,
@@ -240,6 +260,7 @@ impl Drop for Admitted {
     fn drop(&mut self) {
         let mut guard = self.registry.open.lock().unwrap_or_else(|e| e.into_inner());
         guard.1.remove(&self.id);
+        self.registry.alive.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -361,7 +382,7 @@ mod tests {
     }
 
     #[test]
-    fn at_the_cap_the_oldest_untrusted_idle_connection_gives_its_place() {
+    fn at_the_cap_an_idle_connection_gives_its_place_untrusted_first() {
         let registry = Registry::new(3);
         let conns: Vec<_> = (0..3).map(|_| Activity::new()).collect();
         let mut places: Vec<_> = conns.iter().map(|a| registry.admit(a).unwrap()).collect();
@@ -382,19 +403,44 @@ mod tests {
         let p = registry
             .admit(&another)
             .expect("the silent newcomer gives its place");
-        newcomer.trust();
-        drop(busy);
-        conns[1].trust();
+        futures_lite_block_on(newcomer.evicted());
+        // Its task ends (the place counts until then).
+        drop(places.pop());
         another.trust();
+        // No untrusted connection is left; 1 is busy: the least recently active idle one (0) gives
+        // its place.
+        let third = Activity::new();
+        let q = registry
+            .admit(&third)
+            .expect("an idle trusted connection gives its place");
+        futures_lite_block_on(conns[0].evicted());
+        drop(places.remove(0));
+        // Every connection has a request in progress: refused.
+        let busy_third = third.request();
+        let busy_another = another.request();
         assert!(
             registry.admit(&Activity::new()).is_none(),
-            "all trusted: refused"
+            "all busy: refused"
         );
-        drop(p);
+        drop((busy, busy_third, busy_another, q, p, places));
         assert!(
             registry.admit(&Activity::new()).is_some(),
             "a freed place is taken"
         );
+    }
+
+    #[test]
+    fn displaced_connections_count_until_they_are_closed() {
+        let registry = Registry::new(4);
+        let mut places: Vec<_> = (0..4)
+            .map(|_| registry.admit(&Activity::new()).unwrap())
+            .collect();
+        // Each newcomer displaces an idle one, but the displaced ones have not closed yet: at 4 + 1
+        // connections alive, further ones are refused until some close.
+        places.push(registry.admit(&Activity::new()).expect("one displacement"));
+        assert!(registry.admit(&Activity::new()).is_none());
+        drop(places.remove(0));
+        assert!(registry.admit(&Activity::new()).is_some());
     }
 
     fn futures_lite_block_on<F: std::future::Future>(f: F) -> F::Output {

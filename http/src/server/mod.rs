@@ -264,6 +264,17 @@ pub async fn serve<S>(
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let acceptor = security.tls.clone().map(TlsAcceptor::from);
     let limits = security.limits;
+    if let Ok(addr) = listener.local_addr()
+        && !addr.ip().is_loopback()
+        && (security.tls.is_none() || security.auth.is_none())
+    {
+        tracing::warn!(
+            %addr,
+            tls = security.tls.is_some(),
+            tokens = security.auth.is_some(),
+            "listening beyond loopback without TLS and tokens: anyone who reaches this address can read the change stream (or sniff it); set http.tls and http.auth"
+        );
+    }
     let max_connections = limits.effective_max_connections();
     if max_connections < limits.max_connections {
         tracing::warn!(
