@@ -232,21 +232,11 @@ struct QuickstartArgs {
     keep_running: bool,
 }
 
+/// A duration as the configuration files write them (`30s`, `2m`, `1h 30m`, `500ms`): the same parser,
+/// so the command line and the files agree, and an overflowing value is an error, not a panic.
 fn humantime_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.trim().split_at(
-        s.trim()
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(s.len()),
-    );
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" | "" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("{s:?} is not a duration like 30s or 2m")),
-    }
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration like 30s, 2m or 1h 30m: {e}"))
 }
 
 fn main() -> ExitCode {
@@ -474,5 +464,19 @@ async fn run(command: Command) -> Result<u8> {
             .await?;
             Ok(exit::OK)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_the_configuration_files() {
+        assert_eq!(humantime_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(humantime_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert!(humantime_duration("307445734561825861m").is_err());
+        assert!(humantime_duration("soon").is_err());
     }
 }

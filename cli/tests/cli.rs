@@ -80,6 +80,15 @@ fn bad_configs_exit_2_naming_the_key() {
 }
 
 #[test]
+fn durations_on_the_command_line_parse_as_in_the_files() {
+    // An overflowing value is a usage error (it used to overflow a multiplication).
+    let out = run(databus().args(["quickstart", "--duration", "307445734561825861m"]));
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("is not a duration"), "{err}");
+}
+
+#[test]
 fn print_config_fills_defaults_and_redacts_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), CONFIG);
