@@ -234,7 +234,11 @@ struct QuickstartArgs {
 
 /// A duration as the configuration files write them (`30s`, `2m`, `1h 30m`, `500ms`): the same parser,
 /// so the command line and the files agree, and an overflowing value is an error, not a panic.
+/// A bare number is seconds, as before.
 fn humantime_duration(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
     humantime::parse_duration(s.trim())
         .map_err(|e| format!("{s:?} is not a duration like 30s, 2m or 1h 30m: {e}"))
 }
@@ -476,6 +480,7 @@ mod tests {
         assert_eq!(humantime_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(humantime_duration("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(humantime_duration("7"), Ok(Duration::from_secs(7)));
         assert!(humantime_duration("307445734561825861m").is_err());
         assert!(humantime_duration("soon").is_err());
     }
