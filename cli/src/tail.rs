@@ -129,7 +129,8 @@ pub async fn tail(
             }
             410 => bail!(
                 "{}; this relay cannot serve that position: tail through a bootstrap server with \
-                 --bootstrap URL --from scn:N, or start with --from-now or a later --from-scn",
+                 --bootstrap URL --from scn:N, or, accepting to miss the history before it, start \
+                 from the oldest window the relay holds (no --from-scn) or with --from-now",
                 answer.error_message()
             ),
             400 | 404 => {

@@ -120,6 +120,11 @@ pub enum StartPosition {
     /// which leads to a bootstrap when one is configured).
     #[default]
     Beginning,
+    /// From the oldest window the relay still holds, accepting that the history before it is missing
+    /// (Databus' "flexible checkpoint"): for consumers that only need recent changes and have no
+    /// bootstrap server. Only the start is flexible: once consuming, falling off the relay is still an
+    /// error (or a bootstrap), never a silent skip.
+    Oldest,
     /// From the relay's newest window: only changes from now on.
     Now,
     /// From a consistent snapshot of the bootstrap server, then the relay.

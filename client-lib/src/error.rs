@@ -18,7 +18,7 @@ pub enum ClientError {
     },
     /// Every relay answered `410 scn_not_found`: the checkpoint is older than what the relays hold.
     #[error(
-        "no relay holds the events after SCN {requested}: {message}; configure a bootstrap server (or start from now)"
+        "no relay holds the events after SCN {requested}: {message}; configure a bootstrap server to replay the missing history, or start from the oldest window the relay holds (StartPosition::Oldest) or from now, accepting to miss it"
     )]
     ScnNotFound {
         /// The SCN asked for.

@@ -53,6 +53,13 @@ impl std::fmt::Debug for Fetcher {
     }
 }
 
+/// Which edge of the relay's buffer a start is relative to.
+#[derive(Debug, Clone, Copy)]
+enum Edge {
+    Oldest,
+    Newest,
+}
+
 impl Fetcher {
     /// Runs until `shutdown`, a definite error (sent as [`Delivery::Failed`]) or the receiver closes.
     pub(crate) async fn run(mut self, start: Option<Checkpoint>, shutdown: CancellationToken) {
@@ -73,7 +80,8 @@ impl Fetcher {
             Some(cp) => cp,
             None => match self.config.start {
                 StartPosition::Beginning => Checkpoint::beginning(),
-                StartPosition::Now => Checkpoint::after(self.relay_head().await?),
+                StartPosition::Oldest => Checkpoint::after(self.relay_edge(Edge::Oldest).await?),
+                StartPosition::Now => Checkpoint::after(self.relay_edge(Edge::Newest).await?),
                 StartPosition::Snapshot => {
                     let mut cp = Checkpoint::beginning();
                     cp.start_bootstrap(None);
@@ -85,6 +93,7 @@ impl Fetcher {
                 }
             },
         };
+        let mut oldest_retries = 0;
         loop {
             if checkpoint.mode != ConsumptionMode::Online {
                 checkpoint = self.bootstrap(checkpoint).await?;
@@ -102,6 +111,16 @@ impl Fetcher {
                         checkpoint.clone(),
                     ))?;
                 }
+                // Flexible start: the relay evicted its oldest window between our reading of it and
+                // our first request; ask again (only before anything was delivered).
+                Err(FetchStop::Error(ClientError::ScnNotFound { requested, .. }))
+                    if self.config.start == StartPosition::Oldest
+                        && checkpoint.prev_scn.is_none_or(|p| p == requested)
+                        && oldest_retries < 5 =>
+                {
+                    oldest_retries += 1;
+                    checkpoint = Checkpoint::after(self.relay_edge(Edge::Oldest).await?);
+                }
                 other => return other,
             }
         }
@@ -111,12 +130,14 @@ impl Fetcher {
         self.tx.send(delivery).map_err(|_| FetchStop::Closed)
     }
 
-    /// The newest SCN of the relay's buffer (for [`StartPosition::Now`]): its newest window, or where
-    /// its empty buffer's history starts. A relay restarted while its source is down does not know it
-    /// yet: that answer is transient (retried with backoff, on the next relay if there is one).
-    async fn relay_head(&mut self) -> Result<Scn, FetchStop> {
+    /// An edge of the relay's buffer: its newest window (or where its empty buffer's history starts)
+    /// for [`StartPosition::Now`], or where its history starts (the last evicted window, or its
+    /// origin) for [`StartPosition::Oldest`]. A relay restarted while its source is down does not
+    /// know them yet: that answer is transient (retried with backoff, on the next relay if there is
+    /// one).
+    async fn relay_edge(&mut self, edge: Edge) -> Result<Scn, FetchStop> {
         let buffer_name = self.config.buffer.clone();
-        let newest = self
+        let scn = self
             .relays
             .request("/v1/status", Duration::ZERO, 16 << 20, |resp, url| {
                 if resp.status == 410 {
@@ -131,7 +152,7 @@ impl Fetcher {
                 };
                 let Some(buffer) = buffer else {
                     return Err(ClientError::Config(
-                        "start is now but the relay's buffer is ambiguous or unknown; set buffer"
+                        "the start is relative to the relay's buffer, which is ambiguous or unknown; set buffer"
                             .into(),
                     ));
                 };
@@ -141,13 +162,15 @@ impl Fetcher {
                         message: "the relay has not positioned its source yet".into(),
                     });
                 }
-                Ok(buffer["max_scn"]
-                    .as_u64()
-                    .or(buffer["prev_scn"].as_u64())
-                    .unwrap_or(0))
+                let prev = buffer["prev_scn"].as_u64();
+                Ok(match edge {
+                    Edge::Newest => buffer["max_scn"].as_u64().or(prev),
+                    Edge::Oldest => prev,
+                }
+                .unwrap_or(0))
             })
             .await?;
-        Ok(Scn::new(newest))
+        Ok(Scn::new(scn))
     }
 
     /// Follows the relays from `checkpoint` (online) until an error; `checkpoint` advances with every

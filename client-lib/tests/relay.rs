@@ -165,6 +165,48 @@ async fn fails_over_between_two_relays() {
     b.stop().await;
 }
 
+/// A relay that evicted its first windows, no bootstrap server: from the beginning is a definite error
+/// naming both ways forward; `StartPosition::Oldest` starts at the oldest window the relay holds and
+/// then follows with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_oldest_start_accepts_missing_history_and_the_beginning_says_how() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    fill(&mut relay, 1..=400, 4);
+    let prev = relay
+        .buffer
+        .stats()
+        .prev_scn
+        .expect("the small relay evicted")
+        .get();
+
+    let client = DatabusClient::new(
+        fast_config(&[relay.url()]),
+        Arc::new(MemoryCheckpointStore::new()),
+    )
+    .unwrap();
+    let err = spawn_run(&client, Arc::new(Recorder::default()))
+        .join()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ClientError::ScnNotFound { .. }), "{message}");
+    assert!(message.contains("bootstrap server"), "{message}");
+    assert!(message.contains("StartPosition::Oldest"), "{message}");
+
+    let mut config = fast_config(&[relay.url()]);
+    config.start = StartPosition::Oldest;
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let client = DatabusClient::new(config, store.clone()).unwrap();
+    let consumer = Arc::new(Recorder::default());
+    let run = spawn_run(&client, consumer.clone());
+    wait_until("window 400", || consumer.last_window() == Some(400)).await;
+    fill(&mut relay, 401..=410, 4);
+    wait_until("window 410", || consumer.last_window() == Some(410)).await;
+    run.stop().await.unwrap();
+    assert_eq!(consumer.events(), expected(prev + 1..=410, 4));
+    relay.stop().await;
+}
+
 /// Two relays with different origins: `a` restarted while its source was down (first not positioned,
 /// then positioned after SCN 35, which it never held before), `b` holding 1..=40. A client at SCN 20
 /// is never served by `a` from its first window: it fails over to `b` and gets 21..=40 with no gap.
