@@ -124,6 +124,14 @@ pub struct HttpSection {
     /// Largest `max_bytes` accepted.
     #[serde(default = "default_max_response_bytes")]
     pub max_response_bytes: ByteSize,
+    /// The most bootstraps in progress (retention pins, one per start SCN); a bootstrap that would add
+    /// one more gets `503 overloaded`. Default 1000.
+    #[serde(default = "default_max_pins")]
+    pub max_pins: usize,
+    /// The most `stream` requests served at once (each holds a store reader); more get `503
+    /// overloaded`. Default 64.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: usize,
     /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
     /// HTTP.
     #[serde(default)]
@@ -145,6 +153,12 @@ fn default_listen() -> SocketAddr {
 fn default_log_only() -> u64 {
     100_000
 }
+fn default_max_pins() -> usize {
+    1000
+}
+fn default_max_concurrent_streams() -> usize {
+    64
+}
 fn default_pin_ttl() -> Duration {
     Duration::from_secs(3600)
 }
@@ -163,6 +177,8 @@ impl Default for HttpSection {
             pin_ttl: default_pin_ttl(),
             default_response_bytes: default_response_bytes(),
             max_response_bytes: default_max_response_bytes(),
+            max_pins: default_max_pins(),
+            max_concurrent_streams: default_max_concurrent_streams(),
             tls: None,
             auth: None,
             connections: ConnectionLimits::default(),
@@ -419,6 +435,19 @@ impl BootstrapConfig {
             "http.default_response_bytes",
             self.http.default_response_bytes,
         )?;
+        for (name, value) in [
+            ("http.max_pins", self.http.max_pins),
+            (
+                "http.max_concurrent_streams",
+                self.http.max_concurrent_streams,
+            ),
+        ] {
+            if value == 0 {
+                return Err(BootstrapError::Config(format!(
+                    "{name} is 0; allow at least 1"
+                )));
+            }
+        }
         if default_response_bytes > max_response_bytes {
             return Err(BootstrapError::Config(
                 "http.default_response_bytes is larger than http.max_response_bytes".into(),
@@ -452,6 +481,8 @@ impl BootstrapConfig {
                 pin_ttl: self.http.pin_ttl,
                 default_response_bytes,
                 max_response_bytes,
+                max_pins: self.http.max_pins,
+                max_concurrent_streams: self.http.max_concurrent_streams,
             },
             applier: ApplierSettings {
                 max_windows: self.applier.max_windows,

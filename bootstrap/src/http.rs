@@ -65,6 +65,7 @@ impl ApiError {
             ServeError::LogTrimmed { .. } => "log_trimmed",
             ServeError::SchemaNotFound(_) => "schema_not_found",
             ServeError::NotYet { .. } => "not_yet_at_scn",
+            ServeError::Overloaded(_) => "overloaded",
             ServeError::Internal(_) => "internal",
         }
     }
@@ -75,7 +76,9 @@ impl ApiError {
             ServeError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             ServeError::UnknownSource(_) | ServeError::SchemaNotFound(_) => StatusCode::NOT_FOUND,
             ServeError::SnapshotRequired { .. } | ServeError::LogTrimmed { .. } => StatusCode::GONE,
-            ServeError::NotYet { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ServeError::NotYet { .. } | ServeError::Overloaded(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServeError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,13 +107,17 @@ impl ApiError {
                 body["log_last_scn"] = json!(log_last);
                 body["applied_scn"] = json!(applied);
             }
-            ServeError::Internal(_) | ServeError::SchemaNotFound(_) => {}
+            ServeError::Internal(_) | ServeError::SchemaNotFound(_) | ServeError::Overloaded(_) => {
+            }
         }
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
         let h = resp.headers_mut();
         h.insert("x-databus-error", HeaderValue::from_static(self.code()));
-        if matches!(self.0, ServeError::NotYet { .. }) {
+        if matches!(
+            self.0,
+            ServeError::NotYet { .. } | ServeError::Overloaded(_)
+        ) {
             h.insert("retry-after", HeaderValue::from_static("1"));
         }
         resp
@@ -282,6 +289,14 @@ pub fn routes(
             };
             let max = params.max_bytes.unwrap_or(settings.default_response_bytes);
             let format = params.format;
+            // Each request holds a store reader (and its page cache) while it runs: bounded.
+            let Some(_permit) = svc.try_stream_permit() else {
+                return ApiError(ServeError::Overloaded(format!(
+                    "{} bootstrap requests are in progress, the server's limit (http.max_concurrent_streams)",
+                    settings.max_concurrent_streams
+                )))
+                .to_response();
+            };
             let reply = {
                 let svc = svc.clone();
                 blocking(move || svc.stream(params.checkpoint, &params.filter, max)).await
@@ -358,12 +373,14 @@ pub fn routes(
                 blocking(move || {
                     let log = svc.store().log_status()?;
                     let snap = svc.store().snapshot_status()?;
+                    let pins = svc.store().pins(crate::serve::now_ms())?;
                     Ok(json!({
                         "log_floor_scn": log.floor_scn, "log_first_scn": log.first_scn,
                         "log_last_scn": log.last_scn, "log_windows": log.windows,
                         "log_events": log.events, "log_bytes": log.bytes,
                         "applied_scn": snap.applied_scn, "snapshot_base_scn": snap.base_scn,
                         "snapshot_rows": snap.rows, "seeded": snap.seeded,
+                        "pins": pins.len(), "pin_min_scn": pins.first().map(|p| p.0),
                     }))
                 })
                 .await

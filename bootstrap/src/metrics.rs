@@ -71,6 +71,11 @@ pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_bootstrap_http_errors_total", "kind" => kind).increment(1);
 }
 
+/// `databus_bootstrap_pins_refused_total`: bootstraps refused at `http.max_pins`.
+pub(crate) fn pin_refused() {
+    counter!("databus_bootstrap_pins_refused_total").increment(1);
+}
+
 fn scn(s: Option<databus_core::Scn>) -> f64 {
     s.map_or(0.0, |s| s.get() as f64)
 }
@@ -90,6 +95,9 @@ pub fn refresh_store_gauges(store: &dyn BootstrapStore) -> Result<(), BootstrapE
     gauge!("databus_bootstrap_snapshot_base_scn").set(scn(snap.base_scn));
     gauge!("databus_bootstrap_snapshot_rows").set(snap.rows as f64);
     gauge!("databus_bootstrap_seeded").set(if snap.seeded { 1.0 } else { 0.0 });
+    let pins = store.pins(crate::serve::now_ms())?;
+    gauge!("databus_bootstrap_pins").set(pins.len() as f64);
+    gauge!("databus_bootstrap_pin_min_scn").set(scn(pins.first().map(|p| p.0)));
     Ok(())
 }
 

@@ -31,6 +31,11 @@ pub struct ServeSettings {
     pub default_response_bytes: usize,
     /// The largest `max_bytes` accepted.
     pub max_response_bytes: usize,
+    /// The most retention pins (bootstraps in progress, one per start SCN); a bootstrap that would add
+    /// one more gets `503 overloaded`.
+    pub max_pins: usize,
+    /// The most `stream` requests served at once (each reads the store); more get `503 overloaded`.
+    pub max_concurrent_streams: usize,
 }
 
 impl Default for ServeSettings {
@@ -40,6 +45,8 @@ impl Default for ServeSettings {
             pin_ttl: Duration::from_secs(3600),
             default_response_bytes: 1 << 20,
             max_response_bytes: 16 << 20,
+            max_pins: 1000,
+            max_concurrent_streams: 64,
         }
     }
 }
@@ -145,6 +152,9 @@ pub enum ServeError {
         /// The log's floor.
         floor: Scn,
     },
+    /// The server is at one of its limits (concurrent requests, bootstraps in progress); retry later.
+    #[error("{0}; retry shortly")]
+    Overloaded(String),
     /// The database has not reached the SCN yet.
     #[error(
         "the bootstrap database is not yet at SCN {} (log at {}, snapshot at {}); retry later",
@@ -172,7 +182,7 @@ fn fmt_scn(s: Option<Scn>) -> String {
     s.map_or_else(|| "none".into(), |s| s.to_string())
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
@@ -184,6 +194,7 @@ pub struct BootstrapService {
     store: Arc<dyn BootstrapStore>,
     settings: ServeSettings,
     schemas: crate::json::SchemaSource,
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 fn bad(parameter: &str, message: impl Into<String>) -> ServeError {
@@ -210,7 +221,13 @@ impl BootstrapService {
             store,
             settings,
             schemas: crate::json::SchemaSource::new(relay),
+            streams: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_streams)),
         })
+    }
+
+    /// A permit for one `stream` request; `None` at `max_concurrent_streams`.
+    pub fn try_stream_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.streams.clone().try_acquire_owned().ok()
     }
 
     /// Where `format=json` finds writer schemas.
@@ -285,8 +302,7 @@ impl BootstrapService {
         let start = progress
             .start_scn
             .ok_or_else(|| bad("checkpoint", "bootstrap.start_scn is missing"))?;
-        self.store
-            .pin(start, now_ms() + self.settings.pin_ttl.as_millis() as u64)?;
+        self.pin(start)?;
         let mut reply = match cp.mode {
             ConsumptionMode::BootstrapSnapshot => {
                 self.snapshot_page(cp, progress, &sources, filter, max_bytes)?
@@ -295,6 +311,29 @@ impl BootstrapService {
         };
         reply.path = path;
         Ok(reply)
+    }
+
+    /// Pins the log after `start` for `pin_ttl` (refreshed by each request of the bootstrap). A start
+    /// before the log's floor pins nothing (its catch-up is refused with `log_trimmed` anyway), so a
+    /// client claiming an old start cannot stop trimming; a new start beyond `max_pins` pins in
+    /// place is refused with `503 overloaded`.
+    fn pin(&self, start: Scn) -> Result<(), ServeError> {
+        let floor = self.store.log_status()?.floor_scn;
+        if floor.is_some_and(|f| start < f) {
+            return Ok(());
+        }
+        let now = now_ms();
+        let pins = self.store.pins(now)?;
+        if pins.len() >= self.settings.max_pins && !pins.iter().any(|&(s, _)| s == start) {
+            crate::metrics::pin_refused();
+            return Err(ServeError::Overloaded(format!(
+                "{} bootstraps are in progress, the server's limit (http.max_pins)",
+                pins.len()
+            )));
+        }
+        self.store
+            .pin(start, now + self.settings.pin_ttl.as_millis() as u64)?;
+        Ok(())
     }
 
     /// Fixes the start SCN of a new bootstrap; `true` when the log alone serves it.

@@ -90,6 +90,10 @@ struct BootstrapArgs {
     /// terminal one line is redrawn in place).
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     progress_interval: Duration,
+    /// With `pins`: remove every pin (bootstraps in progress then restart if the log they need is
+    /// trimmed meanwhile).
+    #[arg(long)]
+    drop: bool,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -104,6 +108,8 @@ enum BootstrapRole {
     Server,
     /// Load a consistent snapshot of the source database, then exit.
     Seed,
+    /// List the log's retention pins (bootstraps in progress); with --drop, remove them.
+    Pins,
 }
 
 #[derive(Debug, Args)]
@@ -357,6 +363,9 @@ async fn run(command: Command) -> Result<u8> {
                 }
                 BootstrapRole::Server => {
                     databus_bootstrap::run_server(config, shutdown.clone()).await
+                }
+                BootstrapRole::Pins => {
+                    bootstrap_cmd::pins(&config, args.drop).map(|text| databus_cli::out!("{text}"))
                 }
                 BootstrapRole::Seed => {
                     let mut progress = bootstrap_cmd::SeedProgress::new(args.progress_interval);

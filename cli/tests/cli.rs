@@ -797,3 +797,43 @@ fn bootstrap_seed_shows_progress_and_a_summary() {
         "{screen:?}"
     );
 }
+
+#[test]
+fn bootstrap_pins_lists_and_drops_the_retention_pins() {
+    use databus_bootstrap::store::{LogStore as _, SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("boot.sqlite");
+    let config = dir.path().join("bootstrap.toml");
+    std::fs::write(
+        &config,
+        format!("db_path = {:?}\n", db.display().to_string()),
+    )
+    .unwrap();
+    let far = 4_000_000_000_000u64; // Unix ms, in 2096
+    {
+        let store = SqliteStore::open(&db).unwrap();
+        store.pin(databus_core::Scn::new(42), far).unwrap();
+        store.pin(databus_core::Scn::new(7), far).unwrap();
+    }
+    let args = ["bootstrap", "pins", "--config"];
+    let out = run(databus().args(args).arg(&config));
+    let listed = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<&str> = listed.lines().collect();
+    assert_eq!(lines.len(), 2, "{listed}");
+    assert!(lines[0].starts_with("pin after SCN 7,"), "{listed}");
+    assert!(lines[1].starts_with("pin after SCN 42,"), "{listed}");
+    let out = run(databus().args(args).arg(&config).arg("--drop"));
+    assert!(
+        text(&out.stdout).contains("dropped 2 pin(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = run(databus().args(args).arg(&config));
+    assert!(
+        text(&out.stdout).starts_with("no pins"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert_eq!(SqliteStore::open(&db).unwrap().min_pin(0).unwrap(), None);
+}

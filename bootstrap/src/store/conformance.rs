@@ -233,6 +233,17 @@ pub fn pins_expire(store: &dyn BootstrapStore) {
     store.pin(Scn::new(5), 90).unwrap(); // never shortens
     assert_eq!(store.min_pin(95).unwrap(), Some(Scn::new(5)));
     assert_eq!(store.min_pin(101).unwrap(), None);
+    // Listed lowest first, expired ones dropped; an operator can drop them all.
+    store.pin(Scn::new(9), 500).unwrap();
+    store.pin(Scn::new(7), 300).unwrap();
+    store.pin(Scn::new(8), 150).unwrap();
+    assert_eq!(
+        store.pins(200).unwrap(),
+        vec![(Scn::new(7), 300), (Scn::new(9), 500)]
+    );
+    assert_eq!(store.drop_pins().unwrap(), 2);
+    assert_eq!(store.pins(0).unwrap(), vec![]);
+    assert_eq!(store.min_pin(0).unwrap(), None);
 }
 
 fn all_rows(

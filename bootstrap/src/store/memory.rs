@@ -249,6 +249,21 @@ impl LogStore for MemoryStore {
         })
     }
 
+    fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError> {
+        self.with(|i| {
+            i.pins.retain(|_, &mut exp| exp >= now_ms);
+            Ok(i.pins.iter().map(|(&s, &e)| (s, e)).collect())
+        })
+    }
+
+    fn drop_pins(&self) -> Result<u64, BootstrapError> {
+        self.with(|i| {
+            let n = i.pins.len() as u64;
+            i.pins.clear();
+            Ok(n)
+        })
+    }
+
     fn set_sources(&self, sources: &[SourceInfo]) -> Result<(), BootstrapError> {
         self.with(|i| {
             for s in sources {

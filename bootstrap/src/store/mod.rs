@@ -204,6 +204,11 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
     fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError>;
     /// The lowest pinned start SCN among pins not expired at `now_ms`; expired pins are dropped.
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError>;
+    /// The pins not expired at `now_ms` as `(start SCN, expiry in Unix ms)`, lowest SCN first; expired
+    /// pins are dropped.
+    fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError>;
+    /// Removes every pin (an operator releasing retention); how many there were.
+    fn drop_pins(&self) -> Result<u64, BootstrapError>;
     /// Records the sources (id, name) of the bootstrap database.
     fn set_sources(&self, sources: &[SourceInfo]) -> Result<(), BootstrapError>;
     /// The recorded sources, by id.

@@ -479,6 +479,29 @@ impl LogStore for SqliteStore {
         })
     }
 
+    fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [now_ms as i64])
+                .map_err(db_err("drop expired pins"))?;
+            let mut stmt = tx
+                .prepare("SELECT start_scn, expires_ms FROM pins ORDER BY start_scn")
+                .map_err(db_err("read pins"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((scn_of(r.get(0)?), r.get::<_, i64>(1)? as u64)))
+                .map_err(db_err("read pins"))?;
+            rows.collect::<Result<Vec<_>, _>>()
+                .map_err(db_err("read pins"))
+        })
+    }
+
+    fn drop_pins(&self) -> Result<u64, BootstrapError> {
+        self.write(|tx| {
+            tx.execute("DELETE FROM pins", [])
+                .map(|n| n as u64)
+                .map_err(db_err("drop pins"))
+        })
+    }
+
     fn set_sources(&self, sources: &[SourceInfo]) -> Result<(), BootstrapError> {
         self.write(|tx| {
             for s in sources {

@@ -1,0 +1,158 @@
+//! The bootstrap server's caps against clients that misbehave, on a real SQLite file: a checkpoint
+//! claiming an old start cannot pin the log (and stop trimming), pins are bounded in number and can be
+//! listed and dropped, and concurrent `stream` requests are bounded (`503 overloaded`, `Retry-After`).
+
+use std::sync::Arc;
+
+use databus_bootstrap::http::routes;
+use databus_bootstrap::serve::{BootstrapService, ServeSettings};
+use databus_bootstrap::store::{BootstrapStore, LogStore, LogWindow, SourceInfo, SqliteStore};
+use databus_core::{Checkpoint, Scn, SourceId};
+
+fn heartbeats(store: &dyn BootstrapStore, scns: std::ops::RangeInclusive<u64>) {
+    let windows: Vec<LogWindow> = scns
+        .map(|s| LogWindow {
+            scn: Scn::new(s),
+            timestamp_ns: s * 1_000,
+            events: Vec::new(),
+        })
+        .collect();
+    store.append(&windows).unwrap();
+}
+
+/// A catch-up checkpoint of a bootstrap that started at `start`, going to `target`, now at `at`.
+fn catchup_query(start: u64, target: u64, at: u64) -> String {
+    let mut cp = Checkpoint::after(Scn::new(at));
+    cp.start_bootstrap(Some(Scn::new(start)));
+    cp.start_catchup(Scn::new(start), Scn::new(target)).unwrap();
+    cp.window_scn = Scn::new(at);
+    let text: String = form_urlencoded::byte_serialize(cp.to_json().as_bytes()).collect();
+    format!("/v1/bootstrap/stream?checkpoint={text}")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+fn store_with_floor() -> (tempfile::TempDir, Arc<SqliteStore>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("boot.sqlite")).unwrap());
+    store.start_log(Scn::ZERO).unwrap();
+    store
+        .set_sources(&[SourceInfo {
+            id: SourceId::new(1),
+            name: "t".into(),
+        }])
+        .unwrap();
+    heartbeats(store.as_ref(), 1..=40);
+    store.trim(Scn::new(10), 1000).unwrap();
+    assert_eq!(store.log_status().unwrap().floor_scn, Some(Scn::new(10)));
+    (dir, store)
+}
+
+#[tokio::test]
+async fn a_checkpoint_claiming_an_old_start_cannot_pin_the_log() {
+    let (_dir, store) = store_with_floor();
+    let routes = routes(BootstrapService::new(
+        store.clone(),
+        ServeSettings::default(),
+    ));
+    let r = warp::test::request()
+        .path(&catchup_query(1, 40, 1))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 410, "{:?}", r.body());
+    assert_eq!(r.headers()["x-databus-error"], "log_trimmed");
+    // Nothing pinned: trimming goes on.
+    assert_eq!(store.pins(now_ms()).unwrap(), vec![]);
+    assert_eq!(store.min_pin(now_ms()).unwrap(), None);
+    // A real bootstrap (start at or after the floor) pins as before.
+    let r = warp::test::request()
+        .path(&catchup_query(12, 40, 12))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    assert_eq!(store.min_pin(now_ms()).unwrap(), Some(Scn::new(12)));
+}
+
+#[tokio::test]
+async fn pins_are_bounded_listed_and_dropped() {
+    let (_dir, store) = store_with_floor();
+    let settings = ServeSettings {
+        max_pins: 3,
+        ..ServeSettings::default()
+    };
+    let routes = routes(BootstrapService::new(store.clone(), settings));
+    for start in [11, 12, 13] {
+        let r = warp::test::request()
+            .path(&catchup_query(start, 40, start))
+            .reply(&routes)
+            .await;
+        assert_eq!(r.status(), 200, "{start}: {:?}", r.body());
+    }
+    // A fourth bootstrap in progress would add a pin: refused, retry later.
+    let r = warp::test::request()
+        .path(&catchup_query(14, 40, 14))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 503, "{:?}", r.body());
+    assert_eq!(r.headers()["x-databus-error"], "overloaded");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("http.max_pins"),
+        "{body}"
+    );
+    // The bootstraps already pinned go on.
+    let r = warp::test::request()
+        .path(&catchup_query(12, 40, 20))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    let pins: Vec<u64> = store
+        .pins(now_ms())
+        .unwrap()
+        .iter()
+        .map(|p| p.0.get())
+        .collect();
+    assert_eq!(pins, [11, 12, 13]);
+    // An operator drops them; new bootstraps pin again.
+    assert_eq!(store.drop_pins().unwrap(), 3);
+    let r = warp::test::request()
+        .path(&catchup_query(14, 40, 14))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+}
+
+#[tokio::test]
+async fn concurrent_stream_requests_are_bounded() {
+    let (_dir, store) = store_with_floor();
+    let settings = ServeSettings {
+        max_concurrent_streams: 2,
+        ..ServeSettings::default()
+    };
+    let service = BootstrapService::new(store.clone(), settings);
+    let routes = routes(service.clone());
+    // Two requests in progress (their permits held).
+    let held = [
+        service.try_stream_permit().unwrap(),
+        service.try_stream_permit().unwrap(),
+    ];
+    let r = warp::test::request()
+        .path(&catchup_query(12, 40, 12))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["x-databus-error"], "overloaded");
+    assert_eq!(r.headers()["retry-after"], "1");
+    drop(held);
+    let r = warp::test::request()
+        .path(&catchup_query(12, 40, 12))
+        .reply(&routes)
+        .await;
+    assert_eq!(r.status(), 200);
+}
