@@ -211,6 +211,40 @@ pub async fn serve_metrics(
     )))
 }
 
+/// `databus bootstrap pins`: the retention pins of the bootstrap database (one per bootstrap in
+/// progress, by start SCN, with when it expires), removed first with `drop`. Reads the database file
+/// directly, so it works with the server running or stopped.
+pub fn pins(
+    config: &databus_bootstrap::ValidatedConfig,
+    drop: bool,
+) -> Result<String, databus_bootstrap::BootstrapError> {
+    use databus_bootstrap::store::{LogStore as _, SqliteStore};
+    let store = SqliteStore::open(&config.db_path)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let pins = store.pins(now_ms)?;
+    let mut out = String::new();
+    if pins.is_empty() {
+        out.push_str("no pins: nothing holds the log's retention back\n");
+    }
+    for (scn, expires_ms) in &pins {
+        let _ = writeln!(
+            out,
+            "pin after SCN {scn}, expires in {}",
+            databus_http::human::duration_ms(expires_ms.saturating_sub(now_ms))
+        );
+    }
+    if drop {
+        let n = store.drop_pins()?;
+        let _ = writeln!(
+            out,
+            "dropped {n} pin(s): retention trims past them at its next run"
+        );
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,38 +287,4 @@ mod tests {
             text
         );
     }
-}
-
-/// `databus bootstrap pins`: the retention pins of the bootstrap database (one per bootstrap in
-/// progress, by start SCN, with when it expires), removed first with `drop`. Reads the database file
-/// directly, so it works with the server running or stopped.
-pub fn pins(
-    config: &databus_bootstrap::ValidatedConfig,
-    drop: bool,
-) -> Result<String, databus_bootstrap::BootstrapError> {
-    use databus_bootstrap::store::{LogStore as _, SqliteStore};
-    let store = SqliteStore::open(&config.db_path)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let pins = store.pins(now_ms)?;
-    let mut out = String::new();
-    if pins.is_empty() {
-        out.push_str("no pins: nothing holds the log's retention back\n");
-    }
-    for (scn, expires_ms) in &pins {
-        let _ = writeln!(
-            out,
-            "pin after SCN {scn}, expires in {}",
-            databus_http::human::duration_ms(expires_ms.saturating_sub(now_ms))
-        );
-    }
-    if drop {
-        let n = store.drop_pins()?;
-        let _ = writeln!(
-            out,
-            "dropped {n} pin(s): retention trims past them at its next run"
-        );
-    }
-    Ok(out)
 }
