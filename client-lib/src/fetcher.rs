@@ -254,7 +254,25 @@ impl Fetcher {
             Err(e) => return Err(FetchStop::Error(e)),
         };
         match Schema::parse(&json["avro"]) {
-            Ok(schema) => Ok(Some(Arc::new(schema))),
+            Ok(schema) => {
+                // A schema id is the fingerprint of its schema: a server answering another schema (a
+                // corrupt or mixed-up registry) would make every payload decode wrongly, silently.
+                match databus_serde_formats::fingerprint::schema_id(&schema) {
+                    Ok(actual) if actual == id => Ok(Some(Arc::new(schema))),
+                    Ok(actual) => Err(FetchStop::Error(ClientError::Protocol {
+                        server: self.relays.current_url().to_owned(),
+                        message: format!(
+                            "schema {:016x} as served fingerprints as {:016x}: the server's schema registry does not match its events; fix or rebuild the registry (relay state_dir/schemas)",
+                            id.get(),
+                            actual.get()
+                        ),
+                    })),
+                    Err(e) => {
+                        tracing::warn!(schema = %format!("{:016x}", id.get()), error = %e, "schema has no fingerprint; events of it will not decode");
+                        Ok(None)
+                    }
+                }
+            }
             Err(e) => {
                 tracing::warn!(schema = %format!("{:016x}", id.get()), error = %e, "schema does not parse; events of it will not decode");
                 Ok(None)

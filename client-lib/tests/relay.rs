@@ -310,6 +310,85 @@ async fn failing_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
     (format!("http://{addr}"), hits)
 }
 
+/// A relay whose `/v1/schemas/<id>` answers another schema than the one its events were written with
+/// (a corrupt registry): the client stops with a protocol error instead of decoding every payload
+/// with the wrong schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_that_does_not_match_its_id_is_refused() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let relay = TestRelay::start(1 << 20).await;
+    let mut frames = Vec::new();
+    make_event(&relay.schema, 5, 1, 500, 5)
+        .builder()
+        .write_to_vec(&mut frames);
+    databus_core::EventBuilder::end_of_window(Scn::new(5), 5000).write_to_vec(&mut frames);
+    let id = relay.schema.id;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let frames = frames.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&got).into_owned();
+                let (head, body): (String, Vec<u8>) = if request.contains("/v1/schemas/") {
+                    // Another table's schema, served under this id.
+                    let other = r#"{"avro":{"type":"record","name":"other","namespace":"x","fields":[{"name":"a","type":"string"}]}}"#;
+                    (
+                        "content-type: application/json\r\n".into(),
+                        other.as_bytes().to_vec(),
+                    )
+                } else {
+                    let cp = Checkpoint::after(Scn::new(5)).to_json();
+                    (
+                        format!(
+                            "content-type: application/vnd.databus.frames\r\nx-databus-checkpoint: {cp}\r\nx-databus-more: false\r\n"
+                        ),
+                        frames,
+                    )
+                };
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\n{head}content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+            });
+        }
+    });
+    let client = DatabusClient::new(
+        fast_config(&[format!("http://{addr}")]),
+        Arc::new(MemoryCheckpointStore::new()),
+    )
+    .unwrap();
+    let consumer = Arc::new(Recorder::default());
+    let err = spawn_run(&client, consumer.clone())
+        .join()
+        .await
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, ClientError::Protocol { .. }), "{message}");
+    assert!(
+        message.contains(&format!("schema {:016x}", id.get())),
+        "{message}"
+    );
+    assert_eq!(
+        consumer.event_count(),
+        0,
+        "nothing decoded with the wrong schema"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_returning_errors_and_scn_not_found() {
     // A relay answering 503 is failed over to the healthy one.
