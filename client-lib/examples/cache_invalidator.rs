@@ -196,7 +196,7 @@ pub async fn run(
     let mut config = ClientConfig::with_relays(args.relays.clone());
     config.bootstrap_servers = args.bootstrap.clone();
     config.start = if args.from_beginning {
-        StartPosition::Beginning
+        StartPosition::Oldest
     } else {
         StartPosition::Now
     };

@@ -179,9 +179,15 @@ pub fn open(path: &std::path::Path) -> anyhow::Result<Connection> {
 pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<RunSummary> {
     let mut config = ClientConfig::with_relays(args.relays.clone());
     config.bootstrap_servers = args.bootstrap.clone();
-    if !args.bootstrap.is_empty() {
-        config.start = StartPosition::Snapshot;
-    }
+    config.start = if args.bootstrap.is_empty() {
+        println!(
+            "no --bootstrap: replicating from the oldest change the relay holds; rows changed before \
+             it are missing from the replica (give --bootstrap URL to start from a snapshot)"
+        );
+        StartPosition::Oldest
+    } else {
+        StartPosition::Snapshot
+    };
     let conn = open(&args.checkpoint)?;
     // The client only loads the checkpoint; the replica commits it with each window.
     let store =

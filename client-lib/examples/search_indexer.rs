@@ -178,7 +178,11 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<(Ind
     let mut config = ClientConfig::with_relays(args.relays.clone());
     config.bootstrap_servers = args.bootstrap.clone();
     config.start = if args.bootstrap.is_empty() {
-        StartPosition::Beginning
+        println!(
+            "no --bootstrap: indexing from the oldest change the relay holds; rows changed before it \
+             are not indexed (give --bootstrap URL to index the whole tables)"
+        );
+        StartPosition::Oldest
     } else {
         StartPosition::Snapshot
     };

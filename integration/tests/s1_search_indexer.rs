@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_client::{ClientConfig, MemoryCheckpointStore};
+use databus_client::{ClientConfig, MemoryCheckpointStore, StartPosition};
 use databus_integration::workload::{ITEMS, TXLOG};
 use databus_integration::*;
 
@@ -14,6 +14,8 @@ use databus_integration::*;
 async fn search_indexer_stays_consistent_under_continuous_writes() -> anyhow::Result<()> {
     let (db, relay) = start_pipeline("8MiB").await?;
     let mut config = ClientConfig::with_relays([relay.url()]);
+    // From what the relay captured: it started at the source's position, after the schema's DDL.
+    config.start = StartPosition::Oldest;
     config.workers = 4;
     let mut indexer = Consumer::start(
         config,

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_client::{ClientConfig, MemoryCheckpointStore};
+use databus_client::{ClientConfig, MemoryCheckpointStore, StartPosition};
 use databus_filters::FilterSpec;
 use databus_integration::*;
 
@@ -13,6 +13,8 @@ use databus_integration::*;
 async fn cache_invalidator_gets_every_change_of_its_keys_in_commit_order() -> anyhow::Result<()> {
     let (db, relay) = start_pipeline("8MiB").await?;
     let mut config = ClientConfig::with_relays([relay.url()]);
+    // From what the relay captured: it started at the source's position, after the schema's DDL.
+    config.start = StartPosition::Oldest;
     // Source 1 (items), keys in [0, 50): RANGE partitioning with ranges of 50 keys, range 0.
     config.filter = FilterSpec::from_query("sources=1&partition=range:50:0")?;
     let mut invalidator = Consumer::start(

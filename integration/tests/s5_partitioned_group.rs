@@ -7,7 +7,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_client::{ClientConfig, MemoryCheckpointStore, PartitionMember};
+use databus_client::{ClientConfig, MemoryCheckpointStore, PartitionMember, StartPosition};
 use databus_core::KeyRef;
 use databus_integration::workload::{ITEMS, TXLOG};
 use databus_integration::*;
@@ -18,6 +18,8 @@ async fn partitioned_group_covers_every_event_exactly_once() -> anyhow::Result<(
     let mut members = Vec::new();
     for instance in 0..3 {
         let mut config = ClientConfig::with_relays([relay.url()]);
+        // From what the relay captured: it started at the source's position, after the schema's DDL.
+        config.start = StartPosition::Oldest;
         config.partition = Some(PartitionMember { instance, of: 3 });
         members.push(Consumer::start(
             config,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_client::{BackoffConfig, ClientConfig, MemoryCheckpointStore};
+use databus_client::{BackoffConfig, ClientConfig, MemoryCheckpointStore, StartPosition};
 use databus_integration::http::get;
 use databus_integration::workload::{ITEMS, TXLOG};
 use databus_integration::*;
@@ -31,6 +31,8 @@ async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
     })
     .await?;
     let mut config = ClientConfig::with_relays([relay2.url(), relay1.url()]);
+    // From what the relay captured: it started at the source's position, after the schema's DDL.
+    config.start = StartPosition::Oldest;
     config.long_poll = Duration::from_secs(1);
     config.request_timeout = Duration::from_secs(2);
     config.fetch_backoff = BackoffConfig {

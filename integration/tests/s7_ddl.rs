@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_client::{ClientConfig, MemoryCheckpointStore};
+use databus_client::{ClientConfig, MemoryCheckpointStore, StartPosition};
 use databus_integration::workload::ITEMS;
 use databus_integration::*;
 
@@ -14,7 +14,11 @@ use databus_integration::*;
 async fn add_and_drop_column_while_consuming() -> anyhow::Result<()> {
     let (db, relay) = start_pipeline("8MiB").await?;
     let mut consumer = Consumer::start(
-        ClientConfig::with_relays([relay.url()]),
+        ClientConfig {
+            // From what the relay captured: it started after the schema's DDL.
+            start: StartPosition::Oldest,
+            ..ClientConfig::with_relays([relay.url()])
+        },
         Arc::new(MemoryCheckpointStore::new()),
         Recorder::new(),
     )?;
