@@ -30,7 +30,7 @@ macro_rules! store_conformance_suite {
             use super::*;
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
-                pins_expire, snapshot_keeps_latest_per_key, snapshot_paging_and_delta,
+                pins_expire, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_paging_and_delta,
                 filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip);
         }
     };
@@ -320,6 +320,50 @@ pub fn snapshot_keeps_latest_per_key(store: &dyn BootstrapStore) {
     let rows = store.read(&q).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(EventView::parse(&rows[0].frame).unwrap().0.payload(), b"v6");
+}
+
+/// A key change is a delete of the old key and an upsert of the new one in one window (the relay's
+/// representation of an UPDATE of the primary key): the snapshot keeps only the new key, and a delta
+/// spanning it carries the old key's tombstone. Keys swapped back and forth inside one window end as
+/// the window's last events say.
+pub fn snapshot_applies_key_changes(store: &dyn BootstrapStore) {
+    let del = |scn, key| event(scn, 1, Key::Int(key), Opcode::Delete, b"before");
+    store.init_base(Scn::new(1)).unwrap();
+    store.apply(&[up(2, 1), up(2, 2)], Scn::new(2)).unwrap();
+    // UPDATE SET id = 100 WHERE id = 1.
+    store.apply(&[del(3, 1), up(3, 100)], Scn::new(3)).unwrap();
+    assert_eq!(
+        all_rows(store, 1, None, false, &FilterSpec::all()),
+        vec![(2, Key::Int(2)), (3, Key::Int(100))]
+    );
+    assert_eq!(
+        all_rows(store, 1, Some(2), true, &FilterSpec::all()),
+        vec![(3, Key::Int(1)), (3, Key::Int(100))]
+    );
+    // One window: 2 -> 50, then 50 -> 2 (a swap back), then 100 -> 7.
+    store
+        .apply(
+            &[
+                del(4, 2),
+                up(4, 50),
+                del(4, 50),
+                up(4, 2),
+                del(4, 100),
+                up(4, 7),
+            ],
+            Scn::new(4),
+        )
+        .unwrap();
+    let live: Vec<Key> = all_rows(store, 1, None, false, &FilterSpec::all())
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let mut live_sorted = live.clone();
+    live_sorted.sort_by_key(|k| match k {
+        Key::Int(v) => *v,
+        _ => i64::MAX,
+    });
+    assert_eq!(live_sorted, vec![Key::Int(2), Key::Int(7)], "{live:?}");
 }
 
 /// Paging by row id keeps updated keys in place; deltas by SCN.

@@ -26,11 +26,11 @@ use std::time::Duration;
 
 use databus_buffer::{AppendError, BufferWriter};
 use databus_connectors::{
-    ChangeKind, ConnectorError, ConnectorEvent, SourceConnector, SourcePosition, SourceTransaction,
-    StartPosition,
+    ChangeKind, ConnectorError, ConnectorEvent, RowChange, SourceConnector, SourcePosition,
+    SourceTransaction, StartPosition,
 };
-use databus_core::{EventBuilder, Opcode, Scn, SourceId};
-use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema, event_key};
+use databus_core::{EventBuilder, Key, Opcode, Scn, SourceId};
+use databus_serde_formats::{RegisteredSchema, Row, SchemaRegistry, TableSchema, event_key};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -145,6 +145,11 @@ impl Pipeline {
     }
 
     /// Appends the window's events (not yet published).
+    ///
+    /// An update that changes the row's key becomes two events of the window, in this order: a delete
+    /// of the old key (payload: the before image) and an upsert of the new key, so every consumer that
+    /// applies changes by key drops the old key (each event passes the partition filters by its own
+    /// key).
     fn append_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
         for change in &tx.changes {
             let table = &change.table;
@@ -153,41 +158,85 @@ impl Pipeline {
                 tracing::warn!(table = %table.qualified_name(), "change to an unmapped table skipped");
                 continue;
             };
-            let (opcode, row) = match change.kind {
-                ChangeKind::Insert | ChangeKind::Update => (Opcode::Upsert, change.after.as_ref()),
-                ChangeKind::Delete => (Opcode::Delete, change.before.as_ref()),
-            };
-            let row = row.ok_or_else(|| {
-                self.definite(format!(
-                    "{:?} of {} at SCN {} has no row image",
-                    change.kind,
-                    table.qualified_name(),
-                    tx.scn
-                ))
-            })?;
-            let key = event_key(table, row).map_err(|e| {
-                self.definite(format!("key of a row of {}: {e}", table.qualified_name()))
-            })?;
-            self.payload.clear();
-            schema.encoder.encode(row, &mut self.payload).map_err(|e| {
-                self.definite(format!(
-                    "cannot encode a row of {} at SCN {}: {e}",
-                    table.qualified_name(),
-                    tx.scn
-                ))
-            })?;
-            let event = EventBuilder::new(tx.scn, opcode)
-                .source(source)
-                .timestamp_ns(tx.commit_timestamp_ns)
-                .schema(schema.id)
-                .key(key.as_ref())
-                .payload(&self.payload);
-            self.parts
-                .writer
-                .append(&event)
-                .map_err(|e| self.definite(append_error_message(tx.scn, &e)))?;
+            match change.kind {
+                ChangeKind::Insert => {
+                    let row = self.image(tx, change, change.after.as_ref())?;
+                    let key = self.key_of(table, row)?;
+                    self.append_row(tx, source, &schema, Opcode::Upsert, &key, row)?;
+                }
+                ChangeKind::Update => {
+                    let after = self.image(tx, change, change.after.as_ref())?;
+                    let key = self.key_of(table, after)?;
+                    // A key change: the old key is deleted in the same window, before the new row.
+                    if let Some(before) = change.before.as_ref() {
+                        let old_key = self.key_of(table, before)?;
+                        if old_key != key {
+                            self.append_row(tx, source, &schema, Opcode::Delete, &old_key, before)?;
+                        }
+                    }
+                    self.append_row(tx, source, &schema, Opcode::Upsert, &key, after)?;
+                }
+                ChangeKind::Delete => {
+                    let row = self.image(tx, change, change.before.as_ref())?;
+                    let key = self.key_of(table, row)?;
+                    self.append_row(tx, source, &schema, Opcode::Delete, &key, row)?;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The row image a change must carry.
+    fn image<'r>(
+        &self,
+        tx: &SourceTransaction,
+        change: &RowChange,
+        row: Option<&'r Row>,
+    ) -> Result<&'r Row, RelayError> {
+        row.ok_or_else(|| {
+            self.definite(format!(
+                "{:?} of {} at SCN {} has no row image",
+                change.kind,
+                change.table.qualified_name(),
+                tx.scn
+            ))
+        })
+    }
+
+    /// The event key of `row`.
+    fn key_of(&self, table: &TableSchema, row: &Row) -> Result<Key, RelayError> {
+        event_key(table, row)
+            .map_err(|e| self.definite(format!("key of a row of {}: {e}", table.qualified_name())))
+    }
+
+    /// Encodes `row` and appends it as one event of the open window.
+    fn append_row(
+        &mut self,
+        tx: &SourceTransaction,
+        source: SourceId,
+        schema: &RegisteredSchema,
+        opcode: Opcode,
+        key: &Key,
+        row: &Row,
+    ) -> Result<(), RelayError> {
+        self.payload.clear();
+        if let Err(e) = schema.encoder.encode(row, &mut self.payload) {
+            return Err(self.definite(format!(
+                "cannot encode a row of {} at SCN {}: {e}",
+                schema.table.qualified_name(),
+                tx.scn
+            )));
+        }
+        let event = EventBuilder::new(tx.scn, opcode)
+            .source(source)
+            .timestamp_ns(tx.commit_timestamp_ns)
+            .schema(schema.id)
+            .key(key.as_ref())
+            .payload(&self.payload);
+        self.parts
+            .writer
+            .append(&event)
+            .map_err(|e| self.definite(append_error_message(tx.scn, &e)))
     }
 
     async fn persist(&mut self, force: bool) -> Result<(), RelayError> {
