@@ -13,6 +13,12 @@ pub enum Opcode {
     Upsert,
     /// Delete: the payload is the row's before image (or empty).
     Delete,
+    /// Every row of the event's source is gone (TRUNCATE or DROP TABLE); the payload is a
+    /// [`TableChange`](crate::TableChange) as JSON; no key.
+    Truncate,
+    /// The event's source changes its schema (DDL); the payload is a
+    /// [`TableChange`](crate::TableChange) as JSON; no key.
+    SchemaChange,
     /// A control event of the stream itself.
     Control(ControlKind),
 }
@@ -31,6 +37,8 @@ impl Opcode {
         match self {
             Opcode::Upsert => 1,
             Opcode::Delete => 2,
+            Opcode::Truncate => 3,
+            Opcode::SchemaChange => 4,
             Opcode::Control(ControlKind::EndOfWindow) => 0x81,
         }
     }
@@ -40,6 +48,8 @@ impl Opcode {
         match byte {
             1 => Some(Opcode::Upsert),
             2 => Some(Opcode::Delete),
+            3 => Some(Opcode::Truncate),
+            4 => Some(Opcode::SchemaChange),
             0x81 => Some(Opcode::Control(ControlKind::EndOfWindow)),
             _ => None,
         }
@@ -48,6 +58,17 @@ impl Opcode {
     /// Whether this is a control event.
     pub const fn is_control(self) -> bool {
         matches!(self, Opcode::Control(_))
+    }
+
+    /// Whether this is a row change (upsert or delete), keyed by the row's key.
+    pub const fn is_row_change(self) -> bool {
+        matches!(self, Opcode::Upsert | Opcode::Delete)
+    }
+
+    /// Whether this is a table event (truncate, schema change): it concerns its whole source, has no
+    /// key and passes every partition filter. See [`crate::table_event`].
+    pub const fn is_table_event(self) -> bool {
+        matches!(self, Opcode::Truncate | Opcode::SchemaChange)
     }
 
     /// Whether this event closes a window.

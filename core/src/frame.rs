@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0 | 4 | magic `DBUS` (`0x44 0x42 0x55 0x53`) |
 //! | 4 | 1 | version (`1`) |
-//! | 5 | 1 | opcode: `1` upsert, `2` delete, `0x81` end of window |
+//! | 5 | 1 | opcode: `1` upsert, `2` delete, `3` truncate, `4` schema change (table events, see [`crate::table_event`]), `0x81` end of window |
 //! | 6 | 1 | key type: `0` none, `1` integer (8 bytes, i64), `2` bytes |
 //! | 7 | 1 | flags (reserved, `0`) |
 //! | 8 | 4 | frame length: header + key + payload |
@@ -84,7 +84,9 @@ pub enum FrameError {
     #[error("bad event frame length: {0}")]
     BadLength(String),
     /// An opcode byte no version defines.
-    #[error("unknown opcode byte {0:#04x}")]
+    #[error(
+        "unknown opcode byte {0:#04x} (an event kind newer than this build: upgrade the reader)"
+    )]
     BadOpcode(u8),
     /// A key type byte no version defines, or a key inconsistent with its type.
     #[error("bad key: {0}")]

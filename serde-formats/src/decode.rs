@@ -357,13 +357,29 @@ impl Walker<'_> {
 /// One event as JSON, the rendering every server and the CLI share: `core::json`'s header fields plus
 /// `payload`, the record decoded with `writer` (its schema id resolved by the caller), or, when the
 /// schema is unknown (`writer` is `Err` with why) or the payload does not decode, `payload_base64`
-/// with `decode_error` saying why. Control events are the header alone.
+/// with `decode_error` saying why. Control events are the header alone; table events (truncate, schema
+/// change) carry their JSON payload as `payload`.
 pub fn event_json(
     view: &databus_core::EventView<'_>,
     writer: std::result::Result<&Schema, String>,
 ) -> Json {
     let mut map = databus_core::json::header_to_json(view);
     if view.opcode().is_control() {
+        return Json::Object(map);
+    }
+    if view.opcode().is_table_event() {
+        // A table event's payload is JSON already (`databus_core::table_event`).
+        match serde_json::from_slice::<Json>(view.payload()) {
+            Ok(change) => {
+                map.insert("payload".into(), change);
+            }
+            Err(e) => {
+                map.insert(
+                    "decode_error".into(),
+                    Json::String(format!("bad table event payload: {e}")),
+                );
+            }
+        }
         return Json::Object(map);
     }
     match writer

@@ -26,10 +26,12 @@ use std::time::Duration;
 
 use databus_buffer::{AppendError, BufferWriter};
 use databus_connectors::{
-    ChangeKind, ConnectorError, ConnectorEvent, RowChange, SourceConnector, SourcePosition,
-    SourceTransaction, StartPosition,
+    ChangeKind, ConnectorError, ConnectorEvent, DdlKind, RowChange, SourceConnector,
+    SourcePosition, SourceTransaction, StartPosition, TableName,
 };
-use databus_core::{EventBuilder, Key, Opcode, Scn, SourceId};
+use databus_core::{
+    EventBuilder, Key, Opcode, SchemaId, Scn, SourceId, TableChange, TableChangeCause,
+};
 use databus_serde_formats::{RegisteredSchema, Row, SchemaRegistry, TableSchema, event_key};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -80,6 +82,12 @@ struct Pipeline {
     last_position: Option<SourcePosition>,
     last_persist: Option<Instant>,
     persisted_scn: Scn,
+    /// The writer schema of each source's last row written (to announce a new version).
+    current_schema: HashMap<SourceId, SchemaId>,
+    /// DDL statements of a source seen since its last row (told with the next schema change).
+    pending_ddl: HashMap<SourceId, String>,
+    /// `current_schema` updates of the open window, applied when it is published.
+    window_schemas: Vec<(SourceId, SchemaId)>,
 }
 
 impl Pipeline {
@@ -119,7 +127,11 @@ impl Pipeline {
 
     /// Writes one transaction as one window; on error nothing of it is visible.
     fn write_transaction(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
-        if let Err(e) = self.append_changes(tx) {
+        self.window_schemas.clear();
+        if let Err(e) = self
+            .append_table_changes(tx)
+            .and_then(|()| self.append_changes(tx))
+        {
             self.parts.writer.rollback();
             return Err(e);
         }
@@ -129,6 +141,21 @@ impl Pipeline {
             .end_window(tx.scn, tx.commit_timestamp_ns)
             .map_err(|e| self.definite(format!("cannot publish window {}: {e}", tx.scn)))?;
         m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
+        for (source, schema) in self.window_schemas.drain(..) {
+            self.current_schema.insert(source, schema);
+            self.pending_ddl.remove(&source);
+        }
+        for ddl in &tx.table_changes {
+            if let Some(source) = self.source_of(&ddl.table) {
+                if matches!(ddl.kind, DdlKind::Alter | DdlKind::Create) {
+                    let pending = self.pending_ddl.entry(source).or_default();
+                    if !pending.is_empty() {
+                        pending.push_str("; ");
+                    }
+                    pending.push_str(&ddl.statement);
+                }
+            }
+        }
         // A relay started from the source's current position: checkpoints before the first window were
         // never in this buffer.
         self.parts
@@ -141,6 +168,109 @@ impl Pipeline {
             s.last_timestamp_ns = Some(tx.commit_timestamp_ns);
             s.position = Some(tx.position.to_string());
         });
+        Ok(())
+    }
+
+    fn source_of(&self, table: &TableName) -> Option<SourceId> {
+        self.by_table
+            .get(&(table.database.clone(), table.table.clone()))
+            .copied()
+    }
+
+    /// Appends the table events of a DDL statement (not yet published): a `truncate` for TRUNCATE and
+    /// DROP (every row of the source is gone), a `schema_change` without the new schema for ALTER (the
+    /// binlog tells the new columns with the next row, whose window then carries a `schema_change`
+    /// with both ids). CREATE needs no event: the table starts empty (a DROP before it cleared it).
+    fn append_table_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
+        for ddl in &tx.table_changes {
+            let Some(source) = self.source_of(&ddl.table) else {
+                continue;
+            };
+            let current = self.current_schema.get(&source).copied();
+            let (opcode, change) = match ddl.kind {
+                DdlKind::Truncate | DdlKind::Drop => (
+                    Opcode::Truncate,
+                    TableChange {
+                        table: ddl.table.to_string(),
+                        cause: if ddl.kind == DdlKind::Drop {
+                            TableChangeCause::Drop
+                        } else {
+                            TableChangeCause::Truncate
+                        },
+                        statement: ddl.statement.clone(),
+                        old_schema: None,
+                        new_schema: None,
+                    },
+                ),
+                DdlKind::Alter => (
+                    Opcode::SchemaChange,
+                    TableChange {
+                        table: ddl.table.to_string(),
+                        cause: TableChangeCause::Alter,
+                        statement: ddl.statement.clone(),
+                        old_schema: current,
+                        new_schema: None,
+                    },
+                ),
+                DdlKind::Create => continue,
+            };
+            self.append_table_event(tx, source, opcode, current, &change)?;
+        }
+        Ok(())
+    }
+
+    /// Appends one table event of `source`.
+    fn append_table_event(
+        &mut self,
+        tx: &SourceTransaction,
+        source: SourceId,
+        opcode: Opcode,
+        schema: Option<SchemaId>,
+        change: &TableChange,
+    ) -> Result<(), RelayError> {
+        let payload = change.to_payload();
+        let event = EventBuilder::new(tx.scn, opcode)
+            .source(source)
+            .timestamp_ns(tx.commit_timestamp_ns)
+            .schema(schema.unwrap_or(SchemaId::NONE))
+            .payload(&payload);
+        self.parts
+            .writer
+            .append(&event)
+            .map_err(|e| self.definite(append_error_message(tx.scn, &e)))
+    }
+
+    /// Before the first row of a new schema version of `source` in this run, a `schema_change` event
+    /// with both schema ids (and the DDL statements seen since the previous version's last row).
+    fn announce_schema(
+        &mut self,
+        tx: &SourceTransaction,
+        source: SourceId,
+        schema: &RegisteredSchema,
+    ) -> Result<(), RelayError> {
+        let staged = self
+            .window_schemas
+            .iter()
+            .rev()
+            .find(|(s, _)| *s == source)
+            .map(|(_, id)| *id);
+        let Some(old) = staged.or_else(|| self.current_schema.get(&source).copied()) else {
+            // The first row of the source since the relay started: nothing to compare with.
+            self.window_schemas.push((source, schema.id));
+            return Ok(());
+        };
+        if old == schema.id {
+            return Ok(());
+        }
+        let change = TableChange {
+            table: schema.table.qualified_name(),
+            cause: TableChangeCause::Alter,
+            statement: self.pending_ddl.get(&source).cloned().unwrap_or_default(),
+            old_schema: Some(old),
+            new_schema: Some(schema.id),
+        };
+        self.append_table_event(tx, source, Opcode::SchemaChange, Some(schema.id), &change)?;
+        self.window_schemas.push((source, schema.id));
         Ok(())
     }
 
@@ -158,6 +288,7 @@ impl Pipeline {
                 tracing::warn!(table = %table.qualified_name(), "change to an unmapped table skipped");
                 continue;
             };
+            self.announce_schema(tx, source, &schema)?;
             match change.kind {
                 ChangeKind::Insert => {
                     let row = self.image(tx, change, change.after.as_ref())?;
@@ -339,6 +470,9 @@ pub async fn run_ingest<C: SourceConnector>(
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),
         last_persist: None,
         persisted_scn: persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
+        current_schema: HashMap::new(),
+        pending_ddl: HashMap::new(),
+        window_schemas: Vec::new(),
         parts,
     };
     let mut result = pump(&mut connector, &mut p, start, &shutdown).await;

@@ -195,3 +195,148 @@ async fn a_key_change_deletes_the_old_key_in_the_same_window_for_every_partition
     }
     s.relay.stop().await;
 }
+
+fn table_change(e: &Event) -> databus_core::TableChange {
+    databus_core::TableChange::from_payload(&e.payload).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_drop_and_alter_reach_every_partition_as_table_events() {
+    let s = setup().await;
+    s.db.exec(&[
+        "INSERT INTO shop.t VALUES (1, 'a'), (2, 'b')",
+        "TRUNCATE TABLE shop.t",
+        "DROP TABLE shop.u",
+        "CREATE TABLE shop.u (a INT, b INT, v VARCHAR(16), PRIMARY KEY (a, b))",
+        "INSERT INTO shop.u VALUES (1, 1, 'x')",
+        "ALTER TABLE shop.t ADD COLUMN w INT",
+        "INSERT INTO shop.t VALUES (3, 'c', 5)",
+    ])
+    .await
+    .unwrap();
+    let scn = s.start_scn;
+    let events = follow(s.relay.addr, s.start.clone(), "", 7).await;
+    let d = data(&events);
+    assert_eq!(
+        d.iter()
+            .map(|e| (e.0, e.1, e.2, e.3.clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            (scn + 1, 1, Opcode::Upsert, Key::Int(1)),
+            (scn + 1, 1, Opcode::Upsert, Key::Int(2)),
+            (scn + 2, 1, Opcode::Truncate, Key::None),
+            (scn + 3, 2, Opcode::Truncate, Key::None),
+            (scn + 5, 2, Opcode::Upsert, d[4].3.clone()),
+            (scn + 6, 1, Opcode::SchemaChange, Key::None),
+            (scn + 7, 1, Opcode::SchemaChange, Key::None),
+            (scn + 7, 1, Opcode::Upsert, Key::Int(3)),
+        ]
+    );
+    let tables: Vec<databus_core::TableChange> = events
+        .iter()
+        .filter(|e| e.opcode.is_table_event())
+        .map(table_change)
+        .collect();
+    use databus_core::TableChangeCause as C;
+    assert_eq!(
+        (tables[0].table.as_str(), tables[0].cause),
+        ("shop.t", C::Truncate)
+    );
+    assert_eq!(tables[0].statement, "TRUNCATE TABLE shop.t");
+    assert_eq!(
+        (tables[1].table.as_str(), tables[1].cause),
+        ("shop.u", C::Drop)
+    );
+    // The ALTER's own window says it happened (the new schema is known with the next row).
+    let v1 = events
+        .iter()
+        .find(|e| e.opcode == Opcode::Upsert && e.source.get() == 1)
+        .unwrap()
+        .schema;
+    assert_eq!(tables[2].cause, C::Alter);
+    assert_eq!(tables[2].statement, "ALTER TABLE shop.t ADD COLUMN w INT");
+    assert_eq!(
+        (tables[2].old_schema, tables[2].new_schema),
+        (Some(v1), None)
+    );
+    // The first row of the new version is preceded by the change with both ids.
+    let v2 = d_schema(&events, scn + 7, Opcode::Upsert);
+    assert_ne!(v1, v2);
+    assert_eq!(
+        (tables[3].old_schema, tables[3].new_schema),
+        (Some(v1), Some(v2))
+    );
+    assert_eq!(tables[3].statement, "ALTER TABLE shop.t ADD COLUMN w INT");
+
+    // Table events pass every partition filter, and the source filter decides.
+    for instance in 0..2 {
+        let events = follow(
+            s.relay.addr,
+            s.start.clone(),
+            &format!("&partition=mod:2:{instance}&sources=1"),
+            7,
+        )
+        .await;
+        let kinds: Vec<(u64, Opcode)> = data(&events)
+            .into_iter()
+            .filter(|e| e.2.is_table_event())
+            .map(|e| (e.0, e.2))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (scn + 2, Opcode::Truncate),
+                (scn + 6, Opcode::SchemaChange),
+                (scn + 7, Opcode::SchemaChange)
+            ],
+            "partition mod:2:{instance}"
+        );
+    }
+    // The JSON rendering shows the table change.
+    let resp = common::get(
+        s.relay.addr,
+        &format!(
+            "/v1/stream?format=json&checkpoint={}",
+            enc(&Checkpoint::after(Scn::new(scn + 1)).to_json())
+        ),
+    )
+    .await;
+    let first: serde_json::Value =
+        serde_json::from_str(resp.text().lines().next().unwrap()).unwrap();
+    assert_eq!(first["opcode"], "truncate");
+    assert_eq!(first["payload"]["cause"], "truncate");
+    assert_eq!(first["payload"]["table"], "shop.t");
+
+    // Renaming a captured table away stops ingest with an error naming the fix.
+    s.db.exec(&["RENAME TABLE shop.t TO shop.t_old"])
+        .await
+        .unwrap();
+    let status = common::wait_status(
+        s.relay.addr,
+        Instant::now() + Duration::from_secs(60),
+        "ingest never failed on the rename",
+        |b| b["buffers"][0]["ingest"]["state"] == "failed",
+    )
+    .await;
+    let error = status["buffers"][0]["ingest"]["last_error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        error.contains("shop.t was renamed to shop.t_old"),
+        "{error}"
+    );
+    assert!(
+        error.contains("add shop.t_old to the captured tables"),
+        "{error}"
+    );
+    s.relay.stop().await;
+}
+
+fn d_schema(events: &[Event], scn: u64, opcode: Opcode) -> databus_core::SchemaId {
+    events
+        .iter()
+        .find(|e| e.scn.get() == scn && e.opcode == opcode)
+        .unwrap()
+        .schema
+}
