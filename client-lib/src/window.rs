@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 use bytes::Bytes;
-use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId};
+use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId, TableChange};
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
@@ -203,6 +203,20 @@ impl<'a> DataEvent<'a> {
     /// Whether this is a delete.
     pub fn is_delete(&self) -> bool {
         self.view.opcode() == Opcode::Delete
+    }
+
+    /// Whether this is a table event (truncate, schema change), delivered to
+    /// [`DatabusConsumer::on_truncate`](crate::DatabusConsumer::on_truncate) or
+    /// [`DatabusConsumer::on_schema_change`](crate::DatabusConsumer::on_schema_change).
+    pub fn is_table_event(&self) -> bool {
+        self.view.opcode().is_table_event()
+    }
+
+    /// The table change a table event describes (`None` for row changes).
+    pub fn table_change(&self) -> Option<Result<TableChange, ClientError>> {
+        self.is_table_event().then(|| {
+            TableChange::from_payload(self.payload()).map_err(|e| self.decode_err(e.to_string()))
+        })
     }
 
     /// Online change, snapshot row or catch-up change.
