@@ -949,7 +949,7 @@ async fn soak() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_during_the_fidelity_workload_lose_nothing() {
-    for seed in fault_seeds(&[3]).unwrap() {
+    for seed in fault_seeds(&[3, 4]).unwrap() {
         run_seed(seed, 150, 1, true).await;
     }
 }
