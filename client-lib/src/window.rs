@@ -224,9 +224,32 @@ impl<'a> DataEvent<'a> {
         self.phase
     }
 
-    /// The Avro payload.
+    /// The Avro payload: the row image to apply (for an [`Opcode::Update`], its after image; the raw
+    /// frame payload is `raw().payload()`).
     pub fn payload(&self) -> &'a [u8] {
-        self.view.payload()
+        self.view.row_image()
+    }
+
+    /// The row as it was before the change, when the event carries it: deletes (their payload), and
+    /// updates from a source whose relay sends before images (`before_images = true`). Decoded with
+    /// the writer schema like [`DataEvent::json`].
+    pub fn before_json(&self) -> Option<Result<serde_json::Value, ClientError>> {
+        let before = self.view.before_image()?;
+        Some(self.writer_or_err().and_then(|writer| {
+            let reader = self.schemas.reader(self.source()).map(Arc::as_ref);
+            databus_serde_formats::decode::decode_json(before, &writer, reader)
+                .map_err(|e| self.decode_err(e.to_string()))
+        }))
+    }
+
+    /// As [`DataEvent::before_json`], as a generic Avro record.
+    pub fn before_record(&self) -> Option<Result<AvroValue, ClientError>> {
+        let before = self.view.before_image()?;
+        Some(self.writer_or_err().and_then(|writer| {
+            let reader = self.schemas.reader(self.source()).map(Arc::as_ref);
+            databus_serde_formats::decode::decode_value(before, &writer, reader)
+                .map_err(|e| self.decode_err(e.to_string()))
+        }))
     }
 
     /// The writer schema of the payload, if the server knew it.

@@ -20,6 +20,7 @@ fn opcode_name(opcode: Opcode) -> &'static str {
         Opcode::Delete => "delete",
         Opcode::Truncate => "truncate",
         Opcode::SchemaChange => "schema_change",
+        Opcode::Update => "update",
         Opcode::Control(crate::ControlKind::EndOfWindow) => "end_of_window",
     }
 }

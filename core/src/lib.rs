@@ -32,7 +32,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
-mod event;
+pub mod event;
 pub mod frame;
 mod ids;
 pub mod json;

@@ -382,8 +382,24 @@ pub fn event_json(
         }
         return Json::Object(map);
     }
+    if view.opcode() == databus_core::Opcode::Update {
+        // An update's before image: shown as `before` (an undecodable one says so in `decode_error`).
+        if let (Ok(schema), Some(before)) = (&writer, view.before_image()) {
+            match decode_json(before, schema, None) {
+                Ok(record) => {
+                    map.insert("before".into(), record);
+                }
+                Err(e) => {
+                    map.insert(
+                        "decode_error".into(),
+                        Json::String(format!("before image: {e}")),
+                    );
+                }
+            }
+        }
+    }
     match writer
-        .and_then(|schema| decode_json(view.payload(), schema, None).map_err(|e| e.to_string()))
+        .and_then(|schema| decode_json(view.row_image(), schema, None).map_err(|e| e.to_string()))
     {
         Ok(record) => {
             map.insert("payload".into(), record);

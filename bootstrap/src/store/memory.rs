@@ -61,7 +61,7 @@ impl Inner {
                 }
             }
             let key = (e.source, e.key.clone());
-            let deleted = e.opcode != Opcode::Upsert;
+            let deleted = !e.opcode.writes_row();
             match self.by_key.get(&key) {
                 Some(&row) => {
                     let slot = self.rows.get_mut(&row).expect("indexed row exists");

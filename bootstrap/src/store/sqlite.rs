@@ -603,7 +603,7 @@ fn upsert_run(
             e.key_int(),
             e.bucket_hash(),
             sql_scn(e.scn),
-            e.opcode != Opcode::Upsert,
+            !e.opcode.writes_row(),
             e.frame,
             next_row
         ])

@@ -66,6 +66,8 @@ pub struct IngestParts {
     pub state: StateFile,
     /// Transactions before the persisted SCN to re-read on a restart (history refill).
     pub history_transactions: u64,
+    /// Whether updates carry their before image (`update` events instead of `upsert`).
+    pub before_images: bool,
 }
 
 /// Bound of [`Pipeline::tables`] (cleared when reached: only after thousands of DDLs).
@@ -79,6 +81,8 @@ struct Pipeline {
     /// connector shares one `Arc` per table version, so a row costs one integer hash lookup.
     tables: HashMap<usize, (Arc<TableSchema>, Option<SourceId>, RegisteredSchema)>,
     payload: Vec<u8>,
+    /// The before image of an update being encoded (before images on).
+    before: Vec<u8>,
     last_position: Option<SourcePosition>,
     last_persist: Option<Instant>,
     persisted_scn: Scn,
@@ -298,14 +302,25 @@ impl Pipeline {
                 ChangeKind::Update => {
                     let after = self.image(tx, change, change.after.as_ref())?;
                     let key = self.key_of(table, after)?;
-                    // A key change: the old key is deleted in the same window, before the new row.
+                    // A key change: the old key is deleted in the same window, before the new row
+                    // (the delete carries the before image).
+                    let mut with_before = None;
                     if let Some(before) = change.before.as_ref() {
                         let old_key = self.key_of(table, before)?;
                         if old_key != key {
                             self.append_row(tx, source, &schema, Opcode::Delete, &old_key, before)?;
+                        } else if self.parts.before_images {
+                            with_before = Some(before);
                         }
                     }
-                    self.append_row(tx, source, &schema, Opcode::Upsert, &key, after)?;
+                    match with_before {
+                        Some(before) => {
+                            self.append_update(tx, source, &schema, &key, after, before)?
+                        }
+                        None => {
+                            self.append_row(tx, source, &schema, Opcode::Upsert, &key, after)?
+                        }
+                    }
                 }
                 ChangeKind::Delete => {
                     let row = self.image(tx, change, change.before.as_ref())?;
@@ -338,6 +353,47 @@ impl Pipeline {
     fn key_of(&self, table: &TableSchema, row: &Row) -> Result<Key, RelayError> {
         event_key(table, row)
             .map_err(|e| self.definite(format!("key of a row of {}: {e}", table.qualified_name())))
+    }
+
+    /// Encodes an update with its before image (an [`Opcode::Update`] event) and appends it.
+    fn append_update(
+        &mut self,
+        tx: &SourceTransaction,
+        source: SourceId,
+        schema: &RegisteredSchema,
+        key: &Key,
+        after: &Row,
+        before: &Row,
+    ) -> Result<(), RelayError> {
+        self.before.clear();
+        if let Err(e) = schema.encoder.encode(after, &mut self.before) {
+            return Err(self.definite(format!(
+                "cannot encode a row of {} at SCN {}: {e}",
+                schema.table.qualified_name(),
+                tx.scn
+            )));
+        }
+        let after_len = self.before.len();
+        if let Err(e) = schema.encoder.encode(before, &mut self.before) {
+            return Err(self.definite(format!(
+                "cannot encode the before image of a row of {} at SCN {}: {e}",
+                schema.table.qualified_name(),
+                tx.scn
+            )));
+        }
+        self.payload.clear();
+        let (after_bytes, before_bytes) = self.before.split_at(after_len);
+        databus_core::event::update_payload(after_bytes, before_bytes, &mut self.payload);
+        let event = EventBuilder::new(tx.scn, Opcode::Update)
+            .source(source)
+            .timestamp_ns(tx.commit_timestamp_ns)
+            .schema(schema.id)
+            .key(key.as_ref())
+            .payload(&self.payload);
+        self.parts
+            .writer
+            .append(&event)
+            .map_err(|e| self.definite(append_error_message(tx.scn, &e)))
     }
 
     /// Encodes `row` and appends it as one event of the open window.
@@ -467,6 +523,7 @@ pub async fn run_ingest<C: SourceConnector>(
         by_table,
         tables: HashMap::new(),
         payload: Vec::new(),
+        before: Vec::new(),
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),
         last_persist: None,
         persisted_scn: persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),

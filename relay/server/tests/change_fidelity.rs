@@ -15,7 +15,7 @@ use databus_core::{Checkpoint, Event, Key, Opcode, Scn};
 use databus_testkit::{MariaDb, MariaDbOptions};
 use tokio::time::Instant;
 
-async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path) -> Relay {
+async fn start_relay(db: &MariaDb, state_dir: &Path, password_file: &Path, extra: &str) -> Relay {
     let url = format!(
         "mysql://relay@127.0.0.1:{}/?max_allowed_packet=1073741824&prefer_socket=false",
         db.port()
@@ -31,6 +31,7 @@ url = {url:?}
 password_file = {pw:?}
 server_id = 4243
 buffer_size = "8MiB"
+{extra}
 tables = [
     {{ id = 1, name = "t", table = "shop.t" }},
     {{ id = 2, name = "u", table = "shop.u" }},
@@ -87,6 +88,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with("").await
+}
+
+async fn setup_with(extra: &str) -> Setup {
     let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
     db.exec(&[
         "CREATE DATABASE shop",
@@ -99,7 +104,7 @@ async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("password");
     std::fs::write(&password_file, "pw\n").unwrap();
-    let relay = start_relay(&db, &dir.path().join("state"), &password_file).await;
+    let relay = start_relay(&db, &dir.path().join("state"), &password_file, extra).await;
     let gtid = db.gtid_binlog_pos().await.unwrap();
     let start_scn: u64 = gtid.rsplit('-').next().unwrap().parse().unwrap();
     Setup {
@@ -339,4 +344,48 @@ fn d_schema(events: &[Event], scn: u64, opcode: Opcode) -> databus_core::SchemaI
         .find(|e| e.scn.get() == scn && e.opcode == opcode)
         .unwrap()
         .schema
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_before_images_updates_carry_the_row_as_it_was() {
+    let s = setup_with("before_images = true").await;
+    s.db.exec(&[
+        "INSERT INTO shop.t VALUES (1, 'old')",
+        "UPDATE shop.t SET v = 'new' WHERE id = 1",
+        "UPDATE shop.t SET id = 2 WHERE id = 1",
+        "DELETE FROM shop.t WHERE id = 2",
+    ])
+    .await
+    .unwrap();
+    let scn = s.start_scn;
+    let events = follow(s.relay.addr, s.start.clone(), "", 4).await;
+    assert_eq!(
+        data(&events),
+        vec![
+            (scn + 1, 1, Opcode::Upsert, Key::Int(1)),
+            (scn + 2, 1, Opcode::Update, Key::Int(1)),
+            // A key change: the delete carries the before image, the new key's row is an upsert.
+            (scn + 3, 1, Opcode::Delete, Key::Int(1)),
+            (scn + 3, 1, Opcode::Upsert, Key::Int(2)),
+            (scn + 4, 1, Opcode::Delete, Key::Int(2)),
+        ]
+    );
+    let resp = common::get(
+        s.relay.addr,
+        &format!(
+            "/v1/stream?format=json&checkpoint={}",
+            enc(&s.start.to_json())
+        ),
+    )
+    .await;
+    let lines: Vec<serde_json::Value> = resp
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let update = lines.iter().find(|l| l["opcode"] == "update").unwrap();
+    assert_eq!(update["payload"]["v"], "new", "{update}");
+    assert_eq!(update["before"]["v"], "old", "{update}");
+    assert_eq!(update["before"]["id"], 1, "{update}");
+    s.relay.stop().await;
 }
