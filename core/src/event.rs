@@ -210,6 +210,9 @@ mod tests {
         EventBuilder::new(Scn::new(3), Opcode::Delete)
             .payload(b"row")
             .write_to_vec(&mut del);
-        assert_eq!(EventView::parse(&del).unwrap().0.before_image(), Some(&b"row"[..]));
+        assert_eq!(
+            EventView::parse(&del).unwrap().0.before_image(),
+            Some(&b"row"[..])
+        );
     }
 }
