@@ -192,7 +192,7 @@ async fn decoded_values_equal_mariadb_binlog_verbose() {
 
     let t = next_transaction(&mut c).await;
     let schema = t.changes[0].table.clone();
-    let ours: Vec<(ChangeKind, Vec<Vec<u8>>, Vec<Vec<u8>>)> = t
+    let ours: Vec<(ChangeKind, Image, Image)> = t
         .changes
         .iter()
         .map(|ch| {
