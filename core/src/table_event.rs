@@ -1,8 +1,9 @@
 //! Table events: changes to a whole table rather than to one row.
 //!
-//! Two opcodes carry them ([`Opcode::Truncate`] and [`Opcode::SchemaChange`]). Their frames have the
-//! table's source id, no key, the table's current writer schema id (or [`SchemaId::NONE`]) and, as
-//! payload, the JSON of a [`TableChange`]:
+//! Two opcodes carry them ([`Opcode::Truncate`](crate::Opcode::Truncate) and
+//! [`Opcode::SchemaChange`](crate::Opcode::SchemaChange)). Their frames have the table's source id, no
+//! key, the table's current writer schema id (or [`SchemaId::NONE`]) and, as payload, the JSON of a
+//! [`TableChange`]:
 //!
 //! ```json
 //! {"table":"shop.orders","cause":"truncate","statement":"TRUNCATE TABLE shop.orders"}
