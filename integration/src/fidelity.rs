@@ -47,11 +47,15 @@ const CREATE_SINGLE: &str = "CREATE TABLE fid.single (id INT PRIMARY KEY, v VARC
 const CREATE_COMPOSITE: &str = "CREATE TABLE fid.composite (a INT NOT NULL, b VARCHAR(8) NOT NULL, \
      v VARCHAR(40) NULL, n INT NULL, PRIMARY KEY (a, b))";
 
+/// Logical source id of `fid.pad`: large rows that fill relay buffers (not part of the mix).
+pub const PAD: u16 = 13;
+
 /// The statements creating the workload's database and tables.
 pub const SCHEMA: &[&str] = &[
     "CREATE DATABASE fid CHARACTER SET utf8mb4",
     CREATE_SINGLE,
     CREATE_COMPOSITE,
+    "CREATE TABLE fid.pad (id INT PRIMARY KEY, body MEDIUMTEXT NOT NULL)",
 ];
 
 /// The relay's table mapping for the workload's tables.
@@ -67,7 +71,25 @@ pub fn tables() -> Vec<TableSpec> {
             name: "composite".into(),
             table: "fid.composite".into(),
         },
+        TableSpec {
+            id: PAD,
+            name: "pad".into(),
+            table: "fid.pad".into(),
+        },
     ]
+}
+
+/// Writes `transactions` transactions of one ~100 kB row each to `fid.pad` (ids from `first`): pushes
+/// older windows out of a small relay buffer.
+pub async fn pad(conn: &mut Conn, first: i64, transactions: i64) -> Result<()> {
+    for id in first..first + transactions {
+        conn.query_drop(format!(
+            "INSERT INTO fid.pad VALUES ({id}, REPEAT('p', 100000))"
+        ))
+        .await
+        .context("writing fid.pad")?;
+    }
+    Ok(())
 }
 
 /// `(source, table, key columns)` of each table: what a checker compares.

@@ -3,7 +3,10 @@
 //! rollbacks, savepoints, multi-table transactions, NULLs and several column types) runs against a
 //! relay and a bootstrap server. Three consumers end equal to the source, row by row: one following the
 //! relay from the start (4 workers), one starting from a bootstrap snapshot taken mid-run, and a group
-//! of 4 MOD-partitioned consumers whose union is compared.
+//! of 4 MOD-partitioned consumers whose union is compared; and a fourth, stopped mid-run while the
+//! relay's 1 MiB buffer moves past its checkpoint, that comes back through a consolidated delta
+//! (`log_only_max_events` is tiny, so the delta is served from the snapshot store: tombstones, truncate
+//! markers, then catch-up).
 //!
 //! `DATABUS_FIDELITY_SEED=<n>` picks the seed (default 14), `DATABUS_FIDELITY_STEPS=<n>` the number of
 //! workload steps (default 400).
@@ -37,12 +40,25 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
             server_id: 1001,
         },
         tables: fidelity::tables(),
-        buffer_size: "64MiB".into(),
+        buffer_size: "1MiB".into(),
     })
     .await?;
-    let mut boot = BootstrapServer::start(&relay.url(), None).await?;
+    let mut boot = BootstrapServer::start_with(
+        &relay.url(),
+        BootstrapOptions {
+            log_only_max_events: 5,
+            ..BootstrapOptions::default()
+        },
+    )
+    .await?;
+    // Every consumer may fall off the small relay buffer: each has the bootstrap server.
+    let client = |relay: &Relay, boot: &BootstrapServer| {
+        let mut config = ClientConfig::with_relays([relay.url()]);
+        config.bootstrap_servers = vec![boot.url()];
+        config
+    };
 
-    let mut follower_config = ClientConfig::with_relays([relay.url()]);
+    let mut follower_config = client(&relay, &boot);
     follower_config.workers = 4;
     let mut consumers = vec![Consumer::start(
         follower_config,
@@ -50,7 +66,7 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
         Recorder::new(),
     )?];
     for instance in 0..4 {
-        let mut config = ClientConfig::with_relays([relay.url()]);
+        let mut config = client(&relay, &boot);
         config.partition = Some(PartitionMember { instance, of: 4 });
         consumers.push(Consumer::start(
             config,
@@ -59,14 +75,28 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
         )?);
     }
 
+    // The one that stops mid-run and comes back through a consolidated delta.
+    let delta_store: Arc<MemoryCheckpointStore> = Arc::new(MemoryCheckpointStore::new());
+    let delta_recorder = Recorder::new();
+    let delta = Consumer::start(
+        client(&relay, &boot),
+        delta_store.clone(),
+        delta_recorder.clone(),
+    )?;
+
     let mut work = FidelityWorkload::new(seed);
     let mut conn = db.root_conn().await?;
-    work.run(&mut conn, steps / 2).await?;
+    work.run(&mut conn, steps / 4).await?;
+    let quarter = source_scn(&mut conn).await?;
+    let mut delta = delta;
+    delta.wait_scn(quarter, Duration::from_secs(120)).await?;
+    delta.stop().await?;
+    let truncates_before_stop = delta_recorder.lock().truncates.len();
+    work.run(&mut conn, steps / 2 - steps / 4).await?;
     // A new consumer from a snapshot taken mid-run, while the second half is written.
     let mid = source_scn(&mut conn).await?;
     boot.wait_applied(mid, Duration::from_secs(120)).await?;
-    let mut config = ClientConfig::with_relays([relay.url()]);
-    config.bootstrap_servers = vec![boot.url()];
+    let mut config = client(&relay, &boot);
     config.start = StartPosition::Snapshot;
     config.max_response_bytes = 4 << 10;
     consumers.push(Consumer::start(
@@ -75,7 +105,20 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
         Recorder::new(),
     )?);
     work.run(&mut conn, steps - steps / 2).await?;
+    // 2.4 MB through the 1 MiB relay buffer: the stopped consumer's checkpoint is long gone from it.
+    // (The bootstrap server must keep up, or its producer would fall off the relay too.)
+    for id in 1..=24 {
+        fidelity::pad(&mut conn, id, 1).await?;
+        let scn = source_scn(&mut conn).await?;
+        boot.wait_applied(scn, Duration::from_secs(60)).await?;
+    }
     let end = source_scn(&mut conn).await?;
+    boot.wait_applied(end, Duration::from_secs(120)).await?;
+    consumers.push(Consumer::start(
+        client(&relay, &boot),
+        delta_store,
+        delta_recorder.clone(),
+    )?);
     for c in &mut consumers {
         c.wait_scn(end, Duration::from_secs(180)).await?;
         c.ensure_running().await?;
@@ -96,11 +139,35 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
             "the workload made every kind of change: {stats:?}"
         );
     }
-    let (follower, group, snapshot) = (&consumers[0], &consumers[1..5], &consumers[5]);
+    let (follower, group, snapshot, delta) = (
+        &consumers[0],
+        &consumers[1..5],
+        &consumers[5],
+        &consumers[6],
+    );
     {
         let r = snapshot.recorder.lock();
-        assert_eq!(r.bootstraps, vec![None], "one snapshot bootstrap");
+        assert_eq!(r.bootstraps.first(), Some(&None), "a snapshot bootstrap");
         assert!(r.snapshot_rows > 0);
+    }
+    {
+        let r = delta.recorder.lock();
+        assert!(
+            r.bootstraps.iter().any(Option::is_some),
+            "the stopped consumer came back through a delta: {:?}",
+            r.bootstraps
+        );
+        assert!(
+            r.snapshot_rows > 0,
+            "served from the snapshot store (not log-only)"
+        );
+        eprintln!(
+            "delta consumer: bootstraps {:?}, {} snapshot rows, truncates {} before its stop and {} after",
+            r.bootstraps,
+            r.snapshot_rows,
+            truncates_before_stop,
+            r.truncates.len() - truncates_before_stop
+        );
     }
     assert!(
         !follower.recorder.lock().truncates.is_empty(),
@@ -118,6 +185,12 @@ async fn consumers_rebuild_the_source_through_key_changes_truncates_and_ddl() ->
             &format!("{table} (snapshot mid-run)"),
             &want,
             &fidelity::replica_table(&snapshot.recorder, source, keys)?,
+            Columns::Evolved,
+        )?;
+        compare_tables(
+            &format!("{table} (back through a consolidated delta)"),
+            &want,
+            &fidelity::replica_table(&delta.recorder, source, keys)?,
             Columns::Evolved,
         )?;
         let mut union = BTreeMap::new();
