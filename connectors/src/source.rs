@@ -160,6 +160,8 @@ pub enum DdlKind {
     Create,
     /// `ALTER TABLE`: a new definition; rows of the new version follow with a new schema.
     Alter,
+    /// `DROP DATABASE`: every captured table of `table.database` is gone (`table.table` is empty).
+    DropDatabase,
 }
 
 /// One DDL effect on a captured table.

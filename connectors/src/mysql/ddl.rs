@@ -23,6 +23,8 @@ pub(crate) enum Ddl {
     },
     /// `RENAME TABLE a TO b, c TO d`.
     Rename(Vec<(TableName, TableName)>),
+    /// `DROP DATABASE|SCHEMA [IF EXISTS] d`: every table of `d` is dropped.
+    DropDatabase(String),
 }
 
 /// A token of the statement head.
@@ -172,6 +174,10 @@ pub(crate) fn parse(statement: &str, default_db: &str) -> Option<Ddl> {
         return p.table().map(Ddl::Truncate);
     }
     if p.keyword("DROP") {
+        if p.keyword("DATABASE") || p.keyword("SCHEMA") {
+            p.keywords(&["IF", "EXISTS"]);
+            return p.identifier().map(Ddl::DropDatabase);
+        }
         p.keyword("TEMPORARY");
         if !p.keyword("TABLE") {
             return None;
@@ -298,7 +304,14 @@ mod tests {
             ]))
         );
         assert_eq!(parse("CREATE DATABASE shop", "s"), None);
-        assert_eq!(parse("DROP DATABASE shop", "s"), None);
+        assert_eq!(
+            parse("DROP DATABASE shop", "s"),
+            Some(Ddl::DropDatabase("shop".into()))
+        );
+        assert_eq!(
+            parse("DROP SCHEMA IF EXISTS `sh op`", "s"),
+            Some(Ddl::DropDatabase("sh op".into()))
+        );
         assert_eq!(parse("CREATE INDEX i ON t (a)", "s"), None);
         assert_eq!(parse("", "s"), None);
         assert_eq!(parse("TRUNCATE", "s"), None);

@@ -701,6 +701,16 @@ impl MySqlConnector {
                 effects.push((table, DdlKind::Alter));
             }
             ddl::Ddl::Rename(pairs) => renames.extend(pairs),
+            ddl::Ddl::DropDatabase(db) => {
+                if valid.databases.contains(&db) || valid.tables.iter().any(|t| t.database == db) {
+                    txn.table_changes.push(TableDdl {
+                        table: TableName::new(db, ""),
+                        kind: DdlKind::DropDatabase,
+                        statement: statement.to_owned(),
+                    });
+                }
+                return Ok(());
+            }
         }
         for (from, to) in renames {
             if captured(&from) && !captured(&to) {

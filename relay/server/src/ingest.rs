@@ -187,6 +187,28 @@ impl Pipeline {
     /// with both ids). CREATE needs no event: the table starts empty (a DROP before it cleared it).
     fn append_table_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
         for ddl in &tx.table_changes {
+            if ddl.kind == DdlKind::DropDatabase {
+                // Every captured table of the database is dropped.
+                let mut dropped: Vec<(String, SourceId)> = self
+                    .by_table
+                    .iter()
+                    .filter(|((database, _), _)| *database == ddl.table.database)
+                    .map(|((database, table), source)| (format!("{database}.{table}"), *source))
+                    .collect();
+                dropped.sort_by_key(|(_, source)| *source);
+                for (table, source) in dropped {
+                    let current = self.current_schema.get(&source).copied();
+                    let change = TableChange {
+                        table,
+                        cause: TableChangeCause::Drop,
+                        statement: ddl.statement.clone(),
+                        old_schema: None,
+                        new_schema: None,
+                    };
+                    self.append_table_event(tx, source, Opcode::Truncate, current, &change)?;
+                }
+                continue;
+            }
             let Some(source) = self.source_of(&ddl.table) else {
                 continue;
             };
@@ -216,7 +238,7 @@ impl Pipeline {
                         new_schema: None,
                     },
                 ),
-                DdlKind::Create => continue,
+                DdlKind::Create | DdlKind::DropDatabase => continue,
             };
             self.append_table_event(tx, source, opcode, current, &change)?;
         }

@@ -389,3 +389,39 @@ async fn with_before_images_updates_carry_the_row_as_it_was() {
     assert_eq!(update["before"]["id"], 1, "{update}");
     s.relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_database_clears_every_captured_table_of_it() {
+    let s = setup().await;
+    s.db.exec(&[
+        "INSERT INTO shop.t VALUES (1, 'a')",
+        "INSERT INTO shop.u VALUES (1, 1, 'x')",
+        "DROP DATABASE shop",
+    ])
+    .await
+    .unwrap();
+    let scn = s.start_scn;
+    let events = follow(s.relay.addr, s.start.clone(), "", 3).await;
+    let d = data(&events);
+    assert_eq!(
+        d[2..].to_vec(),
+        vec![
+            (scn + 3, 1, Opcode::Truncate, Key::None),
+            (scn + 3, 2, Opcode::Truncate, Key::None),
+        ]
+    );
+    let changes: Vec<databus_core::TableChange> = events
+        .iter()
+        .filter(|e| e.opcode == Opcode::Truncate)
+        .map(table_change)
+        .collect();
+    assert_eq!(changes[0].table, "shop.t");
+    assert_eq!(changes[1].table, "shop.u");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.cause == databus_core::TableChangeCause::Drop
+                && c.statement == "DROP DATABASE shop")
+    );
+    s.relay.stop().await;
+}
