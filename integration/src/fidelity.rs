@@ -43,7 +43,8 @@ pub const SINGLE: u16 = 11;
 pub const COMPOSITE: u16 = 12;
 
 const CREATE_SINGLE: &str = "CREATE TABLE fid.single (id INT PRIMARY KEY, v VARCHAR(40) NULL, \
-     n BIGINT NULL, d DECIMAL(12,3) NULL, day DATE NULL, at DATETIME NULL, u INT UNSIGNED NULL)";
+     n BIGINT NULL, d DECIMAL(12,3) NULL, day DATE NULL, at DATETIME NULL, u INT UNSIGNED NULL, \
+     tm TIME NULL, e ENUM('red','green','blue') NULL, s SET('x','y','z') NULL, dbl DOUBLE NULL)";
 const CREATE_COMPOSITE: &str = "CREATE TABLE fid.composite (a INT NOT NULL, b VARCHAR(8) NOT NULL, \
      v VARCHAR(40) NULL, n INT NULL, PRIMARY KEY (a, b))";
 
@@ -219,6 +220,31 @@ impl FidelityWorkload {
         let at = self.maybe(at);
         let u = self.rng.random_range(0..=u32::MAX).to_string();
         let u = self.maybe(u);
+        let tm = format!(
+            "'{}{}:{:02}:{:02}'",
+            if self.rng.random_bool(0.2) { "-" } else { "" },
+            self.rng.random_range(0..839),
+            self.rng.random_range(0..60),
+            self.rng.random_range(0..60)
+        );
+        let tm = self.maybe(tm);
+        let e = format!(
+            "'{}'",
+            ["red", "green", "blue"][self.rng.random_range(0..3)]
+        );
+        let e = self.maybe(e);
+        let s = format!(
+            "'{}'",
+            ["", "x", "y,z", "x,z", "x,y,z"][self.rng.random_range(0..5)]
+        );
+        let s = self.maybe(s);
+        // Quarters: exact in binary and printed alike by MariaDB and JSON.
+        let dbl = format!(
+            "{}.{}",
+            self.rng.random_range(-100_000i64..100_000),
+            ["25", "5", "75"][self.rng.random_range(0..3)]
+        );
+        let dbl = self.maybe(dbl);
         let mut out = vec![
             ("v".to_owned(), Self::sql_opt(v)),
             ("n".to_owned(), Self::sql_opt(n)),
@@ -226,6 +252,10 @@ impl FidelityWorkload {
             ("day".to_owned(), Self::sql_opt(day)),
             ("at".to_owned(), Self::sql_opt(at)),
             ("u".to_owned(), Self::sql_opt(u)),
+            ("tm".to_owned(), Self::sql_opt(tm)),
+            ("e".to_owned(), Self::sql_opt(e)),
+            ("s".to_owned(), Self::sql_opt(s)),
+            ("dbl".to_owned(), Self::sql_opt(dbl)),
         ];
         if let Some(column) = self.model.extra[0].clone() {
             let e = self.rng.random_range(-100..100).to_string();
@@ -499,12 +529,28 @@ impl FidelityWorkload {
     }
 }
 
-/// A replica row (decoded events) in the source's text form for the workload's column types:
-/// the JSON rendering of a DATETIME (`2026-01-28T22:27:54.000000`, see `docs/avro-mapping.md`) becomes
-/// MariaDB's (`2026-01-28 22:27:54`, the workload writes whole seconds); everything else is kept.
+/// A replica row (decoded events) in the source's text form for the workload's column types (JSON
+/// rendering in `docs/avro-mapping.md`): a DATETIME `2026-01-28T22:27:54.000000` becomes MariaDB's
+/// `2026-01-28 22:27:54` and a TIME `-12:03:04.000000` becomes `-12:03:04` (the workload writes whole
+/// seconds), a SET `["x","z"]` becomes `x,z`; everything else is kept.
 pub fn source_form(row: &crate::checker::Row) -> crate::checker::Row {
     row.iter()
         .map(|(column, value)| {
+            if let Some(members) = value
+                .starts_with('[')
+                .then(|| serde_json::from_str::<Vec<String>>(value).ok())
+                .flatten()
+            {
+                return (column.clone(), members.join(","));
+            }
+            let time = value.trim_start_matches('-');
+            if let Some(whole) = time.strip_suffix(".000000") {
+                let parts: Vec<&str> = whole.split(':').collect();
+                if parts.len() == 3 && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit())) {
+                    let sign = if value.starts_with('-') { "-" } else { "" };
+                    return (column.clone(), format!("{sign}{whole}"));
+                }
+            }
             let b = value.as_bytes();
             let is_datetime = b.len() == 26
                 && b[10] == b'T'
