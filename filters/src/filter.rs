@@ -264,6 +264,34 @@ mod tests {
     }
 
     #[test]
+    fn table_events_pass_every_key_filter_but_not_an_excluding_source_filter() {
+        for opcode in [Opcode::Truncate, Opcode::SchemaChange] {
+            let mut buf = Vec::new();
+            EventBuilder::new(Scn::new(3), opcode)
+                .source(SourceId::new(1))
+                .payload(b"{}")
+                .write_to_vec(&mut buf);
+            let (view, _) = EventView::parse(&buf).unwrap();
+            for spec in [
+                "partition=mod:4:0",
+                "partition=mod:4:3",
+                "partition=range:10:5",
+                "sources=1&partition.1=mod:2:1",
+            ] {
+                assert!(f_matches(spec, &view), "{opcode:?} {spec}");
+            }
+            assert!(!f_matches("sources=2", &view), "{opcode:?}");
+            let event = Event::from(view);
+            assert!(filter("partition=mod:8:5").matches_event(&event));
+            assert!(!filter("sources=2").matches_event(&event));
+        }
+    }
+
+    fn f_matches(spec: &str, view: &EventView<'_>) -> bool {
+        filter(spec).matches(view.header(), view.key())
+    }
+
+    #[test]
     fn control_events_always_pass() {
         let f = filter("sources=9&partition=range:1:0");
         let mut buf = Vec::new();
