@@ -195,7 +195,8 @@ impl<'a> DataEvent<'a> {
         self.view.key()
     }
 
-    /// Upsert or delete.
+    /// Upsert, update (an upsert with its before image), delete, or a table event (truncate, schema
+    /// change: delivered to their own callbacks).
     pub fn opcode(&self) -> Opcode {
         self.view.opcode()
     }
