@@ -37,7 +37,7 @@ pub struct TailOptions {
     pub buffer: Option<String>,
     /// Where to start.
     pub start: Start,
-    /// Stop after this many data events.
+    /// Stop after this many events (row changes and table events).
     pub max_events: Option<u64>,
     /// Long-poll wait per request.
     pub wait: Duration,
@@ -63,7 +63,8 @@ pub enum Next {
     Stop,
 }
 
-/// Follows the relay, calling `on_event` for each data event (upsert/delete: the relay's JSON object,
+/// Follows the relay, calling `on_event` for each event (row changes and table events, not window
+/// ends: the relay's JSON object,
 /// with `payload` decoded), until `max_events` events were delivered, `on_event` returns
 /// [`Next::Stop`], or `shutdown` is cancelled (observed between requests: a long poll in flight is
 /// completed first, at most `wait` later).
@@ -170,8 +171,10 @@ pub async fn tail(
                 }
                 continue;
             }
+            // Every event but window ends: row changes (`upsert`, `update`, `delete`) and table
+            // events (`truncate`, `schema_change`), so a TRUNCATE or ALTER shows too.
             let opcode = value.get("opcode").and_then(Value::as_str).unwrap_or("");
-            if opcode != "upsert" && opcode != "delete" {
+            if opcode.is_empty() || opcode == "end_of_window" {
                 continue;
             }
             if opts.max_events.is_some_and(|max| delivered >= max) {

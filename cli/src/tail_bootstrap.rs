@@ -110,6 +110,33 @@ pub fn client_config(opts: &BootstrapTailOptions) -> Result<ClientConfig> {
 /// The JSON line of one event: the relay's fields, the decoded payload and the phase.
 fn event_line(event: &databus_client::DataEvent<'_>) -> Value {
     let mut map = databus_core::json::header_to_json(event.raw());
+    if let Some(change) = event.table_change() {
+        // A truncate or schema change: its JSON table change is the payload.
+        match change {
+            Ok(change) => {
+                map.insert(
+                    "payload".into(),
+                    serde_json::to_value(change).unwrap_or(Value::Null),
+                );
+            }
+            Err(e) => {
+                map.insert("decode_error".into(), e.to_string().into());
+            }
+        }
+        map.insert("phase".into(), phase_name(event.phase()).into());
+        return Value::Object(map);
+    }
+    if event.opcode() == databus_core::Opcode::Update {
+        match event.before_json() {
+            Some(Ok(before)) => {
+                map.insert("before".into(), before);
+            }
+            Some(Err(e)) => {
+                map.insert("decode_error".into(), format!("before image: {e}").into());
+            }
+            None => {}
+        }
+    }
     match event.json() {
         Ok(payload) => {
             map.insert("payload".into(), payload);

@@ -424,6 +424,73 @@ fn an_interrupted_quickstart_leaves_nothing_behind() {
     assert!(!text(&ps.stdout).contains(&dirs[0]), "mariadbd still runs");
 }
 
+/// `tail` shows table events too: a TRUNCATE between two inserts is the second of three events, with
+/// its table change as payload; a key change is a delete of the old key then an upsert of the new.
+#[test]
+fn tail_shows_truncates_and_key_changes() {
+    let rt = rt();
+    let (db, url) = mariadb_with_repl(
+        &rt,
+        &[
+            "CREATE DATABASE shop",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, item VARCHAR(32))",
+        ],
+        "trunc-pw",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = RelayToml {
+        listen: Some("127.0.0.1:0"),
+        url: &url.replace(":trunc-pw@", "@"),
+        password_env: Some("TRUNC_TEST_PW"),
+        server_id: 1001,
+        tables: &["orders"],
+    }
+    .write(dir.path());
+    let (relay, relay_url, _relay_log) = start_relay(
+        databus()
+            .arg("relay")
+            .arg("--config")
+            .arg(&path)
+            .env("TRUNC_TEST_PW", "trunc-pw"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    wait_streaming(&relay_url, deadline);
+    let mut tail =
+        Killed::spawn_piped(databus().args(["tail", "--relay", &relay_url, "--max-events", "5"]));
+    rt.block_on(db.exec(&[
+        "INSERT INTO shop.orders VALUES (1, 'apple')",
+        "TRUNCATE TABLE shop.orders",
+        "INSERT INTO shop.orders VALUES (2, 'pear')",
+        "UPDATE shop.orders SET id = 3 WHERE id = 2",
+    ]))
+    .unwrap();
+    let status = tail.wait_until(deadline, "tail did not end after 5 events");
+    let stdout = tail.stdout_text();
+    assert!(status.success(), "{stdout}{}", tail.stderr_text());
+    let events: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    let shape: Vec<(&str, serde_json::Value)> = events
+        .iter()
+        .map(|e| (e["opcode"].as_str().unwrap(), e["key"].clone()))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("upsert", 1.into()),
+            ("truncate", serde_json::Value::Null),
+            ("upsert", 2.into()),
+            ("delete", 2.into()),
+            ("upsert", 3.into()),
+        ],
+        "{stdout}"
+    );
+    assert_eq!(events[1]["payload"]["cause"], "truncate", "{stdout}");
+    assert_eq!(events[1]["payload"]["table"], "shop.orders", "{stdout}");
+    drop(relay);
+}
+
 #[test]
 fn tail_survives_a_relay_restart() {
     let rt = rt();

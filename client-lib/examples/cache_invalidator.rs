@@ -23,7 +23,7 @@ use databus_client::{
     ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
     RunSummary, StartPosition, WindowInfo,
 };
-use databus_core::{Checkpoint, Key, Scn, SourceId};
+use databus_core::{Checkpoint, Key, Scn, SourceId, TableChange};
 use tokio_util::sync::CancellationToken;
 
 /// Command-line arguments.
@@ -117,6 +117,15 @@ impl<K: Clone + Eq + std::hash::Hash, V: Clone> Lru<K, V> {
         self.entries.is_empty()
     }
 
+    /// Drops every key `which` selects; how many were cached.
+    pub fn invalidate_where(&mut self, which: impl Fn(&K) -> bool) -> usize {
+        let gone: Vec<K> = self.entries.keys().filter(|k| which(k)).cloned().collect();
+        for key in &gone {
+            self.invalidate(key);
+        }
+        gone.len()
+    }
+
     /// Drops `key`; whether it was cached.
     pub fn invalidate(&mut self, key: &K) -> bool {
         match self.entries.remove(key) {
@@ -136,6 +145,8 @@ pub struct Invalidator {
     pub cache: Mutex<Lru<CacheKey, String>>,
     /// Every changed key with its window's SCN, in the order invalidated.
     pub log: Mutex<Vec<(CacheKey, Scn)>>,
+    /// Every truncate seen: (source, SCN), in commit order.
+    pub truncates: Mutex<Vec<(SourceId, Scn)>>,
     /// How many of them were cached.
     pub hits: AtomicU64,
     data_windows: AtomicU64,
@@ -166,9 +177,52 @@ impl DatabusConsumer for Invalidator {
         ConsumerOutcome::Success
     }
 
+    async fn on_truncate(&self, event: &DataEvent<'_>, change: &TableChange) -> ConsumerOutcome {
+        // Every row of the source is gone: every cached key of it is stale.
+        let source = event.source();
+        let dropped = self
+            .cache
+            .lock()
+            .unwrap()
+            .invalidate_where(|(s, _)| *s == source);
+        println!(
+            "SCN {}: {:?} of {} ({}) -> {dropped} cached keys invalidated",
+            event.scn(),
+            change.cause,
+            change.table,
+            source
+        );
+        self.truncates.lock().unwrap().push((source, event.scn()));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_schema_change(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> ConsumerOutcome {
+        // Cached values are rows of the old shape: drop them.
+        let source = event.source();
+        self.cache
+            .lock()
+            .unwrap()
+            .invalidate_where(|(s, _)| *s == source);
+        println!(
+            "SCN {}: schema change of {} ({}) -> cache of the source dropped",
+            event.scn(),
+            change.table,
+            change.statement
+        );
+        ConsumerOutcome::Success
+    }
+
     async fn on_rollback(&self, to: &Checkpoint) -> ConsumerOutcome {
         // A replayed window invalidates its keys again (harmless); forget its log entries.
         self.log
+            .lock()
+            .unwrap()
+            .retain(|(_, scn)| *scn <= to.window_scn);
+        self.truncates
             .lock()
             .unwrap()
             .retain(|(_, scn)| *scn <= to.window_scn);
@@ -225,6 +279,7 @@ pub async fn run(
     let invalidator = Arc::new(Invalidator {
         cache: Mutex::new(lru),
         log: Mutex::new(Vec::new()),
+        truncates: Mutex::new(Vec::new()),
         hits: AtomicU64::new(0),
         data_windows: AtomicU64::new(0),
         max_windows: args.max_windows,

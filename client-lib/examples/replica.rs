@@ -15,7 +15,9 @@
 //!
 //! Rows are stored as JSON in `rows(source, key, json, scn)`. Events of a window are collected in
 //! memory and written in `on_end_window` in one transaction with the checkpoint; `on_rollback`
-//! forgets a failed window's rows. Snapshot rows from a bootstrap are upserts of the row's current
+//! forgets a failed window's rows. A truncate (TRUNCATE or DROP TABLE at the source) deletes the
+//! source's rows; a schema change is recorded in `schema_changes(source, scn, statement, new_schema)`
+//! (each row's JSON is the row as of its last change, with the columns of its schema). Snapshot rows from a bootstrap are upserts of the row's current
 //! state (the phase tells them from live changes; here both are applied the same way).
 
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use databus_client::{
     ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, Phase, RunSummary,
     StartPosition, WindowInfo,
 };
-use databus_core::{Checkpoint, Scn};
+use databus_core::{Checkpoint, Scn, TableChange};
 use rusqlite::Connection;
 use tokio_util::sync::CancellationToken;
 
@@ -63,6 +65,17 @@ enum Op {
     Delete {
         source: u16,
         key: String,
+    },
+    /// Every row of the source is gone (TRUNCATE or DROP TABLE).
+    Truncate {
+        source: u16,
+    },
+    /// The source's schema changed: recorded in `schema_changes`.
+    SchemaChange {
+        source: u16,
+        scn: Scn,
+        statement: String,
+        new_schema: Option<String>,
     },
 }
 
@@ -103,6 +116,26 @@ impl DatabusConsumer for Replica {
         ConsumerOutcome::Success
     }
 
+    async fn on_truncate(&self, event: &DataEvent<'_>, _: &TableChange) -> ConsumerOutcome {
+        let source = event.source().get();
+        self.pending.lock().unwrap().push(Op::Truncate { source });
+        ConsumerOutcome::Success
+    }
+
+    async fn on_schema_change(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> ConsumerOutcome {
+        self.pending.lock().unwrap().push(Op::SchemaChange {
+            source: event.source().get(),
+            scn: event.scn(),
+            statement: change.statement.clone(),
+            new_schema: change.new_schema.map(|id| format!("{:016x}", id.get())),
+        });
+        ConsumerOutcome::Success
+    }
+
     async fn on_end_window(&self, window: &WindowInfo, checkpoint: &Checkpoint) -> ConsumerOutcome {
         let ops = std::mem::take(&mut *self.pending.lock().unwrap());
         let conn = self.conn.clone();
@@ -120,6 +153,19 @@ impl DatabusConsumer for Replica {
                     Op::Delete { source, key } => tx.execute(
                         "DELETE FROM rows WHERE source = ?1 AND key = ?2",
                         (source, key),
+                    )?,
+                    Op::Truncate { source } => {
+                        tx.execute("DELETE FROM rows WHERE source = ?1", [source])?
+                    }
+                    Op::SchemaChange {
+                        source,
+                        scn,
+                        statement,
+                        new_schema,
+                    } => tx.execute(
+                        "INSERT INTO schema_changes (source, scn, statement, new_schema) \
+                         VALUES (?1, ?2, ?3, ?4)",
+                        (source, scn.get() as i64, statement, new_schema),
                     )?,
                 };
             }
@@ -169,7 +215,9 @@ pub fn open(path: &std::path::Path) -> anyhow::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS rows (source INTEGER NOT NULL, key TEXT NOT NULL, json TEXT NOT NULL, \
-         scn INTEGER NOT NULL, PRIMARY KEY (source, key))",
+         scn INTEGER NOT NULL, PRIMARY KEY (source, key)); \
+         CREATE TABLE IF NOT EXISTS schema_changes (source INTEGER NOT NULL, scn INTEGER NOT NULL, \
+         statement TEXT NOT NULL, new_schema TEXT)",
     )?;
     SqliteCheckpointStore::create_table(&conn)?;
     Ok(conn)

@@ -24,7 +24,7 @@ use databus_client::{
     ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
     RunSummary, StartPosition, WindowInfo,
 };
-use databus_core::{Checkpoint, Key, SourceId};
+use databus_core::{Checkpoint, Key, SourceId, TableChange};
 use tokio_util::sync::CancellationToken;
 
 /// Command-line arguments.
@@ -82,6 +82,20 @@ impl Index {
                 .insert(doc.clone());
         }
         self.docs.insert(doc, words);
+    }
+
+    /// Removes every document of `source` (its table was truncated or dropped); how many.
+    fn remove_source(&mut self, source: SourceId) -> usize {
+        let gone: Vec<DocId> = self
+            .docs
+            .keys()
+            .filter(|d| d.0 == source)
+            .cloned()
+            .collect();
+        for doc in &gone {
+            self.remove(doc);
+        }
+        gone.len()
     }
 
     /// The documents holding `word`.
@@ -147,6 +161,33 @@ impl DatabusConsumer for Indexer {
                 ConsumerOutcome::Fatal
             }
         }
+    }
+
+    async fn on_truncate(&self, event: &DataEvent<'_>, change: &TableChange) -> ConsumerOutcome {
+        let removed = self.index.lock().unwrap().remove_source(event.source());
+        println!(
+            "SCN {}: {:?} of {}: {removed} documents removed from the index",
+            event.scn(),
+            change.cause,
+            change.table
+        );
+        ConsumerOutcome::Success
+    }
+
+    async fn on_schema_change(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> ConsumerOutcome {
+        // Documents are the words of every column: a new schema changes nothing already indexed;
+        // rows written later are indexed with their new columns.
+        println!(
+            "SCN {}: schema change of {}: {}",
+            event.scn(),
+            change.table,
+            change.statement
+        );
+        ConsumerOutcome::Success
     }
 
     async fn on_end_window(&self, window: &WindowInfo, _: &Checkpoint) -> ConsumerOutcome {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use apache_avro::Schema;
-use databus_core::{Checkpoint, SourceId};
+use databus_core::{Checkpoint, Opcode, SourceId};
 use futures::FutureExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
@@ -20,8 +20,8 @@ use crate::pool::ServerPool;
 use crate::stats::{ClientStats, Held};
 use crate::window::SchemaCache;
 use crate::{
-    ClientConfig, ClientError, ConsumerOutcome, DatabusConsumer, FailurePolicy, SkippedEvents,
-    Window, WindowInfo,
+    ClientConfig, ClientError, ConsumerOutcome, DataEvent, DatabusConsumer, FailurePolicy,
+    SkippedEvents, Window, WindowInfo,
 };
 
 /// A configured client: relays, bootstrap servers, checkpoint store, reader schemas.
@@ -484,7 +484,10 @@ impl<C: DatabusConsumer> Dispatcher<C> {
         let c = &*self.consumer;
         call(c.on_start_window(&info), "on_start_window").await?;
         let skips = match &mut self.pool {
-            Some(pool) if window.len() >= 2 => Self::parallel(c, pool, window, skip_mode).await?,
+            // A table event concerns every key: such a window is delivered in order by one task.
+            Some(pool) if window.len() >= 2 && !window.events().any(|e| e.is_table_event()) => {
+                Self::parallel(c, pool, window, skip_mode).await?
+            }
             _ => serial(c, window, skip_mode).await?,
         };
         call(c.on_end_window(&info, window.checkpoint()), "on_end_window").await?;
@@ -652,13 +655,29 @@ async fn deliver<C: DatabusConsumer>(
     let mut skips = Skips::new();
     for &i in indices {
         let event = window.event(i as usize);
-        match call(c.on_event(&event), "on_event").await {
+        match deliver_one(c, &event).await {
             Ok(()) => {}
             Err(Failure::Retry(reason)) if skip_mode => skips.push((i as usize, reason)),
             Err(f) => return Err(f),
         }
     }
     Ok(skips)
+}
+
+/// One event to its callback: row changes to `on_event`, table events to `on_truncate` or
+/// `on_schema_change` (a table event whose payload does not parse is fatal: the server is broken).
+async fn deliver_one<C: DatabusConsumer>(c: &C, event: &DataEvent<'_>) -> Result<(), Failure> {
+    match event.table_change() {
+        None => call(c.on_event(event), "on_event").await,
+        Some(Err(e)) => {
+            tracing::error!(error = %e, "a table event does not parse");
+            Err(Failure::Fatal("table event payload"))
+        }
+        Some(Ok(change)) if event.opcode() == Opcode::Truncate => {
+            call(c.on_truncate(event, &change), "on_truncate").await
+        }
+        Some(Ok(change)) => call(c.on_schema_change(event, &change), "on_schema_change").await,
+    }
 }
 
 async fn serial<C: DatabusConsumer>(
@@ -681,7 +700,7 @@ async fn serial<C: DatabusConsumer>(
             )
             .await?;
         }
-        match call(c.on_event(&event), "on_event").await {
+        match deliver_one(c, &event).await {
             Ok(()) => {}
             Err(Failure::Retry(reason)) if skip_mode => skips.push((i, reason)),
             Err(f) => return Err(f),

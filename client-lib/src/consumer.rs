@@ -19,7 +19,7 @@
 
 use std::future::Future;
 
-use databus_core::{Checkpoint, Scn, SourceId};
+use databus_core::{Checkpoint, Scn, SourceId, TableChange};
 
 use crate::{ClientError, DataEvent, Phase};
 
@@ -130,10 +130,37 @@ pub trait DatabusConsumer: Send + Sync + 'static {
         async { ConsumerOutcome::Success }
     }
 
-    /// One data event (decoded on demand through [`DataEvent::decode`], [`DataEvent::record`] or
+    /// One row change (decoded on demand through [`DataEvent::decode`], [`DataEvent::record`] or
     /// [`DataEvent::json`]; raw bytes through [`DataEvent::raw`]).
     fn on_event(&self, event: &DataEvent<'_>) -> impl Future<Output = ConsumerOutcome> + Send {
         let _ = event;
+        async { ConsumerOutcome::Success }
+    }
+
+    /// Every row of `event.source()` is gone at the source (`change.cause`: `truncate` for TRUNCATE
+    /// TABLE, `drop` for DROP TABLE): a consumer that keeps the source's rows removes them all. It
+    /// arrives in its own window (online and catch-up), or in a consolidated delta before the rows
+    /// written after it. Runs alone, after the events before it and before those after it, even with
+    /// several workers. The default does nothing: override it if you keep rows.
+    fn on_truncate(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> impl Future<Output = ConsumerOutcome> + Send {
+        let _ = (event, change);
+        async { ConsumerOutcome::Success }
+    }
+
+    /// The schema of `event.source()` changed at the source (`change.statement`, e.g. an ALTER TABLE):
+    /// once in the statement's own window (`change.new_schema` is `None`: the source tells the new
+    /// columns only with the next row) and again, with both ids, right before the first row written
+    /// with the new schema. Runs alone, like [`DatabusConsumer::on_truncate`]. Default: nothing.
+    fn on_schema_change(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> impl Future<Output = ConsumerOutcome> + Send {
+        let _ = (event, change);
         async { ConsumerOutcome::Success }
     }
 

@@ -13,7 +13,7 @@ use std::sync::{Arc, RwLock};
 use apache_avro::Schema;
 use apache_avro::types::Value as AvroValue;
 use bytes::Bytes;
-use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId};
+use databus_core::{Checkpoint, EventView, KeyRef, Opcode, SchemaId, Scn, SourceId, TableChange};
 use serde::de::DeserializeOwned;
 
 use crate::ClientError;
@@ -195,7 +195,8 @@ impl<'a> DataEvent<'a> {
         self.view.key()
     }
 
-    /// Upsert or delete.
+    /// Upsert, update (an upsert with its before image), delete, or a table event (truncate, schema
+    /// change: delivered to their own callbacks).
     pub fn opcode(&self) -> Opcode {
         self.view.opcode()
     }
@@ -205,14 +206,51 @@ impl<'a> DataEvent<'a> {
         self.view.opcode() == Opcode::Delete
     }
 
+    /// Whether this is a table event (truncate, schema change), delivered to
+    /// [`DatabusConsumer::on_truncate`](crate::DatabusConsumer::on_truncate) or
+    /// [`DatabusConsumer::on_schema_change`](crate::DatabusConsumer::on_schema_change).
+    pub fn is_table_event(&self) -> bool {
+        self.view.opcode().is_table_event()
+    }
+
+    /// The table change a table event describes (`None` for row changes).
+    pub fn table_change(&self) -> Option<Result<TableChange, ClientError>> {
+        self.is_table_event().then(|| {
+            TableChange::from_payload(self.payload()).map_err(|e| self.decode_err(e.to_string()))
+        })
+    }
+
     /// Online change, snapshot row or catch-up change.
     pub fn phase(&self) -> Phase {
         self.phase
     }
 
-    /// The Avro payload.
+    /// The Avro payload: the row image to apply (for an [`Opcode::Update`], its after image; the raw
+    /// frame payload is `raw().payload()`).
     pub fn payload(&self) -> &'a [u8] {
-        self.view.payload()
+        self.view.row_image()
+    }
+
+    /// The row as it was before the change, when the event carries it: deletes (their payload), and
+    /// updates from a source whose relay sends before images (`before_images = true`). Decoded with
+    /// the writer schema like [`DataEvent::json`].
+    pub fn before_json(&self) -> Option<Result<serde_json::Value, ClientError>> {
+        let before = self.view.before_image()?;
+        Some(self.writer_or_err().and_then(|writer| {
+            let reader = self.schemas.reader(self.source()).map(Arc::as_ref);
+            databus_serde_formats::decode::decode_json(before, &writer, reader)
+                .map_err(|e| self.decode_err(e.to_string()))
+        }))
+    }
+
+    /// As [`DataEvent::before_json`], as a generic Avro record.
+    pub fn before_record(&self) -> Option<Result<AvroValue, ClientError>> {
+        let before = self.view.before_image()?;
+        Some(self.writer_or_err().and_then(|writer| {
+            let reader = self.schemas.reader(self.source()).map(Arc::as_ref);
+            databus_serde_formats::decode::decode_value(before, &writer, reader)
+                .map_err(|e| self.decode_err(e.to_string()))
+        }))
     }
 
     /// The writer schema of the payload, if the server knew it.

@@ -545,3 +545,127 @@ async fn db_write_one_more(setup: &Setup) {
         .await
         .unwrap();
 }
+
+/// Key changes, TRUNCATE and DROP + CREATE after the quickstart workload: each example ends at the
+/// source's state (the replica row by row, the index word by word) and the invalidator drops every
+/// cached key of a truncated table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_example_follows_key_changes_and_truncates() {
+    let setup = setup().await;
+    // 1. A key change (orders 3 -> 503); 2. TRUNCATE customers; 3. a customer after it;
+    // 4. DROP + CREATE orders (two windows) and 5. an order in the new table.
+    setup
+        .db
+        .exec(&[
+            "UPDATE shop.orders SET id = 503 WHERE id = 3",
+            "TRUNCATE TABLE shop.customers",
+            "INSERT INTO shop.customers VALUES (7, 'Ada After', 'Oslo')",
+            "DROP TABLE shop.orders",
+            "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer_id INT NOT NULL, \
+             item VARCHAR(64) NOT NULL, status VARCHAR(16) NOT NULL)",
+            "INSERT INTO shop.orders VALUES (1, 7, 'fresh lamp', 'new')",
+        ])
+        .await
+        .unwrap();
+    let source = setup.source_rows().await;
+    assert_eq!(source.len(), 2, "{source:?}");
+    // Windows with events: the workload's, the key change, two truncates and two inserts.
+    let windows = (setup.transactions + 5).to_string();
+    let dir = setup.dir.path();
+    let seed_file = |name: &str| {
+        let path = dir.join(name);
+        let store = databus_client::FileCheckpointStore::new(&path).unwrap();
+        databus_client::CheckpointStore::store(&store, &setup.start).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+
+    let args = search_indexer::Args::parse_from([
+        "search_indexer",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        &seed_file("indexer.json"),
+        "--max-windows",
+        &windows,
+    ]);
+    let (index, _) = bounded(
+        "search_indexer",
+        search_indexer::run(args, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let got: BTreeMap<(u16, i64), Vec<String>> = index
+        .documents()
+        .map(|((s, k), w)| {
+            let Key::Int(k) = k else { panic!("{k:?}") };
+            ((s.get(), *k), w.clone())
+        })
+        .collect();
+    let want: BTreeMap<(u16, i64), Vec<String>> =
+        source.iter().map(|(k, row)| (*k, words(row))).collect();
+    assert_eq!(got, want);
+
+    let args = cache_invalidator::Args::parse_from([
+        "cache_invalidator",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        &seed_file("invalidator.json"),
+        "--preload",
+        "30",
+        "--max-windows",
+        &windows,
+    ]);
+    let (invalidator, _) = bounded(
+        "cache_invalidator",
+        cache_invalidator::run(args, CancellationToken::new()),
+    )
+    .await
+    .unwrap();
+    let truncated: Vec<u16> = invalidator
+        .truncates
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(s, _)| s.get())
+        .collect();
+    assert_eq!(truncated, vec![CUSTOMERS, ORDERS]);
+    {
+        let cache = invalidator.cache.lock().unwrap();
+        for source_id in [CUSTOMERS, ORDERS] {
+            for id in 1..=30 {
+                let key = (SourceId::new(source_id), Key::Int(id));
+                assert!(!cache.contains(&key), "{key:?} survived its truncate");
+            }
+        }
+    }
+    let log = invalidator.log.lock().unwrap().clone();
+    assert!(
+        log.iter()
+            .any(|((s, k), _)| s.get() == ORDERS && *k == Key::Int(3)),
+        "the old key of the key change is invalidated"
+    );
+
+    let db_path = dir.join("replica.sqlite");
+    {
+        let mut conn = replica::open(&db_path).unwrap();
+        let tx = conn.transaction().unwrap();
+        databus_client::checkpoint::SqliteCheckpointStore::store_in(&tx, "replica", &setup.start)
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let args = replica::Args::parse_from([
+        "replica",
+        "--relay",
+        &setup.relay,
+        "--checkpoint",
+        db_path.to_str().unwrap(),
+        "--max-windows",
+        &windows,
+    ]);
+    bounded("replica", replica::run(args, CancellationToken::new()))
+        .await
+        .unwrap();
+    assert_eq!(replica_rows(&db_path).unwrap(), source);
+    setup.stop().await;
+}

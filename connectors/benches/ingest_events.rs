@@ -21,6 +21,7 @@
 //! ```sh
 //! CARGO_TARGET_DIR=/work/target cargo bench -p databus-connectors --bench ingest_events          # 1M
 //! CARGO_TARGET_DIR=/work/target cargo bench -p databus-connectors --bench ingest_events -- 200000 # quick
+//! INGEST_BENCH_BEFORE_IMAGES=1 cargo bench -p databus-connectors --bench ingest_events -- 200000  # + before images
 //! ```
 
 use std::time::Instant;
@@ -173,14 +174,17 @@ async fn baseline(url: &str, first_file: &str, changes: usize) -> (f64, u64) {
     (secs, sum)
 }
 
-/// Ours: the connector, then register/encode/key/frame for every row change.
-async fn ours(url: &str, changes: usize) -> (f64, u64) {
+/// Ours: the connector, then register/encode/key/frame for every row change. With `before_images`,
+/// as a relay source with `before_images = true`: an update is encoded with its before image too, as
+/// an `update` event.
+async fn ours(url: &str, changes: usize, before_images: bool) -> (f64, u64) {
     let mut config = MySqlConfig::new(url.to_owned(), 4243);
     config.databases = vec!["b".into()];
     let mut c = MySqlConnector::new(config).expect("config");
     let registry = SchemaRegistry::in_memory();
     let source = SourceId::new(1);
     let (mut payload, mut frames) = (Vec::with_capacity(1024), Vec::with_capacity(64 * 1024));
+    let mut images = Vec::with_capacity(1024);
     let (mut rows, mut bytes) = (0usize, 0u64);
     let start = Instant::now();
     c.start(StartPosition::After(Scn::ZERO))
@@ -195,11 +199,22 @@ async fn ours(url: &str, changes: usize) -> (f64, u64) {
             let schema = registry.register_shared(&change.table).expect("register");
             let (opcode, image) = match change.kind {
                 ChangeKind::Delete => (Opcode::Delete, change.before.as_ref()),
+                ChangeKind::Update if before_images => (Opcode::Update, change.after.as_ref()),
                 ChangeKind::Insert | ChangeKind::Update => (Opcode::Upsert, change.after.as_ref()),
             };
             let image = image.expect("row image");
             payload.clear();
-            schema.encoder.encode(image, &mut payload).expect("encode");
+            if opcode == Opcode::Update {
+                images.clear();
+                schema.encoder.encode(image, &mut images).expect("encode");
+                let after_len = images.len();
+                let before = change.before.as_ref().expect("before image");
+                schema.encoder.encode(before, &mut images).expect("encode");
+                let (after, before) = images.split_at(after_len);
+                databus_core::event::update_payload(after, before, &mut payload);
+            } else {
+                schema.encoder.encode(image, &mut payload).expect("encode");
+            }
             let key = event_key(&change.table, image).expect("key");
             EventBuilder::new(t.scn, opcode)
                 .source(source)
@@ -260,6 +275,10 @@ async fn main() {
     // Best wall time and least CPU time of each side over the rounds.
     let (mut base_wall, mut base_cpu, mut ours_wall, mut ours_cpu) =
         (f64::MAX, f64::MAX, f64::MAX, f64::MAX);
+    // INGEST_BENCH_BEFORE_IMAGES=1 adds a third side: ours with before images on.
+    let with_before = std::env::var("INGEST_BENCH_BEFORE_IMAGES").as_deref() == Ok("1");
+    let (mut before_wall, mut before_cpu, mut bytes_plain, mut bytes_before) =
+        (f64::MAX, f64::MAX, 0u64, 0u64);
     let n = changes as f64;
     for round in 1..=2 {
         let cpu = cpu_secs();
@@ -280,8 +299,9 @@ async fn main() {
         let (o, bytes) = if std::env::var("INGEST_BENCH_ONLY").as_deref() == Ok("baseline") {
             (f64::NAN, 0)
         } else {
-            ours(&url, changes).await
+            ours(&url, changes, false).await
         };
+        bytes_plain = bytes;
         let oc = cpu_secs() - cpu;
         println!(
             "round {round}: ours connector+register+encode+key+frame: {o:.2} s = {:.0} row changes/s; \
@@ -290,6 +310,21 @@ async fn main() {
             n / oc,
             bytes as f64 / n
         );
+        if with_before {
+            let cpu = cpu_secs();
+            let (w, bytes) = ours(&url, changes, true).await;
+            let wc = cpu_secs() - cpu;
+            println!(
+                "round {round}: ours with before images: {w:.2} s = {:.0} row changes/s; \
+                 {wc:.2} CPU s = {:.0} row changes per CPU s ({:.1} bytes of frame per change)",
+                n / w,
+                n / wc,
+                bytes as f64 / n
+            );
+            before_wall = before_wall.min(w);
+            before_cpu = before_cpu.min(wc);
+            bytes_before = bytes;
+        }
         base_wall = base_wall.min(b);
         base_cpu = base_cpu.min(bc);
         ours_wall = ours_wall.min(o);
@@ -307,4 +342,16 @@ async fn main() {
         n / ours_cpu,
         base_cpu / ours_cpu
     );
+    if with_before {
+        println!(
+            "before images, best of 2: {:.0} row changes/s wall, {:.0} per CPU s; CPU per change {:+.1}% \
+             and frame bytes {:+.1}% vs ours without ({:.1} -> {:.1} bytes per change)",
+            n / before_wall,
+            n / before_cpu,
+            (before_cpu / ours_cpu - 1.0) * 100.0,
+            (bytes_before as f64 / bytes_plain as f64 - 1.0) * 100.0,
+            bytes_plain as f64 / n,
+            bytes_before as f64 / n
+        );
+    }
 }

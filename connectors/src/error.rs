@@ -15,6 +15,24 @@ pub enum ConnectorError {
     /// The connector's configuration is invalid.
     #[error("invalid connector config: {0}")]
     Config(String),
+    /// A captured table was renamed to a name the connector does not capture: its later changes would
+    /// be lost. Definite: the configuration must say what to follow.
+    #[error(
+        "captured table {from} was renamed to {to} at gtid {gtid} ({statement:.120}); its changes \
+         can no longer be captured under the old name: add {to} to the captured tables with the same \
+         source id in place of {from} (the relay then follows the table), or rename it back, and \
+         restart"
+    )]
+    RenamedAway {
+        /// The captured name.
+        from: String,
+        /// The new, uncaptured name.
+        to: String,
+        /// The GTID of the rename.
+        gtid: String,
+        /// The statement.
+        statement: String,
+    },
     /// The source's settings or grants do not allow capture. Each problem names its fix.
     #[error("source is not ready for capture: {}", .problems.join("; "))]
     Misconfigured {

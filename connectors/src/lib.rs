@@ -36,8 +36,8 @@ pub mod source;
 
 pub use error::ConnectorError;
 pub use source::{
-    ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
-    StartPosition, TableName,
+    ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
+    SourceTransaction, StartPosition, TableDdl, TableName,
 };
 
 /// `docs/connectors.md`: its Rust samples are compiled (and run) as doc tests of this crate.

@@ -143,6 +143,36 @@ pub struct SourceTransaction {
     pub position: SourcePosition,
     /// Its changes to captured tables, in statement order. Empty for DDL and transactions on other tables.
     pub changes: Vec<RowChange>,
+    /// The table-level changes of a DDL statement to captured tables (TRUNCATE, DROP, ALTER, CREATE),
+    /// in statement order. Empty for transactions of row changes.
+    pub table_changes: Vec<TableDdl>,
+}
+
+/// What a DDL statement did to a captured table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DdlKind {
+    /// `TRUNCATE TABLE`: every row is gone.
+    Truncate,
+    /// `DROP TABLE` (or the drop half of `CREATE OR REPLACE TABLE`): every row is gone with the table.
+    Drop,
+    /// `CREATE TABLE`: a new, empty table.
+    Create,
+    /// `ALTER TABLE`: a new definition; rows of the new version follow with a new schema.
+    Alter,
+    /// `DROP DATABASE`: every captured table of `table.database` is gone (`table.table` is empty).
+    DropDatabase,
+}
+
+/// One DDL effect on a captured table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableDdl {
+    /// The table.
+    pub table: TableName,
+    /// What happened to it.
+    pub kind: DdlKind,
+    /// The statement as the source logged it.
+    pub statement: String,
 }
 
 /// What a connector produces.

@@ -13,6 +13,17 @@ pub enum Opcode {
     Upsert,
     /// Delete: the payload is the row's before image (or empty).
     Delete,
+    /// An upsert that also carries the row's before image (sources with before images on): the
+    /// payload is [`update_payload`] — a 4-byte little-endian length of the after image, the after
+    /// image, then the before image (both Avro datums of the event's writer schema). Applied like an
+    /// upsert.
+    Update,
+    /// Every row of the event's source is gone (TRUNCATE or DROP TABLE); the payload is a
+    /// [`TableChange`](crate::TableChange) as JSON; no key.
+    Truncate,
+    /// The event's source changes its schema (DDL); the payload is a
+    /// [`TableChange`](crate::TableChange) as JSON; no key.
+    SchemaChange,
     /// A control event of the stream itself.
     Control(ControlKind),
 }
@@ -31,6 +42,9 @@ impl Opcode {
         match self {
             Opcode::Upsert => 1,
             Opcode::Delete => 2,
+            Opcode::Truncate => 3,
+            Opcode::SchemaChange => 4,
+            Opcode::Update => 5,
             Opcode::Control(ControlKind::EndOfWindow) => 0x81,
         }
     }
@@ -40,6 +54,9 @@ impl Opcode {
         match byte {
             1 => Some(Opcode::Upsert),
             2 => Some(Opcode::Delete),
+            3 => Some(Opcode::Truncate),
+            4 => Some(Opcode::SchemaChange),
+            5 => Some(Opcode::Update),
             0x81 => Some(Opcode::Control(ControlKind::EndOfWindow)),
             _ => None,
         }
@@ -50,10 +67,43 @@ impl Opcode {
         matches!(self, Opcode::Control(_))
     }
 
+    /// Whether this is a row change (upsert, update or delete), keyed by the row's key.
+    pub const fn is_row_change(self) -> bool {
+        matches!(self, Opcode::Upsert | Opcode::Update | Opcode::Delete)
+    }
+
+    /// Whether this event writes its key's row (upsert, or update with a before image).
+    pub const fn writes_row(self) -> bool {
+        matches!(self, Opcode::Upsert | Opcode::Update)
+    }
+
+    /// Whether this is a table event (truncate, schema change): it concerns its whole source, has no
+    /// key and passes every partition filter. See [`crate::table_event`].
+    pub const fn is_table_event(self) -> bool {
+        matches!(self, Opcode::Truncate | Opcode::SchemaChange)
+    }
+
     /// Whether this event closes a window.
     pub const fn is_end_of_window(self) -> bool {
         matches!(self, Opcode::Control(ControlKind::EndOfWindow))
     }
+}
+
+/// Builds the payload of an [`Opcode::Update`] event: the after image's length (u32, little-endian),
+/// the after image, the before image.
+pub fn update_payload(after: &[u8], before: &[u8], out: &mut Vec<u8>) {
+    out.reserve(4 + after.len() + before.len());
+    out.extend_from_slice(&(after.len() as u32).to_le_bytes());
+    out.extend_from_slice(after);
+    out.extend_from_slice(before);
+}
+
+/// Splits an [`Opcode::Update`] payload into (after image, before image); `None` when the length
+/// prefix does not fit the payload.
+pub fn split_update_payload(payload: &[u8]) -> Option<(&[u8], &[u8])> {
+    let len = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    let rest = &payload[4..];
+    (len <= rest.len()).then(|| rest.split_at(len))
 }
 
 /// An owned event: every field of a frame. Use [`EventView`] on hot paths.
@@ -123,5 +173,46 @@ impl From<EventView<'_>> for Event {
             key: view.key().to_owned(),
             payload: view.payload().to_vec(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_payloads_split_into_after_and_before_and_bad_ones_are_refused() {
+        let mut payload = Vec::new();
+        update_payload(b"after", b"before!", &mut payload);
+        assert_eq!(
+            split_update_payload(&payload),
+            Some((&b"after"[..], &b"before!"[..]))
+        );
+        assert_eq!(split_update_payload(&[9, 0, 0, 0, 1]), None);
+        assert_eq!(split_update_payload(&[1, 0]), None);
+        let mut frame = Vec::new();
+        EventBuilder::new(Scn::new(3), Opcode::Update)
+            .key(Key::Int(1).as_ref())
+            .payload(&payload)
+            .write_to_vec(&mut frame);
+        let (view, _) = EventView::parse(&frame).unwrap();
+        assert_eq!(view.row_image(), b"after");
+        assert_eq!(view.before_image(), Some(&b"before!"[..]));
+        assert!(view.opcode().writes_row() && view.opcode().is_row_change());
+        let mut bad = Vec::new();
+        EventBuilder::new(Scn::new(3), Opcode::Update)
+            .payload(&[200, 0, 0, 0, 1, 2])
+            .write_to_vec(&mut bad);
+        let err = EventView::parse(&bad).err().unwrap();
+        assert!(err.to_string().contains("update event payload"), "{err}");
+        // A delete's payload is its before image; an upsert has none.
+        let mut del = Vec::new();
+        EventBuilder::new(Scn::new(3), Opcode::Delete)
+            .payload(b"row")
+            .write_to_vec(&mut del);
+        assert_eq!(
+            EventView::parse(&del).unwrap().0.before_image(),
+            Some(&b"row"[..])
+        );
     }
 }

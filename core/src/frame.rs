@@ -7,7 +7,7 @@
 //! |-------:|-----:|-------|
 //! | 0 | 4 | magic `DBUS` (`0x44 0x42 0x55 0x53`) |
 //! | 4 | 1 | version (`1`) |
-//! | 5 | 1 | opcode: `1` upsert, `2` delete, `0x81` end of window |
+//! | 5 | 1 | opcode: `1` upsert, `2` delete, `3` truncate, `4` schema change (table events, see [`crate::table_event`]), `5` update (an upsert with the before image, see [`crate::event::update_payload`]), `0x81` end of window |
 //! | 6 | 1 | key type: `0` none, `1` integer (8 bytes, i64), `2` bytes |
 //! | 7 | 1 | flags (reserved, `0`) |
 //! | 8 | 4 | frame length: header + key + payload |
@@ -84,7 +84,9 @@ pub enum FrameError {
     #[error("bad event frame length: {0}")]
     BadLength(String),
     /// An opcode byte no version defines.
-    #[error("unknown opcode byte {0:#04x}")]
+    #[error(
+        "unknown opcode byte {0:#04x} (an event kind newer than this build: upgrade the reader)"
+    )]
     BadOpcode(u8),
     /// A key type byte no version defines, or a key inconsistent with its type.
     #[error("bad key: {0}")]
@@ -275,7 +277,42 @@ impl<'a> EventView<'a> {
                 computed,
             });
         }
-        Ok((EventView { header, frame }, len))
+        let view = EventView { header, frame };
+        view.check_layout()?;
+        Ok((view, len))
+    }
+
+    /// An update's payload must hold its after image's length prefix and that many bytes.
+    fn check_layout(&self) -> Result<(), FrameError> {
+        if self.opcode() == Opcode::Update
+            && crate::event::split_update_payload(self.payload()).is_none()
+        {
+            return Err(FrameError::BadLength(format!(
+                "update event payload of {} bytes does not hold its after image's length prefix \
+                 and image",
+                self.payload().len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The row image to apply: the payload, or for an [`Opcode::Update`] its after image.
+    pub fn row_image(&self) -> &'a [u8] {
+        let payload = self.payload();
+        match self.opcode() {
+            Opcode::Update => crate::event::split_update_payload(payload).map_or(payload, |p| p.0),
+            _ => payload,
+        }
+    }
+
+    /// The row's before image, when the event carries one: an [`Opcode::Update`]'s, or a delete's
+    /// payload (the row as it was).
+    pub fn before_image(&self) -> Option<&'a [u8]> {
+        match self.opcode() {
+            Opcode::Update => crate::event::split_update_payload(self.payload()).map(|p| p.1),
+            Opcode::Delete if !self.payload().is_empty() => Some(self.payload()),
+            _ => None,
+        }
     }
 
     /// Parses one whole frame that was verified by [`EventView::parse`] before and kept unchanged
@@ -290,7 +327,9 @@ impl<'a> EventView<'a> {
                 header.frame_len()
             )));
         }
-        Ok(EventView { header, frame })
+        let view = EventView { header, frame };
+        view.check_layout()?;
+        Ok(view)
     }
 
     /// Parses every frame of `bytes`, which must hold whole frames only.

@@ -18,6 +18,9 @@ fn opcode_name(opcode: Opcode) -> &'static str {
     match opcode {
         Opcode::Upsert => "upsert",
         Opcode::Delete => "delete",
+        Opcode::Truncate => "truncate",
+        Opcode::SchemaChange => "schema_change",
+        Opcode::Update => "update",
         Opcode::Control(crate::ControlKind::EndOfWindow) => "end_of_window",
     }
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`Scn`], [`SourceId`], [`PartitionId`], [`SchemaId`]: newtypes for the numbers that travel everywhere.
 //! - [`Key`] / [`KeyRef`]: an event's key, an integer or bytes.
-//! - [`Opcode`]: upsert, delete or a control event such as the end of a window.
+//! - [`Opcode`]: upsert, delete, a table event (truncate, schema change: [`table_event`]) or a control
+//!   event such as the end of a window.
 //! - [`frame`]: the versioned binary event frame, read as a zero-copy [`EventView`] and written by an
 //!   [`EventBuilder`]. Decoding arbitrary bytes never panics.
 //! - [`Event`]: an owned event, for tests, clients and anything that is not on the hot path.
@@ -31,14 +32,16 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
-mod event;
+pub mod event;
 pub mod frame;
 mod ids;
 pub mod json;
 mod key;
+pub mod table_event;
 
 pub use checkpoint::{BootstrapProgress, Checkpoint, CheckpointError, ConsumptionMode};
 pub use event::{ControlKind, Event, Opcode};
 pub use frame::{EventBuilder, EventView, FrameError, FrameHeader};
 pub use ids::{ParseIdError, PartitionId, SchemaId, Scn, SourceId};
 pub use key::{Key, KeyRef};
+pub use table_event::{TableChange, TableChangeCause, TableChangeError};

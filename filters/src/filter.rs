@@ -5,7 +5,7 @@
 
 use std::num::NonZeroU32;
 
-use databus_core::{Event, FrameHeader, KeyRef, SourceId};
+use databus_core::{Event, FrameHeader, KeyRef, Opcode, SourceId};
 
 use crate::{FilterSpec, KeyHash, PartitionSpec};
 
@@ -170,13 +170,35 @@ impl Filter {
     /// [`Filter::matches_key`] says so. The hot path of the relay: no allocation, at most one hash.
     #[inline]
     pub fn matches(&self, header: &FrameHeader, key: KeyRef<'_>) -> bool {
-        header.opcode().is_control() || self.matches_key(header.source(), key)
+        self.matches_opcode(header.opcode(), header.source(), key)
     }
 
-    /// Whether an owned event passes (control events always do): the same decision as
+    /// The decision of [`Filter::matches`] from its parts: control events always pass, table events
+    /// (truncate, schema change: they concern every key of their source) when their source passes,
+    /// row changes when [`Filter::matches_key`] says so.
+    #[inline]
+    pub fn matches_opcode(&self, opcode: Opcode, source: SourceId, key: KeyRef<'_>) -> bool {
+        if opcode.is_control() {
+            true
+        } else if opcode.is_table_event() {
+            self.matches_source(source)
+        } else {
+            self.matches_key(source, key)
+        }
+    }
+
+    /// Whether events of `source` pass the source filter (whatever their key).
+    #[inline]
+    pub fn matches_source(&self, source: SourceId) -> bool {
+        self.sources
+            .as_ref()
+            .is_none_or(|sources| sources.binary_search(&source).is_ok())
+    }
+
+    /// Whether an owned event passes (control events always do, table events when their source does): the same decision as
     /// [`Filter::matches`], for clients and tests that hold [`Event`]s.
     pub fn matches_event(&self, event: &Event) -> bool {
-        event.opcode.is_control() || self.matches_key(event.source, event.key.as_ref())
+        self.matches_opcode(event.opcode, event.source, event.key.as_ref())
     }
 
     /// Whether a data event of `source` with `key` passes (the source filter AND the source's key
@@ -239,6 +261,34 @@ mod tests {
         let inside: Vec<i64> = (-2..15).filter(|&x| in_intervals(&iv, x)).collect();
         assert_eq!(inside, vec![0, 1, 2, 3, 5, 6, 10, 11, 12]);
         assert!(!in_intervals::<i64>(&[], 0));
+    }
+
+    #[test]
+    fn table_events_pass_every_key_filter_but_not_an_excluding_source_filter() {
+        for opcode in [Opcode::Truncate, Opcode::SchemaChange] {
+            let mut buf = Vec::new();
+            EventBuilder::new(Scn::new(3), opcode)
+                .source(SourceId::new(1))
+                .payload(b"{}")
+                .write_to_vec(&mut buf);
+            let (view, _) = EventView::parse(&buf).unwrap();
+            for spec in [
+                "partition=mod:4:0",
+                "partition=mod:4:3",
+                "partition=range:10:5",
+                "sources=1&partition.1=mod:2:1",
+            ] {
+                assert!(f_matches(spec, &view), "{opcode:?} {spec}");
+            }
+            assert!(!f_matches("sources=2", &view), "{opcode:?}");
+            let event = Event::from(view);
+            assert!(filter("partition=mod:8:5").matches_event(&event));
+            assert!(!filter("sources=2").matches_event(&event));
+        }
+    }
+
+    fn f_matches(spec: &str, view: &EventView<'_>) -> bool {
+        filter(spec).matches(view.header(), view.key())
     }
 
     #[test]

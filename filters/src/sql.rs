@@ -6,8 +6,12 @@
 //! | column | type | value |
 //! |--------|------|-------|
 //! | `source_id` | `INTEGER NOT NULL` | the event's [`SourceId`](databus_core::SourceId) |
-//! | `bucket_hash` | `INTEGER NOT NULL` | [`KeyHash::of(key).to_i64()`](crate::KeyHash::to_i64), in `0 ..= 2^63 - 1` |
+//! | `bucket_hash` | `INTEGER NOT NULL` | [`KeyHash::of(key).to_i64()`](crate::KeyHash::to_i64), in `0 ..= 2^63 - 1`; [`TABLE_EVENT_BUCKET_HASH`] (`-1`) for table events |
 //! | `key_int` | `INTEGER` | the key for integer keys, `NULL` for byte keys and keyless events |
+//!
+//! Table events (truncate, schema change) pass every key filter but not a source filter that excludes
+//! them, as [`Filter::matches`] decides: stored with `bucket_hash = -1` (a value no key hashes to), a
+//! key filter becomes `(<key conditions> OR bucket_hash < 0)`.
 //!
 //! MOD becomes `(bucket_hash % n) BETWEEN lo AND hi` — both operands are non-negative, so SQL's `%`
 //! gives exactly [`KeyHash::bucket`](crate::KeyHash::bucket). RANGE becomes `key_int BETWEEN lo AND hi`,
@@ -20,6 +24,10 @@
 
 use crate::filter::{KeyFilter, Part};
 use crate::{Filter, FilterError, FilterSpec};
+
+/// The `bucket_hash` a store records for a table event (truncate, schema change), so pushed-down
+/// filters let it through every key filter. No key hashes to a negative value.
+pub const TABLE_EVENT_BUCKET_HASH: i64 = -1;
 
 /// The names of the columns a SQL fragment refers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,7 +93,7 @@ impl<'a> SqlColumns<'a> {
 /// let w = spec.to_sql(&SqlColumns::DEFAULT);
 /// assert_eq!(
 ///     w.sql,
-///     "(source_id = ? AND ((bucket_hash % ?) = ? OR (bucket_hash % ?) BETWEEN ? AND ?))"
+///     "(source_id = ? AND (bucket_hash < 0 OR ((bucket_hash % ?) = ? OR (bucket_hash % ?) BETWEEN ? AND ?)))"
 /// );
 /// assert_eq!(w.params, vec![1, 8, 0, 8, 2, 3]);
 /// ```
@@ -204,7 +212,9 @@ fn key_expr(filter: &KeyFilter, cols: &SqlColumns<'_>) -> Expr {
     if filter.parts.is_empty() {
         Expr::True
     } else {
-        Expr::or(atoms)
+        // Table events pass every key filter (see the module docs).
+        let table_events = Expr::Atom(format!("{} < 0", cols.bucket_hash), Vec::new());
+        Expr::or(vec![table_events, Expr::or(atoms)])
     }
 }
 
@@ -228,7 +238,8 @@ fn sources_expr(sources: impl IntoIterator<Item = u16>, cols: &SqlColumns<'_>) -
 
 impl Filter {
     /// The filter as a parameterized SQL expression over `columns` (see the [module docs](crate::sql)).
-    /// Rows it selects are exactly the data events [`Filter::matches_key`] accepts.
+    /// Rows it selects are exactly the events [`Filter::matches`] accepts (row changes by key and
+    /// source, table events by source).
     pub fn to_sql(&self, columns: &SqlColumns<'_>) -> SqlWhere {
         let mut groups = Vec::new();
         for (source, filter) in self.per_source.iter() {
@@ -304,14 +315,15 @@ mod tests {
         assert_eq!(
             sql("partition=range:10:0-1,5"),
             (
-                "(key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?)".to_owned(),
+                "(bucket_hash < 0 OR (key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?))"
+                    .to_owned(),
                 vec![0, 19, 50, 59]
             )
         );
         assert_eq!(
             sql("partition.2=mod:4:1"),
             (
-                "((source_id = ? AND (bucket_hash % ?) = ?) OR source_id NOT IN (?))".to_owned(),
+                "((source_id = ? AND (bucket_hash < 0 OR (bucket_hash % ?) = ?)) OR source_id NOT IN (?))".to_owned(),
                 vec![2, 4, 1, 2]
             )
         );
@@ -319,7 +331,8 @@ mod tests {
         assert_eq!(
             sql("sources=1,2&partition.1=mod:4:1"),
             (
-                "((source_id = ? AND (bucket_hash % ?) = ?) OR source_id = ?)".to_owned(),
+                "((source_id = ? AND (bucket_hash < 0 OR (bucket_hash % ?) = ?)) OR source_id = ?)"
+                    .to_owned(),
                 vec![1, 4, 1, 2]
             )
         );
@@ -327,7 +340,7 @@ mod tests {
         assert_eq!(
             sql("sources=1&partition.1=range:5:0"),
             (
-                "(source_id = ? AND key_int BETWEEN ? AND ?)".to_owned(),
+                "(source_id = ? AND (bucket_hash < 0 OR key_int BETWEEN ? AND ?))".to_owned(),
                 vec![1, 0, 4]
             )
         );
@@ -338,8 +351,8 @@ mod tests {
         let (text, params) = sql("partition=range:1:0,2,4,6,8");
         assert_eq!(
             text,
-            "((key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?) OR (key_int BETWEEN ? AND ? OR \
-             (key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?)))"
+            "(bucket_hash < 0 OR ((key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?) OR \
+             (key_int BETWEEN ? AND ? OR (key_int BETWEEN ? AND ? OR key_int BETWEEN ? AND ?))))"
         );
         assert_eq!(params, vec![0, 0, 2, 2, 4, 4, 6, 6, 8, 8]);
     }

@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::{Result, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use databus_client::Phase;
 use databus_core::Key;
 use mysql_async::Conn;
@@ -82,6 +82,16 @@ pub async fn source_rows(
     table: &str,
     key_column: &str,
 ) -> Result<BTreeMap<String, Row>> {
+    source_rows_keyed(conn, table, &[key_column]).await
+}
+
+/// Every row of `table`, by the texts of its `key_columns` joined with `,` ([`row_key`]), in
+/// canonical form.
+pub async fn source_rows_keyed(
+    conn: &mut Conn,
+    table: &str,
+    key_columns: &[&str],
+) -> Result<BTreeMap<String, Row>> {
     let rows: Vec<mysql_async::Row> = conn.query(format!("SELECT * FROM {table}")).await?;
     let mut out = BTreeMap::new();
     for row in rows {
@@ -91,10 +101,35 @@ pub async fn source_rows(
             let v = row.as_ref(i).cloned().unwrap_or(mysql_async::Value::NULL);
             canonical.insert(c.name_str().into_owned(), sql_text(&v));
         }
-        let Some(key) = canonical.get(key_column).cloned() else {
-            bail!("{table} has no column {key_column}");
-        };
-        out.insert(key, canonical);
+        let key = row_key(&canonical, key_columns).with_context(|| format!("a row of {table}"))?;
+        if out.insert(key.clone(), canonical).is_some() {
+            bail!("{table}: two rows with key {key}");
+        }
+    }
+    Ok(out)
+}
+
+/// The key of a canonical row: the texts of `key_columns`, joined with `,`.
+pub fn row_key(row: &Row, key_columns: &[&str]) -> Result<String> {
+    let parts = key_columns
+        .iter()
+        .map(|c| {
+            row.get(*c)
+                .cloned()
+                .with_context(|| format!("no column {c}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(parts.join(","))
+}
+
+/// Rows keyed by [`row_key`] (e.g. a replica keyed by its event keys, re-keyed by column values).
+pub fn rekey(rows: &BTreeMap<String, Row>, key_columns: &[&str]) -> Result<BTreeMap<String, Row>> {
+    let mut out = BTreeMap::new();
+    for row in rows.values() {
+        let key = row_key(row, key_columns)?;
+        if out.insert(key.clone(), row.clone()).is_some() {
+            bail!("two replica rows with key {key}");
+        }
     }
     Ok(out)
 }

@@ -1,7 +1,8 @@
 //! Consumers built with the client library, as applications use it: a [`Recorder`] implements
 //! [`DatabusConsumer`] and keeps what it saw (every window, for the checker) and what it built (an
 //! in-memory replica of every source: key → row), applying each window in `on_end_window` and
-//! forgetting a failed window's events in `on_rollback`, as a search indexer or replica would.
+//! forgetting a failed window's events in `on_rollback`, as a search indexer or replica would. A
+//! truncate (`on_truncate`) removes every replica row of its source at its place in the window.
 //! [`Consumer`] runs a [`DatabusClient`] with a recorder in a task and stops it.
 
 use std::collections::BTreeMap;
@@ -13,7 +14,7 @@ use databus_client::{
     BootstrapInfo, CheckpointStore, ClientConfig, ClientError, ConsumerOutcome, DataEvent,
     DatabusClient, DatabusConsumer, Phase, RunSummary, WindowInfo,
 };
-use databus_core::{Checkpoint, Key, Scn};
+use databus_core::{Checkpoint, Key, Scn, TableChange};
 use tokio_util::sync::CancellationToken;
 
 use crate::checker::{ObservedEvent, ObservedWindow, Row, json_row};
@@ -25,6 +26,12 @@ use crate::workload::{ITEMS, TXLOG};
 pub struct Recorded {
     /// Events of the window in progress.
     pending: Vec<ObservedEvent>,
+    /// Truncates of the window in progress: (source, how many of `pending` came before it).
+    pending_truncates: Vec<(u16, usize)>,
+    /// Truncates applied: (source, SCN of their window), in order.
+    pub truncates: Vec<(u16, u64)>,
+    /// Schema changes seen: (source, SCN, statement, new schema known).
+    pub schema_changes: Vec<(u16, u64, String, bool)>,
     /// Every online and catch-up window, in delivery order.
     pub windows: Vec<ObservedWindow>,
     /// Snapshot rows received (bootstrap).
@@ -48,6 +55,14 @@ pub struct Recorded {
     /// Copies of the `shop.items` replica taken at window ends, with the `seq` they are at (see
     /// [`Recorder::snapshot_every`]).
     pub index_snapshots: Vec<(i64, BTreeMap<String, Row>)>,
+}
+
+impl Recorded {
+    /// Applies a truncate of `source`: every replica row of it is gone.
+    fn truncate(&mut self, source: u16, scn: u64) {
+        self.replica.retain(|(s, _), _| *s != source);
+        self.truncates.push((source, scn));
+    }
 }
 
 /// A consumer that records windows and maintains a replica; see the module docs.
@@ -95,7 +110,30 @@ impl Recorder {
 
 impl DatabusConsumer for Recorder {
     async fn on_start_window(&self, _: &WindowInfo) -> ConsumerOutcome {
-        self.lock().pending.clear();
+        let mut inner = self.lock();
+        inner.pending.clear();
+        inner.pending_truncates.clear();
+        ConsumerOutcome::Success
+    }
+
+    async fn on_truncate(&self, event: &DataEvent<'_>, _: &TableChange) -> ConsumerOutcome {
+        let mut inner = self.lock();
+        let at = inner.pending.len();
+        inner.pending_truncates.push((event.source().get(), at));
+        ConsumerOutcome::Success
+    }
+
+    async fn on_schema_change(
+        &self,
+        event: &DataEvent<'_>,
+        change: &TableChange,
+    ) -> ConsumerOutcome {
+        self.lock().schema_changes.push((
+            event.source().get(),
+            event.scn().get(),
+            change.statement.clone(),
+            change.new_schema.is_some(),
+        ));
         ConsumerOutcome::Success
     }
 
@@ -125,7 +163,12 @@ impl DatabusConsumer for Recorder {
     async fn on_end_window(&self, window: &WindowInfo, _: &Checkpoint) -> ConsumerOutcome {
         let mut inner = self.lock();
         let events = std::mem::take(&mut inner.pending);
-        for e in &events {
+        let truncates = std::mem::take(&mut inner.pending_truncates);
+        let mut truncates = truncates.into_iter().peekable();
+        for (i, e) in events.iter().enumerate() {
+            while let Some((source, _)) = truncates.next_if(|(_, at)| *at <= i) {
+                inner.truncate(source, window.scn.get());
+            }
             let id = (e.source, e.key.clone());
             if e.delete {
                 inner.replica.remove(&id);
@@ -136,6 +179,9 @@ impl DatabusConsumer for Recorder {
                 let seq = e.row.get("seq").and_then(|s| s.parse().ok()).unwrap_or(-1);
                 inner.last_seq = inner.last_seq.max(seq);
             }
+        }
+        for (source, _) in truncates {
+            inner.truncate(source, window.scn.get());
         }
         inner.windows_applied += 1;
         inner.last_scn = inner.last_scn.max(window.scn.get());
@@ -167,7 +213,9 @@ impl DatabusConsumer for Recorder {
     }
 
     async fn on_rollback(&self, _: &Checkpoint) -> ConsumerOutcome {
-        self.lock().pending.clear();
+        let mut inner = self.lock();
+        inner.pending.clear();
+        inner.pending_truncates.clear();
         ConsumerOutcome::Success
     }
 

@@ -10,6 +10,9 @@
 //! - [`checker`]: replica vs source row by row ([`compare_tables`]), whole windows in commit order with
 //!   no gap, duplicate or reorder ([`check_windows`]), exactly-once across a partitioned group
 //!   ([`merge_group`]), per-key order ([`check_key_histories`]).
+//! - [`fidelity`]: [`fidelity::FidelityWorkload`], a seeded random mix of every change a ROW-format
+//!   source makes (key changes on single and composite keys, TRUNCATE, ALTER, DROP + CREATE,
+//!   rollbacks, savepoints, multi-table transactions, NULLs) on two tables of database `fid`.
 //! - [`consumer`]: [`Recorder`] (a [`databus_client::DatabusConsumer`] keeping every window and an
 //!   in-memory replica) and [`Consumer`] (a running client).
 //! - [`faults`]: support of the bad-input and fault-injection tests (`tests/bad_input.rs`,
@@ -66,13 +69,14 @@
 pub mod checker;
 pub mod consumer;
 pub mod faults;
+pub mod fidelity;
 pub mod http;
 pub mod process;
 pub mod workload;
 
 pub use checker::{
     Columns, ObservedEvent, ObservedWindow, Row, StreamCheck, StreamReport, check_key_histories,
-    check_windows, compare_tables, merge_group, source_rows,
+    check_windows, compare_tables, merge_group, rekey, row_key, source_rows, source_rows_keyed,
 };
 pub use consumer::{Consumer, Recorded, Recorder};
 pub use process::{

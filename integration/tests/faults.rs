@@ -20,6 +20,17 @@
 //! DATABUS_FAULT_SEEDS=1..50 cargo test -p databus-integration --test faults -- --ignored
 //! ```
 //!
+//! With the change-fidelity mix (`faults_during_the_fidelity_workload_lose_nothing`, and the ignored
+//! `soak_fidelity`), each transaction of the workload above is followed by one step of
+//! [`databus_integration::fidelity::FidelityWorkload`] on two more captured tables: key changes on
+//! single and composite keys, TRUNCATE, ALTER, DROP + CREATE, rollbacks and savepoints happen around
+//! the kills and restarts, and the replicas must equal those tables too (truncates logged as `t`
+//! events). Its soak:
+//!
+//! ```text
+//! DATABUS_FAULT_SEEDS=1..100 cargo test -p databus-integration --test faults soak_fidelity -- --ignored
+//! ```
+//!
 //! A transaction larger than the relay's buffer is its own test: a clear error, nothing of it delivered.
 
 use std::collections::BTreeMap;
@@ -28,7 +39,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use databus_integration::checker::json_row;
 use databus_integration::faults::{DatabusProcess, RelayProcess, SeededRng, fault_seeds, http_get};
+use databus_integration::fidelity::{self, COMPOSITE, FidelityWorkload, SINGLE};
+use databus_integration::{Columns, Row, compare_tables, row_key, source_rows_keyed};
 use databus_testkit::{MariaDb, MariaDbOptions};
 use mysql_async::prelude::Queryable;
 use tokio::time::Instant;
@@ -125,8 +139,15 @@ fn consumer_args(
     args
 }
 
-async fn start_world(seed: u64, buffer_size: &str) -> World {
+fn is_fidelity_source(source: u16) -> bool {
+    source == SINGLE || source == COMPOSITE
+}
+
+async fn start_world(seed: u64, buffer_size: &str, with_fidelity: bool) -> World {
     let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    if with_fidelity {
+        db.exec(fidelity::SCHEMA).await.unwrap();
+    }
     db.exec(&[
         "CREATE DATABASE shop",
         "CREATE TABLE shop.a (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL, tag VARCHAR(64) NOT NULL)",
@@ -167,11 +188,19 @@ tables = [
     {{ id = 2, name = "b", table = "shop.b" }},
     {{ id = 3, name = "txlog", table = "shop.txlog" }},
     {{ id = 4, name = "ping", table = "shop.ping" }},
-    {{ id = 5, name = "filler", table = "shop.filler" }},
+    {{ id = 5, name = "filler", table = "shop.filler" }},{fid}
 ]
 "#,
             state = dir.join("relay-state").display().to_string(),
             bare = url.replace(":fault-pw@", "@"),
+            fid = if with_fidelity {
+                format!(
+                    "\n    {{ id = {SINGLE}, name = \"single\", table = \"fid.single\" }},\n    \
+                     {{ id = {COMPOSITE}, name = \"composite\", table = \"fid.composite\" }},"
+                )
+            } else {
+                String::new()
+            },
         ),
     )
     .unwrap();
@@ -414,7 +443,9 @@ fn parse_log(path: &Path) -> Vec<Line> {
                     let source: u16 = f.next().unwrap().parse().unwrap();
                     let op = f.next().unwrap().chars().next().unwrap();
                     let row: serde_json::Value = serde_json::from_str(f.next().unwrap()).unwrap();
-                    let (key, seq) = if source == TXLOG {
+                    let (key, seq) = if op == 't' || is_fidelity_source(source) {
+                        (0, 0) // folded by `fold_fidelity`, by the row's key columns
+                    } else if source == TXLOG {
                         (row["t"].as_i64().unwrap(), row["t"].as_i64().unwrap())
                     } else if source == PING {
                         (row["id"].as_i64().unwrap(), row["n"].as_i64().unwrap())
@@ -442,7 +473,7 @@ fn fold(lines: &[Line]) -> BTreeMap<(u16, i64), i64> {
             Line::Bootstrap { .. } => {}
             Line::Window { changes, .. } => {
                 for ((source, op, key, seq), _) in changes {
-                    if *source == PING || *source == FILLER {
+                    if !matches!(*source, A | B | TXLOG) {
                         continue;
                     }
                     if *op == 'd' {
@@ -455,6 +486,64 @@ fn fold(lines: &[Line]) -> BTreeMap<(u16, i64), i64> {
         }
     }
     replica
+}
+
+/// The replica of the fidelity tables a log folds to: `(source, key) -> row` (key columns joined).
+fn fold_fidelity(lines: &[Line]) -> BTreeMap<u16, BTreeMap<String, Row>> {
+    let mut replica: BTreeMap<u16, BTreeMap<String, Row>> = BTreeMap::new();
+    for line in lines {
+        match line {
+            Line::Bootstrap { snapshot: true } => replica.clear(),
+            Line::Bootstrap { .. } => {}
+            Line::Window { changes, .. } => {
+                for ((source, op, _, _), row) in changes {
+                    if !is_fidelity_source(*source) {
+                        continue;
+                    }
+                    let table = replica.entry(*source).or_default();
+                    if *op == 't' {
+                        table.clear();
+                        continue;
+                    }
+                    let keys = fidelity::TABLES
+                        .iter()
+                        .find(|(s, _, _)| s == source)
+                        .map(|(_, _, k)| *k)
+                        .unwrap();
+                    let row = fidelity::source_form(&json_row(row));
+                    let key = row_key(&row, keys).unwrap();
+                    if *op == 'd' {
+                        table.remove(&key);
+                    } else {
+                        table.insert(key, row);
+                    }
+                }
+            }
+        }
+    }
+    replica
+}
+
+/// Compares the fidelity tables of a folded log with the source; the first differences.
+async fn compare_fidelity(db: &MariaDb, lines: &[Line]) -> Result<(), String> {
+    let got = fold_fidelity(lines);
+    let mut conn = db.root_conn().await.unwrap();
+    let mut result = Ok(());
+    for (source, table, keys) in fidelity::TABLES {
+        let want = source_rows_keyed(&mut conn, table, keys).await.unwrap();
+        let empty = BTreeMap::new();
+        if let Err(e) = compare_tables(
+            table,
+            &want,
+            got.get(&source).unwrap_or(&empty),
+            Columns::Evolved,
+        ) {
+            result = Err(format!("{e:#}"));
+            break;
+        }
+    }
+    conn.disconnect().await.unwrap();
+    result
 }
 
 async fn source_rows(db: &MariaDb) -> BTreeMap<(u16, i64), i64> {
@@ -507,7 +596,7 @@ fn check_windows(lines: &[Line], exp: &Expected, seed: u64) -> (i64, usize) {
         let txlog: Vec<i64> = plain.iter().filter(|c| c.0 == TXLOG).map(|c| c.2).collect();
         match txlog.as_slice() {
             [] => assert!(
-                plain.iter().all(|c| c.0 == PING),
+                plain.iter().all(|c| c.0 == PING || is_fidelity_source(c.0)),
                 "seed {seed}: window {scn} has changes outside any transaction: {plain:?}"
             ),
             [t] => {
@@ -547,13 +636,21 @@ async fn wait_replica(
     seed: u64,
     what: &str,
     consumer: &mut DatabusProcess,
+    with_fidelity: bool,
 ) -> Vec<Line> {
     let want = source_rows(db).await;
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut fidelity_diff = String::new();
     loop {
         let lines = parse_log(log);
         if fold(&lines) == want {
-            return lines;
+            if !with_fidelity {
+                return lines;
+            }
+            match compare_fidelity(db, &lines).await {
+                Ok(()) => return lines,
+                Err(e) => fidelity_diff = e,
+            }
         }
         if let Some(status) = consumer.exited() {
             panic!("seed {seed}: {what} exited ({status}):\n{}", consumer.log());
@@ -571,7 +668,7 @@ async fn wait_replica(
                 .take(10)
                 .collect();
             panic!(
-                "seed {seed}: {what} never matched the source ({} vs {} rows); missing or different {missing:?}, extra {extra:?}; log:\n{}",
+                "seed {seed}: {what} never matched the source ({} vs {} rows); missing or different {missing:?}, extra {extra:?}; fidelity tables: {fidelity_diff}; log:\n{}",
                 got.len(),
                 want.len(),
                 consumer.log()
@@ -581,12 +678,13 @@ async fn wait_replica(
     }
 }
 
-async fn run_seed(seed: u64, txns: i64, rounds: usize) {
+async fn run_seed(seed: u64, txns: i64, rounds: usize, with_fidelity: bool) {
     let started = std::time::Instant::now();
     let mut rng = SeededRng::new(seed);
     let plan = schedule(&mut rng, txns, rounds);
     eprintln!("seed {seed}: plan {plan:?}");
-    let mut w = start_world(seed, "1MiB").await;
+    let mut w = start_world(seed, "1MiB", with_fidelity).await;
+    let mut fid = with_fidelity.then(|| FidelityWorkload::new(seed));
     let mut exp = Expected::default();
     let mut pending_restart: Option<(i64, Fault)> = None;
     let mut fatal_stops = 0;
@@ -732,6 +830,9 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
         write_txn(&mut conn, t, &mut rng, &mut exp, big)
             .await
             .unwrap();
+        if let Some(fid) = &mut fid {
+            fid.run(&mut conn, 1).await.unwrap();
+        }
         if big {
             // The consumer is to fall off the relay, not the bootstrap producer: a producer that
             // falls off stops with a definite error (re-seed), which is not what this run tests.
@@ -797,7 +898,15 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
 
     // The replica converges to the source, and the windows are the transactions.
     let log = w.dir.join("replica.log");
-    let lines = wait_replica(&log, &w.db, seed, "the replica", &mut w.consumer).await;
+    let lines = wait_replica(
+        &log,
+        &w.db,
+        seed,
+        "the replica",
+        &mut w.consumer,
+        with_fidelity,
+    )
+    .await;
     let (last, replays) = check_windows(&lines, &exp, seed);
     let bootstraps = lines
         .iter()
@@ -824,6 +933,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
         seed,
         "the snapshot consumer",
         &mut fresh,
+        with_fidelity,
     )
     .await;
     for p in [
@@ -843,9 +953,11 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
     }
     assert_eq!(b(|| http_get(w.boot_addr, "/health")).unwrap().status, 200);
     eprintln!(
-        "seed {seed}: ok in {:?}: {} consumer log lines, {replays} replayed windows, {bootstraps} bootstraps",
+        "seed {seed}: ok in {:?}: {} consumer log lines, {replays} replayed windows, {bootstraps} bootstraps{}",
         started.elapsed(),
-        lines.len()
+        lines.len(),
+        fid.map(|f| format!(", fidelity mix {:?}", f.stats()))
+            .unwrap_or_default()
     );
     // Stop every process (by pid) before removing the directory they write to.
     let dir = w.dir.clone();
@@ -857,7 +969,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_during_a_write_workload_lose_nothing() {
     for seed in fault_seeds(&[1, 2]).unwrap() {
-        run_seed(seed, 150, 1).await;
+        run_seed(seed, 150, 1, false).await;
     }
 }
 
@@ -865,13 +977,28 @@ async fn faults_during_a_write_workload_lose_nothing() {
 #[ignore = "the soak: many seeds, longer workloads (see the module docs)"]
 async fn soak() {
     for seed in fault_seeds(&(1..=20).collect::<Vec<_>>()).unwrap() {
-        run_seed(seed, 400, 3).await;
+        run_seed(seed, 400, 3, false).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_during_the_fidelity_workload_lose_nothing() {
+    for seed in fault_seeds(&[3, 4]).unwrap() {
+        run_seed(seed, 150, 1, true).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the fidelity soak: many seeds, longer workloads (see the module docs)"]
+async fn soak_fidelity() {
+    for seed in fault_seeds(&(1..=20).collect::<Vec<_>>()).unwrap() {
+        run_seed(seed, 400, 3, true).await;
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_larger_than_the_relay_buffer_is_a_clear_error_and_nothing_partial() {
-    let mut w = start_world(0, "1MiB").await;
+    let mut w = start_world(0, "1MiB", false).await;
     let mut rng = SeededRng::new(0);
     let mut exp = Expected::default();
     let mut conn = w.db.root_conn().await.unwrap();

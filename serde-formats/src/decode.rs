@@ -357,7 +357,8 @@ impl Walker<'_> {
 /// One event as JSON, the rendering every server and the CLI share: `core::json`'s header fields plus
 /// `payload`, the record decoded with `writer` (its schema id resolved by the caller), or, when the
 /// schema is unknown (`writer` is `Err` with why) or the payload does not decode, `payload_base64`
-/// with `decode_error` saying why. Control events are the header alone.
+/// with `decode_error` saying why. Control events are the header alone; table events (truncate, schema
+/// change) carry their JSON payload as `payload`.
 pub fn event_json(
     view: &databus_core::EventView<'_>,
     writer: std::result::Result<&Schema, String>,
@@ -366,8 +367,39 @@ pub fn event_json(
     if view.opcode().is_control() {
         return Json::Object(map);
     }
+    if view.opcode().is_table_event() {
+        // A table event's payload is JSON already (`databus_core::table_event`).
+        match serde_json::from_slice::<Json>(view.payload()) {
+            Ok(change) => {
+                map.insert("payload".into(), change);
+            }
+            Err(e) => {
+                map.insert(
+                    "decode_error".into(),
+                    Json::String(format!("bad table event payload: {e}")),
+                );
+            }
+        }
+        return Json::Object(map);
+    }
+    if view.opcode() == databus_core::Opcode::Update {
+        // An update's before image: shown as `before` (an undecodable one says so in `decode_error`).
+        if let (Ok(schema), Some(before)) = (&writer, view.before_image()) {
+            match decode_json(before, schema, None) {
+                Ok(record) => {
+                    map.insert("before".into(), record);
+                }
+                Err(e) => {
+                    map.insert(
+                        "decode_error".into(),
+                        Json::String(format!("before image: {e}")),
+                    );
+                }
+            }
+        }
+    }
     match writer
-        .and_then(|schema| decode_json(view.payload(), schema, None).map_err(|e| e.to_string()))
+        .and_then(|schema| decode_json(view.row_image(), schema, None).map_err(|e| e.to_string()))
     {
         Ok(record) => {
             map.insert("payload".into(), record);

@@ -30,7 +30,7 @@ macro_rules! store_conformance_suite {
             use super::*;
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
-                pins_expire, snapshot_keeps_latest_per_key, snapshot_paging_and_delta,
+                pins_expire, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
                 filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip);
         }
     };
@@ -331,6 +331,158 @@ pub fn snapshot_keeps_latest_per_key(store: &dyn BootstrapStore) {
     let rows = store.read(&q).unwrap();
     assert_eq!(rows.len(), 1);
     assert_eq!(EventView::parse(&rows[0].frame).unwrap().0.payload(), b"v6");
+}
+
+/// A key change is a delete of the old key and an upsert of the new one in one window (the relay's
+/// representation of an UPDATE of the primary key): the snapshot keeps only the new key, and a delta
+/// spanning it carries the old key's tombstone. Keys swapped back and forth inside one window end as
+/// the window's last events say.
+pub fn snapshot_applies_key_changes(store: &dyn BootstrapStore) {
+    let del = |scn, key| event(scn, 1, Key::Int(key), Opcode::Delete, b"before");
+    store.init_base(Scn::new(1)).unwrap();
+    store.apply(&[up(2, 1), up(2, 2)], Scn::new(2)).unwrap();
+    // UPDATE SET id = 100 WHERE id = 1.
+    store.apply(&[del(3, 1), up(3, 100)], Scn::new(3)).unwrap();
+    assert_eq!(
+        all_rows(store, 1, None, false, &FilterSpec::all()),
+        vec![(2, Key::Int(2)), (3, Key::Int(100))]
+    );
+    assert_eq!(
+        all_rows(store, 1, Some(2), true, &FilterSpec::all()),
+        vec![(3, Key::Int(1)), (3, Key::Int(100))]
+    );
+    // One window: 2 -> 50, then 50 -> 2 (a swap back), then 100 -> 7.
+    store
+        .apply(
+            &[
+                del(4, 2),
+                up(4, 50),
+                del(4, 50),
+                up(4, 2),
+                del(4, 100),
+                up(4, 7),
+            ],
+            Scn::new(4),
+        )
+        .unwrap();
+    let live: Vec<Key> = all_rows(store, 1, None, false, &FilterSpec::all())
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect();
+    let mut live_sorted = live.clone();
+    live_sorted.sort_by_key(|k| match k {
+        Key::Int(v) => *v,
+        _ => i64::MAX,
+    });
+    assert_eq!(live_sorted, vec![Key::Int(2), Key::Int(7)], "{live:?}");
+}
+
+/// A truncate of a source at `scn` (a table event: no key).
+pub fn truncate(scn: u64, source: u16) -> StoredEvent {
+    event(
+        scn,
+        source,
+        Key::None,
+        Opcode::Truncate,
+        br#"{"table":"s.t","cause":"truncate"}"#,
+    )
+}
+
+/// A truncate removes every row of its source applied before it and stays as the source's marker:
+/// full snapshots skip it, a delta since an earlier SCN sends it before the later rows, every
+/// partition filter passes it (a source filter may not); re-applied older events change nothing.
+/// The log passes table events through every key filter too.
+pub fn snapshot_applies_truncates(store: &dyn BootstrapStore) {
+    let schema_change = event(
+        4,
+        1,
+        Key::None,
+        Opcode::SchemaChange,
+        br#"{"table":"s.t","cause":"alter"}"#,
+    );
+    store.init_base(Scn::new(1)).unwrap();
+    store
+        .apply(
+            &[
+                up(2, 1),
+                up(2, 2),
+                up(2, 3),
+                event(2, 2, Key::Int(1), Opcode::Upsert, b"other"),
+            ],
+            Scn::new(2),
+        )
+        .unwrap();
+    store
+        .apply(
+            &[event(3, 1, Key::Int(3), Opcode::Delete, b""), schema_change],
+            Scn::new(4),
+        )
+        .unwrap();
+    // One batch: the truncate, then a row after it.
+    store
+        .apply(&[truncate(5, 1), up(6, 9)], Scn::new(6))
+        .unwrap();
+    let all = FilterSpec::all();
+    assert_eq!(
+        all_rows(store, 1, None, false, &all),
+        vec![(6, Key::Int(9))]
+    );
+    assert_eq!(
+        all_rows(store, 2, None, false, &all),
+        vec![(2, Key::Int(1))]
+    );
+    assert_eq!(
+        all_rows(store, 1, Some(4), true, &all),
+        vec![(5, Key::None), (6, Key::Int(9))],
+        "a delta spanning the truncate: the marker, then the later rows"
+    );
+    assert_eq!(
+        all_rows(store, 1, Some(5), true, &all),
+        vec![(6, Key::Int(9))]
+    );
+    for instance in 0..2 {
+        let spec = FilterSpec::from_query(&format!("partition=mod:2:{instance}")).unwrap();
+        let rows = all_rows(store, 1, Some(4), true, &spec);
+        assert_eq!(rows[0], (5, Key::None), "mod:2:{instance}");
+    }
+    let only_2 = FilterSpec::from_query("sources=2").unwrap();
+    assert_eq!(all_rows(store, 1, Some(4), true, &only_2), vec![]);
+    // Re-applying what came before changes nothing; so does the truncate itself.
+    store
+        .apply(&[up(2, 1), up(2, 2), truncate(5, 1)], Scn::new(5))
+        .unwrap();
+    assert_eq!(
+        all_rows(store, 1, None, false, &all),
+        vec![(6, Key::Int(9))]
+    );
+    // A second truncate replaces the marker; rows after it follow it.
+    store
+        .apply(&[truncate(7, 1), up(8, 1)], Scn::new(8))
+        .unwrap();
+    assert_eq!(
+        all_rows(store, 1, Some(0), true, &all),
+        vec![(7, Key::None), (8, Key::Int(1))]
+    );
+    // The log keeps table events and passes them through key filters.
+    store.start_log(Scn::new(10)).unwrap();
+    store
+        .append(&[
+            window(11, vec![truncate(11, 1)]),
+            window(12, vec![up(12, 4)]),
+        ])
+        .unwrap();
+    let ws = store.windows(Scn::new(10), Scn::MAX, 10).unwrap();
+    for instance in 0..2 {
+        let spec = FilterSpec::from_query(&format!("partition=mod:2:{instance}")).unwrap();
+        let rows = store
+            .events(ws[0].first_seq, ws[0].first_seq, &spec, 10)
+            .unwrap();
+        assert_eq!(rows.len(), 1, "mod:2:{instance}");
+    }
+    let rows = store
+        .events(ws[0].first_seq, ws[0].first_seq, &only_2, 10)
+        .unwrap();
+    assert!(rows.is_empty());
 }
 
 /// Paging by row id keeps updated keys in place; deltas by SCN.

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use databus_core::{Key, Scn, SourceId};
+use databus_core::{Key, Opcode, Scn, SourceId};
 use databus_filters::{Filter, FilterSpec};
 
 use super::{
@@ -32,19 +32,46 @@ struct Inner {
 }
 
 impl Inner {
+    /// The SCN of `source`'s truncate marker (its row with no key).
+    fn marker(&self, source: SourceId) -> Option<Scn> {
+        self.by_key
+            .get(&(source, Key::None))
+            .map(|row| self.rows[row].0.scn)
+    }
+
     fn upsert(&mut self, events: &[StoredEvent]) {
         for e in events {
+            if e.opcode == Opcode::SchemaChange {
+                continue;
+            }
+            if self.marker(e.source).is_some_and(|m| e.scn < m) {
+                continue; // older than the source's last truncate
+            }
+            if e.opcode == Opcode::Truncate {
+                let gone: Vec<u64> = self
+                    .rows
+                    .iter()
+                    .filter(|(_, (r, _))| r.source == e.source && r.scn <= e.scn)
+                    .map(|(&row, _)| row)
+                    .collect();
+                for row in gone {
+                    if let Some((r, _)) = self.rows.remove(&row) {
+                        self.by_key.remove(&(r.source, r.key));
+                    }
+                }
+            }
             let key = (e.source, e.key.clone());
+            let deleted = !e.opcode.writes_row();
             match self.by_key.get(&key) {
                 Some(&row) => {
                     let slot = self.rows.get_mut(&row).expect("indexed row exists");
                     if e.scn >= slot.0.scn {
-                        *slot = (e.clone(), e.is_delete());
+                        *slot = (e.clone(), deleted);
                     }
                 }
                 None => {
                     self.next_row += 1;
-                    self.rows.insert(self.next_row, (e.clone(), e.is_delete()));
+                    self.rows.insert(self.next_row, (e.clone(), deleted));
                     self.by_key.insert(key, self.next_row);
                 }
             }
@@ -177,7 +204,7 @@ impl LogStore for MemoryStore {
             }
             Ok(i.events
                 .range(first_seq..=last_seq)
-                .filter(|(_, e)| filter.matches_key(e.source, e.key.as_ref()))
+                .filter(|(_, e)| filter.matches_opcode(e.opcode, e.source, e.key.as_ref()))
                 .take(limit)
                 .map(|(&seq, e)| LogRow {
                     seq,
@@ -322,7 +349,7 @@ impl SnapshotStore for MemoryStore {
                     e.source == q.source
                         && q.since.is_none_or(|s| e.scn > s)
                         && (q.tombstones || !deleted)
-                        && filter.matches_key(e.source, e.key.as_ref())
+                        && filter.matches_opcode(e.opcode, e.source, e.key.as_ref())
                 })
                 .take(q.limit)
                 .map(|(&row_id, (e, _))| SnapshotRow {

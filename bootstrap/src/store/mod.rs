@@ -13,6 +13,8 @@
 //! | log | events get increasing sequence numbers `seq`; the events of a window are `first_seq .. first_seq + events`, so an event's offset in its window is `seq - first_seq` |
 //! | log | `floor_scn`: the log holds every window after it (set when the log starts, raised by trimming) |
 //! | snapshot | one row per `(source, key)`: the event with the greatest SCN applied for that key; a delete is kept as a tombstone |
+//! | snapshot | a truncate (TRUNCATE or DROP TABLE) of a source removes every row of the source applied before it and is kept as the source's *truncate marker*: a tombstone row with no key (`Key::None`), so a delta since an earlier SCN sends it before the rows written after it (they get greater row ids) and full snapshots skip it; events older than the marker change nothing |
+//! | snapshot | schema-change events change no row |
 //! | snapshot | rows and `applied_scn` change in the same transaction, so a crashed applier resumes exactly; re-applying a window changes nothing |
 //! | snapshot | a row keeps its `row_id` when updated, so paging by `row_id` never skips a key that existed when paging began |
 //!
@@ -26,7 +28,8 @@ pub mod memory;
 pub mod sqlite;
 
 use databus_core::{EventView, Key, Opcode, SchemaId, Scn, SourceId};
-use databus_filters::FilterSpec;
+use databus_filters::sql::TABLE_EVENT_BUCKET_HASH;
+use databus_filters::{FilterSpec, KeyHash};
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
@@ -94,6 +97,21 @@ impl StoredEvent {
     /// Whether this event deletes its key.
     pub fn is_delete(&self) -> bool {
         self.opcode == Opcode::Delete
+    }
+
+    /// Whether this is a table event (truncate, schema change): no key, concerns the whole source.
+    pub fn is_table_event(&self) -> bool {
+        self.opcode.is_table_event()
+    }
+
+    /// `bucket_hash`: the key's hash, or [`TABLE_EVENT_BUCKET_HASH`] for a table event (so pushed-down
+    /// filters let it through every key filter).
+    pub fn bucket_hash(&self) -> i64 {
+        if self.is_table_event() {
+            TABLE_EVENT_BUCKET_HASH
+        } else {
+            KeyHash::of(self.key.as_ref()).to_i64()
+        }
     }
 }
 
@@ -273,7 +291,8 @@ pub trait SnapshotStore: Send + Sync + std::fmt::Debug {
     fn init_base(&self, base: Scn) -> Result<(), BootstrapError>;
     /// Applies events (in log order) and records `applied_scn`, in one transaction. For each key the
     /// event with the greatest SCN wins (the later one in `events` at equal SCN); older ones change
-    /// nothing, so re-applying is harmless.
+    /// nothing, so re-applying is harmless. A truncate removes the source's rows and becomes its marker
+    /// (see the [module docs](self)); schema changes are skipped.
     fn apply(&self, events: &[StoredEvent], applied_scn: Scn) -> Result<(), BootstrapError>;
     /// A page of rows in `row_id` order.
     fn read(&self, query: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError>;

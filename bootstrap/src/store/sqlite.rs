@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use databus_core::{Opcode, Scn, SourceId};
-use databus_filters::{FilterSpec, KeyHash, SqlColumns};
+use databus_filters::{FilterSpec, SqlColumns};
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 
 use super::{
@@ -296,7 +296,7 @@ impl LogStore for SqliteStore {
                         seq,
                         sql_scn(w.scn),
                         e.source.get(),
-                        KeyHash::of(e.key.as_ref()).to_i64(),
+                        e.bucket_hash(),
                         e.key_int(),
                         e.frame
                     ])
@@ -534,11 +534,78 @@ impl LogStore for SqliteStore {
     }
 }
 
+/// The SCN of `source`'s truncate marker (its row with no key), if it has one.
+fn marker_scn(tx: &Transaction<'_>, source: SourceId) -> Result<Option<Scn>, BootstrapError> {
+    tx.query_row(
+        "SELECT scn FROM snapshot WHERE source_id = ?1 AND key = ?2",
+        params![source.get(), key_bytes(&databus_core::Key::None)],
+        |r| r.get::<_, i64>(0),
+    )
+    .optional()
+    .map(|scn| scn.map(scn_of))
+    .map_err(db_err("read truncate marker"))
+}
+
+/// Applies events in order: runs of row changes by key, each truncate by removing its source's rows
+/// and storing it as the source's marker (see the module docs of `store`), schema changes skipped.
 fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), BootstrapError> {
+    let mut markers: std::collections::HashMap<SourceId, Option<Scn>> =
+        std::collections::HashMap::new();
+    for e in events.iter().filter(|e| e.opcode == Opcode::Truncate) {
+        if let std::collections::hash_map::Entry::Vacant(v) = markers.entry(e.source) {
+            v.insert(marker_scn(tx, e.source)?);
+        }
+    }
+    let mut start = 0;
+    for (i, e) in events.iter().enumerate() {
+        if !e.is_table_event() {
+            continue;
+        }
+        upsert_run(tx, &events[start..i], &markers)?;
+        start = i + 1;
+        if e.opcode != Opcode::Truncate {
+            continue;
+        }
+        if markers[&e.source].is_some_and(|m| e.scn < m) {
+            continue; // an older truncate, applied again
+        }
+        tx.execute(
+            "DELETE FROM snapshot WHERE source_id = ?1 AND scn <= ?2",
+            params![e.source.get(), sql_scn(e.scn)],
+        )
+        .map_err(db_err("truncate snapshot rows"))?;
+        upsert_run(tx, std::slice::from_ref(e), &markers)?;
+        markers.insert(e.source, Some(e.scn));
+    }
+    upsert_run(tx, &events[start..], &markers)
+}
+
+/// Upserts a run of row changes (and truncate markers) by key; events older than their source's
+/// truncate marker change nothing.
+fn upsert_run(
+    tx: &Transaction<'_>,
+    events: &[StoredEvent],
+    markers: &std::collections::HashMap<SourceId, Option<Scn>>,
+) -> Result<(), BootstrapError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let mut known: std::collections::HashMap<SourceId, Option<Scn>> = markers.clone();
+    let mut marker = |source: SourceId| -> Result<Option<Scn>, BootstrapError> {
+        if let Some(m) = known.get(&source) {
+            return Ok(*m);
+        }
+        let m = marker_scn(tx, source)?;
+        known.insert(source, m);
+        Ok(m)
+    };
     // Keep only the last event per key of the batch: fewer statements, same result.
     let mut last: std::collections::HashMap<(SourceId, &databus_core::Key), usize> =
         std::collections::HashMap::with_capacity(events.len());
     for (i, e) in events.iter().enumerate() {
+        if e.opcode != Opcode::Truncate && marker(e.source)?.is_some_and(|m| e.scn < m) {
+            continue;
+        }
         let slot = last.entry((e.source, &e.key)).or_insert(i);
         if events[*slot].scn <= e.scn {
             *slot = i;
@@ -557,9 +624,9 @@ fn upsert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
             e.source.get(),
             key_bytes(&e.key),
             e.key_int(),
-            KeyHash::of(e.key.as_ref()).to_i64(),
+            e.bucket_hash(),
             sql_scn(e.scn),
-            e.opcode == Opcode::Delete,
+            !e.opcode.writes_row(),
             e.frame,
             next_row
         ])
@@ -613,7 +680,7 @@ fn insert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
                 ToSqlOutput::Owned(SqlValue::Integer(i64::from(e.source.get()))),
                 ToSqlOutput::Borrowed(ValueRef::Blob(key)),
                 ToSqlOutput::Owned(e.key_int().map_or(SqlValue::Null, SqlValue::Integer)),
-                ToSqlOutput::Owned(SqlValue::Integer(KeyHash::of(e.key.as_ref()).to_i64())),
+                ToSqlOutput::Owned(SqlValue::Integer(e.bucket_hash())),
                 ToSqlOutput::Owned(SqlValue::Integer(sql_scn(e.scn))),
                 ToSqlOutput::Owned(SqlValue::Integer(i64::from(e.opcode == Opcode::Delete))),
                 ToSqlOutput::Borrowed(ValueRef::Blob(&e.frame)),

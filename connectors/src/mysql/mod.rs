@@ -30,6 +30,7 @@
 
 mod checks;
 mod config;
+mod ddl;
 mod rows;
 mod schema;
 
@@ -52,8 +53,8 @@ use self::rows::Reader;
 use self::schema::{Charsets, ColumnFacts, TableInfo};
 use crate::ConnectorError;
 use crate::source::{
-    ChangeKind, ConnectorEvent, RowChange, SourceConnector, SourcePosition, SourceTransaction,
-    StartPosition, TableName,
+    ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
+    SourceTransaction, StartPosition, TableDdl, TableName,
 };
 
 // Raw event type codes (MariaDB-specific ones are not parsed by mysql_common).
@@ -147,6 +148,7 @@ struct OpenTxn {
     standalone: bool,
     timestamp: u32,
     changes: Vec<RowChange>,
+    table_changes: Vec<TableDdl>,
     schema_changes: Vec<(TableName, Arc<TableSchema>)>,
     bytes: u64,
 }
@@ -587,14 +589,17 @@ impl MySqlConnector {
                     standalone: data[12] & FL_STANDALONE != 0,
                     timestamp: header.timestamp(),
                     changes: Vec::new(),
+                    table_changes: Vec::new(),
                     schema_changes: Vec::new(),
                     bytes: 0,
                 });
             }
             XID_EVENT => self.commit(log_pos)?,
             QUERY_EVENT => {
-                let query = match event.read_data() {
-                    Ok(Some(EventData::QueryEvent(q))) => q.query().trim().to_owned(),
+                let (query, default_db) = match event.read_data() {
+                    Ok(Some(EventData::QueryEvent(q))) => {
+                        (q.query().trim().to_owned(), q.schema().into_owned())
+                    }
                     other => {
                         return Err(undecodable(
                             "QUERY".into(),
@@ -615,6 +620,7 @@ impl MySqlConnector {
                     if standalone {
                         // A DDL statement: table-map-derived schemas pick up the change; JSON-ness is re-read.
                         self.column_facts.clear();
+                        self.ddl(&query, &default_db)?;
                     }
                     self.commit(log_pos)?;
                 } else if ["INSERT", "UPDATE", "DELETE", "REPLACE", "LOAD"]
@@ -670,6 +676,74 @@ impl MySqlConnector {
             }
             _ => {}
         }
+        Ok(())
+    }
+
+    /// Records what a DDL statement of the open (standalone) group does to captured tables. A rename
+    /// of a captured table to an uncaptured name is a definite error: its changes would be lost.
+    fn ddl(&mut self, statement: &str, default_db: &str) -> Result<(), ConnectorError> {
+        let Some(ddl) = ddl::parse(statement, default_db) else {
+            return Ok(());
+        };
+        let valid = &self.valid;
+        let captured = |t: &TableName| valid.captures(&t.database, &t.table);
+        let live = self.live.as_mut().expect("live");
+        let Some(txn) = live.txn.as_mut() else {
+            return Ok(());
+        };
+        if txn.skip {
+            return Ok(());
+        }
+        let mut effects = Vec::new();
+        let mut renames = Vec::new();
+        match ddl {
+            ddl::Ddl::Truncate(t) => effects.push((t, DdlKind::Truncate)),
+            ddl::Ddl::Drop(ts) => effects.extend(ts.into_iter().map(|t| (t, DdlKind::Drop))),
+            ddl::Ddl::Create { table, replace } => {
+                if replace {
+                    effects.push((table.clone(), DdlKind::Drop));
+                }
+                effects.push((table, DdlKind::Create));
+            }
+            ddl::Ddl::Alter { table, renamed_to } => {
+                if let Some(to) = renamed_to {
+                    renames.push((table.clone(), to));
+                }
+                effects.push((table, DdlKind::Alter));
+            }
+            ddl::Ddl::Rename(pairs) => renames.extend(pairs),
+            ddl::Ddl::DropDatabase(db) => {
+                if valid.databases.contains(&db) || valid.tables.iter().any(|t| t.database == db) {
+                    txn.table_changes.push(TableDdl {
+                        table: TableName::new(db, ""),
+                        kind: DdlKind::DropDatabase,
+                        statement: statement.to_owned(),
+                    });
+                }
+                return Ok(());
+            }
+        }
+        for (from, to) in renames {
+            if captured(&from) && !captured(&to) {
+                return Err(ConnectorError::RenamedAway {
+                    from: from.to_string(),
+                    to: to.to_string(),
+                    gtid: txn.gtid.to_string(),
+                    statement: statement.to_owned(),
+                });
+            }
+        }
+        txn.table_changes
+            .extend(
+                effects
+                    .into_iter()
+                    .filter(|(t, _)| captured(t))
+                    .map(|(table, kind)| TableDdl {
+                        table,
+                        kind,
+                        statement: statement.to_owned(),
+                    }),
+            );
         Ok(())
     }
 
@@ -895,6 +969,7 @@ impl MySqlConnector {
                 commit_timestamp_ns: u64::from(txn.timestamp) * 1_000_000_000,
                 position,
                 changes: txn.changes,
+                table_changes: txn.table_changes,
             }));
         Ok(())
     }

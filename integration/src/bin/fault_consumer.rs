@@ -9,7 +9,8 @@
 //! ```
 //!
 //! A bootstrap writes `BOOTSTRAP snapshot` or `BOOTSTRAP delta <scn>` first. A window line is `<scn> <phase> <event> <event> ...` with each event `<source>:<opcode>:<json row>`
-//! (`opcode` is `u` or `d`; the row has no spaces). With `--fail-percent`, `on_event` answers
+//! (`opcode` is `u` or `d`, or `t` for a truncate of the source with the row `{}`; spaces in the row
+//! are written as `\u0020`). With `--fail-percent`, `on_event` answers
 //! `Retry` for that share of first attempts (seeded), exercising window rollback and retry. With
 //! `--fatal-after N`, the first event after N logged windows answers `Fatal`: the client stops with
 //! that error and the process exits with status 1 (to be restarted from its checkpoint).
@@ -26,7 +27,7 @@ use databus_client::{
     BootstrapInfo, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
     FileCheckpointStore, StartPosition, WindowInfo,
 };
-use databus_core::Checkpoint;
+use databus_core::{Checkpoint, TableChange};
 use databus_integration::faults::SeededRng;
 use tokio_util::sync::CancellationToken;
 
@@ -63,7 +64,7 @@ impl DatabusConsumer for LogConsumer {
             return ConsumerOutcome::Fatal;
         }
         let op = if event.is_delete() { 'd' } else { 'u' };
-        let item = format!("{}:{op}:{}", event.source(), row);
+        let item = format!("{}:{op}:{}", event.source(), no_spaces(&row));
         if let Some((rng, percent)) = &self.fail {
             // Fail a share of first attempts only, so every window eventually passes.
             let first = self
@@ -76,6 +77,14 @@ impl DatabusConsumer for LogConsumer {
             }
         }
         self.pending.lock().unwrap().push(item);
+        ConsumerOutcome::Success
+    }
+
+    async fn on_truncate(&self, event: &DataEvent<'_>, _: &TableChange) -> ConsumerOutcome {
+        self.pending
+            .lock()
+            .unwrap()
+            .push(format!("{}:t:{{}}", event.source()));
         ConsumerOutcome::Success
     }
 
@@ -118,6 +127,12 @@ impl DatabusConsumer for LogConsumer {
             }
         }
     }
+}
+
+/// Compact JSON with every space written as the escape `\u0020` (spaces only occur inside strings),
+/// so a log line splits on spaces.
+fn no_spaces(row: &serde_json::Value) -> String {
+    row.to_string().replace(' ', "\\u0020")
 }
 
 /// Cuts the log back to its last whole line: what a killed run was writing when it died (its window

@@ -168,6 +168,13 @@ pub struct SourceConfig {
     /// longer has them. Database sources only. Default 0.
     #[serde(default)]
     pub history_transactions: u64,
+    /// Before images: updates are sent as `update` events carrying the row before the change as well
+    /// as after it (for consumers that need the prior state: removing old index terms, invalidating a
+    /// cache keyed by another column, audit). Costs buffer space and encoding time for every update
+    /// (docs/BENCHMARKS.md, "Before images"). Deletes always carry the row as it was. Database sources
+    /// only. Default false.
+    #[serde(default)]
+    pub before_images: bool,
     /// The tables captured, each mapped to a logical source id and name.
     pub tables: Vec<TableConfig>,
 }
@@ -282,6 +289,8 @@ pub struct ValidatedSource {
     pub buffer_bytes: usize,
     /// Transactions before the persisted SCN to re-read on a restart.
     pub history_transactions: u64,
+    /// Whether updates carry their before image.
+    pub before_images: bool,
     /// The captured tables.
     pub tables: Vec<ValidatedTable>,
 }
@@ -520,6 +529,13 @@ impl RelayConfig {
                 }
                 (None, None) => None,
             };
+            if source.upstream.is_some() && source.before_images {
+                return Err(invalid(
+                    at("before_images"),
+                    "applies to database sources only (a chained relay serves what its upstream \
+                     sends); set it on the upstream relay's source",
+                ));
+            }
             let origin = match (&source.upstream, &source.url, source.server_id) {
                 (Some(up), None, None) if password.is_none() => {
                     let token = Token::read_one(
@@ -652,6 +668,7 @@ impl RelayConfig {
                 origin,
                 buffer_bytes: to_usize(&at("buffer_size"), source.buffer_size)?,
                 history_transactions: source.history_transactions,
+                before_images: source.before_images,
                 tables,
             });
         }

@@ -5,6 +5,9 @@
 //! window is published by its end marker. A transaction without captured changes becomes a heartbeat
 //! window (its SCN still advances the stream).
 //!
+//! Which events a transaction's window holds (key changes, before images, truncates, schema changes)
+//! is the job of the `events` submodule.
+//!
 //! Failure handling:
 //!
 //! | what | class | what the pipeline does |
@@ -26,11 +29,11 @@ use std::time::Duration;
 
 use databus_buffer::{AppendError, BufferWriter};
 use databus_connectors::{
-    ChangeKind, ConnectorError, ConnectorEvent, SourceConnector, SourcePosition, SourceTransaction,
+    ConnectorError, ConnectorEvent, SourceConnector, SourcePosition, SourceTransaction,
     StartPosition,
 };
-use databus_core::{EventBuilder, Opcode, Scn, SourceId};
-use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema, event_key};
+use databus_core::{SchemaId, Scn, SourceId};
+use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema};
 use tokio_util::sync::CancellationToken;
 
 use crate::RelayError;
@@ -38,6 +41,8 @@ use crate::config::ValidatedTable;
 use crate::metrics as m;
 use crate::service::{IngestState, IngestStatus};
 use crate::state::{Persister, StateFile};
+
+mod events;
 
 pub use crate::state::PERSIST_INTERVAL;
 const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
@@ -60,6 +65,8 @@ pub struct IngestParts {
     pub state: StateFile,
     /// Transactions before the persisted SCN to re-read on a restart (history refill).
     pub history_transactions: u64,
+    /// Whether updates carry their before image (`update` events instead of `upsert`).
+    pub before_images: bool,
 }
 
 /// Bound of [`Pipeline::tables`] (cleared when reached: only after thousands of DDLs).
@@ -73,8 +80,16 @@ struct Pipeline {
     /// connector shares one `Arc` per table version, so a row costs one integer hash lookup.
     tables: HashMap<usize, (Arc<TableSchema>, Option<SourceId>, RegisteredSchema)>,
     payload: Vec<u8>,
+    /// The before image of an update being encoded (before images on).
+    before: Vec<u8>,
     last_position: Option<SourcePosition>,
     persister: Persister,
+    /// The writer schema of each source's last row written (to announce a new version).
+    current_schema: HashMap<SourceId, SchemaId>,
+    /// DDL statements of a source seen since its last row (told with the next schema change).
+    pending_ddl: HashMap<SourceId, String>,
+    /// `current_schema` updates of the open window, applied when it is published.
+    window_schemas: Vec<(SourceId, SchemaId)>,
 }
 
 impl Pipeline {
@@ -114,7 +129,11 @@ impl Pipeline {
 
     /// Writes one transaction as one window; on error nothing of it is visible.
     fn write_transaction(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
-        if let Err(e) = self.append_changes(tx) {
+        self.window_schemas.clear();
+        if let Err(e) = self
+            .append_table_changes(tx)
+            .and_then(|()| self.append_changes(tx))
+        {
             self.parts.writer.rollback();
             return Err(e);
         }
@@ -124,6 +143,7 @@ impl Pipeline {
             .end_window(tx.scn, tx.commit_timestamp_ns)
             .map_err(|e| self.definite(format!("cannot publish window {}: {e}", tx.scn)))?;
         m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
+        self.published(tx);
         self.last_position = Some(tx.position.clone());
         self.parts.status.update(|s| {
             s.count_window(u64::from(info.events));
@@ -131,52 +151,6 @@ impl Pipeline {
             s.last_timestamp_ns = Some(tx.commit_timestamp_ns);
             s.position = Some(tx.position.to_string());
         });
-        Ok(())
-    }
-
-    /// Appends the window's events (not yet published).
-    fn append_changes(&mut self, tx: &SourceTransaction) -> Result<(), RelayError> {
-        for change in &tx.changes {
-            let table = &change.table;
-            let Some((source, schema)) = self.table(table)? else {
-                // The connector captures exactly the configured tables; anything else is skipped.
-                tracing::warn!(table = %table.qualified_name(), "change to an unmapped table skipped");
-                continue;
-            };
-            let (opcode, row) = match change.kind {
-                ChangeKind::Insert | ChangeKind::Update => (Opcode::Upsert, change.after.as_ref()),
-                ChangeKind::Delete => (Opcode::Delete, change.before.as_ref()),
-            };
-            let row = row.ok_or_else(|| {
-                self.definite(format!(
-                    "{:?} of {} at SCN {} has no row image",
-                    change.kind,
-                    table.qualified_name(),
-                    tx.scn
-                ))
-            })?;
-            let key = event_key(table, row).map_err(|e| {
-                self.definite(format!("key of a row of {}: {e}", table.qualified_name()))
-            })?;
-            self.payload.clear();
-            schema.encoder.encode(row, &mut self.payload).map_err(|e| {
-                self.definite(format!(
-                    "cannot encode a row of {} at SCN {}: {e}",
-                    table.qualified_name(),
-                    tx.scn
-                ))
-            })?;
-            let event = EventBuilder::new(tx.scn, opcode)
-                .source(source)
-                .timestamp_ns(tx.commit_timestamp_ns)
-                .schema(schema.id)
-                .key(key.as_ref())
-                .payload(&self.payload);
-            self.parts
-                .writer
-                .append(&event)
-                .map_err(|e| self.definite(append_error_message(tx.scn, &e)))?;
-        }
         Ok(())
     }
 
@@ -266,12 +240,16 @@ pub async fn run_ingest<C: SourceConnector>(
         by_table,
         tables: HashMap::new(),
         payload: Vec::new(),
+        before: Vec::new(),
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),
         persister: Persister::new(
             parts.state.clone(),
             &parts.name,
             persisted.as_ref().map_or(Scn::ZERO, |s| s.last_scn),
         ),
+        current_schema: HashMap::new(),
+        pending_ddl: HashMap::new(),
+        window_schemas: Vec::new(),
         parts,
     };
     let mut result = pump(&mut connector, &mut p, start, &shutdown).await;
@@ -478,6 +456,7 @@ mod tests {
                             end_position: scn,
                         },
                         changes: Vec::new(),
+                        table_changes: Vec::new(),
                     })))
                 }
                 Some(Step::Fail(e)) => Err(e),
@@ -528,6 +507,7 @@ mod tests {
             status: Arc::default(),
             state,
             history_transactions: history,
+            before_images: false,
         };
         let task = tokio::spawn(run_ingest(connector, parts, shutdown.clone()));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(3600);
@@ -694,6 +674,7 @@ mod tests {
             status: status.clone(),
             state,
             history_transactions: 0,
+            before_images: false,
         };
         let task = tokio::spawn(run_ingest(connector, parts, shutdown.clone()));
         while status.snapshot().state != IngestState::Reconnecting {

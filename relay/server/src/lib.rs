@@ -166,6 +166,7 @@ pub async fn run_with(
             status: handle.status.clone(),
             state: state::StateFile::new(&config.state_dir, &source.name),
             history_transactions: source.history_transactions,
+            before_images: source.before_images,
         };
         handles.push(handle);
         let name = source.name.clone();
