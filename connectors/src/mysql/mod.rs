@@ -280,6 +280,24 @@ impl MySqlConnector {
         what: &str,
         sql: String,
     ) -> Result<Vec<T>, ConnectorError> {
+        self.meta_exec(what, sql, mysql_async::Params::Empty).await
+    }
+
+    /// A metadata query with its values bound as parameters (never spliced into the text).
+    async fn meta_exec<T: mysql_async::prelude::FromRow + Send + 'static>(
+        &mut self,
+        what: &str,
+        sql: String,
+        params: mysql_async::Params,
+    ) -> Result<Vec<T>, ConnectorError> {
+        /// How one try ended.
+        enum Try<T> {
+            Rows(Vec<T>),
+            /// The metadata connection could not be opened (already classified).
+            Connect(ConnectorError),
+            /// The query failed on an open connection.
+            Driver(mysql_async::Error),
+        }
         // The metadata connection may have idled out (wait_timeout) or outlived a server restart: a
         // transient failure is retried once on a fresh connection. Each try is bounded by the read
         // timeout, so a query the server never answers cannot stall the stream: it becomes a
@@ -288,14 +306,25 @@ impl MySqlConnector {
         let mut retried = false;
         loop {
             let attempt = tokio::time::timeout(limit, async {
-                let conn = self.meta_conn().await.map_err(Err)?;
-                conn.query(sql.as_str()).await.map_err(Ok)
+                let conn = match self.meta_conn().await {
+                    Ok(conn) => conn,
+                    Err(e) => return Try::Connect(e),
+                };
+                let rows = if params == mysql_async::Params::Empty {
+                    conn.query(sql.as_str()).await
+                } else {
+                    conn.exec(sql.as_str(), params.clone()).await
+                };
+                match rows {
+                    Ok(rows) => Try::Rows(rows),
+                    Err(e) => Try::Driver(e),
+                }
             })
             .await;
             let source = match attempt {
-                Ok(Ok(rows)) => return Ok(rows),
-                Ok(Err(Err(connect))) => return Err(connect),
-                Ok(Err(Ok(source))) => source,
+                Ok(Try::Rows(rows)) => return Ok(rows),
+                Ok(Try::Connect(e)) => return Err(e),
+                Ok(Try::Driver(source)) => source,
                 Err(_) => {
                     self.meta = None;
                     return Err(ConnectorError::Timeout {
@@ -425,8 +454,13 @@ impl MySqlConnector {
             .await?;
         let mut chosen = None;
         for (file, _) in files {
-            let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
-            let before: Vec<Option<String>> = self.meta_query("BINLOG_GTID_POS", sql).await?;
+            let before: Vec<Option<String>> = self
+                .meta_exec(
+                    "BINLOG_GTID_POS",
+                    "SELECT BINLOG_GTID_POS(?, 4)".into(),
+                    (file.clone(),).into(),
+                )
+                .await?;
             let before = before.into_iter().next().flatten().unwrap_or_default();
             let start_seq = parse_gtid_list(&before)
                 .into_iter()
@@ -491,9 +525,12 @@ impl MySqlConnector {
         let Some((file, _)) = files.ok().and_then(|f| f.into_iter().next()) else {
             return ("unknown (SHOW BINARY LOGS failed)".into(), None);
         };
-        let sql = format!("SELECT BINLOG_GTID_POS('{}', 4)", file.replace('\'', "''"));
         let pos: Vec<Option<String>> = self
-            .meta_query("BINLOG_GTID_POS", sql)
+            .meta_exec(
+                "BINLOG_GTID_POS",
+                "SELECT BINLOG_GTID_POS(?, 4)".into(),
+                (file.clone(),).into(),
+            )
             .await
             .unwrap_or_default();
         let Some(before) = pos.into_iter().next().flatten() else {
@@ -779,14 +816,16 @@ impl MySqlConnector {
         let name = TableName::new(tme.database_name(), tme.table_name());
         let entry = if self.valid.captures(&name.database, &name.table) {
             if !self.column_facts.contains_key(&name) {
-                let sql = format!(
-                    "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
-                     WHERE CONSTRAINT_SCHEMA = '{}' AND TABLE_NAME = '{}' AND LEVEL = 'Column'",
-                    name.database.replace('\'', "''"),
-                    name.table.replace('\'', "''")
-                );
-                let rows: Vec<(String, String)> =
-                    self.meta_query("reading JSON columns", sql).await?;
+                let table = || (name.database.clone(), name.table.clone()).into();
+                let rows: Vec<(String, String)> = self
+                    .meta_exec(
+                        "reading JSON columns",
+                        "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                         WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND LEVEL = 'Column'"
+                            .into(),
+                        table(),
+                    )
+                    .await?;
                 let json = rows
                     .into_iter()
                     .filter(|(col, clause)| {
@@ -796,15 +835,15 @@ impl MySqlConnector {
                     })
                     .map(|(col, _)| col)
                     .collect();
-                let sql = format!(
-                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = '{}' \
-                     AND TABLE_NAME = '{}' AND DATA_TYPE IN ('time', 'datetime', 'timestamp') \
-                     AND DATETIME_PRECISION > 0",
-                    name.database.replace('\'', "''"),
-                    name.table.replace('\'', "''")
-                );
                 let fractional = self
-                    .meta_query("reading fractional-second columns", sql)
+                    .meta_exec(
+                        "reading fractional-second columns",
+                        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
+                         AND TABLE_NAME = ? AND DATA_TYPE IN ('time', 'datetime', 'timestamp') \
+                         AND DATETIME_PRECISION > 0"
+                            .into(),
+                        table(),
+                    )
                     .await?
                     .into_iter()
                     .collect();
