@@ -275,19 +275,23 @@ async fn relay_stopped_and_restarted_on_the_same_port() {
     relay.stop().await;
 }
 
-/// A server answering every request with `503 unavailable`, counting requests.
-async fn failing_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+/// A raw HTTP/1.1 server on loopback: `answer(request head)` gives the status line, extra header lines
+/// and body of each response (one request per connection). Counts requests.
+async fn scripted_server(
+    answer: impl Fn(&str) -> (&'static str, String, Vec<u8>) + Send + Sync + 'static,
+) -> (String, Arc<std::sync::atomic::AtomicU64>) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let counter = hits.clone();
+    let answer = Arc::new(answer);
     tokio::spawn(async move {
         loop {
             let Ok((mut sock, _)) = listener.accept().await else {
                 return;
             };
-            let counter = counter.clone();
+            let (counter, answer) = (counter.clone(), answer.clone());
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 8192];
                 let mut got = Vec::new();
@@ -298,24 +302,33 @@ async fn failing_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
                     }
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
-                let body = r#"{"error":"unavailable","message":"overloaded"}"#;
-                let resp = format!(
-                    "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                let (status, headers, body) = answer(&String::from_utf8_lossy(&got));
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{headers}content-length: {}\r\nconnection: close\r\n\r\n",
                     body.len()
                 );
-                let _ = sock.write_all(resp.as_bytes()).await;
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
             });
         }
     });
     (format!("http://{addr}"), hits)
 }
 
-/// A relay whose `/v1/schemas/<id>` answers another schema than the one its events were written with
-/// (a corrupt registry): the client stops with a protocol error instead of decoding every payload
-/// with the wrong schema.
+/// A server answering every request with `503 unavailable`, counting requests.
+async fn failing_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    scripted_server(|_| {
+        (
+            "503 Service Unavailable",
+            "content-type: application/json\r\n".into(),
+            br#"{"error":"unavailable","message":"overloaded"}"#.to_vec(),
+        )
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_that_does_not_match_its_id_is_refused() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let relay = TestRelay::start(1 << 20).await;
     let mut frames = Vec::new();
     make_event(&relay.schema, 5, 1, 500, 5)
@@ -323,54 +336,23 @@ async fn a_schema_that_does_not_match_its_id_is_refused() {
         .write_to_vec(&mut frames);
     databus_core::EventBuilder::end_of_window(Scn::new(5), 5000).write_to_vec(&mut frames);
     let id = relay.schema.id;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else {
-                return;
-            };
-            let frames = frames.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let request = String::from_utf8_lossy(&got).into_owned();
-                let (head, body): (String, Vec<u8>) = if request.contains("/v1/schemas/") {
-                    // Another table's schema, served under this id.
-                    let other = r#"{"avro":{"type":"record","name":"other","namespace":"x","fields":[{"name":"a","type":"string"}]}}"#;
-                    (
-                        "content-type: application/json\r\n".into(),
-                        other.as_bytes().to_vec(),
-                    )
-                } else {
-                    let cp = Checkpoint::after(Scn::new(5)).to_json();
-                    (
-                        format!(
-                            "content-type: application/vnd.databus.frames\r\nx-databus-checkpoint: {cp}\r\nx-databus-more: false\r\n"
-                        ),
-                        frames,
-                    )
-                };
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\n{head}content-length: {}\r\nconnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-                let _ = sock.write_all(&body).await;
-            });
+    let (url, _) = scripted_server(move |request| {
+        if request.contains("/v1/schemas/") {
+            // Another table's schema, served under this id.
+            let other = r#"{"avro":{"type":"record","name":"other","namespace":"x","fields":[{"name":"a","type":"string"}]}}"#;
+            ("200 OK", "content-type: application/json\r\n".into(), other.as_bytes().to_vec())
+        } else {
+            let cp = Checkpoint::after(Scn::new(5)).to_json();
+            (
+                "200 OK",
+                format!("content-type: application/vnd.databus.frames\r\nx-databus-checkpoint: {cp}\r\nx-databus-more: false\r\n"),
+                frames.clone(),
+            )
         }
-    });
-    let client = DatabusClient::new(
-        fast_config(&[format!("http://{addr}")]),
-        Arc::new(MemoryCheckpointStore::new()),
-    )
-    .unwrap();
+    })
+    .await;
+    let client =
+        DatabusClient::new(fast_config(&[url]), Arc::new(MemoryCheckpointStore::new())).unwrap();
     let consumer = Arc::new(Recorder::default());
     let err = spawn_run(&client, consumer.clone())
         .join()
