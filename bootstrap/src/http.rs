@@ -1,6 +1,7 @@
 //! The warp routes of the bootstrap server (`docs/bootstrap-protocol.md`): one pure parameter filter
 //! per endpoint, handlers on an `Arc<BootstrapService>`, one place mapping errors to responses.
 
+use databus_http::protocol;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -113,7 +114,10 @@ impl ApiError {
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
         let h = resp.headers_mut();
-        h.insert("x-databus-error", HeaderValue::from_static(self.code()));
+        h.insert(
+            protocol::ERROR_HEADER,
+            HeaderValue::from_static(self.code()),
+        );
         if matches!(
             self.0,
             ServeError::NotYet { .. } | ServeError::Overloaded(_)
@@ -212,8 +216,8 @@ fn stream_response(r: StreamReply, json: Option<String>) -> Response {
     };
     crate::metrics::stream_out(r.path.as_str(), format.as_str(), u64::from(r.events), bytes);
     let (body, content_type) = match json {
-        Some(text) => (Bytes::from(text), crate::json::JSON_LINES_CONTENT_TYPE),
-        None => (Bytes::from(r.body), "application/vnd.databus.frames"),
+        Some(text) => (Bytes::from(text), protocol::JSON_LINES_CONTENT_TYPE),
+        None => (Bytes::from(r.body), protocol::FRAMES_CONTENT_TYPE),
     };
     let mut resp = Response::new(body.into());
     let h = resp.headers_mut();
@@ -223,13 +227,13 @@ fn stream_response(r: StreamReply, json: Option<String>) -> Response {
         }
     };
     put("content-type", content_type.into());
-    put("x-databus-checkpoint", r.checkpoint.to_json());
-    put("x-databus-more", r.more.to_string());
-    put("x-databus-events", r.events.to_string());
-    put("x-databus-bootstrap-phase", r.phase.as_str().into());
-    put("x-databus-bootstrap-path", r.path.as_str().into());
+    put(protocol::CHECKPOINT_HEADER, r.checkpoint.to_json());
+    put(protocol::MORE_HEADER, r.more.to_string());
+    put(protocol::EVENTS_HEADER, r.events.to_string());
+    put(protocol::BOOTSTRAP_PHASE_HEADER, r.phase.as_str().into());
+    put(protocol::BOOTSTRAP_PATH_HEADER, r.path.as_str().into());
     if let Some(s) = r.start_scn {
-        put("x-databus-bootstrap-start-scn", s.to_string());
+        put(protocol::BOOTSTRAP_START_SCN_HEADER, s.to_string());
     }
     if let Some(s) = r.target_scn {
         put("x-databus-bootstrap-target-scn", s.to_string());
@@ -436,8 +440,10 @@ pub async fn metrics_response(store: Arc<dyn crate::store::BootstrapStore>) -> R
                 StatusCode::SERVICE_UNAVAILABLE,
             )
             .into_response();
-            resp.headers_mut()
-                .insert("x-databus-error", HeaderValue::from_static("unavailable"));
+            resp.headers_mut().insert(
+                protocol::ERROR_HEADER,
+                HeaderValue::from_static("unavailable"),
+            );
             resp
         }
         Err(e) => e.to_response(),
@@ -474,7 +480,7 @@ async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
     )
     .into_response();
     resp.headers_mut()
-        .insert("x-databus-error", HeaderValue::from_static(code));
+        .insert(protocol::ERROR_HEADER, HeaderValue::from_static(code));
     Ok(resp)
 }
 

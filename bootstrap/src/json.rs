@@ -23,8 +23,7 @@ use crate::relay_client::RelayClient;
 use crate::serve::StreamReply;
 use crate::store::BootstrapStore;
 
-/// `Content-Type` of a JSON-lines body.
-pub const JSON_LINES_CONTENT_TYPE: &str = "application/x-ndjson";
+pub use databus_http::protocol::JSON_LINES_CONTENT_TYPE;
 
 /// Most schemas kept in the cache (ids are fingerprints: a table's schema changes rarely).
 const MAX_CACHED: usize = 4096;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use databus_core::{Checkpoint, Scn};
+use databus_http::backoff::{Backoff, BackoffConfig};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -83,7 +84,10 @@ pub async fn tail(
         Start::Now => Some(now_checkpoint(opts, shutdown).await?.to_json()),
     };
     let mut delivered = 0u64;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(BackoffConfig::doubling(
+        Duration::from_millis(100),
+        Duration::from_secs(5),
+    ));
     let mut answered = false;
     let mut floor_retries = 0u32;
     loop {
@@ -103,19 +107,17 @@ pub async fn tail(
             // closed (an overloaded relay shedding connections); a relay that cannot be reached at
             // all before it ever answered is an error (wrong URL, relay down).
             Err(e) if answered || e.is::<crate::http::ConnectionLost>() => {
-                tracing::warn!(relay = %opts.relay, error = %format!("{e:#}"), retry_in = ?backoff, "relay unreachable; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(TailEnd::Shutdown),
-                    _ = tokio::time::sleep(backoff) => {}
+                tracing::warn!(relay = %opts.relay, error = %format!("{e:#}"), "relay unreachable; retrying");
+                if !backoff.sleep_or(shutdown.cancelled()).await {
+                    return Ok(TailEnd::Shutdown);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
             Err(e) => return Err(e),
         };
         answered = true;
         match answer.status {
-            200 => backoff = Duration::from_millis(100),
+            200 => backoff.reset(),
             // From the beginning means from the oldest window the relay holds: when the buffer moved
             // on between reading its floor and asking (or a fresh relay set its floor), ask again
             // after the floor it reports. Never once an event was delivered: then it is a real gap.
@@ -143,11 +145,9 @@ pub async fn tail(
             }
             503 => {
                 tracing::warn!(relay = %opts.relay, message = %answer.error_message(), "relay busy; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(TailEnd::Shutdown),
-                    _ = tokio::time::sleep(backoff) => {}
+                if !backoff.sleep_or(shutdown.cancelled()).await {
+                    return Ok(TailEnd::Shutdown);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(5));
                 continue;
             }
             _ => bail!(

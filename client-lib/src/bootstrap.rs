@@ -57,11 +57,13 @@ fn parse(resp: HttpResponse, url: &str) -> Result<Result<BootstrapResponse, Rest
         message,
     };
     let text = resp
-        .header("x-databus-checkpoint")
+        .header(databus_http::protocol::CHECKPOINT_HEADER)
         .ok_or_else(|| protocol("bootstrap response without X-Databus-Checkpoint".into()))?;
     let checkpoint = Checkpoint::from_json(text)
         .map_err(|e| protocol(format!("bad X-Databus-Checkpoint: {e}")))?;
-    let path = resp.header("x-databus-bootstrap-path").map(str::to_owned);
+    let path = resp
+        .header(databus_http::protocol::BOOTSTRAP_PATH_HEADER)
+        .map(str::to_owned);
     Ok(Ok(BootstrapResponse {
         path,
         body: resp.body,

@@ -13,7 +13,6 @@ use futures::FutureExt;
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::backoff::Backoff;
 use crate::checkpoint::CheckpointStore;
 use crate::fetcher::{Delivery, Fetcher};
 use crate::pool::ServerPool;
@@ -23,6 +22,7 @@ use crate::{
     ClientConfig, ClientError, ConsumerOutcome, DataEvent, DatabusConsumer, FailurePolicy,
     SkippedEvents, Window, WindowInfo,
 };
+use databus_http::backoff::Backoff;
 
 /// A configured client: relays, bootstrap servers, checkpoint store, reader schemas.
 ///

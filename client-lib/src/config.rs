@@ -9,7 +9,7 @@ use databus_http::{ClientOptions, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
-use crate::backoff::BackoffConfig;
+use databus_http::backoff::BackoffConfig;
 
 /// How a client consumes. Every field has a default; only `relays` is required in practice.
 ///

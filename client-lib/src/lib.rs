@@ -52,7 +52,6 @@
 
 #![forbid(unsafe_code)]
 
-mod backoff;
 mod bootstrap;
 pub mod checkpoint;
 mod client;
@@ -65,13 +64,13 @@ mod pool;
 mod stats;
 mod window;
 
-pub use backoff::BackoffConfig;
 pub use checkpoint::{
     CheckpointStore, CheckpointStoreError, FileCheckpointStore, MemoryCheckpointStore,
 };
 pub use client::{DatabusClient, RunSummary, WindowStream};
 pub use config::{ClientConfig, FailurePolicy, PartitionMember, RetryConfig, StartPosition};
 pub use consumer::{BootstrapInfo, ConsumerOutcome, DatabusConsumer, SkippedEvents, WindowInfo};
+pub use databus_http::backoff::BackoffConfig;
 pub use error::ClientError;
 pub use stats::ClientStats;
 pub use window::{DataEvent, Phase, SchemaCache, Window};

@@ -6,9 +6,9 @@ use std::time::Duration;
 use databus_core::{Checkpoint, Scn};
 
 use crate::ClientError;
-use crate::backoff::{Backoff, BackoffConfig};
 use crate::http::{HttpResponse, HttpServer};
 use crate::stats::ClientStats;
+use databus_http::backoff::{Backoff, BackoffConfig};
 
 /// Servers with failover.
 #[derive(Debug)]
@@ -208,7 +208,7 @@ fn parse_stream(
         message,
     };
     let checkpoint = resp
-        .header("x-databus-checkpoint")
+        .header(databus_http::protocol::CHECKPOINT_HEADER)
         .ok_or_else(|| protocol("stream response without X-Databus-Checkpoint".into()))?;
     let checkpoint = Checkpoint::from_json(checkpoint)
         .map_err(|e| protocol(format!("bad X-Databus-Checkpoint: {e}")))?;

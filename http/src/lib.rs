@@ -32,11 +32,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod backoff;
 pub mod client;
 mod error;
 #[cfg(feature = "server")]
 pub mod html;
 pub mod human;
+pub mod protocol;
 #[cfg(feature = "server")]
 pub mod server;
 mod tls;
@@ -47,4 +49,4 @@ pub use error::HttpError;
 pub use token::Token;
 
 /// The response header naming the machine-readable error code, as the relay and bootstrap set it.
-pub const ERROR_HEADER: &str = "x-databus-error";
+pub use protocol::ERROR_HEADER;

@@ -9,7 +9,7 @@
 //!
 //! | failure | class | effect |
 //! |---------|-------|--------|
-//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s; status `reconnecting` |
+//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s, jittered; status `reconnecting` |
 //! | upstream `410 scn_not_found` | definite | status `failed`: the upstream no longer holds what this relay needs next; remove this relay's state file to restart from the upstream's oldest window |
 //! | `401 unauthorized` (missing or wrong `upstream.token_*`), an untrusted TLS certificate (`upstream.ca_cert`) | definite | status `failed`, the message names the setting |
 //! | other 4xx, a bad frame, a schema that cannot be registered | definite | status `failed` |
@@ -20,6 +20,7 @@
 use std::time::Duration;
 
 use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
+use databus_http::backoff::Backoff;
 use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
@@ -31,8 +32,6 @@ use crate::metrics as m;
 use crate::service::IngestState;
 use crate::state::Persister;
 
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Long-poll wait asked of the upstream relay.
 const UPSTREAM_WAIT_MS: u64 = 5_000;
 /// Byte budget asked of the upstream relay per response.
@@ -229,7 +228,7 @@ impl Chain {
                 _ => return Err(Failure::Transient(error_of(&answer))),
             }
             let next = answer
-                .header("x-databus-checkpoint")
+                .header(databus_http::protocol::CHECKPOINT_HEADER)
                 .and_then(|t| Checkpoint::from_json(t).ok())
                 .ok_or_else(|| Failure::Transient("no checkpoint header from upstream".into()))?;
             let views = EventView::parse_all(&answer.body)
@@ -331,7 +330,7 @@ pub async fn run_chain(
             return Err(e);
         }
     };
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Backoff::new(crate::ingest::RECONNECT_BACKOFF);
     let result = loop {
         let before = chain.parts.writer.last_scn();
         let attempt = async {
@@ -361,19 +360,17 @@ pub async fn run_chain(
             Err(Failure::Transient(message)) => {
                 if chain.parts.writer.last_scn() > before {
                     // It streamed for a while: this is a new failure, not a repeated one.
-                    backoff = INITIAL_BACKOFF;
+                    backoff.reset();
                 }
                 chain.parts.writer.rollback();
-                tracing::warn!(source = %chain.parts.name, error = %message, ?backoff, "upstream relay error; reconnecting");
+                tracing::warn!(source = %chain.parts.name, error = %message, "upstream relay error; reconnecting");
                 chain.parts.status.update(|s| {
                     s.state = IngestState::Reconnecting;
                     s.last_error = Some(message);
                 });
-                tokio::select! {
-                    () = shutdown.cancelled() => break Ok(()),
-                    () = tokio::time::sleep(backoff) => {}
+                if !backoff.sleep_or(shutdown.cancelled()).await {
+                    break Ok(());
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
             }
         }
     };

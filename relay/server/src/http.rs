@@ -36,18 +36,10 @@ use databus_buffer::{ReadError, WaitOutcome};
 use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
 use databus_serde_formats::RegisteredSchema;
 
-/// Response header carrying the checkpoint to send next (compact JSON).
-pub const CHECKPOINT_HEADER: &str = "x-databus-checkpoint";
-/// Response header: `true` when more data was immediately available.
-pub const MORE_HEADER: &str = "x-databus-more";
-/// Response header: number of event frames in the body.
-pub const EVENTS_HEADER: &str = "x-databus-events";
-/// Response header on errors: the machine-readable error code, as in the body's `error` field.
-pub const ERROR_HEADER: &str = "x-databus-error";
-/// Content type of binary stream responses: concatenated event frames (`databus_core::frame`).
-pub const FRAMES_CONTENT_TYPE: &str = "application/vnd.databus.frames";
-/// Content type of JSON-lines stream responses.
-pub const JSON_LINES_CONTENT_TYPE: &str = "application/x-ndjson";
+pub use databus_http::protocol::{
+    CHECKPOINT_HEADER, ERROR_HEADER, EVENTS_HEADER, FRAMES_CONTENT_TYPE, JSON_LINES_CONTENT_TYPE,
+    MORE_HEADER,
+};
 
 /// The most logical sources a `sources` parameter may list.
 pub const MAX_LISTED_SOURCES: usize = 1024;

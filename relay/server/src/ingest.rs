@@ -12,7 +12,7 @@
 //!
 //! | what | class | what the pipeline does |
 //! |------|-------|------------------------|
-//! | connector error with `is_transient()` | transient | drops the open window (rollback), status `reconnecting`, restarts the connector after the last window written, with exponential backoff (100 ms doubling to 30 s) |
+//! | connector error with `is_transient()` | transient | drops the open window (rollback), status `reconnecting`, restarts the connector after the last window written, with exponential backoff (100 ms doubling to 30 s, jittered) |
 //! | other connector errors (misconfigured source, purged binlog, …) | definite | status `failed` with the message; the pipeline stops, the HTTP API keeps serving what the buffer holds, `/health` turns 503 |
 //! | a row that does not encode, a window larger than the buffer | definite | as above |
 //!
@@ -33,6 +33,7 @@ use databus_connectors::{
     StartPosition,
 };
 use databus_core::{SchemaId, Scn, SourceId};
+use databus_http::backoff::{Backoff, BackoffConfig};
 use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema};
 use tokio_util::sync::CancellationToken;
 
@@ -45,8 +46,12 @@ use crate::state::{Persister, StateFile};
 mod events;
 
 pub use crate::state::PERSIST_INTERVAL;
-const INITIAL_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Reconnects after transient source errors: 100 ms doubling to 30 s, jittered.
+pub(crate) const RECONNECT_BACKOFF: BackoffConfig = BackoffConfig {
+    initial: Duration::from_millis(100),
+    max: Duration::from_secs(30),
+    multiplier: 2.0,
+};
 
 /// Everything one source's pipeline needs.
 #[derive(Debug)]
@@ -306,7 +311,7 @@ async fn pump<C: SourceConnector>(
     start: StartPosition,
     shutdown: &CancellationToken,
 ) -> Result<(), RelayError> {
-    let mut backoff = INITIAL_BACKOFF;
+    let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut from = start;
     'connect: loop {
         let started = tokio::select! {
@@ -338,7 +343,7 @@ async fn pump<C: SourceConnector>(
                         Ok(Some(event)) => {
                             p.handle(event)?;
                             p.persist(false).await?;
-                            backoff = INITIAL_BACKOFF;
+                            backoff.reset();
                         }
                         Ok(None) => return Ok(()),
                         Err(e) if e.is_transient() => break e,
@@ -350,17 +355,15 @@ async fn pump<C: SourceConnector>(
             Err(e) => return Err(connector_error(&p.parts.name, e)),
         };
         p.parts.writer.rollback();
-        tracing::warn!(source = %p.parts.name, error = %transient, ?backoff, "source error; reconnecting");
+        tracing::warn!(source = %p.parts.name, error = %transient, "source error; reconnecting");
         let message = transient.to_string();
         p.parts.status.update(|s| {
             s.state = IngestState::Reconnecting;
             s.last_error = Some(message);
         });
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.sleep_or(shutdown.cancelled()).await {
+            return Ok(());
         }
-        backoff = (backoff * 2).min(MAX_BACKOFF);
         // Resume exactly where the buffer's history ends: after the last window written, or after the
         // origin when nothing was written since (never `Now` again: that would skip what the source
         // committed while we were away).

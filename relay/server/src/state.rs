@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use databus_connectors::SourcePosition;
 use databus_core::Scn;
+use databus_http::backoff::{Backoff, BackoffConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::RelayError;
@@ -173,7 +174,10 @@ impl Persister {
         {
             return Ok(());
         }
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(BackoffConfig::doubling(
+            Duration::from_millis(100),
+            Duration::from_secs(2),
+        ));
         let mut attempt = 1;
         loop {
             self.last_attempt = Some(tokio::time::Instant::now());
@@ -202,8 +206,7 @@ impl Persister {
                         return if force { Err(e) } else { Ok(()) };
                     }
                     attempt += 1;
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                    tokio::time::sleep(backoff.next_delay()).await;
                 }
                 Err(e) => return Err(e),
             }

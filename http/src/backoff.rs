@@ -1,4 +1,5 @@
-//! Exponential backoff with full jitter.
+//! Exponential backoff with jitter: the one retry schedule of every databus process (client library,
+//! relay ingest and chaining, the bootstrap roles, `databus tail`).
 
 use std::time::Duration;
 
@@ -19,6 +20,17 @@ pub struct BackoffConfig {
     pub multiplier: f64,
 }
 
+impl BackoffConfig {
+    /// Delays from `initial` doubling up to `max`.
+    pub fn doubling(initial: Duration, max: Duration) -> Self {
+        BackoffConfig {
+            initial,
+            max,
+            multiplier: 2.0,
+        }
+    }
+}
+
 impl Default for BackoffConfig {
     fn default() -> Self {
         BackoffConfig {
@@ -31,13 +43,14 @@ impl Default for BackoffConfig {
 
 /// The state of one backoff sequence.
 #[derive(Debug, Clone)]
-pub(crate) struct Backoff {
+pub struct Backoff {
     config: BackoffConfig,
     next: Duration,
 }
 
 impl Backoff {
-    pub(crate) fn new(config: BackoffConfig) -> Self {
+    /// A sequence starting at `config.initial`.
+    pub fn new(config: BackoffConfig) -> Self {
         Backoff {
             config,
             next: config.initial,
@@ -45,7 +58,7 @@ impl Backoff {
     }
 
     /// The next delay (jittered), growing the sequence.
-    pub(crate) fn next_delay(&mut self) -> Duration {
+    pub fn next_delay(&mut self) -> Duration {
         let base = self.next.min(self.config.max);
         let grown = base.as_secs_f64() * self.config.multiplier.max(1.0);
         self.next = Duration::from_secs_f64(grown.min(self.config.max.as_secs_f64()));
@@ -54,8 +67,17 @@ impl Backoff {
         half + Duration::from_secs_f64(half.as_secs_f64() * jitter)
     }
 
+    /// Waits the next delay, or returns `false` at once when `stop` completes first.
+    pub async fn sleep_or(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
+        let delay = self.next_delay();
+        tokio::select! {
+            () = stop => false,
+            () = tokio::time::sleep(delay) => true,
+        }
+    }
+
     /// Back to the first delay after a success.
-    pub(crate) fn reset(&mut self) {
+    pub fn reset(&mut self) {
         self.next = self.config.initial;
     }
 }
