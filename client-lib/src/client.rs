@@ -148,6 +148,7 @@ impl DatabusClient {
             b.set_body_limit(c.buffer_bytes);
         }
         let fetcher = Fetcher {
+            stall: crate::stall::Stall::new(c.stall),
             config: c.clone(),
             relays,
             bootstrap,

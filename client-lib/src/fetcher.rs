@@ -11,6 +11,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::ServerPool;
+use crate::stall::Stall;
 use crate::stats::{ClientStats, Held};
 use crate::window::{Assembler, RawWindow, SchemaCache};
 use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Window};
@@ -42,6 +43,8 @@ pub(crate) struct Fetcher {
     pub(crate) tx: mpsc::UnboundedSender<Delivery>,
     pub(crate) filter_query: String,
     pub(crate) stats: Arc<ClientStats>,
+    /// Waiting while no server can serve the checkpoint (see [`crate::stall`]).
+    pub(crate) stall: Stall,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -92,7 +95,17 @@ impl Fetcher {
                 Err(FetchStop::Error(ClientError::ScnNotFound { requested, message }))
                     if self.bootstrap.is_some() =>
                 {
-                    tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
+                    if self.stall.relay_gone(requested, &self.stats) {
+                        // The last bootstrap brought nothing past `requested`: wait before asking
+                        // the bootstrap server again instead of spinning between the two.
+                        let reason = format!(
+                            "every relay answered scn_not_found ({message}) and the bootstrap server has nothing after SCN {requested}: its producer is behind or stopped; check the bootstrap server's /health"
+                        );
+                        let delay = self.stall.round(requested, &reason, &self.stats)?;
+                        tokio::time::sleep(delay).await;
+                    } else {
+                        tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
+                    }
                     let since = checkpoint.prev_scn;
                     checkpoint = Checkpoint::after(since.unwrap_or(Scn::ZERO));
                     checkpoint.start_bootstrap(since);
@@ -142,6 +155,7 @@ impl Fetcher {
                     self.config.long_poll,
                 )
                 .await?;
+            self.stall.progress(&self.stats);
             let windows = assembler.push(&response.body, &response.server)?;
             fetch_cp = response.checkpoint;
             for raw in windows {
@@ -158,6 +172,7 @@ impl Fetcher {
         phase: Phase,
         checkpoint: Checkpoint,
     ) -> Result<(), FetchStop> {
+        self.stall.progress(&self.stats);
         for id in &raw.schema_ids {
             if !self.schemas.knows(*id) {
                 let schema = self.fetch_schema(*id).await?;

@@ -62,6 +62,7 @@ mod error;
 mod fetcher;
 mod http;
 mod pool;
+mod stall;
 mod stats;
 mod window;
 
@@ -73,5 +74,6 @@ pub use client::{DatabusClient, RunSummary, WindowStream};
 pub use config::{ClientConfig, FailurePolicy, PartitionMember, RetryConfig, StartPosition};
 pub use consumer::{BootstrapInfo, ConsumerOutcome, DatabusConsumer, SkippedEvents, WindowInfo};
 pub use error::ClientError;
+pub use stall::StallConfig;
 pub use stats::ClientStats;
 pub use window::{DataEvent, Phase, SchemaCache, Window};
