@@ -64,6 +64,7 @@ mod http;
 mod pool;
 mod stall;
 mod stats;
+mod transition;
 mod window;
 
 pub use backoff::BackoffConfig;
@@ -76,4 +77,5 @@ pub use consumer::{BootstrapInfo, ConsumerOutcome, DatabusConsumer, SkippedEvent
 pub use error::ClientError;
 pub use stall::StallConfig;
 pub use stats::ClientStats;
+pub use transition::{StreamItem, Transition};
 pub use window::{DataEvent, Phase, SchemaCache, Window};
