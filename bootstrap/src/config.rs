@@ -69,6 +69,38 @@ pub struct BootstrapConfig {
     /// Seeding from the source database.
     #[serde(default)]
     pub seed: Option<SeedSection>,
+    /// When `/health` reports the roles as not ok.
+    #[serde(default)]
+    pub health: HealthSection,
+}
+
+/// `[health]`: when `/health` answers `503` (see [`crate::health`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// A producer not at the relay's newest window (an applier not at the log's last) for longer than
+    /// this is behind.
+    #[serde(default = "default_max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
+    /// A running role that has not reported for this long is not running (killed, crashed).
+    #[serde(default = "default_stale_after", with = "humantime_serde")]
+    pub stale_after: Duration,
+}
+
+fn default_max_lag() -> Duration {
+    crate::health::HealthSettings::default().max_lag
+}
+fn default_stale_after() -> Duration {
+    crate::health::HealthSettings::default().stale_after
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            max_lag: default_max_lag(),
+            stale_after: default_stale_after(),
+        }
+    }
 }
 
 /// `[relay]`.
@@ -374,6 +406,14 @@ impl BootstrapConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ValidatedConfig, BootstrapError> {
         let http_error = |e: databus_http::HttpError| BootstrapError::Config(e.to_string());
+        let min_stale = crate::store::HEARTBEAT * 3;
+        if self.health.stale_after < min_stale {
+            return Err(BootstrapError::Config(format!(
+                "health.stale_after is {:?}; use at least {min_stale:?} (roles report every {:?})",
+                self.health.stale_after,
+                crate::store::HEARTBEAT
+            )));
+        }
         let security = ServerSecurity::from_config(
             "http",
             self.http.tls.as_ref(),
@@ -445,6 +485,10 @@ impl BootstrapConfig {
                 pin_ttl: self.http.pin_ttl,
                 default_response_bytes,
                 max_response_bytes,
+                health: crate::health::HealthSettings {
+                    max_lag: self.health.max_lag,
+                    stale_after: self.health.stale_after,
+                },
             },
             applier: ApplierSettings {
                 max_windows: self.applier.max_windows,

@@ -8,7 +8,9 @@
 //!   completed, else from the relay's beginning (and, if the relay answers `410`, from the relay's
 //!   oldest point — a bootstrap database without a seed only knows changes after it started).
 //! - Errors: network errors and relay 5xx are retried with exponential backoff (100 ms to 10 s); a
-//!   `410` for a non-empty log means a gap and stops the producer (re-seed); storage errors stop it.
+//!   `410` for a non-empty log means a gap: the producer reports itself `blocked` (so `/health`
+//!   answers `503` with the fix) and retries (1 s to 30 s) instead of stopping; storage errors stop it
+//!   (reported `failed`). Its state is reported through [`Reporter`] (see [`crate::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,9 @@ use databus_core::{Checkpoint, EventView, Scn, SourceId};
 use tokio_util::sync::CancellationToken;
 
 use crate::BootstrapError;
+use crate::health::Reporter;
 use crate::relay_client::{RelayClient, StreamAnswer};
-use crate::store::{BootstrapStore, LogWindow, SourceInfo, StoredEvent};
+use crate::store::{BootstrapStore, LogWindow, Role, RoleState, SourceInfo, StoredEvent};
 
 /// How the producer reads the relay.
 #[derive(Debug, Clone)]
@@ -131,23 +134,61 @@ pub async fn run_producer(
         &settings.client,
     )?;
     let mut stats = ProducerStats::default();
+    let mut reporter = Reporter::new(store.clone(), Role::Producer);
+    let result = produce_with_retries(
+        &store,
+        &relay,
+        &settings,
+        &shutdown,
+        &mut stats,
+        &mut reporter,
+    )
+    .await;
+    match &result {
+        Ok(()) => reporter.set(RoleState::Stopped, "shut down".into()).await,
+        Err(e) => reporter.set(RoleState::Failed, e.to_string()).await,
+    }
+    result.map(|()| stats)
+}
+
+/// [`produce`] again after transient errors (relay unreachable, 5xx: 100 ms doubling to 10 s) and
+/// after a relay gap (the relay no longer holds what follows the log: 1 s doubling to 30 s, reported
+/// as `blocked` so that `/health` says so, never a silent stop).
+async fn produce_with_retries(
+    store: &Arc<dyn BootstrapStore>,
+    relay: &RelayClient,
+    settings: &ProducerSettings,
+    shutdown: &CancellationToken,
+    stats: &mut ProducerStats,
+    reporter: &mut Reporter,
+) -> Result<(), BootstrapError> {
     let mut backoff = Duration::from_millis(100);
-    'connect: loop {
+    let mut gap_backoff = Duration::from_secs(1);
+    loop {
         if shutdown.is_cancelled() {
-            return Ok(stats);
+            return Ok(());
         }
-        match produce(&store, &relay, &settings, &shutdown, &mut stats).await {
-            Ok(()) => return Ok(stats),
+        let delay = match produce(store, relay, settings, shutdown, stats, reporter).await {
+            Ok(()) => return Ok(()),
+            Err(e @ BootstrapError::RelayGap { .. }) => {
+                tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the log would have a gap; retrying");
+                reporter.set(RoleState::Blocked, e.to_string()).await;
+                let d = gap_backoff;
+                gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
+                d
+            }
             Err(e) if e.is_transient() && !matches!(e, BootstrapError::Storage(_)) => {
                 tracing::warn!(error = %e, ?backoff, "producer: relay error; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(stats),
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                reporter.running(false).await;
+                let d = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue 'connect;
+                d
             }
             Err(e) => return Err(e),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -158,6 +199,7 @@ async fn produce(
     settings: &ProducerSettings,
     shutdown: &CancellationToken,
     stats: &mut ProducerStats,
+    reporter: &mut Reporter,
 ) -> Result<(), BootstrapError> {
     let sources = relay.sources().await?;
     let buffer = match &settings.buffer {
@@ -211,7 +253,7 @@ async fn produce(
             StreamAnswer::Data {
                 body,
                 checkpoint: next,
-                more: _,
+                more,
             } => {
                 let windows = split_windows(&body, &mut partial)?;
                 if !windows.is_empty() {
@@ -231,6 +273,8 @@ async fn produce(
                     crate::metrics::produced(n_windows, n_events);
                 }
                 checkpoint = next;
+                // Caught up: the relay had nothing more right now.
+                reporter.running(!more && partial.is_none()).await;
             }
             StreamAnswer::ScnNotFound { prev_scn, min_scn } => {
                 let empty = log.last_scn.is_none() && !snap.seeded && stats.windows == 0;

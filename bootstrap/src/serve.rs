@@ -31,6 +31,8 @@ pub struct ServeSettings {
     pub default_response_bytes: usize,
     /// The largest `max_bytes` accepted.
     pub max_response_bytes: usize,
+    /// When `/health` reports the roles as not ok.
+    pub health: crate::health::HealthSettings,
 }
 
 impl Default for ServeSettings {
@@ -40,6 +42,7 @@ impl Default for ServeSettings {
             pin_ttl: Duration::from_secs(3600),
             default_response_bytes: 1 << 20,
             max_response_bytes: 16 << 20,
+            health: crate::health::HealthSettings::default(),
         }
     }
 }
@@ -221,6 +224,16 @@ impl BootstrapService {
     /// The store.
     pub fn store(&self) -> &Arc<dyn BootstrapStore> {
         &self.store
+    }
+
+    /// The roles' reports and what is wrong with them (see [`crate::health`]).
+    pub fn health(
+        &self,
+    ) -> Result<(Vec<crate::store::RoleReport>, Vec<crate::health::Problem>), BootstrapError> {
+        let roles = self.store.roles()?;
+        let problems =
+            crate::health::assess(&roles, crate::health::now_ms(), &self.settings.health);
+        Ok((roles, problems))
     }
 
     /// The settings.

@@ -104,6 +104,9 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         }
     }
     let _ = writeln!(out, "interval = {}", q(&dur(r.interval)));
+    let _ = writeln!(out, "\n[health]");
+    let _ = writeln!(out, "max_lag = {}", q(&dur(raw.health.max_lag)));
+    let _ = writeln!(out, "stale_after = {}", q(&dur(raw.health.stale_after)));
     if let Some(s) = &raw.seed {
         let _ = writeln!(out, "\n[seed]");
         let _ = writeln!(out, "url = {}", q(&redact_password(&s.url)));
