@@ -38,6 +38,8 @@ pub struct ProducerSettings {
     pub timeout: Duration,
     /// The CA file of an `https` relay and the bearer token to send.
     pub client: databus_http::ClientOptions,
+    /// The source database to fill relay gaps from (`None`: a gap blocks the producer).
+    pub gap_source: Option<crate::gap::GapSource>,
 }
 
 impl ProducerSettings {
@@ -50,6 +52,7 @@ impl ProducerSettings {
             wait: Duration::from_millis(500),
             timeout: Duration::from_secs(30),
             client: databus_http::ClientOptions::default(),
+            gap_source: None,
         }
     }
 }
@@ -63,13 +66,13 @@ pub struct ProducerStats {
     pub events: u64,
 }
 
-struct Partial {
+pub(crate) struct Partial {
     scn: Scn,
     events: Vec<StoredEvent>,
 }
 
 /// Parses a relay response into complete windows, carrying a partial window across responses.
-fn split_windows(
+pub(crate) fn split_windows(
     body: &[u8],
     partial: &mut Option<Partial>,
 ) -> Result<Vec<LogWindow>, BootstrapError> {
@@ -114,7 +117,7 @@ fn split_windows(
     Ok(out)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BootstrapError> + Send + 'static,
 ) -> Result<T, BootstrapError> {
     tokio::task::spawn_blocking(f)
@@ -170,9 +173,41 @@ async fn produce_with_retries(
         }
         let delay = match produce(store, relay, settings, shutdown, stats, reporter).await {
             Ok(()) => return Ok(()),
+            Err(BootstrapError::RelayGap {
+                relay_floor: Some(until),
+                ..
+            }) if settings.gap_source.is_some() => {
+                let source = settings.gap_source.as_ref().expect("checked by the guard");
+                reporter.running(false).await;
+                match crate::gap::fill_gap(store, source, until, shutdown, stats, reporter).await {
+                    Ok(()) => {
+                        gap_backoff = Duration::from_secs(1);
+                        continue;
+                    }
+                    Err(e @ BootstrapError::GapUnfillable { .. }) => {
+                        tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the relay gap cannot be filled; retrying");
+                        reporter.set(RoleState::Blocked, e.to_string()).await;
+                        let d = gap_backoff;
+                        gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
+                        d
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, ?backoff, "producer: filling the relay gap failed; retrying");
+                        let d = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        d
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             Err(e @ BootstrapError::RelayGap { .. }) => {
                 tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the log would have a gap; retrying");
-                reporter.set(RoleState::Blocked, e.to_string()).await;
+                let fix = if settings.gap_source.is_none() {
+                    "; or configure [source] in bootstrap.toml (the relay's [[sources]] entry with its own server_id) so that the producer fills the gap from the source's binlog"
+                } else {
+                    ""
+                };
+                reporter.set(RoleState::Blocked, format!("{e}{fix}")).await;
                 let d = gap_backoff;
                 gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
                 d
@@ -278,19 +313,14 @@ async fn produce(
             }
             StreamAnswer::ScnNotFound { prev_scn, min_scn } => {
                 let empty = log.last_scn.is_none() && !snap.seeded && stats.windows == 0;
-                let Some(floor) = prev_scn.or(min_scn.map(|m| Scn::new(m.get().saturating_sub(1))))
-                else {
+                let floor = prev_scn.or(min_scn.map(|m| Scn::new(m.get().saturating_sub(1))));
+                let (Some(floor), true) = (floor, empty) else {
                     return Err(BootstrapError::RelayGap {
                         url: relay.url().to_owned(),
                         scn: checkpoint.window_scn,
+                        relay_floor: floor,
                     });
                 };
-                if !empty {
-                    return Err(BootstrapError::RelayGap {
-                        url: relay.url().to_owned(),
-                        scn: checkpoint.window_scn,
-                    });
-                }
                 tracing::warn!(%floor, "producer: new bootstrap database without a seed starts at the relay's oldest point");
                 let store = store.clone();
                 blocking(move || store.start_log(floor)).await?;
