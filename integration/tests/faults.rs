@@ -4,7 +4,9 @@
 //! workload, at points the seed picks, each of these happens once (three times in the soak), in the
 //! seed's order: SIGKILL and
 //! restart of the relay, of the bootstrap producer, of the bootstrap applier and of the consumer
-//! (each down while some transactions are written); a MariaDB restart (clean for odd seeds, SIGKILL for
+//! (each down while some transactions are written); the bootstrap producer down while more than the
+//! relay's 1 MiB buffer is written (it fills the gap from the source's binlog, `[source]`); a MariaDB
+//! restart (clean for odd seeds, SIGKILL for
 //! even ones); FLUSH BINARY LOGS and PURGE. Transactions touch one to three tables; the consumer's
 //! callback fails (answers retry) for a seeded share of events, and once for good (answers fatal: the
 //! consumer process stops with that error and is restarted from its checkpoint).
@@ -81,7 +83,8 @@ fn bootstrap_role(role: &str, config: &Path) -> DatabusProcess {
     DatabusProcess::spawn(
         &format!("bootstrap {role}"),
         &["bootstrap", role, "--config", &config],
-        &[],
+        // The password of [source] (the database the producer fills relay gaps from).
+        &[("FAULT_PW", "fault-pw")],
     )
     .unwrap()
 }
@@ -149,14 +152,8 @@ async fn start_world(seed: u64, buffer_size: &str) -> World {
         .keep();
     databus_integration::faults::set_process_log_dir(Some(&dir));
     let relay_toml = dir.join("relay.toml");
-    std::fs::write(
-        &relay_toml,
-        format!(
-            r#"state_dir = {state:?}
-[http]
-listen = "127.0.0.1:0"
-[[sources]]
-name = "shop"
+    let source_entry = format!(
+        r#"name = "shop"
 url = "{bare}"
 password_env = "FAULT_PW"
 server_id = 1001
@@ -170,8 +167,13 @@ tables = [
     {{ id = 5, name = "filler", table = "shop.filler" }},
 ]
 "#,
+        bare = url.replace(":fault-pw@", "@"),
+    );
+    std::fs::write(
+        &relay_toml,
+        format!(
+            "state_dir = {state:?}\n[http]\nlisten = \"127.0.0.1:0\"\n[[sources]]\n{source_entry}",
             state = dir.join("relay-state").display().to_string(),
-            bare = url.replace(":fault-pw@", "@"),
         ),
     )
     .unwrap();
@@ -182,9 +184,15 @@ tables = [
     std::fs::write(
         &boot_toml,
         format!(
-            "db_path = {:?}\n[relay]\nurl = \"{}\"\nwait = \"200ms\"\n[http]\nlisten = \"{boot_addr}\"\n[applier]\nmax_windows = 20\n",
+            "db_path = {:?}\n[relay]\nurl = \"{}\"\nwait = \"200ms\"\n[http]\nlisten = \"{boot_addr}\"\n[applier]\nmax_windows = 20\n\
+             [source]\n{}",
             dir.join("bootstrap.sqlite").display().to_string(),
-            relay.url()
+            relay.url(),
+            // The relay's own entry, with a server id of its own: a producer that fell off the
+            // relay fills the gap from the binlog.
+            source_entry
+                .replace("server_id = 1001", "server_id = 1003")
+                .replace("history_transactions = 100000\n", "")
         ),
     )
     .unwrap();
@@ -345,15 +353,19 @@ enum Fault {
     KillConsumer,
     RestartMariaDb,
     FlushAndPurge,
+    /// The bootstrap producer is SIGKILLed and stays down while more than the relay's buffer is
+    /// written: restarted, it fills the gap from the source's binlog (`[source]`).
+    ProducerPastBuffer,
 }
 
-const ALL_FAULTS: [Fault; 6] = [
+const ALL_FAULTS: [Fault; 7] = [
     Fault::KillRelay,
     Fault::KillProducer,
     Fault::KillApplier,
     Fault::KillConsumer,
     Fault::RestartMariaDb,
     Fault::FlushAndPurge,
+    Fault::ProducerPastBuffer,
 ];
 
 /// The seed's schedule: each fault `rounds` times, in a shuffled order, at a transaction index, with a downtime
@@ -577,6 +589,28 @@ async fn wait_replica(
     }
 }
 
+/// Restarts a producer that was down while more than the relay's buffer was written: it must come
+/// back behind the relay, and fill the gap from the source by itself before the run goes on (a purge
+/// scheduled later must not take the binlog it reads).
+async fn restart_producer_past_buffer(w: &mut World, seed: u64) {
+    let logged = b(|| http_get(w.boot_addr, "/v1/status"))
+        .unwrap()
+        .json()
+        .unwrap()["log_last_scn"]
+        .as_u64()
+        .unwrap_or(0);
+    let relay = b(|| w.relay.get("/v1/status")).unwrap().json().unwrap();
+    let min = relay["buffers"][0]["min_scn"].as_u64().unwrap_or(0);
+    assert!(
+        min > logged + 1,
+        "seed {seed}: the relay still holds what the producer needs (min {min}, log at {logged})"
+    );
+    w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")));
+    let scn = source_scn(&w.db).await;
+    wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
+    eprintln!("seed {seed}: the producer filled the relay gap after SCN {logged} from the source");
+}
+
 async fn run_seed(seed: u64, txns: i64, rounds: usize) {
     let started = std::time::Instant::now();
     let mut rng = SeededRng::new(seed);
@@ -613,6 +647,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                 Fault::KillProducer => {
                     w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
                 }
+                Fault::ProducerPastBuffer => restart_producer_past_buffer(&mut w, seed).await,
                 Fault::KillApplier => {
                     w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
                 }
@@ -634,7 +669,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
             eprintln!("seed {seed}: {fault:?} at transaction {t}");
             match fault {
                 Fault::KillRelay => w.relay.kill9(),
-                Fault::KillProducer => w.producer.kill9(),
+                Fault::KillProducer | Fault::ProducerPastBuffer => w.producer.kill9(),
                 Fault::KillApplier => w.applier.kill9(),
                 Fault::KillConsumer => w.consumer.kill9(),
                 Fault::RestartMariaDb => {
@@ -682,11 +717,16 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
             }
             if matches!(
                 fault,
-                Fault::KillRelay | Fault::KillProducer | Fault::KillApplier | Fault::KillConsumer
+                Fault::KillRelay
+                    | Fault::KillProducer
+                    | Fault::KillApplier
+                    | Fault::KillConsumer
+                    | Fault::ProducerPastBuffer
             ) {
-                // The consumer stays down while more than the relay's buffer is written, so that it
-                // comes back behind the relay and catches up through the bootstrap server.
-                let down = if fault == Fault::KillConsumer {
+                // The consumer (or the producer) stays down while more than the relay's buffer is
+                // written, so that it comes back behind the relay: the consumer catches up through
+                // the bootstrap server, the producer fills the gap from the source.
+                let down = if matches!(fault, Fault::KillConsumer | Fault::ProducerPastBuffer) {
                     down.max(14)
                 } else {
                     down
@@ -694,13 +734,16 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
                 pending_restart = Some((t + down, fault));
             }
         }
-        let big = matches!(pending_restart, Some((_, Fault::KillConsumer)));
+        let big = matches!(
+            pending_restart,
+            Some((_, Fault::KillConsumer | Fault::ProducerPastBuffer))
+        );
         write_txn(&mut conn, t, &mut rng, &mut exp, big)
             .await
             .unwrap();
-        if big {
-            // The consumer is to fall off the relay, not the bootstrap producer: a producer that
-            // falls off stops with a definite error (re-seed), which is not what this run tests.
+        if matches!(pending_restart, Some((_, Fault::KillConsumer))) {
+            // The consumer is to fall off the relay here, not the bootstrap producer (that is
+            // ProducerPastBuffer's part).
             let scn = source_scn(&w.db).await;
             wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
         }
@@ -713,6 +756,7 @@ async fn run_seed(seed: u64, txns: i64, rounds: usize) {
             Fault::KillProducer => {
                 w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
             }
+            Fault::ProducerPastBuffer => restart_producer_past_buffer(&mut w, seed).await,
             Fault::KillApplier => {
                 w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
             }
