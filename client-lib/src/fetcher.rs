@@ -96,13 +96,18 @@ impl Fetcher {
                     if self.bootstrap.is_some() =>
                 {
                     if self.stall.relay_gone(requested, &self.stats) {
-                        // The last bootstrap brought nothing past `requested`: wait before asking
-                        // the bootstrap server again instead of spinning between the two.
+                        // The last bootstrap brought nothing past `requested`: wait, then bootstrap
+                        // again only once the bootstrap server's log has something after it (an empty
+                        // bootstrap per round would only repeat the phase callbacks); else ask the
+                        // relay again.
                         let reason = format!(
                             "every relay answered scn_not_found ({message}) and the bootstrap server has nothing after SCN {requested}: its producer is behind or stopped; check the bootstrap server's /health"
                         );
                         let delay = self.stall.round(requested, &reason, &self.stats)?;
                         tokio::time::sleep(delay).await;
+                        if self.bootstrap_log_last().await? <= Some(requested) {
+                            continue;
+                        }
                     } else {
                         tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
                     }
@@ -117,6 +122,15 @@ impl Fetcher {
                 other => return other,
             }
         }
+    }
+
+    /// The newest window of the bootstrap server's log (`log_last_scn` of its `/v1/status`).
+    async fn bootstrap_log_last(&mut self) -> Result<Option<Scn>, FetchStop> {
+        let Some(pool) = self.bootstrap.as_mut() else {
+            return Ok(None);
+        };
+        let status = pool.get_json("/v1/status").await?;
+        Ok(status["log_last_scn"].as_u64().map(Scn::new))
     }
 
     pub(crate) fn send(&self, delivery: Delivery) -> Result<(), FetchStop> {

@@ -5,7 +5,7 @@
 //!
 //! | what the servers answer | why | stall round |
 //! |-------------------------|-----|-------------|
-//! | relay `410` at SCN `s`, bootstrap delta since `s` ends at `s` (nothing new), relay `410` at `s` again | the bootstrap log ends before what the relay holds (its producer is behind, stopped or filling a gap) | the second `410` at the same (or a lower) SCN |
+//! | relay `410` at SCN `s`, bootstrap delta since `s` ends at `s` (nothing new), relay `410` at `s` again | the bootstrap log ends before what the relay holds (its producer is behind, stopped or filling a gap) | the second `410` at the same (or a lower) SCN; after its delay the client bootstraps again only once the bootstrap server's `/v1/status` shows windows after `s` (else it asks the relay again), so phase callbacks are not repeated per round |
 //! | bootstrap `503 not_yet_at_scn` | the bootstrap database has not reached the checkpoint yet (or holds nothing yet) | every such answer |
 //!
 //! Each stall round waits a delay of [`StallConfig::backoff`] (exponential, jittered: the shared
