@@ -2,7 +2,8 @@
 //! 1 MiB buffer, the producer stopped while the relay evicts far past the log's last window, then
 //! started again with `[source]` configured. The log ends with no gap, window for window and frame
 //! for frame what a relay that held everything serves (same SCNs, windows, schema ids, payloads), and
-//! the snapshot equals the source row by row.
+//! the snapshot equals the source row by row. When the source purged that binlog too, the producer
+//! stays alive, writes no gap and reports itself blocked with the fix (re-seed).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -291,4 +292,97 @@ async fn a_producer_that_fell_off_the_relay_fills_the_gap_from_the_source() {
     assert_eq!(applied.applied_scn, Some(head));
     relay_stop.cancel();
     reference_stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_source_purged_too_blocks_the_producer_and_health_says_re_seed() {
+    let db = MariaDb::start(MariaDbOptions::default()).await.unwrap();
+    db.exec(&[
+        "CREATE DATABASE shop",
+        "CREATE TABLE shop.orders (id BIGINT PRIMARY KEY, note VARCHAR(1000))",
+    ])
+    .await
+    .unwrap();
+    db.create_user_with_grants("relay", "relaypw")
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("password");
+    std::fs::write(&pw, "relaypw\n").unwrap();
+    let (relay, relay_stop) = start_relay(
+        &source_toml(&db, &pw, 4411, "1MiB"),
+        &dir.path().join("relay"),
+        false,
+    )
+    .await;
+    let boot_toml = format!(
+        "db_path = {:?}\n[relay]\nurl = \"http://{relay}\"\nwait = \"100ms\"\n[source]\n{}",
+        dir.path().join("shop.sqlite").display().to_string(),
+        source_toml(&db, &pw, 4413, "64MiB")
+    );
+    let config = BootstrapConfig::from_toml(&boot_toml)
+        .unwrap()
+        .validate()
+        .unwrap();
+    let store: Arc<dyn BootstrapStore> = Arc::new(SqliteStore::open(&config.db_path).unwrap());
+    let run = |token: CancellationToken| {
+        let (store, settings) = (store.clone(), config.producer.clone().unwrap());
+        tokio::spawn(async move { run_producer(store, settings, token).await })
+    };
+    let producer = CancellationToken::new();
+    let task = run(producer.clone());
+    write_rows(&db, 1, 20).await;
+    let first_last = Scn::new(
+        status(relay).await["buffers"][0]["max_scn"]
+            .as_u64()
+            .unwrap(),
+    );
+    wait_logged(&store, first_last).await;
+    producer.cancel();
+    task.await.unwrap().unwrap();
+    // The relay evicts past the log, and the source purges the binlog holding the gap.
+    let mut t = 21;
+    while status(relay).await["buffers"][0]["prev_scn"].as_u64() <= Some(first_last.get() + 100) {
+        write_rows(&db, t, 100).await;
+        t += 100;
+    }
+    db.exec(&["FLUSH BINARY LOGS"]).await.unwrap();
+    let current: String = {
+        use mysql_async::prelude::Queryable;
+        let mut conn = db.root_conn().await.unwrap();
+        let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await.unwrap();
+        row.unwrap().get(0).unwrap()
+    };
+    db.purge_binary_logs_to(&current).await.unwrap();
+
+    // Restarted: it cannot fill the gap; it stays alive, reports blocked with the fix, never writes
+    // a gap into the log.
+    let producer = CancellationToken::new();
+    let task = run(producer.clone());
+    let service = databus_bootstrap::serve::BootstrapService::new(
+        store.clone(),
+        databus_bootstrap::serve::ServeSettings::default(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let problem = loop {
+        let (_, problems) = service.health().unwrap();
+        if let Some(p) = problems.into_iter().find(|p| p.state == "blocked") {
+            break p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the producer never reported blocked"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        problem.message.contains("cannot fill the relay gap")
+            && problem.message.contains("re-seed"),
+        "{problem:?}"
+    );
+    assert!(!task.is_finished(), "the blocked producer keeps running");
+    assert_eq!(store.log_status().unwrap().last_scn, Some(first_last));
+    producer.cancel();
+    task.await.unwrap().unwrap();
+    relay_stop.cancel();
 }
