@@ -210,6 +210,16 @@ fn tail_through_bootstrap_marks_snapshot_rows_then_live_changes() {
         "{dom}"
     );
     assert!(dom.contains("<td>orders</td>"), "{dom}");
+    assert!(dom.contains("<td id=\"health-status\">ok</td>"), "{dom}");
+
+    // `databus status --bootstrap`: health first, then each role's report.
+    let out = run(databus().args(["status", "--bootstrap", &boot_url]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("  health      ok\n"), "{stdout}");
+    assert!(stdout.contains("  producer    running"), "{stdout}");
+    assert!(stdout.contains("  applier     running"), "{stdout}");
+    assert!(stdout.contains(&format!("..={scn}")), "{stdout}");
 }
 
 /// One exit code per class (3, "check-source found settings to fix", is checked against a real
