@@ -602,6 +602,10 @@ async fn wait_replica(
 /// back behind the relay, and fill the gap from the source by itself before the run goes on (a purge
 /// scheduled later must not take the binlog it reads).
 async fn restart_producer_past_buffer(w: &mut World, seed: u64) {
+    // The relay may still be reconnecting after a fault of its own or of MariaDB: let it read what
+    // was written, so that it evicts what it will evict.
+    let scn = source_scn(&w.db).await;
+    wait_relay_at(&w.relay, scn).await;
     let logged = b(|| http_get(w.boot_addr, "/v1/status"))
         .unwrap()
         .json()
