@@ -10,7 +10,8 @@ use databus_filters::FilterSpec;
 use tokio_util::sync::CancellationToken;
 
 use crate::BootstrapError;
-use crate::store::{BootstrapStore, StoredEvent};
+use crate::health::Reporter;
+use crate::store::{BootstrapStore, Role, RoleState, StoredEvent};
 
 /// How the applier runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +119,21 @@ pub async fn run_applier(
     settings: ApplierSettings,
     shutdown: CancellationToken,
 ) -> Result<ApplyStep, BootstrapError> {
+    let mut reporter = Reporter::new(store.clone(), Role::Applier);
+    let result = apply_until_shutdown(&store, settings, &shutdown, &mut reporter).await;
+    match &result {
+        Ok(_) => reporter.set(RoleState::Stopped, "shut down".into()).await,
+        Err(e) => reporter.set(RoleState::Failed, e.to_string()).await,
+    }
+    result
+}
+
+async fn apply_until_shutdown(
+    store: &Arc<dyn BootstrapStore>,
+    settings: ApplierSettings,
+    shutdown: &CancellationToken,
+    reporter: &mut Reporter,
+) -> Result<ApplyStep, BootstrapError> {
     let mut total = ApplyStep::default();
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -135,6 +151,7 @@ pub async fn run_applier(
                 total.events += step.events;
                 crate::metrics::applied(step.windows, step.events);
                 total.applied_scn = step.applied_scn.or(total.applied_scn);
+                reporter.running(step.windows == 0).await;
                 if step.windows == 0 {
                     tokio::select! {
                         () = shutdown.cancelled() => return Ok(total),
@@ -144,6 +161,7 @@ pub async fn run_applier(
             }
             Err(e @ BootstrapError::Storage(_)) => {
                 tracing::warn!(error = %e, ?backoff, "applier: storage error; retrying");
+                reporter.running(false).await;
                 tokio::select! {
                     () = shutdown.cancelled() => return Ok(total),
                     () = tokio::time::sleep(backoff) => {}

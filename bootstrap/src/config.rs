@@ -69,6 +69,43 @@ pub struct BootstrapConfig {
     /// Seeding from the source database.
     #[serde(default)]
     pub seed: Option<SeedSection>,
+    /// When `/health` reports the roles as not ok.
+    #[serde(default)]
+    pub health: HealthSection,
+    /// The source database the producer fills relay gaps from: the relay's `[[sources]]` entry for
+    /// this buffer (same fields, parsed and validated by the relay's code), with its own `server_id`.
+    /// Optional: without it a producer that fell off the relay is blocked until re-seeded.
+    #[serde(default)]
+    pub source: Option<databus_relay::config::SourceConfig>,
+}
+
+/// `[health]`: when `/health` answers `503` (see [`crate::health`]).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// A producer not at the relay's newest window (an applier not at the log's last) for longer than
+    /// this is behind.
+    #[serde(default = "default_max_lag", with = "humantime_serde")]
+    pub max_lag: Duration,
+    /// A running role that has not reported for this long is not running (killed, crashed).
+    #[serde(default = "default_stale_after", with = "humantime_serde")]
+    pub stale_after: Duration,
+}
+
+fn default_max_lag() -> Duration {
+    crate::health::HealthSettings::default().max_lag
+}
+fn default_stale_after() -> Duration {
+    crate::health::HealthSettings::default().stale_after
+}
+
+impl Default for HealthSection {
+    fn default() -> Self {
+        HealthSection {
+            max_lag: default_max_lag(),
+            stale_after: default_stale_after(),
+        }
+    }
 }
 
 /// `[relay]`.
@@ -384,6 +421,31 @@ impl BootstrapConfig {
         toml::from_str(text).map_err(|e| BootstrapError::Config(e.to_string()))
     }
 
+    /// `[source]` validated by the relay's configuration code (a database source).
+    fn gap_source(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<crate::gap::GapSource>, BootstrapError> {
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let relay = databus_relay::config::RelayConfig {
+            state_dir: PathBuf::from("."),
+            http: Default::default(),
+            sources: vec![source.clone()],
+        };
+        let mut validated = relay
+            .validate_with_env(env)
+            .map_err(|e| BootstrapError::Config(format!("[source]: {e}")))?;
+        let source = validated.sources.remove(0);
+        if !matches!(source.origin, databus_relay::config::Origin::MySql { .. }) {
+            return Err(BootstrapError::Config(
+                "[source]: give the database (url, server_id, password_env), not upstream".into(),
+            ));
+        }
+        Ok(Some(crate::gap::GapSource { source }))
+    }
+
     /// Checks the values and builds the runtime settings, reading secrets from the process
     /// environment.
     pub fn validate(&self) -> Result<ValidatedConfig, BootstrapError> {
@@ -396,6 +458,14 @@ impl BootstrapConfig {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ValidatedConfig, BootstrapError> {
         let http_error = |e: databus_http::HttpError| BootstrapError::Config(e.to_string());
+        let min_stale = crate::store::HEARTBEAT * 3;
+        if self.health.stale_after < min_stale {
+            return Err(BootstrapError::Config(format!(
+                "health.stale_after is {:?}; use at least {min_stale:?} (roles report every {:?})",
+                self.health.stale_after,
+                crate::store::HEARTBEAT
+            )));
+        }
         let security = ServerSecurity::from_config(
             "http",
             self.http.tls.as_ref(),
@@ -422,6 +492,7 @@ impl BootstrapConfig {
                     &client,
                 )?;
                 let mut p = ProducerSettings::new(r.url.clone());
+                p.gap_source = self.gap_source(env)?;
                 p.client = client;
                 p.buffer = r.buffer.clone();
                 p.max_bytes = bytes("relay.max_bytes", r.max_bytes)?;
@@ -483,6 +554,10 @@ impl BootstrapConfig {
                 max_response_bytes,
                 max_pins: self.http.max_pins,
                 max_concurrent_streams: self.http.max_concurrent_streams,
+                health: crate::health::HealthSettings {
+                    max_lag: self.health.max_lag,
+                    stale_after: self.health.stale_after,
+                },
             },
             applier: ApplierSettings {
                 max_windows: self.applier.max_windows,
@@ -604,6 +679,36 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             err.contains("already contains a password") && !err.contains("inline"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn source_is_the_relays_entry_validated_by_the_relays_code() {
+        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[source]\nname = \"shop\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\nbuffer_size = \"2MiB\"\ntables = [{ id = 1, name = \"orders\", table = \"shop.orders\" }]\n";
+        let env = |v: &str| (v == "SRC_PW").then(|| "s3cret".to_owned());
+        let v = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap();
+        let gap = v.producer.unwrap().gap_source.unwrap();
+        assert_eq!(gap.source.buffer_bytes, 2 << 20);
+        assert_eq!(gap.source.tables[0].table, "orders");
+        assert!(!format!("{gap:?}").contains("s3cret"));
+        let err = BootstrapConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("[source]") && err.contains("SRC_PW"), "{err}");
+        let chained = text.replace(
+            "url = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n",
+            "upstream = { url = \"http://127.0.0.1:2\" }\n",
+        );
+        let err = BootstrapConfig::from_toml(&chained)
+            .unwrap()
+            .validate_with_env(&env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not upstream"), "{err}");
     }
 
     #[test]

@@ -44,6 +44,19 @@ pub enum BootstrapError {
         url: String,
         /// The log's last window.
         scn: Scn,
+        /// The SCN after which the relay still holds every window (its `prev_scn`), if it said.
+        relay_floor: Option<Scn>,
+    },
+    /// The relay gap cannot be filled from the source: its binlog no longer has the windows after the
+    /// log's last one (or the source refuses the stream).
+    #[error(
+        "cannot fill the relay gap after SCN {after} from the source: {message}; the source no longer has those changes: re-seed the bootstrap database (databus bootstrap seed) into a new file"
+    )]
+    GapUnfillable {
+        /// The log's last window.
+        after: Scn,
+        /// The source's error.
+        message: String,
     },
     /// The relay answered in a way that will not change by retrying.
     #[error("relay {url}: {message}")]

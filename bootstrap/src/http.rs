@@ -368,6 +368,7 @@ pub fn routes(
             )
         });
     let svc_metrics = svc.clone();
+    let svc_health = svc.clone();
     let status = warp::path!("v1" / "status")
         .and(warp::get())
         .and(no_params())
@@ -378,6 +379,7 @@ pub fn routes(
                     let log = svc.store().log_status()?;
                     let snap = svc.store().snapshot_status()?;
                     let pins = svc.store().pins(crate::serve::now_ms())?;
+                    let (roles, problems) = svc.health()?;
                     Ok(json!({
                         "log_floor_scn": log.floor_scn, "log_first_scn": log.first_scn,
                         "log_last_scn": log.last_scn, "log_windows": log.windows,
@@ -385,15 +387,30 @@ pub fn routes(
                         "applied_scn": snap.applied_scn, "snapshot_base_scn": snap.base_scn,
                         "snapshot_rows": snap.rows, "seeded": snap.seeded,
                         "pins": pins.len(), "pin_min_scn": pins.first().map(|p| p.0),
+                        "health": health_json(&problems), "roles": roles,
                     }))
                 })
                 .await
                 .map(|v| warp::reply::json(&v).into_response()),
             )
         });
-    let health = warp::path!("health")
-        .and(warp::get())
-        .map(|| warp::reply::json(&json!({"status": "ok"})).into_response());
+    let health = warp::path!("health").and(warp::get()).and(svc_health).then(
+        |svc: Arc<BootstrapService>| async move {
+            respond(
+                blocking(move || Ok(svc.health()?))
+                    .await
+                    .map(|(_, problems)| {
+                        let status = if problems.is_empty() {
+                            StatusCode::OK
+                        } else {
+                            StatusCode::SERVICE_UNAVAILABLE
+                        };
+                        warp::reply::with_status(warp::reply::json(&health_json(&problems)), status)
+                            .into_response()
+                    }),
+            )
+        },
+    );
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(svc_metrics)
@@ -416,6 +433,16 @@ pub fn routes(
         .unify()
         .recover(recover)
         .unify()
+}
+
+/// The body of `GET /health` (and `health` in `/v1/status`): `{"status":"ok"}`, or
+/// `{"status":"unhealthy","problems":[{"role":...,"state":...,"message":...}]}`.
+fn health_json(problems: &[crate::health::Problem]) -> serde_json::Value {
+    if problems.is_empty() {
+        json!({"status": "ok"})
+    } else {
+        json!({"status": "unhealthy", "problems": problems})
+    }
 }
 
 /// `GET /metrics`: the process's Prometheus text with the store gauges refreshed (`503` when no
@@ -604,5 +631,124 @@ mod tests {
         assert_eq!(r.headers()["retry-after"], "1");
         let r = warp::test::request().path("/health").reply(&routes).await;
         assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn health_is_503_with_the_reason_while_a_role_does_not_do_its_job() {
+        use crate::store::{Role, RoleReport, RoleState, RoleStore};
+        let store = Arc::new(MemoryStore::new());
+        let routes = routes(BootstrapService::new(
+            store.clone(),
+            ServeSettings::default(),
+        ));
+        let now = crate::health::now_ms();
+        let report = |role, state, message: Option<&str>, updated_ms, caught_up_ms| RoleReport {
+            role,
+            state,
+            message: message.map(str::to_owned),
+            updated_ms,
+            since_ms: now - 1000,
+            caught_up_ms,
+        };
+        let get = |path: &'static str| {
+            let routes = routes.clone();
+            async move {
+                let r = warp::test::request().path(path).reply(&routes).await;
+                let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+                (r.status(), body)
+            }
+        };
+        let fresh = |role| report(role, RoleState::Running, None, now, Some(now));
+        store.put_role(&fresh(Role::Producer)).unwrap();
+        store.put_role(&fresh(Role::Applier)).unwrap();
+        let (status, body) = get("/health").await;
+        assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
+
+        let cases = [
+            (
+                report(
+                    Role::Producer,
+                    RoleState::Blocked,
+                    Some("relay gap; re-seed"),
+                    now,
+                    None,
+                ),
+                "blocked",
+                "relay gap; re-seed",
+            ),
+            (
+                report(
+                    Role::Producer,
+                    RoleState::Failed,
+                    Some("disk full"),
+                    now,
+                    None,
+                ),
+                "failed",
+                "disk full",
+            ),
+            (
+                report(
+                    Role::Producer,
+                    RoleState::Stopped,
+                    Some("shut down"),
+                    now,
+                    None,
+                ),
+                "stopped",
+                "start it again",
+            ),
+            (
+                report(
+                    Role::Producer,
+                    RoleState::Running,
+                    None,
+                    now - 60_000,
+                    Some(now - 60_000),
+                ),
+                "not_running",
+                "has not reported for",
+            ),
+            (
+                report(
+                    Role::Producer,
+                    RoleState::Running,
+                    None,
+                    now,
+                    Some(now - 3_600_000),
+                ),
+                "behind",
+                "health.max_lag",
+            ),
+        ];
+        for (r, state, says) in cases {
+            store.put_role(&r).unwrap();
+            let (status, body) = get("/health").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert_eq!(body["status"], "unhealthy", "{body}");
+            assert_eq!(body["problems"][0]["role"], "producer", "{body}");
+            assert_eq!(body["problems"][0]["state"], state, "{body}");
+            let message = body["problems"][0]["message"].as_str().unwrap();
+            assert!(message.contains(says), "{body}");
+            let (_, st) = get("/v1/status").await;
+            assert_eq!(st["health"], body);
+            assert_eq!(st["roles"][0]["role"], "producer", "{st}");
+            let page = warp::test::request().path("/").reply(&routes).await;
+            let page = String::from_utf8(page.body().to_vec()).unwrap();
+            assert!(page.contains("not ok (1 problems"), "{page}");
+        }
+        store.put_role(&fresh(Role::Producer)).unwrap();
+        store
+            .put_role(&report(
+                Role::Applier,
+                RoleState::Running,
+                None,
+                now,
+                Some(now - 3_600_000),
+            ))
+            .unwrap();
+        let (status, body) = get("/health").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["problems"][0]["role"], "applier", "{body}");
     }
 }

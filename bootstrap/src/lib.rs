@@ -70,6 +70,8 @@
 pub mod applier;
 pub mod config;
 mod error;
+pub mod gap;
+pub mod health;
 pub mod http;
 pub mod json;
 pub mod metrics;

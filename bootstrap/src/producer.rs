@@ -8,7 +8,9 @@
 //!   completed, else from the relay's beginning (and, if the relay answers `410`, from the relay's
 //!   oldest point — a bootstrap database without a seed only knows changes after it started).
 //! - Errors: network errors and relay 5xx are retried with exponential backoff (100 ms to 10 s); a
-//!   `410` for a non-empty log means a gap and stops the producer (re-seed); storage errors stop it.
+//!   `410` for a non-empty log means a gap: the producer reports itself `blocked` (so `/health`
+//!   answers `503` with the fix) and retries (1 s to 30 s) instead of stopping; storage errors stop it
+//!   (reported `failed`). Its state is reported through [`Reporter`] (see [`crate::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,8 +19,9 @@ use databus_core::{Checkpoint, EventView, Scn, SourceId};
 use tokio_util::sync::CancellationToken;
 
 use crate::BootstrapError;
+use crate::health::Reporter;
 use crate::relay_client::{RelayClient, StreamAnswer};
-use crate::store::{BootstrapStore, LogWindow, SourceInfo, StoredEvent};
+use crate::store::{BootstrapStore, LogWindow, Role, RoleState, SourceInfo, StoredEvent};
 
 /// How the producer reads the relay.
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct ProducerSettings {
     pub timeout: Duration,
     /// The CA file of an `https` relay and the bearer token to send.
     pub client: databus_http::ClientOptions,
+    /// The source database to fill relay gaps from (`None`: a gap blocks the producer).
+    pub gap_source: Option<crate::gap::GapSource>,
 }
 
 impl ProducerSettings {
@@ -47,6 +52,7 @@ impl ProducerSettings {
             wait: Duration::from_millis(500),
             timeout: Duration::from_secs(30),
             client: databus_http::ClientOptions::default(),
+            gap_source: None,
         }
     }
 }
@@ -60,13 +66,13 @@ pub struct ProducerStats {
     pub events: u64,
 }
 
-struct Partial {
+pub(crate) struct Partial {
     scn: Scn,
     events: Vec<StoredEvent>,
 }
 
 /// Parses a relay response into complete windows, carrying a partial window across responses.
-fn split_windows(
+pub(crate) fn split_windows(
     body: &[u8],
     partial: &mut Option<Partial>,
 ) -> Result<Vec<LogWindow>, BootstrapError> {
@@ -111,7 +117,7 @@ fn split_windows(
     Ok(out)
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, BootstrapError> + Send + 'static,
 ) -> Result<T, BootstrapError> {
     tokio::task::spawn_blocking(f)
@@ -131,23 +137,93 @@ pub async fn run_producer(
         &settings.client,
     )?;
     let mut stats = ProducerStats::default();
+    let mut reporter = Reporter::new(store.clone(), Role::Producer);
+    let result = produce_with_retries(
+        &store,
+        &relay,
+        &settings,
+        &shutdown,
+        &mut stats,
+        &mut reporter,
+    )
+    .await;
+    match &result {
+        Ok(()) => reporter.set(RoleState::Stopped, "shut down".into()).await,
+        Err(e) => reporter.set(RoleState::Failed, e.to_string()).await,
+    }
+    result.map(|()| stats)
+}
+
+/// [`produce`] again after transient errors (relay unreachable, 5xx: 100 ms doubling to 10 s) and
+/// after a relay gap (the relay no longer holds what follows the log: 1 s doubling to 30 s, reported
+/// as `blocked` so that `/health` says so, never a silent stop).
+async fn produce_with_retries(
+    store: &Arc<dyn BootstrapStore>,
+    relay: &RelayClient,
+    settings: &ProducerSettings,
+    shutdown: &CancellationToken,
+    stats: &mut ProducerStats,
+    reporter: &mut Reporter,
+) -> Result<(), BootstrapError> {
     let mut backoff = Duration::from_millis(100);
-    'connect: loop {
+    let mut gap_backoff = Duration::from_secs(1);
+    loop {
         if shutdown.is_cancelled() {
-            return Ok(stats);
+            return Ok(());
         }
-        match produce(&store, &relay, &settings, &shutdown, &mut stats).await {
-            Ok(()) => return Ok(stats),
+        let delay = match produce(store, relay, settings, shutdown, stats, reporter).await {
+            Ok(()) => return Ok(()),
+            Err(BootstrapError::RelayGap {
+                relay_floor: Some(until),
+                ..
+            }) if settings.gap_source.is_some() => {
+                let source = settings.gap_source.as_ref().expect("checked by the guard");
+                reporter.running(false).await;
+                match crate::gap::fill_gap(store, source, until, shutdown, stats, reporter).await {
+                    Ok(()) => {
+                        gap_backoff = Duration::from_secs(1);
+                        continue;
+                    }
+                    Err(e @ BootstrapError::GapUnfillable { .. }) => {
+                        tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the relay gap cannot be filled; retrying");
+                        reporter.set(RoleState::Blocked, e.to_string()).await;
+                        let d = gap_backoff;
+                        gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
+                        d
+                    }
+                    Err(e) if e.is_transient() => {
+                        tracing::warn!(error = %e, ?backoff, "producer: filling the relay gap failed; retrying");
+                        let d = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        d
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e @ BootstrapError::RelayGap { .. }) => {
+                tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the log would have a gap; retrying");
+                let fix = if settings.gap_source.is_none() {
+                    "; or configure [source] in bootstrap.toml (the relay's [[sources]] entry with its own server_id) so that the producer fills the gap from the source's binlog"
+                } else {
+                    ""
+                };
+                reporter.set(RoleState::Blocked, format!("{e}{fix}")).await;
+                let d = gap_backoff;
+                gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
+                d
+            }
             Err(e) if e.is_transient() && !matches!(e, BootstrapError::Storage(_)) => {
                 tracing::warn!(error = %e, ?backoff, "producer: relay error; retrying");
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(stats),
-                    () = tokio::time::sleep(backoff) => {}
-                }
+                reporter.running(false).await;
+                let d = backoff;
                 backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue 'connect;
+                d
             }
             Err(e) => return Err(e),
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            () = tokio::time::sleep(delay) => {}
         }
     }
 }
@@ -158,6 +234,7 @@ async fn produce(
     settings: &ProducerSettings,
     shutdown: &CancellationToken,
     stats: &mut ProducerStats,
+    reporter: &mut Reporter,
 ) -> Result<(), BootstrapError> {
     let sources = relay.sources().await?;
     let buffer = match &settings.buffer {
@@ -211,7 +288,7 @@ async fn produce(
             StreamAnswer::Data {
                 body,
                 checkpoint: next,
-                more: _,
+                more,
             } => {
                 let windows = split_windows(&body, &mut partial)?;
                 if !windows.is_empty() {
@@ -231,22 +308,19 @@ async fn produce(
                     crate::metrics::produced(n_windows, n_events);
                 }
                 checkpoint = next;
+                // Caught up: the relay had nothing more right now.
+                reporter.running(!more && partial.is_none()).await;
             }
             StreamAnswer::ScnNotFound { prev_scn, min_scn } => {
                 let empty = log.last_scn.is_none() && !snap.seeded && stats.windows == 0;
-                let Some(floor) = prev_scn.or(min_scn.map(|m| Scn::new(m.get().saturating_sub(1))))
-                else {
+                let floor = prev_scn.or(min_scn.map(|m| Scn::new(m.get().saturating_sub(1))));
+                let (Some(floor), true) = (floor, empty) else {
                     return Err(BootstrapError::RelayGap {
                         url: relay.url().to_owned(),
                         scn: checkpoint.window_scn,
+                        relay_floor: floor,
                     });
                 };
-                if !empty {
-                    return Err(BootstrapError::RelayGap {
-                        url: relay.url().to_owned(),
-                        scn: checkpoint.window_scn,
-                    });
-                }
                 tracing::warn!(%floor, "producer: new bootstrap database without a seed starts at the relay's oldest point");
                 let store = store.clone();
                 blocking(move || store.start_log(floor)).await?;

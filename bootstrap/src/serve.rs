@@ -36,6 +36,8 @@ pub struct ServeSettings {
     pub max_pins: usize,
     /// The most `stream` requests served at once (each reads the store); more get `503 overloaded`.
     pub max_concurrent_streams: usize,
+    /// When `/health` reports the roles as not ok.
+    pub health: crate::health::HealthSettings,
 }
 
 impl Default for ServeSettings {
@@ -47,6 +49,7 @@ impl Default for ServeSettings {
             max_response_bytes: 16 << 20,
             max_pins: 1000,
             max_concurrent_streams: 64,
+            health: crate::health::HealthSettings::default(),
         }
     }
 }
@@ -238,6 +241,16 @@ impl BootstrapService {
     /// The store.
     pub fn store(&self) -> &Arc<dyn BootstrapStore> {
         &self.store
+    }
+
+    /// The roles' reports and what is wrong with them (see [`crate::health`]).
+    pub fn health(
+        &self,
+    ) -> Result<(Vec<crate::store::RoleReport>, Vec<crate::health::Problem>), BootstrapError> {
+        let roles = self.store.roles()?;
+        let problems =
+            crate::health::assess(&roles, crate::health::now_ms(), &self.settings.health);
+        Ok((roles, problems))
     }
 
     /// The settings.

@@ -125,6 +125,7 @@ fn render(svc: &BootstrapService, now: u64) -> Result<String, BootstrapError> {
          <p class=\"muted\">Refreshes every {REFRESH_SECONDS} s. JSON: \
          <a href=\"/v1/status\">/v1/status</a>, <a href=\"/v1/sources\">/v1/sources</a>.</p>"
     );
+    render_health(svc, &mut out)?;
     let range = match (log.first_scn, log.last_scn) {
         (Some(first), Some(last)) => format!("{first}..={last}"),
         _ => "empty".to_owned(),
@@ -210,6 +211,54 @@ fn render(svc: &BootstrapService, now: u64) -> Result<String, BootstrapError> {
     }
     out.push_str("</table></body></html>\n");
     Ok(out)
+}
+
+/// The health verdict (as `/health`) and each role's report.
+fn render_health(svc: &BootstrapService, out: &mut String) -> Result<(), BootstrapError> {
+    let (roles, problems) = svc.health()?;
+    let verdict = if problems.is_empty() {
+        "ok".to_owned()
+    } else {
+        format!("not ok ({} problems; /health answers 503)", problems.len())
+    };
+    let _ = write!(
+        out,
+        "<h2>Health</h2><table id=\"health\"><tr><th>health</th><td id=\"health-status\">{}</td></tr>",
+        escape(&verdict)
+    );
+    for p in &problems {
+        let _ = write!(
+            out,
+            "<tr><th>{} {}</th><td class=\"problem\">{}</td></tr>",
+            p.role.name(),
+            p.state,
+            escape(&p.message)
+        );
+    }
+    let now = crate::health::now_ms();
+    for role in [crate::store::Role::Producer, crate::store::Role::Applier] {
+        let text = match roles.iter().find(|r| r.role == role) {
+            None => "not reported (never ran on this database)".to_owned(),
+            Some(r) => format!(
+                "{} for {}, last report {} ago{}",
+                format!("{:?}", r.state).to_lowercase(),
+                human::duration_ms(now.saturating_sub(r.since_ms)),
+                human::duration_ms(now.saturating_sub(r.updated_ms)),
+                r.message
+                    .as_ref()
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default()
+            ),
+        };
+        let _ = write!(
+            out,
+            "<tr><th>{name}</th><td id=\"{name}-state\">{}</td></tr>",
+            escape(&text),
+            name = role.name()
+        );
+    }
+    out.push_str("</table>");
+    Ok(())
 }
 
 #[cfg(test)]

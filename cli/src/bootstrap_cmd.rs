@@ -104,6 +104,43 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         }
     }
     let _ = writeln!(out, "interval = {}", q(&dur(r.interval)));
+    if let Some(src) = &raw.source {
+        let _ = writeln!(out, "\n[source]");
+        let _ = writeln!(out, "name = {}", q(&src.name));
+        if let Some(url) = &src.url {
+            let _ = writeln!(out, "url = {}", q(&redact_password(url)));
+        }
+        if let Some(var) = &src.password_env {
+            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
+        }
+        if let Some(path) = &src.password_file {
+            let _ = writeln!(
+                out,
+                "password_file = {}  # contents redacted",
+                q(&path.display().to_string())
+            );
+        }
+        if let Some(id) = src.server_id {
+            let _ = writeln!(out, "server_id = {id}");
+        }
+        let _ = writeln!(out, "buffer_size = {}", q(&size(src.buffer_size.as_u64())));
+        let tables: Vec<String> = src
+            .tables
+            .iter()
+            .map(|t| {
+                format!(
+                    "{{ id = {}, name = {}, table = {} }}",
+                    t.id,
+                    q(&t.name),
+                    q(&t.table)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "tables = [{}]", tables.join(", "));
+    }
+    let _ = writeln!(out, "\n[health]");
+    let _ = writeln!(out, "max_lag = {}", q(&dur(raw.health.max_lag)));
+    let _ = writeln!(out, "stale_after = {}", q(&dur(raw.health.stale_after)));
     if let Some(s) = &raw.seed {
         let _ = writeln!(out, "\n[seed]");
         let _ = writeln!(out, "url = {}", q(&redact_password(&s.url)));

@@ -216,6 +216,9 @@ struct StatusArgs {
     /// The relay's base URL.
     #[arg(long, default_value = "http://127.0.0.1:11140")]
     relay: String,
+    /// Show this bootstrap server instead (its health, roles, log and snapshot).
+    #[arg(long, value_name = "URL")]
+    bootstrap: Option<String>,
     /// Print the relay's raw status JSON instead.
     #[arg(long)]
     json: bool,
@@ -451,6 +454,17 @@ async fn run(command: Command) -> Result<u8> {
             tokio::select! {
                 result = follow => { result?; }
                 _ = signal.cancelled() => {}
+            }
+            Ok(exit::OK)
+        }
+        Command::Status(args) if args.bootstrap.is_some() => {
+            let url = args.bootstrap.as_deref().unwrap_or_default();
+            let server = args.client.url("--bootstrap", url)?;
+            let st = status::fetch_bootstrap(&server).await?;
+            if args.json {
+                databus_cli::outln!("{}", serde_json::to_string_pretty(&st)?);
+            } else {
+                databus_cli::out!("{}", status::render_bootstrap(&server, &st));
             }
             Ok(exit::OK)
         }

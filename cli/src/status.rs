@@ -1,4 +1,5 @@
-//! `databus status`: a relay's buffers (SCN ranges, fill, ingest state, lag) in human-readable form.
+//! `databus status`: a relay's buffers (SCN ranges, fill, ingest state, lag), or with `--bootstrap` a
+//! bootstrap server's health, roles, log and snapshot, in human-readable form.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -101,9 +102,95 @@ pub fn render(relay: &RelayUrl, status: &Value, sources: &Value) -> String {
     out
 }
 
+/// Fetches a bootstrap server's `/v1/status`.
+pub async fn fetch_bootstrap(server: &RelayUrl) -> Result<Value> {
+    let status = get(server, "/v1/status", Duration::from_secs(10)).await?;
+    if status.status != 200 {
+        bail!(
+            "/v1/status answered {}: {}",
+            status.status,
+            status.error_message()
+        );
+    }
+    status.json()
+}
+
+/// Renders a bootstrap server's status for a terminal: health first (each problem with its fix), then
+/// each role's report, the log and the snapshot.
+pub fn render_bootstrap(server: &RelayUrl, status: &Value) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "bootstrap server {server}   (in a browser: {server}/)");
+    let empty = Vec::new();
+    let problems = status["health"]["problems"].as_array().unwrap_or(&empty);
+    if problems.is_empty() {
+        let _ = writeln!(out, "  health      ok");
+    } else {
+        let _ = writeln!(out, "  health      NOT OK (/health answers 503)");
+        for p in problems {
+            let _ = writeln!(
+                out,
+                "    {} {}: {}",
+                opt(&p["role"]),
+                opt(&p["state"]),
+                opt(&p["message"])
+            );
+        }
+    }
+    let roles = status["roles"].as_array().unwrap_or(&empty);
+    for role in ["producer", "applier"] {
+        let text = match roles.iter().find(|r| r["role"] == role) {
+            None => "not reported (never ran on this database)".to_owned(),
+            Some(r) => {
+                let mut t = opt(&r["state"]);
+                if !r["message"].is_null() {
+                    t.push_str(&format!(": {}", opt(&r["message"])));
+                }
+                t
+            }
+        };
+        let _ = writeln!(out, "  {role:<11} {text}");
+    }
+    let _ = writeln!(
+        out,
+        "  log         {}..={}   (complete after {}; {} windows, {} events)",
+        opt(&status["log_first_scn"]),
+        opt(&status["log_last_scn"]),
+        opt(&status["log_floor_scn"]),
+        opt(&status["log_windows"]),
+        opt(&status["log_events"])
+    );
+    let _ = writeln!(
+        out,
+        "  snapshot    applied {}, base {}, {} rows, seeded {}",
+        opt(&status["applied_scn"]),
+        opt(&status["snapshot_base_scn"]),
+        opt(&status["snapshot_rows"]),
+        opt(&status["seeded"])
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_a_bootstrap_server_with_its_problems() {
+        let status = serde_json::json!({"log_floor_scn":0,"log_first_scn":1,"log_last_scn":20,
+            "log_windows":20,"log_events":20,"applied_scn":20,"snapshot_base_scn":0,"snapshot_rows":20,
+            "seeded":false,"health":{"status":"unhealthy","problems":[{"role":"producer","state":"blocked",
+            "message":"the producer cannot go on: relay x no longer holds the events after SCN 20"}]},
+            "roles":[{"role":"producer","state":"blocked","message":"relay x no longer holds the events after SCN 20",
+            "updated_ms":1,"since_ms":1,"caught_up_ms":null}]});
+        let text = render_bootstrap(&RelayUrl::parse("http://127.0.0.1:2").unwrap(), &status);
+        assert!(text.contains("health      NOT OK"), "{text}");
+        assert!(
+            text.contains("    producer blocked: the producer cannot go on: relay x"),
+            "{text}"
+        );
+        assert!(text.contains("  applier     not reported"), "{text}");
+        assert!(text.contains("log         1..=20"), "{text}");
+    }
 
     #[test]
     fn renders_a_buffer() {

@@ -12,19 +12,20 @@
 //! | `online` | a live change from the relay |
 //!
 //! Progress goes to stderr while rows of a snapshot arrive (rows done, rate, and an estimate of the
-//! time left from the bootstrap server's row count), with one line when the snapshot ends and one when
-//! the relay takes over.
+//! time left from the bootstrap server's row count), with one line at each phase change as it happens
+//! (even when no window follows, on an idle source): the bootstrap starts, the snapshot is done
+//! (catch-up to SCN N), caught up at SCN N (the relay takes over).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use databus_client::{
-    ClientConfig, DatabusClient, MemoryCheckpointStore, Phase, StartPosition, Window,
+    ClientConfig, DatabusClient, MemoryCheckpointStore, Phase, StartPosition, StreamItem,
+    Transition, Window,
 };
 use databus_core::{Checkpoint, Scn};
 use databus_filters::FilterSpec;
-use futures::StreamExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -170,7 +171,6 @@ struct Progress {
     every: Option<Duration>,
     /// Rows the bootstrap server holds (tombstones included): the estimate for the time left.
     total_hint: Option<u64>,
-    phase: Option<Phase>,
     rows: u64,
     started: Option<Instant>,
     last_print: Option<Instant>,
@@ -201,50 +201,54 @@ impl Progress {
         line
     }
 
+    /// Called at each phase change: one line each (on an idle source no window may follow).
+    fn transition(&mut self, transition: &Transition) {
+        if self.every.is_none() {
+            return;
+        }
+        let now = Instant::now();
+        match transition {
+            Transition::StartBootstrap { info, .. } => {
+                self.started = Some(now);
+                self.last_print = Some(now);
+                self.rows = 0;
+                match info.since_scn {
+                    None => eprintln!("bootstrap: reading a snapshot from the bootstrap server"),
+                    Some(scn) => eprintln!(
+                        "bootstrap: reading the changes since SCN {scn} from the bootstrap server"
+                    ),
+                }
+            }
+            Transition::StartCatchup { target, .. } => {
+                let secs = self
+                    .started
+                    .map_or(0.0, |s| now.duration_since(s).as_secs_f64());
+                eprintln!(
+                    "bootstrap: snapshot done, {} rows in {secs:.1} s ({:.0} rows/s); catching up from the bootstrap server's log to SCN {target}",
+                    self.rows,
+                    self.rate(now)
+                );
+            }
+            Transition::EndBootstrap { scn, .. } => {
+                eprintln!("bootstrap: caught up at SCN {scn}; following the relay");
+            }
+        }
+    }
+
     /// Called for each window before its events are printed.
     fn window(&mut self, window: &Window) {
         let Some(every) = self.every else { return };
-        let now = Instant::now();
-        let phase = window.phase();
-        if self.phase != Some(phase) {
-            match (self.phase, phase) {
-                (_, Phase::Snapshot) => {
-                    self.started = Some(now);
-                    self.last_print = Some(now);
-                    eprintln!("bootstrap: reading a snapshot from the bootstrap server");
-                }
-                (Some(Phase::Snapshot), _) => {
-                    let secs = self
-                        .started
-                        .map_or(0.0, |s| now.duration_since(s).as_secs_f64());
-                    eprintln!(
-                        "bootstrap: snapshot done, {} rows in {secs:.1} s ({:.0} rows/s)",
-                        self.rows,
-                        self.rate(now)
-                    );
-                }
-                _ => {}
-            }
-            match phase {
-                Phase::Catchup => {
-                    eprintln!("bootstrap: catching up from the bootstrap server's log")
-                }
-                Phase::Online if self.phase.is_some() => {
-                    eprintln!("bootstrap: caught up; following the relay")
-                }
-                _ => {}
-            }
-            self.phase = Some(phase);
+        if window.phase() != Phase::Snapshot {
+            return;
         }
-        if phase == Phase::Snapshot {
-            self.rows += window.len() as u64;
-            if self
-                .last_print
-                .is_none_or(|t| now.duration_since(t) >= every)
-            {
-                self.last_print = Some(now);
-                eprintln!("{}", self.line(now));
-            }
+        let now = Instant::now();
+        self.rows += window.len() as u64;
+        if self
+            .last_print
+            .is_none_or(|t| now.duration_since(t) >= every)
+        {
+            self.last_print = Some(now);
+            eprintln!("{}", self.line(now));
         }
     }
 }
@@ -308,7 +312,6 @@ pub async fn tail(
             }
             _ => None,
         },
-        phase: None,
         rows: 0,
         started: None,
         last_print: None,
@@ -319,16 +322,22 @@ pub async fn tail(
     let end = loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break TailEnd::Shutdown,
-            w = windows.next() => w,
+            w = windows.next_item() => w,
         };
         let window = match next {
             None => break TailEnd::Shutdown,
-            Some(w) => w.with_context(|| {
+            Some(item) => match item.with_context(|| {
                 format!(
                     "following relay {} through bootstrap server {}",
                     opts.relay, opts.bootstrap
                 )
-            })?,
+            })? {
+                StreamItem::Window(window) => window,
+                StreamItem::Transition(t) => {
+                    progress.transition(&t);
+                    continue;
+                }
+            },
         };
         progress.window(&window);
         let mut stop = None;
@@ -409,7 +418,6 @@ mod tests {
         let p = Progress {
             every: Some(Duration::from_secs(1)),
             total_hint: Some(3000),
-            phase: Some(Phase::Snapshot),
             rows: 1000,
             started: Some(now - Duration::from_secs(2)),
             last_print: None,

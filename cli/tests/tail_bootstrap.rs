@@ -95,6 +95,20 @@ fn tail_through_bootstrap_marks_snapshot_rows_then_live_changes() {
             .unwrap_or_else(|_| panic!("3 snapshot rows never came; got {events:?}"));
         events.push(serde_json::from_str(&line).expect("each line is JSON"));
     }
+    // The source is idle: tail still says when the snapshot is done and when it is caught up,
+    // without waiting for a next window.
+    let mut stderr: Vec<String> = Vec::new();
+    while !(stderr.iter().any(|l| l.contains("snapshot done, 3 rows"))
+        && stderr
+            .iter()
+            .any(|l| l.contains("bootstrap: caught up at SCN")))
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = err
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no snapshot-done and caught-up lines; got {stderr:?}"));
+        stderr.push(line);
+    }
     // The snapshot was read; a change written now is a change, not a snapshot row.
     rt.block_on(db.exec(&["INSERT INTO shop.orders VALUES (4, 'kiwi')"]))
         .unwrap();
@@ -102,7 +116,7 @@ fn tail_through_bootstrap_marks_snapshot_rows_then_live_changes() {
     let line = out.recv_timeout(left).expect("the live change never came");
     events.push(serde_json::from_str(&line).unwrap());
     let status = tail.wait_until(deadline, "tail did not end after 4 events");
-    let stderr: Vec<String> = err.try_iter().collect();
+    stderr.extend(err.try_iter());
     assert!(status.success(), "{stderr:?}");
     assert!(out.try_iter().next().is_none(), "more than 4 lines");
 
@@ -196,6 +210,16 @@ fn tail_through_bootstrap_marks_snapshot_rows_then_live_changes() {
         "{dom}"
     );
     assert!(dom.contains("<td>orders</td>"), "{dom}");
+    assert!(dom.contains("<td id=\"health-status\">ok</td>"), "{dom}");
+
+    // `databus status --bootstrap`: health first, then each role's report.
+    let out = run(databus().args(["status", "--bootstrap", &boot_url]));
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("  health      ok\n"), "{stdout}");
+    assert!(stdout.contains("  producer    running"), "{stdout}");
+    assert!(stdout.contains("  applier     running"), "{stdout}");
+    assert!(stdout.contains(&format!("..={scn}")), "{stdout}");
 }
 
 /// One exit code per class (3, "check-source found settings to fix", is checked against a real

@@ -259,6 +259,15 @@ pub async fn run(args: Args, shutdown: CancellationToken) -> anyhow::Result<RunS
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The client's warnings (failovers, a bootstrap, waiting while no server can serve the
+    // checkpoint) on stderr; RUST_LOG overrides the level.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let args = Args::parse();
     let db = args.checkpoint.clone();
     let shutdown = CancellationToken::new();

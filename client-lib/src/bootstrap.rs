@@ -124,9 +124,20 @@ impl Fetcher {
             }
             let pool = self.bootstrap.as_mut().expect("checked above");
             let limit = self.config.max_response_bytes.max(self.config.buffer_bytes);
-            let answer = pool
+            let answer = match pool
                 .request(&path, std::time::Duration::ZERO, limit, parse)
-                .await?;
+                .await
+            {
+                Err(e @ ClientError::NotYetAtScn { .. }) => {
+                    // The bootstrap database has not reached the checkpoint: wait, then ask again.
+                    let delay =
+                        self.stall
+                            .round(checkpoint.window_scn, &e.to_string(), &self.stats)?;
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                answer => answer?,
+            };
             let response = match answer {
                 Ok(r) => r,
                 Err(restart) => {

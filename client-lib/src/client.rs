@@ -17,6 +17,7 @@ use crate::checkpoint::CheckpointStore;
 use crate::fetcher::{Delivery, Fetcher};
 use crate::pool::ServerPool;
 use crate::stats::{ClientStats, Held};
+use crate::transition::{StreamItem, Transition};
 use crate::window::SchemaCache;
 use crate::{
     ClientConfig, ClientError, ConsumerOutcome, DataEvent, DatabusConsumer, FailurePolicy,
@@ -148,6 +149,7 @@ impl DatabusClient {
             b.set_body_limit(c.buffer_bytes);
         }
         let fetcher = Fetcher {
+            stall: crate::stall::Stall::new(c.stall),
             config: c.clone(),
             relays,
             bootstrap,
@@ -227,6 +229,19 @@ async fn store(store: &Arc<dyn CheckpointStore>, cp: &Checkpoint) -> Result<(), 
     }
     let (store, cp) = (store.clone(), cp.clone());
     tokio::task::spawn_blocking(move || store.store(&cp))
+        .await
+        .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
+    Ok(())
+}
+
+/// Stores the checkpoint of a phase change ([`CheckpointStore::store_transition`]), on
+/// `spawn_blocking`.
+async fn store_transition(
+    store: &Arc<dyn CheckpointStore>,
+    cp: &Checkpoint,
+) -> Result<(), ClientError> {
+    let (store, cp) = (store.clone(), cp.clone());
+    tokio::task::spawn_blocking(move || store.store_transition(&cp))
         .await
         .map_err(|e| ClientError::Config(format!("checkpoint store task failed: {e}")))??;
     Ok(())
@@ -350,7 +365,7 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             });
         }
         self.last = checkpoint;
-        self.persist().await
+        self.persist_as(true).await
     }
 
     /// Persists the last checkpoint if any window is not yet persisted (at shutdown).
@@ -362,6 +377,11 @@ impl<C: DatabusConsumer> Dispatcher<C> {
     }
 
     async fn persist(&mut self) -> Result<(), ClientError> {
+        self.persist_as(false).await
+    }
+
+    /// Persists the last checkpoint, as a phase change's (`transition`) or a window's.
+    async fn persist_as(&mut self, transition: bool) -> Result<(), ClientError> {
         let cp = self.last.clone();
         if call(self.consumer.on_checkpoint(&cp), "on_checkpoint")
             .await
@@ -370,7 +390,11 @@ impl<C: DatabusConsumer> Dispatcher<C> {
             tracing::debug!(scn = %cp.window_scn, "consumer declined the checkpoint");
             return Ok(());
         }
-        store(&self.store, &cp).await?;
+        if transition {
+            store_transition(&self.store, &cp).await?;
+        } else {
+            store(&self.store, &cp).await?;
+        }
         self.unpersisted = 0;
         self.summary.last_checkpoint = Some(cp);
         Ok(())
@@ -732,6 +756,50 @@ impl WindowStream {
     pub async fn commit(&self, window: &Window) -> Result<(), ClientError> {
         store(&self.store, window.checkpoint()).await
     }
+
+    /// Persists the checkpoint of a phase change (as the push API does after `on_start_bootstrap`,
+    /// `on_start_catchup` and `on_end_bootstrap`): after [`Transition::EndBootstrap`] the stored
+    /// checkpoint is online at the bootstrap's target, not catch-up.
+    pub async fn commit_transition(&self, transition: &Transition) -> Result<(), ClientError> {
+        store_transition(&self.store, transition.checkpoint()).await
+    }
+
+    /// The next window or phase change (`None` when fetching stopped). Unlike the [`Stream`]
+    /// implementation, which yields windows only, this tells when a snapshot is done and when a
+    /// bootstrap is caught up even if no window follows (an idle source).
+    ///
+    /// [`Stream`]: futures::Stream
+    pub async fn next_item(&mut self) -> Option<Result<StreamItem, ClientError>> {
+        std::future::poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    /// Polls the next window, phase change or error.
+    fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<StreamItem, ClientError>>> {
+        self.held = None;
+        loop {
+            let transition = match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(Delivery::Window(window, permit))) => {
+                    self.held = Some(permit);
+                    return Poll::Ready(Some(Ok(StreamItem::Window(window))));
+                }
+                Poll::Ready(Some(Delivery::Failed(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Delivery::StartBootstrap(info, checkpoint))) => {
+                    Transition::StartBootstrap { info, checkpoint }
+                }
+                Poll::Ready(Some(Delivery::StartCatchup(target, checkpoint))) => {
+                    Transition::StartCatchup { target, checkpoint }
+                }
+                Poll::Ready(Some(Delivery::EndBootstrap(scn, checkpoint))) => {
+                    Transition::EndBootstrap { scn, checkpoint }
+                }
+                // Warnings are logged where they happen.
+                Poll::Ready(Some(Delivery::Warning(_))) => continue,
+                Poll::Ready(None) => return Poll::Ready(None),
+                Poll::Pending => return Poll::Pending,
+            };
+            return Poll::Ready(Some(Ok(StreamItem::Transition(transition))));
+        }
+    }
 }
 
 impl Drop for WindowStream {
@@ -744,16 +812,12 @@ impl futures::Stream for WindowStream {
     type Item = Result<Window, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.held = None;
         loop {
-            return match self.rx.poll_recv(cx) {
-                Poll::Ready(Some(Delivery::Window(window, permit))) => {
-                    self.held = Some(permit);
-                    Poll::Ready(Some(Ok(window)))
-                }
-                Poll::Ready(Some(Delivery::Failed(e))) => Poll::Ready(Some(Err(e))),
-                // Phase changes show in the windows' phase and checkpoints; warnings are logged.
-                Poll::Ready(Some(_)) => continue,
+            return match self.poll_item(cx) {
+                Poll::Ready(Some(Ok(StreamItem::Window(window)))) => Poll::Ready(Some(Ok(window))),
+                // Phase changes show in the windows' phase and checkpoints (`next_item` yields them).
+                Poll::Ready(Some(Ok(StreamItem::Transition(_)))) => continue,
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             };

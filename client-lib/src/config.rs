@@ -9,6 +9,7 @@ use databus_http::{ClientOptions, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::ClientError;
+use crate::stall::StallConfig;
 use databus_http::backoff::BackoffConfig;
 
 /// How a client consumes. Every field has a default; only `relays` is required in practice.
@@ -57,6 +58,9 @@ pub struct ClientConfig {
     pub fetch_backoff: BackoffConfig,
     /// Give up after this many consecutive failed requests (`None`: retry until shut down).
     pub max_fetch_failures: Option<u32>,
+    /// Waiting while no relay and no bootstrap server can serve the checkpoint yet: delays between
+    /// rounds, how often it is logged, and when to give up (default: wait until shut down).
+    pub stall: StallConfig,
     /// Parallel dispatch: events are routed to this many workers by the bucket of their key.
     pub workers: usize,
     /// Retries of a failed window (a callback returning retry, or panicking).
@@ -91,6 +95,7 @@ impl Default for ClientConfig {
             request_timeout: Duration::from_secs(10),
             fetch_backoff: BackoffConfig::default(),
             max_fetch_failures: None,
+            stall: StallConfig::default(),
             workers: 1,
             retry: RetryConfig::default(),
             checkpoint_every_windows: 1,

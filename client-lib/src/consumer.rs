@@ -50,7 +50,7 @@ pub struct WindowInfo {
 }
 
 /// A bootstrap the client enters.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapInfo {
     /// `Some(scn)`: a consolidated delta since `scn`; `None`: a full snapshot.
     pub since_scn: Option<Scn>,

@@ -86,6 +86,33 @@ pub enum ClientError {
     /// The bootstrap server failed in a way that is not retried.
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    /// A bootstrap server answered `503 not_yet_at_scn`: its database has not reached the SCN the
+    /// consumer needs yet (or holds nothing yet). The client waits (a stall round) and asks again.
+    #[error(
+        "{server} has not reached SCN {requested} yet (its log ends at {log_last}); waiting for its producer (check its /health)",
+        requested = fmt_scn(*requested), log_last = fmt_scn(*log_last)
+    )]
+    NotYetAtScn {
+        /// The bootstrap server's URL.
+        server: String,
+        /// The SCN asked for (`None`: a snapshot).
+        requested: Option<Scn>,
+        /// The newest window of its log.
+        log_last: Option<Scn>,
+    },
+    /// No relay and no bootstrap server could serve the checkpoint for longer than
+    /// `stall.max_wait` (see [`StallConfig`](crate::StallConfig)).
+    #[error(
+        "no server could serve the events after SCN {scn} for {waited:?}: {reason}; consumption stopped at that checkpoint (raise stall.max_wait or unset it to keep waiting)"
+    )]
+    Stalled {
+        /// The checkpoint's SCN.
+        scn: Scn,
+        /// How long the client waited.
+        waited: std::time::Duration,
+        /// Why, and what to check.
+        reason: String,
+    },
     /// Every relay (or bootstrap server) kept failing for longer than allowed.
     #[error("gave up after {attempts} failed requests; last error: {last}")]
     Unavailable {
@@ -94,6 +121,10 @@ pub enum ClientError {
         /// The last error.
         last: Box<ClientError>,
     },
+}
+
+fn fmt_scn(scn: Option<Scn>) -> String {
+    scn.map_or_else(|| "none".into(), |s| s.to_string())
 }
 
 impl ClientError {

@@ -12,6 +12,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::pool::ServerPool;
+use crate::stall::Stall;
 use crate::stats::{ClientStats, Held};
 use crate::window::{Assembler, RawWindow, SchemaCache};
 use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Window};
@@ -43,6 +44,8 @@ pub(crate) struct Fetcher {
     pub(crate) tx: mpsc::UnboundedSender<Delivery>,
     pub(crate) filter_query: String,
     pub(crate) stats: Arc<ClientStats>,
+    /// Waiting while no server can serve the checkpoint (see [`crate::stall`]).
+    pub(crate) stall: Stall,
 }
 
 impl std::fmt::Debug for Fetcher {
@@ -102,7 +105,22 @@ impl Fetcher {
                 Err(FetchStop::Error(ClientError::ScnNotFound { requested, message }))
                     if self.bootstrap.is_some() =>
                 {
-                    tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
+                    if self.stall.relay_gone(requested, &self.stats) {
+                        // The last bootstrap brought nothing past `requested`: wait, then bootstrap
+                        // again only once the bootstrap server's log has something after it (an empty
+                        // bootstrap per round would only repeat the phase callbacks); else ask the
+                        // relay again.
+                        let reason = format!(
+                            "every relay answered scn_not_found ({message}) and the bootstrap server has nothing after SCN {requested}: its producer is behind or stopped; check the bootstrap server's /health"
+                        );
+                        let delay = self.stall.round(requested, &reason, &self.stats)?;
+                        tokio::time::sleep(delay).await;
+                        if self.bootstrap_log_last().await? <= Some(requested) {
+                            continue;
+                        }
+                    } else {
+                        tracing::warn!(%requested, %message, "fell behind every relay; bootstrapping");
+                    }
                     let since = checkpoint.prev_scn;
                     checkpoint = Checkpoint::after(since.unwrap_or(Scn::ZERO));
                     checkpoint.start_bootstrap(since);
@@ -124,6 +142,15 @@ impl Fetcher {
                 other => return other,
             }
         }
+    }
+
+    /// The newest window of the bootstrap server's log (`log_last_scn` of its `/v1/status`).
+    async fn bootstrap_log_last(&mut self) -> Result<Option<Scn>, FetchStop> {
+        let Some(pool) = self.bootstrap.as_mut() else {
+            return Ok(None);
+        };
+        let status = pool.get_json("/v1/status").await?;
+        Ok(status["log_last_scn"].as_u64().map(Scn::new))
     }
 
     pub(crate) fn send(&self, delivery: Delivery) -> Result<(), FetchStop> {
@@ -188,6 +215,7 @@ impl Fetcher {
                     self.config.long_poll,
                 )
                 .await?;
+            self.stall.progress(&self.stats);
             let windows = assembler.push(&response.body, &response.server)?;
             fetch_cp = response.checkpoint;
             for raw in windows {
@@ -204,6 +232,7 @@ impl Fetcher {
         phase: Phase,
         checkpoint: Checkpoint,
     ) -> Result<(), FetchStop> {
+        self.stall.progress(&self.stats);
         for id in &raw.schema_ids {
             if !self.schemas.knows(*id) {
                 let schema = self.fetch_schema(*id).await?;

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use databus_core::Scn;
 use databus_http::{ClientOptions, HttpClient, HttpError};
 use hyper::header::HeaderMap;
 
@@ -99,7 +100,8 @@ impl HttpResponse {
         })
     }
 
-    /// The error this non-2xx response stands for: `5xx` are transient, other statuses refused.
+    /// The error this non-2xx response stands for: `503 not_yet_at_scn` (a bootstrap server behind the
+    /// checkpoint) is [`ClientError::NotYetAtScn`], other `5xx` are transient, other statuses refused.
     pub(crate) fn into_error(self, server: &str) -> ClientError {
         let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
         let code = json["error"].as_str().unwrap_or("unknown").to_owned();
@@ -107,7 +109,14 @@ impl HttpResponse {
             .as_str()
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(&self.body).into_owned());
-        if self.status >= 500 {
+        if self.status == 503 && code == "not_yet_at_scn" {
+            let scn = |field: &str| json[field].as_u64().map(Scn::new);
+            ClientError::NotYetAtScn {
+                server: server.to_owned(),
+                requested: scn("requested_scn"),
+                log_last: scn("log_last_scn"),
+            }
+        } else if self.status >= 500 {
             ClientError::Transient {
                 server: server.to_owned(),
                 message: format!("{} {code}: {message}", self.status),

@@ -61,7 +61,9 @@ mod error;
 mod fetcher;
 mod http;
 mod pool;
+mod stall;
 mod stats;
+mod transition;
 mod window;
 
 pub use checkpoint::{
@@ -72,5 +74,7 @@ pub use config::{ClientConfig, FailurePolicy, PartitionMember, RetryConfig, Star
 pub use consumer::{BootstrapInfo, ConsumerOutcome, DatabusConsumer, SkippedEvents, WindowInfo};
 pub use databus_http::backoff::BackoffConfig;
 pub use error::ClientError;
+pub use stall::StallConfig;
 pub use stats::ClientStats;
+pub use transition::{StreamItem, Transition};
 pub use window::{DataEvent, Phase, SchemaCache, Window};

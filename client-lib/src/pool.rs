@@ -115,12 +115,13 @@ impl ServerPool {
                     self.backoff.reset();
                     return Ok(value);
                 }
-                Err(e @ ClientError::ScnNotFound { .. }) => {
+                Err(e @ (ClientError::ScnNotFound { .. } | ClientError::NotYetAtScn { .. })) => {
+                    // This server cannot serve the position (yet): another one may.
                     scn_not_found[self.current] = true;
                     if scn_not_found.iter().all(|x| *x) {
                         return Err(e);
                     }
-                    tracing::warn!(server = %url, error = %e, "relay does not hold the checkpoint; trying the next");
+                    tracing::warn!(server = %url, error = %e, "server cannot serve the checkpoint; trying the next");
                     if let Some(tx) = &self.warnings {
                         let _ = tx.send(crate::fetcher::Delivery::Warning(e));
                     }

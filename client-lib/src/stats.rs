@@ -1,12 +1,12 @@
 //! Counters of a client, readable while it runs.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::OwnedSemaphorePermit;
 
 /// Counters shared by a client's fetcher and consumer side. All are monotonic except
-/// `buffered_bytes`. Relaxed atomics: each is an independent statistic, read for reporting and tests.
+/// `buffered_bytes` and `stalled`. Relaxed atomics: each is an independent statistic, read for reporting and tests.
 #[derive(Debug, Default)]
 pub struct ClientStats {
     requests: AtomicU64,
@@ -14,6 +14,8 @@ pub struct ClientStats {
     fetched_windows: AtomicU64,
     buffered_bytes: AtomicU64,
     max_buffered_bytes: AtomicU64,
+    stalled_rounds: AtomicU64,
+    stalled: AtomicBool,
 }
 
 impl ClientStats {
@@ -40,6 +42,25 @@ impl ClientStats {
     /// The most `buffered_bytes` ever reached.
     pub fn max_buffered_bytes(&self) -> u64 {
         self.max_buffered_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Rounds spent waiting because no server could serve the checkpoint yet (see
+    /// [`StallConfig`](crate::StallConfig)).
+    pub fn stalled_rounds(&self) -> u64 {
+        self.stalled_rounds.load(Ordering::Relaxed)
+    }
+
+    /// Whether the client is waiting right now because no server can serve its checkpoint yet.
+    pub fn stalled(&self) -> bool {
+        self.stalled.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn on_stall_round(&self) {
+        self.stalled_rounds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_stalled(&self, stalled: bool) {
+        self.stalled.store(stalled, Ordering::Relaxed);
     }
 
     pub(crate) fn on_request(&self, ok: bool) {

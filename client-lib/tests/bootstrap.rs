@@ -16,7 +16,8 @@ use databus_bootstrap::store::{
 };
 use databus_client::{
     BootstrapInfo, CheckpointStore, ClientError, ConsumerOutcome, DataEvent, DatabusClient,
-    DatabusConsumer, MemoryCheckpointStore, Phase, StartPosition, WindowInfo,
+    DatabusConsumer, MemoryCheckpointStore, Phase, StartPosition, StreamItem, Transition,
+    WindowInfo,
 };
 use databus_core::{Checkpoint, ConsumptionMode, EventBuilder, Opcode, Scn, SourceId};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value, event_key};
@@ -651,6 +652,115 @@ async fn seeded_rows_decode_with_the_schema_only_the_bootstrap_server_knows() {
         failures.first()
     );
     assert_eq!(*reader.decoded.lock().unwrap(), expected);
+    bootstrap.shutdown.cancel();
+    relay.stop().await;
+}
+
+/// A replica keeping its checkpoint in its own SQLite file, committed with each window (the store
+/// given to the client is `committed_by_consumer`).
+struct Committing {
+    conn: Mutex<rusqlite::Connection>,
+    ended: Mutex<Vec<Scn>>,
+}
+
+impl DatabusConsumer for Committing {
+    async fn on_end_window(&self, _: &WindowInfo, checkpoint: &Checkpoint) -> ConsumerOutcome {
+        let mut conn = self.conn.lock().unwrap();
+        let tx = conn.transaction().unwrap();
+        databus_client::checkpoint::SqliteCheckpointStore::store_in(&tx, "replica", checkpoint)
+            .unwrap();
+        tx.commit().unwrap();
+        ConsumerOutcome::Success
+    }
+
+    async fn on_end_bootstrap(&self, scn: Scn) -> ConsumerOutcome {
+        self.ended.lock().unwrap().push(scn);
+        ConsumerOutcome::Success
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_online_checkpoint_is_persisted_when_a_bootstrap_ends_on_an_idle_source() {
+    let mut relay = TestRelay::start(64 << 10).await;
+    let bootstrap = Bootstrap::start(&relay).await;
+    let mut model = State::new();
+    write(&mut relay, &mut model, 1..=20);
+    bootstrap.wait_caught_up(20).await;
+    let online = Some(Checkpoint::after(Scn::new(20)));
+
+    // Push API, checkpoints committed by the consumer: no window follows the bootstrap's end, yet the
+    // stored checkpoint is online at its target (not the last snapshot or catch-up window's).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replica.sqlite");
+    let store = Arc::new(
+        databus_client::checkpoint::SqliteCheckpointStore::open(&path, "replica")
+            .unwrap()
+            .committed_by_consumer(),
+    );
+    let consumer = Arc::new(Committing {
+        conn: Mutex::new(rusqlite::Connection::open(&path).unwrap()),
+        ended: Mutex::default(),
+    });
+    let mut c = config(&relay, &bootstrap);
+    c.start = StartPosition::Snapshot;
+    let client = DatabusClient::new(c.clone(), store.clone()).unwrap();
+    common::run_until(&client, consumer.clone(), |c| {
+        !c.ended.lock().unwrap().is_empty()
+    })
+    .await
+    .unwrap();
+    assert_eq!(*consumer.ended.lock().unwrap(), [Scn::new(20)]);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(
+        databus_client::checkpoint::SqliteCheckpointStore::load_from(&conn, "replica").unwrap(),
+        online
+    );
+
+    // Pull API: the phase changes come between the windows, each with the checkpoint to commit.
+    let store = Arc::new(MemoryCheckpointStore::new());
+    let client = DatabusClient::new(c, store.clone()).unwrap();
+    let shutdown = CancellationToken::new();
+    let mut stream = client.stream(shutdown.clone()).await.unwrap();
+    let mut transitions = Vec::new();
+    let mut rows = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let item = tokio::time::timeout(left, stream.next_item())
+            .await
+            .expect("the bootstrap ends")
+            .expect("the stream goes on")
+            .unwrap();
+        match item {
+            StreamItem::Window(w) => {
+                rows += w.len();
+                stream.commit(&w).await.unwrap();
+            }
+            StreamItem::Transition(t) => {
+                stream.commit_transition(&t).await.unwrap();
+                let end = matches!(t, Transition::EndBootstrap { .. });
+                transitions.push(t);
+                if end {
+                    break;
+                }
+            }
+        }
+    }
+    assert_eq!(rows, model.len());
+    assert!(
+        matches!(
+            &transitions[..],
+            [
+                Transition::StartBootstrap { info, .. },
+                Transition::StartCatchup { target, .. },
+                Transition::EndBootstrap { scn, checkpoint },
+            ] if info.since_scn.is_none() && *target == Scn::new(20) && *scn == Scn::new(20)
+                && Some(checkpoint) == online.as_ref()
+        ),
+        "{transitions:?}"
+    );
+    assert_eq!(store.load().unwrap(), online);
+    shutdown.cancel();
     bootstrap.shutdown.cancel();
     relay.stop().await;
 }

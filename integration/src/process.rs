@@ -323,6 +323,35 @@ pub struct RelaySpec {
     pub buffer_size: String,
 }
 
+impl RelaySpec {
+    /// The body of its `[[sources]]` entry (also a bootstrap server's `[source]`).
+    pub fn source_entry(&self) -> String {
+        let mut text = format!(
+            "name = \"{BUFFER}\"\nbuffer_size = \"{}\"\n",
+            self.buffer_size
+        );
+        match &self.source {
+            RelaySource::Database { url, server_id } => {
+                text.push_str(&format!("url = {url:?}\nserver_id = {server_id}\n"));
+            }
+            RelaySource::Upstream { url } => {
+                text.push_str(&format!(
+                    "upstream = {{ url = {url:?}, buffer = \"{BUFFER}\" }}\n"
+                ));
+            }
+        }
+        text.push_str("tables = [\n");
+        for t in &self.tables {
+            text.push_str(&format!(
+                "  {{ id = {}, name = {:?}, table = {:?} }},\n",
+                t.id, t.name, t.table
+            ));
+        }
+        text.push_str("]\n");
+        text
+    }
+}
+
 /// The buffer (source) name every harness relay uses.
 pub const BUFFER: &str = "shop";
 
@@ -342,30 +371,12 @@ impl Relay {
             .prefix("databus-e2e-relay-")
             .tempdir()?;
         let port = free_port()?;
-        let mut text = format!(
+        let text = format!(
             "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\nmax_wait = \"30s\"\n\
-             [[sources]]\nname = \"{BUFFER}\"\nbuffer_size = \"{}\"\n",
+             [[sources]]\n{}",
             dir.path().join("state").display().to_string(),
-            spec.buffer_size
+            spec.source_entry()
         );
-        match &spec.source {
-            RelaySource::Database { url, server_id } => {
-                text.push_str(&format!("url = {url:?}\nserver_id = {server_id}\n"));
-            }
-            RelaySource::Upstream { url } => {
-                text.push_str(&format!(
-                    "upstream = {{ url = {url:?}, buffer = \"{BUFFER}\" }}\n"
-                ));
-            }
-        }
-        text.push_str("tables = [\n");
-        for t in &spec.tables {
-            text.push_str(&format!(
-                "  {{ id = {}, name = {:?}, table = {:?} }},\n",
-                t.id, t.name, t.table
-            ));
-        }
-        text.push_str("]\n");
         let config = dir.path().join("relay.toml");
         std::fs::write(&config, text)?;
         let proc = Proc::spawn(
@@ -470,6 +481,9 @@ pub struct BootstrapOptions {
     /// producer|applier|server`, after `databus bootstrap seed` when seeding) instead of one
     /// `databus bootstrap all`, so each can be killed on its own.
     pub separate_roles: bool,
+    /// `[source]`: the database the producer fills relay gaps from (a relay spec with a server id of
+    /// its own).
+    pub source: Option<RelaySpec>,
 }
 
 impl Default for BootstrapOptions {
@@ -478,6 +492,7 @@ impl Default for BootstrapOptions {
             seed_url: None,
             log_only_max_events: 100_000,
             separate_roles: false,
+            source: None,
         }
     }
 }
@@ -544,6 +559,9 @@ impl BootstrapServer {
         );
         if let Some(url) = &opts.seed_url {
             text.push_str(&format!("[seed]\nurl = {url:?}\nchunk_rows = 500\n"));
+        }
+        if let Some(source) = &opts.source {
+            text.push_str(&format!("[source]\n{}", source.source_entry()));
         }
         let config = dir.path().join("bootstrap.toml");
         std::fs::write(&config, text)?;

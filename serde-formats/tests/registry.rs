@@ -268,3 +268,40 @@ fn register_shared_finds_a_schema_by_its_arc_and_never_confuses_two() {
     }
     assert_eq!(registry.versions("shop", "orders").len(), 2);
 }
+
+/// Prints the schema ids of `orders_v1` and `orders_v2` registered in a fresh in-memory registry, when
+/// run as the child of `schema_ids_are_the_same_in_every_process`.
+#[test]
+fn print_schema_ids_for_the_parent() {
+    if std::env::var_os("DATABUS_PRINT_SCHEMA_IDS").is_none() {
+        return;
+    }
+    let registry = SchemaRegistry::in_memory();
+    for t in [orders_v2(), orders_v1()] {
+        println!("schema-id {}", registry.register(&t).unwrap().id.get());
+    }
+}
+
+/// Schema ids are fingerprints of the Avro schema, not registration order or process state: a relay,
+/// a bootstrap producer filling a relay gap with the relay's pipeline (issue 15) and a seed all give a
+/// table the same id. Checked across processes (this test binary run again as a child, registering in
+/// the other order) and across registries (on disk and in memory).
+#[test]
+fn schema_ids_are_the_same_in_every_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let on_disk = SchemaRegistry::open(dir.path()).unwrap();
+    let v1 = on_disk.register(&orders_v1()).unwrap().id.get();
+    let v2 = on_disk.register(&orders_v2()).unwrap().id.get();
+    assert_ne!(v1, v2);
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "print_schema_ids_for_the_parent", "--nocapture"])
+        .env("DATABUS_PRINT_SCHEMA_IDS", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ids: Vec<u64> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("schema-id ")?.parse().ok())
+        .collect();
+    assert_eq!(ids, vec![v2, v1], "{text}");
+}

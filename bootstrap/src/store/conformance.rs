@@ -31,7 +31,8 @@ macro_rules! store_conformance_suite {
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
                 pins_expire, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
-                filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip);
+                filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip,
+                roles_round_trip);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {
@@ -668,4 +669,34 @@ pub fn schemas_round_trip(store: &dyn BootstrapStore) {
     store.put_schema(&s).unwrap();
     assert_eq!(store.schema(id).unwrap(), Some(s));
     assert_eq!(store.schema(SchemaId::new(1)).unwrap(), None);
+}
+
+/// Role reports: one per role, the last written wins, listed by role.
+pub fn roles_round_trip(store: &dyn BootstrapStore) {
+    use super::{Role, RoleReport, RoleState};
+    assert!(store.roles().unwrap().is_empty());
+    let report = |role, state, message: Option<&str>| RoleReport {
+        role,
+        state,
+        message: message.map(str::to_owned),
+        updated_ms: 20,
+        since_ms: 10,
+        caught_up_ms: Some(15),
+    };
+    store
+        .put_role(&report(Role::Applier, RoleState::Running, None))
+        .unwrap();
+    store
+        .put_role(&report(Role::Producer, RoleState::Running, None))
+        .unwrap();
+    let failed = report(
+        Role::Producer,
+        RoleState::Failed,
+        Some("disk full; free space"),
+    );
+    store.put_role(&failed).unwrap();
+    assert_eq!(
+        store.roles().unwrap(),
+        vec![failed, report(Role::Applier, RoleState::Running, None)]
+    );
 }

@@ -29,6 +29,7 @@ struct Inner {
     seeded: bool,
     seed: Option<SeedProgress>,
     schemas: BTreeMap<databus_core::SchemaId, StoredSchema>,
+    roles: BTreeMap<super::Role, super::RoleReport>,
 }
 
 impl Inner {
@@ -418,5 +419,18 @@ impl SnapshotStore for MemoryStore {
 
     fn schema(&self, id: databus_core::SchemaId) -> Result<Option<StoredSchema>, BootstrapError> {
         self.with(|i| Ok(i.schemas.get(&id).cloned()))
+    }
+}
+
+impl super::RoleStore for MemoryStore {
+    fn put_role(&self, report: &super::RoleReport) -> Result<(), BootstrapError> {
+        self.with(|i| {
+            i.roles.insert(report.role, report.clone());
+            Ok(())
+        })
+    }
+
+    fn roles(&self) -> Result<Vec<super::RoleReport>, BootstrapError> {
+        self.with(|i| Ok(i.roles.values().cloned().collect()))
     }
 }

@@ -25,6 +25,7 @@
 #[doc(hidden)]
 pub mod conformance;
 pub mod memory;
+pub mod roles;
 pub mod sqlite;
 
 use databus_core::{EventView, Key, Opcode, SchemaId, Scn, SourceId};
@@ -33,6 +34,7 @@ use databus_filters::{FilterSpec, KeyHash};
 use serde::{Deserialize, Serialize};
 
 pub use memory::MemoryStore;
+pub use roles::{HEARTBEAT, Role, RoleReport, RoleState, RoleStore};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 use crate::BootstrapError;
@@ -351,10 +353,10 @@ pub struct StoredSchema {
     pub avro_json: String,
 }
 
-/// Both stores of one bootstrap database.
-pub trait BootstrapStore: LogStore + SnapshotStore {}
+/// Both stores of one bootstrap database, and its roles' reports.
+pub trait BootstrapStore: LogStore + SnapshotStore + RoleStore {}
 
-impl<T: LogStore + SnapshotStore> BootstrapStore for T {}
+impl<T: LogStore + SnapshotStore + RoleStore> BootstrapStore for T {}
 
 /// As [`key_bytes`], appended to `out`.
 pub(crate) fn key_bytes_into(key: &Key, out: &mut Vec<u8>) {

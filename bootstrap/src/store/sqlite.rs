@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS schemas(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, tbl TEXT NOT NULL,
     avro TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS roles(role TEXT PRIMARY KEY, report TEXT NOT NULL) WITHOUT ROWID;
 ";
 
 const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
@@ -858,5 +859,43 @@ impl SnapshotStore for SqliteStore {
             .optional()
             .map_err(db_err("read schema"))
         })
+    }
+}
+
+impl super::RoleStore for SqliteStore {
+    fn put_role(&self, report: &super::RoleReport) -> Result<(), BootstrapError> {
+        let text = serde_json::to_string(report)
+            .map_err(|e| BootstrapError::Storage(format!("encode role report: {e}")))?;
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO roles(role, report) VALUES (?1, ?2)",
+                params![report.role.name(), text],
+            )
+            .map_err(db_err("write role report"))?;
+            Ok(())
+        })
+    }
+
+    fn roles(&self) -> Result<Vec<super::RoleReport>, BootstrapError> {
+        let texts: Vec<String> = self.read(|c| {
+            let mut s = c
+                .prepare_cached("SELECT report FROM roles")
+                .map_err(db_err("prepare"))?;
+            let rows = s
+                .query_map([], |r| r.get(0))
+                .map_err(db_err("read role reports"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(db_err("read role reports"))
+        })?;
+        let mut reports = texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str::<super::RoleReport>(t).map_err(|e| {
+                    BootstrapError::Corrupt(format!("role report {t:?} does not parse: {e}"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        reports.sort_by_key(|r| r.role);
+        Ok(reports)
     }
 }

@@ -36,7 +36,12 @@ pub struct Relay {
 }
 
 pub async fn start_relay() -> Relay {
-    let (writer, buffer) = event_buffer(BufferConfig::new(32 << 20)).unwrap();
+    start_relay_with(32 << 20).await
+}
+
+/// A relay whose buffer holds `capacity` bytes.
+pub async fn start_relay_with(capacity: usize) -> Relay {
+    let (writer, buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
     let table = |id: u16, name: &str| ValidatedTable {
         id: SourceId::new(id),
         name: name.into(),

@@ -57,6 +57,16 @@ pub trait CheckpointStore: Send + Sync {
     fn store_blocks(&self) -> bool {
         true
     }
+
+    /// Durably stores the checkpoint of a phase change (a bootstrap starts, its catch-up starts, it
+    /// ends): a position only, with no data of its own, since every window before it was consumed
+    /// (and, for a store committed by the consumer, committed) already. The default is
+    /// [`store`](Self::store); a store whose `store` leaves writing to the consumer
+    /// ([`SqliteCheckpointStore::committed_by_consumer`]) writes these itself, or the persisted
+    /// checkpoint would stay in the previous phase until the next window. Called on `spawn_blocking`.
+    fn store_transition(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
+        self.store(checkpoint)
+    }
 }
 
 #[cfg(test)]
@@ -106,6 +116,14 @@ mod conformance {
         assert_eq!(
             external.load().unwrap(),
             Some(Checkpoint::after(Scn::new(3)))
+        );
+        // A phase change carries no data: the store writes it itself.
+        external
+            .store_transition(&Checkpoint::after(Scn::new(5)))
+            .unwrap();
+        assert_eq!(
+            external.load().unwrap(),
+            Some(Checkpoint::after(Scn::new(5)))
         );
         let conn = rusqlite::Connection::open(&path).unwrap();
         conn.execute("UPDATE databus_checkpoint SET checkpoint = '{'", [])

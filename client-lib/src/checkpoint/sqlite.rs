@@ -18,7 +18,9 @@ pub const CHECKPOINT_TABLE: &str = "databus_checkpoint";
 /// `on_end_window` callback, writes the window's rows **and** [`SqliteCheckpointStore::store_in`] in
 /// one transaction. Open the client's store with [`SqliteCheckpointStore::committed_by_consumer`]: then
 /// [`CheckpointStore::load`] reads what the replica committed and [`CheckpointStore::store`] does
-/// nothing, so the data and the checkpoint can never disagree after a crash.
+/// nothing, so the data and the checkpoint can never disagree after a crash. Checkpoints of phase
+/// changes (a bootstrap starting, its catch-up starting, its end), which carry no data, are written by
+/// the store itself ([`CheckpointStore::store_transition`]).
 ///
 /// ```
 /// use databus_client::checkpoint::{CheckpointStore, SqliteCheckpointStore};
@@ -57,6 +59,10 @@ impl SqliteCheckpointStore {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(|e| sql_err(&shown, e))?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(|e| sql_err(&shown, e))?;
+        // The consumer's own connection may hold the write lock for a moment (its window's
+        // transaction) when a phase checkpoint is written.
+        conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(|e| sql_err(&shown, e))?;
         Self::create_table(&conn).map_err(|e| sql_err(&shown, e))?;
         Ok(SqliteCheckpointStore {
@@ -139,5 +145,12 @@ impl CheckpointStore for SqliteCheckpointStore {
     fn store_blocks(&self) -> bool {
         // Committed by the consumer: storing does nothing.
         !self.external
+    }
+
+    fn store_transition(&self, checkpoint: &Checkpoint) -> Result<(), CheckpointStoreError> {
+        // Even when the consumer commits window checkpoints: a phase change has no data to commit
+        // with, and every window before it is committed already.
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        Self::store_in(&conn, &self.consumer, checkpoint).map_err(|e| sql_err(&self.path, e))
     }
 }
