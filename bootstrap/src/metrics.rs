@@ -18,6 +18,9 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder for this process (once; later calls return the same handle).
 pub fn install() -> Result<PrometheusHandle, BootstrapError> {
+    // Two first calls at once (tests of one process) must not both try to install.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
