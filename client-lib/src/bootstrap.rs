@@ -109,7 +109,8 @@ impl Fetcher {
             )));
         }
         let filter = self.config.filter_query(false);
-        let mut assembler = Assembler::after(checkpoint.prev_scn);
+        let mut assembler =
+            Assembler::after(checkpoint.prev_scn).bounded(self.config.max_window_bytes);
         let mut in_catchup = checkpoint.mode == ConsumptionMode::BootstrapCatchup;
         loop {
             let cp_text: String =
@@ -148,7 +149,8 @@ impl Fetcher {
                     tracing::warn!(?since, "bootstrap server asks to restart the bootstrap");
                     checkpoint = Checkpoint::after(since.unwrap_or(Scn::ZERO));
                     checkpoint.start_bootstrap(since);
-                    assembler = Assembler::after(checkpoint.prev_scn);
+                    assembler =
+                        Assembler::after(checkpoint.prev_scn).bounded(self.config.max_window_bytes);
                     in_catchup = false;
                     self.send(Delivery::StartBootstrap(
                         BootstrapInfo { since_scn: since },
@@ -183,7 +185,8 @@ impl Fetcher {
                     let target = target_of(&at_start, &response.server)?;
                     self.send(Delivery::StartCatchup(target, at_start.clone()))?;
                     in_catchup = true;
-                    assembler = Assembler::after(at_start.prev_scn);
+                    assembler =
+                        Assembler::after(at_start.prev_scn).bounded(self.config.max_window_bytes);
                 }
                 // Window checkpoints: catch-up mode with the server's fixed SCNs, at each window.
                 let base = if next.mode == ConsumptionMode::BootstrapCatchup {
@@ -206,7 +209,8 @@ impl Fetcher {
                 let target = target_of(&at_start, &response.server)?;
                 self.send(Delivery::StartCatchup(target, at_start.clone()))?;
                 in_catchup = true;
-                assembler = Assembler::after(at_start.prev_scn);
+                assembler =
+                    Assembler::after(at_start.prev_scn).bounded(self.config.max_window_bytes);
             }
             if next.mode == ConsumptionMode::Online {
                 self.send(Delivery::EndBootstrap(next.window_scn, next.clone()))?;

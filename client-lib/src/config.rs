@@ -48,6 +48,10 @@ pub struct ClientConfig {
     pub buffer_bytes: usize,
     /// `max_bytes` of each stream request.
     pub max_response_bytes: usize,
+    /// The largest window (source transaction) held while its end has not arrived; a server sending
+    /// more without closing it stops the client with a protocol error instead of exhausting memory.
+    /// Default 4 GiB; raise it for larger transactions.
+    pub max_window_bytes: usize,
     /// Long-poll wait of a stream request when the client is caught up.
     #[serde(with = "humantime_serde")]
     pub long_poll: Duration,
@@ -91,6 +95,7 @@ impl Default for ClientConfig {
             start: StartPosition::Beginning,
             buffer_bytes: 16 << 20,
             max_response_bytes: 1 << 20,
+            max_window_bytes: 4 << 30,
             long_poll: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             fetch_backoff: BackoffConfig::default(),

@@ -204,7 +204,8 @@ impl Fetcher {
     /// window handed over.
     async fn follow_relay(&mut self, checkpoint: &mut Checkpoint) -> Result<(), FetchStop> {
         let mut fetch_cp = checkpoint.clone();
-        let mut assembler = Assembler::after(checkpoint.prev_scn);
+        let mut assembler =
+            Assembler::after(checkpoint.prev_scn).bounded(self.config.max_window_bytes);
         loop {
             let response = self
                 .relays

@@ -352,12 +352,23 @@ impl RawWindow {
 pub(crate) struct Assembler {
     open: Option<RawWindow>,
     last: Option<Scn>,
+    max_window_bytes: usize,
 }
 
 impl Assembler {
     /// An assembler that accepts only windows after `last`.
     pub(crate) fn after(last: Option<Scn>) -> Self {
-        Assembler { open: None, last }
+        Assembler {
+            open: None,
+            last,
+            max_window_bytes: usize::MAX,
+        }
+    }
+
+    /// The same assembler, refusing an open window larger than `max_window_bytes`.
+    pub(crate) fn bounded(mut self, max_window_bytes: usize) -> Self {
+        self.max_window_bytes = max_window_bytes;
+        self
     }
 
     /// Bytes held in an incomplete window.
@@ -404,6 +415,13 @@ impl Assembler {
             }
             let open = self.open.as_mut().expect("opened above");
             open.bytes += used;
+            if open.bytes > self.max_window_bytes {
+                return Err(protocol(format!(
+                    "window {scn} holds more than max_window_bytes ({} bytes) without its end; raise \
+                     max_window_bytes if the source has transactions this large",
+                    self.max_window_bytes
+                )));
+            }
             if view.opcode().is_end_of_window() {
                 open.timestamp_ns = view.timestamp_ns();
                 self.last = Some(scn);
@@ -421,6 +439,33 @@ mod tests {
     use databus_core::{EventBuilder, Key};
 
     use super::*;
+
+    #[test]
+    fn an_open_window_past_the_bound_is_a_protocol_error() {
+        // Window 1 whole, then window 2's events without its end, response after response.
+        let mut a = Assembler::after(None).bounded(1000);
+        assert_eq!(
+            a.push(&frames(&[(1, false), (1, true)]), "s")
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut err = None;
+        for _ in 0..100 {
+            match a.push(&frames(&[(2, false)]), "s") {
+                Ok(done) => assert!(done.is_empty()),
+                Err(e) => {
+                    err = Some(e);
+                    break;
+                }
+            }
+        }
+        let err = err.expect("the open window was refused").to_string();
+        assert!(
+            err.contains("window 2") && err.contains("max_window_bytes"),
+            "{err}"
+        );
+    }
 
     fn frames(spec: &[(u64, bool)]) -> Bytes {
         let mut out = Vec::new();
