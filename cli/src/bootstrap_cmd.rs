@@ -10,29 +10,13 @@ use anyhow::{Context, Result};
 use databus_bootstrap::config::BootstrapConfig;
 use databus_bootstrap::seed::SeedTick;
 
-use crate::print_config::{q, size};
+use crate::print_config::{duration as dur, q, size};
 use databus_http::redact_password;
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it. Every failure is a
 /// [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(BootstrapConfig, databus_bootstrap::ValidatedConfig)> {
     crate::load_config(path, BootstrapConfig::from_toml, BootstrapConfig::validate)
-}
-
-/// A duration in the largest exact unit (`"14d"`, `"1h"`, `"30s"`, `"500ms"`).
-fn dur(d: Duration) -> String {
-    let ms = d.as_millis();
-    for (unit, per) in [
-        ("d", 86_400_000),
-        ("h", 3_600_000),
-        ("m", 60_000),
-        ("s", 1000),
-    ] {
-        if ms >= per && ms % per == 0 {
-            return format!("{}{unit}", ms / per);
-        }
-    }
-    format!("{ms}ms")
 }
 
 /// The effective configuration as TOML: every default filled in, the listen override applied,
@@ -79,7 +63,10 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
         "max_response_bytes = {}",
         q(&size(h.max_response_bytes.as_u64()))
     );
+    let _ = writeln!(out, "max_pins = {}", h.max_pins);
+    let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
     crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
+    crate::print_config::connections(&mut out, &h.connections);
     let a = &raw.applier;
     let _ = writeln!(out, "\n[applier]");
     let _ = writeln!(out, "max_windows = {}", a.max_windows);

@@ -2,28 +2,17 @@
 
 use std::fmt::Write as _;
 use std::path::Path;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-use crate::print_config::{q, size};
+use crate::print_config::{duration as dur, q, size};
 use databus_http::redact_password;
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)> {
     crate::load_config(path, RelayConfig::from_toml, RelayConfig::validate)
-}
-
-/// A duration as `"30s"` or `"1500ms"`.
-fn dur(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms % 1000 != 0 {
-        format!("{ms}ms")
-    } else {
-        format!("{}s", ms / 1000)
-    }
 }
 
 /// The effective configuration as TOML: every default filled in, the listen override applied,
@@ -57,6 +46,7 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
     );
     let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
     crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
+    crate::print_config::connections(&mut out, &h.connections);
     for s in &raw.sources {
         let _ = writeln!(out, "\n[[sources]]");
         let _ = writeln!(out, "name = {}", q(&s.name));

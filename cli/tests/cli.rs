@@ -104,6 +104,10 @@ fn print_config_fills_defaults_and_redacts_secrets() {
     assert!(printed.contains("listen = \"127.0.0.1:9999\""), "{printed}");
     assert!(printed.contains("buffer_size = \"256MiB\""), "{printed}");
     assert!(printed.contains("max_wait = \"30s\""), "{printed}");
+    assert!(
+        printed.contains("connections = { max_connections = 1024, header_read_timeout = \"10s\""),
+        "{printed}"
+    );
     // The printed configuration is itself a valid configuration.
     std::fs::write(dir.path().join("printed.toml"), &printed).unwrap();
     let out = run(databus()
@@ -124,6 +128,8 @@ fn the_bootstrap_example_config_parses() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let printed = text(&out.stdout);
     assert!(printed.contains("max_bytes = \"10GiB\""), "{printed}");
+    assert!(printed.contains("max_pins = 1000"), "{printed}");
+    assert!(printed.contains("idle_timeout = \"1m\""), "{printed}");
     assert!(!printed.contains("example-secret"), "{printed}");
 }
 
