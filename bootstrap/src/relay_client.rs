@@ -8,6 +8,7 @@
 use std::time::Duration;
 
 use databus_core::{Checkpoint, Scn};
+use databus_http::protocol::{StreamAnswer as ProtocolAnswer, StreamQuery};
 use databus_http::{ClientOptions, HttpClient};
 use serde::Deserialize;
 
@@ -196,40 +197,33 @@ impl RelayClient {
         max_bytes: usize,
         wait_ms: u64,
     ) -> Result<StreamAnswer, BootstrapError> {
-        let query: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("buffer", buffer)
-            .append_pair("checkpoint", &checkpoint.to_json())
-            .append_pair("max_bytes", &max_bytes.to_string())
-            .append_pair("wait_ms", &wait_ms.to_string())
-            .finish();
-        let r = self.get(&format!("/v1/stream?{query}")).await?;
-        match r.status {
-            200 => {
-                let cp = r.header("x-databus-checkpoint").ok_or_else(|| {
-                    self.transient("stream answer without X-Databus-Checkpoint".into())
-                })?;
-                let checkpoint = Checkpoint::from_json(cp)
-                    .map_err(|e| self.transient(format!("bad checkpoint header: {e}")))?;
-                let more = r.header("x-databus-more") == Some("true");
-                Ok(StreamAnswer::Data {
-                    body: r.body,
-                    checkpoint,
-                    more,
-                })
-            }
-            410 => {
-                #[derive(Deserialize)]
-                struct Gone {
-                    prev_scn: Option<u64>,
-                    min_scn: Option<u64>,
-                }
-                let g: Gone = serde_json::from_slice(&r.body)
-                    .map_err(|e| self.transient(format!("bad 410 body: {e}")))?;
-                Ok(StreamAnswer::ScnNotFound {
-                    prev_scn: g.prev_scn.map(Scn::new),
-                    min_scn: g.min_scn.map(Scn::new),
-                })
-            }
+        let query = StreamQuery {
+            buffer: Some(buffer.to_owned()),
+            wait: std::time::Duration::from_millis(wait_ms),
+            max_bytes: Some(max_bytes),
+            ..StreamQuery::default()
+        };
+        let r = self.get(&query.path(Some(checkpoint))).await?;
+        let answer = ProtocolAnswer::from_parts(
+            r.status,
+            |name| r.header(name),
+            bytes::Bytes::from(r.body.clone()),
+        )
+        .map_err(|e| self.transient(e.to_string()))?;
+        match answer {
+            ProtocolAnswer::Data {
+                body,
+                checkpoint,
+                more,
+            } => Ok(StreamAnswer::Data {
+                body: body.to_vec(),
+                checkpoint,
+                more,
+            }),
+            ProtocolAnswer::Gone(e) => Ok(StreamAnswer::ScnNotFound {
+                prev_scn: e.u64("prev_scn").map(Scn::new),
+                min_scn: e.u64("min_scn").map(Scn::new),
+            }),
             _ => Err(self.definite("/v1/stream", &r)),
         }
     }

@@ -137,11 +137,6 @@ pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> R
     Ok(answer)
 }
 
-/// Percent-encodes a query parameter value.
-pub fn encode(value: &str) -> String {
-    form_urlencoded::byte_serialize(value.as_bytes()).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

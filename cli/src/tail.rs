@@ -8,11 +8,12 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use databus_core::{Checkpoint, Scn};
 use databus_http::backoff::{Backoff, BackoffConfig};
+use databus_http::protocol::StreamQuery;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::UsageError;
-use crate::http::{RelayUrl, encode, get};
+use crate::http::{RelayUrl, get};
 
 /// Where a tail starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,13 +76,17 @@ pub async fn tail(
     mut on_event: impl FnMut(&Value) -> Result<Next>,
 ) -> Result<TailEnd> {
     let mut checkpoint = match opts.start {
-        Start::Beginning => oldest_checkpoint(opts, shutdown)
-            .await?
-            .map(|c| c.to_json()),
-        Start::FromScn(scn) => {
-            Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1))).to_json())
-        }
-        Start::Now => Some(now_checkpoint(opts, shutdown).await?.to_json()),
+        Start::Beginning => oldest_checkpoint(opts, shutdown).await?,
+        Start::FromScn(scn) => Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1)))),
+        Start::Now => Some(now_checkpoint(opts, shutdown).await?),
+    };
+    let query = StreamQuery {
+        buffer: opts.buffer.clone(),
+        sources: opts.sources.clone(),
+        partitions: opts.partitions.clone(),
+        json: true,
+        wait: opts.wait,
+        max_bytes: None,
     };
     let mut delivered = 0u64;
     let mut backoff = Backoff::new(BackoffConfig::doubling(
@@ -97,7 +102,7 @@ pub async fn tail(
         if shutdown.is_cancelled() {
             return Ok(TailEnd::Shutdown);
         }
-        let path = stream_path(opts, checkpoint.as_deref());
+        let path = query.path(checkpoint.as_ref());
         // A request in flight is finished (a long poll lasts at most `wait`), so that the relay sees
         // a clean end of connection; callers that must stop at once drop the future instead.
         let answer = match get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await {
@@ -127,7 +132,7 @@ pub async fn tail(
                 let Some(floor) = floor else {
                     bail!("{}", answer.error_message());
                 };
-                checkpoint = Some(Checkpoint::after(Scn::new(floor)).to_json());
+                checkpoint = Some(Checkpoint::after(Scn::new(floor)));
                 continue;
             }
             410 => bail!(
@@ -164,10 +169,10 @@ pub async fn tail(
             if let Some(cp) = value.get("checkpoint") {
                 // The beginning is asked for by sending no checkpoint: the relay refuses it as an
                 // explicit position once its buffer has evicted anything.
-                let beginning = Checkpoint::from_json(&cp.to_string())
-                    .is_ok_and(|c| c == Checkpoint::beginning());
-                if !beginning {
-                    checkpoint = Some(cp.to_string());
+                let cp = Checkpoint::from_json(&cp.to_string())
+                    .context("the relay sent a checkpoint line that is not a checkpoint")?;
+                if cp != Checkpoint::beginning() {
+                    checkpoint = Some(cp);
                 }
                 continue;
             }
@@ -186,23 +191,6 @@ pub async fn tail(
             }
         }
     }
-}
-
-fn stream_path(opts: &TailOptions, checkpoint: Option<&str>) -> String {
-    let mut path = format!("/v1/stream?format=json&wait_ms={}", opts.wait.as_millis());
-    if let Some(cp) = checkpoint {
-        path.push_str(&format!("&checkpoint={}", encode(cp)));
-    }
-    if let Some(s) = &opts.sources {
-        path.push_str(&format!("&sources={}", encode(s)));
-    }
-    for p in &opts.partitions {
-        path.push_str(&format!("&partition={}", encode(p)));
-    }
-    if let Some(b) = &opts.buffer {
-        path.push_str(&format!("&buffer={}", encode(b)));
-    }
-    path
 }
 
 /// The buffer's status once it is positioned: a relay restarted while its source is down knows

@@ -9,6 +9,7 @@ use crate::ClientError;
 use crate::http::{HttpResponse, HttpServer};
 use crate::stats::ClientStats;
 use databus_http::backoff::{Backoff, BackoffConfig};
+use databus_http::protocol::StreamAnswer;
 
 /// Servers with failover.
 #[derive(Debug)]
@@ -194,28 +195,30 @@ fn parse_stream(
     url: &str,
     requested: Scn,
 ) -> Result<StreamResponse, ClientError> {
-    if resp.status == 410 {
-        let json: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
-        return Err(ClientError::ScnNotFound {
-            requested,
-            message: json["message"]
-                .as_str()
-                .unwrap_or("scn_not_found")
-                .to_owned(),
-        });
-    }
     let protocol = |message: String| ClientError::Protocol {
         server: url.to_owned(),
         message,
     };
-    let checkpoint = resp
-        .header(databus_http::protocol::CHECKPOINT_HEADER)
-        .ok_or_else(|| protocol("stream response without X-Databus-Checkpoint".into()))?;
-    let checkpoint = Checkpoint::from_json(checkpoint)
-        .map_err(|e| protocol(format!("bad X-Databus-Checkpoint: {e}")))?;
-    Ok(StreamResponse {
-        body: resp.body,
-        checkpoint,
-        server: url.to_owned(),
-    })
+    let headers = resp.headers;
+    let answer = StreamAnswer::from_parts(
+        resp.status,
+        |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        resp.body,
+    )
+    .map_err(|e| protocol(e.to_string()))?;
+    match answer {
+        StreamAnswer::Data {
+            body, checkpoint, ..
+        } => Ok(StreamResponse {
+            body,
+            checkpoint,
+            server: url.to_owned(),
+        }),
+        StreamAnswer::Gone(e) => Err(ClientError::ScnNotFound {
+            requested,
+            message: e.message,
+        }),
+        // `request` hands over only 2xx and 410 answers.
+        other => Err(protocol(format!("unexpected stream answer {other:?}"))),
+    }
 }

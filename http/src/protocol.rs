@@ -1,7 +1,13 @@
-//! The wire protocol's names, in one place for every server and follower: the headers of `stream`
-//! answers, their content types, and the JSON error envelope both servers answer with
-//! (docs/protocol.md, docs/bootstrap-protocol.md).
+//! The wire protocol in one place for every server and follower: the headers of `stream` answers,
+//! their content types, the JSON error envelope both servers answer with, how a `stream` request is
+//! written ([`StreamQuery`]) and what its answer means ([`StreamAnswer`]) (docs/protocol.md,
+//! docs/bootstrap-protocol.md). The client library, relay chaining, the bootstrap producer and
+//! `databus tail` all read answers through it.
 
+use std::time::Duration;
+
+use bytes::Bytes;
+use databus_core::Checkpoint;
 use serde::{Deserialize, Serialize};
 
 /// The checkpoint to continue from, as JSON (`stream` answers of the relay and the bootstrap server).
@@ -49,9 +55,209 @@ impl ErrorEnvelope {
     }
 }
 
+/// A `GET /v1/stream` request of the relay, but for its checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamQuery {
+    /// `buffer=`: the physical source (needed when the relay has several and no `sources` names one).
+    pub buffer: Option<String>,
+    /// `sources=`: logical sources (ids or names, ranges).
+    pub sources: Option<String>,
+    /// `partition=`: key partitions (`mod:N:b`, `range:W:b`), each repeated.
+    pub partitions: Vec<String>,
+    /// `format=json` instead of binary frames.
+    pub json: bool,
+    /// `wait_ms=`: the long poll.
+    pub wait: Duration,
+    /// `max_bytes=`, when set.
+    pub max_bytes: Option<usize>,
+}
+
+impl StreamQuery {
+    /// The path and query after `checkpoint` (none: after SCN 0, the beginning).
+    pub fn path(&self, checkpoint: Option<&Checkpoint>) -> String {
+        let mut q = form_urlencoded::Serializer::new(String::new());
+        if let Some(b) = &self.buffer {
+            q.append_pair("buffer", b);
+        }
+        if let Some(s) = &self.sources {
+            q.append_pair("sources", s);
+        }
+        for p in &self.partitions {
+            q.append_pair("partition", p);
+        }
+        if self.json {
+            q.append_pair("format", "json");
+        }
+        q.append_pair("wait_ms", &self.wait.as_millis().to_string());
+        if let Some(m) = self.max_bytes {
+            q.append_pair("max_bytes", &m.to_string());
+        }
+        if let Some(cp) = checkpoint {
+            q.append_pair("checkpoint", &cp.to_json());
+        }
+        format!("/v1/stream?{}", q.finish())
+    }
+}
+
+/// What a `stream` answer (relay or bootstrap server) means to a follower.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamAnswer {
+    /// `200`: the body (frames, or JSON lines), the checkpoint to continue from, and whether more is
+    /// available now.
+    Data {
+        /// Whole frames back to back (or JSON lines).
+        body: Bytes,
+        /// Where to continue.
+        checkpoint: Checkpoint,
+        /// The answer stopped at its byte budget.
+        more: bool,
+    },
+    /// `410`: the server does not hold what follows the checkpoint (`scn_not_found`; the bootstrap
+    /// server's `snapshot_required`, `log_trimmed`): a definite answer for this checkpoint on this
+    /// server.
+    Gone(ErrorEnvelope),
+    /// `503` or another `5xx` (`overloaded`, `not_positioned`, `too_many_connections`,
+    /// `not_yet_at_scn`, ...): retry later, with backoff, or on another server.
+    Busy(ErrorEnvelope),
+    /// `401`: the token is missing or not accepted (definite: retrying sends the same token).
+    Unauthorized(ErrorEnvelope),
+    /// Another `4xx`: the request itself is wrong (definite).
+    Refused {
+        /// The status.
+        status: u16,
+        /// The server's explanation.
+        envelope: ErrorEnvelope,
+    },
+}
+
+/// A `200` answer that breaks the protocol (transient: the next request may do better).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ProtocolError(pub String);
+
+impl StreamAnswer {
+    /// Reads an answer from its status, headers (by lowercase name) and body.
+    pub fn from_parts<'a>(
+        status: u16,
+        header: impl Fn(&str) -> Option<&'a str>,
+        body: Bytes,
+    ) -> Result<StreamAnswer, ProtocolError> {
+        let envelope = || {
+            ErrorEnvelope::parse(&body).unwrap_or_else(|| ErrorEnvelope {
+                error: header(ERROR_HEADER).unwrap_or("unknown").to_owned(),
+                message: format!(
+                    "HTTP {status}: {}",
+                    String::from_utf8_lossy(&body[..body.len().min(300)])
+                ),
+                details: serde_json::Map::new(),
+            })
+        };
+        Ok(match status {
+            200 => {
+                let text = header(CHECKPOINT_HEADER).ok_or_else(|| {
+                    ProtocolError("stream answer without X-Databus-Checkpoint".into())
+                })?;
+                let checkpoint = Checkpoint::from_json(text)
+                    .map_err(|e| ProtocolError(format!("bad X-Databus-Checkpoint: {e}")))?;
+                let more = header(MORE_HEADER) == Some("true");
+                StreamAnswer::Data {
+                    body,
+                    checkpoint,
+                    more,
+                }
+            }
+            410 => StreamAnswer::Gone(envelope()),
+            401 => StreamAnswer::Unauthorized(envelope()),
+            500..=599 => StreamAnswer::Busy(envelope()),
+            status => StreamAnswer::Refused {
+                status,
+                envelope: envelope(),
+            },
+        })
+    }
+
+    /// From a response of [`crate::HttpClient`].
+    pub fn from_response(r: crate::Response) -> Result<StreamAnswer, ProtocolError> {
+        let headers = r.headers;
+        StreamAnswer::from_parts(
+            r.status,
+            |name| headers.get(name).and_then(|v| v.to_str().ok()),
+            r.body,
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use databus_core::Scn;
+
+    #[test]
+    fn a_query_names_every_parameter_and_encodes_the_checkpoint() {
+        let q = StreamQuery {
+            buffer: Some("shop".into()),
+            partitions: vec!["mod:4:1".into()],
+            wait: Duration::from_millis(1500),
+            max_bytes: Some(4096),
+            ..StreamQuery::default()
+        };
+        let path = q.path(Some(&Checkpoint::after(Scn::new(7))));
+        assert!(path.starts_with("/v1/stream?buffer=shop&partition=mod%3A4%3A1&wait_ms=1500&max_bytes=4096&checkpoint=%7B"), "{path}");
+        let back: Vec<(String, String)> =
+            form_urlencoded::parse(path.split_once('?').unwrap().1.as_bytes())
+                .into_owned()
+                .collect();
+        let cp = &back.iter().find(|(k, _)| k == "checkpoint").unwrap().1;
+        assert_eq!(
+            Checkpoint::from_json(cp).unwrap(),
+            Checkpoint::after(Scn::new(7))
+        );
+        assert!(!StreamQuery::default().path(None).contains("checkpoint"));
+    }
+
+    #[test]
+    fn answers_are_classified_by_status_with_their_envelope() {
+        let cp = Checkpoint::after(Scn::new(9)).to_json();
+        let h = |name: &str| match name {
+            CHECKPOINT_HEADER => Some(cp.as_str()),
+            MORE_HEADER => Some("true"),
+            _ => None,
+        };
+        match StreamAnswer::from_parts(200, h, Bytes::from_static(b"frames")).unwrap() {
+            StreamAnswer::Data {
+                checkpoint,
+                more,
+                body,
+            } => {
+                assert_eq!(checkpoint, Checkpoint::after(Scn::new(9)));
+                assert!(more);
+                assert_eq!(&body[..], b"frames");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(StreamAnswer::from_parts(200, |_| None, Bytes::new()).is_err());
+        let gone = br#"{"error":"scn_not_found","message":"gone","prev_scn":70}"#;
+        match StreamAnswer::from_parts(410, |_| None, Bytes::from_static(gone)).unwrap() {
+            StreamAnswer::Gone(e) => assert_eq!(e.u64("prev_scn"), Some(70)),
+            other => panic!("{other:?}"),
+        }
+        for (status, kind) in [
+            (503, "busy"),
+            (502, "busy"),
+            (401, "unauthorized"),
+            (400, "refused"),
+        ] {
+            let a =
+                StreamAnswer::from_parts(status, |_| None, Bytes::from_static(b"<html>")).unwrap();
+            let got = match a {
+                StreamAnswer::Busy(_) => "busy",
+                StreamAnswer::Unauthorized(_) => "unauthorized",
+                StreamAnswer::Refused { .. } => "refused",
+                _ => "other",
+            };
+            assert_eq!(got, kind, "{status}");
+        }
+    }
 
     #[test]
     fn an_envelope_keeps_its_details() {

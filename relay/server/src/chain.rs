@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
 use databus_http::backoff::Backoff;
+use databus_http::protocol::{StreamAnswer, StreamQuery};
 use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
@@ -96,10 +97,6 @@ fn refused(http: &HttpClient, what: &str, answer: &Response) -> Failure {
         answer.status,
         answer.error_message()
     ))
-}
-
-fn encode(text: &str) -> String {
-    form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 
 fn error_of(answer: &Response) -> String {
@@ -206,32 +203,44 @@ impl Chain {
     /// Follows the upstream from `from` (a whole-window checkpoint) until shutdown or a failure.
     async fn follow(&mut self, from: Scn, shutdown: &CancellationToken) -> Result<(), Failure> {
         let mut cp = Checkpoint::after(from);
+        let query = StreamQuery {
+            buffer: Some(self.upstream.buffer.clone()),
+            wait: Duration::from_millis(UPSTREAM_WAIT_MS),
+            max_bytes: Some(UPSTREAM_MAX_BYTES),
+            ..StreamQuery::default()
+        };
         loop {
-            let path = format!(
-                "/v1/stream?buffer={}&wait_ms={UPSTREAM_WAIT_MS}&max_bytes={UPSTREAM_MAX_BYTES}&checkpoint={}",
-                encode(&self.upstream.buffer),
-                encode(&cp.to_json())
-            );
-            let Some(answer) = get(&self.http, &path, shutdown).await? else {
+            let Some(answer) = get(&self.http, &query.path(Some(&cp)), shutdown).await? else {
                 return Ok(());
             };
-            match answer.status {
-                200 => {}
-                410 => {
+            let (body, next) = match StreamAnswer::from_response(answer) {
+                Ok(StreamAnswer::Data {
+                    body, checkpoint, ..
+                }) => (body, checkpoint),
+                Ok(StreamAnswer::Gone(e)) => {
                     return Err(Failure::Definite(format!(
                         "the upstream relay no longer holds the windows after SCN {}: {}",
-                        cp.window_scn,
-                        error_of(&answer)
+                        cp.window_scn, e.message
                     )));
                 }
-                400..=499 => return Err(refused(&self.http, "/v1/stream", &answer)),
-                _ => return Err(Failure::Transient(error_of(&answer))),
-            }
-            let next = answer
-                .header(databus_http::protocol::CHECKPOINT_HEADER)
-                .and_then(|t| Checkpoint::from_json(t).ok())
-                .ok_or_else(|| Failure::Transient("no checkpoint header from upstream".into()))?;
-            let views = EventView::parse_all(&answer.body)
+                Ok(StreamAnswer::Unauthorized(e)) => {
+                    return Err(Failure::Definite(format!(
+                        "upstream relay {} refused /v1/stream (401): {}; set upstream.token_env or upstream.token_file to a token it accepts",
+                        self.http.url(),
+                        e.message
+                    )));
+                }
+                Ok(StreamAnswer::Refused { status, envelope }) => {
+                    return Err(Failure::Definite(format!(
+                        "upstream relay {} answered /v1/stream with {status}: {}",
+                        self.http.url(),
+                        envelope.message
+                    )));
+                }
+                Ok(StreamAnswer::Busy(e)) => return Err(Failure::Transient(e.message)),
+                Err(e) => return Err(Failure::Transient(format!("upstream: {e}"))),
+            };
+            let views = EventView::parse_all(&body)
                 .map_err(|e| Failure::Transient(format!("bad frame from upstream: {e}")))?;
             self.parts.status.update(|s| {
                 s.state = IngestState::Streaming;
