@@ -72,11 +72,36 @@ pub struct BootstrapConfig {
     /// When `/health` reports the roles as not ok.
     #[serde(default)]
     pub health: HealthSection,
+    /// How the bootstrap database is written.
+    #[serde(default)]
+    pub store: StoreSection,
     /// The source database the producer fills relay gaps from: the relay's `[[sources]]` entry for
     /// this buffer (same fields, parsed and validated by the relay's code), with its own `server_id`.
     /// Optional: without it a producer that fell off the relay is blocked until re-seeded.
     #[serde(default)]
     pub source: Option<databus_relay::config::SourceConfig>,
+}
+
+/// `[store]`: how the bootstrap database is written.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSection {
+    /// SQLite's `synchronous`: `"normal"` (default; a commit survives a crash of the process, the last
+    /// ones may be lost on a power loss, and the log re-copies them from the relay) or `"full"` (every
+    /// commit survives a power loss, at the cost of an fsync per commit).
+    #[serde(default)]
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `synchronous` setting of the bootstrap database.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Synchronous {
+    /// `NORMAL`: durable across process crashes.
+    #[default]
+    Normal,
+    /// `FULL`: durable across power loss.
+    Full,
 }
 
 /// `[health]`: when `/health` answers `503` (see [`crate::health`]).
@@ -406,6 +431,8 @@ pub struct ValidatedConfig {
     pub retention: RetentionSettings,
     /// The seed (if `[seed]` is set).
     pub seed: Option<SeedSection>,
+    /// How the database is opened.
+    pub store: crate::store::SqliteOptions,
 }
 
 fn bytes(field: &str, b: ByteSize) -> Result<usize, BootstrapError> {
@@ -544,6 +571,10 @@ impl BootstrapConfig {
         }
         Ok(ValidatedConfig {
             db_path: self.db_path.clone(),
+            store: crate::store::SqliteOptions {
+                fsync_every_commit: self.store.synchronous == Synchronous::Full,
+                ..crate::store::SqliteOptions::default()
+            },
             producer,
             listen: self.http.listen,
             security,
@@ -606,6 +637,19 @@ chunk_rows = 500
         assert_eq!(v.serve.pin_ttl, Duration::from_secs(600));
         assert_eq!(v.retention.max_bytes, Some(1 << 30));
         assert_eq!(v.seed.unwrap().chunk_rows, 500);
+    }
+
+    #[test]
+    fn store_durability_is_configurable() {
+        let parse = |text: &str| BootstrapConfig::from_toml(text).and_then(|c| c.validate());
+        assert!(!parse("db_path = \"x\"").unwrap().store.fsync_every_commit);
+        let full = parse("db_path = \"x\"\n[store]\nsynchronous = \"full\"").unwrap();
+        assert!(full.store.fsync_every_commit);
+        let Err(err) = parse("db_path = \"x\"\n[store]\nsynchronous = \"off\"") else {
+            panic!("synchronous = \"off\" was accepted");
+        };
+        let err = err.to_string();
+        assert!(err.contains("synchronous") || err.contains("off"), "{err}");
     }
 
     #[test]

@@ -15,7 +15,10 @@ use crate::store::{BootstrapStore, SqliteStore};
 
 /// Opens the configured bootstrap database.
 pub fn open_store(config: &ValidatedConfig) -> Result<Arc<dyn BootstrapStore>, BootstrapError> {
-    Ok(Arc::new(SqliteStore::open(&config.db_path)?))
+    Ok(Arc::new(SqliteStore::open_with(
+        &config.db_path,
+        config.store,
+    )?))
 }
 
 fn need_relay(

@@ -125,6 +125,15 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
             .collect();
         let _ = writeln!(out, "tables = [{}]", tables.join(", "));
     }
+    let _ = writeln!(out, "\n[store]");
+    let _ = writeln!(
+        out,
+        "synchronous = {}",
+        q(match raw.store.synchronous {
+            databus_bootstrap::config::Synchronous::Normal => "normal",
+            databus_bootstrap::config::Synchronous::Full => "full",
+        })
+    );
     let _ = writeln!(out, "\n[health]");
     let _ = writeln!(out, "max_lag = {}", q(&dur(raw.health.max_lag)));
     let _ = writeln!(out, "stale_after = {}", q(&dur(raw.health.stale_after)));
@@ -243,7 +252,7 @@ pub fn pins(
     drop: bool,
 ) -> Result<String, databus_bootstrap::BootstrapError> {
     use databus_bootstrap::store::{LogStore as _, SqliteStore};
-    let store = SqliteStore::open(&config.db_path)?;
+    let store = SqliteStore::open_with(&config.db_path, config.store)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);

@@ -899,3 +899,31 @@ impl super::RoleStore for SqliteStore {
         Ok(reports)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `PRAGMA synchronous` of the writer connection: 1 = NORMAL, 2 = FULL.
+    fn synchronous_of(store: &SqliteStore) -> i64 {
+        let conn = store.writer.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_durability_option_reaches_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        let normal = SqliteStore::open(dir.path().join("a.sqlite")).unwrap();
+        assert_eq!(synchronous_of(&normal), 1);
+        let full = SqliteStore::open_with(
+            dir.path().join("b.sqlite"),
+            SqliteOptions {
+                fsync_every_commit: true,
+                ..SqliteOptions::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(synchronous_of(&full), 2);
+    }
+}
