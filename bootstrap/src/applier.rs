@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use databus_core::Scn;
 use databus_filters::FilterSpec;
+use databus_http::backoff::{Backoff, BackoffConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::BootstrapError;
@@ -135,7 +136,10 @@ async fn apply_until_shutdown(
     reporter: &mut Reporter,
 ) -> Result<ApplyStep, BootstrapError> {
     let mut total = ApplyStep::default();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(BackoffConfig::doubling(
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    ));
     loop {
         if shutdown.is_cancelled() {
             return Ok(total);
@@ -146,7 +150,7 @@ async fn apply_until_shutdown(
             .map_err(|e| BootstrapError::Storage(format!("applier task failed: {e}")))?;
         match step {
             Ok(step) => {
-                backoff = Duration::from_millis(100);
+                backoff.reset();
                 total.windows += step.windows;
                 total.events += step.events;
                 crate::metrics::applied(step.windows, step.events);
@@ -160,13 +164,11 @@ async fn apply_until_shutdown(
                 }
             }
             Err(e @ BootstrapError::Storage(_)) => {
-                tracing::warn!(error = %e, ?backoff, "applier: storage error; retrying");
+                tracing::warn!(error = %e, "applier: storage error; retrying");
                 reporter.running(false).await;
-                tokio::select! {
-                    () = shutdown.cancelled() => return Ok(total),
-                    () = tokio::time::sleep(backoff) => {}
+                if !backoff.sleep_or(shutdown.cancelled()).await {
+                    return Ok(total);
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(10));
             }
             Err(e) => return Err(e),
         }

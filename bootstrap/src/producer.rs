@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databus_core::{Checkpoint, EventView, Scn, SourceId};
+use databus_http::backoff::{Backoff, BackoffConfig};
 use tokio_util::sync::CancellationToken;
 
 use crate::BootstrapError;
@@ -165,8 +166,14 @@ async fn produce_with_retries(
     stats: &mut ProducerStats,
     reporter: &mut Reporter,
 ) -> Result<(), BootstrapError> {
-    let mut backoff = Duration::from_millis(100);
-    let mut gap_backoff = Duration::from_secs(1);
+    let mut backoff = Backoff::new(BackoffConfig::doubling(
+        Duration::from_millis(100),
+        Duration::from_secs(10),
+    ));
+    let mut gap_backoff = Backoff::new(BackoffConfig::doubling(
+        Duration::from_secs(1),
+        Duration::from_secs(30),
+    ));
     loop {
         if shutdown.is_cancelled() {
             return Ok(());
@@ -181,42 +188,38 @@ async fn produce_with_retries(
                 reporter.running(false).await;
                 match crate::gap::fill_gap(store, source, until, shutdown, stats, reporter).await {
                     Ok(()) => {
-                        gap_backoff = Duration::from_secs(1);
+                        gap_backoff.reset();
                         continue;
                     }
                     Err(e @ BootstrapError::GapUnfillable { .. }) => {
-                        tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the relay gap cannot be filled; retrying");
+                        let d = gap_backoff.next_delay();
+                        tracing::error!(error = %e, retry_in = ?d, "producer: the relay gap cannot be filled; retrying");
                         reporter.set(RoleState::Blocked, e.to_string()).await;
-                        let d = gap_backoff;
-                        gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
                         d
                     }
                     Err(e) if e.is_transient() => {
-                        tracing::warn!(error = %e, ?backoff, "producer: filling the relay gap failed; retrying");
-                        let d = backoff;
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                        let d = backoff.next_delay();
+                        tracing::warn!(error = %e, retry_in = ?d, "producer: filling the relay gap failed; retrying");
                         d
                     }
                     Err(e) => return Err(e),
                 }
             }
             Err(e @ BootstrapError::RelayGap { .. }) => {
-                tracing::error!(error = %e, backoff = ?gap_backoff, "producer: the log would have a gap; retrying");
+                let d = gap_backoff.next_delay();
+                tracing::error!(error = %e, retry_in = ?d, "producer: the log would have a gap; retrying");
                 let fix = if settings.gap_source.is_none() {
                     "; or configure [source] in bootstrap.toml (the relay's [[sources]] entry with its own server_id) so that the producer fills the gap from the source's binlog"
                 } else {
                     ""
                 };
                 reporter.set(RoleState::Blocked, format!("{e}{fix}")).await;
-                let d = gap_backoff;
-                gap_backoff = (gap_backoff * 2).min(Duration::from_secs(30));
                 d
             }
             Err(e) if e.is_transient() && !matches!(e, BootstrapError::Storage(_)) => {
-                tracing::warn!(error = %e, ?backoff, "producer: relay error; retrying");
+                let d = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in = ?d, "producer: relay error; retrying");
                 reporter.running(false).await;
-                let d = backoff;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
                 d
             }
             Err(e) => return Err(e),
