@@ -849,13 +849,12 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                     conn = w.db.root_conn().await.unwrap();
                 }
                 Fault::FlushAndPurge => {
-                    if load == Load::Heavy {
-                        // Purge only what the bootstrap producer has logged too (it may be filling a
-                        // relay gap from the binlog); a source that purged it as well is issue 15's
-                        // re-seed case, not tested here.
-                        let scn = source_scn(&w.db).await;
-                        wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
-                    }
+                    // Purge only what the bootstrap producer has logged too, as docs/operations.md
+                    // asks (a producer that falls off the relay fills the gap from the binlog); a
+                    // source that purged it as well is issue 15's re-seed case, not built yet. A
+                    // producer killed earlier was restarted before this fault (fault_now above).
+                    let scn = source_scn(&w.db).await;
+                    wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
                     conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
                     // Purge only what the relay has persisted (a restarted relay resumes after its
                     // persisted SCN, which trails what it has read by up to a second), as an
