@@ -97,13 +97,16 @@ impl Bootstrap {
     }
 
     /// Runs a producer copying `relay` until the returned token is cancelled.
-    fn produce(&self, relay: &TestRelay) -> CancellationToken {
+    /// Runs a producer until the returned token is cancelled; the handle ends with it.
+    fn produce(&self, relay: &TestRelay) -> (CancellationToken, tokio::task::JoinHandle<()>) {
         let token = self.shutdown.child_token();
         let mut settings = ProducerSettings::new(relay.url());
         settings.wait = Duration::from_millis(100);
         let (s, t) = (self.store.clone(), token.clone());
-        tokio::spawn(async move { run_producer(s, settings, t).await.unwrap() });
-        token
+        let task = tokio::spawn(async move {
+            run_producer(s, settings, t).await.unwrap();
+        });
+        (token, task)
     }
 
     async fn wait_logged(&self, scn: u64) {
@@ -156,9 +159,11 @@ async fn stalled_consumers_back_off_report_it_and_stop_only_under_max_wait() {
     for scn in 1..=20 {
         relay.window(scn, &rows(1, scn as i64, 1, scn as i64));
     }
-    let producer = bootstrap.produce(&relay);
+    let (producer, producing) = bootstrap.produce(&relay);
     bootstrap.wait_logged(20).await;
     producer.cancel();
+    // The producer is gone before the relay moves on (else it may log a few more windows).
+    producing.await.unwrap();
     let mut scn = 21;
     while relay.buffer.stats().min_scn <= Some(Scn::new(30)) {
         relay.window(scn, &rows(1, scn as i64, 3, scn as i64));
@@ -268,7 +273,7 @@ async fn a_consumer_waiting_on_not_yet_at_scn_backs_off_then_goes_on() {
     );
 
     // The producer starts: the consumer gets the snapshot and follows the relay, stall over.
-    let _producer = bootstrap.produce(&relay);
+    let (_producer, _producing) = bootstrap.produce(&relay);
     wait_for("the consumer online at 10", || {
         seen.windows.lock().unwrap().last() == Some(&(Phase::Online, 10))
             || seen.keys.lock().unwrap().len() == 20
