@@ -31,6 +31,7 @@
 //! url = "mysql://seed@127.0.0.1:3306/"
 //! password_env = "SEED_PASSWORD"   # or password_file; keeps the password out of this file
 //! chunk_rows = 10000
+//! auto_reseed = true           # re-seed into a new generation when the log cannot be continued
 //! ```
 
 use std::net::SocketAddr;
@@ -333,6 +334,15 @@ pub struct SeedSection {
     /// Rows per chunk.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: usize,
+    /// When the producer cannot continue the log (the relay evicted what follows it and `[source]`
+    /// is not set or its binlog is purged too), re-seed into a new store generation by itself and
+    /// switch to it once complete (`false`: report `blocked` and wait for an operator).
+    #[serde(default = "default_true")]
+    pub auto_reseed: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl std::fmt::Debug for SeedSection {
@@ -342,6 +352,7 @@ impl std::fmt::Debug for SeedSection {
             .field("password_env", &self.password_env)
             .field("password_file", &self.password_file)
             .field("chunk_rows", &self.chunk_rows)
+            .field("auto_reseed", &self.auto_reseed)
             .finish()
     }
 }
@@ -520,6 +531,7 @@ impl BootstrapConfig {
                 )?;
                 let mut p = ProducerSettings::new(r.url.clone());
                 p.gap_source = self.gap_source(env)?;
+                p.reseed = self.seed.as_ref().is_some_and(|s| s.auto_reseed);
                 p.client = client;
                 p.buffer = r.buffer.clone();
                 p.max_bytes = bytes("relay.max_bytes", r.max_bytes)?;

@@ -37,7 +37,7 @@ pub enum BootstrapError {
     /// The relay no longer holds the events after the log's last window: the log has a gap.
     #[error(
         "relay {url} no longer holds the events after SCN {scn}: the bootstrap log would have a gap; \
-         re-seed the bootstrap database (databus bootstrap seed) into a new file"
+         configure [source] (to fill it from the source's binlog) and [seed] (to re-seed by itself when the binlog is gone too)"
     )]
     RelayGap {
         /// The relay.
@@ -50,7 +50,7 @@ pub enum BootstrapError {
     /// The relay gap cannot be filled from the source: its binlog no longer has the windows after the
     /// log's last one (or the source refuses the stream).
     #[error(
-        "cannot fill the relay gap after SCN {after} from the source: {message}; the source no longer has those changes: re-seed the bootstrap database (databus bootstrap seed) into a new file"
+        "cannot fill the relay gap after SCN {after} from the source: {message}; the source no longer has those changes: configure [seed] so that the producer re-seeds into a new generation by itself"
     )]
     GapUnfillable {
         /// The log's last window.

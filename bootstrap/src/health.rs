@@ -42,7 +42,7 @@ impl Default for HealthSettings {
 pub struct Problem {
     /// The role.
     pub role: Role,
-    /// `failed`, `stopped`, `blocked`, `not_running` or `behind`.
+    /// `failed`, `stopped`, `blocked`, `reseeding`, `not_running` or `behind`.
     pub state: &'static str,
     /// What is wrong and what to do.
     pub message: String,
@@ -77,6 +77,24 @@ pub fn assess(reports: &[RoleReport], now_ms: u64, settings: &HealthSettings) ->
                 ),
             )),
             RoleState::Blocked => Some(("blocked", format!("the {name} cannot go on: {message}"))),
+            RoleState::Reseeding
+                if now_ms.saturating_sub(r.updated_ms)
+                    > settings.stale_after.as_millis() as u64 =>
+            {
+                Some((
+                    "not_running",
+                    format!(
+                        "the {name} was re-seeding ({message}) but has not reported for {} (killed or crashed?); start it again: the re-seed resumes",
+                        secs(now_ms.saturating_sub(r.updated_ms))
+                    ),
+                ))
+            }
+            RoleState::Reseeding => Some((
+                "reseeding",
+                format!(
+                    "the {name} is {message}; the server answers from the previous generation meanwhile, which is behind the source"
+                ),
+            )),
             RoleState::Running => {
                 let silent = now_ms.saturating_sub(r.updated_ms);
                 let behind = now_ms.saturating_sub(r.caught_up_ms.unwrap_or(r.since_ms));

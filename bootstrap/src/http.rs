@@ -64,6 +64,7 @@ impl ApiError {
             ServeError::UnknownSource(_) => "unknown_source",
             ServeError::SnapshotRequired { .. } => "snapshot_required",
             ServeError::LogTrimmed { .. } => "log_trimmed",
+            ServeError::GenerationChanged { .. } => "generation_changed",
             ServeError::SchemaNotFound(_) => "schema_not_found",
             ServeError::NotYet { .. } => "not_yet_at_scn",
             ServeError::Overloaded(_) => "overloaded",
@@ -76,7 +77,9 @@ impl ApiError {
         match &self.0 {
             ServeError::BadParameter { .. } => StatusCode::BAD_REQUEST,
             ServeError::UnknownSource(_) | ServeError::SchemaNotFound(_) => StatusCode::NOT_FOUND,
-            ServeError::SnapshotRequired { .. } | ServeError::LogTrimmed { .. } => StatusCode::GONE,
+            ServeError::SnapshotRequired { .. }
+            | ServeError::LogTrimmed { .. }
+            | ServeError::GenerationChanged { .. } => StatusCode::GONE,
             ServeError::NotYet { .. } | ServeError::Overloaded(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -98,6 +101,10 @@ impl ApiError {
             ServeError::LogTrimmed { requested, floor } => {
                 body["requested_scn"] = json!(requested);
                 body["log_floor_scn"] = json!(floor);
+            }
+            ServeError::GenerationChanged { had, now } => {
+                body["checkpoint_generation"] = json!(had);
+                body["generation"] = json!(now);
             }
             ServeError::NotYet {
                 requested,
@@ -312,7 +319,7 @@ pub fn routes(
             match format {
                 StreamFormat::Binary => stream_response(reply, None),
                 StreamFormat::Json => {
-                    svc.schemas().resolve(svc.store(), &reply.body).await;
+                    svc.schemas().resolve(&svc.store(), &reply.body).await;
                     // Decoding up to max_bytes of Avro payloads takes long: off the async workers.
                     respond(
                         blocking(move || {
@@ -376,11 +383,14 @@ pub fn routes(
         .then(|svc: Arc<BootstrapService>| async move {
             respond(
                 blocking(move || {
+                    // One generation's figures, even across a switch.
+                    let svc = svc.current()?;
                     let log = svc.store().log_status()?;
                     let snap = svc.store().snapshot_status()?;
                     let pins = svc.store().pins(crate::serve::now_ms())?;
                     let (roles, problems) = svc.health()?;
                     Ok(json!({
+                        "generation": svc.generation()?,
                         "log_floor_scn": log.floor_scn, "log_first_scn": log.first_scn,
                         "log_last_scn": log.last_scn, "log_windows": log.windows,
                         "log_events": log.events, "log_bytes": log.bytes,
@@ -414,7 +424,7 @@ pub fn routes(
     let metrics = warp::path!("metrics")
         .and(warp::get())
         .and(svc_metrics)
-        .then(|svc: Arc<BootstrapService>| metrics_response(svc.store().clone()));
+        .then(|svc: Arc<BootstrapService>| metrics_response(svc.store()));
     // Boxed: the combined filter's futures stay small (a deep `or` chain of large handler futures
     // overflows a test thread's stack in debug builds).
     stream

@@ -71,6 +71,7 @@ pub mod applier;
 pub mod config;
 mod error;
 pub mod gap;
+pub mod generation;
 pub mod health;
 pub mod http;
 pub mod json;

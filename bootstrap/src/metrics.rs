@@ -83,6 +83,16 @@ fn scn(s: Option<databus_core::Scn>) -> f64 {
     s.map_or(0.0, |s| s.get() as f64)
 }
 
+/// The store generation served (`databus_bootstrap_generation`).
+pub fn generation(n: u64) {
+    gauge!("databus_bootstrap_generation").set(n as f64);
+}
+
+/// A re-seed into a new generation began (`databus_bootstrap_reseeds_total`).
+pub fn reseed_started() {
+    counter!("databus_bootstrap_reseeds_total").increment(1);
+}
+
 /// Refreshes the store gauges (`databus_bootstrap_log_*`, `databus_bootstrap_snapshot_*`,
 /// `databus_bootstrap_applied_scn`); called when `/metrics` is scraped.
 pub fn refresh_store_gauges(store: &dyn BootstrapStore) -> Result<(), BootstrapError> {

@@ -8,9 +8,11 @@
 //!   completed, else from the relay's beginning (and, if the relay answers `410`, from the relay's
 //!   oldest point — a bootstrap database without a seed only knows changes after it started).
 //! - Errors: network errors and relay 5xx are retried with exponential backoff (100 ms to 10 s); a
-//!   `410` for a non-empty log means a gap: the producer reports itself `blocked` (so `/health`
-//!   answers `503` with the fix) and retries (1 s to 30 s) instead of stopping; storage errors stop it
-//!   (reported `failed`). Its state is reported through [`Reporter`] (see [`crate::health`]).
+//!   `410` for a non-empty log means a gap: the producer fills it from the source ([`crate::gap`],
+//!   `[source]` set); when it cannot (no `[source]`, or the source purged that binlog too) it ends with
+//!   the gap error if re-seeding is on (the role then re-seeds into a new store generation,
+//!   [`crate::generation`]), else reports itself `blocked` (so `/health` answers `503` with the fix)
+//!   and retries (1 s to 30 s); storage errors stop it (reported `failed`). Its state is reported through [`Reporter`] (see [`crate::health`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +43,10 @@ pub struct ProducerSettings {
     pub client: databus_http::ClientOptions,
     /// The source database to fill relay gaps from (`None`: a gap blocks the producer).
     pub gap_source: Option<crate::gap::GapSource>,
+    /// A gap that cannot be filled ends [`run_producer`] with the gap error instead of blocking, so
+    /// that the role re-seeds into a new generation (`[seed]` set, `auto_reseed` on; see
+    /// [`crate::generation`]).
+    pub reseed: bool,
 }
 
 impl ProducerSettings {
@@ -54,6 +60,7 @@ impl ProducerSettings {
             timeout: Duration::from_secs(30),
             client: databus_http::ClientOptions::default(),
             gap_source: None,
+            reseed: false,
         }
     }
 }
@@ -191,6 +198,9 @@ async fn produce_with_retries(
                         gap_backoff.reset();
                         continue;
                     }
+                    Err(e @ BootstrapError::GapUnfillable { .. }) if settings.reseed => {
+                        return Err(e);
+                    }
                     Err(e @ BootstrapError::GapUnfillable { .. }) => {
                         let d = gap_backoff.next_delay();
                         tracing::error!(error = %e, retry_in = ?d, "producer: the relay gap cannot be filled; retrying");
@@ -205,6 +215,7 @@ async fn produce_with_retries(
                     Err(e) => return Err(e),
                 }
             }
+            Err(e @ BootstrapError::RelayGap { .. }) if settings.reseed => return Err(e),
             Err(e @ BootstrapError::RelayGap { .. }) => {
                 let d = gap_backoff.next_delay();
                 tracing::error!(error = %e, retry_in = ?d, "producer: the log would have a gap; retrying");

@@ -158,6 +158,17 @@ pub enum ServeError {
     /// The server is at one of its limits (concurrent requests, bootstraps in progress); retry later.
     #[error("{0}; retry shortly")]
     Overloaded(String),
+    /// The snapshot in progress was started in another store generation (the server re-seeded since):
+    /// its resume token means nothing in the current one.
+    #[error(
+        "this bootstrap server re-seeded its database (generation {had} -> {now}) since this snapshot started; start the bootstrap again"
+    )]
+    GenerationChanged {
+        /// The generation the snapshot started in.
+        had: u64,
+        /// The current generation.
+        now: u64,
+    },
     /// The database has not reached the SCN yet.
     #[error(
         "the bootstrap database is not yet at SCN {} (log at {}, snapshot at {}); retry later",
@@ -192,12 +203,26 @@ pub(crate) fn now_ms() -> u64 {
 }
 
 /// The state the handlers serve from.
+///
+/// A service made by [`BootstrapService::following`] serves whichever store generation is current
+/// (see [`crate::generation`]): each request is answered by the service of one generation from start
+/// to end, and a new generation's service is made when the pointer changes.
 #[derive(Debug)]
 pub struct BootstrapService {
     store: Arc<dyn BootstrapStore>,
+    generation: u64,
+    follower: Option<Follower>,
     settings: ServeSettings,
-    schemas: crate::json::SchemaSource,
+    schemas: Arc<crate::json::SchemaSource>,
     streams: Arc<tokio::sync::Semaphore>,
+}
+
+/// The current generation's service, looked up at most every [`crate::generation::POLL`].
+#[derive(Debug)]
+struct Follower {
+    generations: crate::generation::Generations,
+    options: crate::store::SqliteOptions,
+    state: std::sync::Mutex<(std::time::Instant, Arc<BootstrapService>)>,
 }
 
 fn bad(parameter: &str, message: impl Into<String>) -> ServeError {
@@ -222,10 +247,83 @@ impl BootstrapService {
     ) -> Arc<BootstrapService> {
         Arc::new(BootstrapService {
             store,
+            generation: 0,
+            follower: None,
             settings,
-            schemas: crate::json::SchemaSource::new(relay),
+            schemas: Arc::new(crate::json::SchemaSource::new(relay)),
             streams: Arc::new(tokio::sync::Semaphore::new(settings.max_concurrent_streams)),
         })
+    }
+
+    /// A service over the current generation of the database at `generations`, moving to each new
+    /// generation once it is published.
+    pub fn following(
+        generations: crate::generation::Generations,
+        options: crate::store::SqliteOptions,
+        settings: ServeSettings,
+        relay: Option<crate::relay_client::RelayClient>,
+    ) -> Result<Arc<BootstrapService>, BootstrapError> {
+        let (n, store) = generations.open_current(options)?;
+        let first = Arc::new(BootstrapService {
+            generation: n,
+            ..Arc::into_inner(BootstrapService::with_relay(store.clone(), settings, relay))
+                .expect("just made")
+        });
+        crate::metrics::generation(n);
+        Ok(Arc::new(BootstrapService {
+            store,
+            generation: n,
+            follower: Some(Follower {
+                generations,
+                options,
+                state: std::sync::Mutex::new((std::time::Instant::now(), first.clone())),
+            }),
+            settings,
+            schemas: first.schemas.clone(),
+            streams: first.streams.clone(),
+        }))
+    }
+
+    /// The service of the current generation (this one unless it follows generations).
+    pub fn current(&self) -> Result<Arc<BootstrapService>, BootstrapError> {
+        let Some(f) = &self.follower else {
+            return Ok(Arc::new(BootstrapService {
+                store: self.store.clone(),
+                generation: self.generation,
+                follower: None,
+                settings: self.settings,
+                schemas: self.schemas.clone(),
+                streams: self.streams.clone(),
+            }));
+        };
+        let mut state = f.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.0.elapsed() >= crate::generation::POLL {
+            state.0 = std::time::Instant::now();
+            let n = f.generations.current()?;
+            if n != state.1.generation {
+                let store = f.generations.open(n, f.options)?;
+                tracing::info!(
+                    from = state.1.generation,
+                    to = n,
+                    "bootstrap server: serving a new generation"
+                );
+                crate::metrics::generation(n);
+                state.1 = Arc::new(BootstrapService {
+                    store,
+                    generation: n,
+                    follower: None,
+                    settings: self.settings,
+                    schemas: self.schemas.clone(),
+                    streams: self.streams.clone(),
+                });
+            }
+        }
+        Ok(state.1.clone())
+    }
+
+    /// The store generation this service serves now.
+    pub fn generation(&self) -> Result<u64, BootstrapError> {
+        Ok(self.current()?.generation)
     }
 
     /// A permit for one `stream` request; `None` at `max_concurrent_streams`.
@@ -238,16 +336,21 @@ impl BootstrapService {
         &self.schemas
     }
 
-    /// The store.
-    pub fn store(&self) -> &Arc<dyn BootstrapStore> {
-        &self.store
+    /// The current generation's store.
+    pub fn store(&self) -> Arc<dyn BootstrapStore> {
+        match &self.follower {
+            None => self.store.clone(),
+            Some(_) => self
+                .current()
+                .map_or_else(|_| self.store.clone(), |s| s.store.clone()),
+        }
     }
 
     /// The roles' reports and what is wrong with them (see [`crate::health`]).
     pub fn health(
         &self,
     ) -> Result<(Vec<crate::store::RoleReport>, Vec<crate::health::Problem>), BootstrapError> {
-        let roles = self.store.roles()?;
+        let roles = self.store().roles()?;
         let problems =
             crate::health::assess(&roles, crate::health::now_ms(), &self.settings.health);
         Ok((roles, problems))
@@ -265,7 +368,20 @@ impl BootstrapService {
         filter: &FilterSpec,
         max_bytes: usize,
     ) -> Result<StreamReply, ServeError> {
+        if self.follower.is_some() {
+            return self.current()?.stream(checkpoint, filter, max_bytes);
+        }
         let mut cp = checkpoint;
+        if let Some(b) = cp.bootstrap.as_ref().filter(|b| {
+            cp.mode == ConsumptionMode::BootstrapSnapshot
+                && b.start_scn.is_some()
+                && b.generation.unwrap_or(0) != self.generation
+        }) {
+            return Err(ServeError::GenerationChanged {
+                had: b.generation.unwrap_or(0),
+                now: self.generation,
+            });
+        }
         if cp.mode == ConsumptionMode::Online {
             return Err(bad(
                 "checkpoint",
@@ -303,6 +419,7 @@ impl BootstrapService {
         if cp.mode == ConsumptionMode::BootstrapSnapshot && progress.start_scn.is_none() {
             let (start, log_only) = self.begin(&progress)?;
             progress.start_scn = Some(start);
+            progress.generation = (self.generation > 0).then_some(self.generation);
             if log_only {
                 path = BootstrapPath::LogOnly;
                 let target = self.store.log_status()?.last_scn.unwrap_or(start);

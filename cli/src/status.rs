@@ -161,11 +161,12 @@ pub fn render_bootstrap(server: &RelayUrl, status: &Value) -> String {
     );
     let _ = writeln!(
         out,
-        "  snapshot    applied {}, base {}, {} rows, seeded {}",
+        "  snapshot    applied {}, base {}, {} rows, seeded {}, generation {}",
         opt(&status["applied_scn"]),
         opt(&status["snapshot_base_scn"]),
         opt(&status["snapshot_rows"]),
-        opt(&status["seeded"])
+        opt(&status["seeded"]),
+        opt(&status["generation"])
     );
     out
 }

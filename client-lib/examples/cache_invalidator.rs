@@ -20,8 +20,8 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
-    RunSummary, StartPosition, WindowInfo,
+    BootstrapInfo, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
+    FileCheckpointStore, RunSummary, StartPosition, WindowInfo,
 };
 use databus_core::{Checkpoint, Key, Scn, SourceId, TableChange};
 use tokio_util::sync::CancellationToken;
@@ -155,6 +155,16 @@ pub struct Invalidator {
 }
 
 impl DatabusConsumer for Invalidator {
+    async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
+        if info.since_scn.is_none() {
+            // A full snapshot: what changed since this consumer's checkpoint is not known key by
+            // key (deletes come as no tombstone), so every cached entry may be stale.
+            let dropped = self.cache.lock().unwrap().invalidate_where(|_| true);
+            println!("full snapshot: {dropped} cached keys invalidated");
+        }
+        ConsumerOutcome::Success
+    }
+
     async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
         let key = (event.source(), event.key().to_owned());
         let was_cached = self.cache.lock().unwrap().invalidate(&key);

@@ -27,8 +27,8 @@ use std::sync::{Arc, Mutex};
 use clap::Parser;
 use databus_client::checkpoint::SqliteCheckpointStore;
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, Phase, RunSummary,
-    StartPosition, WindowInfo,
+    BootstrapInfo, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, Phase,
+    RunSummary, StartPosition, WindowInfo,
 };
 use databus_core::{Checkpoint, Scn, TableChange};
 use rusqlite::Connection;
@@ -89,6 +89,34 @@ struct Replica {
 }
 
 impl DatabusConsumer for Replica {
+    async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
+        if info.since_scn.is_some() {
+            return ConsumerOutcome::Success;
+        }
+        // A full snapshot is the whole state (rows deleted since what this replica holds come as no
+        // tombstone): start from empty. A crash before the snapshot's first window takes the same
+        // path again, since the stored checkpoint is still the one before the bootstrap.
+        let conn = self.conn.clone();
+        match tokio::task::spawn_blocking(move || {
+            conn.lock().unwrap().execute("DELETE FROM rows", [])
+        })
+        .await
+        {
+            Ok(Ok(n)) => {
+                eprintln!("full snapshot: {n} replica rows cleared");
+                ConsumerOutcome::Success
+            }
+            Ok(Err(e)) => {
+                eprintln!("cannot clear the replica: {e}");
+                ConsumerOutcome::Retry
+            }
+            Err(e) => {
+                eprintln!("cannot clear the replica: {e}");
+                ConsumerOutcome::Fatal
+            }
+        }
+    }
+
     async fn on_start_window(&self, _: &WindowInfo) -> ConsumerOutcome {
         self.pending.lock().unwrap().clear();
         ConsumerOutcome::Success

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 
 use clap::Parser;
 use databus_client::{
-    ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer, FileCheckpointStore,
-    RunSummary, StartPosition, WindowInfo,
+    BootstrapInfo, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
+    FileCheckpointStore, RunSummary, StartPosition, WindowInfo,
 };
 use databus_core::{Checkpoint, Key, SourceId, TableChange};
 use tokio_util::sync::CancellationToken;
@@ -141,6 +141,15 @@ pub struct Indexer {
 }
 
 impl DatabusConsumer for Indexer {
+    async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
+        if info.since_scn.is_none() {
+            // A full snapshot is the whole state: documents of rows deleted meanwhile get no
+            // tombstone, so the index starts from empty.
+            *self.index.lock().unwrap() = Index::default();
+        }
+        ConsumerOutcome::Success
+    }
+
     async fn on_event(&self, event: &DataEvent<'_>) -> ConsumerOutcome {
         let doc = (event.source(), event.key().to_owned());
         if event.is_delete() {

@@ -39,7 +39,8 @@ struct BootstrapResponse {
 enum Restart {
     /// `snapshot_required`: a delta from that far back is impossible; take a full snapshot.
     Snapshot,
-    /// `log_trimmed`: the log moved on; start this bootstrap again.
+    /// `log_trimmed` or `generation_changed`: the log moved on, or the server re-seeded; start this
+    /// bootstrap again.
     Again,
 }
 
@@ -48,7 +49,9 @@ fn parse(resp: HttpResponse, url: &str) -> Result<Result<BootstrapResponse, Rest
         let json: serde_json::Value = serde_json::from_slice(&resp.body).unwrap_or_default();
         return match json["error"].as_str() {
             Some("snapshot_required") => Ok(Err(Restart::Snapshot)),
-            Some("log_trimmed") => Ok(Err(Restart::Again)),
+            // The server re-seeded into a new generation mid-snapshot: the snapshot's rows so far
+            // belong to the old one; start again (the new one says if a delta is still possible).
+            Some("log_trimmed" | "generation_changed") => Ok(Err(Restart::Again)),
             _ => Err(resp.into_error(url)),
         };
     }

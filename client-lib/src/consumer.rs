@@ -52,7 +52,11 @@ pub struct WindowInfo {
 /// A bootstrap the client enters.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootstrapInfo {
-    /// `Some(scn)`: a consolidated delta since `scn`; `None`: a full snapshot.
+    /// `Some(scn)`: a consolidated delta since `scn` (changed rows and tombstones for rows deleted
+    /// since); `None`: a full snapshot, the whole state at its SCN with no tombstones, so a consumer
+    /// holding state starts from empty (a replica clears its tables, an index its documents, a cache
+    /// its entries). A bootstrap can start again (`410 log_trimmed`, `generation_changed`,
+    /// `snapshot_required` from the server): the callback then comes again.
     pub since_scn: Option<Scn>,
 }
 

@@ -71,6 +71,11 @@ pub struct BootstrapProgress {
     /// Rows delivered so far in this bootstrap, for progress reporting.
     #[serde(default)]
     pub rows_done: u64,
+    /// The bootstrap server's store generation the snapshot phase reads (`None`: generation 0); a
+    /// server that re-seeded into another generation since refuses to continue the snapshot, whose
+    /// resume token belongs to the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u64>,
 }
 
 /// Where a consumer is in the stream. See the [module docs](self).

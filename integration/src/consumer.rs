@@ -225,7 +225,14 @@ impl DatabusConsumer for Recorder {
     }
 
     async fn on_start_bootstrap(&self, info: &BootstrapInfo) -> ConsumerOutcome {
-        self.lock().bootstraps.push(info.since_scn);
+        let mut inner = self.lock();
+        inner.bootstraps.push(info.since_scn);
+        if info.since_scn.is_none() {
+            // A full snapshot is the whole state: rows deleted since what the replica holds are
+            // not sent as tombstones, so it starts from empty (docs/client.md).
+            inner.replica.clear();
+        }
+        drop(inner);
         ConsumerOutcome::Success
     }
 

@@ -41,6 +41,9 @@ pub enum RoleState {
     Running,
     /// Retrying something it cannot fix by itself (the message says what to do); still alive.
     Blocked,
+    /// Re-seeding into a new store generation (the log could not be continued); the current
+    /// generation is served meanwhile, behind the source.
+    Reseeding,
     /// Stopped on a definite error (the message names it and the fix).
     Failed,
     /// Stopped cleanly (shut down).
