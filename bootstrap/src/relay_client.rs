@@ -8,7 +8,8 @@
 use std::time::Duration;
 
 use databus_core::{Checkpoint, Scn};
-use databus_http::protocol::{StreamAnswer as ProtocolAnswer, StreamQuery};
+use databus_http::follow::{FollowError, StreamFollower};
+use databus_http::protocol::StreamQuery;
 use databus_http::{ClientOptions, HttpClient};
 use serde::Deserialize;
 
@@ -189,42 +190,56 @@ impl RelayClient {
             .map_err(|e| self.transient(format!("/v1/sources is not the expected JSON: {e}")))
     }
 
-    /// `GET /v1/stream` of `buffer` after `checkpoint`, unfiltered, binary.
-    pub async fn stream(
+    /// A follower of `buffer`'s `stream` after `checkpoint`, unfiltered, binary, with the long poll
+    /// `wait` and the budget `max_bytes`: the shared [`StreamFollower`] (one implementation of the
+    /// protocol for every follower).
+    pub fn follower(
         &self,
         buffer: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: Checkpoint,
         max_bytes: usize,
-        wait_ms: u64,
-    ) -> Result<StreamAnswer, BootstrapError> {
+        wait: Duration,
+    ) -> StreamFollower {
         let query = StreamQuery {
             buffer: Some(buffer.to_owned()),
-            wait: std::time::Duration::from_millis(wait_ms),
+            wait,
             max_bytes: Some(max_bytes),
             ..StreamQuery::default()
         };
-        let r = self.get(&query.path(Some(checkpoint))).await?;
-        let answer = ProtocolAnswer::from_parts(
-            r.status,
-            |name| r.header(name),
-            bytes::Bytes::from(r.body.clone()),
-        )
-        .map_err(|e| self.transient(e.to_string()))?;
-        match answer {
-            ProtocolAnswer::Data {
-                body,
-                checkpoint,
-                more,
-            } => Ok(StreamAnswer::Data {
-                body: body.to_vec(),
-                checkpoint,
-                more,
+        StreamFollower::new(query, Some(checkpoint))
+            .with_timeout_slack(self.timeout.saturating_sub(wait))
+            .with_body_limit(MAX_RESPONSE)
+    }
+
+    /// The next answer of `follower` (which moves to the answer's checkpoint): data, or the relay's
+    /// `410 scn_not_found`; every other failure is an error, transient (unreachable, `5xx`, a broken
+    /// answer) or definite (`401` naming the token settings, other `4xx`, an untrusted certificate).
+    pub async fn stream(
+        &self,
+        follower: &mut StreamFollower,
+    ) -> Result<StreamAnswer, BootstrapError> {
+        match follower.poll(&self.http).await {
+            Ok(batch) => Ok(StreamAnswer::Data {
+                body: batch.body.to_vec(),
+                checkpoint: batch.checkpoint,
+                more: batch.more,
             }),
-            ProtocolAnswer::Gone(e) => Ok(StreamAnswer::ScnNotFound {
-                prev_scn: e.u64("prev_scn").map(Scn::new),
-                min_scn: e.u64("min_scn").map(Scn::new),
+            Err(FollowError::Gone { envelope, .. }) => Ok(StreamAnswer::ScnNotFound {
+                prev_scn: envelope.u64("prev_scn").map(Scn::new),
+                min_scn: envelope.u64("min_scn").map(Scn::new),
             }),
-            _ => Err(self.definite("/v1/stream", &r)),
+            Err(FollowError::Unauthorized { envelope, .. }) => Err(BootstrapError::RelayDefinite {
+                url: self.url.clone(),
+                message: format!(
+                    "/v1/stream answered 401 unauthorized: {}; set relay.token_env or relay.token_file to a token the relay accepts",
+                    envelope.message
+                ),
+            }),
+            Err(e) if e.is_transient() => Err(self.transient(e.to_string())),
+            Err(e) => Err(BootstrapError::RelayDefinite {
+                url: self.url.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }

@@ -287,16 +287,14 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     // Follow the relay from the bootstrap's target until the source's last transaction.
     let relay_client =
         RelayClient::new(&format!("http://{relay}"), Duration::from_secs(30)).unwrap();
+    let mut follower =
+        relay_client.follower("shop", cp.clone(), 1 << 20, Duration::from_millis(1000));
     while cp.window_scn.get() < final_scn || cp.window_offset.is_some() {
         assert!(
             Instant::now() < deadline,
             "relay catch-up did not finish at {cp:?}"
         );
-        match relay_client
-            .stream("shop", &cp, 1 << 20, 1000)
-            .await
-            .unwrap()
-        {
+        match relay_client.stream(&mut follower).await.unwrap() {
             databus_bootstrap::relay_client::StreamAnswer::Data {
                 body, checkpoint, ..
             } => {

@@ -70,6 +70,9 @@ pub struct StreamQuery {
     pub wait: Duration,
     /// `max_bytes=`, when set.
     pub max_bytes: Option<usize>,
+    /// A filter already written as query parameters (`sources=..&partition=..&partition.<source>=..`,
+    /// as `FilterSpec::to_query` writes it), appended as it is.
+    pub filter: Option<String>,
 }
 
 impl StreamQuery {
@@ -95,7 +98,12 @@ impl StreamQuery {
         if let Some(cp) = checkpoint {
             q.append_pair("checkpoint", &cp.to_json());
         }
-        format!("/v1/stream?{}", q.finish())
+        let mut query = q.finish();
+        if let Some(filter) = self.filter.as_deref().filter(|f| !f.is_empty()) {
+            query.push('&');
+            query.push_str(filter);
+        }
+        format!("/v1/stream?{query}")
     }
 }
 

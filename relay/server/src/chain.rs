@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
 use databus_http::backoff::Backoff;
-use databus_http::protocol::{StreamAnswer, StreamQuery};
+use databus_http::follow::{FollowError, StreamFollower};
+use databus_http::protocol::StreamQuery;
 use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
@@ -202,43 +203,57 @@ impl Chain {
 
     /// Follows the upstream from `from` (a whole-window checkpoint) until shutdown or a failure.
     async fn follow(&mut self, from: Scn, shutdown: &CancellationToken) -> Result<(), Failure> {
-        let mut cp = Checkpoint::after(from);
         let query = StreamQuery {
             buffer: Some(self.upstream.buffer.clone()),
             wait: Duration::from_millis(UPSTREAM_WAIT_MS),
             max_bytes: Some(UPSTREAM_MAX_BYTES),
             ..StreamQuery::default()
         };
+        let mut follower = StreamFollower::new(query, Some(Checkpoint::after(from)))
+            .with_timeout_slack(REQUEST_TIMEOUT - Duration::from_millis(UPSTREAM_WAIT_MS))
+            .with_body_limit(MAX_RESPONSE_BYTES);
         loop {
-            let Some(answer) = get(&self.http, &query.path(Some(&cp)), shutdown).await? else {
-                return Ok(());
+            let asked = follower.checkpoint().map_or(from, |cp| cp.window_scn);
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                answer = follower.poll(&self.http) => answer,
             };
-            let (body, next) = match StreamAnswer::from_response(answer) {
-                Ok(StreamAnswer::Data {
-                    body, checkpoint, ..
-                }) => (body, checkpoint),
-                Ok(StreamAnswer::Gone(e)) => {
+            let body = match batch {
+                Ok(batch) => batch.body,
+                Err(FollowError::Gone { envelope, .. }) => {
                     return Err(Failure::Definite(format!(
-                        "the upstream relay no longer holds the windows after SCN {}: {}",
-                        cp.window_scn, e.message
+                        "the upstream relay no longer holds the windows after SCN {asked}: {}",
+                        envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Unauthorized(e)) => {
+                Err(FollowError::Unauthorized { envelope, .. }) => {
                     return Err(Failure::Definite(format!(
                         "upstream relay {} refused /v1/stream (401): {}; set upstream.token_env or upstream.token_file to a token it accepts",
                         self.http.url(),
-                        e.message
+                        envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Refused { status, envelope }) => {
+                Err(FollowError::Refused {
+                    status, envelope, ..
+                }) => {
                     return Err(Failure::Definite(format!(
                         "upstream relay {} answered /v1/stream with {status}: {}",
                         self.http.url(),
                         envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Busy(e)) => return Err(Failure::Transient(e.message)),
-                Err(e) => return Err(Failure::Transient(format!("upstream: {e}"))),
+                Err(FollowError::Busy { envelope, .. }) => {
+                    return Err(Failure::Transient(envelope.message));
+                }
+                Err(e @ FollowError::Protocol { .. }) => {
+                    return Err(Failure::Transient(format!("upstream: {e}")));
+                }
+                Err(FollowError::Http(e)) if e.is_transient() => {
+                    return Err(Failure::Transient(format!("upstream relay {e}")));
+                }
+                Err(FollowError::Http(e)) => {
+                    return Err(Failure::Definite(format!("upstream relay {e}")));
+                }
             };
             let views = EventView::parse_all(&body)
                 .map_err(|e| Failure::Transient(format!("bad frame from upstream: {e}")))?;
@@ -284,7 +299,6 @@ impl Chain {
                     });
                 }
             }
-            cp = next;
             self.persist(false)
                 .await
                 .map_err(|e| Failure::Definite(e.to_string()))?;
