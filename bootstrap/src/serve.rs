@@ -14,8 +14,22 @@ use serde::Serialize;
 use crate::BootstrapError;
 use crate::store::{BootstrapStore, SnapshotQuery};
 
-/// Rows or events read from the store per query.
+/// At most this many rows or events read from the store per query (and no more than the answer's byte
+/// budget: see [`budget`]).
 const PAGE: usize = 2048;
+
+/// The bytes a store read may load for an answer of `max_bytes` that holds `used` already: what is
+/// left, at least 1 (a read returns at least one row, so that one larger than the budget is served
+/// alone in the next answer).
+fn budget(max_bytes: usize, used: usize) -> usize {
+    max_bytes.saturating_sub(used).max(1)
+}
+
+/// Whether a read of `room` bytes (and [`PAGE`] rows) returned everything there was: it stopped
+/// neither at its row limit nor at its byte budget.
+fn exhausted<T>(rows: &[T], bytes: impl Fn(&T) -> usize, room: usize) -> bool {
+    rows.len() < PAGE && rows.iter().map(bytes).sum::<usize>() < room
+}
 /// Windows read per query in catch-up.
 const WINDOW_PAGE: usize = 512;
 
@@ -419,8 +433,9 @@ impl BootstrapService {
                 tombstones: progress.since_scn.is_some(),
                 filter,
                 limit: PAGE,
+                max_bytes: budget(max_bytes, body.len()),
             })?;
-            let exhausted = rows.len() < PAGE;
+            let exhausted = exhausted(&rows, |r| r.frame.len(), budget(max_bytes, body.len()));
             for row in rows {
                 if !body.is_empty() && body.len() + row.frame.len() > max_bytes {
                     progress.snapshot_source = Some(source);
@@ -501,8 +516,11 @@ impl BootstrapService {
             let end_seq = ws.last().map_or(0, |w| w.first_seq + u64::from(w.events));
             let mut next_seq = ws[0].first_seq + skip;
             'rows: while next_seq < end_seq {
-                let rows = self.store.events(next_seq, end_seq - 1, filter, PAGE)?;
-                let exhausted = rows.len() < PAGE;
+                let room = budget(max_bytes, body.len());
+                let rows = self
+                    .store
+                    .events(next_seq, end_seq - 1, filter, PAGE, room)?;
+                let exhausted = exhausted(&rows, |r| r.frame.len(), room);
                 for row in rows {
                     next_seq = row.seq + 1;
                     while row.seq >= ws[wi].first_seq + u64::from(ws[wi].events) {

@@ -123,6 +123,7 @@ fn log_windows(store: &dyn BootstrapStore, after: Scn) -> Vec<(Scn, Vec<Vec<u8>>
                         w.first_seq + u64::from(w.events) - 1,
                         &FilterSpec::all(),
                         usize::MAX,
+                        usize::MAX,
                     )
                     .unwrap()
                     .into_iter()

@@ -10,6 +10,7 @@ use databus_filters::{Filter, FilterSpec};
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
+    take_bytes,
 };
 use crate::BootstrapError;
 
@@ -18,6 +19,8 @@ struct Inner {
     floor: Option<Scn>,
     windows: BTreeMap<Scn, WindowInfo>,
     events: BTreeMap<u64, StoredEvent>,
+    /// Bytes of the frames the log holds (kept by append and trim: a status sums nothing).
+    log_bytes: u64,
     next_seq: u64,
     pins: BTreeMap<Scn, u64>,
     sources: BTreeMap<SourceId, String>,
@@ -142,6 +145,7 @@ impl LogStore for MemoryStore {
                     i.events.insert(i.next_seq, e.clone());
                     i.next_seq += 1;
                 }
+                i.log_bytes += bytes;
                 i.windows.insert(
                     w.scn,
                     WindowInfo {
@@ -165,7 +169,7 @@ impl LogStore for MemoryStore {
                 last_scn: i.windows.keys().next_back().copied().or(i.floor),
                 windows: i.windows.len() as u64,
                 events: i.events.len() as u64,
-                bytes: i.windows.values().map(|w| w.bytes).sum(),
+                bytes: i.log_bytes,
             })
         })
     }
@@ -197,21 +201,25 @@ impl LogStore for MemoryStore {
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError> {
         let filter = Filter::new(filter);
         self.with(|i| {
             if first_seq > last_seq {
                 return Ok(Vec::new());
             }
-            Ok(i.events
+            let rows = i
+                .events
                 .range(first_seq..=last_seq)
                 .filter(|(_, e)| filter.matches_opcode(e.opcode, e.source, e.key.as_ref()))
                 .take(limit)
-                .map(|(&seq, e)| LogRow {
-                    seq,
-                    frame: e.frame.clone(),
-                })
-                .collect())
+                .map(|(&seq, e)| {
+                    Ok::<_, BootstrapError>(LogRow {
+                        seq,
+                        frame: e.frame.clone(),
+                    })
+                });
+            take_bytes(rows, max_bytes, |r| r.frame.len())
         })
     }
 
@@ -226,6 +234,7 @@ impl LogStore for MemoryStore {
             let mut out = TrimOutcome::default();
             for w in &doomed {
                 i.windows.remove(&w.scn);
+                i.log_bytes -= w.bytes;
                 for seq in w.first_seq..w.first_seq + u64::from(w.events) {
                     i.events.remove(&seq);
                 }
@@ -344,7 +353,8 @@ impl SnapshotStore for MemoryStore {
     fn read(&self, q: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError> {
         let filter = Filter::new(q.filter);
         self.with(|i| {
-            Ok(i.rows
+            let rows = i
+                .rows
                 .range(q.after_row.saturating_add(1)..)
                 .filter(|(_, (e, deleted))| {
                     e.source == q.source
@@ -353,12 +363,14 @@ impl SnapshotStore for MemoryStore {
                         && filter.matches_opcode(e.opcode, e.source, e.key.as_ref())
                 })
                 .take(q.limit)
-                .map(|(&row_id, (e, _))| SnapshotRow {
-                    row_id,
-                    scn: e.scn,
-                    frame: e.frame.clone(),
-                })
-                .collect())
+                .map(|(&row_id, (e, _))| {
+                    Ok::<_, BootstrapError>(SnapshotRow {
+                        row_id,
+                        scn: e.scn,
+                        frame: e.frame.clone(),
+                    })
+                });
+            take_bytes(rows, q.max_bytes, |r| r.frame.len())
         })
     }
 

@@ -204,13 +204,16 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
         upto: Scn,
         limit: usize,
     ) -> Result<Vec<WindowInfo>, BootstrapError>;
-    /// Up to `limit` events with `first_seq <= seq <= last_seq` that pass `filter`, in order.
+    /// Up to `limit` events with `first_seq <= seq <= last_seq` that pass `filter`, in order, and
+    /// no more once their frames hold `max_bytes` (the event reaching the budget is the last one read:
+    /// a read returns at least one event when there is one, so paging always progresses).
     fn events(
         &self,
         first_seq: u64,
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError>;
     /// Deletes up to `max_windows` of the oldest windows with `scn <= upto` and raises the floor to the
     /// last one deleted.
@@ -263,6 +266,29 @@ pub struct SnapshotQuery<'a> {
     pub filter: &'a FilterSpec,
     /// At most this many rows.
     pub limit: usize,
+    /// No more rows once their frames hold this many bytes (the row reaching the budget is the last
+    /// one read: a read returns at least one row when there is one, so paging always progresses).
+    pub max_bytes: usize,
+}
+
+/// Takes items from `rows` while their `bytes` stay under `max_bytes`: the item reaching the budget
+/// is the last one taken (so at least one is, when there is one); the rest is never read.
+pub(crate) fn take_bytes<T, E>(
+    rows: impl Iterator<Item = Result<T, E>>,
+    max_bytes: usize,
+    bytes: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, E> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for row in rows {
+        let row = row?;
+        total = total.saturating_add(bytes(&row));
+        out.push(row);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// A snapshot row read back.

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
-    key_bytes, key_bytes_into,
+    key_bytes, key_bytes_into, take_bytes,
 };
 use crate::BootstrapError;
 
@@ -47,6 +47,29 @@ CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGE
 CREATE TABLE IF NOT EXISTS schemas(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, tbl TEXT NOT NULL,
     avro TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roles(role TEXT PRIMARY KEY, report TEXT NOT NULL) WITHOUT ROWID;
+-- Counters kept by the writes themselves, so that a status is O(1) however large the log and the
+-- snapshot grow (no count(*) or sum() over them). A database of an older version gets them counted
+-- once, here.
+INSERT INTO meta(name, value) SELECT 'snapshot_rows', (SELECT count(*) FROM snapshot)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'snapshot_rows');
+INSERT INTO meta(name, value) SELECT 'log_windows', (SELECT count(*) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_windows');
+INSERT INTO meta(name, value) SELECT 'log_events', (SELECT coalesce(sum(events), 0) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_events');
+INSERT INTO meta(name, value) SELECT 'log_bytes', (SELECT coalesce(sum(bytes), 0) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_bytes');
+CREATE TRIGGER IF NOT EXISTS snapshot_rows_insert AFTER INSERT ON snapshot BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'snapshot_rows'; END;
+CREATE TRIGGER IF NOT EXISTS snapshot_rows_delete AFTER DELETE ON snapshot BEGIN
+    UPDATE meta SET value = value - 1 WHERE name = 'snapshot_rows'; END;
+CREATE TRIGGER IF NOT EXISTS log_windows_insert AFTER INSERT ON log_windows BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'log_windows';
+    UPDATE meta SET value = value + NEW.events WHERE name = 'log_events';
+    UPDATE meta SET value = value + NEW.bytes WHERE name = 'log_bytes'; END;
+CREATE TRIGGER IF NOT EXISTS log_windows_delete AFTER DELETE ON log_windows BEGIN
+    UPDATE meta SET value = value - 1 WHERE name = 'log_windows';
+    UPDATE meta SET value = value - OLD.events WHERE name = 'log_events';
+    UPDATE meta SET value = value - OLD.bytes WHERE name = 'log_bytes'; END;
 ";
 
 const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
@@ -322,21 +345,24 @@ impl LogStore for SqliteStore {
     fn log_status(&self) -> Result<LogStatus, BootstrapError> {
         self.read(|c| {
             let floor = get_meta(c, "log_floor")?.map(scn_of);
-            let (first, last, windows, events, bytes): (Option<i64>, Option<i64>, i64, i64, i64) =
-                c.query_row(
-                    "SELECT min(scn), max(scn), count(*), coalesce(sum(events), 0), \
-                     coalesce(sum(bytes), 0) FROM log_windows",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .map_err(db_err("read log status"))?;
+            // Each edge alone, so that SQLite reads it off the primary key (one seek each); the
+            // totals are the counters the triggers keep.
+            let edge = |sql: &str| -> Result<Option<i64>, BootstrapError> {
+                c.prepare_cached(sql)
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(db_err("read log status"))
+            };
+            let first = edge("SELECT min(scn) FROM log_windows")?;
+            let last = edge("SELECT max(scn) FROM log_windows")?;
+            let counter =
+                |name| Ok::<_, BootstrapError>(get_meta(c, name)?.unwrap_or(0).max(0) as u64);
             Ok(LogStatus {
                 floor_scn: floor,
                 first_scn: first.map(scn_of),
                 last_scn: last.map(scn_of).or(floor),
-                windows: windows as u64,
-                events: events as u64,
-                bytes: bytes as u64,
+                windows: counter("log_windows")?,
+                events: counter("log_events")?,
+                bytes: counter("log_bytes")?,
             })
         })
     }
@@ -376,6 +402,7 @@ impl LogStore for SqliteStore {
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError> {
         let w = filter.to_sql(&SqlColumns::DEFAULT);
         let sql = format!(
@@ -386,7 +413,7 @@ impl LogStore for SqliteStore {
             let mut s = c.prepare_cached(&sql).map_err(db_err("prepare"))?;
             let mut values: Vec<i64> = vec![first_seq as i64, last_seq as i64];
             values.extend_from_slice(&w.params);
-            values.push(limit as i64);
+            values.push(limit.min(i64::MAX as usize) as i64);
             let rows = s
                 .query_map(params_from_iter(values), |r| {
                     Ok(LogRow {
@@ -395,8 +422,8 @@ impl LogStore for SqliteStore {
                     })
                 })
                 .map_err(db_err("read log events"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(db_err("read log events"))
+            // Rows are stepped one at a time: those past the byte budget are never loaded.
+            take_bytes(rows, max_bytes, |r| r.frame.len()).map_err(db_err("read log events"))
         })
     }
 
@@ -704,9 +731,8 @@ fn insert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
 impl SnapshotStore for SqliteStore {
     fn snapshot_status(&self) -> Result<SnapshotStatus, BootstrapError> {
         self.read(|c| {
-            let rows: i64 = c
-                .query_row("SELECT count(*) FROM snapshot", [], |r| r.get(0))
-                .map_err(db_err("count snapshot rows"))?;
+            // Kept by the triggers: no count over the snapshot.
+            let rows = get_meta(c, "snapshot_rows")?.unwrap_or(0).max(0);
             Ok(SnapshotStatus {
                 applied_scn: get_meta(c, "applied_scn")?.map(scn_of),
                 base_scn: get_meta(c, "base_scn")?.map(scn_of),
@@ -750,7 +776,7 @@ impl SnapshotStore for SqliteStore {
                 since,
             ];
             values.extend_from_slice(&w.params);
-            values.push(q.limit as i64);
+            values.push(q.limit.min(i64::MAX as usize) as i64);
             let rows = s
                 .query_map(params_from_iter(values), |r| {
                     Ok(SnapshotRow {
@@ -760,8 +786,8 @@ impl SnapshotStore for SqliteStore {
                     })
                 })
                 .map_err(db_err("read snapshot"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(db_err("read snapshot"))
+            // Rows are stepped one at a time: those past the byte budget are never loaded.
+            take_bytes(rows, q.max_bytes, |r| r.frame.len()).map_err(db_err("read snapshot"))
         })
     }
 
