@@ -41,6 +41,8 @@ pub struct ServeSettings {
     pub log_only_max_events: u64,
     /// How long a bootstrap's pin on the log lasts after its last request.
     pub pin_ttl: Duration,
+    /// How long a pin holds retention at most after its first request, however often refreshed.
+    pub pin_max_age: Duration,
     /// Response budget when the request gives none.
     pub default_response_bytes: usize,
     /// The largest `max_bytes` accepted.
@@ -59,6 +61,7 @@ impl Default for ServeSettings {
         ServeSettings {
             log_only_max_events: 100_000,
             pin_ttl: Duration::from_secs(3600),
+            pin_max_age: Duration::from_secs(24 * 3600),
             default_response_bytes: 1 << 20,
             max_response_bytes: 16 << 20,
             max_pins: 1000,
@@ -340,7 +343,8 @@ impl BootstrapService {
         Ok(reply)
     }
 
-    /// Pins the log after `start` for `pin_ttl` (refreshed by each request of the bootstrap). A start
+    /// Pins the log after `start` for `pin_ttl` (refreshed by each request of the bootstrap), for
+    /// `pin_max_age` at most after its first request (then it holds nothing, refreshed or not). A start
     /// before the log's floor pins nothing (its catch-up is refused with `log_trimmed` anyway), so a
     /// client claiming an old start cannot stop trimming; a new start beyond `max_pins` pins in
     /// place is refused with `503 overloaded`.
@@ -358,8 +362,12 @@ impl BootstrapService {
                 pins.len()
             )));
         }
-        self.store
-            .pin(start, now + self.settings.pin_ttl.as_millis() as u64)?;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.store.pin_until(
+            start,
+            now.saturating_add(ms(self.settings.pin_ttl)),
+            now.saturating_add(ms(self.settings.pin_max_age)),
+        )?;
         Ok(())
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use databus_bootstrap::http::routes;
 use databus_bootstrap::serve::{BootstrapService, ServeSettings};
-use databus_bootstrap::store::{BootstrapStore, LogStore, LogWindow, SourceInfo, SqliteStore};
+use databus_bootstrap::store::{
+    BootstrapStore, LogStore, LogWindow, SnapshotStore, SourceInfo, SqliteStore,
+};
 use databus_core::{Checkpoint, Scn, SourceId};
 
 fn heartbeats(store: &dyn BootstrapStore, scns: std::ops::RangeInclusive<u64>) {
@@ -155,4 +157,54 @@ async fn concurrent_stream_requests_are_bounded() {
         .reply(&routes)
         .await;
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_refreshed_pin_stops_holding_retention_at_its_max_age() {
+    let (_dir, store) = store_with_floor();
+    let settings = ServeSettings {
+        pin_max_age: std::time::Duration::from_millis(300),
+        ..ServeSettings::default()
+    };
+    let routes = routes(BootstrapService::new(store.clone(), settings));
+    let ask = |at: u64| {
+        let routes = routes.clone();
+        async move {
+            let r = warp::test::request()
+                .path(&catchup_query(12, 40, at))
+                .reply(&routes)
+                .await;
+            assert_eq!(r.status(), 200, "{:?}", r.body());
+        }
+    };
+    ask(12).await;
+    assert_eq!(store.min_pin(now_ms()).unwrap(), Some(Scn::new(12)));
+    // The bootstrap keeps asking (each request refreshes its pin for pin_ttl, an hour) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut at = 13;
+    while store.min_pin(now_ms()).unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin still holds retention long after pin_max_age"
+        );
+        ask(at).await;
+        at = (at + 1).min(39);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ... but past its max age the pin holds nothing, and retention trims past its start.
+    ask(at).await;
+    assert_eq!(store.min_pin(now_ms()).unwrap(), None);
+    assert_eq!(store.pins(now_ms()).unwrap(), vec![]);
+    let settings = databus_bootstrap::retention::RetentionSettings {
+        max_age: Some(std::time::Duration::from_secs(1)),
+        max_bytes: None,
+        ..Default::default()
+    };
+    store.apply(&[], Scn::new(40)).unwrap();
+    databus_bootstrap::retention::clean_once(store.as_ref(), &settings, now_ms() * 1_000_000)
+        .unwrap();
+    assert!(
+        store.log_status().unwrap().floor_scn > Some(Scn::new(12)),
+        "retention trims past the aged pin"
+    );
 }

@@ -30,7 +30,7 @@ macro_rules! store_conformance_suite {
             use super::*;
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
-                pins_expire, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
+                pins_expire, pins_have_a_max_age, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
                 filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip,
                 roles_round_trip, reads_stop_at_the_byte_budget, paged_reads_equal_one_read,
                 status_counts_follow_every_write);
@@ -223,6 +223,34 @@ pub fn log_trim_and_retention_points(store: &dyn BootstrapStore) {
     );
     assert!(store.append(&[window(9, vec![])]).is_err());
     store.append(&[window(11, vec![up(11, 1)])]).unwrap();
+}
+
+/// A pin holds retention until its deadline at most, however often it is refreshed: the deadline of
+/// its first request stays, refreshes cannot create it anew while it is stored, and it goes once it
+/// expires; a pin without a deadline holds until it expires.
+pub fn pins_have_a_max_age(store: &dyn BootstrapStore) {
+    store.pin_until(Scn::new(5), 100, 150).unwrap();
+    store.pin(Scn::new(8), 1_000).unwrap();
+    assert_eq!(store.min_pin(10).unwrap(), Some(Scn::new(5)));
+    // Refreshed past its deadline: a later deadline given by a refresh changes nothing.
+    for now in [100, 140, 149] {
+        store.pin_until(Scn::new(5), now + 100, now + 50).unwrap();
+    }
+    assert_eq!(store.min_pin(149).unwrap(), Some(Scn::new(5)));
+    assert_eq!(
+        store.min_pin(150).unwrap(),
+        Some(Scn::new(8)),
+        "past its max age"
+    );
+    assert_eq!(store.pins(150).unwrap(), vec![(Scn::new(8), 1_000)]);
+    // Still refreshed: it holds nothing again.
+    store.pin_until(Scn::new(5), 400, 450).unwrap();
+    assert_eq!(store.min_pin(300).unwrap(), Some(Scn::new(8)));
+    // Once expired (no refresh for its TTL) it is gone; a new bootstrap from there pins anew.
+    assert_eq!(store.min_pin(401).unwrap(), Some(Scn::new(8)));
+    store.pin_until(Scn::new(5), 900, 950).unwrap();
+    assert_eq!(store.min_pin(500).unwrap(), Some(Scn::new(5)));
+    assert_eq!(store.drop_pins().unwrap(), 2);
 }
 
 /// Pins expire.

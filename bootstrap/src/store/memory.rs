@@ -22,7 +22,8 @@ struct Inner {
     /// Bytes of the frames the log holds (kept by append and trim: a status sums nothing).
     log_bytes: u64,
     next_seq: u64,
-    pins: BTreeMap<Scn, u64>,
+    /// Start SCN -> (expiry, deadline), Unix ms.
+    pins: BTreeMap<Scn, (u64, u64)>,
     sources: BTreeMap<SourceId, String>,
     rows: BTreeMap<u64, (StoredEvent, bool)>,
     by_key: HashMap<(SourceId, Key), u64>,
@@ -271,25 +272,37 @@ impl LogStore for MemoryStore {
         })
     }
 
-    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+    fn pin_until(
+        &self,
+        start_scn: Scn,
+        expires_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), BootstrapError> {
         self.with(|i| {
-            let e = i.pins.entry(start_scn).or_insert(expires_ms);
-            *e = (*e).max(expires_ms);
+            let e = i.pins.entry(start_scn).or_insert((expires_ms, deadline_ms));
+            e.0 = e.0.max(expires_ms);
             Ok(())
         })
     }
 
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError> {
         self.with(|i| {
-            i.pins.retain(|_, &mut exp| exp >= now_ms);
-            Ok(i.pins.keys().next().copied())
+            i.pins.retain(|_, &mut (exp, _)| exp >= now_ms);
+            Ok(i.pins
+                .iter()
+                .find(|(_, (_, deadline))| *deadline > now_ms)
+                .map(|(&s, _)| s))
         })
     }
 
     fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError> {
         self.with(|i| {
-            i.pins.retain(|_, &mut exp| exp >= now_ms);
-            Ok(i.pins.iter().map(|(&s, &e)| (s, e)).collect())
+            i.pins.retain(|_, &mut (exp, _)| exp >= now_ms);
+            Ok(i.pins
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline > now_ms)
+                .map(|(&s, &(e, _))| (s, e))
+                .collect())
         })
     }
 

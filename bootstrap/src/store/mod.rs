@@ -223,12 +223,27 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
     fn trim_point_for_bytes(&self, max_bytes: u64) -> Result<Option<Scn>, BootstrapError>;
     /// The newest window committed at or before `timestamp_ns` (`None` if there is none).
     fn last_window_before(&self, timestamp_ns: u64) -> Result<Option<Scn>, BootstrapError>;
-    /// Pins the log after `start_scn` until `expires_ms` (Unix ms) for a bootstrap in progress.
-    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError>;
-    /// The lowest pinned start SCN among pins not expired at `now_ms`; expired pins are dropped.
+    /// Pins the log after `start_scn` until `expires_ms` (Unix ms) for a bootstrap in progress, with
+    /// no maximum age (see [`LogStore::pin_until`]).
+    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+        self.pin_until(start_scn, expires_ms, u64::MAX)
+    }
+    /// Pins the log after `start_scn` until `expires_ms` (Unix ms; a later refresh extends it, an
+    /// earlier one changes nothing), and at the latest until `deadline_ms`: the deadline is fixed by
+    /// the pin's first request, later ones keep it. From its deadline on, a pin holds no retention
+    /// even while refreshed (and is not listed); it stays stored, so that its refreshes cannot create
+    /// it anew, until it expires.
+    fn pin_until(
+        &self,
+        start_scn: Scn,
+        expires_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), BootstrapError>;
+    /// The lowest pinned start SCN among pins live at `now_ms` (not expired, before their deadline);
+    /// expired pins are dropped.
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError>;
-    /// The pins not expired at `now_ms` as `(start SCN, expiry in Unix ms)`, lowest SCN first; expired
-    /// pins are dropped.
+    /// The pins live at `now_ms` (not expired, before their deadline) as `(start SCN, expiry in Unix
+    /// ms)`, lowest SCN first; expired pins are dropped.
     fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError>;
     /// Removes every pin (an operator releasing retention); how many there were.
     fn drop_pins(&self) -> Result<u64, BootstrapError>;
