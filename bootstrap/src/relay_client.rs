@@ -18,26 +18,8 @@ use crate::BootstrapError;
 /// Largest response accepted (the relay's own maximum is 16 MiB of frames).
 const MAX_RESPONSE: usize = 64 << 20;
 
-/// An HTTP response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// An HTTP response: the shared [`databus_http::Response`] (status, headers, the whole body).
+pub use databus_http::Response as HttpResponse;
 
 /// One relay, by base URL `http[s]://host:port`.
 #[derive(Debug, Clone)]
@@ -121,8 +103,7 @@ impl RelayClient {
 
     /// `GET path_and_query`.
     pub async fn get(&self, path_and_query: &str) -> Result<HttpResponse, BootstrapError> {
-        let r = self
-            .http
+        self.http
             .get(path_and_query, self.timeout, MAX_RESPONSE)
             .await
             .map_err(|e| {
@@ -134,17 +115,7 @@ impl RelayClient {
                         message: e.to_string(),
                     }
                 }
-            })?;
-        let headers = r
-            .headers
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
-        Ok(HttpResponse {
-            status: r.status,
-            headers,
-            body: r.body.to_vec(),
-        })
+            })
     }
 
     fn definite(&self, what: &str, r: &HttpResponse) -> BootstrapError {

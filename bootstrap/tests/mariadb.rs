@@ -433,7 +433,7 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         let header_cp = Checkpoint::from_json(r.header("x-databus-checkpoint").unwrap()).unwrap();
         let phase = r.header("x-databus-bootstrap-phase").unwrap().to_owned();
         let n_events = r.header("x-databus-events").unwrap().to_owned();
-        let text = String::from_utf8(r.body).unwrap();
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
         let mut lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -476,7 +476,7 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let relay_lines: Vec<serde_json::Value> = String::from_utf8(r.body)
+    let relay_lines: Vec<serde_json::Value> = String::from_utf8(r.body.to_vec())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

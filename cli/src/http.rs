@@ -53,34 +53,19 @@ impl std::fmt::Display for RelayUrl {
     }
 }
 
-/// An answer: status, headers, body.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status code.
-    pub status: u16,
-    /// Response headers.
-    pub headers: hyper::HeaderMap,
-    /// The whole body.
-    pub body: bytes::Bytes,
+/// An answer: the shared [`databus_http::Response`] (status, headers, the whole body; `header` and
+/// `error_message`), read as JSON through [`AnswerJson`].
+pub use databus_http::Response as Answer;
+
+/// The body of an [`Answer`] as JSON.
+pub trait AnswerJson {
+    /// The body as JSON.
+    fn json(&self) -> Result<serde_json::Value>;
 }
 
-impl Answer {
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body as JSON.
-    pub fn json(&self) -> Result<serde_json::Value> {
+impl AnswerJson for Answer {
+    fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_slice(&self.body).context("the relay's answer is not JSON")
-    }
-
-    /// The server's error message (`message` of its JSON error body), or the status.
-    pub fn error_message(&self) -> String {
-        self.json()
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| format!("HTTP {}", self.status))
     }
 }
 
@@ -105,11 +90,6 @@ pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> R
         .get(path_and_query, timeout, MAX_BODY)
         .await
         .map_err(|e| transport_error(relay, e))?;
-    let answer = Answer {
-        status: answer.status,
-        headers: answer.headers,
-        body: answer.body,
-    };
     if answer.status == 401 {
         return Err(unauthorized(relay, &answer.error_message()).into());
     }

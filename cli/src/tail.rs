@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::UsageError;
-use crate::http::{RelayUrl, get, transport_error, unauthorized};
+use crate::http::{AnswerJson, RelayUrl, get, transport_error, unauthorized};
 
 /// Where a tail starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

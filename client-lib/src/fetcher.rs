@@ -11,6 +11,7 @@ use databus_core::{Checkpoint, ConsumptionMode, SchemaId, Scn};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::ResponseExt;
 use crate::pool::ServerPool;
 use crate::stall::Stall;
 use crate::stats::{ClientStats, Held};

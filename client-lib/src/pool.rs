@@ -6,7 +6,7 @@ use std::time::Duration;
 use databus_core::Scn;
 
 use crate::ClientError;
-use crate::http::{HttpResponse, HttpServer};
+use crate::http::{HttpResponse, HttpServer, ResponseExt};
 use crate::stats::ClientStats;
 use databus_http::backoff::{Backoff, BackoffConfig};
 use databus_http::follow::{Batch, FollowError, StreamFollower};
@@ -172,12 +172,7 @@ impl ServerPool {
         // A body exceeds `max_bytes` only when its first frame alone does.
         let limit = follower.query().max_bytes.unwrap_or(0).max(self.body_limit);
         self.request(&path, wait, limit, |resp, url| {
-            let response = databus_http::Response {
-                status: resp.status,
-                headers: resp.headers,
-                body: resp.body,
-            };
-            match follower.accept(url, response) {
+            match follower.accept(url, resp) {
                 Ok(batch) => Ok((batch, url.to_owned())),
                 Err(FollowError::Gone { envelope, .. }) => Err(ClientError::ScnNotFound {
                     requested,
