@@ -1,5 +1,7 @@
-//! A minimal client of the relay's HTTP API (`docs/protocol.md`), isolated here until the client
-//! library offers a consumer API the producer can use.
+//! A minimal client of the relay's HTTP API (`docs/protocol.md`): `/v1/sources`, schemas, and the
+//! `stream` through the shared follower ([`databus_http::follow::StreamFollower`], the one
+//! implementation of the protocol every follower uses); the producer's own policy (relay gaps) is in
+//! [`crate::producer`].
 //!
 //! Requests go through the shared [`databus_http::HttpClient`]: `http` or `https` (a custom CA file
 //! for self-signed certificates), an optional bearer token, one kept-alive connection, bounded bodies.
