@@ -217,7 +217,10 @@ async fn produce_with_retries(
                 d
             }
             Err(e) if e.is_transient() && !matches!(e, BootstrapError::Storage(_)) => {
-                let d = backoff.next_delay();
+                // The shared jittered backoff, never sooner than a busy relay's Retry-After.
+                let d = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
                 tracing::warn!(error = %e, retry_in = ?d, "producer: relay error; retrying");
                 reporter.running(false).await;
                 d

@@ -100,6 +100,7 @@ impl RelayClient {
         BootstrapError::RelayTransient {
             url: self.url.clone(),
             message,
+            retry_after: None,
         }
     }
 
@@ -208,7 +209,11 @@ impl RelayClient {
                     envelope.message
                 ),
             }),
-            Err(e) if e.is_transient() => Err(self.transient(e.to_string())),
+            Err(e) if e.is_transient() => Err(BootstrapError::RelayTransient {
+                url: self.url.clone(),
+                message: e.to_string(),
+                retry_after: e.retry_after(),
+            }),
             Err(e) => Err(BootstrapError::RelayDefinite {
                 url: self.url.clone(),
                 message: e.to_string(),

@@ -14,11 +14,12 @@ use tokio_util::sync::CancellationToken;
 use warp::Filter;
 use warp::http::Response;
 
+/// One scripted answer: status, headers, body.
+type Step = (u16, Vec<(&'static str, String)>, String);
+
 /// A relay-like `stream` endpoint answering each request with the next step of `script` (the last one
 /// repeats); every request's query is recorded.
-async fn scripted(
-    script: Vec<(u16, Vec<(&'static str, String)>, String)>,
-) -> (HttpClient, Arc<Mutex<Vec<String>>>) {
+async fn scripted(script: Vec<Step>) -> (HttpClient, Arc<Mutex<Vec<String>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let step = Arc::new(AtomicUsize::new(0));
     let script = Arc::new(script);
@@ -42,7 +43,7 @@ async fn scripted(
     (client, seen)
 }
 
-fn data(cp: &Checkpoint, body: &str) -> (u16, Vec<(&'static str, String)>, String) {
+fn data(cp: &Checkpoint, body: &str) -> Step {
     (
         200,
         vec![

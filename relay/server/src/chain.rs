@@ -9,7 +9,7 @@
 //!
 //! | failure | class | effect |
 //! |---------|-------|--------|
-//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s, jittered; status `reconnecting` |
+//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s, jittered, never sooner than the upstream's `Retry-After`; status `reconnecting` |
 //! | upstream `410 scn_not_found` | definite | status `failed`: the upstream no longer holds what this relay needs next; remove this relay's state file to restart from the upstream's oldest window |
 //! | `401 unauthorized` (missing or wrong `upstream.token_*`), an untrusted TLS certificate (`upstream.ca_cert`) | definite | status `failed`, the message names the setting |
 //! | other 4xx, a bad frame, a schema that cannot be registered | definite | status `failed` |
@@ -56,6 +56,8 @@ pub struct Upstream {
 
 enum Failure {
     Transient(String),
+    /// The upstream is busy and said when to come back (`Retry-After`): transient, retried no sooner.
+    Busy(String, Duration),
     Definite(String),
 }
 
@@ -242,8 +244,15 @@ impl Chain {
                         envelope.message
                     )));
                 }
-                Err(FollowError::Busy { envelope, .. }) => {
-                    return Err(Failure::Transient(envelope.message));
+                Err(FollowError::Busy {
+                    envelope,
+                    retry_after,
+                    ..
+                }) => {
+                    return Err(match retry_after {
+                        Some(floor) => Failure::Busy(envelope.message, floor),
+                        None => Failure::Transient(envelope.message),
+                    });
                 }
                 Err(e @ FollowError::Protocol { .. }) => {
                     return Err(Failure::Transient(format!("upstream: {e}")));
@@ -377,24 +386,25 @@ pub async fn run_chain(
             let resume = chain.parts.writer.last_scn().max(from);
             chain.follow(resume, &shutdown).await
         };
-        match attempt.await {
+        let (message, floor) = match attempt.await {
             Ok(()) => break Ok(()),
             Err(Failure::Definite(message)) => break Err(definite(&chain.parts.name, message)),
-            Err(Failure::Transient(message)) => {
-                if chain.parts.writer.last_scn() > before {
-                    // It streamed for a while: this is a new failure, not a repeated one.
-                    backoff.reset();
-                }
-                chain.parts.writer.rollback();
-                tracing::warn!(source = %chain.parts.name, error = %message, "upstream relay error; reconnecting");
-                chain.parts.status.update(|s| {
-                    s.state = IngestState::Reconnecting;
-                    s.last_error = Some(message);
-                });
-                if !backoff.sleep_or(shutdown.cancelled()).await {
-                    break Ok(());
-                }
-            }
+            Err(Failure::Transient(message)) => (message, Duration::ZERO),
+            Err(Failure::Busy(message, floor)) => (message, floor),
+        };
+        if chain.parts.writer.last_scn() > before {
+            // It streamed for a while: this is a new failure, not a repeated one.
+            backoff.reset();
+        }
+        chain.parts.writer.rollback();
+        tracing::warn!(source = %chain.parts.name, error = %message, "upstream relay error; reconnecting");
+        chain.parts.status.update(|s| {
+            s.state = IngestState::Reconnecting;
+            s.last_error = Some(message);
+        });
+        // The shared jittered backoff, never sooner than the upstream's Retry-After.
+        if !backoff.sleep_at_least_or(floor, shutdown.cancelled()).await {
+            break Ok(());
         }
     };
     chain.parts.writer.rollback();
