@@ -90,7 +90,13 @@ pub fn apply_step(
     let first_seq = windows[0].first_seq;
     let end_seq = last.first_seq + u64::from(last.events);
     let rows = if end_seq > first_seq {
-        store.events(first_seq, end_seq - 1, &FilterSpec::all(), usize::MAX)?
+        store.events(
+            first_seq,
+            end_seq - 1,
+            &FilterSpec::all(),
+            usize::MAX,
+            usize::MAX,
+        )?
     } else {
         Vec::new()
     };

@@ -181,6 +181,11 @@ pub struct HttpSection {
     /// How long a bootstrap's pin on the log lasts after its last request.
     #[serde(default = "default_pin_ttl", with = "humantime_serde")]
     pub pin_ttl: Duration,
+    /// How long a pin holds retention at most after the bootstrap's first request, however often it
+    /// is refreshed (a client that keeps asking cannot stop trimming for longer). Default 24 h; raise
+    /// it above the longest snapshot plus catch-up.
+    #[serde(default = "default_pin_max_age", with = "humantime_serde")]
+    pub pin_max_age: Duration,
     /// Response budget when the request gives none.
     #[serde(default = "default_response_bytes")]
     pub default_response_bytes: ByteSize,
@@ -225,6 +230,9 @@ fn default_max_concurrent_streams() -> usize {
 fn default_pin_ttl() -> Duration {
     Duration::from_secs(3600)
 }
+fn default_pin_max_age() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 fn default_response_bytes() -> ByteSize {
     ByteSize::mib(1)
 }
@@ -238,6 +246,7 @@ impl Default for HttpSection {
             listen: default_listen(),
             log_only_max_events: default_log_only(),
             pin_ttl: default_pin_ttl(),
+            pin_max_age: default_pin_max_age(),
             default_response_bytes: default_response_bytes(),
             max_response_bytes: default_max_response_bytes(),
             max_pins: default_max_pins(),
@@ -558,6 +567,12 @@ impl BootstrapConfig {
                 )));
             }
         }
+        if self.http.pin_max_age.is_zero() {
+            return Err(BootstrapError::Config(
+                "http.pin_max_age is 0: no pin would hold retention; give a duration such as \"24h\""
+                    .into(),
+            ));
+        }
         if default_response_bytes > max_response_bytes {
             return Err(BootstrapError::Config(
                 "http.default_response_bytes is larger than http.max_response_bytes".into(),
@@ -593,6 +608,7 @@ impl BootstrapConfig {
             serve: ServeSettings {
                 log_only_max_events: self.http.log_only_max_events,
                 pin_ttl: self.http.pin_ttl,
+                pin_max_age: self.http.pin_max_age,
                 default_response_bytes,
                 max_response_bytes,
                 max_pins: self.http.max_pins,
@@ -633,6 +649,7 @@ wait = "250ms"
 [http]
 listen = "127.0.0.1:0"
 pin_ttl = "10m"
+pin_max_age = "2h"
 [retention]
 max_age = "1d"
 max_bytes = "1GiB"
@@ -647,6 +664,7 @@ chunk_rows = 500
         let p = v.producer.unwrap();
         assert_eq!((p.max_bytes, p.wait), (2 << 20, Duration::from_millis(250)));
         assert_eq!(v.serve.pin_ttl, Duration::from_secs(600));
+        assert_eq!(v.serve.pin_max_age, Duration::from_secs(7200));
         assert_eq!(v.retention.max_bytes, Some(1 << 30));
         assert_eq!(v.seed.unwrap().chunk_rows, 500);
     }

@@ -33,6 +33,8 @@ pub enum BootstrapError {
         url: String,
         /// What happened.
         message: String,
+        /// When the relay asked to be retried (its `Retry-After`), if it did.
+        retry_after: Option<std::time::Duration>,
     },
     /// The relay no longer holds the events after the log's last window: the log has a gap.
     #[error(
@@ -89,5 +91,13 @@ impl BootstrapError {
                 | BootstrapError::Storage(_)
                 | BootstrapError::Io { .. }
         )
+    }
+
+    /// How long the relay asked to wait before a retry (`Retry-After` of a busy relay), if it did.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            BootstrapError::RelayTransient { retry_after, .. } => *retry_after,
+            _ => None,
+        }
     }
 }

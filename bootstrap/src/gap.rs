@@ -132,6 +132,7 @@ pub async fn fill_gap(
                         message: format!(
                             "the gap filler's buffer was overwritten before it was read ({e}); filling again after SCN {logged}"
                         ),
+                        retry_after: None,
                     });
                 }
                 Err(e) => return Err(BootstrapError::Corrupt(format!("gap filler read: {e}"))),

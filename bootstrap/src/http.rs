@@ -2,6 +2,7 @@
 //! per endpoint, handlers on an `Arc<BootstrapService>`, one place mapping errors to responses.
 
 use databus_http::protocol;
+use databus_http::protocol::{HEALTH_ERROR, Health, HealthProblem, HealthStatus};
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -410,13 +411,19 @@ pub fn routes(
                 blocking(move || Ok(svc.health()?))
                     .await
                     .map(|(_, problems)| {
-                        let status = if problems.is_empty() {
-                            StatusCode::OK
-                        } else {
-                            StatusCode::SERVICE_UNAVAILABLE
-                        };
-                        warp::reply::with_status(warp::reply::json(&health_json(&problems)), status)
-                            .into_response()
+                        let health = health(&problems);
+                        let status = StatusCode::from_u16(health.http_status())
+                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                        let mut response =
+                            warp::reply::with_status(warp::reply::json(&health.to_json()), status)
+                                .into_response();
+                        if health.status == HealthStatus::Unhealthy {
+                            response.headers_mut().insert(
+                                protocol::ERROR_HEADER,
+                                HeaderValue::from_static(HEALTH_ERROR),
+                            );
+                        }
+                        response
                     }),
             )
         },
@@ -445,14 +452,31 @@ pub fn routes(
         .unify()
 }
 
-/// The body of `GET /health` (and `health` in `/v1/status`): `{"status":"ok"}`, or
-/// `{"status":"unhealthy","problems":[{"role":...,"state":...,"message":...}]}`.
+/// What `GET /health` (and `health` in `/v1/status`) says: the relay's shape and meaning
+/// ([`Health`]): `ok`, or `unhealthy` (`503`) with each problem (`component` and `role`: the role,
+/// `state`, `message`). Every problem the roles report needs an operator (a role that stopped,
+/// failed, is blocked, gone or behind for longer than `health.max_lag`), so none is `degraded`.
+pub fn health(problems: &[crate::health::Problem]) -> Health {
+    Health::of(
+        problems
+            .iter()
+            .map(|p| {
+                let mut details = serde_json::Map::new();
+                details.insert("role".into(), p.role.name().into());
+                let problem = HealthProblem {
+                    component: p.role.name().to_owned(),
+                    state: p.state.to_owned(),
+                    message: p.message.clone(),
+                    details,
+                };
+                (problem, false)
+            })
+            .collect(),
+    )
+}
+
 fn health_json(problems: &[crate::health::Problem]) -> serde_json::Value {
-    if problems.is_empty() {
-        json!({"status": "ok"})
-    } else {
-        json!({"status": "unhealthy", "problems": problems})
-    }
+    health(problems).to_json()
 }
 
 /// `GET /metrics`: the process's Prometheus text with the store gauges refreshed (`503` when no
@@ -673,6 +697,7 @@ mod tests {
         store.put_role(&fresh(Role::Applier)).unwrap();
         let (status, body) = get("/health").await;
         assert_eq!((status, &body["status"]), (StatusCode::OK, &json!("ok")));
+        assert_eq!(body, json!({"status": "ok", "problems": []}));
 
         let cases = [
             (
@@ -737,6 +762,10 @@ mod tests {
             assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
             assert_eq!(body["status"], "unhealthy", "{body}");
             assert_eq!(body["problems"][0]["role"], "producer", "{body}");
+            // The relay's shape and meaning: the component, and an error envelope for the 503.
+            assert_eq!(body["problems"][0]["component"], "producer", "{body}");
+            assert_eq!(body["error"], "unavailable", "{body}");
+            assert!(body["message"].as_str().unwrap().contains(says), "{body}");
             assert_eq!(body["problems"][0]["state"], state, "{body}");
             let message = body["problems"][0]["message"].as_str().unwrap();
             assert!(message.contains(says), "{body}");
@@ -760,5 +789,7 @@ mod tests {
         let (status, body) = get("/health").await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
         assert_eq!(body["problems"][0]["role"], "applier", "{body}");
+        let r = warp::test::request().path("/health").reply(&routes).await;
+        assert_eq!(r.headers()["x-databus-error"], "unavailable");
     }
 }

@@ -140,7 +140,12 @@ pub async fn serve(
         .boxed();
     let health = warp::path!("health")
         .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response())
+        // The process is up (liveness; the roles' health is the server's `/health`), in the shape
+        // of every `/health`.
+        .map(|| {
+            let ok = databus_http::protocol::Health::of(Vec::new());
+            warp::reply::json(&ok.to_json()).into_response()
+        })
         .boxed();
     warp::serve(metrics.or(health).unify())
         .incoming(listener)

@@ -228,7 +228,10 @@ async fn produce_with_retries(
                 d
             }
             Err(e) if e.is_transient() && !matches!(e, BootstrapError::Storage(_)) => {
-                let d = backoff.next_delay();
+                // The shared jittered backoff, never sooner than a busy relay's Retry-After.
+                let d = backoff
+                    .next_delay()
+                    .max(e.retry_after().unwrap_or_default());
                 tracing::warn!(error = %e, retry_in = ?d, "producer: relay error; retrying");
                 reporter.running(false).await;
                 d
@@ -283,7 +286,7 @@ async fn produce(
         let store = store.clone();
         blocking(move || Ok((store.log_status()?, store.snapshot_status()?))).await?
     };
-    let mut checkpoint = match (log.last_scn, snap.seeded, snap.applied_scn) {
+    let checkpoint = match (log.last_scn, snap.seeded, snap.applied_scn) {
         (Some(last), _, _) => Checkpoint::after(last),
         (None, true, Some(seed)) => {
             let store = store.clone();
@@ -292,18 +295,16 @@ async fn produce(
         }
         _ => Checkpoint::beginning(),
     };
+    let mut follower = relay.follower(&buffer, checkpoint, settings.max_bytes, settings.wait);
     let mut partial: Option<Partial> = None;
     loop {
+        let asked = follower.checkpoint().map_or(Scn::ZERO, |cp| cp.window_scn);
         let answer = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
-            a = relay.stream(&buffer, &checkpoint, settings.max_bytes, settings.wait.as_millis() as u64) => a?,
+            a = relay.stream(&mut follower) => a?,
         };
         match answer {
-            StreamAnswer::Data {
-                body,
-                checkpoint: next,
-                more,
-            } => {
+            StreamAnswer::Data { body, more, .. } => {
                 let windows = split_windows(&body, &mut partial)?;
                 if !windows.is_empty() {
                     let n_events: u64 = windows.iter().map(|w| w.events.len() as u64).sum();
@@ -321,7 +322,6 @@ async fn produce(
                     stats.events += n_events;
                     crate::metrics::produced(n_windows, n_events);
                 }
-                checkpoint = next;
                 // Caught up: the relay had nothing more right now.
                 reporter.running(!more && partial.is_none()).await;
             }
@@ -331,14 +331,14 @@ async fn produce(
                 let (Some(floor), true) = (floor, empty) else {
                     return Err(BootstrapError::RelayGap {
                         url: relay.url().to_owned(),
-                        scn: checkpoint.window_scn,
+                        scn: asked,
                         relay_floor: floor,
                     });
                 };
                 tracing::warn!(%floor, "producer: new bootstrap database without a seed starts at the relay's oldest point");
                 let store = store.clone();
                 blocking(move || store.start_log(floor)).await?;
-                checkpoint = Checkpoint::after(floor);
+                follower.set_checkpoint(Some(Checkpoint::after(floor)));
                 partial = None;
             }
         }

@@ -1,5 +1,7 @@
-//! A minimal client of the relay's HTTP API (`docs/protocol.md`), isolated here until the client
-//! library offers a consumer API the producer can use.
+//! A minimal client of the relay's HTTP API (`docs/protocol.md`): `/v1/sources`, schemas, and the
+//! `stream` through the shared follower ([`databus_http::follow::StreamFollower`], the one
+//! implementation of the protocol every follower uses); the producer's own policy (relay gaps) is in
+//! [`crate::producer`].
 //!
 //! Requests go through the shared [`databus_http::HttpClient`]: `http` or `https` (a custom CA file
 //! for self-signed certificates), an optional bearer token, one kept-alive connection, bounded bodies.
@@ -8,7 +10,8 @@
 use std::time::Duration;
 
 use databus_core::{Checkpoint, Scn};
-use databus_http::protocol::{StreamAnswer as ProtocolAnswer, StreamQuery};
+use databus_http::follow::{FollowError, StreamFollower};
+use databus_http::protocol::StreamQuery;
 use databus_http::{ClientOptions, HttpClient};
 use serde::Deserialize;
 
@@ -17,26 +20,8 @@ use crate::BootstrapError;
 /// Largest response accepted (the relay's own maximum is 16 MiB of frames).
 const MAX_RESPONSE: usize = 64 << 20;
 
-/// An HTTP response.
-#[derive(Debug)]
-pub struct HttpResponse {
-    /// Status code.
-    pub status: u16,
-    /// Headers, names lowercased.
-    pub headers: Vec<(String, String)>,
-    /// Body.
-    pub body: Vec<u8>,
-}
-
-impl HttpResponse {
-    /// A header's value.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
+/// An HTTP response: the shared [`databus_http::Response`] (status, headers, the whole body).
+pub use databus_http::Response as HttpResponse;
 
 /// One relay, by base URL `http[s]://host:port`.
 #[derive(Debug, Clone)]
@@ -115,13 +100,13 @@ impl RelayClient {
         BootstrapError::RelayTransient {
             url: self.url.clone(),
             message,
+            retry_after: None,
         }
     }
 
     /// `GET path_and_query`.
     pub async fn get(&self, path_and_query: &str) -> Result<HttpResponse, BootstrapError> {
-        let r = self
-            .http
+        self.http
             .get(path_and_query, self.timeout, MAX_RESPONSE)
             .await
             .map_err(|e| {
@@ -133,17 +118,7 @@ impl RelayClient {
                         message: e.to_string(),
                     }
                 }
-            })?;
-        let headers = r
-            .headers
-            .iter()
-            .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-            .collect();
-        Ok(HttpResponse {
-            status: r.status,
-            headers,
-            body: r.body.to_vec(),
-        })
+            })
     }
 
     fn definite(&self, what: &str, r: &HttpResponse) -> BootstrapError {
@@ -189,42 +164,60 @@ impl RelayClient {
             .map_err(|e| self.transient(format!("/v1/sources is not the expected JSON: {e}")))
     }
 
-    /// `GET /v1/stream` of `buffer` after `checkpoint`, unfiltered, binary.
-    pub async fn stream(
+    /// A follower of `buffer`'s `stream` after `checkpoint`, unfiltered, binary, with the long poll
+    /// `wait` and the budget `max_bytes`: the shared [`StreamFollower`] (one implementation of the
+    /// protocol for every follower).
+    pub fn follower(
         &self,
         buffer: &str,
-        checkpoint: &Checkpoint,
+        checkpoint: Checkpoint,
         max_bytes: usize,
-        wait_ms: u64,
-    ) -> Result<StreamAnswer, BootstrapError> {
+        wait: Duration,
+    ) -> StreamFollower {
         let query = StreamQuery {
             buffer: Some(buffer.to_owned()),
-            wait: std::time::Duration::from_millis(wait_ms),
+            wait,
             max_bytes: Some(max_bytes),
             ..StreamQuery::default()
         };
-        let r = self.get(&query.path(Some(checkpoint))).await?;
-        let answer = ProtocolAnswer::from_parts(
-            r.status,
-            |name| r.header(name),
-            bytes::Bytes::from(r.body.clone()),
-        )
-        .map_err(|e| self.transient(e.to_string()))?;
-        match answer {
-            ProtocolAnswer::Data {
-                body,
-                checkpoint,
-                more,
-            } => Ok(StreamAnswer::Data {
-                body: body.to_vec(),
-                checkpoint,
-                more,
+        StreamFollower::new(query, Some(checkpoint))
+            .with_timeout_slack(self.timeout.saturating_sub(wait))
+            .with_body_limit(MAX_RESPONSE)
+    }
+
+    /// The next answer of `follower` (which moves to the answer's checkpoint): data, or the relay's
+    /// `410 scn_not_found`; every other failure is an error, transient (unreachable, `5xx`, a broken
+    /// answer) or definite (`401` naming the token settings, other `4xx`, an untrusted certificate).
+    pub async fn stream(
+        &self,
+        follower: &mut StreamFollower,
+    ) -> Result<StreamAnswer, BootstrapError> {
+        match follower.poll(&self.http).await {
+            Ok(batch) => Ok(StreamAnswer::Data {
+                body: batch.body.to_vec(),
+                checkpoint: batch.checkpoint,
+                more: batch.more,
             }),
-            ProtocolAnswer::Gone(e) => Ok(StreamAnswer::ScnNotFound {
-                prev_scn: e.u64("prev_scn").map(Scn::new),
-                min_scn: e.u64("min_scn").map(Scn::new),
+            Err(FollowError::Gone { envelope, .. }) => Ok(StreamAnswer::ScnNotFound {
+                prev_scn: envelope.u64("prev_scn").map(Scn::new),
+                min_scn: envelope.u64("min_scn").map(Scn::new),
             }),
-            _ => Err(self.definite("/v1/stream", &r)),
+            Err(FollowError::Unauthorized { envelope, .. }) => Err(BootstrapError::RelayDefinite {
+                url: self.url.clone(),
+                message: format!(
+                    "/v1/stream answered 401 unauthorized: {}; set relay.token_env or relay.token_file to a token the relay accepts",
+                    envelope.message
+                ),
+            }),
+            Err(e) if e.is_transient() => Err(BootstrapError::RelayTransient {
+                url: self.url.clone(),
+                message: e.to_string(),
+                retry_after: e.retry_after(),
+            }),
+            Err(e) => Err(BootstrapError::RelayDefinite {
+                url: self.url.clone(),
+                message: e.to_string(),
+            }),
         }
     }
 }

@@ -14,8 +14,22 @@ use serde::Serialize;
 use crate::BootstrapError;
 use crate::store::{BootstrapStore, SnapshotQuery};
 
-/// Rows or events read from the store per query.
+/// At most this many rows or events read from the store per query (and no more than the answer's byte
+/// budget: see [`budget`]).
 const PAGE: usize = 2048;
+
+/// The bytes a store read may load for an answer of `max_bytes` that holds `used` already: what is
+/// left, at least 1 (a read returns at least one row, so that one larger than the budget is served
+/// alone in the next answer).
+fn budget(max_bytes: usize, used: usize) -> usize {
+    max_bytes.saturating_sub(used).max(1)
+}
+
+/// Whether a read of `room` bytes (and [`PAGE`] rows) returned everything there was: it stopped
+/// neither at its row limit nor at its byte budget.
+fn exhausted<T>(rows: &[T], bytes: impl Fn(&T) -> usize, room: usize) -> bool {
+    rows.len() < PAGE && rows.iter().map(bytes).sum::<usize>() < room
+}
 /// Windows read per query in catch-up.
 const WINDOW_PAGE: usize = 512;
 
@@ -27,6 +41,8 @@ pub struct ServeSettings {
     pub log_only_max_events: u64,
     /// How long a bootstrap's pin on the log lasts after its last request.
     pub pin_ttl: Duration,
+    /// How long a pin holds retention at most after its first request, however often refreshed.
+    pub pin_max_age: Duration,
     /// Response budget when the request gives none.
     pub default_response_bytes: usize,
     /// The largest `max_bytes` accepted.
@@ -45,6 +61,7 @@ impl Default for ServeSettings {
         ServeSettings {
             log_only_max_events: 100_000,
             pin_ttl: Duration::from_secs(3600),
+            pin_max_age: Duration::from_secs(24 * 3600),
             default_response_bytes: 1 << 20,
             max_response_bytes: 16 << 20,
             max_pins: 1000,
@@ -443,7 +460,8 @@ impl BootstrapService {
         Ok(reply)
     }
 
-    /// Pins the log after `start` for `pin_ttl` (refreshed by each request of the bootstrap). A start
+    /// Pins the log after `start` for `pin_ttl` (refreshed by each request of the bootstrap), for
+    /// `pin_max_age` at most after its first request (then it holds nothing, refreshed or not). A start
     /// before the log's floor pins nothing (its catch-up is refused with `log_trimmed` anyway), so a
     /// client claiming an old start cannot stop trimming; a new start beyond `max_pins` pins in
     /// place is refused with `503 overloaded`.
@@ -461,8 +479,12 @@ impl BootstrapService {
                 pins.len()
             )));
         }
-        self.store
-            .pin(start, now + self.settings.pin_ttl.as_millis() as u64)?;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.store.pin_until(
+            start,
+            now.saturating_add(ms(self.settings.pin_ttl)),
+            now.saturating_add(ms(self.settings.pin_max_age)),
+        )?;
         Ok(())
     }
 
@@ -536,8 +558,9 @@ impl BootstrapService {
                 tombstones: progress.since_scn.is_some(),
                 filter,
                 limit: PAGE,
+                max_bytes: budget(max_bytes, body.len()),
             })?;
-            let exhausted = rows.len() < PAGE;
+            let exhausted = exhausted(&rows, |r| r.frame.len(), budget(max_bytes, body.len()));
             for row in rows {
                 if !body.is_empty() && body.len() + row.frame.len() > max_bytes {
                     progress.snapshot_source = Some(source);
@@ -618,8 +641,11 @@ impl BootstrapService {
             let end_seq = ws.last().map_or(0, |w| w.first_seq + u64::from(w.events));
             let mut next_seq = ws[0].first_seq + skip;
             'rows: while next_seq < end_seq {
-                let rows = self.store.events(next_seq, end_seq - 1, filter, PAGE)?;
-                let exhausted = rows.len() < PAGE;
+                let room = budget(max_bytes, body.len());
+                let rows = self
+                    .store
+                    .events(next_seq, end_seq - 1, filter, PAGE, room)?;
+                let exhausted = exhausted(&rows, |r| r.frame.len(), room);
                 for row in rows {
                     next_seq = row.seq + 1;
                     while row.seq >= ws[wi].first_seq + u64::from(ws[wi].events) {

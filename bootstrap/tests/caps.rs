@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use databus_bootstrap::http::routes;
 use databus_bootstrap::serve::{BootstrapService, ServeSettings};
-use databus_bootstrap::store::{BootstrapStore, LogStore, LogWindow, SourceInfo, SqliteStore};
+use databus_bootstrap::store::{
+    BootstrapStore, LogStore, LogWindow, SnapshotStore, SourceInfo, SqliteStore,
+};
 use databus_core::{Checkpoint, Scn, SourceId};
 
 fn heartbeats(store: &dyn BootstrapStore, scns: std::ops::RangeInclusive<u64>) {
@@ -155,4 +157,106 @@ async fn concurrent_stream_requests_are_bounded() {
         .reply(&routes)
         .await;
     assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn a_refreshed_pin_stops_holding_retention_at_its_max_age() {
+    let (_dir, store) = store_with_floor();
+    let settings = ServeSettings {
+        pin_max_age: std::time::Duration::from_millis(300),
+        ..ServeSettings::default()
+    };
+    let routes = routes(BootstrapService::new(store.clone(), settings));
+    let ask = |at: u64| {
+        let routes = routes.clone();
+        async move {
+            let r = warp::test::request()
+                .path(&catchup_query(12, 40, at))
+                .reply(&routes)
+                .await;
+            assert_eq!(r.status(), 200, "{:?}", r.body());
+        }
+    };
+    ask(12).await;
+    assert_eq!(store.min_pin(now_ms()).unwrap(), Some(Scn::new(12)));
+    // The bootstrap keeps asking (each request refreshes its pin for pin_ttl, an hour) ...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut at = 13;
+    while store.min_pin(now_ms()).unwrap().is_some() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pin still holds retention long after pin_max_age"
+        );
+        ask(at).await;
+        at = (at + 1).min(39);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // ... but past its max age the pin holds nothing, and retention trims past its start.
+    ask(at).await;
+    assert_eq!(store.min_pin(now_ms()).unwrap(), None);
+    assert_eq!(store.pins(now_ms()).unwrap(), vec![]);
+    let settings = databus_bootstrap::retention::RetentionSettings {
+        max_age: Some(std::time::Duration::from_secs(1)),
+        max_bytes: None,
+        ..Default::default()
+    };
+    store.apply(&[], Scn::new(40)).unwrap();
+    databus_bootstrap::retention::clean_once(store.as_ref(), &settings, now_ms() * 1_000_000)
+        .unwrap();
+    assert!(
+        store.log_status().unwrap().floor_scn > Some(Scn::new(12)),
+        "retention trims past the aged pin"
+    );
+}
+
+/// The producer waits a busy relay out: a `503 too_many_connections` with `Retry-After: 2` (the relay's
+/// connection limit) is asked again no sooner than 2 s later, on top of the shared backoff (100 ms
+/// doubling otherwise).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_producer_retries_a_busy_relay_no_sooner_than_its_retry_after() {
+    use std::time::{Duration, Instant};
+    use warp::Filter;
+    let asked: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let seen = asked.clone();
+    let sources = warp::path!("v1" / "sources").map(|| {
+        warp::reply::json(&serde_json::json!({
+            "sources": [{"id": 1, "name": "t", "table": "shop.t", "buffer": "shop"}]
+        }))
+    });
+    let stream = warp::path!("v1" / "stream").map(move || {
+        seen.lock().unwrap().push(Instant::now());
+        warp::http::Response::builder()
+            .status(503)
+            .header("retry-after", "2")
+            .header("x-databus-error", "too_many_connections")
+            .body(r#"{"error":"too_many_connections","message":"the relay holds its most connections"}"#)
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(sources.or(stream)).incoming(listener).run());
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn BootstrapStore> =
+        Arc::new(SqliteStore::open(dir.path().join("boot.sqlite")).unwrap());
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let producer = tokio::spawn(databus_bootstrap::producer::run_producer(
+        store,
+        databus_bootstrap::producer::ProducerSettings::new(format!("http://{addr}")),
+        shutdown.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asked.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "the producer stopped asking");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    shutdown.cancel();
+    producer.await.unwrap().unwrap();
+    let times = asked.lock().unwrap().clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(1990),
+            "asked again after {gap:?}, before the relay's Retry-After of 2 s"
+        );
+    }
 }

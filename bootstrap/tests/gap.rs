@@ -80,15 +80,20 @@ async fn status(addr: SocketAddr) -> serde_json::Value {
 /// Every window a relay serves after `after`, as (SCN, frames of its data events).
 async fn relay_windows(addr: SocketAddr, after: Scn, upto: Scn) -> Vec<(Scn, Vec<Vec<u8>>)> {
     let client = RelayClient::new(&format!("http://{addr}"), Duration::from_secs(30)).unwrap();
-    let mut cp = Checkpoint::after(after);
+    let mut follower = client.follower(
+        "shop",
+        Checkpoint::after(after),
+        1 << 20,
+        Duration::from_millis(200),
+    );
     let mut out = Vec::new();
     let mut open: Vec<Vec<u8>> = Vec::new();
     while out.last().is_none_or(|(s, _): &(Scn, _)| *s < upto) {
-        let StreamAnswer::Data {
-            body, checkpoint, ..
-        } = client.stream("shop", &cp, 1 << 20, 200).await.unwrap()
-        else {
-            panic!("the reference relay no longer holds {cp:?}");
+        let StreamAnswer::Data { body, .. } = client.stream(&mut follower).await.unwrap() else {
+            panic!(
+                "the reference relay no longer holds {:?}",
+                follower.checkpoint()
+            );
         };
         for v in EventView::parse_all(&body).unwrap() {
             if v.opcode().is_end_of_window() {
@@ -97,7 +102,6 @@ async fn relay_windows(addr: SocketAddr, after: Scn, upto: Scn) -> Vec<(Scn, Vec
                 open.push(v.as_bytes().to_vec());
             }
         }
-        cp = checkpoint;
     }
     out
 }
@@ -118,6 +122,7 @@ fn log_windows(store: &dyn BootstrapStore, after: Scn) -> Vec<(Scn, Vec<Vec<u8>>
                         w.first_seq,
                         w.first_seq + u64::from(w.events) - 1,
                         &FilterSpec::all(),
+                        usize::MAX,
                         usize::MAX,
                     )
                     .unwrap()

@@ -287,16 +287,14 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     // Follow the relay from the bootstrap's target until the source's last transaction.
     let relay_client =
         RelayClient::new(&format!("http://{relay}"), Duration::from_secs(30)).unwrap();
+    let mut follower =
+        relay_client.follower("shop", cp.clone(), 1 << 20, Duration::from_millis(1000));
     while cp.window_scn.get() < final_scn || cp.window_offset.is_some() {
         assert!(
             Instant::now() < deadline,
             "relay catch-up did not finish at {cp:?}"
         );
-        match relay_client
-            .stream("shop", &cp, 1 << 20, 1000)
-            .await
-            .unwrap()
-        {
+        match relay_client.stream(&mut follower).await.unwrap() {
             databus_bootstrap::relay_client::StreamAnswer::Data {
                 body, checkpoint, ..
             } => {
@@ -435,7 +433,7 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         let header_cp = Checkpoint::from_json(r.header("x-databus-checkpoint").unwrap()).unwrap();
         let phase = r.header("x-databus-bootstrap-phase").unwrap().to_owned();
         let n_events = r.header("x-databus-events").unwrap().to_owned();
-        let text = String::from_utf8(r.body).unwrap();
+        let text = String::from_utf8(r.body.to_vec()).unwrap();
         let mut lines: Vec<serde_json::Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap())
@@ -478,7 +476,7 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         .await
         .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let relay_lines: Vec<serde_json::Value> = String::from_utf8(r.body)
+    let relay_lines: Vec<serde_json::Value> = String::from_utf8(r.body.to_vec())
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())

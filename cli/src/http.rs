@@ -9,7 +9,7 @@ use databus_http::{ClientOptions, HttpClient};
 use crate::UsageError;
 
 /// The largest response body accepted (the relay's largest budget plus room for JSON rendering).
-const MAX_BODY: usize = 256 << 20;
+pub(crate) const MAX_BODY: usize = 256 << 20;
 
 /// A server base URL, `http[s]://host:port`, with the CA and token requests use.
 #[derive(Debug, Clone)]
@@ -53,34 +53,19 @@ impl std::fmt::Display for RelayUrl {
     }
 }
 
-/// An answer: status, headers, body.
-#[derive(Debug)]
-pub struct Answer {
-    /// HTTP status code.
-    pub status: u16,
-    /// Response headers.
-    pub headers: hyper::HeaderMap,
-    /// The whole body.
-    pub body: bytes::Bytes,
+/// An answer: the shared [`databus_http::Response`] (status, headers, the whole body; `header` and
+/// `error_message`), read as JSON through [`AnswerJson`].
+pub use databus_http::Response as Answer;
+
+/// The body of an [`Answer`] as JSON.
+pub trait AnswerJson {
+    /// The body as JSON.
+    fn json(&self) -> Result<serde_json::Value>;
 }
 
-impl Answer {
-    /// A header as text.
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    /// The body as JSON.
-    pub fn json(&self) -> Result<serde_json::Value> {
+impl AnswerJson for Answer {
+    fn json(&self) -> Result<serde_json::Value> {
         serde_json::from_slice(&self.body).context("the relay's answer is not JSON")
-    }
-
-    /// The server's error message (`message` of its JSON error body), or the status.
-    pub fn error_message(&self) -> String {
-        self.json()
-            .ok()
-            .and_then(|v| v.get("message").and_then(|m| m.as_str()).map(str::to_owned))
-            .unwrap_or_else(|| format!("HTTP {}", self.status))
     }
 }
 
@@ -104,37 +89,39 @@ pub async fn get(relay: &RelayUrl, path_and_query: &str, timeout: Duration) -> R
         .client
         .get(path_and_query, timeout, MAX_BODY)
         .await
-        .map_err(|e| match e {
-            databus_http::HttpError::Connection {
-                source: Some(io), ..
-            } => {
-                anyhow::Error::new(io).context(format!("cannot connect to {relay}; is it running?"))
-            }
-            databus_http::HttpError::Connection { message, .. } => {
-                anyhow::Error::new(ConnectionLost(message))
-                    .context(format!("lost the connection to {relay}"))
-            }
-            databus_http::HttpError::Certificate { .. } => UsageError(e.to_string()).into(),
-            other => other.into(),
-        })?;
-    let answer = Answer {
-        status: answer.status,
-        headers: answer.headers,
-        body: answer.body,
-    };
+        .map_err(|e| transport_error(relay, e))?;
     if answer.status == 401 {
-        return Err(UsageError(format!(
-            "{relay} refused the request (401 unauthorized): {}; {}",
-            answer.error_message(),
-            if relay.client().has_token() {
-                "check --token / DATABUS_TOKEN against the server's tokens"
-            } else {
-                "give a token with --token or DATABUS_TOKEN"
-            }
-        ))
-        .into());
+        return Err(unauthorized(relay, &answer.error_message()).into());
     }
     Ok(answer)
+}
+
+/// A request to `relay` that did not complete: a server that cannot be reached ("is it running?"), a
+/// [`ConnectionLost`], an untrusted certificate (a [`UsageError`]), a timeout.
+pub fn transport_error(relay: &RelayUrl, e: databus_http::HttpError) -> anyhow::Error {
+    match e {
+        databus_http::HttpError::Connection {
+            source: Some(io), ..
+        } => anyhow::Error::new(io).context(format!("cannot connect to {relay}; is it running?")),
+        databus_http::HttpError::Connection { message, .. } => {
+            anyhow::Error::new(ConnectionLost(message))
+                .context(format!("lost the connection to {relay}"))
+        }
+        databus_http::HttpError::Certificate { .. } => UsageError(e.to_string()).into(),
+        other => other.into(),
+    }
+}
+
+/// The [`UsageError`] of a `401` of `relay`, naming `--token`.
+pub fn unauthorized(relay: &RelayUrl, message: &str) -> UsageError {
+    UsageError(format!(
+        "{relay} refused the request (401 unauthorized): {message}; {}",
+        if relay.client().has_token() {
+            "check --token / DATABUS_TOKEN against the server's tokens"
+        } else {
+            "give a token with --token or DATABUS_TOKEN"
+        }
+    ))
 }
 
 #[cfg(test)]

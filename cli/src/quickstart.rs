@@ -22,7 +22,7 @@ use mysql_async::prelude::Queryable;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{RelayUrl, get};
+use crate::http::{AnswerJson, RelayUrl, get};
 use crate::mariadb::PrivateMariaDb;
 use crate::tail::{Next, Start, TailOptions, tail};
 

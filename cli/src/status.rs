@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde_json::Value;
 
-use crate::http::{RelayUrl, get};
+use crate::http::{AnswerJson, RelayUrl, get};
 
 /// Fetches `/v1/status` and `/v1/sources` from `relay`.
 pub async fn fetch(relay: &RelayUrl) -> Result<(Value, Value)> {

@@ -7,13 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use databus_core::{Checkpoint, Scn};
-use databus_http::backoff::{Backoff, BackoffConfig};
+use databus_http::HttpError;
+use databus_http::backoff::BackoffConfig;
+use databus_http::follow::{FollowError, OnTransient, StreamFollower};
 use databus_http::protocol::StreamQuery;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::UsageError;
-use crate::http::{RelayUrl, get};
+use crate::http::{AnswerJson, RelayUrl, get, transport_error, unauthorized};
 
 /// Where a tail starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +77,7 @@ pub async fn tail(
     shutdown: &CancellationToken,
     mut on_event: impl FnMut(&Value) -> Result<Next>,
 ) -> Result<TailEnd> {
-    let mut checkpoint = match opts.start {
+    let checkpoint = match opts.start {
         Start::Beginning => oldest_checkpoint(opts, shutdown).await?,
         Start::FromScn(scn) => Some(Checkpoint::after(Scn::new(scn.get().saturating_sub(1)))),
         Start::Now => Some(now_checkpoint(opts, shutdown).await?),
@@ -87,12 +89,16 @@ pub async fn tail(
         json: true,
         wait: opts.wait,
         max_bytes: None,
+        filter: None,
     };
+    let mut follower = StreamFollower::new(query, checkpoint)
+        .with_backoff(BackoffConfig::doubling(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ))
+        .with_timeout_slack(Duration::from_secs(10))
+        .with_body_limit(crate::http::MAX_BODY);
     let mut delivered = 0u64;
-    let mut backoff = Backoff::new(BackoffConfig::doubling(
-        Duration::from_millis(100),
-        Duration::from_secs(5),
-    ));
     let mut answered = false;
     let mut floor_retries = 0u32;
     loop {
@@ -102,78 +108,91 @@ pub async fn tail(
         if shutdown.is_cancelled() {
             return Ok(TailEnd::Shutdown);
         }
-        let path = query.path(checkpoint.as_ref());
-        // A request in flight is finished (a long poll lasts at most `wait`), so that the relay sees
-        // a clean end of connection; callers that must stop at once drop the future instead.
-        let answer = match get(&opts.relay, &path, opts.wait + Duration::from_secs(10)).await {
-            Ok(answer) => answer,
-            // Once the relay has answered, a lost connection (a relay restart) is retried with
-            // backoff from the same checkpoint, and so is a connection the relay accepted and then
-            // closed (an overloaded relay shedding connections); a relay that cannot be reached at
-            // all before it ever answered is an error (wrong URL, relay down).
-            Err(e) if answered || e.is::<crate::http::ConnectionLost>() => {
-                tracing::warn!(relay = %opts.relay, error = %format!("{e:#}"), "relay unreachable; retrying");
-                if !backoff.sleep_or(shutdown.cancelled()).await {
-                    return Ok(TailEnd::Shutdown);
+        // Transient failures are retried by the follower with the shared backoff: a relay that is
+        // busy (503), and, once the relay has answered, a lost connection (a relay restart), and
+        // also a connection the relay accepted and then closed (an overloaded relay shedding
+        // connections); a relay that cannot be reached at all before it ever answered is an error
+        // (wrong URL, relay down). A request in flight is finished (a long poll lasts at most
+        // `wait`), so that the relay sees a clean end of connection.
+        let next = follower
+            .next(opts.relay.client(), shutdown, |e, delay| match e {
+                FollowError::Busy { status: 503, .. } => {
+                    answered = true;
+                    tracing::warn!(relay = %opts.relay, error = %e, ?delay, "relay busy; retrying");
+                    OnTransient::Retry
                 }
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        answered = true;
-        match answer.status {
-            200 => backoff.reset(),
+                FollowError::Protocol { .. } => {
+                    answered = true;
+                    tracing::warn!(relay = %opts.relay, error = %e, ?delay, "bad answer; retrying");
+                    OnTransient::Retry
+                }
+                FollowError::Http(HttpError::Connection { source: None, .. }) => {
+                    tracing::warn!(relay = %opts.relay, error = %e, ?delay, "relay unreachable; retrying");
+                    OnTransient::Retry
+                }
+                FollowError::Http(_) if answered => {
+                    tracing::warn!(relay = %opts.relay, error = %e, ?delay, "relay unreachable; retrying");
+                    OnTransient::Retry
+                }
+                _ => OnTransient::GiveUp,
+            })
+            .await;
+        let batch = match next {
+            Ok(Some(batch)) => batch,
+            Ok(None) => return Ok(TailEnd::Shutdown),
+            Err(FollowError::Http(e)) => return Err(transport_error(&opts.relay, e)),
             // From the beginning means from the oldest window the relay holds: when the buffer moved
             // on between reading its floor and asking (or a fresh relay set its floor), ask again
             // after the floor it reports. Never once an event was delivered: then it is a real gap.
-            410 if opts.start == Start::Beginning && delivered == 0 && floor_retries < 5 => {
+            Err(FollowError::Gone { envelope, .. })
+                if opts.start == Start::Beginning && delivered == 0 && floor_retries < 5 =>
+            {
+                answered = true;
                 floor_retries += 1;
-                let floor = answer.json().ok().and_then(|v| v["prev_scn"].as_u64());
-                let Some(floor) = floor else {
-                    bail!("{}", answer.error_message());
+                let Some(floor) = envelope.u64("prev_scn") else {
+                    bail!("{}", envelope.message);
                 };
-                checkpoint = Some(Checkpoint::after(Scn::new(floor)));
+                follower.set_checkpoint(Some(Checkpoint::after(Scn::new(floor))));
                 continue;
             }
-            410 => bail!(
+            Err(FollowError::Gone { envelope, .. }) => bail!(
                 "{}; this relay cannot serve that position: tail through a bootstrap server with \
                  --bootstrap URL --from scn:N, or, accepting to miss the history before it, start \
                  from the oldest window the relay holds (no --from-scn) or with --from-now",
-                answer.error_message()
+                envelope.message
             ),
-            400 | 404 => {
+            Err(FollowError::Unauthorized { envelope, .. }) => {
+                return Err(unauthorized(&opts.relay, &envelope.message).into());
+            }
+            Err(FollowError::Refused {
+                status: 400 | 404,
+                envelope,
+                ..
+            }) => {
                 return Err(UsageError(format!(
                     "the relay refused the request: {}",
-                    answer.error_message()
+                    envelope.message
                 ))
                 .into());
             }
-            503 => {
-                tracing::warn!(relay = %opts.relay, message = %answer.error_message(), "relay busy; retrying");
-                if !backoff.sleep_or(shutdown.cancelled()).await {
-                    return Ok(TailEnd::Shutdown);
+            Err(
+                FollowError::Refused {
+                    status, envelope, ..
                 }
-                continue;
-            }
-            _ => bail!(
-                "the relay answered {}: {}",
-                answer.status,
-                answer.error_message()
-            ),
-        }
+                | FollowError::Busy {
+                    status, envelope, ..
+                },
+            ) => bail!("the relay answered {status}: {}", envelope.message),
+            Err(e @ FollowError::Protocol { .. }) => return Err(e.into()),
+        };
+        answered = true;
         let body =
-            std::str::from_utf8(&answer.body).context("the relay's JSON lines are not UTF-8")?;
+            std::str::from_utf8(&batch.body).context("the relay's JSON lines are not UTF-8")?;
         for line in body.lines().filter(|l| !l.trim().is_empty()) {
             let value: Value = serde_json::from_str(line)
                 .with_context(|| format!("the relay sent a line that is not JSON: {line:.200}"))?;
-            if let Some(cp) = value.get("checkpoint") {
-                // The beginning is asked for by sending no checkpoint: the relay refuses it as an
-                // explicit position once its buffer has evicted anything.
-                let cp = Checkpoint::from_json(&cp.to_string())
-                    .context("the relay sent a checkpoint line that is not a checkpoint")?;
-                if cp != Checkpoint::beginning() {
-                    checkpoint = Some(cp);
-                }
+            if value.get("checkpoint").is_some() {
+                // The follower continues from the answer's checkpoint header (the same checkpoint).
                 continue;
             }
             // Every event but window ends: row changes (`upsert`, `update`, `delete`) and table

@@ -30,7 +30,7 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::UsageError;
-use crate::http::{RelayUrl, get};
+use crate::http::{AnswerJson, RelayUrl, get};
 use crate::tail::{Next, TailEnd};
 
 /// Where a tail through a bootstrap server starts.

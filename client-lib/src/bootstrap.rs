@@ -22,7 +22,7 @@ use bytes::Bytes;
 use databus_core::{Checkpoint, ConsumptionMode, EventView, Scn};
 
 use crate::fetcher::{Delivery, FetchStop, Fetcher};
-use crate::http::HttpResponse;
+use crate::http::{HttpResponse, ResponseExt};
 use crate::window::{Assembler, RawWindow};
 use crate::{BootstrapInfo, ClientError, Phase};
 

@@ -11,11 +11,14 @@ use databus_core::{Checkpoint, ConsumptionMode, SchemaId, Scn};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 
+use crate::http::ResponseExt;
 use crate::pool::ServerPool;
 use crate::stall::Stall;
 use crate::stats::{ClientStats, Held};
 use crate::window::{Assembler, RawWindow, SchemaCache};
 use crate::{BootstrapInfo, ClientConfig, ClientError, Phase, StartPosition, Window};
+use databus_http::follow::StreamFollower;
+use databus_http::protocol::StreamQuery;
 
 /// What the fetcher hands to the consumer side, in order.
 #[derive(Debug)]
@@ -203,22 +206,19 @@ impl Fetcher {
     /// Follows the relays from `checkpoint` (online) until an error; `checkpoint` advances with every
     /// window handed over.
     async fn follow_relay(&mut self, checkpoint: &mut Checkpoint) -> Result<(), FetchStop> {
-        let mut fetch_cp = checkpoint.clone();
+        let query = StreamQuery {
+            wait: self.config.long_poll,
+            max_bytes: Some(self.config.max_response_bytes),
+            filter: Some(self.filter_query.clone()),
+            ..StreamQuery::default()
+        };
+        let mut follower = StreamFollower::new(query, Some(checkpoint.clone()));
         let mut assembler =
             Assembler::after(checkpoint.prev_scn).bounded(self.config.max_window_bytes);
         loop {
-            let response = self
-                .relays
-                .stream(
-                    &fetch_cp,
-                    &self.filter_query,
-                    self.config.max_response_bytes,
-                    self.config.long_poll,
-                )
-                .await?;
+            let (batch, server) = self.relays.stream(&mut follower).await?;
             self.stall.progress(&self.stats);
-            let windows = assembler.push(&response.body, &response.server)?;
-            fetch_cp = response.checkpoint;
+            let windows = assembler.push(&batch.body, &server)?;
             for raw in windows {
                 *checkpoint = Checkpoint::after(raw.scn);
                 self.deliver(raw, Phase::Online, checkpoint.clone()).await?;

@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use databus_core::Scn;
 use databus_http::{ClientOptions, HttpClient, HttpError};
-use hyper::header::HeaderMap;
 
 use crate::ClientError;
 
@@ -17,13 +15,9 @@ pub(crate) struct HttpServer {
     client: HttpClient,
 }
 
-/// A response read whole (bounded).
-#[derive(Debug)]
-pub(crate) struct HttpResponse {
-    pub(crate) status: u16,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
+/// A response read whole (bounded): the shared [`databus_http::Response`], read as the client needs
+/// through [`ResponseExt`].
+pub(crate) use databus_http::Response as HttpResponse;
 
 impl HttpServer {
     /// Parses `http[s]://host:port[/prefix]` and reads the CA file of `options`.
@@ -56,11 +50,7 @@ impl HttpServer {
         limit: usize,
     ) -> Result<HttpResponse, ClientError> {
         match self.client.get(path_and_query, timeout, limit).await {
-            Ok(r) => Ok(HttpResponse {
-                status: r.status,
-                headers: r.headers,
-                body: r.body,
-            }),
+            Ok(r) => Ok(r),
             Err(e) => {
                 self.client.reset();
                 Err(match e {
@@ -86,14 +76,17 @@ impl HttpServer {
     }
 }
 
-impl HttpResponse {
-    /// A header as text.
-    pub(crate) fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
+/// What the client reads of a response.
+pub(crate) trait ResponseExt {
     /// The body as JSON.
-    pub(crate) fn json(&self, server: &str) -> Result<serde_json::Value, ClientError> {
+    fn json(&self, server: &str) -> Result<serde_json::Value, ClientError>;
+    /// The error this non-2xx response stands for.
+    fn into_error(self, server: &str) -> ClientError;
+}
+
+impl ResponseExt for HttpResponse {
+    /// The body as JSON.
+    fn json(&self, server: &str) -> Result<serde_json::Value, ClientError> {
         serde_json::from_slice(&self.body).map_err(|e| ClientError::Protocol {
             server: server.to_owned(),
             message: format!("body is not JSON: {e}"),
@@ -102,7 +95,7 @@ impl HttpResponse {
 
     /// The error this non-2xx response stands for: `503 not_yet_at_scn` (a bootstrap server behind the
     /// checkpoint) is [`ClientError::NotYetAtScn`], other `5xx` are transient, other statuses refused.
-    pub(crate) fn into_error(self, server: &str) -> ClientError {
+    fn into_error(self, server: &str) -> ClientError {
         let json: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
         let code = json["error"].as_str().unwrap_or("unknown").to_owned();
         let message = json["message"]

@@ -3,13 +3,13 @@
 
 use std::time::Duration;
 
-use databus_core::{Checkpoint, Scn};
+use databus_core::Scn;
 
 use crate::ClientError;
-use crate::http::{HttpResponse, HttpServer};
+use crate::http::{HttpResponse, HttpServer, ResponseExt};
 use crate::stats::ClientStats;
 use databus_http::backoff::{Backoff, BackoffConfig};
-use databus_http::protocol::StreamAnswer;
+use databus_http::follow::{Batch, FollowError, StreamFollower};
 
 /// Servers with failover.
 #[derive(Debug)]
@@ -24,17 +24,6 @@ pub(crate) struct ServerPool {
     warnings: Option<tokio::sync::mpsc::UnboundedSender<crate::fetcher::Delivery>>,
     /// The largest response body accepted (a single event may exceed `max_bytes`).
     body_limit: usize,
-}
-
-/// One answer of `GET /v1/stream`.
-#[derive(Debug)]
-pub(crate) struct StreamResponse {
-    /// Concatenated frames.
-    pub(crate) body: bytes::Bytes,
-    /// The checkpoint to send next.
-    pub(crate) checkpoint: Checkpoint,
-    /// Which server answered.
-    pub(crate) server: String,
 }
 
 impl ServerPool {
@@ -103,11 +92,15 @@ impl ServerPool {
             let timeout = wait + self.request_timeout;
             let server = &mut self.servers[self.current];
             let url = server.url().to_owned();
+            let mut retry_after = None;
             let result = match server.get(path, timeout, limit).await {
                 Ok(resp) if resp.status == 410 || (200..300).contains(&resp.status) => {
                     accept(resp, &url)
                 }
-                Ok(resp) => Err(resp.into_error(&url)),
+                Ok(resp) => {
+                    retry_after = databus_http::follow::retry_after(&resp.headers);
+                    Err(resp.into_error(&url))
+                }
                 Err(e) => Err(e),
             };
             match result {
@@ -139,7 +132,11 @@ impl ServerPool {
                             last: Box::new(e),
                         });
                     }
-                    let delay = self.backoff.next_delay();
+                    // The shared jittered backoff, never shorter than the server's Retry-After.
+                    let delay = self
+                        .backoff
+                        .next_delay()
+                        .max(retry_after.unwrap_or_default());
                     tracing::warn!(server = %url, error = %e, ?delay, "request failed; failing over");
                     if let Some(tx) = &self.warnings {
                         let _ = tx.send(crate::fetcher::Delivery::Warning(e));
@@ -163,62 +160,30 @@ impl ServerPool {
         .await
     }
 
-    /// One `GET /v1/stream` request from `checkpoint`.
+    /// One `GET /v1/stream` request of `follower` (the shared follower: request, checkpoint, answer),
+    /// with this pool's failover; `410` is [`ClientError::ScnNotFound`] once every relay answered it.
     pub(crate) async fn stream(
         &mut self,
-        checkpoint: &Checkpoint,
-        filter_query: &str,
-        max_bytes: usize,
-        wait: Duration,
-    ) -> Result<StreamResponse, ClientError> {
-        let cp: String = form_urlencoded::byte_serialize(checkpoint.to_json().as_bytes()).collect();
-        let mut path = format!(
-            "/v1/stream?checkpoint={cp}&max_bytes={max_bytes}&wait_ms={}",
-            wait.as_millis()
-        );
-        if !filter_query.is_empty() {
-            path.push('&');
-            path.push_str(filter_query);
-        }
-        let requested = checkpoint.window_scn;
+        follower: &mut StreamFollower,
+    ) -> Result<(Batch, String), ClientError> {
+        let requested = follower.checkpoint().map_or(Scn::ZERO, |cp| cp.window_scn);
+        let path = follower.path();
+        let wait = follower.query().wait;
         // A body exceeds `max_bytes` only when its first frame alone does.
-        let limit = max_bytes.max(self.body_limit);
+        let limit = follower.query().max_bytes.unwrap_or(0).max(self.body_limit);
         self.request(&path, wait, limit, |resp, url| {
-            parse_stream(resp, url, requested)
+            match follower.accept(url, resp) {
+                Ok(batch) => Ok((batch, url.to_owned())),
+                Err(FollowError::Gone { envelope, .. }) => Err(ClientError::ScnNotFound {
+                    requested,
+                    message: envelope.message,
+                }),
+                Err(e) => Err(ClientError::Protocol {
+                    server: url.to_owned(),
+                    message: e.to_string(),
+                }),
+            }
         })
         .await
-    }
-}
-
-fn parse_stream(
-    resp: HttpResponse,
-    url: &str,
-    requested: Scn,
-) -> Result<StreamResponse, ClientError> {
-    let protocol = |message: String| ClientError::Protocol {
-        server: url.to_owned(),
-        message,
-    };
-    let headers = resp.headers;
-    let answer = StreamAnswer::from_parts(
-        resp.status,
-        |name| headers.get(name).and_then(|v| v.to_str().ok()),
-        resp.body,
-    )
-    .map_err(|e| protocol(e.to_string()))?;
-    match answer {
-        StreamAnswer::Data {
-            body, checkpoint, ..
-        } => Ok(StreamResponse {
-            body,
-            checkpoint,
-            server: url.to_owned(),
-        }),
-        StreamAnswer::Gone(e) => Err(ClientError::ScnNotFound {
-            requested,
-            message: e.message,
-        }),
-        // `request` hands over only 2xx and 410 answers.
-        other => Err(protocol(format!("unexpected stream answer {other:?}"))),
     }
 }

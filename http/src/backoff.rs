@@ -69,7 +69,17 @@ impl Backoff {
 
     /// Waits the next delay, or returns `false` at once when `stop` completes first.
     pub async fn sleep_or(&mut self, stop: impl std::future::Future<Output = ()>) -> bool {
-        let delay = self.next_delay();
+        self.sleep_at_least_or(Duration::ZERO, stop).await
+    }
+
+    /// Waits the next delay but at least `floor` (a server's `Retry-After`), or returns `false` at
+    /// once when `stop` completes first.
+    pub async fn sleep_at_least_or(
+        &mut self,
+        floor: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> bool {
+        let delay = self.next_delay().max(floor);
         tokio::select! {
             () = stop => false,
             () = tokio::time::sleep(delay) => true,

@@ -1,5 +1,7 @@
 //! The HTTP layer shared by every databus process: one client and the servers' security.
 //!
+//! - [`follow`]: [`follow::StreamFollower`], the one follower of a relay's `/v1/stream` (long poll,
+//!   checkpoint, typed answers, jittered retry honouring `Retry-After`).
 //! - [`client`]: [`HttpClient`], the one HTTP/1.1 client of the relay and bootstrap APIs — `http://` or
 //!   `https://` (rustls; the web PKI roots, or a custom CA file for self-signed certificates), an
 //!   optional bearer token, one kept-alive connection, bounded bodies and timeouts. The client library,
@@ -35,6 +37,7 @@
 pub mod backoff;
 pub mod client;
 mod error;
+pub mod follow;
 #[cfg(feature = "server")]
 pub mod html;
 pub mod human;

@@ -55,6 +55,91 @@ impl ErrorEnvelope {
     }
 }
 
+/// What `GET /health` says, the same on the relay and the bootstrap server (docs/operations.md,
+/// "Health"): `ok` and `degraded` answer `200` (the server does its job; when degraded, something is
+/// recovering by itself and `problems` says what), `unhealthy` answers `503` (a part stopped doing its
+/// job and needs an operator; `problems` names it and the fix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Everything runs.
+    Ok,
+    /// Serving, with something recovering by itself (e.g. a relay source reconnecting).
+    Degraded,
+    /// A part stopped doing its job: an operator must act.
+    Unhealthy,
+}
+
+/// One thing wrong in a [`Health`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HealthProblem {
+    /// What is wrong: `source <name>` on the relay, `producer` or `applier` on the bootstrap server.
+    pub component: String,
+    /// Its state (`failed`, `reconnecting`, `blocked`, `behind`, ...).
+    pub state: String,
+    /// What is wrong and what to do.
+    pub message: String,
+    /// The server's own details (the relay's `source`, the bootstrap server's `role`).
+    #[serde(flatten)]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The body of `GET /health` on both servers: `{"status": .., "problems": [..]}`; an `unhealthy`
+/// answer is also an [`ErrorEnvelope`] (`error: "unavailable"`, `message`, and the
+/// [`ERROR_HEADER`]), as every `503` of the servers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    /// The verdict.
+    pub status: HealthStatus,
+    /// What is wrong (empty when `ok`).
+    pub problems: Vec<HealthProblem>,
+}
+
+impl Health {
+    /// The verdict of `problems`: `unhealthy` if one of them is not `recovering`, else `degraded` if
+    /// there are any, else `ok`.
+    pub fn of(problems: Vec<(HealthProblem, bool)>) -> Health {
+        let status = if problems.iter().any(|(_, recovering)| !recovering) {
+            HealthStatus::Unhealthy
+        } else if problems.is_empty() {
+            HealthStatus::Ok
+        } else {
+            HealthStatus::Degraded
+        };
+        Health {
+            status,
+            problems: problems.into_iter().map(|(p, _)| p).collect(),
+        }
+    }
+
+    /// `200`, or `503` when unhealthy.
+    pub fn http_status(&self) -> u16 {
+        match self.status {
+            HealthStatus::Ok | HealthStatus::Degraded => 200,
+            HealthStatus::Unhealthy => 503,
+        }
+    }
+
+    /// The JSON body (see [`Health`]).
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "status": self.status, "problems": self.problems });
+        if self.status == HealthStatus::Unhealthy {
+            let message = self
+                .problems
+                .iter()
+                .map(|p| format!("{}: {}", p.component, p.message))
+                .collect::<Vec<_>>()
+                .join("; ");
+            body["error"] = HEALTH_ERROR.into();
+            body["message"] = message.into();
+        }
+        body
+    }
+}
+
+/// The error code of an unhealthy `/health` answer.
+pub const HEALTH_ERROR: &str = "unavailable";
+
 /// A `GET /v1/stream` request of the relay, but for its checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StreamQuery {
@@ -70,6 +155,9 @@ pub struct StreamQuery {
     pub wait: Duration,
     /// `max_bytes=`, when set.
     pub max_bytes: Option<usize>,
+    /// A filter already written as query parameters (`sources=..&partition=..&partition.<source>=..`,
+    /// as `FilterSpec::to_query` writes it), appended as it is.
+    pub filter: Option<String>,
 }
 
 impl StreamQuery {
@@ -95,7 +183,12 @@ impl StreamQuery {
         if let Some(cp) = checkpoint {
             q.append_pair("checkpoint", &cp.to_json());
         }
-        format!("/v1/stream?{}", q.finish())
+        let mut query = q.finish();
+        if let Some(filter) = self.filter.as_deref().filter(|f| !f.is_empty()) {
+            query.push('&');
+            query.push_str(filter);
+        }
+        format!("/v1/stream?{query}")
     }
 }
 
@@ -257,6 +350,43 @@ mod tests {
             };
             assert_eq!(got, kind, "{status}");
         }
+    }
+
+    #[test]
+    fn health_means_the_same_everywhere() {
+        let problem = |component: &str| HealthProblem {
+            component: component.into(),
+            state: "x".into(),
+            message: "fix it".into(),
+            details: serde_json::Map::new(),
+        };
+        let ok = Health::of(vec![]);
+        assert_eq!((ok.status, ok.http_status()), (HealthStatus::Ok, 200));
+        assert_eq!(
+            ok.to_json(),
+            serde_json::json!({"status": "ok", "problems": []})
+        );
+        let degraded = Health::of(vec![(problem("source a"), true)]);
+        assert_eq!(
+            (degraded.status, degraded.http_status()),
+            (HealthStatus::Degraded, 200)
+        );
+        assert!(degraded.to_json().get("error").is_none());
+        let bad = Health::of(vec![
+            (problem("source a"), true),
+            (problem("producer"), false),
+        ]);
+        assert_eq!(
+            (bad.status, bad.http_status()),
+            (HealthStatus::Unhealthy, 503)
+        );
+        let body = bad.to_json();
+        assert_eq!(body["status"], "unhealthy");
+        let envelope = ErrorEnvelope::parse(body.to_string().as_bytes()).unwrap();
+        assert_eq!(envelope.error, "unavailable");
+        assert!(envelope.message.contains("producer: fix it"), "{body}");
+        let back: Health = serde_json::from_value(body).unwrap();
+        assert_eq!(back, bad);
     }
 
     #[test]

@@ -30,9 +30,10 @@ macro_rules! store_conformance_suite {
             use super::*;
             $crate::store_conformance_suite!(@tests $make;
                 log_append_and_read, log_refuses_regressions_atomically, log_trim_and_retention_points,
-                pins_expire, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
+                pins_expire, pins_have_a_max_age, snapshot_keeps_latest_per_key, snapshot_applies_key_changes, snapshot_applies_truncates, snapshot_paging_and_delta,
                 filters_push_down, seed_progress_and_finish, sources_round_trip, schemas_round_trip,
-                roles_round_trip);
+                roles_round_trip, reads_stop_at_the_byte_budget, paged_reads_equal_one_read,
+                status_counts_follow_every_write);
         }
     };
     (@tests $make:expr; $($test:ident),*) => {
@@ -125,7 +126,7 @@ pub fn log_append_and_read(store: &dyn BootstrapStore) {
     assert_eq!(store.windows(Scn::new(10), Scn::MAX, 1).unwrap().len(), 1);
     let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
     let rows = store
-        .events(first, first + 2, &FilterSpec::all(), 10)
+        .events(first, first + 2, &FilterSpec::all(), 10, usize::MAX)
         .unwrap();
     let frames: Vec<Vec<u8>> = rows.iter().map(|r| r.frame.clone()).collect();
     assert_eq!(
@@ -135,14 +136,14 @@ pub fn log_append_and_read(store: &dyn BootstrapStore) {
     assert_eq!(rows[2].seq, first + 2);
     assert_eq!(
         store
-            .events(first, first + 2, &FilterSpec::all(), 2)
+            .events(first, first + 2, &FilterSpec::all(), 2, usize::MAX)
             .unwrap()
             .len(),
         2
     );
     assert!(
         store
-            .events(first + 1, first, &FilterSpec::all(), 10)
+            .events(first + 1, first, &FilterSpec::all(), 10, usize::MAX)
             .unwrap()
             .is_empty()
     );
@@ -207,7 +208,7 @@ pub fn log_trim_and_retention_points(store: &dyn BootstrapStore) {
     let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
     assert_eq!(
         store
-            .events(0, first - 1, &FilterSpec::all(), 100)
+            .events(0, first - 1, &FilterSpec::all(), 100, usize::MAX)
             .unwrap()
             .len(),
         0
@@ -222,6 +223,34 @@ pub fn log_trim_and_retention_points(store: &dyn BootstrapStore) {
     );
     assert!(store.append(&[window(9, vec![])]).is_err());
     store.append(&[window(11, vec![up(11, 1)])]).unwrap();
+}
+
+/// A pin holds retention until its deadline at most, however often it is refreshed: the deadline of
+/// its first request stays, refreshes cannot create it anew while it is stored, and it goes once it
+/// expires; a pin without a deadline holds until it expires.
+pub fn pins_have_a_max_age(store: &dyn BootstrapStore) {
+    store.pin_until(Scn::new(5), 100, 150).unwrap();
+    store.pin(Scn::new(8), 1_000).unwrap();
+    assert_eq!(store.min_pin(10).unwrap(), Some(Scn::new(5)));
+    // Refreshed past its deadline: a later deadline given by a refresh changes nothing.
+    for now in [100, 140, 149] {
+        store.pin_until(Scn::new(5), now + 100, now + 50).unwrap();
+    }
+    assert_eq!(store.min_pin(149).unwrap(), Some(Scn::new(5)));
+    assert_eq!(
+        store.min_pin(150).unwrap(),
+        Some(Scn::new(8)),
+        "past its max age"
+    );
+    assert_eq!(store.pins(150).unwrap(), vec![(Scn::new(8), 1_000)]);
+    // Still refreshed: it holds nothing again.
+    store.pin_until(Scn::new(5), 400, 450).unwrap();
+    assert_eq!(store.min_pin(300).unwrap(), Some(Scn::new(8)));
+    // Once expired (no refresh for its TTL) it is gone; a new bootstrap from there pins anew.
+    assert_eq!(store.min_pin(401).unwrap(), Some(Scn::new(8)));
+    store.pin_until(Scn::new(5), 900, 950).unwrap();
+    assert_eq!(store.min_pin(500).unwrap(), Some(Scn::new(5)));
+    assert_eq!(store.drop_pins().unwrap(), 2);
 }
 
 /// Pins expire.
@@ -260,6 +289,7 @@ fn all_rows(
         since: since.map(Scn::new),
         tombstones,
         filter,
+        max_bytes: usize::MAX,
         limit: 1_000_000,
     };
     let rows = store.read(&q).unwrap();
@@ -327,6 +357,7 @@ pub fn snapshot_keeps_latest_per_key(store: &dyn BootstrapStore) {
         since: Some(Scn::new(5)),
         tombstones: true,
         filter: &FilterSpec::all(),
+        max_bytes: usize::MAX,
         limit: 10,
     };
     let rows = store.read(&q).unwrap();
@@ -476,12 +507,12 @@ pub fn snapshot_applies_truncates(store: &dyn BootstrapStore) {
     for instance in 0..2 {
         let spec = FilterSpec::from_query(&format!("partition=mod:2:{instance}")).unwrap();
         let rows = store
-            .events(ws[0].first_seq, ws[0].first_seq, &spec, 10)
+            .events(ws[0].first_seq, ws[0].first_seq, &spec, 10, usize::MAX)
             .unwrap();
         assert_eq!(rows.len(), 1, "mod:2:{instance}");
     }
     let rows = store
-        .events(ws[0].first_seq, ws[0].first_seq, &only_2, 10)
+        .events(ws[0].first_seq, ws[0].first_seq, &only_2, 10, usize::MAX)
         .unwrap();
     assert!(rows.is_empty());
 }
@@ -500,6 +531,7 @@ pub fn snapshot_paging_and_delta(store: &dyn BootstrapStore) {
             since: None,
             tombstones: false,
             filter: &FilterSpec::all(),
+            max_bytes: usize::MAX,
             limit: 7,
         };
         let rows = store.read(&q).unwrap();
@@ -580,7 +612,7 @@ pub fn filters_push_down(store: &dyn BootstrapStore) {
             .collect();
         let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
         let log: Vec<Vec<u8>> = store
-            .events(first, u64::MAX >> 1, &spec, 10_000)
+            .events(first, u64::MAX >> 1, &spec, 10_000, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|r| r.frame)
@@ -698,5 +730,194 @@ pub fn roles_round_trip(store: &dyn BootstrapStore) {
     assert_eq!(
         store.roles().unwrap(),
         vec![failed, report(Role::Applier, RoleState::Running, None)]
+    );
+}
+
+/// An upsert of `key` at `scn` whose frame carries `size` bytes of payload.
+fn big(scn: u64, source: u16, key: i64, size: usize) -> StoredEvent {
+    event(
+        scn,
+        source,
+        Key::Int(key),
+        Opcode::Upsert,
+        &vec![b'x'; size],
+    )
+}
+
+/// Reads load what the byte budget asks, not a fixed number of rows: with rows of 64 KiB, a 100 KB
+/// budget reads two (the one reaching the budget is the last), a budget of 1 byte one; the row limit
+/// still holds.
+pub fn reads_stop_at_the_byte_budget(store: &dyn BootstrapStore) {
+    const ROW: usize = 64 << 10;
+    store.start_log(Scn::new(0)).unwrap();
+    let windows: Vec<LogWindow> = (1..=40)
+        .map(|scn| window(scn, vec![big(scn, 1, scn as i64, ROW)]))
+        .collect();
+    store.append(&windows).unwrap();
+    let first = store.windows(Scn::ZERO, Scn::MAX, 1).unwrap()[0].first_seq;
+    let all = FilterSpec::all();
+    let read = |limit, max_bytes| {
+        store
+            .events(first, first + 39, &all, limit, max_bytes)
+            .unwrap()
+    };
+    let rows = read(2048, 100_000);
+    assert_eq!(rows.len(), 2, "two 64 KiB rows reach a 100 KB budget");
+    assert!(rows.iter().map(|r| r.frame.len()).sum::<usize>() < 100_000 + ROW + 100);
+    assert_eq!(
+        read(2048, 1).len(),
+        1,
+        "at least one row, whatever the budget"
+    );
+    assert_eq!(read(2048, 0).len(), 1);
+    assert_eq!(read(3, usize::MAX).len(), 3, "the row limit holds");
+    assert_eq!(read(2048, usize::MAX).len(), 40);
+
+    let events: Vec<StoredEvent> = (1..=40).map(|k| big(50, 2, k, ROW)).collect();
+    store.apply(&events, Scn::new(50)).unwrap();
+    let snap = |max_bytes| {
+        store
+            .read(&SnapshotQuery {
+                source: SourceId::new(2),
+                after_row: 0,
+                since: None,
+                tombstones: false,
+                filter: &all,
+                limit: 2048,
+                max_bytes,
+            })
+            .unwrap()
+    };
+    assert_eq!(
+        snap(100_000).len(),
+        2,
+        "two 64 KiB rows reach a 100 KB budget"
+    );
+    assert_eq!(snap(1).len(), 1, "at least one row, whatever the budget");
+    assert_eq!(snap(usize::MAX).len(), 40);
+}
+
+/// Paging through the log and the snapshot with small byte budgets (as catch-up and snapshot pages
+/// do) gives exactly the events of one unbounded read, filtered or not.
+pub fn paged_reads_equal_one_read(store: &dyn BootstrapStore) {
+    store.start_log(Scn::new(0)).unwrap();
+    let windows: Vec<LogWindow> = (1..=60u64)
+        .map(|scn| {
+            let events = (0..scn % 4)
+                .map(|i| {
+                    big(
+                        scn,
+                        1 + (i % 2) as u16,
+                        (scn * 10 + i) as i64,
+                        (scn as usize * 37) % 900,
+                    )
+                })
+                .collect();
+            window(scn, events)
+        })
+        .collect();
+    store.append(&windows).unwrap();
+    let ws = store.windows(Scn::ZERO, Scn::MAX, usize::MAX).unwrap();
+    let (first, end) = (
+        ws[0].first_seq,
+        ws.last()
+            .map(|w| w.first_seq + u64::from(w.events))
+            .unwrap(),
+    );
+    let only_1 = FilterSpec::from_query("sources=1").unwrap();
+    for filter in [FilterSpec::all(), only_1] {
+        let whole = store
+            .events(first, end - 1, &filter, usize::MAX, usize::MAX)
+            .unwrap();
+        assert!(!whole.is_empty());
+        for budget in [1, 300, 1000, 5000] {
+            let mut paged = Vec::new();
+            let mut next = first;
+            while next < end {
+                let rows = store.events(next, end - 1, &filter, 2048, budget).unwrap();
+                let Some(last) = rows.last() else { break };
+                next = last.seq + 1;
+                paged.extend(rows);
+            }
+            assert_eq!(paged, whole, "log paged with a budget of {budget} bytes");
+        }
+    }
+    let events: Vec<StoredEvent> = (1..=50)
+        .map(|k| big(70, 3, k, (k as usize * 53) % 700))
+        .collect();
+    store.apply(&events, Scn::new(70)).unwrap();
+    let all = FilterSpec::all();
+    let query = |after_row, max_bytes| SnapshotQuery {
+        source: SourceId::new(3),
+        after_row,
+        since: None,
+        tombstones: false,
+        filter: &all,
+        limit: 2048,
+        max_bytes,
+    };
+    let whole = store.read(&query(0, usize::MAX)).unwrap();
+    assert_eq!(whole.len(), 50);
+    for budget in [1, 300, 2000] {
+        let mut paged = Vec::new();
+        let mut after = 0;
+        loop {
+            let rows = store.read(&query(after, budget)).unwrap();
+            let Some(last) = rows.last() else { break };
+            after = last.row_id;
+            paged.extend(rows);
+        }
+        assert_eq!(
+            paged, whole,
+            "snapshot paged with a budget of {budget} bytes"
+        );
+    }
+}
+
+/// The status totals (kept as counters, not counted per status) follow appends, trims, upserts,
+/// deletes and truncates.
+pub fn status_counts_follow_every_write(store: &dyn BootstrapStore) {
+    store.start_log(Scn::new(0)).unwrap();
+    store
+        .append(&[
+            window(1, vec![big(1, 1, 1, 10), big(1, 1, 2, 20)]),
+            window(2, vec![]),
+            window(3, vec![big(3, 1, 3, 30)]),
+        ])
+        .unwrap();
+    let ws = store.windows(Scn::ZERO, Scn::MAX, 10).unwrap();
+    let st = store.log_status().unwrap();
+    assert_eq!((st.windows, st.events), (3, 3));
+    assert_eq!(st.bytes, ws.iter().map(|w| w.bytes).sum::<u64>());
+    store.trim(Scn::new(1), 10).unwrap();
+    let st = store.log_status().unwrap();
+    assert_eq!((st.windows, st.events), (2, 1));
+    assert_eq!(st.bytes, ws[1].bytes + ws[2].bytes);
+    assert_eq!(st.first_scn, Some(Scn::new(2)));
+    store.trim(Scn::new(3), 10).unwrap();
+    let st = store.log_status().unwrap();
+    assert_eq!((st.windows, st.events, st.bytes), (0, 0, 0));
+
+    assert_eq!(store.snapshot_status().unwrap().rows, 0);
+    store
+        .apply(&[up(5, 1), up(5, 2), up(6, 1)], Scn::new(6))
+        .unwrap();
+    assert_eq!(
+        store.snapshot_status().unwrap().rows,
+        2,
+        "an update adds no row"
+    );
+    store
+        .apply(
+            &[event(7, 1, Key::Int(3), Opcode::Upsert, b"v")],
+            Scn::new(7),
+        )
+        .unwrap();
+    assert_eq!(store.snapshot_status().unwrap().rows, 3);
+    store.apply(&[truncate(8, 1)], Scn::new(8)).unwrap();
+    let after_truncate = store.snapshot_status().unwrap().rows;
+    assert!(
+        after_truncate <= 1,
+        "only the truncate marker may stay: {after_truncate}"
     );
 }

@@ -10,6 +10,7 @@ use databus_filters::{Filter, FilterSpec};
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
+    take_bytes,
 };
 use crate::BootstrapError;
 
@@ -18,8 +19,11 @@ struct Inner {
     floor: Option<Scn>,
     windows: BTreeMap<Scn, WindowInfo>,
     events: BTreeMap<u64, StoredEvent>,
+    /// Bytes of the frames the log holds (kept by append and trim: a status sums nothing).
+    log_bytes: u64,
     next_seq: u64,
-    pins: BTreeMap<Scn, u64>,
+    /// Start SCN -> (expiry, deadline), Unix ms.
+    pins: BTreeMap<Scn, (u64, u64)>,
     sources: BTreeMap<SourceId, String>,
     rows: BTreeMap<u64, (StoredEvent, bool)>,
     by_key: HashMap<(SourceId, Key), u64>,
@@ -142,6 +146,7 @@ impl LogStore for MemoryStore {
                     i.events.insert(i.next_seq, e.clone());
                     i.next_seq += 1;
                 }
+                i.log_bytes += bytes;
                 i.windows.insert(
                     w.scn,
                     WindowInfo {
@@ -165,7 +170,7 @@ impl LogStore for MemoryStore {
                 last_scn: i.windows.keys().next_back().copied().or(i.floor),
                 windows: i.windows.len() as u64,
                 events: i.events.len() as u64,
-                bytes: i.windows.values().map(|w| w.bytes).sum(),
+                bytes: i.log_bytes,
             })
         })
     }
@@ -197,21 +202,25 @@ impl LogStore for MemoryStore {
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError> {
         let filter = Filter::new(filter);
         self.with(|i| {
             if first_seq > last_seq {
                 return Ok(Vec::new());
             }
-            Ok(i.events
+            let rows = i
+                .events
                 .range(first_seq..=last_seq)
                 .filter(|(_, e)| filter.matches_opcode(e.opcode, e.source, e.key.as_ref()))
                 .take(limit)
-                .map(|(&seq, e)| LogRow {
-                    seq,
-                    frame: e.frame.clone(),
-                })
-                .collect())
+                .map(|(&seq, e)| {
+                    Ok::<_, BootstrapError>(LogRow {
+                        seq,
+                        frame: e.frame.clone(),
+                    })
+                });
+            take_bytes(rows, max_bytes, |r| r.frame.len())
         })
     }
 
@@ -226,6 +235,7 @@ impl LogStore for MemoryStore {
             let mut out = TrimOutcome::default();
             for w in &doomed {
                 i.windows.remove(&w.scn);
+                i.log_bytes -= w.bytes;
                 for seq in w.first_seq..w.first_seq + u64::from(w.events) {
                     i.events.remove(&seq);
                 }
@@ -262,25 +272,37 @@ impl LogStore for MemoryStore {
         })
     }
 
-    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+    fn pin_until(
+        &self,
+        start_scn: Scn,
+        expires_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), BootstrapError> {
         self.with(|i| {
-            let e = i.pins.entry(start_scn).or_insert(expires_ms);
-            *e = (*e).max(expires_ms);
+            let e = i.pins.entry(start_scn).or_insert((expires_ms, deadline_ms));
+            e.0 = e.0.max(expires_ms);
             Ok(())
         })
     }
 
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError> {
         self.with(|i| {
-            i.pins.retain(|_, &mut exp| exp >= now_ms);
-            Ok(i.pins.keys().next().copied())
+            i.pins.retain(|_, &mut (exp, _)| exp >= now_ms);
+            Ok(i.pins
+                .iter()
+                .find(|(_, (_, deadline))| *deadline > now_ms)
+                .map(|(&s, _)| s))
         })
     }
 
     fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError> {
         self.with(|i| {
-            i.pins.retain(|_, &mut exp| exp >= now_ms);
-            Ok(i.pins.iter().map(|(&s, &e)| (s, e)).collect())
+            i.pins.retain(|_, &mut (exp, _)| exp >= now_ms);
+            Ok(i.pins
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline > now_ms)
+                .map(|(&s, &(e, _))| (s, e))
+                .collect())
         })
     }
 
@@ -344,7 +366,8 @@ impl SnapshotStore for MemoryStore {
     fn read(&self, q: &SnapshotQuery<'_>) -> Result<Vec<SnapshotRow>, BootstrapError> {
         let filter = Filter::new(q.filter);
         self.with(|i| {
-            Ok(i.rows
+            let rows = i
+                .rows
                 .range(q.after_row.saturating_add(1)..)
                 .filter(|(_, (e, deleted))| {
                     e.source == q.source
@@ -353,12 +376,14 @@ impl SnapshotStore for MemoryStore {
                         && filter.matches_opcode(e.opcode, e.source, e.key.as_ref())
                 })
                 .take(q.limit)
-                .map(|(&row_id, (e, _))| SnapshotRow {
-                    row_id,
-                    scn: e.scn,
-                    frame: e.frame.clone(),
-                })
-                .collect())
+                .map(|(&row_id, (e, _))| {
+                    Ok::<_, BootstrapError>(SnapshotRow {
+                        row_id,
+                        scn: e.scn,
+                        frame: e.frame.clone(),
+                    })
+                });
+            take_bytes(rows, q.max_bytes, |r| r.frame.len())
         })
     }
 

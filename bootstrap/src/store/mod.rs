@@ -204,13 +204,16 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
         upto: Scn,
         limit: usize,
     ) -> Result<Vec<WindowInfo>, BootstrapError>;
-    /// Up to `limit` events with `first_seq <= seq <= last_seq` that pass `filter`, in order.
+    /// Up to `limit` events with `first_seq <= seq <= last_seq` that pass `filter`, in order, and
+    /// no more once their frames hold `max_bytes` (the event reaching the budget is the last one read:
+    /// a read returns at least one event when there is one, so paging always progresses).
     fn events(
         &self,
         first_seq: u64,
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError>;
     /// Deletes up to `max_windows` of the oldest windows with `scn <= upto` and raises the floor to the
     /// last one deleted.
@@ -220,12 +223,27 @@ pub trait LogStore: Send + Sync + std::fmt::Debug {
     fn trim_point_for_bytes(&self, max_bytes: u64) -> Result<Option<Scn>, BootstrapError>;
     /// The newest window committed at or before `timestamp_ns` (`None` if there is none).
     fn last_window_before(&self, timestamp_ns: u64) -> Result<Option<Scn>, BootstrapError>;
-    /// Pins the log after `start_scn` until `expires_ms` (Unix ms) for a bootstrap in progress.
-    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError>;
-    /// The lowest pinned start SCN among pins not expired at `now_ms`; expired pins are dropped.
+    /// Pins the log after `start_scn` until `expires_ms` (Unix ms) for a bootstrap in progress, with
+    /// no maximum age (see [`LogStore::pin_until`]).
+    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+        self.pin_until(start_scn, expires_ms, u64::MAX)
+    }
+    /// Pins the log after `start_scn` until `expires_ms` (Unix ms; a later refresh extends it, an
+    /// earlier one changes nothing), and at the latest until `deadline_ms`: the deadline is fixed by
+    /// the pin's first request, later ones keep it. From its deadline on, a pin holds no retention
+    /// even while refreshed (and is not listed); it stays stored, so that its refreshes cannot create
+    /// it anew, until it expires.
+    fn pin_until(
+        &self,
+        start_scn: Scn,
+        expires_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), BootstrapError>;
+    /// The lowest pinned start SCN among pins live at `now_ms` (not expired, before their deadline);
+    /// expired pins are dropped.
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError>;
-    /// The pins not expired at `now_ms` as `(start SCN, expiry in Unix ms)`, lowest SCN first; expired
-    /// pins are dropped.
+    /// The pins live at `now_ms` (not expired, before their deadline) as `(start SCN, expiry in Unix
+    /// ms)`, lowest SCN first; expired pins are dropped.
     fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError>;
     /// Removes every pin (an operator releasing retention); how many there were.
     fn drop_pins(&self) -> Result<u64, BootstrapError>;
@@ -263,6 +281,29 @@ pub struct SnapshotQuery<'a> {
     pub filter: &'a FilterSpec,
     /// At most this many rows.
     pub limit: usize,
+    /// No more rows once their frames hold this many bytes (the row reaching the budget is the last
+    /// one read: a read returns at least one row when there is one, so paging always progresses).
+    pub max_bytes: usize,
+}
+
+/// Takes items from `rows` while their `bytes` stay under `max_bytes`: the item reaching the budget
+/// is the last one taken (so at least one is, when there is one); the rest is never read.
+pub(crate) fn take_bytes<T, E>(
+    rows: impl Iterator<Item = Result<T, E>>,
+    max_bytes: usize,
+    bytes: impl Fn(&T) -> usize,
+) -> Result<Vec<T>, E> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for row in rows {
+        let row = row?;
+        total = total.saturating_add(bytes(&row));
+        out.push(row);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
 }
 
 /// A snapshot row read back.

@@ -25,7 +25,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_i
 use super::{
     LogRow, LogStatus, LogStore, LogWindow, SeedProgress, SeedWrite, SnapshotQuery, SnapshotRow,
     SnapshotStatus, SnapshotStore, SourceInfo, StoredEvent, StoredSchema, TrimOutcome, WindowInfo,
-    key_bytes, key_bytes_into,
+    key_bytes, key_bytes_into, take_bytes,
 };
 use crate::BootstrapError;
 
@@ -43,10 +43,34 @@ CREATE TABLE IF NOT EXISTS snapshot(
     PRIMARY KEY (source_id, row_id)) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS snapshot_key ON snapshot(source_id, key);
 CREATE TABLE IF NOT EXISTS sources(id INTEGER PRIMARY KEY, name TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS pins(start_scn INTEGER PRIMARY KEY, expires_ms INTEGER NOT NULL,
+    deadline_ms INTEGER);
 CREATE TABLE IF NOT EXISTS schemas(id INTEGER PRIMARY KEY, source_id INTEGER NOT NULL, tbl TEXT NOT NULL,
     avro TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS roles(role TEXT PRIMARY KEY, report TEXT NOT NULL) WITHOUT ROWID;
+-- Counters kept by the writes themselves, so that a status is O(1) however large the log and the
+-- snapshot grow (no count(*) or sum() over them). A database of an older version gets them counted
+-- once, here.
+INSERT INTO meta(name, value) SELECT 'snapshot_rows', (SELECT count(*) FROM snapshot)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'snapshot_rows');
+INSERT INTO meta(name, value) SELECT 'log_windows', (SELECT count(*) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_windows');
+INSERT INTO meta(name, value) SELECT 'log_events', (SELECT coalesce(sum(events), 0) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_events');
+INSERT INTO meta(name, value) SELECT 'log_bytes', (SELECT coalesce(sum(bytes), 0) FROM log_windows)
+    WHERE NOT EXISTS (SELECT 1 FROM meta WHERE name = 'log_bytes');
+CREATE TRIGGER IF NOT EXISTS snapshot_rows_insert AFTER INSERT ON snapshot BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'snapshot_rows'; END;
+CREATE TRIGGER IF NOT EXISTS snapshot_rows_delete AFTER DELETE ON snapshot BEGIN
+    UPDATE meta SET value = value - 1 WHERE name = 'snapshot_rows'; END;
+CREATE TRIGGER IF NOT EXISTS log_windows_insert AFTER INSERT ON log_windows BEGIN
+    UPDATE meta SET value = value + 1 WHERE name = 'log_windows';
+    UPDATE meta SET value = value + NEW.events WHERE name = 'log_events';
+    UPDATE meta SET value = value + NEW.bytes WHERE name = 'log_bytes'; END;
+CREATE TRIGGER IF NOT EXISTS log_windows_delete AFTER DELETE ON log_windows BEGIN
+    UPDATE meta SET value = value - 1 WHERE name = 'log_windows';
+    UPDATE meta SET value = value - OLD.events WHERE name = 'log_events';
+    UPDATE meta SET value = value - OLD.bytes WHERE name = 'log_bytes'; END;
 ";
 
 const UPSERT_SNAPSHOT: &str = "INSERT INTO snapshot(source_id, key, key_int, bucket_hash, scn, deleted, frame, row_id) \
@@ -99,6 +123,11 @@ fn sql_scn(scn: Scn) -> i64 {
     i64::try_from(scn.get()).unwrap_or(i64::MAX)
 }
 
+/// Unix milliseconds as SQLite stores them (`u64::MAX`, "never", saturates).
+fn sql_ms(ms: u64) -> i64 {
+    ms.min(i64::MAX as u64 / 2) as i64
+}
+
 fn get_meta(conn: &Connection, name: &str) -> Result<Option<i64>, BootstrapError> {
     conn.prepare_cached("SELECT value FROM meta WHERE name = ?1")
         .and_then(|mut s| {
@@ -140,6 +169,8 @@ impl SqliteStore {
                 path.display()
             ))
         })?;
+        add_pin_deadlines(&conn, options.busy_timeout)
+            .map_err(db_err("add the deadline column to the pins table"))?;
         Ok(SqliteStore {
             path,
             options,
@@ -214,6 +245,26 @@ fn open_conn(path: &Path, options: &SqliteOptions) -> Result<Connection, Bootstr
     })?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// A database of an older version has pins without deadlines: adds the column (its pins get none).
+fn add_pin_deadlines(conn: &Connection, timeout: Duration) -> Result<(), rusqlite::Error> {
+    let has = |conn: &Connection| -> Result<bool, rusqlite::Error> {
+        let mut s =
+            conn.prepare("SELECT 1 FROM pragma_table_info('pins') WHERE name = 'deadline_ms'")?;
+        s.exists([])
+    };
+    if has(conn)? {
+        return Ok(());
+    }
+    match retry_busy(timeout, || {
+        conn.execute_batch("ALTER TABLE pins ADD COLUMN deadline_ms INTEGER")
+    }) {
+        Ok(()) => Ok(()),
+        // Another process added it meanwhile.
+        Err(_) if has(conn)? => Ok(()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Runs `step` again while another connection holds the lock it needs, for up to `timeout`.
@@ -322,21 +373,24 @@ impl LogStore for SqliteStore {
     fn log_status(&self) -> Result<LogStatus, BootstrapError> {
         self.read(|c| {
             let floor = get_meta(c, "log_floor")?.map(scn_of);
-            let (first, last, windows, events, bytes): (Option<i64>, Option<i64>, i64, i64, i64) =
-                c.query_row(
-                    "SELECT min(scn), max(scn), count(*), coalesce(sum(events), 0), \
-                     coalesce(sum(bytes), 0) FROM log_windows",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-                )
-                .map_err(db_err("read log status"))?;
+            // Each edge alone, so that SQLite reads it off the primary key (one seek each); the
+            // totals are the counters the triggers keep.
+            let edge = |sql: &str| -> Result<Option<i64>, BootstrapError> {
+                c.prepare_cached(sql)
+                    .and_then(|mut s| s.query_row([], |r| r.get(0)))
+                    .map_err(db_err("read log status"))
+            };
+            let first = edge("SELECT min(scn) FROM log_windows")?;
+            let last = edge("SELECT max(scn) FROM log_windows")?;
+            let counter =
+                |name| Ok::<_, BootstrapError>(get_meta(c, name)?.unwrap_or(0).max(0) as u64);
             Ok(LogStatus {
                 floor_scn: floor,
                 first_scn: first.map(scn_of),
                 last_scn: last.map(scn_of).or(floor),
-                windows: windows as u64,
-                events: events as u64,
-                bytes: bytes as u64,
+                windows: counter("log_windows")?,
+                events: counter("log_events")?,
+                bytes: counter("log_bytes")?,
             })
         })
     }
@@ -376,6 +430,7 @@ impl LogStore for SqliteStore {
         last_seq: u64,
         filter: &FilterSpec,
         limit: usize,
+        max_bytes: usize,
     ) -> Result<Vec<LogRow>, BootstrapError> {
         let w = filter.to_sql(&SqlColumns::DEFAULT);
         let sql = format!(
@@ -386,7 +441,7 @@ impl LogStore for SqliteStore {
             let mut s = c.prepare_cached(&sql).map_err(db_err("prepare"))?;
             let mut values: Vec<i64> = vec![first_seq as i64, last_seq as i64];
             values.extend_from_slice(&w.params);
-            values.push(limit as i64);
+            values.push(limit.min(i64::MAX as usize) as i64);
             let rows = s
                 .query_map(params_from_iter(values), |r| {
                     Ok(LogRow {
@@ -395,8 +450,8 @@ impl LogStore for SqliteStore {
                     })
                 })
                 .map_err(db_err("read log events"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(db_err("read log events"))
+            // Rows are stepped one at a time: those past the byte budget are never loaded.
+            take_bytes(rows, max_bytes, |r| r.frame.len()).map_err(db_err("read log events"))
         })
     }
 
@@ -456,12 +511,22 @@ impl LogStore for SqliteStore {
         })
     }
 
-    fn pin(&self, start_scn: Scn, expires_ms: u64) -> Result<(), BootstrapError> {
+    fn pin_until(
+        &self,
+        start_scn: Scn,
+        expires_ms: u64,
+        deadline_ms: u64,
+    ) -> Result<(), BootstrapError> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO pins(start_scn, expires_ms) VALUES (?1, ?2) ON CONFLICT(start_scn) \
-                 DO UPDATE SET expires_ms = max(expires_ms, excluded.expires_ms)",
-                params![sql_scn(start_scn), expires_ms as i64],
+                "INSERT INTO pins(start_scn, expires_ms, deadline_ms) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(start_scn) DO UPDATE SET expires_ms = max(expires_ms, excluded.expires_ms), \
+                 deadline_ms = coalesce(deadline_ms, excluded.deadline_ms)",
+                params![
+                    sql_scn(start_scn),
+                    sql_ms(expires_ms),
+                    sql_ms(deadline_ms)
+                ],
             )
             .map(|_| ())
             .map_err(db_err("pin"))
@@ -470,11 +535,13 @@ impl LogStore for SqliteStore {
 
     fn min_pin(&self, now_ms: u64) -> Result<Option<Scn>, BootstrapError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [now_ms as i64])
+            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [sql_ms(now_ms)])
                 .map_err(db_err("drop expired pins"))?;
-            tx.query_row("SELECT min(start_scn) FROM pins", [], |r| {
-                r.get::<_, Option<i64>>(0)
-            })
+            tx.query_row(
+                "SELECT min(start_scn) FROM pins WHERE coalesce(deadline_ms, ?1 + 1) > ?1",
+                [sql_ms(now_ms)],
+                |r| r.get::<_, Option<i64>>(0),
+            )
             .map(|v| v.map(scn_of))
             .map_err(db_err("read pins"))
         })
@@ -482,13 +549,18 @@ impl LogStore for SqliteStore {
 
     fn pins(&self, now_ms: u64) -> Result<Vec<(Scn, u64)>, BootstrapError> {
         self.write(|tx| {
-            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [now_ms as i64])
+            tx.execute("DELETE FROM pins WHERE expires_ms < ?1", [sql_ms(now_ms)])
                 .map_err(db_err("drop expired pins"))?;
             let mut stmt = tx
-                .prepare("SELECT start_scn, expires_ms FROM pins ORDER BY start_scn")
+                .prepare(
+                    "SELECT start_scn, expires_ms FROM pins \
+                     WHERE coalesce(deadline_ms, ?1 + 1) > ?1 ORDER BY start_scn",
+                )
                 .map_err(db_err("read pins"))?;
             let rows = stmt
-                .query_map([], |r| Ok((scn_of(r.get(0)?), r.get::<_, i64>(1)? as u64)))
+                .query_map([sql_ms(now_ms)], |r| {
+                    Ok((scn_of(r.get(0)?), r.get::<_, i64>(1)? as u64))
+                })
                 .map_err(db_err("read pins"))?;
             rows.collect::<Result<Vec<_>, _>>()
                 .map_err(db_err("read pins"))
@@ -704,9 +776,8 @@ fn insert_rows(tx: &Transaction<'_>, events: &[StoredEvent]) -> Result<(), Boots
 impl SnapshotStore for SqliteStore {
     fn snapshot_status(&self) -> Result<SnapshotStatus, BootstrapError> {
         self.read(|c| {
-            let rows: i64 = c
-                .query_row("SELECT count(*) FROM snapshot", [], |r| r.get(0))
-                .map_err(db_err("count snapshot rows"))?;
+            // Kept by the triggers: no count over the snapshot.
+            let rows = get_meta(c, "snapshot_rows")?.unwrap_or(0).max(0);
             Ok(SnapshotStatus {
                 applied_scn: get_meta(c, "applied_scn")?.map(scn_of),
                 base_scn: get_meta(c, "base_scn")?.map(scn_of),
@@ -750,7 +821,7 @@ impl SnapshotStore for SqliteStore {
                 since,
             ];
             values.extend_from_slice(&w.params);
-            values.push(q.limit as i64);
+            values.push(q.limit.min(i64::MAX as usize) as i64);
             let rows = s
                 .query_map(params_from_iter(values), |r| {
                     Ok(SnapshotRow {
@@ -760,8 +831,8 @@ impl SnapshotStore for SqliteStore {
                     })
                 })
                 .map_err(db_err("read snapshot"))?;
-            rows.collect::<Result<_, _>>()
-                .map_err(db_err("read snapshot"))
+            // Rows are stepped one at a time: those past the byte budget are never loaded.
+            take_bytes(rows, q.max_bytes, |r| r.frame.len()).map_err(db_err("read snapshot"))
         })
     }
 
@@ -925,5 +996,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(synchronous_of(&full), 2);
+    }
+
+    /// A database written by the previous version (no counters, no triggers, pins without deadlines)
+    /// opens with its totals counted once and its pins kept; the counters follow writes from then on.
+    #[test]
+    fn an_older_database_gets_its_counters_and_pin_deadlines() {
+        use crate::store::conformance::event;
+        use crate::store::{LogStore, LogWindow, SnapshotStore};
+        use databus_core::Key;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let store = SqliteStore::open(&path).unwrap();
+            store.start_log(Scn::ZERO).unwrap();
+            let e = |scn, key| event(scn, 1, Key::Int(key), Opcode::Upsert, b"payload");
+            store
+                .append(&[LogWindow {
+                    scn: Scn::new(1),
+                    timestamp_ns: 1,
+                    events: vec![e(1, 1), e(1, 2)],
+                }])
+                .unwrap();
+            store
+                .apply(&[e(1, 1), e(1, 2), e(1, 3)], Scn::new(1))
+                .unwrap();
+            store.pin(Scn::new(1), 1_000).unwrap();
+            let conn = store.writer.lock().unwrap();
+            conn.execute_batch(
+                "DROP TRIGGER snapshot_rows_insert; DROP TRIGGER snapshot_rows_delete; \
+                 DROP TRIGGER log_windows_insert; DROP TRIGGER log_windows_delete; \
+                 DELETE FROM meta WHERE name IN ('snapshot_rows', 'log_windows', 'log_events', 'log_bytes'); \
+                 ALTER TABLE pins DROP COLUMN deadline_ms;",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        assert_eq!(store.snapshot_status().unwrap().rows, 3);
+        let log = store.log_status().unwrap();
+        assert_eq!((log.windows, log.events), (1, 2));
+        assert!(log.bytes > 0);
+        assert_eq!(
+            store.min_pin(10).unwrap(),
+            Some(Scn::new(1)),
+            "pins are kept"
+        );
+        store
+            .apply(
+                &[event(2, 1, Key::Int(4), Opcode::Upsert, b"p")],
+                Scn::new(2),
+            )
+            .unwrap();
+        assert_eq!(store.snapshot_status().unwrap().rows, 4);
+        store.pin_until(Scn::new(2), 1_000, 50).unwrap();
+        assert_eq!(store.pins(60).unwrap(), vec![(Scn::new(1), 1_000)]);
     }
 }

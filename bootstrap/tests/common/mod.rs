@@ -265,7 +265,7 @@ pub async fn get_page(addr: SocketAddr, query: &str) -> Page {
         phase: r.header("x-databus-bootstrap-phase").unwrap_or("").into(),
         path: r.header("x-databus-bootstrap-path").unwrap_or("").into(),
         error: r.header("x-databus-error").map(str::to_owned),
-        body: r.body,
+        body: r.body.to_vec(),
     }
 }
 

@@ -9,7 +9,7 @@
 //!
 //! | failure | class | effect |
 //! |---------|-------|--------|
-//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s, jittered; status `reconnecting` |
+//! | connection refused/reset, a non-JSON answer, 5xx | transient | drop the open window, reconnect after the last window written, backoff 100 ms doubling to 30 s, jittered, never sooner than the upstream's `Retry-After`; status `reconnecting` |
 //! | upstream `410 scn_not_found` | definite | status `failed`: the upstream no longer holds what this relay needs next; remove this relay's state file to restart from the upstream's oldest window |
 //! | `401 unauthorized` (missing or wrong `upstream.token_*`), an untrusted TLS certificate (`upstream.ca_cert`) | definite | status `failed`, the message names the setting |
 //! | other 4xx, a bad frame, a schema that cannot be registered | definite | status `failed` |
@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use databus_core::{Checkpoint, EventBuilder, EventView, SchemaId, Scn};
 use databus_http::backoff::Backoff;
-use databus_http::protocol::{StreamAnswer, StreamQuery};
+use databus_http::follow::{FollowError, StreamFollower};
+use databus_http::protocol::StreamQuery;
 use databus_http::{ClientOptions, HttpClient, Response};
 use databus_serde_formats::TableSchema;
 use serde_json::Value;
@@ -55,6 +56,8 @@ pub struct Upstream {
 
 enum Failure {
     Transient(String),
+    /// The upstream is busy and said when to come back (`Retry-After`): transient, retried no sooner.
+    Busy(String, Duration),
     Definite(String),
 }
 
@@ -202,43 +205,64 @@ impl Chain {
 
     /// Follows the upstream from `from` (a whole-window checkpoint) until shutdown or a failure.
     async fn follow(&mut self, from: Scn, shutdown: &CancellationToken) -> Result<(), Failure> {
-        let mut cp = Checkpoint::after(from);
         let query = StreamQuery {
             buffer: Some(self.upstream.buffer.clone()),
             wait: Duration::from_millis(UPSTREAM_WAIT_MS),
             max_bytes: Some(UPSTREAM_MAX_BYTES),
             ..StreamQuery::default()
         };
+        let mut follower = StreamFollower::new(query, Some(Checkpoint::after(from)))
+            .with_timeout_slack(REQUEST_TIMEOUT - Duration::from_millis(UPSTREAM_WAIT_MS))
+            .with_body_limit(MAX_RESPONSE_BYTES);
         loop {
-            let Some(answer) = get(&self.http, &query.path(Some(&cp)), shutdown).await? else {
-                return Ok(());
+            let asked = follower.checkpoint().map_or(from, |cp| cp.window_scn);
+            let batch = tokio::select! {
+                () = shutdown.cancelled() => return Ok(()),
+                answer = follower.poll(&self.http) => answer,
             };
-            let (body, next) = match StreamAnswer::from_response(answer) {
-                Ok(StreamAnswer::Data {
-                    body, checkpoint, ..
-                }) => (body, checkpoint),
-                Ok(StreamAnswer::Gone(e)) => {
+            let body = match batch {
+                Ok(batch) => batch.body,
+                Err(FollowError::Gone { envelope, .. }) => {
                     return Err(Failure::Definite(format!(
-                        "the upstream relay no longer holds the windows after SCN {}: {}",
-                        cp.window_scn, e.message
+                        "the upstream relay no longer holds the windows after SCN {asked}: {}",
+                        envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Unauthorized(e)) => {
+                Err(FollowError::Unauthorized { envelope, .. }) => {
                     return Err(Failure::Definite(format!(
                         "upstream relay {} refused /v1/stream (401): {}; set upstream.token_env or upstream.token_file to a token it accepts",
                         self.http.url(),
-                        e.message
+                        envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Refused { status, envelope }) => {
+                Err(FollowError::Refused {
+                    status, envelope, ..
+                }) => {
                     return Err(Failure::Definite(format!(
                         "upstream relay {} answered /v1/stream with {status}: {}",
                         self.http.url(),
                         envelope.message
                     )));
                 }
-                Ok(StreamAnswer::Busy(e)) => return Err(Failure::Transient(e.message)),
-                Err(e) => return Err(Failure::Transient(format!("upstream: {e}"))),
+                Err(FollowError::Busy {
+                    envelope,
+                    retry_after,
+                    ..
+                }) => {
+                    return Err(match retry_after {
+                        Some(floor) => Failure::Busy(envelope.message, floor),
+                        None => Failure::Transient(envelope.message),
+                    });
+                }
+                Err(e @ FollowError::Protocol { .. }) => {
+                    return Err(Failure::Transient(format!("upstream: {e}")));
+                }
+                Err(FollowError::Http(e)) if e.is_transient() => {
+                    return Err(Failure::Transient(format!("upstream relay {e}")));
+                }
+                Err(FollowError::Http(e)) => {
+                    return Err(Failure::Definite(format!("upstream relay {e}")));
+                }
             };
             let views = EventView::parse_all(&body)
                 .map_err(|e| Failure::Transient(format!("bad frame from upstream: {e}")))?;
@@ -284,7 +308,6 @@ impl Chain {
                     });
                 }
             }
-            cp = next;
             self.persist(false)
                 .await
                 .map_err(|e| Failure::Definite(e.to_string()))?;
@@ -363,24 +386,25 @@ pub async fn run_chain(
             let resume = chain.parts.writer.last_scn().max(from);
             chain.follow(resume, &shutdown).await
         };
-        match attempt.await {
+        let (message, floor) = match attempt.await {
             Ok(()) => break Ok(()),
             Err(Failure::Definite(message)) => break Err(definite(&chain.parts.name, message)),
-            Err(Failure::Transient(message)) => {
-                if chain.parts.writer.last_scn() > before {
-                    // It streamed for a while: this is a new failure, not a repeated one.
-                    backoff.reset();
-                }
-                chain.parts.writer.rollback();
-                tracing::warn!(source = %chain.parts.name, error = %message, "upstream relay error; reconnecting");
-                chain.parts.status.update(|s| {
-                    s.state = IngestState::Reconnecting;
-                    s.last_error = Some(message);
-                });
-                if !backoff.sleep_or(shutdown.cancelled()).await {
-                    break Ok(());
-                }
-            }
+            Err(Failure::Transient(message)) => (message, Duration::ZERO),
+            Err(Failure::Busy(message, floor)) => (message, floor),
+        };
+        if chain.parts.writer.last_scn() > before {
+            // It streamed for a while: this is a new failure, not a repeated one.
+            backoff.reset();
+        }
+        chain.parts.writer.rollback();
+        tracing::warn!(source = %chain.parts.name, error = %message, "upstream relay error; reconnecting");
+        chain.parts.status.update(|s| {
+            s.state = IngestState::Reconnecting;
+            s.last_error = Some(message);
+        });
+        // The shared jittered backoff, never sooner than the upstream's Retry-After.
+        if !backoff.sleep_at_least_or(floor, shutdown.cancelled()).await {
+            break Ok(());
         }
     };
     chain.parts.writer.rollback();

@@ -9,7 +9,7 @@
 //! | `GET /v1/schemas/<id>` | one schema version, by its 16-hex-digit id |
 //! | `GET /v1/stream?checkpoint=..&sources=..&max_bytes=..&wait_ms=..&format=binary\|json&buffer=..` | events after a checkpoint |
 //! | `GET /v1/status` | per buffer: SCN range, bytes and events held, ingest state and lag |
-//! | `GET /health` | 200 while no source has failed, else 503 |
+//! | `GET /health` | `200` `ok` or `degraded` (a source reconnecting), `503` `unhealthy` once a source failed |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /`, `GET /status` | the HTML status page ([`crate::status_page`]) |
 
@@ -40,6 +40,7 @@ pub use databus_http::protocol::{
     CHECKPOINT_HEADER, ERROR_HEADER, EVENTS_HEADER, FRAMES_CONTENT_TYPE, JSON_LINES_CONTENT_TYPE,
     MORE_HEADER,
 };
+use databus_http::protocol::{HEALTH_ERROR, Health, HealthProblem, HealthStatus};
 
 /// The most logical sources a `sources` parameter may list.
 pub const MAX_LISTED_SOURCES: usize = 1024;
@@ -902,21 +903,57 @@ fn handle_status(svc: &RelayService) -> Result<Response, ApiError> {
     ))
 }
 
+/// `GET /health` (docs/operations.md, "Health"): `200 ok`; `200 degraded` while a source reconnects
+/// (it recovers by itself); `503 unhealthy` once a source's ingest failed (an operator must fix the
+/// cause). The same body as the bootstrap server's ([`Health`]).
 fn handle_health(svc: &RelayService) -> Result<Response, ApiError> {
-    let failed: Vec<String> = svc
+    let problems = svc
         .sources()
         .iter()
-        .filter(|s| s.status.snapshot().state == IngestState::Failed)
-        .map(|s| s.name.clone())
+        .filter_map(|s| {
+            let ingest = s.status.snapshot();
+            let why = ingest.last_error.unwrap_or_default();
+            let (state, message, recovering) = match ingest.state {
+                IngestState::Failed => (
+                    "failed",
+                    format!(
+                        "ingest failed for {}: {why}; fix the cause and restart the relay (details in GET /v1/status)",
+                        s.name
+                    ),
+                    false,
+                ),
+                IngestState::Reconnecting => (
+                    "reconnecting",
+                    format!("ingest of {} is reconnecting after: {why}", s.name),
+                    true,
+                ),
+                IngestState::Starting | IngestState::Streaming | IngestState::Stopped => {
+                    return None;
+                }
+            };
+            let mut details = serde_json::Map::new();
+            details.insert("source".into(), s.name.clone().into());
+            Some((
+                HealthProblem {
+                    component: format!("source {}", s.name),
+                    state: state.into(),
+                    message,
+                    details,
+                },
+                recovering,
+            ))
+        })
         .collect();
-    if failed.is_empty() {
-        Ok(json_response(StatusCode::OK, &json!({ "status": "ok" })))
-    } else {
-        Err(ApiError::Unavailable(format!(
-            "ingest failed for {}; see GET /v1/status for the cause",
-            failed.join(", ")
-        )))
+    let health = Health::of(problems);
+    let status = StatusCode::from_u16(health.http_status())
+        .map_err(|e| ApiError::Internal(format!("health status: {e}")))?;
+    let mut response = json_response(status, &health.to_json());
+    if health.status == HealthStatus::Unhealthy {
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static(HEALTH_ERROR));
     }
+    Ok(response)
 }
 
 fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {

@@ -355,3 +355,55 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
     }
     stop_up.cancel();
 }
+
+/// A busy upstream (`503 too_many_connections` with `Retry-After: 2`, as the relay's connection limit
+/// answers) is retried no sooner than it asked, with the shared backoff: the downstream shows
+/// `reconnecting` with the upstream's message meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_upstream_is_retried_no_sooner_than_its_retry_after() {
+    use warp::Filter;
+    let asked: Arc<std::sync::Mutex<Vec<Instant>>> = Arc::default();
+    let seen = asked.clone();
+    let status = warp::path!("v1" / "status").map(|| {
+        warp::reply::json(&serde_json::json!({
+            "buffers": [{"name": "shop", "anchored": true, "prev_scn": 0}]
+        }))
+    });
+    let stream = warp::path!("v1" / "stream").map(move || {
+        seen.lock().unwrap().push(Instant::now());
+        warp::http::Response::builder()
+            .status(503)
+            .header("retry-after", "2")
+            .header("x-databus-error", "too_many_connections")
+            .body(r#"{"error":"too_many_connections","message":"the relay holds its most connections"}"#)
+            .unwrap()
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(warp::serve(status.or(stream)).incoming(listener).run());
+    let dir = tempfile::tempdir().unwrap();
+    let down = start_downstream(addr, dir.path()).await;
+    let body = wait_status(
+        down.addr,
+        Instant::now() + Duration::from_secs(30),
+        "never reconnecting",
+        |body| body["buffers"][0]["ingest"]["state"] == "reconnecting",
+    )
+    .await;
+    let error = body["buffers"][0]["ingest"]["last_error"].as_str().unwrap();
+    assert!(error.contains("most connections"), "{error}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while asked.lock().unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "the downstream stopped asking");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let times = asked.lock().unwrap().clone();
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(1990),
+            "asked again after {gap:?}, before the upstream's Retry-After of 2 s"
+        );
+    }
+    down.stop().await;
+}

@@ -239,6 +239,53 @@ async fn sources_schemas_status_and_health() {
     relay.stop().await;
 }
 
+/// `/health` means what it means on the bootstrap server (docs/operations.md, "Health"): `200 ok`;
+/// `200 degraded` while a source reconnects (it recovers by itself), naming it; `503 unhealthy` once a
+/// source failed, naming it and the fix, as an error envelope too.
+#[tokio::test]
+async fn health_is_ok_degraded_or_unhealthy() {
+    let relay = Relay::start(1 << 20).await;
+    relay
+        .shop_status
+        .update(|s| s.state = IngestState::Streaming);
+    let resp = get(relay.addr, "/health").await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json(), json!({"status": "ok", "problems": []}));
+
+    relay.shop_status.update(|s| {
+        s.state = IngestState::Reconnecting;
+        s.last_error = Some("connection refused".into());
+    });
+    let resp = get(relay.addr, "/health").await;
+    assert_eq!(resp.status, 200, "reconnecting recovers by itself");
+    let body = resp.json();
+    assert_eq!(body["status"], "degraded", "{body}");
+    assert_eq!(body["problems"][0]["component"], "source shop", "{body}");
+    assert_eq!(body["problems"][0]["source"], "shop", "{body}");
+    assert_eq!(body["problems"][0]["state"], "reconnecting", "{body}");
+    assert!(
+        body["problems"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("connection refused"),
+        "{body}"
+    );
+    assert!(body.get("error").is_none(), "{body}");
+
+    relay.shop_status.update(|s| {
+        s.state = IngestState::Failed;
+        s.last_error = Some("binlog_format is STATEMENT; set binlog_format=ROW".into());
+    });
+    let body = assert_error(&get(relay.addr, "/health").await, 503, "unavailable");
+    assert_eq!(body["status"], "unhealthy", "{body}");
+    assert_eq!(body["problems"][0]["component"], "source shop", "{body}");
+    assert_eq!(body["problems"][0]["state"], "failed", "{body}");
+    let message = body["message"].as_str().unwrap();
+    assert!(message.contains("set binlog_format=ROW"), "{body}");
+    assert!(message.contains("/v1/status"), "{body}");
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn bad_requests_are_typed_errors_never_500() {
     let relay = Relay::start(1 << 20).await;
