@@ -465,9 +465,9 @@ impl BootstrapConfig {
             .validate_with_env(env)
             .map_err(|e| BootstrapError::Config(format!("[source]: {e}")))?;
         let source = validated.sources.remove(0);
-        if !matches!(source.origin, databus_relay::config::Origin::MySql { .. }) {
+        if !matches!(source.origin, databus_relay::config::Origin::Connector(_)) {
             return Err(BootstrapError::Config(
-                "[source]: give the database (url, server_id, password_env), not upstream".into(),
+                "[source]: give the database ([source.connector]), not upstream".into(),
             ));
         }
         Ok(Some(crate::gap::GapSource { source }))
@@ -727,7 +727,7 @@ auth = { tokens_env = "BS_T", open_metrics = true }
 
     #[test]
     fn source_is_the_relays_entry_validated_by_the_relays_code() {
-        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[source]\nname = \"shop\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\nbuffer_size = \"2MiB\"\ntables = [{ id = 1, name = \"orders\", table = \"shop.orders\" }]\n";
+        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[source]\nname = \"shop\"\nbuffer_size = \"2MiB\"\ntables = [{ id = 1, name = \"orders\", table = \"shop.orders\" }]\n[source.connector]\nkind = \"mariadb\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n";
         let env = |v: &str| (v == "SRC_PW").then(|| "s3cret".to_owned());
         let v = BootstrapConfig::from_toml(text)
             .unwrap()
@@ -744,7 +744,7 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             .to_string();
         assert!(err.contains("[source]") && err.contains("SRC_PW"), "{err}");
         let chained = text.replace(
-            "url = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n",
+            "[source.connector]\nkind = \"mariadb\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n",
             "upstream = { url = \"http://127.0.0.1:2\" }\n",
         );
         let err = BootstrapConfig::from_toml(&chained)

@@ -29,12 +29,22 @@
 
 #![forbid(unsafe_code)]
 
+mod any;
 pub mod conformance;
 mod error;
 pub mod mysql;
+mod secret;
+pub mod snapshot;
 pub mod source;
 
+pub use any::{AnySourceConnector, ConnectorConfig};
 pub use error::ConnectorError;
+pub use mysql::{CheckOutcome, SourceCheck};
+pub use secret::{REDACTED, Secret, redact_url};
+pub use snapshot::{
+    AnySnapshot, AnySnapshotSource, ChunkCursor, Snapshot, SnapshotChunk, SnapshotPosition,
+    SnapshotSource,
+};
 pub use source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
     SourceTransaction, StartPosition, TableDdl, TableName,

@@ -17,26 +17,31 @@
 //!
 //! [[sources]]
 //! name = "shop"
-//! url = "mysql://repl@db.example:3306"
-//! password_env = "SHOP_REPL_PASSWORD"
-//! server_id = 1001
 //! buffer_size = "512MiB"
 //! tables = [
 //!     { id = 1, name = "orders", table = "shop.orders" },
 //!     { id = 2, name = "customers", table = "shop.customers" },
 //! ]
+//! # The database, read by the connector of its `kind`; every field is that connector's own setting
+//! # (databus_connectors::ConnectorConfig). Relay chaining uses `upstream = { url = … }` instead.
+//! [sources.connector]
+//! kind = "mariadb"
+//! url = "mysql://repl@db.example:3306"
+//! password_env = "SHOP_REPL_PASSWORD"
+//! server_id = 1001
+//! read_timeout = "10s"
 //! ```
 //!
 //! Parse with [`RelayConfig::from_toml`], then [`RelayConfig::validate`] into a [`ValidatedConfig`]; every
 //! error names the field and the fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use databus_connectors::{ConnectorConfig, TableName};
 use databus_core::SourceId;
 use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
@@ -139,26 +144,33 @@ pub struct SourceConfig {
     /// A short name for this source, unique in the relay (`[A-Za-z0-9_-]`); used in URLs, metrics and the
     /// state file name.
     pub name: String,
-    /// Connection URL of the database, without the password (e.g. `mysql://repl@db:3306`). Required
-    /// unless `upstream` is set.
+    /// The database this source captures: a table tagged with the connector's `kind`
+    /// (`kind = "mariadb"`), whose other fields are that connector's own settings
+    /// ([`ConnectorConfig`]; for MariaDB: `url`, `password_env`/`password_file`, `server_id`,
+    /// `read_timeout`, `heartbeat_period`, `max_transaction_rows`, `reconnect`, …). The tables of
+    /// `tables` are added to what it captures. Required unless `upstream` is set.
     #[serde(default)]
-    pub url: Option<String>,
-    /// Name of an environment variable holding the password. At most one of `password_env` and
-    /// `password_file`.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// A file holding the password (trailing newline ignored). At most one of `password_env` and
-    /// `password_file`.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Server id of the relay's replication connection; distinct from every server in the topology.
-    /// Required unless `upstream` is set.
-    #[serde(default)]
-    pub server_id: Option<u32>,
+    pub connector: Option<ConnectorConfig>,
     /// Relay chaining: follow a buffer of another relay instead of a database, preserving its SCNs,
-    /// windows, heartbeats and schemas. Excludes `url`, `server_id` and the password settings.
+    /// windows, heartbeats and schemas. Excludes `connector`.
     #[serde(default)]
     pub upstream: Option<UpstreamConfig>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default)]
+    pub url: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default)]
+    pub password_env: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default)]
+    pub password_file: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default)]
+    pub server_id: Option<toml::Value>,
     /// Byte capacity of this source's event buffer. Default 256 MiB.
     #[serde(default = "default_buffer_size")]
     pub buffer_size: ByteSize,
@@ -181,6 +193,37 @@ pub struct SourceConfig {
 
 fn default_buffer_size() -> ByteSize {
     ByteSize::mib(256)
+}
+
+impl SourceConfig {
+    /// The flat MySQL fields a `[[sources]]` entry had before `[sources.connector]`: any of them is an
+    /// error that says how to rewrite the entry.
+    fn legacy_error(&self, at: &dyn Fn(&str) -> String) -> Option<RelayError> {
+        let mut lines = vec!["kind = \"mariadb\"".to_owned()];
+        let mut names = Vec::new();
+        for (name, value) in [
+            ("url", &self.url),
+            ("password_env", &self.password_env),
+            ("password_file", &self.password_file),
+            ("server_id", &self.server_id),
+        ] {
+            if let Some(v) = value {
+                names.push(name);
+                lines.push(format!("{name} = {v}"));
+            }
+        }
+        (!names.is_empty()).then(|| {
+            invalid(
+                at(names[0]),
+                format!(
+                    "the database settings moved into a [sources.connector] table tagged with the \
+                     connector's kind; move {} there: [sources.connector] {}",
+                    names.join(", "),
+                    lines.join(" ")
+                ),
+            )
+        })
+    }
 }
 
 /// The upstream relay of a chained source.
@@ -217,27 +260,7 @@ pub struct TableConfig {
     pub table: String,
 }
 
-/// A password, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret's text, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use databus_connectors::Secret;
 
 /// A validated configuration: runtime types, credentials resolved.
 #[derive(Debug, Clone)]
@@ -298,15 +321,9 @@ pub struct ValidatedSource {
 /// Where a source's events come from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// A MySQL/MariaDB binlog.
-    MySql {
-        /// Connection URL without the password.
-        url: String,
-        /// The password, if one was configured.
-        password: Option<Secret>,
-        /// Replication server id.
-        server_id: u32,
-    },
+    /// A database, read by the connector this configuration builds (secrets resolved, the relay's
+    /// tables added to what it captures): [`ConnectorConfig::build`].
+    Connector(ConnectorConfig),
     /// Another relay's buffer (relay chaining).
     Relay {
         /// The upstream relay's base URL (`http[s]://host:port`).
@@ -503,32 +520,9 @@ impl RelayConfig {
                     ),
                 ));
             }
-            let password = match (&source.password_env, &source.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        at("password_env"),
-                        "both password_env and password_file are set; keep one",
-                    ));
-                }
-                (Some(var), None) => Some(Secret::new(env(var).ok_or_else(|| {
-                    invalid(
-                        at("password_env"),
-                        format!(
-                            "environment variable {var} is not set; export it or use password_file"
-                        ),
-                    )
-                })?)),
-                (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        invalid(
-                            at("password_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
-                }
-                (None, None) => None,
-            };
+            if let Some(e) = source.legacy_error(&at) {
+                return Err(e);
+            }
             if source.upstream.is_some() && source.before_images {
                 return Err(invalid(
                     at("before_images"),
@@ -536,8 +530,8 @@ impl RelayConfig {
                      sends); set it on the upstream relay's source",
                 ));
             }
-            let origin = match (&source.upstream, &source.url, source.server_id) {
-                (Some(up), None, None) if password.is_none() => {
+            let origin = match (&source.upstream, &source.connector) {
+                (Some(up), None) => {
                     let token = Token::read_one(
                         &at("upstream"),
                         up.token_env.as_deref(),
@@ -571,44 +565,39 @@ impl RelayConfig {
                         client,
                     }
                 }
-                (Some(_), _, _) if source.history_transactions > 0 => {
+                (Some(_), _) if source.history_transactions > 0 => {
                     return Err(invalid(
                         at("history_transactions"),
                         "applies to database sources only; remove it from the chained source",
                     ));
                 }
-                (Some(_), _, _) => {
+                (Some(_), Some(_)) => {
                     return Err(invalid(
                         at("upstream"),
-                        "a chained source takes no url, server_id or password; remove them",
+                        "a chained source takes no connector; keep one of upstream and connector",
                     ));
                 }
-                (None, Some(url), Some(server_id)) => {
-                    if url.trim().is_empty() {
-                        return Err(invalid(at("url"), "is empty; set the database URL"));
-                    }
-                    if server_id == 0 {
-                        return Err(invalid(
-                            at("server_id"),
-                            "is 0; use a server id distinct from every server in the topology",
-                        ));
-                    }
-                    Origin::MySql {
-                        url: url.clone(),
-                        password,
-                        server_id,
-                    }
+                (None, Some(connector)) => {
+                    let mut connector = connector.clone();
+                    connector
+                        .resolve_secrets(env)
+                        .map_err(|e| invalid(at("connector"), connector_message(e)))?;
+                    connector.capture_tables(source.tables.iter().filter_map(|t| {
+                        t.table
+                            .split_once('.')
+                            .map(|(d, n)| TableName::new(d, n))
+                    }));
+                    // Builds (and drops) the connector: its own validation stops the start.
+                    connector
+                        .build()
+                        .map_err(|e| invalid(at("connector"), connector_message(e)))?;
+                    Origin::Connector(connector)
                 }
-                (None, None, _) => {
+                (None, None) => {
                     return Err(invalid(
-                        at("url"),
-                        "missing; set the database URL (or upstream, to chain another relay)",
-                    ));
-                }
-                (None, Some(_), None) => {
-                    return Err(invalid(
-                        at("server_id"),
-                        "missing; set a server id distinct from every server in the topology",
+                        at("connector"),
+                        "missing; add a [sources.connector] table with the database's kind (kind = \"mariadb\", \
+                         url, server_id, …), or upstream to chain another relay",
                     ));
                 }
             };
@@ -686,35 +675,13 @@ impl RelayConfig {
     }
 }
 
-/// Inserts a percent-encoded password into the userinfo of `url` (`mysql://user@host` ->
-/// `mysql://user:pw@host`). A URL that already carries a password is refused when one is configured.
-pub fn url_with_password(url: &str, password: Option<&Secret>) -> Result<String, RelayError> {
-    let Some(password) = password else {
-        return Ok(url.to_owned());
-    };
-    let bad = |m: &str| invalid("url", m.to_owned());
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("is not of the form mysql://user@host:port"))?;
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return Err(bad("names no user; use mysql://user@host:port"));
-    };
-    let user = &rest[..at];
-    if user.contains(':') {
-        return Err(bad(
-            "already contains a password; remove it from the URL and keep password_env or password_file",
-        ));
+/// A connector's configuration error without its "invalid connector config: " prefix (the field is
+/// named by the relay's error).
+fn connector_message(e: databus_connectors::ConnectorError) -> String {
+    match e {
+        databus_connectors::ConnectorError::Config(m) => m,
+        other => other.to_string(),
     }
-    let mut encoded = String::new();
-    for b in password.expose().bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
 }
 
 #[cfg(test)]
@@ -732,14 +699,18 @@ max_wait = "10s"
 
 [[sources]]
 name = "shop"
-url = "mysql://repl@127.0.0.1:3306"
-password_env = "SHOP_PW"
-server_id = 1001
 buffer_size = "64MiB"
 tables = [
     { id = 1, name = "orders", table = "shop.orders" },
     { id = 2, name = "customers", table = "shop.customers" },
 ]
+[sources.connector]
+kind = "mariadb"
+url = "mysql://repl@127.0.0.1:3306"
+password_env = "SHOP_PW"
+server_id = 1001
+read_timeout = "20s"
+max_transaction_rows = 5000
 "#;
 
     fn env(name: &str) -> Option<String> {
@@ -757,32 +728,42 @@ tables = [
         assert_eq!(cfg.http.max_wait, Duration::from_secs(10));
         let source = &cfg.sources[0];
         assert_eq!(source.buffer_bytes, 64 << 20);
-        let Origin::MySql { password, .. } = &source.origin else {
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &source.origin else {
             panic!("{source:?}")
         };
-        assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
-        assert_eq!(format!("{password:?}"), "Some(Secret(***))");
+        assert_eq!(mysql.password.as_ref().unwrap().expose(), "s3cret");
+        // Every connector setting reaches the connector; the relay's tables are captured.
+        assert_eq!(mysql.read_timeout, Duration::from_secs(20));
+        assert_eq!(mysql.max_transaction_rows, 5000);
+        assert_eq!(mysql.tables, ["shop.orders", "shop.customers"]);
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(source.tables[1].database, "shop");
         assert_eq!(source.tables[1].table, "customers");
         assert_eq!(source.tables[1].id, SourceId::new(2));
     }
 
     #[test]
-    fn password_goes_into_the_url_encoded() {
-        let pw = Secret::new("p@ss:w/rd");
-        assert_eq!(
-            url_with_password("mysql://repl@db:3306/", Some(&pw)).unwrap(),
-            "mysql://repl:p%40ss%3Aw%2Frd@db:3306/"
-        );
-        assert_eq!(
-            url_with_password("mysql://repl@db", None).unwrap(),
-            "mysql://repl@db"
-        );
-        let err = url_with_password("mysql://repl:x@db", Some(&pw))
+    fn the_old_flat_database_fields_are_refused_with_the_rewrite() {
+        let text = r#"
+state_dir = "s"
+[[sources]]
+name = "a"
+url = "mysql://repl@db:3306"
+password_env = "SHOP_PW"
+server_id = 7
+tables = [{ id = 1, name = "t", table = "d.t" }]
+"#;
+        let err = RelayConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("already contains a password"), "{err}");
-        assert!(url_with_password("db:3306", Some(&pw)).is_err());
+        assert!(
+            err.contains("sources[0].url")
+                && err.contains("[sources.connector] kind = \"mariadb\" url = \"mysql://repl@db:3306\" password_env = \"SHOP_PW\" server_id = 7"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -791,9 +772,8 @@ tables = [
 state_dir = "s"
 [[sources]]
 name = "a"
-url = "mysql://x"
-server_id = 7
 tables = [{ id = 1, name = "t", table = "d.t" }]
+connector = { kind = "mariadb", url = "mysql://x@h/", server_id = 7 }
 "#;
         let cfg = RelayConfig::from_toml(text)
             .unwrap()
@@ -804,14 +784,11 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
         assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
         assert!(!cfg.security.is_tls() && !cfg.security.requires_token());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
-        assert!(matches!(
-            &cfg.sources[0].origin,
-            Origin::MySql {
-                password: None,
-                server_id: 7,
-                ..
-            }
-        ));
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &cfg.sources[0].origin else {
+            panic!()
+        };
+        assert_eq!((mysql.password.as_ref(), mysql.server_id), (None, 7));
+        assert_eq!(mysql.read_timeout, Duration::from_secs(10), "the connector's default");
     }
 
     #[test]
@@ -827,10 +804,10 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .unwrap()
             .validate_with_env(&env)
             .unwrap();
-        let Origin::MySql { password, .. } = &cfg.sources[0].origin else {
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &cfg.sources[0].origin else {
             panic!()
         };
-        assert_eq!(password.as_ref().unwrap().expose(), "from-file");
+        assert_eq!(mysql.password.as_ref().unwrap().expose(), "from-file");
     }
 
     #[test]
@@ -861,7 +838,12 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             (
                 "upstream = {",
                 "server_id = 3\nupstream = {",
-                "takes no url, server_id",
+                "moved into a [sources.connector]",
+            ),
+            (
+                "upstream = {",
+                "connector = { kind = \"mariadb\", url = \"mysql://u@h/\", server_id = 3 }\nupstream = {",
+                "keep one of upstream and connector",
             ),
             (
                 "http://127.0.0.1:11140",
@@ -872,7 +854,7 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             (
                 "upstream = { url = \"http://127.0.0.1:11140\" }",
                 "",
-                "sources[0].url: missing",
+                "sources[0].connector: missing",
             ),
         ] {
             let text = text.replacen(from, &to.replace("\\n", "\n"), 1);
@@ -891,6 +873,17 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
                 "server_id = 1001",
                 "server_id = 1001\nbogus = 1",
                 "unknown field `bogus`",
+            ),
+            (
+                "buffer_size = \"64MiB\"",
+                "buffer_size = \"64MiB\"\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            ("\"mariadb\"", "\"oracle\"", "unknown variant `oracle`"),
+            (
+                "read_timeout = \"20s\"",
+                "read_timeout = \"1ms\"",
+                "sources[0].connector: read_timeout",
             ),
             ("\"8MiB\"", "\"2GiB\"", "http.max_response_bytes"),
             ("\"512KiB\"", "\"9MiB\"", "http.default_response_bytes"),
@@ -918,7 +911,11 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             ),
             ("name = \"shop\"", "name = \"sh op\"", "sources[0].name"),
             ("name = \"customers\"", "name = \"orders\"", "is used twice"),
-            ("server_id = 1001", "server_id = 0", "sources[0].server_id"),
+            (
+                "server_id = 1001",
+                "server_id = 0",
+                "sources[0].connector: server_id 0",
+            ),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let text = GOOD.replacen(from, to, 1);
