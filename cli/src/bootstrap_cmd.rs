@@ -94,22 +94,6 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
     if let Some(src) = &raw.source {
         let _ = writeln!(out, "\n[source]");
         let _ = writeln!(out, "name = {}", q(&src.name));
-        if let Some(url) = &src.url {
-            let _ = writeln!(out, "url = {}", q(&redact_password(url)));
-        }
-        if let Some(var) = &src.password_env {
-            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
-        }
-        if let Some(path) = &src.password_file {
-            let _ = writeln!(
-                out,
-                "password_file = {}  # contents redacted",
-                q(&path.display().to_string())
-            );
-        }
-        if let Some(id) = src.server_id {
-            let _ = writeln!(out, "server_id = {id}");
-        }
         let _ = writeln!(out, "buffer_size = {}", q(&size(src.buffer_size.as_u64())));
         let tables: Vec<String> = src
             .tables
@@ -124,6 +108,10 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
             })
             .collect();
         let _ = writeln!(out, "tables = [{}]", tables.join(", "));
+        if let Some(connector) = &src.connector {
+            let _ = writeln!(out, "[source.connector]");
+            out.push_str(&crate::relay_cmd::connector_toml(connector));
+        }
     }
     let _ = writeln!(out, "\n[store]");
     let _ = writeln!(

@@ -114,6 +114,9 @@ enum BootstrapRole {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
+    /// The source's kind, as `kind` in a relay.toml `[sources.connector]` table.
+    #[arg(long, default_value = "mariadb")]
+    kind: String,
     /// Connection URL of the server, e.g. mysql://repl@db.example:3306.
     #[arg(long)]
     url: String,
@@ -386,21 +389,17 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::CheckSource(args) => {
-            let url = match &args.password_env {
-                None => args.url.clone(),
-                Some(var) => {
-                    let pw = std::env::var(var).map_err(|_| {
-                        UsageError(format!("environment variable {var} is not set; export it or drop --password-env"))
-                    })?;
-                    databus_relay::config::url_with_password(
-                        &args.url,
-                        Some(&databus_relay::config::Secret::new(pw)),
-                    )
-                    .map_err(|e| UsageError(format!("--url: {e}")))?
-                }
-            };
-            let checks = check::check(&url, args.server_id).await?;
-            let (text, ok) = check::render(&url, &checks);
+            let mut config = check::connector_config(
+                &args.kind,
+                &args.url,
+                args.password_env.as_deref(),
+                args.server_id,
+            )?;
+            config
+                .resolve_secrets(&|var| std::env::var(var).ok())
+                .map_err(|e| UsageError(format!("--password-env: {e}")))?;
+            let checks = check::check(&config).await?;
+            let (text, ok) = check::render(&config.describe(), &checks);
             databus_cli::out!("{text}");
             Ok(if ok {
                 exit::OK

@@ -648,14 +648,17 @@ fn relay_toml(port: u16, state: &std::path::Path, password_file: &std::path::Pat
 
 [[sources]]
 name = "shop"
-url = "mysql://databus@127.0.0.1:{port}"
-password_file = {password_file:?}
-server_id = 1001
 buffer_size = "16MiB"
 tables = [
     {{ id = 1, name = "customers", table = "shop.customers" }},
     {{ id = 2, name = "orders", table = "shop.orders" }},
 ]
+
+[sources.connector]
+kind = "mariadb"
+url = "mysql://databus@127.0.0.1:{port}"
+password_file = {password_file:?}
+server_id = 1001
 "#,
         state = state.display().to_string(),
         password_file = password_file.display().to_string(),
@@ -677,10 +680,12 @@ fn print_next_steps(s: &Style) {
        listen = "127.0.0.1:11140"
        [[sources]]
        name = "shop"
+       tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
+       [sources.connector]
+       kind = "mariadb"
        url = "mysql://repl@db.example:3306"
        password_env = "DB_PASSWORD"
        server_id = 1001
-       tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 
   3. run the relay, and follow it:
 

@@ -50,22 +50,6 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
     for s in &raw.sources {
         let _ = writeln!(out, "\n[[sources]]");
         let _ = writeln!(out, "name = {}", q(&s.name));
-        if let Some(url) = &s.url {
-            let _ = writeln!(out, "url = {}", q(&redact_password(url)));
-        }
-        if let Some(var) = &s.password_env {
-            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
-        }
-        if let Some(path) = &s.password_file {
-            let _ = writeln!(
-                out,
-                "password_file = {}  # contents redacted",
-                q(&path.display().to_string())
-            );
-        }
-        if let Some(id) = s.server_id {
-            let _ = writeln!(out, "server_id = {id}");
-        }
         if let Some(up) = &s.upstream {
             let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
             let mut fields = vec![
@@ -96,6 +80,31 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
             );
         }
         let _ = writeln!(out, "]");
+        if let Some(connector) = &s.connector {
+            // Serialized from the connector's own type: every setting, defaults included, in the
+            // parser's units; the password only as where it comes from.
+            let _ = writeln!(out, "[sources.connector]");
+            out.push_str(&connector_toml(connector));
+        }
+    }
+    out
+}
+
+/// A connector's configuration as the body of a TOML table (nested tables inline).
+pub fn connector_toml(connector: &databus_connectors::ConnectorConfig) -> String {
+    let mut out = String::new();
+    match toml::Value::try_from(connector) {
+        Ok(toml::Value::Table(table)) => {
+            for (key, value) in table {
+                let _ = writeln!(out, "{key} = {value}");
+            }
+        }
+        Ok(other) => {
+            let _ = writeln!(out, "# unexpected connector configuration: {other}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "# cannot print the connector configuration: {e}");
+        }
     }
     out
 }

@@ -38,9 +38,11 @@ const CONFIG: &str = r#"
 state_dir = "STATE"
 [[sources]]
 name = "shop"
+tables = [{ id = 1, name = "orders", table = "shop.orders" }]
+[sources.connector]
+kind = "mariadb"
 url = "mysql://repl:hunter2@127.0.0.1:3306"
 server_id = 1001
-tables = [{ id = 1, name = "orders", table = "shop.orders" }]
 "#;
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -59,7 +61,12 @@ fn bad_configs_exit_2_naming_the_key() {
             "server_id = 1001\nbogus_key = 1",
             "unknown field `bogus_key`",
         ),
-        ("server_id = 1001\n", "", "sources[0].server_id: missing"),
+        ("server_id = 1001\n", "", "missing field `server_id`"),
+        (
+            "kind = \"mariadb\"",
+            "kind = \"oracle\"",
+            "unknown variant `oracle`",
+        ),
         ("state_dir = \"STATE\"\n", "", "missing field `state_dir`"),
         (
             "\"shop.orders\"",

@@ -29,6 +29,8 @@ use crate::{ConnectorError, Secret};
 pub struct MySqlConfig {
     /// Connection URL of the source, without the password (`mysql://user@host:port/`).
     /// `max_allowed_packet=1073741824` is set when the URL does not say, so large rows events fit.
+    /// Serialized (`--print-config`) with any password in it masked.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Name of an environment variable holding the password. At most one of `password_env` and
     /// `password_file`.
@@ -95,6 +97,10 @@ impl Default for ReconnectConfig {
             max_attempts: None,
         }
     }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::secret::redact_url(url))
 }
 
 fn default_heartbeat_period() -> Duration {
