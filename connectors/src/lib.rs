@@ -35,6 +35,7 @@ mod error;
 pub mod mysql;
 mod secret;
 pub mod snapshot;
+pub mod snapshot_conformance;
 pub mod source;
 
 pub use any::{AnySourceConnector, ConnectorConfig};
