@@ -587,10 +587,6 @@ impl RelayConfig {
                             .split_once('.')
                             .map(|(d, n)| TableName::new(d, n))
                     }));
-                    // Builds (and drops) the connector: its own validation stops the start.
-                    connector
-                        .build()
-                        .map_err(|e| invalid(at("connector"), connector_message(e)))?;
                     Origin::Connector(connector)
                 }
                 (None, None) => {
@@ -651,6 +647,12 @@ impl RelayConfig {
                     database: database.to_owned(),
                     table: name.to_owned(),
                 });
+            }
+            if let Origin::Connector(connector) = &origin {
+                // Builds (and drops) the connector: its own validation stops the start.
+                connector
+                    .build()
+                    .map_err(|e| invalid(at("connector"), connector_message(e)))?;
             }
             sources.push(ValidatedSource {
                 name: source.name.clone(),
