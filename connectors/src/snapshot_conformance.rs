@@ -86,7 +86,10 @@ async fn read_all<S: Snapshot>(
             for row in c.rows {
                 assert_eq!(row.len(), schema.columns.len(), "a value per column");
                 let k = key(&schema, &row);
-                assert!(table.insert(k.clone(), row).is_none(), "row {k} of {t} twice");
+                assert!(
+                    table.insert(k.clone(), row).is_none(),
+                    "row {k} of {t} twice"
+                );
             }
             match c.next {
                 Some(next) => from = Some(next),
@@ -172,7 +175,10 @@ pub async fn stream_after_the_snapshot_has_no_gap_and_no_overlap<H: SnapshotHarn
     let end = last.position().scn;
     let (after, _) = read_all(&mut last, &tables, 50).await;
     last.close().await.expect("close");
-    assert!(end > at.scn, "the writer committed after the first snapshot");
+    assert!(
+        end > at.scn,
+        "the writer committed after the first snapshot"
+    );
     let mut c = h.connector().await;
     c.start(at.resume()).await.expect("start at the snapshot");
     let mut streamed = Rows::new();
@@ -231,7 +237,8 @@ pub async fn chunks_continue_from_a_saved_cursor<H: SnapshotHarness>(h: &mut H) 
     }
     let (all, _) = read_all(&mut second, std::slice::from_ref(t), 100).await;
     second.close().await.expect("close");
-    let resumed: BTreeMap<String, Row> = resumed.into_iter().map(|r| (key(&schema, &r), r)).collect();
+    let resumed: BTreeMap<String, Row> =
+        resumed.into_iter().map(|r| (key(&schema, &r), r)).collect();
     assert_eq!(Some(&resumed), all.get(t));
 }
 

@@ -5,10 +5,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use databus_connectors::mysql::MySqlPosition;
 use databus_connectors::{
     ChangeKind, ConnectorError, ConnectorEvent, SourceConnector, StartPosition,
 };
-use databus_connectors::mysql::MySqlPosition;
 use databus_core::Scn;
 use databus_serde_formats::model::{ColumnType, Value};
 use databus_testkit::MariaDbOptions;

@@ -321,13 +321,19 @@ mod tests {
             assert!(!shown.contains("p@ss"), "{shown}");
         }
         let text = toml::to_string(&c).unwrap();
-        assert!(!text.contains("p@ss") && text.contains("password_env = \"PW\""), "{text}");
+        assert!(
+            !text.contains("p@ss") && text.contains("password_env = \"PW\""),
+            "{text}"
+        );
         // A password in the URL is masked in Debug, and refused next to a configured one.
         let inline = MySqlConfig::new("mysql://repl:inline@db:3306/", 7);
         assert!(!format!("{inline:?}").contains("inline"));
         c.url = "mysql://repl:inline@db:3306/".into();
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("already contains a password") && !e.contains("inline"), "{e}");
+        assert!(
+            e.contains("already contains a password") && !e.contains("inline"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -50,9 +50,9 @@ use tokio_util::sync::CancellationToken;
 pub use self::checks::{CheckOutcome, SourceCheck};
 use self::config::Validated;
 pub use self::config::{MySqlConfig, ReconnectConfig};
-pub use self::snapshot::{MySqlSnapshot, MySqlSnapshotSource};
 use self::rows::Reader;
 use self::schema::{Charsets, ColumnFacts, TableInfo};
+pub use self::snapshot::{MySqlSnapshot, MySqlSnapshotSource};
 use crate::ConnectorError;
 use crate::source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
@@ -292,12 +292,12 @@ impl MySqlConnector {
 
     /// Checks every setting capture needs, without starting: for `databus check-source`.
     pub async fn check_source(config: &MySqlConfig) -> Result<Vec<SourceCheck>, ConnectorError> {
-        let mut conn = Conn::new(config.connection_opts()?).await.map_err(|source| {
-            ConnectorError::Connection {
+        let mut conn = Conn::new(config.connection_opts()?)
+            .await
+            .map_err(|source| ConnectorError::Connection {
                 what: "the source".into(),
                 source,
-            }
-        })?;
+            })?;
         let checks = checks::run_checks(&mut conn, config.server_id).await;
         let _ = conn.disconnect().await;
         checks

@@ -526,7 +526,12 @@ impl TableInfo {
                 };
                 let s = self.text(i, TextCharset::Utf8, &b)?;
                 // 0 is MariaDB's index of the invalid value ''.
-                Value::Enum(values.iter().position(|v| *v == s).map_or(0, |p| p as u16 + 1))
+                Value::Enum(
+                    values
+                        .iter()
+                        .position(|v| *v == s)
+                        .map_or(0, |p| p as u16 + 1),
+                )
             }
             (Codec::Set { .. }, M::Bytes(b)) => {
                 let ColumnType::Set { members } = &self.schema.columns[i].column_type else {

@@ -304,8 +304,8 @@ pub(crate) fn table_info_from_columns(
             "binary" => string(None, to_u32(octets), true),
             "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob"
             | "mediumblob" | "longblob" => string(None, None, false),
-            "geometry" | "point" | "linestring" | "polygon" | "multipoint"
-            | "multilinestring" | "multipolygon" | "geometrycollection" => (
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" => (
                 ColumnType::Bytes { max_bytes: None },
                 Codec::Str {
                     len_bytes: 4,

@@ -31,7 +31,8 @@ pub struct MySqlSnapshotSource {
 impl std::fmt::Debug for MySqlSnapshotSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Not the driver's options: they hold the password.
-        f.debug_struct("MySqlSnapshotSource").finish_non_exhaustive()
+        f.debug_struct("MySqlSnapshotSource")
+            .finish_non_exhaustive()
     }
 }
 
@@ -80,7 +81,8 @@ impl SnapshotSource for MySqlSnapshotSource {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
+        let (Some(file), Some(pos)) =
+            (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
         else {
             return Err(ConnectorError::Misconfigured {
                 problems: vec![
@@ -194,10 +196,10 @@ impl MySqlSnapshot {
         if !self.tables.contains_key(name) {
             let conn = self.conn()?;
             let key = (name.database.as_str(), name.table.as_str());
-            let columns: Vec<schema::InfoColumn> = conn
-                .exec(schema::INFO_COLUMNS_SQL, key)
-                .await
-                .map_err(query_err("reading information_schema.COLUMNS"))?;
+            let columns: Vec<schema::InfoColumn> =
+                conn.exec(schema::INFO_COLUMNS_SQL, key)
+                    .await
+                    .map_err(query_err("reading information_schema.COLUMNS"))?;
             let primary_key: Vec<String> = conn
                 .exec(schema::PRIMARY_KEY_SQL, key)
                 .await

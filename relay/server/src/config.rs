@@ -583,9 +583,7 @@ impl RelayConfig {
                         .resolve_secrets(env)
                         .map_err(|e| invalid(at("connector"), connector_message(e)))?;
                     connector.capture_tables(source.tables.iter().filter_map(|t| {
-                        t.table
-                            .split_once('.')
-                            .map(|(d, n)| TableName::new(d, n))
+                        t.table.split_once('.').map(|(d, n)| TableName::new(d, n))
                     }));
                     Origin::Connector(connector)
                 }
@@ -790,7 +788,11 @@ connector = { kind = "mariadb", url = "mysql://x@h/", server_id = 7 }
             panic!()
         };
         assert_eq!((mysql.password.as_ref(), mysql.server_id), (None, 7));
-        assert_eq!(mysql.read_timeout, Duration::from_secs(10), "the connector's default");
+        assert_eq!(
+            mysql.read_timeout,
+            Duration::from_secs(10),
+            "the connector's default"
+        );
     }
 
     #[test]
