@@ -1244,6 +1244,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn refill_counts_back_gtid_sequence_numbers_and_positions_round_trip() {
+        let c = MySqlConnector::new({
+            let mut c = MySqlConfig::new("mysql://u@h/", 9);
+            c.tables = vec!["a.b".into()];
+            c
+        })
+        .unwrap();
+        let at = |n| StartPosition::After(Scn::new(n));
+        assert_eq!(c.refill_start(Scn::new(106), None, 50), at(56));
+        assert_eq!(c.refill_start(Scn::new(10), None, 50), at(1));
+        assert_eq!(c.refill_start(Scn::new(10), None, 0), at(10));
+        let p = MySqlPosition {
+            gtid: "0-1-9".into(),
+            file: "mariadb-bin.000002".into(),
+            end_position: 812,
+        };
+        let opaque = p.to_position();
+        assert_eq!(
+            opaque.to_string(),
+            "end_position 812 file mariadb-bin.000002 gtid 0-1-9"
+        );
+        assert_eq!(MySqlPosition::from_position(&opaque).unwrap(), p);
+        let other = SourcePosition::new(serde_json::json!({ "lsn": "0/16B3748" }));
+        assert!(MySqlPosition::from_position(&other).is_err());
+    }
+
+    #[test]
     fn gtid_lists_parse() {
         assert_eq!(gtid_domains("0-1-5,1-2-9"), vec![0, 1]);
         assert_eq!(gtid_domains(""), Vec::<u32>::new());
