@@ -242,6 +242,9 @@ struct QuickstartArgs {
     /// client examples against them; Ctrl-C stops and cleans up.
     #[arg(long)]
     keep_running: bool,
+    /// The kind of source database to run the demo on.
+    #[arg(long, value_enum, default_value_t = quickstart::QuickstartSource::Mariadb)]
+    source: quickstart::QuickstartSource,
 }
 
 /// A duration as the configuration files write them (`30s`, `2m`, `1h 30m`, `500ms`): the same parser,
@@ -484,6 +487,7 @@ async fn run(command: Command) -> Result<u8> {
                     duration: args.duration,
                     pace: Duration::from_millis(150),
                     keep_running: args.keep_running,
+                    source: args.source,
                 },
                 shutdown_on_signal(),
             )
