@@ -92,25 +92,20 @@ pub fn render_effective(raw: &BootstrapConfig, listen: std::net::SocketAddr) -> 
     }
     let _ = writeln!(out, "interval = {}", q(&dur(r.interval)));
     if let Some(src) = &raw.source {
-        let _ = writeln!(out, "\n[source]");
-        let _ = writeln!(out, "name = {}", q(&src.name));
-        let _ = writeln!(out, "buffer_size = {}", q(&size(src.buffer_size.as_u64())));
-        let tables: Vec<String> = src
-            .tables
-            .iter()
-            .map(|t| {
-                format!(
-                    "{{ id = {}, name = {}, table = {} }}",
-                    t.id,
-                    q(&t.name),
-                    q(&t.table)
-                )
-            })
-            .collect();
-        let _ = writeln!(out, "tables = [{}]", tables.join(", "));
-        if let Some(connector) = &src.connector {
-            let _ = writeln!(out, "[source.connector]");
-            out.push_str(&crate::relay_cmd::connector_toml(connector));
+        // Serialized from the relay's source type, as `databus relay --print-config` prints it.
+        let source = toml::Value::try_from(src).map(|v| {
+            let mut table = toml::Table::new();
+            table.insert("source".to_owned(), v);
+            table
+        });
+        match source.and_then(|t| toml::to_string(&t)) {
+            Ok(text) => {
+                out.push('\n');
+                out.push_str(&text);
+            }
+            Err(e) => {
+                let _ = writeln!(out, "# cannot print [source]: {e}");
+            }
         }
     }
     let _ = writeln!(out, "\n[store]");

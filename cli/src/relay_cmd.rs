@@ -7,7 +7,6 @@ use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
 use crate::print_config::{duration as dur, q, size};
-use databus_http::redact_password;
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
@@ -47,63 +46,20 @@ pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> Stri
     let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
     crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
     crate::print_config::connections(&mut out, &h.connections);
-    for s in &raw.sources {
-        let _ = writeln!(out, "\n[[sources]]");
-        let _ = writeln!(out, "name = {}", q(&s.name));
-        if let Some(up) = &s.upstream {
-            let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
-            let mut fields = vec![
-                format!("url = {}", q(&redact_password(&up.url))),
-                format!("buffer = {}", q(&buffer)),
-            ];
-            if let Some(path) = &up.ca_cert {
-                fields.push(format!("ca_cert = {}", q(&path.display().to_string())));
-            }
-            if let Some(var) = &up.token_env {
-                fields.push(format!("token_env = {}", q(var)));
-            }
-            if let Some(path) = &up.token_file {
-                fields.push(format!("token_file = {}", q(&path.display().to_string())));
-            }
-            let _ = writeln!(out, "upstream = {{ {} }}", fields.join(", "));
-        }
-        let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size.as_u64())));
-        let _ = writeln!(out, "history_transactions = {}", s.history_transactions);
-        let _ = writeln!(out, "tables = [");
-        for t in &s.tables {
-            let _ = writeln!(
-                out,
-                "    {{ id = {}, name = {}, table = {} }},",
-                t.id,
-                q(&t.name),
-                q(&t.table)
-            );
-        }
-        let _ = writeln!(out, "]");
-        if let Some(connector) = &s.connector {
-            // Serialized from the connector's own type: every setting, defaults included, in the
-            // parser's units; the password only as where it comes from.
-            let _ = writeln!(out, "[sources.connector]");
-            out.push_str(&connector_toml(connector));
-        }
-    }
-    out
-}
-
-/// A connector's configuration as the body of a TOML table (nested tables inline).
-pub fn connector_toml(connector: &databus_connectors::ConnectorConfig) -> String {
-    let mut out = String::new();
-    match toml::Value::try_from(connector) {
-        Ok(toml::Value::Table(table)) => {
-            for (key, value) in table {
-                let _ = writeln!(out, "{key} = {value}");
-            }
-        }
-        Ok(other) => {
-            let _ = writeln!(out, "# unexpected connector configuration: {other}");
+    // The sources serialized from their own types (connector settings included, secrets only as
+    // where they come from, sizes and durations in the parser's units).
+    let sources = toml::Value::try_from(&raw.sources).map(|v| {
+        let mut table = toml::Table::new();
+        table.insert("sources".to_owned(), v);
+        table
+    });
+    match sources.and_then(|t| toml::to_string(&t)) {
+        Ok(text) => {
+            out.push('\n');
+            out.push_str(&text);
         }
         Err(e) => {
-            let _ = writeln!(out, "# cannot print the connector configuration: {e}");
+            let _ = writeln!(out, "# cannot print the sources: {e}");
         }
     }
     out

@@ -45,7 +45,7 @@ use databus_connectors::{ConnectorConfig, TableName};
 use databus_core::SourceId;
 use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::RelayError;
 
@@ -138,7 +138,7 @@ impl Default for HttpConfig {
 
 /// One physical source: a database connection and the tables captured from it, or (relay chaining)
 /// a buffer of another relay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A short name for this source, unique in the relay (`[A-Za-z0-9_-]`); used in URLs, metrics and the
@@ -149,30 +149,30 @@ pub struct SourceConfig {
     /// ([`ConnectorConfig`]; for MariaDB: `url`, `password_env`/`password_file`, `server_id`,
     /// `read_timeout`, `heartbeat_period`, `max_transaction_rows`, `reconnect`, …). The tables of
     /// `tables` are added to what it captures. Required unless `upstream` is set.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connector: Option<ConnectorConfig>,
     /// Relay chaining: follow a buffer of another relay instead of a database, preserving its SCNs,
     /// windows, heartbeats and schemas. Excludes `connector`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
     /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
     #[doc(hidden)]
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub url: Option<toml::Value>,
     /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
     #[doc(hidden)]
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub password_env: Option<toml::Value>,
     /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
     #[doc(hidden)]
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub password_file: Option<toml::Value>,
     /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
     #[doc(hidden)]
-    #[serde(default)]
+    #[serde(default, skip_serializing)]
     pub server_id: Option<toml::Value>,
     /// Byte capacity of this source's event buffer. Default 256 MiB.
-    #[serde(default = "default_buffer_size")]
+    #[serde(default = "default_buffer_size", serialize_with = "serialize_size")]
     pub buffer_size: ByteSize,
     /// History refill: on a restart, re-read this many transactions before the persisted SCN from the
     /// database's binlog (MariaDB SCNs are GTID sequence numbers, one per transaction), so that a
@@ -189,6 +189,24 @@ pub struct SourceConfig {
     pub before_images: bool,
     /// The tables captured, each mapped to a logical source id and name.
     pub tables: Vec<TableConfig>,
+}
+
+/// A size as the parser reads it, in the largest exact binary unit (`"512MiB"`).
+pub fn format_size(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&databus_connectors::redact_url(url))
+}
+
+fn serialize_size<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_size(size.as_u64()))
 }
 
 fn default_buffer_size() -> ByteSize {
@@ -227,29 +245,31 @@ impl SourceConfig {
 }
 
 /// The upstream relay of a chained source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The upstream relay's base URL, `http://host:port` or `https://host:port`.
+    /// The upstream relay's base URL, `http://host:port` or `https://host:port` (serialized with
+    /// any password in it masked).
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// The upstream buffer to follow. Default: this source's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<String>,
     /// PEM file of the CA (or self-signed certificate) of an `https` upstream; default the web PKI
     /// roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
     /// Environment variable holding the bearer token sent to the upstream. At most one of
     /// `token_env` and `token_file`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// File holding the bearer token sent to the upstream.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
 }
 
 /// One captured table, a logical source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// The logical source id events of this table carry; unique in the relay.
