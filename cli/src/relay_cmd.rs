@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-use crate::print_config::{duration as dur, q, size};
 
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
@@ -14,52 +13,19 @@ pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)
     crate::load_config(path, RelayConfig::from_toml, RelayConfig::validate)
 }
 
-/// The effective configuration as TOML: every default filled in, the listen override applied,
-/// passwords never shown (only where they come from).
+/// The effective configuration as TOML, serialized from the parsed configuration's own types (so it
+/// cannot drift from what was parsed): every default filled in, the listen override applied, sizes and
+/// durations in the units the parser reads, passwords and tokens never shown (only where they come
+/// from), a password written in a URL masked.
 pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> String {
+    let mut effective = raw.clone();
+    effective.http.listen = listen;
     let mut out =
         String::from("# effective relay configuration (defaults filled in, secrets redacted)\n");
-    let _ = writeln!(
-        out,
-        "state_dir = {}",
-        q(&raw.state_dir.display().to_string())
-    );
-    let h = &raw.http;
-    let _ = writeln!(out, "\n[http]");
-    let _ = writeln!(out, "listen = {}", q(&listen.to_string()));
-    let _ = writeln!(
-        out,
-        "max_response_bytes = {}",
-        q(&size(h.max_response_bytes.as_u64()))
-    );
-    let _ = writeln!(
-        out,
-        "default_response_bytes = {}",
-        q(&size(h.default_response_bytes.as_u64()))
-    );
-    let _ = writeln!(out, "max_wait = {}", q(&dur(h.max_wait)));
-    let _ = writeln!(
-        out,
-        "max_query_bytes = {}",
-        q(&size(h.max_query_bytes.as_u64()))
-    );
-    let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
-    crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
-    crate::print_config::connections(&mut out, &h.connections);
-    // The sources serialized from their own types (connector settings included, secrets only as
-    // where they come from, sizes and durations in the parser's units).
-    let sources = toml::Value::try_from(&raw.sources).map(|v| {
-        let mut table = toml::Table::new();
-        table.insert("sources".to_owned(), v);
-        table
-    });
-    match sources.and_then(|t| toml::to_string(&t)) {
-        Ok(text) => {
-            out.push('\n');
-            out.push_str(&text);
-        }
+    match toml::to_string(&effective) {
+        Ok(text) => out.push_str(&text),
         Err(e) => {
-            let _ = writeln!(out, "# cannot print the sources: {e}");
+            let _ = writeln!(out, "# cannot print the configuration: {e}");
         }
     }
     out

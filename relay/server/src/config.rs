@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use crate::RelayError;
 
 /// The whole relay configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Directory for the relay's small persisted state (the last SCN of each source). Created if missing.
@@ -63,23 +63,23 @@ pub struct RelayConfig {
 }
 
 /// The HTTP server and its bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:11140`; the CLI's `--listen` overrides it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The largest byte budget a `stream` request may ask for (`max_bytes`). Default 16 MiB.
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(default = "default_max_response_bytes", serialize_with = "serialize_size")]
     pub max_response_bytes: ByteSize,
     /// The byte budget of a `stream` request that does not set `max_bytes`. Default 1 MiB.
-    #[serde(default = "default_response_bytes")]
+    #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
     pub default_response_bytes: ByteSize,
     /// The longest long-poll wait a `stream` request may ask for (`wait_ms`). Default 30 s.
     #[serde(default = "default_max_wait", with = "humantime_serde")]
     pub max_wait: Duration,
     /// The longest accepted query string. Default 8 KiB.
-    #[serde(default = "default_max_query_bytes")]
+    #[serde(default = "default_max_query_bytes", serialize_with = "serialize_size")]
     pub max_query_bytes: ByteSize,
     /// The most `stream` requests served at once (long polls included); more get 503 `overloaded`.
     /// Default 1024.
@@ -87,12 +87,12 @@ pub struct HttpConfig {
     pub max_concurrent_streams: usize,
     /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
     /// HTTP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
     /// several tokens for rotation; `open_metrics = true` leaves `/metrics` open). Default: no
     /// authentication.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
     /// `[http.connections]`: the most connections held, how long a client has to send a request's
     /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
