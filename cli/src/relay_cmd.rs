@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)> {

@@ -112,9 +112,8 @@ fn print_config_fills_defaults_and_redacts_secrets() {
     assert!(printed.contains("buffer_size = \"256MiB\""), "{printed}");
     assert!(printed.contains("max_wait = \"30s\""), "{printed}");
     assert!(
-        printed.contains(
-            "[http.connections]\nmax_connections = 1024\nheader_read_timeout = \"10s\""
-        ),
+        printed
+            .contains("[http.connections]\nmax_connections = 1024\nheader_read_timeout = \"10s\""),
         "{printed}"
     );
     // The printed configuration is itself a valid configuration.

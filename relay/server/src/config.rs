@@ -70,7 +70,10 @@ pub struct HttpConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The largest byte budget a `stream` request may ask for (`max_bytes`). Default 16 MiB.
-    #[serde(default = "default_max_response_bytes", serialize_with = "serialize_size")]
+    #[serde(
+        default = "default_max_response_bytes",
+        serialize_with = "serialize_size"
+    )]
     pub max_response_bytes: ByteSize,
     /// The byte budget of a `stream` request that does not set `max_bytes`. Default 1 MiB.
     #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
