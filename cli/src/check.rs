@@ -31,6 +31,30 @@ pub fn connector_config(
     }
 }
 
+/// The connector configurations of a validated relay configuration (secrets resolved): its source
+/// named `only`, or every database source.
+pub fn sources_of(
+    config: &databus_relay::ValidatedConfig,
+    only: Option<&str>,
+) -> Result<Vec<ConnectorConfig>, UsageError> {
+    let picked: Vec<ConnectorConfig> = config
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|name| s.name == name))
+        .filter_map(|s| match &s.origin {
+            databus_relay::config::Origin::Connector(c) => Some(c.clone()),
+            databus_relay::config::Origin::Relay { .. } => None,
+        })
+        .collect();
+    if picked.is_empty() {
+        return Err(UsageError(match only {
+            Some(name) => format!("--source {name:?}: no database source of that name in --config"),
+            None => "--config has no database source ([sources.connector])".into(),
+        }));
+    }
+    Ok(picked)
+}
+
 /// Runs the connector's checks of the source.
 pub async fn check(config: &ConnectorConfig) -> Result<Vec<SourceCheck>> {
     config

@@ -225,6 +225,35 @@ fn check_source_passes_a_good_server() {
     // A server that is not there is a runtime error, not a failed check.
     let out = run(databus().args(["check-source", "--url", "mysql://root@127.0.0.1:1"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // The sources of a relay configuration, each with its connector's own settings.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = {:?}\n[[sources]]\nname = \"shop\"\ntables = [{{ id = 1, name = \"t\", table = \"shop.t\" }}]\n\
+             [sources.connector]\nkind = \"mariadb\"\nurl = {bare:?}\npassword_env = \"CHECK_PW\"\nserver_id = 1001\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(databus()
+        .arg("check-source")
+        .arg("--config")
+        .arg(&path)
+        .args(["--source", "shop"])
+        .env("CHECK_PW", "pw-secret"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("the source is ready"), "{stdout}");
+    assert!(!stdout.contains("pw-secret"), "{stdout}");
+    let out = run(databus()
+        .arg("check-source")
+        .arg("--config")
+        .arg(&path)
+        .args(["--source", "nope"])
+        .env("CHECK_PW", "pw-secret"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]
