@@ -139,6 +139,20 @@ fn the_bootstrap_example_config_parses() {
     assert!(printed.contains("max_pins = 1000"), "{printed}");
     assert!(printed.contains("idle_timeout = \"1m\""), "{printed}");
     assert!(!printed.contains("example-secret"), "{printed}");
+    // Serialized from the configuration's types: it parses back to itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("printed.toml");
+    std::fs::write(&path, &printed).unwrap();
+    let again = run(databus()
+        .args(["bootstrap", "all", "--print-config", "--config"])
+        .arg(&path)
+        .env("SEED_PASSWORD", "example-secret"));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout),
+        printed,
+        "a fixed point of --print-config"
+    );
 }
 
 #[test]

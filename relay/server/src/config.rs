@@ -767,6 +767,19 @@ max_transaction_rows = 5000
     }
 
     #[test]
+    fn sizes_print_in_the_units_the_parser_reads() {
+        for (n, text) in [
+            (4 << 20, "4MiB"),
+            (1500, "1500B"),
+            (3 << 30, "3GiB"),
+            (2048, "2KiB"),
+        ] {
+            assert_eq!(format_size(n), text);
+            assert_eq!(text.parse::<ByteSize>().unwrap().as_u64(), n);
+        }
+    }
+
+    #[test]
     fn the_old_flat_database_fields_are_refused_with_the_rewrite() {
         let text = r#"
 state_dir = "s"
