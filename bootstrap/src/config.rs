@@ -41,7 +41,7 @@ use std::time::Duration;
 use bytesize::ByteSize;
 use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::BootstrapError;
 use crate::applier::ApplierSettings;
@@ -50,13 +50,13 @@ use crate::retention::RetentionSettings;
 use crate::serve::ServeSettings;
 
 /// The whole file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BootstrapConfig {
     /// The bootstrap database file (created if missing).
     pub db_path: PathBuf,
     /// The relay the producer copies (required for the producer and the seed).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelaySection>,
     /// The HTTP server.
     #[serde(default)]
@@ -68,7 +68,7 @@ pub struct BootstrapConfig {
     #[serde(default)]
     pub retention: RetentionSection,
     /// Seeding from the source database.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<SeedSection>,
     /// When `/health` reports the roles as not ok.
     #[serde(default)]
@@ -79,12 +79,12 @@ pub struct BootstrapConfig {
     /// The source database the producer fills relay gaps from: the relay's `[[sources]]` entry for
     /// this buffer (same fields, parsed and validated by the relay's code), with its own `server_id`.
     /// Optional: without it a producer that fell off the relay is blocked until re-seeded.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<databus_relay::config::SourceConfig>,
 }
 
 /// `[store]`: how the bootstrap database is written.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreSection {
     /// SQLite's `synchronous`: `"normal"` (default; a commit survives a crash of the process, the last
@@ -95,7 +95,7 @@ pub struct StoreSection {
 }
 
 /// SQLite's `synchronous` setting of the bootstrap database.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Synchronous {
     /// `NORMAL`: durable across process crashes.
@@ -106,7 +106,7 @@ pub enum Synchronous {
 }
 
 /// `[health]`: when `/health` answers `503` (see [`crate::health`]).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
     /// A producer not at the relay's newest window (an applier not at the log's last) for longer than
@@ -135,29 +135,29 @@ impl Default for HealthSection {
 }
 
 /// `[relay]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelaySection {
     /// `http://host:port` of the relay.
     pub url: String,
     /// The relay buffer to copy; optional when the relay has one.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<String>,
     /// Bytes per relay response.
-    #[serde(default = "default_relay_bytes")]
+    #[serde(default = "default_relay_bytes", serialize_with = "serialize_size")]
     pub max_bytes: ByteSize,
     /// Long-poll wait per request.
     #[serde(default = "default_wait", with = "humantime_serde")]
     pub wait: Duration,
     /// PEM file of the CA (or self-signed certificate) of an `https` relay; default the web PKI roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
     /// Environment variable holding the bearer token sent to the relay. At most one of `token_env`
     /// and `token_file`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// File holding the bearer token sent to the relay.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
 }
 
@@ -169,7 +169,7 @@ fn default_wait() -> Duration {
 }
 
 /// `[http]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSection {
     /// Listen address.
@@ -187,10 +187,13 @@ pub struct HttpSection {
     #[serde(default = "default_pin_max_age", with = "humantime_serde")]
     pub pin_max_age: Duration,
     /// Response budget when the request gives none.
-    #[serde(default = "default_response_bytes")]
+    #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
     pub default_response_bytes: ByteSize,
     /// Largest `max_bytes` accepted.
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(
+        default = "default_max_response_bytes",
+        serialize_with = "serialize_size"
+    )]
     pub max_response_bytes: ByteSize,
     /// The most bootstraps in progress (retention pins, one per start SCN); a bootstrap that would add
     /// one more gets `503 overloaded`. Default 1000.
@@ -202,11 +205,11 @@ pub struct HttpSection {
     pub max_concurrent_streams: usize,
     /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
     /// HTTP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
     /// several tokens for rotation; `open_metrics`). Default: no authentication.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
     /// `[http.connections]`: the most connections held, how long a client has to send a request's
     /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
@@ -259,7 +262,7 @@ impl Default for HttpSection {
 }
 
 /// `[applier]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApplierSection {
     /// Windows per transaction at most.
@@ -294,14 +297,18 @@ impl Default for ApplierSection {
 }
 
 /// `[retention]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionSection {
     /// Windows committed longer ago than this are trimmed.
     #[serde(default = "default_max_age", with = "humantime_serde")]
     pub max_age: Option<Duration>,
     /// The log is kept under this size.
-    #[serde(default)]
+    #[serde(
+        default,
+        serialize_with = "serialize_opt_size",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub max_bytes: Option<ByteSize>,
     /// How often the cleaner runs.
     #[serde(default = "default_interval", with = "humantime_serde")]
@@ -326,19 +333,20 @@ impl Default for RetentionSection {
 }
 
 /// `[seed]`.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSection {
     /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A
     /// password may be written in the URL, but `password_env` or `password_file` keep it out of the
     /// file.
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Environment variable holding the password of `url`'s user. At most one of `password_env`
     /// and `password_file`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_env: Option<String>,
     /// File holding that password (trailing newline ignored).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Rows per chunk.
     #[serde(default = "default_chunk_rows")]
@@ -485,9 +493,9 @@ impl BootstrapConfig {
             .validate_with_env(env)
             .map_err(|e| BootstrapError::Config(format!("[source]: {e}")))?;
         let source = validated.sources.remove(0);
-        if !matches!(source.origin, databus_relay::config::Origin::MySql { .. }) {
+        if !matches!(source.origin, databus_relay::config::Origin::Connector(_)) {
             return Err(BootstrapError::Config(
-                "[source]: give the database (url, server_id, password_env), not upstream".into(),
+                "[source]: give the database ([source.connector]), not upstream".into(),
             ));
         }
         Ok(Some(crate::gap::GapSource { source }))
@@ -634,6 +642,24 @@ impl BootstrapConfig {
     }
 }
 
+fn serialize_size<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&databus_relay::config::format_size(size.as_u64()))
+}
+
+fn serialize_opt_size<S: serde::Serializer>(
+    size: &Option<ByteSize>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match size {
+        Some(size) => serialize_size(size, s),
+        None => s.serialize_none(),
+    }
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_password(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -757,7 +783,7 @@ auth = { tokens_env = "BS_T", open_metrics = true }
 
     #[test]
     fn source_is_the_relays_entry_validated_by_the_relays_code() {
-        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[source]\nname = \"shop\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\nbuffer_size = \"2MiB\"\ntables = [{ id = 1, name = \"orders\", table = \"shop.orders\" }]\n";
+        let text = "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[source]\nname = \"shop\"\nbuffer_size = \"2MiB\"\ntables = [{ id = 1, name = \"orders\", table = \"shop.orders\" }]\n[source.connector]\nkind = \"mariadb\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n";
         let env = |v: &str| (v == "SRC_PW").then(|| "s3cret".to_owned());
         let v = BootstrapConfig::from_toml(text)
             .unwrap()
@@ -774,7 +800,7 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             .to_string();
         assert!(err.contains("[source]") && err.contains("SRC_PW"), "{err}");
         let chained = text.replace(
-            "url = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n",
+            "[source.connector]\nkind = \"mariadb\"\nurl = \"mysql://repl@db:3306/\"\npassword_env = \"SRC_PW\"\nserver_id = 7\n",
             "upstream = { url = \"http://127.0.0.1:2\" }\n",
         );
         let err = BootstrapConfig::from_toml(&chained)

@@ -24,9 +24,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use databus_buffer::{BufferConfig, ReadError, event_buffer};
-use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+use databus_connectors::AnySourceConnector;
 use databus_core::{Checkpoint, Scn};
-use databus_relay::config::{Origin, ValidatedSource, url_with_password};
+use databus_relay::config::{Origin, ValidatedSource};
 use databus_relay::ingest::{IngestParts, run_ingest};
 use databus_relay::state::StateFile;
 use databus_serde_formats::SchemaRegistry;
@@ -49,27 +49,15 @@ pub struct GapSource {
 }
 
 impl GapSource {
-    fn connector(&self) -> Result<MySqlConnector, BootstrapError> {
-        let Origin::MySql {
-            url,
-            password,
-            server_id,
-        } = &self.source.origin
-        else {
+    fn connector(&self) -> Result<AnySourceConnector, BootstrapError> {
+        let Origin::Connector(connector) = &self.source.origin else {
             return Err(BootstrapError::Config(
-                "source: give the database (url, server_id), not an upstream relay".into(),
+                "source: give the database ([source.connector]), not an upstream relay".into(),
             ));
         };
-        let url = url_with_password(url, password.as_ref())
-            .map_err(|e| BootstrapError::Config(format!("source: {e}")))?;
-        let mut mysql = MySqlConfig::new(url, *server_id);
-        mysql.tables = self
-            .source
-            .tables
-            .iter()
-            .map(|t| format!("{}.{}", t.database, t.table))
-            .collect();
-        MySqlConnector::new(mysql).map_err(|e| BootstrapError::Config(format!("source: {e}")))
+        connector
+            .build()
+            .map_err(|e| BootstrapError::Config(format!("source: {e}")))
     }
 }
 

@@ -1,35 +1,34 @@
 //! Seeding: loads the captured tables' current rows into the SNAPSHOT store at an exact SCN, so a new
-//! replica gets rows that never changed since the relay started. MariaDB only.
+//! replica gets rows that never changed since the relay started.
 //!
-//! 1. `START TRANSACTION WITH CONSISTENT SNAPSHOT` (InnoDB, lock-free), then
-//!    `SHOW STATUS LIKE 'binlog_snapshot_%'` gives the binlog file and position the snapshot sees;
-//!    `BINLOG_GTID_POS(file, pos)` maps it to a GTID, whose sequence number is the SCN (the connector's
-//!    SCN, see `databus_connectors::mysql`).
-//! 2. Each table is read in primary-key order, in chunks (`WHERE (pk) > (last) ORDER BY pk LIMIT n`),
-//!    rows encoded exactly as the relay encodes them (the schema registry's encoder, `event_key`), and
-//!    each chunk stored with the seed's progress in one transaction.
-//! 3. When every table is loaded, `finish_seed(scn)`: the snapshot is at that SCN and the producer
+//! The source knowledge lives in the connector: a [`databus_connectors::Snapshot`] (for MariaDB,
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` at an exact binlog position) gives the SCN of the last
+//! transaction it includes, each table's schema exactly as the stream gives it (same schema id) and
+//! the rows in chunks, converted exactly as the stream converts row images. This module only
+//! orchestrates:
+//!
+//! 1. open the snapshot; its SCN is the seed's;
+//! 2. each table chunk by chunk: rows encoded exactly as the relay encodes them (the schema registry's
+//!    encoder, `event_key`), each chunk stored with the seed's progress (the connector's chunk cursor)
+//!    in one transaction, a progress tick after each;
+//! 3. when every table is loaded, `finish_seed(scn)`: the snapshot is at that SCN and the producer
 //!    starts the log right after it.
 //!
 //! A crashed seed resumes after the last chunk stored, under a new consistent snapshot at `S' >= S`;
 //! rows read from then on carry `S'`. The seed still finishes at the first snapshot's `S`, so the log
 //! replays every change after `S`: a row stored at `S` then changed is corrected by the applier, and
 //! rows read at `S'` are never overwritten by older log events (the greater SCN wins).
-//!
-//! The table schema is derived from `information_schema` the way the binlog connector derives it from
-//! table maps (same column types, lengths, nullability and primary key), so the schema id matches the
-//! relay's. Unsupported: MariaDB JSON columns are seeded as text (the relay sees them as JSON, so the
-//! schema id differs for such tables), spatial types.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use databus_core::{EventBuilder, Opcode, Scn, SourceId};
-use databus_serde_formats::{
-    Column, ColumnType, RegisteredSchema, SchemaRegistry, TableSchema, Value, event_key,
+use databus_connectors::mysql::MySqlConfig;
+use databus_connectors::{
+    AnySnapshot, ChunkCursor, ConnectorConfig, ConnectorError, Snapshot, SnapshotSource, TableName,
 };
-use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row};
+use databus_core::{EventBuilder, Opcode, Scn, SourceId};
+use databus_serde_formats::model::Row;
+use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema, event_key};
 use serde::{Deserialize, Serialize};
 
 use crate::BootstrapError;
@@ -49,7 +48,7 @@ pub struct SeedTable {
 /// What to seed and how.
 #[derive(Debug, Clone)]
 pub struct SeedSettings {
-    /// `mysql://user:password@host:port/`.
+    /// `mysql://user:password@host:port/` of the source (a MariaDB connector's snapshot).
     pub url: String,
     /// The tables, in the order they are loaded.
     pub tables: Vec<SeedTable>,
@@ -161,357 +160,29 @@ impl std::fmt::Display for SeedTick<'_> {
 struct Token {
     /// Index of the table being loaded.
     table: usize,
-    /// The last primary key loaded in it.
-    after: Option<Vec<serde_json::Value>>,
+    /// Where the next chunk of it starts (the connector's cursor: for MariaDB the last primary key
+    /// loaded, as earlier versions stored it).
+    after: Option<ChunkCursor>,
 }
 
-fn err(what: &str) -> impl Fn(mysql_async::Error) -> BootstrapError + '_ {
-    move |e| BootstrapError::Seed(format!("{what}: {e}"))
+fn seed_error(e: ConnectorError) -> BootstrapError {
+    BootstrapError::Seed(e.to_string())
 }
 
-fn quote(ident: &str) -> String {
-    format!("`{}`", ident.replace('`', "``"))
+fn table_name(t: &SeedTable) -> TableName {
+    TableName::new(&t.database, &t.table)
 }
 
-/// Derives a table's schema from `information_schema`, as the binlog connector derives it.
-async fn table_schema(
-    conn: &mut Conn,
-    db: &str,
-    table: &str,
-) -> Result<TableSchema, BootstrapError> {
-    type ColRow = (
-        String,
-        String,
-        String,
-        String,
-        Option<u64>,
-        Option<u64>,
-        Option<u64>,
-        Option<u64>,
-        Option<u64>,
-        String,
-    );
-    let rows: Vec<ColRow> = conn
-        .exec(
-            "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, \
-             CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, \
-             COALESCE(CHARACTER_SET_NAME, '') \
-             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
+/// The snapshot side of the source at `url` (a MariaDB server: the only kind `[seed]` names today).
+async fn open_snapshot(url: &str) -> Result<AnySnapshot, BootstrapError> {
+    // Only the connection settings of the config matter to a snapshot.
+    let config = ConnectorConfig::MariaDb(MySqlConfig::new(url, 1));
+    config
+        .snapshot_source()
+        .map_err(|e| BootstrapError::Config(format!("seed url: {e}")))?
+        .open()
         .await
-        .map_err(err("read information_schema.COLUMNS"))?;
-    if rows.is_empty() {
-        return Err(BootstrapError::Seed(format!(
-            "table {db}.{table} does not exist or is not visible to the seed user; grant SELECT on it"
-        )));
-    }
-    let mut columns = Vec::new();
-    for (
-        name,
-        data_type,
-        column_type,
-        nullable,
-        max_chars,
-        octets,
-        precision,
-        scale,
-        fsp,
-        charset,
-    ) in rows
-    {
-        let unsigned = column_type.contains("unsigned");
-        let binary = charset.is_empty() || charset == "binary";
-        let text = |limit: Option<u64>| {
-            if binary {
-                ColumnType::Bytes {
-                    max_bytes: limit.map(|l| l as u32),
-                }
-            } else {
-                ColumnType::Text {
-                    max_chars: limit.map(|l| l as u32),
-                }
-            }
-        };
-        let ty = match data_type.as_str() {
-            "tinyint" => ColumnType::TinyInt { unsigned },
-            "smallint" => ColumnType::SmallInt { unsigned },
-            "mediumint" => ColumnType::MediumInt { unsigned },
-            "int" => ColumnType::Int { unsigned },
-            "bigint" => ColumnType::BigInt { unsigned },
-            "decimal" => ColumnType::Decimal {
-                precision: precision.unwrap_or(10) as u8,
-                scale: scale.unwrap_or(0) as u8,
-            },
-            "float" => ColumnType::Float,
-            "double" => ColumnType::Double,
-            "date" => ColumnType::Date,
-            "time" => ColumnType::Time {
-                fsp: fsp.unwrap_or(0) as u8,
-            },
-            "datetime" => ColumnType::DateTime {
-                fsp: fsp.unwrap_or(0) as u8,
-            },
-            "timestamp" => ColumnType::Timestamp {
-                fsp: fsp.unwrap_or(0) as u8,
-            },
-            "year" => ColumnType::Year,
-            "varchar" | "char" => text(max_chars),
-            "varbinary" | "binary" => ColumnType::Bytes {
-                max_bytes: octets.map(|l| l as u32),
-            },
-            "tinytext" | "text" | "mediumtext" | "longtext" => text(None),
-            "tinyblob" | "blob" | "mediumblob" | "longblob" => {
-                ColumnType::Bytes { max_bytes: None }
-            }
-            "enum" | "set" => {
-                let inner = column_type
-                    .strip_prefix(&format!("{data_type}("))
-                    .and_then(|s| s.strip_suffix(')'))
-                    .unwrap_or("");
-                let values: Vec<String> = inner
-                    .split("','")
-                    .map(|v| v.trim_matches('\'').replace("''", "'"))
-                    .collect();
-                if data_type == "enum" {
-                    ColumnType::Enum { values }
-                } else {
-                    ColumnType::Set { members: values }
-                }
-            }
-            "bit" => ColumnType::Bit {
-                width: precision.unwrap_or(1) as u8,
-            },
-            "json" => ColumnType::Json,
-            other => {
-                return Err(BootstrapError::Seed(format!(
-                    "column {db}.{table}.{name} has type {other}, which seeding does not support"
-                )));
-            }
-        };
-        columns.push(Column {
-            name,
-            column_type: ty,
-            nullable: nullable == "YES",
-        });
-    }
-    let pk: Vec<String> = conn
-        .exec(
-            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
-             AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-            (db, table),
-        )
-        .await
-        .map_err(err("read information_schema.KEY_COLUMN_USAGE"))?;
-    if pk.is_empty() {
-        return Err(BootstrapError::Seed(format!(
-            "table {db}.{table} has no primary key; seeding reads in primary-key order (add one)"
-        )));
-    }
-    let primary_key = pk
-        .iter()
-        .map(|n| columns.iter().position(|c| &c.name == n))
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| {
-            BootstrapError::Seed(format!("primary key of {db}.{table} names unknown columns"))
-        })?;
-    Ok(TableSchema {
-        database: db.into(),
-        table: table.into(),
-        columns,
-        primary_key,
-    })
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = if y >= 0 { y } else { y - 399 } / 400;
-    let yoe = y - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Converts one binary-protocol value to the model value of `ty`.
-fn convert(ty: &ColumnType, v: mysql_async::Value, col: &str) -> Result<Value, BootstrapError> {
-    use mysql_async::Value as M;
-    let bad =
-        |v: &M| BootstrapError::Seed(format!("column {col}: unexpected value {v:?} for {ty:?}"));
-    let text = |b: Vec<u8>| {
-        String::from_utf8(b).map_err(|_| BootstrapError::Seed(format!("column {col}: not UTF-8")))
-    };
-    Ok(match (ty, v) {
-        (_, M::NULL) => Value::Null,
-        (
-            ColumnType::TinyInt { unsigned }
-            | ColumnType::SmallInt { unsigned }
-            | ColumnType::MediumInt { unsigned }
-            | ColumnType::Int { unsigned }
-            | ColumnType::BigInt { unsigned },
-            v,
-        ) => match (v, unsigned) {
-            (M::Int(i), false) => Value::Int(i),
-            (M::Int(i), true) => Value::UInt(i as u64),
-            (M::UInt(u), true) => Value::UInt(u),
-            (M::UInt(u), false) => Value::Int(u as i64),
-            (v, _) => return Err(bad(&v)),
-        },
-        (ColumnType::Year, M::Int(i)) => Value::Int(i),
-        (ColumnType::Year, M::UInt(u)) => Value::Int(u as i64),
-        (ColumnType::Decimal { .. }, M::Bytes(b)) => Value::Decimal(text(b)?),
-        (ColumnType::Float, M::Float(f)) => Value::Float(f),
-        (ColumnType::Float, M::Double(f)) => Value::Float(f as f32),
-        (ColumnType::Double, M::Double(f)) => Value::Double(f),
-        (ColumnType::Double, M::Float(f)) => Value::Double(f64::from(f)),
-        (ColumnType::Date, M::Date(y, m, d, ..)) => Value::Date {
-            year: y,
-            month: m,
-            day: d,
-        },
-        (ColumnType::DateTime { .. }, M::Date(year, month, day, hour, minute, second, micros)) => {
-            Value::DateTime {
-                year,
-                month,
-                day,
-                hour,
-                minute,
-                second,
-                micros,
-            }
-        }
-        (ColumnType::Timestamp { .. }, M::Date(y, mo, d, h, mi, s, us)) => {
-            // The session runs in UTC (set in `seed`).
-            if y == 0 {
-                Value::Timestamp(0)
-            } else {
-                let days = days_from_civil(i64::from(y), i64::from(mo), i64::from(d));
-                let secs = days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
-                Value::Timestamp(secs * 1_000_000 + i64::from(us))
-            }
-        }
-        (ColumnType::Time { .. }, M::Time(negative, days, h, m, s, us)) => Value::Time {
-            negative,
-            micros: ((u64::from(days) * 24 + u64::from(h)) * 3600
-                + u64::from(m) * 60
-                + u64::from(s))
-                * 1_000_000
-                + u64::from(us),
-        },
-        (ColumnType::Text { .. }, M::Bytes(b)) => Value::Text(text(b)?),
-        (ColumnType::Json, M::Bytes(b)) => Value::Json(text(b)?),
-        (ColumnType::Bytes { .. }, M::Bytes(b)) => Value::Bytes(b),
-        (ColumnType::Enum { values }, M::Bytes(b)) => {
-            let s = text(b)?;
-            Value::Enum(
-                values
-                    .iter()
-                    .position(|v| *v == s)
-                    .map_or(0, |i| i as u16 + 1),
-            )
-        }
-        (ColumnType::Set { members }, M::Bytes(b)) => {
-            let s = text(b)?;
-            let mut mask = 0u64;
-            for part in s.split(',').filter(|p| !p.is_empty()) {
-                if let Some(i) = members.iter().position(|m| m == part) {
-                    mask |= 1 << i;
-                }
-            }
-            Value::Set(mask)
-        }
-        (ColumnType::Bit { .. }, M::Bytes(b)) => {
-            Value::Bit(b.iter().fold(0u64, |acc, x| (acc << 8) | u64::from(*x)))
-        }
-        (ColumnType::Bit { .. }, M::UInt(u)) => Value::Bit(u),
-        (ColumnType::Bit { .. }, M::Int(i)) => Value::Bit(i as u64),
-        (_, v) => return Err(bad(&v)),
-    })
-}
-
-fn pk_json(v: &mysql_async::Value) -> serde_json::Value {
-    use mysql_async::Value as M;
-    match v {
-        M::Int(i) => serde_json::json!(i),
-        M::UInt(u) => serde_json::json!(u),
-        M::Bytes(b) => serde_json::json!({ "b": b }),
-        other => serde_json::json!({ "s": other.as_sql(true) }),
-    }
-}
-
-fn pk_param(v: &serde_json::Value) -> mysql_async::Value {
-    use mysql_async::Value as M;
-    if let Some(i) = v.as_i64() {
-        return M::Int(i);
-    }
-    if let Some(u) = v.as_u64() {
-        return M::UInt(u);
-    }
-    if let Some(b) = v
-        .get("b")
-        .and_then(|b| serde_json::from_value::<Vec<u8>>(b.clone()).ok())
-    {
-        return M::Bytes(b);
-    }
-    // Other key types travel as their SQL literal text, compared by the server.
-    M::Bytes(
-        v.get("s")
-            .and_then(|s| s.as_str())
-            .unwrap_or("")
-            .trim_matches('\'')
-            .as_bytes()
-            .to_vec(),
-    )
-}
-
-/// Opens the consistent snapshot; returns its SCN.
-async fn open_snapshot(conn: &mut Conn) -> Result<Scn, BootstrapError> {
-    conn.query_drop("SET SESSION time_zone = '+00:00'")
-        .await
-        .map_err(err("set time_zone"))?;
-    conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .await
-        .map_err(err("set isolation level"))?;
-    conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT")
-        .await
-        .map_err(err("start a consistent snapshot"))?;
-    let status: Vec<(String, String)> = conn
-        .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-        .await
-        .map_err(err("read binlog_snapshot_* status"))?;
-    let get = |name: &str| {
-        status
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    let (Some(file), Some(pos)) = (get("binlog_snapshot_file"), get("binlog_snapshot_position"))
-    else {
-        return Err(BootstrapError::Seed(
-            "SHOW STATUS has no binlog_snapshot_file/position: enable the binary log (log_bin) on the source".into(),
-        ));
-    };
-    let gtid: Option<Option<String>> = conn
-        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file.clone(), pos.clone()))
-        .await
-        .map_err(err("BINLOG_GTID_POS"))?;
-    let gtid = gtid.flatten().unwrap_or_default();
-    let mut seqs = gtid.split(',').filter(|g| !g.trim().is_empty()).map(|g| {
-        g.trim()
-            .rsplit('-')
-            .next()
-            .and_then(|s| s.parse::<u64>().ok())
-    });
-    let scn = match (seqs.next(), seqs.next()) {
-        (None, _) => Scn::ZERO,
-        (Some(Some(seq)), None) => Scn::new(seq),
-        _ => {
-            return Err(BootstrapError::Seed(format!(
-                "binlog position {file}:{pos} maps to GTID list {gtid:?}; seeding supports one GTID domain \
-                 (like the connector)"
-            )));
-        }
-    };
-    Ok(scn)
+        .map_err(seed_error)
 }
 
 /// A table being read: what the encoder needs to turn its rows into events.
@@ -519,11 +190,11 @@ struct TableCtx {
     index: usize,
     source: SourceId,
     name: String,
-    schema: TableSchema,
+    schema: Arc<TableSchema>,
     registered: RegisteredSchema,
 }
 
-/// A chunk read from the source, on its way to the encoder.
+/// A chunk read from the source (rows converted by the connector), on its way to the encoder.
 struct RawChunk {
     table: Arc<TableCtx>,
     rows: Vec<Row>,
@@ -542,10 +213,10 @@ struct EncodedChunk {
 /// while the next waits in the channel.
 const CHANNEL_CHUNKS: usize = 1;
 
-/// Reads every table in primary-key order from the consistent snapshot, chunk by chunk, sending
-/// each chunk to the encoder; ends the snapshot when done (or when the encoder went away).
+/// Reads every table from the consistent snapshot, chunk by chunk, sending each chunk to the
+/// encoder; ends the snapshot when done (or when the encoder went away).
 async fn read_tables(
-    mut conn: Conn,
+    mut snapshot: AnySnapshot,
     store: Arc<dyn BootstrapStore>,
     tables: Vec<SeedTable>,
     chunk: usize,
@@ -555,7 +226,8 @@ async fn read_tables(
     let registry = SchemaRegistry::in_memory();
     while token.table < tables.len() {
         let t = &tables[token.table];
-        let schema = table_schema(&mut conn, &t.database, &t.table).await?;
+        let name = table_name(t);
+        let schema = snapshot.schema(&name).await.map_err(seed_error)?;
         let registered = registry.register(&schema).map_err(|e| {
             BootstrapError::Seed(format!("schema of {}.{}: {e}", t.database, t.table))
         })?;
@@ -569,78 +241,40 @@ async fn read_tables(
         tokio::task::spawn_blocking(move || s.put_schema(&stored))
             .await
             .map_err(|e| BootstrapError::Storage(format!("seed schema task failed: {e}")))??;
-        let cols: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-        let pk_cols: Vec<String> = schema
-            .primary_key
-            .iter()
-            .map(|&i| quote(&schema.columns[i].name))
-            .collect();
-        let pk_list = pk_cols.join(", ");
-        let placeholders = vec!["?"; pk_cols.len()].join(", ");
-        let from = format!("{}.{}", quote(&t.database), quote(&t.table));
-        let first_sql = format!(
-            "SELECT {} FROM {from} ORDER BY {pk_list} LIMIT {chunk}",
-            cols.join(", ")
-        );
-        let next_sql = format!(
-            "SELECT {} FROM {from} WHERE ({pk_list}) > ({placeholders}) ORDER BY {pk_list} LIMIT {chunk}",
-            cols.join(", ")
-        );
-        let first_stmt = conn.prep(&first_sql).await.map_err(err("prepare a read"))?;
-        let next_stmt = conn.prep(&next_sql).await.map_err(err("prepare a read"))?;
         let ctx = Arc::new(TableCtx {
             index: token.table,
             source: t.source,
-            name: format!("{}.{}", t.database, t.table),
+            name: name.to_string(),
             schema,
             registered,
         });
         loop {
-            let rows: Vec<Row> = match &token.after {
-                None => conn.exec(&first_stmt, ()).await,
-                Some(after) => {
-                    conn.exec(&next_stmt, after.iter().map(pk_param).collect::<Vec<_>>())
-                        .await
-                }
-            }
-            .map_err(err("read a chunk"))?;
-            let n = rows.len();
-            if let Some(last) = rows.last() {
-                let pk = ctx
-                    .schema
-                    .primary_key
-                    .iter()
-                    .map(|&i| {
-                        last.as_ref(i).map(pk_json).ok_or_else(|| {
-                            BootstrapError::Seed(format!("a row of {} has no column {i}", ctx.name))
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                token.after = Some(pk);
-            }
-            if n < chunk {
+            let read = snapshot
+                .read_chunk(&name, token.after.as_ref(), chunk)
+                .await
+                .map_err(seed_error)?;
+            let done = read.next.is_none();
+            if done {
                 token.table += 1;
                 token.after = None;
+            } else {
+                token.after = read.next;
             }
             let raw = RawChunk {
                 table: ctx.clone(),
-                rows,
+                rows: read.rows,
                 token: token.clone(),
             };
             if tx.send(raw).await.is_err() {
                 // The encoder stopped; its error is reported by the caller.
                 return Ok(());
             }
-            if n < chunk {
+            if done {
                 break;
             }
         }
     }
-    conn.query_drop("COMMIT")
-        .await
-        .map_err(err("end the snapshot"))?;
-    let _ = conn.disconnect().await;
-    Ok(())
+    snapshot.close().await.map_err(seed_error)
 }
 
 /// Turns raw rows into stored events, exactly as the relay encodes them (runs on its own thread).
@@ -672,13 +306,7 @@ fn encode_chunk(
 ) -> Result<EncodedChunk, BootstrapError> {
     let t = &raw.table;
     let mut events = Vec::with_capacity(raw.rows.len());
-    for row in raw.rows {
-        let values = row
-            .unwrap()
-            .into_iter()
-            .zip(&t.schema.columns)
-            .map(|(v, c)| convert(&c.column_type, v, &c.name))
-            .collect::<Result<Vec<_>, _>>()?;
+    for values in raw.rows {
         let key = event_key(&t.schema, &values)
             .map_err(|e| BootstrapError::Seed(format!("key of a row of {}: {e}", t.name)))?;
         payload.clear();
@@ -713,18 +341,6 @@ fn encode_chunk(
     })
 }
 
-/// InnoDB's estimate of a table's rows (`information_schema.TABLES.TABLE_ROWS`; 0 if unknown).
-async fn estimate_rows(conn: &mut Conn, t: &SeedTable) -> Result<u64, BootstrapError> {
-    let n: Option<Option<u64>> = conn
-        .exec_first(
-            "SELECT TABLE_ROWS FROM information_schema.TABLES WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
-            (t.database.as_str(), t.table.as_str()),
-        )
-        .await
-        .map_err(err("read information_schema.TABLES"))?;
-    Ok(n.flatten().unwrap_or(0))
-}
-
 async fn join<T>(
     what: &str,
     handle: tokio::task::JoinHandle<Result<T, BootstrapError>>,
@@ -746,13 +362,9 @@ pub async fn seed(
     mut tick: impl FnMut(SeedTick<'_>),
 ) -> Result<SeedReport, BootstrapError> {
     let started = Instant::now();
-    let opts = Opts::from_url(&settings.url)
-        .map_err(|e| BootstrapError::Config(format!("seed url is not a MySQL URL: {e}")))?;
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(err("connect to the source"))?;
     let previous = store.seed_progress()?;
-    let snapshot_scn = open_snapshot(&mut conn).await?;
+    let mut snapshot = open_snapshot(&settings.url).await?;
+    let snapshot_scn = snapshot.position().scn;
     let (first_scn, token) = match &previous {
         Some(p) => {
             let token: Token = serde_json::from_str(&p.token)
@@ -769,7 +381,10 @@ pub async fn seed(
     };
     let mut rows_estimate = 0u64;
     for t in &settings.tables {
-        rows_estimate += estimate_rows(&mut conn, t).await?;
+        rows_estimate += snapshot
+            .estimate_rows(&table_name(t))
+            .await
+            .map_err(seed_error)?;
     }
     // The server needs the sources; the producer later records the relay's names for them.
     let known = store.sources()?;
@@ -787,7 +402,7 @@ pub async fn seed(
     let (raw_tx, raw_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
     let (enc_tx, mut enc_rx) = tokio::sync::mpsc::channel(CHANNEL_CHUNKS);
     let reader = tokio::spawn(read_tables(
-        conn,
+        snapshot,
         store.clone(),
         settings.tables.clone(),
         chunk,
@@ -879,42 +494,34 @@ pub async fn dump_table(
     url: &str,
     table: &SeedTable,
 ) -> Result<Vec<(databus_core::Key, databus_core::SchemaId, Vec<u8>)>, BootstrapError> {
-    let opts =
-        Opts::from_url(url).map_err(|e| BootstrapError::Config(format!("not a MySQL URL: {e}")))?;
-    let mut conn = Conn::new(opts)
-        .await
-        .map_err(err("connect to the source"))?;
-    conn.query_drop("SET SESSION time_zone = '+00:00'")
-        .await
-        .map_err(err("set time_zone"))?;
-    let schema = table_schema(&mut conn, &table.database, &table.table).await?;
+    let mut snapshot = open_snapshot(url).await?;
+    let name = table_name(table);
+    let schema = snapshot.schema(&name).await.map_err(seed_error)?;
     let registered = SchemaRegistry::in_memory()
         .register(&schema)
         .map_err(|e| BootstrapError::Seed(e.to_string()))?;
-    let cols: Vec<String> = schema.columns.iter().map(|c| quote(&c.name)).collect();
-    let sql = format!(
-        "SELECT {} FROM {}.{}",
-        cols.join(", "),
-        quote(&table.database),
-        quote(&table.table)
-    );
-    let rows: Vec<Row> = conn.exec(sql, ()).await.map_err(err("dump"))?;
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let values = row
-            .unwrap()
-            .into_iter()
-            .zip(&schema.columns)
-            .map(|(v, c)| convert(&c.column_type, v, &c.name))
-            .collect::<Result<Vec<_>, _>>()?;
-        let key = event_key(&schema, &values).map_err(|e| BootstrapError::Seed(e.to_string()))?;
-        let mut payload = Vec::new();
-        registered
-            .encoder
-            .encode(&values, &mut payload)
-            .map_err(|e| BootstrapError::Seed(e.to_string()))?;
-        out.push((key, registered.id, payload));
+    let mut out = Vec::new();
+    let mut from = None;
+    loop {
+        let chunk = snapshot
+            .read_chunk(&name, from.as_ref(), 10_000)
+            .await
+            .map_err(seed_error)?;
+        for values in chunk.rows {
+            let key =
+                event_key(&schema, &values).map_err(|e| BootstrapError::Seed(e.to_string()))?;
+            let mut payload = Vec::new();
+            registered
+                .encoder
+                .encode(&values, &mut payload)
+                .map_err(|e| BootstrapError::Seed(e.to_string()))?;
+            out.push((key, registered.id, payload));
+        }
+        match chunk.next {
+            Some(next) => from = Some(next),
+            None => break,
+        }
     }
-    let _ = conn.disconnect().await;
+    snapshot.close().await.map_err(seed_error)?;
     Ok(out)
 }

@@ -25,9 +25,7 @@ use tokio_util::sync::CancellationToken;
 fn source_toml(db: &MariaDb, pw: &std::path::Path, server_id: u32, buffer: &str) -> String {
     format!(
         r#"name = "shop"
-url = "mysql://relay@127.0.0.1:{port}/?prefer_socket=false"
-password_file = {pw:?}
-server_id = {server_id}
+connector = {{ kind = "mariadb", url = "mysql://relay@127.0.0.1:{port}/?prefer_socket=false", password_file = {pw:?}, server_id = {server_id} }}
 buffer_size = "{buffer}"
 tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 "#,

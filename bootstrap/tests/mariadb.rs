@@ -54,9 +54,7 @@ async fn start_relay(db: &MariaDb, dir: &std::path::Path) -> (SocketAddr, Cancel
 state_dir = {state:?}
 [[sources]]
 name = "shop"
-url = {url:?}
-password_file = {pw:?}
-server_id = 4343
+connector = {{ kind = "mariadb", url = {url:?}, password_file = {pw:?}, server_id = 4343 }}
 buffer_size = "32MiB"
 tables = [
     {{ id = 1, name = "orders", table = "shop.orders" }},

@@ -1,21 +1,66 @@
-//! `databus check-source`: connect to a MySQL/MariaDB server and report each setting and grant capture
-//! needs as OK or what to change.
+//! `databus check-source`: connect to a source and report each setting and grant capture needs as OK
+//! or what to change. The checks are the connector's own ([`ConnectorConfig::check`]); this module
+//! only builds the configuration from flags and renders the findings.
 
 use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
-use databus_connectors::mysql::{CheckOutcome, MySqlConfig, MySqlConnector, SourceCheck};
+use databus_connectors::mysql::MySqlConfig;
+use databus_connectors::{CheckOutcome, ConnectorConfig, SourceCheck};
 use databus_http::redact_password;
 
-/// Runs the checks against `url` for a replication connection with `server_id`.
-pub async fn check(url: &str, server_id: u32) -> Result<Vec<SourceCheck>> {
-    let mut config = MySqlConfig::new(url.to_owned(), server_id);
-    // The checks concern the server and the user, not a table; the connector's configuration still
-    // wants something captured to be valid.
-    config.databases = vec!["mysql".to_owned()];
-    MySqlConnector::check_source(&config)
+use crate::UsageError;
+
+/// The connector configuration of the flags: `kind` (as in relay.toml), URL, password variable and
+/// replication server id. Adding a kind is one arm here.
+pub fn connector_config(
+    kind: &str,
+    url: &str,
+    password_env: Option<&str>,
+    server_id: u32,
+) -> Result<ConnectorConfig, UsageError> {
+    match kind {
+        "mariadb" => {
+            let mut c = MySqlConfig::new(url, server_id);
+            c.password_env = password_env.map(str::to_owned);
+            Ok(ConnectorConfig::MariaDb(c))
+        }
+        other => Err(UsageError(format!(
+            "--kind {other:?} is not a source kind; use mariadb"
+        ))),
+    }
+}
+
+/// The connector configurations of a validated relay configuration (secrets resolved): its source
+/// named `only`, or every database source.
+pub fn sources_of(
+    config: &databus_relay::ValidatedConfig,
+    only: Option<&str>,
+) -> Result<Vec<ConnectorConfig>, UsageError> {
+    let picked: Vec<ConnectorConfig> = config
+        .sources
+        .iter()
+        .filter(|s| only.is_none_or(|name| s.name == name))
+        .filter_map(|s| match &s.origin {
+            databus_relay::config::Origin::Connector(c) => Some(c.clone()),
+            databus_relay::config::Origin::Relay { .. } => None,
+        })
+        .collect();
+    if picked.is_empty() {
+        return Err(UsageError(match only {
+            Some(name) => format!("--source {name:?}: no database source of that name in --config"),
+            None => "--config has no database source ([sources.connector])".into(),
+        }));
+    }
+    Ok(picked)
+}
+
+/// Runs the connector's checks of the source.
+pub async fn check(config: &ConnectorConfig) -> Result<Vec<SourceCheck>> {
+    config
+        .check()
         .await
-        .with_context(|| format!("cannot check the source at {}", redact_password(url)))
+        .with_context(|| format!("cannot check the source at {}", config.describe()))
 }
 
 /// Renders the checks, one line each; returns the text and whether every check passed.

@@ -64,7 +64,6 @@ pub mod bootstrap_cmd;
 pub mod check;
 pub mod http;
 pub mod mariadb;
-mod print_config;
 pub mod quickstart;
 pub mod relay_cmd;
 pub mod report;

@@ -114,9 +114,19 @@ enum BootstrapRole {
 
 #[derive(Debug, Args)]
 struct CheckArgs {
+    /// Check the sources of this relay configuration file, each with its own connector settings
+    /// (instead of --url).
+    #[arg(long, conflicts_with_all = ["url", "password_env", "kind"])]
+    config: Option<PathBuf>,
+    /// With --config: only this source (default: every database source of the file).
+    #[arg(long, requires = "config")]
+    source: Option<String>,
+    /// The source's kind, as `kind` in a relay.toml `[sources.connector]` table.
+    #[arg(long, default_value = "mariadb")]
+    kind: String,
     /// Connection URL of the server, e.g. mysql://repl@db.example:3306.
-    #[arg(long)]
-    url: String,
+    #[arg(long, required_unless_present = "config")]
+    url: Option<String>,
     /// Environment variable holding the password (instead of putting it in the URL).
     #[arg(long)]
     password_env: Option<String>,
@@ -239,6 +249,9 @@ struct QuickstartArgs {
     /// client examples against them; Ctrl-C stops and cleans up.
     #[arg(long)]
     keep_running: bool,
+    /// The kind of source database to run the demo on.
+    #[arg(long, value_enum, default_value_t = quickstart::QuickstartSource::Mariadb)]
+    source: quickstart::QuickstartSource,
 }
 
 /// A duration as the configuration files write them (`30s`, `2m`, `1h 30m`, `500ms`): the same parser,
@@ -386,23 +399,33 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::CheckSource(args) => {
-            let url = match &args.password_env {
-                None => args.url.clone(),
-                Some(var) => {
-                    let pw = std::env::var(var).map_err(|_| {
-                        UsageError(format!("environment variable {var} is not set; export it or drop --password-env"))
-                    })?;
-                    databus_relay::config::url_with_password(
-                        &args.url,
-                        Some(&databus_relay::config::Secret::new(pw)),
-                    )
-                    .map_err(|e| UsageError(format!("--url: {e}")))?
+            let configs = match (&args.config, &args.url) {
+                (Some(path), _) => {
+                    let (_, validated) = relay_cmd::load(path)?;
+                    check::sources_of(&validated, args.source.as_deref())?
                 }
+                (None, Some(url)) => {
+                    let mut config = check::connector_config(
+                        &args.kind,
+                        url,
+                        args.password_env.as_deref(),
+                        args.server_id,
+                    )?;
+                    config
+                        .resolve_secrets(&|var| std::env::var(var).ok())
+                        .map_err(|e| UsageError(format!("--password-env: {e}")))?;
+                    vec![config]
+                }
+                (None, None) => return Err(UsageError("give --url or --config".into()).into()),
             };
-            let checks = check::check(&url, args.server_id).await?;
-            let (text, ok) = check::render(&url, &checks);
-            databus_cli::out!("{text}");
-            Ok(if ok {
+            let mut all_ok = true;
+            for config in &configs {
+                let checks = check::check(config).await?;
+                let (text, ok) = check::render(&config.describe(), &checks);
+                databus_cli::out!("{text}");
+                all_ok &= ok;
+            }
+            Ok(if all_ok {
                 exit::OK
             } else {
                 exit::SOURCE_CHECK_FAILED
@@ -485,6 +508,7 @@ async fn run(command: Command) -> Result<u8> {
                     duration: args.duration,
                     pace: Duration::from_millis(150),
                     keep_running: args.keep_running,
+                    source: args.source,
                 },
                 shutdown_on_signal(),
             )

@@ -37,6 +37,17 @@ pub struct QuickstartOptions {
     pub pace: Duration,
     /// After the demo, keep everything running with a slow workload until interrupted.
     pub keep_running: bool,
+    /// The kind of source database the demo runs on.
+    pub source: QuickstartSource,
+}
+
+/// The kinds of source database the quickstart demonstrates (`--source`); each is one arm where the
+/// private server starts and one in the relay's `[sources.connector]` table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum QuickstartSource {
+    /// A private MariaDB server (`kind = "mariadb"`).
+    #[default]
+    Mariadb,
 }
 
 /// The relay's port with `--keep-running` (the examples' default `--relay`), when free.
@@ -134,10 +145,15 @@ async fn body(
     interrupt: &CancellationToken,
 ) -> Result<(u64, u64)> {
     let deadline = started + opts.duration;
-    s.step(1, "starting a private MariaDB with binlog_format=ROW");
+    let db_start = match opts.source {
+        QuickstartSource::Mariadb => {
+            s.step(1, "starting a private MariaDB with binlog_format=ROW");
+            PrivateMariaDb::start(opts.duration)
+        }
+    };
     // Dropping the start future on an interrupt kills what it started and removes its directory.
     let db = tokio::select! {
-        db = PrivateMariaDb::start(opts.duration) => {
+        db = db_start => {
             db.context("cannot start a private MariaDB (install it with scripts/setup.sh)")?
         }
         _ = interrupt.cancelled() => bail!(INTERRUPTED),
@@ -172,7 +188,10 @@ async fn body(
         .context("creating a temporary directory")?;
     let password_file = work.path().join("password");
     std::fs::write(&password_file, password).context("writing the password file")?;
-    let toml = relay_toml(db.port(), &work.path().join("state"), &password_file);
+    let toml = relay_toml(
+        &connector_table(opts.source, db.port(), &password_file),
+        &work.path().join("state"),
+    );
     let config = databus_relay::RelayConfig::from_toml(&toml)
         .and_then(|c| c.validate())
         .context("the quickstart's relay configuration")?;
@@ -642,23 +661,31 @@ async fn workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<(u64,
     Ok((transactions, last_scn))
 }
 
-fn relay_toml(port: u16, state: &std::path::Path, password_file: &std::path::Path) -> String {
+/// The relay's `[sources.connector]` table for the demo's source.
+fn connector_table(source: QuickstartSource, port: u16, password_file: &std::path::Path) -> String {
+    match source {
+        QuickstartSource::Mariadb => format!(
+            "kind = \"mariadb\"\nurl = \"mysql://databus@127.0.0.1:{port}\"\npassword_file = {:?}\nserver_id = 1001\n",
+            password_file.display().to_string()
+        ),
+    }
+}
+
+fn relay_toml(connector: &str, state: &std::path::Path) -> String {
     format!(
         r#"state_dir = {state:?}
 
 [[sources]]
 name = "shop"
-url = "mysql://databus@127.0.0.1:{port}"
-password_file = {password_file:?}
-server_id = 1001
 buffer_size = "16MiB"
 tables = [
     {{ id = 1, name = "customers", table = "shop.customers" }},
     {{ id = 2, name = "orders", table = "shop.orders" }},
 ]
-"#,
+
+[sources.connector]
+{connector}"#,
         state = state.display().to_string(),
-        password_file = password_file.display().to_string(),
     )
 }
 
@@ -677,10 +704,12 @@ fn print_next_steps(s: &Style) {
        listen = "127.0.0.1:11140"
        [[sources]]
        name = "shop"
+       tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
+       [sources.connector]
+       kind = "mariadb"
        url = "mysql://repl@db.example:3306"
        password_env = "DB_PASSWORD"
        server_id = 1001
-       tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 
   3. run the relay, and follow it:
 

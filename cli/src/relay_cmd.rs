@@ -6,96 +6,26 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use databus_relay::config::RelayConfig;
 
-use crate::print_config::{duration as dur, q, size};
-use databus_http::redact_password;
-
 /// Reads and parses `path` (unknown keys are rejected) and validates it against the environment.
 /// Every failure is a [`UsageError`](crate::UsageError) naming the file and the field.
 pub fn load(path: &Path) -> Result<(RelayConfig, databus_relay::ValidatedConfig)> {
     crate::load_config(path, RelayConfig::from_toml, RelayConfig::validate)
 }
 
-/// The effective configuration as TOML: every default filled in, the listen override applied,
-/// passwords never shown (only where they come from).
+/// The effective configuration as TOML, serialized from the parsed configuration's own types (so it
+/// cannot drift from what was parsed): every default filled in, the listen override applied, sizes and
+/// durations in the units the parser reads, passwords and tokens never shown (only where they come
+/// from), a password written in a URL masked.
 pub fn render_effective(raw: &RelayConfig, listen: std::net::SocketAddr) -> String {
+    let mut effective = raw.clone();
+    effective.http.listen = listen;
     let mut out =
         String::from("# effective relay configuration (defaults filled in, secrets redacted)\n");
-    let _ = writeln!(
-        out,
-        "state_dir = {}",
-        q(&raw.state_dir.display().to_string())
-    );
-    let h = &raw.http;
-    let _ = writeln!(out, "\n[http]");
-    let _ = writeln!(out, "listen = {}", q(&listen.to_string()));
-    let _ = writeln!(
-        out,
-        "max_response_bytes = {}",
-        q(&size(h.max_response_bytes.as_u64()))
-    );
-    let _ = writeln!(
-        out,
-        "default_response_bytes = {}",
-        q(&size(h.default_response_bytes.as_u64()))
-    );
-    let _ = writeln!(out, "max_wait = {}", q(&dur(h.max_wait)));
-    let _ = writeln!(
-        out,
-        "max_query_bytes = {}",
-        q(&size(h.max_query_bytes.as_u64()))
-    );
-    let _ = writeln!(out, "max_concurrent_streams = {}", h.max_concurrent_streams);
-    crate::print_config::security(&mut out, h.tls.as_ref(), h.auth.as_ref());
-    crate::print_config::connections(&mut out, &h.connections);
-    for s in &raw.sources {
-        let _ = writeln!(out, "\n[[sources]]");
-        let _ = writeln!(out, "name = {}", q(&s.name));
-        if let Some(url) = &s.url {
-            let _ = writeln!(out, "url = {}", q(&redact_password(url)));
+    match toml::to_string(&effective) {
+        Ok(text) => out.push_str(&text),
+        Err(e) => {
+            let _ = writeln!(out, "# cannot print the configuration: {e}");
         }
-        if let Some(var) = &s.password_env {
-            let _ = writeln!(out, "password_env = {}  # value redacted", q(var));
-        }
-        if let Some(path) = &s.password_file {
-            let _ = writeln!(
-                out,
-                "password_file = {}  # contents redacted",
-                q(&path.display().to_string())
-            );
-        }
-        if let Some(id) = s.server_id {
-            let _ = writeln!(out, "server_id = {id}");
-        }
-        if let Some(up) = &s.upstream {
-            let buffer = up.buffer.clone().unwrap_or_else(|| s.name.clone());
-            let mut fields = vec![
-                format!("url = {}", q(&redact_password(&up.url))),
-                format!("buffer = {}", q(&buffer)),
-            ];
-            if let Some(path) = &up.ca_cert {
-                fields.push(format!("ca_cert = {}", q(&path.display().to_string())));
-            }
-            if let Some(var) = &up.token_env {
-                fields.push(format!("token_env = {}", q(var)));
-            }
-            if let Some(path) = &up.token_file {
-                fields.push(format!("token_file = {}", q(&path.display().to_string())));
-            }
-            let _ = writeln!(out, "upstream = {{ {} }}", fields.join(", "));
-        }
-        let _ = writeln!(out, "buffer_size = {}", q(&size(s.buffer_size.as_u64())));
-        let _ = writeln!(out, "history_transactions = {}", s.history_transactions);
-        let _ = writeln!(out, "tables = [");
-        for t in &s.tables {
-            let _ = writeln!(
-                out,
-                "    {{ id = {}, name = {}, table = {} }},",
-                t.id,
-                q(&t.name),
-                q(&t.table)
-            );
-        }
-        let _ = writeln!(out, "]");
     }
     out
 }

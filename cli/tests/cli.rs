@@ -38,9 +38,11 @@ const CONFIG: &str = r#"
 state_dir = "STATE"
 [[sources]]
 name = "shop"
+tables = [{ id = 1, name = "orders", table = "shop.orders" }]
+[sources.connector]
+kind = "mariadb"
 url = "mysql://repl:hunter2@127.0.0.1:3306"
 server_id = 1001
-tables = [{ id = 1, name = "orders", table = "shop.orders" }]
 "#;
 
 fn write_config(dir: &Path, text: &str) -> std::path::PathBuf {
@@ -59,7 +61,12 @@ fn bad_configs_exit_2_naming_the_key() {
             "server_id = 1001\nbogus_key = 1",
             "unknown field `bogus_key`",
         ),
-        ("server_id = 1001\n", "", "sources[0].server_id: missing"),
+        ("server_id = 1001\n", "", "missing field `server_id`"),
+        (
+            "kind = \"mariadb\"",
+            "kind = \"oracle\"",
+            "unknown variant `oracle`",
+        ),
         ("state_dir = \"STATE\"\n", "", "missing field `state_dir`"),
         (
             "\"shop.orders\"",
@@ -105,7 +112,8 @@ fn print_config_fills_defaults_and_redacts_secrets() {
     assert!(printed.contains("buffer_size = \"256MiB\""), "{printed}");
     assert!(printed.contains("max_wait = \"30s\""), "{printed}");
     assert!(
-        printed.contains("connections = { max_connections = 1024, header_read_timeout = \"10s\""),
+        printed
+            .contains("[http.connections]\nmax_connections = 1024\nheader_read_timeout = \"10s\""),
         "{printed}"
     );
     // The printed configuration is itself a valid configuration.
@@ -131,6 +139,20 @@ fn the_bootstrap_example_config_parses() {
     assert!(printed.contains("max_pins = 1000"), "{printed}");
     assert!(printed.contains("idle_timeout = \"1m\""), "{printed}");
     assert!(!printed.contains("example-secret"), "{printed}");
+    // Serialized from the configuration's types: it parses back to itself.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("printed.toml");
+    std::fs::write(&path, &printed).unwrap();
+    let again = run(databus()
+        .args(["bootstrap", "all", "--print-config", "--config"])
+        .arg(&path)
+        .env("SEED_PASSWORD", "example-secret"));
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    assert_eq!(
+        text(&again.stdout),
+        printed,
+        "a fixed point of --print-config"
+    );
 }
 
 #[test]
@@ -143,6 +165,41 @@ fn the_example_config_parses() {
         .arg("--print-config")
         .env("SHOP_REPL_PASSWORD", "x"));
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The example's effective configuration parses back to the same configuration (the connector's
+/// table serialized from its type: every setting, durations in the parser's units), is a fixed point
+/// of --print-config, and carries no secret value.
+#[test]
+fn the_example_config_round_trips_through_print_config() {
+    use databus_relay::config::RelayConfig;
+    let dir = tempfile::tempdir().unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/relay.example.toml");
+    let print = |path: &Path| {
+        let out = run(databus()
+            .arg("relay")
+            .arg("--config")
+            .arg(path)
+            .arg("--print-config")
+            .env("SHOP_REPL_PASSWORD", "s3cret-example-pw"));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let printed = print(&example);
+    assert!(!printed.contains("s3cret-example-pw"), "{printed}");
+    assert!(printed.contains("[sources.connector]"), "{printed}");
+    assert!(printed.contains("read_timeout = \"10s\""), "{printed}");
+    let original = RelayConfig::from_toml(&std::fs::read_to_string(&example).unwrap()).unwrap();
+    let parsed = RelayConfig::from_toml(&printed).unwrap();
+    assert_eq!(original.sources.len(), parsed.sources.len());
+    for (a, b) in original.sources.iter().zip(&parsed.sources) {
+        assert_eq!(a.connector, b.connector, "{printed}");
+        assert_eq!(a.buffer_size, b.buffer_size);
+        assert_eq!(a.history_transactions, b.history_transactions);
+    }
+    let path = dir.path().join("printed.toml");
+    std::fs::write(&path, &printed).unwrap();
+    assert_eq!(print(&path), printed, "a fixed point of --print-config");
 }
 
 #[test]
@@ -182,6 +239,35 @@ fn check_source_passes_a_good_server() {
     // A server that is not there is a runtime error, not a failed check.
     let out = run(databus().args(["check-source", "--url", "mysql://root@127.0.0.1:1"]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    // The sources of a relay configuration, each with its connector's own settings.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "state_dir = {:?}\n[[sources]]\nname = \"shop\"\ntables = [{{ id = 1, name = \"t\", table = \"shop.t\" }}]\n\
+             [sources.connector]\nkind = \"mariadb\"\nurl = {bare:?}\npassword_env = \"CHECK_PW\"\nserver_id = 1001\n",
+            dir.path().join("state").display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = run(databus()
+        .arg("check-source")
+        .arg("--config")
+        .arg(&path)
+        .args(["--source", "shop"])
+        .env("CHECK_PW", "pw-secret"));
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("the source is ready"), "{stdout}");
+    assert!(!stdout.contains("pw-secret"), "{stdout}");
+    let out = run(databus()
+        .arg("check-source")
+        .arg("--config")
+        .arg(&path)
+        .args(["--source", "nope"])
+        .env("CHECK_PW", "pw-secret"));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 
 #[test]

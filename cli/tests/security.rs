@@ -125,9 +125,7 @@ tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 
 [[sources]]
 name = "down"
-url = "mysql://repl@127.0.0.1:1"
-password_env = "DOWN_DB_PASSWORD"
-server_id = 1001
+connector = {{ kind = "mariadb", url = "mysql://repl@127.0.0.1:1", password_env = "DOWN_DB_PASSWORD", server_id = 1001 }}
 buffer_size = "1MiB"
 tables = [{{ id = 2, name = "things", table = "db.things" }}]
 "#,

@@ -68,9 +68,7 @@ async fn start_relay(
 state_dir = {state:?}
 [[sources]]
 name = "shop"
-url = "mysql://databus@127.0.0.1:{port}/?prefer_socket=false"
-password_file = {pw:?}
-server_id = 4344
+connector = {{ kind = "mariadb", url = "mysql://databus@127.0.0.1:{port}/?prefer_socket=false", password_file = {pw:?}, server_id = 4344 }}
 buffer_size = "8MiB"
 tables = [
     {{ id = 1, name = "customers", table = "shop.customers" }},

@@ -59,9 +59,7 @@ async fn start_relay(
 state_dir = {state:?}
 [[sources]]
 name = "shop"
-url = {url:?}
-password_file = {pw:?}
-server_id = 4343
+connector = {{ kind = "mariadb", url = {url:?}, password_file = {pw:?}, server_id = 4343 }}
 buffer_size = "8MiB"
 tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
 "#,

@@ -6,7 +6,15 @@
 //!   changes and heartbeats — and resumes exactly after any SCN.
 //! - [`mysql`]: [`MySqlConnector`](mysql::MySqlConnector), which tails a MariaDB binlog as a replica,
 //!   with SCN = GTID sequence number, typed row images and server validation.
-//! - [`conformance`]: generic checks every connector must pass, run here against a real MariaDB.
+//! - [`ConnectorConfig`]: a source's settings as a table tagged by `kind` (each variant is its
+//!   connector's own config struct), and the one factory: [`ConnectorConfig::build`] gives an
+//!   [`AnySourceConnector`], [`ConnectorConfig::snapshot_source`] its snapshot side,
+//!   [`ConnectorConfig::check`] the source's readiness findings.
+//! - [`snapshot`]: the snapshot contract ([`Snapshot`]: a consistent snapshot at an exact stream
+//!   position, read in chunks, rows converted as the stream converts them) that seeding drives.
+//! - [`SourcePosition`]: opaque to everyone but its connector; [`Secret`]: never shown.
+//! - [`conformance`] and [`snapshot_conformance`]: generic checks every connector must pass, run
+//!   here against a real MariaDB.
 //! - [`ConnectorError`]: one error type; [`ConnectorError::is_transient`] says whether to retry.
 //!
 //! ```no_run
@@ -29,12 +37,23 @@
 
 #![forbid(unsafe_code)]
 
+mod any;
 pub mod conformance;
 mod error;
 pub mod mysql;
+mod secret;
+pub mod snapshot;
+pub mod snapshot_conformance;
 pub mod source;
 
+pub use any::{AnySourceConnector, ConnectorConfig};
 pub use error::ConnectorError;
+pub use mysql::{CheckOutcome, SourceCheck};
+pub use secret::{REDACTED, Secret, redact_url};
+pub use snapshot::{
+    AnySnapshot, AnySnapshotSource, ChunkCursor, Snapshot, SnapshotChunk, SnapshotPosition,
+    SnapshotSource,
+};
 pub use source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
     SourceTransaction, StartPosition, TableDdl, TableName,

@@ -58,27 +58,49 @@ pub enum StartPosition {
     Now,
 }
 
-/// A source's own coordinates of the end of one transaction.
+/// A source's own coordinates of the end of one transaction: an opaque value that only its connector
+/// reads (see each connector for its shape; MySQL/MariaDB: [`crate::mysql::MySqlPosition`]).
 ///
-/// For MySQL/MariaDB: the transaction's GTID (`domain-server-seq`) and the binlog file and the position
-/// just after the transaction's commit event.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-pub struct SourcePosition {
-    /// The transaction's global transaction id, as the source writes it (`0-1-42` for MariaDB).
-    pub gtid: String,
-    /// The log file holding the transaction.
-    pub file: String,
-    /// The position just after the transaction in `file`.
-    pub end_position: u64,
+/// Everyone else keeps it as it is: the relay persists it in its state file (JSON) and hands it back
+/// with [`StartPosition::AfterPosition`], and shows it with `Display`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SourcePosition(serde_json::Value);
+
+impl SourcePosition {
+    /// A position holding `value` (a connector's own position type, serialized).
+    pub fn new(value: serde_json::Value) -> Self {
+        SourcePosition(value)
+    }
+
+    /// The serialized value, for the connector that wrote it.
+    pub fn value(&self) -> &serde_json::Value {
+        &self.0
+    }
 }
 
 impl fmt::Display for SourcePosition {
+    /// An object as `key value` pairs (`gtid 0-1-42 file mariadb-bin.000001 end_position 812`); other
+    /// values as JSON.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "gtid {} ({}:{})",
-            self.gtid, self.file, self.end_position
-        )
+        match &self.0 {
+            serde_json::Value::Object(fields) => {
+                let mut first = true;
+                for (k, v) in fields {
+                    if !first {
+                        f.write_str(" ")?;
+                    }
+                    first = false;
+                    match v {
+                        serde_json::Value::String(s) => write!(f, "{k} {s}")?,
+                        other => write!(f, "{k} {other}")?,
+                    }
+                }
+                Ok(())
+            }
+            serde_json::Value::String(s) => f.write_str(s),
+            other => write!(f, "{other}"),
+        }
     }
 }
 
@@ -249,4 +271,21 @@ pub trait SourceConnector: Send {
 
     /// Closes the connections to the source. Idempotent.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+
+    /// History refill: where to start so that about `transactions` transactions committed up to and
+    /// including `last` (whose position was `position`, when known) are delivered again (a restarted
+    /// relay then serves recent history). The answer may be a position the source no longer has:
+    /// [`start`](Self::start) then fails with [`ConnectorError::Purged`] and the caller falls back.
+    ///
+    /// The default refills nothing (`After(last)`): a source whose positions cannot be counted back
+    /// by transactions says so by not overriding it.
+    fn refill_start(
+        &self,
+        last: Scn,
+        position: Option<&SourcePosition>,
+        transactions: u64,
+    ) -> StartPosition {
+        let _ = (position, transactions);
+        StartPosition::After(last)
+    }
 }

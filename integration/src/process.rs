@@ -332,7 +332,9 @@ impl RelaySpec {
         );
         match &self.source {
             RelaySource::Database { url, server_id } => {
-                text.push_str(&format!("url = {url:?}\nserver_id = {server_id}\n"));
+                text.push_str(&format!(
+                    "connector = {{ kind = \"mariadb\", url = {url:?}, server_id = {server_id} }}\n"
+                ));
             }
             RelaySource::Upstream { url } => {
                 text.push_str(&format!(

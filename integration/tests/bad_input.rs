@@ -138,9 +138,7 @@ listen = "127.0.0.1:0"
 max_query_bytes = "4KiB"
 [[sources]]
 name = "shop"
-url = "{url}"
-password_env = "BAD_INPUT_PW"
-server_id = 1001
+connector = {{ kind = "mariadb", url = "{url}", password_env = "BAD_INPUT_PW", server_id = 1001 }}
 buffer_size = "8MiB"
 tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 "#,
@@ -675,7 +673,7 @@ fn bad_configs_exit_2_naming_the_file_and_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state").display().to_string();
     let relay_base = format!(
-        "state_dir = {state:?}\n[[sources]]\nname = \"shop\"\nurl = \"mysql://r@127.0.0.1:1\"\nserver_id = 7\ntables = [{{ id = 1, name = \"o\", table = \"shop.o\" }}]\n"
+        "state_dir = {state:?}\n[[sources]]\nname = \"shop\"\nconnector = {{ kind = \"mariadb\", url = \"mysql://r@127.0.0.1:1\", server_id = 7 }}\ntables = [{{ id = 1, name = \"o\", table = \"shop.o\" }}]\n"
     );
     let boot_base = format!(
         "db_path = {:?}\n[relay]\nurl = \"http://127.0.0.1:1\"\n",
@@ -692,8 +690,8 @@ fn bad_configs_exit_2_naming_the_file_and_the_key() {
             "relay",
             "bad size unit",
             relay_base.replace(
-                "server_id = 7",
-                "server_id = 7\nbuffer_size = \"12 potatoes\"",
+                "name = \"shop\"",
+                "name = \"shop\"\nbuffer_size = \"12 potatoes\"",
             ),
             "buffer_size",
         ),

@@ -184,9 +184,7 @@ async fn start_world(seed: u64, buffer_size: &str, with_fidelity: bool) -> World
     let relay_toml = dir.join("relay.toml");
     let source_entry = format!(
         r#"name = "shop"
-url = "{bare}"
-password_env = "FAULT_PW"
-server_id = 1001
+connector = {{ kind = "mariadb", url = "{bare}", password_env = "FAULT_PW", server_id = 1001 }}
 buffer_size = "{buffer_size}"
 history_transactions = 100000
 tables = [

@@ -167,9 +167,7 @@ header_read_timeout = "1s"
 idle_timeout = "2s"
 [[sources]]
 name = "shop"
-url = "{bare}"
-password_env = "PW"
-server_id = 1001
+connector = {{ kind = "mariadb", url = "{bare}", password_env = "PW", server_id = 1001 }}
 buffer_size = "64MiB"
 tables = [ {{ id = 1, name = "t", table = "shop.t" }} ]
 "#,

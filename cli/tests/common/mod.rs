@@ -241,13 +241,14 @@ impl RelayToml<'_> {
         if let Some(listen) = self.listen {
             toml.push_str(&format!("[http]\nlisten = {listen:?}\n"));
         }
+        let password = self
+            .password_env
+            .map(|var| format!(", password_env = {var:?}"))
+            .unwrap_or_default();
         toml.push_str(&format!(
-            "[[sources]]\nname = \"shop\"\nurl = {:?}\nserver_id = {}\nbuffer_size = \"8MiB\"\n",
+            "[[sources]]\nname = \"shop\"\nbuffer_size = \"8MiB\"\nconnector = {{ kind = \"mariadb\", url = {:?}, server_id = {}{password} }}\n",
             self.url, self.server_id
         ));
-        if let Some(var) = self.password_env {
-            toml.push_str(&format!("password_env = {var:?}\n"));
-        }
         toml.push_str("tables = [\n");
         for (i, name) in self.tables.iter().enumerate() {
             toml.push_str(&format!(

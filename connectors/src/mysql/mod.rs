@@ -33,6 +33,7 @@ mod config;
 mod ddl;
 mod rows;
 mod schema;
+mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -51,6 +52,7 @@ use self::config::Validated;
 pub use self::config::{MySqlConfig, ReconnectConfig};
 use self::rows::Reader;
 use self::schema::{Charsets, ColumnFacts, TableInfo};
+pub use self::snapshot::{MySqlSnapshot, MySqlSnapshotSource};
 use crate::ConnectorError;
 use crate::source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
@@ -71,6 +73,35 @@ const MARIA_GTID_EVENT: u8 = 0xa2;
 const COMPRESSED_EVENTS: std::ops::RangeInclusive<u8> = 0xa5..=0xab;
 /// `flags2` bit of a GTID event: a standalone (DDL, non-transactional) event group.
 const FL_STANDALONE: u8 = 1;
+
+/// The MySQL/MariaDB connector's [`SourcePosition`]: the transaction's GTID and the binlog file and
+/// position just after its commit event. Serialized as
+/// `{"gtid":"0-1-42","file":"mariadb-bin.000001","end_position":812}` (the relay's state files hold it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+pub struct MySqlPosition {
+    /// The transaction's global transaction id (`domain-server-seq`).
+    pub gtid: String,
+    /// The binlog file holding the transaction.
+    pub file: String,
+    /// The position just after the transaction in `file`.
+    pub end_position: u64,
+}
+
+impl MySqlPosition {
+    /// As the connector-neutral, opaque [`SourcePosition`].
+    pub fn to_position(&self) -> SourcePosition {
+        SourcePosition::new(serde_json::to_value(self).expect("a position always serializes"))
+    }
+
+    /// Reads a position this connector wrote; a definite error for any other.
+    pub fn from_position(position: &SourcePosition) -> Result<Self, ConnectorError> {
+        serde_json::from_value(position.value().clone()).map_err(|e| {
+            ConnectorError::Config(format!(
+                "position {position} is not a MySQL/MariaDB position (gtid, file, end_position): {e}"
+            ))
+        })
+    }
+}
 
 /// The domains present in a GTID list such as `0-1-5,1-2-9`.
 pub(crate) fn gtid_domains(list: &str) -> Vec<u32> {
@@ -261,8 +292,12 @@ impl MySqlConnector {
 
     /// Checks every setting capture needs, without starting: for `databus check-source`.
     pub async fn check_source(config: &MySqlConfig) -> Result<Vec<SourceCheck>, ConnectorError> {
-        let valid = config.validate()?;
-        let mut conn = connect(&valid).await?;
+        let mut conn = Conn::new(config.connection_opts()?)
+            .await
+            .map_err(|source| ConnectorError::Connection {
+                what: "the source".into(),
+                source,
+            })?;
         let checks = checks::run_checks(&mut conn, config.server_id).await;
         let _ = conn.disconnect().await;
         checks
@@ -817,31 +852,18 @@ impl MySqlConnector {
         let entry = if self.valid.captures(&name.database, &name.table) {
             if !self.column_facts.contains_key(&name) {
                 let table = || (name.database.clone(), name.table.clone()).into();
-                let rows: Vec<(String, String)> = self
-                    .meta_exec(
+                let json = schema::json_columns(
+                    self.meta_exec(
                         "reading JSON columns",
-                        "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
-                         WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND LEVEL = 'Column'"
-                            .into(),
+                        schema::JSON_COLUMNS_SQL.into(),
                         table(),
                     )
-                    .await?;
-                let json = rows
-                    .into_iter()
-                    .filter(|(col, clause)| {
-                        clause
-                            .to_ascii_lowercase()
-                            .starts_with(&format!("json_valid(`{}`)", col.to_ascii_lowercase()))
-                    })
-                    .map(|(col, _)| col)
-                    .collect();
+                    .await?,
+                );
                 let fractional = self
                     .meta_exec(
                         "reading fractional-second columns",
-                        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
-                         AND TABLE_NAME = ? AND DATA_TYPE IN ('time', 'datetime', 'timestamp') \
-                         AND DATETIME_PRECISION > 0"
-                            .into(),
+                        schema::FRACTIONAL_COLUMNS_SQL.into(),
                         table(),
                     )
                     .await?
@@ -995,12 +1017,14 @@ impl MySqlConnector {
             self.pending
                 .push_back(ConnectorEvent::SchemaChange { scn, table, schema });
         }
-        let position = SourcePosition {
-            gtid: txn.gtid.to_string(),
+        let gtid = txn.gtid.to_string();
+        let position = MySqlPosition {
+            gtid: gtid.clone(),
             file: live.file.to_string(),
             end_position,
-        };
-        self.resume_state = position.gtid.clone();
+        }
+        .to_position();
+        self.resume_state = gtid;
         self.last_scn = scn;
         self.pending
             .push_back(ConnectorEvent::Transaction(SourceTransaction {
@@ -1069,13 +1093,7 @@ impl SourceConnector for MySqlConnector {
             return Err(ConnectorError::Misconfigured { problems });
         }
         let collations: Vec<(u16, String, u32)> = self
-            .meta_query(
-                "reading collations",
-                "SELECT co.ID, co.CHARACTER_SET_NAME, cs.MAXLEN FROM information_schema.COLLATIONS co \
-                 JOIN information_schema.CHARACTER_SETS cs ON cs.CHARACTER_SET_NAME = co.CHARACTER_SET_NAME \
-                 WHERE co.ID IS NOT NULL"
-                    .into(),
-            )
+            .meta_query("reading collations", schema::COLLATIONS_SQL.into())
             .await?;
         self.charsets = Charsets::new(collations);
         let state: Vec<(String, String, u32)> = self
@@ -1123,6 +1141,7 @@ impl SourceConnector for MySqlConnector {
                 )
             }
             StartPosition::AfterPosition(p) => {
+                let p = MySqlPosition::from_position(&p)?;
                 let g = parse_gtid(&p.gtid).ok_or_else(|| {
                     ConnectorError::Config(format!(
                         "position gtid {:?} is not domain-server-seq",
@@ -1195,6 +1214,21 @@ impl SourceConnector for MySqlConnector {
         self.cancel.clone()
     }
 
+    /// SCNs are GTID sequence numbers, one per transaction in the domain: count back. Never
+    /// `After(0)` (that means "from the oldest transaction the source has", which cannot tell whether
+    /// older ones were purged); after SCN 1 it is a resume point `start` checks.
+    fn refill_start(
+        &self,
+        last: Scn,
+        _position: Option<&SourcePosition>,
+        transactions: u64,
+    ) -> StartPosition {
+        if transactions == 0 {
+            return StartPosition::After(last);
+        }
+        StartPosition::After(Scn::new(last.get().saturating_sub(transactions).max(1)))
+    }
+
     async fn shutdown(&mut self) -> Result<(), ConnectorError> {
         self.cancel.cancel();
         self.close_live().await;
@@ -1208,6 +1242,33 @@ impl SourceConnector for MySqlConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refill_counts_back_gtid_sequence_numbers_and_positions_round_trip() {
+        let c = MySqlConnector::new({
+            let mut c = MySqlConfig::new("mysql://u@h/", 9);
+            c.tables = vec!["a.b".into()];
+            c
+        })
+        .unwrap();
+        let at = |n| StartPosition::After(Scn::new(n));
+        assert_eq!(c.refill_start(Scn::new(106), None, 50), at(56));
+        assert_eq!(c.refill_start(Scn::new(10), None, 50), at(1));
+        assert_eq!(c.refill_start(Scn::new(10), None, 0), at(10));
+        let p = MySqlPosition {
+            gtid: "0-1-9".into(),
+            file: "mariadb-bin.000002".into(),
+            end_position: 812,
+        };
+        let opaque = p.to_position();
+        assert_eq!(
+            opaque.to_string(),
+            "end_position 812 file mariadb-bin.000002 gtid 0-1-9"
+        );
+        assert_eq!(MySqlPosition::from_position(&opaque).unwrap(), p);
+        let other = SourcePosition::new(serde_json::json!({ "lsn": "0/16B3748" }));
+        assert!(MySqlPosition::from_position(&other).is_err());
+    }
 
     #[test]
     fn gtid_lists_parse() {

@@ -432,3 +432,134 @@ impl TableInfo {
         }
     }
 }
+
+/// Days since 1970-01-01 of a proleptic Gregorian date.
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+impl TableInfo {
+    /// Converts one value a snapshot's `SELECT` returned (binary protocol, session time zone UTC) to
+    /// the model value the stream's row image carries for the same data: same column codec, same
+    /// [`Value`] variant and units (see the table above).
+    pub(crate) fn value_from_sql(
+        &self,
+        i: usize,
+        v: mysql_async::Value,
+    ) -> Result<Value, ConnectorError> {
+        use databus_serde_formats::model::ColumnType;
+        use mysql_async::Value as M;
+        let codec = &self.codecs[i];
+        let unexpected = |v: &M| self.err(i, format!("unexpected value {v:?} for {codec:?}"));
+        Ok(match (codec, v) {
+            (_, M::NULL) => Value::Null,
+            (Codec::Int { unsigned, .. }, v) => match (v, *unsigned) {
+                (M::Int(x), false) => Value::Int(x),
+                (M::Int(x), true) => Value::UInt(x as u64),
+                (M::UInt(x), true) => Value::UInt(x),
+                (M::UInt(x), false) => Value::Int(x as i64),
+                (v, _) => return Err(unexpected(&v)),
+            },
+            (Codec::Float, M::Float(f)) => Value::Float(f),
+            (Codec::Float, M::Double(f)) => Value::Float(f as f32),
+            (Codec::Double, M::Double(f)) => Value::Double(f),
+            (Codec::Double, M::Float(f)) => Value::Double(f64::from(f)),
+            (Codec::Decimal { .. }, M::Bytes(b)) => {
+                Value::Decimal(self.text(i, TextCharset::Utf8, &b)?)
+            }
+            (Codec::Date, M::Date(year, month, day, ..)) => Value::Date { year, month, day },
+            (Codec::Time { .. } | Codec::TimeLegacy, M::Time(negative, days, h, m, s, us)) => {
+                Value::Time {
+                    negative,
+                    micros: ((u64::from(days) * 24 + u64::from(h)) * 3600
+                        + u64::from(m) * 60
+                        + u64::from(s))
+                        * 1_000_000
+                        + u64::from(us),
+                }
+            }
+            (
+                Codec::DateTime { .. } | Codec::DateTimeLegacy,
+                M::Date(year, month, day, hour, minute, second, micros),
+            ) => Value::DateTime {
+                year,
+                month,
+                day,
+                hour,
+                minute,
+                second,
+                micros,
+            },
+            (Codec::Timestamp { .. } | Codec::TimestampLegacy, M::Date(y, mo, d, h, mi, s, us)) => {
+                if y == 0 {
+                    Value::Timestamp(0)
+                } else {
+                    let days = days_from_civil(i64::from(y), i64::from(mo), i64::from(d));
+                    let secs =
+                        days * 86_400 + i64::from(h) * 3600 + i64::from(mi) * 60 + i64::from(s);
+                    Value::Timestamp(secs * 1_000_000 + i64::from(us))
+                }
+            }
+            (Codec::Year, M::Int(y)) => Value::Int(y),
+            (Codec::Year, M::UInt(y)) => Value::Int(y as i64),
+            (Codec::Str { payload, .. }, M::Bytes(b)) => match *payload {
+                // The server converts text to the connection's utf8mb4.
+                Payload::Text(cs) => Value::Text(self.text(i, utf8_if_supported(cs), &b)?),
+                Payload::Json(cs) => Value::Json(self.text(i, utf8_if_supported(cs), &b)?),
+                Payload::Bytes => Value::Bytes(b),
+                Payload::FixedBytes(n) => {
+                    let mut b = b;
+                    if b.len() < n {
+                        b.resize(n, 0);
+                    }
+                    Value::Bytes(b)
+                }
+            },
+            (Codec::Enum { .. }, M::Bytes(b)) => {
+                let ColumnType::Enum { values } = &self.schema.columns[i].column_type else {
+                    return Err(self.err(i, "an ENUM codec on a non-ENUM column"));
+                };
+                let s = self.text(i, TextCharset::Utf8, &b)?;
+                // 0 is MariaDB's index of the invalid value ''.
+                Value::Enum(
+                    values
+                        .iter()
+                        .position(|v| *v == s)
+                        .map_or(0, |p| p as u16 + 1),
+                )
+            }
+            (Codec::Set { .. }, M::Bytes(b)) => {
+                let ColumnType::Set { members } = &self.schema.columns[i].column_type else {
+                    return Err(self.err(i, "a SET codec on a non-SET column"));
+                };
+                let s = self.text(i, TextCharset::Utf8, &b)?;
+                let mut mask = 0u64;
+                for part in s.split(',').filter(|p| !p.is_empty()) {
+                    match members.iter().position(|m| m == part) {
+                        Some(p) => mask |= 1 << p,
+                        None => return Err(self.err(i, format!("{part:?} is not a member"))),
+                    }
+                }
+                Value::Set(mask)
+            }
+            (Codec::Bit { .. }, M::Bytes(b)) => Value::Bit(be(&b)),
+            (Codec::Bit { .. }, M::UInt(u)) => Value::Bit(u),
+            (Codec::Bit { .. }, M::Int(x)) => Value::Bit(x as u64),
+            (_, v) => return Err(unexpected(&v)),
+        })
+    }
+}
+
+/// A supported text charset arrives as UTF-8 from a `SELECT`; an unsupported one stays refused as in
+/// the stream.
+fn utf8_if_supported(cs: TextCharset) -> TextCharset {
+    match cs {
+        TextCharset::Unsupported(_) => cs,
+        _ => TextCharset::Utf8,
+    }
+}

@@ -35,6 +35,11 @@ use mysql_async::consts::ColumnType as T;
 use crate::ConnectorError;
 use crate::source::TableName;
 
+/// The collations query whose rows make [`Charsets`].
+pub(crate) const COLLATIONS_SQL: &str = "SELECT co.ID, co.CHARACTER_SET_NAME, cs.MAXLEN FROM information_schema.COLLATIONS co \
+     JOIN information_schema.CHARACTER_SETS cs ON cs.CHARACTER_SET_NAME = co.CHARACTER_SET_NAME \
+     WHERE co.ID IS NOT NULL";
+
 /// Character sets by collation id (from `information_schema.COLLATIONS`).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Charsets {
@@ -150,6 +155,221 @@ pub(crate) struct ColumnFacts {
     /// TIME/DATETIME/TIMESTAMP columns with fractional seconds. With a pre-10.0 binlog type (TIME,
     /// DATETIME, TIMESTAMP rather than TIME2…) their width is not in the table map: refused.
     pub(crate) fractional: HashSet<String>,
+}
+
+/// `information_schema` query of a table's JSON columns (MariaDB: a `json_valid` check), bound to
+/// `(database, table)`; its rows go through [`json_columns`].
+pub(crate) const JSON_COLUMNS_SQL: &str = "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+     WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ? AND LEVEL = 'Column'";
+
+/// `information_schema` query of a table's TIME/DATETIME/TIMESTAMP columns with fractional seconds,
+/// bound to `(database, table)`.
+pub(crate) const FRACTIONAL_COLUMNS_SQL: &str = "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? \
+     AND TABLE_NAME = ? AND DATA_TYPE IN ('time', 'datetime', 'timestamp') AND DATETIME_PRECISION > 0";
+
+/// The JSON columns among the rows of [`JSON_COLUMNS_SQL`].
+pub(crate) fn json_columns(rows: Vec<(String, String)>) -> HashSet<String> {
+    rows.into_iter()
+        .filter(|(col, clause)| {
+            clause
+                .to_ascii_lowercase()
+                .starts_with(&format!("json_valid(`{}`)", col.to_ascii_lowercase()))
+        })
+        .map(|(col, _)| col)
+        .collect()
+}
+
+/// One column as `information_schema.COLUMNS` describes it (what a snapshot knows without a table
+/// map): `COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH,
+/// CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME`.
+pub(crate) type InfoColumn = (
+    String,
+    String,
+    String,
+    String,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<u64>,
+    Option<String>,
+);
+
+/// The query giving [`InfoColumn`]s of `(database, table)` in table order.
+pub(crate) const INFO_COLUMNS_SQL: &str = "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, CHARACTER_MAXIMUM_LENGTH, \
+     CHARACTER_OCTET_LENGTH, NUMERIC_PRECISION, NUMERIC_SCALE, DATETIME_PRECISION, CHARACTER_SET_NAME \
+     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION";
+
+/// The query giving the primary key's column names of `(database, table)` in key order.
+pub(crate) const PRIMARY_KEY_SQL: &str = "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE WHERE TABLE_SCHEMA = ? \
+     AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION";
+
+/// Derives a table's schema and codecs from `information_schema` (for a snapshot, which has no table
+/// map), giving exactly what [`table_info`] derives from the table map of the same table definition:
+/// the same [`ColumnType`]s, nullability, primary key and JSON detection (`facts`), so the schema id is
+/// the stream's. The codecs say how values convert ([`TableInfo::value_from_sql`]).
+pub(crate) fn table_info_from_columns(
+    name: &TableName,
+    rows: Vec<InfoColumn>,
+    primary_key: &[String],
+    facts: &ColumnFacts,
+) -> Result<TableInfo, ConnectorError> {
+    let bad = |col: &str, reason: String| ConnectorError::Decode {
+        table: name.to_string(),
+        column: col.to_owned(),
+        reason,
+    };
+    if rows.is_empty() {
+        return Err(ConnectorError::Config(format!(
+            "table {name} does not exist or is not visible to the source user; grant SELECT on it"
+        )));
+    }
+    let mut columns = Vec::with_capacity(rows.len());
+    let mut codecs = Vec::with_capacity(rows.len());
+    let mut charset_names = Vec::with_capacity(rows.len());
+    for (
+        col,
+        data_type,
+        column_type,
+        nullable,
+        max_chars,
+        octets,
+        precision,
+        scale,
+        fsp,
+        charset,
+    ) in rows
+    {
+        let unsigned = column_type.contains("unsigned");
+        let charset = charset.unwrap_or_default();
+        let binary = charset.is_empty() || charset == "binary";
+        let cs = text_charset(0, &charset);
+        let to_u32 = |v: Option<u64>| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX));
+        let fsp = fsp.unwrap_or(0) as u8;
+        let int = |t: fn(bool) -> ColumnType, width| (t(unsigned), Codec::Int { width, unsigned });
+        // As the binlog's string types: binary charset -> Bytes, a JSON check -> Json, else Text.
+        let string = |max_chars: Option<u32>, max_bytes: Option<u32>, fixed: bool| {
+            if binary {
+                (
+                    ColumnType::Bytes { max_bytes },
+                    Codec::Str {
+                        len_bytes: 4,
+                        payload: match (fixed, max_bytes) {
+                            (true, Some(n)) => Payload::FixedBytes(n as usize),
+                            _ => Payload::Bytes,
+                        },
+                    },
+                )
+            } else if facts.json.contains(&col) {
+                (
+                    ColumnType::Json,
+                    Codec::Str {
+                        len_bytes: 4,
+                        payload: Payload::Json(cs),
+                    },
+                )
+            } else {
+                (
+                    ColumnType::Text { max_chars },
+                    Codec::Str {
+                        len_bytes: 4,
+                        payload: Payload::Text(cs),
+                    },
+                )
+            }
+        };
+        let (ty, codec) = match data_type.as_str() {
+            "tinyint" => int(|unsigned| ColumnType::TinyInt { unsigned }, 1),
+            "smallint" => int(|unsigned| ColumnType::SmallInt { unsigned }, 2),
+            "mediumint" => int(|unsigned| ColumnType::MediumInt { unsigned }, 3),
+            "int" => int(|unsigned| ColumnType::Int { unsigned }, 4),
+            "bigint" => int(|unsigned| ColumnType::BigInt { unsigned }, 8),
+            "decimal" => {
+                let (precision, scale) = (precision.unwrap_or(10) as u8, scale.unwrap_or(0) as u8);
+                (
+                    ColumnType::Decimal { precision, scale },
+                    Codec::Decimal { precision, scale },
+                )
+            }
+            "float" => (ColumnType::Float, Codec::Float),
+            "double" => (ColumnType::Double, Codec::Double),
+            "date" => (ColumnType::Date, Codec::Date),
+            "time" => (ColumnType::Time { fsp }, Codec::Time { fsp }),
+            "datetime" => (ColumnType::DateTime { fsp }, Codec::DateTime { fsp }),
+            "timestamp" => (ColumnType::Timestamp { fsp }, Codec::Timestamp { fsp }),
+            "year" => (ColumnType::Year, Codec::Year),
+            "varchar" => string(to_u32(max_chars), to_u32(octets), false),
+            "char" => string(to_u32(max_chars), to_u32(octets), !binary),
+            "varbinary" => string(None, to_u32(octets), false),
+            "binary" => string(None, to_u32(octets), true),
+            "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob"
+            | "mediumblob" | "longblob" => string(None, None, false),
+            "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring"
+            | "multipolygon" | "geometrycollection" => (
+                ColumnType::Bytes { max_bytes: None },
+                Codec::Str {
+                    len_bytes: 4,
+                    payload: Payload::Bytes,
+                },
+            ),
+            "enum" | "set" => {
+                let inner = column_type
+                    .strip_prefix(&format!("{data_type}("))
+                    .and_then(|s| s.strip_suffix(')'))
+                    .unwrap_or("");
+                let values: Vec<String> = inner
+                    .split("','")
+                    .map(|v| v.trim_matches('\'').replace("''", "'"))
+                    .collect();
+                if data_type == "enum" {
+                    let width = if values.len() > 255 { 2 } else { 1 };
+                    (ColumnType::Enum { values }, Codec::Enum { width })
+                } else {
+                    let width = values.len().div_ceil(8).max(1) as u8;
+                    (ColumnType::Set { members: values }, Codec::Set { width })
+                }
+            }
+            "bit" => {
+                let width = precision.unwrap_or(1) as u8;
+                (
+                    ColumnType::Bit { width },
+                    Codec::Bit {
+                        bytes: width.div_ceil(8),
+                    },
+                )
+            }
+            "json" => string(None, None, false),
+            other => {
+                return Err(bad(&col, format!("column type {other} is not supported")));
+            }
+        };
+        columns.push(Column {
+            name: col,
+            column_type: ty,
+            nullable: nullable == "YES",
+        });
+        codecs.push(codec);
+        charset_names.push(charset);
+    }
+    let primary_key = primary_key
+        .iter()
+        .map(|n| columns.iter().position(|c| &c.name == n))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            ConnectorError::Config(format!("the primary key of {name} names unknown columns"))
+        })?;
+    let schema = TableSchema {
+        database: name.database.clone(),
+        table: name.table.clone(),
+        columns,
+        primary_key,
+    };
+    Ok(TableInfo {
+        name: name.clone(),
+        schema: Arc::new(schema),
+        codecs,
+        charset_names,
+    })
 }
 
 /// Derives the schema of a table from its table-map event and the `facts` `information_schema` gives.

@@ -79,9 +79,7 @@ async fn bench(rate: u64, seconds: u64) {
 state_dir = {state:?}
 [[sources]]
 name = "shop"
-url = "mysql://relay@127.0.0.1:{port}/?max_allowed_packet=1073741824&prefer_socket=false"
-password_file = {pw:?}
-server_id = 4243
+connector = {{ kind = "mariadb", url = "mysql://relay@127.0.0.1:{port}/?max_allowed_packet=1073741824&prefer_socket=false", password_file = {pw:?}, server_id = 4243 }}
 buffer_size = "256MiB"
 tables = [{{ id = 1, name = "orders", table = "shop.orders" }}]
 "#,

@@ -17,35 +17,40 @@
 //!
 //! [[sources]]
 //! name = "shop"
-//! url = "mysql://repl@db.example:3306"
-//! password_env = "SHOP_REPL_PASSWORD"
-//! server_id = 1001
 //! buffer_size = "512MiB"
 //! tables = [
 //!     { id = 1, name = "orders", table = "shop.orders" },
 //!     { id = 2, name = "customers", table = "shop.customers" },
 //! ]
+//! # The database, read by the connector of its `kind`; every field is that connector's own setting
+//! # (databus_connectors::ConnectorConfig). Relay chaining uses `upstream = { url = … }` instead.
+//! [sources.connector]
+//! kind = "mariadb"
+//! url = "mysql://repl@db.example:3306"
+//! password_env = "SHOP_REPL_PASSWORD"
+//! server_id = 1001
+//! read_timeout = "10s"
 //! ```
 //!
 //! Parse with [`RelayConfig::from_toml`], then [`RelayConfig::validate`] into a [`ValidatedConfig`]; every
 //! error names the field and the fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
+use databus_connectors::{ConnectorConfig, TableName};
 use databus_core::SourceId;
 use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
 use databus_http::{ClientOptions, Token};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::RelayError;
 
 /// The whole relay configuration file.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RelayConfig {
     /// Directory for the relay's small persisted state (the last SCN of each source). Created if missing.
@@ -58,23 +63,26 @@ pub struct RelayConfig {
 }
 
 /// The HTTP server and its bounds.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     /// Address to listen on. Default `127.0.0.1:11140`; the CLI's `--listen` overrides it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// The largest byte budget a `stream` request may ask for (`max_bytes`). Default 16 MiB.
-    #[serde(default = "default_max_response_bytes")]
+    #[serde(
+        default = "default_max_response_bytes",
+        serialize_with = "serialize_size"
+    )]
     pub max_response_bytes: ByteSize,
     /// The byte budget of a `stream` request that does not set `max_bytes`. Default 1 MiB.
-    #[serde(default = "default_response_bytes")]
+    #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
     pub default_response_bytes: ByteSize,
     /// The longest long-poll wait a `stream` request may ask for (`wait_ms`). Default 30 s.
     #[serde(default = "default_max_wait", with = "humantime_serde")]
     pub max_wait: Duration,
     /// The longest accepted query string. Default 8 KiB.
-    #[serde(default = "default_max_query_bytes")]
+    #[serde(default = "default_max_query_bytes", serialize_with = "serialize_size")]
     pub max_query_bytes: ByteSize,
     /// The most `stream` requests served at once (long polls included); more get 503 `overloaded`.
     /// Default 1024.
@@ -82,12 +90,12 @@ pub struct HttpConfig {
     pub max_concurrent_streams: usize,
     /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
     /// HTTP.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsConfig>,
     /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
     /// several tokens for rotation; `open_metrics = true` leaves `/metrics` open). Default: no
     /// authentication.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthConfig>,
     /// `[http.connections]`: the most connections held, how long a client has to send a request's
     /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
@@ -133,34 +141,41 @@ impl Default for HttpConfig {
 
 /// One physical source: a database connection and the tables captured from it, or (relay chaining)
 /// a buffer of another relay.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SourceConfig {
     /// A short name for this source, unique in the relay (`[A-Za-z0-9_-]`); used in URLs, metrics and the
     /// state file name.
     pub name: String,
-    /// Connection URL of the database, without the password (e.g. `mysql://repl@db:3306`). Required
-    /// unless `upstream` is set.
-    #[serde(default)]
-    pub url: Option<String>,
-    /// Name of an environment variable holding the password. At most one of `password_env` and
-    /// `password_file`.
-    #[serde(default)]
-    pub password_env: Option<String>,
-    /// A file holding the password (trailing newline ignored). At most one of `password_env` and
-    /// `password_file`.
-    #[serde(default)]
-    pub password_file: Option<PathBuf>,
-    /// Server id of the relay's replication connection; distinct from every server in the topology.
-    /// Required unless `upstream` is set.
-    #[serde(default)]
-    pub server_id: Option<u32>,
+    /// The database this source captures: a table tagged with the connector's `kind`
+    /// (`kind = "mariadb"`), whose other fields are that connector's own settings
+    /// ([`ConnectorConfig`]; for MariaDB: `url`, `password_env`/`password_file`, `server_id`,
+    /// `read_timeout`, `heartbeat_period`, `max_transaction_rows`, `reconnect`, …). The tables of
+    /// `tables` are added to what it captures. Required unless `upstream` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connector: Option<ConnectorConfig>,
     /// Relay chaining: follow a buffer of another relay instead of a database, preserving its SCNs,
-    /// windows, heartbeats and schemas. Excludes `url`, `server_id` and the password settings.
-    #[serde(default)]
+    /// windows, heartbeats and schemas. Excludes `connector`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<UpstreamConfig>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing)]
+    pub url: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing)]
+    pub password_env: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing)]
+    pub password_file: Option<toml::Value>,
+    /// Earlier versions' flat database field: refused with the rewrite to `[sources.connector]`.
+    #[doc(hidden)]
+    #[serde(default, skip_serializing)]
+    pub server_id: Option<toml::Value>,
     /// Byte capacity of this source's event buffer. Default 256 MiB.
-    #[serde(default = "default_buffer_size")]
+    #[serde(default = "default_buffer_size", serialize_with = "serialize_size")]
     pub buffer_size: ByteSize,
     /// History refill: on a restart, re-read this many transactions before the persisted SCN from the
     /// database's binlog (MariaDB SCNs are GTID sequence numbers, one per transaction), so that a
@@ -179,34 +194,85 @@ pub struct SourceConfig {
     pub tables: Vec<TableConfig>,
 }
 
+/// A size as the parser reads it, in the largest exact binary unit (`"512MiB"`).
+pub fn format_size(n: u64) -> String {
+    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
+        if n >= 1 << shift && n % (1 << shift) == 0 {
+            return format!("{}{unit}", n >> shift);
+        }
+    }
+    format!("{n}B")
+}
+
+fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&databus_connectors::redact_url(url))
+}
+
+fn serialize_size<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_size(size.as_u64()))
+}
+
 fn default_buffer_size() -> ByteSize {
     ByteSize::mib(256)
 }
 
+impl SourceConfig {
+    /// The flat MySQL fields a `[[sources]]` entry had before `[sources.connector]`: any of them is an
+    /// error that says how to rewrite the entry.
+    fn legacy_error(&self, at: &dyn Fn(&str) -> String) -> Option<RelayError> {
+        let mut lines = vec!["kind = \"mariadb\"".to_owned()];
+        let mut names = Vec::new();
+        for (name, value) in [
+            ("url", &self.url),
+            ("password_env", &self.password_env),
+            ("password_file", &self.password_file),
+            ("server_id", &self.server_id),
+        ] {
+            if let Some(v) = value {
+                names.push(name);
+                lines.push(format!("{name} = {v}"));
+            }
+        }
+        (!names.is_empty()).then(|| {
+            invalid(
+                at(names[0]),
+                format!(
+                    "the database settings moved into a [sources.connector] table tagged with the \
+                     connector's kind; move {} there: [sources.connector] {}",
+                    names.join(", "),
+                    lines.join(" ")
+                ),
+            )
+        })
+    }
+}
+
 /// The upstream relay of a chained source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct UpstreamConfig {
-    /// The upstream relay's base URL, `http://host:port` or `https://host:port`.
+    /// The upstream relay's base URL, `http://host:port` or `https://host:port` (serialized with
+    /// any password in it masked).
+    #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// The upstream buffer to follow. Default: this source's name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub buffer: Option<String>,
     /// PEM file of the CA (or self-signed certificate) of an `https` upstream; default the web PKI
     /// roots.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_cert: Option<PathBuf>,
     /// Environment variable holding the bearer token sent to the upstream. At most one of
     /// `token_env` and `token_file`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_env: Option<String>,
     /// File holding the bearer token sent to the upstream.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
 }
 
 /// One captured table, a logical source.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct TableConfig {
     /// The logical source id events of this table carry; unique in the relay.
@@ -217,27 +283,7 @@ pub struct TableConfig {
     pub table: String,
 }
 
-/// A password, never printed.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret's text, for the one place that needs it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use databus_connectors::Secret;
 
 /// A validated configuration: runtime types, credentials resolved.
 #[derive(Debug, Clone)]
@@ -298,15 +344,9 @@ pub struct ValidatedSource {
 /// Where a source's events come from.
 #[derive(Debug, Clone)]
 pub enum Origin {
-    /// A MySQL/MariaDB binlog.
-    MySql {
-        /// Connection URL without the password.
-        url: String,
-        /// The password, if one was configured.
-        password: Option<Secret>,
-        /// Replication server id.
-        server_id: u32,
-    },
+    /// A database, read by the connector this configuration builds (secrets resolved, the relay's
+    /// tables added to what it captures): [`ConnectorConfig::build`].
+    Connector(ConnectorConfig),
     /// Another relay's buffer (relay chaining).
     Relay {
         /// The upstream relay's base URL (`http[s]://host:port`).
@@ -503,32 +543,9 @@ impl RelayConfig {
                     ),
                 ));
             }
-            let password = match (&source.password_env, &source.password_file) {
-                (Some(_), Some(_)) => {
-                    return Err(invalid(
-                        at("password_env"),
-                        "both password_env and password_file are set; keep one",
-                    ));
-                }
-                (Some(var), None) => Some(Secret::new(env(var).ok_or_else(|| {
-                    invalid(
-                        at("password_env"),
-                        format!(
-                            "environment variable {var} is not set; export it or use password_file"
-                        ),
-                    )
-                })?)),
-                (None, Some(path)) => {
-                    let text = std::fs::read_to_string(path).map_err(|e| {
-                        invalid(
-                            at("password_file"),
-                            format!("cannot read {}: {e}", path.display()),
-                        )
-                    })?;
-                    Some(Secret::new(text.trim_end_matches(['\r', '\n'])))
-                }
-                (None, None) => None,
-            };
+            if let Some(e) = source.legacy_error(&at) {
+                return Err(e);
+            }
             if source.upstream.is_some() && source.before_images {
                 return Err(invalid(
                     at("before_images"),
@@ -536,8 +553,8 @@ impl RelayConfig {
                      sends); set it on the upstream relay's source",
                 ));
             }
-            let origin = match (&source.upstream, &source.url, source.server_id) {
-                (Some(up), None, None) if password.is_none() => {
+            let origin = match (&source.upstream, &source.connector) {
+                (Some(up), None) => {
                     let token = Token::read_one(
                         &at("upstream"),
                         up.token_env.as_deref(),
@@ -571,44 +588,33 @@ impl RelayConfig {
                         client,
                     }
                 }
-                (Some(_), _, _) if source.history_transactions > 0 => {
+                (Some(_), _) if source.history_transactions > 0 => {
                     return Err(invalid(
                         at("history_transactions"),
                         "applies to database sources only; remove it from the chained source",
                     ));
                 }
-                (Some(_), _, _) => {
+                (Some(_), Some(_)) => {
                     return Err(invalid(
                         at("upstream"),
-                        "a chained source takes no url, server_id or password; remove them",
+                        "a chained source takes no connector; keep one of upstream and connector",
                     ));
                 }
-                (None, Some(url), Some(server_id)) => {
-                    if url.trim().is_empty() {
-                        return Err(invalid(at("url"), "is empty; set the database URL"));
-                    }
-                    if server_id == 0 {
-                        return Err(invalid(
-                            at("server_id"),
-                            "is 0; use a server id distinct from every server in the topology",
-                        ));
-                    }
-                    Origin::MySql {
-                        url: url.clone(),
-                        password,
-                        server_id,
-                    }
+                (None, Some(connector)) => {
+                    let mut connector = connector.clone();
+                    connector
+                        .resolve_secrets(env)
+                        .map_err(|e| invalid(at("connector"), connector_message(e)))?;
+                    connector.capture_tables(source.tables.iter().filter_map(|t| {
+                        t.table.split_once('.').map(|(d, n)| TableName::new(d, n))
+                    }));
+                    Origin::Connector(connector)
                 }
-                (None, None, _) => {
+                (None, None) => {
                     return Err(invalid(
-                        at("url"),
-                        "missing; set the database URL (or upstream, to chain another relay)",
-                    ));
-                }
-                (None, Some(_), None) => {
-                    return Err(invalid(
-                        at("server_id"),
-                        "missing; set a server id distinct from every server in the topology",
+                        at("connector"),
+                        "missing; add a [sources.connector] table with the database's kind (kind = \"mariadb\", \
+                         url, server_id, …), or upstream to chain another relay",
                     ));
                 }
             };
@@ -663,6 +669,12 @@ impl RelayConfig {
                     table: name.to_owned(),
                 });
             }
+            if let Origin::Connector(connector) = &origin {
+                // Builds (and drops) the connector: its own validation stops the start.
+                connector
+                    .build()
+                    .map_err(|e| invalid(at("connector"), connector_message(e)))?;
+            }
             sources.push(ValidatedSource {
                 name: source.name.clone(),
                 origin,
@@ -686,35 +698,13 @@ impl RelayConfig {
     }
 }
 
-/// Inserts a percent-encoded password into the userinfo of `url` (`mysql://user@host` ->
-/// `mysql://user:pw@host`). A URL that already carries a password is refused when one is configured.
-pub fn url_with_password(url: &str, password: Option<&Secret>) -> Result<String, RelayError> {
-    let Some(password) = password else {
-        return Ok(url.to_owned());
-    };
-    let bad = |m: &str| invalid("url", m.to_owned());
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| bad("is not of the form mysql://user@host:port"))?;
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return Err(bad("names no user; use mysql://user@host:port"));
-    };
-    let user = &rest[..at];
-    if user.contains(':') {
-        return Err(bad(
-            "already contains a password; remove it from the URL and keep password_env or password_file",
-        ));
+/// A connector's configuration error without its "invalid connector config: " prefix (the field is
+/// named by the relay's error).
+fn connector_message(e: databus_connectors::ConnectorError) -> String {
+    match e {
+        databus_connectors::ConnectorError::Config(m) => m,
+        other => other.to_string(),
     }
-    let mut encoded = String::new();
-    for b in password.expose().bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            encoded.push(b as char);
-        } else {
-            encoded.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(format!("{scheme}://{user}:{encoded}{}", &rest[at..]))
 }
 
 #[cfg(test)]
@@ -732,14 +722,18 @@ max_wait = "10s"
 
 [[sources]]
 name = "shop"
-url = "mysql://repl@127.0.0.1:3306"
-password_env = "SHOP_PW"
-server_id = 1001
 buffer_size = "64MiB"
 tables = [
     { id = 1, name = "orders", table = "shop.orders" },
     { id = 2, name = "customers", table = "shop.customers" },
 ]
+[sources.connector]
+kind = "mariadb"
+url = "mysql://repl@127.0.0.1:3306"
+password_env = "SHOP_PW"
+server_id = 1001
+read_timeout = "20s"
+max_transaction_rows = 5000
 "#;
 
     fn env(name: &str) -> Option<String> {
@@ -757,32 +751,55 @@ tables = [
         assert_eq!(cfg.http.max_wait, Duration::from_secs(10));
         let source = &cfg.sources[0];
         assert_eq!(source.buffer_bytes, 64 << 20);
-        let Origin::MySql { password, .. } = &source.origin else {
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &source.origin else {
             panic!("{source:?}")
         };
-        assert_eq!(password.as_ref().unwrap().expose(), "s3cret");
-        assert_eq!(format!("{password:?}"), "Some(Secret(***))");
+        assert_eq!(mysql.password.as_ref().unwrap().expose(), "s3cret");
+        // Every connector setting reaches the connector; the relay's tables are captured.
+        assert_eq!(mysql.read_timeout, Duration::from_secs(20));
+        assert_eq!(mysql.max_transaction_rows, 5000);
+        assert_eq!(mysql.tables, ["shop.orders", "shop.customers"]);
+        let shown = format!("{cfg:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
         assert_eq!(source.tables[1].database, "shop");
         assert_eq!(source.tables[1].table, "customers");
         assert_eq!(source.tables[1].id, SourceId::new(2));
     }
 
     #[test]
-    fn password_goes_into_the_url_encoded() {
-        let pw = Secret::new("p@ss:w/rd");
-        assert_eq!(
-            url_with_password("mysql://repl@db:3306/", Some(&pw)).unwrap(),
-            "mysql://repl:p%40ss%3Aw%2Frd@db:3306/"
-        );
-        assert_eq!(
-            url_with_password("mysql://repl@db", None).unwrap(),
-            "mysql://repl@db"
-        );
-        let err = url_with_password("mysql://repl:x@db", Some(&pw))
+    fn sizes_print_in_the_units_the_parser_reads() {
+        for (n, text) in [
+            (4 << 20, "4MiB"),
+            (1500, "1500B"),
+            (3 << 30, "3GiB"),
+            (2048, "2KiB"),
+        ] {
+            assert_eq!(format_size(n), text);
+            assert_eq!(text.parse::<ByteSize>().unwrap().as_u64(), n);
+        }
+    }
+
+    #[test]
+    fn the_old_flat_database_fields_are_refused_with_the_rewrite() {
+        let text = r#"
+state_dir = "s"
+[[sources]]
+name = "a"
+url = "mysql://repl@db:3306"
+password_env = "SHOP_PW"
+server_id = 7
+tables = [{ id = 1, name = "t", table = "d.t" }]
+"#;
+        let err = RelayConfig::from_toml(text)
+            .unwrap()
+            .validate_with_env(&env)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("already contains a password"), "{err}");
-        assert!(url_with_password("db:3306", Some(&pw)).is_err());
+        assert!(
+            err.contains("sources[0].url")
+                && err.contains("[sources.connector] kind = \"mariadb\" url = \"mysql://repl@db:3306\" password_env = \"SHOP_PW\" server_id = 7"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -791,9 +808,8 @@ tables = [
 state_dir = "s"
 [[sources]]
 name = "a"
-url = "mysql://x"
-server_id = 7
 tables = [{ id = 1, name = "t", table = "d.t" }]
+connector = { kind = "mariadb", url = "mysql://x@h/", server_id = 7 }
 "#;
         let cfg = RelayConfig::from_toml(text)
             .unwrap()
@@ -804,14 +820,15 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
         assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
         assert!(!cfg.security.is_tls() && !cfg.security.requires_token());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
-        assert!(matches!(
-            &cfg.sources[0].origin,
-            Origin::MySql {
-                password: None,
-                server_id: 7,
-                ..
-            }
-        ));
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &cfg.sources[0].origin else {
+            panic!()
+        };
+        assert_eq!((mysql.password.as_ref(), mysql.server_id), (None, 7));
+        assert_eq!(
+            mysql.read_timeout,
+            Duration::from_secs(10),
+            "the connector's default"
+        );
     }
 
     #[test]
@@ -827,10 +844,10 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             .unwrap()
             .validate_with_env(&env)
             .unwrap();
-        let Origin::MySql { password, .. } = &cfg.sources[0].origin else {
+        let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &cfg.sources[0].origin else {
             panic!()
         };
-        assert_eq!(password.as_ref().unwrap().expose(), "from-file");
+        assert_eq!(mysql.password.as_ref().unwrap().expose(), "from-file");
     }
 
     #[test]
@@ -861,7 +878,12 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             (
                 "upstream = {",
                 "server_id = 3\nupstream = {",
-                "takes no url, server_id",
+                "moved into a [sources.connector]",
+            ),
+            (
+                "upstream = {",
+                "connector = { kind = \"mariadb\", url = \"mysql://u@h/\", server_id = 3 }\nupstream = {",
+                "keep one of upstream and connector",
             ),
             (
                 "http://127.0.0.1:11140",
@@ -872,7 +894,7 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             (
                 "upstream = { url = \"http://127.0.0.1:11140\" }",
                 "",
-                "sources[0].url: missing",
+                "sources[0].connector: missing",
             ),
         ] {
             let text = text.replacen(from, &to.replace("\\n", "\n"), 1);
@@ -891,6 +913,17 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
                 "server_id = 1001",
                 "server_id = 1001\nbogus = 1",
                 "unknown field `bogus`",
+            ),
+            (
+                "buffer_size = \"64MiB\"",
+                "buffer_size = \"64MiB\"\nbogus = 1",
+                "unknown field `bogus`",
+            ),
+            ("\"mariadb\"", "\"oracle\"", "unknown variant `oracle`"),
+            (
+                "read_timeout = \"20s\"",
+                "read_timeout = \"1ms\"",
+                "sources[0].connector: read_timeout",
             ),
             ("\"8MiB\"", "\"2GiB\"", "http.max_response_bytes"),
             ("\"512KiB\"", "\"9MiB\"", "http.default_response_bytes"),
@@ -918,7 +951,11 @@ tables = [{ id = 1, name = "t", table = "d.t" }]
             ),
             ("name = \"shop\"", "name = \"sh op\"", "sources[0].name"),
             ("name = \"customers\"", "name = \"orders\"", "is used twice"),
-            ("server_id = 1001", "server_id = 0", "sources[0].server_id"),
+            (
+                "server_id = 1001",
+                "server_id = 0",
+                "sources[0].connector: server_id 0",
+            ),
         ] {
             assert!(GOOD.contains(from), "{from}");
             let text = GOOD.replacen(from, to, 1);

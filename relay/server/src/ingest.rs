@@ -16,9 +16,10 @@
 //! | other connector errors (misconfigured source, purged binlog, …) | definite | status `failed` with the message; the pipeline stops, the HTTP API keeps serving what the buffer holds, `/health` turns 503 |
 //! | a row that does not encode, a window larger than the buffer | definite | as above |
 //!
-//! History refill: with `history_transactions = N`, a restart re-reads the N transactions before the
-//! persisted SCN (if the binlog still has them; otherwise it resumes after the persisted SCN), so the
-//! restarted relay can serve recent history again.
+//! History refill: with `history_transactions = N`, a restart asks the connector where to start to
+//! re-read about N transactions before the persisted SCN ([`SourceConnector::refill_start`]; if the
+//! source no longer has them it resumes after the persisted SCN), so the restarted relay can serve
+//! recent history again.
 //!
 //! The last SCN and source position are persisted (see [`crate::state`]) at most once per
 //! [`PERSIST_INTERVAL`] and at shutdown; a restarted relay resumes after the persisted SCN.
@@ -217,22 +218,15 @@ pub async fn run_ingest<C: SourceConnector>(
         }
     };
     let (start, fallback) = match &persisted {
-        Some(state) if parts.history_transactions > 0 => {
-            // Never `After(0)`: that means "from the oldest transaction the source still has", which
-            // cannot tell whether older ones were purged; after SCN 1 it is a resume point the connector
-            // checks (and refuses as purged, then the fallback applies).
-            let refill = Scn::new(
-                state
-                    .last_scn
-                    .get()
-                    .saturating_sub(parts.history_transactions)
-                    .max(1),
-            );
-            (
-                StartPosition::After(refill),
-                Some(StartPosition::After(state.last_scn)),
-            )
-        }
+        Some(state) if parts.history_transactions > 0 => (
+            // History refill is the connector's question: only it knows how its positions count back.
+            connector.refill_start(
+                state.last_scn,
+                state.position.as_ref(),
+                parts.history_transactions,
+            ),
+            Some(StartPosition::After(state.last_scn)),
+        ),
         Some(state) => (StartPosition::After(state.last_scn), None),
         None => (StartPosition::Now, None),
     };
@@ -453,11 +447,7 @@ mod tests {
                     Ok(Some(ConnectorEvent::Transaction(SourceTransaction {
                         scn: Scn::new(scn),
                         commit_timestamp_ns: scn,
-                        position: SourcePosition {
-                            gtid: format!("0-1-{scn}"),
-                            file: "bin.000001".into(),
-                            end_position: scn,
-                        },
+                        position: SourcePosition::new(serde_json::json!({ "scn": scn })),
                         changes: Vec::new(),
                         table_changes: Vec::new(),
                     })))
@@ -472,6 +462,16 @@ mod tests {
 
         fn shutdown_token(&self) -> CancellationToken {
             self.shutdown.clone()
+        }
+
+        /// Counts back like a source with one SCN per transaction.
+        fn refill_start(
+            &self,
+            last: Scn,
+            _position: Option<&SourcePosition>,
+            transactions: u64,
+        ) -> StartPosition {
+            StartPosition::After(Scn::new(last.get().saturating_sub(transactions).max(1)))
         }
 
         async fn shutdown(&mut self) -> Result<(), ConnectorError> {

@@ -122,7 +122,7 @@ pub async fn run(config: ValidatedConfig, shutdown: CancellationToken) -> Result
 }
 
 /// Runs the relay on `listener`: one event buffer and one ingest pipeline per configured source (the
-/// MySQL/MariaDB connector, or another relay for a chained source, see [`chain`]), the schema registry under `<state_dir>/schemas`, and the HTTP API. Returns after
+/// connector its `[sources.connector]` kind builds, or another relay for a chained source, see [`chain`]), the schema registry under `<state_dir>/schemas`, and the HTTP API. Returns after
 /// `shutdown` is cancelled and everything drained. A source whose ingest fails with a definite error
 /// stops alone (status `failed`, `/health` 503); the relay keeps serving its buffer.
 pub async fn run_with(
@@ -132,7 +132,6 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
     use databus_buffer::{BufferConfig, event_buffer};
-    use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
 
     std::fs::create_dir_all(&config.state_dir).map_err(|e| RelayError::Io {
         what: format!("cannot create state_dir {}", config.state_dir.display()),
@@ -172,19 +171,9 @@ pub async fn run_with(
         let name = source.name.clone();
         let token = shutdown.child_token();
         match &source.origin {
-            config::Origin::MySql {
-                url,
-                password,
-                server_id,
-            } => {
-                let url = config::url_with_password(url, password.as_ref())?;
-                let mut mysql = MySqlConfig::new(url, *server_id);
-                mysql.tables = source
-                    .tables
-                    .iter()
-                    .map(|t| format!("{}.{}", t.database, t.table))
-                    .collect();
-                let connector = MySqlConnector::new(mysql).map_err(|e| RelayError::Connector {
+            config::Origin::Connector(connector) => {
+                // The one factory: the connector of the source's kind.
+                let connector = connector.build().map_err(|e| RelayError::Connector {
                     name: source.name.clone(),
                     error: e,
                 })?;

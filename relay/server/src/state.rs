@@ -7,6 +7,10 @@
 //! ```json
 //! {"version":1,"source":"shop","last_scn":1042,"position":{"gtid":"0-1-1042","file":"mariadb-bin.000003","end_position":8812}}
 //! ```
+//!
+//! `position` is the connector's opaque [`SourcePosition`], stored as the connector serialized it (the
+//! MariaDB connector's is the object above, so files written before positions became opaque read
+//! unchanged).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -288,15 +292,34 @@ mod tests {
     }
 
     #[test]
+    fn a_state_file_written_before_positions_were_opaque_still_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::new(dir.path(), "shop");
+        std::fs::write(
+            file.path(),
+            r#"{"version":1,"source":"shop","last_scn":1042,"position":{"gtid":"0-1-1042","file":"mariadb-bin.000003","end_position":8812}}"#,
+        )
+        .unwrap();
+        let state = file.load().unwrap().unwrap();
+        assert_eq!(state.last_scn, Scn::new(1042));
+        let position = databus_connectors::mysql::MySqlPosition::from_position(
+            state.position.as_ref().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(position.gtid, "0-1-1042");
+        assert_eq!(position.end_position, 8812);
+    }
+
+    #[test]
     fn round_trip_missing_and_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::new(dir.path(), "shop");
         assert_eq!(file.load().unwrap(), None);
-        let position = SourcePosition {
-            gtid: "0-1-9".into(),
-            file: "bin.000001".into(),
-            end_position: 77,
-        };
+        let position = SourcePosition::new(serde_json::json!({
+            "gtid": "0-1-9",
+            "file": "bin.000001",
+            "end_position": 77
+        }));
         file.store(Scn::new(9), Some(position.clone())).unwrap();
         file.store(Scn::new(10), Some(position.clone())).unwrap();
         let state = file.load().unwrap().unwrap();

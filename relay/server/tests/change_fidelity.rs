@@ -27,9 +27,7 @@ state_dir = {state:?}
 max_wait = "30s"
 [[sources]]
 name = "shop"
-url = {url:?}
-password_file = {pw:?}
-server_id = 4243
+connector = {{ kind = "mariadb", url = {url:?}, password_file = {pw:?}, server_id = 4243 }}
 buffer_size = "8MiB"
 {extra}
 tables = [

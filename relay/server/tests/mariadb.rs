@@ -46,9 +46,7 @@ state_dir = {state:?}
 max_wait = "30s"
 [[sources]]
 name = "shop"
-url = {url:?}
-password_file = {pw:?}
-server_id = 4242
+connector = {{ kind = "mariadb", url = {url:?}, password_file = {pw:?}, server_id = 4242 }}
 buffer_size = "8MiB"
 history_transactions = {history}
 tables = [

@@ -52,9 +52,7 @@ async fn chromium_renders_the_scn_range_of_a_relay_fed_by_mariadb() {
 state_dir = {state:?}
 [[sources]]
 name = "shop"
-url = "mysql://relay@127.0.0.1:{port}/?prefer_socket=false"
-password_file = {pw:?}
-server_id = 4343
+connector = {{ kind = "mariadb", url = "mysql://relay@127.0.0.1:{port}/?prefer_socket=false", password_file = {pw:?}, server_id = 4343 }}
 buffer_size = "8MiB"
 tables = [ {{ id = 1, name = "orders", table = "shop.orders" }} ]
 "#,
