@@ -1,11 +1,13 @@
 //! Sources of change events for databus-rs: the [`SourceConnector`] contract, its conformance suite and
-//! the MySQL/MariaDB binlog connector.
+//! the MySQL/MariaDB binlog and PostgreSQL logical replication connectors.
 //!
 //! - [`source`]: the contract. A connector yields [`ConnectorEvent`]s — whole committed
 //!   [`SourceTransaction`]s in commit order with strictly increasing [`Scn`](databus_core::Scn)s, schema
 //!   changes and heartbeats — and resumes exactly after any SCN.
 //! - [`mysql`]: [`MySqlConnector`](mysql::MySqlConnector), which tails a MariaDB binlog as a replica,
 //!   with SCN = GTID sequence number, typed row images and server validation.
+//! - [`postgres`]: [`PgConnector`](postgres::PgConnector), logical replication with `pgoutput`, with
+//!   SCN = commit LSN and a slot that advances only as far as the relay acknowledges.
 //! - [`conformance`]: generic checks every connector must pass, run here against a real MariaDB.
 //! - [`ConnectorError`]: one error type; [`ConnectorError::is_transient`] says whether to retry.
 //!
@@ -32,6 +34,7 @@
 pub mod conformance;
 mod error;
 pub mod mysql;
+pub mod postgres;
 pub mod source;
 
 pub use error::ConnectorError;

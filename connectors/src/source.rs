@@ -249,4 +249,15 @@ pub trait SourceConnector: Send {
 
     /// Closes the connections to the source. Idempotent.
     fn shutdown(&mut self) -> impl Future<Output = Result<(), ConnectorError>> + Send;
+
+    /// The relay has durably recorded every transaction up to and including SCN `durable`: the source
+    /// may release what it retains for them. Connectors whose source keeps a per-reader position (a
+    /// PostgreSQL replication slot's `confirmed_flush_lsn`) advance it to `durable`, never further, so
+    /// a relay killed at any moment resumes from its persisted SCN without loss. Calls with a lower SCN
+    /// than before are ignored. The default does nothing (a MariaDB binlog keeps no reader position).
+    ///
+    /// The relay's ingest should call it after each persist of its SCN (not wired yet).
+    fn acknowledge(&mut self, durable: Scn) {
+        let _ = durable;
+    }
 }
