@@ -1,0 +1,444 @@
+//! Behaviour of the PostgreSQL connector against a real, private PostgreSQL: types, TRUNCATE, key
+//! changes, schema changes, TOAST, the replica-identity check, resume after restarts, and the slot's
+//! confirmed position following only acknowledgements.
+
+use std::time::Duration;
+
+use databus_connectors::conformance::{DEADLINE, next_transaction};
+use databus_connectors::postgres::{PgConfig, PgConnector};
+use databus_connectors::{
+    ChangeKind, ConnectorError, ConnectorEvent, DdlKind, SourceConnector, StartPosition,
+};
+use databus_core::Scn;
+use databus_serde_formats::model::{ColumnType, Value};
+use databus_testkit::Postgres;
+
+async fn server(setup: &[&str]) -> Postgres {
+    let pg = Postgres::start().await.expect("start postgres");
+    pg.exec(setup).await.expect("setup");
+    pg
+}
+
+fn config(pg: &Postgres, tables: &[&str]) -> PgConfig {
+    let mut c = PgConfig::new(
+        "127.0.0.1",
+        pg.port(),
+        "postgres",
+        Postgres::PASSWORD,
+        "postgres",
+    );
+    c.tables = tables.iter().map(|t| (*t).to_owned()).collect();
+    c.heartbeat_interval = Duration::from_millis(200);
+    c
+}
+
+async fn started(pg: &Postgres, tables: &[&str], from: StartPosition) -> PgConnector {
+    let mut c = PgConnector::new(config(pg, tables)).expect("config");
+    c.start(from).await.expect("start");
+    c
+}
+
+/// The next schema change (skipping heartbeats), then the transaction it precedes.
+async fn next_schema_change(c: &mut PgConnector) -> (Scn, Vec<(String, ColumnType)>) {
+    loop {
+        let e = tokio::time::timeout(DEADLINE, c.next_event())
+            .await
+            .expect("an event before the deadline")
+            .expect("no error")
+            .expect("not stopped");
+        match e {
+            ConnectorEvent::SchemaChange { scn, schema, .. } => {
+                return (
+                    scn,
+                    schema
+                        .columns
+                        .iter()
+                        .map(|c| (c.name.clone(), c.column_type.clone()))
+                        .collect(),
+                );
+            }
+            ConnectorEvent::Transaction(t) => panic!("a transaction before a schema change: {t:?}"),
+            ConnectorEvent::Heartbeat { .. } => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_supported_type_round_trips() {
+    let pg = server(&[
+        "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')",
+        "CREATE TABLE public.t (id INT PRIMARY KEY, i2 SMALLINT, i8 BIGINT, n NUMERIC(10,2), nu NUMERIC, \
+         f4 REAL, f8 DOUBLE PRECISION, b BOOLEAN, tx TEXT, vc VARCHAR(5), ch CHAR(3), by BYTEA, d DATE, \
+         tm TIME(3), ts TIMESTAMP, tz TIMESTAMPTZ, iv INTERVAL, u UUID, j JSON, jb JSONB, m mood, \
+         ai INT[], at TEXT[], ab BOOLEAN[])",
+        "ALTER TABLE public.t REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.t"], StartPosition::Now).await;
+    pg.exec(&[
+        "INSERT INTO public.t VALUES (1, -7, 9007199254740993, -12.30, 123456789012345678901234.5, 1.5, \
+         -2.25, true, 'héllo', 'ab', 'x', '\\x00ff10', '2024-02-29', '13:14:15.123', \
+         '2001-02-03 04:05:06.789012', '2001-02-03 04:05:06.5+02', '1 year 2 mons 3 days 04:05:06.5', \
+         'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', '{\"a\": [1, 2]}', '{\"b\": null}', 'happy', \
+         '{{1,2},{3,NULL}}', '{\"a b\",\"c\\\"d\",NULL}', '{t,f}')",
+        "INSERT INTO public.t (id) VALUES (2)",
+    ])
+    .await
+    .expect("insert");
+    let (_, columns) = next_schema_change(&mut c).await;
+    let types: Vec<ColumnType> = columns.into_iter().map(|(_, t)| t).collect();
+    assert_eq!(
+        types,
+        vec![
+            ColumnType::Int { unsigned: false },
+            ColumnType::SmallInt { unsigned: false },
+            ColumnType::BigInt { unsigned: false },
+            ColumnType::Decimal {
+                precision: 10,
+                scale: 2
+            },
+            ColumnType::Text { max_chars: None },
+            ColumnType::Float,
+            ColumnType::Double,
+            ColumnType::TinyInt { unsigned: false },
+            ColumnType::Text { max_chars: None },
+            ColumnType::Text { max_chars: Some(5) },
+            ColumnType::Text { max_chars: Some(3) },
+            ColumnType::Bytes { max_bytes: None },
+            ColumnType::Date,
+            ColumnType::Time { fsp: 3 },
+            ColumnType::DateTime { fsp: 6 },
+            ColumnType::Timestamp { fsp: 6 },
+            ColumnType::Text { max_chars: None },
+            ColumnType::Text {
+                max_chars: Some(36)
+            },
+            ColumnType::Json,
+            ColumnType::Json,
+            ColumnType::Enum {
+                values: vec!["sad".into(), "ok".into(), "happy".into()]
+            },
+            ColumnType::Json,
+            ColumnType::Json,
+            ColumnType::Json,
+        ]
+    );
+    let t1 = next_transaction(&mut c).await;
+    let row = t1.changes[0].after.clone().expect("after");
+    assert_eq!(
+        row,
+        vec![
+            Value::Int(1),
+            Value::Int(-7),
+            Value::Int(9_007_199_254_740_993),
+            Value::Decimal("-12.30".into()),
+            Value::Text("123456789012345678901234.5".into()),
+            Value::Float(1.5),
+            Value::Double(-2.25),
+            Value::Int(1),
+            Value::Text("héllo".into()),
+            Value::Text("ab".into()),
+            Value::Text("x  ".into()),
+            Value::Bytes(vec![0, 0xff, 0x10]),
+            Value::Date {
+                year: 2024,
+                month: 2,
+                day: 29
+            },
+            Value::Time {
+                negative: false,
+                micros: 47_655_123_000
+            },
+            Value::DateTime {
+                year: 2001,
+                month: 2,
+                day: 3,
+                hour: 4,
+                minute: 5,
+                second: 6,
+                micros: 789_012
+            },
+            // 2001-02-03T02:05:06.5Z
+            Value::Timestamp(981_165_906_500_000),
+            Value::Text("P1Y2M3DT4H5M6.5S".into()),
+            Value::Text("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11".into()),
+            Value::Json("{\"a\": [1, 2]}".into()),
+            Value::Json("{\"b\": null}".into()),
+            Value::Enum(3),
+            Value::Json("[[1,2],[3,null]]".into()),
+            Value::Json("[\"a b\",\"c\\\"d\",null]".into()),
+            Value::Json("[true,false]".into()),
+        ]
+    );
+    let t2 = next_transaction(&mut c).await;
+    let row = t2.changes[0].after.clone().expect("after");
+    assert_eq!(row[0], Value::Int(2));
+    assert!(row[1..].iter().all(|v| *v == Value::Null), "{row:?}");
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_types_are_refused_naming_the_column() {
+    let pg = server(&[
+        "CREATE TABLE public.g (id INT PRIMARY KEY, p POINT)",
+        "ALTER TABLE public.g REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.g"], StartPosition::Now).await;
+    pg.exec(&["INSERT INTO public.g VALUES (1, '(1,2)')"])
+        .await
+        .expect("insert");
+    let err = loop {
+        match tokio::time::timeout(DEADLINE, c.next_event())
+            .await
+            .expect("deadline")
+        {
+            Err(e) => break e,
+            Ok(Some(ConnectorEvent::Heartbeat { .. })) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    };
+    let text = err.to_string();
+    assert!(matches!(err, ConnectorError::Decode { .. }), "{text}");
+    assert!(
+        text.contains("public.g") && text.contains("column p") && text.contains("point"),
+        "{text}"
+    );
+    assert!(!err.is_transient());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_without_full_replica_identity_or_primary_key_are_refused() {
+    let pg = server(&[
+        "CREATE TABLE public.d (id INT PRIMARY KEY)",
+        "CREATE TABLE public.nopk (v INT)",
+        "ALTER TABLE public.nopk REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = PgConnector::new(config(&pg, &["public.d", "public.nopk"])).expect("config");
+    let err = c.start(StartPosition::Now).await.expect_err("refused");
+    let text = err.to_string();
+    assert!(
+        matches!(err, ConnectorError::Misconfigured { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("table public.d has REPLICA IDENTITY DEFAULT; run ALTER TABLE \"public\".\"d\" REPLICA IDENTITY FULL"),
+        "{text}"
+    );
+    assert!(
+        text.contains("table public.nopk has no primary key"),
+        "{text}"
+    );
+    assert!(!err.is_transient());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_key_change_and_full_before_images() {
+    let pg = server(&[
+        "CREATE TABLE public.k (a INT, b INT, v TEXT, PRIMARY KEY (a, b))",
+        "ALTER TABLE public.k REPLICA IDENTITY FULL",
+        "INSERT INTO public.k VALUES (1, 1, 'x'), (2, 2, 'y')",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.k"], StartPosition::Now).await;
+    pg.exec(&["UPDATE public.k SET b = 5 WHERE a = 1 AND b = 1"])
+        .await
+        .expect("key change");
+    pg.exec(&["DELETE FROM public.k WHERE a = 2"])
+        .await
+        .expect("delete");
+    pg.exec_tx(&[
+        "INSERT INTO public.k VALUES (7, 7, 'gone')",
+        "TRUNCATE public.k",
+        "INSERT INTO public.k VALUES (8, 8, 'kept')",
+    ])
+    .await
+    .expect("truncate");
+    let update = next_transaction(&mut c).await;
+    let ch = &update.changes[0];
+    assert_eq!(ch.kind, ChangeKind::Update);
+    assert_eq!(
+        ch.before,
+        Some(vec![Value::Int(1), Value::Int(1), Value::Text("x".into())])
+    );
+    assert_eq!(
+        ch.after,
+        Some(vec![Value::Int(1), Value::Int(5), Value::Text("x".into())])
+    );
+    assert_eq!(ch.table.primary_key, vec![0, 1]);
+    let delete = next_transaction(&mut c).await;
+    assert_eq!(delete.changes[0].kind, ChangeKind::Delete);
+    assert_eq!(
+        delete.changes[0].before,
+        Some(vec![Value::Int(2), Value::Int(2), Value::Text("y".into())]),
+        "a delete carries the whole old row"
+    );
+    let truncate = next_transaction(&mut c).await;
+    assert_eq!(truncate.table_changes.len(), 1);
+    assert_eq!(truncate.table_changes[0].kind, DdlKind::Truncate);
+    assert_eq!(truncate.table_changes[0].table.to_string(), "public.k");
+    assert_eq!(
+        truncate.changes.len(),
+        1,
+        "the insert before the truncate is erased by it; the one after stays: {:?}",
+        truncate.changes
+    );
+    assert_eq!(
+        truncate.changes[0].after.as_ref().map(|r| r[2].clone()),
+        Some(Value::Text("kept".into()))
+    );
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_column_is_a_new_schema_version() {
+    let pg = server(&[
+        "CREATE TABLE public.s (id INT PRIMARY KEY, v TEXT)",
+        "ALTER TABLE public.s REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.s"], StartPosition::Now).await;
+    pg.exec(&["INSERT INTO public.s VALUES (1, 'a')"])
+        .await
+        .expect("insert");
+    let (_, v1) = next_schema_change(&mut c).await;
+    assert_eq!(v1.len(), 2);
+    let first = next_transaction(&mut c).await;
+    pg.exec(&[
+        "ALTER TABLE public.s ADD COLUMN w INT",
+        "INSERT INTO public.s VALUES (2, 'b', 3)",
+    ])
+    .await
+    .expect("alter");
+    let (scn, v2) = next_schema_change(&mut c).await;
+    assert_eq!(
+        v2.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+        ["id", "v", "w"]
+    );
+    let second = next_transaction(&mut c).await;
+    assert_eq!(
+        second.scn, scn,
+        "the schema change carries its first transaction's SCN"
+    );
+    assert!(second.scn > first.scn);
+    assert_eq!(
+        second.changes[0].after,
+        Some(vec![Value::Int(2), Value::Text("b".into()), Value::Int(3)])
+    );
+    assert_eq!(second.changes[0].table.columns.len(), 3);
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toasted_values_arrive_complete() {
+    let pg = server(&[
+        "CREATE TABLE public.big (id INT PRIMARY KEY, body TEXT, n INT)",
+        "ALTER TABLE public.big ALTER COLUMN body SET STORAGE EXTERNAL",
+        "ALTER TABLE public.big REPLICA IDENTITY FULL",
+    ])
+    .await;
+    // 100 kB of text that does not compress away: stored out of line (TOAST).
+    let body: String = (0..100_000u32)
+        .map(|i| char::from(b'a' + ((i * 7919) % 26) as u8))
+        .collect();
+    pg.exec(&[&format!("INSERT INTO public.big VALUES (1, '{body}', 0)")])
+        .await
+        .expect("insert");
+    let mut c = started(&pg, &["public.big"], StartPosition::Now).await;
+    pg.exec(&["UPDATE public.big SET n = 1 WHERE id = 1"])
+        .await
+        .expect("update");
+    let t = next_transaction(&mut c).await;
+    let ch = &t.changes[0];
+    let expected = vec![Value::Int(1), Value::Text(body.clone()), Value::Int(1)];
+    assert_eq!(
+        ch.after.as_ref(),
+        Some(&expected),
+        "the TOASTed body arrives whole"
+    );
+    assert_eq!(
+        ch.before.as_ref().map(|r| r[1].clone()),
+        Some(Value::Text(body))
+    );
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_connector_and_server_restarts_and_slot_follows_acknowledgements() {
+    let mut pg = server(&[
+        "CREATE TABLE public.r (id INT PRIMARY KEY)",
+        "ALTER TABLE public.r REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.r"], StartPosition::Now).await;
+    for i in 1..=3 {
+        pg.exec(&[&format!("INSERT INTO public.r VALUES ({i})")])
+            .await
+            .expect("insert");
+    }
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        seen.push(next_transaction(&mut c).await);
+    }
+    // Acknowledge only the first: the slot's confirmed position follows it, not what was read.
+    c.acknowledge(seen[0].scn);
+    let slot_lsn = || async {
+        pg.query_string(
+            "SELECT (confirmed_flush_lsn - '0/0'::pg_lsn)::text FROM pg_replication_slots WHERE slot_name = 'databus'",
+        )
+        .await
+        .expect("slot")
+        .expect("slot exists")
+        .parse::<u64>()
+        .expect("number")
+    };
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while slot_lsn().await != seen[0].scn.get() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the slot never reached the acknowledged SCN"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The stream has delivered past the acknowledgement: the slot stays where it was told.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(slot_lsn().await, seen[0].scn.get());
+    c.shutdown().await.expect("shutdown");
+
+    // A connector restart resumes exactly after the first transaction.
+    let mut r = started(&pg, &["public.r"], StartPosition::After(seen[0].scn)).await;
+    assert_eq!(next_transaction(&mut r).await.scn, seen[1].scn);
+    assert_eq!(next_transaction(&mut r).await.scn, seen[2].scn);
+    r.shutdown().await.expect("shutdown");
+
+    // (Checked before the crash below: a crash may take the slot back to its last checkpointed
+    // position, which only re-sends transactions the connector then skips.)
+    // A resume point before the slot's confirmed position is purged, with where to resume instead.
+    let mut old = PgConnector::new(config(&pg, &["public.r"])).expect("config");
+    let err = old
+        .start(StartPosition::After(Scn::new(seen[0].scn.get() - 1)))
+        .await
+        .expect_err("purged");
+    match err {
+        ConnectorError::Purged { resume_after, .. } => assert_eq!(resume_after, Some(seen[0].scn)),
+        other => panic!("expected Purged, got {other}"),
+    }
+
+    // A PostgreSQL restart (crash): resume after the second, then a new commit follows the third.
+    pg.kill9();
+    pg.start_again().await.expect("restart postgres");
+    let mut r = started(&pg, &["public.r"], StartPosition::After(seen[1].scn)).await;
+    pg.exec(&["INSERT INTO public.r VALUES (4)"])
+        .await
+        .expect("insert");
+    let third = next_transaction(&mut r).await;
+    assert_eq!(
+        third.scn, seen[2].scn,
+        "no gap, no duplicate across the server restart"
+    );
+    let fourth = next_transaction(&mut r).await;
+    assert!(fourth.scn > third.scn);
+    assert_eq!(fourth.changes[0].after, Some(vec![Value::Int(4)]));
+    r.shutdown().await.expect("shutdown");
+}
