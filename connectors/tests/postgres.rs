@@ -404,6 +404,11 @@ async fn resume_after_connector_and_server_restarts_and_slot_follows_acknowledge
     // The stream has delivered past the acknowledgement: the slot stays where it was told.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(slot_lsn().await, seen[0].scn.get());
+    let lag = c.slot_lag_bytes().await.expect("lag").expect("slot");
+    assert!(
+        lag >= seen[2].scn.get() - seen[0].scn.get(),
+        "the lag covers the unacknowledged transactions: {lag}"
+    );
     c.shutdown().await.expect("shutdown");
 
     // A connector restart resumes exactly after the first transaction.
@@ -412,18 +417,18 @@ async fn resume_after_connector_and_server_restarts_and_slot_follows_acknowledge
     assert_eq!(next_transaction(&mut r).await.scn, seen[2].scn);
     r.shutdown().await.expect("shutdown");
 
-    // (Checked before the crash below: a crash may take the slot back to its last checkpointed
-    // position, which only re-sends transactions the connector then skips.)
-    // A resume point before the slot's confirmed position is purged, with where to resume instead.
-    let mut old = PgConnector::new(config(&pg, &["public.r"])).expect("config");
-    let err = old
-        .start(StartPosition::After(Scn::new(seen[0].scn.get() - 1)))
-        .await
-        .expect_err("purged");
-    match err {
-        ConnectorError::Purged { resume_after, .. } => assert_eq!(resume_after, Some(seen[0].scn)),
-        other => panic!("expected Purged, got {other}"),
-    }
+    // A resume point before the slot's confirmed position continues at it (the slot moves past the
+    // last acknowledged transaction only while nothing unrecorded lies before it).
+    let mut early = started(
+        &pg,
+        &["public.r"],
+        StartPosition::After(Scn::new(seen[0].scn.get() - 1)),
+    )
+    .await;
+    // The transaction at the confirmed position itself is re-sent (its commit is not before it).
+    assert_eq!(next_transaction(&mut early).await.scn, seen[0].scn);
+    assert_eq!(next_transaction(&mut early).await.scn, seen[1].scn);
+    early.shutdown().await.expect("shutdown");
 
     // A PostgreSQL restart (crash): resume after the second, then a new commit follows the third.
     pg.kill9();
@@ -441,4 +446,84 @@ async fn resume_after_connector_and_server_restarts_and_slot_follows_acknowledge
     assert!(fourth.scn > third.scn);
     assert_eq!(fourth.changes[0].after, Some(vec![Value::Int(4)]));
     r.shutdown().await.expect("shutdown");
+
+    // A failover-like loss of the slot: a new slot holds nothing before its creation.
+    pg.exec(&["SELECT pg_drop_replication_slot('databus')"])
+        .await
+        .expect("drop slot");
+    let mut lost = PgConnector::new(config(&pg, &["public.r"])).expect("config");
+    match lost.start(StartPosition::After(fourth.scn)).await {
+        Err(ConnectorError::Purged { resume_after, .. }) => {
+            assert!(resume_after.is_some_and(|s| s > fourth.scn))
+        }
+        other => panic!("expected Purged, got {other:?}"),
+    }
+    // A position beyond the server's WAL (a standby that had not replayed it) is refused.
+    let mut ahead = PgConnector::new(config(&pg, &["public.r"])).expect("config");
+    match ahead
+        .start(StartPosition::After(Scn::new(u64::MAX / 2)))
+        .await
+    {
+        Err(ConnectorError::UnknownPosition { .. }) => {}
+        other => panic!("expected UnknownPosition, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_restart_while_streaming_is_a_transient_error_then_resumes_exactly() {
+    let pg = server(&[
+        "CREATE TABLE public.q (id INT PRIMARY KEY)",
+        "ALTER TABLE public.q REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.q"], StartPosition::Now).await;
+    pg.exec(&["INSERT INTO public.q VALUES (1)"])
+        .await
+        .expect("insert");
+    let first = next_transaction(&mut c).await;
+    // The relay recorded it: the connector may confirm the idle stream's position, and the fast
+    // shutdown below can finish (its walsender waits for the connector to confirm all WAL sent).
+    c.acknowledge(first.scn);
+    // The relay's ingest polls the connector all the time; here the test does, while the server
+    // restarts.
+    let started_stop = std::time::Instant::now();
+    let restart = tokio::spawn(async move {
+        let mut pg = pg;
+        pg.restart().await.expect("restart postgres");
+        (pg, started_stop.elapsed())
+    });
+    let err = loop {
+        match tokio::time::timeout(DEADLINE, c.next_event())
+            .await
+            .expect("the broken stream is noticed before the deadline")
+        {
+            Err(e) => break e,
+            Ok(Some(ConnectorEvent::Heartbeat { .. })) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    };
+    let (pg, stop_took) = restart.await.expect("restart task");
+    assert!(
+        stop_took < Duration::from_secs(25),
+        "the fast shutdown finished without escalation: {stop_took:?}"
+    );
+    assert!(err.is_transient(), "{err}");
+    pg.exec(&["INSERT INTO public.q VALUES (2)"])
+        .await
+        .expect("insert");
+    // The relay retries with backoff; the old walsender may hold the slot for a moment (transient).
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        match c.start(StartPosition::After(first.scn)).await {
+            Ok(()) => break,
+            Err(e) if e.is_transient() && tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("restart failed: {e}"),
+        }
+    }
+    let second = next_transaction(&mut c).await;
+    assert!(second.scn > first.scn);
+    assert_eq!(second.changes[0].after, Some(vec![Value::Int(2)]));
+    c.shutdown().await.expect("shutdown");
 }

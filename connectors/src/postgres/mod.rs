@@ -26,8 +26,11 @@
 //! calls it with the SCN it has durably recorded, and the connector reports that LSN as flushed in its
 //! standby status updates. A stream (re)started reports the slot's current confirmed position, never the
 //! start position. So a relay killed with `kill -9` finds every transaction after its persisted SCN
-//! still in the slot; a resume point older than the slot's confirmed position is
-//! [`ConnectorError::Purged`].
+//! still in the slot. While idle, with every delivered transaction acknowledged, the connector also
+//! confirms the position of the server's keepalives (nothing published lies before it unrecorded): the
+//! slot keeps moving while only other tables change, and a fast shutdown of the server (whose
+//! walsenders wait for their clients to confirm all they sent) finishes. A resume point before the
+//! slot's confirmed position therefore continues at that position.
 //!
 //! # Row images
 //!
@@ -82,9 +85,22 @@ const SESSION_OPTIONS: &str = "-c DateStyle=ISO -c TimeZone=UTC -c IntervalStyle
 struct Relation {
     name: TableName,
     captured: bool,
-    /// For captured tables: the schema and one codec per column.
+    /// The columns of its last Relation message.
+    columns: Vec<pgoutput::RelColumn>,
+    /// For captured tables, once the catalog was read (at the table's first change after its Relation
+    /// message): the schema and one codec per column.
     schema: Option<Arc<TableSchema>>,
     codecs: Vec<Codec>,
+}
+
+/// What the catalog says about one column, by name.
+#[derive(Debug)]
+struct CatalogColumn {
+    not_null: bool,
+    typtype: char,
+    elem: Option<(u32, char)>,
+    display: String,
+    enum_labels: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -109,9 +125,14 @@ pub struct PgConnector {
     skip_through: u64,
     /// The highest SCN acknowledged as durable.
     acked: Scn,
+    /// The highest position confirmed while idle (see `idle_confirm`).
+    confirmed_idle: u64,
     relations: HashMap<u32, Relation>,
     announced: HashMap<TableName, Arc<TableSchema>>,
     txn: Option<OpenTxn>,
+    /// An event taken from the stream and not yet fully applied: applied first by the next call, so a
+    /// dropped `next_event` future loses nothing.
+    inflight: Option<ReplicationEvent>,
     pending: VecDeque<ConnectorEvent>,
     next_heartbeat: tokio::time::Instant,
     ended: bool,
@@ -161,9 +182,11 @@ impl PgConnector {
             last_scn: Scn::ZERO,
             skip_through: 0,
             acked: Scn::ZERO,
+            confirmed_idle: 0,
             relations: HashMap::new(),
             announced: HashMap::new(),
             txn: None,
+            inflight: None,
             pending: VecDeque::new(),
             next_heartbeat: tokio::time::Instant::now(),
             ended: false,
@@ -173,6 +196,27 @@ impl PgConnector {
     /// The configuration.
     pub fn config(&self) -> &PgConfig {
         &self.config
+    }
+
+    /// The slot's lag: bytes of WAL the server keeps for it (`pg_current_wal_lsn()` minus the slot's
+    /// confirmed position), for the relay's metrics. `None` when the slot does not exist.
+    pub async fn slot_lag_bytes(&self) -> Result<Option<u64>, ConnectorError> {
+        let client = self.query.as_ref().ok_or(ConnectorError::NotStarted)?;
+        let row = self
+            .bounded("reading the slot lag", async {
+                client
+                    .query_opt(
+                        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 \
+                         FROM pg_replication_slots WHERE slot_name = $1",
+                        &[&self.config.slot],
+                    )
+                    .await
+                    .map_err(pg("reading the slot lag"))
+            })
+            .await?;
+        Ok(row
+            .and_then(|r| r.get::<_, Option<i64>>(0))
+            .map(|v| v.max(0) as u64))
     }
 
     async fn bounded<T>(
@@ -214,8 +258,8 @@ impl PgConnector {
     }
 
     /// Server settings, privileges, tables (primary key, replica identity), publication and slot. Returns
-    /// the slot's confirmed flush LSN.
-    async fn prepare(&self, client: &Client) -> Result<u64, ConnectorError> {
+    /// the slot's confirmed flush LSN and whether the slot was created now.
+    async fn prepare(&self, client: &Client) -> Result<(u64, bool), ConnectorError> {
         let mut problems = Vec::new();
         let wal_level: String = client
             .query_one("SHOW wal_level", &[])
@@ -341,7 +385,8 @@ impl PgConnector {
             )
             .await
             .map_err(pg("reading replication slots"))?;
-        if row.is_none() {
+        let created = row.is_none();
+        if created {
             client
                 .query_one(
                     "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
@@ -386,7 +431,7 @@ impl PgConnector {
                     e.0
                 )],
             })
-            .map(|v| v.unwrap_or(0))
+            .map(|v| (v.unwrap_or(0), created))
     }
 
     async fn start_inner(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
@@ -398,13 +443,22 @@ impl PgConnector {
         };
         self.ended = false;
         self.txn = None;
+        self.inflight = None;
         self.pending.clear();
         self.relations.clear();
         self.announced.clear();
         let client = self.connect_query().await?;
-        let confirmed = self
+        let (confirmed, created) = self
             .bounded("checking the source", self.prepare(&client))
             .await?;
+        let current: String = client
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .await
+            .map_err(pg("reading the current WAL position"))?
+            .get(0);
+        let current = Lsn::parse(&current)
+            .map_err(|e| ConnectorError::Config(format!("bad lsn {current}: {}", e.0)))?
+            .as_u64();
         let after = match from {
             StartPosition::After(s) => s.get(),
             StartPosition::AfterPosition(p) => Lsn::parse(&p.gtid)
@@ -427,16 +481,42 @@ impl PgConnector {
                 lsn.saturating_sub(1).max(confirmed)
             }
         };
-        if after != 0 && after < confirmed {
+        if after > current {
+            return Err(ConnectorError::UnknownPosition {
+                requested: format!("scn {after} (lsn {})", lsn_text(after)),
+                detail: format!(
+                    "the server's WAL ends at {}: this is not the server the position came from (a \
+                     failover to a standby that had not replayed it?); consumers must bootstrap, and the \
+                     relay must start afresh on this server",
+                    lsn_text(current)
+                ),
+            });
+        }
+        if created && after != 0 && after < confirmed {
+            // A new slot holds nothing before its creation (first start with an old position, or a
+            // failover: PostgreSQL 15 does not replicate slots to standbys).
             return Err(ConnectorError::Purged {
                 requested: format!("scn {after} (lsn {})", lsn_text(after)),
                 oldest: format!(
-                    "scn {confirmed} (lsn {}, the confirmed position of slot {})",
+                    "scn {confirmed} (lsn {}, where slot {} was created just now)",
                     lsn_text(confirmed),
                     self.config.slot
                 ),
                 resume_after: Some(Scn::new(confirmed)),
             });
+        }
+        if after != 0 && after < confirmed {
+            // The slot moved past `after` through an idle confirmation (see `idle_confirm`): nothing
+            // published committed between the last acknowledged transaction and that position, so
+            // resuming at the slot's position loses nothing. The slot cannot tell this apart from a
+            // resume point older than what this slot's reader acknowledged (a relay state restored from
+            // an old copy, or a slot shared by two relays): documented as unsupported.
+            tracing::info!(
+                slot = %self.config.slot,
+                requested = %lsn_text(after),
+                confirmed = %lsn_text(confirmed),
+                "resuming before the slot's confirmed position: the stream continues at the slot's position"
+            );
         }
         let mut rc = ReplicationConfig::new(
             self.config.host.clone(),
@@ -454,6 +534,7 @@ impl PgConnector {
         .with_application_name("databus-connector");
         // Report what the relay acknowledged, never the start position.
         rc.ack_lsn = Some(Lsn(confirmed.max(self.acked.get())));
+        self.confirmed_idle = confirmed;
         let stream = self
             .bounded("starting replication", async {
                 ReplicationClient::connect(rc)
@@ -517,21 +598,21 @@ impl PgConnector {
             )
             .await
             .map_err(pg(format!("reading the primary key of {name}")))?;
-        let mut facts: HashMap<String, (bool, char, u32, char, String, Vec<String>)> =
-            HashMap::new();
+        let mut facts: HashMap<String, CatalogColumn> = HashMap::new();
         for r in rows {
             let typtype: String = r.get(2);
+            let elem: i64 = r.get(3);
             let elem_typtype: String = r.get(4);
             facts.insert(
                 r.get(0),
-                (
-                    r.get(1),
-                    typtype.chars().next().unwrap_or('b'),
-                    r.get::<_, i64>(3) as u32,
-                    elem_typtype.chars().next().unwrap_or('b'),
-                    r.get(5),
-                    r.get(6),
-                ),
+                CatalogColumn {
+                    not_null: r.get(1),
+                    typtype: typtype.chars().next().unwrap_or('b'),
+                    elem: (elem != 0)
+                        .then(|| (elem as u32, elem_typtype.chars().next().unwrap_or('b'))),
+                    display: r.get(5),
+                    enum_labels: r.get(6),
+                },
             );
         }
         let bad = |column: &str, reason: String| ConnectorError::Decode {
@@ -542,8 +623,7 @@ impl PgConnector {
         let mut out_columns = Vec::with_capacity(columns.len());
         let mut codecs = Vec::with_capacity(columns.len());
         for c in columns {
-            let Some((notnull, typtype, elem, elem_typtype, display, labels)) = facts.get(&c.name)
-            else {
+            let Some(f) = facts.remove(&c.name) else {
                 return Err(ConnectorError::StaleSchema {
                     table: name.to_string(),
                     reason: format!("column {} is no longer in the catalog", c.name),
@@ -552,13 +632,13 @@ impl PgConnector {
             let tf = TypeFacts {
                 oid: c.type_oid,
                 typmod: c.typmod,
-                typtype: *typtype,
-                elem: (*elem != 0).then_some((*elem, *elem_typtype)),
-                display: display.clone(),
-                enum_labels: labels.clone(),
+                typtype: f.typtype,
+                elem: f.elem,
+                display: f.display,
+                enum_labels: f.enum_labels,
             };
             let (column_type, codec) = types::column_type(&tf).map_err(|r| bad(&c.name, r))?;
-            out_columns.push(Column::new(c.name.clone(), column_type, !notnull));
+            out_columns.push(Column::new(c.name.clone(), column_type, !f.not_null));
             codecs.push(codec);
         }
         let mut primary_key = Vec::new();
@@ -668,30 +748,25 @@ impl PgConnector {
             } => {
                 let name = TableName::new(namespace, name);
                 let captured = self.tables.contains(&name);
-                let (schema, codecs) = if captured {
-                    let (s, c) = self.describe(oid, &name, &columns).await?;
-                    (Some(s), c)
-                } else {
-                    (None, Vec::new())
-                };
                 self.relations.insert(
                     oid,
                     Relation {
                         name,
                         captured,
-                        schema,
-                        codecs,
+                        columns,
+                        schema: None,
+                        codecs: Vec::new(),
                     },
                 );
             }
             Message::Insert { oid, new } => {
-                if let Some(rel) = self.captured(oid)? {
+                if let Some(rel) = self.captured(oid).await? {
                     let after = Self::row(rel, &new, None)?;
                     self.push_change(oid, ChangeKind::Insert, None, Some(after))?;
                 }
             }
             Message::Update { oid, old, new } => {
-                if let Some(rel) = self.captured(oid)? {
+                if let Some(rel) = self.captured(oid).await? {
                     let before = match old {
                         Some((b'O', old)) => Self::row(rel, &old, None)?,
                         _ => return Err(Self::full_identity_error(rel)),
@@ -701,7 +776,7 @@ impl PgConnector {
                 }
             }
             Message::Delete { oid, kind, old } => {
-                if let Some(rel) = self.captured(oid)? {
+                if let Some(rel) = self.captured(oid).await? {
                     if kind != b'O' {
                         return Err(Self::full_identity_error(rel));
                     }
@@ -711,7 +786,7 @@ impl PgConnector {
             }
             Message::Truncate { options, oids } => {
                 for oid in oids {
-                    let Some(rel) = self.captured(oid)? else {
+                    let Some(rel) = self.captured(oid).await? else {
                         continue;
                     };
                     let name = rel.name.clone();
@@ -745,10 +820,25 @@ impl PgConnector {
         Ok(())
     }
 
-    /// The relation if it is captured and the open transaction is not skipped.
-    fn captured(&self, oid: u32) -> Result<Option<&Relation>, ConnectorError> {
+    /// The relation if it is captured and the open transaction is not skipped; reads its schema from
+    /// the catalog on its first change after a Relation message (only this await changes no state
+    /// before it completes, so an interrupted call is simply repeated).
+    async fn captured(&mut self, oid: u32) -> Result<Option<&Relation>, ConnectorError> {
         if self.txn.as_ref().is_none_or(|t| t.skip) {
             return Ok(None);
+        }
+        let undescribed = match self.relations.get(&oid) {
+            Some(rel) if rel.captured && rel.schema.is_none() => {
+                Some((rel.name.clone(), rel.columns.clone()))
+            }
+            _ => None,
+        };
+        if let Some((name, columns)) = undescribed {
+            let (schema, codecs) = self.describe(oid, &name, &columns).await?;
+            if let Some(rel) = self.relations.get_mut(&oid) {
+                rel.schema = Some(schema);
+                rel.codecs = codecs;
+            }
         }
         let rel = self
             .relations
@@ -833,6 +923,23 @@ impl PgConnector {
         self.last_scn = scn;
     }
 
+    /// A keepalive says the server has decoded (and sent) everything up to `wal_end`. When no
+    /// transaction is open and every transaction delivered has been acknowledged as durable, no
+    /// published transaction committed before `wal_end` is left unrecorded, so the slot may confirm
+    /// `wal_end`. This keeps the slot moving while only unpublished tables change (the server can
+    /// recycle their WAL), and lets a fast shutdown of the server finish: a walsender waits for its
+    /// client to confirm everything it sent.
+    fn idle_confirm(&mut self, wal_end: u64) {
+        let idle = self.txn.is_none() && self.pending.is_empty();
+        let all_durable = self.acked >= self.last_scn && self.acked > Scn::ZERO;
+        if idle && all_durable && wal_end > self.confirmed_idle.max(self.acked.get()) {
+            self.confirmed_idle = wal_end;
+            if let Some(s) = &self.stream {
+                s.update_applied_lsn(Lsn(wal_end));
+            }
+        }
+    }
+
     async fn handle(&mut self, event: ReplicationEvent) -> Result<(), ConnectorError> {
         match event {
             ReplicationEvent::Begin { final_lsn, .. } => {
@@ -851,9 +958,8 @@ impl PgConnector {
                 end_lsn,
                 commit_time_micros,
             } => self.commit(lsn.as_u64(), end_lsn.as_u64(), commit_time_micros),
-            ReplicationEvent::KeepAlive { .. }
-            | ReplicationEvent::Message { .. }
-            | ReplicationEvent::StoppedAt { .. } => {}
+            ReplicationEvent::KeepAlive { wal_end, .. } => self.idle_confirm(wal_end.as_u64()),
+            ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
         }
         Ok(())
     }
@@ -881,6 +987,25 @@ impl SourceConnector for PgConnector {
             if let Some(e) = self.pending.pop_front() {
                 return Ok(Some(e));
             }
+            if let Some(event) = self.inflight.clone() {
+                let in_txn = self.txn.is_some();
+                if let Err(e) = self.handle(event).await {
+                    // The stream is mid-transaction: it cannot go on without skipping the rest of it.
+                    // A new start() resumes after the last transaction delivered.
+                    self.inflight = None;
+                    self.txn = None;
+                    if let Some(mut stream) = self.stream.take() {
+                        stream.abort();
+                    }
+                    return Err(e);
+                }
+                self.inflight = None;
+                if in_txn && self.txn.is_none() {
+                    self.next_heartbeat =
+                        tokio::time::Instant::now() + self.config.heartbeat_interval;
+                }
+                continue;
+            }
             let token = self.token.clone();
             let deadline = self.next_heartbeat;
             let stream = self.stream.as_mut().ok_or(ConnectorError::NotStarted)?;
@@ -903,17 +1028,7 @@ impl SourceConnector for PgConnector {
                         }));
                     }
                 }
-                Some(Ok(Some(event))) => {
-                    let in_txn = self.txn.is_some();
-                    if let Err(e) = self.handle(event).await {
-                        self.txn = None;
-                        return Err(e);
-                    }
-                    if in_txn && self.txn.is_none() {
-                        self.next_heartbeat =
-                            tokio::time::Instant::now() + self.config.heartbeat_interval;
-                    }
-                }
+                Some(Ok(Some(event))) => self.inflight = Some(event),
                 Some(Ok(None)) => {
                     self.stream = None;
                     return Err(ConnectorError::StreamClosed);
@@ -943,6 +1058,7 @@ impl SourceConnector for PgConnector {
         if durable > self.acked {
             self.acked = durable;
             if let Some(s) = &self.stream {
+                // Monotonic in the client: a lower value than an idle confirmation is ignored.
                 s.update_applied_lsn(Lsn(durable.get()));
             }
         }

@@ -255,8 +255,6 @@ impl Postgres {
                 "fsync=off",
                 "-c",
                 "synchronous_commit=on",
-                "-c",
-                "wal_sender_timeout=60s",
             ])
             .stdout(log)
             .stderr(err);
@@ -375,11 +373,13 @@ impl Postgres {
         self.bounded(&[sql], async {
             let client = self.client().await?;
             let rows = client.simple_query(sql).await.map_err(sql_err)?;
-            Ok(rows.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
-                _ => None,
-            }))
-            .map(Option::flatten)
+            Ok(rows
+                .iter()
+                .find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).map(str::to_owned)),
+                    _ => None,
+                })
+                .flatten())
         })
         .await
     }
@@ -399,30 +399,30 @@ impl Postgres {
         }
     }
 
-    /// Stops the server cleanly (SIGTERM: smart shutdown after SIGINT-like fast mode) and waits.
+    /// Stops the server: a fast shutdown (SIGINT), escalated to an immediate one (SIGQUIT) after 30 s.
     pub async fn stop(&mut self) -> Result<()> {
         let Some(mut child) = self.child.take() else {
             return Ok(());
         };
         // SIGINT: "fast" shutdown (disconnects clients, checkpoints). SIGTERM would wait for clients.
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => return Ok(()),
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
+        // A fast shutdown waits for logical replication clients to confirm all WAL sent; after 30 s
+        // SIGQUIT ("immediate": ends every backend, crash recovery at the next start); SIGKILL last.
+        for (signal, wait) in [("-INT", 30), ("-QUIT", 10)] {
+            let _ = Command::new("kill")
+                .arg(signal)
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(wait);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
                     return Ok(());
                 }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
+        let _ = child.kill();
+        let _ = child.wait();
+        Ok(())
     }
 
     /// Kills the server with SIGKILL (a crash) and reaps it.
