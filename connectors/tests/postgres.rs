@@ -527,3 +527,88 @@ async fn a_server_restart_while_streaming_is_a_transient_error_then_resumes_exac
     assert_eq!(second.changes[0].after, Some(vec![Value::Int(2)]));
     c.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_spilled_by_the_server_is_one_transaction() {
+    let pg = server(&[
+        "CREATE TABLE public.l (id INT PRIMARY KEY, v TEXT)",
+        "ALTER TABLE public.l REPLICA IDENTITY FULL",
+        // Decoding spills to disk beyond 64 kB; protocol-v2 streaming is not requested, so the
+        // transaction still arrives whole at its commit.
+        "ALTER SYSTEM SET logical_decoding_work_mem = '64kB'",
+        "SELECT pg_reload_conf()",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.l"], StartPosition::Now).await;
+    pg.exec_tx(&[
+        "INSERT INTO public.l SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g",
+        "UPDATE public.l SET v = 'y' WHERE id <= 5000",
+    ])
+    .await
+    .expect("large transaction");
+    pg.exec(&["INSERT INTO public.l VALUES (0, 'next')"])
+        .await
+        .expect("insert");
+    let big = next_transaction(&mut c).await;
+    assert_eq!(big.changes.len(), 25_000, "one transaction, whole");
+    assert_eq!(big.changes[20_000].kind, ChangeKind::Update);
+    let next = next_transaction(&mut c).await;
+    assert!(next.scn > big.scn);
+    assert_eq!(next.changes.len(), 1);
+    c.shutdown().await.expect("shutdown");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_enum_label_is_a_transient_error_then_a_new_schema_version() {
+    let pg = server(&[
+        "CREATE TYPE state AS ENUM ('new', 'done')",
+        "CREATE TABLE public.e (id INT PRIMARY KEY, s state)",
+        "ALTER TABLE public.e REPLICA IDENTITY FULL",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.e"], StartPosition::Now).await;
+    pg.exec(&["INSERT INTO public.e VALUES (1, 'done')"])
+        .await
+        .expect("insert");
+    let (_, v1) = next_schema_change(&mut c).await;
+    let first = next_transaction(&mut c).await;
+    assert_eq!(
+        first.changes[0].after,
+        Some(vec![Value::Int(1), Value::Enum(2)])
+    );
+    pg.exec(&[
+        "ALTER TYPE state ADD VALUE 'late'",
+        "INSERT INTO public.e VALUES (2, 'late')",
+    ])
+    .await
+    .expect("new label");
+    let err = loop {
+        match tokio::time::timeout(DEADLINE, c.next_event())
+            .await
+            .expect("deadline")
+        {
+            Err(e) => break e,
+            Ok(Some(ConnectorEvent::Heartbeat { .. })) => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    };
+    assert!(matches!(err, ConnectorError::StaleSchema { .. }), "{err}");
+    assert!(err.is_transient());
+    c.start(StartPosition::After(first.scn))
+        .await
+        .expect("restart");
+    let (_, v2) = next_schema_change(&mut c).await;
+    assert_ne!(v1, v2);
+    assert_eq!(
+        v2[1].1,
+        ColumnType::Enum {
+            values: vec!["new".into(), "done".into(), "late".into()]
+        }
+    );
+    let second = next_transaction(&mut c).await;
+    assert_eq!(
+        second.changes[0].after,
+        Some(vec![Value::Int(2), Value::Enum(3)])
+    );
+    c.shutdown().await.expect("shutdown");
+}
