@@ -612,3 +612,66 @@ async fn a_new_enum_label_is_a_transient_error_then_a_new_schema_version() {
     );
     c.shutdown().await.expect("shutdown");
 }
+
+/// The next error from the stream, skipping heartbeats and transactions without captured changes;
+/// panics on anything else.
+async fn next_error(c: &mut PgConnector) -> ConnectorError {
+    loop {
+        match tokio::time::timeout(DEADLINE, c.next_event())
+            .await
+            .expect("an error before the deadline")
+        {
+            Err(e) => return e,
+            Ok(Some(ConnectorEvent::Heartbeat { .. })) => {}
+            // Transactions on published tables this connector does not capture.
+            Ok(Some(ConnectorEvent::Transaction(t))) if t.changes.is_empty() => {}
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renaming_or_dropping_a_captured_table_stops_with_the_fix() {
+    let pg = server(&[
+        "CREATE TABLE public.n (id INT PRIMARY KEY)",
+        "ALTER TABLE public.n REPLICA IDENTITY FULL",
+        "CREATE TABLE public.o (id INT PRIMARY KEY)",
+        "ALTER TABLE public.o REPLICA IDENTITY FULL",
+        "CREATE PUBLICATION databus FOR TABLE public.n, public.o",
+    ])
+    .await;
+    let mut c = started(&pg, &["public.n"], StartPosition::Now).await;
+    pg.exec(&["INSERT INTO public.n VALUES (1)"])
+        .await
+        .expect("insert");
+    let first = next_transaction(&mut c).await;
+    pg.exec(&[
+        "ALTER TABLE public.n RENAME TO n2",
+        "INSERT INTO public.n2 VALUES (2)",
+    ])
+    .await
+    .expect("rename");
+    let err = next_error(&mut c).await;
+    let text = err.to_string();
+    assert!(matches!(err, ConnectorError::RenamedAway { .. }), "{text}");
+    assert!(
+        text.contains("public.n") && text.contains("public.n2"),
+        "{text}"
+    );
+    assert!(!err.is_transient());
+    drop(c);
+
+    let mut d = started(&pg, &["public.o"], StartPosition::After(first.scn)).await;
+    pg.exec(&["DROP TABLE public.o"]).await.expect("drop");
+    let err = next_error(&mut d).await;
+    let text = err.to_string();
+    assert!(
+        matches!(err, ConnectorError::Misconfigured { .. }),
+        "{text}"
+    );
+    assert!(
+        text.contains("captured table public.o left publication databus")
+            && text.contains("ALTER PUBLICATION \"databus\" ADD TABLE \"public\".\"o\""),
+        "{text}"
+    );
+}

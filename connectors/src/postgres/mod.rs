@@ -53,7 +53,7 @@ mod config;
 mod pgoutput;
 mod types;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +72,9 @@ use crate::source::{
 };
 use pgoutput::{Datum, Message};
 use types::{Codec, TypeFacts};
+
+/// How often, while idle, the connector checks that the captured tables are still published.
+const CATALOG_CHECK_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01).
 const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
@@ -127,6 +130,11 @@ pub struct PgConnector {
     acked: Scn,
     /// The highest position confirmed while idle (see `idle_confirm`).
     confirmed_idle: u64,
+    /// The OIDs the captured tables had at start: a Relation message naming one of them differently
+    /// is a rename.
+    captured_oids: HashSet<u32>,
+    /// When the publication is checked next (while idle).
+    next_catalog_check: tokio::time::Instant,
     relations: HashMap<u32, Relation>,
     announced: HashMap<TableName, Arc<TableSchema>>,
     txn: Option<OpenTxn>,
@@ -183,6 +191,8 @@ impl PgConnector {
             skip_through: 0,
             acked: Scn::ZERO,
             confirmed_idle: 0,
+            captured_oids: HashSet::new(),
+            next_catalog_check: tokio::time::Instant::now(),
             relations: HashMap::new(),
             announced: HashMap::new(),
             txn: None,
@@ -258,9 +268,10 @@ impl PgConnector {
     }
 
     /// Server settings, privileges, tables (primary key, replica identity), publication and slot. Returns
-    /// the slot's confirmed flush LSN and whether the slot was created now.
-    async fn prepare(&self, client: &Client) -> Result<(u64, bool), ConnectorError> {
+    /// the slot's confirmed flush LSN, whether the slot was created now, and the captured tables' OIDs.
+    async fn prepare(&self, client: &Client) -> Result<(u64, bool, HashSet<u32>), ConnectorError> {
         let mut problems = Vec::new();
+        let mut oids = HashSet::new();
         let wal_level: String = client
             .query_one("SHOW wal_level", &[])
             .await
@@ -290,7 +301,8 @@ impl PgConnector {
             let row = client
                 .query_opt(
                     "SELECT c.relreplident::text, \
-                            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+                            EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
+                            c.oid::int8 \
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
                     &[&t.database, &t.table],
@@ -306,6 +318,7 @@ impl PgConnector {
             };
             let identity: String = row.get(0);
             let has_pk: bool = row.get(1);
+            oids.insert(row.get::<_, i64>(2) as u32);
             if !has_pk {
                 problems.push(format!(
                     "table {t} has no primary key; add one (ALTER TABLE {qualified} ADD PRIMARY KEY (…)): \
@@ -431,7 +444,46 @@ impl PgConnector {
                     e.0
                 )],
             })
-            .map(|v| (v.unwrap_or(0), created))
+            .map(|v| (v.unwrap_or(0), created, oids))
+    }
+
+    /// Every captured table must still be in the publication: PostgreSQL does not decode DROP TABLE
+    /// (a dropped table leaves the publication, and a re-created one is not in a `FOR TABLE`
+    /// publication), so its absence is the only trace. A definite error instead of silent loss.
+    async fn check_publication(&self) -> Result<(), ConnectorError> {
+        let client = self.query.as_ref().ok_or(ConnectorError::NotStarted)?;
+        let rows = client
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
+                &[&self.config.publication],
+            )
+            .await
+            .map_err(pg("reading the publication's tables"))?;
+        let published: HashSet<TableName> = rows
+            .iter()
+            .map(|r| TableName::new(r.get::<_, String>(0), r.get::<_, String>(1)))
+            .collect();
+        let problems: Vec<String> = self
+            .tables
+            .iter()
+            .filter(|t| !published.contains(t))
+            .map(|t| {
+                format!(
+                    "captured table {t} left publication {} (dropped, or dropped and re-created: \
+                     PostgreSQL does not stream DROP TABLE); its consumers must bootstrap; re-add it with \
+                     ALTER PUBLICATION {} ADD TABLE {}.{}, or stop capturing it, and restart",
+                    self.config.publication,
+                    quote_ident(&self.config.publication),
+                    quote_ident(&t.database),
+                    quote_ident(&t.table)
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConnectorError::Misconfigured { problems })
+        }
     }
 
     async fn start_inner(&mut self, from: StartPosition) -> Result<(), ConnectorError> {
@@ -448,7 +500,7 @@ impl PgConnector {
         self.relations.clear();
         self.announced.clear();
         let client = self.connect_query().await?;
-        let (confirmed, created) = self
+        let (confirmed, created, oids) = self
             .bounded("checking the source", self.prepare(&client))
             .await?;
         let current: String = client
@@ -547,6 +599,8 @@ impl PgConnector {
             .await?;
         self.query = Some(client);
         self.stream = Some(stream);
+        self.captured_oids = oids;
+        self.next_catalog_check = tokio::time::Instant::now() + CATALOG_CHECK_INTERVAL;
         self.skip_through = after;
         self.last_scn = Scn::new(after);
         self.next_heartbeat = tokio::time::Instant::now() + self.config.heartbeat_interval;
@@ -748,6 +802,24 @@ impl PgConnector {
             } => {
                 let name = TableName::new(namespace, name);
                 let captured = self.tables.contains(&name);
+                if !captured && self.captured_oids.contains(&oid) {
+                    let from = self
+                        .relations
+                        .get(&oid)
+                        .map(|r| r.name.to_string())
+                        .unwrap_or_else(|| format!("the captured table with oid {oid}"));
+                    return Err(ConnectorError::RenamedAway {
+                        from,
+                        to: name.to_string(),
+                        gtid: self
+                            .txn
+                            .as_ref()
+                            .map(|t| lsn_text(t.commit_lsn))
+                            .unwrap_or_default(),
+                        statement: "ALTER TABLE … RENAME (seen in a pgoutput Relation message)"
+                            .into(),
+                    });
+                }
                 self.relations.insert(
                     oid,
                     Relation {
@@ -892,12 +964,24 @@ impl PgConnector {
         Ok(())
     }
 
-    fn commit(&mut self, commit_lsn: u64, end_lsn: u64, commit_time_micros: i64) {
+    fn commit(
+        &mut self,
+        commit_lsn: u64,
+        end_lsn: u64,
+        commit_time_micros: i64,
+    ) -> Result<(), ConnectorError> {
         let Some(txn) = self.txn.take() else {
-            return;
+            return Ok(());
         };
         if txn.skip || commit_lsn <= self.skip_through {
-            return;
+            return Ok(());
+        }
+        if commit_lsn <= self.last_scn.get() {
+            return Err(ConnectorError::ScnRegression {
+                previous: self.last_scn.get(),
+                next: commit_lsn,
+                gtid: lsn_text(commit_lsn),
+            });
         }
         let scn = Scn::new(commit_lsn);
         for (table, schema) in txn.used {
@@ -921,6 +1005,7 @@ impl PgConnector {
                 table_changes: txn.table_changes,
             }));
         self.last_scn = scn;
+        Ok(())
     }
 
     /// A keepalive says the server has decoded (and sent) everything up to `wal_end`. When no
@@ -957,7 +1042,7 @@ impl PgConnector {
                 lsn,
                 end_lsn,
                 commit_time_micros,
-            } => self.commit(lsn.as_u64(), end_lsn.as_u64(), commit_time_micros),
+            } => self.commit(lsn.as_u64(), end_lsn.as_u64(), commit_time_micros)?,
             ReplicationEvent::KeepAlive { wal_end, .. } => self.idle_confirm(wal_end.as_u64()),
             ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
         }
@@ -1022,6 +1107,12 @@ impl SourceConnector for PgConnector {
                     self.next_heartbeat =
                         tokio::time::Instant::now() + self.config.heartbeat_interval;
                     if self.txn.is_none() {
+                        if tokio::time::Instant::now() >= self.next_catalog_check {
+                            self.next_catalog_check =
+                                tokio::time::Instant::now() + CATALOG_CHECK_INTERVAL;
+                            self.bounded("checking the publication", self.check_publication())
+                                .await?;
+                        }
                         return Ok(Some(ConnectorEvent::Heartbeat {
                             last_scn: self.last_scn,
                             timestamp_ns: now_ns(),
