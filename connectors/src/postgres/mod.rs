@@ -504,10 +504,11 @@ impl PgConnector {
             .bounded("checking the source", self.prepare(&client))
             .await?;
         let current: String = client
-            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
             .await
             .map_err(pg("reading the current WAL position"))?
             .get(0);
+        let now = matches!(from, StartPosition::Now);
         let current = Lsn::parse(&current)
             .map_err(|e| ConnectorError::Config(format!("bad lsn {current}: {}", e.0)))?
             .as_u64();
@@ -533,7 +534,7 @@ impl PgConnector {
                 lsn.saturating_sub(1).max(confirmed)
             }
         };
-        if after > current {
+        if !now && after > current {
             return Err(ConnectorError::UnknownPosition {
                 requested: format!("scn {after} (lsn {})", lsn_text(after)),
                 detail: format!(
@@ -906,7 +907,12 @@ impl PgConnector {
             _ => None,
         };
         if let Some((name, columns)) = undescribed {
-            let (schema, codecs) = self.describe(oid, &name, &columns).await?;
+            let (schema, codecs) = self
+                .bounded(
+                    "reading a table's catalog",
+                    self.describe(oid, &name, &columns),
+                )
+                .await?;
             if let Some(rel) = self.relations.get_mut(&oid) {
                 rel.schema = Some(schema);
                 rel.codecs = codecs;
