@@ -59,6 +59,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use databus_core::Scn;
 use databus_serde_formats::model::{Column, Row, TableSchema, Value};
+use futures::FutureExt;
 use pgwire_replication::{Lsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
@@ -1097,16 +1098,23 @@ impl SourceConnector for PgConnector {
                 }
                 continue;
             }
-            let token = self.token.clone();
             let deadline = self.next_heartbeat;
             let stream = self.stream.as_mut().ok_or(ConnectorError::NotStarted)?;
-            let got = tokio::select! {
-                _ = token.cancelled() => {
-                    self.ended = true;
-                    return Ok(None);
+            // A message already received is taken without arming a timer (the stream's channel is
+            // cancel-safe); only an empty channel waits with the heartbeat deadline and the token.
+            let got = match stream.recv().now_or_never() {
+                Some(r) => Some(r),
+                None => {
+                    let token = self.token.clone();
+                    tokio::select! {
+                        _ = token.cancelled() => {
+                            self.ended = true;
+                            return Ok(None);
+                        }
+                        _ = tokio::time::sleep_until(deadline) => None,
+                        r = stream.recv() => Some(r),
+                    }
                 }
-                _ = tokio::time::sleep_until(deadline) => None,
-                r = stream.recv() => Some(r),
             };
             match got {
                 None => {
