@@ -9,7 +9,7 @@
 //! - The stream uses `pgwire-replication`: a maintained tokio client of the replication protocol
 //!   (`START_REPLICATION … LOGICAL` with CopyBoth, SCRAM, keepalive replies, standby status updates
 //!   with a caller-controlled applied position). It hands pgoutput payloads over as bytes;
-//!   [`pgoutput`] decodes them.
+//!   the private `pgoutput` module decodes them.
 //!
 //! # Positions
 //!
@@ -30,7 +30,17 @@
 //! confirms the position of the server's keepalives (nothing published lies before it unrecorded): the
 //! slot keeps moving while only other tables change, and a fast shutdown of the server (whose
 //! walsenders wait for their clients to confirm all they sent) finishes. A resume point before the
-//! slot's confirmed position therefore continues at that position.
+//! slot's confirmed position therefore continues at that position, except on a slot this start
+//! created (first start, or after a failover: PostgreSQL 15 does not replicate slots), where it is
+//! [`ConnectorError::Purged`]; a resume point past the server's WAL end is
+//! [`ConnectorError::UnknownPosition`].
+//!
+//! # Time and heartbeats
+//!
+//! `commit_timestamp_ns` is the commit time pgoutput reports (microsecond precision). A
+//! [`ConnectorEvent::Heartbeat`] is emitted every `heartbeat_interval` without a transaction in
+//! progress; while idle the connector also checks that every captured table is still in the publication
+//! (PostgreSQL does not decode `DROP TABLE`).
 //!
 //! # Row images
 //!
@@ -47,7 +57,8 @@
 //! changes to the table earlier in the same transaction are dropped: the truncate erased them). A new
 //! Relation message whose columns differ from the announced schema becomes a new schema version: a
 //! [`ConnectorEvent::SchemaChange`] before the first transaction using it (PostgreSQL does not decode
-//! DDL statements, so there is no statement text).
+//! DDL statements, so there is no statement text). A Relation message giving a captured table's OID a
+//! name that is not captured is a rename: [`ConnectorError::RenamedAway`].
 
 mod config;
 mod pgoutput;
