@@ -238,8 +238,35 @@ async fn tables_without_full_replica_identity_or_primary_key_are_refused() {
         "CREATE TABLE public.d (id INT PRIMARY KEY)",
         "CREATE TABLE public.nopk (v INT)",
         "ALTER TABLE public.nopk REPLICA IDENTITY FULL",
+        "CREATE TABLE public.fine (id INT PRIMARY KEY)",
+        "ALTER TABLE public.fine REPLICA IDENTITY FULL",
     ])
     .await;
+    // `check-source`: the same problems, without starting or creating anything.
+    let problems = PgConnector::check_source(&config(&pg, &["public.d", "public.nopk"]))
+        .await
+        .expect("check");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].contains("ALTER TABLE \"public\".\"d\" REPLICA IDENTITY FULL"),
+        "{problems:?}"
+    );
+    assert!(
+        problems[1].contains("table public.nopk has no primary key"),
+        "{problems:?}"
+    );
+    let ready = PgConnector::check_source(&config(&pg, &["public.fine"]))
+        .await
+        .expect("check");
+    assert!(ready.is_empty(), "{ready:?}");
+    assert_eq!(
+        pg.query_string("SELECT count(*)::text FROM pg_replication_slots")
+            .await
+            .expect("slots")
+            .as_deref(),
+        Some("0"),
+        "check_source creates no slot"
+    );
     let mut c = PgConnector::new(config(&pg, &["public.d", "public.nopk"])).expect("config");
     let err = c.start(StartPosition::Now).await.expect_err("refused");
     let text = err.to_string();

@@ -220,6 +220,21 @@ impl PgConnector {
         &self.config
     }
 
+    /// Checks every setting capture needs, without starting and without creating anything: for
+    /// `databus check-source`. An empty list: ready. Each problem names its fix.
+    pub async fn check_source(config: &PgConfig) -> Result<Vec<String>, ConnectorError> {
+        let connector = Self::new(config.clone())?;
+        let client = connector.connect_query().await?;
+        let checked = connector
+            .bounded("checking the source", connector.prepare(&client, false))
+            .await;
+        match checked {
+            Ok(_) => Ok(Vec::new()),
+            Err(ConnectorError::Misconfigured { problems }) => Ok(problems),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The slot's lag: bytes of WAL the server keeps for it (`pg_current_wal_lsn()` minus the slot's
     /// confirmed position), for the relay's metrics. `None` when the slot does not exist.
     pub async fn slot_lag_bytes(&self) -> Result<Option<u64>, ConnectorError> {
@@ -281,7 +296,13 @@ impl PgConnector {
 
     /// Server settings, privileges, tables (primary key, replica identity), publication and slot. Returns
     /// the slot's confirmed flush LSN, whether the slot was created now, and the captured tables' OIDs.
-    async fn prepare(&self, client: &Client) -> Result<(u64, bool, HashSet<u32>), ConnectorError> {
+    /// With `create` false nothing is created (a missing publication or slot is not a problem then: the
+    /// connector creates them at start).
+    async fn prepare(
+        &self,
+        client: &Client,
+        create: bool,
+    ) -> Result<(u64, bool, HashSet<u32>), ConnectorError> {
         let mut problems = Vec::new();
         let mut oids = HashSet::new();
         let wal_level: String = client
@@ -364,7 +385,7 @@ impl PgConnector {
             .await
             .map_err(pg("reading publications"))?
             .is_some();
-        if !exists {
+        if !exists && create {
             let list: Vec<String> = self
                 .tables
                 .iter()
@@ -378,7 +399,7 @@ impl PgConnector {
                 ))
                 .await
                 .map_err(pg(format!("creating publication {publication}")))?;
-        } else {
+        } else if exists {
             for t in &self.tables {
                 let covered = client
                     .query_opt(
@@ -411,6 +432,9 @@ impl PgConnector {
             .await
             .map_err(pg("reading replication slots"))?;
         let created = row.is_none();
+        if created && !create {
+            return Ok((0, false, oids));
+        }
         if created {
             client
                 .query_one(
@@ -513,7 +537,7 @@ impl PgConnector {
         self.announced.clear();
         let client = self.connect_query().await?;
         let (confirmed, created, oids) = self
-            .bounded("checking the source", self.prepare(&client))
+            .bounded("checking the source", self.prepare(&client, true))
             .await?;
         let current: String = client
             .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
