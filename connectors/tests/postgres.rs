@@ -238,6 +238,7 @@ async fn tables_without_full_replica_identity_or_primary_key_are_refused() {
         "CREATE TABLE public.d (id INT PRIMARY KEY)",
         "CREATE TABLE public.nopk (v INT)",
         "ALTER TABLE public.nopk REPLICA IDENTITY FULL",
+        "CREATE TABLE public.parted (id INT PRIMARY KEY) PARTITION BY RANGE (id)",
         "CREATE TABLE public.fine (id INT PRIMARY KEY)",
         "ALTER TABLE public.fine REPLICA IDENTITY FULL",
     ])
@@ -253,6 +254,25 @@ async fn tables_without_full_replica_identity_or_primary_key_are_refused() {
     );
     assert!(
         problems[1].contains("table public.nopk has no primary key"),
+        "{problems:?}"
+    );
+    let parted = PgConnector::check_source(&config(&pg, &["public.parted"]))
+        .await
+        .expect("check");
+    assert!(
+        parted.len() == 1 && parted[0].contains("table public.parted is partitioned"),
+        "{parted:?}"
+    );
+    pg.exec(&[
+        "CREATE PUBLICATION partial FOR TABLE public.fine WITH (publish = 'insert, update')",
+    ])
+    .await
+    .expect("publication");
+    let mut partial = config(&pg, &["public.fine"]);
+    partial.publication = "partial".into();
+    let problems = PgConnector::check_source(&partial).await.expect("check");
+    assert!(
+        problems.len() == 1 && problems[0].contains("does not publish every kind of change"),
         "{problems:?}"
     );
     let ready = PgConnector::check_source(&config(&pg, &["public.fine"]))

@@ -335,7 +335,7 @@ impl PgConnector {
                 .query_opt(
                     "SELECT c.relreplident::text, \
                             EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary), \
-                            c.oid::int8 \
+                            c.oid::int8, c.relkind::text \
                      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
                      WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
                     &[&t.database, &t.table],
@@ -352,6 +352,14 @@ impl PgConnector {
             let identity: String = row.get(0);
             let has_pk: bool = row.get(1);
             oids.insert(row.get::<_, i64>(2) as u32);
+            if row.get::<_, String>(3) == "p" {
+                problems.push(format!(
+                    "table {t} is partitioned: its changes are published under each partition's name, \
+                     which this connector does not map back yet; capture its partitions (each with a \
+                     primary key and REPLICA IDENTITY FULL) instead"
+                ));
+                continue;
+            }
             if !has_pk {
                 problems.push(format!(
                     "table {t} has no primary key; add one (ALTER TABLE {qualified} ADD PRIMARY KEY (…)): \
@@ -400,10 +408,25 @@ impl PgConnector {
                 .await
                 .map_err(pg(format!("creating publication {publication}")))?;
         } else if exists {
+            let ops = client
+                .query_one(
+                    "SELECT pubinsert AND pubupdate AND pubdelete AND pubtruncate FROM pg_publication WHERE pubname = $1",
+                    &[publication],
+                )
+                .await
+                .map_err(pg("reading the publication"))?;
+            if !ops.get::<_, bool>(0) {
+                problems.push(format!(
+                    "publication {publication} does not publish every kind of change (changes it leaves out \
+                     would be lost); run ALTER PUBLICATION {} SET (publish = 'insert, update, delete, truncate')",
+                    quote_ident(publication)
+                ));
+            }
             for t in &self.tables {
                 let covered = client
                     .query_opt(
-                        "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
+                        "SELECT 1 FROM pg_publication_tables WHERE pubname = $1 AND schemaname = $2 AND tablename = $3 \
+                         AND rowfilter IS NULL",
                         &[publication, &t.database, &t.table],
                     )
                     .await
@@ -411,7 +434,8 @@ impl PgConnector {
                     .is_some();
                 if !covered {
                     problems.push(format!(
-                        "publication {publication} does not include {t}; run ALTER PUBLICATION {} ADD TABLE {}.{}",
+                        "publication {publication} does not include {t}, or only with a row filter (WHERE); run \
+                         ALTER PUBLICATION {} SET TABLE … or ADD TABLE {}.{} without a WHERE clause",
                         quote_ident(publication),
                         quote_ident(&t.database),
                         quote_ident(&t.table)
