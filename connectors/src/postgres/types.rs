@@ -147,7 +147,13 @@ pub(crate) fn decode(codec: &Codec, text: &str) -> Result<Value, String> {
             "f" => Value::Int(0),
             _ => return Err(format!("{text:?} is not a boolean")),
         },
-        Codec::Float => Value::Float(parse_float(text)? as f32),
+        // Parsed as f32 directly: through f64 a decimal could round twice.
+        Codec::Float => Value::Float(match text {
+            "NaN" => f32::NAN,
+            "Infinity" => f32::INFINITY,
+            "-Infinity" => f32::NEG_INFINITY,
+            _ => text.parse().map_err(|e| format!("{text:?}: {e}"))?,
+        }),
         Codec::Double => Value::Double(parse_float(text)?),
         Codec::Decimal => {
             if text.chars().any(|c| c.is_ascii_alphabetic()) {
