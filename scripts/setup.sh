@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing databus-rs needs on a fresh Debian machine: the Rust toolchain is
-# expected; this adds Debian's MariaDB server (the tests start private instances of it), Debian's
+# expected; this adds Debian's MariaDB server and Debian's PostgreSQL (the tests start private instances
+# of both), Debian's
 # chromium (the status page tests render pages headless) and g++ (libFuzzer, for the fuzz targets) when
 # missing.
 # Safe to run again: it only installs what is absent.
@@ -19,6 +20,22 @@ if ! have_mariadbd; then
     mariadb-server mariadb-client >/dev/null
   # The package starts a system-wide server; the project never uses it.
   $SUDO service mariadb stop >/dev/null 2>&1 || true
+fi
+
+have_postgres() {
+  { command -v initdb >/dev/null 2>&1 && command -v postgres >/dev/null 2>&1; } ||
+    ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1
+}
+
+if ! have_postgres; then
+  echo "setup: installing Debian's postgresql (the tests start private PostgreSQL instances)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    postgresql >/dev/null
+  # The package starts a system-wide cluster; the project never uses it.
+  $SUDO service postgresql stop >/dev/null 2>&1 || true
 fi
 
 # The fuzz targets (scripts/fuzz.sh --ci) link libFuzzer, which libfuzzer-sys compiles from C++.

@@ -152,6 +152,35 @@ pub enum ConnectorError {
         /// Why.
         reason: String,
     },
+    /// A PostgreSQL query (metadata, slot or publication setup) or connection failed.
+    #[error("postgresql: {what} failed: {source}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The PostgreSQL replication stream failed.
+    #[error("postgresql replication: {what} failed: {source}")]
+    Replication {
+        /// What was being done.
+        what: String,
+        /// The replication client's error.
+        #[source]
+        source: pgwire_replication::PgWireError,
+    },
+    /// A row used a catalog fact (an enum label) newer than the schema read for its table: a restart of
+    /// the stream reads the catalog again. Transient.
+    #[error(
+        "the schema read for {table} is older than its rows ({reason}); restarting the stream re-reads it"
+    )]
+    StaleSchema {
+        /// The table.
+        table: String,
+        /// What did not match.
+        reason: String,
+    },
     /// `next_event` was called before `start`.
     #[error("the connector is not started; call start() first")]
     NotStarted,
@@ -164,8 +193,11 @@ impl ConnectorError {
             ConnectorError::Connection { source, .. } | ConnectorError::Query { source, .. } => {
                 is_transient_driver_error(source)
             }
+            ConnectorError::Postgres { source, .. } => is_transient_postgres_error(source),
+            ConnectorError::Replication { source, .. } => is_transient_replication_error(source),
             ConnectorError::ReadTimeout(_)
             | ConnectorError::Timeout { .. }
+            | ConnectorError::StaleSchema { .. }
             | ConnectorError::StreamClosed => true,
             _ => false,
         }
@@ -179,6 +211,39 @@ pub(crate) fn is_transient_driver_error(e: &mysql_async::Error) -> bool {
         mysql_async::Error::Io(_) => true,
         mysql_async::Error::Driver(_) => true,
         mysql_async::Error::Server(s) => is_transient_server_code(s.code),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs worth a reconnect: connection exceptions (class 08), insufficient resources
+/// (53), operator intervention (57: shutdown, crash, cannot connect now), serialization failures and
+/// deadlocks (40001, 40P01), and 55006 (object in use: the slot is still held by the walsender of a
+/// previous connection that the server has not noticed is gone).
+fn is_transient_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || matches!(code, "40001" | "40P01" | "55006")
+}
+
+/// A connection-level error (no server error) is transient; a server error by its SQLSTATE.
+pub(crate) fn is_transient_postgres_error(e: &tokio_postgres::Error) -> bool {
+    match e.as_db_error() {
+        Some(db) => is_transient_sqlstate(db.code().code()),
+        None => true,
+    }
+}
+
+/// I/O and a stopped worker are transient; a server error by the SQLSTATE in its message; protocol,
+/// authentication and TLS errors are not.
+pub(crate) fn is_transient_replication_error(e: &pgwire_replication::PgWireError) -> bool {
+    use pgwire_replication::PgWireError as E;
+    match e {
+        E::Io(_) | E::Task(_) => true,
+        E::Server(message) => message
+            .rsplit_once("(SQLSTATE ")
+            .and_then(|(_, code)| code.strip_suffix(')'))
+            .is_some_and(is_transient_sqlstate),
         _ => false,
     }
 }

@@ -1,11 +1,13 @@
 //! Sources of change events for databus-rs: the [`SourceConnector`] contract, its conformance suite and
-//! the MySQL/MariaDB binlog connector.
+//! the MySQL/MariaDB binlog and PostgreSQL logical replication connectors.
 //!
 //! - [`source`]: the contract. A connector yields [`ConnectorEvent`]s — whole committed
 //!   [`SourceTransaction`]s in commit order with strictly increasing [`Scn`](databus_core::Scn)s, schema
 //!   changes and heartbeats — and resumes exactly after any SCN.
 //! - [`mysql`]: [`MySqlConnector`](mysql::MySqlConnector), which tails a MariaDB binlog as a replica,
 //!   with SCN = GTID sequence number, typed row images and server validation.
+//! - [`postgres`]: [`PgConnector`](postgres::PgConnector), logical replication with `pgoutput`, with
+//!   SCN = commit LSN and a slot that advances only as far as the relay acknowledges.
 //! - [`ConnectorConfig`]: a source's settings as a table tagged by `kind` (each variant is its
 //!   connector's own config struct), and the one factory: [`ConnectorConfig::build`] gives an
 //!   [`AnySourceConnector`], [`ConnectorConfig::snapshot_source`] its snapshot side,
@@ -14,7 +16,7 @@
 //!   position, read in chunks, rows converted as the stream converts them) that seeding drives.
 //! - [`SourcePosition`]: opaque to everyone but its connector; [`Secret`]: never shown.
 //! - [`conformance`] and [`snapshot_conformance`]: generic checks every connector must pass, run
-//!   here against a real MariaDB.
+//!   here against a real MariaDB (and the streaming suite against PostgreSQL).
 //! - [`ConnectorError`]: one error type; [`ConnectorError::is_transient`] says whether to retry.
 //!
 //! ```no_run
@@ -41,6 +43,7 @@ mod any;
 pub mod conformance;
 mod error;
 pub mod mysql;
+pub mod postgres;
 mod secret;
 pub mod snapshot;
 pub mod snapshot_conformance;

@@ -288,4 +288,15 @@ pub trait SourceConnector: Send {
         let _ = (position, transactions);
         StartPosition::After(last)
     }
+
+    /// The relay has durably recorded every transaction up to and including SCN `durable`: the source
+    /// may release what it retains for them. Connectors whose source keeps a per-reader position (a
+    /// PostgreSQL replication slot's `confirmed_flush_lsn`) advance it to `durable`, never further, so
+    /// a relay killed at any moment resumes from its persisted SCN without loss. Calls with a lower SCN
+    /// than before are ignored. The default does nothing (a MariaDB binlog keeps no reader position).
+    ///
+    /// The relay's ingest calls it after each persist of its SCN.
+    fn acknowledge(&mut self, durable: Scn) {
+        let _ = durable;
+    }
 }

@@ -1,4 +1,5 @@
-//! Test support for databus-rs: a private MariaDB server per test, and headless Chromium
+//! Test support for databus-rs: a private MariaDB server per test, a private PostgreSQL server per test
+//! ([`Postgres`], in [`postgres`]), and headless Chromium
 //! ([`chromium::dump_dom`]) for the HTML status pages.
 //!
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
@@ -31,6 +32,9 @@
 #![forbid(unsafe_code)]
 
 pub mod chromium;
+pub mod postgres;
+
+pub use postgres::Postgres;
 
 use std::fs::{self, File};
 use std::io;
@@ -75,6 +79,9 @@ pub enum TestkitError {
     /// A SQL statement failed.
     #[error("sql failed: {0}")]
     Sql(#[from] mysql_async::Error),
+    /// A PostgreSQL statement or connection failed.
+    #[error("postgres: {0}")]
+    Postgres(String),
     /// A statement did not finish in time (a test would otherwise hang without saying why).
     #[error("{what} did not finish in {after:?}; error log tail:\n{log}")]
     TimedOut {
