@@ -205,6 +205,7 @@ async fn seed_stage(dir: &tempfile::TempDir, seed_rows: u64) {
         Arc::new(SqliteStore::open(dir.path().join("seed.sqlite")).unwrap());
     let settings = SeedSettings {
         url: db.url(),
+        password: None,
         tables: vec![SeedTable {
             source: SourceId::new(1),
             database: "shop".into(),

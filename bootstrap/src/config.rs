@@ -356,6 +356,10 @@ pub struct SeedSection {
     /// switch to it once complete (`false`: report `blocked` and wait for an operator).
     #[serde(default = "default_true")]
     pub auto_reseed: bool,
+    /// The password read from `password_env` / `password_file` at validation: handed to the driver
+    /// as a password, never put into `url`, never serialized, never shown.
+    #[serde(skip)]
+    pub password: Option<databus_connectors::Secret>,
 }
 
 fn default_true() -> bool {
@@ -370,6 +374,7 @@ impl std::fmt::Debug for SeedSection {
             .field("password_file", &self.password_file)
             .field("chunk_rows", &self.chunk_rows)
             .field("auto_reseed", &self.auto_reseed)
+            .field("password", &self.password.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -406,7 +411,7 @@ impl SeedSection {
                 .to_owned(),
             (None, None) => return Ok(self.clone()),
         };
-        let (scheme, rest) = self
+        let (_, rest) = self
             .url
             .split_once("://")
             .ok_or_else(|| bad("seed.url is not of the form mysql://user@host:port/".into()))?;
@@ -421,16 +426,8 @@ impl SeedSection {
                     .into(),
             ));
         }
-        let mut encoded = String::new();
-        for b in password.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                encoded.push(b as char);
-            } else {
-                encoded.push_str(&format!("%{b:02X}"));
-            }
-        }
         Ok(SeedSection {
-            url: format!("{scheme}://{user}:{encoded}{}", &rest[at..]),
+            password: Some(databus_connectors::Secret::new(password)),
             ..self.clone()
         })
     }
@@ -758,10 +755,17 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             .validate_with_env(&env)
             .unwrap();
         let seed = v.seed.unwrap();
-        assert_eq!(seed.url, "mysql://seed:p%40ss%3Aw%2Frd@db:3306/");
+        // The password stays out of the URL: it goes to the driver as a password.
+        assert_eq!(seed.url, "mysql://seed@db:3306/");
+        assert_eq!(
+            seed.password
+                .as_ref()
+                .map(databus_connectors::Secret::expose),
+            Some("p@ss:w/rd")
+        );
         let shown = format!("{seed:?}");
         assert!(
-            !shown.contains("p%40ss") && shown.contains("seed:***@db"),
+            !shown.contains("p@ss") && !shown.contains("p%40ss"),
             "{shown}"
         );
         let err = BootstrapConfig::from_toml(text)

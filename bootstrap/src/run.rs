@@ -397,6 +397,7 @@ async fn seed_store(
     )?;
     let settings = SeedSettings {
         url: seed.url.clone(),
+        password: seed.password.clone(),
         tables,
         chunk_rows: seed.chunk_rows,
     };

@@ -50,6 +50,8 @@ pub struct SeedTable {
 pub struct SeedSettings {
     /// `mysql://user:password@host:port/` of the source (a MariaDB connector's snapshot).
     pub url: String,
+    /// The password of `url`'s user, when it is not in `url` (`[seed] password_env`/`password_file`).
+    pub password: Option<databus_connectors::Secret>,
     /// The tables, in the order they are loaded.
     pub tables: Vec<SeedTable>,
     /// Rows per chunk (one store transaction each).
@@ -174,9 +176,14 @@ fn table_name(t: &SeedTable) -> TableName {
 }
 
 /// The snapshot side of the source at `url` (a MariaDB server: the only kind `[seed]` names today).
-async fn open_snapshot(url: &str) -> Result<AnySnapshot, BootstrapError> {
+async fn open_snapshot(
+    url: &str,
+    password: Option<&databus_connectors::Secret>,
+) -> Result<AnySnapshot, BootstrapError> {
     // Only the connection settings of the config matter to a snapshot.
-    let config = ConnectorConfig::MariaDb(MySqlConfig::new(url, 1));
+    let mut mysql = MySqlConfig::new(url, 1);
+    mysql.password = password.cloned();
+    let config = ConnectorConfig::MariaDb(mysql);
     config
         .snapshot_source()
         .map_err(|e| BootstrapError::Config(format!("seed url: {e}")))?
@@ -363,7 +370,7 @@ pub async fn seed(
 ) -> Result<SeedReport, BootstrapError> {
     let started = Instant::now();
     let previous = store.seed_progress()?;
-    let mut snapshot = open_snapshot(&settings.url).await?;
+    let mut snapshot = open_snapshot(&settings.url, settings.password.as_ref()).await?;
     let snapshot_scn = snapshot.position().scn;
     let (first_scn, token) = match &previous {
         Some(p) => {
@@ -494,7 +501,7 @@ pub async fn dump_table(
     url: &str,
     table: &SeedTable,
 ) -> Result<Vec<(databus_core::Key, databus_core::SchemaId, Vec<u8>)>, BootstrapError> {
-    let mut snapshot = open_snapshot(url).await?;
+    let mut snapshot = open_snapshot(url, None).await?;
     let name = table_name(table);
     let schema = snapshot.schema(&name).await.map_err(seed_error)?;
     let registered = SchemaRegistry::in_memory()

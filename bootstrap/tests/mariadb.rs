@@ -180,6 +180,7 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     ];
     let settings = SeedSettings {
         url: url.clone(),
+        password: None,
         tables: tables.clone(),
         chunk_rows: 300,
     };
@@ -365,6 +366,7 @@ async fn json_format_renders_seeded_and_captured_rows_like_the_relay() {
         Arc::new(SqliteStore::open(dir.path().join("shop.sqlite")).unwrap());
     let settings = SeedSettings {
         url: db.url(),
+        password: None,
         tables: vec![
             SeedTable {
                 source: SourceId::new(1),
