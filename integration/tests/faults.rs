@@ -5,7 +5,9 @@
 //! seed's order: SIGKILL and
 //! restart of the relay, of the bootstrap producer, of the bootstrap applier and of the consumer
 //! (each down while some transactions are written); the bootstrap producer down while more than the
-//! relay's 1 MiB buffer is written (it fills the gap from the source's binlog, `[source]`); a MariaDB
+//! relay's 1 MiB buffer is written (it fills the gap from the source's binlog, `[source]`), and the
+//! same with the binlog purged before it comes back (it re-seeds into a new store generation, `[seed]`,
+//! and every role switches to it); a MariaDB
 //! restart (clean for odd seeds, SIGKILL for
 //! even ones); FLUSH BINARY LOGS and PURGE. Transactions touch one to three tables; the consumer's
 //! callback fails (answers retry) for a seeded share of events, and once for good (answers fatal: the
@@ -221,9 +223,11 @@ tables = [
         &boot_toml,
         format!(
             "db_path = {:?}\n[relay]\nurl = \"{}\"\nwait = \"200ms\"\n[http]\nlisten = \"{boot_addr}\"\n[applier]\nmax_windows = 20\n\
-             [source]\n{}",
+             [seed]\nurl = \"{}\"\npassword_env = \"FAULT_PW\"\nchunk_rows = 500\n[source]\n{}",
             dir.join("bootstrap.sqlite").display().to_string(),
             relay.url(),
+            // The source, for a re-seed when the gap is purged from the binlog too.
+            url.replace(":fault-pw@", "@"),
             // The relay's own entry, with a server id of its own: a producer that fell off the
             // relay fills the gap from the binlog.
             source_entry
@@ -381,6 +385,40 @@ async fn wait_bootstrap_log_at(addr: SocketAddr, scn: u64, seed: u64) {
     }
 }
 
+/// FLUSH BINARY LOGS, then purges every binlog but the newest once the relay has persisted what they
+/// hold (a restarted relay resumes after its persisted SCN, which trails what it has read by up to a
+/// second), as an operator purging by age would. Pings keep events flowing until it is.
+async fn purge_what_the_relay_persisted(w: &World, conn: &mut mysql_async::Conn, seed: u64) {
+    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
+    // Purge only what the relay has persisted (a restarted relay resumes after its
+    // persisted SCN, which trails what it has read by up to a second), as an
+    // operator purging by age would. Pings keep events flowing until it is.
+    let scn = source_scn(&w.db).await;
+    wait_relay_at(&w.relay, scn).await;
+    let state = w.dir.join("relay-state").join("shop.state.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let persisted = std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["last_scn"].as_u64());
+        if persisted.is_some_and(|p| p >= scn) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the relay never persisted SCN {scn} ({persisted:?})"
+        );
+        conn.query_drop("UPDATE shop.ping SET n = n + 1 WHERE id = 1")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await.unwrap();
+    let file: String = row.unwrap().get(0).unwrap();
+    w.db.purge_binary_logs_to(&file).await.unwrap();
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Fault {
     KillRelay,
@@ -395,9 +433,13 @@ enum Fault {
     /// The bootstrap producer is SIGKILLed and stays down while more than the relay's buffer is
     /// written: restarted, it fills the gap from the source's binlog (`[source]`).
     ProducerPastBuffer,
+    /// As `ProducerPastBuffer`, and the source purges its binlog before the producer comes back: the
+    /// gap exists nowhere, so the producer re-seeds into a new store generation by itself and every
+    /// role switches to it (`[seed]`).
+    ProducerPastBinlog,
 }
 
-const ALL_FAULTS: [Fault; 8] = [
+const ALL_FAULTS: [Fault; 9] = [
     Fault::KillRelay,
     Fault::KillProducer,
     Fault::KillApplier,
@@ -406,6 +448,7 @@ const ALL_FAULTS: [Fault; 8] = [
     Fault::FlushAndPurge,
     Fault::RestartRelayWhileSourceDown,
     Fault::ProducerPastBuffer,
+    Fault::ProducerPastBinlog,
 ];
 
 /// The seed's schedule: each fault `rounds` times, in a shuffled order, at a transaction index, with a downtime
@@ -729,6 +772,52 @@ async fn restart_producer_past_buffer(w: &mut World, seed: u64) {
     }
 }
 
+/// Purges the binlog past the producer's log (it stays down meanwhile), then restarts it: it cannot
+/// fill the gap from anywhere and re-seeds into a new generation, which the server then serves.
+async fn restart_producer_past_binlog(w: &mut World, conn: &mut mysql_async::Conn, seed: u64) {
+    let scn = source_scn(&w.db).await;
+    wait_relay_at(&w.relay, scn).await;
+    let before = b(|| http_get(w.boot_addr, "/v1/status"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let logged = before["log_last_scn"].as_u64().unwrap_or(0);
+    let relay = b(|| w.relay.get("/v1/status")).unwrap().json().unwrap();
+    let min = relay["buffers"][0]["min_scn"].as_u64().unwrap_or(0);
+    purge_what_the_relay_persisted(w, conn, seed).await;
+    w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")));
+    let scn = source_scn(&w.db).await;
+    // The old generation's log never moves again; the new one's reaches `scn` once published.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let generation = loop {
+        let st = b(|| http_get(w.boot_addr, "/v1/status").and_then(|r| r.json()));
+        if let Ok(st) = &st
+            && st["log_last_scn"].as_u64().is_some_and(|m| m >= scn)
+        {
+            break st["generation"].as_u64().unwrap_or(0);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "seed {seed}: the bootstrap log never reached SCN {scn}: {st:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let was = before["generation"].as_u64().unwrap_or(0);
+    if min > logged + 1 {
+        assert!(
+            generation > was,
+            "seed {seed}: the producer fell off the relay (min {min}, log at {logged}) and the binlog was purged, yet generation {generation} is still served"
+        );
+        eprintln!(
+            "seed {seed}: binlog purged past the producer (log at {logged}): re-seeded into generation {generation}"
+        );
+    } else {
+        eprintln!(
+            "seed {seed}: the relay still held the producer's position (min {min}, log at {logged}); generation {generation}"
+        );
+    }
+}
+
 /// How much a run writes per transaction.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Load {
@@ -781,6 +870,9 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                     w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
                 }
                 Fault::ProducerPastBuffer => restart_producer_past_buffer(&mut w, seed).await,
+                Fault::ProducerPastBinlog => {
+                    restart_producer_past_binlog(&mut w, &mut conn, seed).await
+                }
                 Fault::KillApplier => {
                     w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
                 }
@@ -802,7 +894,9 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
             eprintln!("seed {seed}: {fault:?} at transaction {t}");
             match fault {
                 Fault::KillRelay => w.relay.kill9(),
-                Fault::KillProducer | Fault::ProducerPastBuffer => w.producer.kill9(),
+                Fault::KillProducer | Fault::ProducerPastBuffer | Fault::ProducerPastBinlog => {
+                    w.producer.kill9()
+                }
                 Fault::KillApplier => w.applier.kill9(),
                 Fault::KillConsumer => w.consumer.kill9(),
                 Fault::RestartMariaDb => {
@@ -849,39 +943,11 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                 Fault::FlushAndPurge => {
                     // Purge only what the bootstrap producer has logged too, as docs/operations.md
                     // asks (a producer that falls off the relay fills the gap from the binlog); a
-                    // source that purged it as well is issue 15's re-seed case, not built yet. A
+                    // source that purged it as well is the ProducerPastBinlog fault (a re-seed). A
                     // producer killed earlier was restarted before this fault (fault_now above).
                     let scn = source_scn(&w.db).await;
                     wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
-                    conn.query_drop("FLUSH BINARY LOGS").await.unwrap();
-                    // Purge only what the relay has persisted (a restarted relay resumes after its
-                    // persisted SCN, which trails what it has read by up to a second), as an
-                    // operator purging by age would. Pings keep events flowing until it is.
-                    let scn = source_scn(&w.db).await;
-                    wait_relay_at(&w.relay, scn).await;
-                    let state = w.dir.join("relay-state").join("shop.state.json");
-                    let deadline = Instant::now() + Duration::from_secs(60);
-                    loop {
-                        let persisted = std::fs::read_to_string(&state)
-                            .ok()
-                            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                            .and_then(|v| v["last_scn"].as_u64());
-                        if persisted.is_some_and(|p| p >= scn) {
-                            break;
-                        }
-                        assert!(
-                            Instant::now() < deadline,
-                            "seed {seed}: the relay never persisted SCN {scn} ({persisted:?})"
-                        );
-                        conn.query_drop("UPDATE shop.ping SET n = n + 1 WHERE id = 1")
-                            .await
-                            .unwrap();
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    let row: Option<mysql_async::Row> =
-                        conn.query_first("SHOW MASTER STATUS").await.unwrap();
-                    let file: String = row.unwrap().get(0).unwrap();
-                    w.db.purge_binary_logs_to(&file).await.unwrap();
+                    purge_what_the_relay_persisted(&w, &mut conn, seed).await;
                 }
             }
             if matches!(
@@ -891,11 +957,15 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                     | Fault::KillApplier
                     | Fault::KillConsumer
                     | Fault::ProducerPastBuffer
+                    | Fault::ProducerPastBinlog
             ) {
                 // The consumer (or the producer) stays down while more than the relay's buffer is
                 // written, so that it comes back behind the relay: the consumer catches up through
                 // the bootstrap server, the producer fills the gap from the source.
-                let down = if matches!(fault, Fault::KillConsumer | Fault::ProducerPastBuffer) {
+                let down = if matches!(
+                    fault,
+                    Fault::KillConsumer | Fault::ProducerPastBuffer | Fault::ProducerPastBinlog
+                ) {
                     down.max(14)
                 } else {
                     down
@@ -906,7 +976,10 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
         let big = load == Load::Heavy
             || matches!(
                 pending_restart,
-                Some((_, Fault::KillConsumer | Fault::ProducerPastBuffer))
+                Some((
+                    _,
+                    Fault::KillConsumer | Fault::ProducerPastBuffer | Fault::ProducerPastBinlog
+                ))
             );
         write_txn(&mut conn, t, &mut rng, &mut exp, big)
             .await
@@ -930,6 +1003,10 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                 w.producer = b(|| bootstrap_role("producer", &w.dir.join("bootstrap.toml")))
             }
             Fault::ProducerPastBuffer => restart_producer_past_buffer(&mut w, seed).await,
+            Fault::ProducerPastBinlog => {
+                let mut conn = w.db.root_conn().await.unwrap();
+                restart_producer_past_binlog(&mut w, &mut conn, seed).await
+            }
             Fault::KillApplier => {
                 w.applier = b(|| bootstrap_role("applier", &w.dir.join("bootstrap.toml")))
             }
