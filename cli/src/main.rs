@@ -435,10 +435,13 @@ async fn run(command: Command) -> Result<u8> {
             let Format::Json = args.format;
             let signal = shutdown_on_signal();
             let never = CancellationToken::new();
-            let mut out = std::io::stdout().lock();
-            let print = |event: &serde_json::Value| match writeln!(out, "{event}")
-                .and_then(|()| out.flush())
-            {
+            // Buffered, flushed after each response (or window) rather than after each event: a
+            // catch-up of a million events is not a million writes.
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+            let print = |event: Option<&serde_json::Value>| match match event {
+                Some(event) => writeln!(out, "{event}"),
+                None => out.flush(),
+            } {
                 Ok(()) => Ok(Next::More),
                 // The reader went away (`| head`): stop quietly.
                 Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(Next::Stop),

@@ -525,6 +525,9 @@ async fn show(
             let s = Style { on };
             let mut count = 0u64;
             tail(&tail_opts, &stop, |event| {
+                let Some(event) = event else {
+                    return Ok(Next::More);
+                };
                 count += 1;
                 crate::outln!("{}", event_line(event, &tables, &s));
                 if let Some(scn) = event["scn"].as_u64() {

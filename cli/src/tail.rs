@@ -67,15 +67,15 @@ pub enum Next {
     Stop,
 }
 
-/// Follows the relay, calling `on_event` for each event (row changes and table events, not window
-/// ends: the relay's JSON object,
-/// with `payload` decoded), until `max_events` events were delivered, `on_event` returns
-/// [`Next::Stop`], or `shutdown` is cancelled (observed between requests: a long poll in flight is
-/// completed first, at most `wait` later).
+/// Follows the relay, calling `on_event` with `Some` for each event (row changes and table events, not
+/// window ends: the relay's JSON object, with `payload` decoded) and with `None` after each response's
+/// events (the moment to flush buffered output: nothing more is at hand), until `max_events` events
+/// were delivered, `on_event` returns [`Next::Stop`], or `shutdown` is cancelled (observed between
+/// requests: a long poll in flight is completed first, at most `wait` later).
 pub async fn tail(
     opts: &TailOptions,
     shutdown: &CancellationToken,
-    mut on_event: impl FnMut(&Value) -> Result<Next>,
+    mut on_event: impl FnMut(Option<&Value>) -> Result<Next>,
 ) -> Result<TailEnd> {
     let checkpoint = match opts.start {
         Start::Beginning => oldest_checkpoint(opts, shutdown).await?,
@@ -205,9 +205,12 @@ pub async fn tail(
                 return Ok(TailEnd::Count);
             }
             delivered += 1;
-            if on_event(&value)? == Next::Stop {
+            if on_event(Some(&value))? == Next::Stop {
                 return Ok(TailEnd::Stopped);
             }
+        }
+        if on_event(None)? == Next::Stop {
+            return Ok(TailEnd::Stopped);
         }
     }
 }

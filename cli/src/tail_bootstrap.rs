@@ -272,11 +272,12 @@ async fn snapshot_rows(bootstrap: &str, client: &databus_http::ClientOptions) ->
 }
 
 /// Follows the relay through the bootstrap server, calling `on_event` with each data event's JSON line,
-/// until `max_events` were delivered, `on_event` returns [`Next::Stop`] or `shutdown` is cancelled.
+/// and with `None` after each window (the moment to flush buffered output), until `max_events` were
+/// delivered, `on_event` returns [`Next::Stop`] or `shutdown` is cancelled.
 pub async fn tail(
     opts: &BootstrapTailOptions,
     shutdown: &CancellationToken,
-    mut on_event: impl FnMut(&Value) -> Result<Next>,
+    mut on_event: impl FnMut(Option<&Value>) -> Result<Next>,
 ) -> Result<TailEnd> {
     let config = client_config(opts)?;
     // Fail at once on a wrong URL or a server that is down; once both answered, the client retries
@@ -347,10 +348,13 @@ pub async fn tail(
                 break;
             }
             delivered += 1;
-            if on_event(&event_line(&event))? == Next::Stop {
+            if on_event(Some(&event_line(&event)))? == Next::Stop {
                 stop = Some(TailEnd::Stopped);
                 break;
             }
+        }
+        if stop.is_none() && on_event(None)? == Next::Stop {
+            stop = Some(TailEnd::Stopped);
         }
         if let Some(end) = stop {
             break end;
