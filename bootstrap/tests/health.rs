@@ -2,7 +2,7 @@
 //! and the HTTP server (real, on loopback) answers `503` with the role and the reason while one of
 //! them is stopped or blocked on a relay gap, and `200` while both run and are caught up.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! The bootstrap pipeline over real parts: an in-process relay over a real event buffer, the producer
 //! and applier writing a real SQLite file, consumers driving the bootstrap protocol over loopback HTTP.
 
-mod common;
+use crate::common;
 
 use common::*;
 use databus_bootstrap::serve::ServeSettings;

@@ -30,7 +30,10 @@
 //! };
 //! let shutdown = tokio_util::sync::CancellationToken::new();
 //! tail(&opts, &shutdown, |event| {
-//!     println!("{event}");
+//!     // `None` marks a flush point (the end of a response or a window).
+//!     if let Some(event) = event {
+//!         println!("{event}");
+//!     }
 //!     Ok(Next::More)
 //! })
 //! .await?;

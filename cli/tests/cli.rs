@@ -1,6 +1,6 @@
 //! The real `databus` binary against real files, a real private MariaDB and a real relay process.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

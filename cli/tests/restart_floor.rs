@@ -3,7 +3,7 @@
 //! the relay was reconnecting was served the first window written after the source came back, silently
 //! skipping every transaction in between.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! `databus tail` / `databus status` with `--ca-cert` and `DATABUS_TOKEN`. Then every output of the
 //! processes is searched for the secrets: tokens and a database password never appear.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

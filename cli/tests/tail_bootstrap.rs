@@ -1,7 +1,7 @@
 //! `databus tail --bootstrap` with the real binary against a real MariaDB, a relay process and an
 //! all-in-one bootstrap server process (seeded from the database); and one exit code per class.
 
-mod common;
+use crate::common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Bootstrap switchover end to end: an in-process relay with a small buffer, the real bootstrap server
 //! (producer, applier, HTTP over SQLite) following it, and the client switching between them.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

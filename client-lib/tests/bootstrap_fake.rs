@@ -2,7 +2,7 @@
 //! bootstrap server on loopback and a real in-process relay: `snapshot_required` restarts with a full
 //! snapshot; a relay that evicted the target SCN sends the consumer back for a log-only catch-up.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! killed right after that commit (before the client's own persistence step). The consumer is a child
 //! process: this test binary re-executed with the ignored test `child_replica` selected.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -94,7 +94,7 @@ fn child_replica() {
 }
 
 fn run_child(relay: &str, db: &Path, abort_at: Option<u64>) -> std::process::ExitStatus {
-    child_test("child_replica", relay, abort_at)
+    child_test(module_path!(), "child_replica", relay, abort_at)
         .env("DATABUS_TEST_DB", db)
         .status()
         .unwrap()

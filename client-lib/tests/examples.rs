@@ -10,7 +10,7 @@
 //! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
 //! server's snapshot instead, and the invalidator from "now".)
 
-mod common;
+use crate::common;
 
 #[path = "../examples/cache_invalidator.rs"]
 #[allow(dead_code)]

@@ -3,7 +3,7 @@
 //! and loses nothing. The consumer runs in a child process: this test binary re-executed with the
 //! ignored test `child_consumer` selected.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -81,7 +81,7 @@ fn child_consumer() {
 }
 
 fn spawn_child(relay: &str, dir: &Path, abort_at: Option<u64>) -> Child {
-    child_test("child_consumer", relay, abort_at)
+    child_test(module_path!(), "child_consumer", relay, abort_at)
         .arg("--nocapture")
         .env("DATABUS_TEST_DIR", dir)
         .spawn()

@@ -2,7 +2,7 @@
 //! buffer, HTTP) capturing a real MariaDB: rows decode into serde structs with the relay's schemas, in
 //! commit order, and consumption survives a relay restart.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! their buffer writers): whole windows, checkpoints, failover, restarts, errors, backpressure,
 //! retries, crash replay, parallel dispatch, partitioned groups, the pull API.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! bootstrap producer copies the relay over TLS with a token; wrong or missing tokens and an untrusted
 //! certificate stop the client at once with a definite error.
 
-mod common;
+use crate::common;
 
 use std::path::PathBuf;
 use std::sync::Arc;

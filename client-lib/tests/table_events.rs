@@ -3,7 +3,7 @@
 //! with the rows around them even with several workers; an `update` event's payload reads as the row
 //! after the change and `before_json` as the row before it.
 
-mod common;
+use crate::common;
 
 use std::sync::{Arc, Mutex};
 

@@ -9,7 +9,7 @@
 //! epoch seconds with the fractional digits; strings and bytes quoted, bytes below 0x20 as `\xNN`, all
 //! others raw; ENUM as its index; SET and BIT as `b'<bits>'` (SET over whole bytes).
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,6 @@
 //! Stream behaviour against a real MariaDB: atomicity, concurrency, DDL, resume, failures.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

@@ -1,6 +1,6 @@
 //! Every column type: the value written equals the value decoded, and the schema says what was declared.
 
-mod common;
+use crate::common;
 
 use databus_connectors::{ChangeKind, ConnectorEvent, StartPosition};
 use databus_serde_formats::model::{ColumnType, Value};

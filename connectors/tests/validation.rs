@@ -1,6 +1,6 @@
 //! Server validation: each bad setting is refused with its fix in the message.
 
-mod common;
+use crate::common;
 
 use databus_connectors::mysql::{CheckOutcome, MySqlConnector};
 use databus_connectors::{ConnectorError, SourceConnector, StartPosition};

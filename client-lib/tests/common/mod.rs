@@ -525,9 +525,20 @@ pub async fn spawn_bootstrap(
 
 /// The command re-running this test binary for the ignored test `test` only (a consumer in a child
 /// process), following `relay`, aborting at window `abort_at` if given; its output discarded.
-pub fn child_test(test: &str, relay: &str, abort_at: Option<u64>) -> std::process::Command {
+/// `module` is the caller's `module_path!()`: the test's name in the harness is its path without the
+/// crate's own name.
+pub fn child_test(
+    module: &str,
+    test: &str,
+    relay: &str,
+    abort_at: Option<u64>,
+) -> std::process::Command {
+    let name = match module.split_once("::") {
+        Some((_crate, path)) => format!("{path}::{test}"),
+        None => test.to_string(),
+    };
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args(["--ignored", "--exact", test, "--test-threads=1"])
+    cmd.args(["--ignored", "--exact", &name, "--test-threads=1"])
         .env("DATABUS_TEST_RELAY", relay)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());

@@ -2,7 +2,7 @@
 //! serves exactly the same frames (SCNs, windows, heartbeats, keys, payloads) and schemas; restarted, it
 //! resumes after its persisted SCN.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! new one in one window, each routed by its own key through partition filters), TRUNCATE, DROP and
 //! schema changes as table events.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;

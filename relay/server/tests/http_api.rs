@@ -1,6 +1,6 @@
 //! The relay's HTTP API over real loopback HTTP (127.0.0.1, port 0), served from real event buffers.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! relay resumes after its persisted SCN, and consumers resume from their checkpoints without loss or
 //! duplicates.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //!
 //! Needs Debian's `chromium` (scripts/setup.sh installs it); without it the test fails saying so.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,7 @@
+//! One test binary for the crate (each file below is a module): one link instead of one per file,
+//! which keeps the build's disk and link time small. Run one file's tests with
+//! `cargo test -p <crate> --test it <module>::`.
+
+mod follow;
+mod limits;
+mod serve;
