@@ -16,7 +16,7 @@ use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{
     Checkpoint, ConsumptionMode, EventBuilder, EventView, KeyRef, Opcode, Scn, SourceId,
 };
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
 use tokio_util::sync::CancellationToken;
@@ -105,7 +105,7 @@ async fn store_stages(dir: &tempfile::TempDir, events: u64, payload: &[u8]) {
             status: Default::default(),
         }],
         Arc::new(SchemaRegistry::in_memory()),
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -39,7 +39,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytesize::ByteSize;
-use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
+use databus_http::server::config::serialize_size;
+use databus_http::server::{HttpServerConfig, ServerDefaults, ServerSecurity};
 use databus_http::{ClientOptions, Token};
 use serde::{Deserialize, Serialize};
 
@@ -58,9 +59,12 @@ pub struct BootstrapConfig {
     /// The relay the producer copies (required for the producer and the seed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay: Option<RelaySection>,
-    /// The HTTP server.
+    /// The HTTP server (the same section as the relay's).
     #[serde(default)]
     pub http: HttpSection,
+    /// How bootstrap requests are answered: log-only deltas, retention pins.
+    #[serde(default)]
+    pub serve: ServeSection,
     /// The applier.
     #[serde(default)]
     pub applier: ApplierSection,
@@ -168,17 +172,27 @@ fn default_wait() -> Duration {
     Duration::from_millis(500)
 }
 
-/// `[http]`.
+/// The bootstrap server's defaults of the shared `[http]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct BootstrapHttp;
+
+impl ServerDefaults for BootstrapHttp {
+    const PORT: u16 = 7100;
+    // Each `stream` request holds a SQLite reader (and its page cache) while it runs.
+    const MAX_CONCURRENT_STREAMS: usize = 64;
+}
+
+/// `[http]`: the section the relay has too ([`HttpServerConfig`]).
+pub type HttpSection = HttpServerConfig<BootstrapHttp>;
+
+/// `[serve]`: how bootstrap requests are answered, and what they may hold.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpSection {
-    /// Listen address.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// Deltas leaving at most this many log events are served from the log alone.
+pub struct ServeSection {
+    /// Deltas leaving at most this many log events are served from the log alone. Default 100000.
     #[serde(default = "default_log_only")]
     pub log_only_max_events: u64,
-    /// How long a bootstrap's pin on the log lasts after its last request.
+    /// How long a bootstrap's pin on the log lasts after its last request. Default 1 h.
     #[serde(default = "default_pin_ttl", with = "humantime_serde")]
     pub pin_ttl: Duration,
     /// How long a pin holds retention at most after the bootstrap's first request, however often it
@@ -186,49 +200,17 @@ pub struct HttpSection {
     /// it above the longest snapshot plus catch-up.
     #[serde(default = "default_pin_max_age", with = "humantime_serde")]
     pub pin_max_age: Duration,
-    /// Response budget when the request gives none.
-    #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
-    pub default_response_bytes: ByteSize,
-    /// Largest `max_bytes` accepted.
-    #[serde(
-        default = "default_max_response_bytes",
-        serialize_with = "serialize_size"
-    )]
-    pub max_response_bytes: ByteSize,
     /// The most bootstraps in progress (retention pins, one per start SCN); a bootstrap that would add
     /// one more gets `503 overloaded`. Default 1000.
     #[serde(default = "default_max_pins")]
     pub max_pins: usize,
-    /// The most `stream` requests served at once (each holds a store reader); more get `503
-    /// overloaded`. Default 64.
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: usize,
-    /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
-    /// HTTP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-    /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
-    /// several tokens for rotation; `open_metrics`). Default: no authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AuthConfig>,
-    /// `[http.connections]`: the most connections held, how long a client has to send a request's
-    /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
-    /// (lowered to the open-file limit minus 128), 10 s, 60 s, 16.
-    #[serde(default)]
-    pub connections: ConnectionLimits,
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 7100))
-}
 fn default_log_only() -> u64 {
     100_000
 }
 fn default_max_pins() -> usize {
     1000
-}
-fn default_max_concurrent_streams() -> usize {
-    64
 }
 fn default_pin_ttl() -> Duration {
     Duration::from_secs(3600)
@@ -236,30 +218,20 @@ fn default_pin_ttl() -> Duration {
 fn default_pin_max_age() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-fn default_response_bytes() -> ByteSize {
-    ByteSize::mib(1)
-}
-fn default_max_response_bytes() -> ByteSize {
-    ByteSize::mib(16)
-}
 
-impl Default for HttpSection {
+impl Default for ServeSection {
     fn default() -> Self {
-        HttpSection {
-            listen: default_listen(),
+        ServeSection {
             log_only_max_events: default_log_only(),
             pin_ttl: default_pin_ttl(),
             pin_max_age: default_pin_max_age(),
-            default_response_bytes: default_response_bytes(),
-            max_response_bytes: default_max_response_bytes(),
             max_pins: default_max_pins(),
-            max_concurrent_streams: default_max_concurrent_streams(),
-            tls: None,
-            auth: None,
-            connections: ConnectionLimits::default(),
         }
     }
 }
+
+/// The settings that moved from `[http]` to `[serve]` when both servers came to share `[http]`.
+const MOVED_TO_SERVE: [&str; 4] = ["log_only_max_events", "pin_ttl", "pin_max_age", "max_pins"];
 
 /// `[applier]`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -470,6 +442,15 @@ fn bytes(field: &str, b: ByteSize) -> Result<usize, BootstrapError> {
 impl BootstrapConfig {
     /// Parses TOML.
     pub fn from_toml(text: &str) -> Result<Self, BootstrapError> {
+        if let Ok(file) = text.parse::<toml::Table>()
+            && let Some(toml::Value::Table(http)) = file.get("http")
+            && let Some(key) = MOVED_TO_SERVE.iter().find(|k| http.contains_key(**k))
+        {
+            return Err(BootstrapError::Config(format!(
+                "[http] {key} has moved to [serve] ([http] is now the section the relay has too): \
+                 write it under [serve]"
+            )));
+        }
         toml::from_str(text).map_err(|e| BootstrapError::Config(e.to_string()))
     }
 
@@ -554,33 +535,19 @@ impl BootstrapConfig {
             }
             None => None,
         };
-        let max_response_bytes = bytes("http.max_response_bytes", self.http.max_response_bytes)?;
-        let default_response_bytes = bytes(
-            "http.default_response_bytes",
-            self.http.default_response_bytes,
-        )?;
-        for (name, value) in [
-            ("http.max_pins", self.http.max_pins),
-            (
-                "http.max_concurrent_streams",
-                self.http.max_concurrent_streams,
-            ),
-        ] {
-            if value == 0 {
-                return Err(BootstrapError::Config(format!(
-                    "{name} is 0; allow at least 1"
-                )));
-            }
-        }
-        if self.http.pin_max_age.is_zero() {
+        let limits = self
+            .http
+            .validate()
+            .map_err(|e| BootstrapError::Config(e.to_string()))?;
+        if self.serve.max_pins == 0 {
             return Err(BootstrapError::Config(
-                "http.pin_max_age is 0: no pin would hold retention; give a duration such as \"24h\""
-                    .into(),
+                "serve.max_pins is 0; allow at least 1".into(),
             ));
         }
-        if default_response_bytes > max_response_bytes {
+        if self.serve.pin_max_age.is_zero() {
             return Err(BootstrapError::Config(
-                "http.default_response_bytes is larger than http.max_response_bytes".into(),
+                "serve.pin_max_age is 0: no pin would hold retention; give a duration such as \"24h\""
+                    .into(),
             ));
         }
         if self.applier.max_windows == 0 || self.applier.max_events == 0 {
@@ -608,16 +575,17 @@ impl BootstrapConfig {
                 ..crate::store::SqliteOptions::default()
             },
             producer,
-            listen: self.http.listen,
+            listen: limits.listen,
             security,
             serve: ServeSettings {
-                log_only_max_events: self.http.log_only_max_events,
-                pin_ttl: self.http.pin_ttl,
-                pin_max_age: self.http.pin_max_age,
-                default_response_bytes,
-                max_response_bytes,
-                max_pins: self.http.max_pins,
-                max_concurrent_streams: self.http.max_concurrent_streams,
+                log_only_max_events: self.serve.log_only_max_events,
+                pin_ttl: self.serve.pin_ttl,
+                pin_max_age: self.serve.pin_max_age,
+                default_response_bytes: limits.default_response_bytes,
+                max_response_bytes: limits.max_response_bytes,
+                max_pins: self.serve.max_pins,
+                max_concurrent_streams: limits.max_concurrent_streams,
+                max_query_bytes: limits.max_query_bytes,
                 health: crate::health::HealthSettings {
                     max_lag: self.health.max_lag,
                     stale_after: self.health.stale_after,
@@ -637,10 +605,6 @@ impl BootstrapConfig {
             seed: self.seed.as_ref().map(|s| s.resolved(env)).transpose()?,
         })
     }
-}
-
-fn serialize_size<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&databus_relay::config::format_size(size.as_u64()))
 }
 
 fn serialize_opt_size<S: serde::Serializer>(
@@ -671,6 +635,8 @@ max_bytes = "2MiB"
 wait = "250ms"
 [http]
 listen = "127.0.0.1:0"
+max_query_bytes = "4KiB"
+[serve]
 pin_ttl = "10m"
 pin_max_age = "2h"
 [retention]
@@ -688,6 +654,7 @@ chunk_rows = 500
         assert_eq!((p.max_bytes, p.wait), (2 << 20, Duration::from_millis(250)));
         assert_eq!(v.serve.pin_ttl, Duration::from_secs(600));
         assert_eq!(v.serve.pin_max_age, Duration::from_secs(7200));
+        assert_eq!(v.serve.max_query_bytes, 4096);
         assert_eq!(v.retention.max_bytes, Some(1 << 30));
         assert_eq!(v.seed.unwrap().chunk_rows, 500);
     }
@@ -829,6 +796,20 @@ auth = { tokens_env = "BS_T", open_metrics = true }
                 "[seed] needs [relay]",
             ),
             ("db_path = \"x\"\n[applier]\nmax_windows = 0", "at least 1"),
+            // The keys that moved from [http] to [serve] name their new home.
+            (
+                "db_path = \"x\"\n[http]\npin_ttl = \"1h\"",
+                "[http] pin_ttl has moved to [serve]",
+            ),
+            // [http] is the relay's section: the same bounds, named the same way.
+            (
+                "db_path = \"x\"\n[http]\nmax_wait = \"1h\"",
+                "http.max_wait: 1h is too long",
+            ),
+            (
+                "db_path = \"x\"\n[serve]\nmax_pins = 0",
+                "serve.max_pins is 0",
+            ),
         ] {
             let err = BootstrapConfig::from_toml(text)
                 .and_then(|c| c.validate())

@@ -295,6 +295,18 @@ pub fn routes(
         .and(svc.clone())
         .then(|q: String, svc: Arc<BootstrapService>| async move {
             let settings = *svc.settings();
+            if q.len() > settings.max_query_bytes {
+                return bad(
+                    "query",
+                    format!(
+                        "a query string of {} bytes exceeds the limit of {} bytes; shorten it or \
+                         raise http.max_query_bytes",
+                        q.len(),
+                        settings.max_query_bytes
+                    ),
+                )
+                .to_response();
+            }
             let params = match parse_stream_query(&q, settings.max_response_bytes) {
                 Ok(p) => p,
                 Err(e) => return e.to_response(),

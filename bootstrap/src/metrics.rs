@@ -74,7 +74,7 @@ pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_bootstrap_http_errors_total", "kind" => kind).increment(1);
 }
 
-/// `databus_bootstrap_pins_refused_total`: bootstraps refused at `http.max_pins`.
+/// `databus_bootstrap_pins_refused_total`: bootstraps refused at `serve.max_pins`.
 pub(crate) fn pin_refused() {
     counter!("databus_bootstrap_pins_refused_total").increment(1);
 }

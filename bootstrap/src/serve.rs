@@ -12,7 +12,9 @@ use databus_filters::FilterSpec;
 use serde::Serialize;
 
 use crate::BootstrapError;
+use crate::config::{BootstrapHttp, ServeSection};
 use crate::store::{BootstrapStore, SnapshotQuery};
+use databus_http::server::ServerLimits;
 
 /// At most this many rows or events read from the store per query (and no more than the answer's byte
 /// budget: see [`budget`]).
@@ -52,20 +54,26 @@ pub struct ServeSettings {
     pub max_pins: usize,
     /// The most `stream` requests served at once (each reads the store); more get `503 overloaded`.
     pub max_concurrent_streams: usize,
+    /// The longest query string accepted.
+    pub max_query_bytes: usize,
     /// When `/health` reports the roles as not ok.
     pub health: crate::health::HealthSettings,
 }
 
 impl Default for ServeSettings {
+    /// The settings of a bootstrap.toml without `[http]` and `[serve]`.
     fn default() -> Self {
+        let limits = ServerLimits::defaults::<BootstrapHttp>();
+        let serve = ServeSection::default();
         ServeSettings {
-            log_only_max_events: 100_000,
-            pin_ttl: Duration::from_secs(3600),
-            pin_max_age: Duration::from_secs(24 * 3600),
-            default_response_bytes: 1 << 20,
-            max_response_bytes: 16 << 20,
-            max_pins: 1000,
-            max_concurrent_streams: 64,
+            log_only_max_events: serve.log_only_max_events,
+            pin_ttl: serve.pin_ttl,
+            pin_max_age: serve.pin_max_age,
+            default_response_bytes: limits.default_response_bytes,
+            max_response_bytes: limits.max_response_bytes,
+            max_pins: serve.max_pins,
+            max_concurrent_streams: limits.max_concurrent_streams,
+            max_query_bytes: limits.max_query_bytes,
             health: crate::health::HealthSettings::default(),
         }
     }
@@ -475,7 +483,7 @@ impl BootstrapService {
         if pins.len() >= self.settings.max_pins && !pins.iter().any(|&(s, _)| s == start) {
             crate::metrics::pin_refused();
             return Err(ServeError::Overloaded(format!(
-                "{} bootstraps are in progress, the server's limit (http.max_pins)",
+                "{} bootstraps are in progress, the server's limit (serve.max_pins)",
                 pins.len()
             )));
         }

@@ -105,7 +105,7 @@ async fn pins_are_bounded_listed_and_dropped() {
     assert_eq!(r.headers()["retry-after"], "1");
     let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
     assert!(
-        body["message"].as_str().unwrap().contains("http.max_pins"),
+        body["message"].as_str().unwrap().contains("serve.max_pins"),
         "{body}"
     );
     // The bootstraps already pinned go on.
@@ -259,4 +259,30 @@ async fn the_producer_retries_a_busy_relay_no_sooner_than_its_retry_after() {
             "asked again after {gap:?}, before the relay's Retry-After of 2 s"
         );
     }
+}
+
+#[tokio::test]
+async fn a_query_string_longer_than_http_max_query_bytes_is_refused() {
+    let (_dir, store) = store_with_floor();
+    let settings = ServeSettings {
+        max_query_bytes: 1024,
+        ..ServeSettings::default()
+    };
+    let routes = routes(BootstrapService::new(store, settings));
+    let query = catchup_query(11, 40, 11);
+    assert!(query.len() < 1024, "{query}");
+    let r = warp::test::request().path(&query).reply(&routes).await;
+    assert_eq!(r.status(), 200, "{:?}", r.body());
+    let long = format!("{query}&sources={}", "1,".repeat(600));
+    let r = warp::test::request().path(&long).reply(&routes).await;
+    assert_eq!(r.status(), 400, "{:?}", r.body());
+    assert_eq!(r.headers()["x-databus-error"], "bad_parameter");
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("http.max_query_bytes"),
+        "{body}"
+    );
 }

@@ -13,7 +13,7 @@ use common::{databus, rt, run_within, start_relay, text};
 use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{EventBuilder, KeyRef, Opcode, Scn, SourceId};
 use databus_http::{ClientOptions, HttpClient, Token};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, ServerSecurity, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value as Cell};
 
@@ -86,7 +86,7 @@ fn tls_tokens_and_chaining_through_the_binary_leak_no_secret() {
             status: Default::default(),
         }],
         registry,
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         None,
     );
     let security = ServerSecurity::plain()

@@ -20,7 +20,7 @@ use databus_client::{
     MemoryCheckpointStore, WindowInfo,
 };
 use databus_core::{Checkpoint, Key, Opcode, SchemaId, Scn, SourceId};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
 use tokio_util::sync::CancellationToken;
@@ -157,7 +157,7 @@ fn main() {
         let service = RelayService::new(
             vec![source],
             Arc::new(SchemaRegistry::in_memory()),
-            HttpSettings::default(),
+            HttpSettings::defaults::<RelayHttp>(),
             None,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

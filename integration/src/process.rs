@@ -476,7 +476,7 @@ impl Relay {
 pub struct BootstrapOptions {
     /// Seed the snapshot from this source database first (`[seed] url`).
     pub seed_url: Option<String>,
-    /// `http.log_only_max_events`: deltas leaving more log events than this are served as a
+    /// `serve.log_only_max_events`: deltas leaving more log events than this are served as a
     /// consolidated delta (snapshot rows changed since, then catch-up) instead of from the log alone.
     pub log_only_max_events: u64,
     /// Run the producer, the applier and the server as three processes (`databus bootstrap
@@ -554,7 +554,7 @@ impl BootstrapServer {
         let port = free_port()?;
         let mut text = format!(
             "db_path = {:?}\n[relay]\nurl = {relay_url:?}\nbuffer = \"{BUFFER}\"\nwait = \"200ms\"\n\
-             [http]\nlisten = \"127.0.0.1:{port}\"\nlog_only_max_events = {}\n\
+             [http]\nlisten = \"127.0.0.1:{port}\"\n[serve]\nlog_only_max_events = {}\n\
              [applier]\nidle_poll = \"20ms\"\n",
             dir.path().join("bootstrap.sqlite").display().to_string(),
             opts.log_only_max_events

@@ -19,7 +19,7 @@ use databus_core::{
     Checkpoint, ConsumptionMode, EventBuilder, EventView, Key, Opcode, Scn, SourceId,
 };
 use databus_filters::{Filter, FilterSpec};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
 use tokio::time::Instant;
@@ -57,7 +57,7 @@ pub async fn start_relay_with(capacity: usize) -> Relay {
     let service = RelayService::new(
         vec![source],
         Arc::new(SchemaRegistry::in_memory()),
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

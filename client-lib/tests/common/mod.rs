@@ -22,7 +22,7 @@ use databus_client::{
     MemoryCheckpointStore, RunSummary, WindowInfo,
 };
 use databus_core::{Checkpoint, Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::{
     Column, ColumnType, RegisteredSchema, SchemaRegistry, TableSchema, Value,
@@ -134,7 +134,7 @@ impl TestRelay {
         RelayService::new(
             vec![source],
             self.registry.clone(),
-            HttpSettings::default(),
+            HttpSettings::defaults::<RelayHttp>(),
             None,
         )
     }

@@ -33,8 +33,10 @@ use warp::reply::Response;
 
 use crate::{HttpError, Token};
 
+pub mod config;
 pub mod limits;
 
+pub use config::{HttpServerConfig, InvalidSetting, ServerDefaults, ServerLimits};
 pub use limits::ConnectionLimits;
 use limits::{Activity, Registry, Watched};
 

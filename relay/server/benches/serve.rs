@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{Checkpoint, EventBuilder, KeyRef, Opcode, Scn, SourceId};
-use databus_relay::config::{HttpSettings, ValidatedTable};
+use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -153,7 +153,12 @@ async fn bench(events: u64) {
         }],
         status: Default::default(),
     };
-    let service = RelayService::new(vec![source], registry, HttpSettings::default(), None);
+    let service = RelayService::new(
+        vec![source],
+        registry,
+        HttpSettings::defaults::<RelayHttp>(),
+        None,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let shutdown = CancellationToken::new();

@@ -36,14 +36,13 @@
 //! error names the field and the fix.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use bytesize::ByteSize;
 use databus_connectors::{ConnectorConfig, TableName};
 use databus_core::SourceId;
-use databus_http::server::{AuthConfig, ConnectionLimits, ServerSecurity, TlsConfig};
+pub use databus_http::server::config::{format_size, serialize_size};
+use databus_http::server::{HttpServerConfig, ServerDefaults, ServerLimits, ServerSecurity};
 use databus_http::{ClientOptions, Token};
 use serde::{Deserialize, Serialize};
 
@@ -62,82 +61,20 @@ pub struct RelayConfig {
     pub sources: Vec<SourceConfig>,
 }
 
-/// The HTTP server and its bounds.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpConfig {
-    /// Address to listen on. Default `127.0.0.1:11140`; the CLI's `--listen` overrides it.
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
-    /// The largest byte budget a `stream` request may ask for (`max_bytes`). Default 16 MiB.
-    #[serde(
-        default = "default_max_response_bytes",
-        serialize_with = "serialize_size"
-    )]
-    pub max_response_bytes: ByteSize,
-    /// The byte budget of a `stream` request that does not set `max_bytes`. Default 1 MiB.
-    #[serde(default = "default_response_bytes", serialize_with = "serialize_size")]
-    pub default_response_bytes: ByteSize,
-    /// The longest long-poll wait a `stream` request may ask for (`wait_ms`). Default 30 s.
-    #[serde(default = "default_max_wait", with = "humantime_serde")]
-    pub max_wait: Duration,
-    /// The longest accepted query string. Default 8 KiB.
-    #[serde(default = "default_max_query_bytes", serialize_with = "serialize_size")]
-    pub max_query_bytes: ByteSize,
-    /// The most `stream` requests served at once (long polls included); more get 503 `overloaded`.
-    /// Default 1024.
-    #[serde(default = "default_max_concurrent_streams")]
-    pub max_concurrent_streams: usize,
-    /// Serve HTTPS with this certificate (`cert`) and private key (`key`), PEM files. Default: plain
-    /// HTTP.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls: Option<TlsConfig>,
-    /// Require a bearer token on every request but `/health` (`tokens_env` and/or `tokens_file`;
-    /// several tokens for rotation; `open_metrics = true` leaves `/metrics` open). Default: no
-    /// authentication.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub auth: Option<AuthConfig>,
-    /// `[http.connections]`: the most connections held, how long a client has to send a request's
-    /// headers, when an idle connection is closed, HTTP/2 streams per connection. Defaults: 1024
-    /// (lowered to the open-file limit minus 128), 10 s, 60 s, 16.
-    #[serde(default)]
-    pub connections: ConnectionLimits,
+/// The relay's defaults of the shared `[http]` section.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayHttp;
+
+impl ServerDefaults for RelayHttp {
+    const PORT: u16 = 11140;
+    const MAX_CONCURRENT_STREAMS: usize = 1024;
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 11140))
-}
-fn default_max_response_bytes() -> ByteSize {
-    ByteSize::mib(16)
-}
-fn default_response_bytes() -> ByteSize {
-    ByteSize::mib(1)
-}
-fn default_max_wait() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_max_query_bytes() -> ByteSize {
-    ByteSize::kib(8)
-}
-fn default_max_concurrent_streams() -> usize {
-    1024
-}
+/// `[http]` of relay.toml: the section the bootstrap server has too ([`HttpServerConfig`]).
+pub type HttpConfig = HttpServerConfig<RelayHttp>;
 
-impl Default for HttpConfig {
-    fn default() -> Self {
-        HttpConfig {
-            listen: default_listen(),
-            max_response_bytes: default_max_response_bytes(),
-            default_response_bytes: default_response_bytes(),
-            max_wait: default_max_wait(),
-            max_query_bytes: default_max_query_bytes(),
-            max_concurrent_streams: default_max_concurrent_streams(),
-            tls: None,
-            auth: None,
-            connections: ConnectionLimits::default(),
-        }
-    }
-}
+/// Validated HTTP settings, in runtime units.
+pub type HttpSettings = ServerLimits;
 
 /// One physical source: a database connection and the tables captured from it, or (relay chaining)
 /// a buffer of another relay.
@@ -194,22 +131,8 @@ pub struct SourceConfig {
     pub tables: Vec<TableConfig>,
 }
 
-/// A size as the parser reads it, in the largest exact binary unit (`"512MiB"`).
-pub fn format_size(n: u64) -> String {
-    for (unit, shift) in [("GiB", 30), ("MiB", 20), ("KiB", 10)] {
-        if n >= 1 << shift && n % (1 << shift) == 0 {
-            return format!("{}{unit}", n >> shift);
-        }
-    }
-    format!("{n}B")
-}
-
 fn serialize_redacted_url<S: serde::Serializer>(url: &str, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(&databus_connectors::redact_url(url))
-}
-
-fn serialize_size<S: serde::Serializer>(size: &ByteSize, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_size(size.as_u64()))
 }
 
 fn default_buffer_size() -> ByteSize {
@@ -298,32 +221,6 @@ pub struct ValidatedConfig {
     pub sources: Vec<ValidatedSource>,
 }
 
-/// Validated HTTP settings, in runtime units.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpSettings {
-    /// Address to listen on.
-    pub listen: SocketAddr,
-    /// Largest `max_bytes`.
-    pub max_response_bytes: usize,
-    /// Budget when `max_bytes` is absent.
-    pub default_response_bytes: usize,
-    /// Longest long-poll wait.
-    pub max_wait: Duration,
-    /// Longest query string.
-    pub max_query_bytes: usize,
-    /// Most `stream` requests at once.
-    pub max_concurrent_streams: usize,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        // The defaults are valid by construction.
-        HttpConfig::default()
-            .validate()
-            .expect("default HTTP settings are valid")
-    }
-}
-
 /// A validated source.
 #[derive(Debug, Clone)]
 pub struct ValidatedSource {
@@ -373,10 +270,7 @@ pub struct ValidatedTable {
 
 /// The smallest event buffer a source may configure.
 pub const MIN_BUFFER_BYTES: u64 = 1 << 20;
-/// The largest response budget the relay accepts in its configuration.
-pub const MAX_RESPONSE_BYTES_LIMIT: u64 = 1 << 30;
-/// The longest long-poll wait the relay accepts in its configuration.
-pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(600);
+pub use databus_http::server::config::{MAX_RESPONSE_BYTES_LIMIT, MAX_WAIT_LIMIT};
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> RelayError {
     RelayError::Config {
@@ -418,69 +312,6 @@ fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
-impl HttpConfig {
-    /// Checks bounds and converts to runtime units.
-    pub fn validate(&self) -> Result<HttpSettings, RelayError> {
-        let max = self.max_response_bytes.as_u64();
-        if !(1024..=MAX_RESPONSE_BYTES_LIMIT).contains(&max) {
-            return Err(invalid(
-                "http.max_response_bytes",
-                format!(
-                    "{} is out of range; use 1KiB to 1GiB",
-                    self.max_response_bytes
-                ),
-            ));
-        }
-        let default = self.default_response_bytes.as_u64();
-        if default == 0 || default > max {
-            return Err(invalid(
-                "http.default_response_bytes",
-                format!(
-                    "{} must be between 1 byte and http.max_response_bytes ({})",
-                    self.default_response_bytes, self.max_response_bytes
-                ),
-            ));
-        }
-        if self.max_wait > MAX_WAIT_LIMIT {
-            return Err(invalid(
-                "http.max_wait",
-                format!(
-                    "{} is too long; use at most {}",
-                    humantime::format_duration(self.max_wait),
-                    humantime::format_duration(MAX_WAIT_LIMIT)
-                ),
-            ));
-        }
-        let query = self.max_query_bytes.as_u64();
-        if !(256..=1 << 20).contains(&query) {
-            return Err(invalid(
-                "http.max_query_bytes",
-                format!("{} is out of range; use 256B to 1MiB", self.max_query_bytes),
-            ));
-        }
-        if !(1..=100_000).contains(&self.max_concurrent_streams) {
-            return Err(invalid(
-                "http.max_concurrent_streams",
-                format!(
-                    "{} is out of range; use 1 to 100000",
-                    self.max_concurrent_streams
-                ),
-            ));
-        }
-        Ok(HttpSettings {
-            listen: self.listen,
-            max_concurrent_streams: self.max_concurrent_streams,
-            max_response_bytes: to_usize("http.max_response_bytes", self.max_response_bytes)?,
-            default_response_bytes: to_usize(
-                "http.default_response_bytes",
-                self.default_response_bytes,
-            )?,
-            max_wait: self.max_wait,
-            max_query_bytes: to_usize("http.max_query_bytes", self.max_query_bytes)?,
-        })
-    }
-}
-
 impl RelayConfig {
     /// Parses the TOML text of a configuration file (no validation yet).
     pub fn from_toml(text: &str) -> Result<Self, RelayError> {
@@ -506,7 +337,10 @@ impl RelayConfig {
         &self,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<ValidatedConfig, RelayError> {
-        let http = self.http.validate()?;
+        let http = self
+            .http
+            .validate()
+            .map_err(|e| invalid(e.key, e.message))?;
         let security = ServerSecurity::from_config(
             "http",
             self.http.tls.as_ref(),
@@ -710,6 +544,7 @@ fn connector_message(e: databus_connectors::ConnectorError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const GOOD: &str = r#"
 state_dir = "/tmp/relay-state"
@@ -815,7 +650,7 @@ connector = { kind = "mariadb", url = "mysql://x@h/", server_id = 7 }
             .unwrap()
             .validate_with_env(&env)
             .unwrap();
-        assert_eq!(cfg.http, HttpSettings::default());
+        assert_eq!(cfg.http, HttpSettings::defaults::<RelayHttp>());
         // Secure defaults: loopback only, plain HTTP, no tokens unless configured.
         assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
         assert!(!cfg.security.is_tls() && !cfg.security.requires_token());

@@ -981,7 +981,7 @@ mod tests {
     use super::*;
 
     fn http() -> HttpSettings {
-        HttpSettings::default()
+        HttpSettings::defaults::<crate::config::RelayHttp>()
     }
 
     fn bad(raw: &str) -> (String, String) {

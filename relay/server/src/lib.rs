@@ -18,7 +18,7 @@
 //! use std::sync::Arc;
 //! use databus_buffer::{BufferConfig, event_buffer};
 //! use databus_core::SourceId;
-//! use databus_relay::config::{HttpSettings, ValidatedTable};
+//! use databus_relay::config::{RelayHttp, HttpSettings, ValidatedTable};
 //! use databus_relay::{RelayService, SourceHandle, serve};
 //! use databus_serde_formats::SchemaRegistry;
 //!
@@ -37,7 +37,7 @@
 //! let service = RelayService::new(
 //!     vec![source],
 //!     Arc::new(SchemaRegistry::in_memory()),
-//!     HttpSettings::default(),
+//!     HttpSettings::defaults::<RelayHttp>(),
 //!     None,
 //! );
 //! // Ingest appends windows through `writer`; the HTTP API serves them.

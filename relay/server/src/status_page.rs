@@ -245,7 +245,7 @@ mod tests {
         use databus_buffer::{BufferConfig, event_buffer};
         use databus_core::{Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
 
-        use crate::config::{HttpSettings, ValidatedTable};
+        use crate::config::{HttpSettings, RelayHttp, ValidatedTable};
         use crate::service::{IngestState, SourceHandle};
 
         let (mut writer, buffer) = event_buffer(BufferConfig::new(1 << 20)).unwrap();
@@ -282,7 +282,7 @@ mod tests {
         let svc = RelayService::new(
             vec![source],
             Arc::new(databus_serde_formats::SchemaRegistry::in_memory()),
-            HttpSettings::default(),
+            HttpSettings::defaults::<RelayHttp>(),
             None,
         );
         let routes = crate::http::routes(svc);

@@ -14,7 +14,7 @@ use databus_buffer::{BufferConfig, BufferWriter, event_buffer};
 use databus_core::{
     Checkpoint, EventBuilder, KeyRef, Opcode, PartitionId, SchemaId, Scn, SourceId,
 };
-use databus_relay::config::HttpSettings;
+use databus_relay::config::{HttpSettings, RelayHttp};
 use databus_relay::{RelayConfig, RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value as Cell};
 use serde_json::Value;
@@ -61,7 +61,7 @@ impl Upstream {
         let service = RelayService::new(
             vec![shop_handle(self.writer.buffer().clone())],
             self.registry.clone(),
-            HttpSettings::default(),
+            HttpSettings::defaults::<RelayHttp>(),
             None,
         );
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -144,7 +144,7 @@ async fn start_upstream() -> Upstream {
     let service = RelayService::new(
         vec![shop_handle(buffer)],
         registry.clone(),
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -291,7 +291,7 @@ async fn chaining_over_tls_with_a_token_and_a_wrong_token_fails_definitely() {
     let service = RelayService::new(
         vec![shop_handle(up.writer.buffer().clone())],
         up.registry.clone(),
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         None,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -12,7 +12,7 @@ use common::{Resp, enc, get, request, shop_table};
 use databus_buffer::{BufferConfig, BufferWriter, EventBuffer, event_buffer};
 use databus_core::{Checkpoint, Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
 use databus_filters::bucket_of;
-use databus_relay::config::HttpSettings;
+use databus_relay::config::{HttpSettings, RelayHttp};
 use databus_relay::{IngestState, IngestStatus, RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema};
 use serde_json::{Value, json};
@@ -60,7 +60,7 @@ impl Relay {
     async fn start(capacity: usize) -> Relay {
         let http = HttpSettings {
             max_wait: Duration::from_secs(60),
-            ..HttpSettings::default()
+            ..HttpSettings::defaults::<RelayHttp>()
         };
         Relay::start_with(capacity, http).await
     }
@@ -761,7 +761,7 @@ async fn stream_requests_beyond_the_limit_are_refused_as_overloaded() {
         1 << 20,
         HttpSettings {
             max_concurrent_streams: 2,
-            ..HttpSettings::default()
+            ..HttpSettings::defaults::<RelayHttp>()
         },
     )
     .await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::shop_table;
 use databus_buffer::{BufferConfig, event_buffer};
 use databus_core::{Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
-use databus_relay::config::HttpSettings;
+use databus_relay::config::{HttpSettings, RelayHttp};
 use databus_relay::{IngestStatus, RelayService, SourceHandle};
 use databus_serde_formats::SchemaRegistry;
 use tokio_util::sync::CancellationToken;
@@ -45,7 +45,7 @@ async fn metrics_count_requests_events_errors_and_buffer_state() {
     let service = RelayService::new(
         vec![source],
         Arc::new(SchemaRegistry::in_memory()),
-        HttpSettings::default(),
+        HttpSettings::defaults::<RelayHttp>(),
         Some(handle),
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
