@@ -2,11 +2,12 @@
 //! (testkit) with the quickstart's two tables, a whole relay capturing it over loopback HTTP, and a
 //! workload of insert/update/delete transactions. Each example's code is included as a module and run
 //! through its `run(args, shutdown)` for exactly the workload's windows (`--max-windows`); its end
-//! state is compared with the source database.
+//! state is compared with the source database. The cache invalidator runs against a private Redis
+//! (`databus_testkit::Redis`).
 //!
 //! The relay starts at the source's position when it starts (after the schema was created, as in the
 //! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; each example is
-//! given a checkpoint (`--checkpoint`) at that position, which is also what a restarted example
+//! given a checkpoint (`--checkpoint`; the invalidator's in Redis) at that position, which is also what a restarted example
 //! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
 //! server's snapshot instead, and the invalidator from "now".)
 
