@@ -669,10 +669,9 @@ impl Reader {
         let mut conn = self.conn.clone();
         let key = self.key(table, pk).await?;
         let cached: Option<String> = redis::cmd("GET").arg(&key).query_async(&mut conn).await?;
-        if let Some(v) = &cached {
-            if !v.starts_with("lease:") {
-                return Ok((decode_entry(v), Read::Hit));
-            }
+        // Another reader's lease is a miss.
+        if let Some(v) = cached.as_deref().filter(|v| !v.starts_with("lease:")) {
+            return Ok((decode_entry(v), Read::Hit));
         }
         let lease = format!("lease:{:016x}", rand::random::<u64>());
         let leased: bool = redis::cmd("SET")

@@ -408,13 +408,9 @@ mod redis_cache {
     }
 
     /// Awaits an aborted task (its result is the cancellation).
-    fn first_join<T>(
-        task: &tokio::task::JoinHandle<T>,
-    ) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            while !task.is_finished() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+    async fn first_join<T>(task: &tokio::task::JoinHandle<T>) {
+        while !task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
