@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing databus-rs needs on a fresh Debian machine: the Rust toolchain is
-# expected; this adds Debian's MariaDB server and Debian's PostgreSQL (the tests start private instances
-# of both), Debian's
+# expected; this adds Debian's MariaDB server, Debian's PostgreSQL and Debian's redis-server (the tests
+# start private instances of all three), Debian's
 # chromium (the status page tests render pages headless) and g++ (libFuzzer, for the fuzz targets) when
 # missing.
 # Safe to run again: it only installs what is absent.
@@ -36,6 +36,17 @@ if ! have_postgres; then
     postgresql >/dev/null
   # The package starts a system-wide cluster; the project never uses it.
   $SUDO service postgresql stop >/dev/null 2>&1 || true
+fi
+
+# The cache invalidator example and its tests use a private redis-server (databus-testkit's Redis).
+if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; then
+  echo "setup: installing Debian's redis-server (the cache invalidator's tests start private Redis servers)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+  # The package starts a system-wide server; the project never uses it.
+  $SUDO service redis-server stop >/dev/null 2>&1 || true
 fi
 
 # The fuzz targets (scripts/fuzz.sh --ci) link libFuzzer, which libfuzzer-sys compiles from C++.

@@ -343,10 +343,10 @@ async fn keep_running(
             ),
         ),
         (
-            "an LRU cache invalidated in commit order, from now on:",
+            "a Redis cache invalidated in commit order, from now on (start a Redis first: \
+             redis-server --port 6379 --save '' --appendonly no):",
             format!(
-                "cargo run -p databus-client --example cache_invalidator -- --relay {relay} --checkpoint {}",
-                state("cache_invalidator.checkpoint.json")
+                "cargo run -p databus-client --example cache_invalidator -- --relay {relay} --redis redis://127.0.0.1:6379"
             ),
         ),
         (

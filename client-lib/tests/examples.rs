@@ -2,11 +2,12 @@
 //! (testkit) with the quickstart's two tables, a whole relay capturing it over loopback HTTP, and a
 //! workload of insert/update/delete transactions. Each example's code is included as a module and run
 //! through its `run(args, shutdown)` for exactly the workload's windows (`--max-windows`); its end
-//! state is compared with the source database.
+//! state is compared with the source database. The cache invalidator runs against a private Redis
+//! (`databus_testkit::Redis`).
 //!
 //! The relay starts at the source's position when it starts (after the schema was created, as in the
 //! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; each example is
-//! given a checkpoint (`--checkpoint`) at that position, which is also what a restarted example
+//! given a checkpoint (`--checkpoint`; the invalidator's in Redis) at that position, which is also what a restarted example
 //! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
 //! server's snapshot instead, and the invalidator from "now".)
 
@@ -30,7 +31,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{run_relay, wait_streaming};
-use databus_core::{Key, SourceId};
+use databus_core::Key;
 use databus_testkit::{MariaDb, MariaDbOptions};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -303,15 +304,17 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     assert_eq!(ada, want_ada);
     assert_eq!(summary.events, setup.changes.len() as u64, "{summary:?}");
 
-    // cache_invalidator: every change invalidated, in commit order; untouched keys still cached.
+    // cache_invalidator: every change deleted from Redis, in commit order; untouched keys still
+    // cached; the checkpoint in Redis is the last window's.
+    let redis = databus_testkit::Redis::start().await.unwrap();
+    let cache = Cache::new(&redis, &setup).await;
+    cache.preload(30).await;
     let args = cache_invalidator::Args::parse_from([
         "cache_invalidator",
         "--relay",
         &setup.relay,
-        "--checkpoint",
-        &seed_file("invalidator.json"),
-        "--preload",
-        "30",
+        "--redis",
+        &redis.url(),
         "--max-windows",
         &windows,
     ]);
@@ -321,28 +324,22 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     )
     .await
     .unwrap();
-    let log = invalidator.log.lock().unwrap().clone();
-    let keys: Vec<(u16, i64)> = log
-        .iter()
-        .map(|((s, k), _)| (s.get(), if let Key::Int(k) = k { *k } else { -1 }))
-        .collect();
-    assert_eq!(keys, setup.changes, "invalidations in commit order");
+    let log: Vec<(String, databus_core::Scn)> =
+        invalidator.log.lock().unwrap().iter().cloned().collect();
+    let keys: Vec<(u16, i64)> = log.iter().map(|(k, _)| parse_cache_key(k)).collect();
+    assert_eq!(keys, setup.changes, "deletions in commit order");
     assert!(
         log.windows(2).all(|w| w[0].1 <= w[1].1),
         "SCNs never go back"
     );
     let changed: BTreeSet<(u16, i64)> = setup.changes.iter().copied().collect();
-    {
-        let cache = invalidator.cache.lock().unwrap();
-        for source_id in [CUSTOMERS, ORDERS] {
-            for id in 1..=30 {
-                let key = (SourceId::new(source_id), Key::Int(id));
-                assert_eq!(
-                    cache.contains(&key),
-                    !changed.contains(&(source_id, id)),
-                    "{key:?}"
-                );
-            }
+    for source_id in [CUSTOMERS, ORDERS] {
+        for id in 1..=30 {
+            assert_eq!(
+                cache.cached(source_id, id).await.is_some(),
+                !changed.contains(&(source_id, id)),
+                "{source_id}:{id}"
+            );
         }
     }
     assert_eq!(
@@ -350,6 +347,7 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
         changed.iter().filter(|(_, id)| *id <= 30).count() as u64
     );
     assert_eq!(summary.events, setup.changes.len() as u64);
+    assert_eq!(cache.checkpoint(), summary.last_checkpoint);
 
     // replica: the SQLite replica equals the source, and its checkpoint is the last window.
     let db_path = dir.join("replica.sqlite");
@@ -536,6 +534,89 @@ async fn converge(
     }
 }
 
+/// The quickstart tables' names in cache keys.
+fn table_name(source: u16) -> &'static str {
+    match source {
+        CUSTOMERS => "shop.customers",
+        _ => "shop.orders",
+    }
+}
+
+/// `(source, id)` of a cache key `cache:shop.<table>:<epoch>.<generation>:<id>`.
+fn parse_cache_key(key: &str) -> (u16, i64) {
+    let parts: Vec<&str> = key.split(':').collect();
+    let [_, table, _, id] = parts.as_slice() else {
+        panic!("not a row key: {key}")
+    };
+    let source = if *table == "shop.customers" {
+        CUSTOMERS
+    } else {
+        ORDERS
+    };
+    (source, id.parse().unwrap())
+}
+
+/// The example's cache in a private Redis, seen by a test.
+struct Cache {
+    conn: redis::aio::MultiplexedConnection,
+    reader: cache_invalidator::Reader,
+    store: cache_invalidator::RedisCheckpointStore,
+}
+
+impl Cache {
+    /// The cache under the default prefix, with the invalidator's checkpoint at the relay's start.
+    async fn new(redis: &databus_testkit::Redis, setup: &Setup) -> Cache {
+        let client = redis::Client::open(redis.url()).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        let keys = cache_invalidator::CacheKeys::new("cache");
+        let store = cache_invalidator::RedisCheckpointStore::new(
+            client,
+            keys.checkpoint("cache_invalidator"),
+        );
+        databus_client::CheckpointStore::store_transition(&store, &setup.start).unwrap();
+        Cache {
+            reader: cache_invalidator::Reader::new("cache", conn.clone()),
+            conn,
+            store,
+        }
+    }
+
+    /// Caches rows `1..=n` of both tables (as a reader would: the value does not matter here).
+    async fn preload(&self, n: i64) {
+        for source in [CUSTOMERS, ORDERS] {
+            for id in 1..=n {
+                let (_, read) = self
+                    .reader
+                    .read_through(table_name(source), &[id.into()], || async move {
+                        Ok(Some(format!("{{\"id\":{id}}}")))
+                    })
+                    .await
+                    .unwrap();
+                assert_eq!(read, cache_invalidator::Read::Filled);
+            }
+        }
+    }
+
+    /// The cached entry of a row, at its current key.
+    async fn cached(&self, source: u16, id: i64) -> Option<String> {
+        let key = self
+            .reader
+            .key(table_name(source), &[id.into()])
+            .await
+            .unwrap();
+        redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.conn.clone())
+            .await
+            .unwrap()
+    }
+
+    /// The invalidator's checkpoint in Redis.
+    fn checkpoint(&self) -> Option<databus_core::Checkpoint> {
+        databus_client::CheckpointStore::load(&self.store).unwrap()
+    }
+}
+
 async fn db_write_one_more(setup: &Setup) {
     setup
         .db
@@ -603,14 +684,15 @@ async fn each_example_follows_key_changes_and_truncates() {
         source.iter().map(|(k, row)| (*k, words(row))).collect();
     assert_eq!(got, want);
 
+    let redis = databus_testkit::Redis::start().await.unwrap();
+    let cache = Cache::new(&redis, &setup).await;
+    cache.preload(30).await;
     let args = cache_invalidator::Args::parse_from([
         "cache_invalidator",
         "--relay",
         &setup.relay,
-        "--checkpoint",
-        &seed_file("invalidator.json"),
-        "--preload",
-        "30",
+        "--redis",
+        &redis.url(),
         "--max-windows",
         &windows,
     ]);
@@ -620,28 +702,35 @@ async fn each_example_follows_key_changes_and_truncates() {
     )
     .await
     .unwrap();
-    let truncated: Vec<u16> = invalidator
+    let mut truncated: Vec<String> = invalidator
         .truncates
         .lock()
         .unwrap()
         .iter()
-        .map(|(s, _)| s.get())
+        .map(|(t, _)| t.clone())
         .collect();
-    assert_eq!(truncated, vec![CUSTOMERS, ORDERS]);
-    {
-        let cache = invalidator.cache.lock().unwrap();
-        for source_id in [CUSTOMERS, ORDERS] {
-            for id in 1..=30 {
-                let key = (SourceId::new(source_id), Key::Int(id));
-                assert!(!cache.contains(&key), "{key:?} survived its truncate");
-            }
+    truncated.dedup();
+    assert_eq!(truncated, vec!["shop.customers", "shop.orders"]);
+    for source_id in [CUSTOMERS, ORDERS] {
+        for id in 1..=30 {
+            // Row 7 of customers and 1 of orders exist again, but nobody cached them since.
+            assert_eq!(
+                cache.cached(source_id, id).await,
+                None,
+                "{source_id}:{id} survived its truncate"
+            );
         }
     }
-    let log = invalidator.log.lock().unwrap().clone();
+    let log: Vec<(u16, i64)> = invalidator
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, _)| parse_cache_key(k))
+        .collect();
     assert!(
-        log.iter()
-            .any(|((s, k), _)| s.get() == ORDERS && *k == Key::Int(3)),
-        "the old key of the key change is invalidated"
+        log.contains(&(ORDERS, 3)) && log.contains(&(ORDERS, 503)),
+        "both keys of the key change are deleted: {log:?}"
     );
 
     let db_path = dir.join("replica.sqlite");

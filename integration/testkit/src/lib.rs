@@ -1,5 +1,6 @@
 //! Test support for databus-rs: a private MariaDB server per test, a private PostgreSQL server per test
-//! ([`Postgres`], in [`postgres`]), and headless Chromium
+//! ([`Postgres`], in [`postgres`]), a private Redis server per test ([`Redis`], in [`redis`]), and
+//! headless Chromium
 //! ([`chromium::dump_dom`]) for the HTML status pages.
 //!
 //! [`MariaDb::start`] runs `mariadbd` (MariaDB 10.11, installed by `scripts/setup.sh`) on its own data
@@ -33,8 +34,10 @@
 
 pub mod chromium;
 pub mod postgres;
+pub mod redis;
 
 pub use postgres::Postgres;
+pub use redis::Redis;
 
 use std::fs::{self, File};
 use std::io;
@@ -69,7 +72,7 @@ pub enum TestkitError {
         output: String,
     },
     /// The server did not accept connections in time or exited.
-    #[error("mariadbd did not become ready: {reason}; error log tail:\n{log}")]
+    #[error("the server did not become ready: {reason}; error log tail:\n{log}")]
     NotReady {
         /// Why.
         reason: String,

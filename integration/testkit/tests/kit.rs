@@ -82,3 +82,31 @@ async fn extra_args_and_no_log_bin() {
         Some("STATEMENT")
     );
 }
+
+/// A private Redis: answers on its own port, two instances never meet, and Drop kills the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_starts_on_its_own_port_and_dies_with_its_handle() {
+    use std::io::{Read, Write};
+    let a = databus_testkit::Redis::start().await.unwrap();
+    let b = databus_testkit::Redis::start().await.unwrap();
+    assert_ne!(a.port(), b.port());
+    assert_eq!(a.url(), format!("redis://127.0.0.1:{}", a.port()));
+    let ping = |port: u16| -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+        s.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+        s.write_all(b"*1\r\n$4\r\nPING\r\n")?;
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf)?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    assert_eq!(ping(a.port()).unwrap(), "+PONG\r\n");
+    let pid = a.pid().unwrap();
+    let port = a.port();
+    drop(a);
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "redis-server {pid} outlived its handle"
+    );
+    assert!(ping(port).is_err(), "port {port} still answers");
+    assert_eq!(ping(b.port()).unwrap(), "+PONG\r\n");
+}
