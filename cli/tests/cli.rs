@@ -163,7 +163,8 @@ fn the_example_config_parses() {
         .arg("--config")
         .arg(&example)
         .arg("--print-config")
-        .env("SHOP_REPL_PASSWORD", "x"));
+        .env("SHOP_REPL_PASSWORD", "x")
+        .env("BILLING_PG_PASSWORD", "y"));
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -181,12 +182,15 @@ fn the_example_config_round_trips_through_print_config() {
             .arg("--config")
             .arg(path)
             .arg("--print-config")
-            .env("SHOP_REPL_PASSWORD", "s3cret-example-pw"));
+            .env("SHOP_REPL_PASSWORD", "s3cret-example-pw")
+            .env("BILLING_PG_PASSWORD", "s3cret-pg-pw"));
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
     let printed = print(&example);
     assert!(!printed.contains("s3cret-example-pw"), "{printed}");
+    assert!(!printed.contains("s3cret-pg-pw"), "{printed}");
+    assert!(printed.contains("kind = \"postgres\""), "{printed}");
     assert!(printed.contains("[sources.connector]"), "{printed}");
     assert!(printed.contains("read_timeout = \"10s\""), "{printed}");
     let original = RelayConfig::from_toml(&std::fs::read_to_string(&example).unwrap()).unwrap();
