@@ -56,7 +56,9 @@ pub struct PgConfig {
     /// delivered with no changes, which advances the SCN).
     #[serde(default = "default_publication")]
     pub publication: String,
-    /// Captured tables as `schema.table`.
+    /// Captured tables as `schema.table` (at least one; in a relay's configuration the tables of its
+    /// `[[sources]]` entry are added).
+    #[serde(default)]
     pub tables: Vec<String>,
     /// How often a [`Heartbeat`](crate::ConnectorEvent::Heartbeat) is emitted while the source is idle.
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
