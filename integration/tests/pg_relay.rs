@@ -303,10 +303,23 @@ async fn postgres_relay_survives_kill9_and_a_server_restart() -> Result<()> {
     work.run(&pg, 60).await?;
     a.wait_seq(60, Duration::from_secs(60)).await?;
 
-    // kill -9 of the relay; 40 transactions commit while it is down.
+    // A burst, consumed, then at once kill -9 of the relay: it persists at most once a second, so its
+    // state file is usually behind the windows it served (which the restart must read again). Then
+    // 40 transactions commit while it is down.
+    work.run(&pg, 5).await?;
+    a.wait_seq(65, Duration::from_secs(60)).await?;
     relay.kill9();
     let persisted_at_kill = persisted_scn(&relay)?;
     ensure!(persisted_at_kill > 0, "the relay persisted nothing in phase 1");
+    let served_at_kill = a.recorder.lock().last_scn;
+    eprintln!(
+        "kill -9: persisted SCN {persisted_at_kill}, served up to {served_at_kill} ({} windows to read again)",
+        a.recorder
+            .windows()
+            .iter()
+            .filter(|w| w.scn > persisted_at_kill)
+            .count()
+    );
     work.run(&pg, 40).await?;
     relay.restart().await?;
     // A second consumer on the restarted relay, from its oldest window: the restart re-read everything
