@@ -59,13 +59,9 @@ pub fn pg_config_of_url(url: &str) -> Result<PgConfig, UsageError> {
         .strip_prefix("postgres://")
         .or_else(|| url.strip_prefix("postgresql://"))
         .ok_or_else(|| usage("not a postgres:// URL"))?;
-    let (authority, database) = rest
-        .split_once('/')
-        .ok_or_else(|| usage("no database"))?;
+    let (authority, database) = rest.split_once('/').ok_or_else(|| usage("no database"))?;
     let database = database.split(['?', '#']).next().unwrap_or_default();
-    let (user, host_port) = authority
-        .rsplit_once('@')
-        .ok_or_else(|| usage("no user"))?;
+    let (user, host_port) = authority.rsplit_once('@').ok_or_else(|| usage("no user"))?;
     if user.contains(':') {
         return Err(usage(
             "the password does not go in the URL (give the name of a variable holding it with --password-env)",
@@ -74,7 +70,8 @@ pub fn pg_config_of_url(url: &str) -> Result<PgConfig, UsageError> {
     let (host, port) = match host_port.rsplit_once(':') {
         Some((h, p)) => (
             h,
-            p.parse::<u16>().map_err(|_| usage("the port is not a number"))?,
+            p.parse::<u16>()
+                .map_err(|_| usage("the port is not a number"))?,
         ),
         None => (host_port, 5432),
     };
@@ -147,7 +144,12 @@ mod tests {
     fn postgres_urls() {
         let c = pg_config_of_url("postgres://relay@db.example:5433/shop").unwrap();
         assert_eq!(
-            (c.user.as_str(), c.host.as_str(), c.port, c.database.as_str()),
+            (
+                c.user.as_str(),
+                c.host.as_str(),
+                c.port,
+                c.database.as_str()
+            ),
             ("relay", "db.example", 5433, "shop")
         );
         let c = pg_config_of_url("postgresql://relay@db/shop?sslmode=disable").unwrap();
@@ -155,7 +157,10 @@ mod tests {
         let e = pg_config_of_url("postgres://relay:hunter2@db/shop")
             .unwrap_err()
             .0;
-        assert!(e.contains("--password-env") && !e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("--password-env") && !e.contains("hunter2"),
+            "{e}"
+        );
         assert!(pg_config_of_url("mysql://relay@db/shop").is_err());
         assert!(pg_config_of_url("postgres://relay@db").is_err());
         let e = connector_config("postgres", "postgres://relay@db/shop", None, 1, &[])

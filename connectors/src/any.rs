@@ -262,6 +262,9 @@ max_transaction_rows = 5000
         back.resolve_secrets(&|v| (v == "PG_PW").then(|| "s3cret".to_owned()))
             .unwrap();
         assert_eq!(back, config, "{printed}");
-        assert!(matches!(config.build(), Ok(AnySourceConnector::Postgres(_))));
+        assert!(matches!(
+            config.build(),
+            Ok(AnySourceConnector::Postgres(_))
+        ));
     }
 }

@@ -265,9 +265,11 @@ async fn postgres_relay_survives_kill9_and_a_server_restart() -> Result<()> {
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 // A fresh connection each time: the server restarts mid-test.
-                if let Ok(Ok((client, conn))) =
-                    tokio::time::timeout(Duration::from_secs(2), config.connect(tokio_postgres::NoTls))
-                        .await
+                if let Ok(Ok((client, conn))) = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    config.connect(tokio_postgres::NoTls),
+                )
+                .await
                 {
                     let task = tokio::spawn(conn);
                     while !stop.load(Ordering::Relaxed) {
@@ -310,7 +312,10 @@ async fn postgres_relay_survives_kill9_and_a_server_restart() -> Result<()> {
     a.wait_seq(65, Duration::from_secs(60)).await?;
     relay.kill9();
     let persisted_at_kill = persisted_scn(&relay)?;
-    ensure!(persisted_at_kill > 0, "the relay persisted nothing in phase 1");
+    ensure!(
+        persisted_at_kill > 0,
+        "the relay persisted nothing in phase 1"
+    );
     let served_at_kill = a.recorder.lock().last_scn;
     eprintln!(
         "kill -9: persisted SCN {persisted_at_kill}, served up to {served_at_kill} ({} windows to read again)",
@@ -410,7 +415,11 @@ async fn postgres_relay_survives_kill9_and_a_server_restart() -> Result<()> {
     // The slot never passed a transaction the relay had not persisted.
     let scns: BTreeSet<u64> = a_seqs.iter().map(|(scn, _)| *scn).collect();
     let samples = samples.lock().unwrap().clone();
-    ensure!(samples.len() > 20, "too few slot samples: {}", samples.len());
+    ensure!(
+        samples.len() > 20,
+        "too few slot samples: {}",
+        samples.len()
+    );
     for (confirmed, persisted) in &samples {
         if confirmed > persisted {
             let passed: Vec<&u64> = scns.range(persisted + 1..=*confirmed).collect();
@@ -426,8 +435,9 @@ async fn postgres_relay_survives_kill9_and_a_server_restart() -> Result<()> {
     let (_, body) = get(&relay.url(), "/metrics", Duration::from_secs(5)).await?;
     let body = String::from_utf8_lossy(&body);
     ensure!(
-        body.lines().any(|l| l
-            .starts_with(&format!("databus_relay_source_log_lag_bytes{{buffer=\"{BUFFER}\"}}"))),
+        body.lines().any(|l| l.starts_with(&format!(
+            "databus_relay_source_log_lag_bytes{{buffer=\"{BUFFER}\"}}"
+        ))),
         "no slot lag gauge in /metrics:\n{body}"
     );
     a.stop().await?;

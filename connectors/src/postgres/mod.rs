@@ -234,7 +234,11 @@ fn checks_of(problems: &[String]) -> Vec<SourceCheck> {
         })
         .collect();
     let first_pass = !checks.iter().any(|c| CHECKED[..5].contains(&c.setting));
-    let listed = if first_pass { &CHECKED[..] } else { &CHECKED[..5] };
+    let listed = if first_pass {
+        &CHECKED[..]
+    } else {
+        &CHECKED[..5]
+    };
     for (i, setting) in listed.iter().enumerate() {
         if !checks.iter().any(|c| c.setting == *setting) {
             let at = checks
@@ -1352,7 +1356,9 @@ mod tests {
                 "replica identity"
             ]
         );
-        assert!(matches!(&checks[4].outcome, CheckOutcome::Fix(f) if f.contains("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL")));
+        assert!(
+            matches!(&checks[4].outcome, CheckOutcome::Fix(f) if f.contains("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL"))
+        );
         assert_eq!(checks[1].outcome, CheckOutcome::Ok);
         let all_ok = checks_of(&[]);
         assert_eq!(all_ok.len(), CHECKED.len());

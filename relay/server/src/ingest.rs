@@ -586,7 +586,11 @@ mod tests {
             vec![
                 (
                     Ok(None),
-                    vec![Step::Window(107), Step::Window(108), Step::Fail(transient())],
+                    vec![
+                        Step::Window(107),
+                        Step::Window(108),
+                        Step::Fail(transient()),
+                    ],
                 ),
                 (
                     Ok(None),
@@ -601,7 +605,10 @@ mod tests {
         assert_eq!(acks.first(), Some(&106), "{acks:?}");
         // Never past the file, never backwards.
         for (acked, on_file) in &r.acks {
-            assert!(acked <= on_file, "acknowledged {acked} with {on_file} on file");
+            assert!(
+                acked <= on_file,
+                "acknowledged {acked} with {on_file} on file"
+            );
         }
         assert!(acks.windows(2).all(|w| w[0] <= w[1]), "{acks:?}");
         // The shutdown's persist is acknowledged too.
