@@ -6,29 +6,79 @@ use std::fmt::Write as _;
 
 use anyhow::{Context, Result};
 use databus_connectors::mysql::MySqlConfig;
+use databus_connectors::postgres::PgConfig;
 use databus_connectors::{CheckOutcome, ConnectorConfig, SourceCheck};
 use databus_http::redact_password;
 
 use crate::UsageError;
 
-/// The connector configuration of the flags: `kind` (as in relay.toml), URL, password variable and
-/// replication server id. Adding a kind is one arm here.
+/// The connector configuration of the flags: `kind` (as in relay.toml), URL, password variable,
+/// replication server id (MariaDB) and captured tables. Adding a kind is one arm here.
 pub fn connector_config(
     kind: &str,
     url: &str,
     password_env: Option<&str>,
     server_id: u32,
+    tables: &[String],
 ) -> Result<ConnectorConfig, UsageError> {
     match kind {
         "mariadb" => {
             let mut c = MySqlConfig::new(url, server_id);
             c.password_env = password_env.map(str::to_owned);
+            c.tables = tables.to_vec();
             Ok(ConnectorConfig::MariaDb(c))
         }
+        "postgres" => {
+            let mut c = pg_config_of_url(url)?;
+            if tables.is_empty() {
+                return Err(UsageError(
+                    "--kind postgres needs the captured tables: --table schema.table (repeat it)"
+                        .into(),
+                ));
+            }
+            c.password_env = password_env.map(str::to_owned);
+            c.tables = tables.to_vec();
+            Ok(ConnectorConfig::Postgres(c))
+        }
         other => Err(UsageError(format!(
-            "--kind {other:?} is not a source kind; use mariadb"
+            "--kind {other:?} is not a source kind; use mariadb or postgres"
         ))),
     }
+}
+
+/// `postgres://user@host[:port]/database` (or `postgresql://`) as a [`PgConfig`]. A password in the
+/// URL is refused: it goes in the variable `--password-env` names.
+pub fn pg_config_of_url(url: &str) -> Result<PgConfig, UsageError> {
+    let usage = |why: &str| {
+        UsageError(format!(
+            "--url {}: {why}; write postgres://user@host:port/database",
+            redact_password(url)
+        ))
+    };
+    let rest = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+        .ok_or_else(|| usage("not a postgres:// URL"))?;
+    let (authority, database) = rest.split_once('/').ok_or_else(|| usage("no database"))?;
+    let database = database.split(['?', '#']).next().unwrap_or_default();
+    let (user, host_port) = authority.rsplit_once('@').ok_or_else(|| usage("no user"))?;
+    if user.contains(':') {
+        return Err(usage(
+            "the password does not go in the URL (give the name of a variable holding it with --password-env)",
+        ));
+    }
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| usage("the port is not a number"))?,
+        ),
+        None => (host_port, 5432),
+    };
+    if user.is_empty() || host.is_empty() || database.is_empty() {
+        return Err(usage("user, host and database are required"));
+    }
+    Ok(PgConfig::new(host, port, user, "", database))
 }
 
 /// The connector configurations of a validated relay configuration (secrets resolved): its source
@@ -89,6 +139,35 @@ pub fn render(url: &str, checks: &[SourceCheck]) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postgres_urls() {
+        let c = pg_config_of_url("postgres://relay@db.example:5433/shop").unwrap();
+        assert_eq!(
+            (
+                c.user.as_str(),
+                c.host.as_str(),
+                c.port,
+                c.database.as_str()
+            ),
+            ("relay", "db.example", 5433, "shop")
+        );
+        let c = pg_config_of_url("postgresql://relay@db/shop?sslmode=disable").unwrap();
+        assert_eq!((c.port, c.database.as_str()), (5432, "shop"));
+        let e = pg_config_of_url("postgres://relay:hunter2@db/shop")
+            .unwrap_err()
+            .0;
+        assert!(
+            e.contains("--password-env") && !e.contains("hunter2"),
+            "{e}"
+        );
+        assert!(pg_config_of_url("mysql://relay@db/shop").is_err());
+        assert!(pg_config_of_url("postgres://relay@db").is_err());
+        let e = connector_config("postgres", "postgres://relay@db/shop", None, 1, &[])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("--table"), "{e}");
+    }
 
     #[test]
     fn renders_fixes() {

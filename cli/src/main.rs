@@ -45,7 +45,8 @@ enum Command {
     Relay(RelayArgs),
     /// Run a bootstrap server role (producer, applier, server, seed, or all in one) from bootstrap.toml.
     Bootstrap(BootstrapArgs),
-    /// Check that a MySQL/MariaDB server is ready for capture (binlog settings, grants).
+    /// Check that a source database is ready for capture (MariaDB: binlog settings, grants;
+    /// PostgreSQL: wal_level, replication privilege, primary keys and REPLICA IDENTITY).
     CheckSource(CheckArgs),
     /// Follow a relay and print its change events as JSON lines (like kcat; pipe into jq).
     Tail(TailArgs),
@@ -116,7 +117,7 @@ enum BootstrapRole {
 struct CheckArgs {
     /// Check the sources of this relay configuration file, each with its own connector settings
     /// (instead of --url).
-    #[arg(long, conflicts_with_all = ["url", "password_env", "kind"])]
+    #[arg(long, conflicts_with_all = ["url", "password_env", "kind", "table"])]
     config: Option<PathBuf>,
     /// With --config: only this source (default: every database source of the file).
     #[arg(long, requires = "config")]
@@ -124,9 +125,14 @@ struct CheckArgs {
     /// The source's kind, as `kind` in a relay.toml `[sources.connector]` table.
     #[arg(long, default_value = "mariadb")]
     kind: String,
-    /// Connection URL of the server, e.g. mysql://repl@db.example:3306.
+    /// Connection URL of the server, without the password: mysql://repl@db.example:3306, or for
+    /// postgres postgres://repl@db.example:5432/database.
     #[arg(long, required_unless_present = "config")]
     url: Option<String>,
+    /// A captured table, `database.table` (postgres: `schema.table`; required there: its primary key
+    /// and REPLICA IDENTITY are checked). Repeat for several.
+    #[arg(long)]
+    table: Vec<String>,
     /// Environment variable holding the password (instead of putting it in the URL).
     #[arg(long)]
     password_env: Option<String>,
@@ -410,6 +416,7 @@ async fn run(command: Command) -> Result<u8> {
                         url,
                         args.password_env.as_deref(),
                         args.server_id,
+                        &args.table,
                     )?;
                     config
                         .resolve_secrets(&|var| std::env::var(var).ok())

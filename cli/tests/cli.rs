@@ -11,7 +11,7 @@ use common::{
     BootstrapToml, Killed, RelayToml, databus, free_port, http_get, http_get_body, lines,
     mariadb_with_repl, rt, run, run_within, start_relay, status_json, text, wait_streaming,
 };
-use databus_testkit::{MariaDb, MariaDbOptions};
+use databus_testkit::{MariaDb, MariaDbOptions, Postgres};
 
 #[test]
 fn help_lists_commands_and_exit_codes() {
@@ -163,7 +163,8 @@ fn the_example_config_parses() {
         .arg("--config")
         .arg(&example)
         .arg("--print-config")
-        .env("SHOP_REPL_PASSWORD", "x"));
+        .env("SHOP_REPL_PASSWORD", "x")
+        .env("BILLING_PG_PASSWORD", "y"));
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
 
@@ -181,12 +182,15 @@ fn the_example_config_round_trips_through_print_config() {
             .arg("--config")
             .arg(path)
             .arg("--print-config")
-            .env("SHOP_REPL_PASSWORD", "s3cret-example-pw"));
+            .env("SHOP_REPL_PASSWORD", "s3cret-example-pw")
+            .env("BILLING_PG_PASSWORD", "s3cret-pg-pw"));
         assert!(out.status.success(), "{}", text(&out.stderr));
         text(&out.stdout)
     };
     let printed = print(&example);
     assert!(!printed.contains("s3cret-example-pw"), "{printed}");
+    assert!(!printed.contains("s3cret-pg-pw"), "{printed}");
+    assert!(printed.contains("kind = \"postgres\""), "{printed}");
     assert!(printed.contains("[sources.connector]"), "{printed}");
     assert!(printed.contains("read_timeout = \"10s\""), "{printed}");
     let original = RelayConfig::from_toml(&std::fs::read_to_string(&example).unwrap()).unwrap();
@@ -218,6 +222,48 @@ fn check_source_prints_the_fix_for_statement_format() {
         "{stdout}"
     );
     assert!(stdout.contains("ok    log_bin"), "{stdout}");
+}
+
+#[test]
+fn check_source_postgres_prints_the_replica_identity_statement() {
+    let rt = rt();
+    let pg = rt.block_on(Postgres::start()).unwrap();
+    rt.block_on(pg.exec(&[
+        "CREATE TABLE public.orders (id INT PRIMARY KEY)",
+        "CREATE TABLE public.lines (id INT PRIMARY KEY)",
+        "ALTER TABLE public.lines REPLICA IDENTITY FULL",
+    ]))
+    .unwrap();
+    let url = format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port());
+    let check = |tables: &[&str]| {
+        let mut cmd = databus();
+        cmd.args(["check-source", "--kind", "postgres", "--url", &url])
+            .args(["--password-env", "CHECK_PG_PW"])
+            .env("CHECK_PG_PW", Postgres::PASSWORD);
+        for t in tables {
+            cmd.args(["--table", t]);
+        }
+        run(&mut cmd)
+    };
+    let out = check(&["public.orders", "public.lines"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout.contains(
+            "FIX   replica identity: table public.orders has REPLICA IDENTITY DEFAULT; run ALTER TABLE \"public\".\"orders\" REPLICA IDENTITY FULL"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("ok    wal_level"), "{stdout}");
+    assert!(stdout.contains("ok    replication privilege"), "{stdout}");
+    assert!(!stdout.contains(Postgres::PASSWORD), "{stdout}");
+    rt.block_on(pg.exec(&["ALTER TABLE public.orders REPLICA IDENTITY FULL"]))
+        .unwrap();
+    let out = check(&["public.orders", "public.lines"]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{}", text(&out.stderr));
+    assert!(stdout.contains("ok    publication"), "{stdout}");
+    assert!(stdout.contains("ok    replication slot"), "{stdout}");
 }
 
 #[test]

@@ -295,8 +295,18 @@ pub trait SourceConnector: Send {
     /// a relay killed at any moment resumes from its persisted SCN without loss. Calls with a lower SCN
     /// than before are ignored. The default does nothing (a MariaDB binlog keeps no reader position).
     ///
-    /// The relay's ingest calls it after each persist of its SCN.
+    /// The relay's ingest calls it after each persist of its SCN, and after each successful
+    /// [`start`](Self::start) with the SCN its state file holds.
     fn acknowledge(&mut self, durable: Scn) {
         let _ = durable;
+    }
+
+    /// How far the position the source retains for this reader is behind the source's log, in bytes
+    /// (a PostgreSQL slot: WAL the server keeps for it), as last seen by the connector; `None` when
+    /// the source keeps no per-reader position or the connector has not seen it yet. Cheap: the relay
+    /// reads it after every event for its `databus_relay_source_log_lag_bytes` gauge. The default is
+    /// `None` (a MariaDB binlog keeps no reader position).
+    fn source_lag_bytes(&self) -> Option<u64> {
+        None
     }
 }

@@ -757,7 +757,7 @@ async fn connects_over_a_unix_socket() {
     .await;
     let mut config = config(&pg, &["public.us"]);
     config.host = pg.socket_dir().to_string_lossy().into_owned();
-    config.password = String::new();
+    config.password = None;
     let mut c = PgConnector::new(config).expect("config");
     c.start(StartPosition::Now)
         .await

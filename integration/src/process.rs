@@ -305,6 +305,22 @@ pub enum RelaySource {
         /// Replication server id.
         server_id: u32,
     },
+    /// A PostgreSQL server (`kind = "postgres"`), read by logical replication; the password reaches
+    /// the relay in the environment variable [`PG_PASSWORD_ENV`] (`password_env`), never in the file.
+    Postgres {
+        /// Host (or unix socket directory).
+        host: String,
+        /// Port.
+        port: u16,
+        /// A role with REPLICATION (or superuser).
+        user: String,
+        /// Its password.
+        password: String,
+        /// The database of the captured tables.
+        database: String,
+        /// The replication slot (and publication) name.
+        slot: String,
+    },
     /// Another relay (chaining): its base URL.
     Upstream {
         /// `http://127.0.0.1:port`.
@@ -336,6 +352,20 @@ impl RelaySpec {
                     "connector = {{ kind = \"mariadb\", url = {url:?}, server_id = {server_id} }}\n"
                 ));
             }
+            RelaySource::Postgres {
+                host,
+                port,
+                user,
+                database,
+                slot,
+                ..
+            } => {
+                text.push_str(&format!(
+                    "connector = {{ kind = \"postgres\", host = {host:?}, port = {port}, user = {user:?}, \
+                     password_env = \"{PG_PASSWORD_ENV}\", database = {database:?}, slot = {slot:?}, \
+                     publication = {slot:?}, heartbeat_interval = \"200ms\" }}\n"
+                ));
+            }
             RelaySource::Upstream { url } => {
                 text.push_str(&format!(
                     "upstream = {{ url = {url:?}, buffer = \"{BUFFER}\" }}\n"
@@ -356,6 +386,9 @@ impl RelaySpec {
 
 /// The buffer (source) name every harness relay uses.
 pub const BUFFER: &str = "shop";
+
+/// The environment variable holding a [`RelaySource::Postgres`] password for the relay process.
+pub const PG_PASSWORD_ENV: &str = "DATABUS_E2E_PG_PASSWORD";
 
 /// A `databus relay` process with its own state directory and port.
 #[derive(Debug)]
@@ -381,11 +414,17 @@ impl Relay {
         );
         let config = dir.path().join("relay.toml");
         std::fs::write(&config, text)?;
+        let envs = match &spec.source {
+            RelaySource::Postgres { password, .. } => {
+                vec![(PG_PASSWORD_ENV.to_owned(), password.clone())]
+            }
+            _ => Vec::new(),
+        };
         let proc = Proc::spawn(
             "relay",
             databus_bin()?,
             vec!["relay".into(), "--config".into(), config.into()],
-            Vec::new(),
+            envs,
             dir.path(),
         )?;
         let mut relay = Relay { proc, port, dir };

@@ -1,12 +1,13 @@
 //! The PostgreSQL connector's configuration (a TOML table in the relay's config file).
 
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ConnectorError;
 use crate::source::TableName;
+use crate::{ConnectorError, Secret};
 
 /// Configuration of [`super::PgConnector`].
 ///
@@ -14,7 +15,7 @@ use crate::source::TableName;
 /// host = "db1"                 # or a unix socket directory: "/var/run/postgresql"
 /// port = 5432
 /// user = "databus"
-/// password = "secret"          # never part of a URL, never printed (Debug shows "***")
+/// password_env = "PG_PASSWORD" # or password_file = "/run/secrets/pg"; never printed
 /// database = "shop"
 /// slot = "databus"             # created (pgoutput) when missing
 /// publication = "databus"      # created FOR TABLE <tables> when missing
@@ -33,9 +34,18 @@ pub struct PgConfig {
     /// The role the connector logs in as: it needs the `REPLICATION` attribute (or superuser), `SELECT`
     /// on the captured tables, and ownership of them when the connector creates the publication.
     pub user: String,
-    /// Its password (SCRAM-SHA-256, MD5 or cleartext, as the server asks). Never printed.
-    #[serde(default)]
-    pub password: String,
+    /// Name of an environment variable holding the password. At most one of `password_env` and
+    /// `password_file`; neither: no password (trust or peer authentication).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// A file holding the password (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// The password itself (SCRAM-SHA-256, MD5 or cleartext, as the server asks): set by code, or
+    /// read from `password_env` / `password_file` by [`PgConfig::resolve_password`]. Never read from
+    /// or written to a file, never in `Debug`.
+    #[serde(skip)]
+    pub password: Option<Secret>,
     /// The database holding the captured tables (a logical slot belongs to one database).
     pub database: String,
     /// The logical replication slot (plugin `pgoutput`); created when missing.
@@ -46,7 +56,9 @@ pub struct PgConfig {
     /// delivered with no changes, which advances the SCN).
     #[serde(default = "default_publication")]
     pub publication: String,
-    /// Captured tables as `schema.table`.
+    /// Captured tables as `schema.table` (at least one; in a relay's configuration the tables of its
+    /// `[[sources]]` entry are added).
+    #[serde(default)]
     pub tables: Vec<String>,
     /// How often a [`Heartbeat`](crate::ConnectorEvent::Heartbeat) is emitted while the source is idle.
     #[serde(default = "default_heartbeat_interval", with = "humantime_serde")]
@@ -90,7 +102,9 @@ impl fmt::Debug for PgConfig {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("user", &self.user)
-            .field("password", &"***")
+            .field("password_env", &self.password_env)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password)
             .field("database", &self.database)
             .field("slot", &self.slot)
             .field("publication", &self.publication)
@@ -105,6 +119,7 @@ impl fmt::Debug for PgConfig {
 
 impl PgConfig {
     /// A configuration with the defaults for everything but where the source is and what to capture.
+    /// An empty `password` means none.
     pub fn new(
         host: impl Into<String>,
         port: u16,
@@ -116,7 +131,11 @@ impl PgConfig {
             host: host.into(),
             port,
             user: user.into(),
-            password: password.into(),
+            password_env: None,
+            password_file: None,
+            password: Some(password.into())
+                .filter(|p: &String| !p.is_empty())
+                .map(Secret::new),
             database: database.into(),
             slot: default_slot(),
             publication: default_publication(),
@@ -126,6 +145,36 @@ impl PgConfig {
             status_interval: default_status_interval(),
             max_transaction_rows: default_max_transaction_rows(),
         }
+    }
+
+    /// Reads the password from `password_env` / `password_file` (looked up with `env`) into
+    /// [`PgConfig::password`]; nothing to do when neither is set.
+    pub fn resolve_password(
+        &mut self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<(), ConnectorError> {
+        if let Some(secret) = Secret::from_env_or_file(
+            "password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+            env,
+        )? {
+            self.password = Some(secret);
+        }
+        Ok(())
+    }
+
+    /// The password's text for the driver ("" when there is none).
+    pub(crate) fn password_text(&self) -> &str {
+        self.password.as_ref().map_or("", Secret::expose)
+    }
+
+    /// Where the source is, for messages: `postgresql://user@host:port/database` (no password).
+    pub fn describe(&self) -> String {
+        format!(
+            "postgresql://{}@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
     }
 
     /// Checks the settings and parses the captured tables.
@@ -185,12 +234,35 @@ mod tests {
     fn debug_never_shows_the_password() {
         let c = PgConfig::new("h", 5432, "u", "s3cret", "d");
         assert!(!format!("{c:?}").contains("s3cret"));
+        assert!(!toml::to_string(&c).unwrap().contains("s3cret"));
+        assert!(!c.describe().contains("s3cret"));
+    }
+
+    #[test]
+    fn the_password_comes_from_env_or_file_never_inline() {
+        let mut c: PgConfig = toml::from_str(
+            "host = \"h\"\nuser = \"u\"\npassword_env = \"PW\"\ndatabase = \"d\"\ntables = [\"public.t\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.password, None);
+        c.resolve_password(&|v| (v == "PW").then(|| "pw".to_owned()))
+            .unwrap();
+        assert_eq!(c.password_text(), "pw");
+        let printed = toml::to_string(&c).unwrap();
+        assert!(
+            printed.contains("password_env = \"PW\"") && !printed.contains("\"pw\""),
+            "{printed}"
+        );
+        let inline: Result<PgConfig, _> = toml::from_str(
+            "host = \"h\"\nuser = \"u\"\npassword = \"pw\"\ndatabase = \"d\"\ntables = [\"public.t\"]\n",
+        );
+        assert!(inline.is_err(), "an inline password is refused");
     }
 
     #[test]
     fn toml_round_trip_with_defaults() {
         let c: PgConfig = toml::from_str(
-            "host = \"h\"\nuser = \"u\"\npassword = \"p\"\ndatabase = \"d\"\ntables = [\"public.t\"]\n",
+            "host = \"h\"\nuser = \"u\"\ndatabase = \"d\"\ntables = [\"public.t\"]\n",
         )
         .unwrap();
         assert_eq!(c.port, 5432);

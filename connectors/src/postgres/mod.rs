@@ -77,11 +77,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::PgConfig;
 
-use crate::ConnectorError;
 use crate::source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
     SourceTransaction, StartPosition, TableDdl, TableName,
 };
+use crate::{CheckOutcome, ConnectorError, SourceCheck};
 use pgoutput::{Datum, Message};
 use types::{Codec, TypeFacts};
 
@@ -140,8 +140,12 @@ pub struct PgConnector {
     skip_through: u64,
     /// The highest SCN acknowledged as durable.
     acked: Scn,
-    /// The highest position confirmed while idle (see `idle_confirm`).
+    /// The highest position confirmed while idle (see `idle_confirm`); at start, the slot's confirmed
+    /// position.
     confirmed_idle: u64,
+    /// The highest WAL position the server reported on this stream (keepalives, commit ends): the
+    /// base of [`SourceConnector::source_lag_bytes`]. 0 until the stream reports one.
+    server_wal_end: u64,
     /// The OIDs the captured tables had at start: a Relation message naming one of them differently
     /// is a rename.
     captured_oids: HashSet<u32>,
@@ -189,6 +193,70 @@ fn lsn_text(v: u64) -> String {
     Lsn(v).to_pg_string()
 }
 
+/// The requirements `databus check-source` lists, in order; the last two are checked only when the
+/// others pass.
+const CHECKED: [&str; 7] = [
+    "wal_level",
+    "replication privilege",
+    "tables",
+    "primary key",
+    "replica identity",
+    "publication",
+    "replication slot",
+];
+
+/// The requirement a problem of `prepare` breaks (its message's subject).
+fn requirement_of(problem: &str) -> &'static str {
+    if problem.starts_with("wal_level") {
+        "wal_level"
+    } else if problem.starts_with("role ") {
+        "replication privilege"
+    } else if problem.contains("REPLICA IDENTITY") {
+        "replica identity"
+    } else if problem.contains("has no primary key") {
+        "primary key"
+    } else if problem.starts_with("publication ") {
+        "publication"
+    } else if problem.starts_with("table ") {
+        "tables"
+    } else {
+        "replication slot"
+    }
+}
+
+/// One finding per requirement: each problem under its requirement, the rest `Ok`.
+fn checks_of(problems: &[String]) -> Vec<SourceCheck> {
+    let mut checks: Vec<SourceCheck> = problems
+        .iter()
+        .map(|p| SourceCheck {
+            setting: requirement_of(p),
+            outcome: CheckOutcome::Fix(p.clone()),
+        })
+        .collect();
+    let first_pass = !checks.iter().any(|c| CHECKED[..5].contains(&c.setting));
+    let listed = if first_pass {
+        &CHECKED[..]
+    } else {
+        &CHECKED[..5]
+    };
+    for (i, setting) in listed.iter().enumerate() {
+        if !checks.iter().any(|c| c.setting == *setting) {
+            let at = checks
+                .iter()
+                .position(|c| CHECKED.iter().position(|s| *s == c.setting) > Some(i))
+                .unwrap_or(checks.len());
+            checks.insert(
+                at,
+                SourceCheck {
+                    setting,
+                    outcome: CheckOutcome::Ok,
+                },
+            );
+        }
+    }
+    checks
+}
+
 impl PgConnector {
     /// A connector for `config` (validated here; nothing connects before [`SourceConnector::start`]).
     pub fn new(config: PgConfig) -> Result<Self, ConnectorError> {
@@ -203,6 +271,7 @@ impl PgConnector {
             skip_through: 0,
             acked: Scn::ZERO,
             confirmed_idle: 0,
+            server_wal_end: 0,
             captured_oids: HashSet::new(),
             next_catalog_check: tokio::time::Instant::now(),
             relations: HashMap::new(),
@@ -233,6 +302,15 @@ impl PgConnector {
             Err(ConnectorError::Misconfigured { problems }) => Ok(problems),
             Err(e) => Err(e),
         }
+    }
+
+    /// [`PgConnector::check_source`] as one finding per requirement (`databus check-source`): each
+    /// problem under the requirement it breaks (its text names the fix, e.g. the `ALTER TABLE …
+    /// REPLICA IDENTITY FULL` to run), the others `Ok`. The publication and the slot are checked only
+    /// once the server, role and tables pass (as at start), so they are listed only then.
+    pub async fn source_checks(config: &PgConfig) -> Result<Vec<SourceCheck>, ConnectorError> {
+        let problems = Self::check_source(config).await?;
+        Ok(checks_of(&problems))
     }
 
     /// The slot's lag: bytes of WAL the server keeps for it (`pg_current_wal_lsn()` minus the slot's
@@ -276,7 +354,7 @@ impl PgConnector {
         c.host(&self.config.host)
             .port(self.config.port)
             .user(&self.config.user)
-            .password(&self.config.password)
+            .password(self.config.password_text())
             .dbname(&self.config.database)
             .application_name("databus-connector")
             .options(SESSION_OPTIONS)
@@ -638,7 +716,7 @@ impl PgConnector {
         let mut rc = ReplicationConfig::new(
             self.config.host.clone(),
             self.config.user.clone(),
-            self.config.password.clone(),
+            self.config.password_text().to_owned(),
             self.config.database.clone(),
             self.config.slot.clone(),
             self.config.publication.as_str(),
@@ -652,6 +730,7 @@ impl PgConnector {
         // Report what the relay acknowledged, never the start position.
         rc.ack_lsn = Some(Lsn(confirmed.max(self.acked.get())));
         self.confirmed_idle = confirmed;
+        self.server_wal_end = 0;
         let stream = self
             .bounded("starting replication", async {
                 ReplicationClient::connect(rc)
@@ -1113,8 +1192,14 @@ impl PgConnector {
                 lsn,
                 end_lsn,
                 commit_time_micros,
-            } => self.commit(lsn.as_u64(), end_lsn.as_u64(), commit_time_micros)?,
-            ReplicationEvent::KeepAlive { wal_end, .. } => self.idle_confirm(wal_end.as_u64()),
+            } => {
+                self.server_wal_end = self.server_wal_end.max(end_lsn.as_u64());
+                self.commit(lsn.as_u64(), end_lsn.as_u64(), commit_time_micros)?
+            }
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                self.server_wal_end = self.server_wal_end.max(wal_end.as_u64());
+                self.idle_confirm(wal_end.as_u64())
+            }
             ReplicationEvent::Message { .. } | ReplicationEvent::StoppedAt { .. } => {}
         }
         Ok(())
@@ -1231,5 +1316,55 @@ impl SourceConnector for PgConnector {
                 s.update_applied_lsn(Lsn(durable.get()));
             }
         }
+    }
+
+    /// The server's WAL position last reported on the stream (keepalives, commits) minus the position
+    /// the connector confirms for the slot (what the relay acknowledged, or an idle confirmation):
+    /// about the WAL the server keeps for this slot, without a query. `None` while no stream runs or
+    /// before the server reported a position. It lags the server's own `pg_current_wal_lsn()` by what
+    /// the walsender has not sent yet (during a catch-up); [`PgConnector::slot_lag_bytes`] queries it.
+    fn source_lag_bytes(&self) -> Option<u64> {
+        if self.stream.is_none() || self.server_wal_end == 0 {
+            return None;
+        }
+        let confirmed = self.confirmed_idle.max(self.acked.get());
+        Some(self.server_wal_end.saturating_sub(confirmed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_source_findings_sort_problems_under_their_requirement() {
+        let problems = vec![
+            "wal_level is replica; set wal_level = logical in postgresql.conf and restart the server"
+                .to_owned(),
+            "table public.t has REPLICA IDENTITY DEFAULT; run ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL (…)"
+                .to_owned(),
+        ];
+        let checks = checks_of(&problems);
+        let settings: Vec<_> = checks.iter().map(|c| c.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "wal_level",
+                "replication privilege",
+                "tables",
+                "primary key",
+                "replica identity"
+            ]
+        );
+        assert!(
+            matches!(&checks[4].outcome, CheckOutcome::Fix(f) if f.contains("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL"))
+        );
+        assert_eq!(checks[1].outcome, CheckOutcome::Ok);
+        let all_ok = checks_of(&[]);
+        assert_eq!(all_ok.len(), CHECKED.len());
+        assert!(all_ok.iter().all(|c| c.outcome == CheckOutcome::Ok));
+        let later = checks_of(&["publication databus does not include public.t".to_owned()]);
+        assert_eq!(later[5].setting, "publication");
+        assert!(matches!(later[5].outcome, CheckOutcome::Fix(_)));
     }
 }

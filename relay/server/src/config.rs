@@ -447,8 +447,8 @@ impl RelayConfig {
                 (None, None) => {
                     return Err(invalid(
                         at("connector"),
-                        "missing; add a [sources.connector] table with the database's kind (kind = \"mariadb\", \
-                         url, server_id, …), or upstream to chain another relay",
+                        "missing; add a [sources.connector] table with the database's kind (kind = \"mariadb\" with \
+                         url, server_id, …; or kind = \"postgres\" with host, user, database, …), or upstream to chain another relay",
                     ));
                 }
             };

@@ -23,6 +23,13 @@
 //!
 //! The last SCN and source position are persisted (see [`crate::state`]) at most once per
 //! [`PERSIST_INTERVAL`] and at shutdown; a restarted relay resumes after the persisted SCN.
+//!
+//! Acknowledgement: after each persist, and after each successful start of the connector, the
+//! pipeline calls [`SourceConnector::acknowledge`] with the SCN the state file holds, never a later
+//! one: a source that retains its log per reader (a PostgreSQL slot) releases only what this relay has
+//! durably recorded, so a relay killed at any moment resumes without loss, and the retained log does
+//! not grow while the relay keeps up. After each event the connector's
+//! [`SourceConnector::source_lag_bytes`] goes to the `databus_relay_source_log_lag_bytes` gauge.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -167,6 +174,25 @@ impl Pipeline {
             .await
     }
 
+    /// Persists (see [`Pipeline::persist`]), then tells the connector what the state file holds: the
+    /// only SCN it may release the source's log up to.
+    async fn persist_and_acknowledge<C: SourceConnector>(
+        &mut self,
+        connector: &mut C,
+        force: bool,
+    ) -> Result<(), RelayError> {
+        self.persist(force).await?;
+        self.acknowledge(connector);
+        Ok(())
+    }
+
+    fn acknowledge<C: SourceConnector>(&self, connector: &mut C) {
+        let durable = self.persister.persisted();
+        if durable > Scn::ZERO {
+            connector.acknowledge(durable);
+        }
+    }
+
     fn handle(&mut self, event: ConnectorEvent) -> Result<(), RelayError> {
         match event {
             ConnectorEvent::Transaction(tx) => self.write_transaction(&tx),
@@ -277,10 +303,12 @@ pub async fn run_ingest<C: SourceConnector>(
     if let Err(e) = &result {
         p.fail(e);
     }
+    // Persist before closing the connector, so that the acknowledgement of the last window goes to the
+    // source with the stream's last status update.
+    let persisted = p.persist_and_acknowledge(&mut connector, true).await;
     if let Err(e) = connector.shutdown().await {
         tracing::warn!(source = %p.parts.name, error = %e, "connector shutdown failed");
     }
-    let persisted = p.persist(true).await;
     if result.is_ok() {
         p.parts.status.update(|s| s.state = IngestState::Stopped);
     }
@@ -324,6 +352,8 @@ async fn pump<C: SourceConnector>(
                         p.definite(format!("cannot anchor the buffer at SCN {origin}: {e}"))
                     })?;
                 }
+                // A restarted relay (or connector) tells the source what it has durably recorded.
+                p.acknowledge(connector);
                 p.parts.status.update(|s| {
                     s.state = IngestState::Streaming;
                     s.last_error = None;
@@ -336,7 +366,10 @@ async fn pump<C: SourceConnector>(
                     match next {
                         Ok(Some(event)) => {
                             p.handle(event)?;
-                            p.persist(false).await?;
+                            p.persist_and_acknowledge(connector, false).await?;
+                            if let Some(lag) = connector.source_lag_bytes() {
+                                m::source_log_lag(&p.parts.name, lag);
+                            }
                             backoff.reset();
                         }
                         Ok(None) => return Ok(()),
@@ -403,6 +436,9 @@ mod tests {
         asked: Arc<std::sync::Mutex<Vec<StartPosition>>>,
         position: Scn,
         shutdown: CancellationToken,
+        /// Each acknowledged SCN, with the SCN the state file held when it was acknowledged.
+        acks: Arc<std::sync::Mutex<Vec<(Scn, Scn)>>>,
+        state: StateFile,
     }
 
     enum Step {
@@ -477,11 +513,17 @@ mod tests {
         async fn shutdown(&mut self) -> Result<(), ConnectorError> {
             Ok(())
         }
+
+        fn acknowledge(&mut self, durable: Scn) {
+            let on_file = self.state.load().unwrap().map_or(Scn::ZERO, |s| s.last_scn);
+            self.acks.lock().unwrap().push((durable, on_file));
+        }
     }
 
     struct Run {
         buffer: Arc<EventBuffer>,
         asked: Vec<StartPosition>,
+        acks: Vec<(Scn, Scn)>,
     }
 
     /// Runs the pipeline over `starts` with `persisted` as the state file's last SCN, until the
@@ -495,12 +537,15 @@ mod tests {
         let (writer, buffer) = event_buffer(BufferConfig::new(1 << 20).awaiting_anchor()).unwrap();
         let asked = Arc::new(std::sync::Mutex::new(Vec::new()));
         let shutdown = CancellationToken::new();
+        let acks = Arc::new(std::sync::Mutex::new(Vec::new()));
         let connector = Scripted {
             starts: starts.into(),
             script: VecDeque::new(),
             asked: asked.clone(),
             position: Scn::ZERO,
             shutdown: shutdown.clone(),
+            acks: acks.clone(),
+            state: state.clone(),
         };
         let parts = IngestParts {
             name: "src".into(),
@@ -524,7 +569,50 @@ mod tests {
         shutdown.cancel();
         task.await.unwrap().unwrap();
         let asked = asked.lock().unwrap().clone();
-        Run { buffer, asked }
+        let acks = acks.lock().unwrap().clone();
+        Run {
+            buffer,
+            asked,
+            acks,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_source_is_acknowledged_only_what_the_state_file_holds() {
+        // Persisted 106; a transient failure after 108 restarts the connector; the run ends at 111.
+        let r = run(
+            Some(106),
+            0,
+            vec![
+                (
+                    Ok(None),
+                    vec![
+                        Step::Window(107),
+                        Step::Window(108),
+                        Step::Fail(transient()),
+                    ],
+                ),
+                (
+                    Ok(None),
+                    vec![Step::Window(109), Step::Window(110), Step::Window(111)],
+                ),
+            ],
+            111,
+        )
+        .await;
+        let acks: Vec<u64> = r.acks.iter().map(|(a, _)| a.get()).collect();
+        // Right after the first start: what the file held.
+        assert_eq!(acks.first(), Some(&106), "{acks:?}");
+        // Never past the file, never backwards.
+        for (acked, on_file) in &r.acks {
+            assert!(
+                acked <= on_file,
+                "acknowledged {acked} with {on_file} on file"
+            );
+        }
+        assert!(acks.windows(2).all(|w| w[0] <= w[1]), "{acks:?}");
+        // The shutdown's persist is acknowledged too.
+        assert_eq!(acks.last(), Some(&111), "{acks:?}");
     }
 
     fn first_after(buffer: &EventBuffer, scn: u64) -> Result<Option<Scn>, ReadError> {
@@ -667,6 +755,8 @@ mod tests {
             asked: Arc::default(),
             position: Scn::ZERO,
             shutdown: shutdown.clone(),
+            acks: Arc::default(),
+            state: state.clone(),
         };
         let status: Arc<IngestStatus> = Arc::default();
         let parts = IngestParts {

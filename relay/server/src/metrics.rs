@@ -32,6 +32,12 @@ pub(crate) fn state_write_failed(buffer: &str) {
         .increment(1);
 }
 
+/// `databus_relay_source_log_lag_bytes{buffer}`: how far the position the source retains for this
+/// relay is behind its log (a PostgreSQL slot's WAL), when the connector knows it.
+pub(crate) fn source_log_lag(buffer: &str, bytes: u64) {
+    gauge!("databus_relay_source_log_lag_bytes", "buffer" => buffer.to_owned()).set(bytes as f64);
+}
+
 /// `databus_relay_http_errors_total{kind}`.
 pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_relay_http_errors_total", "kind" => kind).increment(1);
