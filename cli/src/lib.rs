@@ -65,6 +65,7 @@ macro_rules! out {
 
 pub mod bootstrap_cmd;
 pub mod check;
+pub mod demo_db;
 pub mod http;
 pub mod mariadb;
 pub mod quickstart;

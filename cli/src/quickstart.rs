@@ -1,13 +1,14 @@
 //! `databus quickstart`: the whole pipeline on this machine in under a minute, then cleaned away.
 //!
-//! It starts a private MariaDB (binlog in ROW format) in a temporary directory on a free port, creates a
+//! It starts a private MariaDB (binlog in ROW format), or with `--source postgres` a private PostgreSQL
+//! (`wal_level = logical`), in a temporary directory on a free port, creates a
 //! small shop schema and a replication user, starts a relay and a bootstrap server in this process on
 //! free ports, follows the relay
 //! the way `databus tail` does and prints each change as it arrives while a small write workload runs,
 //! then prints how to point databus at your own database. Everything it started is stopped and its
 //! temporary directories are removed before it returns.
 //!
-//! With `--keep-running` it does not stop after the demo: MariaDB, the relay (on 127.0.0.1:11140 when
+//! With `--keep-running` it does not stop after the demo: the database, the relay (on 127.0.0.1:11140 when
 //! free) and the bootstrap server (127.0.0.1:7100 when free) keep running while a slow workload keeps
 //! writing, and it prints their URLs and the exact commands that run the client examples
 //! (`client-lib/examples`) against them. Ctrl-C (or SIGTERM) stops and removes everything.
@@ -18,12 +19,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use mysql_async::prelude::Queryable;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::demo_db::DemoDb;
+pub use crate::demo_db::QuickstartSource;
 use crate::http::{AnswerJson, RelayUrl, get};
-use crate::mariadb::PrivateMariaDb;
 use crate::tail::{Next, Start, TailOptions, tail};
 
 /// Quickstart settings.
@@ -39,15 +40,6 @@ pub struct QuickstartOptions {
     pub keep_running: bool,
     /// The kind of source database the demo runs on.
     pub source: QuickstartSource,
-}
-
-/// The kinds of source database the quickstart demonstrates (`--source`); each is one arm where the
-/// private server starts and one in the relay's `[sources.connector]` table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum QuickstartSource {
-    /// A private MariaDB server (`kind = "mariadb"`).
-    #[default]
-    Mariadb,
 }
 
 /// The relay's port with `--keep-running` (the examples' default `--relay`), when free.
@@ -102,41 +94,42 @@ impl Style {
     }
 }
 
-const SCHEMA: &[&str] = &[
-    "CREATE DATABASE shop",
-    "CREATE TABLE shop.customers (id INT PRIMARY KEY, name VARCHAR(64) NOT NULL, \
-     email VARCHAR(128) NOT NULL, created_at DATETIME NOT NULL)",
-    "CREATE TABLE shop.orders (id INT PRIMARY KEY, customer_id INT NOT NULL, \
-     total DECIMAL(10,2) NOT NULL, status VARCHAR(16) NOT NULL)",
-];
-
 const NAMES: &[&str] = &[
     "Ada", "Grace", "Linus", "Barbara", "Ken", "Margaret", "Dennis", "Frances", "Edsger", "Radia",
 ];
 
 /// Runs the quickstart; returns after everything it started is stopped and removed — also when it
-/// fails or is interrupted (Ctrl-C, SIGTERM): the private MariaDB is killed and the temporary
+/// fails or is interrupted (Ctrl-C, SIGTERM): the private database is killed and the temporary
 /// directories are removed on every path.
 pub async fn run(opts: QuickstartOptions, interrupt: CancellationToken) -> Result<()> {
     let started = Instant::now();
     let s = Style::detect();
     crate::outln!(
-        "\n{}  change data capture from a private MariaDB, end to end\n",
-        s.bold("databus quickstart")
+        "\n{}  change data capture from a private {}, end to end\n",
+        s.bold("databus quickstart"),
+        source_name(opts.source)
     );
     let (events, transactions) = body(&opts, &s, started, &interrupt).await?;
     crate::outln!(
         "\n{} {events} change events from {transactions} transactions, in {:.1} s; \
-         MariaDB, relay and bootstrap server stopped, temporary directories removed.\n",
+         {}, relay and bootstrap server stopped, temporary directories removed.\n",
         s.green("done:"),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        source_name(opts.source)
     );
     print_next_steps(&s);
     Ok(())
 }
 
 const INTERRUPTED: &str =
-    "interrupted; the private MariaDB and the relay were stopped and their files removed";
+    "interrupted; the private database and the relay were stopped and their files removed";
+
+fn source_name(source: QuickstartSource) -> &'static str {
+    match source {
+        QuickstartSource::Mariadb => "MariaDB",
+        QuickstartSource::Postgres => "PostgreSQL",
+    }
+}
 
 async fn body(
     opts: &QuickstartOptions,
@@ -145,41 +138,31 @@ async fn body(
     interrupt: &CancellationToken,
 ) -> Result<(u64, u64)> {
     let deadline = started + opts.duration;
-    let db_start = match opts.source {
-        QuickstartSource::Mariadb => {
-            s.step(1, "starting a private MariaDB with binlog_format=ROW");
-            PrivateMariaDb::start(opts.duration)
-        }
+    let step = match opts.source {
+        QuickstartSource::Mariadb => "starting a private MariaDB with binlog_format=ROW",
+        QuickstartSource::Postgres => "starting a private PostgreSQL with wal_level=logical",
     };
+    s.step(1, step);
     // Dropping the start future on an interrupt kills what it started and removes its directory.
     let db = tokio::select! {
-        db = db_start => {
-            db.context("cannot start a private MariaDB (install it with scripts/setup.sh)")?
+        db = DemoDb::start(opts.source, opts.duration) => {
+            db.with_context(|| format!(
+                "cannot start a private {} (install it with scripts/setup.sh)",
+                source_name(opts.source)
+            ))?
         }
         _ = interrupt.cancelled() => bail!(INTERRUPTED),
     };
     crate::outln!(
         "      {} on 127.0.0.1:{}, data in {}",
-        s.dim("mariadbd"),
+        s.dim(db.server()),
         db.port(),
         db.dir().display()
     );
 
     s.step(2, "creating the sample schema: shop.customers, shop.orders");
-    db.exec(SCHEMA)
-        .await
-        .context("creating the sample schema")?;
-    let password = "quickstart-secret";
-    db.exec(&[
-        "CREATE USER 'databus'@'%' IDENTIFIED BY 'quickstart-secret'",
-        "GRANT REPLICATION SLAVE, BINLOG MONITOR, SELECT ON *.* TO 'databus'@'%'",
-    ])
-    .await
-    .context("creating the replication user")?;
-    crate::outln!(
-        "      user {} with REPLICATION SLAVE, BINLOG MONITOR, SELECT",
-        s.dim("databus")
-    );
+    let granted = db.create_schema_and_user().await?;
+    crate::outln!("      user {} with {granted}", s.dim("databus"));
 
     s.step(3, "starting a relay in this process");
     let work = tempfile::Builder::new()
@@ -187,9 +170,10 @@ async fn body(
         .tempdir()
         .context("creating a temporary directory")?;
     let password_file = work.path().join("password");
-    std::fs::write(&password_file, password).context("writing the password file")?;
+    std::fs::write(&password_file, crate::demo_db::PASSWORD)
+        .context("writing the password file")?;
     let toml = relay_toml(
-        &connector_table(opts.source, db.port(), &password_file),
+        &db.connector_table(&password_file),
         &work.path().join("state"),
     );
     let config = databus_relay::RelayConfig::from_toml(&toml)
@@ -225,8 +209,12 @@ async fn body(
     let demo = async {
         wait_streaming(&relay, deadline).await?;
         crate::outln!(
-            "      relay {} follows the binlog of 127.0.0.1:{}, state in {}",
+            "      relay {} follows the {} of 127.0.0.1:{}, state in {}",
             s.dim(&relay.to_string()),
+            match opts.source {
+                QuickstartSource::Mariadb => "binlog",
+                QuickstartSource::Postgres => "logical replication slot",
+            },
             db.port(),
             work.path().display()
         );
@@ -305,7 +293,7 @@ async fn body(
 /// `--keep-running`: prints the URLs and the examples' commands, then writes a slow workload until
 /// `interrupt`; returns the transactions written.
 async fn keep_running(
-    db: &PrivateMariaDb,
+    db: &DemoDb,
     relay: &RelayUrl,
     bootstrap: &RelayUrl,
     work: &std::path::Path,
@@ -316,13 +304,17 @@ async fn keep_running(
     let state = |name: &str| work.join(name).display().to_string();
     crate::outln!(
         "\n{}",
-        s.bold("still running (--keep-running): MariaDB, the relay and the bootstrap server")
+        s.bold(&format!(
+            "still running (--keep-running): {}, the relay and the bootstrap server",
+            db.name()
+        ))
     );
     crate::outln!("      relay       {relay}");
     crate::outln!("      bootstrap   {bootstrap}");
     crate::outln!(
-        "      MariaDB     mysql://root@127.0.0.1:{} (tables shop.customers = source 1, shop.orders = source 2)",
-        db.port()
+        "      {:<11} {} (tables shop.customers = source 1, shop.orders = source 2)",
+        db.name(),
+        db.admin_url()
     );
     crate::outln!(
         "      a slow workload keeps writing (one transaction every {:.1} s); Ctrl-C stops and removes everything",
@@ -373,9 +365,9 @@ async fn keep_running(
 
 /// Writes one transaction every `6 * pace` forever (orders after the demo's, updates, a delete now
 /// and then); returns only on an error.
-async fn slow_workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<u64> {
-    let mut conn = db
-        .root_conn()
+async fn slow_workload(db: &DemoDb, opts: &QuickstartOptions) -> Result<u64> {
+    let mut session = db
+        .session()
         .await
         .context("connecting for the slow workload")?;
     let customers = opts.rows.div_ceil(3).max(1);
@@ -384,30 +376,27 @@ async fn slow_workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<
         // Each new order is inserted, paid, then shipped (or deleted), one transaction each.
         let (id, step) = (u64::from(opts.rows) + 1 + n / 3, n % 3);
         n += 1;
-        let (sql, params): (&str, Vec<mysql_async::Value>) = match step {
-            0 => (
-                "INSERT INTO shop.orders (id, customer_id, total, status) VALUES (?, ?, ?, 'new')",
-                vec![
-                    id.into(),
-                    (1 + id % u64::from(customers)).into(),
-                    format!("{}.{:02}", 10 + (id * 7) % 90, (id * 13) % 100).into(),
-                ],
+        let sql = match step {
+            0 => format!(
+                "INSERT INTO shop.orders (id, customer_id, total, status) VALUES ({id}, {}, {}, 'new')",
+                1 + id % u64::from(customers),
+                total(id)
             ),
-            1 => (
-                "UPDATE shop.orders SET status = 'paid' WHERE id = ?",
-                vec![id.into()],
-            ),
-            _ if id % 4 == 0 => ("DELETE FROM shop.orders WHERE id = ?", vec![id.into()]),
-            _ => (
-                "UPDATE shop.orders SET status = 'shipped' WHERE id = ?",
-                vec![id.into()],
-            ),
+            1 => format!("UPDATE shop.orders SET status = 'paid' WHERE id = {id}"),
+            _ if id % 4 == 0 => format!("DELETE FROM shop.orders WHERE id = {id}"),
+            _ => format!("UPDATE shop.orders SET status = 'shipped' WHERE id = {id}"),
         };
-        conn.exec_drop(sql, params)
+        session
+            .transaction(&[sql])
             .await
             .context("writing the slow workload")?;
         tokio::time::sleep(opts.pace * 6).await;
     }
+}
+
+/// An order's total, a decimal literal.
+fn total(id: u64) -> String {
+    format!("{}.{:02}", 10 + (id * 7) % 90, (id * 13) % 100)
 }
 
 /// Waits until the bootstrap server has applied `target`; returns its status.
@@ -474,7 +463,7 @@ async fn source_tables(relay: &RelayUrl) -> Result<Vec<(u64, String)>> {
 
 /// Runs the workload while a consumer prints what arrives; returns (events shown, transactions).
 async fn show(
-    db: &PrivateMariaDb,
+    db: &DemoDb,
     relay: &RelayUrl,
     tables: &[(u64, String)],
     opts: &QuickstartOptions,
@@ -588,90 +577,56 @@ fn event_line(event: &Value, tables: &[(u64, String)], s: &Style) -> String {
     format!("      {scn:>5}  {table:<15} {op_text} {key:>4}  {row}")
 }
 
-/// Writes the workload; returns (transactions, SCN of the last one).
-async fn workload(db: &PrivateMariaDb, opts: &QuickstartOptions) -> Result<(u64, u64)> {
-    let mut conn = db
-        .root_conn()
-        .await
-        .context("connecting for the workload")?;
+/// Writes the workload; returns (transactions, an SCN the consumer has seen all of it at).
+async fn workload(db: &DemoDb, opts: &QuickstartOptions) -> Result<(u64, u64)> {
+    let mut session = db.session().await.context("connecting for the workload")?;
     let mut transactions = 0u64;
+    let mut last_scn = 0u64;
     let mut customers = 0u32;
+    let mut commit = async |statements: &[String]| -> Result<()> {
+        last_scn = session.transaction(statements).await?;
+        transactions += 1;
+        tokio::time::sleep(opts.pace).await;
+        Ok(())
+    };
     for i in 1..=opts.rows {
         if i % 3 == 1 {
             customers += 1;
             let name = NAMES[(customers as usize - 1) % NAMES.len()];
-            conn.exec_drop(
-                "INSERT INTO shop.customers (id, name, email, created_at) VALUES (?, ?, ?, NOW())",
-                (
-                    customers,
-                    name,
-                    format!("{}@example.com", name.to_lowercase()),
-                ),
-            )
+            commit(&[format!(
+                "INSERT INTO shop.customers (id, name, email, created_at) \
+                 VALUES ({customers}, '{name}', '{}@example.com', NOW())",
+                name.to_lowercase()
+            )])
             .await
             .context("inserting a customer")?;
-            transactions += 1;
-            tokio::time::sleep(opts.pace).await;
         }
-        let total = format!("{}.{:02}", 10 + (i * 7) % 90, (i * 13) % 100);
-        conn.exec_drop(
-            "INSERT INTO shop.orders (id, customer_id, total, status) VALUES (?, ?, ?, 'new')",
-            (i, 1 + (i % customers), total),
-        )
+        commit(&[format!(
+            "INSERT INTO shop.orders (id, customer_id, total, status) VALUES ({i}, {}, {}, 'new')",
+            1 + (i % customers),
+            total(u64::from(i))
+        )])
         .await
         .context("inserting an order")?;
-        transactions += 1;
-        tokio::time::sleep(opts.pace).await;
         if i % 4 == 0 {
             // One transaction touching two rows: both events carry the same SCN.
-            let mut tx = conn
-                .start_transaction(mysql_async::TxOpts::default())
-                .await
-                .context("starting a transaction")?;
-            tx.exec_drop(
-                "UPDATE shop.orders SET status = 'shipped' WHERE id = ?",
-                (i - 1,),
-            )
+            commit(&[
+                format!(
+                    "UPDATE shop.orders SET status = 'shipped' WHERE id = {}",
+                    i - 1
+                ),
+                format!("UPDATE shop.orders SET status = 'paid' WHERE id = {i}"),
+            ])
             .await
-            .context("shipping an order")?;
-            tx.exec_drop("UPDATE shop.orders SET status = 'paid' WHERE id = ?", (i,))
-                .await
-                .context("paying an order")?;
-            tx.commit().await.context("committing")?;
-            transactions += 1;
-            tokio::time::sleep(opts.pace).await;
+            .context("shipping and paying orders")?;
         }
         if i % 7 == 0 {
-            conn.exec_drop("DELETE FROM shop.orders WHERE id = ?", (i - 2,))
+            commit(&[format!("DELETE FROM shop.orders WHERE id = {}", i - 2)])
                 .await
                 .context("deleting an order")?;
-            transactions += 1;
-            tokio::time::sleep(opts.pace).await;
         }
     }
-    // MariaDB SCNs are GTID sequence numbers: the last one written is the workload's end.
-    let pos: Option<String> = conn
-        .query_first("SELECT @@GLOBAL.gtid_binlog_pos")
-        .await
-        .context("reading gtid_binlog_pos")?;
-    let _ = conn.disconnect().await;
-    let pos = pos.unwrap_or_default();
-    let last_scn = pos
-        .split(',')
-        .filter_map(|g| g.rsplit('-').next()?.trim().parse::<u64>().ok())
-        .max()
-        .with_context(|| format!("cannot read an SCN from gtid_binlog_pos {pos:?}"))?;
     Ok((transactions, last_scn))
-}
-
-/// The relay's `[sources.connector]` table for the demo's source.
-fn connector_table(source: QuickstartSource, port: u16, password_file: &std::path::Path) -> String {
-    match source {
-        QuickstartSource::Mariadb => format!(
-            "kind = \"mariadb\"\nurl = \"mysql://databus@127.0.0.1:{port}\"\npassword_file = {:?}\nserver_id = 1001\n",
-            password_file.display().to_string()
-        ),
-    }
 }
 
 fn relay_toml(connector: &str, state: &std::path::Path) -> String {

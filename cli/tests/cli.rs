@@ -495,7 +495,21 @@ fn tail_and_status_follow_a_real_relay() {
 
 #[test]
 fn quickstart_runs_end_to_end() {
-    let out = run(databus().args(["quickstart", "--rows", "4", "--duration", "90s"]));
+    quickstart_shows_the_demo(&[]);
+}
+
+#[test]
+fn quickstart_runs_end_to_end_on_postgres() {
+    let stdout = quickstart_shows_the_demo(&["--source", "postgres"]);
+    assert!(stdout.contains("private PostgreSQL"), "{stdout}");
+    assert!(stdout.contains("logical replication slot"), "{stdout}");
+}
+
+/// Runs the quickstart with 4 orders and checks what it shows; returns its output.
+fn quickstart_shows_the_demo(extra: &[&str]) -> String {
+    let out = run(databus()
+        .args(["quickstart", "--rows", "4", "--duration", "90s"])
+        .args(extra));
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     // 4 orders, 2 customers, 2 updates in one transaction (the 4th order).
@@ -517,6 +531,7 @@ fn quickstart_runs_end_to_end() {
         .and_then(|r| r.lines().next())
         .expect("the quickstart names its data directory");
     assert!(!Path::new(dir.trim()).exists(), "{dir} was not removed");
+    stdout
 }
 
 #[test]
