@@ -14,8 +14,9 @@
 //!
 //! A source implements it with its own mechanism: MariaDB with `START TRANSACTION WITH CONSISTENT
 //! SNAPSHOT` and the binlog position that snapshot sees ([`crate::mysql::MySqlSnapshotSource`]);
-//! PostgreSQL with a replication slot's exported snapshot (`SET TRANSACTION SNAPSHOT`) and the slot's
-//! consistent point.
+//! PostgreSQL with a temporary slot's exported snapshot (`SET TRANSACTION SNAPSHOT`), at the commit
+//! LSN of the last transaction the stream delivers before the slot's consistent point
+//! ([`crate::postgres::PgSnapshotSource`]).
 
 use std::future::Future;
 use std::sync::Arc;

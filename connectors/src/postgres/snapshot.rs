@@ -61,8 +61,8 @@ const SLOT_CREATE_TIMEOUT: Duration = Duration::from_secs(600);
 /// tables; the slot and the publication must exist (the relay's connector creates them).
 #[derive(Debug, Clone)]
 pub struct PgSnapshotSource {
-    // Debug of PgConfig masks the password.
-    config: PgConfig,
+    // Debug of PgConfig masks the password. Boxed: keeps `AnySnapshotSource` small.
+    config: Box<PgConfig>,
 }
 
 impl PgSnapshotSource {
@@ -70,7 +70,7 @@ impl PgSnapshotSource {
     pub fn new(config: &PgConfig) -> Result<Self, ConnectorError> {
         config.validate()?;
         Ok(PgSnapshotSource {
-            config: config.clone(),
+            config: Box::new(config.clone()),
         })
     }
 }
@@ -115,7 +115,7 @@ impl SnapshotSource for PgSnapshotSource {
 
     async fn open(&mut self) -> Result<PgSnapshot, ConnectorError> {
         // The connector's own connection code: same settings, same session options.
-        let helper = PgConnector::new(self.config.clone())?;
+        let helper = PgConnector::new(PgConfig::clone(&self.config))?;
         let client = helper.connect_query().await?;
         let slot = &self.config.slot;
         let publication = &self.config.publication;
