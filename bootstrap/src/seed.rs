@@ -236,15 +236,21 @@ fn pg_config(
             "contains a password; remove it and give password_env or password_file",
         ));
     }
-    let (host, port) = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => (
-            host.trim_start_matches('[').trim_end_matches(']'),
-            port.parse::<u16>().map_err(|_| bad("bad port"))?,
-        ),
-        _ => (
-            host_port.trim_start_matches('[').trim_end_matches(']'),
-            5432,
-        ),
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad("bad port"));
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 address: [::1] or [::1]:5432.
+        Some(v6) => match v6.split_once(']') {
+            Some((host, "")) => (host, 5432),
+            Some((host, rest)) => (
+                host,
+                port(rest.strip_prefix(':').ok_or_else(|| bad("bad port"))?)?,
+            ),
+            None => return Err(bad("an IPv6 host needs its closing ]")),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, p)) => (host, port(p)?),
+            None => (host_port, 5432),
+        },
     };
     if user.is_empty() || host.is_empty() || database.is_empty() {
         return Err(bad("user, host and database are required"));
@@ -665,6 +671,10 @@ mod tests {
             (c.host.as_str(), c.port, c.slot.as_str()),
             ("::1", 5432, "databus")
         );
+        let c = pg_config("postgres://seed@[::1]:6000/shop", None, &tables()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 6000));
+        let c = pg_config("postgres://seed@db/shop", None, &tables()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("db", 5432));
         for (url, why) in [
             ("postgres://seed:inline@db/shop", "contains a password"),
             ("postgres://db/shop", "names no user"),
