@@ -308,9 +308,11 @@ impl Default for RetentionSection {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct SeedSection {
-    /// `mysql://user@host:port/` of the source (a user with SELECT on the captured tables). A
-    /// password may be written in the URL, but `password_env` or `password_file` keep it out of the
-    /// file.
+    /// The source: `mysql://user@host:port/` (MariaDB; a user with SELECT on the captured tables) or
+    /// `postgres://user@host:port/database[?slot=databus&publication=databus]` (PostgreSQL: the
+    /// relay's slot and publication, which must exist; a user with `REPLICATION` and SELECT). A
+    /// MariaDB password may be written in the URL, but `password_env` or `password_file` keep it out
+    /// of the file (a PostgreSQL URL must not hold one).
     #[serde(serialize_with = "serialize_redacted_url")]
     pub url: String,
     /// Environment variable holding the password of `url`'s user. At most one of `password_env`
@@ -386,11 +388,15 @@ impl SeedSection {
         let (_, rest) = self
             .url
             .split_once("://")
-            .ok_or_else(|| bad("seed.url is not of the form mysql://user@host:port/".into()))?;
+            .ok_or_else(|| {
+                bad("seed.url is not of the form mysql://user@host:port/ or postgres://user@host:port/database".into())
+            })?;
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let at = rest[..end]
             .rfind('@')
-            .ok_or_else(|| bad("seed.url names no user; use mysql://user@host:port/".into()))?;
+            .ok_or_else(|| {
+                bad("seed.url names no user; use mysql://user@host:port/ or postgres://user@host:port/database".into())
+            })?;
         let user = &rest[..at];
         if user.contains(':') {
             return Err(bad(
@@ -564,6 +570,27 @@ impl BootstrapConfig {
             if self.relay.is_none() {
                 return Err(BootstrapError::Config(
                     "[seed] needs [relay]: the seed takes the captured tables from the relay"
+                        .into(),
+                ));
+            }
+            let postgres = s.url.starts_with("postgres://") || s.url.starts_with("postgresql://");
+            if !postgres && !s.url.starts_with("mysql://") {
+                return Err(BootstrapError::Config(format!(
+                    "seed.url {} names no source kind: use mysql://user@host:port/ (MariaDB) or \
+                     postgres://user@host:port/database (PostgreSQL)",
+                    redact_password(&s.url)
+                )));
+            }
+            let userinfo = s
+                .url
+                .split_once("://")
+                .map(|(_, rest)| rest.split(['/', '?']).next().unwrap_or(""))
+                .and_then(|authority| authority.rsplit_once('@'))
+                .map(|(userinfo, _)| userinfo);
+            if postgres && userinfo.is_some_and(|u| u.contains(':')) {
+                return Err(BootstrapError::Config(
+                    "seed.url contains a password; a postgres:// seed url takes it from password_env or \
+                     password_file only"
                         .into(),
                 ));
             }
@@ -750,6 +777,46 @@ auth = { tokens_env = "BS_T", open_metrics = true }
             err.contains("already contains a password") && !err.contains("inline"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn seed_from_postgres() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("pw");
+        std::fs::write(&pw, "pg-secret\n").unwrap();
+        let text = format!(
+            "db_path = \"x\"\n[relay]\nurl = \"http://127.0.0.1:1\"\n[seed]\n\
+             url = \"postgres://seed@db:5432/shop?slot=databus\"\npassword_file = {:?}\n",
+            pw.display().to_string()
+        );
+        let v = BootstrapConfig::from_toml(&text)
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap();
+        let seed = v.seed.unwrap();
+        assert_eq!(seed.url, "postgres://seed@db:5432/shop?slot=databus");
+        assert_eq!(
+            seed.password
+                .as_ref()
+                .map(databus_connectors::Secret::expose),
+            Some("pg-secret")
+        );
+        assert!(!format!("{seed:?}").contains("pg-secret"));
+        let err = BootstrapConfig::from_toml(&text.replace("seed@db", "seed:inline@db"))
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("contains a password") && !err.contains("inline"),
+            "{err}"
+        );
+        let err = BootstrapConfig::from_toml(&text.replace("postgres://", "oracle://"))
+            .unwrap()
+            .validate_with_env(&|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no source kind"), "{err}");
     }
 
     #[test]

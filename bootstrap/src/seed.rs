@@ -2,7 +2,8 @@
 //! replica gets rows that never changed since the relay started.
 //!
 //! The source knowledge lives in the connector: a [`databus_connectors::Snapshot`] (for MariaDB,
-//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` at an exact binlog position) gives the SCN of the last
+//! `START TRANSACTION WITH CONSISTENT SNAPSHOT` at an exact binlog position; for PostgreSQL, a
+//! temporary slot's exported snapshot positioned in the relay slot's stream) gives the SCN of the last
 //! transaction it includes, each table's schema exactly as the stream gives it (same schema id) and
 //! the rows in chunks, converted exactly as the stream converts row images. This module only
 //! orchestrates:
@@ -23,8 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use databus_connectors::mysql::MySqlConfig;
+use databus_connectors::postgres::{PgConfig, PgSnapshotSource};
 use databus_connectors::{
-    AnySnapshot, ChunkCursor, ConnectorConfig, ConnectorError, Snapshot, SnapshotSource, TableName,
+    AnySnapshot, AnySnapshotSource, ChunkCursor, ConnectorConfig, ConnectorError, Secret, Snapshot,
+    SnapshotSource, TableName,
 };
 use databus_core::{EventBuilder, Opcode, Scn, SourceId};
 use databus_serde_formats::model::Row;
@@ -48,7 +51,9 @@ pub struct SeedTable {
 /// What to seed and how.
 #[derive(Debug, Clone)]
 pub struct SeedSettings {
-    /// `mysql://user:password@host:port/` of the source (a MariaDB connector's snapshot).
+    /// The source: `mysql://user@host:port/` (MariaDB) or
+    /// `postgres://user@host:port/database[?slot=databus&publication=databus]` (PostgreSQL: the
+    /// relay's slot and publication, which must exist). See [`snapshot_source`].
     pub url: String,
     /// The password of `url`'s user, when it is not in `url` (`[seed] password_env`/`password_file`).
     pub password: Option<databus_connectors::Secret>,
@@ -114,8 +119,8 @@ pub struct SeedTick<'a> {
     pub rows: u64,
     /// Rows stored by every run of this seed so far (an interrupted run's rows included).
     pub rows_done: u64,
-    /// Rows of all the tables, estimated before the first chunk (`information_schema.TABLES`,
-    /// InnoDB's estimate); never less than `rows_done`.
+    /// Rows of all the tables, estimated before the first chunk (MariaDB: `information_schema.TABLES`,
+    /// InnoDB's estimate; PostgreSQL: `pg_class.reltuples`); never less than `rows_done`.
     pub rows_estimate: u64,
     /// Rows per second of this run so far.
     pub rows_per_sec: u64,
@@ -175,18 +180,108 @@ fn table_name(t: &SeedTable) -> TableName {
     TableName::new(&t.database, &t.table)
 }
 
-/// The snapshot side of the source at `url` (a MariaDB server: the only kind `[seed]` names today).
-async fn open_snapshot(
+/// The snapshot side of the source at `url`, reading `tables`:
+///
+/// - `mysql://user@host:port/`: a MariaDB (or MySQL) server;
+/// - `postgres://user@host:port/database` (or `postgresql://`), with optional query parameters
+///   `slot` and `publication` (both default to `databus`, the connector's defaults): a PostgreSQL
+///   database. The snapshot is positioned in the stream of that slot (the relay's), so the slot and
+///   the publication must exist, and the user needs `REPLICATION` (see docs/connectors.md).
+///
+/// The password comes from `password` (`[seed] password_env`/`password_file`), never from the URL.
+pub fn snapshot_source(
     url: &str,
-    password: Option<&databus_connectors::Secret>,
-) -> Result<AnySnapshot, BootstrapError> {
+    password: Option<&Secret>,
+    tables: &[SeedTable],
+) -> Result<AnySnapshotSource, BootstrapError> {
+    let bad = |e: ConnectorError| BootstrapError::Config(format!("seed url: {e}"));
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let config = pg_config(url, password, tables)?;
+        return PgSnapshotSource::new(&config)
+            .map(AnySnapshotSource::Postgres)
+            .map_err(bad);
+    }
     // Only the connection settings of the config matter to a snapshot.
     let mut mysql = MySqlConfig::new(url, 1);
     mysql.password = password.cloned();
-    let config = ConnectorConfig::MariaDb(mysql);
-    config
+    ConnectorConfig::MariaDb(mysql)
         .snapshot_source()
-        .map_err(|e| BootstrapError::Config(format!("seed url: {e}")))?
+        .map_err(bad)
+}
+
+/// The PostgreSQL connector settings of a `postgres://user@host:port/database?slot=…&publication=…`
+/// seed URL.
+fn pg_config(
+    url: &str,
+    password: Option<&Secret>,
+    tables: &[SeedTable],
+) -> Result<PgConfig, BootstrapError> {
+    let bad = |m: &str| {
+        BootstrapError::Config(format!(
+            "seed url {}: {m} (the form is postgres://user@host:port/database?slot=databus&publication=databus)",
+            databus_connectors::redact_url(url)
+        ))
+    };
+    let rest = url
+        .split_once("://")
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| bad("no scheme"))?;
+    let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let (database, query) = path.split_once('?').unwrap_or((path, ""));
+    let (user, host_port) = authority
+        .rsplit_once('@')
+        .ok_or_else(|| bad("names no user"))?;
+    if user.contains(':') {
+        return Err(bad(
+            "contains a password; remove it and give password_env or password_file",
+        ));
+    }
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad("bad port"));
+    let (host, port) = match host_port.strip_prefix('[') {
+        // An IPv6 address: [::1] or [::1]:5432.
+        Some(v6) => match v6.split_once(']') {
+            Some((host, "")) => (host, 5432),
+            Some((host, rest)) => (
+                host,
+                port(rest.strip_prefix(':').ok_or_else(|| bad("bad port"))?)?,
+            ),
+            None => return Err(bad("an IPv6 host needs its closing ]")),
+        },
+        None => match host_port.rsplit_once(':') {
+            Some((host, p)) => (host, port(p)?),
+            None => (host_port, 5432),
+        },
+    };
+    if user.is_empty() || host.is_empty() || database.is_empty() {
+        return Err(bad("user, host and database are required"));
+    }
+    let mut config = PgConfig::new(
+        host,
+        port,
+        user,
+        password.map(|p| p.expose().to_owned()).unwrap_or_default(),
+        database,
+    );
+    for (k, v) in form_urlencoded::parse(query.as_bytes()) {
+        match k.as_ref() {
+            "slot" => config.slot = v.into_owned(),
+            "publication" => config.publication = v.into_owned(),
+            other => return Err(bad(&format!("unknown parameter {other:?}"))),
+        }
+    }
+    config.tables = tables
+        .iter()
+        .map(|t| format!("{}.{}", t.database, t.table))
+        .collect();
+    Ok(config)
+}
+
+async fn open_snapshot(
+    url: &str,
+    password: Option<&Secret>,
+    tables: &[SeedTable],
+) -> Result<AnySnapshot, BootstrapError> {
+    snapshot_source(url, password, tables)?
         .open()
         .await
         .map_err(seed_error)
@@ -370,7 +465,8 @@ pub async fn seed(
 ) -> Result<SeedReport, BootstrapError> {
     let started = Instant::now();
     let previous = store.seed_progress()?;
-    let mut snapshot = open_snapshot(&settings.url, settings.password.as_ref()).await?;
+    let mut snapshot =
+        open_snapshot(&settings.url, settings.password.as_ref(), &settings.tables).await?;
     let snapshot_scn = snapshot.position().scn;
     let (first_scn, token) = match &previous {
         Some(p) => {
@@ -499,9 +595,10 @@ pub async fn seed(
 /// as the seed encodes it — for checking a replica against its source.
 pub async fn dump_table(
     url: &str,
+    password: Option<&Secret>,
     table: &SeedTable,
 ) -> Result<Vec<(databus_core::Key, databus_core::SchemaId, Vec<u8>)>, BootstrapError> {
-    let mut snapshot = open_snapshot(url, None).await?;
+    let mut snapshot = open_snapshot(url, password, std::slice::from_ref(table)).await?;
     let name = table_name(table);
     let schema = snapshot.schema(&name).await.map_err(seed_error)?;
     let registered = SchemaRegistry::in_memory()
@@ -531,4 +628,74 @@ pub async fn dump_table(
     }
     snapshot.close().await.map_err(seed_error)?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tables() -> Vec<SeedTable> {
+        vec![SeedTable {
+            source: SourceId::new(1),
+            database: "public".into(),
+            table: "orders".into(),
+        }]
+    }
+
+    #[test]
+    fn postgres_urls() {
+        let pw = Secret::new("pw");
+        let c = pg_config(
+            "postgres://seed@db.example:6543/shop?slot=relay_slot&publication=pub1",
+            Some(&pw),
+            &tables(),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.host.as_str(),
+                c.port,
+                c.user.as_str(),
+                c.database.as_str()
+            ),
+            ("db.example", 6543, "seed", "shop")
+        );
+        assert_eq!(
+            (c.slot.as_str(), c.publication.as_str()),
+            ("relay_slot", "pub1")
+        );
+        assert_eq!(c.password, "pw");
+        assert_eq!(c.tables, vec!["public.orders".to_owned()]);
+        let c = pg_config("postgresql://seed@[::1]/shop", None, &tables()).unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.slot.as_str()),
+            ("::1", 5432, "databus")
+        );
+        let c = pg_config("postgres://seed@[::1]:6000/shop", None, &tables()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("::1", 6000));
+        let c = pg_config("postgres://seed@db/shop", None, &tables()).unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("db", 5432));
+        for (url, why) in [
+            ("postgres://seed:inline@db/shop", "contains a password"),
+            ("postgres://db/shop", "names no user"),
+            ("postgres://seed@db:x/shop", "bad port"),
+            ("postgres://seed@db/", "required"),
+            (
+                "postgres://seed@db/shop?sslmode=require",
+                "unknown parameter",
+            ),
+        ] {
+            let e = pg_config(url, None, &tables()).unwrap_err().to_string();
+            assert!(e.contains(why), "{url}: {e}");
+            assert!(!e.contains("inline"), "{e}");
+        }
+        assert!(matches!(
+            snapshot_source("postgres://seed@db/shop", None, &tables()).unwrap(),
+            AnySnapshotSource::Postgres(_)
+        ));
+        assert!(matches!(
+            snapshot_source("mysql://seed@db:3306/", None, &tables()).unwrap(),
+            AnySnapshotSource::MariaDb(_)
+        ));
+    }
 }

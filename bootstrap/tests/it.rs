@@ -10,4 +10,5 @@ mod gap;
 mod health;
 mod mariadb;
 mod pipeline;
+mod postgres;
 mod store_conformance;

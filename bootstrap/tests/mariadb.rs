@@ -306,7 +306,7 @@ async fn seeded_replica_from_snapshot_while_writes_continue_matches_the_source()
     // Row by row: the replica equals the source.
     let mut expected = State::new();
     for t in &tables {
-        for (key, schema, payload) in dump_table(&url, t).await.unwrap() {
+        for (key, schema, payload) in dump_table(&url, None, t).await.unwrap() {
             expected.insert((t.source.get(), key), (schema, payload));
         }
     }

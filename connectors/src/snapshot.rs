@@ -14,8 +14,9 @@
 //!
 //! A source implements it with its own mechanism: MariaDB with `START TRANSACTION WITH CONSISTENT
 //! SNAPSHOT` and the binlog position that snapshot sees ([`crate::mysql::MySqlSnapshotSource`]);
-//! PostgreSQL with a replication slot's exported snapshot (`SET TRANSACTION SNAPSHOT`) and the slot's
-//! consistent point.
+//! PostgreSQL with a temporary slot's exported snapshot (`SET TRANSACTION SNAPSHOT`), at the commit
+//! LSN of the last transaction the stream delivers before the slot's consistent point
+//! ([`crate::postgres::PgSnapshotSource`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ConnectorError;
 use crate::mysql::{MySqlSnapshot, MySqlSnapshotSource};
+use crate::postgres::{PgSnapshot, PgSnapshotSource};
 use crate::source::{SourcePosition, StartPosition, TableName};
 
 /// Where a snapshot is in the stream.
@@ -119,6 +121,8 @@ pub trait Snapshot: Send {
 pub enum AnySnapshotSource {
     /// MariaDB / MySQL.
     MariaDb(MySqlSnapshotSource),
+    /// PostgreSQL.
+    Postgres(PgSnapshotSource),
 }
 
 /// A snapshot of an [`AnySnapshotSource`].
@@ -127,6 +131,8 @@ pub enum AnySnapshotSource {
 pub enum AnySnapshot {
     /// MariaDB / MySQL.
     MariaDb(MySqlSnapshot),
+    /// PostgreSQL.
+    Postgres(PgSnapshot),
 }
 
 impl SnapshotSource for AnySnapshotSource {
@@ -135,6 +141,7 @@ impl SnapshotSource for AnySnapshotSource {
     async fn open(&mut self) -> Result<AnySnapshot, ConnectorError> {
         match self {
             AnySnapshotSource::MariaDb(s) => s.open().await.map(AnySnapshot::MariaDb),
+            AnySnapshotSource::Postgres(s) => s.open().await.map(AnySnapshot::Postgres),
         }
     }
 }
@@ -143,18 +150,21 @@ impl Snapshot for AnySnapshot {
     fn position(&self) -> &SnapshotPosition {
         match self {
             AnySnapshot::MariaDb(s) => s.position(),
+            AnySnapshot::Postgres(s) => s.position(),
         }
     }
 
     async fn schema(&mut self, table: &TableName) -> Result<Arc<TableSchema>, ConnectorError> {
         match self {
             AnySnapshot::MariaDb(s) => s.schema(table).await,
+            AnySnapshot::Postgres(s) => s.schema(table).await,
         }
     }
 
     async fn estimate_rows(&mut self, table: &TableName) -> Result<u64, ConnectorError> {
         match self {
             AnySnapshot::MariaDb(s) => s.estimate_rows(table).await,
+            AnySnapshot::Postgres(s) => s.estimate_rows(table).await,
         }
     }
 
@@ -166,12 +176,14 @@ impl Snapshot for AnySnapshot {
     ) -> Result<SnapshotChunk, ConnectorError> {
         match self {
             AnySnapshot::MariaDb(s) => s.read_chunk(table, from, max_rows).await,
+            AnySnapshot::Postgres(s) => s.read_chunk(table, from, max_rows).await,
         }
     }
 
     async fn close(self) -> Result<(), ConnectorError> {
         match self {
             AnySnapshot::MariaDb(s) => s.close().await,
+            AnySnapshot::Postgres(s) => s.close().await,
         }
     }
 }

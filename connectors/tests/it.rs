@@ -9,6 +9,7 @@ mod conformance_postgres;
 mod postgres;
 mod postgres_ingest_rate;
 mod snapshot_conformance_mariadb;
+mod snapshot_conformance_postgres;
 mod stream;
 mod types;
 mod validation;

@@ -62,6 +62,7 @@
 
 mod config;
 mod pgoutput;
+mod snapshot;
 mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -76,6 +77,7 @@ use tokio_postgres::{Client, NoTls};
 use tokio_util::sync::CancellationToken;
 
 pub use config::PgConfig;
+pub use snapshot::{PgSnapshot, PgSnapshotSource};
 
 use crate::source::{
     ChangeKind, ConnectorEvent, DdlKind, RowChange, SourceConnector, SourcePosition,
@@ -768,105 +770,8 @@ impl PgConnector {
         columns: &[pgoutput::RelColumn],
     ) -> Result<(Arc<TableSchema>, Vec<Codec>), ConnectorError> {
         let client = self.query.as_ref().ok_or(ConnectorError::NotStarted)?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT a.attname::text, a.attnotnull, t.typtype::text, \
-                            COALESCE(e.oid::int8, 0), COALESCE(e.typtype::text, ''), \
-                            format_type(a.atttypid, a.atttypmod), \
-                            COALESCE((SELECT array_agg(l.enumlabel::text ORDER BY l.enumsortorder) FROM pg_enum l \
-                                      WHERE l.enumtypid = CASE WHEN e.oid IS NULL THEN t.oid ELSE e.oid END), '{{}}') \
-                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-                     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
-                     WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped"
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(format!("reading the columns of {name}")))?;
-        let pk_rows = client
-            .query(
-                &format!(
-                    "SELECT a.attname::text FROM pg_index i \
-                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = {oid} AND i.indisprimary \
-                     ORDER BY array_position(i.indkey::int2[], a.attnum)"
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(format!("reading the primary key of {name}")))?;
-        let mut facts: HashMap<String, CatalogColumn> = HashMap::new();
-        for r in rows {
-            let typtype: String = r.get(2);
-            let elem: i64 = r.get(3);
-            let elem_typtype: String = r.get(4);
-            facts.insert(
-                r.get(0),
-                CatalogColumn {
-                    not_null: r.get(1),
-                    typtype: typtype.chars().next().unwrap_or('b'),
-                    elem: (elem != 0)
-                        .then(|| (elem as u32, elem_typtype.chars().next().unwrap_or('b'))),
-                    display: r.get(5),
-                    enum_labels: r.get(6),
-                },
-            );
-        }
-        let bad = |column: &str, reason: String| ConnectorError::Decode {
-            table: name.to_string(),
-            column: column.to_owned(),
-            reason,
-        };
-        let mut out_columns = Vec::with_capacity(columns.len());
-        let mut codecs = Vec::with_capacity(columns.len());
-        for c in columns {
-            let Some(f) = facts.remove(&c.name) else {
-                return Err(ConnectorError::StaleSchema {
-                    table: name.to_string(),
-                    reason: format!("column {} is no longer in the catalog", c.name),
-                });
-            };
-            let tf = TypeFacts {
-                oid: c.type_oid,
-                typmod: c.typmod,
-                typtype: f.typtype,
-                elem: f.elem,
-                display: f.display,
-                enum_labels: f.enum_labels,
-            };
-            let (column_type, codec) = types::column_type(&tf).map_err(|r| bad(&c.name, r))?;
-            out_columns.push(Column::new(c.name.clone(), column_type, !f.not_null));
-            codecs.push(codec);
-        }
-        let mut primary_key = Vec::new();
-        for r in pk_rows {
-            let col: String = r.get(0);
-            let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
-                bad(
-                    &col,
-                    "the primary-key column is not published (a column list that leaves out the key)"
-                        .into(),
-                )
-            })?;
-            primary_key.push(i);
-        }
-        if primary_key.is_empty() {
-            return Err(ConnectorError::Misconfigured {
-                problems: vec![format!("table {name} has no primary key; add one")],
-            });
-        }
-        Ok((
-            Arc::new(TableSchema {
-                database: name.database.clone(),
-                table: name.table.clone(),
-                columns: out_columns,
-                primary_key,
-            }),
-            codecs,
-        ))
+        describe_relation(client, oid, name, columns).await
     }
-
     fn row(rel: &Relation, tuple: &[Datum], fill: Option<&Row>) -> Result<Row, ConnectorError> {
         let schema = rel.schema.as_ref().ok_or(ConnectorError::NotStarted)?;
         if tuple.len() != rel.codecs.len() {
@@ -1367,4 +1272,112 @@ mod tests {
         assert_eq!(later[5].setting, "publication");
         assert!(matches!(later[5].outcome, CheckOutcome::Fix(_)));
     }
+}
+
+/// Reads the catalog facts of relation `oid` (through `client`, so in its transaction's snapshot) and
+/// builds its schema from `columns` (a Relation message's, or the same read from the catalog by the
+/// snapshot): the one place the stream and the snapshot get a table's schema and codecs from.
+async fn describe_relation(
+    client: &Client,
+    oid: u32,
+    name: &TableName,
+    columns: &[pgoutput::RelColumn],
+) -> Result<(Arc<TableSchema>, Vec<Codec>), ConnectorError> {
+    let rows = client
+            .query(
+                &format!(
+                    "SELECT a.attname::text, a.attnotnull, t.typtype::text, \
+                            COALESCE(e.oid::int8, 0), COALESCE(e.typtype::text, ''), \
+                            format_type(a.atttypid, a.atttypmod), \
+                            COALESCE((SELECT array_agg(l.enumlabel::text ORDER BY l.enumsortorder) FROM pg_enum l \
+                                      WHERE l.enumtypid = CASE WHEN e.oid IS NULL THEN t.oid ELSE e.oid END), '{{}}') \
+                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+                     WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped"
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg(format!("reading the columns of {name}")))?;
+    let pk_rows = client
+        .query(
+            &format!(
+                "SELECT a.attname::text FROM pg_index i \
+                     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = {oid} AND i.indisprimary \
+                     ORDER BY array_position(i.indkey::int2[], a.attnum)"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(format!("reading the primary key of {name}")))?;
+    let mut facts: HashMap<String, CatalogColumn> = HashMap::new();
+    for r in rows {
+        let typtype: String = r.get(2);
+        let elem: i64 = r.get(3);
+        let elem_typtype: String = r.get(4);
+        facts.insert(
+            r.get(0),
+            CatalogColumn {
+                not_null: r.get(1),
+                typtype: typtype.chars().next().unwrap_or('b'),
+                elem: (elem != 0)
+                    .then(|| (elem as u32, elem_typtype.chars().next().unwrap_or('b'))),
+                display: r.get(5),
+                enum_labels: r.get(6),
+            },
+        );
+    }
+    let bad = |column: &str, reason: String| ConnectorError::Decode {
+        table: name.to_string(),
+        column: column.to_owned(),
+        reason,
+    };
+    let mut out_columns = Vec::with_capacity(columns.len());
+    let mut codecs = Vec::with_capacity(columns.len());
+    for c in columns {
+        let Some(f) = facts.remove(&c.name) else {
+            return Err(ConnectorError::StaleSchema {
+                table: name.to_string(),
+                reason: format!("column {} is no longer in the catalog", c.name),
+            });
+        };
+        let tf = TypeFacts {
+            oid: c.type_oid,
+            typmod: c.typmod,
+            typtype: f.typtype,
+            elem: f.elem,
+            display: f.display,
+            enum_labels: f.enum_labels,
+        };
+        let (column_type, codec) = types::column_type(&tf).map_err(|r| bad(&c.name, r))?;
+        out_columns.push(Column::new(c.name.clone(), column_type, !f.not_null));
+        codecs.push(codec);
+    }
+    let mut primary_key = Vec::new();
+    for r in pk_rows {
+        let col: String = r.get(0);
+        let i = columns.iter().position(|c| c.name == col).ok_or_else(|| {
+            bad(
+                &col,
+                "the primary-key column is not published (a column list that leaves out the key)"
+                    .into(),
+            )
+        })?;
+        primary_key.push(i);
+    }
+    if primary_key.is_empty() {
+        return Err(ConnectorError::Misconfigured {
+            problems: vec![format!("table {name} has no primary key; add one")],
+        });
+    }
+    Ok((
+        Arc::new(TableSchema {
+            database: name.database.clone(),
+            table: name.table.clone(),
+            columns: out_columns,
+            primary_key,
+        }),
+        codecs,
+    ))
 }
