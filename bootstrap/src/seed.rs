@@ -255,13 +255,8 @@ fn pg_config(
     if user.is_empty() || host.is_empty() || database.is_empty() {
         return Err(bad("user, host and database are required"));
     }
-    let mut config = PgConfig::new(
-        host,
-        port,
-        user,
-        password.map(|p| p.expose().to_owned()).unwrap_or_default(),
-        database,
-    );
+    let mut config = PgConfig::new(host, port, user, "", database);
+    config.password = password.cloned();
     for (k, v) in form_urlencoded::parse(query.as_bytes()) {
         match k.as_ref() {
             "slot" => config.slot = v.into_owned(),
@@ -664,7 +659,7 @@ mod tests {
             (c.slot.as_str(), c.publication.as_str()),
             ("relay_slot", "pub1")
         );
-        assert_eq!(c.password, "pw");
+        assert_eq!(c.password.as_ref().map(Secret::expose), Some("pw"));
         assert_eq!(c.tables, vec!["public.orders".to_owned()]);
         let c = pg_config("postgresql://seed@[::1]/shop", None, &tables()).unwrap();
         assert_eq!(

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::mysql::{MySqlConfig, MySqlConnector, MySqlSnapshotSource};
-use crate::postgres::{PgConfig, PgConnector};
+use crate::postgres::{PgConfig, PgConnector, PgSnapshotSource};
 use crate::snapshot::AnySnapshotSource;
 use crate::source::{ConnectorEvent, SourceConnector, SourcePosition, StartPosition, TableName};
 use crate::{ConnectorError, SourceCheck};
@@ -98,11 +98,9 @@ impl ConnectorConfig {
             ConnectorConfig::MariaDb(c) => {
                 MySqlSnapshotSource::new(c).map(AnySnapshotSource::MariaDb)
             }
-            ConnectorConfig::Postgres(_) => Err(ConnectorError::Config(
-                "a postgres source has no snapshot side yet: seed the bootstrap server from a \
-                 mariadb source, or bootstrap consumers from the relay's history"
-                    .into(),
-            )),
+            ConnectorConfig::Postgres(c) => {
+                PgSnapshotSource::new(c).map(AnySnapshotSource::Postgres)
+            }
         }
     }
 

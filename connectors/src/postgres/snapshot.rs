@@ -183,7 +183,7 @@ impl SnapshotSource for PgSnapshotSource {
         let rc = ReplicationConfig::new(
             self.config.host.clone(),
             self.config.user.clone(),
-            self.config.password.clone(),
+            self.config.password_text().to_owned(),
             self.config.database.clone(),
             export.clone(),
             publication.as_str(),
