@@ -1237,42 +1237,6 @@ impl SourceConnector for PgConnector {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn check_source_findings_sort_problems_under_their_requirement() {
-        let problems = vec![
-            "wal_level is replica; set wal_level = logical in postgresql.conf and restart the server"
-                .to_owned(),
-            "table public.t has REPLICA IDENTITY DEFAULT; run ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL (…)"
-                .to_owned(),
-        ];
-        let checks = checks_of(&problems);
-        let settings: Vec<_> = checks.iter().map(|c| c.setting).collect();
-        assert_eq!(
-            settings,
-            [
-                "wal_level",
-                "replication privilege",
-                "tables",
-                "primary key",
-                "replica identity"
-            ]
-        );
-        assert!(
-            matches!(&checks[4].outcome, CheckOutcome::Fix(f) if f.contains("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL"))
-        );
-        assert_eq!(checks[1].outcome, CheckOutcome::Ok);
-        let all_ok = checks_of(&[]);
-        assert_eq!(all_ok.len(), CHECKED.len());
-        assert!(all_ok.iter().all(|c| c.outcome == CheckOutcome::Ok));
-        let later = checks_of(&["publication databus does not include public.t".to_owned()]);
-        assert_eq!(later[5].setting, "publication");
-        assert!(matches!(later[5].outcome, CheckOutcome::Fix(_)));
-    }
-}
 
 /// Reads the catalog facts of relation `oid` (through `client`, so in its transaction's snapshot) and
 /// builds its schema from `columns` (a Relation message's, or the same read from the catalog by the
@@ -1380,4 +1344,41 @@ async fn describe_relation(
         }),
         codecs,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_source_findings_sort_problems_under_their_requirement() {
+        let problems = vec![
+            "wal_level is replica; set wal_level = logical in postgresql.conf and restart the server"
+                .to_owned(),
+            "table public.t has REPLICA IDENTITY DEFAULT; run ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL (…)"
+                .to_owned(),
+        ];
+        let checks = checks_of(&problems);
+        let settings: Vec<_> = checks.iter().map(|c| c.setting).collect();
+        assert_eq!(
+            settings,
+            [
+                "wal_level",
+                "replication privilege",
+                "tables",
+                "primary key",
+                "replica identity"
+            ]
+        );
+        assert!(
+            matches!(&checks[4].outcome, CheckOutcome::Fix(f) if f.contains("ALTER TABLE \"public\".\"t\" REPLICA IDENTITY FULL"))
+        );
+        assert_eq!(checks[1].outcome, CheckOutcome::Ok);
+        let all_ok = checks_of(&[]);
+        assert_eq!(all_ok.len(), CHECKED.len());
+        assert!(all_ok.iter().all(|c| c.outcome == CheckOutcome::Ok));
+        let later = checks_of(&["publication databus does not include public.t".to_owned()]);
+        assert_eq!(later[5].setting, "publication");
+        assert!(matches!(later[5].outcome, CheckOutcome::Fix(_)));
+    }
 }
