@@ -45,11 +45,13 @@ pub trait SnapshotHarness: Send {
     /// Commits one transaction inserting `rows` new rows (new keys, increasing), with varied values.
     fn insert(&mut self, rows: usize) -> impl Future<Output = ()> + Send;
 
-    /// Starts a writer committing `transactions` such insert transactions, one after the other,
-    /// concurrently with the caller; the handle ends when all are committed.
+    /// Starts a writer committing such insert transactions one after the other, concurrently with
+    /// the caller, until `stop` is cancelled, and then one more; the handle ends after that one.
+    /// (However fast the server and however slow a snapshot is to open, the writer is running while
+    /// it opens, and commits after it.)
     fn concurrent_inserts(
         &mut self,
-        transactions: usize,
+        stop: tokio_util::sync::CancellationToken,
     ) -> impl Future<Output = tokio::task::JoinHandle<()>> + Send;
 }
 
@@ -158,7 +160,8 @@ pub async fn snapshot_rows_and_schemas_equal_the_stream<H: SnapshotHarness>(h: &
 pub async fn stream_after_the_snapshot_has_no_gap_and_no_overlap<H: SnapshotHarness>(h: &mut H) {
     let tables = h.tables();
     h.insert(4).await;
-    let writer = h.concurrent_inserts(60).await;
+    let stop_writer = tokio_util::sync::CancellationToken::new();
+    let writer = h.concurrent_inserts(stop_writer.clone()).await;
     // Let the writer get going, so that it commits while the snapshot opens (the assertions do not
     // depend on when).
     tokio::time::sleep(std::time::Duration::from_millis(30)).await;
@@ -167,6 +170,7 @@ pub async fn stream_after_the_snapshot_has_no_gap_and_no_overlap<H: SnapshotHarn
     let at = snapshot.position().clone();
     let (before, _) = read_all(&mut snapshot, &tables, 7).await;
     snapshot.close().await.expect("close");
+    stop_writer.cancel();
     tokio::time::timeout(DEADLINE, writer)
         .await
         .expect("the writer finishes")

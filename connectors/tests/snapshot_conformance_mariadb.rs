@@ -110,12 +110,22 @@ impl SnapshotHarness for MariaDbHarness {
         let _ = conn.disconnect().await;
     }
 
-    async fn concurrent_inserts(&mut self, transactions: usize) -> tokio::task::JoinHandle<()> {
+    async fn concurrent_inserts(
+        &mut self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let mut conn = self.db.root_conn().await.expect("connect");
         let next_id = self.next_id.clone();
         tokio::spawn(async move {
-            for n in 0..transactions {
+            let mut n = 0;
+            loop {
+                let last = stop.is_cancelled();
                 commit(&mut conn, &next_id, 1 + n % 3).await;
+                n += 1;
+                if last {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
             }
             let _ = conn.disconnect().await;
         })

@@ -119,14 +119,23 @@ impl SnapshotHarness for PgHarness {
         commit(&client, &self.next_id, rows).await;
     }
 
-    async fn concurrent_inserts(&mut self, transactions: usize) -> tokio::task::JoinHandle<()> {
+    async fn concurrent_inserts(
+        &mut self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
         let client = self.pg.client().await.expect("connect");
         let next_id = self.next_id.clone();
-        // Paced: unpaced, the 60 transactions of the suite commit in about 10 ms (the test server
-        // does not fsync), before a snapshot (two SCRAM logins, a slot copy, a slot) has opened.
+        // Paced, so that the stream has a few hundred transactions rather than thousands while a
+        // snapshot (two SCRAM logins, a slot copy, a slot) opens.
         tokio::spawn(async move {
-            for n in 0..transactions {
+            let mut n = 0;
+            loop {
+                let last = stop.is_cancelled();
                 commit(&client, &next_id, 1 + n % 3).await;
+                n += 1;
+                if last {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(15)).await;
             }
         })

@@ -1237,7 +1237,6 @@ impl SourceConnector for PgConnector {
     }
 }
 
-
 /// Reads the catalog facts of relation `oid` (through `client`, so in its transaction's snapshot) and
 /// builds its schema from `columns` (a Relation message's, or the same read from the catalog by the
 /// snapshot): the one place the stream and the snapshot get a table's schema and codecs from.
