@@ -33,7 +33,8 @@ async fn ingest_rate_beside_pg_recvlogical() {
     ])
     .await
     .expect("setup");
-    // One change per transaction, in batches of 1000 transactions.
+    // One change per transaction (the shape of most OLTP sources), in batches of 1000 transactions:
+    // 6 in 10 insert a new row, 3 update a live one, 1 deletes the oldest live one.
     let start_lsn = pg
         .query_string("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::text")
         .await
@@ -41,15 +42,29 @@ async fn ingest_rate_beside_pg_recvlogical() {
         .expect("lsn")
         .parse::<u64>()
         .expect("number");
-    let mut id = 0u64;
-    while id < rows {
+    let (mut change, mut id, mut deleted) = (0u64, 0u64, 0u64);
+    while change < rows {
         let mut batch = Vec::new();
-        for _ in 0..1000.min(rows - id) {
-            id += 1;
-            batch.push(format!(
-                "INSERT INTO public.w VALUES ({id}, {}, 'value {id}', now())",
-                id % 1000
-            ));
+        for _ in 0..1000.min(rows - change) {
+            change += 1;
+            let live = id - deleted;
+            batch.push(match change % 10 {
+                _ if live < 10 || change % 10 < 6 => {
+                    id += 1;
+                    format!(
+                        "INSERT INTO public.w VALUES ({id}, {}, 'value {id}', now())",
+                        id % 1000
+                    )
+                }
+                6..=8 => format!(
+                    "UPDATE public.w SET n = n + 1, v = 'value {change}' WHERE id = {}",
+                    deleted + 1 + change.wrapping_mul(7919) % live
+                ),
+                _ => {
+                    deleted += 1;
+                    format!("DELETE FROM public.w WHERE id = {deleted}")
+                }
+            });
         }
         let refs: Vec<&str> = batch.iter().map(String::as_str).collect();
         pg.exec(&refs).await.expect("insert");
@@ -128,7 +143,14 @@ async fn ingest_rate_beside_pg_recvlogical() {
                     payload.clear();
                     schema
                         .encoder
-                        .encode(ch.after.as_ref().expect("after"), &mut payload)
+                        // A delete's event carries the row as it was (REPLICA IDENTITY FULL).
+                        .encode(
+                            ch.after
+                                .as_ref()
+                                .or(ch.before.as_ref())
+                                .expect("a row image"),
+                            &mut payload,
+                        )
                         .expect("encode");
                     bytes += payload.len();
                     seen += 1;
@@ -139,6 +161,7 @@ async fn ingest_rate_beside_pg_recvlogical() {
     }
     let ours = t.elapsed();
     c.shutdown().await.expect("shutdown");
+    assert_eq!(seen, rows, "every change arrived");
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
     println!(
         "rows {rows}: pg_recvlogical {:.2?} ({:.0} rows/s); connector + Avro {:.2?} ({:.0} rows/s, {bytes} payload bytes); ratio {:.2}x",
