@@ -9,7 +9,7 @@
 //! ```
 //!
 //! `--checkpoint` names the SQLite file holding both the replica and its checkpoint (table
-//! `databus_checkpoints`). With a bootstrap server a new replica starts from a consistent snapshot
+//! `databus_checkpoint`, `databus_client::checkpoint::CHECKPOINT_TABLE`). With a bootstrap server a new replica starts from a consistent snapshot
 //! (then catches up and follows the relay); without one, from the relay's oldest window. Stops on
 //! Ctrl-C or after `--max-windows` windows with data.
 //!
