@@ -16,3 +16,4 @@ mod s7_ddl;
 mod s8_change_fidelity;
 mod s8_producer_falls_off_relay;
 mod s9_bootstrap_reseeds_itself;
+mod s10_replicate;

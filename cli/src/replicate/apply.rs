@@ -18,7 +18,7 @@ use databus_client::{DataEvent, Window};
 use databus_core::{Checkpoint, Key, SchemaId, TableChangeCause};
 
 use super::mapping::{self, ident, table_ident};
-use super::target::Target;
+use super::target::{Replicated, Target};
 
 /// Statements are cut at about this many bytes (MariaDB's `max_allowed_packet` is 16 MiB by default).
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
@@ -47,7 +47,7 @@ pub struct Applied {
 #[derive(Debug)]
 pub struct Replica {
     target: Target,
-    tables: BTreeMap<TableName, TableSchema>,
+    tables: BTreeMap<TableName, Replicated>,
     schemas: HashMap<SchemaId, Arc<TableSchema>>,
 }
 
@@ -124,7 +124,9 @@ impl Replica {
             let known = self.tables.get(&name);
             if event.is_delete() {
                 // A delete needs the key only; a table the replica never created holds no row.
-                let Some(current) = known else { continue };
+                let Some(current) = known.map(|t| &t.schema) else {
+                    continue;
+                };
                 let key_names = |t: &TableSchema| -> Vec<String> {
                     t.primary_key
                         .iter()
@@ -148,7 +150,7 @@ impl Replica {
                     .insert(event.key().to_owned(), Change::Delete(key));
                 continue;
             }
-            if known != Some(&*schema) {
+            if known.map(|t| &t.schema) != Some(&*schema) {
                 self.flush(&mut pending, &mut applied).await?;
                 self.evolve(&schema).await?;
             }
@@ -178,7 +180,7 @@ impl Replica {
     /// Creates the table, or alters it from the schema the replica has to `schema`.
     async fn evolve(&mut self, schema: &TableSchema) -> Result<()> {
         let name = (schema.database.clone(), schema.table.clone());
-        match self.tables.get(&name) {
+        match self.tables.get(&name).cloned() {
             None => {
                 let sql = mapping::create_table(schema)?;
                 self.target
@@ -191,15 +193,41 @@ impl Replica {
                 tracing::info!(table = %schema.qualified_name(), "created the replica's table");
             }
             Some(old) => {
-                if let Some(sql) = mapping::alter_table(old, schema)? {
-                    self.target.exec(&sql).await?;
-                    tracing::info!(table = %schema.qualified_name(), statement = %sql, "followed a schema change");
+                let known = !mapping::may_rename(&old.statements);
+                match mapping::alter_table(&old.schema, schema, known) {
+                    Ok(Some(sql)) => {
+                        self.target.exec(&sql).await?;
+                        tracing::info!(table = %schema.qualified_name(), statement = %sql, "followed a schema change");
+                    }
+                    Ok(None) => {}
+                    // An empty table (truncated, or emptied for a snapshot) is simply made anew.
+                    Err(e) if self.is_empty(schema).await? => {
+                        let target_name = table_ident(schema);
+                        self.target
+                            .exec(&format!("DROP TABLE IF EXISTS {target_name}"))
+                            .await?;
+                        self.target.exec(&mapping::create_table(schema)?).await?;
+                        tracing::info!(table = %schema.qualified_name(), "created the empty replica table again for its new schema ({})", e.reason);
+                    }
+                    Err(e) => return Err(e.into()),
                 }
             }
         }
-        self.target.store_table(schema).await?;
-        self.tables.insert(name, schema.clone());
+        let replicated = Replicated {
+            schema: schema.clone(),
+            statements: Vec::new(),
+        };
+        self.target.store_table(&replicated).await?;
+        self.tables.insert(name, replicated);
         Ok(())
+    }
+
+    /// Whether the replica's table of `schema` holds no row.
+    async fn is_empty(&mut self, schema: &TableSchema) -> Result<bool> {
+        use mysql_async::prelude::Queryable;
+        let sql = format!("SELECT 1 FROM {} LIMIT 1", table_ident(schema));
+        let row: Option<i64> = self.target.conn.query_first(sql).await?;
+        Ok(row.is_none())
     }
 
     async fn table_event(&mut self, event: &DataEvent<'_>) -> Result<()> {
@@ -227,6 +255,13 @@ impl Replica {
                 tracing::info!(table = %change.table, "dropped the replica's table (dropped at the source)");
             }
             TableChangeCause::Alter => {
+                if change.new_schema.is_none()
+                    && let Some(table) = self.tables.get_mut(&name)
+                {
+                    table.statements.push(change.statement.clone());
+                    let table = table.clone();
+                    self.target.store_table(&table).await?;
+                }
                 // The new columns arrive with the next row (`evolve`); only what the rows can never
                 // tell is refused here.
                 if change.new_schema.is_none() && mapping::adds_with_default(&change.statement) {
@@ -255,6 +290,7 @@ impl Replica {
                 .tables
                 .get(&name)
                 .with_context(|| format!("table {}.{} has no replica schema", name.0, name.1))?
+                .schema
                 .clone();
             let mut deletes = Vec::new();
             let mut upserts = Vec::new();

@@ -138,7 +138,14 @@ pub fn create_table(table: &TableSchema) -> Result<String, MappingError> {
 /// drops, which may be a rename), the primary key and the order of the kept columns unchanged.
 /// `Ok(None)`: nothing to change. Idempotent (`ADD COLUMN IF NOT EXISTS`, `DROP COLUMN IF EXISTS`,
 /// `MODIFY`), so it can run again after a crash between it and the window's commit.
-pub fn alter_table(old: &TableSchema, new: &TableSchema) -> Result<Option<String>, MappingError> {
+///
+/// `drops_and_adds_known`: the source statements since `old` are known and rename nothing, so
+/// columns both dropped and added are a drop and an add.
+pub fn alter_table(
+    old: &TableSchema,
+    new: &TableSchema,
+    drops_and_adds_known: bool,
+) -> Result<Option<String>, MappingError> {
     let fail = |reason: String| MappingError {
         table: new.qualified_name(),
         reason,
@@ -168,7 +175,7 @@ pub fn alter_table(old: &TableSchema, new: &TableSchema) -> Result<Option<String
         .iter()
         .filter(|c| find(new, &c.name).is_none())
         .collect();
-    if !added.is_empty() && !dropped.is_empty() {
+    if !added.is_empty() && !dropped.is_empty() && !drops_and_adds_known {
         let show = |cs: &[&Column]| {
             cs.iter()
                 .map(|c| c.name.as_str())
@@ -233,6 +240,17 @@ pub fn alter_table(old: &TableSchema, new: &TableSchema) -> Result<Option<String
         table_ident(new),
         clauses.join(", ")
     )))
+}
+
+/// Whether the source statements `statements` may rename a column (`RENAME`, `CHANGE`): unless
+/// none does, a schema with columns both dropped and added is not clear.
+pub fn may_rename(statements: &[String]) -> bool {
+    statements.iter().any(|s| {
+        let upper = s.to_ascii_uppercase();
+        upper
+            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+            .any(|word| word == "RENAME" || word == "CHANGE")
+    })
 }
 
 /// Whether the source statement of an added column gave it a DEFAULT other than NULL: existing
@@ -407,12 +425,12 @@ mod tests {
         let old = table(vec![int("id"), int("a"), int("b")]);
         let add = table(vec![int("id"), int("a"), int("x"), int("b")]);
         assert_eq!(
-            alter_table(&old, &add).unwrap().unwrap(),
+            alter_table(&old, &add, false).unwrap().unwrap(),
             "ALTER TABLE `d`.`t` ADD COLUMN IF NOT EXISTS `x` INT NOT NULL AFTER `a`"
         );
         let drop = table(vec![int("id"), int("b")]);
         assert_eq!(
-            alter_table(&old, &drop).unwrap().unwrap(),
+            alter_table(&old, &drop, false).unwrap().unwrap(),
             "ALTER TABLE `d`.`t` DROP COLUMN IF EXISTS `a`"
         );
         let modify = table(vec![
@@ -421,16 +439,24 @@ mod tests {
             int("b"),
         ]);
         assert_eq!(
-            alter_table(&old, &modify).unwrap().unwrap(),
+            alter_table(&old, &modify, false).unwrap().unwrap(),
             "ALTER TABLE `d`.`t` MODIFY COLUMN `a` BIGINT NULL"
         );
-        assert_eq!(alter_table(&old, &old).unwrap(), None);
+        assert_eq!(alter_table(&old, &old, false).unwrap(), None);
         let rename = table(vec![int("id"), int("a2"), int("b")]);
-        let err = alter_table(&old, &rename).unwrap_err().to_string();
+        let err = alter_table(&old, &rename, false).unwrap_err().to_string();
         assert!(err.contains("table d.t") && err.contains("rename"), "{err}");
+        assert_eq!(
+            alter_table(&old, &rename, true).unwrap().unwrap(),
+            "ALTER TABLE `d`.`t` DROP COLUMN IF EXISTS `a`, ADD COLUMN IF NOT EXISTS `a2` INT NOT \
+             NULL AFTER `id`"
+        );
+        assert!(may_rename(&["alter table t change a a2 int".into()]));
+        assert!(may_rename(&["ALTER TABLE t RENAME COLUMN a TO a2".into()]));
+        assert!(!may_rename(&["ALTER TABLE t DROP COLUMN a, ADD COLUMN changed INT".into()]));
         let reorder = table(vec![int("id"), int("b"), int("a")]);
         assert!(
-            alter_table(&old, &reorder)
+            alter_table(&old, &reorder, true)
                 .unwrap_err()
                 .reason
                 .contains("reordered")
@@ -438,7 +464,7 @@ mod tests {
         let mut rekey = old.clone();
         rekey.primary_key = vec![1];
         assert!(
-            alter_table(&old, &rekey)
+            alter_table(&old, &rekey, true)
                 .unwrap_err()
                 .reason
                 .contains("primary key")

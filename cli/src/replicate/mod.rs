@@ -172,9 +172,12 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
     let mut stream = client.stream(shutdown.clone()).await?;
 
     let mut last_scn = checkpoint.as_ref().map(|c| c.window_scn.get());
-    let mut online = checkpoint
-        .as_ref()
-        .is_some_and(|c| c.mode == ConsumptionMode::Online);
+    // Following the relay (not inside a bootstrap): --once may stop only then.
+    let mut online = match &checkpoint {
+        Some(c) => c.mode == ConsumptionMode::Online,
+        None => opts.bootstrap.is_empty(),
+    };
+    let mut last_check = Instant::now();
     let mut progress = Progress::default();
     let mut last_log = Instant::now();
     let mut last_timestamp_ns = 0u64;
@@ -253,21 +256,17 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
             progress.rows = 0;
             last_log = Instant::now();
         }
-        if opts.once && online {
-            // Caught up: nothing newer at the relay than what was applied; with a table filter the
-            // relay's newest windows may all be filtered out, so a quiet second counts too.
-            let quiet = idle_since.elapsed() >= Duration::from_secs(1);
-            if quiet || progress.windows == 0 {
-                let max = relay_max_scn(&relay).await.unwrap_or(None);
-                let caught_up = match (max, last_scn) {
-                    (Some(max), Some(at)) => at >= max,
-                    (None, _) => quiet,
-                    (Some(_), None) => false,
-                };
-                if caught_up || (quiet && !opts.tables.is_empty()) {
-                    tracing::info!(scn = ?last_scn, "caught up with the relay (--once)");
-                    break;
-                }
+        if opts.once && online && last_check.elapsed() >= tick {
+            last_check = Instant::now();
+            // Caught up: the relay holds nothing newer than what was applied. With --tables the
+            // relay's newest windows may all be filtered out: two quiet seconds count too.
+            let quiet = idle_since.elapsed() >= Duration::from_secs(2);
+            let max = relay_max_scn(&relay).await.ok().flatten();
+            let caught_up = matches!((max, last_scn), (Some(max), Some(at)) if at >= max)
+                || (quiet && (max.is_none() || !opts.tables.is_empty()));
+            if caught_up {
+                tracing::info!(scn = ?last_scn, "caught up with the relay (--once)");
+                break;
             }
         }
     }

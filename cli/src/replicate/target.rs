@@ -41,6 +41,16 @@ pub fn options(url: &str, password: Option<String>) -> Result<Opts> {
         .into())
 }
 
+/// A replicated table: the schema the replica's table has, and the source's schema-change
+/// statements seen since (they tell a drop and an add from a rename).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replicated {
+    /// The replica table's schema.
+    pub schema: TableSchema,
+    /// `ALTER` statements of the source since `schema`.
+    pub statements: Vec<String>,
+}
+
 /// A connection to the target with the replica's session settings and its own tables.
 #[derive(Debug)]
 pub struct Target {
@@ -88,6 +98,7 @@ impl Target {
             format!(
                 "CREATE TABLE IF NOT EXISTS {} (replica VARCHAR(255) NOT NULL, \
                  db VARCHAR(64) NOT NULL, tbl VARCHAR(64) NOT NULL, table_schema LONGTEXT NOT NULL, \
+                 statements LONGTEXT NOT NULL, \
                  PRIMARY KEY (replica, db, tbl)) ENGINE=InnoDB",
                 qualified(meta_db, TABLES_TABLE)
             ),
@@ -152,40 +163,47 @@ impl Target {
         self.exec(&sql).await
     }
 
-    /// The schema each replicated table was last created or altered to, by `(database, table)`.
-    pub async fn load_tables(&mut self) -> Result<BTreeMap<(String, String), TableSchema>> {
+    /// The schema each replicated table was last created or altered to, by `(database, table)`,
+    /// with the source's schema-change statements seen since.
+    pub async fn load_tables(&mut self) -> Result<BTreeMap<(String, String), Replicated>> {
         let sql = format!(
-            "SELECT db, tbl, table_schema FROM {} WHERE replica = {}",
+            "SELECT db, tbl, table_schema, statements FROM {} WHERE replica = {}",
             qualified(&self.meta_db, TABLES_TABLE),
             string_literal(&self.name)
         );
-        let rows: Vec<(String, String, String)> = self.conn.query(sql).await?;
+        let rows: Vec<(String, String, String, String)> = self.conn.query(sql).await?;
         self.rollback().await;
         let mut tables = BTreeMap::new();
-        for (db, tbl, json) in rows {
-            let Ok(schema) = serde_json::from_str::<TableSchema>(&json) else {
+        for (db, tbl, json, statements) in rows {
+            let (Ok(schema), Ok(statements)) = (
+                serde_json::from_str::<TableSchema>(&json),
+                serde_json::from_str::<Vec<String>>(&statements),
+            ) else {
                 bail!(
                     "the schema of {db}.{tbl} in {}.{TABLES_TABLE} is unusable; delete the row and \
                      the replica's table, then restart (the table is created again)",
                     self.meta_db
                 );
             };
-            tables.insert((db, tbl), schema);
+            tables.insert((db, tbl), Replicated { schema, statements });
         }
         Ok(tables)
     }
 
-    /// Records `schema` as the replica's schema of its table (in the open transaction).
-    pub async fn store_table(&mut self, schema: &TableSchema) -> Result<()> {
+    /// Records the replica's schema of a table and the statements since (in the open transaction).
+    pub async fn store_table(&mut self, table: &Replicated) -> Result<()> {
+        let schema = &table.schema;
         let json = serde_json::to_string(schema)?;
+        let statements = serde_json::to_string(&table.statements)?;
         let sql = format!(
-            "INSERT INTO {} (replica, db, tbl, table_schema) VALUES ({}, {}, {}, {}) \
-             ON DUPLICATE KEY UPDATE table_schema = VALUES(table_schema)",
+            "INSERT INTO {} (replica, db, tbl, table_schema, statements) VALUES ({}, {}, {}, {}, {}) \
+             ON DUPLICATE KEY UPDATE table_schema = VALUES(table_schema), statements = VALUES(statements)",
             qualified(&self.meta_db, TABLES_TABLE),
             string_literal(&self.name),
             string_literal(&schema.database),
             string_literal(&schema.table),
-            string_literal(&json)
+            string_literal(&json),
+            string_literal(&statements)
         );
         self.exec(&sql).await
     }
