@@ -51,10 +51,12 @@ async fn columns(conn: &mut Conn, table: &str) -> anyhow::Result<Vec<(String, St
 async fn replica_survives_sigkill_and_ends_with_equal_checksums() -> anyhow::Result<()> {
     let seed = env_or("DATABUS_REPLICATE_SEED", 10);
     let steps = env_or("DATABUS_REPLICATE_STEPS", 300) as usize;
-    let source = databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default()).await?;
+    let source =
+        databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default()).await?;
     source.exec(fidelity::SCHEMA).await?;
     let url = source.create_user_with_grants("repl", "repl-pw").await?;
-    let target = databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default()).await?;
+    let target =
+        databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default()).await?;
     target
         .create_user("replica", "replica-pw", "ALL PRIVILEGES")
         .await?;

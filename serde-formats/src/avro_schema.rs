@@ -338,81 +338,6 @@ pub fn avro_schema(table: &TableSchema) -> Result<Schema> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::Column;
-
-    fn table(columns: Vec<Column>) -> TableSchema {
-        TableSchema {
-            database: "db".into(),
-            table: "t".into(),
-            columns,
-            primary_key: vec![],
-        }
-    }
-
-    #[test]
-    fn colliding_sanitized_names_get_suffixes_and_keep_originals() {
-        let t = TableSchema {
-            database: "my-db".into(),
-            table: "1 table".into(),
-            columns: vec![
-                Column::new("a-b", ColumnType::Json, false),
-                Column::new("a_b", ColumnType::Json, false),
-                Column::new("a b", ColumnType::Json, false),
-            ],
-            primary_key: vec![1],
-        };
-        assert_eq!(field_names(&t), ["a_b", "a_b_2", "a_b_3"]);
-        let json = avro_schema_json(&t).unwrap();
-        assert_eq!(json["name"], "_1_table");
-        assert_eq!(json["namespace"], "my_db");
-        assert_eq!(json[ATTR_TABLE], "1 table");
-        assert_eq!(json[ATTR_DATABASE], "my-db");
-        assert_eq!(json[ATTR_PRIMARY_KEY], json!(["a_b"]));
-        assert_eq!(json["fields"][0][ATTR_COLUMN], "a-b");
-        assert_eq!(json["fields"][1][ATTR_COLUMN], "a_b");
-        assert_eq!(json["fields"][2][ATTR_COLUMN], "a b");
-        avro_schema(&t).unwrap();
-    }
-
-    #[test]
-    fn invalid_tables_are_errors_naming_the_table_and_column() {
-        let err = avro_schema(&table(vec![Column::new(
-            "price",
-            ColumnType::Decimal {
-                precision: 4,
-                scale: 5,
-            },
-            false,
-        )]))
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("db.t") && err.to_string().contains("price"),
-            "{err}"
-        );
-        let mut t = table(vec![Column::new("a", ColumnType::Year, false)]);
-        t.primary_key = vec![3];
-        assert!(matches!(avro_schema(&t), Err(Error::InvalidSchema { .. })));
-        assert!(avro_schema(&table(vec![])).is_err());
-        let bit = table(vec![Column::new("b", ColumnType::Bit { width: 65 }, false)]);
-        assert!(avro_schema(&bit).is_err());
-    }
-
-    #[test]
-    fn nullable_columns_are_unions_with_null_default() {
-        let json =
-            avro_schema_json(&table(vec![Column::new("d", ColumnType::Date, true)])).unwrap();
-        assert_eq!(
-            json["fields"][0]["type"],
-            json!(["null", {"type": "int", "logicalType": "date"}])
-        );
-        assert_eq!(json["fields"][0]["default"], Json::Null);
-        assert_eq!(json["fields"][0][ATTR_TYPE], "date");
-    }
-}
-
 /// Parses the compact type text of a `databus.type` attribute back into a [`ColumnType`] (the
 /// inverse of [`type_descriptor`]); `None` when the text is not one it writes.
 ///
@@ -602,4 +527,79 @@ pub fn table_schema(schema: &Schema) -> Result<TableSchema> {
         columns,
         primary_key,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Column;
+
+    fn table(columns: Vec<Column>) -> TableSchema {
+        TableSchema {
+            database: "db".into(),
+            table: "t".into(),
+            columns,
+            primary_key: vec![],
+        }
+    }
+
+    #[test]
+    fn colliding_sanitized_names_get_suffixes_and_keep_originals() {
+        let t = TableSchema {
+            database: "my-db".into(),
+            table: "1 table".into(),
+            columns: vec![
+                Column::new("a-b", ColumnType::Json, false),
+                Column::new("a_b", ColumnType::Json, false),
+                Column::new("a b", ColumnType::Json, false),
+            ],
+            primary_key: vec![1],
+        };
+        assert_eq!(field_names(&t), ["a_b", "a_b_2", "a_b_3"]);
+        let json = avro_schema_json(&t).unwrap();
+        assert_eq!(json["name"], "_1_table");
+        assert_eq!(json["namespace"], "my_db");
+        assert_eq!(json[ATTR_TABLE], "1 table");
+        assert_eq!(json[ATTR_DATABASE], "my-db");
+        assert_eq!(json[ATTR_PRIMARY_KEY], json!(["a_b"]));
+        assert_eq!(json["fields"][0][ATTR_COLUMN], "a-b");
+        assert_eq!(json["fields"][1][ATTR_COLUMN], "a_b");
+        assert_eq!(json["fields"][2][ATTR_COLUMN], "a b");
+        avro_schema(&t).unwrap();
+    }
+
+    #[test]
+    fn invalid_tables_are_errors_naming_the_table_and_column() {
+        let err = avro_schema(&table(vec![Column::new(
+            "price",
+            ColumnType::Decimal {
+                precision: 4,
+                scale: 5,
+            },
+            false,
+        )]))
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("db.t") && err.to_string().contains("price"),
+            "{err}"
+        );
+        let mut t = table(vec![Column::new("a", ColumnType::Year, false)]);
+        t.primary_key = vec![3];
+        assert!(matches!(avro_schema(&t), Err(Error::InvalidSchema { .. })));
+        assert!(avro_schema(&table(vec![])).is_err());
+        let bit = table(vec![Column::new("b", ColumnType::Bit { width: 65 }, false)]);
+        assert!(avro_schema(&bit).is_err());
+    }
+
+    #[test]
+    fn nullable_columns_are_unions_with_null_default() {
+        let json =
+            avro_schema_json(&table(vec![Column::new("d", ColumnType::Date, true)])).unwrap();
+        assert_eq!(
+            json["fields"][0]["type"],
+            json!(["null", {"type": "int", "logicalType": "date"}])
+        );
+        assert_eq!(json["fields"][0]["default"], Json::Null);
+        assert_eq!(json["fields"][0][ATTR_TYPE], "date");
+    }
 }

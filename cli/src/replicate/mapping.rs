@@ -453,7 +453,9 @@ mod tests {
         );
         assert!(may_rename(&["alter table t change a a2 int".into()]));
         assert!(may_rename(&["ALTER TABLE t RENAME COLUMN a TO a2".into()]));
-        assert!(!may_rename(&["ALTER TABLE t DROP COLUMN a, ADD COLUMN changed INT".into()]));
+        assert!(!may_rename(&[
+            "ALTER TABLE t DROP COLUMN a, ADD COLUMN changed INT".into()
+        ]));
         let reorder = table(vec![int("id"), int("b"), int("a")]);
         assert!(
             alter_table(&old, &reorder, true)
