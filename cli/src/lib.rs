@@ -70,6 +70,7 @@ pub mod http;
 pub mod mariadb;
 pub mod quickstart;
 pub mod relay_cmd;
+pub mod replicate;
 pub mod report;
 pub mod status;
 pub mod tail;

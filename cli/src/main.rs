@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use databus_cli::http::RelayUrl;
 use databus_cli::tail::{Next, Start, TailOptions};
 use databus_cli::{
-    UsageError, bootstrap_cmd, check, exit, quickstart, relay_cmd, status, tail, tail_bootstrap,
+    UsageError, bootstrap_cmd, check, exit, quickstart, relay_cmd, replicate, status, tail,
+    tail_bootstrap,
 };
 use databus_core::Scn;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +55,44 @@ enum Command {
     Status(StatusArgs),
     /// Run the whole pipeline against a private MariaDB and show changes flowing, then clean up.
     Quickstart(QuickstartArgs),
+    /// Keep a typed replica of the captured tables in a MariaDB target, each source transaction
+    /// applied with the replica's checkpoint in one target transaction (docs/replicate.md).
+    Replicate(ReplicateArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplicateArgs {
+    /// Relay base URL; repeat for failover between relays.
+    #[arg(long = "relay", required = true)]
+    relays: Vec<String>,
+    /// Bootstrap server base URL: a new replica starts from its consistent snapshot, and one that
+    /// fell off the relay catches up through it. Repeatable.
+    #[arg(long)]
+    bootstrap: Vec<String>,
+    /// The target MariaDB, without a password: mysql://user@host:3306/
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Environment variable holding the target user's password.
+    #[arg(long, value_name = "NAME")]
+    password_env: Option<String>,
+    /// File holding the target user's password.
+    #[arg(long, value_name = "PATH", conflicts_with = "password_env")]
+    password_file: Option<PathBuf>,
+    /// Only these tables, database.table, comma-separated (default: every table of the relay).
+    #[arg(long, value_delimiter = ',')]
+    tables: Vec<String>,
+    /// Exit once caught up with the relay.
+    #[arg(long)]
+    once: bool,
+    /// The replica's name: its row in databus_replica_checkpoint (several replicas may share a target).
+    #[arg(long, default_value = "replica")]
+    name: String,
+    /// Database of the replica's own tables (checkpoint, replicated schemas) in the target.
+    #[arg(long, default_value = "databus")]
+    meta_db: String,
+    /// How often progress and lag are logged.
+    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
+    progress_every: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -509,6 +548,25 @@ async fn run(command: Command) -> Result<u8> {
             } else {
                 databus_cli::out!("{}", status::render(&relay, &st, &sources));
             }
+            Ok(exit::OK)
+        }
+        Command::Replicate(args) => {
+            replicate::run(
+                replicate::ReplicateOptions {
+                    relays: args.relays,
+                    bootstrap: args.bootstrap,
+                    to: args.to,
+                    password_env: args.password_env,
+                    password_file: args.password_file,
+                    tables: args.tables,
+                    once: args.once,
+                    name: args.name,
+                    meta_db: args.meta_db,
+                    progress_every: args.progress_every,
+                },
+                shutdown_on_signal(),
+            )
+            .await?;
             Ok(exit::OK)
         }
         Command::Quickstart(args) => {

@@ -25,6 +25,7 @@ fn help_lists_commands_and_exit_codes() {
         "tail",
         "status",
         "quickstart",
+        "replicate",
         "Exit codes:",
         "3  check-source found settings or grants to fix",
     ] {
@@ -32,6 +33,23 @@ fn help_lists_commands_and_exit_codes() {
     }
     let out = run(databus().arg("no-such-command"));
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn replicate_refuses_a_password_in_the_target_url() {
+    let out = run(databus().args([
+        "replicate",
+        "--relay",
+        "http://127.0.0.1:9",
+        "--to",
+        "mysql://replica:hunter2@127.0.0.1:9/",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("--password-env") && !stderr.contains("hunter2"),
+        "{stderr}"
+    );
 }
 
 const CONFIG: &str = r#"

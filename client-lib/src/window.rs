@@ -299,6 +299,26 @@ impl<'a> DataEvent<'a> {
             .map_err(|e| self.decode_err(e.to_string()))
     }
 
+    /// The table schema of the payload's writer schema: original database, table and column names,
+    /// exact column types, nullability and primary key (what a replica creates its table from).
+    pub fn table_schema(&self) -> Result<databus_serde_formats::TableSchema, ClientError> {
+        let writer = self.writer_or_err()?;
+        databus_serde_formats::avro_schema::table_schema(&writer)
+            .map_err(|e| self.decode_err(e.to_string()))
+    }
+
+    /// The payload as model values in column order of `table` (the event's
+    /// [`DataEvent::table_schema`]), exact: DECIMAL as its text, BIGINT UNSIGNED as `u64`, zero
+    /// dates kept, ENUM by index, SET as a bitmask. Ignores the reader schema.
+    pub fn row(
+        &self,
+        table: &databus_serde_formats::TableSchema,
+    ) -> Result<databus_serde_formats::Row, ClientError> {
+        let writer = self.writer_or_err()?;
+        databus_serde_formats::decode::decode_row(self.payload(), &writer, table)
+            .map_err(|e| self.decode_err(e.to_string()))
+    }
+
     /// The payload as JSON keyed by column name (see `databus_serde_formats::decode`).
     pub fn json(&self) -> Result<serde_json::Value, ClientError> {
         let writer = self.writer_or_err()?;

@@ -6,6 +6,7 @@ mod bad_input;
 mod faults;
 mod hostile;
 mod pg_relay;
+mod s10_replicate;
 mod s1_search_indexer;
 mod s2_cache_invalidator;
 mod s3_snapshot_bootstrap;

@@ -338,6 +338,197 @@ pub fn avro_schema(table: &TableSchema) -> Result<Schema> {
     })
 }
 
+/// Parses the compact type text of a `databus.type` attribute back into a [`ColumnType`] (the
+/// inverse of [`type_descriptor`]); `None` when the text is not one it writes.
+///
+/// ```
+/// use databus_serde_formats::ColumnType;
+/// use databus_serde_formats::avro_schema::{parse_type_descriptor, type_descriptor};
+/// let t = ColumnType::Enum { values: vec!["a".into(), "it's".into(), "x,y".into()] };
+/// assert_eq!(parse_type_descriptor(&type_descriptor(&t)), Some(t));
+/// assert_eq!(parse_type_descriptor("int unsigned"), Some(ColumnType::Int { unsigned: true }));
+/// assert_eq!(parse_type_descriptor("varchar(3)"), None);
+/// ```
+pub fn parse_type_descriptor(text: &str) -> Option<ColumnType> {
+    let (base, unsigned) = match text.strip_suffix(" unsigned") {
+        Some(base) => (base, true),
+        None => (text, false),
+    };
+    let int_type = match base {
+        "tinyint" => Some(ColumnType::TinyInt { unsigned }),
+        "smallint" => Some(ColumnType::SmallInt { unsigned }),
+        "mediumint" => Some(ColumnType::MediumInt { unsigned }),
+        "int" => Some(ColumnType::Int { unsigned }),
+        "bigint" => Some(ColumnType::BigInt { unsigned }),
+        _ => None,
+    };
+    if int_type.is_some() || unsigned {
+        return int_type;
+    }
+    let simple = match text {
+        "float" => Some(ColumnType::Float),
+        "double" => Some(ColumnType::Double),
+        "date" => Some(ColumnType::Date),
+        "year" => Some(ColumnType::Year),
+        "text" => Some(ColumnType::Text { max_chars: None }),
+        "bytes" => Some(ColumnType::Bytes { max_bytes: None }),
+        "json" => Some(ColumnType::Json),
+        _ => None,
+    };
+    if simple.is_some() {
+        return simple;
+    }
+    let open = text.find('(')?;
+    let (name, args) = (&text[..open], text[open + 1..].strip_suffix(')')?);
+    let number = |s: &str| s.parse::<u32>().ok();
+    let small = |s: &str| s.parse::<u8>().ok();
+    match name {
+        "decimal" => {
+            let (p, s) = args.split_once(',')?;
+            Some(ColumnType::Decimal {
+                precision: small(p)?,
+                scale: small(s)?,
+            })
+        }
+        "time" => Some(ColumnType::Time { fsp: small(args)? }),
+        "datetime" => Some(ColumnType::DateTime { fsp: small(args)? }),
+        "timestamp" => Some(ColumnType::Timestamp { fsp: small(args)? }),
+        "text" => Some(ColumnType::Text {
+            max_chars: Some(number(args)?),
+        }),
+        "bytes" => Some(ColumnType::Bytes {
+            max_bytes: Some(number(args)?),
+        }),
+        "bit" => Some(ColumnType::Bit {
+            width: small(args)?,
+        }),
+        "enum" => Some(ColumnType::Enum {
+            values: parse_quoted_list(args)?,
+        }),
+        "set" => Some(ColumnType::Set {
+            members: parse_quoted_list(args)?,
+        }),
+        _ => None,
+    }
+}
+
+/// `'a','it''s'` -> `["a", "it's"]` (the list form of [`type_descriptor`]).
+fn parse_quoted_list(text: &str) -> Option<Vec<String>> {
+    let mut items = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut item = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    item.push('\'');
+                }
+                '\'' => break,
+                c => item.push(c),
+            }
+        }
+        items.push(item);
+        match chars.next() {
+            None => return Some(items),
+            Some(',') => {}
+            Some(_) => return None,
+        }
+    }
+}
+
+/// The [`TableSchema`] an Avro record schema of this crate describes (the inverse of
+/// [`avro_schema`]): original names from the `databus.*` attributes, column types from
+/// `databus.type`, nullability from the `["null", T]` unions, the primary key from
+/// `databus.primary_key`. A schema not written by [`avro_schema`] is an [`Error::InvalidSchema`]
+/// naming what is missing.
+///
+/// ```
+/// use databus_serde_formats::{Column, ColumnType, TableSchema};
+/// use databus_serde_formats::avro_schema::{avro_schema, table_schema};
+///
+/// let table = TableSchema {
+///     database: "shop-eu".into(),
+///     table: "orders".into(),
+///     columns: vec![
+///         Column::new("id", ColumnType::BigInt { unsigned: true }, false),
+///         Column::new("total €", ColumnType::Decimal { precision: 10, scale: 2 }, true),
+///     ],
+///     primary_key: vec![0],
+/// };
+/// assert_eq!(table_schema(&avro_schema(&table).unwrap()).unwrap(), table);
+/// ```
+pub fn table_schema(schema: &Schema) -> Result<TableSchema> {
+    let Schema::Record(record) = schema else {
+        return Err(Error::InvalidSchema {
+            table: "(unknown)".to_owned(),
+            reason: "the schema is not an avro record".to_owned(),
+        });
+    };
+    let attr = |key: &str| record.attributes.get(key).and_then(Json::as_str);
+    let database = attr(ATTR_DATABASE)
+        .map(str::to_owned)
+        .or_else(|| record.name.namespace().map(str::to_owned))
+        .unwrap_or_default();
+    let table = attr(ATTR_TABLE)
+        .map(str::to_owned)
+        .unwrap_or_else(|| record.name.name().to_owned());
+    let invalid = |reason: String| Error::InvalidSchema {
+        table: format!("{database}.{table}"),
+        reason,
+    };
+    let mut columns = Vec::with_capacity(record.fields.len());
+    for field in &record.fields {
+        let name = field
+            .custom_attributes
+            .get(ATTR_COLUMN)
+            .and_then(Json::as_str)
+            .unwrap_or(&field.name)
+            .to_owned();
+        let descriptor = field
+            .custom_attributes
+            .get(ATTR_TYPE)
+            .and_then(Json::as_str)
+            .ok_or_else(|| invalid(format!("field {} has no {ATTR_TYPE} attribute", field.name)))?;
+        let column_type = parse_type_descriptor(descriptor).ok_or_else(|| {
+            invalid(format!(
+                "field {} has the unknown {ATTR_TYPE} {descriptor:?}",
+                field.name
+            ))
+        })?;
+        let nullable = matches!(&field.schema, Schema::Union(u) if u.is_nullable());
+        columns.push(crate::model::Column {
+            name,
+            column_type,
+            nullable,
+        });
+    }
+    let key_names = record
+        .attributes
+        .get(ATTR_PRIMARY_KEY)
+        .and_then(Json::as_array)
+        .ok_or_else(|| invalid(format!("the record has no {ATTR_PRIMARY_KEY} attribute")))?;
+    let primary_key = key_names
+        .iter()
+        .map(|n| {
+            let n = n.as_str().unwrap_or_default();
+            columns
+                .iter()
+                .position(|c| c.name == n)
+                .ok_or_else(|| invalid(format!("primary key column {n:?} is not a field")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(TableSchema {
+        database,
+        table,
+        columns,
+        primary_key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

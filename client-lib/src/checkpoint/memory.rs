@@ -17,6 +17,16 @@ impl MemoryCheckpointStore {
     pub fn new() -> Self {
         Self::default()
     }
+
+    /// A store holding `checkpoint`: for a consumer that keeps its checkpoint in its own database,
+    /// committed in the same transaction as each window's data (effectively-once with the pull API).
+    /// It loads the checkpoint from its database, gives the client this store, and writes each
+    /// window's (and each phase change's) checkpoint itself; `store` here only keeps it in memory.
+    pub fn starting_at(checkpoint: Option<Checkpoint>) -> Self {
+        MemoryCheckpointStore {
+            current: Mutex::new(checkpoint),
+        }
+    }
 }
 
 impl CheckpointStore for MemoryCheckpointStore {

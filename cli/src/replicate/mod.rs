@@ -1,0 +1,292 @@
+//! `databus replicate`: keeps a typed replica of the captured tables in a MariaDB target.
+//!
+//! - [`mapping`]: model types to MariaDB column types, `CREATE TABLE`, the `ALTER TABLE` of a schema
+//!   change, value literals.
+//! - [`target`]: the target connection, the replica's checkpoint table
+//!   (`databus_replica_checkpoint`) and its table of replicated schemas.
+//! - [`apply`]: one window = batched statements + the checkpoint + `COMMIT`.
+//!
+//! Built on the client library's pull API ([`databus_client::WindowStream`]): the client does the
+//! relay → bootstrap → relay switching; the replica loads its checkpoint from the target, hands the
+//! client a [`MemoryCheckpointStore`] starting there, and commits every window's checkpoint with
+//! the window's rows. docs/replicate.md is the user's guide.
+
+pub mod apply;
+pub mod mapping;
+pub mod target;
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use databus_client::{
+    ClientConfig, DatabusClient, MemoryCheckpointStore, Phase, StartPosition, StreamItem,
+    Transition,
+};
+use databus_core::{ConsumptionMode, SourceId};
+use databus_filters::FilterSpec;
+use tokio_util::sync::CancellationToken;
+
+use crate::UsageError;
+use crate::http::{AnswerJson, RelayUrl};
+
+/// What `databus replicate` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ReplicateOptions {
+    /// Relay base URLs (failover in order).
+    pub relays: Vec<String>,
+    /// Bootstrap server base URLs: a new replica starts from a snapshot.
+    pub bootstrap: Vec<String>,
+    /// `mysql://user@host:port/` of the target (no password).
+    pub to: String,
+    /// Environment variable holding the target's password.
+    pub password_env: Option<String>,
+    /// File holding the target's password (trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Only these `database.table`s (default: every table of the relay).
+    pub tables: Vec<String>,
+    /// Exit once caught up with the relay.
+    pub once: bool,
+    /// The replica's name: its checkpoint row.
+    pub name: String,
+    /// Database of the replica's own tables in the target.
+    pub meta_db: String,
+    /// How often progress and lag are logged.
+    pub progress_every: Duration,
+}
+
+/// The target's password, from the environment or a file.
+fn password(opts: &ReplicateOptions) -> Result<Option<String>> {
+    match (&opts.password_env, &opts.password_file) {
+        (Some(_), Some(_)) => {
+            Err(UsageError("give --password-env or --password-file, not both".into()).into())
+        }
+        (Some(var), None) => std::env::var(var).map(Some).map_err(|_| {
+            UsageError(format!("--password-env {var}: the variable is not set")).into()
+        }),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| UsageError(format!("--password-file {}: {e}", path.display())))?;
+            Ok(Some(text.trim_end_matches(['\n', '\r']).to_owned()))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// The source ids of `tables` (`database.table`), from the relay's `/v1/sources`.
+async fn source_ids(relay: &RelayUrl, tables: &[String]) -> Result<BTreeSet<SourceId>> {
+    let answer = crate::http::get(relay, "/v1/sources", Duration::from_secs(10)).await?;
+    if answer.status != 200 {
+        bail!(
+            "/v1/sources answered {}: {}",
+            answer.status,
+            answer.error_message()
+        );
+    }
+    let body = answer.json()?;
+    let empty = Vec::new();
+    let sources = body["sources"].as_array().unwrap_or(&empty);
+    let mut ids = BTreeSet::new();
+    for wanted in tables {
+        let found = sources
+            .iter()
+            .find(|s| s["table"].as_str() == Some(wanted.as_str()))
+            .and_then(|s| s["id"].as_u64())
+            .and_then(|id| u16::try_from(id).ok());
+        match found {
+            Some(id) => {
+                ids.insert(SourceId::new(id));
+            }
+            None => {
+                let known: Vec<&str> = sources.iter().filter_map(|s| s["table"].as_str()).collect();
+                return Err(UsageError(format!(
+                    "--tables: the relay captures no table {wanted}; it captures {}",
+                    known.join(", ")
+                ))
+                .into());
+            }
+        }
+    }
+    Ok(ids)
+}
+
+/// The newest SCN the relay holds (`max_scn` of its first buffer).
+async fn relay_max_scn(relay: &RelayUrl) -> Result<Option<u64>> {
+    let answer = crate::http::get(relay, "/v1/status", Duration::from_secs(10)).await?;
+    if answer.status != 200 {
+        return Ok(None);
+    }
+    Ok(answer.json()?["buffers"][0]["max_scn"].as_u64())
+}
+
+/// Progress counters between two log lines.
+#[derive(Debug, Default)]
+struct Progress {
+    windows: u64,
+    rows: u64,
+    total_windows: u64,
+    total_rows: u64,
+}
+
+/// Replicates until `shutdown` is cancelled, or with `once` until caught up with the relay.
+pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<()> {
+    if opts.relays.is_empty() {
+        return Err(UsageError("give at least one --relay URL".into()).into());
+    }
+    let password = password(&opts)?;
+    let target_opts = target::options(&opts.to, password)?;
+    let target = target::Target::connect(target_opts, &opts.meta_db, &opts.name).await?;
+    let mut replica = apply::Replica::open(target).await?;
+    let checkpoint = replica.target().load_checkpoint().await?;
+    let relay =
+        RelayUrl::parse(&opts.relays[0]).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
+
+    let mut config = ClientConfig::with_relays(opts.relays.clone());
+    config.bootstrap_servers = opts.bootstrap.clone();
+    config.start = if opts.bootstrap.is_empty() {
+        if checkpoint.is_none() {
+            tracing::warn!(
+                "no --bootstrap: a new replica starts from the oldest change the relay holds; rows \
+                 written before it are missing (give --bootstrap URL to start from a snapshot)"
+            );
+        }
+        StartPosition::Oldest
+    } else {
+        StartPosition::Snapshot
+    };
+    if !opts.tables.is_empty() {
+        let ids = source_ids(&relay, &opts.tables).await?;
+        config.filter = FilterSpec::new(Some(ids), Vec::new(), Default::default())
+            .map_err(|e| UsageError(format!("--tables: {e}")))?;
+    }
+    match &checkpoint {
+        Some(cp) => {
+            tracing::info!(replica = %opts.name, scn = %cp.window_scn, mode = ?cp.mode, "resuming from the target's checkpoint")
+        }
+        None => tracing::info!(replica = %opts.name, "new replica: no checkpoint in the target"),
+    }
+    let store = Arc::new(MemoryCheckpointStore::starting_at(checkpoint.clone()));
+    let client = DatabusClient::new(config, store).context("configuring the client")?;
+    let mut stream = client.stream(shutdown.clone()).await?;
+
+    let mut last_scn = checkpoint.as_ref().map(|c| c.window_scn.get());
+    // Following the relay (not inside a bootstrap): --once may stop only then.
+    let mut online = match &checkpoint {
+        Some(c) => c.mode == ConsumptionMode::Online,
+        None => opts.bootstrap.is_empty(),
+    };
+    let mut last_check = Instant::now();
+    let mut progress = Progress::default();
+    let mut last_log = Instant::now();
+    let mut last_timestamp_ns = 0u64;
+    let mut idle_since = Instant::now();
+    let tick = Duration::from_millis(500);
+    loop {
+        let item = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            item = tokio::time::timeout(tick, stream.next_item()) => item,
+        };
+        match item {
+            Err(_elapsed) => {}
+            Ok(None) => {
+                if shutdown.is_cancelled() {
+                    break;
+                }
+                bail!("the change stream ended");
+            }
+            Ok(Some(Err(e))) => return Err(e).context("following the change stream"),
+            Ok(Some(Ok(StreamItem::Transition(t)))) => {
+                idle_since = Instant::now();
+                match &t {
+                    Transition::StartBootstrap { info, checkpoint } => {
+                        online = false;
+                        if info.since_scn.is_none() {
+                            let n = replica.clear_for_snapshot(checkpoint).await?;
+                            tracing::info!(
+                                tables = n,
+                                "full snapshot: emptied the replicated tables first"
+                            );
+                        } else {
+                            replica.store_transition(checkpoint).await?;
+                            tracing::info!(since = ?info.since_scn, "bootstrap: a delta since the checkpoint");
+                        }
+                    }
+                    Transition::StartCatchup { target, checkpoint } => {
+                        replica.store_transition(checkpoint).await?;
+                        tracing::info!(target = %target, "snapshot loaded; catching up");
+                    }
+                    Transition::EndBootstrap { scn, checkpoint } => {
+                        replica.store_transition(checkpoint).await?;
+                        online = true;
+                        last_scn = Some(scn.get());
+                        tracing::info!(scn = %scn, "bootstrap done; following the relay");
+                    }
+                }
+                stream.commit_transition(&t).await?;
+            }
+            Ok(Some(Ok(StreamItem::Window(window)))) => {
+                idle_since = Instant::now();
+                let applied = replica.apply(&window).await?;
+                stream.commit(&window).await?;
+                online = window.phase() == Phase::Online;
+                last_scn = Some(window.scn().get());
+                last_timestamp_ns = window.timestamp_ns();
+                progress.windows += 1;
+                progress.rows += applied.upserts + applied.deletes;
+            }
+        }
+        if last_log.elapsed() >= opts.progress_every {
+            let secs = last_log.elapsed().as_secs_f64();
+            let lag = lag_of(last_timestamp_ns);
+            progress.total_windows += progress.windows;
+            progress.total_rows += progress.rows;
+            tracing::info!(
+                scn = ?last_scn,
+                online,
+                windows_per_s = format!("{:.0}", progress.windows as f64 / secs),
+                rows_per_s = format!("{:.0}", progress.rows as f64 / secs),
+                windows = progress.total_windows,
+                rows = progress.total_rows,
+                lag = lag.map_or_else(|| "-".to_owned(), |l| format!("{:.1}s", l.as_secs_f64())),
+                "replicating"
+            );
+            progress.windows = 0;
+            progress.rows = 0;
+            last_log = Instant::now();
+        }
+        if opts.once && online && last_check.elapsed() >= tick {
+            last_check = Instant::now();
+            // Caught up: the relay holds nothing newer than what was applied. With --tables the
+            // relay's newest windows may all be filtered out: two quiet seconds count too.
+            let quiet = idle_since.elapsed() >= Duration::from_secs(2);
+            let max = relay_max_scn(&relay).await.ok().flatten();
+            let caught_up = matches!((max, last_scn), (Some(max), Some(at)) if at >= max)
+                || (quiet && (max.is_none() || !opts.tables.is_empty()));
+            if caught_up {
+                tracing::info!(scn = ?last_scn, "caught up with the relay (--once)");
+                break;
+            }
+        }
+    }
+    progress.total_windows += progress.windows;
+    progress.total_rows += progress.rows;
+    crate::outln!(
+        "replica {}: {} windows ({} rows) applied this run, at SCN {}",
+        opts.name,
+        progress.total_windows,
+        progress.total_rows,
+        last_scn.map_or_else(|| "-".to_owned(), |s| s.to_string())
+    );
+    Ok(())
+}
+
+/// Now minus a commit time in ns since the epoch.
+fn lag_of(timestamp_ns: u64) -> Option<Duration> {
+    if timestamp_ns == 0 {
+        return None;
+    }
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+    now.checked_sub(Duration::from_nanos(timestamp_ns))
+}
