@@ -328,10 +328,10 @@ async fn keep_running(
     );
     for (what, command) in [
         (
-            "an inverted index, from a snapshot of the bootstrap server, 4 workers:",
+            "a tantivy search index (its checkpoint in its commits), from a snapshot of the bootstrap server:",
             format!(
-                "cargo run -p databus-client --example search_indexer -- --relay {relay} --bootstrap {bootstrap} --checkpoint {}",
-                state("search_indexer.checkpoint.json")
+                "cargo run -p databus-client --example search_indexer -- --relay {relay} --bootstrap {bootstrap} --index {}",
+                state("search_index")
             ),
         ),
         (

@@ -830,11 +830,11 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
             .find(|l| l.contains(&format!("--example {example} ")))
             .unwrap_or_else(|| panic!("no command for {example} in:\n{all}"));
         assert!(line.contains(&format!("-- --relay {relay} ")), "{line}");
-        // The invalidator keeps its checkpoint in Redis, with the cache.
-        if example == "cache_invalidator" {
-            assert!(line.contains("--redis redis://"), "{line}");
-        } else {
-            assert!(line.contains("--checkpoint "), "{line}");
+        // The invalidator keeps its checkpoint in Redis, with the cache; the indexer in its index.
+        match example {
+            "cache_invalidator" => assert!(line.contains("--redis redis://"), "{line}"),
+            "search_indexer" => assert!(line.contains("--index "), "{line}"),
+            _ => assert!(line.contains("--checkpoint "), "{line}"),
         }
         if example != "cache_invalidator" {
             assert!(

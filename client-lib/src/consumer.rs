@@ -168,8 +168,11 @@ pub trait DatabusConsumer: Send + Sync + 'static {
         async { ConsumerOutcome::Success }
     }
 
-    /// The client is about to persist `checkpoint`. Anything but success skips this persistence (the
-    /// next one covers it).
+    /// The client is about to persist `checkpoint`: after every `checkpoint_every_windows` windows,
+    /// after each phase change, and at shutdown for windows not yet persisted. Anything but success
+    /// skips this persistence (the next one covers it). A consumer that keeps its checkpoint with its
+    /// data commits both here (a batch of windows at once) and gives the client a
+    /// [`CommittedOnCheckpoint`](crate::CommittedOnCheckpoint) store.
     fn on_checkpoint(
         &self,
         checkpoint: &Checkpoint,

@@ -67,7 +67,8 @@ mod transition;
 mod window;
 
 pub use checkpoint::{
-    CheckpointStore, CheckpointStoreError, FileCheckpointStore, MemoryCheckpointStore,
+    CheckpointStore, CheckpointStoreError, CommittedOnCheckpoint, FileCheckpointStore,
+    MemoryCheckpointStore,
 };
 pub use client::{DatabusClient, RunSummary, WindowStream};
 pub use config::{ClientConfig, FailurePolicy, PartitionMember, RetryConfig, StartPosition};

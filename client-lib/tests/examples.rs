@@ -6,10 +6,12 @@
 //! (`databus_testkit::Redis`).
 //!
 //! The relay starts at the source's position when it starts (after the schema was created, as in the
-//! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; each example is
-//! given a checkpoint (`--checkpoint`; the invalidator's in Redis) at that position, which is also what a restarted example
-//! resumes from. (Against a quickstart, the indexer and the replica start from the bootstrap
-//! server's snapshot instead, and the invalidator from "now".)
+//! quickstart), so it answers "no longer held" to a consumer starting from SCN 0; the replica and the
+//! invalidator are given a checkpoint (the replica's in its SQLite file, the invalidator's in Redis)
+//! at that position, which is also what a restarted example resumes from; the search indexer starts
+//! with a new index, from the oldest window the relay holds (the workload's first). (Against a
+//! quickstart, the indexer and the replica start from the bootstrap server's snapshot instead, and
+//! the invalidator from "now".)
 
 use crate::common;
 
@@ -31,7 +33,6 @@ use std::time::Duration;
 
 use clap::Parser;
 use common::{run_relay, wait_streaming};
-use databus_core::Key;
 use databus_testkit::{MariaDb, MariaDbOptions};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -243,6 +244,53 @@ fn words(row: &Value) -> Vec<String> {
     out
 }
 
+/// The search index holds exactly the source's rows (document `shop.<table>:<id>` = the row), and
+/// each word of the source's rows finds exactly the rows holding it.
+fn check_index(index: &search_indexer::SearchIndex, source: &BTreeMap<(u16, i64), Value>) {
+    let got: BTreeMap<(u16, i64), Value> = index
+        .documents()
+        .unwrap()
+        .into_iter()
+        .map(|hit| {
+            let (table, id) = hit.id.split_once(':').unwrap();
+            assert_eq!(table, hit.table, "{hit:?}");
+            ((source_of(table), id.parse().unwrap()), hit.row)
+        })
+        .collect();
+    assert_eq!(&got, source);
+    for (source_id, table) in [(CUSTOMERS, "shop.customers"), (ORDERS, "shop.orders")] {
+        assert_eq!(
+            index.count(table).unwrap(),
+            source.keys().filter(|(s, _)| *s == source_id).count(),
+            "documents of {table}"
+        );
+    }
+    let all_words: BTreeSet<String> = source.values().flat_map(words).collect();
+    for word in all_words {
+        let found: BTreeSet<String> = index
+            .search(&word)
+            .unwrap()
+            .into_iter()
+            .map(|hit| hit.id)
+            .collect();
+        let want: BTreeSet<String> = source
+            .iter()
+            .filter(|(_, row)| words(row).contains(&word))
+            .map(|((s, id), _)| format!("{}:{id}", table_name(*s)))
+            .collect();
+        assert_eq!(found, want, "documents with {word:?}");
+    }
+}
+
+/// The source of a quickstart table's name.
+fn source_of(table: &str) -> u16 {
+    match table {
+        "shop.customers" => CUSTOMERS,
+        "shop.orders" => ORDERS,
+        other => panic!("not a quickstart table: {other}"),
+    }
+}
+
 async fn bounded<T>(what: &str, fut: impl Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(120), fut)
         .await
@@ -256,22 +304,20 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     let windows = setup.transactions.to_string();
     let dir = setup.dir.path();
     assert!(source.len() > 20, "{source:?}");
-    let seed_file = |name: &str| {
-        let path = dir.join(name);
-        let store = databus_client::FileCheckpointStore::new(&path).unwrap();
-        databus_client::CheckpointStore::store(&store, &setup.start).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-
-    // search_indexer: the index holds exactly the live rows' words.
+    // search_indexer: the index holds exactly the live rows, each found by each of its words; its
+    // last commit holds the last window's checkpoint. A new index: from the relay's oldest window,
+    // the workload's first.
+    let index_dir = dir.join("index");
     let args = search_indexer::Args::parse_from([
         "search_indexer",
         "--relay",
         &setup.relay,
-        "--checkpoint",
-        &seed_file("indexer.json"),
+        "--index",
+        index_dir.to_str().unwrap(),
         "--max-windows",
         &windows,
+        "--commit-every",
+        "4",
     ]);
     assert_eq!(args.workers, 4);
     let (index, summary) = bounded(
@@ -280,29 +326,15 @@ async fn each_example_reaches_the_source_state_against_a_quickstart_like_setup()
     )
     .await
     .unwrap();
-    let got: BTreeMap<(u16, i64), Vec<String>> = index
-        .documents()
-        .map(|((s, k), w)| {
-            let Key::Int(k) = k else { panic!("{k:?}") };
-            ((s.get(), *k), w.clone())
-        })
-        .collect();
-    let want: BTreeMap<(u16, i64), Vec<String>> =
-        source.iter().map(|(k, row)| (*k, words(row))).collect();
-    assert_eq!(got, want);
-    let ada: BTreeSet<(u16, i64)> = index
-        .search("ada")
-        .into_iter()
-        .map(|(s, k)| (s.get(), if let Key::Int(k) = k { k } else { -1 }))
-        .collect();
-    let want_ada: BTreeSet<(u16, i64)> = source
-        .iter()
-        .filter(|(_, row)| words(row).contains(&"ada".to_owned()))
-        .map(|(k, _)| *k)
-        .collect();
-    assert!(!want_ada.is_empty());
-    assert_eq!(ada, want_ada);
+    check_index(&index, &source);
+    assert!(!index.search("ada").unwrap().is_empty());
     assert_eq!(summary.events, setup.changes.len() as u64, "{summary:?}");
+    assert!(summary.last_checkpoint.is_some());
+    assert_eq!(
+        index.committed_checkpoint().unwrap(),
+        summary.last_checkpoint,
+        "the index's last commit holds the last window's checkpoint"
+    );
 
     // cache_invalidator: every change deleted from Redis, in commit order; untouched keys still
     // cached; the checkpoint in Redis is the last window's.
@@ -651,19 +683,13 @@ async fn each_example_follows_key_changes_and_truncates() {
     // Windows with events: the workload's, the key change, two truncates and two inserts.
     let windows = (setup.transactions + 5).to_string();
     let dir = setup.dir.path();
-    let seed_file = |name: &str| {
-        let path = dir.join(name);
-        let store = databus_client::FileCheckpointStore::new(&path).unwrap();
-        databus_client::CheckpointStore::store(&store, &setup.start).unwrap();
-        path.to_str().unwrap().to_owned()
-    };
-
+    let index_dir = dir.join("index");
     let args = search_indexer::Args::parse_from([
         "search_indexer",
         "--relay",
         &setup.relay,
-        "--checkpoint",
-        &seed_file("indexer.json"),
+        "--index",
+        index_dir.to_str().unwrap(),
         "--max-windows",
         &windows,
     ]);
@@ -673,16 +699,9 @@ async fn each_example_follows_key_changes_and_truncates() {
     )
     .await
     .unwrap();
-    let got: BTreeMap<(u16, i64), Vec<String>> = index
-        .documents()
-        .map(|((s, k), w)| {
-            let Key::Int(k) = k else { panic!("{k:?}") };
-            ((s.get(), *k), w.clone())
-        })
-        .collect();
-    let want: BTreeMap<(u16, i64), Vec<String>> =
-        source.iter().map(|(k, row)| (*k, words(row))).collect();
-    assert_eq!(got, want);
+    check_index(&index, &source);
+    assert_eq!(index.count("shop.customers").unwrap(), 1);
+    assert_eq!(index.count("shop.orders").unwrap(), 1);
 
     let redis = databus_testkit::Redis::start().await.unwrap();
     let cache = Cache::new(&redis, &setup).await;

@@ -12,13 +12,18 @@
 //!   delivery commits its checkpoint in the same transaction as its data
 //!   ([`SqliteCheckpointStore::store_in`]) and lets the client only load it
 //!   ([`SqliteCheckpointStore::committed_by_consumer`]).
+//! - [`CommittedOnCheckpoint`]: for a consumer that commits every checkpoint with its own data (in
+//!   batches of windows) in [`DatabusConsumer::on_checkpoint`](crate::DatabusConsumer::on_checkpoint);
+//!   the store only loads what it committed (the search indexer example keeps it in its index).
 
 mod file;
 mod memory;
+mod on_checkpoint;
 mod sqlite;
 
 pub use file::FileCheckpointStore;
 pub use memory::MemoryCheckpointStore;
+pub use on_checkpoint::CommittedOnCheckpoint;
 pub use sqlite::{CHECKPOINT_TABLE, SqliteCheckpointStore};
 
 use databus_core::{Checkpoint, CheckpointError};
