@@ -349,6 +349,13 @@ async fn keep_running(
             ),
         ),
         (
+            "a typed replica in a MariaDB of yours (docs/replicate.md), from a snapshot, then following:",
+            format!(
+                "REPLICA_PW=... databus replicate --relay {relay} --bootstrap {bootstrap} \
+                 --to mysql://replica@127.0.0.1:3306/ --password-env REPLICA_PW"
+            ),
+        ),
+        (
             "the raw stream:",
             format!("databus tail --relay {relay} --from-now"),
         ),

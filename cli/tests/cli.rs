@@ -791,7 +791,7 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
         "90s",
         "--keep-running",
     ]));
-    // Read stdout until the example commands are printed.
+    // Read stdout until the example commands are printed (the raw stream's is the last).
     let stdout = child.0.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let reader = std::thread::spawn(move || {
@@ -799,7 +799,7 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
         let mut sent = false;
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
             lines.push(line.clone());
-            if !sent && line.contains("--example replica") {
+            if !sent && line.contains("databus tail ") {
                 let _ = tx.send(lines.clone());
                 sent = true;
             }
@@ -843,6 +843,15 @@ fn quickstart_keep_running_serves_until_interrupted_then_cleans_up() {
             );
         }
     }
+    let replicate = lines
+        .iter()
+        .find(|l| l.contains("databus replicate "))
+        .unwrap_or_else(|| panic!("no databus replicate command in:\n{all}"));
+    assert!(
+        replicate.contains(&format!("--relay {relay} --bootstrap {bootstrap} ")),
+        "{replicate}"
+    );
+    assert!(replicate.contains("--password-env "), "{replicate}");
     let dir = all
         .split("data in ")
         .nth(1)
