@@ -83,5 +83,5 @@ pub use window::{DataEvent, Phase, SchemaCache, Window};
 /// The typed model of captured tables ([`DataEvent::table_schema`], [`DataEvent::row`]): column
 /// types, table schemas and row values, from `databus-serde-formats`.
 pub mod model {
-    pub use databus_serde_formats::{Column, ColumnType, Row, TableSchema, Value};
+    pub use databus_serde_formats::{Column, ColumnType, Row, TableSchema, Value, civil_from_days};
 }

@@ -55,6 +55,7 @@ pub mod key;
 pub mod model;
 pub mod registry;
 
+pub use convert::civil_from_days;
 pub use encode::RowEncoder;
 pub use error::{Error, Result};
 pub use key::{NoPkPolicy, event_key, event_key_with};

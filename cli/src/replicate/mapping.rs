@@ -329,7 +329,7 @@ pub fn literal(value: &Value, out: &mut String) -> Result<(), String> {
         Value::Timestamp(0) => out.push_str("'0000-00-00 00:00:00'"),
         Value::Timestamp(us) => {
             const DAY: i64 = 86_400_000_000;
-            let (y, m, d) = civil_from_days(us.div_euclid(DAY));
+            let (y, m, d) = databus_client::model::civil_from_days(us.div_euclid(DAY));
             let rest = us.rem_euclid(DAY);
             let secs = rest / 1_000_000;
             let _ = write!(
@@ -351,20 +351,6 @@ pub fn literal(value: &Value, out: &mut String) -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-/// The date of a day number since 1970-01-01 (H. Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 #[cfg(test)]
