@@ -30,6 +30,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail, ensure};
 use databus_client::{BackoffConfig, ClientConfig, FileCheckpointStore, Phase, StartPosition};
 use databus_integration::pg::{PgWorkload, SCHEMA, lsn, pg_rows};
+use databus_integration::process::BUFFER;
 use databus_integration::workload::TXLOG;
 use databus_integration::*;
 use databus_testkit::Postgres;
@@ -252,7 +253,7 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
     );
     a.wait_seq(work.seq, Duration::from_secs(120)).await?;
 
-    // Consumer B: a snapshot, a few transactions from the relay, then stopped.
+    // Consumer B: a snapshot, then the relay.
     let checkpoint_b = dir.path().join("b.checkpoint");
     let recorder_b = Recorder::new();
     let mut b = Consumer::start(
@@ -261,19 +262,19 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
         recorder_b.clone(),
     )?;
     b.wait_seq(work.seq, Duration::from_secs(120)).await?;
-    let client = pg.client().await?;
-    work.run_on(&client, 10).await?;
-    b.wait_seq(work.seq, Duration::from_secs(60)).await?;
-    b.stop().await?;
-    let (stopped_at, b_windows_before, b_snapshot_rows_before) = {
-        let r = recorder_b.lock();
-        (r.last_scn, r.windows.len(), r.snapshot_rows)
-    };
 
-    // The relay: kill -9 after a burst, transactions while it is down, restart.
+    // The relay: kill -9 after a burst both consumers received, transactions while it is down,
+    // restart.
+    let client = pg.client().await?;
     work.run_on(&client, 20).await?;
     a.wait_seq(work.seq, Duration::from_secs(60)).await?;
+    b.wait_seq(work.seq, Duration::from_secs(60)).await?;
     relay.kill9();
+    eprintln!(
+        "relay kill -9: persisted SCN {}, consumers at {}",
+        persisted_scn(&relay)?,
+        a.recorder.lock().last_scn
+    );
     work.run_on(&client, 30).await?;
     relay.restart().await?;
     work.run_on(&client, 20).await?;
@@ -284,21 +285,37 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
     let client = pg.client().await?;
     work.run_on(&client, 30).await?;
     a.wait_seq(work.seq, Duration::from_secs(120)).await?;
+    b.wait_seq(work.seq, Duration::from_secs(120)).await?;
+
+    // B stops. The relay holds its position now: only the writes below can evict it.
+    b.stop().await?;
+    let (stopped_at, b_windows_before, b_snapshot_rows_before) = {
+        let r = recorder_b.lock();
+        (r.last_scn, r.windows.len(), r.snapshot_rows)
+    };
+    // The relay serves a checkpoint at or after its `prev_scn` (the last window it evicted).
+    let prev_at_stop = relay.status().await?["prev_scn"].as_u64().unwrap_or(0);
+    ensure!(
+        prev_at_stop <= stopped_at,
+        "the relay does not hold B's position at its stop: prev {prev_at_stop}, B at {stopped_at}"
+    );
 
     // More than a buffer's worth of padded rows while B is stopped: the relay evicts B's position.
     work.set_pad(1000);
-    let mut min = 0;
-    for _ in 0..10 {
+    let mut prev = prev_at_stop;
+    let mut batches = 0;
+    while batches < 10 && prev <= stopped_at {
         work.run_on(&client, 300).await?;
+        batches += 1;
         a.wait_seq(work.seq, Duration::from_secs(120)).await?;
-        min = relay.status().await?["min_scn"].as_u64().unwrap_or(0);
-        if min > stopped_at + 1 {
-            break;
-        }
+        prev = relay.status().await?["prev_scn"].as_u64().unwrap_or(0);
     }
     ensure!(
-        min > stopped_at + 1,
-        "the relay still holds consumer B's position: min {min}, B at {stopped_at}"
+        prev > stopped_at,
+        "the relay still holds consumer B's position: prev {prev}, B at {stopped_at}"
+    );
+    eprintln!(
+        "B stopped at SCN {stopped_at}; after {batches} padded batches of 300 the relay has evicted up to {prev}"
     );
     work.set_pad(0);
     let relay_max = relay.status().await?["max_scn"].as_u64().unwrap_or(0);
@@ -312,6 +329,10 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
         recorder_b.clone(),
     )?;
     b.wait_seq(work.seq, Duration::from_secs(120)).await?;
+    eprintln!(
+        "B's consolidated delta: {} rows",
+        recorder_b.lock().snapshot_rows - b_snapshot_rows_before
+    );
     work.run_on(&client, 50).await?;
     let last = work.seq;
     a.wait_seq(last, Duration::from_secs(120)).await?;
@@ -402,6 +423,12 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
             .collect::<Vec<_>>()
     );
     compare_with_source(&pg, "the snapshot store", &c.recorder).await?;
+    // The producer never fell off the relay (it would have re-seeded into a new generation).
+    let status = boot.status().await?;
+    ensure!(
+        status["generation"] == 0,
+        "the bootstrap server re-seeded: {status}"
+    );
 
     a.stop().await?;
     b.stop().await?;
@@ -409,6 +436,19 @@ async fn postgres_bootstrap_snapshot_and_delta_through_kill9s_and_a_server_resta
     relay.proc().terminate(Duration::from_secs(30)).await?;
     boot.proc().terminate(Duration::from_secs(30)).await?;
     Ok(())
+}
+
+/// The SCN in the relay's state file (0 before the first persist).
+fn persisted_scn(relay: &Relay) -> Result<u64> {
+    let path = relay.state_dir().join(format!("{BUFFER}.state.json"));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            v["last_scn"].as_u64().context("state without last_scn")
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The seq of the last window of `windows`.
