@@ -6,7 +6,8 @@
 //! delete whose before image is not the stored row is a gap), and the snapshot store ends equal to the
 //! source, row by row.
 //!
-//! (The relay does not capture PostgreSQL yet: the connector stands in for it here.)
+//! (The connector stands in for the relay here; the real relay and bootstrap processes are tested
+//! together in `integration/tests/pg_bootstrap.rs`.)
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;

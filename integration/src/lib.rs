@@ -13,6 +13,9 @@
 //! - [`fidelity`]: [`fidelity::FidelityWorkload`], a seeded random mix of every change a ROW-format
 //!   source makes (key changes on single and composite keys, TRUNCATE, ALTER, DROP + CREATE,
 //!   rollbacks, savepoints, multi-table transactions, NULLs) on two tables of database `fid`.
+//! - [`pg`]: the PostgreSQL scenarios' workload ([`pg::PgWorkload`]: inserts, updates, key changes,
+//!   deletes and TRUNCATEs on `public.acct`, a `public.txlog` row per transaction) and the source's
+//!   rows as canonical rows ([`pg::pg_rows`]).
 //! - [`consumer`]: [`Recorder`] (a [`databus_client::DatabusConsumer`] keeping every window and an
 //!   in-memory replica) and [`Consumer`] (a running client).
 //! - [`faults`]: support of the bad-input and fault-injection tests (`tests/bad_input.rs`,
@@ -71,6 +74,7 @@ pub mod consumer;
 pub mod faults;
 pub mod fidelity;
 pub mod http;
+pub mod pg;
 pub mod process;
 pub mod workload;
 
@@ -81,7 +85,7 @@ pub use checker::{
 pub use consumer::{Consumer, Recorded, Recorder};
 pub use process::{
     BootstrapOptions, BootstrapRole, BootstrapServer, Proc, Relay, RelaySource, RelaySpec,
-    TableSpec, databus_bin, free_port, wait_for,
+    SeedPassword, TableSpec, databus_bin, free_port, wait_for,
 };
 pub use workload::{ItemOp, ItemRow, TxRecord, Workload, source_scn};
 

@@ -515,6 +515,9 @@ impl Relay {
 pub struct BootstrapOptions {
     /// Seed the snapshot from this source database first (`[seed] url`).
     pub seed_url: Option<String>,
+    /// The password of `seed_url`'s user, handed over apart from the URL (a `postgres://` seed URL
+    /// must not hold one).
+    pub seed_password: Option<SeedPassword>,
     /// `serve.log_only_max_events`: deltas leaving more log events than this are served as a
     /// consolidated delta (snapshot rows changed since, then catch-up) instead of from the log alone.
     pub log_only_max_events: u64,
@@ -531,12 +534,26 @@ impl Default for BootstrapOptions {
     fn default() -> Self {
         BootstrapOptions {
             seed_url: None,
+            seed_password: None,
             log_only_max_events: 100_000,
             separate_roles: false,
             source: None,
         }
     }
 }
+
+/// How a [`BootstrapServer`]'s seed gets its database password (`[seed] password_env` or
+/// `password_file`).
+#[derive(Debug, Clone)]
+pub enum SeedPassword {
+    /// In the environment variable [`SEED_PASSWORD_ENV`] of the bootstrap processes.
+    Env(String),
+    /// In the file `seed.password` of the server's directory (mode 0600).
+    File(String),
+}
+
+/// The environment variable holding a [`SeedPassword::Env`] password for the bootstrap processes.
+pub const SEED_PASSWORD_ENV: &str = "DATABUS_E2E_SEED_PASSWORD";
 
 /// A process of a [`BootstrapServer`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -598,8 +615,28 @@ impl BootstrapServer {
             dir.path().join("bootstrap.sqlite").display().to_string(),
             opts.log_only_max_events
         );
+        let mut envs = Vec::new();
         if let Some(url) = &opts.seed_url {
             text.push_str(&format!("[seed]\nurl = {url:?}\nchunk_rows = 500\n"));
+            match &opts.seed_password {
+                Some(SeedPassword::Env(password)) => {
+                    text.push_str(&format!("password_env = \"{SEED_PASSWORD_ENV}\"\n"));
+                    envs.push((SEED_PASSWORD_ENV.to_owned(), password.clone()));
+                }
+                Some(SeedPassword::File(password)) => {
+                    let path = dir.path().join("seed.password");
+                    std::fs::write(&path, format!("{password}\n"))?;
+                    {
+                        use std::os::unix::fs::PermissionsExt;
+                        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+                    }
+                    text.push_str(&format!(
+                        "password_file = {:?}\n",
+                        path.display().to_string()
+                    ));
+                }
+                None => {}
+            }
         }
         if let Some(source) = &opts.source {
             text.push_str(&format!("[source]\n{}", source.source_entry()));
@@ -621,6 +658,7 @@ impl BootstrapServer {
                     .args(args("seed"))
                     .env_remove("RUST_LOG")
                     .env("NO_COLOR", "1")
+                    .envs(envs.iter().map(|(k, v)| (k, v)))
                     .output()
                     .context("run databus bootstrap seed")?;
                 if !out.status.success() {
@@ -643,7 +681,13 @@ impl BootstrapServer {
         let mut procs = Vec::new();
         for role in roles {
             let name = format!("bootstrap-{}", role.arg());
-            let proc = Proc::spawn(&name, bin.clone(), args(role.arg()), Vec::new(), dir.path())?;
+            let proc = Proc::spawn(
+                &name,
+                bin.clone(),
+                args(role.arg()),
+                envs.clone(),
+                dir.path(),
+            )?;
             procs.push((*role, proc));
         }
         let mut server = BootstrapServer { procs, port, dir };

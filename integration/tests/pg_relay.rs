@@ -11,15 +11,15 @@
 //! oldest window sees every transaction after the persisted SCN, so the restart lost nothing; and
 //! the slot ends at the last transaction (the WAL it holds does not grow without bound).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use databus_client::{BackoffConfig, ClientConfig, MemoryCheckpointStore, StartPosition};
-use databus_integration::checker::json_row;
 use databus_integration::http::get;
+use databus_integration::pg::{PgWorkload, SCHEMA, lsn, pg_rows};
 use databus_integration::process::BUFFER;
 use databus_integration::workload::TXLOG;
 use databus_integration::*;
@@ -27,143 +27,6 @@ use databus_testkit::Postgres;
 
 const ACCT: u16 = 1;
 const SLOT: &str = "databus_e2e";
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE public.acct (id INT PRIMARY KEY, owner TEXT NOT NULL, balance BIGINT NOT NULL, note TEXT)",
-    "ALTER TABLE public.acct REPLICA IDENTITY FULL",
-    "CREATE TABLE public.txlog (seq BIGINT PRIMARY KEY, note TEXT NOT NULL)",
-    "ALTER TABLE public.txlog REPLICA IDENTITY FULL",
-];
-
-/// A seeded generator of transactions over `public.acct`, keeping the model of its rows so every
-/// statement applies (a failing statement would fail the test, not skip a change).
-struct PgWorkload {
-    state: u64,
-    next_id: i32,
-    rows: BTreeSet<i32>,
-    seq: i64,
-}
-
-impl PgWorkload {
-    fn new(seed: u64) -> Self {
-        PgWorkload {
-            state: seed.wrapping_mul(6364136223846793005).wrapping_add(1),
-            next_id: 1,
-            rows: BTreeSet::new(),
-            seq: 0,
-        }
-    }
-
-    fn rand(&mut self, n: u64) -> u64 {
-        // xorshift64*
-        self.state ^= self.state >> 12;
-        self.state ^= self.state << 25;
-        self.state ^= self.state >> 27;
-        self.state.wrapping_mul(2685821657736338717) % n
-    }
-
-    fn pick(&mut self) -> Option<i32> {
-        if self.rows.is_empty() {
-            return None;
-        }
-        let i = self.rand(self.rows.len() as u64) as usize;
-        self.rows.iter().nth(i).copied()
-    }
-
-    /// The statements of the next transaction (its `txlog` row last).
-    fn next_transaction(&mut self) -> Vec<String> {
-        self.seq += 1;
-        let mut out = Vec::new();
-        if self.seq % 23 == 0 {
-            out.push("TRUNCATE public.acct".to_owned());
-            self.rows.clear();
-        }
-        let ops = 1 + self.rand(4);
-        for _ in 0..ops {
-            let op = self.rand(10);
-            match (op, self.pick()) {
-                (0..=3, _) | (_, None) => {
-                    let id = self.next_id;
-                    self.next_id += 1;
-                    let note = if self.rand(3) == 0 {
-                        "NULL".to_owned()
-                    } else {
-                        format!("'n{id} ''q'' é'")
-                    };
-                    out.push(format!(
-                        "INSERT INTO public.acct VALUES ({id}, 'owner{}', {}, {note})",
-                        self.rand(50),
-                        self.rand(1_000_000) as i64 - 500_000
-                    ));
-                    self.rows.insert(id);
-                }
-                (4..=6, Some(id)) => {
-                    out.push(format!(
-                        "UPDATE public.acct SET balance = balance + {}, note = 'u{}' WHERE id = {id}",
-                        self.rand(1000),
-                        self.seq
-                    ));
-                }
-                (7, Some(id)) => {
-                    // A key change: the consumer sees a delete of the old key and an upsert of the new.
-                    let new = self.next_id;
-                    self.next_id += 1;
-                    out.push(format!(
-                        "UPDATE public.acct SET id = {new}, owner = 'moved' WHERE id = {id}"
-                    ));
-                    self.rows.remove(&id);
-                    self.rows.insert(new);
-                }
-                (_, Some(id)) => {
-                    out.push(format!("DELETE FROM public.acct WHERE id = {id}"));
-                    self.rows.remove(&id);
-                }
-            }
-        }
-        out.push(format!(
-            "INSERT INTO public.txlog VALUES ({}, 'tx{}')",
-            self.seq, self.seq
-        ));
-        out
-    }
-
-    /// Commits `n` transactions.
-    async fn run(&mut self, pg: &Postgres, n: usize) -> Result<()> {
-        for _ in 0..n {
-            let statements = self.next_transaction();
-            let refs: Vec<&str> = statements.iter().map(String::as_str).collect();
-            pg.exec_tx(&refs)
-                .await
-                .with_context(|| format!("transaction {}: {statements:?}", self.seq))?;
-        }
-        Ok(())
-    }
-}
-
-/// Every row of `table` as canonical rows keyed by `key`, read as JSON (as the consumer decodes).
-async fn pg_rows(pg: &Postgres, table: &str, key: &str) -> Result<BTreeMap<String, Row>> {
-    let text = pg
-        .query_string(&format!(
-            "SELECT coalesce(json_agg(row_to_json(t))::text, '[]') FROM {table} t"
-        ))
-        .await?
-        .context("json_agg returned no row")?;
-    let rows: serde_json::Value = serde_json::from_str(&text)?;
-    let mut out = BTreeMap::new();
-    for r in rows.as_array().context("not an array")? {
-        let row = json_row(r);
-        let k = row_key(&row, &[key])?;
-        out.insert(k, row);
-    }
-    Ok(out)
-}
-
-fn lsn(text: &str) -> Result<u64> {
-    let (hi, lo) = text
-        .split_once('/')
-        .with_context(|| format!("not an LSN: {text}"))?;
-    Ok((u64::from_str_radix(hi, 16)? << 32) | u64::from_str_radix(lo, 16)?)
-}
 
 /// The slot's `confirmed_flush_lsn`.
 async fn slot_confirmed(pg: &Postgres) -> Result<u64> {
