@@ -31,6 +31,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use databus_connectors::mysql::{MySqlConfig, MySqlConnector};
+use databus_connectors::{ConnectorEvent, SourceConnector, StartPosition};
+use databus_core::Scn;
 use databus_testkit::{MariaDb, MariaDbOptions};
 use futures::StreamExt;
 use mysql_async::binlog::events::EventData;
@@ -193,6 +196,29 @@ async fn baseline(url: &str, first_file: &str, changes: usize) -> (f64, f64) {
     (secs, cpu)
 }
 
+/// The MariaDB connector alone (what the relay runs before encoding): typed `RowChange`s of whole
+/// transactions from `After(Scn::ZERO)`. Returns (wall seconds, CPU seconds of this process).
+async fn connector_only(url: &str, changes: usize) -> (f64, f64) {
+    let mut config = MySqlConfig::new(url.to_owned(), 4243);
+    config.databases = vec!["b".into()];
+    let mut c = MySqlConnector::new(config).expect("config");
+    let cpu = cpu_secs("self");
+    let start = Instant::now();
+    c.start(StartPosition::After(Scn::ZERO))
+        .await
+        .expect("start");
+    let mut rows = 0usize;
+    while rows < changes {
+        if let Some(ConnectorEvent::Transaction(t)) = c.next_event().await.expect("event") {
+            rows += t.changes.len();
+        }
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_secs("self") - cpu;
+    c.shutdown().await.expect("shutdown");
+    (secs, cpu)
+}
+
 /// `GET base + path` over HTTP/1.0; the body as JSON (`Null` when it is not JSON).
 async fn get_json(authority: &str, path: &str) -> std::io::Result<serde_json::Value> {
     let mut conn = tokio::net::TcpStream::connect(authority).await?;
@@ -307,6 +333,16 @@ async fn main() {
         load_average()
     );
 
+    let (c1, c1_cpu) = connector_only(&url, changes).await;
+    println!(
+        "connector only (MySqlConnector -> typed RowChanges, no encoding, in this process): {c1:.2} s = \
+         {:.0} row changes/s ({:.2}x baseline round 1); {c1_cpu:.2} CPU s = {:.0} per CPU s; load {}",
+        n / c1,
+        b1 / c1,
+        n / c1_cpu,
+        load_average()
+    );
+
     let dir = tempfile::Builder::new()
         .prefix("databus-e2e-bench-")
         .tempdir()
@@ -364,25 +400,31 @@ async fn main() {
     for round in 1..=2 {
         let relay_cpu0 = cpu_secs(&pid);
         let start = Instant::now();
-        let out = Command::new(bin)
+        let mut child = Command::new(bin)
             .args(["tail", "--relay", &format!("http://{authority}")])
             .args(["--from-scn", "0", "--max-events", &changes.to_string()])
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
+            .stderr(Stdio::null())
+            .spawn()
             .expect("run databus tail");
+        // The tail's CPU time: its last sample before it exits (sampled every 10 ms).
+        let tail_pid = child.id().to_string();
+        let mut tail_cpu = 0.0f64;
+        let exit = loop {
+            if let Some(exit) = child.try_wait().expect("wait for databus tail") {
+                break exit;
+            }
+            tail_cpu = tail_cpu.max(cpu_secs(&tail_pid));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let secs = start.elapsed().as_secs_f64();
-        assert!(
-            out.status.success(),
-            "databus tail failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(exit.success(), "databus tail failed: {exit}");
         let served_cpu = cpu_secs(&pid) - relay_cpu0;
         println!(
             "tail drain round {round} (--from-scn 0 --max-events {changes} > /dev/null): {secs:.2} s = \
-             {:.0} events/s; relay CPU while serving {served_cpu:.2} s; load {}",
+             {:.0} events/s; tail CPU >= {tail_cpu:.2} s, relay CPU while serving {served_cpu:.2} s; load {}",
             n / secs,
             load_average()
         );
