@@ -10,13 +10,15 @@
 //! Then, in this order:
 //! 1. **baseline**: a raw mysql_async binlog stream from the first binlog file that decodes every rows
 //!    event into `BinlogRow`s and touches every value (as `ingest_events.rs` does);
-//! 2. **relay catch-up**: `databus relay` (the binary of this package, `buffer_size = "2GiB"`) starts
+//! 2. **connector only**: `MySqlConnector` from `After(Scn::ZERO)` in this process, typed `RowChange`s
+//!    and nothing else (the relay's first stage, for reading the next figure);
+//! 3. **relay catch-up**: `databus relay` (the binary of this package, `buffer_size = "2GiB"`) starts
 //!    with a state file saying SCN 0, so it reads the binlog from its oldest file; timed from the spawn
 //!    until `/v1/status` shows `max_scn` at the last transaction's GTID sequence number: binlog ->
 //!    Avro events in the buffer;
-//! 3. **tail drain**: `databus tail --relay <url> --from-scn 0 --max-events CHANGES` with stdout on
+//! 4. **tail drain**: `databus tail --relay <url> --from-scn 0 --max-events CHANGES` with stdout on
 //!    `/dev/null`, twice;
-//! 4. the baseline again (the best of its two rounds is the reference).
+//! 5. the baseline again (the best of its two rounds is the reference).
 //!
 //! It lives beside the binary it measures (cargo builds `databus` in release for the bench and gives
 //! its path in `CARGO_BIN_EXE_databus`); in `integration/` a release bench would also build that
