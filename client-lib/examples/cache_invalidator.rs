@@ -78,14 +78,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apache_avro::Schema;
 use clap::Parser;
 use databus_client::{
     BootstrapInfo, CheckpointStore, ClientConfig, ConsumerOutcome, DataEvent, DatabusClient,
     DatabusConsumer, RunSummary, StartPosition, WindowInfo, checkpoint::CheckpointStoreError,
 };
 use databus_core::{Checkpoint, Scn, TableChange};
-use databus_serde_formats::avro_schema::{ATTR_DATABASE, ATTR_PRIMARY_KEY, ATTR_TABLE};
 use redis::aio::MultiplexedConnection;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -180,32 +178,13 @@ impl CacheKeys {
 
 /// `<db>.<table>` and the primary-key column names of an event's writer schema.
 fn table_of(event: &DataEvent<'_>) -> Result<(String, Vec<String>), String> {
-    let schema = event
-        .writer_schema()
-        .ok_or_else(|| format!("writer schema of source {} is unknown", event.source()))?;
-    let Schema::Record(record) = &*schema else {
-        return Err(format!(
-            "writer schema of source {} is not a record",
-            event.source()
-        ));
-    };
-    let attr = |name: &str| record.attributes.get(name).and_then(|v| v.as_str());
-    let db = attr(ATTR_DATABASE)
-        .map(str::to_owned)
-        .or_else(|| record.name.namespace().map(str::to_owned))
-        .unwrap_or_default();
-    let table = attr(ATTR_TABLE).unwrap_or(record.name.name()).to_owned();
-    let pk = record
-        .attributes
-        .get(ATTR_PRIMARY_KEY)
-        .and_then(|v| v.as_array())
-        .map(|cols| {
-            cols.iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    Ok((format!("{db}.{table}"), pk))
+    let t = event.table_schema().map_err(|e| e.to_string())?;
+    let pk = t
+        .primary_key
+        .iter()
+        .map(|&i| t.columns[i].name.clone())
+        .collect();
+    Ok((format!("{}.{}", t.database, t.table), pk))
 }
 
 /// The rendered primary key of the event's row, or why it cannot be rendered.

@@ -57,7 +57,6 @@ use databus_client::{
     checkpoint::CheckpointStoreError,
 };
 use databus_core::{Checkpoint, Scn, TableChange};
-use databus_serde_formats::avro_schema::{ATTR_DATABASE, ATTR_PRIMARY_KEY, ATTR_TABLE};
 use serde_json::Value as Json;
 use tantivy::collector::{Count, DocSetCollector, TopDocs};
 use tantivy::directory::MmapDirectory;
@@ -280,6 +279,7 @@ fn is_string(schema: &AvroSchema) -> bool {
 }
 
 fn table_info(event: &DataEvent<'_>) -> Result<TableInfo, String> {
+    let t = event.table_schema().map_err(|e| e.to_string())?;
     let schema = event
         .writer_schema()
         .ok_or_else(|| format!("writer schema of source {} is unknown", event.source()))?;
@@ -289,22 +289,7 @@ fn table_info(event: &DataEvent<'_>) -> Result<TableInfo, String> {
             event.source()
         ));
     };
-    let attr = |name: &str| record.attributes.get(name).and_then(|v| v.as_str());
-    let db = attr(ATTR_DATABASE)
-        .map(str::to_owned)
-        .or_else(|| record.name.namespace().map(str::to_owned))
-        .unwrap_or_default();
-    let table = attr(ATTR_TABLE).unwrap_or(record.name.name()).to_owned();
-    let pk = record
-        .attributes
-        .get(ATTR_PRIMARY_KEY)
-        .and_then(|v| v.as_array())
-        .map(|cols| {
-            cols.iter()
-                .filter_map(|c| c.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
+    // The JSON row is keyed by the record's field names.
     let text_columns = record
         .fields
         .iter()
@@ -312,8 +297,12 @@ fn table_info(event: &DataEvent<'_>) -> Result<TableInfo, String> {
         .map(|f| f.name.clone())
         .collect();
     Ok(TableInfo {
-        table: format!("{db}.{table}"),
-        pk,
+        table: format!("{}.{}", t.database, t.table),
+        pk: t
+            .primary_key
+            .iter()
+            .map(|&i| t.columns[i].name.clone())
+            .collect(),
         text_columns,
     })
 }
