@@ -911,6 +911,13 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                     conn = w.db.root_conn().await.unwrap();
                 }
                 Fault::RestartRelayWhileSourceDown => {
+                    // The fault is about a reader waiting at the head of the restarted relay. A
+                    // reader behind it when it restarts (empty buffer: the source it would refill
+                    // from is down) falls off it instead: the consumer to the bootstrap server, the
+                    // producer to the source, which is down, so nobody would wait. Under load (small
+                    // buffer, 100 kB rows) both can trail, so let the producer catch up first.
+                    let scn = source_scn(&w.db).await;
+                    wait_bootstrap_log_at(w.boot_addr, scn, seed).await;
                     drop(conn);
                     w.relay.kill9();
                     // Odd seeds stop the server cleanly, even ones crash it (SIGKILL).
@@ -933,7 +940,10 @@ async fn run_seed_with(seed: u64, txns: i64, rounds: usize, load: Load, with_fid
                         }
                         assert!(
                             Instant::now() < deadline,
-                            "seed {seed}: nobody waited in the restarted relay ({waiting:?})"
+                            "seed {seed}: nobody waited in the restarted relay ({waiting:?}); relay:\n{}\nproducer:\n{}\nconsumer:\n{}",
+                            w.relay.process.log(),
+                            w.producer.log(),
+                            w.consumer.log()
                         );
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
