@@ -317,6 +317,27 @@ async fn run_seed(seed: u64, rounds: usize) -> anyhow::Result<()> {
     sleep_ms(rng.range(200, 1500)).await;
     load.stop()?;
     let mut conn = source.root_conn().await?;
+    // A COMMIT the server had received when sysbench died still completes: the last SCN is read
+    // once sysbench's sessions are gone.
+    wait_for(
+        "sysbench's sessions to end at the source",
+        Duration::from_secs(60),
+        || {
+            let source = &source;
+            async move {
+                let left: Option<u64> = source
+                    .root_conn()
+                    .await?
+                    .query_first(
+                        "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                         WHERE DB = 'sbtest' AND ID <> CONNECTION_ID()",
+                    )
+                    .await?;
+                Ok((left == Some(0)).then_some(()))
+            }
+        },
+    )
+    .await?;
     let end = source_scn(&mut conn).await?;
     relay.wait_scn(end, Duration::from_secs(120)).await?;
     replicator
