@@ -7,6 +7,10 @@
 //! at most [`MAX_STATEMENT_BYTES`]). A key change (delete of the old key, upsert of the new one)
 //! is two keys. Table events and a row of a new schema are barriers: the changes before them are
 //! written first. Applying a window again (after a crash before its commit) gives the same state.
+//!
+//! [`Replica::apply_group`] applies consecutive windows the same way in one transaction with the
+//! last one's checkpoint: the reduction runs over all of them together (a replica behind the relay
+//! pays one `COMMIT` for many source transactions).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;

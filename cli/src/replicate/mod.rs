@@ -4,7 +4,8 @@
 //!   change, value literals.
 //! - [`target`]: the target connection, the replica's checkpoint table
 //!   (`databus_replica_checkpoint`) and its table of replicated schemas.
-//! - [`apply`]: one window = batched statements + the checkpoint + `COMMIT`.
+//! - [`apply`]: one window (or a group of consecutive windows already fetched) as batched
+//!   statements, then the checkpoint, then `COMMIT`.
 //!
 //! Built on the client library's pull API ([`databus_client::WindowStream`]): the client does the
 //! relay → bootstrap → relay switching; the replica loads its checkpoint from the target, hands the
