@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing databus-rs needs on a fresh Debian machine: the Rust toolchain is
 # expected; this adds Debian's MariaDB server, Debian's PostgreSQL and Debian's redis-server (the tests
-# start private instances of all three), Debian's
+# start private instances of all three), Debian's sysbench (the write load of the replica's tests and
+# benchmark), Debian's
 # chromium (the status page tests render pages headless) and g++ (libFuzzer, for the fuzz targets) when
 # missing.
 # Safe to run again: it only installs what is absent.
@@ -47,6 +48,15 @@ if ! command -v redis-server >/dev/null 2>&1 && [ ! -x /usr/bin/redis-server ]; 
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends redis-server >/dev/null
   # The package starts a system-wide server; the project never uses it.
   $SUDO service redis-server stop >/dev/null 2>&1 || true
+fi
+
+# `databus replicate`'s load test and benchmark drive the source MariaDB with sysbench's OLTP workload.
+if ! command -v sysbench >/dev/null 2>&1; then
+  echo "setup: installing Debian's sysbench (the replica's load test writes with sysbench oltp_write_only)" >&2
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends sysbench >/dev/null
 fi
 
 # The fuzz targets (scripts/fuzz.sh --ci) link libFuzzer, which libfuzzer-sys compiles from C++.

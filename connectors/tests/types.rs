@@ -99,12 +99,7 @@ async fn every_column_type_round_trips() {
     assert_eq!(ty("dtm"), ColumnType::DateTime { fsp: 6 });
     assert_eq!(ty("ts"), ColumnType::Timestamp { fsp: 3 });
     assert_eq!(ty("yr"), ColumnType::Year);
-    assert_eq!(
-        ty("c"),
-        ColumnType::Text {
-            max_chars: Some(10)
-        }
-    );
+    assert_eq!(ty("c"), ColumnType::Char { chars: 10 });
     assert_eq!(
         ty("vc"),
         ColumnType::Text {

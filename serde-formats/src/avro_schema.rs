@@ -161,6 +161,7 @@ pub fn type_descriptor(column_type: &ColumnType) -> String {
         ColumnType::Year => "year".to_owned(),
         ColumnType::Text { max_chars: None } => "text".to_owned(),
         ColumnType::Text { max_chars: Some(n) } => format!("text({n})"),
+        ColumnType::Char { chars } => format!("char({chars})"),
         ColumnType::Bytes { max_bytes: None } => "bytes".to_owned(),
         ColumnType::Bytes { max_bytes: Some(n) } => format!("bytes({n})"),
         ColumnType::Enum { values } => list("enum", values),
@@ -252,7 +253,10 @@ fn avro_type(column_type: &ColumnType) -> Json {
             json!({"type": "long", "logicalType": "local-timestamp-micros"})
         }
         ColumnType::Timestamp { .. } => json!({"type": "long", "logicalType": "timestamp-micros"}),
-        ColumnType::Text { .. } | ColumnType::Enum { .. } | ColumnType::Json => json!("string"),
+        ColumnType::Text { .. }
+        | ColumnType::Char { .. }
+        | ColumnType::Enum { .. }
+        | ColumnType::Json => json!("string"),
         ColumnType::Bytes { .. } => json!("bytes"),
         ColumnType::Set { .. } => json!({"type": "array", "items": "string"}),
     }
@@ -395,6 +399,9 @@ pub fn parse_type_descriptor(text: &str) -> Option<ColumnType> {
         "timestamp" => Some(ColumnType::Timestamp { fsp: small(args)? }),
         "text" => Some(ColumnType::Text {
             max_chars: Some(number(args)?),
+        }),
+        "char" => Some(ColumnType::Char {
+            chars: number(args)?,
         }),
         "bytes" => Some(ColumnType::Bytes {
             max_bytes: Some(number(args)?),

@@ -365,7 +365,7 @@ fn model_value(v: &AvroValue, ty: &ColumnType) -> Option<Value> {
             }
         }
         (T::Timestamp { .. }, AvroValue::TimestampMicros(us)) => Value::Timestamp(*us),
-        (T::Text { .. }, AvroValue::String(s)) => Value::Text(s.clone()),
+        (T::Text { .. } | T::Char { .. }, AvroValue::String(s)) => Value::Text(s.clone()),
         (T::Json, AvroValue::String(s)) => Value::Json(s.clone()),
         (T::Bytes { .. }, AvroValue::Bytes(b) | AvroValue::Fixed(_, b)) => Value::Bytes(b.clone()),
         (T::Enum { values }, AvroValue::String(s)) => {

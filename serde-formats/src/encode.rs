@@ -132,7 +132,7 @@ impl RowEncoder {
                     ColumnType::DateTime { .. } => Op::DateTime,
                     ColumnType::Timestamp { .. } => Op::Timestamp,
                     ColumnType::Year => int(0, 2155),
-                    ColumnType::Text { .. } => Op::Text,
+                    ColumnType::Text { .. } | ColumnType::Char { .. } => Op::Text,
                     ColumnType::Bytes { .. } => Op::Bytes,
                     ColumnType::Enum { values } => Op::Enum(values.clone()),
                     ColumnType::Set { members } => Op::Set(members.clone()),

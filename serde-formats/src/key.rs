@@ -119,7 +119,9 @@ pub fn event_key_with(table: &TableSchema, row: &[Value], policy: NoPkPolicy) ->
                         Int::Signed(s) => s,
                     })
                 }),
-                (ColumnType::Text { .. }, Value::Text(s)) => Ok(Key::Bytes(s.as_bytes().to_vec())),
+                (ColumnType::Text { .. } | ColumnType::Char { .. }, Value::Text(s)) => {
+                    Ok(Key::Bytes(s.as_bytes().to_vec()))
+                }
                 (ColumnType::Bytes { .. }, Value::Bytes(b)) => Ok(Key::Bytes(b.clone())),
                 _ => {
                     let mut out = Vec::with_capacity(24);
@@ -286,7 +288,7 @@ fn push_component(column: &Column, value: &Value, out: &mut Vec<u8>) -> Result<(
             // At most u16::MAX values (checked by the schema validation).
             out.extend_from_slice(&(index as u16).to_be_bytes());
         }
-        (ColumnType::Text { .. }, Value::Text(s))
+        (ColumnType::Text { .. } | ColumnType::Char { .. }, Value::Text(s))
         | (ColumnType::Json, Value::Json(s) | Value::Text(s)) => {
             push_escaped(s.as_bytes(), out);
         }

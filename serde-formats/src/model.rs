@@ -64,10 +64,18 @@ pub enum ColumnType {
     },
     /// YEAR.
     Year,
-    /// CHAR/VARCHAR/TEXT of any length: text (UTF-8 in the model).
+    /// VARCHAR/TEXT of any length: text (UTF-8 in the model).
     Text {
         /// Declared maximum length in characters, if any.
         max_chars: Option<u32>,
+    },
+    /// CHAR(n): text of a fixed length (MariaDB stores it padded with spaces and strips trailing
+    /// spaces when read). Its values are [`Value::Text`], as for [`ColumnType::Text`]; the type is
+    /// kept apart so a replica can create the same column (a `VARCHAR` holds the same values but
+    /// stores, sorts and checksums them differently).
+    Char {
+        /// Declared length in characters.
+        chars: u32,
     },
     /// BINARY/VARBINARY/BLOB of any length.
     Bytes {
@@ -208,6 +216,7 @@ impl ColumnType {
             ColumnType::Timestamp { .. } => "TIMESTAMP",
             ColumnType::Year => "YEAR",
             ColumnType::Text { .. } => "TEXT",
+            ColumnType::Char { .. } => "CHAR",
             ColumnType::Bytes { .. } => "BLOB",
             ColumnType::Enum { .. } => "ENUM",
             ColumnType::Set { .. } => "SET",

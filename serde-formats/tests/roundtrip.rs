@@ -128,9 +128,8 @@ fn expected(column_type: &ColumnType, value: &Value) -> Avro {
             }
         }
         (T::Timestamp { .. }, Value::Timestamp(v)) => Avro::TimestampMicros(*v),
-        (T::Text { .. }, Value::Text(s)) | (T::Json, Value::Json(s) | Value::Text(s)) => {
-            Avro::String(s.clone())
-        }
+        (T::Text { .. } | T::Char { .. }, Value::Text(s))
+        | (T::Json, Value::Json(s) | Value::Text(s)) => Avro::String(s.clone()),
         (T::Bytes { .. }, Value::Bytes(b)) => Avro::Bytes(b.clone()),
         (T::Enum { values }, Value::Enum(i)) => Avro::String(if *i == 0 {
             String::new()
@@ -506,6 +505,7 @@ fn every_type() -> Vec<ColumnType> {
         T::Timestamp { fsp: 6 },
         T::Year,
         T::Text { max_chars: None },
+        T::Char { chars: 20 },
         T::Bytes { max_bytes: None },
         T::Enum {
             values: vec!["a".into(), "b c".into(), "".into()],
@@ -614,7 +614,7 @@ fn value_of(column_type: &ColumnType) -> BoxedStrategy<Value> {
         T::Year => prop_oneof![Just(0i64), 1901i64..=2155]
             .prop_map(Value::Int)
             .boxed(),
-        T::Text { .. } => any::<String>().prop_map(Value::Text).boxed(),
+        T::Text { .. } | T::Char { .. } => any::<String>().prop_map(Value::Text).boxed(),
         T::Bytes { .. } => proptest::collection::vec(any::<u8>(), 0..100)
             .prop_map(Value::Bytes)
             .boxed(),

@@ -7,6 +7,10 @@
 //! at most [`MAX_STATEMENT_BYTES`]). A key change (delete of the old key, upsert of the new one)
 //! is two keys. Table events and a row of a new schema are barriers: the changes before them are
 //! written first. Applying a window again (after a crash before its commit) gives the same state.
+//!
+//! [`Replica::apply_group`] applies consecutive windows the same way in one transaction with the
+//! last one's checkpoint: the reduction runs over all of them together (a replica behind the relay
+//! pays one `COMMIT` for many source transactions).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -97,22 +101,39 @@ impl Replica {
     /// Applies `window` and its checkpoint in one transaction (DDL aside, see the module docs).
     /// On an error the transaction is rolled back and the in-memory table schemas are reloaded.
     pub async fn apply(&mut self, window: &Window) -> Result<Applied> {
-        match self.apply_inner(window).await {
+        self.apply_group(std::slice::from_ref(window)).await
+    }
+
+    /// Applies consecutive `windows` and the last one's checkpoint in one transaction, as if each
+    /// were applied in turn and only the last committed: the changes of all of them are reduced to
+    /// the last change of each key together. A replica behind the relay applies the windows it
+    /// already holds this way, with one `COMMIT` (one log flush) for many source transactions.
+    pub async fn apply_group(&mut self, windows: &[Window]) -> Result<Applied> {
+        let Some(last) = windows.last() else {
+            return Ok(Applied::default());
+        };
+        match self.apply_inner(windows).await {
             Ok(applied) => Ok(applied),
             Err(e) => {
                 self.target.rollback().await;
                 if let Ok(tables) = self.target.load_tables().await {
                     self.tables = tables;
                 }
-                Err(e).with_context(|| format!("applying window {}", window.scn()))
+                let what = match windows.first() {
+                    Some(first) if windows.len() > 1 => {
+                        format!("windows {} to {}", first.scn(), last.scn())
+                    }
+                    _ => format!("window {}", last.scn()),
+                };
+                Err(e).with_context(|| format!("applying {what}"))
             }
         }
     }
 
-    async fn apply_inner(&mut self, window: &Window) -> Result<Applied> {
+    async fn apply_inner(&mut self, windows: &[Window]) -> Result<Applied> {
         let mut applied = Applied::default();
         let mut pending: BTreeMap<TableName, BTreeMap<Key, Change>> = BTreeMap::new();
-        for event in window.events() {
+        for event in windows.iter().flat_map(Window::events) {
             if event.is_table_event() {
                 self.flush(&mut pending, &mut applied).await?;
                 self.table_event(&event).await?;
@@ -161,7 +182,9 @@ impl Replica {
                 .insert(event.key().to_owned(), Change::Upsert(row));
         }
         self.flush(&mut pending, &mut applied).await?;
-        self.target.store_checkpoint(window.checkpoint()).await?;
+        if let Some(last) = windows.last() {
+            self.target.store_checkpoint(last.checkpoint()).await?;
+        }
         self.target.commit().await?;
         Ok(applied)
     }

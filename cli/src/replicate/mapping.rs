@@ -85,6 +85,7 @@ pub fn sql_type(column_type: &ColumnType) -> String {
         ColumnType::Year => "YEAR".to_owned(),
         ColumnType::Text { max_chars: Some(n) } => format!("VARCHAR({n})"),
         ColumnType::Text { max_chars: None } => "LONGTEXT".to_owned(),
+        ColumnType::Char { chars } => format!("CHAR({chars})"),
         ColumnType::Bytes { max_bytes: Some(n) } => format!("VARBINARY({n})"),
         ColumnType::Bytes { max_bytes: None } => "LONGBLOB".to_owned(),
         ColumnType::Enum { values } => format!("ENUM({})", list(values)),
@@ -368,6 +369,18 @@ mod tests {
 
     fn int(name: &str) -> Column {
         Column::new(name, ColumnType::Int { unsigned: false }, false)
+    }
+
+    #[test]
+    fn char_stays_char() {
+        // A VARCHAR holds the same values but stores and checksums them differently.
+        assert_eq!(sql_type(&ColumnType::Char { chars: 120 }), "CHAR(120)");
+        assert_eq!(
+            sql_type(&ColumnType::Text {
+                max_chars: Some(120)
+            }),
+            "VARCHAR(120)"
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   change, value literals.
 //! - [`target`]: the target connection, the replica's checkpoint table
 //!   (`databus_replica_checkpoint`) and its table of replicated schemas.
-//! - [`apply`]: one window = batched statements + the checkpoint + `COMMIT`.
+//! - [`apply`]: one window (or a group of consecutive windows already fetched) as batched
+//!   statements, then the checkpoint, then `COMMIT`.
 //!
 //! Built on the client library's pull API ([`databus_client::WindowStream`]): the client does the
 //! relay → bootstrap → relay switching; the replica loads its checkpoint from the target, hands the
@@ -183,10 +184,15 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
     let mut last_timestamp_ns = 0u64;
     let mut idle_since = Instant::now();
     let tick = Duration::from_millis(500);
+    // An item taken from the stream while gathering a group of windows, handled next.
+    let mut next = None;
     loop {
-        let item = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            item = tokio::time::timeout(tick, stream.next_item()) => item,
+        let item = match next.take() {
+            Some(item) => Ok(item),
+            None => tokio::select! {
+                _ = shutdown.cancelled() => break,
+                item = tokio::time::timeout(tick, stream.next_item()) => item,
+            },
         };
         match item {
             Err(_elapsed) => {}
@@ -228,12 +234,16 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
             }
             Ok(Some(Ok(StreamItem::Window(window)))) => {
                 idle_since = Instant::now();
-                let applied = replica.apply(&window).await?;
-                stream.commit(&window).await?;
-                online = window.phase() == Phase::Online;
-                last_scn = Some(window.scn().get());
-                last_timestamp_ns = window.timestamp_ns();
-                progress.windows += 1;
+                // The windows the client already holds go into the same target transaction.
+                let (group, item) = gather(&mut stream, window);
+                next = item;
+                let applied = replica.apply_group(&group).await?;
+                let last = group.last().context("a group holds its first window")?;
+                stream.commit(last).await?;
+                online = last.phase() == Phase::Online;
+                last_scn = Some(last.scn().get());
+                last_timestamp_ns = last.timestamp_ns();
+                progress.windows += group.len() as u64;
                 progress.rows += applied.upserts + applied.deletes;
             }
         }
@@ -280,6 +290,38 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
         last_scn.map_or_else(|| "-".to_owned(), |s| s.to_string())
     );
     Ok(())
+}
+
+/// At most this many windows are applied in one target transaction.
+const MAX_GROUP_WINDOWS: usize = 1000;
+/// ... and windows of at most about this many bytes.
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+/// `first` and the windows that follow it without waiting (the client fetched them already), up
+/// to [`MAX_GROUP_WINDOWS`] and [`MAX_GROUP_BYTES`]; a phase change or error met on the way is
+/// handed back to be handled after the group.
+fn gather(
+    stream: &mut databus_client::WindowStream,
+    first: databus_client::Window,
+) -> (
+    Vec<databus_client::Window>,
+    Option<Option<Result<StreamItem, databus_client::ClientError>>>,
+) {
+    use futures::FutureExt;
+    let mut bytes = first.bytes();
+    let mut group = vec![first];
+    while group.len() < MAX_GROUP_WINDOWS && bytes < MAX_GROUP_BYTES {
+        // `next_item` only polls the client's channel: taking it when ready loses nothing.
+        match stream.next_item().now_or_never() {
+            None => break,
+            Some(Some(Ok(StreamItem::Window(window)))) => {
+                bytes += window.bytes();
+                group.push(window);
+            }
+            Some(other) => return (group, Some(other)),
+        }
+    }
+    (group, None)
 }
 
 /// Now minus a commit time in ns since the epoch.

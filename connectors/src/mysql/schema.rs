@@ -119,6 +119,17 @@ pub(crate) enum TextCharset {
     Unsupported(u16),
 }
 
+/// A CHAR column's type: the text type of its values, kept as [`ColumnType::Char`] (its length
+/// declared) so that a replica creates a `CHAR` and not a `VARCHAR`. Other types pass through.
+fn fixed_text((ty, codec): (ColumnType, Codec)) -> (ColumnType, Codec) {
+    match ty {
+        ColumnType::Text {
+            max_chars: Some(chars),
+        } => (ColumnType::Char { chars }, codec),
+        other => (other, codec),
+    }
+}
+
 fn text_charset(collation: u16, name: &str) -> TextCharset {
     match name {
         "utf8mb4" | "utf8mb3" | "utf8" | "ascii" => TextCharset::Utf8,
@@ -299,7 +310,7 @@ pub(crate) fn table_info_from_columns(
             "timestamp" => (ColumnType::Timestamp { fsp }, Codec::Timestamp { fsp }),
             "year" => (ColumnType::Year, Codec::Year),
             "varchar" => string(to_u32(max_chars), to_u32(octets), false),
-            "char" => string(to_u32(max_chars), to_u32(octets), !binary),
+            "char" => fixed_text(string(to_u32(max_chars), to_u32(octets), !binary)),
             "varbinary" => string(None, to_u32(octets), false),
             "binary" => string(None, to_u32(octets), true),
             "tinytext" | "text" | "mediumtext" | "longtext" | "tinyblob" | "blob"
@@ -563,7 +574,7 @@ pub(crate) fn table_info(
                             payload: Payload::FixedBytes(len as usize),
                         },
                     ),
-                    other => other,
+                    other => fixed_text(other),
                 }
             }
             T::MYSQL_TYPE_BLOB
