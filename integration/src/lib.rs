@@ -24,6 +24,9 @@
 //!   [`faults::DatabusProcess`] for bootstrap roles and the `fault_consumer` binary, raw HTTP/1.1
 //!   over a `TcpStream` ([`faults::http_raw`]) and seeded schedules ([`faults::SeededRng`],
 //!   [`faults::fault_seeds`]).
+//! - [`soak`]: the seeded fault run of `tests/faults.rs` (MariaDB) and `tests/pg_faults.rs`
+//!   (PostgreSQL): the workload, the schedule, the processes ([`soak::World`]), the consumer-log
+//!   checks; a database plugs in through [`soak::SoakSource`].
 //!
 //! The scenarios are in `integration/tests/` (one file each, see `docs/testing.md`). MariaDB comes
 //! from `databus-testkit` ([`databus_testkit::MariaDb`]).
@@ -76,6 +79,7 @@ pub mod fidelity;
 pub mod http;
 pub mod pg;
 pub mod process;
+pub mod soak;
 pub mod workload;
 
 pub use checker::{
