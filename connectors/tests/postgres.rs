@@ -772,7 +772,9 @@ async fn connects_over_a_unix_socket() {
 
 /// A connector that falls behind the source reads rows whose relation or column was dropped since:
 /// the catalog no longer has them under the Relation message's OID, and re-reading it never brings
-/// them back (it used to be a transient stale-schema error, retried forever: the relay hung).
+/// them back (it used to be a transient stale-schema error, retried forever: the relay hung). The
+/// table dropped and created again shows as a `Drop` table change before the new table's first row
+/// (PostgreSQL does not decode the DROP; without it consumers kept the old table's rows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_of_a_dropped_column_or_a_re_created_table_read_behind_the_source() {
     let pg = server(&[
@@ -811,8 +813,12 @@ async fn rows_of_a_dropped_column_or_a_re_created_table_read_behind_the_source()
     .expect("drop and create");
     let mut c = started(&pg, &tables, StartPosition::After(first.scn)).await;
     let mut rows = Vec::new();
-    for _ in 0..4 {
+    let mut drops = Vec::new();
+    for i in 0..4 {
         let t = next_transaction(&mut c).await;
+        for d in &t.table_changes {
+            drops.push((i, d.kind, d.table.to_string()));
+        }
         for ch in t.changes {
             rows.push((
                 ch.table.table.clone(),
@@ -846,6 +852,11 @@ async fn rows_of_a_dropped_column_or_a_re_created_table_read_behind_the_source()
                 vec![Value::Int(2), Value::Text("new".into())]
             ),
         ]
+    );
+    assert_eq!(
+        drops,
+        vec![(3, DdlKind::Drop, "public.r".to_owned())],
+        "the drop comes with the new table's first row, before it"
     );
     c.shutdown().await.expect("shutdown");
 }

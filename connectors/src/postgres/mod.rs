@@ -128,6 +128,8 @@ struct OpenTxn {
     table_changes: Vec<TableDdl>,
     /// Schemas used by this transaction's changes, in first-use order.
     used: Vec<(TableName, Arc<TableSchema>)>,
+    /// The relation (OID) each captured table's changes in this transaction came from, in order.
+    oids: Vec<(TableName, u32)>,
 }
 
 /// The PostgreSQL connector. See the [module docs](self).
@@ -155,6 +157,11 @@ pub struct PgConnector {
     next_catalog_check: tokio::time::Instant,
     relations: HashMap<u32, Relation>,
     announced: HashMap<TableName, Arc<TableSchema>>,
+    /// The relation (OID) the last delivered changes of each captured table came from. Kept across
+    /// stream restarts (they resume right after the last delivered transaction): a later change of
+    /// the table from another OID means it was dropped and created again in between (see
+    /// [`PgConnector::note_relation`]).
+    table_oids: HashMap<TableName, u32>,
     txn: Option<OpenTxn>,
     /// An event taken from the stream and not yet fully applied: applied first by the next call, so a
     /// dropped `next_event` future loses nothing.
@@ -278,6 +285,7 @@ impl PgConnector {
             next_catalog_check: tokio::time::Instant::now(),
             relations: HashMap::new(),
             announced: HashMap::new(),
+            table_oids: HashMap::new(),
             txn: None,
             inflight: None,
             pending: VecDeque::new(),
@@ -911,6 +919,7 @@ impl PgConnector {
                         continue;
                     };
                     let name = rel.name.clone();
+                    self.note_relation(oid, &name);
                     let mut statement = format!(
                         "TRUNCATE {}.{}",
                         quote_ident(&name.database),
@@ -991,6 +1000,7 @@ impl PgConnector {
         let rel = &self.relations[&oid];
         let schema = Arc::clone(rel.schema.as_ref().ok_or(ConnectorError::NotStarted)?);
         let name = rel.name.clone();
+        self.note_relation(oid, &name);
         let limit = self.config.max_transaction_rows;
         let Some(txn) = self.txn.as_mut() else {
             return Ok(());
@@ -1018,6 +1028,44 @@ impl PgConnector {
         Ok(())
     }
 
+    /// Notes that the open transaction changes captured table `name` through relation `oid`.
+    /// PostgreSQL does not decode `DROP TABLE`; a table dropped and created again under its name (and
+    /// published again) shows only as a new OID. So when the table's changes so far (delivered, or
+    /// earlier in this transaction) came from another OID, a `Drop` table change comes first (the
+    /// relay's truncate event with cause `drop`: consumers remove the old table's rows) and erases
+    /// this transaction's earlier changes to it. Not seen: a drop between the last change a relay
+    /// process delivered before it restarted and the first after (the OID of the last delivered
+    /// changes is not persisted); nor one whose table gets no change afterwards.
+    fn note_relation(&mut self, oid: u32, name: &TableName) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let prev = txn
+            .oids
+            .iter()
+            .rev()
+            .find(|(t, _)| t == name)
+            .map(|(_, o)| *o)
+            .or_else(|| self.table_oids.get(name).copied());
+        if prev == Some(oid) {
+            return;
+        }
+        if prev.is_some() {
+            txn.changes
+                .retain(|c| !(c.table.database == name.database && c.table.table == name.table));
+            txn.table_changes.push(TableDdl {
+                table: name.clone(),
+                kind: DdlKind::Drop,
+                statement: format!(
+                    "DROP TABLE {}.{} (seen as a new relation of that name, OID {oid}, in a pgoutput Relation message)",
+                    quote_ident(&name.database),
+                    quote_ident(&name.table)
+                ),
+            });
+        }
+        txn.oids.push((name.clone(), oid));
+    }
+
     fn commit(
         &mut self,
         commit_lsn: u64,
@@ -1038,6 +1086,9 @@ impl PgConnector {
             });
         }
         let scn = Scn::new(commit_lsn);
+        for (table, oid) in txn.oids {
+            self.table_oids.insert(table, oid);
+        }
         for (table, schema) in txn.used {
             if self.announced.get(&table) != Some(&schema) {
                 self.announced.insert(table.clone(), Arc::clone(&schema));
@@ -1090,6 +1141,7 @@ impl PgConnector {
                     changes: Vec::new(),
                     table_changes: Vec::new(),
                     used: Vec::new(),
+                    oids: Vec::new(),
                 });
             }
             ReplicationEvent::XLogData { data, .. } => self.handle_xlog(&data).await?,
