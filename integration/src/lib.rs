@@ -24,6 +24,11 @@
 //!   [`faults::DatabusProcess`] for bootstrap roles and the `fault_consumer` binary, raw HTTP/1.1
 //!   over a `TcpStream` ([`faults::http_raw`]) and seeded schedules ([`faults::SeededRng`],
 //!   [`faults::fault_seeds`]).
+//! - [`source`]: the scenarios' source, MariaDB or PostgreSQL ([`Source`], [`SourceKind`],
+//!   [`start_pipeline_on`]), so that a scenario runs on both.
+//! - [`soak`]: the seeded fault run of `tests/faults.rs` (MariaDB) and `tests/pg_faults.rs`
+//!   (PostgreSQL): the workload, the schedule, the processes ([`soak::World`]), the consumer-log
+//!   checks; a database plugs in through [`soak::SoakSource`].
 //!
 //! The scenarios are in `integration/tests/` (one file each, see `docs/testing.md`). MariaDB comes
 //! from `databus-testkit` ([`databus_testkit::MariaDb`]).
@@ -76,6 +81,8 @@ pub mod fidelity;
 pub mod http;
 pub mod pg;
 pub mod process;
+pub mod soak;
+pub mod source;
 pub mod workload;
 
 pub use checker::{
@@ -87,26 +94,18 @@ pub use process::{
     BootstrapOptions, BootstrapRole, BootstrapServer, Proc, Relay, RelaySource, RelaySpec,
     SeedPassword, TableSpec, databus_bin, free_port, wait_for,
 };
-pub use workload::{ItemOp, ItemRow, TxRecord, Workload, source_scn};
+pub use source::{Source, SourceKind, start_pipeline_on};
+pub use workload::{ItemOp, ItemRow, TxRecord, TxWriter, Workload, source_scn};
 
 /// The usual start of a scenario: a private MariaDB with the workload's schema, a replication user,
 /// and a relay capturing the workload's tables with a buffer of `buffer_size`, streaming.
 pub async fn start_pipeline(
     buffer_size: &str,
 ) -> anyhow::Result<(databus_testkit::MariaDb, Relay)> {
-    let db = databus_testkit::MariaDb::start(databus_testkit::MariaDbOptions::default()).await?;
-    db.exec(workload::SCHEMA).await?;
-    let url = db.create_user_with_grants("repl", "repl-pw").await?;
-    let relay = Relay::start(RelaySpec {
-        source: RelaySource::Database {
-            url,
-            server_id: 1001,
-        },
-        tables: workload::tables(),
-        buffer_size: buffer_size.to_owned(),
-    })
-    .await?;
-    Ok((db, relay))
+    match start_pipeline_on(SourceKind::MariaDb, buffer_size).await? {
+        (Source::MariaDb(db), relay) => Ok((db, relay)),
+        (other, _) => anyhow::bail!("a MariaDB pipeline started on {:?}", other.kind()),
+    }
 }
 
 /// The workload model as canonical rows keyed by the key's text (to compare with a replica).

@@ -266,11 +266,12 @@ impl Workload {
         self.log.push(tx);
     }
 
-    /// Writes `n` transactions on `conn`, each committed before the next.
-    pub async fn run(&mut self, conn: &mut Conn, n: usize) -> Result<()> {
+    /// Writes `n` transactions on `conn` (a MariaDB connection or a PostgreSQL client, see
+    /// [`TxWriter`]), each committed before the next.
+    pub async fn run<W: TxWriter>(&mut self, conn: &mut W, n: usize) -> Result<()> {
         for _ in 0..n {
             let tx = self.generate();
-            write_tx(conn, &tx)
+            conn.write_tx(&tx)
                 .await
                 .with_context(|| format!("workload transaction {}", tx.seq))?;
             self.commit_model(tx);
@@ -278,8 +279,19 @@ impl Workload {
         Ok(())
     }
 
-    /// Runs `n` transactions on a new connection to `url` in a task, pausing `pace` between them;
-    /// the task hands the workload back when done.
+    /// Writes `n` transactions on `conn`, pausing `pace` between them.
+    async fn drive<W: TxWriter>(&mut self, conn: &mut W, n: usize, pace: Duration) -> Result<()> {
+        for _ in 0..n {
+            self.run(conn, 1).await?;
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `n` transactions on a new connection to `url` (MariaDB) in a task, pausing `pace`
+    /// between them; the task hands the workload back when done.
     pub fn spawn(
         mut self,
         url: String,
@@ -288,15 +300,87 @@ impl Workload {
     ) -> tokio::task::JoinHandle<Result<Workload>> {
         tokio::spawn(async move {
             let mut conn = Conn::new(Opts::from_url(&url)?).await?;
-            for _ in 0..n {
-                self.run(&mut conn, 1).await?;
-                if !pace.is_zero() {
-                    tokio::time::sleep(pace).await;
-                }
-            }
+            self.drive(&mut conn, n, pace).await?;
             conn.disconnect().await?;
             Ok(self)
         })
+    }
+
+    /// As [`Workload::spawn`], on a new connection to the PostgreSQL of `config`.
+    pub fn spawn_pg(
+        mut self,
+        config: tokio_postgres::Config,
+        n: usize,
+        pace: Duration,
+    ) -> tokio::task::JoinHandle<Result<Workload>> {
+        tokio::spawn(async move {
+            let (mut client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            self.drive(&mut client, n, pace).await?;
+            Ok(self)
+        })
+    }
+
+    /// Forgets every row of the model (after `TRUNCATE shop.items`, or `DROP` + `CREATE`).
+    pub fn clear(&mut self) {
+        self.model.clear();
+    }
+}
+
+/// Where the workload's transactions are written: a MariaDB connection or a PostgreSQL client (the
+/// same tables, `shop.items` and `shop.txlog`, in database or schema `shop`).
+pub trait TxWriter: Send {
+    /// Writes one transaction: its item changes in order, then its `txlog` row, then `COMMIT`.
+    fn write_tx(&mut self, tx: &TxRecord) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl TxWriter for Conn {
+    async fn write_tx(&mut self, tx: &TxRecord) -> Result<()> {
+        write_tx(self, tx).await
+    }
+}
+
+impl TxWriter for tokio_postgres::Client {
+    /// One batch of literal statements (a column's type may change mid-run: no typed parameters).
+    async fn write_tx(&mut self, tx: &TxRecord) -> Result<()> {
+        fn text(s: &str) -> String {
+            format!("'{}'", s.replace('\'', "''"))
+        }
+        fn opt<T: ToString>(v: Option<T>) -> String {
+            v.map_or_else(|| "NULL".to_owned(), |v| v.to_string())
+        }
+        let mut sql = String::from("BEGIN;\n");
+        for op in &tx.ops {
+            sql.push_str(&match op {
+                ItemOp::Insert(k, r) => format!(
+                    "INSERT INTO shop.items (id, seq, val, qty, pad{}) VALUES ({k}, {}, {}, {}, {}{});\n",
+                    if r.note.is_some() { ", note" } else { "" },
+                    r.seq,
+                    text(&r.val),
+                    opt(r.qty),
+                    text(&r.pad),
+                    r.note.as_deref().map(|n| format!(", {}", text(n))).unwrap_or_default(),
+                ),
+                ItemOp::Update(k, r) => format!(
+                    "UPDATE shop.items SET seq = {}, val = {}, qty = {}, pad = {}{} WHERE id = {k};\n",
+                    r.seq,
+                    text(&r.val),
+                    opt(r.qty),
+                    text(&r.pad),
+                    r.note.as_deref().map(|n| format!(", note = {}", text(n))).unwrap_or_default(),
+                ),
+                ItemOp::Delete(k, _) => format!("DELETE FROM shop.items WHERE id = {k};\n"),
+            });
+        }
+        sql.push_str(&format!(
+            "INSERT INTO shop.txlog (seq, changes) VALUES ({}, {});\nCOMMIT;",
+            tx.seq,
+            tx.ops.len()
+        ));
+        tokio::time::timeout(Duration::from_secs(60), self.batch_execute(&sql))
+            .await
+            .context("the transaction timed out")??;
+        Ok(())
     }
 }
 

@@ -6,6 +6,7 @@ mod bad_input;
 mod faults;
 mod hostile;
 mod pg_bootstrap;
+mod pg_faults;
 mod pg_relay;
 mod s10_replicate;
 mod s11_replicate_under_load;

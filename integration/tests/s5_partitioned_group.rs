@@ -1,6 +1,7 @@
 //! Scenario 5: a partitioned group of 3 consumers (`partition = mod:3:i`) covers every event exactly
 //! once per window: merged by SCN, their windows are the workload's transactions, whole, in order, with
-//! no gap; each member gets only keys of its bucket, per key in commit order.
+//! no gap; each member gets only keys of its bucket, per key in commit order. It runs on MariaDB and on
+//! PostgreSQL ([`SourceKind`]).
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU32;
@@ -14,7 +15,16 @@ use databus_integration::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_group_covers_every_event_exactly_once() -> anyhow::Result<()> {
-    let (db, relay) = start_pipeline("8MiB").await?;
+    partitioned_group(SourceKind::MariaDb).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_group_covers_every_event_exactly_once_on_postgres() -> anyhow::Result<()> {
+    partitioned_group(SourceKind::Postgres).await
+}
+
+async fn partitioned_group(kind: SourceKind) -> anyhow::Result<()> {
+    let (db, relay) = start_pipeline_on(kind, "8MiB").await?;
     let mut members = Vec::new();
     for instance in 0..3 {
         let mut config = ClientConfig::with_relays([relay.url()]);
@@ -27,8 +37,8 @@ async fn partitioned_group_covers_every_event_exactly_once() -> anyhow::Result<(
             Recorder::new(),
         )?);
     }
-    let work = Workload::new(5, 120)
-        .spawn(db.url(), 1000, Duration::ZERO)
+    let work = db
+        .spawn_workload(Workload::new(5, 120), 1000, Duration::ZERO)
         .await??;
     // Every item change and every txlog row, once across the group.
     let expected: usize = work.log().iter().map(|t| t.ops.len() + 1).sum();
@@ -104,10 +114,9 @@ async fn partitioned_group_covers_every_event_exactly_once() -> anyhow::Result<(
     for r in &recorders {
         union.extend(r.table(ITEMS));
     }
-    let mut conn = db.root_conn().await?;
     compare_tables(
         "shop.items",
-        &source_rows(&mut conn, "shop.items", "id").await?,
+        &db.rows("shop.items", "id").await?,
         &union,
         Columns::Exact,
     )?;

@@ -1,7 +1,8 @@
 //! Scenario 6: two chained relays (relay 2 follows relay 1's buffer). A consumer reads relay 2 and, when
 //! relay 2 is killed (SIGKILL) in the middle of a write workload, fails over to relay 1 with the same
 //! checkpoint: no window lost, repeated or reordered, and the replica ends identical to the source.
-//! Then relay 2 comes back, relay 1 is killed, and the consumer fails over back to relay 2.
+//! Then relay 2 comes back, relay 1 is killed, and the consumer fails over back to relay 2. It runs on
+//! MariaDB and on PostgreSQL (relay 1 then reads a replication slot; [`SourceKind`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +24,16 @@ async fn stream_requests(relay: &Relay) -> anyhow::Result<u64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
-    let (db, mut relay1) = start_pipeline("8MiB").await?;
+    chained_relays(SourceKind::MariaDb).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_fails_over_between_relays_chained_from_postgres() -> anyhow::Result<()> {
+    chained_relays(SourceKind::Postgres).await
+}
+
+async fn chained_relays(kind: SourceKind) -> anyhow::Result<()> {
+    let (db, mut relay1) = start_pipeline_on(kind, "8MiB").await?;
     let mut relay2 = Relay::start(RelaySpec {
         source: RelaySource::Upstream { url: relay1.url() },
         tables: workload::tables(),
@@ -45,7 +55,7 @@ async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
         Arc::new(MemoryCheckpointStore::new()),
         Recorder::new(),
     )?;
-    let mut writer = Some(Workload::new(6, 150).spawn(db.url(), 1500, Duration::from_millis(1)));
+    let mut writer = Some(db.spawn_workload(Workload::new(6, 150), 1500, Duration::from_millis(1)));
 
     // Reading relay 2 (the first in the list) ...
     consumer.wait_seq(200, Duration::from_secs(60)).await?;
@@ -67,16 +77,17 @@ async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
     // relay 1 dies after relay 2 caught up: the consumer fails over back to relay 2.
     relay2.restart().await?;
     let work = writer.take().expect("the writer").await??;
-    let scn = {
-        let mut conn = db.root_conn().await?;
-        source_scn(&mut conn).await?
-    };
+    // The SCN of the last transaction: the last window the consumer got (from either relay).
+    consumer
+        .wait_seq(work.last_seq(), Duration::from_secs(60))
+        .await?;
+    let scn = consumer.recorder.lock().last_scn;
     relay2.wait_scn(scn, Duration::from_secs(60)).await?;
     relay1.kill9();
     let mut work = work;
     // New writes reach no relay while relay 1 is down; restart it (it resumes from its state) so
     // relay 2 can copy them.
-    let mut conn = db.root_conn().await?;
+    let mut conn = db.writer().await?;
     work.run(&mut conn, 100).await?;
     relay1.restart().await?;
     consumer
@@ -100,13 +111,13 @@ async fn consumer_fails_over_between_chained_relays() -> anyhow::Result<()> {
     assert_eq!(report.last_seq, 1600, "{report:?}");
     compare_tables(
         "shop.items",
-        &source_rows(&mut conn, "shop.items", "id").await?,
+        &db.rows("shop.items", "id").await?,
         &consumer.recorder.table(ITEMS),
         Columns::Exact,
     )?;
     compare_tables(
         "shop.txlog",
-        &source_rows(&mut conn, "shop.txlog", "seq").await?,
+        &db.rows("shop.txlog", "seq").await?,
         &consumer.recorder.table(TXLOG),
         Columns::Exact,
     )?;

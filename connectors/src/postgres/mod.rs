@@ -128,6 +128,8 @@ struct OpenTxn {
     table_changes: Vec<TableDdl>,
     /// Schemas used by this transaction's changes, in first-use order.
     used: Vec<(TableName, Arc<TableSchema>)>,
+    /// The relation (OID) each captured table's changes in this transaction came from, in order.
+    oids: Vec<(TableName, u32)>,
 }
 
 /// The PostgreSQL connector. See the [module docs](self).
@@ -155,6 +157,11 @@ pub struct PgConnector {
     next_catalog_check: tokio::time::Instant,
     relations: HashMap<u32, Relation>,
     announced: HashMap<TableName, Arc<TableSchema>>,
+    /// The relation (OID) the last delivered changes of each captured table came from. Kept across
+    /// stream restarts (they resume right after the last delivered transaction): a later change of
+    /// the table from another OID means it was dropped and created again in between (see
+    /// [`PgConnector::note_relation`]).
+    table_oids: HashMap<TableName, u32>,
     txn: Option<OpenTxn>,
     /// An event taken from the stream and not yet fully applied: applied first by the next call, so a
     /// dropped `next_event` future loses nothing.
@@ -278,6 +285,7 @@ impl PgConnector {
             next_catalog_check: tokio::time::Instant::now(),
             relations: HashMap::new(),
             announced: HashMap::new(),
+            table_oids: HashMap::new(),
             txn: None,
             inflight: None,
             pending: VecDeque::new(),
@@ -911,6 +919,7 @@ impl PgConnector {
                         continue;
                     };
                     let name = rel.name.clone();
+                    self.note_relation(oid, &name);
                     let mut statement = format!(
                         "TRUNCATE {}.{}",
                         quote_ident(&name.database),
@@ -991,6 +1000,7 @@ impl PgConnector {
         let rel = &self.relations[&oid];
         let schema = Arc::clone(rel.schema.as_ref().ok_or(ConnectorError::NotStarted)?);
         let name = rel.name.clone();
+        self.note_relation(oid, &name);
         let limit = self.config.max_transaction_rows;
         let Some(txn) = self.txn.as_mut() else {
             return Ok(());
@@ -1018,6 +1028,44 @@ impl PgConnector {
         Ok(())
     }
 
+    /// Notes that the open transaction changes captured table `name` through relation `oid`.
+    /// PostgreSQL does not decode `DROP TABLE`; a table dropped and created again under its name (and
+    /// published again) shows only as a new OID. So when the table's changes so far (delivered, or
+    /// earlier in this transaction) came from another OID, a `Drop` table change comes first (the
+    /// relay's truncate event with cause `drop`: consumers remove the old table's rows) and erases
+    /// this transaction's earlier changes to it. Not seen: a drop between the last change a relay
+    /// process delivered before it restarted and the first after (the OID of the last delivered
+    /// changes is not persisted); nor one whose table gets no change afterwards.
+    fn note_relation(&mut self, oid: u32, name: &TableName) {
+        let Some(txn) = self.txn.as_mut() else {
+            return;
+        };
+        let prev = txn
+            .oids
+            .iter()
+            .rev()
+            .find(|(t, _)| t == name)
+            .map(|(_, o)| *o)
+            .or_else(|| self.table_oids.get(name).copied());
+        if prev == Some(oid) {
+            return;
+        }
+        if prev.is_some() {
+            txn.changes
+                .retain(|c| !(c.table.database == name.database && c.table.table == name.table));
+            txn.table_changes.push(TableDdl {
+                table: name.clone(),
+                kind: DdlKind::Drop,
+                statement: format!(
+                    "DROP TABLE {}.{} (seen as a new relation of that name, OID {oid}, in a pgoutput Relation message)",
+                    quote_ident(&name.database),
+                    quote_ident(&name.table)
+                ),
+            });
+        }
+        txn.oids.push((name.clone(), oid));
+    }
+
     fn commit(
         &mut self,
         commit_lsn: u64,
@@ -1038,6 +1086,9 @@ impl PgConnector {
             });
         }
         let scn = Scn::new(commit_lsn);
+        for (table, oid) in txn.oids {
+            self.table_oids.insert(table, oid);
+        }
         for (table, schema) in txn.used {
             if self.announced.get(&table) != Some(&schema) {
                 self.announced.insert(table.clone(), Arc::clone(&schema));
@@ -1090,6 +1141,7 @@ impl PgConnector {
                     changes: Vec::new(),
                     table_changes: Vec::new(),
                     used: Vec::new(),
+                    oids: Vec::new(),
                 });
             }
             ReplicationEvent::XLogData { data, .. } => self.handle_xlog(&data).await?,
@@ -1246,51 +1298,47 @@ async fn describe_relation(
     name: &TableName,
     columns: &[pgoutput::RelColumn],
 ) -> Result<(Arc<TableSchema>, Vec<Codec>), ConnectorError> {
-    let rows = client
-            .query(
-                &format!(
-                    "SELECT a.attname::text, a.attnotnull, t.typtype::text, \
-                            COALESCE(e.oid::int8, 0), COALESCE(e.typtype::text, ''), \
-                            format_type(a.atttypid, a.atttypmod), \
-                            COALESCE((SELECT array_agg(l.enumlabel::text ORDER BY l.enumsortorder) FROM pg_enum l \
-                                      WHERE l.enumtypid = CASE WHEN e.oid IS NULL THEN t.oid ELSE e.oid END), '{{}}') \
-                     FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-                     LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
-                     WHERE a.attrelid = {oid} AND a.attnum > 0 AND NOT a.attisdropped"
-                ),
-                &[],
-            )
-            .await
-            .map_err(pg(format!("reading the columns of {name}")))?;
+    let mut facts = catalog_columns(client, &oid.to_string(), name).await?;
+    let mut key_of = oid.to_string();
+    // The catalog is today's, the Relation message is of its WAL position: a relation dropped since
+    // (DROP TABLE, or DROP + CREATE under the same name, read by a relay behind the source) has no
+    // catalog rows under its OID any more, and a column dropped since is gone from them. Re-reading
+    // the catalog never brings them back, so they are not a stale-schema retry (that looped forever
+    // on the dropped table's rows or TRUNCATE): a dropped relation takes its nullability and key from
+    // the table that has its name now, if any; a dropped column its type facts from the message's
+    // type OID, and it is nullable.
+    let by_oid = !facts.is_empty();
+    if !by_oid {
+        let qualified = format!(
+            "{}.{}",
+            quote_ident(&name.database),
+            quote_ident(&name.table)
+        );
+        key_of = format!("to_regclass('{}')", qualified.replace('\'', "''"));
+        facts = catalog_columns(client, &key_of, name).await?;
+    }
+    for c in columns {
+        let known = facts.get(&c.name);
+        if by_oid && known.is_some() {
+            continue;
+        }
+        let not_null = known.is_some_and(|f| f.not_null);
+        let mut f = type_facts(client, c, name).await?;
+        f.not_null = not_null;
+        facts.insert(c.name.clone(), f);
+    }
     let pk_rows = client
         .query(
             &format!(
                 "SELECT a.attname::text FROM pg_index i \
                      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = {oid} AND i.indisprimary \
+                     WHERE i.indrelid = {key_of} AND i.indisprimary \
                      ORDER BY array_position(i.indkey::int2[], a.attnum)"
             ),
             &[],
         )
         .await
         .map_err(pg(format!("reading the primary key of {name}")))?;
-    let mut facts: HashMap<String, CatalogColumn> = HashMap::new();
-    for r in rows {
-        let typtype: String = r.get(2);
-        let elem: i64 = r.get(3);
-        let elem_typtype: String = r.get(4);
-        facts.insert(
-            r.get(0),
-            CatalogColumn {
-                not_null: r.get(1),
-                typtype: typtype.chars().next().unwrap_or('b'),
-                elem: (elem != 0)
-                    .then(|| (elem as u32, elem_typtype.chars().next().unwrap_or('b'))),
-                display: r.get(5),
-                enum_labels: r.get(6),
-            },
-        );
-    }
     let bad = |column: &str, reason: String| ConnectorError::Decode {
         table: name.to_string(),
         column: column.to_owned(),
@@ -1300,10 +1348,10 @@ async fn describe_relation(
     let mut codecs = Vec::with_capacity(columns.len());
     for c in columns {
         let Some(f) = facts.remove(&c.name) else {
-            return Err(ConnectorError::StaleSchema {
-                table: name.to_string(),
-                reason: format!("column {} is no longer in the catalog", c.name),
-            });
+            return Err(bad(
+                &c.name,
+                "the column appears twice in the Relation message".into(),
+            ));
         };
         let tf = TypeFacts {
             oid: c.type_oid,
@@ -1329,6 +1377,15 @@ async fn describe_relation(
         })?;
         primary_key.push(i);
     }
+    if primary_key.is_empty() && !by_oid {
+        return Err(ConnectorError::Misconfigured {
+            problems: vec![format!(
+                "table {name} was dropped before the relay read its changes, and no table of that \
+                 name with a primary key exists now; re-create it (and add it to the publication), \
+                 or stop capturing it; consumers that need its rows bootstrap"
+            )],
+        });
+    }
     if primary_key.is_empty() {
         return Err(ConnectorError::Misconfigured {
             problems: vec![format!("table {name} has no primary key; add one")],
@@ -1343,6 +1400,84 @@ async fn describe_relation(
         }),
         codecs,
     ))
+}
+
+/// The columns of relation `rel` (an OID, or a `to_regclass(…)` expression) by name: nullability and
+/// type facts. Empty when the relation does not exist (any more).
+async fn catalog_columns(
+    client: &Client,
+    rel: &str,
+    name: &TableName,
+) -> Result<HashMap<String, CatalogColumn>, ConnectorError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT a.attname::text, a.attnotnull, t.typtype::text, \
+                        COALESCE(e.oid::int8, 0), COALESCE(e.typtype::text, ''), \
+                        format_type(a.atttypid, a.atttypmod), {ENUM_LABELS} \
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+                 WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped"
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(format!("reading the columns of {name}")))?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), catalog_column(r.get(1), r, 2)))
+        .collect())
+}
+
+/// The enum labels of `t` (or of `e`, its element type, for an array), as a text array.
+const ENUM_LABELS: &str = "COALESCE((SELECT array_agg(l.enumlabel::text ORDER BY l.enumsortorder) \
+     FROM pg_enum l WHERE l.enumtypid = CASE WHEN e.oid IS NULL THEN t.oid ELSE e.oid END), '{}')";
+
+/// A column's facts from row `r`: typtype, element OID and typtype, display type and enum labels
+/// from column `at` on.
+fn catalog_column(not_null: bool, r: &tokio_postgres::Row, at: usize) -> CatalogColumn {
+    let typtype: String = r.get(at);
+    let elem: i64 = r.get(at + 1);
+    let elem_typtype: String = r.get(at + 2);
+    CatalogColumn {
+        not_null,
+        typtype: typtype.chars().next().unwrap_or('b'),
+        elem: (elem != 0).then(|| (elem as u32, elem_typtype.chars().next().unwrap_or('b'))),
+        display: r.get(at + 3),
+        enum_labels: r.get(at + 4),
+    }
+}
+
+/// The type facts of a column the catalog no longer has (its relation or itself dropped since the
+/// Relation message), from the message's type OID and modifier; nullable.
+async fn type_facts(
+    client: &Client,
+    c: &pgoutput::RelColumn,
+    name: &TableName,
+) -> Result<CatalogColumn, ConnectorError> {
+    let row = client
+        .query_opt(
+            &format!(
+                "SELECT t.typtype::text, COALESCE(e.oid::int8, 0), COALESCE(e.typtype::text, ''), \
+                        format_type(t.oid, {typmod}), {ENUM_LABELS} \
+                 FROM pg_type t LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A' \
+                 WHERE t.oid = {oid}",
+                typmod = c.typmod,
+                oid = c.type_oid,
+            ),
+            &[],
+        )
+        .await
+        .map_err(pg(format!("reading the type of {name}.{}", c.name)))?;
+    let row = row.ok_or_else(|| ConnectorError::Decode {
+        table: name.to_string(),
+        column: c.name.clone(),
+        reason: format!(
+            "the column and its type (OID {}) were dropped before the relay read its rows",
+            c.type_oid
+        ),
+    })?;
+    Ok(catalog_column(false, &row, 0))
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@
 //! A bootstrap writes `BOOTSTRAP snapshot` or `BOOTSTRAP delta <scn>` first. A window line is `<scn> <phase> <event> <event> ...` with each event `<source>:<opcode>:<json row>`
 //! (`opcode` is `u` or `d`, or `t` for a truncate of the source with the row `{}`; spaces in the row
 //! are written as `\u0020`). With `--fail-percent`, `on_event` answers
-//! `Retry` for that share of first attempts (seeded), exercising window rollback and retry. With
+//! `Retry` for that share of first attempts (seeded), at most 5 times a window (inside the client's
+//! retry budget), exercising window rollback and retry. With
 //! `--fatal-after N`, the first event after N logged windows answers `Fatal`: the client stops with
 //! that error and the process exits with status 1 (to be restarted from its checkpoint).
 
@@ -31,17 +32,24 @@ use databus_core::{Checkpoint, TableChange};
 use databus_integration::faults::SeededRng;
 use tokio_util::sync::CancellationToken;
 
+/// The most retries injected into one window: well inside the client's default retry budget (20).
+const MAX_INJECTED: u32 = 5;
+
 struct LogConsumer {
     file: Mutex<std::fs::File>,
     pending: Mutex<Vec<String>>,
     fail: Option<(Mutex<SeededRng>, u64)>,
     attempts: Mutex<std::collections::BTreeSet<String>>,
+    /// The SCN of the window being delivered, and the retries injected into each window so far.
+    window: AtomicU64,
+    injected: Mutex<std::collections::BTreeMap<u64, u32>>,
     windows: AtomicU64,
     fatal_after: Option<u64>,
 }
 
 impl DatabusConsumer for LogConsumer {
-    async fn on_start_window(&self, _: &WindowInfo) -> ConsumerOutcome {
+    async fn on_start_window(&self, info: &WindowInfo) -> ConsumerOutcome {
+        self.window.store(info.scn.get(), Ordering::Relaxed);
         self.pending.lock().unwrap().clear();
         ConsumerOutcome::Success
     }
@@ -66,14 +74,24 @@ impl DatabusConsumer for LogConsumer {
         let op = if event.is_delete() { 'd' } else { 'u' };
         let item = format!("{}:{op}:{}", event.source(), no_spaces(&row));
         if let Some((rng, percent)) = &self.fail {
-            // Fail a share of first attempts only, so every window eventually passes.
+            // Fail a share of first attempts only, and at most MAX_INJECTED times a window, so every
+            // window eventually passes within the client's retry budget (a snapshot window of
+            // hundreds of rows would otherwise fail about 3% of its rows' first attempts: more than
+            // the budget).
             let first = self
                 .attempts
                 .lock()
                 .unwrap()
                 .insert(format!("{} {item}", event.scn()));
             if first && rng.lock().unwrap().range(0, 100) < *percent {
-                return ConsumerOutcome::Retry;
+                let mut injected = self.injected.lock().unwrap();
+                let n = injected
+                    .entry(self.window.load(Ordering::Relaxed))
+                    .or_default();
+                if *n < MAX_INJECTED {
+                    *n += 1;
+                    return ConsumerOutcome::Retry;
+                }
             }
         }
         self.pending.lock().unwrap().push(item);
@@ -216,6 +234,8 @@ fn main() -> Result<()> {
         pending: Mutex::new(Vec::new()),
         fail: (fail_percent > 0).then(|| (Mutex::new(SeededRng::new(fail_seed)), fail_percent)),
         attempts: Mutex::new(Default::default()),
+        window: AtomicU64::new(0),
+        injected: Mutex::new(Default::default()),
         windows: AtomicU64::new(0),
         fatal_after,
     });
