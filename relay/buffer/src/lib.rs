@@ -92,7 +92,7 @@ mod ring;
 mod sync;
 mod writer;
 
-pub use buffer::{BufferStats, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
+pub use buffer::{BufferStats, EmptyWindows, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
 pub use error::{AppendError, BufferError, ReadError};
 pub use writer::{BufferWriter, WindowInfo};
 
