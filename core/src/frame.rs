@@ -130,7 +130,7 @@ impl FrameHeader {
     }
 
     /// [`parse`](Self::parse) without recomputing the header checksum: every other check is made. Only
-    /// for bytes whose header was written by [`EventBuilder`](crate::EventBuilder) or verified before,
+    /// for bytes whose header was written by [`EventBuilder`] or verified before,
     /// and kept where nothing but a bug can alter them (the relay's buffer builds every frame it holds,
     /// and parses millions of headers per second per filtered client when serving them).
     pub fn parse_verified_earlier(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
