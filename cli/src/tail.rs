@@ -90,6 +90,7 @@ pub async fn tail(
         wait: opts.wait,
         max_bytes: None,
         filter: None,
+        coalesce_empty_windows: false,
     };
     let mut follower = StreamFollower::new(query, checkpoint)
         .with_backoff(BackoffConfig::doubling(

@@ -71,6 +71,12 @@ pub struct ClientConfig {
     pub retry: RetryConfig,
     /// Persist the checkpoint after every this many windows (1: after every window).
     pub checkpoint_every_windows: u32,
+    /// With a filter (`filter` or `partition`), ask relays for one window per run of windows that hold
+    /// nothing for this client (`empty_windows=coalesce`, docs/protocol.md): such a run is delivered as
+    /// its last window, with no events, and the checkpoint moves past the whole run. Default `true`;
+    /// set `false` to get every window (heartbeats included) or to read from relays older than the
+    /// parameter, which refuse it. Without a filter every window is delivered either way.
+    pub coalesce_empty_windows: bool,
     /// PEM file of the CA (or the self-signed certificate) of `https` relays and bootstrap servers;
     /// default the web PKI roots.
     pub ca_cert: Option<PathBuf>,
@@ -104,6 +110,7 @@ impl Default for ClientConfig {
             workers: 1,
             retry: RetryConfig::default(),
             checkpoint_every_windows: 1,
+            coalesce_empty_windows: true,
             ca_cert: None,
             token_env: None,
             token_file: None,

@@ -210,6 +210,8 @@ impl Fetcher {
             wait: self.config.long_poll,
             max_bytes: Some(self.config.max_response_bytes),
             filter: Some(self.filter_query.clone()),
+            coalesce_empty_windows: self.config.coalesce_empty_windows
+                && (!self.config.filter.is_all() || self.config.partition.is_some()),
             ..StreamQuery::default()
         };
         let mut follower = StreamFollower::new(query, Some(checkpoint.clone()));

@@ -993,3 +993,121 @@ async fn slow_key_on_one_worker_does_not_block_another_but_holds_the_checkpoint(
     assert_eq!((summary.windows, summary.events), (2, 4));
     relay.stop().await;
 }
+
+/// The bucket among 8 of an integer key.
+fn bucket8(key: i64) -> u32 {
+    databus_filters::bucket_of(
+        databus_core::KeyRef::Int(key),
+        std::num::NonZeroU32::new(8).unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_consumers_with_coalesced_windows_end_equal_to_an_unfiltered_consumers_partitions()
+ {
+    let mut relay = TestRelay::start(8 << 20).await;
+    // 400 windows of 1 or 2 events (some heartbeats): a member of 8 gets something in about one window
+    // in five, so most of its windows are coalesced. Keys repeat with changing seqs, so order matters.
+    let last = 400u64;
+    for scn in 1..=last {
+        let events: Vec<(u16, i64, i64)> = match scn % 7 {
+            0 => Vec::new(),
+            3 => vec![
+                (1, (scn % 50) as i64, scn as i64),
+                (1, (scn * 7 % 50) as i64, scn as i64),
+            ],
+            _ => vec![(1, (scn % 50) as i64, scn as i64)],
+        };
+        relay.window(scn, &events);
+    }
+    let mut unfiltered_config = fast_config(&[relay.url()]);
+    unfiltered_config.max_response_bytes = 4096;
+    let all = Arc::new(Recorder::default());
+    let client =
+        DatabusClient::new(unfiltered_config, Arc::new(MemoryCheckpointStore::new())).unwrap();
+    let run = spawn_run(&client, all.clone());
+    let members: Vec<(Arc<Recorder>, Arc<MemoryCheckpointStore>)> = (0..8)
+        .map(|_| {
+            (
+                Arc::new(Recorder::default()),
+                Arc::new(MemoryCheckpointStore::new()),
+            )
+        })
+        .collect();
+    let mut runs = vec![run];
+    for (i, (consumer, store)) in members.iter().enumerate() {
+        let mut config = fast_config(&[relay.url()]);
+        // Small responses: runs of empty windows are cut by response ends as well as by events.
+        config.max_response_bytes = 512;
+        config.partition = Some(PartitionMember {
+            instance: i as u32,
+            of: 8,
+        });
+        assert!(config.coalesce_empty_windows, "the default");
+        let client = DatabusClient::new(config, store.clone()).unwrap();
+        runs.push(spawn_run(&client, consumer.clone()));
+    }
+    wait_until("the unfiltered consumer's last window", || {
+        all.last_window() == Some(last)
+    })
+    .await;
+    for (consumer, _) in &members {
+        // The last window is always delivered: a read ends with the marker of the run it coalesced.
+        wait_until("each member's last window", || {
+            consumer.last_window() == Some(last)
+        })
+        .await;
+    }
+    for run in runs {
+        run.stop().await.unwrap();
+    }
+    let everything = all.events();
+    let every_window: Vec<u64> = all.log.lock().unwrap().ended.clone();
+    assert_eq!(
+        every_window,
+        (1..=last).collect::<Vec<_>>(),
+        "no filter: every window"
+    );
+    let mut union = Vec::new();
+    for (i, (consumer, store)) in members.iter().enumerate() {
+        let events = consumer.events();
+        // Exactly the unfiltered consumer's events of this bucket, in the same order.
+        let want: Vec<Seen> = everything
+            .iter()
+            .filter(|e| bucket8(e.key) == i as u32)
+            .cloned()
+            .collect();
+        assert_eq!(events, want, "member {i}");
+        let log = consumer.log.lock().unwrap();
+        // Every window holding events of the bucket is delivered, with exactly those events.
+        let with_events: BTreeSet<u64> = want.iter().map(|e| e.scn).collect();
+        let delivered: BTreeSet<u64> = log.ended.iter().copied().collect();
+        assert!(with_events.is_subset(&delivered), "member {i}");
+        for &(scn, n) in &log.windows {
+            assert_eq!(
+                n,
+                want.iter().filter(|e| e.scn == scn).count(),
+                "member {i} window {scn}"
+            );
+        }
+        // Windows strictly grow and runs with nothing were coalesced: far fewer windows than 400.
+        assert!(log.ended.windows(2).all(|w| w[0] < w[1]), "member {i}");
+        assert!(
+            log.ended.len() < last as usize / 2,
+            "member {i} got {} windows of {last}",
+            log.ended.len()
+        );
+        // The persisted checkpoint covers every window: a restarted member re-reads nothing.
+        assert_eq!(
+            store.load().unwrap(),
+            Some(Checkpoint::after(Scn::new(last))),
+            "member {i}"
+        );
+        union.extend(events);
+    }
+    union.sort();
+    let mut sorted = everything.clone();
+    sorted.sort();
+    assert_eq!(union, sorted, "the members together got every event once");
+    relay.stop().await;
+}

@@ -158,6 +158,10 @@ pub struct StreamQuery {
     /// A filter already written as query parameters (`sources=..&partition=..&partition.<source>=..`,
     /// as `FilterSpec::to_query` writes it), appended as it is.
     pub filter: Option<String>,
+    /// `empty_windows=coalesce`: a run of windows with nothing for this request gets only the end
+    /// marker of its last window (default: every window's marker). Relays before this parameter
+    /// refuse it with `400`.
+    pub coalesce_empty_windows: bool,
 }
 
 impl StreamQuery {
@@ -175,6 +179,9 @@ impl StreamQuery {
         }
         if self.json {
             q.append_pair("format", "json");
+        }
+        if self.coalesce_empty_windows {
+            q.append_pair("empty_windows", "coalesce");
         }
         q.append_pair("wait_ms", &self.wait.as_millis().to_string());
         if let Some(m) = self.max_bytes {
@@ -306,6 +313,16 @@ mod tests {
             Checkpoint::after(Scn::new(7))
         );
         assert!(!StreamQuery::default().path(None).contains("checkpoint"));
+        assert!(!StreamQuery::default().path(None).contains("empty_windows"));
+        let coalescing = StreamQuery {
+            coalesce_empty_windows: true,
+            ..StreamQuery::default()
+        };
+        assert!(
+            coalescing
+                .path(None)
+                .contains("?empty_windows=coalesce&wait_ms=0")
+        );
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `cargo test -p <crate> --test it <module>::`.
 
 mod bad_input;
+mod fanout_memory;
 mod faults;
 mod hostile;
 mod pg_bootstrap;

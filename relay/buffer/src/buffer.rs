@@ -24,8 +24,26 @@ pub(crate) const UNANCHORED: u64 = u64::MAX;
 /// Words per SCN index entry: scn, start, end, unused (keeps entries 32-byte aligned).
 pub(crate) const INDEX_STRIDE: usize = 4;
 
-/// A predicate on an event's verified header and key: `true` keeps the event.
+/// A predicate on an event's header and key: `true` keeps the event. The header's fields were verified
+/// when the writer appended the frame (its checksum is not recomputed on each read).
 pub type EventFilter<'a> = dyn Fn(&FrameHeader, KeyRef<'_>) -> bool + 'a;
+
+/// What a read does with the end-of-window marker of a window it copies no data event of (a window the
+/// filter dropped everything of, or a heartbeat).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EmptyWindows {
+    /// Copy every window's marker: the reader sees every window boundary and heartbeat.
+    #[default]
+    Every,
+    /// Of a run of consecutive windows this read copies no data event of, copy only the marker of the
+    /// run's last window, and none when the read then copies an event of a later window (whose own
+    /// marker, or the mid-window checkpoint, covers the run). The checkpoint moves past the whole run
+    /// all the same. A read that ends right after such a run (at the tail or at its budget) always
+    /// ends with the run's last marker, so its checkpoint is that marker's window and the reader gets a
+    /// window boundary for it. The window a mid-window checkpoint points into always keeps its marker
+    /// (the reader may hold its first events from an earlier read).
+    Coalesce,
+}
 
 /// Cursor group moved by evictions. Written only by the writer.
 #[derive(Debug)]
@@ -97,6 +115,9 @@ pub struct ReadOutcome {
     pub events_scanned: u64,
     /// End-of-window markers copied (each completes a window; heartbeats are such windows).
     pub windows_completed: u64,
+    /// End-of-window markers left out by [`EmptyWindows::Coalesce`] (windows covered by a later marker
+    /// or event of the same read).
+    pub windows_coalesced: u64,
     /// Bytes appended to the output.
     pub bytes_copied: u64,
     /// `true` when the read stopped because of its byte budget: more is available right now.
@@ -188,7 +209,7 @@ impl EventBuffer {
         budget_bytes: usize,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, ReadError> {
-        self.read_inner(from, budget_bytes, None, out)
+        self.read_inner(from, budget_bytes, None, EmptyWindows::Every, out)
     }
 
     /// Reads the events after checkpoint `from` that `filter` keeps into `out`.
@@ -230,7 +251,22 @@ impl EventBuffer {
         filter: &EventFilter<'_>,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, ReadError> {
-        self.read_inner(from, budget_bytes, Some(filter), out)
+        self.read_inner(from, budget_bytes, Some(filter), EmptyWindows::Every, out)
+    }
+
+    /// [`read_filtered`](Self::read_filtered) (or [`read`](Self::read) when `filter` is `None`) with a
+    /// choice of what to do with the markers of windows the read copies nothing of (see
+    /// [`EmptyWindows`]). With [`EmptyWindows::Coalesce`] a partitioned reader that gets one event in a
+    /// hundred windows receives one marker for the hundred instead of a hundred.
+    pub fn read_with(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        filter: Option<&EventFilter<'_>>,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_inner(from, budget_bytes, filter, empty_windows, out)
     }
 
     /// The ring position a read from `from` would start at: the snapshot of the cursors and the SCN
@@ -250,11 +286,12 @@ impl EventBuffer {
         from: &Checkpoint,
         budget_bytes: usize,
         filter: Option<&EventFilter<'_>>,
+        empty_windows: EmptyWindows,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, ReadError> {
         let out_len = out.len();
         for _ in 0..MAX_ATTEMPTS {
-            match self.try_read(from, budget_bytes as u64, filter, out) {
+            match self.try_read(from, budget_bytes as u64, filter, empty_windows, out) {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Overtaken => out.truncate(out_len),
                 Attempt::Failed(err) => {
@@ -324,6 +361,7 @@ impl EventBuffer {
         from: &Checkpoint,
         budget: u64,
         filter: Option<&EventFilter<'_>>,
+        empty_windows: EmptyWindows,
         out: &mut Vec<u8>,
     ) -> Attempt {
         let snap = self.snapshot();
@@ -333,6 +371,7 @@ impl EventBuffer {
             events_copied: 0,
             events_scanned: 0,
             windows_completed: 0,
+            windows_coalesced: 0,
             bytes_copied: 0,
             more_available: false,
         };
@@ -360,7 +399,7 @@ impl EventBuffer {
                 Attempt::Overtaken
             };
         }
-        match self.scan(from, start, &snap, budget, filter, out) {
+        match self.scan(from, start, &snap, budget, filter, empty_windows, out) {
             Ok(outcome) => {
                 if self.still_valid(start, first_seq) {
                     Attempt::Done(outcome)
@@ -534,8 +573,10 @@ impl EventBuffer {
             position: cur.pos,
             reason,
         };
-        let parsed =
-            FrameHeader::parse(&header).map_err(|_| anomaly("frame header does not verify"))?;
+        // The checksum is not recomputed: the writer built this header (see `EventFilter`). What was read
+        // is validated by position afterwards like every other load of the read.
+        let parsed = FrameHeader::parse_verified_earlier(&header)
+            .map_err(|_| anomaly("frame header does not parse"))?;
         // The header was loaded again: if the writer overtook us in between it may describe another
         // frame, whose key must not be read past this frame's bounds (checked by `frame_at`).
         if parsed.frame_len() as u64 != frame_len {
@@ -558,6 +599,7 @@ impl EventBuffer {
         Ok(filter(&parsed, key))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn scan(
         &self,
         from: &Checkpoint,
@@ -565,6 +607,7 @@ impl EventBuffer {
         snap: &Snapshot,
         budget: u64,
         filter: Option<&EventFilter<'_>>,
+        empty_windows: EmptyWindows,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, Anomaly> {
         let requested = from.window_scn;
@@ -577,6 +620,7 @@ impl EventBuffer {
             events_copied: 0,
             events_scanned: 0,
             windows_completed: 0,
+            windows_coalesced: 0,
             bytes_copied: 0,
             more_available: false,
         };
@@ -604,26 +648,50 @@ impl EventBuffer {
             }
             break;
         }
+        let coalesce = empty_windows == EmptyWindows::Coalesce;
+        // Whether the current window's marker must be copied: this read copied an event of it, or the
+        // read started inside it (the reader may hold its first events from an earlier read).
+        let mut keep_marker = window.is_some();
+        // With `Coalesce`: the marker of the last window of the current run of windows this read copied
+        // nothing of, not yet copied. Its bytes fitted the budget when it was held, and nothing was
+        // copied since, so it still fits when it is copied at the end of the read.
+        let mut held: Option<(u64, u64)> = None;
+        let flush = |held: Option<(u64, u64)>, outcome: &mut ReadOutcome, out: &mut Vec<u8>| {
+            if let Some((phys, len)) = held {
+                self.copy_out(phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+        };
         let mut key_scratch = Vec::new();
         loop {
             let Some(frame) = self.frame_at(&mut cur, snap.tail)? else {
+                flush(held, &mut outcome, out);
                 return Ok(outcome);
             };
             let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= budget;
             if frame.end_of_window {
                 if !fits {
+                    flush(held, &mut outcome, out);
                     outcome.more_available = true;
                     return Ok(outcome);
                 }
-                self.copy_out(cur.phys, frame.len, out);
-                outcome.bytes_copied += frame.len;
-                outcome.windows_completed += 1;
+                if coalesce && !keep_marker {
+                    if held.replace((cur.phys, frame.len)).is_some() {
+                        outcome.windows_coalesced += 1;
+                    }
+                } else {
+                    self.copy_out(cur.phys, frame.len, out);
+                    outcome.bytes_copied += frame.len;
+                    outcome.windows_completed += 1;
+                }
                 let ck = &mut outcome.checkpoint;
                 ck.window_scn = frame.scn;
                 ck.window_offset = None;
                 ck.prev_scn = Some(frame.scn);
                 window = None;
                 in_window = 0;
+                keep_marker = false;
             } else {
                 if window != Some(frame.scn) {
                     window = Some(frame.scn);
@@ -635,9 +703,15 @@ impl EventBuffer {
                 };
                 if keep {
                     if !fits {
+                        flush(held, &mut outcome, out);
                         outcome.more_available = true;
                         return Ok(outcome);
                     }
+                    // This event's window, or the checkpoint inside it, covers the held marker's run.
+                    if held.take().is_some() {
+                        outcome.windows_coalesced += 1;
+                    }
+                    keep_marker = true;
                     self.copy_out(cur.phys, frame.len, out);
                     outcome.bytes_copied += frame.len;
                     outcome.events_copied += 1;

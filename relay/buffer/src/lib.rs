@@ -8,7 +8,8 @@
 //!   and the shared [`EventBuffer`] readers use.
 //! - [`BufferWriter::append`] adds an event to the open window, [`BufferWriter::end_window`] publishes it
 //!   (an empty window is a heartbeat), [`BufferWriter::rollback`] discards it.
-//! - [`EventBuffer::read`] / [`EventBuffer::read_filtered`] copy the events after a checkpoint, within a
+//! - [`EventBuffer::read`] / [`EventBuffer::read_filtered`] / [`EventBuffer::read_with`] (which may coalesce
+//!   the end markers of windows with nothing kept, [`EmptyWindows`]) copy the events after a checkpoint, within a
 //!   byte budget, and return the checkpoint to continue from. [`EventBuffer::wait_for_data_after`] is the
 //!   long poll.
 //!
@@ -92,7 +93,7 @@ mod ring;
 mod sync;
 mod writer;
 
-pub use buffer::{BufferStats, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
+pub use buffer::{BufferStats, EmptyWindows, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
 pub use error::{AppendError, BufferError, ReadError};
 pub use writer::{BufferWriter, WindowInfo};
 

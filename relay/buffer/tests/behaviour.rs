@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 
 use databus_buffer::{
-    AppendError, BufferConfig, BufferError, BufferWriter, EventBuffer, ReadError, ReadOutcome,
-    WaitOutcome, event_buffer,
+    AppendError, BufferConfig, BufferError, BufferWriter, EmptyWindows, EventBuffer, ReadError,
+    ReadOutcome, WaitOutcome, event_buffer,
 };
 use databus_core::frame::HEADER_LEN;
 use databus_core::{Checkpoint, Event, EventBuilder, EventView, Key, KeyRef, Opcode, Scn};
@@ -733,4 +733,143 @@ async fn anchoring_wakes_long_polls_whose_checkpoint_it_refuses() {
     w.anchor(scn(106)).unwrap();
     assert_eq!(waiter.await.unwrap(), WaitOutcome::Ready);
     assert!(tokio::time::Instant::now() < deadline);
+}
+
+/// Appends a window whose events have the given keys (8-byte payloads), and closes it.
+fn keyed_window(w: &mut BufferWriter, s: u64, keys: &[i64]) {
+    for &k in keys {
+        w.append(
+            &EventBuilder::new(scn(s), Opcode::Upsert)
+                .key(KeyRef::Int(k))
+                .payload(b"12345678"),
+        )
+        .unwrap();
+    }
+    w.end_window(scn(s), s * 1000).unwrap();
+}
+
+fn parse(out: &[u8]) -> Vec<Event> {
+    EventView::parse_all(out)
+        .unwrap()
+        .into_iter()
+        .map(Event::from)
+        .collect()
+}
+
+#[test]
+fn coalescing_sends_one_marker_per_run_of_windows_with_nothing_kept() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16)).unwrap();
+    keyed_window(&mut w, 1, &[1, 3]);
+    keyed_window(&mut w, 2, &[5]);
+    keyed_window(&mut w, 3, &[7, 8, 9]);
+    keyed_window(&mut w, 4, &[11]);
+    w.end_window(scn(5), 5000).unwrap(); // a heartbeat
+    keyed_window(&mut w, 6, &[13]);
+    let even = |_: &databus_core::FrameHeader, key: KeyRef<'_>| matches!(key, KeyRef::Int(k) if k % 2 == 0);
+    let mut out = Vec::new();
+    let o = buf
+        .read_with(
+            &Checkpoint::beginning(),
+            1 << 20,
+            Some(&even),
+            EmptyWindows::Coalesce,
+            &mut out,
+        )
+        .unwrap();
+    // Windows 1-2 are covered by window 3's event; 4-6 by window 6's marker, the last of the read.
+    assert_eq!(ids(&parse(&out)), vec![(3, 8), (3, -1), (6, -1)]);
+    assert_eq!(o.checkpoint, Checkpoint::after(scn(6)));
+    assert_eq!(
+        (
+            o.events_copied,
+            o.events_scanned,
+            o.windows_completed,
+            o.windows_coalesced
+        ),
+        (1, 8, 2, 4)
+    );
+    assert_eq!(o.bytes_copied as usize, out.len());
+    // The same read with every marker, for comparison: one per window.
+    let mut every = Vec::new();
+    let o = buf
+        .read_filtered(&Checkpoint::beginning(), 1 << 20, &even, &mut every)
+        .unwrap();
+    assert_eq!((o.windows_completed, o.windows_coalesced), (6, 0));
+    assert_eq!(o.checkpoint, Checkpoint::after(scn(6)));
+    // A reader resuming from the coalesced read's checkpoint gets nothing more: nothing is re-read.
+    let mut more = Vec::new();
+    let o = buf
+        .read_with(
+            &Checkpoint::after(scn(6)),
+            1 << 20,
+            Some(&even),
+            EmptyWindows::Coalesce,
+            &mut more,
+        )
+        .unwrap();
+    assert!(more.is_empty() && o.checkpoint == Checkpoint::after(scn(6)));
+}
+
+#[test]
+fn coalescing_keeps_the_marker_of_a_window_the_read_starts_inside() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16)).unwrap();
+    keyed_window(&mut w, 1, &[2, 3, 5]);
+    keyed_window(&mut w, 2, &[7]);
+    let even = |_: &databus_core::FrameHeader, key: KeyRef<'_>| matches!(key, KeyRef::Int(k) if k % 2 == 0);
+    // The budget stops the first read after the first kept event: the reader holds part of window 1.
+    let mut out = Vec::new();
+    let o = buf
+        .read_with(
+            &Checkpoint::beginning(),
+            1,
+            Some(&even),
+            EmptyWindows::Coalesce,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(ids(&parse(&out)), vec![(1, 2)]);
+    // The dropped events after it were scanned before the marker, which did not fit.
+    assert_eq!(o.checkpoint, mid(1, 3, None));
+    assert!(o.more_available);
+    // The rest of window 1 has nothing kept, but its marker closes what the reader holds; window 2's
+    // marker, the last of the read, follows.
+    let mut out = Vec::new();
+    let o = buf
+        .read_with(
+            &o.checkpoint,
+            1 << 20,
+            Some(&even),
+            EmptyWindows::Coalesce,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(ids(&parse(&out)), vec![(1, -1), (2, -1)]);
+    assert_eq!(o.checkpoint, Checkpoint::after(scn(2)));
+}
+
+#[test]
+fn coalescing_stops_at_the_budget_with_the_held_marker() {
+    let (mut w, buf) = event_buffer(BufferConfig::new(1 << 16)).unwrap();
+    keyed_window(&mut w, 1, &[2]);
+    keyed_window(&mut w, 2, &[3]);
+    keyed_window(&mut w, 3, &[5]);
+    keyed_window(&mut w, 4, &[6]);
+    let even = |_: &databus_core::FrameHeader, key: KeyRef<'_>| matches!(key, KeyRef::Int(k) if k % 2 == 0);
+    // Room for window 1 and one marker: window 4's event does not fit, so the read ends with the marker
+    // of window 3, covering windows 2-3.
+    let event = HEADER_LEN + 8 + 8;
+    let mut out = Vec::new();
+    let o = buf
+        .read_with(
+            &Checkpoint::beginning(),
+            event + 2 * HEADER_LEN,
+            Some(&even),
+            EmptyWindows::Coalesce,
+            &mut out,
+        )
+        .unwrap();
+    assert_eq!(ids(&parse(&out)), vec![(1, 2), (1, -1), (3, -1)]);
+    assert_eq!(o.checkpoint, Checkpoint::after(scn(3)));
+    assert!(o.more_available);
+    assert_eq!(o.bytes_copied as usize, out.len());
 }

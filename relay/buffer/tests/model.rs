@@ -1,14 +1,16 @@
 //! Model test: random appends, rollbacks, window ends (with evictions) and reads from random checkpoints
 //! with random budgets and filters, checked event for event against a simple reference: a `VecDeque` of
 //! whole windows, `prev_scn`, and the documented byte layout (8-byte aligned frames, wrap padding) that
-//! decides when windows are evicted.
+//! decides when windows are evicted. Reads run in both [`EmptyWindows`] modes: the reference of
+//! `Coalesce` holds back the marker of each window the read copied nothing of, drops it when an event of
+//! a later window is copied or a later marker replaces it, and copies it when the read ends.
 
 #![cfg(not(loom))]
 
 use std::collections::VecDeque;
 
 use databus_buffer::{
-    AppendError, BufferConfig, BufferWriter, EventBuffer, ReadError, event_buffer,
+    AppendError, BufferConfig, BufferWriter, EmptyWindows, EventBuffer, ReadError, event_buffer,
 };
 use databus_core::{
     Checkpoint, Event, EventView, FrameHeader, Key, KeyRef, Opcode, PartitionId, SchemaId, Scn,
@@ -31,6 +33,7 @@ enum Op {
         from: From,
         budget: usize,
         filter: u8,
+        empty_windows: EmptyWindows,
     },
 }
 
@@ -56,8 +59,9 @@ fn op() -> impl Strategy<Value = Op> {
             ],
             prop_oneof![Just(1usize), 1usize..700, Just(1 << 20)],
             0u8..3,
+            prop_oneof![Just(EmptyWindows::Every), Just(EmptyWindows::Coalesce)],
         )
-            .prop_map(|(from, budget, filter)| Op::Read { from, budget, filter }),
+            .prop_map(|(from, budget, filter, empty_windows)| Op::Read { from, budget, filter, empty_windows }),
     ]
 }
 
@@ -103,6 +107,7 @@ struct Outcome {
     events_copied: u64,
     events_scanned: u64,
     windows_completed: u64,
+    windows_coalesced: u64,
     bytes_copied: u64,
     more_available: bool,
 }
@@ -205,7 +210,13 @@ impl Model {
         Ok(())
     }
 
-    fn read(&self, from: &Checkpoint, budget: u64, filter: u8) -> Result<Outcome, ReadError> {
+    fn read(
+        &self,
+        from: &Checkpoint,
+        budget: u64,
+        filter: u8,
+        empty_windows: EmptyWindows,
+    ) -> Result<Outcome, ReadError> {
         let s = from.window_scn;
         if let Some(prev) = self.prev_scn {
             let missed = if from.window_offset.is_some() {
@@ -228,8 +239,20 @@ impl Model {
             events_copied: 0,
             events_scanned: 0,
             windows_completed: 0,
+            windows_coalesced: 0,
             bytes_copied: 0,
             more_available: false,
+        };
+        let coalesce = empty_windows == EmptyWindows::Coalesce;
+        // The marker held back for the run of windows the read copied nothing of (Coalesce only).
+        let mut held: Option<&Event> = None;
+        let end = |o: &mut Outcome, held: Option<&Event>, more: bool| {
+            if let Some(marker) = held {
+                o.events.push(marker.clone());
+                o.bytes_copied += marker.to_frame().len() as u64;
+                o.windows_completed += 1;
+            }
+            o.more_available = more;
         };
         for w in &self.windows {
             let skip = match from.window_offset {
@@ -239,13 +262,19 @@ impl Model {
                 _ => 0,
             };
             let mut in_window = skip as u32;
+            // A window the read starts inside keeps its marker: the reader may hold its first events.
+            let mut copied_in_window = from.window_offset.is_some() && w.scn == s;
             for e in &w.events[skip..] {
                 let len = e.to_frame().len() as u64;
                 if keep(filter, &e.key) {
                     if o.bytes_copied > 0 && o.bytes_copied + len > budget {
-                        o.more_available = true;
+                        end(&mut o, held, true);
                         return Ok(o);
                     }
+                    if held.take().is_some() {
+                        o.windows_coalesced += 1;
+                    }
+                    copied_in_window = true;
                     o.events.push(e.clone());
                     o.bytes_copied += len;
                     o.events_copied += 1;
@@ -257,16 +286,23 @@ impl Model {
             }
             let len = w.marker.to_frame().len() as u64;
             if o.bytes_copied > 0 && o.bytes_copied + len > budget {
-                o.more_available = true;
+                end(&mut o, held, true);
                 return Ok(o);
             }
-            o.events.push(w.marker.clone());
-            o.bytes_copied += len;
-            o.windows_completed += 1;
+            if coalesce && !copied_in_window {
+                if held.replace(&w.marker).is_some() {
+                    o.windows_coalesced += 1;
+                }
+            } else {
+                o.events.push(w.marker.clone());
+                o.bytes_copied += len;
+                o.windows_completed += 1;
+            }
             o.checkpoint.window_scn = w.scn;
             o.checkpoint.window_offset = None;
             o.checkpoint.prev_scn = Some(w.scn);
         }
+        end(&mut o, held, false);
         Ok(o)
     }
 }
@@ -276,13 +312,15 @@ fn real_read(
     from: &Checkpoint,
     budget: usize,
     filter: u8,
+    empty_windows: EmptyWindows,
 ) -> Result<Outcome, ReadError> {
     let mut out = Vec::new();
     let f = |_: &FrameHeader, key: KeyRef<'_>| keep(filter, &key.to_owned());
-    let r = if filter == 0 {
-        buf.read(from, budget, &mut out)?
-    } else {
-        buf.read_filtered(from, budget, &f, &mut out)?
+    let r = match (filter, empty_windows) {
+        (0, EmptyWindows::Every) => buf.read(from, budget, &mut out)?,
+        (_, EmptyWindows::Every) => buf.read_filtered(from, budget, &f, &mut out)?,
+        (0, _) => buf.read_with(from, budget, None, empty_windows, &mut out)?,
+        (_, _) => buf.read_with(from, budget, Some(&f), empty_windows, &mut out)?,
     };
     let events = EventView::parse_all(&out)
         .expect("whole, valid frames")
@@ -295,6 +333,7 @@ fn real_read(
         events_copied: r.events_copied,
         events_scanned: r.events_scanned,
         windows_completed: r.windows_completed,
+        windows_coalesced: r.windows_coalesced,
         bytes_copied: r.bytes_copied,
         more_available: r.more_available,
     })
@@ -354,6 +393,7 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
                 from,
                 budget,
                 filter,
+                empty_windows,
             } => {
                 let checkpoint = match from {
                     From::Beginning => Checkpoint::beginning(),
@@ -367,15 +407,16 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
                         c
                     }
                 };
-                let real = real_read(&buf, &checkpoint, budget, filter);
-                let expected = model.read(&checkpoint, budget as u64, filter);
+                let real = real_read(&buf, &checkpoint, budget, filter, empty_windows);
+                let expected = model.read(&checkpoint, budget as u64, filter, empty_windows);
                 prop_assert_eq!(
                     real,
                     expected,
-                    "read from {:?} budget {} filter {}",
+                    "read from {:?} budget {} filter {} {:?}",
                     checkpoint,
                     budget,
-                    filter
+                    filter,
+                    empty_windows
                 );
             }
         }

@@ -32,7 +32,7 @@ use warp::{Filter, Rejection};
 use crate::config::HttpSettings;
 use crate::metrics as m;
 use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
-use databus_buffer::{ReadError, WaitOutcome};
+use databus_buffer::{EmptyWindows, EventFilter, ReadError, ReadOutcome, WaitOutcome};
 use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
 use databus_serde_formats::RegisteredSchema;
 
@@ -319,6 +319,9 @@ pub struct StreamParams {
     pub wait: Duration,
     /// Body format.
     pub format: StreamFormat,
+    /// `empty_windows=every|coalesce`: whether windows with nothing for this request each get their
+    /// end marker (`every`, the default) or a run of them gets only its last one (`coalesce`).
+    pub empty_windows: EmptyWindows,
 }
 
 const STREAM_PARAMS: &[&str] = &[
@@ -328,6 +331,7 @@ const STREAM_PARAMS: &[&str] = &[
     "max_bytes",
     "wait_ms",
     "format",
+    "empty_windows",
     "partition",
     "partition.*",
 ];
@@ -420,6 +424,16 @@ pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParam
             ));
         }
     };
+    let empty_windows = match params.get("empty_windows").map(String::as_str) {
+        None | Some("every") => EmptyWindows::Every,
+        Some("coalesce") => EmptyWindows::Coalesce,
+        Some(other) => {
+            return Err(ApiError::bad(
+                "empty_windows",
+                format!("{other:?} is not a choice; use every or coalesce"),
+            ));
+        }
+    };
     Ok(StreamParams {
         checkpoint,
         filter,
@@ -427,6 +441,7 @@ pub fn parse_stream_params(raw: &str, http: &HttpSettings) -> Result<StreamParam
         max_bytes,
         wait,
         format,
+        empty_windows,
     })
 }
 
@@ -747,22 +762,41 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
     // Whether the checkpoint may be served is decided by each read itself, against the buffer's origin
     // at that moment (the last evicted window, or where ingest positioned the source), never by a check
     // made before the long poll: the writer may anchor or evict while this request waits.
+    //
+    // With `empty_windows=coalesce`, a read that found windows but nothing of them for this request (only
+    // the marker of their last one) does not end a long poll: the request waits on from their end, and
+    // answers that marker (`covered`) only if the wait ends with nothing newer. A partitioned client
+    // that gets one event in many windows is then answered once per event, not once per window.
+    let coalesce = p.empty_windows == EmptyWindows::Coalesce;
+    let mut covered: Option<(Vec<u8>, ReadOutcome)> = None;
     let outcome = loop {
+        out.clear();
         let read = if filter.is_all() {
-            source.buffer.read(&from, p.max_bytes, &mut out)
-        } else {
             source
                 .buffer
-                .read_filtered(&from, p.max_bytes, &keep, &mut out)
+                .read_with(&from, p.max_bytes, None, p.empty_windows, &mut out)
+        } else {
+            let keep: &EventFilter<'_> = &keep;
+            source
+                .buffer
+                .read_with(&from, p.max_bytes, Some(keep), p.empty_windows, &mut out)
         };
         let timed_out = Instant::now() >= deadline;
         let waited_on = match read {
             Ok(o) => {
-                if o.events_copied + o.windows_completed > 0 || o.more_available || timed_out {
+                let markers_only =
+                    o.events_copied == 0 && o.windows_completed > 0 && !o.more_available;
+                if coalesce && markers_only && !timed_out {
+                    from = o.checkpoint.clone();
+                    covered = Some((std::mem::take(&mut out), o.clone()));
+                    Some(o)
+                } else if o.events_copied + o.windows_completed > 0 || o.more_available || timed_out
+                {
                     break o;
+                } else {
+                    from = o.checkpoint.clone();
+                    Some(o)
                 }
-                from = o.checkpoint.clone();
-                Some(o)
             }
             // Ingest has not positioned the source yet: wait for it until the deadline.
             Err(ReadError::NotAnchored) if timed_out => return Err(not_positioned(source)),
@@ -782,6 +816,14 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
                 None => {}
             }
         }
+    };
+    let outcome = match covered {
+        // Nothing newer than the covered windows (the wait ended first): answer their marker.
+        Some((marker, covering)) if out.is_empty() => {
+            out = marker;
+            covering
+        }
+        _ => outcome,
     };
     let frames = outcome.events_copied + outcome.windows_completed;
     m::stream_out(&source.name, frames, outcome.windows_completed, out.len());
@@ -998,6 +1040,12 @@ mod tests {
         assert_eq!(p.max_bytes, http().default_response_bytes);
         assert_eq!(p.wait, Duration::ZERO);
         assert_eq!(p.format, StreamFormat::Binary);
+        assert_eq!(p.empty_windows, EmptyWindows::Every);
+        let p = parse_stream_params("empty_windows=coalesce", &http()).unwrap();
+        assert_eq!(p.empty_windows, EmptyWindows::Coalesce);
+        let (param, message) = bad("empty_windows=some");
+        assert_eq!(param, "empty_windows");
+        assert!(message.contains("use every or coalesce"), "{message}");
         let cp = Checkpoint::after(databus_core::Scn::new(42)).to_json();
         let raw = format!(
             "checkpoint={}&sources=2,1&partition=mod:8:0,2-3&max_bytes=4096&wait_ms=250&format=json&buffer=shop",
