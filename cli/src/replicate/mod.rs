@@ -12,7 +12,9 @@
 //! the window's rows. docs/replicate.md is the user's guide.
 
 pub mod apply;
+pub mod dialect;
 pub mod mapping;
+pub mod pg_mapping;
 pub mod target;
 
 use std::collections::BTreeSet;
@@ -137,7 +139,7 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
     }
     let password = password(&opts)?;
     let target_opts = target::options(&opts.to, password)?;
-    let target = target::Target::connect(target_opts, &opts.meta_db, &opts.name).await?;
+    let target = target::Target::connect(&target_opts, &opts.meta_db, &opts.name).await?;
     let mut replica = apply::Replica::open(target).await?;
     let checkpoint = replica.target().load_checkpoint().await?;
     let relay =
