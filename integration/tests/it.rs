@@ -8,6 +8,7 @@ mod hostile;
 mod pg_bootstrap;
 mod pg_relay;
 mod s10_replicate;
+mod s10_replicate_faults;
 mod s10_replicate_pg;
 mod s1_search_indexer;
 mod s2_cache_invalidator;
