@@ -1,5 +1,5 @@
 //! `databus replicate`'s Prometheus metrics, served on `--metrics-listen ADDR` at `GET /metrics`
-//! (docs/replicate.md lists them; docs/operations.md has every process's metrics).
+//! (docs/replicate.md, "Progress, metrics and errors").
 //!
 //! | name | type | meaning |
 //! |---|---|---|
