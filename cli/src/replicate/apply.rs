@@ -529,6 +529,43 @@ mod tests {
     }
 
     #[test]
+    fn postgres_statements_use_on_conflict_and_typed_literals() {
+        let rows = vec![
+            vec![Value::Int(1), Value::Text("x".into())],
+            vec![Value::Int(2), Value::Text("it's".into())],
+        ];
+        assert_eq!(
+            upsert_statements(Dialect::Postgres, &schema(vec![0]), &rows).unwrap(),
+            vec![
+                "INSERT INTO \"d\".\"t\" (\"a\", \"b\") VALUES (1, 'x'), (2, 'it''s') ON CONFLICT \
+                 (\"a\") DO UPDATE SET \"b\" = EXCLUDED.\"b\""
+            ]
+        );
+        assert_eq!(
+            upsert_statements(Dialect::Postgres, &schema(vec![0, 1]), &rows).unwrap(),
+            vec![
+                "INSERT INTO \"d\".\"t\" (\"a\", \"b\") VALUES (1, 'x'), (2, 'it''s') ON CONFLICT \
+                 (\"a\", \"b\") DO NOTHING"
+            ]
+        );
+        assert_eq!(
+            delete_statements(Dialect::Postgres, &schema(vec![0, 1]), &rows).unwrap(),
+            vec![
+                "DELETE FROM \"d\".\"t\" WHERE (\"a\" = 1 AND \"b\" = 'x') OR (\"a\" = 2 AND \
+                 \"b\" = 'it''s')"
+            ]
+        );
+        let nul = vec![vec![Value::Int(1), Value::Text("a\0b".into())]];
+        let err = upsert_statements(Dialect::Postgres, &schema(vec![0]), &nul)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("table d.t column b") && err.contains("NUL"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn long_batches_are_cut_below_the_statement_bound() {
         let rows: Vec<Row> = (0..100_000)
             .map(|i| vec![Value::Int(i), Value::Text("some text".into())])

@@ -254,9 +254,19 @@ struct Failure {
 }
 
 fn mariadb_failure(e: &mysql_async::Error) -> Failure {
-    use mysql_async::Error;
+    use mysql_async::{DriverError, Error};
     let lost = match e {
-        Error::Io(_) | Error::Driver(_) => true,
+        Error::Io(_) => true,
+        // Only the driver errors of a broken connection: the others (a packet too large, a
+        // conversion) would fail the same way after a reconnect.
+        Error::Driver(d) => matches!(
+            d,
+            DriverError::ConnectionClosed
+                | DriverError::PoolDisconnected
+                | DriverError::PacketOutOfOrder
+                | DriverError::UnexpectedPacket { .. }
+                | DriverError::BadCompressedPacketHeader
+        ),
         // Server shutdown, connection killed, lock wait timeout, deadlock.
         Error::Server(s) => matches!(s.code, 1053 | 1927 | 2006 | 2013 | 1205 | 1213),
         Error::Other(_) | Error::Url(_) => false,
