@@ -275,9 +275,9 @@ impl Replica {
                 tracing::info!(table = %change.table, "dropped the replica's table (dropped at the source)");
             }
             TableChangeCause::Alter => {
-                if change.new_schema.is_none()
-                    && let Some(table) = self.tables.get_mut(&name)
-                {
+                // Every statement is kept, an empty one (PostgreSQL sources log no DDL text) too:
+                // it makes a later drop-and-add unclear (`mapping::may_rename`).
+                if let Some(table) = self.tables.get_mut(&name) {
                     table.statements.push(change.statement.clone());
                     let table = table.clone();
                     self.target.store_table(&table).await?;

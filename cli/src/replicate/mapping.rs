@@ -274,14 +274,18 @@ pub fn alter_table(
     )))
 }
 
-/// Whether the source statements `statements` may rename a column (`RENAME`, `CHANGE`): unless
-/// none does, a schema with columns both dropped and added is not clear.
+/// Whether the source statements `statements` since the replica's schema may rename a column:
+/// one says `RENAME` or `CHANGE`, or one is unknown (empty: PostgreSQL sources log no DDL text).
+/// Unless false, a schema with columns both dropped and added is not clear. No statement at all
+/// counts as clear: windows replayed from the bootstrap log carry rows but no table events, and a
+/// MariaDB source logs every ALTER with its text.
 pub fn may_rename(statements: &[String]) -> bool {
     statements.iter().any(|s| {
         let upper = s.to_ascii_uppercase();
-        upper
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .any(|word| word == "RENAME" || word == "CHANGE")
+        upper.trim().is_empty()
+            || upper
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|word| word == "RENAME" || word == "CHANGE")
     })
 }
 
@@ -473,6 +477,10 @@ mod tests {
         assert!(may_rename(&["ALTER TABLE t RENAME COLUMN a TO a2".into()]));
         assert!(!may_rename(&[
             "ALTER TABLE t DROP COLUMN a, ADD COLUMN changed INT".into()
+        ]));
+        assert!(may_rename(&[
+            "ALTER TABLE t DROP COLUMN a".into(),
+            String::new()
         ]));
         let reorder = table(vec![int("id"), int("b"), int("a")]);
         assert!(
