@@ -1,6 +1,6 @@
 //! The SQL dialect of a target: quoting, literals, column types, `CREATE`/`ALTER TABLE`, upserts and
-//! the replica's own tables. Pure text generation: [`mapping`](super::mapping) holds MariaDB's,
-//! [`pg_mapping`](super::pg_mapping) PostgreSQL's; the target module runs what they write.
+//! the replica's own tables. Pure text generation: [`mapping`] holds MariaDB's,
+//! [`pg_mapping`] PostgreSQL's; the target module runs what they write.
 
 use databus_client::model::{ColumnType, TableSchema, Value};
 

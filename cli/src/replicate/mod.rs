@@ -1,10 +1,14 @@
-//! `databus replicate`: keeps a typed replica of the captured tables in a MariaDB target.
+//! `databus replicate`: keeps a typed replica of the captured tables in a MariaDB or PostgreSQL
+//! target.
 //!
-//! - [`mapping`]: model types to MariaDB column types, `CREATE TABLE`, the `ALTER TABLE` of a schema
-//!   change, value literals.
-//! - [`target`]: the target connection, the replica's checkpoint table
-//!   (`databus_replica_checkpoint`) and its table of replicated schemas.
+//! - [`dialect`]: the SQL of each target kind, one enum over [`mapping`] (MariaDB column types,
+//!   `CREATE TABLE`, the `ALTER TABLE` of a schema change, value literals) and [`pg_mapping`]
+//!   (the same for PostgreSQL).
+//! - [`target`]: the target connection and its transactions, the replica's checkpoint table
+//!   (`databus_replica_checkpoint`) and its table of replicated schemas, errors classified by
+//!   recovery (a lost connection is reconnected, a refused statement stops).
 //! - [`apply`]: one window = batched statements + the checkpoint + `COMMIT`.
+//! - [`metrics`]: Prometheus `/metrics` on `--metrics-listen`.
 //!
 //! Built on the client library's pull API ([`databus_client::WindowStream`]): the client does the
 //! relay → bootstrap → relay switching; the replica loads its checkpoint from the target, hands the
@@ -139,12 +143,6 @@ struct Progress {
     session_windows: u64,
 }
 
-/// How a session ended without an error.
-enum SessionEnd {
-    /// Caught up (`--once`) or shut down.
-    Done,
-}
-
 /// Waits before reconnect attempt `attempt` (0-based): 0.5 s doubling up to 10 s.
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(10))
@@ -188,7 +186,7 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
             Err(e) => Err(e),
         };
         match result {
-            Ok(SessionEnd::Done) => break,
+            Ok(()) => break,
             Err(e) if target::is_transient(&e) && !shutdown.is_cancelled() => {
                 if progress.session_windows > 0 {
                     attempt = 0;
@@ -224,14 +222,14 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
 }
 
 /// One connection's worth of replication: loads the checkpoint from the target, starts the client
-/// there and applies windows until done or an error.
+/// there and applies windows until caught up (`--once`), shut down, or an error.
 async fn session(
     opts: &ReplicateOptions,
     relay: &RelayUrl,
     target: target::Target,
     progress: &mut Progress,
     shutdown: &CancellationToken,
-) -> Result<SessionEnd> {
+) -> Result<()> {
     let mut replica = apply::Replica::open(target).await?;
     let checkpoint = replica.target().load_checkpoint().await?;
 
@@ -281,14 +279,14 @@ async fn session(
     let tick = Duration::from_millis(500);
     loop {
         let item = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(SessionEnd::Done),
+            _ = shutdown.cancelled() => return Ok(()),
             item = tokio::time::timeout(tick, stream.next_item()) => item,
         };
         match item {
             Err(_elapsed) => {}
             Ok(None) => {
                 if shutdown.is_cancelled() {
-                    return Ok(SessionEnd::Done);
+                    return Ok(());
                 }
                 bail!("the change stream ended");
             }
@@ -368,7 +366,7 @@ async fn session(
                 || (quiet && (max.is_none() || !opts.tables.is_empty()));
             if caught_up {
                 tracing::info!(scn = ?progress.last_scn, "caught up with the relay (--once)");
-                return Ok(SessionEnd::Done);
+                return Ok(());
             }
         }
     }
