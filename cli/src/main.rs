@@ -97,6 +97,10 @@ struct ReplicateArgs {
     /// Serve Prometheus /metrics (applied windows and rows, last SCN, lag) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
+    /// How long a target that does not answer at start (not up yet, restarting) is retried before
+    /// giving up; once running, a lost target is retried until it answers.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    connect_retry_for: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -568,6 +572,7 @@ async fn run(command: Command) -> Result<u8> {
                     meta_db: args.meta_db,
                     progress_every: args.progress_every,
                     metrics_listen: args.metrics_listen,
+                    connect_retry_for: args.connect_retry_for,
                 },
                 shutdown_on_signal(),
             )

@@ -59,6 +59,8 @@ fn replicate_names_an_unreachable_target_at_start() {
         "http://127.0.0.1:9",
         "--to",
         "postgres://replica@127.0.0.1:9/replica",
+        "--connect-retry-for",
+        "0s",
     ]));
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);

@@ -3,7 +3,8 @@
 //!
 //! - A MariaDB target killed with SIGKILL mid-run and started again: the running replicator
 //!   reconnects with backoff, resumes from the checkpoint committed in the target, and ends with
-//!   `CHECKSUM TABLE` equal to the source's, without ever exiting.
+//!   `CHECKSUM TABLE` equal to the source's, without ever exiting; then a replicator started while
+//!   the target is down waits for it and catches up.
 //! - A PostgreSQL target whose replica table got a `CHECK` constraint by hand: the source row that
 //!   breaks it stops the replicator (exit 1) with an error naming the table, the SCN and the
 //!   statement kind, and the checkpoint stays at the window before.
@@ -167,6 +168,48 @@ async fn replicate_survives_a_mariadb_target_crash() -> Result<()> {
         log.contains("resuming from the target's checkpoint"),
         "{log}"
     );
+
+    // A replicator started while the target is down waits for it (`--connect-retry-for`).
+    replicator.kill9();
+    target.kill9();
+    replicator.respawn()?;
+    write(&mut conn, 251, 20).await?;
+    wait_for(
+        "the replicator to retry the target",
+        Duration::from_secs(30),
+        || {
+            let running = replicator.ensure_running();
+            let log = replicator.log();
+            async move {
+                running?;
+                Ok(log
+                    .contains("the target does not answer yet; retrying")
+                    .then_some(()))
+            }
+        },
+    )
+    .await?;
+    target.start_again().await?;
+    let end = source_scn(&mut conn).await?;
+    let want = checksum(&mut conn).await?;
+    wait_for(
+        "the late target to catch up",
+        Duration::from_secs(120),
+        || {
+            let running = replicator.ensure_running();
+            let got = target.query_string(
+                "SELECT scn FROM databus.databus_replica_checkpoint WHERE replica = 'replica'",
+            );
+            async move {
+                running?;
+                Ok((got.await.ok().flatten() == Some(end.to_string())).then_some(()))
+            }
+        },
+    )
+    .await
+    .with_context(|| replicator.log_tail())?;
+    let mut replica = target.root_conn().await?;
+    assert_eq!(checksum(&mut replica).await?, want);
     replicator.terminate(Duration::from_secs(30)).await?;
     Ok(())
 }

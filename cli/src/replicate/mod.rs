@@ -64,6 +64,8 @@ pub struct ReplicateOptions {
     pub progress_every: Duration,
     /// Serve Prometheus `/metrics` on this address.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a target that does not answer at start is retried before giving up.
+    pub connect_retry_for: Duration,
 }
 
 /// The target's password, from the environment or a file.
@@ -148,6 +150,38 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(10))
 }
 
+/// The first connection to the target. A target that does not answer (not up yet, restarting) is
+/// retried with backoff for `--connect-retry-for`; a refusal (password, grants) or a target still
+/// unreachable after that stops with the error: a wrong address or password is the user's to fix.
+/// `None`: shut down while waiting.
+async fn first_connection(
+    opts: &ReplicateOptions,
+    target_opts: &target::TargetOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<target::Target>> {
+    let deadline = Instant::now() + opts.connect_retry_for;
+    let mut attempt = 0u32;
+    loop {
+        match target::Target::connect(target_opts, &opts.meta_db, &opts.name).await {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => {
+                let wait = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                if !target::is_transient(&e) || Instant::now() + wait > deadline {
+                    return Err(e).with_context(|| {
+                        format!("connecting to the target {}", target_opts.dialect().name())
+                    });
+                }
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "the target does not answer yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Replicates until `shutdown` is cancelled, or with `once` until caught up with the relay. A lost
 /// target connection (the target restarted) is made again with backoff, and the replica resumes
 /// from the checkpoint committed in the target: nothing is lost or applied twice.
@@ -163,14 +197,11 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
         let bound = metrics::serve(addr, shutdown.clone()).await?;
         tracing::info!("replicate metrics on http://{bound}/metrics");
     }
-    // The first connection must work: a wrong address or password is the user's to fix.
-    let mut target = Some(
-        target::Target::connect(&target_opts, &opts.meta_db, &opts.name)
-            .await
-            .with_context(|| {
-                format!("connecting to the target {}", target_opts.dialect().name())
-            })?,
-    );
+    let target = first_connection(&opts, &target_opts, &shutdown).await?;
+    let Some(target) = target else {
+        return Ok(());
+    };
+    let mut target = Some(target);
     let mut progress = Progress::default();
     let mut attempt = 0u32;
     loop {
