@@ -268,6 +268,30 @@ async fn mariadb_to_postgres_survives_sigkill_and_a_target_restart_and_ends_equa
         replicator.ensure_running()?;
         if !restarted && done >= steps / 2 {
             restarted = true;
+            // The replicator is connected and has applied everything the relay holds: the restart
+            // breaks a live connection.
+            let scn = source_scn(&mut conn).await?;
+            relay.wait_scn(scn, Duration::from_secs(60)).await?;
+            let relay_max = relay.status().await?["max_scn"].as_u64().unwrap_or(0);
+            wait_for(
+                "the replicator to apply what the relay holds",
+                Duration::from_secs(120),
+                || {
+                    let running = replicator.ensure_running();
+                    let read = target
+                        .query_string("SELECT scn::text FROM databus.databus_replica_checkpoint");
+                    async move {
+                        running?;
+                        let at = read
+                            .await
+                            .ok()
+                            .flatten()
+                            .and_then(|s| s.parse::<u64>().ok());
+                        Ok(at.filter(|at| *at >= relay_max).map(|_| ()))
+                    }
+                },
+            )
+            .await?;
             target.restart().await?;
             // The replicator reconnects and applies what the source writes meanwhile.
             work.run(&mut conn, 20).await?;

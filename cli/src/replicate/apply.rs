@@ -191,6 +191,7 @@ impl Replica {
         let name = (schema.database.clone(), schema.table.clone());
         let d = self.target.dialect();
         let shown = schema.qualified_name();
+        let mut ran_ddl = true;
         match self.tables.get(&name).cloned() {
             None => {
                 let sql = d.create_table(schema)?;
@@ -213,7 +214,7 @@ impl Replica {
                         self.target.exec(&sql, StatementKind::Alter, &shown).await?;
                         tracing::info!(table = %schema.qualified_name(), statement = %sql, "followed a schema change");
                     }
-                    Ok(None) => {}
+                    Ok(None) => ran_ddl = false,
                     // An empty table (truncated, or emptied for a snapshot) is simply made anew.
                     Err(e) if self.target.is_empty(schema).await? => {
                         let target_name = d.table_ident(schema);
@@ -238,7 +239,23 @@ impl Replica {
             statements: Vec::new(),
         };
         self.target.store_table(&replicated).await?;
+        if ran_ddl {
+            self.ddl_committed().await?;
+        }
         self.tables.insert(name, replicated);
+        Ok(())
+    }
+
+    /// After DDL on a target that commits it at once (MariaDB), commits the replica's record of the
+    /// table's schema at once too, so the record always matches the table: otherwise a second DDL in
+    /// the window would commit the first record implicitly, a crash before the window's commit would
+    /// leave a record one change behind the table, and the replay would write rows of the recorded
+    /// schema into the changed table. Only the record is in the transaction here (the DDL committed
+    /// what came before it). PostgreSQL's DDL is transactional: nothing to do.
+    async fn ddl_committed(&mut self) -> Result<()> {
+        if self.target.dialect() == Dialect::MariaDb {
+            self.target.commit().await?;
+        }
         Ok(())
     }
 
@@ -271,6 +288,7 @@ impl Replica {
                     )
                     .await?;
                 self.target.forget_table(&name.0, &name.1).await?;
+                self.ddl_committed().await?;
                 self.tables.remove(&name);
                 tracing::info!(table = %change.table, "dropped the replica's table (dropped at the source)");
             }
