@@ -185,6 +185,17 @@ pub fn options(url: &str, password: Option<String>) -> Result<TargetOptions> {
             ))
             .into());
         }
+        if !matches!(
+            config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable | tokio_postgres::config::SslMode::Prefer
+        ) {
+            return Err(UsageError(format!(
+                "--to {url:?} asks for TLS (sslmode); replicate connects to a PostgreSQL target \
+                 without TLS for now: drop sslmode (or set sslmode=disable) and reach the target \
+                 over a trusted network or a tunnel"
+            ))
+            .into());
+        }
         if let Some(pw) = password {
             config.password(pw);
         }
@@ -683,6 +694,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("names no database"), "{e}");
+        let e = options("postgres://u@h/db?sslmode=require", None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sslmode"), "{e}");
         let e = options("redis://h/", None).unwrap_err().to_string();
         assert!(e.contains("postgres://"), "{e}");
     }
