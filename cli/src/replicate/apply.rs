@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use databus_client::model::{Row, TableSchema, Value};
+use databus_client::model::{Column, ColumnType, Row, TableSchema, Value};
 use databus_client::{DataEvent, Window};
 use databus_core::{Checkpoint, Key, SchemaId, TableChangeCause};
 
@@ -62,7 +62,10 @@ fn split_table(qualified: &str) -> Result<TableName> {
 impl Replica {
     /// The replica on `target`, with the tables it replicated so far.
     pub async fn open(mut target: Target) -> Result<Replica> {
-        let tables = target.load_tables().await?;
+        let mut tables = target.load_tables().await?;
+        if target.dialect() == Dialect::MariaDb {
+            reconcile(&mut target, &mut tables).await?;
+        }
         Ok(Replica {
             target,
             tables,
@@ -355,6 +358,69 @@ impl Replica {
         }
         Ok(())
     }
+}
+
+/// MariaDB commits DDL at once: a crash between a schema change and the commit of its record (or
+/// between a `DROP TABLE` and its forgetting) leaves a record that does not match the table. Each
+/// recorded table is checked against the table's columns at start: a missing table is forgotten (its
+/// next row creates it), and a record with other column names is replaced by the table's columns —
+/// those the record knows with their recorded type, the others with a stand-in type that the next
+/// schema change replaces (`MODIFY`) — so the replay's `ALTER`s start from the table as it is.
+async fn reconcile(
+    target: &mut Target,
+    tables: &mut BTreeMap<TableName, Replicated>,
+) -> Result<()> {
+    let names: Vec<TableName> = tables.keys().cloned().collect();
+    for name in names {
+        let columns = target.table_columns(&name.0, &name.1).await?;
+        let Some(record) = tables.get_mut(&name) else {
+            continue;
+        };
+        if columns.is_empty() {
+            tracing::warn!(table = %format!("{}.{}", name.0, name.1), "the replica's table is missing (a crash after dropping it): forgotten; its next row creates it");
+            tables.remove(&name);
+            continue;
+        }
+        let recorded: Vec<&str> = record
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        if recorded == columns.iter().map(String::as_str).collect::<Vec<_>>() {
+            continue;
+        }
+        tracing::warn!(
+            table = %format!("{}.{}", name.0, name.1),
+            recorded = %recorded.join(", "),
+            actual = %columns.join(", "),
+            "the recorded schema does not match the table (a crash between a schema change and its record); following the table's columns"
+        );
+        let key: Vec<String> = record
+            .schema
+            .primary_key
+            .iter()
+            .map(|&i| record.schema.columns[i].name.clone())
+            .collect();
+        let new_columns: Vec<Column> = columns
+            .iter()
+            .map(|c| {
+                record
+                    .schema
+                    .columns
+                    .iter()
+                    .find(|r| &r.name == c)
+                    .cloned()
+                    .unwrap_or_else(|| Column::new(c.clone(), ColumnType::Json, true))
+            })
+            .collect();
+        record.schema.primary_key = key
+            .iter()
+            .filter_map(|k| new_columns.iter().position(|c| &c.name == k))
+            .collect();
+        record.schema.columns = new_columns;
+    }
+    Ok(())
 }
 
 /// `DELETE FROM t WHERE k IN (…)` (composite keys: `(a = … AND b = …) OR …`), chunked.

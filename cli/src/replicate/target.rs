@@ -651,6 +651,22 @@ impl Target {
         self.exec(&sql, StatementKind::Checkpoint, &name).await
     }
 
+    /// The column names of a table in the target, in order (empty: no such table).
+    pub async fn table_columns(&mut self, database: &str, table: &str) -> Result<Vec<String>> {
+        let d = self.dialect;
+        let sql = format!(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = {} AND \
+             table_name = {} ORDER BY ordinal_position",
+            d.string_literal(database),
+            d.string_literal(table)
+        );
+        let rows = self.query(&sql).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| r.into_iter().next().flatten())
+            .collect())
+    }
+
     /// Whether the replica's table of `schema` holds no row (read in the open transaction).
     pub async fn is_empty(&mut self, schema: &TableSchema) -> Result<bool> {
         let sql = format!("SELECT 1 FROM {} LIMIT 1", self.dialect.table_ident(schema));
