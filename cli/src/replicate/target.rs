@@ -25,6 +25,9 @@ use mysql_async::prelude::Queryable;
 use super::dialect::Dialect;
 use crate::UsageError;
 
+/// How long a replicator waits for the replica's lock held by another session.
+const LOCK_WAIT_SECS: u64 = 60;
+
 /// Table of the replica's checkpoint, one row per replica name.
 pub const CHECKPOINT_TABLE: &str = "databus_replica_checkpoint";
 /// Table of the schema the replica created each replicated table with.
@@ -398,7 +401,50 @@ impl Target {
                 .with_context(|| format!("creating the replica's tables in {meta_db}"))?;
         }
         target.commit().await?;
+        target.lock_replica().await?;
         Ok(target)
+    }
+
+    /// Takes the replica's session lock (MariaDB `GET_LOCK`, PostgreSQL `pg_try_advisory_lock`),
+    /// held until the connection ends. Two replicators of one name never write at once, and a
+    /// restarted replicator waits for the statement its killed predecessor left running in the
+    /// server (a SIGKILLed client does not stop an `ALTER` the server already received; it would
+    /// otherwise change the table after the new process looked at it).
+    async fn lock_replica(&mut self) -> Result<()> {
+        let key = format!("databus_replica:{}:{}", self.meta_db, self.name);
+        let d = self.dialect;
+        let wait = Duration::from_secs(LOCK_WAIT_SECS);
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let sql = match d {
+                Dialect::MariaDb => {
+                    // GET_LOCK names are at most 64 characters.
+                    let key: String = key.chars().take(64).collect();
+                    format!("SELECT GET_LOCK({}, 1)", d.string_literal(&key))
+                }
+                Dialect::Postgres => format!(
+                    "SELECT pg_try_advisory_lock(hashtext({}))::int",
+                    d.string_literal(&key)
+                ),
+            };
+            let rows = self.query(&sql).await?;
+            let got = rows.first().and_then(|r| r.first()).cloned().flatten();
+            if got.as_deref() == Some("1") {
+                return Ok(());
+            }
+            if std::time::Instant::now() >= deadline {
+                bail!(
+                    "another session holds the lock of replica {} in the target ({key}) after \
+                     {LOCK_WAIT_SECS} s: another replicator with --name {} is running against \
+                     this target; stop it, or give this one another --name",
+                    self.name,
+                    self.name
+                );
+            }
+            if d == Dialect::Postgres {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
     }
 
     /// The target's SQL dialect.
