@@ -55,7 +55,7 @@ enum Command {
     Status(StatusArgs),
     /// Run the whole pipeline against a private MariaDB and show changes flowing, then clean up.
     Quickstart(QuickstartArgs),
-    /// Keep a typed replica of the captured tables in a MariaDB target, each source transaction
+    /// Keep a typed replica of the captured tables in a MariaDB or PostgreSQL target, each source transaction
     /// applied with the replica's checkpoint in one target transaction (docs/replicate.md).
     Replicate(ReplicateArgs),
 }
@@ -69,7 +69,8 @@ struct ReplicateArgs {
     /// fell off the relay catches up through it. Repeatable.
     #[arg(long)]
     bootstrap: Vec<String>,
-    /// The target MariaDB, without a password: mysql://user@host:3306/
+    /// The target, without a password: mysql://user@host:3306/ (MariaDB) or
+    /// postgres://user@host:5432/database (PostgreSQL).
     #[arg(long, value_name = "URL")]
     to: String,
     /// Environment variable holding the target user's password.
@@ -93,6 +94,13 @@ struct ReplicateArgs {
     /// How often progress and lag are logged.
     #[arg(long, default_value = "5s", value_parser = humantime_duration)]
     progress_every: Duration,
+    /// Serve Prometheus /metrics (applied windows and rows, last SCN, lag) on this address.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// How long a target that does not answer at start (not up yet, restarting) is retried before
+    /// giving up; once running, a lost target is retried until it answers.
+    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
+    connect_retry_for: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -563,6 +571,8 @@ async fn run(command: Command) -> Result<u8> {
                     name: args.name,
                     meta_db: args.meta_db,
                     progress_every: args.progress_every,
+                    metrics_listen: args.metrics_listen,
+                    connect_retry_for: args.connect_retry_for,
                 },
                 shutdown_on_signal(),
             )

@@ -356,6 +356,13 @@ async fn keep_running(
             ),
         ),
         (
+            "or in a PostgreSQL of yours (each source database becomes a schema of `replica`):",
+            format!(
+                "REPLICA_PW=... databus replicate --relay {relay} --bootstrap {bootstrap} \
+                 --to postgres://replica@127.0.0.1:5432/replica --password-env REPLICA_PW"
+            ),
+        ),
+        (
             "the raw stream:",
             format!("databus tail --relay {relay} --from-now"),
         ),

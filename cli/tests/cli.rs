@@ -37,19 +37,46 @@ fn help_lists_commands_and_exit_codes() {
 
 #[test]
 fn replicate_refuses_a_password_in_the_target_url() {
+    for url in [
+        "mysql://replica:hunter2@127.0.0.1:9/",
+        "postgres://replica:hunter2@127.0.0.1:9/replica",
+    ] {
+        let out = run(databus().args(["replicate", "--relay", "http://127.0.0.1:9", "--to", url]));
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+        let stderr = text(&out.stderr);
+        assert!(
+            stderr.contains("--password-env") && !stderr.contains("hunter2"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn replicate_names_an_unreachable_target_at_start() {
     let out = run(databus().args([
         "replicate",
         "--relay",
         "http://127.0.0.1:9",
         "--to",
-        "mysql://replica:hunter2@127.0.0.1:9/",
+        "postgres://replica@127.0.0.1:9/replica",
+        "--connect-retry-for",
+        "0s",
     ]));
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     let stderr = text(&out.stderr);
     assert!(
-        stderr.contains("--password-env") && !stderr.contains("hunter2"),
+        stderr.contains("connecting to the target PostgreSQL") && stderr.contains("127.0.0.1:9"),
         "{stderr}"
     );
+    let out = run(databus().args([
+        "replicate",
+        "--relay",
+        "http://127.0.0.1:9",
+        "--to",
+        "redis://127.0.0.1:9/",
+    ]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("postgres://user@host:port/database"));
 }
 
 const CONFIG: &str = r#"

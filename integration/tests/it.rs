@@ -10,6 +10,8 @@ mod pg_bootstrap;
 mod pg_faults;
 mod pg_relay;
 mod s10_replicate;
+mod s10_replicate_faults;
+mod s10_replicate_pg;
 mod s11_replicate_under_load;
 mod s1_search_indexer;
 mod s2_cache_invalidator;

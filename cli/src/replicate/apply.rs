@@ -17,12 +17,13 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use databus_client::model::{Row, TableSchema, Value};
+use databus_client::model::{Column, ColumnType, Row, TableSchema, Value};
 use databus_client::{DataEvent, Window};
 use databus_core::{Checkpoint, Key, SchemaId, TableChangeCause};
 
-use super::mapping::{self, ident, table_ident};
-use super::target::{Replicated, Target};
+use super::dialect::Dialect;
+use super::mapping;
+use super::target::{Replicated, StatementKind, Target};
 
 /// Statements are cut at about this many bytes (MariaDB's `max_allowed_packet` is 16 MiB by default).
 pub const MAX_STATEMENT_BYTES: usize = 1 << 20;
@@ -65,7 +66,10 @@ fn split_table(qualified: &str) -> Result<TableName> {
 impl Replica {
     /// The replica on `target`, with the tables it replicated so far.
     pub async fn open(mut target: Target) -> Result<Replica> {
-        let tables = target.load_tables().await?;
+        let mut tables = target.load_tables().await?;
+        if target.dialect() == Dialect::MariaDb {
+            reconcile(&mut target, &mut tables).await?;
+        }
         Ok(Replica {
             target,
             tables,
@@ -83,9 +87,14 @@ impl Replica {
     /// starts the same snapshot again, which empties them again.
     pub async fn clear_for_snapshot(&mut self, checkpoint: &Checkpoint) -> Result<usize> {
         let tables: Vec<TableName> = self.tables.keys().cloned().collect();
+        let d = self.target.dialect();
         for (db, table) in &tables {
             self.target
-                .exec(&format!("TRUNCATE TABLE {}", mapping::qualified(db, table)))
+                .exec(
+                    &format!("TRUNCATE TABLE {}", d.qualified(db, table)),
+                    StatementKind::Truncate,
+                    &format!("{db}.{table}"),
+                )
                 .await?;
         }
         self.store_transition(checkpoint).await?;
@@ -112,7 +121,10 @@ impl Replica {
         let Some(last) = windows.last() else {
             return Ok(Applied::default());
         };
-        match self.apply_inner(windows).await {
+        self.target.scn = Some(last.scn().get());
+        let result = self.apply_inner(windows).await;
+        self.target.scn = None;
+        match result {
             Ok(applied) => Ok(applied),
             Err(e) => {
                 self.target.rollback().await;
@@ -203,33 +215,45 @@ impl Replica {
     /// Creates the table, or alters it from the schema the replica has to `schema`.
     async fn evolve(&mut self, schema: &TableSchema) -> Result<()> {
         let name = (schema.database.clone(), schema.table.clone());
+        let d = self.target.dialect();
+        let shown = schema.qualified_name();
+        let mut ran_ddl = true;
         match self.tables.get(&name).cloned() {
             None => {
-                let sql = mapping::create_table(schema)?;
+                let sql = d.create_table(schema)?;
                 self.target
-                    .exec(&format!(
-                        "CREATE DATABASE IF NOT EXISTS {} CHARACTER SET utf8mb4",
-                        ident(&schema.database)
-                    ))
+                    .exec(
+                        &d.create_namespace(&schema.database),
+                        StatementKind::Create,
+                        &shown,
+                    )
                     .await?;
-                self.target.exec(&sql).await?;
+                self.target
+                    .exec(&sql, StatementKind::Create, &shown)
+                    .await?;
                 tracing::info!(table = %schema.qualified_name(), "created the replica's table");
             }
             Some(old) => {
                 let known = !mapping::may_rename(&old.statements);
-                match mapping::alter_table(&old.schema, schema, known) {
+                match d.alter_table(&old.schema, schema, known) {
                     Ok(Some(sql)) => {
-                        self.target.exec(&sql).await?;
+                        self.target.exec(&sql, StatementKind::Alter, &shown).await?;
                         tracing::info!(table = %schema.qualified_name(), statement = %sql, "followed a schema change");
                     }
-                    Ok(None) => {}
+                    Ok(None) => ran_ddl = false,
                     // An empty table (truncated, or emptied for a snapshot) is simply made anew.
-                    Err(e) if self.is_empty(schema).await? => {
-                        let target_name = table_ident(schema);
+                    Err(e) if self.target.is_empty(schema).await? => {
+                        let target_name = d.table_ident(schema);
                         self.target
-                            .exec(&format!("DROP TABLE IF EXISTS {target_name}"))
+                            .exec(
+                                &format!("DROP TABLE IF EXISTS {target_name}"),
+                                StatementKind::Drop,
+                                &shown,
+                            )
                             .await?;
-                        self.target.exec(&mapping::create_table(schema)?).await?;
+                        self.target
+                            .exec(&d.create_table(schema)?, StatementKind::Create, &shown)
+                            .await?;
                         tracing::info!(table = %schema.qualified_name(), "created the empty replica table again for its new schema ({})", e.reason);
                     }
                     Err(e) => return Err(e.into()),
@@ -241,16 +265,24 @@ impl Replica {
             statements: Vec::new(),
         };
         self.target.store_table(&replicated).await?;
+        if ran_ddl {
+            self.ddl_committed().await?;
+        }
         self.tables.insert(name, replicated);
         Ok(())
     }
 
-    /// Whether the replica's table of `schema` holds no row.
-    async fn is_empty(&mut self, schema: &TableSchema) -> Result<bool> {
-        use mysql_async::prelude::Queryable;
-        let sql = format!("SELECT 1 FROM {} LIMIT 1", table_ident(schema));
-        let row: Option<i64> = self.target.conn.query_first(sql).await?;
-        Ok(row.is_none())
+    /// After DDL on a target that commits it at once (MariaDB), commits the replica's record of the
+    /// table's schema at once too, so the record always matches the table: otherwise a second DDL in
+    /// the window would commit the first record implicitly, a crash before the window's commit would
+    /// leave a record one change behind the table, and the replay would write rows of the recorded
+    /// schema into the changed table. Only the record is in the transaction here (the DDL committed
+    /// what came before it). PostgreSQL's DDL is transactional: nothing to do.
+    async fn ddl_committed(&mut self) -> Result<()> {
+        if self.target.dialect() == Dialect::MariaDb {
+            self.target.commit().await?;
+        }
+        Ok(())
     }
 
     async fn table_event(&mut self, event: &DataEvent<'_>) -> Result<()> {
@@ -259,28 +291,37 @@ impl Replica {
         };
         let change = change?;
         let name = split_table(&change.table)?;
-        let target_name = mapping::qualified(&name.0, &name.1);
+        let target_name = self.target.dialect().qualified(&name.0, &name.1);
         match change.cause {
             TableChangeCause::Truncate => {
                 if self.tables.contains_key(&name) {
                     self.target
-                        .exec(&format!("TRUNCATE TABLE {target_name}"))
+                        .exec(
+                            &format!("TRUNCATE TABLE {target_name}"),
+                            StatementKind::Truncate,
+                            &change.table,
+                        )
                         .await?;
                     tracing::info!(table = %change.table, "truncated the replica's table");
                 }
             }
             TableChangeCause::Drop => {
                 self.target
-                    .exec(&format!("DROP TABLE IF EXISTS {target_name}"))
+                    .exec(
+                        &format!("DROP TABLE IF EXISTS {target_name}"),
+                        StatementKind::Drop,
+                        &change.table,
+                    )
                     .await?;
                 self.target.forget_table(&name.0, &name.1).await?;
+                self.ddl_committed().await?;
                 self.tables.remove(&name);
                 tracing::info!(table = %change.table, "dropped the replica's table (dropped at the source)");
             }
             TableChangeCause::Alter => {
-                if change.new_schema.is_none()
-                    && let Some(table) = self.tables.get_mut(&name)
-                {
+                // Every statement is kept, an empty one (PostgreSQL sources log no DDL text) too:
+                // it makes a later drop-and-add unclear (`mapping::may_rename`).
+                if let Some(table) = self.tables.get_mut(&name) {
                     table.statements.push(change.statement.clone());
                     let table = table.clone();
                     self.target.store_table(&table).await?;
@@ -325,31 +366,118 @@ impl Replica {
             }
             applied.deletes += deletes.len() as u64;
             applied.upserts += upserts.len() as u64;
-            for sql in delete_statements(&schema, &deletes)? {
-                self.target.exec(&sql).await?;
+            let d = self.target.dialect();
+            let shown = schema.qualified_name();
+            for sql in delete_statements(d, &schema, &deletes)? {
+                self.target
+                    .exec(&sql, StatementKind::Delete, &shown)
+                    .await?;
             }
-            for sql in upsert_statements(&schema, &upserts)? {
-                self.target.exec(&sql).await?;
+            for sql in upsert_statements(d, &schema, &upserts)? {
+                self.target
+                    .exec(&sql, StatementKind::Upsert, &shown)
+                    .await?;
             }
         }
         Ok(())
     }
 }
 
+/// MariaDB commits DDL at once: a crash between a schema change and the commit of its record (or
+/// between a `DROP TABLE` and its forgetting) leaves a record that does not match the table. Each
+/// recorded table is checked against the table's columns at start: a missing table is forgotten (its
+/// next row creates it), and a record with other column names is replaced by the table's columns —
+/// those the record knows with their recorded type, the others with a stand-in type that the next
+/// schema change replaces (`MODIFY`) — so the replay's `ALTER`s start from the table as it is.
+async fn reconcile(
+    target: &mut Target,
+    tables: &mut BTreeMap<TableName, Replicated>,
+) -> Result<()> {
+    let names: Vec<TableName> = tables.keys().cloned().collect();
+    for name in names {
+        let columns = target.table_columns(&name.0, &name.1).await?;
+        let Some(record) = tables.get_mut(&name) else {
+            continue;
+        };
+        if columns.is_empty() {
+            tracing::warn!(table = %format!("{}.{}", name.0, name.1), "the replica's table is missing (a crash after dropping it): forgotten; its next row creates it");
+            tables.remove(&name);
+            continue;
+        }
+        let recorded: Vec<&str> = record
+            .schema
+            .columns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        if recorded == columns.iter().map(String::as_str).collect::<Vec<_>>() {
+            continue;
+        }
+        tracing::warn!(
+            table = %format!("{}.{}", name.0, name.1),
+            recorded = %recorded.join(", "),
+            actual = %columns.join(", "),
+            "the recorded schema does not match the table (a crash between a schema change and its record); following the table's columns"
+        );
+        let key: Vec<String> = record
+            .schema
+            .primary_key
+            .iter()
+            .map(|&i| record.schema.columns[i].name.clone())
+            .collect();
+        let new_columns: Vec<Column> = columns
+            .iter()
+            .map(|c| {
+                record
+                    .schema
+                    .columns
+                    .iter()
+                    .find(|r| &r.name == c)
+                    .cloned()
+                    .unwrap_or_else(|| Column::new(c.clone(), ColumnType::Json, true))
+            })
+            .collect();
+        record.schema.primary_key = key
+            .iter()
+            .filter_map(|k| new_columns.iter().position(|c| &c.name == k))
+            .collect();
+        record.schema.columns = new_columns;
+    }
+    Ok(())
+}
+
 /// `DELETE FROM t WHERE k IN (…)` (composite keys: `(a = … AND b = …) OR …`), chunked.
-pub fn delete_statements(schema: &TableSchema, keys: &[Vec<Value>]) -> Result<Vec<String>> {
-    let head = format!("DELETE FROM {} WHERE ", table_ident(schema));
+pub fn delete_statements(
+    dialect: Dialect,
+    schema: &TableSchema,
+    keys: &[Vec<Value>],
+) -> Result<Vec<String>> {
+    let head = format!("DELETE FROM {} WHERE ", dialect.table_ident(schema));
     let key_cols: Vec<String> = schema
         .primary_key
         .iter()
-        .map(|&i| ident(&schema.columns[i].name))
+        .map(|&i| dialect.ident(&schema.columns[i].name))
         .collect();
+    let key_types: Vec<_> = schema
+        .primary_key
+        .iter()
+        .map(|&i| &schema.columns[i].column_type)
+        .collect();
+    let literal = |value: &Value, i: usize, out: &mut String| -> Result<()> {
+        dialect.literal(value, key_types[i], out).map_err(|e| {
+            anyhow::anyhow!(
+                "table {} column {}: {e}",
+                schema.qualified_name(),
+                schema.columns[schema.primary_key[i]].name
+            )
+        })
+    };
     let mut out = Vec::new();
     let mut sql = String::new();
     for key in keys {
         let mut term = String::new();
         if key_cols.len() == 1 {
-            mapping::literal(&key[0], &mut term).map_err(|e| anyhow::anyhow!(e))?;
+            literal(&key[0], 0, &mut term)?;
         } else {
             term.push('(');
             for (i, (col, value)) in key_cols.iter().zip(key).enumerate() {
@@ -357,7 +485,7 @@ pub fn delete_statements(schema: &TableSchema, keys: &[Vec<Value>]) -> Result<Ve
                     term.push_str(" AND ");
                 }
                 let _ = write!(term, "{col} = ");
-                mapping::literal(value, &mut term).map_err(|e| anyhow::anyhow!(e))?;
+                literal(value, i, &mut term)?;
             }
             term.push(')');
         }
@@ -387,31 +515,24 @@ fn close_delete(mut sql: String, key_cols: &[String]) -> String {
     sql
 }
 
-/// Multi-row `INSERT … ON DUPLICATE KEY UPDATE` of whole rows (`INSERT IGNORE` when every column
-/// is in the key), chunked.
-pub fn upsert_statements(schema: &TableSchema, rows: &[Row]) -> Result<Vec<String>> {
-    let cols: Vec<String> = schema.columns.iter().map(|c| ident(&c.name)).collect();
-    let non_key: Vec<&String> = cols
+/// Multi-row upserts of whole rows, chunked: MariaDB `INSERT … ON DUPLICATE KEY UPDATE`
+/// (`INSERT IGNORE` when every column is in the key), PostgreSQL `INSERT … ON CONFLICT (key) DO
+/// UPDATE SET c = EXCLUDED.c` (`DO NOTHING`). The rows have distinct keys (one change per key), as
+/// PostgreSQL requires of one statement.
+pub fn upsert_statements(
+    dialect: Dialect,
+    schema: &TableSchema,
+    rows: &[Row],
+) -> Result<Vec<String>> {
+    let cols: Vec<String> = schema
+        .columns
         .iter()
-        .enumerate()
-        .filter(|(i, _)| !schema.primary_key.contains(i))
-        .map(|(_, c)| c)
+        .map(|c| dialect.ident(&c.name))
         .collect();
-    let (verb, tail) = if non_key.is_empty() {
-        ("INSERT IGNORE", String::new())
-    } else {
-        let sets: Vec<String> = non_key
-            .iter()
-            .map(|c| format!("{c} = VALUES({c})"))
-            .collect();
-        (
-            "INSERT",
-            format!(" ON DUPLICATE KEY UPDATE {}", sets.join(", ")),
-        )
-    };
+    let (verb, tail) = dialect.upsert_parts(schema);
     let head = format!(
         "{verb} INTO {} ({}) VALUES ",
-        table_ident(schema),
+        dialect.table_ident(schema),
         cols.join(", ")
     );
     let mut out = Vec::new();
@@ -430,13 +551,15 @@ pub fn upsert_statements(schema: &TableSchema, rows: &[Row]) -> Result<Vec<Strin
             if i > 0 {
                 tuple.push_str(", ");
             }
-            mapping::literal(value, &mut tuple).map_err(|e| {
-                anyhow::anyhow!(
-                    "table {} column {}: {e}",
-                    schema.qualified_name(),
-                    schema.columns[i].name
-                )
-            })?;
+            dialect
+                .literal(value, &schema.columns[i].column_type, &mut tuple)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "table {} column {}: {e}",
+                        schema.qualified_name(),
+                        schema.columns[i].name
+                    )
+                })?;
         }
         tuple.push(')');
         if !sql.is_empty() && sql.len() + tuple.len() + tail.len() > MAX_STATEMENT_BYTES {
@@ -482,18 +605,19 @@ mod tests {
             vec![Value::Int(2), Value::Text("y".into())],
         ];
         assert_eq!(
-            upsert_statements(&schema(vec![0]), &rows).unwrap(),
+            upsert_statements(Dialect::MariaDb, &schema(vec![0]), &rows).unwrap(),
             vec![
                 "INSERT INTO `d`.`t` (`a`, `b`) VALUES (1, 'x'), (2, 'y') ON DUPLICATE KEY UPDATE \
                  `b` = VALUES(`b`)"
             ]
         );
         assert_eq!(
-            upsert_statements(&schema(vec![0, 1]), &rows).unwrap(),
+            upsert_statements(Dialect::MariaDb, &schema(vec![0, 1]), &rows).unwrap(),
             vec!["INSERT IGNORE INTO `d`.`t` (`a`, `b`) VALUES (1, 'x'), (2, 'y')"]
         );
         assert_eq!(
             delete_statements(
+                Dialect::MariaDb,
                 &schema(vec![0]),
                 &[vec![Value::Int(1)], vec![Value::Int(2)]]
             )
@@ -501,8 +625,50 @@ mod tests {
             vec!["DELETE FROM `d`.`t` WHERE `a` IN (1, 2)"]
         );
         assert_eq!(
-            delete_statements(&schema(vec![0, 1]), &[rows[0].clone(), rows[1].clone()]).unwrap(),
+            delete_statements(
+                Dialect::MariaDb,
+                &schema(vec![0, 1]),
+                &[rows[0].clone(), rows[1].clone()]
+            )
+            .unwrap(),
             vec!["DELETE FROM `d`.`t` WHERE (`a` = 1 AND `b` = 'x') OR (`a` = 2 AND `b` = 'y')"]
+        );
+    }
+
+    #[test]
+    fn postgres_statements_use_on_conflict_and_typed_literals() {
+        let rows = vec![
+            vec![Value::Int(1), Value::Text("x".into())],
+            vec![Value::Int(2), Value::Text("it's".into())],
+        ];
+        assert_eq!(
+            upsert_statements(Dialect::Postgres, &schema(vec![0]), &rows).unwrap(),
+            vec![
+                "INSERT INTO \"d\".\"t\" (\"a\", \"b\") VALUES (1, 'x'), (2, 'it''s') ON CONFLICT \
+                 (\"a\") DO UPDATE SET \"b\" = EXCLUDED.\"b\""
+            ]
+        );
+        assert_eq!(
+            upsert_statements(Dialect::Postgres, &schema(vec![0, 1]), &rows).unwrap(),
+            vec![
+                "INSERT INTO \"d\".\"t\" (\"a\", \"b\") VALUES (1, 'x'), (2, 'it''s') ON CONFLICT \
+                 (\"a\", \"b\") DO NOTHING"
+            ]
+        );
+        assert_eq!(
+            delete_statements(Dialect::Postgres, &schema(vec![0, 1]), &rows).unwrap(),
+            vec![
+                "DELETE FROM \"d\".\"t\" WHERE (\"a\" = 1 AND \"b\" = 'x') OR (\"a\" = 2 AND \
+                 \"b\" = 'it''s')"
+            ]
+        );
+        let nul = vec![vec![Value::Int(1), Value::Text("a\0b".into())]];
+        let err = upsert_statements(Dialect::Postgres, &schema(vec![0]), &nul)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("table d.t column b") && err.contains("NUL"),
+            "{err}"
         );
     }
 
@@ -511,7 +677,7 @@ mod tests {
         let rows: Vec<Row> = (0..100_000)
             .map(|i| vec![Value::Int(i), Value::Text("some text".into())])
             .collect();
-        let statements = upsert_statements(&schema(vec![0]), &rows).unwrap();
+        let statements = upsert_statements(Dialect::MariaDb, &schema(vec![0]), &rows).unwrap();
         assert!(statements.len() > 1);
         assert!(
             statements
@@ -519,7 +685,7 @@ mod tests {
                 .all(|s| s.len() <= MAX_STATEMENT_BYTES + 100)
         );
         let deletes: Vec<Vec<Value>> = (0..200_000).map(|i| vec![Value::Int(i)]).collect();
-        let statements = delete_statements(&schema(vec![0]), &deletes).unwrap();
+        let statements = delete_statements(Dialect::MariaDb, &schema(vec![0]), &deletes).unwrap();
         assert!(statements.len() > 1 && statements.iter().all(|s| s.ends_with(')')));
     }
 }

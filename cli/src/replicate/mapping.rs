@@ -1,4 +1,4 @@
-//! The MariaDB side of the model: column types, `CREATE TABLE`, schema-change `ALTER TABLE`s and
+//! The MariaDB dialect of the model: column types, `CREATE TABLE`, schema-change `ALTER TABLE`s and
 //! value literals (docs/replicate.md has the mapping table).
 //!
 //! Everything here is pure text generation, unit-tested below; the target module runs it.
@@ -134,19 +134,29 @@ pub fn create_table(table: &TableSchema) -> Result<String, MappingError> {
     Ok(sql)
 }
 
-/// The `ALTER TABLE` taking the replica of `old` to `new`, when the difference is clear: columns
-/// only added, only dropped, or changed in type or nullability (any mix but adds together with
-/// drops, which may be a rename), the primary key and the order of the kept columns unchanged.
-/// `Ok(None)`: nothing to change. Idempotent (`ADD COLUMN IF NOT EXISTS`, `DROP COLUMN IF EXISTS`,
-/// `MODIFY`), so it can run again after a crash between it and the window's commit.
+/// What changed between the schema the replica gave a table and a new one, when the difference
+/// is clear: columns only added, only dropped, or changed in type or nullability (any mix but adds
+/// together with drops, which may be a rename), the primary key and the order of the kept columns
+/// unchanged. Each dialect writes its `ALTER TABLE` from it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchemaDiff<'a> {
+    /// Columns of the old schema no longer there.
+    pub dropped: Vec<&'a Column>,
+    /// New columns, with their index in the new schema.
+    pub added: Vec<(usize, &'a Column)>,
+    /// Kept columns whose type or nullability changed: (old, new).
+    pub modified: Vec<(&'a Column, &'a Column)>,
+}
+
+/// The [`SchemaDiff`] from `old` to `new` (`Ok(None)`: nothing changed), or why it is not clear.
 ///
 /// `drops_and_adds_known`: the source statements since `old` are known and rename nothing, so
 /// columns both dropped and added are a drop and an add.
-pub fn alter_table(
-    old: &TableSchema,
-    new: &TableSchema,
+pub fn schema_diff<'a>(
+    old: &'a TableSchema,
+    new: &'a TableSchema,
     drops_and_adds_known: bool,
-) -> Result<Option<String>, MappingError> {
+) -> Result<Option<SchemaDiff<'a>>, MappingError> {
     let fail = |reason: String| MappingError {
         table: new.qualified_name(),
         reason,
@@ -165,11 +175,12 @@ pub fn alter_table(
             names(new).join(", ")
         )));
     }
-    let find = |t: &TableSchema, name: &str| t.columns.iter().find(|c| c.name == name).cloned();
-    let added: Vec<&Column> = new
+    let find = |t: &'a TableSchema, name: &str| t.columns.iter().find(|c| c.name == name);
+    let added: Vec<(usize, &Column)> = new
         .columns
         .iter()
-        .filter(|c| find(old, &c.name).is_none())
+        .enumerate()
+        .filter(|(_, c)| find(old, &c.name).is_none())
         .collect();
     let dropped: Vec<&Column> = old
         .columns
@@ -177,18 +188,15 @@ pub fn alter_table(
         .filter(|c| find(new, &c.name).is_none())
         .collect();
     if !added.is_empty() && !dropped.is_empty() && !drops_and_adds_known {
-        let show = |cs: &[&Column]| {
-            cs.iter()
-                .map(|c| c.name.as_str())
-                .collect::<Vec<_>>()
-                .join(", ")
+        let show = |cs: &mut dyn Iterator<Item = &Column>| {
+            cs.map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")
         };
         return Err(fail(format!(
             "the new schema drops column(s) {} and adds {}: that may be a rename (values kept) or a \
              drop and an add (values lost), which the schema alone does not tell; the replica \
              stopped here — apply the change to the replica's table by hand, then restart",
-            show(&dropped),
-            show(&added)
+            show(&mut dropped.iter().copied()),
+            show(&mut added.iter().map(|(_, c)| *c))
         )));
     }
     let kept_old: Vec<&str> = old
@@ -211,30 +219,54 @@ pub fn alter_table(
             kept_new.join(", ")
         )));
     }
+    let modified: Vec<(&Column, &Column)> = new
+        .columns
+        .iter()
+        .filter_map(|c| {
+            find(old, &c.name)
+                .filter(|before| *before != c)
+                .map(|b| (b, c))
+        })
+        .collect();
+    if added.is_empty() && dropped.is_empty() && modified.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SchemaDiff {
+        dropped,
+        added,
+        modified,
+    }))
+}
+
+/// The MariaDB `ALTER TABLE` taking the replica of `old` to `new` ([`schema_diff`]). `Ok(None)`:
+/// nothing to change. Idempotent (`ADD COLUMN IF NOT EXISTS … AFTER`, `DROP COLUMN IF EXISTS`,
+/// `MODIFY`), so it can run again after a crash between it and the window's commit (MariaDB commits
+/// DDL at once).
+pub fn alter_table(
+    old: &TableSchema,
+    new: &TableSchema,
+    drops_and_adds_known: bool,
+) -> Result<Option<String>, MappingError> {
+    let Some(diff) = schema_diff(old, new, drops_and_adds_known)? else {
+        return Ok(None);
+    };
     let mut clauses = Vec::new();
-    for column in &dropped {
+    for column in &diff.dropped {
         clauses.push(format!("DROP COLUMN IF EXISTS {}", ident(&column.name)));
     }
     for (i, column) in new.columns.iter().enumerate() {
-        match find(old, &column.name) {
-            None => {
-                let place = match i {
-                    0 => "FIRST".to_owned(),
-                    _ => format!("AFTER {}", ident(&new.columns[i - 1].name)),
-                };
-                clauses.push(format!(
-                    "ADD COLUMN IF NOT EXISTS {} {place}",
-                    column_def(column)
-                ));
-            }
-            Some(before) if before != *column => {
-                clauses.push(format!("MODIFY COLUMN {}", column_def(column)));
-            }
-            Some(_) => {}
+        if let Some((_, added)) = diff.added.iter().find(|(at, _)| *at == i) {
+            let place = match i {
+                0 => "FIRST".to_owned(),
+                _ => format!("AFTER {}", ident(&new.columns[i - 1].name)),
+            };
+            clauses.push(format!(
+                "ADD COLUMN IF NOT EXISTS {} {place}",
+                column_def(added)
+            ));
+        } else if diff.modified.iter().any(|(_, c)| c.name == column.name) {
+            clauses.push(format!("MODIFY COLUMN {}", column_def(column)));
         }
-    }
-    if clauses.is_empty() {
-        return Ok(None);
     }
     Ok(Some(format!(
         "ALTER TABLE {} {}",
@@ -243,14 +275,18 @@ pub fn alter_table(
     )))
 }
 
-/// Whether the source statements `statements` may rename a column (`RENAME`, `CHANGE`): unless
-/// none does, a schema with columns both dropped and added is not clear.
+/// Whether the source statements `statements` since the replica's schema may rename a column:
+/// one says `RENAME` or `CHANGE`, or one is unknown (empty: PostgreSQL sources log no DDL text).
+/// Unless false, a schema with columns both dropped and added is not clear. No statement at all
+/// counts as clear: windows replayed from the bootstrap log carry rows but no table events, and a
+/// MariaDB source logs every ALTER with its text.
 pub fn may_rename(statements: &[String]) -> bool {
     statements.iter().any(|s| {
         let upper = s.to_ascii_uppercase();
-        upper
-            .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
-            .any(|word| word == "RENAME" || word == "CHANGE")
+        upper.trim().is_empty()
+            || upper
+                .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .any(|word| word == "RENAME" || word == "CHANGE")
     })
 }
 
@@ -454,6 +490,10 @@ mod tests {
         assert!(may_rename(&["ALTER TABLE t RENAME COLUMN a TO a2".into()]));
         assert!(!may_rename(&[
             "ALTER TABLE t DROP COLUMN a, ADD COLUMN changed INT".into()
+        ]));
+        assert!(may_rename(&[
+            "ALTER TABLE t DROP COLUMN a".into(),
+            String::new()
         ]));
         let reorder = table(vec![int("id"), int("b"), int("a")]);
         assert!(

@@ -1,11 +1,15 @@
-//! `databus replicate`: keeps a typed replica of the captured tables in a MariaDB target.
+//! `databus replicate`: keeps a typed replica of the captured tables in a MariaDB or PostgreSQL
+//! target.
 //!
-//! - [`mapping`]: model types to MariaDB column types, `CREATE TABLE`, the `ALTER TABLE` of a schema
-//!   change, value literals.
-//! - [`target`]: the target connection, the replica's checkpoint table
-//!   (`databus_replica_checkpoint`) and its table of replicated schemas.
+//! - [`dialect`]: the SQL of each target kind, one enum over [`mapping`] (MariaDB column types,
+//!   `CREATE TABLE`, the `ALTER TABLE` of a schema change, value literals) and [`pg_mapping`]
+//!   (the same for PostgreSQL).
+//! - [`target`]: the target connection and its transactions, the replica's checkpoint table
+//!   (`databus_replica_checkpoint`) and its table of replicated schemas, errors classified by
+//!   recovery (a lost connection is reconnected, a refused statement stops).
 //! - [`apply`]: one window (or a group of consecutive windows already fetched) as batched
 //!   statements, then the checkpoint, then `COMMIT`.
+//! - [`metrics`]: Prometheus `/metrics` on `--metrics-listen`.
 //!
 //! Built on the client library's pull API ([`databus_client::WindowStream`]): the client does the
 //! relay → bootstrap → relay switching; the replica loads its checkpoint from the target, hands the
@@ -13,7 +17,10 @@
 //! the window's rows. docs/replicate.md is the user's guide.
 
 pub mod apply;
+pub mod dialect;
 pub mod mapping;
+pub mod metrics;
+pub mod pg_mapping;
 pub mod target;
 
 use std::collections::BTreeSet;
@@ -40,7 +47,7 @@ pub struct ReplicateOptions {
     pub relays: Vec<String>,
     /// Bootstrap server base URLs: a new replica starts from a snapshot.
     pub bootstrap: Vec<String>,
-    /// `mysql://user@host:port/` of the target (no password).
+    /// `mysql://user@host:port/` or `postgres://user@host:port/db` of the target (no password).
     pub to: String,
     /// Environment variable holding the target's password.
     pub password_env: Option<String>,
@@ -56,6 +63,10 @@ pub struct ReplicateOptions {
     pub meta_db: String,
     /// How often progress and lag are logged.
     pub progress_every: Duration,
+    /// Serve Prometheus `/metrics` on this address.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a target that does not answer at start is retried before giving up.
+    pub connect_retry_for: Duration,
 }
 
 /// The target's password, from the environment or a file.
@@ -122,27 +133,137 @@ async fn relay_max_scn(relay: &RelayUrl) -> Result<Option<u64>> {
     Ok(answer.json()?["buffers"][0]["max_scn"].as_u64())
 }
 
-/// Progress counters between two log lines.
+/// Progress counters between two log lines, and where the replica is; kept across reconnects.
 #[derive(Debug, Default)]
 struct Progress {
     windows: u64,
     rows: u64,
     total_windows: u64,
     total_rows: u64,
+    last_scn: Option<u64>,
+    last_timestamp_ns: u64,
+    /// Windows applied since the last (re)connect: a session that applied some resets the backoff.
+    session_windows: u64,
 }
 
-/// Replicates until `shutdown` is cancelled, or with `once` until caught up with the relay.
+/// Waits before reconnect attempt `attempt` (0-based): 0.5 s doubling up to 10 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(500u64.saturating_mul(1 << attempt.min(5))).min(Duration::from_secs(10))
+}
+
+/// The first connection to the target. A target that does not answer (not up yet, restarting) is
+/// retried with backoff for `--connect-retry-for`; a refusal (password, grants) or a target still
+/// unreachable after that stops with the error: a wrong address or password is the user's to fix.
+/// `None`: shut down while waiting.
+async fn first_connection(
+    opts: &ReplicateOptions,
+    target_opts: &target::TargetOptions,
+    shutdown: &CancellationToken,
+) -> Result<Option<target::Target>> {
+    let deadline = Instant::now() + opts.connect_retry_for;
+    let mut attempt = 0u32;
+    loop {
+        match target::Target::connect(target_opts, &opts.meta_db, &opts.name).await {
+            Ok(t) => return Ok(Some(t)),
+            Err(e) => {
+                let wait = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                if !target::is_transient(&e) || Instant::now() + wait > deadline {
+                    return Err(e).with_context(|| {
+                        format!("connecting to the target {}", target_opts.dialect().name())
+                    });
+                }
+                tracing::warn!(error = %format!("{e:#}"), retry_in = ?wait, "the target does not answer yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Replicates until `shutdown` is cancelled, or with `once` until caught up with the relay. A lost
+/// target connection (the target restarted) is made again with backoff, and the replica resumes
+/// from the checkpoint committed in the target: nothing is lost or applied twice.
 pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<()> {
     if opts.relays.is_empty() {
         return Err(UsageError("give at least one --relay URL".into()).into());
     }
     let password = password(&opts)?;
     let target_opts = target::options(&opts.to, password)?;
-    let target = target::Target::connect(target_opts, &opts.meta_db, &opts.name).await?;
-    let mut replica = apply::Replica::open(target).await?;
-    let checkpoint = replica.target().load_checkpoint().await?;
     let relay =
         RelayUrl::parse(&opts.relays[0]).map_err(|e| UsageError(format!("--relay: {e:#}")))?;
+    if let Some(addr) = opts.metrics_listen {
+        let bound = metrics::serve(addr, shutdown.clone()).await?;
+        tracing::info!("replicate metrics on http://{bound}/metrics");
+    }
+    let target = first_connection(&opts, &target_opts, &shutdown).await?;
+    let Some(target) = target else {
+        return Ok(());
+    };
+    let mut target = Some(target);
+    let mut progress = Progress::default();
+    let mut attempt = 0u32;
+    loop {
+        let connected = match target.take() {
+            Some(t) => Ok(t),
+            None => target::Target::connect(&target_opts, &opts.meta_db, &opts.name).await,
+        };
+        let result = match connected {
+            Ok(t) => {
+                progress.session_windows = 0;
+                session(&opts, &relay, t, &mut progress, &shutdown).await
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => break,
+            Err(e) if target::is_transient(&e) && !shutdown.is_cancelled() => {
+                if progress.session_windows > 0 {
+                    attempt = 0;
+                }
+                let wait = backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::warn!(
+                    error = %format!("{e:#}"),
+                    retry_in = ?wait,
+                    "target connection lost; reconnecting, then resuming from the checkpoint in the target"
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                metrics::reconnected();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    progress.total_windows += progress.windows;
+    progress.total_rows += progress.rows;
+    crate::outln!(
+        "replica {}: {} windows ({} rows) applied this run, at SCN {}",
+        opts.name,
+        progress.total_windows,
+        progress.total_rows,
+        progress
+            .last_scn
+            .map_or_else(|| "-".to_owned(), |s| s.to_string())
+    );
+    Ok(())
+}
+
+/// One connection's worth of replication: loads the checkpoint from the target, starts the client
+/// there and applies windows until caught up (`--once`), shut down, or an error.
+async fn session(
+    opts: &ReplicateOptions,
+    relay: &RelayUrl,
+    target: target::Target,
+    progress: &mut Progress,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut replica = apply::Replica::open(target).await?;
+    let checkpoint = replica.target().load_checkpoint().await?;
 
     let mut config = ClientConfig::with_relays(opts.relays.clone());
     config.bootstrap_servers = opts.bootstrap.clone();
@@ -158,7 +279,7 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
         StartPosition::Snapshot
     };
     if !opts.tables.is_empty() {
-        let ids = source_ids(&relay, &opts.tables).await?;
+        let ids = source_ids(relay, &opts.tables).await?;
         config.filter = FilterSpec::new(Some(ids), Vec::new(), Default::default())
             .map_err(|e| UsageError(format!("--tables: {e}")))?;
     }
@@ -170,18 +291,22 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
     }
     let store = Arc::new(MemoryCheckpointStore::starting_at(checkpoint.clone()));
     let client = DatabusClient::new(config, store).context("configuring the client")?;
-    let mut stream = client.stream(shutdown.clone()).await?;
+    // Dropped at the end of the session (a reconnect starts a new stream at the target's checkpoint).
+    let stream_stop = shutdown.child_token();
+    let _stop_on_drop = stream_stop.clone().drop_guard();
+    let mut stream = client.stream(stream_stop).await?;
 
-    let mut last_scn = checkpoint.as_ref().map(|c| c.window_scn.get());
+    if let Some(cp) = &checkpoint {
+        progress.last_scn = Some(cp.window_scn.get());
+    }
     // Following the relay (not inside a bootstrap): --once may stop only then.
     let mut online = match &checkpoint {
         Some(c) => c.mode == ConsumptionMode::Online,
         None => opts.bootstrap.is_empty(),
     };
+    metrics::online(online);
     let mut last_check = Instant::now();
-    let mut progress = Progress::default();
     let mut last_log = Instant::now();
-    let mut last_timestamp_ns = 0u64;
     let mut idle_since = Instant::now();
     let tick = Duration::from_millis(500);
     // An item taken from the stream while gathering a group of windows, handled next.
@@ -190,7 +315,7 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
         let item = match next.take() {
             Some(item) => Ok(item),
             None => tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => return Ok(()),
                 item = tokio::time::timeout(tick, stream.next_item()) => item,
             },
         };
@@ -198,7 +323,7 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
             Err(_elapsed) => {}
             Ok(None) => {
                 if shutdown.is_cancelled() {
-                    break;
+                    return Ok(());
                 }
                 bail!("the change stream ended");
             }
@@ -226,10 +351,11 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
                     Transition::EndBootstrap { scn, checkpoint } => {
                         replica.store_transition(checkpoint).await?;
                         online = true;
-                        last_scn = Some(scn.get());
+                        progress.last_scn = Some(scn.get());
                         tracing::info!(scn = %scn, "bootstrap done; following the relay");
                     }
                 }
+                metrics::online(online);
                 stream.commit_transition(&t).await?;
             }
             Ok(Some(Ok(StreamItem::Window(window)))) => {
@@ -241,19 +367,24 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
                 let last = group.last().context("a group holds its first window")?;
                 stream.commit(last).await?;
                 online = last.phase() == Phase::Online;
-                last_scn = Some(last.scn().get());
-                last_timestamp_ns = last.timestamp_ns();
+                progress.last_scn = Some(last.scn().get());
+                progress.last_timestamp_ns = last.timestamp_ns();
                 progress.windows += group.len() as u64;
+                progress.session_windows += group.len() as u64;
                 progress.rows += applied.upserts + applied.deletes;
+                metrics::windows(group.len() as u64, &applied, last.scn().get());
+                metrics::lag(lag_of(progress.last_timestamp_ns));
+                metrics::online(online);
             }
         }
         if last_log.elapsed() >= opts.progress_every {
             let secs = last_log.elapsed().as_secs_f64();
-            let lag = lag_of(last_timestamp_ns);
+            let lag = lag_of(progress.last_timestamp_ns);
+            metrics::lag(lag);
             progress.total_windows += progress.windows;
             progress.total_rows += progress.rows;
             tracing::info!(
-                scn = ?last_scn,
+                scn = ?progress.last_scn,
                 online,
                 windows_per_s = format!("{:.0}", progress.windows as f64 / secs),
                 rows_per_s = format!("{:.0}", progress.rows as f64 / secs),
@@ -271,25 +402,15 @@ pub async fn run(opts: ReplicateOptions, shutdown: CancellationToken) -> Result<
             // Caught up: the relay holds nothing newer than what was applied. With --tables the
             // relay's newest windows may all be filtered out: two quiet seconds count too.
             let quiet = idle_since.elapsed() >= Duration::from_secs(2);
-            let max = relay_max_scn(&relay).await.ok().flatten();
-            let caught_up = matches!((max, last_scn), (Some(max), Some(at)) if at >= max)
+            let max = relay_max_scn(relay).await.ok().flatten();
+            let caught_up = matches!((max, progress.last_scn), (Some(max), Some(at)) if at >= max)
                 || (quiet && (max.is_none() || !opts.tables.is_empty()));
             if caught_up {
-                tracing::info!(scn = ?last_scn, "caught up with the relay (--once)");
-                break;
+                tracing::info!(scn = ?progress.last_scn, "caught up with the relay (--once)");
+                return Ok(());
             }
         }
     }
-    progress.total_windows += progress.windows;
-    progress.total_rows += progress.rows;
-    crate::outln!(
-        "replica {}: {} windows ({} rows) applied this run, at SCN {}",
-        opts.name,
-        progress.total_windows,
-        progress.total_rows,
-        last_scn.map_or_else(|| "-".to_owned(), |s| s.to_string())
-    );
-    Ok(())
 }
 
 /// At most this many windows are applied in one target transaction.
