@@ -62,8 +62,15 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ReplicateArgs {
+    /// A configuration file with these settings (TOML; docs/replicate.example.toml); flags given
+    /// on the command line override it.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Print the effective settings (file, flags and defaults) as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
     /// Relay base URL; repeat for failover between relays.
-    #[arg(long = "relay", required = true)]
+    #[arg(long = "relay")]
     relays: Vec<String>,
     /// Bootstrap server base URL: a new replica starts from its consistent snapshot, and one that
     /// fell off the relay catches up through it. Repeatable.
@@ -72,7 +79,7 @@ struct ReplicateArgs {
     /// The target, without a password: mysql://user@host:3306/ (MariaDB) or
     /// postgres://user@host:5432/database (PostgreSQL).
     #[arg(long, value_name = "URL")]
-    to: String,
+    to: Option<String>,
     /// Environment variable holding the target user's password.
     #[arg(long, value_name = "NAME")]
     password_env: Option<String>,
@@ -85,22 +92,48 @@ struct ReplicateArgs {
     /// Exit once caught up with the relay.
     #[arg(long)]
     once: bool,
-    /// The replica's name: its row in databus_replica_checkpoint (several replicas may share a target).
-    #[arg(long, default_value = "replica")]
-    name: String,
+    /// The replica's name: its row in databus_replica_checkpoint (several replicas may share a
+    /// target). Default: replica.
+    #[arg(long)]
+    name: Option<String>,
     /// Database of the replica's own tables (checkpoint, replicated schemas) in the target.
-    #[arg(long, default_value = "databus")]
-    meta_db: String,
-    /// How often progress and lag are logged.
-    #[arg(long, default_value = "5s", value_parser = humantime_duration)]
-    progress_every: Duration,
+    /// Default: databus.
+    #[arg(long)]
+    meta_db: Option<String>,
+    /// How often progress and lag are logged. Default: 5s.
+    #[arg(long, value_parser = humantime_duration)]
+    progress_every: Option<Duration>,
     /// Serve Prometheus /metrics (applied windows and rows, last SCN, lag) on this address.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
     /// How long a target that does not answer at start (not up yet, restarting) is retried before
-    /// giving up; once running, a lost target is retried until it answers.
-    #[arg(long, default_value = "30s", value_parser = humantime_duration)]
-    connect_retry_for: Duration,
+    /// giving up; once running, a lost target is retried until it answers. Default: 30s.
+    #[arg(long, value_parser = humantime_duration)]
+    connect_retry_for: Option<Duration>,
+}
+
+impl ReplicateArgs {
+    /// The flags' settings over the file's (if any).
+    fn settings(self) -> anyhow::Result<(replicate::config::ReplicateSettings, bool, bool)> {
+        let file = match &self.config {
+            Some(path) => replicate::config::ReplicateSettings::load(path)?,
+            None => Default::default(),
+        };
+        let flags = replicate::config::ReplicateSettings {
+            relays: self.relays,
+            bootstrap: self.bootstrap,
+            to: self.to,
+            password_env: self.password_env,
+            password_file: self.password_file,
+            tables: self.tables,
+            name: self.name,
+            meta_db: self.meta_db,
+            progress_every: self.progress_every,
+            metrics_listen: self.metrics_listen,
+            connect_retry_for: self.connect_retry_for,
+        };
+        Ok((flags.over(file), self.once, self.print_config))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -559,24 +592,12 @@ async fn run(command: Command) -> Result<u8> {
             Ok(exit::OK)
         }
         Command::Replicate(args) => {
-            replicate::run(
-                replicate::ReplicateOptions {
-                    relays: args.relays,
-                    bootstrap: args.bootstrap,
-                    to: args.to,
-                    password_env: args.password_env,
-                    password_file: args.password_file,
-                    tables: args.tables,
-                    once: args.once,
-                    name: args.name,
-                    meta_db: args.meta_db,
-                    progress_every: args.progress_every,
-                    metrics_listen: args.metrics_listen,
-                    connect_retry_for: args.connect_retry_for,
-                },
-                shutdown_on_signal(),
-            )
-            .await?;
+            let (settings, once, print_config) = args.settings()?;
+            if print_config {
+                databus_cli::out!("{}", toml::to_string(&settings.with_defaults())?);
+                return Ok(exit::OK);
+            }
+            replicate::run(settings.into_options(once)?, shutdown_on_signal()).await?;
             Ok(exit::OK)
         }
         Command::Quickstart(args) => {

@@ -79,6 +79,65 @@ fn replicate_names_an_unreachable_target_at_start() {
     assert!(text(&out.stderr).contains("postgres://user@host:port/database"));
 }
 
+#[test]
+fn replicate_reads_a_config_file_flags_override_it_and_bad_files_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("replicate.toml");
+    std::fs::write(
+        &path,
+        "relays = [\"http://127.0.0.1:9\"]\nto = \"postgres://replica@127.0.0.1:9/replica\"\n\
+         password_env = \"NOPE\"\nname = \"from-file\"\nprogress_every = \"10s\"\n",
+    )
+    .unwrap();
+    let config = path.display().to_string();
+    let out = run(databus().args([
+        "replicate",
+        "--config",
+        &config,
+        "--name",
+        "from-flag",
+        "--print-config",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let printed = text(&out.stdout);
+    for needle in [
+        "relays = [\"http://127.0.0.1:9\"]",
+        "name = \"from-flag\"",
+        "progress_every = \"10s\"",
+        "meta_db = \"databus\"",
+        "connect_retry_for = \"30s\"",
+    ] {
+        assert!(
+            printed.contains(needle),
+            "{needle} missing from:\n{printed}"
+        );
+    }
+    // The file's settings reach the run: its target is the one named unreachable.
+    let out = run(databus().args([
+        "replicate",
+        "--config",
+        &config,
+        "--password-file",
+        "/dev/null",
+        "--connect-retry-for",
+        "0s",
+    ]));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("connecting to the target PostgreSQL"));
+    // A misspelt key and a missing target are usage errors naming what to fix.
+    std::fs::write(&path, "relay = [\"http://127.0.0.1:9\"]\n").unwrap();
+    let out = run(databus().args(["replicate", "--config", &config]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(&config) && stderr.contains("unknown field `relay`"),
+        "{stderr}"
+    );
+    let out = run(databus().args(["replicate", "--relay", "http://127.0.0.1:9"]));
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("give --to URL"));
+}
+
 const CONFIG: &str = r#"
 state_dir = "STATE"
 [[sources]]

@@ -17,6 +17,7 @@
 //! the window's rows. docs/replicate.md is the user's guide.
 
 pub mod apply;
+pub mod config;
 pub mod dialect;
 pub mod mapping;
 pub mod metrics;
