@@ -51,6 +51,7 @@ pub mod decode;
 pub mod encode;
 mod error;
 pub mod fingerprint;
+pub mod json_text;
 pub mod key;
 pub mod model;
 pub mod registry;
