@@ -16,6 +16,8 @@
 //!   checked to never go back; events and end-of-window markers counted;
 //! - **json, parsed**: every line parsed with `serde_json` into a `serde_json::Value` (as a Python or
 //!   `jq` consumer would), the last line checked to be the checkpoint;
+//! - **json, typed**: every line parsed with `serde_json` into typed structs of the event and its row
+//!   (strings borrowed unless escaped), as a Rust consumer of the JSON would; SCNs checked;
 //! - **json, read only**: the body read and its lines counted, nothing parsed: what the relay itself
 //!   delivers.
 //!
@@ -23,6 +25,9 @@
 //! the Avro binary, the default) and `values` (apache-avro `Value`s and `serde_json`, the renderer
 //! before it; `RelayService::use_value_json_renderer`). Each case drains the whole buffer from the
 //! beginning, repeatedly, until at least `secs` seconds have passed; two rounds per case.
+//!
+//! With `SERVE_BENCH_TAIL=<path to a release databus binary>`, `databus tail --from-scn 0
+//! --max-events <all>` with stdout on /dev/null also drains the buffer, with each renderer.
 
 use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
@@ -44,10 +49,48 @@ const MAX_BYTES: usize = 1 << 20;
 enum Consume {
     /// Parse and check every frame.
     Frames,
-    /// Parse every JSON line.
+    /// Parse every JSON line into a `serde_json::Value`.
     JsonParsed,
+    /// Parse every JSON line into typed structs (the event and its row, strings borrowed when they
+    /// have no escapes), as a Rust consumer of the JSON would.
+    JsonTyped,
     /// Count the lines only.
     JsonRead,
+    /// Nothing: the body is read and dropped (the serving bench's client before issue 19, which
+    /// trusted the response headers).
+    Nothing,
+}
+
+/// One JSON line as a typed consumer reads it.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read to be parsed, as a consumer would
+struct Line<'a> {
+    scn: Option<u64>,
+    #[serde(borrow)]
+    opcode: Option<std::borrow::Cow<'a, str>>,
+    key: Option<i64>,
+    #[serde(borrow)]
+    payload: Option<Row<'a>>,
+    #[serde(borrow)]
+    before: Option<Row<'a>>,
+    checkpoint: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(serde::Deserialize)]
+#[allow(dead_code)] // read to be parsed, as a consumer would
+struct Row<'a> {
+    id: i64,
+    customer: i64,
+    qty: i64,
+    #[serde(borrow)]
+    note: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    created: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    amount: std::borrow::Cow<'a, str>,
+    ratio: f64,
+    #[serde(borrow)]
+    comment: Option<std::borrow::Cow<'a, str>>,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -91,14 +134,40 @@ fn consume(body: &[u8], how: Consume, last_scn: &mut u64) -> u64 {
             assert!(last.get("checkpoint").is_some(), "last line: {last}");
             events
         }
+        Consume::JsonTyped => {
+            let mut events = 0;
+            let mut checkpoint = false;
+            for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let line: Line<'_> = serde_json::from_slice(line).expect("a JSON line");
+                match line.opcode.as_deref() {
+                    Some("end_of_window") => {}
+                    Some(_) => {
+                        let scn = line.scn.expect("an event has an SCN");
+                        assert!(scn >= *last_scn, "SCN went back from {last_scn} to {scn}");
+                        *last_scn = scn;
+                        std::hint::black_box(&line.payload);
+                        events += 1;
+                    }
+                    None => checkpoint = line.checkpoint.is_some(),
+                }
+            }
+            assert!(checkpoint, "the last line is the checkpoint");
+            events
+        }
+        Consume::Nothing => 0,
         Consume::JsonRead => {
-            // Lines minus the checkpoint line minus end-of-window lines (one per 10 events here).
-            let lines = body.iter().filter(|&&b| b == b'\n').count() as u64;
-            let windows = body
-                .windows(24)
-                .filter(|w| w == b"\"opcode\":\"end_of_window\"")
-                .count() as u64;
-            lines - 1 - windows
+            // Lines minus the checkpoint line minus end-of-window lines (key null, opcode
+            // end_of_window: the keys are sorted).
+            let mut events = 0;
+            for line in body.split(|&b| b == b'\n') {
+                if !line.is_empty()
+                    && !line.starts_with(b"{\"key\":null,\"opcode\":\"end_of_window\"")
+                    && !line.starts_with(b"{\"checkpoint\"")
+                {
+                    events += 1;
+                }
+            }
+            events
         }
     }
 }
@@ -147,6 +216,10 @@ async fn drain(client: &HttpClient, query: &str, last: Scn, how: Consume) -> Dra
     d.events = tokio::task::spawn_blocking(move || consumer.join().unwrap())
         .await
         .unwrap();
+    if how == Consume::Nothing {
+        // Not counted: the drain reached the last window, so every event was sent.
+        d.events = last.get() * EVENTS_PER_WINDOW;
+    }
     d
 }
 
@@ -367,8 +440,14 @@ async fn bench(events: u64, secs: f64) {
     ));
     let client = HttpClient::new(&format!("http://{addr}"), &ClientOptions::default()).unwrap();
 
-    let cases: [(&str, &str, bool, Consume); 5] = [
+    let cases: [(&str, &str, bool, Consume); 8] = [
         ("binary, frames parsed + CRCs", "", false, Consume::Frames),
+        (
+            "binary, not parsed (old client)",
+            "",
+            false,
+            Consume::Nothing,
+        ),
         (
             "json values, lines parsed",
             "&format=json",
@@ -380,6 +459,18 @@ async fn bench(events: u64, secs: f64) {
             "&format=json",
             false,
             Consume::JsonParsed,
+        ),
+        (
+            "json values, lines typed",
+            "&format=json",
+            true,
+            Consume::JsonTyped,
+        ),
+        (
+            "json direct, lines typed",
+            "&format=json",
+            false,
+            Consume::JsonTyped,
         ),
         (
             "json values, read only",
@@ -440,10 +531,43 @@ async fn bench(events: u64, secs: f64) {
         );
     }
     println!(
-        "  json direct / json values: lines parsed {:.2}x, read only {:.2}x",
-        best(2) / best(1),
-        best(4) / best(3)
+        "  json direct / json values: lines parsed {:.2}x, lines typed {:.2}x, read only {:.2}x",
+        best(3) / best(2),
+        best(5) / best(4),
+        best(7) / best(6)
     );
+    if let Some(databus) = std::env::var_os("SERVE_BENCH_TAIL") {
+        // `databus tail` (a release binary) draining the same buffer, stdout to /dev/null: the JSON
+        // path end to end through the real CLI (which parses every line and prints it).
+        let total = windows * EVENTS_PER_WINDOW;
+        for round in 1..=2 {
+            for values in [true, false] {
+                service.use_value_json_renderer(values);
+                let cpu = cpu_seconds();
+                let start = Instant::now();
+                let databus = databus.clone();
+                let status = tokio::task::spawn_blocking(move || {
+                    std::process::Command::new(&databus)
+                        .args(["tail", "--relay", &format!("http://{addr}")])
+                        .args(["--from-scn", "0", "--max-events", &total.to_string()])
+                        .stdout(std::process::Stdio::null())
+                        .status()
+                })
+                .await
+                .unwrap()
+                .expect("databus tail runs");
+                assert!(status.success(), "databus tail failed: {status}");
+                let secs = start.elapsed().as_secs_f64();
+                println!(
+                    "round {round}: databus tail -> /dev/null, json {:<6}  {:>10.0} events/s ({total} events, {secs:.2} s, relay process CPU {:.2} s; load {})",
+                    if values { "values" } else { "direct" },
+                    total as f64 / secs,
+                    cpu_seconds() - cpu,
+                    load_average()
+                );
+            }
+        }
+    }
     shutdown.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(10), server).await;
 }
