@@ -299,7 +299,8 @@ impl<'a> Input<'a> {
         usize::try_from(count.checked_abs().ok_or(Bail)?).map_err(|_| Bail)
     }
 
-    /// Skips one datum of `node`.
+    /// Skips one datum of `node`, checking its structure (lengths, union branches, enum indexes)
+    /// but not the UTF-8 of its strings: every skipped datum is rendered afterwards.
     fn skip(&mut self, node: &Node) -> R<()> {
         match node {
             Node::Null => Ok(()),
@@ -326,7 +327,8 @@ impl<'a> Input<'a> {
             Node::Float => self.take(4).map(drop),
             Node::Double => self.take(8).map(drop),
             Node::Bytes | Node::Decimal { fixed: None, .. } => self.bytes().map(drop),
-            Node::Str { .. } => self.str().map(drop),
+            // Skipped fields are rendered afterwards, which checks their UTF-8: here only the length.
+            Node::Str { .. } => self.bytes().map(drop),
             Node::Fixed(n) | Node::Decimal { fixed: Some(n), .. } => self.take(*n).map(drop),
             Node::Union(variants) => {
                 let i = self.long()?;
@@ -351,7 +353,7 @@ impl<'a> Input<'a> {
                     return Ok(());
                 }
                 for _ in 0..n {
-                    self.str()?;
+                    self.bytes()?;
                     self.skip(values)?;
                 }
             },
