@@ -305,7 +305,7 @@ fn main() {
         println!(
             "{total} events in {scn} windows of {per_window} ({} MiB of frames in the relay buffer, {} B of Avro per row); load average {}",
             bytes >> 20,
-            payload_bytes / total,
+            payload_bytes as u64 / total,
             load_average()
         );
         // Real work per event on the first windows only (whole windows, at most `total`).
