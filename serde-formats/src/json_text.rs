@@ -11,7 +11,7 @@
 //! and strings are written by `serde_json`'s own serializer, and every case the plan does not cover
 //! takes the old path for that event:
 //!
-//! - schemas with named references, maps with duplicate rendered keys in records, `uuid`, `duration`,
+//! - schemas with named references, records with two fields under one rendered key, `uuid`, `duration`,
 //!   `big-decimal` (the plan is not compiled; every event of the schema takes the old path);
 //! - payloads that do not decode (truncated, trailing bytes, a union branch or enum index that does
 //!   not exist, invalid UTF-8, an int out of range): the old path writes `payload_base64` and
