@@ -1,14 +1,22 @@
-//! Client-side throughput: an in-process relay whose buffer is filled directly (no MariaDB), and a
-//! client consuming it over loopback HTTP on 1 and on 4 workers, with a no-op consumer (all
-//! `<events>`) and with consumers doing real work per event (the first windows only): 20 µs of CPU
-//! per event, or a 1 ms await on every 10th key (I/O).
+//! Client-side throughput: an in-process relay whose buffer is filled directly (no MariaDB) with rows
+//! of a realistic table (BIGINT id, 2 INTs, VARCHAR of 0-80 characters, DATETIME(6), DECIMAL(12,2),
+//! DOUBLE, nullable TEXT of 10-200 characters; ~190 bytes of Avro a row, registered in the relay's
+//! schema registry), and a client consuming it over loopback HTTP on 1 and on 4 workers:
+//!
+//! - `NoOp`: reads the key, counts the event (what the client library itself costs);
+//! - `Decode`: what a consumer of rows does: decodes every event's Avro payload with apache-avro
+//!   (`DataEvent::record`, writer schema fetched from the relay once) and reads every field;
+//! - `Cpu(20µs)` / `Io(10)`: real work per event on the first windows only: 20 µs of CPU per event, or
+//!   a 1 ms await on every 10th key.
 //!
 //! ```text
-//! cargo bench -p databus-client --bench throughput [-- <events> <events per window>]
+//! cargo bench -p databus-client --bench throughput [-- <events> <events per window> secs=<n>]
 //! ```
 //!
-//! Prints events/s from the first request to the end of the last window (fetch, assembly, dispatch,
-//! checkpoint to an in-memory store after every window or every 100).
+//! Prints events/s from the first request to the end of the last window (fetch, frame parsing and
+//! CRC checks, assembly, dispatch, checkpoint to an in-memory store after every window or every 100).
+//! `NoOp` and `Decode` runs are repeated (a new client from the beginning each time) until at least
+//! `secs` seconds (default 3) have been measured.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,10 +27,10 @@ use databus_client::{
     ClientConfig, ConsumerOutcome, DataEvent, DatabusClient, DatabusConsumer,
     MemoryCheckpointStore, WindowInfo,
 };
-use databus_core::{Checkpoint, Key, Opcode, SchemaId, Scn, SourceId};
+use databus_core::{Checkpoint, Key, Opcode, Scn, SourceId};
 use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
-use databus_serde_formats::SchemaRegistry;
+use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value};
 use tokio_util::sync::CancellationToken;
 
 /// What a consumer does per event.
@@ -30,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 enum Work {
     /// Reads the key, counts the event.
     NoOp,
+    /// Decodes the payload with apache-avro and reads every field.
+    Decode,
     /// Spins for this long on the CPU.
     Cpu(Duration),
     /// Awaits a 1 ms sleep for every key divisible by this.
@@ -48,6 +58,15 @@ impl DatabusConsumer for Bench {
         let key = std::hint::black_box(event.key());
         match self.work {
             Work::NoOp => {}
+            Work::Decode => {
+                let record = event.record().expect("the payload decodes");
+                let apache_avro::types::Value::Record(fields) = record else {
+                    panic!("not a record: {record:?}");
+                };
+                for (name, value) in &fields {
+                    std::hint::black_box((name, value));
+                }
+            }
             Work::Cpu(d) => {
                 let start = Instant::now();
                 while start.elapsed() < d {
@@ -110,11 +129,123 @@ async fn run(
     (elapsed, events)
 }
 
+fn table() -> TableSchema {
+    TableSchema {
+        database: "shop".into(),
+        table: "orders".into(),
+        columns: vec![
+            Column::new("id", ColumnType::BigInt { unsigned: false }, false),
+            Column::new("customer", ColumnType::Int { unsigned: false }, false),
+            Column::new("qty", ColumnType::Int { unsigned: false }, false),
+            Column::new(
+                "note",
+                ColumnType::Text {
+                    max_chars: Some(80),
+                },
+                false,
+            ),
+            Column::new("created", ColumnType::DateTime { fsp: 6 }, false),
+            Column::new(
+                "amount",
+                ColumnType::Decimal {
+                    precision: 12,
+                    scale: 2,
+                },
+                false,
+            ),
+            Column::new("ratio", ColumnType::Double, false),
+            Column::new("comment", ColumnType::Text { max_chars: None }, true),
+        ],
+        primary_key: vec![0],
+    }
+}
+
+/// xorshift64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn text(rng: &mut Rng, min: u64, max: u64) -> String {
+    const WORDS: &[&str] = &[
+        "order",
+        "shipped",
+        "to",
+        "Zürich",
+        "\"express\"",
+        "customer",
+        "note:",
+        "gift",
+        "wrap",
+        "naïve",
+        "日本",
+        "back\\slash",
+        "line",
+        "a",
+        "delivery",
+        "window",
+    ];
+    let len = min + rng.below(max - min + 1);
+    let mut s = String::new();
+    while (s.chars().count() as u64) < len {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
+    }
+    s.chars().take(len as usize).collect()
+}
+
+fn row(rng: &mut Rng, id: i64) -> Vec<Value> {
+    vec![
+        Value::Int(id),
+        Value::Int(rng.below(100_000) as i64),
+        Value::Int(1 + rng.below(20) as i64),
+        Value::Text(text(rng, 0, 80)),
+        Value::DateTime {
+            year: 2024 + rng.below(3) as u16,
+            month: 1 + rng.below(12) as u8,
+            day: 1 + rng.below(28) as u8,
+            hour: rng.below(24) as u8,
+            minute: rng.below(60) as u8,
+            second: rng.below(60) as u8,
+            micros: rng.below(1_000_000) as u32,
+        },
+        Value::Decimal(format!("{}.{:02}", rng.below(1_000_000), rng.below(100))),
+        Value::Double(rng.below(1 << 40) as f64 / 7.0),
+        if rng.below(4) == 0 {
+            Value::Null
+        } else {
+            Value::Text(text(rng, 10, 200))
+        },
+    ]
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = raw
+        .iter()
+        .find_map(|a| a.strip_prefix("secs=")?.parse().ok())
+        .unwrap_or(3.0);
+    let args: Vec<u64> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     let total = args.first().copied().unwrap_or(1_000_000);
     let per_window = args.get(1).copied().unwrap_or(100);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -123,17 +254,24 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let (mut writer, buffer) = event_buffer(BufferConfig::new(512 << 20)).unwrap();
-        let payload = [7u8; 24];
+        let registry = Arc::new(SchemaRegistry::in_memory());
+        let schema = registry.register(&table()).unwrap();
+        let (mut writer, buffer) = event_buffer(BufferConfig::new(1 << 30)).unwrap();
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut payload = Vec::new();
+        let mut payload_bytes = 0;
         let mut scn = 0;
         let mut written = 0;
         while written < total {
             scn += 1;
             for _ in 0..per_window.min(total - written) {
                 let key = Key::Int(written as i64);
+                payload.clear();
+                schema.encode(&row(&mut rng, written as i64), &mut payload).unwrap();
+                payload_bytes += payload.len();
                 let event = databus_core::EventBuilder::new(Scn::new(scn), Opcode::Upsert)
                     .source(SourceId::new(1))
-                    .schema(SchemaId::new(0xabc))
+                    .schema(schema.id)
                     .key(key.as_ref())
                     .payload(&payload);
                 writer.append(&event).unwrap();
@@ -156,7 +294,7 @@ fn main() {
         };
         let service = RelayService::new(
             vec![source],
-            Arc::new(SchemaRegistry::in_memory()),
+            registry,
             HttpSettings::defaults::<RelayHttp>(),
             None,
         );
@@ -165,8 +303,10 @@ fn main() {
         let shutdown = CancellationToken::new();
         tokio::spawn(databus_relay::serve(service, listener, shutdown.clone()));
         println!(
-            "{total} events in {scn} windows of {per_window} ({} MiB of frames in the relay buffer)",
-            bytes >> 20
+            "{total} events in {scn} windows of {per_window} ({} MiB of frames in the relay buffer, {} B of Avro per row); load average {}",
+            bytes >> 20,
+            payload_bytes as u64 / total,
+            load_average()
         );
         // Real work per event on the first windows only (whole windows, at most `total`).
         let windows_of = |events: u64| Scn::new(events.div_ceil(per_window).min(scn));
@@ -174,6 +314,7 @@ fn main() {
         let io = windows_of(10_000);
         let runs = [
             (Work::NoOp, last, total),
+            (Work::Decode, last, total),
             (Work::Cpu(Duration::from_micros(20)), cpu, (cpu.get() * per_window).min(total)),
             (Work::Io(10), io, (io.get() * per_window).min(total)),
         ];
@@ -182,12 +323,19 @@ fn main() {
             // The order of the original bench: 1 worker (every window, every 100), then 4 workers.
             for workers in [1, 4] {
                 for &every in everies {
-                    let (elapsed, events) =
-                        run(&url, work, workers, events_wanted, last, every).await;
+                    let repeat = matches!(work, Work::NoOp | Work::Decode);
+                    let (mut elapsed, mut events, mut runs) = (Duration::ZERO, 0, 0);
+                    while runs == 0 || (repeat && elapsed.as_secs_f64() < secs) {
+                        let (e, n) = run(&url, work, workers, events_wanted, last, every).await;
+                        elapsed += e;
+                        events += n;
+                        runs += 1;
+                    }
                     println!(
-                        "{work:?} workers={workers} checkpoint_every_windows={every}: {events} events in {:.2} s = {:.0} events/s",
+                        "{work:?} workers={workers} checkpoint_every_windows={every}: {events} events ({runs} runs) in {:.2} s = {:.0} events/s (load {})",
                         elapsed.as_secs_f64(),
-                        events as f64 / elapsed.as_secs_f64()
+                        events as f64 / elapsed.as_secs_f64(),
+                        load_average()
                     );
                 }
             }

@@ -14,7 +14,8 @@ use serde_json::{Map, Value, json};
 
 use crate::{EventView, KeyRef, Opcode};
 
-fn opcode_name(opcode: Opcode) -> &'static str {
+/// The `opcode` field's text of an opcode.
+pub fn opcode_name(opcode: Opcode) -> &'static str {
     match opcode {
         Opcode::Upsert => "upsert",
         Opcode::Delete => "delete",

@@ -12,6 +12,8 @@
 //!   into a `Vec<u8>` (the relay's hot path).
 //! - [`decode`]: payload + writer schema (+ optional reader schema) to apache-avro values, serde types or
 //!   JSON for humans.
+//! - [`json_text`]: the same JSON for events, written straight from the Avro binary by a plan compiled
+//!   once per writer schema (the relay's `format=json`).
 //! - [`key`]: [`event_key`], an event's [`Key`](databus_core::Key) from the row's primary key.
 //! - [`registry`]: [`SchemaRegistry`], every version of every table's schema by id and by table,
 //!   persisted one JSON file per version.
@@ -51,6 +53,7 @@ pub mod decode;
 pub mod encode;
 mod error;
 pub mod fingerprint;
+pub mod json_text;
 pub mod key;
 pub mod model;
 pub mod registry;

@@ -1,7 +1,8 @@
 //! Event buffer benchmarks: a bench binary (`harness = false`) that prints figures and ratios.
 //!
-//! `cargo bench -p databus-buffer` (add `-- quick` for a shorter run). Figures are recorded in
-//! docs/BENCHMARKS.md, section "Event buffer".
+//! `cargo bench -p databus-buffer` (add `-- quick` for a shorter run; `-- fresh` for the fresh-ring
+//! appends only, `-- lookup` for the SCN lookups only). Figures are recorded in docs/BENCHMARKS.md,
+//! section "Event buffer".
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -9,7 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use databus_buffer::{
-    BufferConfig, BufferWriter, EventBuffer, ReadError, WaitOutcome, event_buffer,
+    BufferConfig, BufferWriter, DEFAULT_PREFAULT_AHEAD, EventBuffer, Prefault, ReadError,
+    WaitOutcome, event_buffer,
 };
 use databus_core::{Checkpoint, EventBuilder, FrameHeader, KeyRef, Opcode, Scn};
 
@@ -30,7 +32,12 @@ impl Feed {
 
     /// Writes one window of `events` events; returns events written (markers not counted).
     fn window(&mut self, w: &mut BufferWriter, events: u64) -> u64 {
-        self.scn += 1;
+        self.window_after_gap(w, events, 1)
+    }
+
+    /// Writes one window of `events` events at an SCN `gap` above the last one.
+    fn window_after_gap(&mut self, w: &mut BufferWriter, events: u64, gap: u64) -> u64 {
+        self.scn += gap;
         let scn = Scn::new(self.scn);
         for i in 0..events {
             let e = EventBuilder::new(scn, Opcode::Upsert)
@@ -312,38 +319,70 @@ fn scan_rate(dur: Duration) {
     }
 }
 
-fn lookup(capacity: usize, probes: u64) {
+/// xorshift64.
+fn next_random(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// SCN lookups in a full buffer of 1 KiB events. `uneven = false`: windows of 4 events at SCNs 1, 2,
+/// 3, ... (interpolation's best case: the first probe lands on the entry). `uneven = true`: what a
+/// source produces: windows of 1..50 events, SCNs that jump by 1..20 mostly and by up to 100,000 one
+/// window in 100 (a burst of writes elsewhere in the source's database, a GTID domain switch).
+fn lookup(capacity: usize, probes: u64, uneven: bool) {
     let (mut w, buf) = event_buffer(BufferConfig::new(capacity)).unwrap();
     let mut feed = Feed::new(1024);
+    let mut x = 0x1234_5678_9abc_def1u64;
+    let mut scns = Vec::new();
     let fill = Instant::now();
     while buf.stats().prev_scn.is_none() {
-        feed.window(&mut w, 4);
+        if uneven {
+            let events = 1 + next_random(&mut x) % 50;
+            let gap = if next_random(&mut x) % 100 == 0 {
+                1 + next_random(&mut x) % 100_000
+            } else {
+                1 + next_random(&mut x) % 20
+            };
+            feed.window_after_gap(&mut w, events, gap);
+        } else {
+            feed.window(&mut w, 4);
+        }
+        scns.push(feed.scn);
     }
     let fill = fill.elapsed();
     let stats = buf.stats();
-    let (min, max) = (stats.min_scn.unwrap().get(), stats.max_scn.unwrap().get());
-    let mut out = Vec::with_capacity(4096);
+    // Windows still held: those after prev_scn (the last evicted one).
+    let prev = stats.prev_scn.unwrap().get();
+    let first_held = scns.partition_point(|&s| s <= prev);
+    let held = &scns[first_held..];
+    let shape = if uneven {
+        "uneven SCNs, windows of 1-50 events"
+    } else {
+        "even SCNs, windows of 4 events"
+    };
+    let mut out = Vec::with_capacity(64 << 10);
     for (name, span) in [
-        ("a random SCN", max - min),
-        ("an SCN among the newest 10,000 windows", 10_000),
+        ("a random window", held.len() - 1),
+        ("a window among the newest 10,000", 10_000),
     ] {
+        // After window `held[i]`, i in the last `span` windows but not the newest (nothing follows it).
+        let pick = |x: &mut u64| held[held.len() - 1 - 1 - (next_random(x) % span as u64) as usize];
         let mut x = 0x2545_f491_4f6c_dd1du64;
         let start = Instant::now();
         for _ in 0..probes {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = max - 1 - x % span;
+            let s = pick(&mut x);
             out.clear();
             let o = buf
                 .read(&Checkpoint::after(Scn::new(s)), 1, &mut out)
                 .unwrap();
-            debug_assert_eq!(o.checkpoint.window_scn.get(), s + 1);
+            debug_assert!(o.checkpoint.window_scn.get() > s);
             black_box(&out);
         }
         let per = start.elapsed().as_secs_f64() / probes as f64;
         println!(
-            "lookup in a {:.1} GiB buffer ({} windows, filled in {:.1} s), after {name}: {:.0} ns per read \
+            "lookup in a {:.1} GiB buffer ({shape}; {} windows, filled in {:.1} s), after {name}: {:.0} ns per read \
              (index search + jump + copy of the first 1 KiB event)",
             capacity as f64 / (1u64 << 30) as f64,
             stats.windows_held,
@@ -351,15 +390,12 @@ fn lookup(capacity: usize, probes: u64) {
             per * 1e9
         );
         // The SCN index search alone (cursor snapshot + search; no scan, copy or validation), with the
-        // same random SCNs: a fresh sequence so the entries probed are not cache-warm from the reads above.
+        // same kind of SCNs: a fresh sequence so the entries probed are not cache-warm from the reads above.
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         let mut sum = 0u64;
         let start = Instant::now();
         for _ in 0..probes {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let s = max - 1 - x % span;
+            let s = pick(&mut x);
             sum = sum.wrapping_add(
                 buf.lookup_position(&Checkpoint::after(Scn::new(s)))
                     .expect("not empty"),
@@ -368,11 +404,64 @@ fn lookup(capacity: usize, probes: u64) {
         black_box(sum);
         let per = start.elapsed().as_secs_f64() / probes as f64;
         println!(
-            "SCN index search alone ({} windows), after {name}: {:.0} ns per lookup",
+            "SCN index search alone ({shape}; {} windows), after {name}: {:.0} ns per lookup",
             stats.windows_held,
             per * 1e9
         );
     }
+}
+
+/// CPU seconds (user + system) of this process, all threads (the prefault thread included).
+fn process_cpu() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(Vec::new(), |(_, r)| r.split_whitespace().collect());
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Appends into a ring that was just created, until it is full once (every page written for the first
+/// time), as a relay does when it starts and catches up; for each way of faulting the pages in.
+/// Then the same writer keeps appending for `dur` into the now warm ring.
+fn fresh_append(payload_len: usize, capacity: usize, prefault: Prefault, dur: Duration) {
+    let cpu = process_cpu();
+    let start = Instant::now();
+    let (mut w, buf) = event_buffer(BufferConfig::new(capacity).prefault(prefault)).unwrap();
+    let created = start.elapsed();
+    let (writer_cpu0, _) = thread_sched();
+    let fill_start = Instant::now();
+    let mut feed = Feed::new(payload_len);
+    let mut events = 0u64;
+    while buf.stats().prev_scn.is_none() {
+        events += feed.window(&mut w, EVENTS_PER_WINDOW);
+    }
+    let fill = fill_start.elapsed().as_secs_f64();
+    let (writer_cpu1, _) = thread_sched();
+    let total_cpu = process_cpu() - cpu;
+    let warm = write_for(&mut w, &mut feed, dur);
+    let frame = 56 + 8 + payload_len;
+    let name = match prefault {
+        Prefault::OnFirstWrite => "on first write (no prefault)".to_owned(),
+        Prefault::Ahead { ahead_bytes } => format!("thread {} MiB ahead", ahead_bytes >> 20),
+        Prefault::AtCreation => "all at creation".to_owned(),
+    };
+    println!(
+        "fresh ring {} MiB, {payload_len} B payload, pages {name:<29}: created in {:>6.1} ms, first fill {:>6.2} M events/s ({:.2} GB/s), create + fill {:>6.2} M events/s; writer CPU {:>5.1} ns/event, process CPU {:.2} s; then warm {:>6.2} M events/s",
+        capacity >> 20,
+        created.as_secs_f64() * 1e3,
+        events as f64 / fill / 1e6,
+        events as f64 * frame as f64 / fill / 1e9,
+        events as f64 / (fill + created.as_secs_f64()) / 1e6,
+        (writer_cpu1 - writer_cpu0) as f64 / events as f64,
+        total_cpu,
+        warm / 1e6
+    );
 }
 
 fn main() {
@@ -380,8 +469,34 @@ fn main() {
     let dur = if quick {
         Duration::from_millis(300)
     } else {
-        Duration::from_millis(1500)
+        Duration::from_secs(4)
     };
+    let only = |part: &str| std::env::args().any(|a| a == part);
+    let (fresh_only, lookup_only) = (only("fresh"), only("lookup"));
+    let fresh = if quick { 256 << 20 } else { 1 << 30 };
+    if !lookup_only {
+        for prefault in [
+            Prefault::OnFirstWrite,
+            Prefault::Ahead {
+                ahead_bytes: DEFAULT_PREFAULT_AHEAD,
+            },
+            Prefault::AtCreation,
+        ] {
+            fresh_append(100, fresh, prefault, dur);
+        }
+    }
+    if fresh_only || lookup_only {
+        if lookup_only {
+            for uneven in [false, true] {
+                lookup(
+                    if quick { 256 << 20 } else { 4 << 30 },
+                    if quick { 100_000 } else { 1_000_000 },
+                    uneven,
+                );
+            }
+        }
+        return;
+    }
     encode_rate(100, dur);
     append_rate(100, 256 << 20, dur);
     append_rate(100, 4 << 20, dur);
@@ -389,8 +504,11 @@ fn main() {
     writer_with_readers(dur);
     writer_with_long_poll_readers(dur);
     scan_rate(dur);
-    lookup(
-        if quick { 256 << 20 } else { 4 << 30 },
-        if quick { 100_000 } else { 1_000_000 },
-    );
+    for uneven in [false, true] {
+        lookup(
+            if quick { 256 << 20 } else { 4 << 30 },
+            if quick { 100_000 } else { 1_000_000 },
+            uneven,
+        );
+    }
 }

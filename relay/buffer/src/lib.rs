@@ -46,6 +46,10 @@
 //!   positions, each naming a window start; lookups binary-search it (`O(log n)`) and then scan forward at
 //!   most about one block plus the window found.
 //! - **Windows.** Window SCNs strictly increase and are never 0; all frames of a window carry its SCN.
+//! - **Memory.** The ring is allocated zeroed (the kernel maps pages on first write and zeroes them then).
+//!   [`Prefault`] (in [`BufferConfig`]) decides who pays for that zeroing: by default a `ring-prefault`
+//!   thread faults pages in ahead of the tail (`MADV_POPULATE_WRITE`, or one atomic no-op write per page
+//!   on older kernels) so the writer does not; it changes no byte the writer or readers see.
 //! - **Origin.** `prev_scn` is the SCN the held history continues from: the last evicted window, or,
 //!   before any eviction, the buffer's origin (0 by default). A checkpoint before it gets
 //!   [`ReadError::ScnNotFound`], decided inside the read that would serve it (never by an earlier check
@@ -95,6 +99,7 @@ mod writer;
 
 pub use buffer::{BufferStats, EmptyWindows, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
 pub use error::{AppendError, BufferError, ReadError};
+pub use ring::{DEFAULT_PREFAULT_AHEAD, Prefault};
 pub use writer::{BufferWriter, WindowInfo};
 
 use crossbeam_utils::CachePadded;
@@ -123,6 +128,10 @@ pub struct BufferConfig {
     /// continues from. A relay uses this: until its source is positioned it cannot know which
     /// checkpoints its first window continues, and serving any of them would skip windows silently.
     pub awaits_anchor: bool,
+    /// How the ring's pages are faulted in (default: [`Prefault::Ahead`] by
+    /// [`DEFAULT_PREFAULT_AHEAD`], a background thread keeping the first write of each page off the
+    /// writer).
+    pub prefault: Prefault,
 }
 
 impl BufferConfig {
@@ -132,7 +141,14 @@ impl BufferConfig {
             capacity_bytes,
             index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES.min(capacity_bytes & !7).max(64),
             awaits_anchor: false,
+            prefault: Prefault::default(),
         }
+    }
+
+    /// The same buffer, with its pages faulted in as `prefault` says.
+    pub fn prefault(mut self, prefault: Prefault) -> Self {
+        self.prefault = prefault;
+        self
     }
 
     /// The same buffer, starting without an origin (see [`awaits_anchor`](Self::awaits_anchor)).
@@ -190,5 +206,15 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
         #[cfg(not(loom))]
         notify: tokio::sync::Notify::new(),
     });
+    #[cfg(not(loom))]
+    match config.prefault {
+        Prefault::OnFirstWrite => {}
+        Prefault::AtCreation => ring::prefault(&buffer.ring, 0..capacity),
+        Prefault::Ahead { ahead_bytes } => {
+            // Purely a speed-up, like the huge-page advice: if no thread can be started the writer
+            // faults the pages in itself, as with `OnFirstWrite`.
+            let _ = ring::spawn_prefaulter(&buffer, ahead_bytes);
+        }
+    }
     Ok((BufferWriter::new(Arc::clone(&buffer)), buffer))
 }

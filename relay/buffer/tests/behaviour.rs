@@ -85,6 +85,7 @@ fn config_is_validated() {
         capacity_bytes: 4096,
         index_block_bytes: 8,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap_err();
     assert!(err.to_string().contains("index_block_bytes 8"), "{err}");
@@ -275,6 +276,7 @@ fn eviction_removes_whole_windows_oldest_first() {
         capacity_bytes: 2048,
         index_block_bytes: 64,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap();
     // Each window: 3 events of 64+8+56 = 128 bytes + a 56-byte marker = 440 bytes.
@@ -372,6 +374,7 @@ fn sparse_scns_continue_at_the_next_window_through_the_index() {
         capacity_bytes: 128 << 10,
         index_block_bytes: 256,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap();
     let scns: Vec<u64> = (1..=3000u64).map(|i| i * 7 + (i % 3)).collect();
@@ -601,6 +604,7 @@ fn index_lookups_land_on_the_right_event() {
         capacity_bytes: 1 << 16,
         index_block_bytes: 64,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap();
     for s in [10, 20, 30] {
@@ -872,4 +876,52 @@ fn coalescing_stops_at_the_budget_with_the_held_marker() {
     assert_eq!(o.checkpoint, Checkpoint::after(scn(3)));
     assert!(o.more_available);
     assert_eq!(o.bytes_copied as usize, out.len());
+}
+
+/// However the ring's pages are faulted in (by the writer, by the prefault thread racing ahead of it,
+/// or all at creation), a reader gets back exactly what was written, across several laps of a ring
+/// large enough (8 MiB) for the prefault thread to work in 2 MiB steps while the writer runs.
+#[test]
+fn every_prefault_mode_keeps_the_contents() {
+    use databus_buffer::Prefault;
+    for prefault in [
+        Prefault::OnFirstWrite,
+        Prefault::Ahead {
+            ahead_bytes: 2 << 20,
+        },
+        Prefault::AtCreation,
+    ] {
+        let (mut w, buf) = event_buffer(BufferConfig::new(8 << 20).prefault(prefault)).unwrap();
+        let mut from = Checkpoint::after(Scn::ZERO);
+        let mut expect_scn = 1;
+        let mut expect_key = 0;
+        // ~25 MiB of frames: three laps of the ring, each window read back before it can be evicted.
+        for s in 1..=2_000u64 {
+            window(&mut w, s, 10, 1200);
+            loop {
+                let (events, outcome) = read(&buf, &from, 64 << 10).unwrap();
+                for e in &events {
+                    assert_eq!(e.scn.get(), expect_scn, "{prefault:?}");
+                    match e.key {
+                        Key::Int(k) => {
+                            assert_eq!(k, expect_key, "{prefault:?}");
+                            assert_eq!(e.payload, payload(expect_scn, k as u64, 1200));
+                            expect_key += 1;
+                        }
+                        _ => {
+                            assert_eq!(expect_key, 10, "{prefault:?}: marker after 10 events");
+                            expect_scn += 1;
+                            expect_key = 0;
+                        }
+                    }
+                }
+                from = outcome.checkpoint;
+                if !outcome.more_available {
+                    break;
+                }
+            }
+        }
+        assert_eq!(expect_scn, 2_001, "{prefault:?}: every window read");
+        assert!(buf.stats().prev_scn.is_some(), "the ring was lapped");
+    }
 }

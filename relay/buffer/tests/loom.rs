@@ -37,6 +37,7 @@ fn a_reader_from_the_beginning_gets_a_prefix_or_scn_not_found() {
             capacity_bytes: 64,
             index_block_bytes: 64,
             awaits_anchor: false,
+            prefault: databus_buffer::Prefault::default(),
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -68,6 +69,7 @@ fn a_reader_after_the_evicted_window_is_always_served() {
             capacity_bytes: 64,
             index_block_bytes: 64,
             awaits_anchor: false,
+            prefault: databus_buffer::Prefault::default(),
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -100,6 +102,7 @@ fn a_reader_before_the_origin_is_never_served_the_first_window() {
             capacity_bytes: 64,
             index_block_bytes: 64,
             awaits_anchor: true,
+            prefault: databus_buffer::Prefault::default(),
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -133,6 +136,7 @@ fn a_reader_at_the_origin_is_served_or_waits() {
             capacity_bytes: 64,
             index_block_bytes: 64,
             awaits_anchor: true,
+            prefault: databus_buffer::Prefault::default(),
         })
         .unwrap();
         let t = loom::thread::spawn(move || {

@@ -344,6 +344,7 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
         capacity_bytes: capacity,
         index_block_bytes: block,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap();
     let mut model = Model {

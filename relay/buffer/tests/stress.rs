@@ -183,6 +183,7 @@ fn sixteen_readers_follow_a_wrapping_writer_without_ever_seeing_garbage() {
         capacity_bytes: 64 << 10,
         index_block_bytes: 512,
         awaits_anchor: false,
+        prefault: databus_buffer::Prefault::default(),
     })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -15,7 +15,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
-use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +34,7 @@ use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
 use databus_buffer::{EmptyWindows, EventFilter, ReadError, ReadOutcome, WaitOutcome};
 use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
 use databus_serde_formats::RegisteredSchema;
+use databus_serde_formats::json_text::{JsonPlan, write_event_json};
 
 pub use databus_http::protocol::{
     CHECKPOINT_HEADER, ERROR_HEADER, EVENTS_HEADER, FRAMES_CONTENT_TYPE, JSON_LINES_CONTENT_TYPE,
@@ -880,35 +880,59 @@ fn not_positioned(source: &SourceHandle) -> ApiError {
     ))
 }
 
-/// The JSON-lines body: one line per frame of `frames`, then the checkpoint line.
+/// The JSON-lines body: one line per frame of `frames`, then the checkpoint line. Each event is
+/// `core::json`'s header fields plus `payload`, the record decoded with its writer schema from the
+/// registry (or `payload_base64` when the schema is unknown or the payload does not decode, with
+/// `decode_error` saying why); see `databus_serde_formats::json_text`.
 fn render_json(
     svc: &RelayService,
     frames: &[u8],
     checkpoint: &Checkpoint,
     more: bool,
-) -> Result<String, ApiError> {
-    let mut text = String::with_capacity(frames.len() * 2);
-    let views = EventView::parse_all(frames).map_err(|e| ApiError::Internal(e.to_string()))?;
-    for view in views {
-        let _ = writeln!(text, "{}", event_json(svc, &view));
+) -> Result<Vec<u8>, ApiError> {
+    let mut text = Vec::with_capacity(frames.len() * 2);
+    let values = svc.uses_value_json_renderer();
+    // Consecutive events mostly share a schema: look its plan up once per run of them.
+    let mut plan: Option<(SchemaId, Option<Arc<JsonPlan>>)> = None;
+    let mut rest = frames;
+    while !rest.is_empty() {
+        let (view, used) = EventView::parse(rest).map_err(|e| ApiError::Internal(e.to_string()))?;
+        rest = &rest[used..];
+        let id = view.schema();
+        if values {
+            let _ = serde_json::to_writer(&mut text, &event_json(svc, &view));
+        } else {
+            if plan.as_ref().is_none_or(|(cached, _)| *cached != id) {
+                plan = Some((id, svc.json_plan(id)));
+            }
+            let writer = plan
+                .as_ref()
+                .and_then(|(_, p)| p.as_deref())
+                .ok_or_else(|| unknown_schema(id));
+            write_event_json(&view, writer, &mut text);
+        }
+        text.push(b'\n');
     }
-    let _ = writeln!(
-        text,
-        "{}",
-        json!({ "checkpoint": checkpoint, "more": more })
+    let _ = serde_json::to_writer(
+        &mut text,
+        &json!({ "checkpoint": checkpoint, "more": more }),
     );
+    text.push(b'\n');
     Ok(text)
 }
 
-/// One event as JSON: `core::json`'s header fields plus `payload`, the record decoded with its writer
-/// schema from the registry (or `payload_base64` when the schema is unknown or the payload does not
-/// decode, with `decode_error` saying why).
+fn unknown_schema(id: SchemaId) -> String {
+    format!("schema {:016x} is not registered", id.get())
+}
+
+/// One event as JSON through apache-avro values (the renderer before `json_text`; kept for
+/// [`RelayService::use_value_json_renderer`]).
 fn event_json(svc: &RelayService, view: &EventView<'_>) -> Value {
     let schema = svc.schemas().get(view.schema());
     let writer = schema
         .as_ref()
         .map(|s| s.avro.as_ref())
-        .ok_or_else(|| format!("schema {:016x} is not registered", view.schema().get()));
+        .ok_or_else(|| unknown_schema(view.schema()));
     databus_serde_formats::decode::event_json(view, writer)
 }
 

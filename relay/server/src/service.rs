@@ -2,12 +2,14 @@
 //! status and the schema registry.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use databus_buffer::EventBuffer;
-use databus_core::{Scn, SourceId};
+use databus_core::{SchemaId, Scn, SourceId};
 use databus_serde_formats::SchemaRegistry;
+use databus_serde_formats::json_text::{JsonPlan, JsonPlanCache};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -120,6 +122,11 @@ pub struct RelayService {
     metrics: Option<PrometheusHandle>,
     stopping: CancellationToken,
     streams: Arc<Semaphore>,
+    /// `format=json`: plans of the direct renderer, one per schema id.
+    json_plans: JsonPlanCache,
+    /// `format=json` through apache-avro values and `serde_json` (the renderer before the direct one),
+    /// for benchmarks that compare the two.
+    value_json: AtomicBool,
 }
 
 impl std::fmt::Debug for RelayService {
@@ -156,7 +163,30 @@ impl RelayService {
             metrics,
             stopping: CancellationToken::new(),
             streams: Arc::new(Semaphore::new(http.max_concurrent_streams)),
+            json_plans: JsonPlanCache::default(),
+            value_json: AtomicBool::new(false),
         })
+    }
+
+    /// The direct JSON renderer's plan of schema `id` (compiled on first use), `None` when the
+    /// registry does not know `id`.
+    pub fn json_plan(&self, id: SchemaId) -> Option<Arc<JsonPlan>> {
+        self.json_plans
+            .get_or_compile(id, || self.schemas.get(id).map(|s| s.avro))
+    }
+
+    /// Renders `format=json` through apache-avro values and `serde_json` (`true`), the renderer the
+    /// relay had before it wrote JSON straight from the Avro binary (`false`, the default). The output
+    /// is the same; this exists so that benchmarks can compare the two.
+    pub fn use_value_json_renderer(&self, on: bool) {
+        // Relaxed: a mode flag read per response; no other memory depends on it.
+        self.value_json.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether [`RelayService::use_value_json_renderer`] is on.
+    pub fn uses_value_json_renderer(&self) -> bool {
+        // Relaxed: see `use_value_json_renderer`.
+        self.value_json.load(Ordering::Relaxed)
     }
 
     /// A permit for one `stream` request, `None` when `http.max_concurrent_streams` are in progress.

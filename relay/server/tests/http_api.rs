@@ -52,6 +52,7 @@ struct Relay {
     shop_status: Arc<IngestStatus>,
     registry: Arc<SchemaRegistry>,
     schema_id: SchemaId,
+    service: Arc<RelayService>,
     shutdown: CancellationToken,
     server: tokio::task::JoinHandle<()>,
 }
@@ -101,7 +102,11 @@ impl Relay {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shutdown = CancellationToken::new();
-        let server = tokio::spawn(databus_relay::serve(service, listener, shutdown.clone()));
+        let server = tokio::spawn(databus_relay::serve(
+            service.clone(),
+            listener,
+            shutdown.clone(),
+        ));
         Relay {
             addr,
             shop,
@@ -110,6 +115,7 @@ impl Relay {
             shop_status,
             registry: schemas.clone(),
             schema_id,
+            service,
             shutdown,
             server,
         }
@@ -501,6 +507,62 @@ async fn stream_binary_and_json_with_checkpoints() {
     .unwrap();
     assert_eq!(first["payload"], json!({"id": -77}), "{first}");
     assert_eq!(first["key"], -77);
+    relay.stop().await;
+}
+
+/// `format=json` written straight from the Avro binary (the default) and through apache-avro values
+/// (`use_value_json_renderer`) are the same bytes: upserts, updates with before images, deletes,
+/// payloads that do not decode and unknown schemas, and end markers.
+#[tokio::test]
+async fn both_json_renderers_answer_the_same_bytes() {
+    let mut relay = Relay::start(1 << 20).await;
+    let schema = relay.registry.get(relay.schema_id).unwrap();
+    let encode = |v: i64| {
+        let mut out = Vec::new();
+        schema
+            .encoder
+            .encode(&[databus_serde_formats::Value::Int(v)], &mut out)
+            .unwrap();
+        out
+    };
+    let with = |mut e: Event, opcode: Opcode, payload: Vec<u8>| {
+        e.schema = relay.schema_id;
+        e.opcode = opcode;
+        e.payload = payload;
+        e
+    };
+    let mut update = Vec::new();
+    databus_core::event::update_payload(&encode(5), &encode(-5), &mut update);
+    append_window(
+        &mut relay.shop,
+        Scn::new(3),
+        7,
+        &[
+            with(event(1, 1, 0), Opcode::Upsert, encode(i64::MIN)),
+            with(event(1, 5, 0), Opcode::Update, update),
+            with(event(1, 6, 0), Opcode::Delete, encode(6)),
+            // Not a datum of the schema (a string where a long is): decode_error.
+            with(event(1, 7, 0), Opcode::Upsert, vec![0x80, 0x80]),
+            // Schema 0xabc is not registered.
+            event(2, 8, 4),
+        ],
+    );
+    let direct = get(relay.addr, "/v1/stream?buffer=shop&format=json").await;
+    relay.service.use_value_json_renderer(true);
+    let values = get(relay.addr, "/v1/stream?buffer=shop&format=json").await;
+    let text = String::from_utf8(direct.body.clone()).unwrap();
+    assert_eq!(text, String::from_utf8(values.body.clone()).unwrap());
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines[0]["payload"], json!({"id": i64::MIN}), "{text}");
+    assert_eq!(lines[1]["before"], json!({"id": -5}), "{text}");
+    assert_eq!(lines[1]["payload"], json!({"id": 5}), "{text}");
+    assert_eq!(lines[2]["payload"], json!({"id": 6}), "{text}");
+    assert!(lines[3]["decode_error"].is_string(), "{text}");
+    assert!(lines[4]["decode_error"].is_string(), "{text}");
+    assert_eq!(lines[5]["opcode"], "end_of_window");
     relay.stop().await;
 }
 
