@@ -30,7 +30,8 @@ use databus_client::{
 use databus_core::{Checkpoint, Key, Opcode, Scn, SourceId};
 use databus_relay::config::{HttpSettings, RelayHttp, ValidatedTable};
 use databus_relay::{RelayService, SourceHandle};
-use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value};
+use databus_serde_formats::SchemaRegistry;
+use databus_serde_formats::sample::{SampleRng, orders_row, orders_table};
 use tokio_util::sync::CancellationToken;
 
 /// What a consumer does per event.
@@ -129,107 +130,6 @@ async fn run(
     (elapsed, events)
 }
 
-fn table() -> TableSchema {
-    TableSchema {
-        database: "shop".into(),
-        table: "orders".into(),
-        columns: vec![
-            Column::new("id", ColumnType::BigInt { unsigned: false }, false),
-            Column::new("customer", ColumnType::Int { unsigned: false }, false),
-            Column::new("qty", ColumnType::Int { unsigned: false }, false),
-            Column::new(
-                "note",
-                ColumnType::Text {
-                    max_chars: Some(80),
-                },
-                false,
-            ),
-            Column::new("created", ColumnType::DateTime { fsp: 6 }, false),
-            Column::new(
-                "amount",
-                ColumnType::Decimal {
-                    precision: 12,
-                    scale: 2,
-                },
-                false,
-            ),
-            Column::new("ratio", ColumnType::Double, false),
-            Column::new("comment", ColumnType::Text { max_chars: None }, true),
-        ],
-        primary_key: vec![0],
-    }
-}
-
-/// xorshift64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn text(rng: &mut Rng, min: u64, max: u64) -> String {
-    const WORDS: &[&str] = &[
-        "order",
-        "shipped",
-        "to",
-        "Zürich",
-        "\"express\"",
-        "customer",
-        "note:",
-        "gift",
-        "wrap",
-        "naïve",
-        "日本",
-        "back\\slash",
-        "line",
-        "a",
-        "delivery",
-        "window",
-    ];
-    let len = min + rng.below(max - min + 1);
-    let mut s = String::new();
-    while (s.chars().count() as u64) < len {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
-    }
-    s.chars().take(len as usize).collect()
-}
-
-fn row(rng: &mut Rng, id: i64) -> Vec<Value> {
-    vec![
-        Value::Int(id),
-        Value::Int(rng.below(100_000) as i64),
-        Value::Int(1 + rng.below(20) as i64),
-        Value::Text(text(rng, 0, 80)),
-        Value::DateTime {
-            year: 2024 + rng.below(3) as u16,
-            month: 1 + rng.below(12) as u8,
-            day: 1 + rng.below(28) as u8,
-            hour: rng.below(24) as u8,
-            minute: rng.below(60) as u8,
-            second: rng.below(60) as u8,
-            micros: rng.below(1_000_000) as u32,
-        },
-        Value::Decimal(format!("{}.{:02}", rng.below(1_000_000), rng.below(100))),
-        Value::Double(rng.below(1 << 40) as f64 / 7.0),
-        if rng.below(4) == 0 {
-            Value::Null
-        } else {
-            Value::Text(text(rng, 10, 200))
-        },
-    ]
-}
-
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
@@ -255,9 +155,9 @@ fn main() {
         .unwrap();
     rt.block_on(async move {
         let registry = Arc::new(SchemaRegistry::in_memory());
-        let schema = registry.register(&table()).unwrap();
+        let schema = registry.register(&orders_table()).unwrap();
         let (mut writer, buffer) = event_buffer(BufferConfig::new(1 << 30)).unwrap();
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = SampleRng::new(0x9e37_79b9_7f4a_7c15);
         let mut payload = Vec::new();
         let mut payload_bytes = 0;
         let mut scn = 0;
@@ -267,7 +167,7 @@ fn main() {
             for _ in 0..per_window.min(total - written) {
                 let key = Key::Int(written as i64);
                 payload.clear();
-                schema.encode(&row(&mut rng, written as i64), &mut payload).unwrap();
+                schema.encode(&orders_row(&mut rng, written as i64), &mut payload).unwrap();
                 payload_bytes += payload.len();
                 let event = databus_core::EventBuilder::new(Scn::new(scn), Opcode::Upsert)
                     .source(SourceId::new(1))

@@ -13,78 +13,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use databus_core::{Event, EventView, Key, Opcode, PartitionId, Scn, SourceId};
+use databus_serde_formats::SchemaRegistry;
 use databus_serde_formats::decode::event_json;
 use databus_serde_formats::json_text::{JsonPlan, write_event_json};
-use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema, Value};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-fn text(rng: &mut Rng, min: u64, max: u64) -> String {
-    const WORDS: &[&str] = &[
-        "order",
-        "shipped",
-        "to",
-        "Zürich",
-        "\"express\"",
-        "customer",
-        "note:",
-        "gift",
-        "wrap",
-        "naïve",
-        "日本",
-        "back\\slash",
-        "line",
-        "a",
-        "delivery",
-        "window",
-    ];
-    let len = min + rng.below(max - min + 1);
-    let mut s = String::new();
-    while (s.chars().count() as u64) < len {
-        if !s.is_empty() {
-            s.push(' ');
-        }
-        s.push_str(WORDS[rng.below(WORDS.len() as u64) as usize]);
-    }
-    s.chars().take(len as usize).collect()
-}
-
-fn row(rng: &mut Rng, id: i64) -> Vec<Value> {
-    vec![
-        Value::Int(id),
-        Value::Int(rng.below(100_000) as i64),
-        Value::Int(1 + rng.below(20) as i64),
-        Value::Text(text(rng, 0, 80)),
-        Value::DateTime {
-            year: 2024 + rng.below(3) as u16,
-            month: 1 + rng.below(12) as u8,
-            day: 1 + rng.below(28) as u8,
-            hour: rng.below(24) as u8,
-            minute: rng.below(60) as u8,
-            second: rng.below(60) as u8,
-            micros: rng.below(1_000_000) as u32,
-        },
-        Value::Decimal(format!("{}.{:02}", rng.below(1_000_000), rng.below(100))),
-        Value::Double(rng.below(1 << 40) as f64 / 7.0),
-        if rng.below(4) == 0 {
-            Value::Null
-        } else {
-            Value::Text(text(rng, 10, 200))
-        },
-    ]
-}
+use databus_serde_formats::sample::{SampleRng, orders_row, orders_table};
 
 /// CPU time of this thread in ns (Linux `/proc/thread-self/schedstat`; 0 elsewhere).
 fn thread_cpu_ns() -> u64 {
@@ -100,47 +32,24 @@ fn main() {
         .filter(|a| a != "new")
         .find_map(|a| a.parse().ok())
         .unwrap_or(3.0);
-    let table = TableSchema {
-        database: "shop".into(),
-        table: "orders".into(),
-        columns: vec![
-            Column::new("id", ColumnType::BigInt { unsigned: false }, false),
-            Column::new("customer", ColumnType::Int { unsigned: false }, false),
-            Column::new("qty", ColumnType::Int { unsigned: false }, false),
-            Column::new(
-                "note",
-                ColumnType::Text {
-                    max_chars: Some(80),
-                },
-                false,
-            ),
-            Column::new("created", ColumnType::DateTime { fsp: 6 }, false),
-            Column::new(
-                "amount",
-                ColumnType::Decimal {
-                    precision: 12,
-                    scale: 2,
-                },
-                false,
-            ),
-            Column::new("ratio", ColumnType::Double, false),
-            Column::new("comment", ColumnType::Text { max_chars: None }, true),
-        ],
-        primary_key: vec![0],
-    };
+    let table = orders_table();
     let registry = SchemaRegistry::in_memory();
     let schema = registry.register(&table).unwrap();
     let plan = JsonPlan::new(Arc::clone(&schema.avro));
     assert!(plan.is_direct());
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = SampleRng::new(0x9e37_79b9_7f4a_7c15);
     let mut frames = Vec::new();
     for id in 0..10_000i64 {
         let mut after = Vec::new();
-        schema.encode(&row(&mut rng, id), &mut after).unwrap();
+        schema
+            .encode(&orders_row(&mut rng, id), &mut after)
+            .unwrap();
         let (opcode, payload) = match rng.below(20) {
             0 => {
                 let mut before = Vec::new();
-                schema.encode(&row(&mut rng, id), &mut before).unwrap();
+                schema
+                    .encode(&orders_row(&mut rng, id), &mut before)
+                    .unwrap();
                 let mut p = Vec::new();
                 databus_core::event::update_payload(&after, &before, &mut p);
                 (Opcode::Update, p)

@@ -57,6 +57,7 @@ pub mod json_text;
 pub mod key;
 pub mod model;
 pub mod registry;
+pub mod sample;
 
 pub use convert::civil_from_days;
 pub use encode::RowEncoder;
