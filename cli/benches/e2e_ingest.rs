@@ -27,6 +27,8 @@
 //! ```sh
 //! cargo bench -p databus-cli --bench e2e_ingest              # 1M row changes
 //! cargo bench -p databus-cli --bench e2e_ingest -- 200000    # quick
+//! cargo bench -p databus-cli --bench e2e_ingest -- multi     # multi-row statements (or E2E_SHAPE=multi)
+//! E2E_RELAY_PERF=/tmp/relay.perf cargo bench -p databus-cli --bench e2e_ingest   # profile the relay
 //! ```
 
 use std::path::Path;
@@ -69,10 +71,30 @@ fn row_sql(id: u64) -> String {
     )
 }
 
-/// Transaction `t` of one writer (ids relative to `base`), ten single-row statements: insert rows
-/// `6t..6t+6` one by one, update rows `t+1`, `t+2`, `t+3` (inserted by earlier or this transaction,
-/// not yet deleted) one by one, delete row `t`.
-fn txn_sql(base: u64, t: u64) -> String {
+/// The statements of a transaction: one row each (most OLTP applications, sysbench) or as few as
+/// possible (3 rows events per 10 changes, the shape of "Ingest to encoded events").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    SingleRow,
+    MultiRow,
+}
+
+/// Transaction `t` of one writer (ids relative to `base`), ten row changes: insert rows `6t..6t+6`,
+/// update rows `t+1`, `t+2`, `t+3` (inserted by earlier or this transaction, not yet deleted), delete
+/// row `t`; as ten single-row statements, or as one statement of each kind.
+fn txn_sql(shape: Shape, base: u64, t: u64) -> String {
+    if shape == Shape::MultiRow {
+        let rows: Vec<String> = (0..6).map(|i| row_sql(base + 6 * t + i)).collect();
+        return format!(
+            "BEGIN;INSERT INTO b.t VALUES {};UPDATE b.t SET a = a + 1, c = CONCAT('u', SUBSTRING(c, 2)), \
+             f = f + 0.5 WHERE id IN ({}, {}, {});DELETE FROM b.t WHERE id = {}; COMMIT;",
+            rows.join(","),
+            base + t + 1,
+            base + t + 2,
+            base + t + 3,
+            base + t
+        );
+    }
     let mut sql = String::from("BEGIN;");
     for i in 0..6 {
         sql.push_str(&format!(
@@ -90,7 +112,7 @@ fn txn_sql(base: u64, t: u64) -> String {
     sql
 }
 
-async fn write_workload(db: &MariaDb, changes: usize) -> f64 {
+async fn write_workload(db: &MariaDb, shape: Shape, changes: usize) -> f64 {
     let txns = changes / PER_TXN;
     let start = Instant::now();
     let mut tasks = Vec::new();
@@ -104,7 +126,7 @@ async fn write_workload(db: &MariaDb, changes: usize) -> f64 {
             for chunk in mine.chunks(TXN_PER_QUERY) {
                 let sql: String = chunk
                     .iter()
-                    .map(|t| txn_sql(w as u64 * ID_SPACE, *t))
+                    .map(|t| txn_sql(shape, w as u64 * ID_SPACE, *t))
                     .collect();
                 conn.query_drop(sql).await.expect("write");
             }
@@ -285,6 +307,13 @@ async fn main() {
         .map(|a| a.parse().expect("CHANGES must be a number"))
         .unwrap_or(1_000_000);
     let changes = changes / PER_TXN * PER_TXN;
+    let shape = if std::env::args().skip(1).any(|a| a == "multi")
+        || std::env::var("E2E_SHAPE").is_ok_and(|s| s == "multi")
+    {
+        Shape::MultiRow
+    } else {
+        Shape::SingleRow
+    };
     let bin = env!("CARGO_BIN_EXE_databus");
     let opts = MariaDbOptions::default()
         .arg("--innodb-log-file-size=512M")
@@ -304,7 +333,7 @@ async fn main() {
         .create_user_with_grants("relay", "pw")
         .await
         .expect("user");
-    let write_secs = write_workload(&db, changes).await;
+    let write_secs = write_workload(&db, shape, changes).await;
     let gtid = db.gtid_binlog_pos().await.expect("gtid_binlog_pos");
     let last_scn: u64 = gtid
         .rsplit('-')
@@ -312,8 +341,12 @@ async fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("unexpected gtid_binlog_pos {gtid:?}"));
     println!(
-        "wrote {changes} row changes as single-row statements ({} transactions of 10, 60/30/10 \
-         insert/update/delete) in {write_secs:.1} s ({:.0} row changes/s); last GTID {gtid}; load {}",
+        "wrote {changes} row changes as {} ({} transactions of 10, 60/30/10 insert/update/delete) in \
+         {write_secs:.1} s ({:.0} row changes/s); last GTID {gtid}; load {}",
+        match shape {
+            Shape::SingleRow => "single-row statements",
+            Shape::MultiRow => "multi-row statements (3 a transaction)",
+        },
         changes / PER_TXN,
         changes as f64 / write_secs,
         load_average()
@@ -357,6 +390,15 @@ async fn main() {
     let start = Instant::now();
     let mut relay = start_relay(bin, dir.path(), port, &url);
     let pid = relay.0.id().to_string();
+    // E2E_RELAY_PERF=<file>: a `perf record -g` of the relay during its catch-up, for profiling.
+    let perf = std::env::var("E2E_RELAY_PERF").ok().map(|out| {
+        Command::new("perf")
+            .args(["record", "-F", "999", "-g", "-o", &out, "-p", &pid])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run perf record (E2E_RELAY_PERF)")
+    });
     let deadline = start + Duration::from_secs(600);
     let mut status = serde_json::Value::Null;
     loop {
@@ -378,6 +420,12 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let catchup = start.elapsed().as_secs_f64();
+    if let Some(mut perf) = perf {
+        let _ = Command::new("kill")
+            .args(["-INT", &perf.id().to_string()])
+            .status();
+        let _ = perf.wait();
+    }
     let relay_cpu = cpu_secs(&pid);
     let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()

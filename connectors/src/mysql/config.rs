@@ -55,7 +55,8 @@ pub struct MySqlConfig {
     /// How often the source sends a heartbeat while idle.
     #[serde(default = "default_heartbeat_period", with = "humantime_serde")]
     pub heartbeat_period: Duration,
-    /// A connection with no event (heartbeats included) for this long is dead: reconnect.
+    /// A connection with no event (heartbeats included) for this long is dead: reconnect (noticed
+    /// within 1.5 times this long).
     #[serde(default = "default_read_timeout", with = "humantime_serde")]
     pub read_timeout: Duration,
     /// How the connector reconnects after a transient error.

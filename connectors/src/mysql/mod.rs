@@ -24,7 +24,8 @@
 //! | artificial `ROTATE` | the current binlog file name (the first one's trailing CRC is stripped) |
 //! | `HEARTBEAT` | a [`ConnectorEvent::Heartbeat`] |
 //!
-//! A broken connection, a read timeout (no event, heartbeats included, for `read_timeout`) or the server
+//! A broken connection, a read timeout (no event, heartbeats included, for `read_timeout`; noticed
+//! within 1.5 times it, the stream's clock ticking every half of it) or the server
 //! closing the stream drops the partial transaction and reconnects with exponential backoff and jitter,
 //! resuming after the last transaction completed.
 
@@ -187,9 +188,14 @@ struct OpenTxn {
 /// One live replication connection.
 struct Live {
     stream: BinlogStream,
-    /// When the last event (heartbeats included) arrived; the read deadline counts from here, so a
-    /// cancelled `next_event` does not restart it.
-    last_event_at: tokio::time::Instant,
+    /// The read timeout's clock, ticking every half `read_timeout` (kept here, so a cancelled
+    /// `next_event` does not restart it). Reading no clock per event: the stream counts as silent when
+    /// two whole ticks pass without an event, i.e. after between `read_timeout` and 1.5 times it.
+    quiet_ticker: tokio::time::Interval,
+    /// Whether an event (heartbeats included) arrived since the last tick.
+    heard: bool,
+    /// Ticks in a row without an event.
+    quiet_ticks: u8,
     seen_format_description: bool,
     /// The binlog file being read (shared cheaply with error messages built per event).
     file: Arc<str>,
@@ -443,7 +449,9 @@ impl MySqlConnector {
         tracing::info!(resume_after = %self.resume_state, scan_from = ?self.scan_from, "binlog stream opened");
         self.live = Some(Live {
             stream,
-            last_event_at: tokio::time::Instant::now(),
+            quiet_ticker: quiet_ticker(self.config.read_timeout),
+            heard: false,
+            quiet_ticks: 0,
             seen_format_description: false,
             file: Arc::from(""),
             tables: HashMap::new(),
@@ -597,14 +605,24 @@ impl MySqlConnector {
         }
         let read_timeout = self.config.read_timeout;
         let live = self.live.as_mut().expect("opened above");
-        let deadline = live.last_event_at + read_timeout;
-        let event = match tokio::time::timeout_at(deadline, live.stream.next()).await {
-            Err(_) => return Err(ConnectorError::ReadTimeout(read_timeout)),
-            Ok(None) => return Err(ConnectorError::StreamClosed),
-            Ok(Some(Err(e))) => return Err(self.stream_error(e).await),
-            Ok(Some(Ok(e))) => e,
+        let next = loop {
+            tokio::select! {
+                biased;
+                next = live.stream.next() => break next,
+                _ = live.quiet_ticker.tick() => {
+                    live.quiet_ticks = if std::mem::take(&mut live.heard) { 0 } else { live.quiet_ticks + 1 };
+                    if live.quiet_ticks >= 2 {
+                        return Err(ConnectorError::ReadTimeout(read_timeout));
+                    }
+                }
+            }
         };
-        live.last_event_at = tokio::time::Instant::now();
+        live.heard = true;
+        let event = match next {
+            None => return Err(ConnectorError::StreamClosed),
+            Some(Err(e)) => return Err(self.stream_error(e).await),
+            Some(Ok(e)) => e,
+        };
         self.failures = 0;
         let header = event.header();
         let kind = header.event_type_raw();
@@ -824,6 +842,17 @@ impl MySqlConnector {
         event: &mysql_async::binlog::events::Event,
     ) -> Result<(), ConnectorError> {
         let data = event.data();
+        // The common case, a table mapped again by every statement: the same bytes under the same id
+        // (the id is the first 6 bytes of the post-header). Compared before parsing the event.
+        if let Some(id) = data.get(..6).map(|b| {
+            let mut id = [0u8; 8];
+            id[..6].copy_from_slice(b);
+            u64::from_le_bytes(id)
+        }) && let Some((raw, _)) = self.live.as_ref().and_then(|l| l.tables.get(&id))
+            && raw.as_slice() == data
+        {
+            return Ok(());
+        }
         let tme = match event.read_data() {
             Ok(Some(EventData::TableMapEvent(t))) => t,
             other => {
@@ -1046,6 +1075,15 @@ impl MySqlConnector {
         // Jitter: 50-100% of the delay, so relays restarting together do not reconnect in lockstep.
         capped.mul_f64(0.5 + rand::random::<f64>() * 0.5)
     }
+}
+
+/// The clock of [`Live::quiet_ticker`]: a tick every half `read_timeout`, the first one half of it
+/// from now (not at once, as `interval` would).
+fn quiet_ticker(read_timeout: Duration) -> tokio::time::Interval {
+    let period = (read_timeout / 2).max(Duration::from_millis(1));
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker
 }
 
 fn live_file(live: &Option<Live>) -> String {

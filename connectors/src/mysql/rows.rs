@@ -421,6 +421,8 @@ impl TableInfo {
             TextCharset::Utf8 => std::str::from_utf8(b)
                 .map(str::to_owned)
                 .map_err(|e| self.err(i, format!("invalid UTF-8: {e}"))),
+            // ASCII (most latin1 text) is the same bytes in UTF-8: one validation and one copy.
+            TextCharset::Latin1 if b.is_ascii() => Ok(String::from_utf8_lossy(b).into_owned()),
             TextCharset::Latin1 => Ok(b.iter().map(|&x| cp1252(x)).collect()),
             TextCharset::Unsupported(id) => Err(self.err(
                 i,

@@ -52,6 +52,9 @@ use crate::service::{IngestState, IngestStatus};
 use crate::state::{Persister, StateFile};
 
 mod events;
+mod read_ahead;
+
+use read_ahead::{Item, ReadAhead};
 
 pub use crate::state::PERSIST_INTERVAL;
 /// Reconnects after transient source errors: 100 ms doubling to 30 s, jittered.
@@ -207,6 +210,48 @@ impl Pipeline {
         }
     }
 
+    /// Writes what `reader` reads until shutdown or the connector's end (`Ok(None)`), a transient
+    /// error (`Ok(Some)`: reconnect) or a definite one; then stops the reader and takes the
+    /// connector back. Everything the reader forwarded before the error is written first. The state
+    /// file is persisted (at most once per interval) after each batch, and the reader told what it
+    /// holds.
+    async fn follow<C: SourceConnector + 'static>(
+        &mut self,
+        mut reader: ReadAhead<C>,
+        shutdown: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> (Option<C>, Result<Option<ConnectorError>, RelayError>) {
+        let mut items = Vec::new();
+        let followed = 'follow: loop {
+            let n = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break Ok(None),
+                n = reader.recv_many(&mut items, 1024) => n,
+            };
+            if n == 0 {
+                break Err(self.definite("the source's reader task panicked".into()));
+            }
+            for item in items.drain(..) {
+                match item {
+                    Item::Event(event, _budget) => {
+                        if let Err(e) = self.handle(event) {
+                            break 'follow Err(e);
+                        }
+                    }
+                    Item::End => break 'follow Ok(None),
+                    Item::Failed(e) if e.is_transient() => break 'follow Ok(Some(e)),
+                    Item::Failed(e) => break 'follow Err(connector_error(&self.parts.name, e)),
+                }
+            }
+            if let Err(e) = self.persist(false).await {
+                break Err(e);
+            }
+            reader.durable(self.persister.persisted());
+            backoff.reset();
+        };
+        (reader.stop().await, followed)
+    }
+
     fn fail(&self, error: &RelayError) {
         tracing::error!(source = %self.parts.name, %error, "ingest stopped");
         let message = error.to_string();
@@ -227,8 +272,8 @@ fn connector_error(name: &str, e: ConnectorError) -> RelayError {
 /// Runs one source's pipeline until `shutdown` is cancelled (returns `Ok`) or a definite error stops it
 /// (returns the error, also shown in the status). Resumes after the persisted last SCN, if any, else
 /// from the source's current position.
-pub async fn run_ingest<C: SourceConnector>(
-    mut connector: C,
+pub async fn run_ingest<C: SourceConnector + 'static>(
+    connector: C,
     parts: IngestParts,
     shutdown: CancellationToken,
 ) -> Result<(), RelayError> {
@@ -277,6 +322,7 @@ pub async fn run_ingest<C: SourceConnector>(
         window_schemas: Vec::new(),
         parts,
     };
+    let mut connector = Some(connector);
     let mut result = pump(&mut connector, &mut p, start, &shutdown).await;
     if let Some(fallback) = fallback {
         // The refill's start was purged before anything was written: refill from the oldest point the
@@ -305,10 +351,17 @@ pub async fn run_ingest<C: SourceConnector>(
     }
     // Persist before closing the connector, so that the acknowledgement of the last window goes to the
     // source with the stream's last status update.
-    let persisted = p.persist_and_acknowledge(&mut connector, true).await;
-    if let Err(e) = connector.shutdown().await {
-        tracing::warn!(source = %p.parts.name, error = %e, "connector shutdown failed");
-    }
+    let persisted = match connector.as_mut() {
+        Some(connector) => {
+            let persisted = p.persist_and_acknowledge(connector, true).await;
+            if let Err(e) = connector.shutdown().await {
+                tracing::warn!(source = %p.parts.name, error = %e, "connector shutdown failed");
+            }
+            persisted
+        }
+        // Its reader panicked with it (the error says so): persist what was written.
+        None => p.persist(true).await,
+    };
     if result.is_ok() {
         p.parts.status.update(|s| s.state = IngestState::Stopped);
     }
@@ -327,8 +380,11 @@ fn purged_before_any_window(result: &Result<(), RelayError>, p: &Pipeline) -> Op
     }
 }
 
-async fn pump<C: SourceConnector>(
-    connector: &mut C,
+/// Connects (and reconnects after transient errors) and follows the source until shutdown, its end, or
+/// a definite error. `slot` holds the connector between connections; while one is followed, its
+/// reader task has it ([`read_ahead`]). It is `None` afterwards only if that task panicked.
+async fn pump<C: SourceConnector + 'static>(
+    slot: &mut Option<C>,
     p: &mut Pipeline,
     start: StartPosition,
     shutdown: &CancellationToken,
@@ -336,6 +392,9 @@ async fn pump<C: SourceConnector>(
     let mut backoff = Backoff::new(RECONNECT_BACKOFF);
     let mut from = start;
     'connect: loop {
+        let Some(connector) = slot.as_mut() else {
+            return Err(p.definite("the source's reader task panicked".into()));
+        };
         let started = tokio::select! {
             () = shutdown.cancelled() => return Ok(()),
             r = connector.start(from.clone()) => r,
@@ -358,24 +417,13 @@ async fn pump<C: SourceConnector>(
                     s.state = IngestState::Streaming;
                     s.last_error = None;
                 });
-                loop {
-                    let next = tokio::select! {
-                        () = shutdown.cancelled() => return Ok(()),
-                        r = connector.next_event() => r,
-                    };
-                    match next {
-                        Ok(Some(event)) => {
-                            p.handle(event)?;
-                            p.persist_and_acknowledge(connector, false).await?;
-                            if let Some(lag) = connector.source_lag_bytes() {
-                                m::source_log_lag(&p.parts.name, lag);
-                            }
-                            backoff.reset();
-                        }
-                        Ok(None) => return Ok(()),
-                        Err(e) if e.is_transient() => break e,
-                        Err(e) => return Err(connector_error(&p.parts.name, e)),
-                    }
+                let taken = slot.take().expect("checked above");
+                let reader = ReadAhead::spawn(taken, &p.parts.name, p.persister.persisted());
+                let (back, followed) = p.follow(reader, shutdown, &mut backoff).await;
+                *slot = back;
+                match followed? {
+                    Some(transient) => transient,
+                    None => return Ok(()),
                 }
             }
             Err(e) if e.is_transient() => e,

@@ -1,0 +1,141 @@
+//! Read-ahead: the connector reads and decodes the source's log on its own task while the pipeline
+//! encodes and appends what it read before, so the two run on two cores instead of taking turns.
+//!
+//! The reader task owns the connector for one connection: from a successful `start` until the
+//! connector ends, fails, or the pipeline stops it; then it hands the connector back (for the next
+//! `start` or `shutdown`). It forwards everything in order: events, then the error or end that stopped
+//! it, which the pipeline handles after the events before it, exactly as if it had read them itself.
+//!
+//! | concern | how |
+//! |---------|-----|
+//! | memory | at most [`READ_AHEAD_CHANGES`] row changes read and not yet written (a larger transaction alone, as before: a window is never split) |
+//! | acknowledgement | the pipeline publishes the SCN its state file holds ([`ReadAhead::durable`]); the reader tells the connector before it asks for its next event, so the source is never told more than the file holds |
+//! | lag gauge | set by the reader after each event |
+//! | stop | the pipeline cancels the reader's token; the reader returns between events (what it read ahead and the pipeline did not write is read again after the restart: the state file is behind it) |
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use databus_connectors::{ConnectorError, ConnectorEvent, SourceConnector};
+use databus_core::Scn;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics as m;
+
+/// Row changes read ahead of the pipeline at most (a transaction larger than this is read alone).
+pub(crate) const READ_AHEAD_CHANGES: usize = 16 * 1024;
+
+/// What the reader forwards: an event (with its share of the read-ahead budget, returned when the
+/// pipeline drops it), the connector's end of stream, or the error that stopped it.
+pub(crate) enum Item {
+    Event(ConnectorEvent, OwnedSemaphorePermit),
+    End,
+    Failed(ConnectorError),
+}
+
+/// The pipeline's side of one connection's reader.
+pub(crate) struct ReadAhead<C> {
+    items: mpsc::UnboundedReceiver<Item>,
+    durable: Arc<AtomicU64>,
+    stop: CancellationToken,
+    task: JoinHandle<C>,
+}
+
+impl<C: SourceConnector + 'static> ReadAhead<C> {
+    /// Starts reading from `connector`, which must be started. `durable` is the SCN the state file
+    /// holds (already acknowledged to the connector).
+    pub(crate) fn spawn(connector: C, name: &str, durable: Scn) -> Self {
+        let (tx, items) = mpsc::unbounded_channel();
+        let durable = Arc::new(AtomicU64::new(durable.get()));
+        let stop = CancellationToken::new();
+        let reader = Reader {
+            connector,
+            items: tx,
+            durable: durable.clone(),
+            acknowledged: durable.load(Ordering::Relaxed),
+            budget: Arc::new(Semaphore::new(READ_AHEAD_CHANGES)),
+            stop: stop.clone(),
+            name: name.to_owned(),
+        };
+        ReadAhead {
+            items,
+            durable,
+            stop,
+            task: tokio::spawn(reader.run()),
+        }
+    }
+
+    /// Waits for what the reader forwarded and moves all of it (at most `limit` items) into `into`.
+    /// Returns 0 only if the reader is gone without saying why (it panicked).
+    pub(crate) async fn recv_many(&mut self, into: &mut Vec<Item>, limit: usize) -> usize {
+        self.items.recv_many(into, limit).await
+    }
+
+    /// Tells the reader what the state file holds now, for the connector's acknowledgement.
+    pub(crate) fn durable(&self, scn: Scn) {
+        self.durable.fetch_max(scn.get(), Ordering::Relaxed);
+    }
+
+    /// Stops the reader and takes the connector back. `None` if the reader panicked.
+    pub(crate) async fn stop(self) -> Option<C> {
+        self.stop.cancel();
+        drop(self.items);
+        self.task.await.ok()
+    }
+}
+
+struct Reader<C> {
+    connector: C,
+    items: mpsc::UnboundedSender<Item>,
+    durable: Arc<AtomicU64>,
+    acknowledged: u64,
+    budget: Arc<Semaphore>,
+    stop: CancellationToken,
+    name: String,
+}
+
+impl<C: SourceConnector> Reader<C> {
+    async fn run(mut self) -> C {
+        loop {
+            let durable = self.durable.load(Ordering::Relaxed);
+            if durable > self.acknowledged {
+                self.acknowledged = durable;
+                self.connector.acknowledge(Scn::new(durable));
+            }
+            let next = tokio::select! {
+                biased;
+                () = self.stop.cancelled() => return self.connector,
+                next = self.connector.next_event() => next,
+            };
+            let item = match next {
+                Ok(Some(event)) => {
+                    if let Some(lag) = self.connector.source_lag_bytes() {
+                        m::source_log_lag(&self.name, lag);
+                    }
+                    let cost = match &event {
+                        ConnectorEvent::Transaction(tx) => {
+                            tx.changes.len().clamp(1, READ_AHEAD_CHANGES)
+                        }
+                        _ => 1,
+                    };
+                    let permit = tokio::select! {
+                        biased;
+                        () = self.stop.cancelled() => return self.connector,
+                        permit = self.budget.clone().acquire_many_owned(cost as u32) => {
+                            permit.expect("the budget is never closed")
+                        }
+                    };
+                    Item::Event(event, permit)
+                }
+                Ok(None) => Item::End,
+                Err(e) => Item::Failed(e),
+            };
+            let last = !matches!(item, Item::Event(..));
+            if self.items.send(item).is_err() || last {
+                return self.connector;
+            }
+        }
+    }
+}
