@@ -111,6 +111,7 @@ struct Chain {
     upstream: Upstream,
     http: HttpClient,
     persister: Persister,
+    counters: m::IngestCounters,
 }
 
 impl Chain {
@@ -294,7 +295,7 @@ impl Chain {
                         .map_err(|e| {
                             Failure::Definite(format!("cannot publish window {}: {e}", view.scn()))
                         })?;
-                    m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
+                    self.counters.window(u64::from(info.events), info.bytes);
                     self.parts.status.update(|s| {
                         s.count_window(u64::from(info.events));
                         s.last_scn = Some(view.scn());
@@ -348,6 +349,7 @@ pub async fn run_chain(
                 _ => Scn::ZERO,
             },
         ),
+        counters: m::IngestCounters::new(&parts.name),
         parts,
         upstream,
     };

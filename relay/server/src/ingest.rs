@@ -100,6 +100,7 @@ struct Pipeline {
     before: Vec<u8>,
     last_position: Option<SourcePosition>,
     persister: Persister,
+    counters: m::IngestCounters,
     /// The writer schema of each source's last row written (to announce a new version).
     current_schema: HashMap<SourceId, SchemaId>,
     /// DDL statements of a source seen since its last row (told with the next schema change).
@@ -158,7 +159,7 @@ impl Pipeline {
             .writer
             .end_window(tx.scn, tx.commit_timestamp_ns)
             .map_err(|e| self.definite(format!("cannot publish window {}: {e}", tx.scn)))?;
-        m::ingest_window(&self.parts.name, u64::from(info.events), info.bytes);
+        self.counters.window(u64::from(info.events), info.bytes);
         self.published(tx);
         self.last_position = Some(tx.position.clone());
         self.parts.status.update(|s| {
@@ -320,6 +321,7 @@ pub async fn run_ingest<C: SourceConnector + 'static>(
         current_schema: HashMap::new(),
         pending_ddl: HashMap::new(),
         window_schemas: Vec::new(),
+        counters: m::IngestCounters::new(&parts.name),
         parts,
     };
     let mut connector = Some(connector);

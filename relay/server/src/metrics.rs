@@ -1,7 +1,7 @@
 //! The relay's metrics, through the `metrics` facade. Every name is documented in
 //! `docs/operations.md`; labels are bounded (buffer names from the configuration, error codes).
 
-use metrics::{counter, gauge};
+use metrics::{Counter, Gauge, counter, gauge};
 
 use databus_buffer::BufferStats;
 
@@ -32,23 +32,42 @@ pub(crate) fn state_write_failed(buffer: &str) {
         .increment(1);
 }
 
-/// `databus_relay_source_log_lag_bytes{buffer}`: how far the position the source retains for this
-/// relay is behind its log (a PostgreSQL slot's WAL), when the connector knows it.
-pub(crate) fn source_log_lag(buffer: &str, bytes: u64) {
-    gauge!("databus_relay_source_log_lag_bytes", "buffer" => buffer.to_owned()).set(bytes as f64);
-}
-
 /// `databus_relay_http_errors_total{kind}`.
 pub(crate) fn http_error(kind: &'static str) {
     counter!("databus_relay_http_errors_total", "kind" => kind).increment(1);
 }
 
 /// `databus_relay_events_in_total{buffer}`, `databus_relay_bytes_in_total{buffer}`,
-/// `databus_relay_windows_in_total{buffer}`.
-pub(crate) fn ingest_window(buffer: &str, events: u64, bytes: u64) {
-    counter!("databus_relay_events_in_total", "buffer" => buffer.to_owned()).increment(events);
-    counter!("databus_relay_bytes_in_total", "buffer" => buffer.to_owned()).increment(bytes);
-    counter!("databus_relay_windows_in_total", "buffer" => buffer.to_owned()).increment(1);
+/// `databus_relay_windows_in_total{buffer}`: registered once per pipeline (looking a labelled counter
+/// up costs more than the increment, and this runs for every window).
+pub(crate) struct IngestCounters {
+    events: Counter,
+    bytes: Counter,
+    windows: Counter,
+}
+
+impl IngestCounters {
+    pub(crate) fn new(buffer: &str) -> Self {
+        IngestCounters {
+            events: counter!("databus_relay_events_in_total", "buffer" => buffer.to_owned()),
+            bytes: counter!("databus_relay_bytes_in_total", "buffer" => buffer.to_owned()),
+            windows: counter!("databus_relay_windows_in_total", "buffer" => buffer.to_owned()),
+        }
+    }
+
+    /// One window of `events` events and `bytes` bytes written.
+    pub(crate) fn window(&self, events: u64, bytes: u64) {
+        self.events.increment(events);
+        self.bytes.increment(bytes);
+        self.windows.increment(1);
+    }
+}
+
+/// `databus_relay_source_log_lag_bytes{buffer}`: how far the position the source retains for this
+/// relay is behind its log (a PostgreSQL slot's WAL), when the connector knows it. Registered once
+/// per connection's reader, set after every event.
+pub(crate) fn source_log_lag_gauge(buffer: &str) -> Gauge {
+    gauge!("databus_relay_source_log_lag_bytes", "buffer" => buffer.to_owned())
 }
 
 /// Gauges of one buffer, refreshed at each scrape.

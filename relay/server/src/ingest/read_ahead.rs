@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use databus_connectors::{ConnectorError, ConnectorEvent, SourceConnector};
 use databus_core::Scn;
+use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -57,7 +58,7 @@ impl<C: SourceConnector + 'static> ReadAhead<C> {
             acknowledged: durable.load(Ordering::Relaxed),
             budget: Arc::new(Semaphore::new(READ_AHEAD_CHANGES)),
             stop: stop.clone(),
-            name: name.to_owned(),
+            lag: m::source_log_lag_gauge(name),
         };
         ReadAhead {
             items,
@@ -93,7 +94,7 @@ struct Reader<C> {
     acknowledged: u64,
     budget: Arc<Semaphore>,
     stop: CancellationToken,
-    name: String,
+    lag: Gauge,
 }
 
 impl<C: SourceConnector> Reader<C> {
@@ -112,7 +113,7 @@ impl<C: SourceConnector> Reader<C> {
             let item = match next {
                 Ok(Some(event)) => {
                     if let Some(lag) = self.connector.source_lag_bytes() {
-                        m::source_log_lag(&self.name, lag);
+                        self.lag.set(lag as f64);
                     }
                     let cost = match &event {
                         ConnectorEvent::Transaction(tx) => {
