@@ -91,6 +91,27 @@ impl KeyFilter {
         self.parts.is_empty()
     }
 
+    /// Whether no part needs the key itself (every part is MOD, decided by the key's hash).
+    fn decides_by_hash(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|part| matches!(part, Part::Mod { .. }))
+    }
+
+    /// [`KeyFilter::matches`] from the key's hash: exact when [`KeyFilter::decides_by_hash`]; RANGE parts
+    /// (which need the key) never match here.
+    #[inline]
+    fn matches_hash(&self, hash: KeyHash) -> bool {
+        self.parts.is_empty()
+            || self.parts.iter().any(|part| match part {
+                Part::Mod {
+                    num_buckets,
+                    buckets,
+                } => in_intervals(buckets, hash.bucket(*num_buckets)),
+                Part::Range { .. } => false,
+            })
+    }
+
     #[inline]
     fn matches(&self, key: KeyRef<'_>) -> bool {
         if self.parts.is_empty() {
@@ -214,6 +235,29 @@ impl Filter {
             return false;
         }
         self.key_filter(source).matches(key)
+    }
+
+    /// Whether [`Filter::matches_hashed`] decides every event exactly as [`Filter::matches_key`]: true
+    /// unless some key filter has a RANGE part (RANGE needs the integer key itself, not its hash).
+    pub fn decides_by_hash(&self) -> bool {
+        self.default.decides_by_hash() && self.per_source.iter().all(|(_, f)| f.decides_by_hash())
+    }
+
+    /// The decision of [`Filter::matches_key`] for a key whose [`KeyHash`] is `hash`, without the key:
+    /// what a relay that hashed each key once, when it stored the event, evaluates per reader. Exactly
+    /// `matches_key(source, key)` for `hash == KeyHash::of(key)` when [`Filter::decides_by_hash`];
+    /// otherwise RANGE parts count as not matching (so it may say `false` where `matches_key` says
+    /// `true`, never the reverse).
+    #[inline]
+    pub fn matches_hashed(&self, source: SourceId, hash: KeyHash) -> bool {
+        if self
+            .sources
+            .as_ref()
+            .is_some_and(|sources| sources.binary_search(&source).is_err())
+        {
+            return false;
+        }
+        self.key_filter(source).matches_hash(hash)
     }
 
     pub(crate) fn key_filter(&self, source: SourceId) -> &KeyFilter {
