@@ -3,10 +3,13 @@
 use std::fmt;
 
 use crossbeam_utils::CachePadded;
+use databus_core::frame::HEADER_LEN;
 use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn};
+use databus_filters::{Filter, KeyHash};
 
 use crate::error::ReadError;
 use crate::ring::{self, HEADER_WORDS, PAD_WORD, RawFrame};
+use crate::side::{self, Kind};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
 
 /// How many times a read restarts after being overtaken before giving up with
@@ -21,7 +24,8 @@ const MAX_ATTEMPTS: u32 = 16;
 /// [`BufferConfig::awaiting_anchor`]: crate::BufferConfig::awaiting_anchor
 pub(crate) const UNANCHORED: u64 = u64::MAX;
 
-/// Words per SCN index entry: scn, start, end, unused (keeps entries 32-byte aligned).
+/// Words per SCN index entry: scn, start, end, and the side index entry of the window's first frame
+/// (unused without a side index). Keeps entries 32-byte aligned.
 pub(crate) const INDEX_STRIDE: usize = 4;
 
 /// A predicate on an event's header and key: `true` keeps the event. The header's fields were verified
@@ -57,6 +61,8 @@ pub(crate) struct HeadCursor {
     pub(crate) min_scn: AtomicU64,
     /// Sequence number of the oldest SCN index entry still valid.
     pub(crate) index_head: AtomicU64,
+    /// Sequence number of the side index entry of the frame at `pos` (the oldest still valid).
+    pub(crate) side_head: AtomicU64,
 }
 
 /// Cursor group moved by publishing a window. Written only by the writer.
@@ -68,6 +74,8 @@ pub(crate) struct TailCursor {
     pub(crate) max_scn: AtomicU64,
     /// One past the sequence number of the last published index entry.
     pub(crate) index_tail: AtomicU64,
+    /// One past the sequence number of the last published side index entry.
+    pub(crate) side_tail: AtomicU64,
 }
 
 /// Statistics, written by the writer, read for reporting only.
@@ -124,6 +132,21 @@ pub struct ReadOutcome {
     pub more_available: bool,
 }
 
+impl ReadOutcome {
+    /// A read that found nothing after `from`.
+    fn nothing(from: &Checkpoint) -> ReadOutcome {
+        ReadOutcome {
+            checkpoint: from.clone(),
+            events_copied: 0,
+            events_scanned: 0,
+            windows_completed: 0,
+            windows_coalesced: 0,
+            bytes_copied: 0,
+            more_available: false,
+        }
+    }
+}
+
 /// How a long poll ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -145,6 +168,9 @@ pub struct EventBuffer {
     /// a window start. Interleaved so that a binary-search probe touches one cache line.
     pub(crate) index: Box<[AtomicU64]>,
     pub(crate) index_slots: u64,
+    /// Side index (see the `side` module): entry `seq` in slot `seq % side_slots`; no slots without one.
+    pub(crate) side: Box<[AtomicU64]>,
+    pub(crate) side_slots: u64,
     pub(crate) head: CachePadded<HeadCursor>,
     pub(crate) tail: CachePadded<TailCursor>,
     pub(crate) counters: CachePadded<Counters>,
@@ -176,6 +202,10 @@ struct Snapshot {
     index_tail: u64,
     /// The newest window's SCN: only a hint for the index search's first guess.
     max_scn: u64,
+    /// Side index entries held: `[side_head, side_tail)` (equal, 0, without a side index). `side_tail`
+    /// may be newer than `tail`: an indexed read serves entries up to it, never positions.
+    side_head: u64,
+    side_tail: u64,
 }
 
 /// Logical position plus its physical offset, advanced together so the hot loop never divides.
@@ -269,6 +299,40 @@ impl EventBuffer {
         self.read_inner(from, budget_bytes, filter, empty_windows, out)
     }
 
+    /// [`read_with`](Self::read_with) with `filter` (the relay's compiled filter), deciding each event
+    /// from the side index when the buffer has one ([`BufferConfig::side_index`]) and the filter
+    /// [`decides_by_hash`](Filter::decides_by_hash): the entries' source and key hash, computed once
+    /// when the writer appended the event, instead of each frame's header and key, so frames the filter
+    /// drops are never touched. Returns exactly what `read_with` with `filter.matches` returns (same
+    /// bytes, same outcome); otherwise (no side index, a RANGE filter, or a filter that keeps
+    /// everything) it is that call.
+    ///
+    /// [`BufferConfig::side_index`]: crate::BufferConfig::side_index
+    pub fn read_indexed(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        if filter.is_all() {
+            return self.read_inner(from, budget_bytes, None, empty_windows, out);
+        }
+        if self.side_slots == 0 || !filter.decides_by_hash() {
+            let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
+            return self.read_inner(from, budget_bytes, Some(&keep), empty_windows, out);
+        }
+        self.retry(out, |out| {
+            self.try_read_indexed(from, budget_bytes as u64, filter, empty_windows, out)
+        })
+    }
+
+    /// Whether this buffer keeps a side index (see [`read_indexed`](Self::read_indexed)).
+    pub fn has_side_index(&self) -> bool {
+        self.side_slots > 0
+    }
+
     /// The ring position a read from `from` would start at: the snapshot of the cursors and the SCN
     /// index search of [`read`](Self::read), without scanning, copying or validating. `None` when the
     /// buffer holds nothing. For diagnostics and benchmarks (it times the lookup alone); the position
@@ -289,9 +353,21 @@ impl EventBuffer {
         empty_windows: EmptyWindows,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, ReadError> {
+        self.retry(out, |out| {
+            self.try_read(from, budget_bytes as u64, filter, empty_windows, out)
+        })
+    }
+
+    /// Runs read attempts until one is not overtaken (at most [`MAX_ATTEMPTS`]), leaving `out` as it
+    /// was after an error.
+    fn retry(
+        &self,
+        out: &mut Vec<u8>,
+        mut attempt: impl FnMut(&mut Vec<u8>) -> Attempt,
+    ) -> Result<ReadOutcome, ReadError> {
         let out_len = out.len();
         for _ in 0..MAX_ATTEMPTS {
-            match self.try_read(from, budget_bytes as u64, filter, empty_windows, out) {
+            match attempt(out) {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Overtaken => out.truncate(out_len),
                 Attempt::Failed(err) => {
@@ -323,6 +399,11 @@ impl EventBuffer {
         let index_tail = self.tail.index_tail.load(Ordering::Relaxed);
         // Relaxed: used only to aim the first probe of the index search; any value gives a correct result.
         let max_scn = self.tail.max_scn.load(Ordering::Relaxed);
+        // Relaxed: stored before head's Release store, like index_head; validated like it.
+        let side_head = self.head.side_head.load(Ordering::Relaxed);
+        // Acquire: pairs with the writer's Release store of side_tail, so every entry below it, and the
+        // ring words of their frames, are visible (even when it is newer than the tail loaded above).
+        let side_tail = self.tail.side_tail.load(Ordering::Acquire);
         Snapshot {
             head,
             prev_scn,
@@ -330,6 +411,8 @@ impl EventBuffer {
             tail,
             index_tail,
             max_scn,
+            side_head,
+            side_tail,
         }
     }
 
@@ -356,6 +439,26 @@ impl EventBuffer {
         }
     }
 
+    /// What an attempt answers before looking for its start: refused (no origin yet, or the checkpoint
+    /// precedes the held history), or nothing when the buffer is empty. `None`: go on.
+    fn refuse_or_empty(&self, from: &Checkpoint, snap: &Snapshot) -> Option<Attempt> {
+        let requested = from.window_scn;
+        if snap.prev_scn == UNANCHORED {
+            return Some(Attempt::Failed(ReadError::NotAnchored));
+        }
+        if snap.prev_scn != 0 {
+            let prev = Scn::new(snap.prev_scn);
+            let missed = match from.window_offset {
+                None => requested < prev,
+                Some(_) => requested <= prev,
+            };
+            if missed {
+                return Some(Attempt::Failed(self.scn_not_found(requested)));
+            }
+        }
+        (snap.head == snap.tail).then(|| Attempt::Done(ReadOutcome::nothing(from)))
+    }
+
     fn try_read(
         &self,
         from: &Checkpoint,
@@ -365,36 +468,13 @@ impl EventBuffer {
         out: &mut Vec<u8>,
     ) -> Attempt {
         let snap = self.snapshot();
-        let requested = from.window_scn;
-        let nothing = || ReadOutcome {
-            checkpoint: from.clone(),
-            events_copied: 0,
-            events_scanned: 0,
-            windows_completed: 0,
-            windows_coalesced: 0,
-            bytes_copied: 0,
-            more_available: false,
-        };
-        if snap.prev_scn == UNANCHORED {
-            return Attempt::Failed(ReadError::NotAnchored);
-        }
-        if snap.prev_scn != 0 {
-            let prev = Scn::new(snap.prev_scn);
-            let missed = match from.window_offset {
-                None => requested < prev,
-                Some(_) => requested <= prev,
-            };
-            if missed {
-                return Attempt::Failed(self.scn_not_found(requested));
-            }
-        }
-        if snap.head == snap.tail {
-            return Attempt::Done(nothing());
+        if let Some(early) = self.refuse_or_empty(from, &snap) {
+            return early;
         }
         let (start, first_seq) = self.lookup(from, &snap);
         if start >= snap.tail {
             return if self.still_valid(snap.head, first_seq) {
-                Attempt::Done(nothing())
+                Attempt::Done(ReadOutcome::nothing(from))
             } else {
                 Attempt::Overtaken
             };
@@ -420,12 +500,256 @@ impl EventBuffer {
         }
     }
 
+    fn try_read_indexed(
+        &self,
+        from: &Checkpoint,
+        budget: u64,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Attempt {
+        let snap = self.snapshot();
+        if let Some(early) = self.refuse_or_empty(from, &snap) {
+            return early;
+        }
+        let (found, first_index_seq) = self.search_index(from, &snap);
+        // The side entry of the window the index entry names (a window start), or of the head (also a
+        // window start) when that is later or no entry qualifies.
+        let start_seq = found.map_or(snap.side_head, |(_, _, base)| {
+            // Relaxed: validated with the index entry (`first_index_seq`).
+            self.index[base + 3]
+                .load(Ordering::Relaxed)
+                .max(snap.side_head)
+        });
+        let scanned = self.scan_indexed(from, start_seq, &snap, budget, filter, empty_windows, out);
+        // Acquire fence, then the cursors: as `still_valid`, for index entries and side entries. A side
+        // entry is overwritten only after `side_head` passed it, and its frame only after `head` (moved in
+        // the same eviction) did, so valid entries name valid frames.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered after the fence above.
+        let valid = self.head.side_head.load(Ordering::Relaxed) <= start_seq
+            && self.head.index_head.load(Ordering::Relaxed) <= first_index_seq;
+        match (scanned, valid) {
+            (_, false) => Attempt::Overtaken,
+            (Ok(outcome), true) => Attempt::Done(outcome),
+            (Err(anomaly), true) => Attempt::Failed(ReadError::Corrupt {
+                position: anomaly.position,
+                reason: anomaly.reason.to_owned(),
+            }),
+        }
+    }
+
+    /// Side entry `seq`, or why it cannot be one.
+    #[inline]
+    fn side_entry(&self, seq: u64) -> Result<side::SideEntry, Anomaly> {
+        side::load(&self.side, self.side_slots, seq).ok_or(Anomaly {
+            position: seq,
+            reason: "side index entry of an unknown kind (position is the entry's sequence number)",
+        })
+    }
+
+    /// The frame a side entry names at ring offset `phys`, checked to lie inside the ring.
+    #[inline]
+    fn frame_at_offset(&self, phys: u64) -> Result<RawFrame, Anomaly> {
+        let anomaly = |reason| Anomaly {
+            position: phys,
+            reason,
+        };
+        if phys + ring::padded(HEADER_LEN as u64) > self.capacity {
+            return Err(anomaly(
+                "side entry names a frame past the end of the ring (position is its ring offset)",
+            ));
+        }
+        let frame = RawFrame::decode(
+            ring::load(&self.ring, phys),
+            ring::load(&self.ring, phys + 8),
+            ring::load(&self.ring, phys + 16),
+        )
+        .map_err(anomaly)?;
+        if phys + frame.padded_len() > self.capacity {
+            return Err(anomaly(
+                "frame straddles the end of the ring (position is its ring offset)",
+            ));
+        }
+        Ok(frame)
+    }
+
+    /// [`scan`](Self::scan) over side entries from `start_seq` (a window start): the same frames, the
+    /// same checkpoint and counts, with the filter decided on each entry and only kept frames loaded.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_indexed(
+        &self,
+        from: &Checkpoint,
+        start_seq: u64,
+        snap: &Snapshot,
+        budget: u64,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, Anomaly> {
+        let requested = from.window_scn;
+        let tail = snap.side_tail;
+        let mut outcome = ReadOutcome::nothing(from);
+        // Skip what the checkpoint covers, a window at a time (a window's SCN is in its marker's
+        // entry): whole windows up to `requested`, then the first `k` data events of window `requested`
+        // for a mid-window checkpoint.
+        let mut seq = start_seq;
+        let mut in_window: u32 = 0;
+        let mut started_inside = false;
+        loop {
+            let mut marker = seq;
+            let scn = loop {
+                if marker >= tail {
+                    return Ok(outcome);
+                }
+                let e = self.side_entry(marker)?;
+                if e.kind == Kind::EndOfWindow {
+                    break Scn::new(e.value);
+                }
+                marker += 1;
+            };
+            if scn < requested || (scn == requested && from.window_offset.is_none()) {
+                seq = marker + 1;
+                continue;
+            }
+            if scn == requested {
+                let skip = u64::from(from.window_offset.unwrap_or(0)).min(marker - seq);
+                seq += skip;
+                in_window = skip as u32;
+                started_inside = true;
+            }
+            break;
+        }
+        let coalesce = empty_windows == EmptyWindows::Coalesce;
+        // As in `scan`.
+        let mut keep_marker = started_inside;
+        let mut held: Option<(u64, u64)> = None;
+        let flush = |held: Option<(u64, u64)>, outcome: &mut ReadOutcome, out: &mut Vec<u8>| {
+            if let Some((phys, len)) = held {
+                self.copy_out(phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+        };
+        // The checkpoint's window SCN is set from kept frames and markers only; after a dropped event
+        // of a new window it is stale until the read stops, where it is set from the frame it stops at
+        // (a read stops at its budget, in that window, or at the tail, after a marker).
+        while seq < tail {
+            let e = self.side_entry(seq)?;
+            if e.kind == Kind::EndOfWindow {
+                let len = HEADER_LEN as u64;
+                let scn = Scn::new(e.value);
+                let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + len <= budget;
+                if !fits {
+                    flush(held, &mut outcome, out);
+                    outcome.more_available = true;
+                    if in_window > 0 {
+                        outcome.checkpoint.window_scn = scn;
+                    }
+                    return Ok(outcome);
+                }
+                if e.phys + ring::padded(len) > self.capacity {
+                    return Err(Anomaly {
+                        position: e.phys,
+                        reason: "side entry names a marker past the end of the ring (position is its ring offset)",
+                    });
+                }
+                if coalesce && !keep_marker {
+                    if held.replace((e.phys, len)).is_some() {
+                        outcome.windows_coalesced += 1;
+                    }
+                } else {
+                    self.copy_out(e.phys, len, out);
+                    outcome.bytes_copied += len;
+                    outcome.windows_completed += 1;
+                }
+                let ck = &mut outcome.checkpoint;
+                ck.window_scn = scn;
+                ck.window_offset = None;
+                ck.prev_scn = Some(scn);
+                in_window = 0;
+                keep_marker = false;
+            } else {
+                let keep = match e.kind {
+                    Kind::Row => {
+                        let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
+                            position: seq,
+                            reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
+                        })?;
+                        filter.matches_hashed(e.source, hash)
+                    }
+                    Kind::Table => filter.matches_source(e.source),
+                    Kind::Control | Kind::EndOfWindow => true,
+                };
+                if keep {
+                    let frame = self.frame_at_offset(e.phys)?;
+                    if frame.end_of_window {
+                        return Err(Anomaly {
+                            position: e.phys,
+                            reason: "side entry of an event names an end-of-window marker (position is its ring offset)",
+                        });
+                    }
+                    let fits =
+                        outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= budget;
+                    if !fits {
+                        flush(held, &mut outcome, out);
+                        outcome.more_available = true;
+                        if in_window > 0 {
+                            outcome.checkpoint.window_scn = frame.scn;
+                        }
+                        return Ok(outcome);
+                    }
+                    if held.take().is_some() {
+                        outcome.windows_coalesced += 1;
+                    }
+                    keep_marker = true;
+                    self.copy_out(e.phys, frame.len, out);
+                    outcome.bytes_copied += frame.len;
+                    outcome.events_copied += 1;
+                    outcome.checkpoint.window_scn = frame.scn;
+                }
+                outcome.events_scanned += 1;
+                in_window += 1;
+                outcome.checkpoint.window_offset = Some(in_window);
+            }
+            seq += 1;
+        }
+        flush(held, &mut outcome, out);
+        Ok(outcome)
+    }
+
     /// Binary search of the SCN index for the last window start whose SCN is <= `scn`. Returns where to
     /// start scanning and the lowest entry sequence number probed. When the window found is entirely
     /// covered by the checkpoint (SCN below it, or equal to it without an offset), the scan starts at
     /// that window's end instead of walking its frames; otherwise at its start, or at the head when no
     /// entry qualifies.
     fn lookup(&self, from: &Checkpoint, snap: &Snapshot) -> (u64, u64) {
+        let (found, first_seq) = self.search_index(from, snap);
+        let Some((entry_scn, entry_start, base)) = found else {
+            return (snap.head, first_seq);
+        };
+        let scn = from.window_scn.get();
+        let covered = entry_scn < scn || from.window_offset.is_none();
+        let start = if covered {
+            // Relaxed: as in `search_index`. Published with the window, so it is set for every entry
+            // below index_tail.
+            let end = self.index[base + 2].load(Ordering::Relaxed);
+            if end > entry_start && end <= snap.tail {
+                end
+            } else {
+                entry_start
+            }
+        } else {
+            entry_start
+        };
+        (start.max(snap.head), first_seq)
+    }
+
+    /// The index search of [`lookup`](Self::lookup): the last entry whose window SCN is <= the
+    /// checkpoint's and that starts below the tail (its SCN, start position and word offset), and the
+    /// lowest entry sequence number probed.
+    #[allow(clippy::type_complexity)]
+    fn search_index(&self, from: &Checkpoint, snap: &Snapshot) -> (Option<(u64, u64, usize)>, u64) {
         let scn = from.window_scn.get();
         let mut first_seq = u64::MAX;
         // Relaxed loads: validated afterwards by `still_valid(_, first_seq)`.
@@ -484,22 +808,7 @@ impl EventBuffer {
                 hi = mid;
             }
         }
-        let Some((entry_scn, entry_start, base)) = found else {
-            return (snap.head, first_seq);
-        };
-        let covered = entry_scn < scn || from.window_offset.is_none();
-        let start = if covered {
-            // Relaxed: as above. Published with the window, so it is set for every entry below index_tail.
-            let end = self.index[base + 2].load(Ordering::Relaxed);
-            if end > entry_start && end <= snap.tail {
-                end
-            } else {
-                entry_start
-            }
-        } else {
-            entry_start
-        };
-        (start.max(snap.head), first_seq)
+        (found, first_seq)
     }
 
     /// The frame starting at `cur` (after skipping a wrap pad), or `None` at the tail.
