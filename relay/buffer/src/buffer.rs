@@ -89,7 +89,11 @@ pub(crate) struct Counters {
 /// one without stopping the writer, so while it runs they may be from slightly different instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferStats {
-    /// Usable capacity in bytes (the configured capacity rounded down to a multiple of 8).
+    /// Bytes of the event ring: the configured capacity rounded down to a multiple of 8, less the side
+    /// index's share when the buffer has one (see [`BufferConfig::side_index`]; windows are then also
+    /// evicted when the side index is full, before the ring is).
+    ///
+    /// [`BufferConfig::side_index`]: crate::BufferConfig::side_index
     pub capacity_bytes: u64,
     /// Bytes held by published windows, including alignment and wrap padding.
     pub bytes_held: u64,

@@ -12,6 +12,10 @@
 //!   the end markers of windows with nothing kept, [`EmptyWindows`]) copy the events after a checkpoint, within a
 //!   byte budget, and return the checkpoint to continue from. [`EventBuffer::wait_for_data_after`] is the
 //!   long poll.
+//! - [`EventBuffer::read_indexed`] is `read_with` for a relay's compiled
+//!   [`Filter`](databus_filters::Filter): with a side index ([`BufferConfig::with_side_index`]; one
+//!   16-byte entry per frame, the key's hash computed once when it is appended) it decides each event
+//!   without touching its frame, which is what makes many partitioned readers cheap.
 //!
 //! ```
 //! use databus_buffer::{BufferConfig, event_buffer};
@@ -45,6 +49,9 @@
 //! - **SCN index.** A ring of `(scn, position)` entries, at most one per `index_block_bytes` block of
 //!   positions, each naming a window start; lookups binary-search it (`O(log n)`) and then scan forward at
 //!   most about one block plus the window found.
+//! - **Side index.** Optional: a second ring of one entry per frame, evicted with the frames it
+//!   describes (see the `side` module). A window needs an entry per frame, or it is refused with
+//!   [`AppendError::WindowTooManyFrames`].
 //! - **Windows.** Window SCNs strictly increase and are never 0; all frames of a window carry its SCN.
 //! - **Memory.** The ring is allocated zeroed (the kernel maps pages on first write and zeroes them then).
 //!   [`Prefault`] (in [`BufferConfig`]) decides who pays for that zeroing: by default a `ring-prefault`
