@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 
 use databus_core::{Event, FrameHeader, KeyRef, Opcode, SourceId};
 
+use crate::hash::BucketDivisor;
 use crate::{FilterSpec, KeyHash, PartitionSpec};
 
 /// Sorts and merges inclusive intervals into disjoint, non-adjacent ones.
@@ -41,7 +42,7 @@ fn in_intervals<T: Copy + Ord>(intervals: &[(T, T)], x: T) -> bool {
 pub(crate) enum Part {
     /// Buckets (sorted, disjoint) among `num_buckets`.
     Mod {
-        num_buckets: NonZeroU32,
+        num_buckets: BucketDivisor,
         buckets: Box<[(u32, u32)]>,
     },
     /// Integer key intervals (sorted, disjoint, inclusive).
@@ -72,7 +73,7 @@ impl KeyFilter {
                         .map(|r| (r.first as u32, r.last as u32))
                         .collect();
                     Some(Part::Mod {
-                        num_buckets,
+                        num_buckets: BucketDivisor::new(num_buckets),
                         buckets: merge(buckets, |b: u32| b.checked_add(1)),
                     })
                 }
@@ -107,7 +108,7 @@ impl KeyFilter {
                 Part::Mod {
                     num_buckets,
                     buckets,
-                } => in_intervals(buckets, hash.bucket(*num_buckets)),
+                } => in_intervals(buckets, num_buckets.bucket(hash)),
                 Part::Range { .. } => false,
             })
     }
@@ -124,7 +125,7 @@ impl KeyFilter {
                 buckets,
             } => {
                 let hash = *hash.get_or_insert_with(|| KeyHash::of(key));
-                in_intervals(buckets, hash.bucket(*num_buckets))
+                in_intervals(buckets, num_buckets.bucket(hash))
             }
             Part::Range { keys } => match key {
                 KeyRef::Int(k) => in_intervals(keys, k),
