@@ -212,6 +212,31 @@ struct Snapshot {
     side_tail: u64,
 }
 
+/// A side entry's sequence number and its slot, advanced together so the hot loop never divides.
+#[derive(Debug, Clone, Copy)]
+struct SideCursor {
+    seq: u64,
+    slot: u64,
+}
+
+impl SideCursor {
+    fn new(seq: u64, slots: u64) -> SideCursor {
+        SideCursor {
+            seq,
+            slot: seq % slots,
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self, slots: u64) {
+        self.seq += 1;
+        self.slot += 1;
+        if self.slot == slots {
+            self.slot = 0;
+        }
+    }
+}
+
 /// Logical position plus its physical offset, advanced together so the hot loop never divides.
 #[derive(Debug, Clone, Copy)]
 struct Cursor {
@@ -543,11 +568,11 @@ impl EventBuffer {
         }
     }
 
-    /// Side entry `seq`, or why it cannot be one.
+    /// The side entry at `cur`, or why it cannot be one.
     #[inline]
-    fn side_entry(&self, seq: u64) -> Result<side::SideEntry, Anomaly> {
-        side::load(&self.side, self.side_slots, seq).ok_or(Anomaly {
-            position: seq,
+    fn side_entry(&self, cur: &SideCursor) -> Result<side::SideEntry, Anomaly> {
+        side::load(&self.side, cur.slot).ok_or(Anomaly {
+            position: cur.seq,
             reason: "side index entry of an unknown kind (position is the entry's sequence number)",
         })
     }
@@ -597,28 +622,30 @@ impl EventBuffer {
         // Skip what the checkpoint covers, a window at a time (a window's SCN is in its marker's
         // entry): whole windows up to `requested`, then the first `k` data events of window `requested`
         // for a mid-window checkpoint.
-        let mut seq = start_seq;
+        let slots = self.side_slots;
+        let mut cur = SideCursor::new(start_seq, slots);
         let mut in_window: u32 = 0;
         let mut started_inside = false;
         loop {
-            let mut marker = seq;
+            let mut marker = cur;
             let scn = loop {
-                if marker >= tail {
+                if marker.seq >= tail {
                     return Ok(outcome);
                 }
-                let e = self.side_entry(marker)?;
+                let e = self.side_entry(&marker)?;
                 if e.kind == Kind::EndOfWindow {
                     break Scn::new(e.value);
                 }
-                marker += 1;
+                marker.advance(slots);
             };
             if scn < requested || (scn == requested && from.window_offset.is_none()) {
-                seq = marker + 1;
+                cur = marker;
+                cur.advance(slots);
                 continue;
             }
             if scn == requested {
-                let skip = u64::from(from.window_offset.unwrap_or(0)).min(marker - seq);
-                seq += skip;
+                let skip = u64::from(from.window_offset.unwrap_or(0)).min(marker.seq - cur.seq);
+                cur = SideCursor::new(cur.seq + skip, slots);
                 in_window = skip as u32;
                 started_inside = true;
             }
@@ -638,8 +665,8 @@ impl EventBuffer {
         // The checkpoint's window SCN is set from kept frames and markers only; after a dropped event
         // of a new window it is stale until the read stops, where it is set from the frame it stops at
         // (a read stops at its budget, in that window, or at the tail, after a marker).
-        while seq < tail {
-            let e = self.side_entry(seq)?;
+        while cur.seq < tail {
+            let e = self.side_entry(&cur)?;
             if e.kind == Kind::EndOfWindow {
                 let len = HEADER_LEN as u64;
                 let scn = Scn::new(e.value);
@@ -674,16 +701,16 @@ impl EventBuffer {
                 in_window = 0;
                 keep_marker = false;
             } else {
-                let keep = match e.kind {
-                    Kind::Row => {
-                        let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
-                            position: seq,
-                            reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
-                        })?;
-                        filter.matches_hashed(e.source, hash)
-                    }
-                    Kind::Table => filter.matches_source(e.source),
-                    Kind::Control | Kind::EndOfWindow => true,
+                let keep = if e.kind == Kind::Row {
+                    let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
+                        position: cur.seq,
+                        reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
+                    })?;
+                    filter.matches_hashed(e.source, hash)
+                } else if e.kind == Kind::Table {
+                    filter.matches_source(e.source)
+                } else {
+                    true
                 };
                 if keep {
                     let frame = self.frame_at_offset(e.phys)?;
@@ -716,7 +743,7 @@ impl EventBuffer {
                 in_window += 1;
                 outcome.checkpoint.window_offset = Some(in_window);
             }
-            seq += 1;
+            cur.advance(slots);
         }
         flush(held, &mut outcome, out);
         Ok(outcome)

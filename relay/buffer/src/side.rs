@@ -147,11 +147,11 @@ pub(crate) fn store(side: &[AtomicU64], slots: u64, seq: u64, entry: &SideEntry)
     }
 }
 
-/// Loads entry `seq`; `None` if its kind bits are not a kind (the writer overtook the reader mid-load,
-/// or a bug; the read's validation tells which).
+/// Loads the entry in `slot` (entry `seq` is in slot `seq % slots`); `None` if its kind bits are not a
+/// kind (the writer overtook the reader mid-load, or a bug; the read's validation tells which).
 #[inline]
-pub(crate) fn load(side: &[AtomicU64], slots: u64, seq: u64) -> Option<SideEntry> {
-    let base = (seq % slots) as usize * SIDE_STRIDE;
+pub(crate) fn load(side: &[AtomicU64], slot: u64) -> Option<SideEntry> {
+    let base = slot as usize * SIDE_STRIDE;
     // Relaxed: validated afterwards, like every load of a read (see `EventBuffer::still_valid`).
     SideEntry::decode([
         side[base].load(Ordering::Relaxed),
