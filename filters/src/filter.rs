@@ -261,10 +261,73 @@ impl Filter {
         self.key_filter(source).matches_hash(hash)
     }
 
+    /// A matcher for [`Filter::matches_hashed`] specialized to this filter's shape: a filter with no
+    /// source list and one MOD spec (what a client-cluster member asks for) decides with one bucket
+    /// computation and no lookups. Same answers as `matches_hashed`.
+    pub fn hash_matcher(&self) -> HashMatcher<'_> {
+        let shape = match (&self.sources, &*self.per_source, &*self.default.parts) {
+            (None, [], []) => Shape::Everything,
+            (
+                None,
+                [],
+                [
+                    Part::Mod {
+                        num_buckets,
+                        buckets,
+                    },
+                ],
+            ) => match **buckets {
+                [(lo, hi)] => Shape::OneRun {
+                    divisor: *num_buckets,
+                    lo,
+                    hi,
+                },
+                _ => Shape::General(self),
+            },
+            _ => Shape::General(self),
+        };
+        HashMatcher { shape }
+    }
+
     pub(crate) fn key_filter(&self, source: SourceId) -> &KeyFilter {
         match self.per_source.binary_search_by_key(&source, |(s, _)| *s) {
             Ok(i) => &self.per_source[i].1,
             Err(_) => &self.default,
+        }
+    }
+}
+
+/// [`Filter::matches_hashed`] specialized to one filter's shape (see [`Filter::hash_matcher`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HashMatcher<'a> {
+    shape: Shape<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape<'a> {
+    /// Every event.
+    Everything,
+    /// Every source; keys whose bucket among `divisor` is in `lo..=hi`.
+    OneRun {
+        divisor: BucketDivisor,
+        lo: u32,
+        hi: u32,
+    },
+    /// Anything else.
+    General(&'a Filter),
+}
+
+impl HashMatcher<'_> {
+    /// [`Filter::matches_hashed`]`(source, hash)`.
+    #[inline]
+    pub fn matches(&self, source: SourceId, hash: KeyHash) -> bool {
+        match self.shape {
+            Shape::Everything => true,
+            Shape::OneRun { divisor, lo, hi } => {
+                let bucket = divisor.bucket(hash);
+                lo <= bucket && bucket <= hi
+            }
+            Shape::General(filter) => filter.matches_hashed(source, hash),
         }
     }
 }
@@ -298,6 +361,33 @@ mod tests {
             x.checked_add(1)
         });
         assert_eq!(&*m, &[(0, i64::MAX)]);
+    }
+
+    #[test]
+    fn hash_matchers_of_every_shape_agree_with_matches_key() {
+        for (query, one_run) in [
+            ("partition=mod:100:7", true),
+            ("partition=mod:8:2-5", true),
+            ("partition=mod:1:0", true),
+            ("partition=all", false),
+            ("partition=mod:8:1,5", false),
+            ("sources=1&partition=mod:4:1", false),
+            ("partition.2=mod:4:1", false),
+        ] {
+            let f = filter(query);
+            let m = f.hash_matcher();
+            assert_eq!(matches!(m.shape, Shape::OneRun { .. }), one_run, "{query}");
+            for k in -500..2000 {
+                for source in [0, 1, 2] {
+                    let (source, key) = int(source, k);
+                    assert_eq!(
+                        m.matches(source, KeyHash::of(key.as_ref())),
+                        f.matches_key(source, key.as_ref()),
+                        "{query} {k}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -223,6 +223,14 @@ proptest! {
                 by_hash.matches_key(source, key.as_ref())
             );
             prop_assert_eq!(
+                by_hash.hash_matcher().matches(source, hash),
+                by_hash.matches_hashed(source, hash)
+            );
+            prop_assert_eq!(
+                general.hash_matcher().matches(source, hash),
+                general.matches_hashed(source, hash)
+            );
+            prop_assert_eq!(
                 by_hash.matches_hashed(source, hash),
                 model_accepts(&mod_only, source, key.as_ref())
             );

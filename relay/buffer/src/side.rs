@@ -131,7 +131,7 @@ impl SideEntry {
         Some(SideEntry {
             phys: (w0 & ((1 << PHYS_BITS) - 1)) * 8,
             kind: Kind::from_bits((w0 >> KIND_SHIFT) & 0b111)?,
-            source: SourceId::new((w0 >> SOURCE_SHIFT) as u16),
+            source: source_of(w0),
             value,
         })
     }
@@ -151,12 +151,30 @@ pub(crate) fn store(side: &[AtomicU64], slots: u64, seq: u64, entry: &SideEntry)
 /// kind (the writer overtook the reader mid-load, or a bug; the read's validation tells which).
 #[inline]
 pub(crate) fn load(side: &[AtomicU64], slot: u64) -> Option<SideEntry> {
+    SideEntry::decode(load_raw(side, slot))
+}
+
+/// The two words of the entry in `slot`, undecoded (for the scan's fast path).
+#[inline]
+pub(crate) fn load_raw(side: &[AtomicU64], slot: u64) -> [u64; SIDE_STRIDE] {
     let base = slot as usize * SIDE_STRIDE;
     // Relaxed: validated afterwards, like every load of a read (see `EventBuffer::still_valid`).
-    SideEntry::decode([
+    [
         side[base].load(Ordering::Relaxed),
         side[base + 1].load(Ordering::Relaxed),
-    ])
+    ]
+}
+
+/// Whether word 0 of an entry says [`Kind::Row`].
+#[inline]
+pub(crate) fn is_row(w0: u64) -> bool {
+    (w0 >> KIND_SHIFT) & 0b111 == Kind::Row as u64
+}
+
+/// The source id in word 0 of an entry.
+#[inline]
+pub(crate) fn source_of(w0: u64) -> SourceId {
+    SourceId::new((w0 >> SOURCE_SHIFT) as u16)
 }
 
 #[cfg(test)]
@@ -186,6 +204,23 @@ mod tests {
             assert_eq!(SideEntry::decode(e.encode()), Some(e));
         }
         assert_eq!(SideEntry::decode([7 << KIND_SHIFT, 0]), None);
+        let row = SideEntry {
+            phys: 64,
+            kind: Kind::Row,
+            source: SourceId::new(513),
+            value: 9,
+        }
+        .encode();
+        assert!(is_row(row[0]));
+        assert_eq!(source_of(row[0]), SourceId::new(513));
+        let table = SideEntry {
+            phys: 64,
+            kind: Kind::Table,
+            source: SourceId::new(513),
+            value: 0,
+        }
+        .encode();
+        assert!(!is_row(table[0]));
     }
 
     #[test]
