@@ -179,7 +179,7 @@ impl BucketDivisor {
     }
 
     /// `hash.bucket(n)`.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn bucket(&self, hash: KeyHash) -> u32 {
         if self.n.get() == 1 {
             return 0;

@@ -4,8 +4,8 @@ use std::fmt;
 
 use crossbeam_utils::CachePadded;
 use databus_core::frame::HEADER_LEN;
-use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn};
-use databus_filters::{Filter, KeyHash};
+use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn, SourceId};
+use databus_filters::{Filter, HashMatcher, KeyHash};
 
 use crate::error::ReadError;
 use crate::ring::{self, HEADER_WORDS, PAD_WORD, RawFrame};
@@ -212,6 +212,27 @@ struct Snapshot {
     side_tail: u64,
 }
 
+/// Side entries the indexed scan's fast pass takes at a time (see `EventBuffer::scan_indexed`).
+const STOP_BLOCK: usize = 256;
+/// Bytes of a kept frame prefetched ahead of its copy (most row changes are smaller).
+const PREFETCH_BYTES: u64 = 256;
+
+/// What `EventBuffer::stop_at` decides with, fixed for a read.
+struct StopContext<'a> {
+    filter: &'a Filter,
+    matcher: &'a HashMatcher<'a>,
+    budget: u64,
+    coalesce: bool,
+}
+
+/// What `EventBuffer::stop_at` updates: the read's outcome and its window state (see `scan`).
+struct StopState<'a> {
+    outcome: &'a mut ReadOutcome,
+    in_window: &'a mut u32,
+    keep_marker: &'a mut bool,
+    held: &'a mut Option<(u64, u64)>,
+}
+
 /// A side entry's sequence number and its slot, advanced together so the hot loop never divides.
 #[derive(Debug, Clone, Copy)]
 struct SideCursor {
@@ -233,6 +254,16 @@ impl SideCursor {
         self.slot += 1;
         if self.slot == slots {
             self.slot = 0;
+        }
+    }
+
+    /// Moves `by` entries on (at most [`STOP_BLOCK`], so a few subtractions at most).
+    #[inline]
+    fn skip(&mut self, by: u32, slots: u64) {
+        self.seq += u64::from(by);
+        self.slot += u64::from(by);
+        while self.slot >= slots {
+            self.slot -= slots;
         }
     }
 }
@@ -666,110 +697,196 @@ impl EventBuffer {
         // of a new window it is stale until the read stops, where it is set from the frame it stops at
         // (a read stops at its budget, in that window, or at the tail, after a marker).
         let matcher = filter.hash_matcher();
+        let one_run = matcher.one_run();
+        // Entries are taken a block at a time. First the fast pass, the bulk of a partitioned read:
+        // rows the filter drops cost two loads and a bucket, and the rest (the block's "stops") are
+        // listed, with the frames that will be copied prefetched. Then each stop is handled below; the
+        // counts and the checkpoint are brought up to date once per run of dropped rows.
+        let mut stops = [0u64; STOP_BLOCK];
         while cur.seq < tail {
-            // Fast path, the bulk of a partitioned read: rows the filter drops cost two loads and a
-            // bucket; the counts and the checkpoint are brought up to date once per run of them.
-            let mut dropped: u32 = 0;
-            while cur.seq < tail {
-                let [w0, w1] = side::load_raw(&self.side, cur.slot);
-                let drops = side::is_row(w0)
-                    && KeyHash::from_i64(w1 as i64)
-                        .is_some_and(|hash| !matcher.matches(side::source_of(w0), hash));
-                if !drops {
+            let end = (cur.seq + STOP_BLOCK as u64).min(tail);
+            let found = match &one_run {
+                Some(run) => self.find_stops(cur, end, &mut stops, |_, hash| run.matches(hash)),
+                None => self.find_stops(cur, end, &mut stops, |source, hash| {
+                    matcher.matches(source, hash)
+                }),
+            };
+            for &stop in stops[..found].iter().chain(std::iter::once(&end)) {
+                let dropped = (stop - cur.seq) as u32;
+                if dropped > 0 {
+                    outcome.events_scanned += u64::from(dropped);
+                    in_window += dropped;
+                    outcome.checkpoint.window_offset = Some(in_window);
+                    cur.skip(dropped, slots);
+                }
+                if stop == end {
                     break;
                 }
-                dropped += 1;
-                cur.advance(slots);
-            }
-            if dropped > 0 {
-                outcome.events_scanned += u64::from(dropped);
-                in_window += dropped;
-                outcome.checkpoint.window_offset = Some(in_window);
-                if cur.seq >= tail {
-                    break;
-                }
-            }
-            let e = self.side_entry(&cur)?;
-            if e.kind == Kind::EndOfWindow {
-                let len = HEADER_LEN as u64;
-                let scn = Scn::new(e.value);
-                let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + len <= budget;
-                if !fits {
-                    flush(held, &mut outcome, out);
-                    outcome.more_available = true;
-                    if in_window > 0 {
-                        outcome.checkpoint.window_scn = scn;
-                    }
+                self.stop_at(
+                    &cur,
+                    &StopContext {
+                        filter,
+                        matcher: &matcher,
+                        budget,
+                        coalesce,
+                    },
+                    &mut StopState {
+                        outcome: &mut outcome,
+                        in_window: &mut in_window,
+                        keep_marker: &mut keep_marker,
+                        held: &mut held,
+                    },
+                    out,
+                )?;
+                if outcome.more_available {
                     return Ok(outcome);
                 }
-                if e.phys + ring::padded(len) > self.capacity {
-                    return Err(Anomaly {
-                        position: e.phys,
-                        reason: "side entry names a marker past the end of the ring (position is its ring offset)",
-                    });
-                }
-                if coalesce && !keep_marker {
-                    if held.replace((e.phys, len)).is_some() {
-                        outcome.windows_coalesced += 1;
-                    }
-                } else {
-                    self.copy_out(e.phys, len, out);
-                    outcome.bytes_copied += len;
-                    outcome.windows_completed += 1;
-                }
-                let ck = &mut outcome.checkpoint;
-                ck.window_scn = scn;
-                ck.window_offset = None;
-                ck.prev_scn = Some(scn);
-                in_window = 0;
-                keep_marker = false;
-            } else {
-                let keep = if e.kind == Kind::Row {
-                    let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
-                        position: cur.seq,
-                        reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
-                    })?;
-                    matcher.matches(e.source, hash)
-                } else if e.kind == Kind::Table {
-                    filter.matches_source(e.source)
-                } else {
-                    true
-                };
-                if keep {
-                    let frame = self.frame_at_offset(e.phys)?;
-                    if frame.end_of_window {
-                        return Err(Anomaly {
-                            position: e.phys,
-                            reason: "side entry of an event names an end-of-window marker (position is its ring offset)",
-                        });
-                    }
-                    let fits =
-                        outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= budget;
-                    if !fits {
-                        flush(held, &mut outcome, out);
-                        outcome.more_available = true;
-                        if in_window > 0 {
-                            outcome.checkpoint.window_scn = frame.scn;
-                        }
-                        return Ok(outcome);
-                    }
-                    if held.take().is_some() {
-                        outcome.windows_coalesced += 1;
-                    }
-                    keep_marker = true;
-                    self.copy_out(e.phys, frame.len, out);
-                    outcome.bytes_copied += frame.len;
-                    outcome.events_copied += 1;
-                    outcome.checkpoint.window_scn = frame.scn;
-                }
-                outcome.events_scanned += 1;
-                in_window += 1;
-                outcome.checkpoint.window_offset = Some(in_window);
+                cur.advance(slots);
             }
-            cur.advance(slots);
         }
         flush(held, &mut outcome, out);
         Ok(outcome)
+    }
+
+    /// Handles the entry at `cur` that the fast pass of [`scan_indexed`](Self::scan_indexed) stopped at
+    /// (a marker, a kept row, a table or control event): copies it, holds it (a coalesced marker) or
+    /// drops it, and updates the read's state. Sets `more_available` when the budget ends the read
+    /// here (the entry is then not consumed).
+    fn stop_at(
+        &self,
+        cur: &SideCursor,
+        ctx: &StopContext<'_>,
+        st: &mut StopState<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Anomaly> {
+        let outcome = &mut *st.outcome;
+        let flush = |held: Option<(u64, u64)>, outcome: &mut ReadOutcome, out: &mut Vec<u8>| {
+            if let Some((phys, len)) = held {
+                self.copy_out(phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+        };
+        let e = self.side_entry(cur)?;
+        if e.kind == Kind::EndOfWindow {
+            let len = HEADER_LEN as u64;
+            let scn = Scn::new(e.value);
+            let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + len <= ctx.budget;
+            if !fits {
+                flush(st.held.take(), outcome, out);
+                outcome.more_available = true;
+                if *st.in_window > 0 {
+                    outcome.checkpoint.window_scn = scn;
+                }
+                return Ok(());
+            }
+            if e.phys + ring::padded(len) > self.capacity {
+                return Err(Anomaly {
+                    position: e.phys,
+                    reason: "side entry names a marker past the end of the ring (position is its ring offset)",
+                });
+            }
+            if ctx.coalesce && !*st.keep_marker {
+                if st.held.replace((e.phys, len)).is_some() {
+                    outcome.windows_coalesced += 1;
+                }
+            } else {
+                self.copy_out(e.phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+            let ck = &mut outcome.checkpoint;
+            ck.window_scn = scn;
+            ck.window_offset = None;
+            ck.prev_scn = Some(scn);
+            *st.in_window = 0;
+            *st.keep_marker = false;
+            return Ok(());
+        }
+        let keep = if e.kind == Kind::Row {
+            let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
+                position: cur.seq,
+                reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
+            })?;
+            ctx.matcher.matches(e.source, hash)
+        } else if e.kind == Kind::Table {
+            ctx.filter.matches_source(e.source)
+        } else {
+            true
+        };
+        if keep {
+            let frame = self.frame_at_offset(e.phys)?;
+            if frame.end_of_window {
+                return Err(Anomaly {
+                    position: e.phys,
+                    reason: "side entry of an event names an end-of-window marker (position is its ring offset)",
+                });
+            }
+            let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= ctx.budget;
+            if !fits {
+                flush(st.held.take(), outcome, out);
+                outcome.more_available = true;
+                if *st.in_window > 0 {
+                    outcome.checkpoint.window_scn = frame.scn;
+                }
+                return Ok(());
+            }
+            // This event's window, or the checkpoint inside it, covers the held marker's run.
+            if st.held.take().is_some() {
+                outcome.windows_coalesced += 1;
+            }
+            *st.keep_marker = true;
+            self.copy_out(e.phys, frame.len, out);
+            outcome.bytes_copied += frame.len;
+            outcome.events_copied += 1;
+            outcome.checkpoint.window_scn = frame.scn;
+        }
+        outcome.events_scanned += 1;
+        *st.in_window += 1;
+        outcome.checkpoint.window_offset = Some(*st.in_window);
+        Ok(())
+    }
+
+    /// The fast pass of [`scan_indexed`](Self::scan_indexed) over entries `[cur, end)` (at most
+    /// [`STOP_BLOCK`]): writes to `stops` the sequence numbers of the entries that are not rows `keeps`
+    /// drops, in order, and returns how many; prefetches the frames of kept rows and the markers of
+    /// their windows (what the read will copy). Generic so that the loop is compiled with the filter's
+    /// test inlined.
+    #[inline(always)]
+    fn find_stops(
+        &self,
+        mut cur: SideCursor,
+        end: u64,
+        stops: &mut [u64; STOP_BLOCK],
+        keeps: impl Fn(SourceId, KeyHash) -> bool,
+    ) -> usize {
+        let slots = self.side_slots;
+        let mut found = 0;
+        let mut window_kept = false;
+        while cur.seq < end {
+            let [w0, w1] = side::load_raw(&self.side, cur.slot);
+            if side::is_row(w0) {
+                let kept = KeyHash::from_i64(w1 as i64)
+                    .is_none_or(|hash| keeps(side::source_of(w0), hash));
+                if kept {
+                    stops[found] = cur.seq;
+                    found += 1;
+                    ring::prefetch(&self.ring, side::phys_of(w0), PREFETCH_BYTES);
+                    window_kept = true;
+                }
+            } else {
+                stops[found] = cur.seq;
+                found += 1;
+                if side::is_marker(w0) {
+                    if window_kept {
+                        ring::prefetch(&self.ring, side::phys_of(w0), HEADER_LEN as u64);
+                    }
+                    window_kept = false;
+                }
+            }
+            cur.advance(slots);
+        }
+        found
     }
 
     /// Binary search of the SCN index for the last window start whose SCN is <= `scn`. Returns where to

@@ -243,6 +243,34 @@ impl RawFrame {
     }
 }
 
+/// Asks the CPU to start loading the cache lines of ring bytes `phys..phys + len` (clamped to the
+/// ring) without waiting for them: a partitioned reader that knows, from the side index, which frames
+/// it will copy fetches many at once instead of missing on each in turn. A hint only: it changes no
+/// value and cannot fault.
+#[inline(always)]
+pub(crate) fn prefetch(ring: &[AtomicU64], phys: u64, len: u64) {
+    #[cfg(all(target_arch = "x86_64", not(loom)))]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = (phys + len).min(std::mem::size_of_val(ring) as u64);
+        let mut at = phys;
+        while at < end {
+            let p = ring[(at / 8) as usize].as_ptr() as *const i8;
+            // SAFETY: `_mm_prefetch` needs SSE, which every x86_64 CPU has (it is in the target's
+            // baseline features). A prefetch does not access memory in the language's sense: it never
+            // faults and changes no value, so it cannot race with the writer's stores; `p` points into
+            // `ring`, borrowed for the whole call.
+            #[allow(unsafe_code)]
+            unsafe {
+                _mm_prefetch::<_MM_HINT_T0>(p)
+            };
+            at += 64;
+        }
+    }
+    #[cfg(not(all(target_arch = "x86_64", not(loom))))]
+    let _ = (ring, phys, len);
+}
+
 /// Loads the word at byte offset `phys` (a multiple of 8).
 #[inline]
 pub(crate) fn load(ring: &[AtomicU64], phys: u64) -> u64 {

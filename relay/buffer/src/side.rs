@@ -129,7 +129,7 @@ impl SideEntry {
     fn decode(words: [u64; SIDE_STRIDE]) -> Option<SideEntry> {
         let [w0, value] = words;
         Some(SideEntry {
-            phys: (w0 & ((1 << PHYS_BITS) - 1)) * 8,
+            phys: phys_of(w0),
             kind: Kind::from_bits((w0 >> KIND_SHIFT) & 0b111)?,
             source: source_of(w0),
             value,
@@ -169,6 +169,18 @@ pub(crate) fn load_raw(side: &[AtomicU64], slot: u64) -> [u64; SIDE_STRIDE] {
 #[inline]
 pub(crate) fn is_row(w0: u64) -> bool {
     (w0 >> KIND_SHIFT) & 0b111 == Kind::Row as u64
+}
+
+/// Whether word 0 of an entry says [`Kind::EndOfWindow`].
+#[inline]
+pub(crate) fn is_marker(w0: u64) -> bool {
+    (w0 >> KIND_SHIFT) & 0b111 == Kind::EndOfWindow as u64
+}
+
+/// The ring offset in word 0 of an entry.
+#[inline]
+pub(crate) fn phys_of(w0: u64) -> u64 {
+    (w0 & ((1 << PHYS_BITS) - 1)) * 8
 }
 
 /// The source id in word 0 of an entry.
