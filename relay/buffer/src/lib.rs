@@ -270,7 +270,10 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
     #[cfg(not(loom))]
     match config.prefault {
         Prefault::OnFirstWrite => {}
-        Prefault::AtCreation => ring::prefault(&buffer.ring, 0..capacity),
+        Prefault::AtCreation => {
+            ring::prefault(&buffer.ring, 0..capacity);
+            ring::prefault(&buffer.side, 0..side_slots * SIDE_ENTRY_BYTES as u64);
+        }
         Prefault::Ahead { ahead_bytes } => {
             // Purely a speed-up, like the huge-page advice: if no thread can be started the writer
             // faults the pages in itself, as with `OnFirstWrite`.

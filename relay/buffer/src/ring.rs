@@ -104,12 +104,13 @@ pub enum Prefault {
     OnFirstWrite,
     /// A background thread (`ring-prefault`) faults pages in up to `ahead_bytes` beyond the published
     /// tail, so the writer finds them ready; the thread ends when the ring has been written once or the
-    /// buffer is dropped. Memory grows with what the buffer holds, plus `ahead_bytes`.
+    /// buffer is dropped. Memory grows with what the buffer holds, plus `ahead_bytes`. A side index
+    /// is faulted in the same way, an eighth of `ahead_bytes` ahead of its newest entry.
     Ahead {
         /// How far beyond the tail pages are faulted in.
         ahead_bytes: usize,
     },
-    /// Every page before [`event_buffer`](crate::event_buffer) returns: creation takes the time the
+    /// Every page (the side index's too) before [`event_buffer`](crate::event_buffer) returns: creation takes the time the
     /// writer would have spent (about 0.1-0.2 s per GiB) and the whole capacity is resident at once.
     AtCreation,
 }
@@ -178,16 +179,23 @@ pub(crate) fn spawn_prefaulter(
     const CHUNK: u64 = 2 << 20;
     let weak = std::sync::Arc::downgrade(buffer);
     let capacity = buffer.capacity;
+    let side_bytes = std::mem::size_of_val(&*buffer.side) as u64;
     let ahead = ahead_bytes as u64;
     std::thread::Builder::new()
         .name("ring-prefault".into())
         .spawn(move || {
             let mut done = 0u64;
+            // The side index (if any) is faulted in the same way, as far ahead in entries as the
+            // ring is in bytes, scaled to its share.
+            let side_ahead = ahead / 8;
+            let mut side_done = 0u64;
             while let Some(buffer) = weak.upgrade() {
                 // Relaxed: only a hint of how far the writer got; a stale value means faulting a
                 // little less far ahead this time.
                 let tail = buffer.tail.pos.load(Ordering::Relaxed);
-                if tail >= capacity {
+                let side_tail = buffer.tail.side_tail.load(Ordering::Relaxed)
+                    * crate::side::SIDE_ENTRY_BYTES as u64;
+                if tail >= capacity && side_tail >= side_bytes {
                     return; // the writer has written every page once
                 }
                 let target = tail.saturating_add(ahead).min(capacity);
@@ -196,7 +204,13 @@ pub(crate) fn spawn_prefaulter(
                     prefault(&buffer.ring, done..next);
                     done = next;
                 }
-                if done >= capacity {
+                let side_target = side_tail.saturating_add(side_ahead).min(side_bytes);
+                while side_done < side_target {
+                    let next = (side_done + CHUNK).min(side_target);
+                    prefault(&buffer.side, side_done..next);
+                    side_done = next;
+                }
+                if done >= capacity && side_done >= side_bytes {
                     return;
                 }
                 drop(buffer);

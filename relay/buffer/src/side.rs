@@ -34,7 +34,7 @@
 //!   so a read finds its first entry with the same index search as a frame read.
 
 use databus_core::frame::HEADER_LEN;
-use databus_core::{FrameHeader, KeyRef, Opcode, SourceId};
+use databus_core::{KeyRef, Opcode, SourceId};
 use databus_filters::KeyHash;
 
 use crate::sync::{AtomicU64, Ordering};
@@ -90,19 +90,27 @@ impl SideEntry {
     /// The entry of the frame whose first bytes (header and key, at least) are `frame`, stored at `phys`.
     /// `None` if the header does not parse (the writer built it, so never expected).
     pub(crate) fn of_frame(frame: &[u8], phys: u64) -> Option<SideEntry> {
-        let header = FrameHeader::parse_verified_earlier(frame.get(..HEADER_LEN)?).ok()?;
-        let opcode = header.opcode();
+        // The fields are read straight from the header the writer just built (offsets in
+        // `databus_core::frame`): parsing it whole costs the writer more than the rest of the entry.
+        let header = frame.get(..HEADER_LEN)?;
+        let u16_at = |at: usize| u16::from_le_bytes([header[at], header[at + 1]]);
+        let u32_at =
+            |at: usize| u32::from_le_bytes(header[at..at + 4].try_into().expect("4 bytes"));
+        let opcode = Opcode::from_byte(header[5])?;
+        let source = SourceId::new(u16_at(28));
         let (kind, value) = if opcode == Opcode::Control(databus_core::ControlKind::EndOfWindow) {
-            (Kind::EndOfWindow, header.scn().get())
+            let scn = u64::from_le_bytes(header[12..20].try_into().expect("8 bytes"));
+            (Kind::EndOfWindow, scn)
         } else if opcode.is_control() {
             (Kind::Control, 0)
         } else if opcode.is_table_event() {
             (Kind::Table, 0)
         } else {
-            let key_bytes = frame.get(HEADER_LEN..HEADER_LEN + header.key_len())?;
-            // The key type is byte 6 of the header (see `databus_core::frame`): 1 integer, 2 bytes.
-            let key = match frame[6] {
-                1 => KeyRef::Int(i64::from_le_bytes(key_bytes.get(..8)?.try_into().ok()?)),
+            let key_len = u32_at(40) as usize;
+            let key_bytes = frame.get(HEADER_LEN..HEADER_LEN + key_len)?;
+            // The key type is byte 6 of the header: 1 integer, 2 bytes.
+            let key = match header[6] {
+                1 => KeyRef::Int(i64::from_le_bytes(key_bytes.try_into().ok()?)),
                 2 => KeyRef::Bytes(key_bytes),
                 _ => KeyRef::None,
             };
@@ -111,7 +119,7 @@ impl SideEntry {
         Some(SideEntry {
             phys,
             kind,
-            source: header.source(),
+            source,
             value,
         })
     }
