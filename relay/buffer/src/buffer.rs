@@ -864,27 +864,37 @@ impl EventBuffer {
         let mut found = 0;
         let mut window_kept = false;
         while cur.seq < end {
-            let [w0, w1] = side::load_raw(&self.side, cur.slot);
-            if side::is_row(w0) {
-                let kept = KeyHash::from_i64(w1 as i64)
-                    .is_none_or(|hash| keeps(side::source_of(w0), hash));
-                if kept {
-                    stops[found] = cur.seq;
-                    found += 1;
-                    ring::prefetch(&self.ring, side::phys_of(w0), PREFETCH_BYTES);
-                    window_kept = true;
-                }
-            } else {
-                stops[found] = cur.seq;
-                found += 1;
-                if side::is_marker(w0) {
-                    if window_kept {
-                        ring::prefetch(&self.ring, side::phys_of(w0), HEADER_LEN as u64);
+            // The entries up to `end` or the ring's end, whichever is first, as one slice: no wrap test
+            // and no bounds check per entry.
+            let n = (end - cur.seq).min(slots - cur.slot);
+            let base = cur.slot as usize * side::SIDE_STRIDE;
+            let words = &self.side[base..base + n as usize * side::SIDE_STRIDE];
+            for (i, entry) in words.chunks_exact(side::SIDE_STRIDE).enumerate() {
+                // Relaxed: validated afterwards, like every load of a read (see `still_valid`).
+                let w0 = entry[0].load(Ordering::Relaxed);
+                if side::is_row(w0) {
+                    // The mask keeps a torn or overwritten value a valid hash; such a read is
+                    // discarded by the validation anyway.
+                    let w1 = entry[1].load(Ordering::Relaxed) & (u64::MAX >> 1);
+                    let hash = KeyHash::from_i64(w1 as i64).expect("63 bits");
+                    if keeps(side::source_of(w0), hash) {
+                        stops[found] = cur.seq + i as u64;
+                        found += 1;
+                        ring::prefetch(&self.ring, side::phys_of(w0), PREFETCH_BYTES);
+                        window_kept = true;
                     }
-                    window_kept = false;
+                } else {
+                    stops[found] = cur.seq + i as u64;
+                    found += 1;
+                    if side::is_marker(w0) {
+                        if window_kept {
+                            ring::prefetch(&self.ring, side::phys_of(w0), HEADER_LEN as u64);
+                        }
+                        window_kept = false;
+                    }
                 }
             }
-            cur.advance(slots);
+            cur.skip(n as u32, slots);
         }
         found
     }
