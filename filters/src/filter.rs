@@ -7,6 +7,7 @@ use std::num::NonZeroU32;
 
 use databus_core::{Event, FrameHeader, KeyRef, Opcode, SourceId};
 
+use crate::hash::BucketDivisor;
 use crate::{FilterSpec, KeyHash, PartitionSpec};
 
 /// Sorts and merges inclusive intervals into disjoint, non-adjacent ones.
@@ -41,7 +42,7 @@ fn in_intervals<T: Copy + Ord>(intervals: &[(T, T)], x: T) -> bool {
 pub(crate) enum Part {
     /// Buckets (sorted, disjoint) among `num_buckets`.
     Mod {
-        num_buckets: NonZeroU32,
+        num_buckets: BucketDivisor,
         buckets: Box<[(u32, u32)]>,
     },
     /// Integer key intervals (sorted, disjoint, inclusive).
@@ -72,7 +73,7 @@ impl KeyFilter {
                         .map(|r| (r.first as u32, r.last as u32))
                         .collect();
                     Some(Part::Mod {
-                        num_buckets,
+                        num_buckets: BucketDivisor::new(num_buckets),
                         buckets: merge(buckets, |b: u32| b.checked_add(1)),
                     })
                 }
@@ -91,6 +92,27 @@ impl KeyFilter {
         self.parts.is_empty()
     }
 
+    /// Whether no part needs the key itself (every part is MOD, decided by the key's hash).
+    fn decides_by_hash(&self) -> bool {
+        self.parts
+            .iter()
+            .all(|part| matches!(part, Part::Mod { .. }))
+    }
+
+    /// [`KeyFilter::matches`] from the key's hash: exact when [`KeyFilter::decides_by_hash`]; RANGE parts
+    /// (which need the key) never match here.
+    #[inline]
+    fn matches_hash(&self, hash: KeyHash) -> bool {
+        self.parts.is_empty()
+            || self.parts.iter().any(|part| match part {
+                Part::Mod {
+                    num_buckets,
+                    buckets,
+                } => in_intervals(buckets, num_buckets.bucket(hash)),
+                Part::Range { .. } => false,
+            })
+    }
+
     #[inline]
     fn matches(&self, key: KeyRef<'_>) -> bool {
         if self.parts.is_empty() {
@@ -103,7 +125,7 @@ impl KeyFilter {
                 buckets,
             } => {
                 let hash = *hash.get_or_insert_with(|| KeyHash::of(key));
-                in_intervals(buckets, hash.bucket(*num_buckets))
+                in_intervals(buckets, num_buckets.bucket(hash))
             }
             Part::Range { keys } => match key {
                 KeyRef::Int(k) => in_intervals(keys, k),
@@ -216,10 +238,122 @@ impl Filter {
         self.key_filter(source).matches(key)
     }
 
+    /// Whether [`Filter::matches_hashed`] decides every event exactly as [`Filter::matches_key`]: true
+    /// unless some key filter has a RANGE part (RANGE needs the integer key itself, not its hash).
+    pub fn decides_by_hash(&self) -> bool {
+        self.default.decides_by_hash() && self.per_source.iter().all(|(_, f)| f.decides_by_hash())
+    }
+
+    /// The decision of [`Filter::matches_key`] for a key whose [`KeyHash`] is `hash`, without the key:
+    /// what a relay that hashed each key once, when it stored the event, evaluates per reader. Exactly
+    /// `matches_key(source, key)` for `hash == KeyHash::of(key)` when [`Filter::decides_by_hash`];
+    /// otherwise RANGE parts count as not matching (so it may say `false` where `matches_key` says
+    /// `true`, never the reverse).
+    #[inline]
+    pub fn matches_hashed(&self, source: SourceId, hash: KeyHash) -> bool {
+        if self
+            .sources
+            .as_ref()
+            .is_some_and(|sources| sources.binary_search(&source).is_err())
+        {
+            return false;
+        }
+        self.key_filter(source).matches_hash(hash)
+    }
+
+    /// A matcher for [`Filter::matches_hashed`] specialized to this filter's shape: a filter with no
+    /// source list and one MOD spec (what a client-cluster member asks for) decides with one bucket
+    /// computation and no lookups. Same answers as `matches_hashed`.
+    pub fn hash_matcher(&self) -> HashMatcher<'_> {
+        let shape = match (&self.sources, &*self.per_source, &*self.default.parts) {
+            (None, [], []) => Shape::Everything,
+            (
+                None,
+                [],
+                [
+                    Part::Mod {
+                        num_buckets,
+                        buckets,
+                    },
+                ],
+            ) => match **buckets {
+                [(lo, hi)] => Shape::OneRun {
+                    divisor: *num_buckets,
+                    lo,
+                    hi,
+                },
+                _ => Shape::General(self),
+            },
+            _ => Shape::General(self),
+        };
+        HashMatcher { shape }
+    }
+
     pub(crate) fn key_filter(&self, source: SourceId) -> &KeyFilter {
         match self.per_source.binary_search_by_key(&source, |(s, _)| *s) {
             Ok(i) => &self.per_source[i].1,
             Err(_) => &self.default,
+        }
+    }
+}
+
+/// [`Filter::matches_hashed`] specialized to one filter's shape (see [`Filter::hash_matcher`]).
+#[derive(Debug, Clone, Copy)]
+pub struct HashMatcher<'a> {
+    shape: Shape<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Shape<'a> {
+    /// Every event.
+    Everything,
+    /// Every source; keys whose bucket among `divisor` is in `lo..=hi`.
+    OneRun {
+        divisor: BucketDivisor,
+        lo: u32,
+        hi: u32,
+    },
+    /// Anything else.
+    General(&'a Filter),
+}
+
+/// The common shape of [`HashMatcher`]: every source, keys whose bucket among `n` is in one run of
+/// buckets. Small and `Copy`, so a scan loop specialized to it decides with no call and no lookup.
+#[derive(Debug, Clone, Copy)]
+pub struct OneRun {
+    divisor: BucketDivisor,
+    lo: u32,
+    hi: u32,
+}
+
+impl OneRun {
+    /// Whether a row with this key hash passes (whatever its source).
+    #[inline(always)]
+    pub fn matches(&self, hash: KeyHash) -> bool {
+        let bucket = self.divisor.bucket(hash);
+        self.lo <= bucket && bucket <= self.hi
+    }
+}
+
+impl HashMatcher<'_> {
+    /// The matcher as a [`OneRun`], when the filter has that shape.
+    pub fn one_run(&self) -> Option<OneRun> {
+        match self.shape {
+            Shape::OneRun { divisor, lo, hi } => Some(OneRun { divisor, lo, hi }),
+            _ => None,
+        }
+    }
+
+    /// [`Filter::matches_hashed`]`(source, hash)`.
+    #[inline]
+    pub fn matches(&self, source: SourceId, hash: KeyHash) -> bool {
+        match self.shape {
+            Shape::Everything => true,
+            Shape::OneRun { divisor, lo, hi } => {
+                let bucket = divisor.bucket(hash);
+                lo <= bucket && bucket <= hi
+            }
+            Shape::General(filter) => filter.matches_hashed(source, hash),
         }
     }
 }
@@ -253,6 +387,33 @@ mod tests {
             x.checked_add(1)
         });
         assert_eq!(&*m, &[(0, i64::MAX)]);
+    }
+
+    #[test]
+    fn hash_matchers_of_every_shape_agree_with_matches_key() {
+        for (query, one_run) in [
+            ("partition=mod:100:7", true),
+            ("partition=mod:8:2-5", true),
+            ("partition=mod:1:0", true),
+            ("partition=all", false),
+            ("partition=mod:8:1,5", false),
+            ("sources=1&partition=mod:4:1", false),
+            ("partition.2=mod:4:1", false),
+        ] {
+            let f = filter(query);
+            let m = f.hash_matcher();
+            assert_eq!(matches!(m.shape, Shape::OneRun { .. }), one_run, "{query}");
+            for k in -500..2000 {
+                for source in [0, 1, 2] {
+                    let (source, key) = int(source, k);
+                    assert_eq!(
+                        m.matches(source, KeyHash::of(key.as_ref())),
+                        f.matches_key(source, key.as_ref()),
+                        "{query} {k}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -67,7 +67,7 @@ pub mod spec;
 pub mod sql;
 
 pub use error::FilterError;
-pub use filter::Filter;
+pub use filter::{Filter, HashMatcher, OneRun};
 pub use hash::{KeyHash, bucket_of};
 pub use spec::{
     FilterSpec, IdRange, MAX_LIST_ITEMS, MAX_NUM_BUCKETS, MAX_PARTS, MAX_PER_SOURCE, MAX_QUERY_LEN,

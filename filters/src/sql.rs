@@ -183,7 +183,7 @@ fn key_expr(filter: &KeyFilter, cols: &SqlColumns<'_>) -> Expr {
                 num_buckets,
                 buckets,
             } => {
-                let n = i64::from(num_buckets.get());
+                let n = i64::from(num_buckets.n().get());
                 for &(lo, hi) in buckets.iter() {
                     if lo == 0 && i64::from(hi) == n - 1 {
                         return Expr::True;

@@ -6,10 +6,10 @@ mod common;
 use std::num::NonZeroU32;
 
 use databus_core::{Key, KeyRef, SourceId};
-use databus_filters::{Filter, FilterSpec, PartitionSpec, bucket_of, spec::IdRange};
+use databus_filters::{Filter, FilterSpec, KeyHash, PartitionSpec, bucket_of, spec::IdRange};
 use proptest::prelude::*;
 
-use common::{filter_spec, key};
+use common::{filter_spec, key, mod_spec};
 
 /// The spec's meaning, read directly (no compiling, no merging), as the model.
 fn model_accepts(spec: &FilterSpec, source: SourceId, key: KeyRef<'_>) -> bool {
@@ -196,4 +196,79 @@ proptest! {
             }
         }
     }
+
+    /// `matches_hashed` on the key's hash gives `matches_key`'s answer for every filter without RANGE
+    /// parts (MOD-only specs, with source lists and per-source filters); with RANGE parts it never
+    /// accepts what `matches_key` refuses.
+    #[test]
+    fn matches_hashed_agrees_with_matches_key(
+        spec in filter_spec(),
+        mod_only in mod_only_spec(),
+        events in prop::collection::vec((0u16..12, key()), 1..40),
+    ) {
+        let general = Filter::new(&spec);
+        let by_hash = Filter::new(&mod_only);
+        prop_assert!(by_hash.decides_by_hash());
+        let has_range = std::iter::once(spec.partition())
+            .chain(spec.per_source().values().map(Vec::as_slice))
+            .filter(|parts| !parts.contains(&PartitionSpec::All))
+            .flatten()
+            .any(|p| matches!(p, PartitionSpec::Range(_)));
+        prop_assert_eq!(general.decides_by_hash(), !has_range);
+        for (source, key) in events {
+            let source = SourceId::new(source);
+            let hash = KeyHash::of(key.as_ref());
+            prop_assert_eq!(
+                by_hash.matches_hashed(source, hash),
+                by_hash.matches_key(source, key.as_ref())
+            );
+            prop_assert_eq!(
+                by_hash.hash_matcher().matches(source, hash),
+                by_hash.matches_hashed(source, hash)
+            );
+            prop_assert_eq!(
+                general.hash_matcher().matches(source, hash),
+                general.matches_hashed(source, hash)
+            );
+            prop_assert_eq!(
+                by_hash.matches_hashed(source, hash),
+                model_accepts(&mod_only, source, key.as_ref())
+            );
+            let hashed = general.matches_hashed(source, hash);
+            let keyed = general.matches_key(source, key.as_ref());
+            if general.decides_by_hash() {
+                prop_assert_eq!(hashed, keyed);
+            } else {
+                prop_assert!(!hashed || keyed);
+            }
+        }
+    }
+}
+
+/// Specs whose key filters are MOD only (or everything), over sources 0..12.
+fn mod_only_spec() -> impl Strategy<Value = FilterSpec> {
+    let parts = || {
+        prop_oneof![
+            1 => Just(vec![PartitionSpec::All]),
+            4 => prop::collection::vec(mod_spec(), 1..4),
+        ]
+    };
+    (
+        prop::option::of(prop::collection::btree_set(0u16..12, 1..6)),
+        prop_oneof![Just(Vec::new()), parts()],
+        prop::collection::btree_map(0u16..12, parts(), 0..3),
+    )
+        .prop_map(|(sources, partition, per_source)| {
+            let per_source: std::collections::BTreeMap<SourceId, Vec<PartitionSpec>> = per_source
+                .into_iter()
+                .map(|(s, parts)| (SourceId::new(s), parts))
+                .collect();
+            let sources = sources.map(|s| {
+                let mut set: std::collections::BTreeSet<SourceId> =
+                    s.into_iter().map(SourceId::new).collect();
+                set.extend(per_source.keys().copied());
+                set
+            });
+            FilterSpec::new(sources, partition, per_source).unwrap()
+        })
 }

@@ -1,7 +1,8 @@
 //! Event buffer benchmarks: a bench binary (`harness = false`) that prints figures and ratios.
 //!
 //! `cargo bench -p databus-buffer` (add `-- quick` for a shorter run; `-- fresh` for the fresh-ring
-//! appends only, `-- lookup` for the SCN lookups only). Figures are recorded in docs/BENCHMARKS.md,
+//! appends only, `-- lookup` for the SCN lookups only, `-- partitioned` for the partitioned readers
+//! only). Figures are recorded in docs/BENCHMARKS.md,
 //! section "Event buffer".
 
 use std::hint::black_box;
@@ -10,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use databus_buffer::{
-    BufferConfig, BufferWriter, DEFAULT_PREFAULT_AHEAD, EventBuffer, Prefault, ReadError,
-    WaitOutcome, event_buffer,
+    BufferConfig, BufferWriter, DEFAULT_PREFAULT_AHEAD, EmptyWindows, EventBuffer, Prefault,
+    ReadError, WaitOutcome, event_buffer,
 };
 use databus_core::{Checkpoint, EventBuilder, FrameHeader, KeyRef, Opcode, Scn};
+use databus_filters::{Filter, FilterSpec};
 
 const EVENTS_PER_WINDOW: u64 = 10;
 
@@ -319,6 +321,96 @@ fn scan_rate(dur: Duration) {
     }
 }
 
+/// The fan-out shape in the buffer alone (no HTTP): 1M events of about 150 bytes (integer keys 0..1M,
+/// windows of 10), read whole by one unfiltered reader, then by 100 readers each with
+/// `partition=mod:100:<b>` and coalesced markers, one after the other on one thread: by frame scan
+/// (`read_with` with the filter's `matches`) and by the side index (`read_indexed`). Also the cost of
+/// the side index to the writer (filling the buffer with and without it).
+fn partitioned_readers() {
+    const EVENTS: u64 = 1_000_000;
+    let payload = vec![0x5a; 90];
+    let mut fills = Vec::new();
+    let mut buffers = Vec::new();
+    for side_index in [false, true] {
+        let config = BufferConfig::new(512 << 20).prefault(Prefault::AtCreation);
+        let config = if side_index {
+            config.with_side_index()
+        } else {
+            config
+        };
+        let (mut w, buf) = event_buffer(config).unwrap();
+        let start = Instant::now();
+        for win in 0..EVENTS / EVENTS_PER_WINDOW {
+            let scn = Scn::new(win + 1);
+            for i in 0..EVENTS_PER_WINDOW {
+                let e = EventBuilder::new(scn, Opcode::Upsert)
+                    .key(KeyRef::Int((win * EVENTS_PER_WINDOW + i) as i64))
+                    .payload(&payload);
+                w.append(&e).unwrap();
+            }
+            w.end_window(scn, 0).unwrap();
+        }
+        fills.push(EVENTS as f64 / start.elapsed().as_secs_f64());
+        buffers.push((w, buf));
+    }
+    println!(
+        "fill 1M events of ~150 bytes: {:.2} M events/s without a side index, {:.2} M/s with it ({:.2}x)",
+        fills[0] / 1e6,
+        fills[1] / 1e6,
+        fills[1] / fills[0]
+    );
+    let (_, indexed) = &buffers[1];
+    let mut out = Vec::with_capacity(20 << 20);
+    let drain = |buf: &EventBuffer, filter: &Filter, indexed: bool, out: &mut Vec<u8>| {
+        let mut at = Checkpoint::beginning();
+        let mut events = 0;
+        loop {
+            out.clear();
+            let o = if indexed {
+                buf.read_indexed(&at, 16 << 20, filter, EmptyWindows::Coalesce, out)
+            } else {
+                let keep = |h: &FrameHeader, k: KeyRef<'_>| filter.matches(h, k);
+                buf.read_with(&at, 16 << 20, Some(&keep), EmptyWindows::Coalesce, out)
+            }
+            .unwrap();
+            black_box(&out);
+            events += o.events_copied;
+            at = o.checkpoint;
+            if !o.more_available {
+                return events;
+            }
+        }
+    };
+    let all = Filter::all();
+    let mut one = f64::MAX;
+    for _ in 0..3 {
+        let start = Instant::now();
+        assert_eq!(drain(indexed, &all, true, &mut out), EVENTS);
+        one = one.min(start.elapsed().as_secs_f64());
+    }
+    println!(
+        "one unfiltered reader: {:.2} M events/s (best of 3)",
+        EVENTS as f64 / one / 1e6
+    );
+    for (name, use_index) in [("frame scan", false), ("side index", true)] {
+        let start = Instant::now();
+        let mut got = 0;
+        for b in 0..100 {
+            let filter =
+                Filter::new(&FilterSpec::from_query(&format!("partition=mod:100:{b}")).unwrap());
+            got += drain(indexed, &filter, use_index, &mut out);
+        }
+        assert_eq!(got, EVENTS);
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "100 MOD readers, coalesced, {name}: {:.2} M events/s in aggregate ({:.1}% of one reader), {:.2} ns per frame per reader",
+            EVENTS as f64 / secs / 1e6,
+            100.0 * one / secs,
+            secs * 1e9 / (100.0 * 1.1 * EVENTS as f64),
+        );
+    }
+}
+
 /// xorshift64.
 fn next_random(x: &mut u64) -> u64 {
     *x ^= *x << 13;
@@ -473,6 +565,10 @@ fn main() {
     };
     let only = |part: &str| std::env::args().any(|a| a == part);
     let (fresh_only, lookup_only) = (only("fresh"), only("lookup"));
+    if only("partitioned") {
+        partitioned_readers();
+        return;
+    }
     let fresh = if quick { 256 << 20 } else { 1 << 30 };
     if !lookup_only {
         for prefault in [
@@ -504,6 +600,7 @@ fn main() {
     writer_with_readers(dur);
     writer_with_long_poll_readers(dur);
     scan_rate(dur);
+    partitioned_readers();
     for uneven in [false, true] {
         lookup(
             if quick { 256 << 20 } else { 4 << 30 },

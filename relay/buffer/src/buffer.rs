@@ -3,10 +3,13 @@
 use std::fmt;
 
 use crossbeam_utils::CachePadded;
-use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn};
+use databus_core::frame::HEADER_LEN;
+use databus_core::{Checkpoint, FrameHeader, KeyRef, Scn, SourceId};
+use databus_filters::{Filter, HashMatcher, KeyHash};
 
 use crate::error::ReadError;
 use crate::ring::{self, HEADER_WORDS, PAD_WORD, RawFrame};
+use crate::side::{self, Kind};
 use crate::sync::{AtomicU64, AtomicUsize, Ordering, fence};
 
 /// How many times a read restarts after being overtaken before giving up with
@@ -21,7 +24,8 @@ const MAX_ATTEMPTS: u32 = 16;
 /// [`BufferConfig::awaiting_anchor`]: crate::BufferConfig::awaiting_anchor
 pub(crate) const UNANCHORED: u64 = u64::MAX;
 
-/// Words per SCN index entry: scn, start, end, unused (keeps entries 32-byte aligned).
+/// Words per SCN index entry: scn, start, end, and the side index entry of the window's first frame
+/// (unused without a side index). Keeps entries 32-byte aligned.
 pub(crate) const INDEX_STRIDE: usize = 4;
 
 /// A predicate on an event's header and key: `true` keeps the event. The header's fields were verified
@@ -57,6 +61,8 @@ pub(crate) struct HeadCursor {
     pub(crate) min_scn: AtomicU64,
     /// Sequence number of the oldest SCN index entry still valid.
     pub(crate) index_head: AtomicU64,
+    /// Sequence number of the side index entry of the frame at `pos` (the oldest still valid).
+    pub(crate) side_head: AtomicU64,
 }
 
 /// Cursor group moved by publishing a window. Written only by the writer.
@@ -68,6 +74,8 @@ pub(crate) struct TailCursor {
     pub(crate) max_scn: AtomicU64,
     /// One past the sequence number of the last published index entry.
     pub(crate) index_tail: AtomicU64,
+    /// One past the sequence number of the last published side index entry.
+    pub(crate) side_tail: AtomicU64,
 }
 
 /// Statistics, written by the writer, read for reporting only.
@@ -81,7 +89,11 @@ pub(crate) struct Counters {
 /// one without stopping the writer, so while it runs they may be from slightly different instants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BufferStats {
-    /// Usable capacity in bytes (the configured capacity rounded down to a multiple of 8).
+    /// Bytes of the event ring: the configured capacity rounded down to a multiple of 8, less the side
+    /// index's share when the buffer has one (see [`BufferConfig::side_index`]; windows are then also
+    /// evicted when the side index is full, before the ring is).
+    ///
+    /// [`BufferConfig::side_index`]: crate::BufferConfig::side_index
     pub capacity_bytes: u64,
     /// Bytes held by published windows, including alignment and wrap padding.
     pub bytes_held: u64,
@@ -124,6 +136,21 @@ pub struct ReadOutcome {
     pub more_available: bool,
 }
 
+impl ReadOutcome {
+    /// A read that found nothing after `from`.
+    fn nothing(from: &Checkpoint) -> ReadOutcome {
+        ReadOutcome {
+            checkpoint: from.clone(),
+            events_copied: 0,
+            events_scanned: 0,
+            windows_completed: 0,
+            windows_coalesced: 0,
+            bytes_copied: 0,
+            more_available: false,
+        }
+    }
+}
+
 /// How a long poll ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitOutcome {
@@ -145,6 +172,9 @@ pub struct EventBuffer {
     /// a window start. Interleaved so that a binary-search probe touches one cache line.
     pub(crate) index: Box<[AtomicU64]>,
     pub(crate) index_slots: u64,
+    /// Side index (see the `side` module): entry `seq` in slot `seq % side_slots`; no slots without one.
+    pub(crate) side: Box<[AtomicU64]>,
+    pub(crate) side_slots: u64,
     pub(crate) head: CachePadded<HeadCursor>,
     pub(crate) tail: CachePadded<TailCursor>,
     pub(crate) counters: CachePadded<Counters>,
@@ -176,6 +206,66 @@ struct Snapshot {
     index_tail: u64,
     /// The newest window's SCN: only a hint for the index search's first guess.
     max_scn: u64,
+    /// Side index entries held: `[side_head, side_tail)` (equal, 0, without a side index). `side_tail`
+    /// may be newer than `tail`: an indexed read serves entries up to it, never positions.
+    side_head: u64,
+    side_tail: u64,
+}
+
+/// Side entries the indexed scan's fast pass takes at a time (see `EventBuffer::scan_indexed`).
+const STOP_BLOCK: usize = 256;
+/// Bytes of a kept frame prefetched ahead of its copy (most row changes are smaller).
+const PREFETCH_BYTES: u64 = 256;
+
+/// What `EventBuffer::stop_at` decides with, fixed for a read.
+struct StopContext<'a> {
+    filter: &'a Filter,
+    matcher: &'a HashMatcher<'a>,
+    budget: u64,
+    coalesce: bool,
+}
+
+/// What `EventBuffer::stop_at` updates: the read's outcome and its window state (see `scan`).
+struct StopState<'a> {
+    outcome: &'a mut ReadOutcome,
+    in_window: &'a mut u32,
+    keep_marker: &'a mut bool,
+    held: &'a mut Option<(u64, u64)>,
+}
+
+/// A side entry's sequence number and its slot, advanced together so the hot loop never divides.
+#[derive(Debug, Clone, Copy)]
+struct SideCursor {
+    seq: u64,
+    slot: u64,
+}
+
+impl SideCursor {
+    fn new(seq: u64, slots: u64) -> SideCursor {
+        SideCursor {
+            seq,
+            slot: seq % slots,
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self, slots: u64) {
+        self.seq += 1;
+        self.slot += 1;
+        if self.slot == slots {
+            self.slot = 0;
+        }
+    }
+
+    /// Moves `by` entries on (at most [`STOP_BLOCK`], so a few subtractions at most).
+    #[inline]
+    fn skip(&mut self, by: u32, slots: u64) {
+        self.seq += u64::from(by);
+        self.slot += u64::from(by);
+        while self.slot >= slots {
+            self.slot -= slots;
+        }
+    }
 }
 
 /// Logical position plus its physical offset, advanced together so the hot loop never divides.
@@ -269,6 +359,40 @@ impl EventBuffer {
         self.read_inner(from, budget_bytes, filter, empty_windows, out)
     }
 
+    /// [`read_with`](Self::read_with) with `filter` (the relay's compiled filter), deciding each event
+    /// from the side index when the buffer has one ([`BufferConfig::side_index`]) and the filter
+    /// [`decides_by_hash`](Filter::decides_by_hash): the entries' source and key hash, computed once
+    /// when the writer appended the event, instead of each frame's header and key, so frames the filter
+    /// drops are never touched. Returns exactly what `read_with` with `filter.matches` returns (same
+    /// bytes, same outcome); otherwise (no side index, a RANGE filter, or a filter that keeps
+    /// everything) it is that call.
+    ///
+    /// [`BufferConfig::side_index`]: crate::BufferConfig::side_index
+    pub fn read_indexed(
+        &self,
+        from: &Checkpoint,
+        budget_bytes: usize,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, ReadError> {
+        if filter.is_all() {
+            return self.read_inner(from, budget_bytes, None, empty_windows, out);
+        }
+        if self.side_slots == 0 || !filter.decides_by_hash() {
+            let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
+            return self.read_inner(from, budget_bytes, Some(&keep), empty_windows, out);
+        }
+        self.retry(out, |out| {
+            self.try_read_indexed(from, budget_bytes as u64, filter, empty_windows, out)
+        })
+    }
+
+    /// Whether this buffer keeps a side index (see [`read_indexed`](Self::read_indexed)).
+    pub fn has_side_index(&self) -> bool {
+        self.side_slots > 0
+    }
+
     /// The ring position a read from `from` would start at: the snapshot of the cursors and the SCN
     /// index search of [`read`](Self::read), without scanning, copying or validating. `None` when the
     /// buffer holds nothing. For diagnostics and benchmarks (it times the lookup alone); the position
@@ -289,9 +413,21 @@ impl EventBuffer {
         empty_windows: EmptyWindows,
         out: &mut Vec<u8>,
     ) -> Result<ReadOutcome, ReadError> {
+        self.retry(out, |out| {
+            self.try_read(from, budget_bytes as u64, filter, empty_windows, out)
+        })
+    }
+
+    /// Runs read attempts until one is not overtaken (at most [`MAX_ATTEMPTS`]), leaving `out` as it
+    /// was after an error.
+    fn retry(
+        &self,
+        out: &mut Vec<u8>,
+        mut attempt: impl FnMut(&mut Vec<u8>) -> Attempt,
+    ) -> Result<ReadOutcome, ReadError> {
         let out_len = out.len();
         for _ in 0..MAX_ATTEMPTS {
-            match self.try_read(from, budget_bytes as u64, filter, empty_windows, out) {
+            match attempt(out) {
                 Attempt::Done(outcome) => return Ok(outcome),
                 Attempt::Overtaken => out.truncate(out_len),
                 Attempt::Failed(err) => {
@@ -323,6 +459,11 @@ impl EventBuffer {
         let index_tail = self.tail.index_tail.load(Ordering::Relaxed);
         // Relaxed: used only to aim the first probe of the index search; any value gives a correct result.
         let max_scn = self.tail.max_scn.load(Ordering::Relaxed);
+        // Relaxed: stored before head's Release store, like index_head; validated like it.
+        let side_head = self.head.side_head.load(Ordering::Relaxed);
+        // Acquire: pairs with the writer's Release store of side_tail, so every entry below it, and the
+        // ring words of their frames, are visible (even when it is newer than the tail loaded above).
+        let side_tail = self.tail.side_tail.load(Ordering::Acquire);
         Snapshot {
             head,
             prev_scn,
@@ -330,6 +471,8 @@ impl EventBuffer {
             tail,
             index_tail,
             max_scn,
+            side_head,
+            side_tail,
         }
     }
 
@@ -356,6 +499,26 @@ impl EventBuffer {
         }
     }
 
+    /// What an attempt answers before looking for its start: refused (no origin yet, or the checkpoint
+    /// precedes the held history), or nothing when the buffer is empty. `None`: go on.
+    fn refuse_or_empty(&self, from: &Checkpoint, snap: &Snapshot) -> Option<Attempt> {
+        let requested = from.window_scn;
+        if snap.prev_scn == UNANCHORED {
+            return Some(Attempt::Failed(ReadError::NotAnchored));
+        }
+        if snap.prev_scn != 0 {
+            let prev = Scn::new(snap.prev_scn);
+            let missed = match from.window_offset {
+                None => requested < prev,
+                Some(_) => requested <= prev,
+            };
+            if missed {
+                return Some(Attempt::Failed(self.scn_not_found(requested)));
+            }
+        }
+        (snap.head == snap.tail).then(|| Attempt::Done(ReadOutcome::nothing(from)))
+    }
+
     fn try_read(
         &self,
         from: &Checkpoint,
@@ -365,36 +528,13 @@ impl EventBuffer {
         out: &mut Vec<u8>,
     ) -> Attempt {
         let snap = self.snapshot();
-        let requested = from.window_scn;
-        let nothing = || ReadOutcome {
-            checkpoint: from.clone(),
-            events_copied: 0,
-            events_scanned: 0,
-            windows_completed: 0,
-            windows_coalesced: 0,
-            bytes_copied: 0,
-            more_available: false,
-        };
-        if snap.prev_scn == UNANCHORED {
-            return Attempt::Failed(ReadError::NotAnchored);
-        }
-        if snap.prev_scn != 0 {
-            let prev = Scn::new(snap.prev_scn);
-            let missed = match from.window_offset {
-                None => requested < prev,
-                Some(_) => requested <= prev,
-            };
-            if missed {
-                return Attempt::Failed(self.scn_not_found(requested));
-            }
-        }
-        if snap.head == snap.tail {
-            return Attempt::Done(nothing());
+        if let Some(early) = self.refuse_or_empty(from, &snap) {
+            return early;
         }
         let (start, first_seq) = self.lookup(from, &snap);
         if start >= snap.tail {
             return if self.still_valid(snap.head, first_seq) {
-                Attempt::Done(nothing())
+                Attempt::Done(ReadOutcome::nothing(from))
             } else {
                 Attempt::Overtaken
             };
@@ -420,12 +560,377 @@ impl EventBuffer {
         }
     }
 
+    fn try_read_indexed(
+        &self,
+        from: &Checkpoint,
+        budget: u64,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Attempt {
+        let snap = self.snapshot();
+        if let Some(early) = self.refuse_or_empty(from, &snap) {
+            return early;
+        }
+        let (found, first_index_seq) = self.search_index(from, &snap);
+        // The side entry of the window the index entry names (a window start), or of the head (also a
+        // window start) when that is later or no entry qualifies.
+        let start_seq = found.map_or(snap.side_head, |(_, _, base)| {
+            // Relaxed: validated with the index entry (`first_index_seq`).
+            self.index[base + 3]
+                .load(Ordering::Relaxed)
+                .max(snap.side_head)
+        });
+        let scanned = self.scan_indexed(from, start_seq, &snap, budget, filter, empty_windows, out);
+        // Acquire fence, then the cursors: as `still_valid`, for index entries and side entries. A side
+        // entry is overwritten only after `side_head` passed it, and its frame only after `head` (moved in
+        // the same eviction) did, so valid entries name valid frames.
+        fence(Ordering::Acquire);
+        // Relaxed: ordered after the fence above.
+        let valid = self.head.side_head.load(Ordering::Relaxed) <= start_seq
+            && self.head.index_head.load(Ordering::Relaxed) <= first_index_seq;
+        match (scanned, valid) {
+            (_, false) => Attempt::Overtaken,
+            (Ok(outcome), true) => Attempt::Done(outcome),
+            (Err(anomaly), true) => Attempt::Failed(ReadError::Corrupt {
+                position: anomaly.position,
+                reason: anomaly.reason.to_owned(),
+            }),
+        }
+    }
+
+    /// The side entry at `cur`, or why it cannot be one.
+    #[inline]
+    fn side_entry(&self, cur: &SideCursor) -> Result<side::SideEntry, Anomaly> {
+        side::load(&self.side, cur.slot).ok_or(Anomaly {
+            position: cur.seq,
+            reason: "side index entry of an unknown kind (position is the entry's sequence number)",
+        })
+    }
+
+    /// The frame a side entry names at ring offset `phys`, checked to lie inside the ring.
+    #[inline]
+    fn frame_at_offset(&self, phys: u64) -> Result<RawFrame, Anomaly> {
+        let anomaly = |reason| Anomaly {
+            position: phys,
+            reason,
+        };
+        if phys + ring::padded(HEADER_LEN as u64) > self.capacity {
+            return Err(anomaly(
+                "side entry names a frame past the end of the ring (position is its ring offset)",
+            ));
+        }
+        let frame = RawFrame::decode(
+            ring::load(&self.ring, phys),
+            ring::load(&self.ring, phys + 8),
+            ring::load(&self.ring, phys + 16),
+        )
+        .map_err(anomaly)?;
+        if phys + frame.padded_len() > self.capacity {
+            return Err(anomaly(
+                "frame straddles the end of the ring (position is its ring offset)",
+            ));
+        }
+        Ok(frame)
+    }
+
+    /// [`scan`](Self::scan) over side entries from `start_seq` (a window start): the same frames, the
+    /// same checkpoint and counts, with the filter decided on each entry and only kept frames loaded.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_indexed(
+        &self,
+        from: &Checkpoint,
+        start_seq: u64,
+        snap: &Snapshot,
+        budget: u64,
+        filter: &Filter,
+        empty_windows: EmptyWindows,
+        out: &mut Vec<u8>,
+    ) -> Result<ReadOutcome, Anomaly> {
+        let requested = from.window_scn;
+        let tail = snap.side_tail;
+        let mut outcome = ReadOutcome::nothing(from);
+        // Skip what the checkpoint covers, a window at a time (a window's SCN is in its marker's
+        // entry): whole windows up to `requested`, then the first `k` data events of window `requested`
+        // for a mid-window checkpoint.
+        let slots = self.side_slots;
+        let mut cur = SideCursor::new(start_seq, slots);
+        let mut in_window: u32 = 0;
+        let mut started_inside = false;
+        loop {
+            let mut marker = cur;
+            let scn = loop {
+                if marker.seq >= tail {
+                    return Ok(outcome);
+                }
+                let e = self.side_entry(&marker)?;
+                if e.kind == Kind::EndOfWindow {
+                    break Scn::new(e.value);
+                }
+                marker.advance(slots);
+            };
+            if scn < requested || (scn == requested && from.window_offset.is_none()) {
+                cur = marker;
+                cur.advance(slots);
+                continue;
+            }
+            if scn == requested {
+                let skip = u64::from(from.window_offset.unwrap_or(0)).min(marker.seq - cur.seq);
+                cur = SideCursor::new(cur.seq + skip, slots);
+                in_window = skip as u32;
+                started_inside = true;
+            }
+            break;
+        }
+        let coalesce = empty_windows == EmptyWindows::Coalesce;
+        // As in `scan`.
+        let mut keep_marker = started_inside;
+        let mut held: Option<(u64, u64)> = None;
+        let flush = |held: Option<(u64, u64)>, outcome: &mut ReadOutcome, out: &mut Vec<u8>| {
+            if let Some((phys, len)) = held {
+                self.copy_out(phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+        };
+        // The checkpoint's window SCN is set from kept frames and markers only; after a dropped event
+        // of a new window it is stale until the read stops, where it is set from the frame it stops at
+        // (a read stops at its budget, in that window, or at the tail, after a marker).
+        let matcher = filter.hash_matcher();
+        let one_run = matcher.one_run();
+        // Entries are taken a block at a time. First the fast pass, the bulk of a partitioned read:
+        // rows the filter drops cost two loads and a bucket, and the rest (the block's "stops") are
+        // listed, with the frames that will be copied prefetched. Then each stop is handled below; the
+        // counts and the checkpoint are brought up to date once per run of dropped rows.
+        let mut stops = [0u64; STOP_BLOCK];
+        while cur.seq < tail {
+            let end = (cur.seq + STOP_BLOCK as u64).min(tail);
+            let found = match &one_run {
+                Some(run) => self.find_stops(cur, end, &mut stops, |_, hash| run.matches(hash)),
+                None => self.find_stops(cur, end, &mut stops, |source, hash| {
+                    matcher.matches(source, hash)
+                }),
+            };
+            for &stop in stops[..found].iter().chain(std::iter::once(&end)) {
+                let dropped = (stop - cur.seq) as u32;
+                if dropped > 0 {
+                    outcome.events_scanned += u64::from(dropped);
+                    in_window += dropped;
+                    outcome.checkpoint.window_offset = Some(in_window);
+                    cur.skip(dropped, slots);
+                }
+                if stop == end {
+                    break;
+                }
+                self.stop_at(
+                    &cur,
+                    &StopContext {
+                        filter,
+                        matcher: &matcher,
+                        budget,
+                        coalesce,
+                    },
+                    &mut StopState {
+                        outcome: &mut outcome,
+                        in_window: &mut in_window,
+                        keep_marker: &mut keep_marker,
+                        held: &mut held,
+                    },
+                    out,
+                )?;
+                if outcome.more_available {
+                    return Ok(outcome);
+                }
+                cur.advance(slots);
+            }
+        }
+        flush(held, &mut outcome, out);
+        Ok(outcome)
+    }
+
+    /// Handles the entry at `cur` that the fast pass of [`scan_indexed`](Self::scan_indexed) stopped at
+    /// (a marker, a kept row, a table or control event): copies it, holds it (a coalesced marker) or
+    /// drops it, and updates the read's state. Sets `more_available` when the budget ends the read
+    /// here (the entry is then not consumed).
+    fn stop_at(
+        &self,
+        cur: &SideCursor,
+        ctx: &StopContext<'_>,
+        st: &mut StopState<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Anomaly> {
+        let outcome = &mut *st.outcome;
+        let flush = |held: Option<(u64, u64)>, outcome: &mut ReadOutcome, out: &mut Vec<u8>| {
+            if let Some((phys, len)) = held {
+                self.copy_out(phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+        };
+        let e = self.side_entry(cur)?;
+        if e.kind == Kind::EndOfWindow {
+            let len = HEADER_LEN as u64;
+            let scn = Scn::new(e.value);
+            let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + len <= ctx.budget;
+            if !fits {
+                flush(st.held.take(), outcome, out);
+                outcome.more_available = true;
+                if *st.in_window > 0 {
+                    outcome.checkpoint.window_scn = scn;
+                }
+                return Ok(());
+            }
+            if e.phys + ring::padded(len) > self.capacity {
+                return Err(Anomaly {
+                    position: e.phys,
+                    reason: "side entry names a marker past the end of the ring (position is its ring offset)",
+                });
+            }
+            if ctx.coalesce && !*st.keep_marker {
+                if st.held.replace((e.phys, len)).is_some() {
+                    outcome.windows_coalesced += 1;
+                }
+            } else {
+                self.copy_out(e.phys, len, out);
+                outcome.bytes_copied += len;
+                outcome.windows_completed += 1;
+            }
+            let ck = &mut outcome.checkpoint;
+            ck.window_scn = scn;
+            ck.window_offset = None;
+            ck.prev_scn = Some(scn);
+            *st.in_window = 0;
+            *st.keep_marker = false;
+            return Ok(());
+        }
+        let keep = if e.kind == Kind::Row {
+            let hash = KeyHash::from_i64(e.value as i64).ok_or(Anomaly {
+                position: cur.seq,
+                reason: "side index entry with an invalid key hash (position is the entry's sequence number)",
+            })?;
+            ctx.matcher.matches(e.source, hash)
+        } else if e.kind == Kind::Table {
+            ctx.filter.matches_source(e.source)
+        } else {
+            true
+        };
+        if keep {
+            let frame = self.frame_at_offset(e.phys)?;
+            if frame.end_of_window {
+                return Err(Anomaly {
+                    position: e.phys,
+                    reason: "side entry of an event names an end-of-window marker (position is its ring offset)",
+                });
+            }
+            let fits = outcome.bytes_copied == 0 || outcome.bytes_copied + frame.len <= ctx.budget;
+            if !fits {
+                flush(st.held.take(), outcome, out);
+                outcome.more_available = true;
+                if *st.in_window > 0 {
+                    outcome.checkpoint.window_scn = frame.scn;
+                }
+                return Ok(());
+            }
+            // This event's window, or the checkpoint inside it, covers the held marker's run.
+            if st.held.take().is_some() {
+                outcome.windows_coalesced += 1;
+            }
+            *st.keep_marker = true;
+            self.copy_out(e.phys, frame.len, out);
+            outcome.bytes_copied += frame.len;
+            outcome.events_copied += 1;
+            outcome.checkpoint.window_scn = frame.scn;
+        }
+        outcome.events_scanned += 1;
+        *st.in_window += 1;
+        outcome.checkpoint.window_offset = Some(*st.in_window);
+        Ok(())
+    }
+
+    /// The fast pass of [`scan_indexed`](Self::scan_indexed) over entries `[cur, end)` (at most
+    /// [`STOP_BLOCK`]): writes to `stops` the sequence numbers of the entries that are not rows `keeps`
+    /// drops, in order, and returns how many; prefetches the frames of kept rows and the markers of
+    /// their windows (what the read will copy). Generic so that the loop is compiled with the filter's
+    /// test inlined.
+    #[inline(always)]
+    fn find_stops(
+        &self,
+        mut cur: SideCursor,
+        end: u64,
+        stops: &mut [u64; STOP_BLOCK],
+        keeps: impl Fn(SourceId, KeyHash) -> bool,
+    ) -> usize {
+        let slots = self.side_slots;
+        let mut found = 0;
+        let mut window_kept = false;
+        while cur.seq < end {
+            // The entries up to `end` or the ring's end, whichever is first, as one slice: no wrap test
+            // and no bounds check per entry.
+            let n = (end - cur.seq).min(slots - cur.slot);
+            let base = cur.slot as usize * side::SIDE_STRIDE;
+            let words = &self.side[base..base + n as usize * side::SIDE_STRIDE];
+            for (i, entry) in words.chunks_exact(side::SIDE_STRIDE).enumerate() {
+                // Relaxed: validated afterwards, like every load of a read (see `still_valid`).
+                let w0 = entry[0].load(Ordering::Relaxed);
+                if side::is_row(w0) {
+                    // The mask keeps a torn or overwritten value a valid hash; such a read is
+                    // discarded by the validation anyway.
+                    let w1 = entry[1].load(Ordering::Relaxed) & (u64::MAX >> 1);
+                    let hash = KeyHash::from_i64(w1 as i64).expect("63 bits");
+                    if keeps(side::source_of(w0), hash) {
+                        stops[found] = cur.seq + i as u64;
+                        found += 1;
+                        ring::prefetch(&self.ring, side::phys_of(w0), PREFETCH_BYTES);
+                        window_kept = true;
+                    }
+                } else {
+                    stops[found] = cur.seq + i as u64;
+                    found += 1;
+                    if side::is_marker(w0) {
+                        if window_kept {
+                            ring::prefetch(&self.ring, side::phys_of(w0), HEADER_LEN as u64);
+                        }
+                        window_kept = false;
+                    }
+                }
+            }
+            cur.skip(n as u32, slots);
+        }
+        found
+    }
+
     /// Binary search of the SCN index for the last window start whose SCN is <= `scn`. Returns where to
     /// start scanning and the lowest entry sequence number probed. When the window found is entirely
     /// covered by the checkpoint (SCN below it, or equal to it without an offset), the scan starts at
     /// that window's end instead of walking its frames; otherwise at its start, or at the head when no
     /// entry qualifies.
     fn lookup(&self, from: &Checkpoint, snap: &Snapshot) -> (u64, u64) {
+        let (found, first_seq) = self.search_index(from, snap);
+        let Some((entry_scn, entry_start, base)) = found else {
+            return (snap.head, first_seq);
+        };
+        let scn = from.window_scn.get();
+        let covered = entry_scn < scn || from.window_offset.is_none();
+        let start = if covered {
+            // Relaxed: as in `search_index`. Published with the window, so it is set for every entry
+            // below index_tail.
+            let end = self.index[base + 2].load(Ordering::Relaxed);
+            if end > entry_start && end <= snap.tail {
+                end
+            } else {
+                entry_start
+            }
+        } else {
+            entry_start
+        };
+        (start.max(snap.head), first_seq)
+    }
+
+    /// The index search of [`lookup`](Self::lookup): the last entry whose window SCN is <= the
+    /// checkpoint's and that starts below the tail (its SCN, start position and word offset), and the
+    /// lowest entry sequence number probed.
+    #[allow(clippy::type_complexity)]
+    fn search_index(&self, from: &Checkpoint, snap: &Snapshot) -> (Option<(u64, u64, usize)>, u64) {
         let scn = from.window_scn.get();
         let mut first_seq = u64::MAX;
         // Relaxed loads: validated afterwards by `still_valid(_, first_seq)`.
@@ -484,22 +989,7 @@ impl EventBuffer {
                 hi = mid;
             }
         }
-        let Some((entry_scn, entry_start, base)) = found else {
-            return (snap.head, first_seq);
-        };
-        let covered = entry_scn < scn || from.window_offset.is_none();
-        let start = if covered {
-            // Relaxed: as above. Published with the window, so it is set for every entry below index_tail.
-            let end = self.index[base + 2].load(Ordering::Relaxed);
-            if end > entry_start && end <= snap.tail {
-                end
-            } else {
-                entry_start
-            }
-        } else {
-            entry_start
-        };
-        (start.max(snap.head), first_seq)
+        (found, first_seq)
     }
 
     /// The frame starting at `cur` (after skipping a wrap pad), or `None` at the tail.

@@ -14,7 +14,8 @@ pub enum BufferError {
 /// [`BufferWriter::end_window`](crate::BufferWriter::end_window) refused an event.
 ///
 /// All of these are definite for the event given: retrying the same call fails the same way. Only
-/// [`AppendError::WindowTooLarge`] discards the open window (it can never fit); after any other error the
+/// [`AppendError::WindowTooLarge`] and [`AppendError::WindowTooManyFrames`] discard the open window (it
+/// can never fit); after any other error the
 /// open window is as it was before the call, and the caller chooses to fix the event or
 /// [`rollback`](crate::BufferWriter::rollback).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +32,20 @@ pub enum AppendError {
         window_bytes: u64,
         /// The buffer's capacity.
         capacity_bytes: u64,
+    },
+    /// The window would need more side index entries (one per frame, its end marker included) than the
+    /// side index holds. The open window was discarded.
+    #[error(
+        "window {scn} needs at least {frames} frames but the event buffer's side index holds only {entries}; \
+         raise the buffer capacity or split the transaction"
+    )]
+    WindowTooManyFrames {
+        /// The refused window.
+        scn: Scn,
+        /// Frames the window needs so far: its events, the refused one and its end marker.
+        frames: u64,
+        /// Entries of the side index.
+        entries: u64,
     },
     /// A new window whose SCN is not greater than the last window's.
     #[error(

@@ -12,6 +12,10 @@
 //!   the end markers of windows with nothing kept, [`EmptyWindows`]) copy the events after a checkpoint, within a
 //!   byte budget, and return the checkpoint to continue from. [`EventBuffer::wait_for_data_after`] is the
 //!   long poll.
+//! - [`EventBuffer::read_indexed`] is `read_with` for a relay's compiled
+//!   [`Filter`](databus_filters::Filter): with a side index ([`BufferConfig::with_side_index`]; one
+//!   16-byte entry per frame, the key's hash computed once when it is appended) it decides each event
+//!   without touching its frame, which is what makes many partitioned readers cheap.
 //!
 //! ```
 //! use databus_buffer::{BufferConfig, event_buffer};
@@ -45,6 +49,9 @@
 //! - **SCN index.** A ring of `(scn, position)` entries, at most one per `index_block_bytes` block of
 //!   positions, each naming a window start; lookups binary-search it (`O(log n)`) and then scan forward at
 //!   most about one block plus the window found.
+//! - **Side index.** Optional: a second ring of one entry per frame, evicted with the frames it
+//!   describes (see the `side` module). A window needs an entry per frame, or it is refused with
+//!   [`AppendError::WindowTooManyFrames`].
 //! - **Windows.** Window SCNs strictly increase and are never 0; all frames of a window carry its SCN.
 //! - **Memory.** The ring is allocated zeroed (the kernel maps pages on first write and zeroes them then).
 //!   [`Prefault`] (in [`BufferConfig`]) decides who pays for that zeroing: by default a `ring-prefault`
@@ -94,12 +101,14 @@
 mod buffer;
 mod error;
 mod ring;
+mod side;
 mod sync;
 mod writer;
 
 pub use buffer::{BufferStats, EmptyWindows, EventBuffer, EventFilter, ReadOutcome, WaitOutcome};
 pub use error::{AppendError, BufferError, ReadError};
 pub use ring::{DEFAULT_PREFAULT_AHEAD, Prefault};
+pub use side::SIDE_ENTRY_BYTES;
 pub use writer::{BufferWriter, WindowInfo};
 
 use crossbeam_utils::CachePadded;
@@ -111,6 +120,8 @@ use crate::sync::{Arc, AtomicU64, AtomicUsize};
 pub const DEFAULT_INDEX_BLOCK_BYTES: usize = 4096;
 /// Smallest accepted capacity.
 pub const MIN_CAPACITY_BYTES: usize = 64;
+/// Fewest side index entries a buffer with a side index may have.
+const MIN_SIDE_ENTRIES: u64 = 4;
 
 /// Sizes of an event buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,7 +143,19 @@ pub struct BufferConfig {
     /// [`DEFAULT_PREFAULT_AHEAD`], a background thread keeping the first write of each page off the
     /// writer).
     pub prefault: Prefault,
+    /// `true`: keep a side index (see the `side` module), one [`SIDE_ENTRY_BYTES`] entry per frame
+    /// holding its source and key hash, so [`EventBuffer::read_indexed`] decides filters without
+    /// touching frames. It takes [`SIDE_INDEX_SHARE`] of `capacity_bytes` from the event ring (the total
+    /// stays within `capacity_bytes`); a window with more frames than it has entries is refused with
+    /// [`AppendError::WindowTooManyFrames`]. `false` (the default of [`BufferConfig::new`]): the whole
+    /// capacity is the event ring and `read_indexed` scans frames.
+    pub side_index: bool,
 }
+
+/// The share of [`BufferConfig::capacity_bytes`] a side index takes: one ninth, one 16-byte entry per
+/// 128 bytes of ring, which covers frames of a small row change (56-byte header, 8-byte key, a few dozen
+/// bytes of payload). With smaller frames the side ring fills first and windows are evicted when it does.
+pub const SIDE_INDEX_SHARE: (usize, usize) = (1, 9);
 
 impl BufferConfig {
     /// A buffer of `capacity_bytes` with the default index block size (or the capacity, if smaller).
@@ -142,7 +165,29 @@ impl BufferConfig {
             index_block_bytes: DEFAULT_INDEX_BLOCK_BYTES.min(capacity_bytes & !7).max(64),
             awaits_anchor: false,
             prefault: Prefault::default(),
+            side_index: false,
         }
+    }
+
+    /// The same buffer with a side index (see [`side_index`](Self::side_index)).
+    pub fn with_side_index(mut self) -> Self {
+        self.side_index = true;
+        self
+    }
+
+    /// The event ring's capacity and the side index's entries this configuration gives.
+    fn split(&self) -> (u64, u64) {
+        let total = (self.capacity_bytes & !7) as u64;
+        if !self.side_index {
+            return (total, 0);
+        }
+        let (num, den) = SIDE_INDEX_SHARE;
+        let side_bytes =
+            total / den as u64 * num as u64 / SIDE_ENTRY_BYTES as u64 * SIDE_ENTRY_BYTES as u64;
+        (
+            (total - side_bytes) & !7,
+            side_bytes / SIDE_ENTRY_BYTES as u64,
+        )
     }
 
     /// The same buffer, with its pages faulted in as `prefault` says.
@@ -157,12 +202,24 @@ impl BufferConfig {
         self
     }
 
-    fn validate(&self) -> Result<(u64, u64), BufferError> {
-        let capacity = self.capacity_bytes & !7;
+    /// The ring capacity, the index block size and the side index's entries (0: none).
+    fn validate(&self) -> Result<(u64, u64, u64), BufferError> {
+        let (ring, side_slots) = self.split();
+        let capacity = ring as usize;
         if capacity < MIN_CAPACITY_BYTES {
             return Err(BufferError::InvalidConfig(format!(
                 "capacity_bytes {} is too small; use at least {MIN_CAPACITY_BYTES} bytes",
                 self.capacity_bytes
+            )));
+        }
+        if self.side_index && (side_slots < MIN_SIDE_ENTRIES || ring >= side::MAX_INDEXED_CAPACITY)
+        {
+            return Err(BufferError::InvalidConfig(format!(
+                "capacity_bytes {} is out of range for a side index; use at least {} bytes and less than 256 TiB, \
+                 or turn the side index off",
+                self.capacity_bytes,
+                MIN_SIDE_ENTRIES as usize * SIDE_ENTRY_BYTES * SIDE_INDEX_SHARE.1
+                    / SIDE_INDEX_SHARE.0
             )));
         }
         if self.index_block_bytes < 64 || self.index_block_bytes > capacity {
@@ -171,7 +228,7 @@ impl BufferConfig {
                 self.index_block_bytes
             )));
         }
-        Ok((capacity as u64, self.index_block_bytes as u64))
+        Ok((capacity as u64, self.index_block_bytes as u64, side_slots))
     }
 }
 
@@ -179,7 +236,7 @@ impl BufferConfig {
 ///
 /// The ring is allocated zeroed up front (the operating system maps the pages lazily).
 pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuffer>), BufferError> {
-    let (capacity, block_bytes) = config.validate()?;
+    let (capacity, block_bytes, side_slots) = config.validate()?;
     let slots = (capacity / block_bytes + 2) as usize;
     let buffer = Arc::new(EventBuffer {
         ring: ring::zeroed_words((capacity / 8) as usize),
@@ -187,16 +244,20 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
         block_bytes,
         index: ring::zeroed_words(slots * INDEX_STRIDE),
         index_slots: slots as u64,
+        side: ring::zeroed_words(side_slots as usize * side::SIDE_STRIDE),
+        side_slots,
         head: CachePadded::new(HeadCursor {
             pos: AtomicU64::new(0),
             prev_scn: AtomicU64::new(if config.awaits_anchor { UNANCHORED } else { 0 }),
             min_scn: AtomicU64::new(0),
             index_head: AtomicU64::new(0),
+            side_head: AtomicU64::new(0),
         }),
         tail: CachePadded::new(TailCursor {
             pos: AtomicU64::new(0),
             max_scn: AtomicU64::new(0),
             index_tail: AtomicU64::new(0),
+            side_tail: AtomicU64::new(0),
         }),
         counters: CachePadded::new(Counters {
             events_held: AtomicU64::new(0),
@@ -209,7 +270,10 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
     #[cfg(not(loom))]
     match config.prefault {
         Prefault::OnFirstWrite => {}
-        Prefault::AtCreation => ring::prefault(&buffer.ring, 0..capacity),
+        Prefault::AtCreation => {
+            ring::prefault(&buffer.ring, 0..capacity);
+            ring::prefault(&buffer.side, 0..side_slots * SIDE_ENTRY_BYTES as u64);
+        }
         Prefault::Ahead { ahead_bytes } => {
             // Purely a speed-up, like the huge-page advice: if no thread can be started the writer
             // faults the pages in itself, as with `OnFirstWrite`.

@@ -8,6 +8,7 @@ use databus_core::{EventBuilder, Scn};
 use crate::buffer::{EventBuffer, INDEX_STRIDE, UNANCHORED};
 use crate::error::AppendError;
 use crate::ring::{self, PAD_WORD, RawFrame};
+use crate::side::{self, SideEntry};
 use crate::sync::{Arc, Ordering, fence};
 
 /// What [`BufferWriter::end_window`] published.
@@ -63,6 +64,12 @@ pub struct BufferWriter {
     last_block_published: Option<u64>,
     events_held: u64,
     windows_held: u64,
+    /// Side index (when the buffer has one): the next entry's sequence number (the open window's
+    /// included), the first of the open window (= published `side_tail`), and the oldest held
+    /// (`side_head`, the entry of the frame at `head`).
+    side_next: u64,
+    side_published: u64,
+    side_head: u64,
 }
 
 impl fmt::Debug for BufferWriter {
@@ -101,6 +108,9 @@ impl BufferWriter {
             last_block_published: None,
             events_held: 0,
             windows_held: 0,
+            side_next: 0,
+            side_published: 0,
+            side_head: 0,
         }
     }
 
@@ -150,6 +160,7 @@ impl BufferWriter {
             return Err(AppendError::ControlEvent);
         }
         let scn = raw.scn;
+        let entry = self.side_entry(len)?;
         match self.open {
             Some(w) if w.scn != scn => {
                 return Err(AppendError::ScnMismatch {
@@ -163,12 +174,13 @@ impl BufferWriter {
             None => self.check_new_window(scn)?,
             _ => {}
         }
-        let phys = self.reserve(padded, scn)?;
+        let phys = self.reserve(padded, scn, false)?;
         if self.open.is_none() {
             self.open = Some(OpenWindow { scn, events: 0 });
             self.add_index_entry(scn);
         }
         self.store_scratch(phys, padded);
+        self.store_side_entry(entry, phys);
         if let Some(w) = &mut self.open {
             w.events += 1;
         }
@@ -200,11 +212,13 @@ impl BufferWriter {
             self.scratch.resize(padded as usize, 0);
         }
         marker.write(&mut self.scratch[..len as usize]);
-        let phys = self.reserve(padded, scn)?;
+        let entry = self.side_entry(len)?;
+        let phys = self.reserve(padded, scn, true)?;
         if self.open.is_none() {
             self.add_index_entry(scn);
         }
         self.store_scratch(phys, padded);
+        self.store_side_entry(entry, phys);
         let info = WindowInfo {
             scn,
             events,
@@ -284,6 +298,7 @@ impl BufferWriter {
         self.index_next = self.index_published;
         self.last_block = self.last_block_published;
         self.evicted_in_window = 0;
+        self.side_next = self.side_published;
     }
 
     fn publish(&mut self, scn: Scn, events: u32) {
@@ -312,12 +327,16 @@ impl BufferWriter {
             .index_tail
             .store(self.index_next, Ordering::Relaxed);
         buf.tail.max_scn.store(scn.get(), Ordering::Relaxed);
+        // Release: publishes the window's side entries (and its ring words, stored before) to readers
+        // that Acquire-load `side_tail`, which they do after `tail` and may see newer than it.
+        buf.tail.side_tail.store(self.side_next, Ordering::Release);
         // Release: publishes the window's ring words and index entries (all stored Relaxed before) to
         // readers that load the tail with Acquire. This single store is what makes a window visible.
         buf.tail.pos.store(self.write_pos, Ordering::Release);
         self.window_start = self.write_pos;
         self.window_start_phys = self.write_phys;
         self.index_published = self.index_next;
+        self.side_published = self.side_next;
         self.last_block_published = self.last_block;
         self.last_scn = scn;
         self.open = None;
@@ -337,8 +356,25 @@ impl BufferWriter {
 
     /// Makes room for `padded` bytes at the end of the open window and returns their physical offset
     /// (after a wrap pad if they would straddle the end of the ring); `write_pos` then covers them.
-    fn reserve(&mut self, padded: u64, scn: Scn) -> Result<u64, AppendError> {
+    ///
+    /// With a side index, also makes room for the frame's entry, and refuses a window whose frames (its
+    /// end marker counted even before it comes, `closes_window` says whether this frame is it) cannot
+    /// all have one.
+    fn reserve(&mut self, padded: u64, scn: Scn, closes_window: bool) -> Result<u64, AppendError> {
         let capacity = self.buf.capacity;
+        let slots = self.buf.side_slots;
+        let side_end = self.side_next + 1;
+        if slots > 0 {
+            let frames = side_end - self.side_published + u64::from(!closes_window);
+            if frames > slots {
+                self.rollback();
+                return Err(AppendError::WindowTooManyFrames {
+                    scn,
+                    frames,
+                    entries: slots,
+                });
+            }
+        }
         let phys = self.write_phys;
         let pad = if phys + padded > capacity {
             capacity - phys
@@ -362,8 +398,8 @@ impl BufferWriter {
                 capacity_bytes: capacity,
             });
         }
-        if end > self.head + capacity {
-            self.evict_until(end);
+        if end > self.head + capacity || (slots > 0 && side_end > self.side_head + slots) {
+            self.evict_until(end, side_end);
         }
         let at = if pad > 0 {
             self.buf.ring[(phys / 8) as usize].store(PAD_WORD, Ordering::Relaxed);
@@ -379,14 +415,19 @@ impl BufferWriter {
         Ok(at)
     }
 
-    /// Evicts whole windows from the head until `end - head <= capacity`, then publishes the new head.
-    fn evict_until(&mut self, end: u64) {
+    /// Evicts whole windows from the head until `end - head <= capacity` and, with a side index,
+    /// `side_end - side_head <= side_slots`, then publishes the new head.
+    fn evict_until(&mut self, end: u64, side_end: u64) {
         let capacity = self.buf.capacity;
+        let slots = self.buf.side_slots;
         let ring_words = &self.buf.ring;
         let mut evicted_events = 0;
         let mut evicted_windows = 0;
-        // `end - window_start <= capacity` was checked, so the loop stops at the latest at the open window.
-        while end > self.head + capacity && self.head < self.window_start {
+        // `end - window_start <= capacity` and `side_end - side_published <= slots` were checked, so the
+        // loop stops at the latest at the open window.
+        while (end > self.head + capacity || (slots > 0 && side_end > self.side_head + slots))
+            && self.head < self.window_start
+        {
             let mut pos = self.head;
             loop {
                 let phys = pos % capacity;
@@ -402,6 +443,7 @@ impl BufferWriter {
                 )
                 .expect("the writer only stores whole frames");
                 pos += frame.padded_len();
+                self.side_head += 1;
                 if frame.end_of_window {
                     self.prev_scn = frame.scn.get();
                     break;
@@ -441,6 +483,7 @@ impl BufferWriter {
         buf.head
             .index_head
             .store(self.index_head, Ordering::Relaxed);
+        buf.head.side_head.store(self.side_head, Ordering::Relaxed);
         // Release: a reader that Acquire-loads this head also sees the prev_scn and index_head above.
         buf.head.pos.store(self.head, Ordering::Release);
         // Release fence: every ring word or index slot stored after this point (the overwrites) is ordered
@@ -482,9 +525,36 @@ impl BufferWriter {
         // `publish`; until then it holds an older entry's end, which readers never see (unpublished).
         self.buf.index[base].store(scn.get(), Ordering::Relaxed);
         self.buf.index[base + 1].store(self.window_start, Ordering::Relaxed);
+        // The side entry of the window's first frame (stored right after this).
+        self.buf.index[base + 3].store(self.side_next, Ordering::Relaxed);
         self.open_entry = Some(self.index_next);
         self.index_next += 1;
         self.last_block = Some(block);
+    }
+
+    /// The side index entry of the frame in `scratch[..len]` (its offset set when stored), or `None`
+    /// when the buffer has no side index.
+    fn side_entry(&self, len: u64) -> Result<Option<SideEntry>, AppendError> {
+        if self.buf.side_slots == 0 {
+            return Ok(None);
+        }
+        SideEntry::of_frame(&self.scratch[..len as usize], 0)
+            .map(Some)
+            .ok_or_else(|| {
+                AppendError::Frame(databus_core::FrameError::BadLength(
+                    "frame header does not parse".to_owned(),
+                ))
+            })
+    }
+
+    /// Stores the entry of the frame just stored at `phys` as the next side entry.
+    fn store_side_entry(&mut self, entry: Option<SideEntry>, phys: u64) {
+        if let Some(mut entry) = entry {
+            entry.phys = phys;
+            // `reserve` evicted up to this entry's slot: `side_next < side_head + side_slots`.
+            side::store(&self.buf.side, self.buf.side_slots, self.side_next, &entry);
+            self.side_next += 1;
+        }
     }
 
     fn store_scratch(&mut self, phys: u64, padded: u64) {

@@ -86,6 +86,7 @@ fn config_is_validated() {
         index_block_bytes: 8,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("index_block_bytes 8"), "{err}");
@@ -277,6 +278,7 @@ fn eviction_removes_whole_windows_oldest_first() {
         index_block_bytes: 64,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index: false,
     })
     .unwrap();
     // Each window: 3 events of 64+8+56 = 128 bytes + a 56-byte marker = 440 bytes.
@@ -375,6 +377,7 @@ fn sparse_scns_continue_at_the_next_window_through_the_index() {
         index_block_bytes: 256,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index: false,
     })
     .unwrap();
     let scns: Vec<u64> = (1..=3000u64).map(|i| i * 7 + (i % 3)).collect();
@@ -605,6 +608,7 @@ fn index_lookups_land_on_the_right_event() {
         index_block_bytes: 64,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index: false,
     })
     .unwrap();
     for s in [10, 20, 30] {

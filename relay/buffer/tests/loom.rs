@@ -38,6 +38,7 @@ fn a_reader_from_the_beginning_gets_a_prefix_or_scn_not_found() {
             index_block_bytes: 64,
             awaits_anchor: false,
             prefault: databus_buffer::Prefault::default(),
+            side_index: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -70,6 +71,7 @@ fn a_reader_after_the_evicted_window_is_always_served() {
             index_block_bytes: 64,
             awaits_anchor: false,
             prefault: databus_buffer::Prefault::default(),
+            side_index: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -103,6 +105,7 @@ fn a_reader_before_the_origin_is_never_served_the_first_window() {
             index_block_bytes: 64,
             awaits_anchor: true,
             prefault: databus_buffer::Prefault::default(),
+            side_index: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -137,6 +140,7 @@ fn a_reader_at_the_origin_is_served_or_waits() {
             index_block_bytes: 64,
             awaits_anchor: true,
             prefault: databus_buffer::Prefault::default(),
+            side_index: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {

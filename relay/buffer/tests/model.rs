@@ -345,6 +345,7 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
         index_block_bytes: block,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index: false,
     })
     .unwrap();
     let mut model = Model {

@@ -2,7 +2,9 @@
 //! every frame's checksums, that windows arrive whole and in order (each event carries its window's SCN,
 //! its index and the window's event count; end markers carry the count as timestamp), that SCNs increase,
 //! and that rolled-back windows never appear. Readers that fall behind get `ScnNotFound` and restart from
-//! the buffer's `prev_scn`, never garbage.
+//! the buffer's `prev_scn`, never garbage. Run twice: frame scans (`read`, `read_filtered`), and with a
+//! side index, where a third of the readers use `read_indexed` with a MOD filter (each checking it got
+//! exactly the events of its buckets).
 
 #![cfg(not(loom))]
 
@@ -10,8 +12,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use databus_buffer::{BufferConfig, EventBuffer, ReadError, event_buffer};
+use std::num::NonZeroU32;
+
+use databus_buffer::{BufferConfig, EmptyWindows, EventBuffer, ReadError, event_buffer};
 use databus_core::{Checkpoint, EventBuilder, EventView, FrameHeader, KeyRef, Opcode, Scn};
+use databus_filters::{Filter, FilterSpec, bucket_of};
 
 const READERS: usize = 16;
 const RUN_FOR: Duration = Duration::from_secs(3);
@@ -47,21 +52,48 @@ struct ReaderReport {
     last_scn: u64,
 }
 
+/// How a reader reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `read`: every event.
+    All,
+    /// `read_filtered` keeping even keys.
+    Even,
+    /// `read_indexed` with `partition=mod:3:1`.
+    IndexedMod,
+}
+
 /// Follows the stream from `checkpoint`, checking every frame, until `stop` and caught up with `final_scn`.
-fn follow(buf: &EventBuffer, id: usize, stop: &AtomicBool, final_scn: &AtomicU64) -> ReaderReport {
+fn follow(
+    buf: &EventBuffer,
+    id: usize,
+    mode: Mode,
+    stop: &AtomicBool,
+    final_scn: &AtomicU64,
+) -> ReaderReport {
     let mut report = ReaderReport::default();
     let mut checkpoint = Checkpoint::beginning();
     let mut last_complete = 0u64;
     let mut out = Vec::new();
-    let filtered = id % 2 == 1;
+    let filtered = mode != Mode::All;
     let even = |_: &FrameHeader, key: KeyRef<'_>| matches!(key, KeyRef::Int(k) if k % 2 == 0);
+    let by_mod = Filter::new(&FilterSpec::from_query("partition=mod:3:1").unwrap());
+    let three = NonZeroU32::new(3).unwrap();
+    // Whether the reader gets event `i` of a window (its key is `i`).
+    let kept = |i: u32| match mode {
+        Mode::All => true,
+        Mode::Even => i % 2 == 0,
+        Mode::IndexedMod => bucket_of(KeyRef::Int(i64::from(i)), three) == 1,
+    };
     let budget = [1usize, 700, 4096, 1 << 20][id % 4];
     loop {
         out.clear();
-        let result = if filtered {
-            buf.read_filtered(&checkpoint, budget, &even, &mut out)
-        } else {
-            buf.read(&checkpoint, budget, &mut out)
+        let result = match mode {
+            Mode::All => buf.read(&checkpoint, budget, &mut out),
+            Mode::Even => buf.read_filtered(&checkpoint, budget, &even, &mut out),
+            Mode::IndexedMod => {
+                buf.read_indexed(&checkpoint, budget, &by_mod, EmptyWindows::Every, &mut out)
+            }
         };
         let outcome = match result {
             Ok(outcome) => outcome,
@@ -108,11 +140,11 @@ fn follow(buf: &EventBuffer, id: usize, stop: &AtomicBool, final_scn: &AtomicU64
                     scn > last_complete,
                     "reader {id}: window {scn} after {last_complete}"
                 );
-                // With the filter, odd-indexed events are skipped: `seen` is the index after the last
-                // event seen, so all that is known is that it is within the count.
+                // With a filter, `seen` is the index after the last event seen: every later event of
+                // the window is one the filter drops.
                 if filtered {
                     assert!(
-                        seen <= n && n - seen <= 1,
+                        seen <= n && (seen..n).all(|i| !kept(i)),
                         "reader {id}: window {scn} saw up to {seen} of {n}"
                     );
                 } else {
@@ -144,8 +176,9 @@ fn follow(buf: &EventBuffer, id: usize, stop: &AtomicBool, final_scn: &AtomicU64
                     }
                 };
                 if filtered {
+                    // Exactly the next event the filter keeps.
                     assert!(
-                        i >= expected && i - expected <= 1 && i % 2 == 0,
+                        i >= expected && kept(i) && (expected..i).all(|j| !kept(j)),
                         "reader {id}: {scn}:{i} after {expected}"
                     );
                 } else {
@@ -179,11 +212,21 @@ fn follow(buf: &EventBuffer, id: usize, stop: &AtomicBool, final_scn: &AtomicU64
 
 #[test]
 fn sixteen_readers_follow_a_wrapping_writer_without_ever_seeing_garbage() {
+    run(false);
+}
+
+#[test]
+fn sixteen_readers_with_a_side_index_follow_a_wrapping_writer_without_ever_seeing_garbage() {
+    run(true);
+}
+
+fn run(side_index: bool) {
     let (mut writer, buf) = event_buffer(BufferConfig {
         capacity_bytes: 64 << 10,
         index_block_bytes: 512,
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
+        side_index,
     })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
@@ -191,7 +234,14 @@ fn sixteen_readers_follow_a_wrapping_writer_without_ever_seeing_garbage() {
     let readers: Vec<_> = (0..READERS)
         .map(|id| {
             let (buf, stop, final_scn) = (buf.clone(), stop.clone(), final_scn.clone());
-            std::thread::spawn(move || follow(&buf, id, &stop, &final_scn))
+            let mode = match (side_index, id % 3) {
+                (false, _) if id % 2 == 0 => Mode::All,
+                (false, _) => Mode::Even,
+                (true, 0) => Mode::All,
+                (true, 1) => Mode::Even,
+                (true, _) => Mode::IndexedMod,
+            };
+            std::thread::spawn(move || follow(&buf, id, mode, &stop, &final_scn))
         })
         .collect();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

@@ -18,9 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_core::{
-    Checkpoint, ConsumptionMode, EventView, FrameHeader, KeyRef, SchemaId, SourceId,
-};
+use databus_core::{Checkpoint, ConsumptionMode, EventView, SchemaId, SourceId};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -31,7 +29,7 @@ use warp::{Filter, Rejection};
 use crate::config::HttpSettings;
 use crate::metrics as m;
 use crate::service::{IngestState, RelayService, SourceHandle, now_ns};
-use databus_buffer::{EmptyWindows, EventFilter, ReadError, ReadOutcome, WaitOutcome};
+use databus_buffer::{EmptyWindows, ReadError, ReadOutcome, WaitOutcome};
 use databus_filters::{Filter as KeyFilter, FilterError, FilterSpec};
 use databus_serde_formats::RegisteredSchema;
 use databus_serde_formats::json_text::{JsonPlan, write_event_json};
@@ -736,7 +734,6 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
     })?;
     m::stream_request(&source.name, p.format == StreamFormat::Json);
     let filter = KeyFilter::new(&p.filter);
-    let keep = |header: &FrameHeader, key: KeyRef<'_>| filter.matches(header, key);
     let deadline = Instant::now() + p.wait;
     let mut from = p.checkpoint.clone();
     let mut out = Vec::with_capacity(p.max_bytes.min(64 << 10));
@@ -771,16 +768,12 @@ async fn handle_stream(svc: Arc<RelayService>, p: StreamParams) -> Result<Respon
     let mut covered: Option<(Vec<u8>, ReadOutcome)> = None;
     let outcome = loop {
         out.clear();
-        let read = if filter.is_all() {
+        // The side index decides the filter without touching dropped frames (a plain scan without a
+        // filter, or for RANGE filters, which need the keys).
+        let read =
             source
                 .buffer
-                .read_with(&from, p.max_bytes, None, p.empty_windows, &mut out)
-        } else {
-            let keep: &EventFilter<'_> = &keep;
-            source
-                .buffer
-                .read_with(&from, p.max_bytes, Some(keep), p.empty_windows, &mut out)
-        };
+                .read_indexed(&from, p.max_bytes, &filter, p.empty_windows, &mut out);
         let timed_out = Instant::now() >= deadline;
         let waited_on = match read {
             Ok(o) => {

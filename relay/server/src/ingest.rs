@@ -461,6 +461,9 @@ fn append_error_message(scn: Scn, e: &AppendError) -> String {
             "cannot append to the event buffer at SCN {scn}: {e}; set this source's buffer_size in the relay configuration above the transaction's size (more than {}; windows are never split)",
             bytesize::ByteSize::b(*window_bytes)
         ),
+        AppendError::WindowTooManyFrames { frames, .. } => format!(
+            "cannot append to the event buffer at SCN {scn}: {e}; set this source's buffer_size in the relay configuration higher (its side index holds one entry per 16 bytes of a ninth of buffer_size; this transaction needs more than {frames}; windows are never split)"
+        ),
         _ => format!("cannot append to the event buffer at SCN {scn}: {e}"),
     }
 }

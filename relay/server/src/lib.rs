@@ -148,9 +148,12 @@ pub async fn run_with(
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
     for source in &config.sources {
-        let (writer, buffer) =
-            event_buffer(BufferConfig::new(source.buffer_bytes).awaiting_anchor())
-                .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
+        let (writer, buffer) = event_buffer(
+            BufferConfig::new(source.buffer_bytes)
+                .awaiting_anchor()
+                .with_side_index(),
+        )
+        .map_err(|e| RelayError::Setup(format!("buffer of source {}: {e}", source.name)))?;
         let handle = SourceHandle {
             name: source.name.clone(),
             buffer,

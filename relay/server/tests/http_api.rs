@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Resp, enc, get, request, shop_table};
 use databus_buffer::{BufferConfig, BufferWriter, EventBuffer, event_buffer};
 use databus_core::{Checkpoint, Event, Key, Opcode, PartitionId, SchemaId, Scn, SourceId};
-use databus_filters::bucket_of;
+use databus_filters::{Filter, FilterSpec, bucket_of};
 use databus_relay::config::{HttpSettings, RelayHttp};
 use databus_relay::{IngestState, IngestStatus, RelayService, SourceHandle};
 use databus_serde_formats::{Column, ColumnType, SchemaRegistry, TableSchema};
@@ -67,7 +67,10 @@ impl Relay {
     }
 
     async fn start_with(capacity: usize, http: HttpSettings) -> Relay {
-        let (shop, shop_buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
+        // "shop" has a side index, as a relay's buffers do (filtered streams read it); "other" has
+        // none (they scan frames).
+        let (shop, shop_buffer) =
+            event_buffer(BufferConfig::new(capacity).with_side_index()).unwrap();
         let (other, other_buffer) = event_buffer(BufferConfig::new(capacity)).unwrap();
         let shop_status = Arc::new(IngestStatus::default());
         let sources = vec![
@@ -222,7 +225,9 @@ async fn sources_schemas_status_and_health() {
     assert_eq!(shop["prev_scn"], Value::Null);
     assert_eq!(shop["events"], 1);
     assert_eq!(shop["windows"], 1);
-    assert_eq!(shop["capacity_bytes"], 1 << 20);
+    // The event ring: the configured size less the side index's ninth (whole 16-byte entries).
+    assert_eq!(shop["capacity_bytes"], (1 << 20) - (1 << 20) / 9 / 16 * 16);
+    assert_eq!(body["buffers"][1]["capacity_bytes"], 1 << 20);
     assert_eq!(shop["ingest"]["state"], "streaming");
     assert_eq!(shop["ingest"]["last_scn"], 5);
     assert_eq!(shop["ingest"]["position"], "0-1-5 mariadb-bin.000001:4567");
@@ -715,6 +720,86 @@ async fn long_poll_is_woken_by_the_writer_and_times_out_at_its_deadline() {
     let events = resp.events();
     assert_eq!(events.len(), 1);
     assert!(events[0].opcode.is_end_of_window());
+    relay.stop().await;
+}
+
+/// Filtered streams from a buffer with a side index (MOD, source lists, per-source MOD, and RANGE, which
+/// scans frames) in small responses, with and without coalesced markers: every client gets exactly the
+/// events its filter accepts, in order, and a window boundary for the last window.
+#[tokio::test]
+async fn filtered_streams_from_the_side_index_get_exactly_their_events() {
+    const WINDOWS: u64 = 60;
+    let mut relay = Relay::start(1 << 20).await;
+    let mut written: Vec<Event> = Vec::new();
+    for w in 1..=WINDOWS {
+        let events: Vec<Event> = (0..(w % 7))
+            .map(|i| {
+                let mut e = event(1 + ((w * 3 + i) % 4) as u16, (w * 100 + i) as i64 - 900, 30);
+                if i % 4 == 1 {
+                    e.key = Key::Bytes(format!("k{w}.{i}").into_bytes());
+                }
+                if w % 13 == 0 && i == 0 {
+                    e.opcode = Opcode::Truncate;
+                    e.key = Key::None;
+                }
+                e.scn = Scn::new(w);
+                e
+            })
+            .collect();
+        append_window(&mut relay.shop, Scn::new(w), w, &events);
+        written.extend(events);
+    }
+    assert!(relay.shop_buffer.has_side_index());
+    for query in [
+        "partition=mod:5:2",
+        "partition=mod:3:0&empty_windows=coalesce",
+        "sources=1,3&partition.3=mod:2:1",
+        "sources=2,4&partition=mod:8:1-5&empty_windows=coalesce",
+        "partition=range:100:0-40",
+    ] {
+        let filter =
+            Filter::new(&FilterSpec::from_query(query.split("&empty").next().unwrap()).unwrap());
+        let want: Vec<(u64, u16, Key)> = written
+            .iter()
+            .filter(|e| filter.matches_event(e))
+            .map(|e| (e.scn.get(), e.source.get(), e.key.clone()))
+            .collect();
+        let mut cp = Checkpoint::beginning();
+        let mut got = Vec::new();
+        let mut windows = Vec::new();
+        while cp.prev_scn != Some(Scn::new(WINDOWS)) {
+            let resp = get(
+                relay.addr,
+                &format!(
+                    "/v1/stream?buffer=shop&{query}&max_bytes=300&checkpoint={}",
+                    enc(&cp.to_json())
+                ),
+            )
+            .await;
+            assert_eq!(
+                resp.status,
+                200,
+                "{query}: {}",
+                String::from_utf8_lossy(&resp.body)
+            );
+            for e in resp.events() {
+                if e.opcode.is_end_of_window() {
+                    windows.push(e.scn.get());
+                } else {
+                    got.push((e.scn.get(), e.source.get(), e.key));
+                }
+            }
+            let next = resp.checkpoint();
+            assert_ne!(next, cp, "{query}: no progress");
+            cp = next;
+        }
+        assert_eq!(got, want, "{query}");
+        assert!(!want.is_empty(), "{query}");
+        assert_eq!(windows.last(), Some(&WINDOWS), "{query}");
+        if !query.contains("coalesce") {
+            assert_eq!(windows, (1..=WINDOWS).collect::<Vec<_>>(), "{query}");
+        }
+    }
     relay.stop().await;
 }
 
