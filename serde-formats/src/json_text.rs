@@ -403,7 +403,116 @@ fn write_str(out: &mut Vec<u8>, s: &str, json: bool) {
         write_json(out, &value);
         return;
     }
-    write_json(out, s);
+    // `s` is UTF-8 already.
+    let _ = write_utf8_string(out, s.as_bytes());
+}
+
+/// How [`write_utf8_string`] treats a byte: written as it is, escaped (the second byte of the escape,
+/// `u` for `\u00XX`), or the first byte of a multi-byte UTF-8 sequence (or not UTF-8 at all).
+const PLAIN: u8 = 0;
+const LEAD: u8 = 1;
+
+/// Per byte: [`PLAIN`], [`LEAD`] (0x80 and up), or the letter of its escape, exactly as `serde_json`
+/// escapes strings: `"` and `\`, and the control characters below 0x20 (`\b \t \n \f \r`, the others
+/// `\u00XX` with lowercase hex digits); 0x7f and everything non-ASCII are written as they are.
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    let mut b = 0x80;
+    while b < 0x100 {
+        t[b] = LEAD;
+        b += 1;
+    }
+    t
+};
+
+/// Whether any of the 8 bytes of `w` is not [`PLAIN`]: 0x80 and up, below 0x20, `"` or `\`. Exact as
+/// a whole (the per-byte flags of these tricks may be wrong above the first hit, the answer is not).
+#[inline]
+fn needs_attention(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    ((w | below_space) & HIGH) | quote | backslash != 0
+}
+
+/// The length of the UTF-8 sequence that starts `s` (its first byte is 0x80 or more), or `None` when
+/// `s` does not start with one (the rules of `std::str::from_utf8`: no overlong forms, no surrogates,
+/// nothing above U+10FFFF).
+#[inline]
+fn utf8_sequence(s: &[u8]) -> Option<usize> {
+    let cont = |i: usize| s.get(i).is_some_and(|&b| b & 0xc0 == 0x80);
+    let second = |lo: u8, hi: u8| s.get(1).is_some_and(|&b| (lo..=hi).contains(&b));
+    match s[0] {
+        0xc2..=0xdf if cont(1) => Some(2),
+        0xe0 if second(0xa0, 0xbf) && cont(2) => Some(3),
+        0xe1..=0xec | 0xee..=0xef if cont(1) && cont(2) => Some(3),
+        0xed if second(0x80, 0x9f) && cont(2) => Some(3),
+        0xf0 if second(0x90, 0xbf) && cont(2) && cont(3) => Some(4),
+        0xf1..=0xf3 if cont(1) && cont(2) && cont(3) => Some(4),
+        0xf4 if second(0x80, 0x8f) && cont(2) && cont(3) => Some(4),
+        _ => None,
+    }
+}
+
+/// Appends `s` as a JSON string, checking that it is UTF-8 and escaping it in one pass over its bytes
+/// (runs that need no escape are copied whole); the bytes of `serde_json::to_writer(out, s)`. On
+/// `Err` (`s` is not UTF-8) `out` holds a part of the string: the caller drops the event's text.
+fn write_utf8_string(out: &mut Vec<u8>, s: &[u8]) -> R<()> {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let mut run = 0;
+    let mut i = 0;
+    while i < s.len() {
+        // Eight plain bytes at a time.
+        while let Some(chunk) = s.get(i..i + 8) {
+            let w = u64::from_le_bytes(chunk.try_into().map_err(|_| Bail)?);
+            if needs_attention(w) {
+                break;
+            }
+            i += 8;
+        }
+        let Some(&b) = s.get(i) else { break };
+        match CLASS[usize::from(b)] {
+            PLAIN => i += 1,
+            LEAD => i += utf8_sequence(&s[i..]).ok_or(Bail)?,
+            escape => {
+                out.extend_from_slice(&s[run..i]);
+                if escape == b'u' {
+                    const HEX: &[u8; 16] = b"0123456789abcdef";
+                    out.extend_from_slice(&[
+                        b'\\',
+                        b'u',
+                        b'0',
+                        b'0',
+                        HEX[usize::from(b >> 4)],
+                        HEX[usize::from(b & 0xf)],
+                    ]);
+                } else {
+                    out.extend_from_slice(&[b'\\', escape]);
+                }
+                i += 1;
+                run = i;
+            }
+        }
+    }
+    out.extend_from_slice(&s[run..]);
+    out.push(b'"');
+    Ok(())
 }
 
 fn push_digits(out: &mut Vec<u8>, v: u64, width: usize) {
@@ -541,7 +650,8 @@ impl Renderer<'_> {
             }
             Node::Bytes => write_base64(out, input.bytes()?),
             Node::Fixed(n) => write_base64(out, input.take(*n)?),
-            Node::Str { json } => write_str(out, input.str()?, *json),
+            Node::Str { json: false } => write_utf8_string(out, input.bytes()?)?,
+            Node::Str { json: true } => write_str(out, input.str()?, true),
             Node::Enum { symbols, json } => {
                 let i = input.int()?;
                 let symbol = usize::try_from(i)
@@ -849,6 +959,9 @@ fn write_data_event(
     view: &EventView<'_>,
     out: &mut Vec<u8>,
 ) -> R<()> {
+    // Once per event: the header fields take under 256 bytes, and the payload's text is about twice its
+    // Avro binary (more only with many escapes; `Vec` then grows as usual).
+    out.reserve(256 + 2 * view.payload().len());
     out.push(b'{');
     if op == Opcode::Update
         && let Some(before) = view.before_image()
@@ -864,4 +977,111 @@ fn write_data_event(
     r.payload(root, view.row_image(), out)?;
     write_header_tail(out, view);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::write_utf8_string;
+
+    /// `write_utf8_string` against `serde_json` (the old renderer's string writer): the same bytes
+    /// for UTF-8 input, an error exactly when `std::str::from_utf8` refuses the bytes.
+    fn same_as_serde_json(bytes: &[u8]) {
+        let mut new = b"prefix".to_vec();
+        let done = write_utf8_string(&mut new, bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                assert!(done.is_ok(), "{bytes:?} refused");
+                let mut old = b"prefix".to_vec();
+                serde_json::to_writer(&mut old, s).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&new),
+                    String::from_utf8_lossy(&old),
+                    "{bytes:?}"
+                );
+                assert_eq!(new, old, "{bytes:?}");
+            }
+            Err(_) => assert!(done.is_err(), "{bytes:?} is not UTF-8 but was accepted"),
+        }
+    }
+
+    #[test]
+    fn every_byte_value_at_every_offset_of_the_eight_byte_chunks() {
+        for b in 0..=255u8 {
+            same_as_serde_json(&[b]);
+            same_as_serde_json(&[b; 9]);
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = b"abcdefghijklmnopq"[..len].to_vec();
+                    s[at] = b;
+                    same_as_serde_json(&s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_char_and_every_two_byte_start() {
+        let mut s = String::new();
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            s.clear();
+            s.push_str("abcdefg");
+            s.push(c);
+            s.push('"');
+            same_as_serde_json(s.as_bytes());
+        }
+        // Every pair of bytes, followed by continuation bytes and by ASCII: the UTF-8 checks of
+        // every lead byte against every second byte, truncated sequences included.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                same_as_serde_json(&[a, b]);
+                same_as_serde_json(&[a, b, 0x80, 0x80, b'x']);
+                same_as_serde_json(&[a, b, 0xbf, 0xbf]);
+                same_as_serde_json(&[b'x', a, b, 0x80]);
+            }
+        }
+    }
+
+    /// Mostly valid UTF-8 with escapes and multi-byte characters, sometimes damaged.
+    fn text_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![
+            any::<String>(),
+            "[a-z ]{0,40}",
+            "[\"\\\\/\u{0}-\u{1f}\u{7f}é日本😀a-z]{0,40}",
+            "([a-z]{0,12}[\"\\\\\n\t\u{1}é]){0,8}",
+        ];
+        (
+            text,
+            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            proptest::option::of(any::<prop::sample::Index>()),
+        )
+            .prop_map(|(text, damage, cut)| {
+                let mut bytes = text.into_bytes();
+                if let (Some((at, b)), false) = (damage, bytes.is_empty()) {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                if let (Some(at), false) = (cut, bytes.is_empty()) {
+                    bytes.truncate(at.index(bytes.len()));
+                }
+                bytes
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn generated_strings_render_as_serde_json(bytes in text_bytes()) {
+            same_as_serde_json(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_are_refused_exactly_when_not_utf8(
+            bytes in proptest::collection::vec(any::<u8>(), 0..40)
+        ) {
+            same_as_serde_json(&bytes);
+        }
+    }
 }
