@@ -437,17 +437,27 @@ static CLASS: [u8; 256] = {
     t
 };
 
-/// Whether any of the 8 bytes of `w` is not [`PLAIN`]: 0x80 and up, below 0x20, `"` or `\`. Exact as
-/// a whole (the per-byte flags of these tricks may be wrong above the first hit, the answer is not).
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `w` (little-endian) that `serde_json` escapes: below 0x20, `"` or
+/// `\\`. The lowest flag is exact (the first such byte); above it these tricks may flag other bytes too
+/// (a borrow carries into the next byte), and none is ever missed.
 #[inline]
-fn needs_attention(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
+fn escapes(w: u64) -> u64 {
     let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
-    let below_space = w.wrapping_sub(ONES * 0x20) & !w;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
     let quote = has_zero(w ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
-    ((w | below_space) & HIGH) | quote | backslash != 0
+    below_space | quote | backslash
+}
+
+/// The bits of the first `n` bytes of a little-endian word (`n` up to 8).
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX
+        .checked_shl(8 * n as u32)
+        .map_or(u64::MAX, |high| !high)
 }
 
 /// The length of the UTF-8 sequence that starts `s` (its first byte is 0x80 or more), or `None` when
@@ -469,48 +479,92 @@ fn utf8_sequence(s: &[u8]) -> Option<usize> {
     }
 }
 
-/// Appends `s` as a JSON string, checking that it is UTF-8 and escaping it in one pass over its bytes
-/// (runs that need no escape are copied whole); the bytes of `serde_json::to_writer(out, s)`. On
-/// `Err` (`s` is not UTF-8) `out` holds a part of the string: the caller drops the event's text.
+/// Appends `s` as a JSON string, checking that it is UTF-8 and escaping it in one pass over its bytes;
+/// the bytes of `serde_json::to_writer(out, s)`.
+///
+/// Eight bytes at a time: the bytes before the first one to escape are checked (each multi-byte
+/// character that starts among them is validated where it starts, found by its high bit) and written
+/// whole, the output cut back to them (no call to copy a short run). Then the byte to escape is
+/// escaped, or a character that crosses the eight bytes is checked and copied, and the next eight
+/// follow. On `Err` (`s` is not UTF-8) `out` holds a part of the string: the caller drops the event's
+/// text.
 fn write_utf8_string(out: &mut Vec<u8>, s: &[u8]) -> R<()> {
-    out.reserve(s.len() + 2);
+    out.reserve(s.len() + 10);
     out.push(b'"');
-    let mut run = 0;
     let mut i = 0;
     while i < s.len() {
-        // Eight plain bytes at a time.
-        while let Some(chunk) = s.get(i..i + 8) {
-            let w = u64::from_le_bytes(chunk.try_into().map_err(|_| Bail)?);
-            if needs_attention(w) {
+        let rest = s.len() - i;
+        let chunk: [u8; 8] = match s.get(i..i + 8) {
+            Some(chunk) => chunk.try_into().map_err(|_| Bail)?,
+            None => {
+                // The last bytes, padded with plain ones that are cut off below.
+                let mut padded = [b' '; 8];
+                padded[..rest].copy_from_slice(&s[i..]);
+                padded
+            }
+        };
+        let w = u64::from_le_bytes(chunk);
+        // Bytes before the first to escape (or the end of `s`) ...
+        let mut plain = ((escapes(w).trailing_zeros() / 8) as usize).min(rest);
+        // ... whose multi-byte characters are checked where they start. A continuation byte is
+        // never reached here: each character's bytes are cleared from `high` once checked.
+        let mut high = w & HIGH & low_bytes(plain);
+        while high != 0 {
+            let at = (high.trailing_zeros() / 8) as usize;
+            let len = utf8_sequence(&s[i + at..]).ok_or(Bail)?;
+            if at + len > plain {
+                // The character crosses the eight bytes (a byte to escape is never inside one: it
+                // is not a continuation byte, and the check above refused that): copied below.
+                plain = at;
                 break;
             }
-            i += 8;
+            high &= !low_bytes(at + len);
+        }
+        out.extend_from_slice(&chunk);
+        out.truncate(out.len() - 8 + plain);
+        i += plain;
+        if plain == 8 {
+            continue;
         }
         let Some(&b) = s.get(i) else { break };
         match CLASS[usize::from(b)] {
-            PLAIN => i += 1,
-            LEAD => i += utf8_sequence(&s[i..]).ok_or(Bail)?,
-            escape => {
-                out.extend_from_slice(&s[run..i]);
-                if escape == b'u' {
-                    const HEX: &[u8; 16] = b"0123456789abcdef";
-                    out.extend_from_slice(&[
-                        b'\\',
-                        b'u',
-                        b'0',
-                        b'0',
-                        HEX[usize::from(b >> 4)],
-                        HEX[usize::from(b & 0xf)],
-                    ]);
-                } else {
-                    out.extend_from_slice(&[b'\\', escape]);
-                }
+            // Not reached (the first flag is exact); written as it is, as it is plain.
+            PLAIN => {
+                out.push(b);
                 i += 1;
-                run = i;
+            }
+            LEAD => match utf8_sequence(&s[i..]).ok_or(Bail)? {
+                2 => {
+                    out.extend_from_slice(&[b, s[i + 1]]);
+                    i += 2;
+                }
+                3 => {
+                    out.extend_from_slice(&[b, s[i + 1], s[i + 2]]);
+                    i += 3;
+                }
+                _ => {
+                    out.extend_from_slice(&[b, s[i + 1], s[i + 2], s[i + 3]]);
+                    i += 4;
+                }
+            },
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+                i += 1;
+            }
+            escape => {
+                out.extend_from_slice(&[b'\\', escape]);
+                i += 1;
             }
         }
     }
-    out.extend_from_slice(&s[run..]);
     out.push(b'"');
     Ok(())
 }
@@ -543,12 +597,36 @@ fn push_year(out: &mut Vec<u8>, y: i64) {
     }
 }
 
+/// The last `N` decimal digits of `v`, zero-padded: a fixed-size piece of text (copied into the output
+/// without a call to copy a variable length).
+fn digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut text = [b'0'; N];
+    for d in text.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    text
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` (as `convert::format_datetime`).
 fn push_datetime(out: &mut Vec<u8>, micros: i64) {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let rest = micros.rem_euclid(MICROS_PER_DAY) as u64;
     let (y, m, d) = civil_from_days(days);
     let secs = rest / 1_000_000;
+    if (0..=9999).contains(&y) {
+        // The usual years: the text in one fixed-size piece.
+        let mut text = *b"0000-00-00T00:00:00.000000";
+        text[0..4].copy_from_slice(&digits::<4>(y as u64));
+        text[5..7].copy_from_slice(&digits::<2>(u64::from(m)));
+        text[8..10].copy_from_slice(&digits::<2>(u64::from(d)));
+        text[11..13].copy_from_slice(&digits::<2>(secs / 3600));
+        text[14..16].copy_from_slice(&digits::<2>(secs / 60 % 60));
+        text[17..19].copy_from_slice(&digits::<2>(secs % 60));
+        text[20..26].copy_from_slice(&digits::<6>(rest % 1_000_000));
+        out.extend_from_slice(&text);
+        return;
+    }
     push_year(out, y);
     out.push(b'-');
     push_digits(out, u64::from(m), 2);
@@ -571,6 +649,15 @@ fn push_time(out: &mut Vec<u8>, micros: i64) {
     }
     let abs = micros.unsigned_abs();
     let secs = abs / 1_000_000;
+    if secs / 3600 < 100 {
+        let mut text = *b"00:00:00.000000";
+        text[0..2].copy_from_slice(&digits::<2>(secs / 3600));
+        text[3..5].copy_from_slice(&digits::<2>(secs / 60 % 60));
+        text[6..8].copy_from_slice(&digits::<2>(secs % 60));
+        text[9..15].copy_from_slice(&digits::<6>(abs % 1_000_000));
+        out.extend_from_slice(&text);
+        return;
+    }
     push_digits(out, secs / 3600, 2);
     out.push(b':');
     push_digits(out, secs / 60 % 60, 2);
