@@ -23,7 +23,9 @@
 //!
 //! JSON is measured with both of the relay's renderers in the same run: `direct` (JSON written from
 //! the Avro binary, the default) and `values` (apache-avro `Value`s and `serde_json`, the renderer
-//! before it; `RelayService::use_value_json_renderer`). Each case drains the whole buffer from the
+//! before it; `RelayService::use_value_json_renderer`); `direct 1 thread` renders each answer on one
+//! thread (`RelayService::split_json_rendering(false)`) where the default renders answers of 64 KiB
+//! or more in two halves on two threads. Each case drains the whole buffer from the
 //! beginning, repeatedly, until at least `secs` seconds have passed; two rounds per case.
 //!
 //! With `SERVE_BENCH_TAIL=<path to a release databus binary>`, `databus tail --from-scn 0
@@ -45,6 +47,18 @@ use tokio_util::sync::CancellationToken;
 
 const EVENTS_PER_WINDOW: u64 = 10;
 const MAX_BYTES: usize = 1 << 20;
+
+/// How the relay renders `format=json`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// Straight from the Avro binary, answers of 64 KiB or more in two halves on two threads (the
+    /// default).
+    Direct,
+    /// Straight from the Avro binary, on one thread (`RelayService::split_json_rendering(false)`).
+    DirectOneThread,
+    /// Through apache-avro `Value`s and `serde_json` (the renderer before the direct one).
+    Values,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Consume {
@@ -348,55 +362,74 @@ async fn bench(events: u64, secs: f64) {
     ));
     let client = HttpClient::new(&format!("http://{addr}"), &ClientOptions::default()).unwrap();
 
-    let cases: [(&str, &str, bool, Consume); 8] = [
-        ("binary, frames parsed + CRCs", "", false, Consume::Frames),
+    // (label, query, renderer, consumer); the ratios printed below use these indexes.
+    let cases: [(&str, &str, Render, Consume); 10] = [
+        (
+            "binary, frames parsed + CRCs",
+            "",
+            Render::Direct,
+            Consume::Frames,
+        ),
         (
             "binary, not parsed (old client)",
             "",
-            false,
+            Render::Direct,
             Consume::Nothing,
         ),
         (
             "json values, lines parsed",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonParsed,
         ),
         (
             "json direct, lines parsed",
             "&format=json",
-            false,
+            Render::Direct,
             Consume::JsonParsed,
         ),
         (
             "json values, lines typed",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonTyped,
         ),
         (
             "json direct, lines typed",
             "&format=json",
-            false,
+            Render::Direct,
             Consume::JsonTyped,
         ),
         (
             "json values, read only",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonRead,
         ),
         (
             "json direct, read only",
             "&format=json",
-            false,
+            Render::Direct,
+            Consume::JsonRead,
+        ),
+        (
+            "json direct 1 thread, typed",
+            "&format=json",
+            Render::DirectOneThread,
+            Consume::JsonTyped,
+        ),
+        (
+            "json direct 1 thread, read only",
+            "&format=json",
+            Render::DirectOneThread,
             Consume::JsonRead,
         ),
     ];
     let mut rates = vec![Vec::new(); cases.len()];
     for round in 1..=2 {
-        for (i, (label, query, values, how)) in cases.iter().enumerate() {
-            service.use_value_json_renderer(*values);
+        for (i, (label, query, render, how)) in cases.iter().enumerate() {
+            service.use_value_json_renderer(*render == Render::Values);
+            service.split_json_rendering(*render != Render::DirectOneThread);
             let cpu = cpu_seconds();
             let start = Instant::now();
             let mut total = Drained::default();
@@ -444,6 +477,12 @@ async fn bench(events: u64, secs: f64) {
         best(5) / best(4),
         best(7) / best(6)
     );
+    println!(
+        "  json direct, two threads / one thread per large answer: lines typed {:.2}x, read only {:.2}x",
+        best(5) / best(8),
+        best(7) / best(9)
+    );
+    service.split_json_rendering(true);
     if let Some(databus) = std::env::var_os("SERVE_BENCH_TAIL") {
         // `databus tail` (a release binary) draining the same buffer, stdout to /dev/null: the JSON
         // path end to end through the real CLI (which parses every line and prints it).

@@ -898,7 +898,12 @@ fn render_json(
     checkpoint: &Checkpoint,
     more: bool,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut text = match split_point(frames) {
+    let split = if svc.splits_json_rendering() {
+        split_point(frames)
+    } else {
+        None
+    };
+    let mut text = match split {
         Some(mid) => {
             let (first, second) = frames.split_at(mid);
             std::thread::scope(|scope| {

@@ -637,6 +637,18 @@ async fn large_json_answer_renders_every_frame_once_in_order() {
             _ => assert_eq!(v["opcode"], "end_of_window", "{line}"),
         }
     }
+    // The same answer rendered on one thread: the same bytes.
+    relay.service.split_json_rendering(false);
+    let one_thread = get(
+        relay.addr,
+        "/v1/stream?buffer=shop&format=json&max_bytes=4194304",
+    )
+    .await;
+    relay.service.split_json_rendering(true);
+    assert!(
+        one_thread.body == big.body,
+        "one thread and two answer the same bytes"
+    );
     // The same frames in answers under 64 KiB: the same lines.
     let mut cp = Checkpoint::beginning();
     let mut small = Vec::new();
