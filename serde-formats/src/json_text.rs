@@ -85,49 +85,11 @@ enum LongKind {
     Bit,
 }
 
-/// The text of a record key (`"key":`, or `,"key":`), in a fixed-size array when it fits: writing it
-/// is then one fixed-size copy, the output cut back to its length, instead of a call to copy a
-/// variable length.
-#[derive(Debug)]
-enum KeyText {
-    Short { text: [u8; 32], len: usize },
-    Long(Box<[u8]>),
-}
-
-impl KeyText {
-    fn new(text: Vec<u8>) -> KeyText {
-        let mut short = [0; 32];
-        match short.get_mut(..text.len()) {
-            Some(head) => {
-                head.copy_from_slice(&text);
-                KeyText::Short {
-                    text: short,
-                    len: text.len(),
-                }
-            }
-            None => KeyText::Long(text.into_boxed_slice()),
-        }
-    }
-
-    #[inline]
-    fn write(&self, out: &mut Vec<u8>) {
-        match self {
-            KeyText::Short { text, len } => {
-                let end = out.len() + len;
-                out.extend_from_slice(text);
-                out.truncate(end);
-            }
-            KeyText::Long(text) => out.extend_from_slice(text),
-        }
-    }
-}
-
 #[derive(Debug)]
 struct Record {
     fields: Vec<Node>,
-    /// `(field index, "key":)` in the order the keys are written (from the second on, with the comma
-    /// before it: `,"key":`).
-    order: Vec<(usize, KeyText)>,
+    /// `(field index, "key":)` in the order the keys are written.
+    order: Vec<(usize, Box<[u8]>)>,
     /// Whether `order` is the fields' order (one pass, no spans).
     in_order: bool,
 }
@@ -243,12 +205,10 @@ fn compile(schema: &Schema, dtype: Option<&str>) -> Option<Node> {
             let in_order = keys.iter().enumerate().all(|(pos, (_, i))| pos == *i);
             let order = keys
                 .into_iter()
-                .enumerate()
-                .map(|(pos, (key, i))| {
-                    let mut text = if pos > 0 { vec![b','] } else { Vec::new() };
-                    serde_json::to_writer(&mut text, &key).ok()?;
+                .map(|(key, i)| {
+                    let mut text = serde_json::to_vec(&key).ok()?;
                     text.push(b':');
-                    Some((i, KeyText::new(text)))
+                    Some((i, text.into_boxed_slice()))
                 })
                 .collect::<Option<_>>()?;
             Node::Record(Record {
@@ -412,48 +372,6 @@ struct Scratch {
 fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     // Writing to a Vec cannot fail, and these values always serialize.
     let _ = serde_json::to_writer(&mut *out, value);
-}
-
-/// Two decimal digits per entry, `00` to `99`.
-static DIGIT_PAIRS: [u8; 200] = {
-    let mut t = [0; 200];
-    let mut i = 0;
-    while i < 100 {
-        t[2 * i] = b'0' + (i / 10) as u8;
-        t[2 * i + 1] = b'0' + (i % 10) as u8;
-        i += 1;
-    }
-    t
-};
-
-/// `v` in decimal, as `serde_json` writes it: digits formed in a fixed-size array and written in one
-/// fixed-size copy, the output cut back to their number.
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    let len = v.checked_ilog10().map_or(1, |l| l as usize + 1);
-    let mut text = [b'0'; 20];
-    let (mut rest, mut at) = (v, len);
-    while rest >= 100 {
-        let pair = (rest % 100) as usize * 2;
-        rest /= 100;
-        at -= 2;
-        text[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    }
-    if rest >= 10 {
-        let pair = rest as usize * 2;
-        text[at - 2..at].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
-    } else {
-        text[at - 1] = b'0' + rest as u8;
-    }
-    let end = out.len() + len;
-    out.extend_from_slice(&text);
-    out.truncate(end);
-}
-
-fn push_i64(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    push_u64(out, v.unsigned_abs());
 }
 
 fn write_float(out: &mut Vec<u8>, v: f64) {
@@ -675,7 +593,7 @@ fn push_year(out: &mut Vec<u8>, y: i64) {
         push_digits(out, y.unsigned_abs(), 4);
     } else {
         out.push(b'+');
-        push_u64(out, y as u64);
+        push_digits(out, y as u64, 1);
     }
 }
 
@@ -765,13 +683,13 @@ fn push_decimal(out: &mut Vec<u8>, bytes: &[u8], scale: usize) {
     }
     let abs = v.unsigned_abs();
     if scale == 0 {
-        push_u64(out, abs);
+        push_digits(out, abs, 1);
         return;
     }
     let pow = 10u64.checked_pow(scale as u32);
     match pow {
         Some(pow) => {
-            push_u64(out, abs / pow);
+            push_digits(out, abs / pow, 1);
             out.push(b'.');
             push_digits(out, abs % pow, scale);
         }
@@ -796,12 +714,12 @@ impl Renderer<'_> {
                 1 => out.extend_from_slice(b"true"),
                 _ => return Err(Bail),
             },
-            Node::Int => push_i64(out, i64::from(input.int()?)),
+            Node::Int => write_json(out, &input.int()?),
             Node::Long(kind) => {
                 let v = input.long()?;
                 match kind {
-                    LongKind::Plain => push_i64(out, v),
-                    LongKind::Bit => push_u64(out, v as u64),
+                    LongKind::Plain => write_json(out, &v),
+                    LongKind::Bit => write_json(out, &(v as u64)),
                     LongKind::Time => {
                         out.push(b'"');
                         push_time(out, v);
@@ -930,7 +848,7 @@ impl Renderer<'_> {
                 }
                 out.push(b'"');
             }
-            Node::Nanos => push_i64(out, input.long()?),
+            Node::Nanos => write_json(out, &input.long()?),
         }
         Ok(())
     }
@@ -938,8 +856,11 @@ impl Renderer<'_> {
     fn record(&mut self, r: &Record, input: &mut Input<'_>, out: &mut Vec<u8>) -> R<()> {
         out.push(b'{');
         if r.in_order {
-            for (i, key) in &r.order {
-                key.write(out);
+            for (pos, (i, key)) in r.order.iter().enumerate() {
+                if pos > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(key);
                 self.value(&r.fields[*i], input, out)?;
             }
         } else {
@@ -951,8 +872,11 @@ impl Renderer<'_> {
                 self.scratch.spans.push((start, input.pos));
             }
             let end = input.pos;
-            for (i, key) in &r.order {
-                key.write(out);
+            for (pos, (i, key)) in r.order.iter().enumerate() {
+                if pos > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(key);
                 let (start, stop) = self.scratch.spans[base + i];
                 input.pos = start;
                 self.value(&r.fields[*i], input, out)?;
@@ -1027,7 +951,7 @@ impl Renderer<'_> {
 
 fn write_key(out: &mut Vec<u8>, key: KeyRef<'_>) {
     match key {
-        KeyRef::Int(v) => push_i64(out, v),
+        KeyRef::Int(v) => write_json(out, &v),
         KeyRef::Bytes(b) => {
             out.extend_from_slice(b"{\"bytes_base64\":");
             write_base64(out, b);
@@ -1042,7 +966,7 @@ fn write_opcode_partition(out: &mut Vec<u8>, view: &EventView<'_>) {
     out.extend_from_slice(b",\"opcode\":\"");
     out.extend_from_slice(databus_core::json::opcode_name(view.opcode()).as_bytes());
     out.extend_from_slice(b"\",\"partition\":");
-    push_u64(out, u64::from(view.partition().get()));
+    write_json(out, &view.partition().get());
 }
 
 /// The header fields after `payload` (`schema`, `scn`, `source`, `timestamp_ns`) and the closing brace.
@@ -1053,11 +977,11 @@ fn write_header_tail(out: &mut Vec<u8>, view: &EventView<'_>) {
         out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
     }
     out.extend_from_slice(b"\",\"scn\":");
-    push_u64(out, view.scn().get());
+    write_json(out, &view.scn().get());
     out.extend_from_slice(b",\"source\":");
-    push_u64(out, u64::from(view.source().get()));
+    write_json(out, &view.source().get());
     out.extend_from_slice(b",\"timestamp_ns\":");
-    push_u64(out, view.timestamp_ns());
+    write_json(out, &view.timestamp_ns());
     out.push(b'}');
 }
 
@@ -1146,43 +1070,7 @@ fn write_data_event(
 mod tests {
     use proptest::prelude::*;
 
-    use super::{push_i64, push_u64, write_utf8_string};
-
-    #[test]
-    fn integers_are_written_as_serde_json_writes_them() {
-        let mut values = vec![0, 1, -1, i64::MIN, i64::MAX, i64::MIN + 1];
-        let mut p = 1i64;
-        while let Some(next) = p.checked_mul(10) {
-            values.extend([p - 1, p, p + 1, -p, -p + 1, -p - 1]);
-            p = next;
-        }
-        let mut x = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..10_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            values.push(x as i64);
-            values.push((x >> (x % 64)) as i64);
-        }
-        for v in values {
-            let mut out = b"x".to_vec();
-            push_i64(&mut out, v);
-            assert_eq!(
-                out,
-                format!("x{}", serde_json::to_string(&v).unwrap()).as_bytes()
-            );
-            let u = v as u64;
-            let mut out = b"x".to_vec();
-            push_u64(&mut out, u);
-            assert_eq!(
-                out,
-                format!("x{}", serde_json::to_string(&u).unwrap()).as_bytes()
-            );
-        }
-        let mut out = Vec::new();
-        push_u64(&mut out, u64::MAX);
-        assert_eq!(out, u64::MAX.to_string().as_bytes());
-    }
+    use super::write_utf8_string;
 
     /// `write_utf8_string` against `serde_json` (the old renderer's string writer): the same bytes
     /// for UTF-8 input, an error exactly when `std::str::from_utf8` refuses the bytes.
