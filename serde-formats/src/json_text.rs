@@ -403,7 +403,170 @@ fn write_str(out: &mut Vec<u8>, s: &str, json: bool) {
         write_json(out, &value);
         return;
     }
-    write_json(out, s);
+    // `s` is UTF-8 already.
+    let _ = write_utf8_string(out, s.as_bytes());
+}
+
+/// How [`write_utf8_string`] treats a byte: written as it is, escaped (the second byte of the escape,
+/// `u` for `\u00XX`), or the first byte of a multi-byte UTF-8 sequence (or not UTF-8 at all).
+const PLAIN: u8 = 0;
+const LEAD: u8 = 1;
+
+/// Per byte: [`PLAIN`], [`LEAD`] (0x80 and up), or the letter of its escape, exactly as `serde_json`
+/// escapes strings: `"` and `\`, and the control characters below 0x20 (`\b \t \n \f \r`, the others
+/// `\u00XX` with lowercase hex digits); 0x7f and everything non-ASCII are written as they are.
+static CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut b = 0;
+    while b < 0x20 {
+        t[b] = b'u';
+        b += 1;
+    }
+    t[0x08] = b'b';
+    t[0x09] = b't';
+    t[0x0a] = b'n';
+    t[0x0c] = b'f';
+    t[0x0d] = b'r';
+    t[b'"' as usize] = b'"';
+    t[b'\\' as usize] = b'\\';
+    let mut b = 0x80;
+    while b < 0x100 {
+        t[b] = LEAD;
+        b += 1;
+    }
+    t
+};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of every byte of `w` (little-endian) that `serde_json` escapes: below 0x20, `"` or
+/// `\\`. The lowest flag is exact (the first such byte); above it these tricks may flag other bytes too
+/// (a borrow carries into the next byte), and none is ever missed.
+#[inline]
+fn escapes(w: u64) -> u64 {
+    let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let below_space = w.wrapping_sub(ONES * 0x20) & !w & HIGH;
+    let quote = has_zero(w ^ (ONES * u64::from(b'"')));
+    let backslash = has_zero(w ^ (ONES * u64::from(b'\\')));
+    below_space | quote | backslash
+}
+
+/// The bits of the first `n` bytes of a little-endian word (`n` up to 8).
+#[inline]
+fn low_bytes(n: usize) -> u64 {
+    u64::MAX
+        .checked_shl(8 * n as u32)
+        .map_or(u64::MAX, |high| !high)
+}
+
+/// The length of the UTF-8 sequence that starts `s` (its first byte is 0x80 or more), or `None` when
+/// `s` does not start with one (the rules of `std::str::from_utf8`: no overlong forms, no surrogates,
+/// nothing above U+10FFFF).
+#[inline]
+fn utf8_sequence(s: &[u8]) -> Option<usize> {
+    let cont = |i: usize| s.get(i).is_some_and(|&b| b & 0xc0 == 0x80);
+    let second = |lo: u8, hi: u8| s.get(1).is_some_and(|&b| (lo..=hi).contains(&b));
+    match s[0] {
+        0xc2..=0xdf if cont(1) => Some(2),
+        0xe0 if second(0xa0, 0xbf) && cont(2) => Some(3),
+        0xe1..=0xec | 0xee..=0xef if cont(1) && cont(2) => Some(3),
+        0xed if second(0x80, 0x9f) && cont(2) => Some(3),
+        0xf0 if second(0x90, 0xbf) && cont(2) && cont(3) => Some(4),
+        0xf1..=0xf3 if cont(1) && cont(2) && cont(3) => Some(4),
+        0xf4 if second(0x80, 0x8f) && cont(2) && cont(3) => Some(4),
+        _ => None,
+    }
+}
+
+/// Appends `s` as a JSON string, checking that it is UTF-8 and escaping it in one pass over its bytes;
+/// the bytes of `serde_json::to_writer(out, s)`.
+///
+/// Eight bytes at a time: the bytes before the first one to escape are checked (each multi-byte
+/// character that starts among them is validated where it starts, found by its high bit) and written
+/// whole, the output cut back to them (no call to copy a short run). Then the byte to escape is
+/// escaped, or a character that crosses the eight bytes is checked and copied, and the next eight
+/// follow. On `Err` (`s` is not UTF-8) `out` holds a part of the string: the caller drops the event's
+/// text.
+fn write_utf8_string(out: &mut Vec<u8>, s: &[u8]) -> R<()> {
+    out.reserve(s.len() + 10);
+    out.push(b'"');
+    let mut i = 0;
+    while i < s.len() {
+        let rest = s.len() - i;
+        let chunk: [u8; 8] = match s.get(i..i + 8) {
+            Some(chunk) => chunk.try_into().map_err(|_| Bail)?,
+            None => {
+                // The last bytes, padded with plain ones that are cut off below.
+                let mut padded = [b' '; 8];
+                padded[..rest].copy_from_slice(&s[i..]);
+                padded
+            }
+        };
+        let w = u64::from_le_bytes(chunk);
+        // Bytes before the first to escape (or the end of `s`) ...
+        let mut plain = ((escapes(w).trailing_zeros() / 8) as usize).min(rest);
+        // ... whose multi-byte characters are checked where they start. A continuation byte is
+        // never reached here: each character's bytes are cleared from `high` once checked.
+        let mut high = w & HIGH & low_bytes(plain);
+        while high != 0 {
+            let at = (high.trailing_zeros() / 8) as usize;
+            let len = utf8_sequence(&s[i + at..]).ok_or(Bail)?;
+            if at + len > plain {
+                // The character crosses the eight bytes (a byte to escape is never inside one: it
+                // is not a continuation byte, and the check above refused that): copied below.
+                plain = at;
+                break;
+            }
+            high &= !low_bytes(at + len);
+        }
+        out.extend_from_slice(&chunk);
+        out.truncate(out.len() - 8 + plain);
+        i += plain;
+        if plain == 8 {
+            continue;
+        }
+        let Some(&b) = s.get(i) else { break };
+        match CLASS[usize::from(b)] {
+            // Not reached (the first flag is exact); written as it is, as it is plain.
+            PLAIN => {
+                out.push(b);
+                i += 1;
+            }
+            LEAD => match utf8_sequence(&s[i..]).ok_or(Bail)? {
+                2 => {
+                    out.extend_from_slice(&[b, s[i + 1]]);
+                    i += 2;
+                }
+                3 => {
+                    out.extend_from_slice(&[b, s[i + 1], s[i + 2]]);
+                    i += 3;
+                }
+                _ => {
+                    out.extend_from_slice(&[b, s[i + 1], s[i + 2], s[i + 3]]);
+                    i += 4;
+                }
+            },
+            b'u' => {
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.extend_from_slice(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(b >> 4)],
+                    HEX[usize::from(b & 0xf)],
+                ]);
+                i += 1;
+            }
+            escape => {
+                out.extend_from_slice(&[b'\\', escape]);
+                i += 1;
+            }
+        }
+    }
+    out.push(b'"');
+    Ok(())
 }
 
 fn push_digits(out: &mut Vec<u8>, v: u64, width: usize) {
@@ -434,12 +597,36 @@ fn push_year(out: &mut Vec<u8>, y: i64) {
     }
 }
 
+/// The last `N` decimal digits of `v`, zero-padded: a fixed-size piece of text (copied into the output
+/// without a call to copy a variable length).
+fn digits<const N: usize>(mut v: u64) -> [u8; N] {
+    let mut text = [b'0'; N];
+    for d in text.iter_mut().rev() {
+        *d = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    text
+}
+
 /// `YYYY-MM-DDTHH:MM:SS.ffffff` (as `convert::format_datetime`).
 fn push_datetime(out: &mut Vec<u8>, micros: i64) {
     let days = micros.div_euclid(MICROS_PER_DAY);
     let rest = micros.rem_euclid(MICROS_PER_DAY) as u64;
     let (y, m, d) = civil_from_days(days);
     let secs = rest / 1_000_000;
+    if (0..=9999).contains(&y) {
+        // The usual years: the text in one fixed-size piece.
+        let mut text = *b"0000-00-00T00:00:00.000000";
+        text[0..4].copy_from_slice(&digits::<4>(y as u64));
+        text[5..7].copy_from_slice(&digits::<2>(u64::from(m)));
+        text[8..10].copy_from_slice(&digits::<2>(u64::from(d)));
+        text[11..13].copy_from_slice(&digits::<2>(secs / 3600));
+        text[14..16].copy_from_slice(&digits::<2>(secs / 60 % 60));
+        text[17..19].copy_from_slice(&digits::<2>(secs % 60));
+        text[20..26].copy_from_slice(&digits::<6>(rest % 1_000_000));
+        out.extend_from_slice(&text);
+        return;
+    }
     push_year(out, y);
     out.push(b'-');
     push_digits(out, u64::from(m), 2);
@@ -462,6 +649,15 @@ fn push_time(out: &mut Vec<u8>, micros: i64) {
     }
     let abs = micros.unsigned_abs();
     let secs = abs / 1_000_000;
+    if secs / 3600 < 100 {
+        let mut text = *b"00:00:00.000000";
+        text[0..2].copy_from_slice(&digits::<2>(secs / 3600));
+        text[3..5].copy_from_slice(&digits::<2>(secs / 60 % 60));
+        text[6..8].copy_from_slice(&digits::<2>(secs % 60));
+        text[9..15].copy_from_slice(&digits::<6>(abs % 1_000_000));
+        out.extend_from_slice(&text);
+        return;
+    }
     push_digits(out, secs / 3600, 2);
     out.push(b':');
     push_digits(out, secs / 60 % 60, 2);
@@ -541,7 +737,8 @@ impl Renderer<'_> {
             }
             Node::Bytes => write_base64(out, input.bytes()?),
             Node::Fixed(n) => write_base64(out, input.take(*n)?),
-            Node::Str { json } => write_str(out, input.str()?, *json),
+            Node::Str { json: false } => write_utf8_string(out, input.bytes()?)?,
+            Node::Str { json: true } => write_str(out, input.str()?, true),
             Node::Enum { symbols, json } => {
                 let i = input.int()?;
                 let symbol = usize::try_from(i)
@@ -849,6 +1046,9 @@ fn write_data_event(
     view: &EventView<'_>,
     out: &mut Vec<u8>,
 ) -> R<()> {
+    // Once per event: the header fields take under 256 bytes, and the payload's text is about twice its
+    // Avro binary (more only with many escapes; `Vec` then grows as usual).
+    out.reserve(256 + 2 * view.payload().len());
     out.push(b'{');
     if op == Opcode::Update
         && let Some(before) = view.before_image()
@@ -864,4 +1064,111 @@ fn write_data_event(
     r.payload(root, view.row_image(), out)?;
     write_header_tail(out, view);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::write_utf8_string;
+
+    /// `write_utf8_string` against `serde_json` (the old renderer's string writer): the same bytes
+    /// for UTF-8 input, an error exactly when `std::str::from_utf8` refuses the bytes.
+    fn same_as_serde_json(bytes: &[u8]) {
+        let mut new = b"prefix".to_vec();
+        let done = write_utf8_string(&mut new, bytes);
+        match std::str::from_utf8(bytes) {
+            Ok(s) => {
+                assert!(done.is_ok(), "{bytes:?} refused");
+                let mut old = b"prefix".to_vec();
+                serde_json::to_writer(&mut old, s).unwrap();
+                assert_eq!(
+                    String::from_utf8_lossy(&new),
+                    String::from_utf8_lossy(&old),
+                    "{bytes:?}"
+                );
+                assert_eq!(new, old, "{bytes:?}");
+            }
+            Err(_) => assert!(done.is_err(), "{bytes:?} is not UTF-8 but was accepted"),
+        }
+    }
+
+    #[test]
+    fn every_byte_value_at_every_offset_of_the_eight_byte_chunks() {
+        for b in 0..=255u8 {
+            same_as_serde_json(&[b]);
+            same_as_serde_json(&[b; 9]);
+            for len in 1..=17 {
+                for at in 0..len {
+                    let mut s = b"abcdefghijklmnopq"[..len].to_vec();
+                    s[at] = b;
+                    same_as_serde_json(&s);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_char_and_every_two_byte_start() {
+        let mut s = String::new();
+        for c in (0..=0x10_ffff).filter_map(char::from_u32) {
+            s.clear();
+            s.push_str("abcdefg");
+            s.push(c);
+            s.push('"');
+            same_as_serde_json(s.as_bytes());
+        }
+        // Every pair of bytes, followed by continuation bytes and by ASCII: the UTF-8 checks of
+        // every lead byte against every second byte, truncated sequences included.
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                same_as_serde_json(&[a, b]);
+                same_as_serde_json(&[a, b, 0x80, 0x80, b'x']);
+                same_as_serde_json(&[a, b, 0xbf, 0xbf]);
+                same_as_serde_json(&[b'x', a, b, 0x80]);
+            }
+        }
+    }
+
+    /// Mostly valid UTF-8 with escapes and multi-byte characters, sometimes damaged.
+    fn text_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let text = prop_oneof![
+            any::<String>(),
+            "[a-z ]{0,40}",
+            "[\"\\\\/\u{0}-\u{1f}\u{7f}é日本😀a-z]{0,40}",
+            "([a-z]{0,12}[\"\\\\\n\t\u{1}é]){0,8}",
+        ];
+        (
+            text,
+            proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+            proptest::option::of(any::<prop::sample::Index>()),
+        )
+            .prop_map(|(text, damage, cut)| {
+                let mut bytes = text.into_bytes();
+                if let (Some((at, b)), false) = (damage, bytes.is_empty()) {
+                    let at = at.index(bytes.len());
+                    bytes[at] = b;
+                }
+                if let (Some(at), false) = (cut, bytes.is_empty()) {
+                    bytes.truncate(at.index(bytes.len()));
+                }
+                bytes
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(5000))]
+
+        #[test]
+        fn generated_strings_render_as_serde_json(bytes in text_bytes()) {
+            same_as_serde_json(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_are_refused_exactly_when_not_utf8(
+            bytes in proptest::collection::vec(any::<u8>(), 0..40)
+        ) {
+            same_as_serde_json(&bytes);
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Serving rate of the real relay server over loopback HTTP, measured at a client that does what a
 //! user's process does with each answer. Prints figures and ratios; asserts nothing about time. Run
 //! with `cargo bench -p databus-relay --bench serve` (arguments: number of events, default 1000000;
-//! `secs=<n>` the shortest measurement per case, default 4).
+//! `secs=<n>` the shortest measurement per case, default 4; `only=<text>` the cases whose label
+//! contains the text, and the first).
 //!
 //! The buffer holds rows of a realistic table (BIGINT id, 2 INTs, VARCHAR of 0-80 characters with some
 //! non-ASCII and quotes, DATETIME(6), DECIMAL(12,2), DOUBLE, nullable TEXT of 10-200 characters),
@@ -18,12 +19,14 @@
 //!   `jq` consumer would), the last line checked to be the checkpoint;
 //! - **json, typed**: every line parsed with `serde_json` into typed structs of the event and its row
 //!   (strings borrowed unless escaped), as a Rust consumer of the JSON would; SCNs checked;
-//! - **json, read only**: the body read and its lines counted, nothing parsed: what the relay itself
-//!   delivers.
+//! - **json, read only**: the body read and its lines counted (newlines found as `BufRead` finds
+//!   them), nothing parsed: what the relay itself delivers.
 //!
 //! JSON is measured with both of the relay's renderers in the same run: `direct` (JSON written from
 //! the Avro binary, the default) and `values` (apache-avro `Value`s and `serde_json`, the renderer
-//! before it; `RelayService::use_value_json_renderer`). Each case drains the whole buffer from the
+//! before it; `RelayService::use_value_json_renderer`); `direct 1 thread` renders each answer on one
+//! thread (`RelayService::split_json_rendering(false)`) where the default renders answers of 64 KiB
+//! or more in two halves on two threads. Each case drains the whole buffer from the
 //! beginning, repeatedly, until at least `secs` seconds have passed; two rounds per case.
 //!
 //! With `SERVE_BENCH_TAIL=<path to a release databus binary>`, `databus tail --from-scn 0
@@ -45,6 +48,18 @@ use tokio_util::sync::CancellationToken;
 
 const EVENTS_PER_WINDOW: u64 = 10;
 const MAX_BYTES: usize = 1 << 20;
+
+/// How the relay renders `format=json`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Render {
+    /// Straight from the Avro binary, answers of 64 KiB or more in two halves on two threads (the
+    /// default).
+    Direct,
+    /// Straight from the Avro binary, on one thread (`RelayService::split_json_rendering(false)`).
+    DirectOneThread,
+    /// Through apache-avro `Value`s and `serde_json` (the renderer before the direct one).
+    Values,
+}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Consume {
@@ -159,14 +174,19 @@ fn consume(body: &[u8], how: Consume, last_scn: &mut u64) -> u64 {
         Consume::JsonRead => {
             // Lines minus the checkpoint line minus end-of-window lines (key null, opcode
             // end_of_window: the keys are sorted).
+            // The next line found as `BufRead` finds it (std's word-at-a-time newline search), not
+            // byte by byte (which cost this client more than the relay's own work per event).
+            use std::io::BufRead as _;
             let mut events = 0;
-            for line in body.split(|&b| b == b'\n') {
-                if !line.is_empty()
-                    && !line.starts_with(b"{\"key\":null,\"opcode\":\"end_of_window\"")
-                    && !line.starts_with(b"{\"checkpoint\"")
+            let mut rest = body;
+            while !rest.is_empty() {
+                if !rest.starts_with(b"\n")
+                    && !rest.starts_with(b"{\"key\":null,\"opcode\":\"end_of_window\"")
+                    && !rest.starts_with(b"{\"checkpoint\"")
                 {
                     events += 1;
                 }
+                rest.skip_until(b'\n').expect("reading a slice");
             }
             events
         }
@@ -258,15 +278,20 @@ fn main() {
         .iter()
         .find_map(|a| a.strip_prefix("secs=")?.parse().ok())
         .unwrap_or(4.0);
+    // `only=<text>`: the cases whose label contains it (the binary case is always run, for the ratios).
+    let only = args
+        .iter()
+        .find_map(|a| a.strip_prefix("only="))
+        .map(str::to_owned);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(bench(events, secs));
+    runtime.block_on(bench(events, secs, only));
 }
 
-async fn bench(events: u64, secs: f64) {
+async fn bench(events: u64, secs: f64, only: Option<String>) {
     let registry = Arc::new(SchemaRegistry::in_memory());
     let table = orders_table();
     let schema = registry.register(&table).unwrap();
@@ -348,55 +373,82 @@ async fn bench(events: u64, secs: f64) {
     ));
     let client = HttpClient::new(&format!("http://{addr}"), &ClientOptions::default()).unwrap();
 
-    let cases: [(&str, &str, bool, Consume); 8] = [
-        ("binary, frames parsed + CRCs", "", false, Consume::Frames),
+    // (label, query, renderer, consumer); the ratios printed below use these indexes.
+    let cases: [(&str, &str, Render, Consume); 10] = [
+        (
+            "binary, frames parsed + CRCs",
+            "",
+            Render::Direct,
+            Consume::Frames,
+        ),
         (
             "binary, not parsed (old client)",
             "",
-            false,
+            Render::Direct,
             Consume::Nothing,
         ),
         (
             "json values, lines parsed",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonParsed,
         ),
         (
             "json direct, lines parsed",
             "&format=json",
-            false,
+            Render::Direct,
             Consume::JsonParsed,
         ),
         (
             "json values, lines typed",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonTyped,
         ),
         (
             "json direct, lines typed",
             "&format=json",
-            false,
+            Render::Direct,
             Consume::JsonTyped,
         ),
         (
             "json values, read only",
             "&format=json",
-            true,
+            Render::Values,
             Consume::JsonRead,
         ),
         (
             "json direct, read only",
             "&format=json",
-            false,
+            Render::Direct,
+            Consume::JsonRead,
+        ),
+        (
+            "json direct 1 thread, typed",
+            "&format=json",
+            Render::DirectOneThread,
+            Consume::JsonTyped,
+        ),
+        (
+            "json direct 1 thread, read only",
+            "&format=json",
+            Render::DirectOneThread,
             Consume::JsonRead,
         ),
     ];
     let mut rates = vec![Vec::new(); cases.len()];
     for round in 1..=2 {
-        for (i, (label, query, values, how)) in cases.iter().enumerate() {
-            service.use_value_json_renderer(*values);
+        for (i, (label, query, render, how)) in cases.iter().enumerate() {
+            if i > 0
+                && only
+                    .as_ref()
+                    .is_some_and(|only| !label.contains(only.as_str()))
+            {
+                rates[i].push(f64::NAN);
+                continue;
+            }
+            service.use_value_json_renderer(*render == Render::Values);
+            service.split_json_rendering(*render != Render::DirectOneThread);
             let cpu = cpu_seconds();
             let start = Instant::now();
             let mut total = Drained::default();
@@ -444,6 +496,12 @@ async fn bench(events: u64, secs: f64) {
         best(5) / best(4),
         best(7) / best(6)
     );
+    println!(
+        "  json direct, two threads / one thread per large answer: lines typed {:.2}x, read only {:.2}x",
+        best(5) / best(8),
+        best(7) / best(9)
+    );
+    service.split_json_rendering(true);
     if let Some(databus) = std::env::var_os("SERVE_BENCH_TAIL") {
         // `databus tail` (a release binary) draining the same buffer, stdout to /dev/null: the JSON
         // path end to end through the real CLI (which parses every line and prints it).

@@ -873,17 +873,87 @@ fn not_positioned(source: &SourceHandle) -> ApiError {
     ))
 }
 
+/// Answers of at least this many bytes of frames are rendered as JSON in two halves on two threads
+/// (rendering costs about 1 µs per event; a thread costs tens of µs to start).
+pub const SPLIT_JSON_RENDER_BYTES: usize = 64 << 10;
+
 /// The JSON-lines body: one line per frame of `frames`, then the checkpoint line. Each event is
 /// `core::json`'s header fields plus `payload`, the record decoded with its writer schema from the
 /// registry (or `payload_base64` when the schema is unknown or the payload does not decode, with
 /// `decode_error` saying why); see `databus_serde_formats::json_text`.
+///
+/// From [`SPLIT_JSON_RENDER_BYTES`] of frames on, the frames are cut in two at the first frame
+/// boundary at or past their middle; a second thread renders the second half while this one renders the first,
+/// and the second half's lines are appended after the first's: every frame is rendered once, in order.
 fn render_json(
     svc: &RelayService,
     frames: &[u8],
     checkpoint: &Checkpoint,
     more: bool,
 ) -> Result<Vec<u8>, ApiError> {
-    let mut text = Vec::with_capacity(frames.len() * 2);
+    let split = if svc.splits_json_rendering() {
+        split_point(frames)
+    } else {
+        None
+    };
+    let mut text = match split {
+        Some(mid) => {
+            let (first, second) = frames.split_at(mid);
+            std::thread::scope(|scope| {
+                let other = std::thread::Builder::new()
+                    .name("json-render".into())
+                    .spawn_scoped(scope, || render_lines(svc, second, 0));
+                // The first half's buffer holds the whole answer: the second half is copied in once.
+                let mut text = render_lines(svc, first, frames.len() * 2)?;
+                let rest = match other {
+                    Ok(handle) => handle.join().map_err(|_| {
+                        ApiError::Internal("JSON rendering of the second half panicked".into())
+                    })??,
+                    // No thread to be had: render the second half here.
+                    Err(_) => render_lines(svc, second, 0)?,
+                };
+                text.extend_from_slice(&rest);
+                Ok::<_, ApiError>(text)
+            })?
+        }
+        None => render_lines(svc, frames, frames.len() * 2)?,
+    };
+    let _ = serde_json::to_writer(
+        &mut text,
+        &json!({ "checkpoint": checkpoint, "more": more }),
+    );
+    text.push(b'\n');
+    Ok(text)
+}
+
+/// Where [`render_json`] cuts `frames` in two (the first frame boundary at or past the middle), or
+/// `None` to render them on one thread: fewer than [`SPLIT_JSON_RENDER_BYTES`], a single frame, or a
+/// header that does not parse (rendering reports it).
+fn split_point(frames: &[u8]) -> Option<usize> {
+    if frames.len() < SPLIT_JSON_RENDER_BYTES {
+        return None;
+    }
+    let half = frames.len() / 2;
+    let (mut at, mut before) = (0, 0);
+    while at < half {
+        // The buffer built and verified these frames; rendering checks each one fully.
+        let len = FrameHeader::parse_verified_earlier(&frames[at..])
+            .ok()?
+            .frame_len();
+        before = at;
+        at += len;
+    }
+    if at < frames.len() {
+        Some(at)
+    } else {
+        // The last frame spans the middle: cut before it.
+        (before > 0).then_some(before)
+    }
+}
+
+/// One JSON line per frame of `frames`, in a buffer of at least `capacity` bytes.
+fn render_lines(svc: &RelayService, frames: &[u8], capacity: usize) -> Result<Vec<u8>, ApiError> {
+    let mut text = Vec::with_capacity(capacity.max(frames.len() * 2));
     let values = svc.uses_value_json_renderer();
     // Consecutive events mostly share a schema: look its plan up once per run of them.
     let mut plan: Option<(SchemaId, Option<Arc<JsonPlan>>)> = None;
@@ -906,11 +976,6 @@ fn render_json(
         }
         text.push(b'\n');
     }
-    let _ = serde_json::to_writer(
-        &mut text,
-        &json!({ "checkpoint": checkpoint, "more": more }),
-    );
-    text.push(b'\n');
     Ok(text)
 }
 
@@ -1041,6 +1106,54 @@ mod tests {
 
     fn http() -> HttpSettings {
         HttpSettings::defaults::<crate::config::RelayHttp>()
+    }
+
+    fn frames_of(payload_lens: &[usize]) -> (Vec<u8>, Vec<usize>) {
+        let (mut frames, mut starts) = (Vec::new(), Vec::new());
+        for (i, &len) in payload_lens.iter().enumerate() {
+            starts.push(frames.len());
+            let payload = vec![7u8; len];
+            let key = i as i64;
+            databus_core::EventBuilder::new(
+                databus_core::Scn::new(1),
+                databus_core::Opcode::Upsert,
+            )
+            .key(KeyRef::Int(key))
+            .payload(&payload)
+            .write_to_vec(&mut frames);
+        }
+        (frames, starts)
+    }
+
+    #[test]
+    fn json_answers_split_at_the_frame_boundary_nearest_past_the_middle() {
+        // Under 64 KiB: one thread.
+        let (frames, _) = frames_of(&[100; 300]);
+        assert!(frames.len() < SPLIT_JSON_RENDER_BYTES);
+        assert_eq!(split_point(&frames), None);
+        // Even frames: the first boundary at or past the middle.
+        let (frames, starts) = frames_of(&[1000; 200]);
+        let mid = split_point(&frames).unwrap();
+        assert!(starts.contains(&mid), "{mid} is a frame boundary");
+        assert!(mid >= frames.len() / 2 && mid - frames.len() / 2 < 1100);
+        // Uneven frames.
+        let lens: Vec<usize> = (0..500).map(|i| (i * 37) % 900).collect();
+        let (frames, starts) = frames_of(&lens);
+        let mid = split_point(&frames).unwrap();
+        assert!(starts.contains(&mid) && mid >= frames.len() / 2);
+        // One frame spanning the middle and reaching the end: cut before it.
+        let (frames, starts) = frames_of(&[10, 10, 200_000]);
+        assert_eq!(split_point(&frames), Some(starts[2]));
+        // One huge first frame: cut after it.
+        let (frames, starts) = frames_of(&[200_000, 10, 10]);
+        assert_eq!(split_point(&frames), Some(starts[1]));
+        // A single frame: one thread.
+        let (frames, _) = frames_of(&[200_000]);
+        assert_eq!(split_point(&frames), None);
+        // A damaged header: one thread (rendering reports it).
+        let (mut frames, _) = frames_of(&[1000; 200]);
+        frames[0] = b'X';
+        assert_eq!(split_point(&frames), None);
     }
 
     fn bad(raw: &str) -> (String, String) {

@@ -127,6 +127,9 @@ pub struct RelayService {
     /// `format=json` through apache-avro values and `serde_json` (the renderer before the direct one),
     /// for benchmarks that compare the two.
     value_json: AtomicBool,
+    /// Whether large `format=json` answers are rendered in two halves on two threads (the default);
+    /// off for benchmarks that compare with one thread.
+    json_split: AtomicBool,
 }
 
 impl std::fmt::Debug for RelayService {
@@ -165,6 +168,7 @@ impl RelayService {
             streams: Arc::new(Semaphore::new(http.max_concurrent_streams)),
             json_plans: JsonPlanCache::default(),
             value_json: AtomicBool::new(false),
+            json_split: AtomicBool::new(true),
         })
     }
 
@@ -187,6 +191,19 @@ impl RelayService {
     pub fn uses_value_json_renderer(&self) -> bool {
         // Relaxed: see `use_value_json_renderer`.
         self.value_json.load(Ordering::Relaxed)
+    }
+
+    /// Renders large `format=json` answers in two halves on two threads (`true`, the default) or on one
+    /// (`false`). The output is the same; this exists so that benchmarks can compare the two.
+    pub fn split_json_rendering(&self, on: bool) {
+        // Relaxed: a mode flag read per response; no other memory depends on it.
+        self.json_split.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether [`RelayService::split_json_rendering`] is on.
+    pub fn splits_json_rendering(&self) -> bool {
+        // Relaxed: see `split_json_rendering`.
+        self.json_split.load(Ordering::Relaxed)
     }
 
     /// A permit for one `stream` request, `None` when `http.max_concurrent_streams` are in progress.

@@ -571,6 +571,118 @@ async fn both_json_renderers_answer_the_same_bytes() {
     relay.stop().await;
 }
 
+/// An answer of several 64 KiB chunks of frames (rendered as JSON in two halves on two threads)
+/// holds every frame exactly once and in order: one line per event and end marker, the same lines as
+/// the same frames read in answers under 64 KiB (rendered on one thread), then the checkpoint line.
+#[tokio::test]
+async fn large_json_answer_renders_every_frame_once_in_order() {
+    let mut relay = Relay::start(8 << 20).await;
+    let schema = relay.registry.get(relay.schema_id).unwrap();
+    let mut expected = Vec::new();
+    let mut key = 0i64;
+    for w in 1..=400u64 {
+        let events: Vec<Event> = (0..9)
+            .map(|i| {
+                key += 1;
+                let mut e = event(1, key, 0);
+                e.schema = relay.schema_id;
+                e.opcode = if i == 4 {
+                    Opcode::Delete
+                } else {
+                    Opcode::Upsert
+                };
+                schema
+                    .encoder
+                    .encode(
+                        &[databus_serde_formats::Value::Int(key * 7)],
+                        &mut e.payload,
+                    )
+                    .unwrap();
+                if i == 8 {
+                    // Payloads of varied length, some not decoding (decode_error).
+                    e.payload.resize((key % 300) as usize, 0x80);
+                }
+                e
+            })
+            .collect();
+        append_window(&mut relay.shop, Scn::new(w * 2), w, &events);
+        for e in &events {
+            expected.push((w * 2, Some(e.key.clone())));
+        }
+        expected.push((w * 2, None));
+    }
+    let big = get(
+        relay.addr,
+        "/v1/stream?buffer=shop&format=json&max_bytes=4194304",
+    )
+    .await;
+    assert_eq!(big.status, 200);
+    let text = String::from_utf8(big.body.clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let (checkpoint, events) = lines.split_last().unwrap();
+    let checkpoint: Value = serde_json::from_str(checkpoint).unwrap();
+    assert_eq!(checkpoint["more"], false);
+    assert_eq!(events.len(), expected.len(), "one line per frame");
+    assert_eq!(big.header("x-databus-events"), expected.len().to_string());
+    let frame_bytes: usize = relay.shop_buffer.stats().bytes_held as usize;
+    assert!(
+        frame_bytes >= 4 * (64 << 10),
+        "the answer spans several 64 KiB chunks of frames: {frame_bytes}"
+    );
+    for (line, (scn, key)) in events.iter().zip(&expected) {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["scn"], *scn, "{line}");
+        match key {
+            Some(Key::Int(k)) => {
+                assert_eq!(v["key"], *k, "{line}");
+                if v.get("decode_error").is_none() {
+                    assert_eq!(v["payload"], json!({ "id": k * 7 }), "{line}");
+                }
+            }
+            _ => assert_eq!(v["opcode"], "end_of_window", "{line}"),
+        }
+    }
+    // The same answer rendered on one thread: the same bytes.
+    relay.service.split_json_rendering(false);
+    let one_thread = get(
+        relay.addr,
+        "/v1/stream?buffer=shop&format=json&max_bytes=4194304",
+    )
+    .await;
+    relay.service.split_json_rendering(true);
+    assert!(
+        one_thread.body == big.body,
+        "one thread and two answer the same bytes"
+    );
+    // The same frames in answers under 64 KiB: the same lines.
+    let mut cp = Checkpoint::beginning();
+    let mut small = Vec::new();
+    loop {
+        let resp = get(
+            relay.addr,
+            &format!(
+                "/v1/stream?buffer=shop&format=json&max_bytes=16384&checkpoint={}",
+                enc(&cp.to_json())
+            ),
+        )
+        .await;
+        assert_eq!(resp.status, 200);
+        let body = String::from_utf8(resp.body.clone()).unwrap();
+        let mut lines: Vec<&str> = body.lines().collect();
+        let last: Value = serde_json::from_str(lines.pop().unwrap()).unwrap();
+        small.extend(lines.into_iter().map(str::to_owned));
+        cp = serde_json::from_value(last["checkpoint"].clone()).unwrap();
+        if last["more"] == false {
+            break;
+        }
+    }
+    assert_eq!(small.len(), events.len());
+    for (i, (a, b)) in small.iter().zip(events).enumerate() {
+        assert_eq!(a, b, "line {i}");
+    }
+    relay.stop().await;
+}
+
 #[tokio::test]
 async fn byte_budget_splits_windows_and_resumes_exactly() {
     let mut relay = Relay::start(1 << 20).await;
