@@ -18,7 +18,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use databus_core::{Checkpoint, ConsumptionMode, EventView, SchemaId, SourceId};
+use databus_core::{Checkpoint, ConsumptionMode, EventView, FrameHeader, SchemaId, SourceId};
 use serde_json::{Value, json};
 use tokio::time::Instant;
 use warp::http::{HeaderValue, StatusCode, header};
@@ -1103,6 +1103,7 @@ fn handle_metrics(svc: &RelayService) -> Result<Response, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use databus_core::KeyRef;
 
     fn http() -> HttpSettings {
         HttpSettings::defaults::<crate::config::RelayHttp>()
