@@ -1105,15 +1105,7 @@ impl EventBuffer {
             pos: start,
             phys: start % self.capacity,
         };
-        let mut outcome = ReadOutcome {
-            checkpoint: from.clone(),
-            events_copied: 0,
-            events_scanned: 0,
-            windows_completed: 0,
-            windows_coalesced: 0,
-            bytes_copied: 0,
-            more_available: false,
-        };
+        let mut outcome = ReadOutcome::nothing(from);
         // Skip what the checkpoint already covers: whole windows up to `requested`, then the first `k`
         // data events of window `requested` for a mid-window checkpoint.
         let mut window: Option<Scn> = None;
