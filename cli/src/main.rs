@@ -19,6 +19,12 @@ use databus_cli::{
 use databus_core::Scn;
 use tokio_util::sync::CancellationToken;
 
+/// mimalloc instead of the system allocator: the relay's ingest allocates on one thread (the connector's
+/// reader) and frees on another (the pipeline), which glibc's malloc serves with arena locks and
+/// consolidation (docs/BENCHMARKS.md, "allocator").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const EXIT_CODES: &str = "\
 Exit codes:
   0  success
