@@ -162,6 +162,34 @@ fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
+/// CPU seconds of each thread of process `pid` that used any, summed per thread name, e.g.
+/// `tokio-rt-worker 1.52 s, ring-prefault 0.31 s`.
+fn thread_cpu(pid: &str) -> String {
+    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.flatten() {
+        let tid = task.file_name().to_string_lossy().into_owned();
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        let secs = cpu_secs(&format!("{pid}/task/{tid}"));
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, total)) => *total += secs,
+            None => by_name.push((name, secs)),
+        }
+    }
+    by_name.retain(|(_, secs)| *secs > 0.0);
+    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
+    by_name
+        .iter()
+        .map(|(name, secs)| format!("{name} {secs:.2} s"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The 1-minute load average (what else the machine was doing).
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -397,6 +425,10 @@ async fn main() {
         .expect("free port")
         .port();
     let authority = format!("127.0.0.1:{port}");
+    // The source shares the 2 cores: its CPU while it streams the binlog to the relay says how much of
+    // the machine the relay had.
+    let mysqld_pid = db.pid().map(|p| p.to_string()).unwrap_or_default();
+    let mysqld_before = cpu_secs(&mysqld_pid);
     let start = Instant::now();
     let mut relay = start_relay(bin, dir.path(), port, &url);
     let pid = relay.0.id().to_string();
@@ -443,6 +475,8 @@ async fn main() {
         let _ = perf.wait();
     }
     let relay_cpu = cpu_secs(&pid);
+    let threads = thread_cpu(&pid);
+    let mysqld_cpu = cpu_secs(&mysqld_pid) - mysqld_before;
     let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -463,10 +497,13 @@ async fn main() {
     let startup = first_event.unwrap_or(0.0);
     println!(
         "  of which start-up (spawn to the first event in the buffer) {startup:.2} s; after it \
-         {:.0} row changes/s ({:.2}x baseline round 1)",
+         {:.0} row changes/s ({:.2}x baseline round 1); mariadbd CPU meanwhile {mysqld_cpu:.2} s \
+         (relay + mariadbd = {:.0}% of the 2 cores)",
         n / (catchup - startup),
-        b1 / (catchup - startup)
+        b1 / (catchup - startup),
+        (relay_cpu + mysqld_cpu) / (2.0 * catchup) * 100.0
     );
+    println!("  relay CPU by thread: {threads}");
     println!("relay buffer status: {}", status["buffers"][0]);
 
     let mut tails = Vec::new();

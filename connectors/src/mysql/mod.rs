@@ -37,6 +37,8 @@ mod schema;
 mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -200,7 +202,7 @@ struct Live {
     /// The binlog file being read (shared cheaply with error messages built per event).
     file: Arc<str>,
     /// Table id -> (raw table-map bytes, entry). Ids are per server run: never persisted.
-    tables: HashMap<u64, (Vec<u8>, TableEntry)>,
+    tables: FxHashMap<u64, (Vec<u8>, TableEntry)>,
     txn: Option<OpenTxn>,
 }
 
@@ -251,7 +253,7 @@ pub struct MySqlConnector {
     domain: Option<u32>,
     pending: VecDeque<ConnectorEvent>,
     /// The schema last announced per table (SchemaChange is sent when it changes).
-    announced: HashMap<TableName, Arc<TableSchema>>,
+    announced: FxHashMap<TableName, Arc<TableSchema>>,
     /// What `information_schema` says about each table's columns beyond the binlog (cleared on DDL).
     column_facts: HashMap<TableName, ColumnFacts>,
     failures: u32,
@@ -278,7 +280,7 @@ impl MySqlConnector {
             last_scn: Scn::ZERO,
             domain: None,
             pending: VecDeque::new(),
-            announced: HashMap::new(),
+            announced: FxHashMap::default(),
             column_facts: HashMap::new(),
             failures: 0,
             reconnects: 0,
@@ -454,7 +456,7 @@ impl MySqlConnector {
             quiet_ticks: 0,
             seen_format_description: false,
             file: Arc::from(""),
-            tables: HashMap::new(),
+            tables: FxHashMap::default(),
             txn: None,
         });
         Ok(())

@@ -168,7 +168,7 @@ pub(crate) fn decimal_bin_size(precision: u8, scale: u8) -> usize {
 }
 
 /// Appends `v` in decimal, zero-padded to `width` digits (at most 9; 0 = no padding).
-fn push_digits(out: &mut String, v: u32, width: usize) {
+fn push_digits(out: &mut Vec<u8>, v: u32, width: usize) {
     let mut buf = [b'0'; 10];
     let (mut n, mut i) = (v, buf.len());
     loop {
@@ -180,7 +180,7 @@ fn push_digits(out: &mut String, v: u32, width: usize) {
         }
     }
     let start = i.min(buf.len() - width.min(9));
-    out.extend(buf[start..].iter().map(|&c| char::from(c)));
+    out.extend_from_slice(&buf[start..]);
 }
 
 /// The exact text of a binary `DECIMAL(precision, scale)` held in `b` (exactly
@@ -208,9 +208,10 @@ pub(crate) fn decimal_text(b: &[u8], precision: u8, scale: u8) -> Option<String>
         pos += len;
         (v < POW10[digits]).then_some(v)
     };
-    let mut out = String::with_capacity(usize::from(precision) + 3);
+    // ASCII only (sign, digits, point), made a `String` at the end.
+    let mut out = Vec::with_capacity(usize::from(precision) + 3);
     if negative {
-        out.push('-');
+        out.push(b'-');
     }
     let mut started = false;
     let groups = std::iter::once(intg % 9)
@@ -230,10 +231,10 @@ pub(crate) fn decimal_text(b: &[u8], precision: u8, scale: u8) -> Option<String>
             // A zero without fraction has no sign.
             out.clear();
         }
-        out.push('0');
+        out.push(b'0');
     }
     if scale > 0 {
-        out.push('.');
+        out.push(b'.');
         for _ in 0..scale / 9 {
             push_digits(&mut out, group(9)?, 9);
         }
@@ -241,7 +242,7 @@ pub(crate) fn decimal_text(b: &[u8], precision: u8, scale: u8) -> Option<String>
             push_digits(&mut out, group(scale % 9)?, scale % 9);
         }
     }
-    Some(out)
+    String::from_utf8(out).ok()
 }
 
 /// MariaDB's `latin1` is Windows-1252.

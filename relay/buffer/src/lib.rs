@@ -150,6 +150,14 @@ pub struct BufferConfig {
     /// [`AppendError::WindowTooManyFrames`]. `false` (the default of [`BufferConfig::new`]): the whole
     /// capacity is the event ring and `read_indexed` scans frames.
     pub side_index: bool,
+    /// `false` (the default): the buffer's memory is on ordinary 4 KiB pages, even where the
+    /// allocator or the system's `transparent_hugepage` setting would choose huge pages. `true`: on
+    /// transparent huge pages (2 MiB). The kernel zeroes each page on its first write; on a virtual
+    /// machine whose host takes freed memory back (free page reporting, common in clouds), a fresh
+    /// huge page costs about 2 s per GiB to fault in against 0.3 s for small pages (measured on the
+    /// project's 2-core KVM guest, docs/BENCHMARKS.md "Huge pages"), which a relay pays while it
+    /// first fills its buffer. Reads showed no measurable difference.
+    pub huge_pages: bool,
 }
 
 /// The share of [`BufferConfig::capacity_bytes`] a side index takes: one ninth, one 16-byte entry per
@@ -166,7 +174,14 @@ impl BufferConfig {
             awaits_anchor: false,
             prefault: Prefault::default(),
             side_index: false,
+            huge_pages: false,
         }
+    }
+
+    /// The same buffer on huge pages or not (see [`huge_pages`](Self::huge_pages)).
+    pub fn huge_pages(mut self, huge_pages: bool) -> Self {
+        self.huge_pages = huge_pages;
+        self
     }
 
     /// The same buffer with a side index (see [`side_index`](Self::side_index)).
@@ -239,12 +254,12 @@ pub fn event_buffer(config: BufferConfig) -> Result<(BufferWriter, Arc<EventBuff
     let (capacity, block_bytes, side_slots) = config.validate()?;
     let slots = (capacity / block_bytes + 2) as usize;
     let buffer = Arc::new(EventBuffer {
-        ring: ring::zeroed_words((capacity / 8) as usize),
+        ring: ring::zeroed_words((capacity / 8) as usize, config.huge_pages),
         capacity,
         block_bytes,
-        index: ring::zeroed_words(slots * INDEX_STRIDE),
+        index: ring::zeroed_words(slots * INDEX_STRIDE, config.huge_pages),
         index_slots: slots as u64,
-        side: ring::zeroed_words(side_slots as usize * side::SIDE_STRIDE),
+        side: ring::zeroed_words(side_slots as usize * side::SIDE_STRIDE, config.huge_pages),
         side_slots,
         head: CachePadded::new(HeadCursor {
             pos: AtomicU64::new(0),

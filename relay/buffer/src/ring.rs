@@ -36,8 +36,8 @@ pub(crate) const fn padded(len: u64) -> u64 {
     (len + 7) & !7
 }
 
-/// A zeroed array of atomic words.
-pub(crate) fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
+/// A zeroed array of atomic words, on huge pages or not (see [`BufferConfig::huge_pages`](crate::BufferConfig::huge_pages)).
+pub(crate) fn zeroed_words(n: usize, huge_pages: bool) -> Box<[AtomicU64]> {
     #[cfg(not(loom))]
     {
         const {
@@ -48,7 +48,9 @@ pub(crate) fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
         // lazily instead of touching gigabytes at start-up.
         let words: Box<[u64]> = vec![0u64; n].into_boxed_slice();
         #[cfg(target_os = "linux")]
-        advise_huge_pages(&words);
+        advise_page_size(&words, huge_pages);
+        #[cfg(not(target_os = "linux"))]
+        let _ = huge_pages;
         let raw = Box::into_raw(words) as *mut [AtomicU64];
         // SAFETY: `AtomicU64` has the same size and bit validity as `u64` (std docs), and the same alignment
         // here (checked at compile time above), so the allocation has the layout `Box<[AtomicU64]>` will
@@ -61,15 +63,17 @@ pub(crate) fn zeroed_words(n: usize) -> Box<[AtomicU64]> {
     }
     #[cfg(loom)]
     {
+        let _ = huge_pages;
         (0..n).map(|_| AtomicU64::new(0)).collect()
     }
 }
 
-/// Asks Linux to back a large, not yet touched allocation with transparent huge pages (honoured when
-/// `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or `always`): a multi-GiB ring then costs
-/// far fewer TLB misses on lookups and copies. Purely advisory; failures are ignored.
+/// Tells Linux whether to back a large, not yet touched allocation with transparent huge pages
+/// (`MADV_HUGEPAGE`, honoured when `/sys/kernel/mm/transparent_hugepage/enabled` is `madvise` or
+/// `always`) or not (`MADV_NOHUGEPAGE`: without it the allocator or `enabled = always` may choose huge
+/// pages anyway). Purely advisory; failures are ignored.
 #[cfg(all(target_os = "linux", not(loom)))]
-fn advise_huge_pages(words: &[u64]) {
+fn advise_page_size(words: &[u64], huge: bool) {
     const HUGE: usize = 2 << 20;
     let bytes = std::mem::size_of_val(words);
     if bytes < 2 * HUGE {
@@ -82,14 +86,18 @@ fn advise_huge_pages(words: &[u64]) {
         return;
     }
     // SAFETY: `[aligned, end)` lies inside `words`' allocation, which is alive for the whole call.
-    // MADV_HUGEPAGE only changes how the kernel backs those pages; it never changes their contents or
+    // MADV_HUGEPAGE and MADV_NOHUGEPAGE only change how the kernel backs those pages; it never changes their contents or
     // their validity, so no Rust reference can observe it. The return value is deliberately ignored.
     #[allow(unsafe_code)]
     unsafe {
         libc::madvise(
             aligned as *mut libc::c_void,
             end - aligned,
-            libc::MADV_HUGEPAGE,
+            if huge {
+                libc::MADV_HUGEPAGE
+            } else {
+                libc::MADV_NOHUGEPAGE
+            },
         );
     }
 }

@@ -87,6 +87,7 @@ fn config_is_validated() {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index: false,
+        huge_pages: false,
     })
     .unwrap_err();
     assert!(err.to_string().contains("index_block_bytes 8"), "{err}");
@@ -279,6 +280,7 @@ fn eviction_removes_whole_windows_oldest_first() {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index: false,
+        huge_pages: false,
     })
     .unwrap();
     // Each window: 3 events of 64+8+56 = 128 bytes + a 56-byte marker = 440 bytes.
@@ -378,6 +380,7 @@ fn sparse_scns_continue_at_the_next_window_through_the_index() {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index: false,
+        huge_pages: false,
     })
     .unwrap();
     let scns: Vec<u64> = (1..=3000u64).map(|i| i * 7 + (i % 3)).collect();
@@ -609,6 +612,7 @@ fn index_lookups_land_on_the_right_event() {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index: false,
+        huge_pages: false,
     })
     .unwrap();
     for s in [10, 20, 30] {

@@ -39,6 +39,7 @@ fn a_reader_from_the_beginning_gets_a_prefix_or_scn_not_found() {
             awaits_anchor: false,
             prefault: databus_buffer::Prefault::default(),
             side_index: false,
+            huge_pages: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -72,6 +73,7 @@ fn a_reader_after_the_evicted_window_is_always_served() {
             awaits_anchor: false,
             prefault: databus_buffer::Prefault::default(),
             side_index: false,
+            huge_pages: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -106,6 +108,7 @@ fn a_reader_before_the_origin_is_never_served_the_first_window() {
             awaits_anchor: true,
             prefault: databus_buffer::Prefault::default(),
             side_index: false,
+            huge_pages: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {
@@ -141,6 +144,7 @@ fn a_reader_at_the_origin_is_served_or_waits() {
             awaits_anchor: true,
             prefault: databus_buffer::Prefault::default(),
             side_index: false,
+            huge_pages: false,
         })
         .unwrap();
         let t = loom::thread::spawn(move || {

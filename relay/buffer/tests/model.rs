@@ -346,6 +346,7 @@ fn run(capacity: usize, block: usize, ops: Vec<Op>) -> Result<(), TestCaseError>
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index: false,
+        huge_pages: false,
     })
     .unwrap();
     let mut model = Model {

@@ -22,6 +22,7 @@ fn config(capacity: usize, block: usize) -> BufferConfig {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::OnFirstWrite,
         side_index: true,
+        huge_pages: false,
     }
 }
 

@@ -227,6 +227,7 @@ fn run(side_index: bool) {
         awaits_anchor: false,
         prefault: databus_buffer::Prefault::default(),
         side_index,
+        huge_pages: false,
     })
     .unwrap();
     let stop = Arc::new(AtomicBool::new(false));

@@ -127,6 +127,12 @@ pub struct SourceConfig {
     /// only. Default false.
     #[serde(default)]
     pub before_images: bool,
+    /// Event buffer on transparent huge pages (2 MiB) instead of 4 KiB pages. Default false: on
+    /// virtual machines that hand freed memory back to their host, first faulting huge pages in costs
+    /// the relay several times the CPU while it first fills its buffer (docs/operations.md, "Huge
+    /// pages"); on bare metal they may save TLB misses.
+    #[serde(default)]
+    pub buffer_huge_pages: bool,
     /// The tables captured, each mapped to a logical source id and name.
     pub tables: Vec<TableConfig>,
 }
@@ -234,6 +240,8 @@ pub struct ValidatedSource {
     pub history_transactions: u64,
     /// Whether updates carry their before image.
     pub before_images: bool,
+    /// Whether the event buffer is on huge pages.
+    pub buffer_huge_pages: bool,
     /// The captured tables.
     pub tables: Vec<ValidatedTable>,
 }
@@ -515,6 +523,7 @@ impl RelayConfig {
                 buffer_bytes: to_usize(&at("buffer_size"), source.buffer_size)?,
                 history_transactions: source.history_transactions,
                 before_images: source.before_images,
+                buffer_huge_pages: source.buffer_huge_pages,
                 tables,
             });
         }

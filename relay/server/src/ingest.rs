@@ -32,6 +32,8 @@
 //! [`SourceConnector::source_lag_bytes`] goes to the `databus_relay_source_log_lag_bytes` gauge.
 
 use std::collections::HashMap;
+
+use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -90,11 +92,11 @@ const MAX_CACHED_TABLE_VERSIONS: usize = 4096;
 
 struct Pipeline {
     parts: IngestParts,
-    by_table: HashMap<(String, String), SourceId>,
+    by_table: FxHashMap<(String, String), SourceId>,
     /// Per table schema seen (keyed by the address of its `Arc`, which the entry keeps alive so the
     /// address is not reused): its source id (none: not captured) and registered version. The
     /// connector shares one `Arc` per table version, so a row costs one integer hash lookup.
-    tables: HashMap<usize, (Arc<TableSchema>, Option<SourceId>, RegisteredSchema)>,
+    tables: FxHashMap<usize, (Arc<TableSchema>, Option<SourceId>, Arc<RegisteredSchema>)>,
     payload: Vec<u8>,
     /// The before image of an update being encoded (before images on).
     before: Vec<u8>,
@@ -121,7 +123,7 @@ impl Pipeline {
     fn table(
         &mut self,
         table: &Arc<TableSchema>,
-    ) -> Result<Option<(SourceId, RegisteredSchema)>, RelayError> {
+    ) -> Result<Option<(SourceId, Arc<RegisteredSchema>)>, RelayError> {
         let address = Arc::as_ptr(table) as usize;
         if let Some((_, source, registered)) = self.tables.get(&address) {
             return Ok(source.map(|s| (s, registered.clone())));
@@ -130,12 +132,12 @@ impl Pipeline {
             .by_table
             .get(&(table.database.clone(), table.table.clone()))
             .copied();
-        let registered = self.parts.registry.register(table).map_err(|e| {
+        let registered = Arc::new(self.parts.registry.register(table).map_err(|e| {
             self.definite(format!(
                 "cannot register the schema of {}: {e}",
                 table.qualified_name()
             ))
-        })?;
+        })?);
         if self.tables.len() >= MAX_CACHED_TABLE_VERSIONS {
             self.tables.clear();
         }
@@ -309,7 +311,7 @@ pub async fn run_ingest<C: SourceConnector + 'static>(
         .collect();
     let mut p = Pipeline {
         by_table,
-        tables: HashMap::new(),
+        tables: FxHashMap::default(),
         payload: Vec::new(),
         before: Vec::new(),
         last_position: persisted.as_ref().and_then(|s| s.position.clone()),

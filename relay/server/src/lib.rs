@@ -150,6 +150,7 @@ pub async fn run_with(
     for source in &config.sources {
         let (writer, buffer) = event_buffer(
             BufferConfig::new(source.buffer_bytes)
+                .huge_pages(source.buffer_huge_pages)
                 .awaiting_anchor()
                 .with_side_index(),
         )

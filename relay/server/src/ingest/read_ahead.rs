@@ -13,8 +13,10 @@
 //! | lag gauge | set by the reader after each event |
 //! | stop | the pipeline cancels the reader's token; the reader returns between events (what it read ahead and the pipeline did not write is read again after the restart: the state file is behind it) |
 
+use std::future::Future as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::Poll;
 
 use databus_connectors::{ConnectorError, ConnectorEvent, SourceConnector};
 use databus_core::Scn;
@@ -27,6 +29,9 @@ use crate::metrics as m;
 
 /// Row changes read ahead of the pipeline at most (a transaction larger than this is read alone).
 pub(crate) const READ_AHEAD_CHANGES: usize = 16 * 1024;
+
+/// Events the reader holds at most before handing them over (see [`Reader::run`]).
+const HELD_ITEMS: usize = 256;
 
 /// What the reader forwards: an event (with its share of the read-ahead budget, returned when the
 /// pipeline drops it), the connector's end of stream, or the error that stopped it.
@@ -99,16 +104,37 @@ struct Reader<C> {
 
 impl<C: SourceConnector> Reader<C> {
     async fn run(mut self) -> C {
+        // One cancellation future for the whole run: a fresh one per event would check the token
+        // under its lock and register a waiter every time.
+        let stopped = self.stop.clone().cancelled_owned();
+        tokio::pin!(stopped);
+        // Events read but not yet handed over: sent in one burst when the connector would wait for
+        // the source (or HELD_ITEMS pile up, or the budget runs out), so a pipeline that keeps up is
+        // woken once per burst instead of once per event while the reader catches up; at the live
+        // edge every event still goes over as soon as it is read.
+        let mut held = Vec::with_capacity(HELD_ITEMS);
         loop {
             let durable = self.durable.load(Ordering::Relaxed);
             if durable > self.acknowledged {
                 self.acknowledged = durable;
                 self.connector.acknowledge(Scn::new(durable));
             }
-            let next = tokio::select! {
-                biased;
-                () = self.stop.cancelled() => return self.connector,
-                next = self.connector.next_event() => next,
+            let next = {
+                let next = self.connector.next_event();
+                tokio::pin!(next);
+                // Poll once: ready means the connector had it (or its bytes) at hand.
+                match std::future::poll_fn(|cx| Poll::Ready(next.as_mut().poll(cx))).await {
+                    Poll::Ready(next) => Some(next),
+                    Poll::Pending if !hand_over(&self.items, &mut held) => None,
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        () = &mut stopped => None,
+                        next = next => Some(next),
+                    },
+                }
+            };
+            let Some(next) = next else {
+                return self.connector;
             };
             let item = match next {
                 Ok(Some(event)) => {
@@ -121,11 +147,21 @@ impl<C: SourceConnector> Reader<C> {
                         }
                         _ => 1,
                     };
-                    let permit = tokio::select! {
-                        biased;
-                        () = self.stop.cancelled() => return self.connector,
-                        permit = self.budget.clone().acquire_many_owned(cost as u32) => {
-                            permit.expect("the budget is never closed")
+                    let permit = match self.budget.clone().try_acquire_many_owned(cost as u32) {
+                        Ok(permit) => permit,
+                        Err(_) => {
+                            // Out of budget: what is held must go first, for the pipeline to
+                            // write and return budget.
+                            if !hand_over(&self.items, &mut held) {
+                                return self.connector;
+                            }
+                            tokio::select! {
+                                biased;
+                                () = &mut stopped => return self.connector,
+                                permit = self.budget.clone().acquire_many_owned(cost as u32) => {
+                                    permit.expect("the budget is never closed")
+                                }
+                            }
                         }
                     };
                     Item::Event(event, permit)
@@ -134,9 +170,17 @@ impl<C: SourceConnector> Reader<C> {
                 Err(e) => Item::Failed(e),
             };
             let last = !matches!(item, Item::Event(..));
-            if self.items.send(item).is_err() || last {
-                return self.connector;
+            held.push(item);
+            if last || held.len() >= HELD_ITEMS {
+                if !hand_over(&self.items, &mut held) || last || self.stop.is_cancelled() {
+                    return self.connector;
+                }
             }
         }
     }
+}
+
+/// Sends everything in `held`, in order. False if the pipeline is gone.
+fn hand_over(items: &mpsc::UnboundedSender<Item>, held: &mut Vec<Item>) -> bool {
+    held.drain(..).all(|item| items.send(item).is_ok())
 }
