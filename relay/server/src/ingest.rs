@@ -90,13 +90,17 @@ pub struct IngestParts {
 /// Bound of [`Pipeline::tables`] (cleared when reached: only after thousands of DDLs).
 const MAX_CACHED_TABLE_VERSIONS: usize = 4096;
 
+/// A table schema the pipeline has seen: the schema (kept alive), its source (none: not captured) and
+/// its registered version.
+type CachedTable = (Arc<TableSchema>, Option<SourceId>, Arc<RegisteredSchema>);
+
 struct Pipeline {
     parts: IngestParts,
     by_table: FxHashMap<(String, String), SourceId>,
     /// Per table schema seen (keyed by the address of its `Arc`, which the entry keeps alive so the
     /// address is not reused): its source id (none: not captured) and registered version. The
     /// connector shares one `Arc` per table version, so a row costs one integer hash lookup.
-    tables: FxHashMap<usize, (Arc<TableSchema>, Option<SourceId>, Arc<RegisteredSchema>)>,
+    tables: FxHashMap<usize, CachedTable>,
     payload: Vec<u8>,
     /// The before image of an update being encoded (before images on).
     before: Vec<u8>,

@@ -171,10 +171,10 @@ impl<C: SourceConnector> Reader<C> {
             };
             let last = !matches!(item, Item::Event(..));
             held.push(item);
-            if last || held.len() >= HELD_ITEMS {
-                if !hand_over(&self.items, &mut held) || last || self.stop.is_cancelled() {
-                    return self.connector;
-                }
+            if (last || held.len() >= HELD_ITEMS)
+                && (!hand_over(&self.items, &mut held) || last || self.stop.is_cancelled())
+            {
+                return self.connector;
             }
         }
     }
