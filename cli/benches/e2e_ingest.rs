@@ -176,7 +176,10 @@ fn thread_cpu(pid: &str) -> String {
             .trim()
             .to_owned();
         let secs = cpu_secs(&format!("{pid}/task/{tid}"));
-        match by_name.iter_mut().find(|(n, _)| *n == name) {
+        match by_name
+            .iter_mut()
+            .find(|(n, _)| *n == name && std::env::var_os("E2E_PER_TID").is_none())
+        {
             Some((_, total)) => *total += secs,
             None => by_name.push((name, secs)),
         }

@@ -65,11 +65,23 @@ impl<C: SourceConnector + 'static> ReadAhead<C> {
             stop: stop.clone(),
             lag: m::source_log_lag_gauge(name),
         };
+        // On a multi-threaded runtime the reader gets a thread of its own (from the blocking pool;
+        // the runtime's workers still drive its socket and timers). As an ordinary task it would
+        // mostly run on the pipeline's worker: a task woken by another runs next on the waker's
+        // worker and is not stolen from there, so reader and pipeline took turns on one core
+        // (measured: 1.48 s of CPU on one worker, 0.11 s on the other, docs/BENCHMARKS.md).
+        let runtime = tokio::runtime::Handle::current();
+        let task = match runtime.runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::spawn_blocking(move || runtime.block_on(reader.run()))
+            }
+            _ => tokio::spawn(reader.run()),
+        };
         ReadAhead {
             items,
             durable,
             stop,
-            task: tokio::spawn(reader.run()),
+            task,
         }
     }
 
