@@ -32,7 +32,12 @@
 //! cargo bench -p databus-cli --bench e2e_ingest -- 200000    # quick
 //! cargo bench -p databus-cli --bench e2e_ingest -- multi     # multi-row statements (or E2E_SHAPE=multi)
 //! E2E_RELAY_PERF=/tmp/relay.perf cargo bench -p databus-cli --bench e2e_ingest   # profile the relay
+//! E2E_HUGE_PAGES=1 cargo bench -p databus-cli --bench e2e_ingest   # the buffer on huge pages
 //! ```
+//!
+//! Beside each figure: the load average, the relay's CPU per thread (`ring-prefault` is the buffer's
+//! page faulting; the source reader has a `tokio-rt-worker` thread of its own) and MariaDB's CPU
+//! while the relay catches up (all on the same 2 cores).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -162,10 +167,11 @@ fn cpu_secs(pid: &str) -> f64 {
     ticks as f64 / 100.0
 }
 
-/// CPU seconds of each thread of process `pid` that used any, summed per thread name, e.g.
-/// `tokio-rt-worker 1.52 s, ring-prefault 0.31 s`.
+/// CPU seconds of each thread of process `pid` that used any, busiest first, e.g.
+/// `tokio-rt-worker 0.85 s, tokio-rt-worker 0.25 s, ring-prefault 0.10 s` (one entry per thread: how
+/// the work spread over the cores).
 fn thread_cpu(pid: &str) -> String {
-    let mut by_name: Vec<(String, f64)> = Vec::new();
+    let mut threads: Vec<(String, f64)> = Vec::new();
     let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
         .into_iter()
         .flatten();
@@ -176,17 +182,12 @@ fn thread_cpu(pid: &str) -> String {
             .trim()
             .to_owned();
         let secs = cpu_secs(&format!("{pid}/task/{tid}"));
-        match by_name
-            .iter_mut()
-            .find(|(n, _)| *n == name && std::env::var_os("E2E_PER_TID").is_none())
-        {
-            Some((_, total)) => *total += secs,
-            None => by_name.push((name, secs)),
+        if secs > 0.0 {
+            threads.push((name, secs));
         }
     }
-    by_name.retain(|(_, secs)| *secs > 0.0);
-    by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
-    by_name
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    threads
         .iter()
         .map(|(name, secs)| format!("{name} {secs:.2} s"))
         .collect::<Vec<_>>()
@@ -317,9 +318,11 @@ fn start_relay(bin: &str, dir: &Path, port: u16, url: &str) -> RelayProc {
         r#"{"version":1,"source":"shop","last_scn":0}"#,
     )
     .expect("state file");
+    // E2E_HUGE_PAGES=1: the buffer on transparent huge pages (`buffer_huge_pages`), to compare.
+    let huge = std::env::var("E2E_HUGE_PAGES").is_ok_and(|v| v == "1");
     let config = format!(
         "state_dir = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[[sources]]\nname = \"shop\"\n\
-         buffer_size = \"2GiB\"\nconnector = {{ kind = \"mariadb\", url = {url:?}, server_id = 1001 }}\n\
+         buffer_size = \"2GiB\"\nbuffer_huge_pages = {huge}\nconnector = {{ kind = \"mariadb\", url = {url:?}, server_id = 1001 }}\n\
          tables = [ {{ id = 1, name = \"t\", table = \"b.t\" }} ]\n",
         state.display().to_string()
     );
