@@ -20,8 +20,9 @@ use databus_core::Scn;
 use tokio_util::sync::CancellationToken;
 
 /// mimalloc instead of the system allocator: the relay's ingest allocates on one thread (the connector's
-/// reader) and frees on another (the pipeline), which glibc's malloc serves with arena locks and
-/// consolidation (docs/BENCHMARKS.md, "allocator").
+/// reader) and frees on another (the pipeline), which cost glibc's malloc 2-3x the relay's CPU. Built
+/// without transparent huge pages (`no_thp`), which raised the RSS of many connections by half
+/// (docs/BENCHMARKS.md, "Ingest on two cores").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -155,7 +155,7 @@ pub struct BufferConfig {
     /// transparent huge pages (2 MiB). The kernel zeroes each page on its first write; on a virtual
     /// machine whose host takes freed memory back (free page reporting, common in clouds), a fresh
     /// huge page costs about 2 s per GiB to fault in against 0.3 s for small pages (measured on the
-    /// project's 2-core KVM guest, docs/BENCHMARKS.md "Huge pages"), which a relay pays while it
+    /// project's 2-core KVM guest, docs/BENCHMARKS.md "Ingest on two cores"), which a relay pays while it
     /// first fills its buffer. Reads showed no measurable difference.
     pub huge_pages: bool,
 }

@@ -129,8 +129,8 @@ pub struct SourceConfig {
     pub before_images: bool,
     /// Event buffer on transparent huge pages (2 MiB) instead of 4 KiB pages. Default false: on
     /// virtual machines that hand freed memory back to their host, first faulting huge pages in costs
-    /// the relay several times the CPU while it first fills its buffer (docs/operations.md, "Huge
-    /// pages"); on bare metal they may save TLB misses.
+    /// the relay several times the CPU while it first fills its buffer (docs/operations.md, "Sizing
+    /// the relay buffer"); on bare metal they may save TLB misses.
     #[serde(default)]
     pub buffer_huge_pages: bool,
     /// The tables captured, each mapped to a logical source id and name.
@@ -664,6 +664,17 @@ connector = { kind = "mariadb", url = "mysql://x@h/", server_id = 7 }
         assert!(cfg.http.listen.ip().is_loopback(), "{}", cfg.http.listen);
         assert!(!cfg.security.is_tls() && !cfg.security.requires_token());
         assert_eq!(cfg.sources[0].buffer_bytes, 256 << 20);
+        assert!(
+            !cfg.sources[0].buffer_huge_pages,
+            "4 KiB pages unless asked"
+        );
+        let huge = RelayConfig::from_toml(
+            &text.replace("name = \"a\"", "name = \"a\"\nbuffer_huge_pages = true"),
+        )
+        .unwrap()
+        .validate_with_env(&env)
+        .unwrap();
+        assert!(huge.sources[0].buffer_huge_pages);
         let Origin::Connector(ConnectorConfig::MariaDb(mysql)) = &cfg.sources[0].origin else {
             panic!()
         };
