@@ -329,6 +329,28 @@ impl<'a> EventView<'a> {
         }
     }
 
+    /// [`parse`](Self::parse) without recomputing either checksum: the frame at the start of `bytes`
+    /// and the number of bytes it uses. Only for frames built by [`EventBuilder`] and kept where
+    /// nothing but a bug can alter them (the relay rendering frames of its own buffer, which
+    /// checked that its copy of them is consistent); untrusted bytes go through
+    /// [`EventView::parse`].
+    pub fn parse_verified_earlier(bytes: &'a [u8]) -> Result<(EventView<'a>, usize), FrameError> {
+        let header = FrameHeader::parse_verified_earlier(bytes)?;
+        let len = header.frame_len();
+        if bytes.len() < len {
+            return Err(FrameError::Truncated {
+                needed: len,
+                available: bytes.len(),
+            });
+        }
+        let view = EventView {
+            header,
+            frame: &bytes[..len],
+        };
+        view.check_layout()?;
+        Ok((view, len))
+    }
+
     /// Parses one whole frame that was verified by [`EventView::parse`] before and kept unchanged
     /// since (a client re-reading frames it holds in memory): the header is parsed and checked again,
     /// the body checksum is not recomputed. Untrusted bytes go through [`EventView::parse`].
@@ -626,6 +648,33 @@ mod tests {
         let mut longer = frame.clone();
         longer.push(0);
         assert!(EventView::parse_verified(&longer).is_err());
+    }
+
+    #[test]
+    fn parse_verified_earlier_walks_frames_without_checksums() {
+        let (a, b) = (sample().to_frame(), {
+            let mut e = sample();
+            e.key = Key::Int(9);
+            e.to_frame()
+        });
+        let both = [a.clone(), b.clone()].concat();
+        let (first, used) = EventView::parse_verified_earlier(&both).unwrap();
+        assert_eq!((Event::from(first), used), (sample(), a.len()));
+        let (second, used) = EventView::parse_verified_earlier(&both[a.len()..]).unwrap();
+        assert_eq!((second.key(), used), (KeyRef::Int(9), b.len()));
+        // Neither checksum is recomputed...
+        let mut flipped = a.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        flipped[13] ^= 1;
+        assert!(EventView::parse_verified_earlier(&flipped).is_ok());
+        // ...but the magic, the version and the length still are.
+        assert!(matches!(
+            EventView::parse_verified_earlier(&a[..a.len() - 1]),
+            Err(FrameError::Truncated { .. })
+        ));
+        let mut bad = a.clone();
+        bad[0] = b'X';
+        assert!(EventView::parse_verified_earlier(&bad).is_err());
     }
 
     #[test]
