@@ -194,6 +194,19 @@ fn thread_cpu(pid: &str) -> String {
         .join(", ")
 }
 
+/// CPU seconds the hypervisor gave to others while this machine wanted to run (the `steal` column of
+/// `/proc/stat`, all CPUs).
+fn steal_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu = stat.lines().next().unwrap_or_default();
+    let steal: u64 = cpu
+        .split_whitespace()
+        .nth(8)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    steal as f64 / 100.0
+}
+
 /// The 1-minute load average (what else the machine was doing).
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -435,6 +448,7 @@ async fn main() {
     // the machine the relay had.
     let mysqld_pid = db.pid().map(|p| p.to_string()).unwrap_or_default();
     let mysqld_before = cpu_secs(&mysqld_pid);
+    let steal_before = steal_secs();
     let start = Instant::now();
     let mut relay = start_relay(bin, dir.path(), port, &url);
     let pid = relay.0.id().to_string();
@@ -483,6 +497,7 @@ async fn main() {
     let relay_cpu = cpu_secs(&pid);
     let threads = thread_cpu(&pid);
     let mysqld_cpu = cpu_secs(&mysqld_pid) - mysqld_before;
+    let steal = steal_secs() - steal_before;
     let rss_kb = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
@@ -509,7 +524,10 @@ async fn main() {
         b1 / (catchup - startup),
         (relay_cpu + mysqld_cpu) / (2.0 * catchup) * 100.0
     );
-    println!("  relay CPU by thread: {threads}");
+    println!(
+        "  relay CPU by thread: {threads}; the hypervisor took {steal:.2} CPU s from this machine \
+         meanwhile (steal)"
+    );
     println!("relay buffer status: {}", status["buffers"][0]);
 
     let mut tails = Vec::new();
