@@ -1,7 +1,7 @@
 //! Partitioned fan-out of a relay over loopback HTTP (issue 19). Prints figures and ratios; no
 //! assertions. Run with
 //! `cargo bench -p databus-relay --bench fanout` (optional arguments: events, default 1000000; long-poll
-//! clients, default 1000; their source pace in windows/s, default 2000; seconds, default 10).
+//! clients, default 1000; their source pace in windows/s, default 2000; seconds, default 10). `FANOUT_HUGE_PAGES=1` puts the buffers on transparent huge pages.
 //!
 //! A real relay server (`databus_relay::serve_with`, warp/hyper over loopback) serves a buffer filled
 //! beforehand. Every client keeps one HTTP/1.1 connection, reads `Content-Length` bodies, and parses
@@ -263,12 +263,19 @@ async fn bench(events: u64, pollers: u64, pace: u64, seconds: u64) {
     let schema = schema(&registry);
     // The relay's buffers keep a side index (filtered reads decide on it); the same events in a buffer
     // without one measure the frame scan in the same run.
+    // FANOUT_HUGE_PAGES=1: the buffers on transparent huge pages (`buffer_huge_pages`), to compare.
+    let huge = std::env::var("FANOUT_HUGE_PAGES").is_ok_and(|v| v == "1");
+    println!(
+        "buffer pages: {}",
+        if huge { "huge (2 MiB)" } else { "4 KiB" }
+    );
     for side_index in [false, true] {
         let config = if side_index {
             BufferConfig::new(1 << 30).with_side_index()
         } else {
             BufferConfig::new(1 << 30)
-        };
+        }
+        .huge_pages(huge);
         drain_rates(events, config, &registry, &schema).await;
     }
     latency(pollers, pace, seconds).await;
