@@ -674,6 +674,42 @@ mod tests {
         assert_eq!(acks.last(), Some(&111), "{acks:?}");
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_a_multi_threaded_runtime_the_reader_thread_delivers_every_window_in_order() {
+        // Here the reader runs on a thread of its own. More windows in a row than it holds before a
+        // hand-over, a transient failure (the reader stops and hands the connector back), a restart.
+        let first: Vec<Step> = (107..=706)
+            .map(Step::Window)
+            .chain([Step::Fail(transient())])
+            .collect();
+        let second: Vec<Step> = (707..=1000).map(Step::Window).collect();
+        let r = run(
+            Some(106),
+            0,
+            vec![(Ok(None), first), (Ok(None), second)],
+            1000,
+        )
+        .await;
+        let mut out = Vec::new();
+        r.buffer
+            .read(&Checkpoint::after(Scn::new(106)), 1 << 20, &mut out)
+            .unwrap();
+        let windows: Vec<u64> = databus_core::EventView::parse_all(&out)
+            .unwrap()
+            .iter()
+            .filter(|e| e.opcode().is_end_of_window())
+            .map(|e| e.scn().get())
+            .collect();
+        assert_eq!(windows, (107..=1000).collect::<Vec<_>>());
+        assert_eq!(r.asked.len(), 2, "one restart: {:?}", r.asked);
+        for (acked, on_file) in &r.acks {
+            assert!(
+                acked <= on_file,
+                "acknowledged {acked} with {on_file} on file"
+            );
+        }
+    }
+
     fn first_after(buffer: &EventBuffer, scn: u64) -> Result<Option<Scn>, ReadError> {
         let mut out = Vec::new();
         buffer.read(&Checkpoint::after(Scn::new(scn)), 1 << 20, &mut out)?;
