@@ -1,7 +1,8 @@
-//! Read-ahead: the connector reads and decodes the source's log on its own task while the pipeline
-//! encodes and appends what it read before, so the two run on two cores instead of taking turns.
+//! Read-ahead: the connector reads and decodes the source's log on its own thread (a task, on a
+//! current-thread runtime) while the pipeline encodes and appends what it read before, so the two
+//! run on two cores instead of taking turns.
 //!
-//! The reader task owns the connector for one connection: from a successful `start` until the
+//! The reader owns the connector for one connection: from a successful `start` until the
 //! connector ends, fails, or the pipeline stops it; then it hands the connector back (for the next
 //! `start` or `shutdown`). It forwards everything in order: events, then the error or end that stopped
 //! it, which the pipeline handles after the events before it, exactly as if it had read them itself.
@@ -10,6 +11,7 @@
 //! |---------|-----|
 //! | memory | at most [`READ_AHEAD_CHANGES`] row changes read and not yet written (a larger transaction alone, as before: a window is never split) |
 //! | acknowledgement | the pipeline publishes the SCN its state file holds ([`ReadAhead::durable`]); the reader tells the connector before it asks for its next event, so the source is never told more than the file holds |
+//! | hand-over | in bursts: when the connector would wait for the source, when [`HELD_ITEMS`] events are held, or when the budget runs out (so the pipeline is woken once per burst while the reader catches up, and at once at the live edge) |
 //! | lag gauge | set by the reader after each event |
 //! | stop | the pipeline cancels the reader's token; the reader returns between events (what it read ahead and the pipeline did not write is read again after the restart: the state file is behind it) |
 
