@@ -37,8 +37,6 @@ mod schema;
 mod snapshot;
 
 use std::collections::{HashMap, VecDeque};
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +46,7 @@ use futures::StreamExt;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
 pub use self::checks::{CheckOutcome, SourceCheck};

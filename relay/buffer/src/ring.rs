@@ -86,8 +86,9 @@ fn advise_page_size(words: &[u64], huge: bool) {
         return;
     }
     // SAFETY: `[aligned, end)` lies inside `words`' allocation, which is alive for the whole call.
-    // MADV_HUGEPAGE and MADV_NOHUGEPAGE only change how the kernel backs those pages; it never changes their contents or
-    // their validity, so no Rust reference can observe it. The return value is deliberately ignored.
+    // MADV_HUGEPAGE and MADV_NOHUGEPAGE only change how the kernel backs those pages; neither changes
+    // their contents or validity, so no Rust reference can observe it. The return value is
+    // deliberately ignored.
     #[allow(unsafe_code)]
     unsafe {
         libc::madvise(

@@ -32,8 +32,6 @@
 //! [`SourceConnector::source_lag_bytes`] goes to the `databus_relay_source_log_lag_bytes` gauge.
 
 use std::collections::HashMap;
-
-use rustc_hash::FxHashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +43,7 @@ use databus_connectors::{
 use databus_core::{SchemaId, Scn, SourceId};
 use databus_http::backoff::{Backoff, BackoffConfig};
 use databus_serde_formats::{RegisteredSchema, SchemaRegistry, TableSchema};
+use rustc_hash::FxHashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::RelayError;
